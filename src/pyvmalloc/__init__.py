@@ -1,0 +1,30 @@
+"""pyvmalloc: an executable model of the Linux kernel's vmalloc subsystem.
+
+>>> from pyvmalloc import Kernel
+>>> k = Kernel(profile="6.18", cpus=2)
+>>> va = k.alloc_vmap_area(8192, 1, k.machine.vmalloc_start, k.machine.vmalloc_end)
+>>> hex(va.va_start)
+'0xffffc90000000000'
+"""
+
+from pyvmalloc.config import PROFILES, KernelProfile, Machine, get_profile
+from pyvmalloc.printk import KernelLog, KernelWarning
+
+__all__ = [
+    "PROFILES",
+    "Kernel",
+    "KernelLog",
+    "KernelProfile",
+    "KernelWarning",
+    "Machine",
+    "get_profile",
+]
+
+
+def __getattr__(name: str) -> object:
+    # Kernel pulls in every layer; import it lazily so light users stay light.
+    if name == "Kernel":
+        from pyvmalloc.kernel import Kernel
+
+        return Kernel
+    raise AttributeError(name)

@@ -1,0 +1,86 @@
+"""The ``pyvmalloc`` command line.
+
+Subcommands:
+
+* ``demo``      — the main job: a seeded allocation workload, then the allocator's state;
+* ``replay``    — replay a real kernel trace from a vmallocinfo snapshot;
+* ``compare``   — replay one trace under several kernel profiles, side by side;
+* ``capture``   — record a real kernel's vmalloc events (root, tracefs);
+* ``profiles``  — list the kernel profiles and what differs between them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _cmd_profiles(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from pyvmalloc.config import PROFILES
+
+    table = Table(title="kernel profiles")
+    table.add_column("rule")
+    for name in PROFILES:
+        table.add_column(name)
+    for f in fields(next(iter(PROFILES.values()))):
+        if f.name == "name":
+            continue
+        table.add_row(f.name, *(str(getattr(p, f.name)) for p in PROFILES.values()))
+    Console().print(table)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pyvmalloc.workloads.demo import run_demo
+
+    return run_demo(profile=args.profile, cpus=args.cpus, ops=args.ops, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyvmalloc",
+        description="An executable model of the Linux kernel's vmalloc subsystem.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="run a seeded allocation workload and show the allocator")
+    p.add_argument("--profile", default="6.18", help="kernel profile: 4.19, 5.4 or 6.18")
+    p.add_argument("--cpus", type=int, default=2)
+    p.add_argument("--ops", type=int, default=20000, help="number of alloc/free operations")
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("profiles", help="list the kernel profiles and their rules")
+    p.set_defaults(func=_cmd_profiles)
+
+    from pyvmalloc.trace.capture import register_cli as register_capture
+    from pyvmalloc.trace.replay import register_cli as register_replay
+
+    register_replay(sub)
+    register_capture(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc: int = args.func(args)
+    except BrokenPipeError:
+        return 0
+    except (ValueError, OSError) as e:
+        print(f"pyvmalloc: error: {e}", file=sys.stderr)
+        return 2
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""Machine configuration and kernel profiles.
+
+Two kinds of input decide what the kernel's vmalloc does:
+
+* the **machine** — architecture, paging depth, RAM, CPUs (online and possible),
+  NUMA nodes and build options such as ``CONFIG_NR_CPUS``;
+* the **kernel version** — the rules of the allocator itself, which changed a lot
+  between the 2019 rewrite (v5.2, the seed documents' era: v5.4) and the vmap-node era
+  (v6.9 onward, the live machine: v6.18).
+
+:class:`Machine` holds the first, :class:`KernelProfile` the second. Every constant and
+rule that differs between kernel versions lives in a profile and nowhere else; the
+allocator asks its profile, it never tests a version string.
+
+>>> m = Machine()
+>>> hex(m.vmalloc_start), hex(m.vmalloc_end)
+('0xffffc90000000000', '0xffffe8ffffffffff')
+>>> PROFILES["6.18"].nr_vmap_nodes(m)
+2
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+__all__ = [
+    "PAGE_SHIFT",
+    "PAGE_SIZE",
+    "PROFILES",
+    "ULONG_MAX",
+    "KernelProfile",
+    "Machine",
+    "fls",
+    "get_profile",
+    "parse_size",
+]
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+ULONG_MAX = (1 << 64) - 1
+
+Arch = Literal["x86_64", "i386"]
+
+
+def fls(x: int) -> int:
+    """Find last set bit, 1-based (``fls(0) == 0``, ``fls(1) == 1``, ``fls(2) == 2``)."""
+    return x.bit_length()
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgGtT]?)(i?[bB])?\s*$")
+
+
+def parse_size(value: int | str) -> int:
+    """Parse a size such as ``4G``, ``512M``, ``64KiB`` or ``4096`` into bytes.
+
+    Suffixes are binary (``K`` = 1024), as on the kernel command line (``memparse``).
+    """
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"size must not be negative: {value}")
+        return value
+    m = _SIZE_RE.match(value)
+    if not m:
+        raise ValueError(f"not a size: {value!r} (expected e.g. 4096, 64K, 512M, 4G)")
+    shift = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}[m.group(2).lower()]
+    return int(m.group(1)) << shift
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The simulated machine: what ``arch/`` and the boot configuration decide.
+
+    ``cpus_online`` drives ``lazy_max_pages()``; ``cpus_possible`` drives the number of
+    vmap nodes in 6.x; ``nr_cpus`` is ``CONFIG_NR_CPUS`` and sizes vmap blocks.
+    ``ram`` and ``numa_nodes`` drive the physical page allocator.
+    """
+
+    arch: Arch = "x86_64"
+    paging_levels: int = 4
+    cpus_online: int = 2
+    cpus_possible: int = 0  # 0: same as cpus_online
+    nr_cpus: int = 256
+    ram: int = 4 << 30
+    numa_nodes: int = 1
+    #: i386 only: ``vmalloc=`` boot option (bytes of the vmalloc reserve); 0 = default.
+    vmalloc_reserve: int = 0
+    layout: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ("x86_64", "i386"):
+            raise ValueError(f"unsupported arch {self.arch!r} (x86_64 or i386)")
+        if self.arch == "x86_64" and self.paging_levels not in (4, 5):
+            raise ValueError("x86_64 has 4- or 5-level paging")
+        if self.arch == "i386" and self.paging_levels != 2:
+            object.__setattr__(self, "paging_levels", 2)
+        if self.cpus_online < 1:
+            raise ValueError("at least one CPU must be online")
+        if self.cpus_possible == 0:
+            object.__setattr__(self, "cpus_possible", self.cpus_online)
+        if self.cpus_possible < self.cpus_online:
+            raise ValueError("cpus_possible must be >= cpus_online")
+        if self.cpus_possible > self.nr_cpus:
+            raise ValueError("cpus_possible must be <= nr_cpus (CONFIG_NR_CPUS)")
+        if self.numa_nodes < 1:
+            raise ValueError("at least one NUMA node")
+        object.__setattr__(self, "ram", parse_size(self.ram))
+        if self.ram < 16 << 20:
+            raise ValueError("RAM must be at least 16 MiB")
+        object.__setattr__(self, "vmalloc_reserve", parse_size(self.vmalloc_reserve))
+        from pyvmalloc.arch import arch_layout  # arch/ depends on this module
+
+        self.layout.update(arch_layout(self))
+
+    # --- address-space layout (arch/*/include/asm/pgtable_*_types.h) ---------------
+    @property
+    def vmalloc_start(self) -> int:
+        """``VMALLOC_START``: first byte of the vmalloc range."""
+        return self.layout["VMALLOC_START"]
+
+    @property
+    def vmalloc_end(self) -> int:
+        """``VMALLOC_END``: the kernel's (odd, inclusive-looking) end of the range."""
+        return self.layout["VMALLOC_END"]
+
+    @property
+    def modules_vaddr(self) -> int:
+        return self.layout["MODULES_VADDR"]
+
+    @property
+    def modules_end(self) -> int:
+        return self.layout["MODULES_END"]
+
+    @property
+    def bits_per_long(self) -> int:
+        return 64 if self.arch == "x86_64" else 32
+
+    @property
+    def ulong_max(self) -> int:
+        return (1 << self.bits_per_long) - 1
+
+    @property
+    def vmalloc_total(self) -> int:
+        """``VMALLOC_TOTAL`` = END - START, shown as ``VmallocTotal`` in /proc/meminfo."""
+        return self.vmalloc_end - self.vmalloc_start
+
+    # --- derived constants ------------------------------------------------------------
+    def lazy_max_pages(self) -> int:
+        """``lazy_max_pages()``: ``fls(num_online_cpus()) * 32 MiB / PAGE_SIZE``."""
+        return fls(self.cpus_online) * ((32 << 20) // PAGE_SIZE)
+
+    @property
+    def vmap_max_alloc(self) -> int:
+        """``VMAP_MAX_ALLOC`` = ``BITS_PER_LONG`` pages: the largest vb_alloc request."""
+        return self.bits_per_long
+
+    @property
+    def vmap_bbmap_bits(self) -> int:
+        """``VMAP_BBMAP_BITS``: pages per vmap block, a build-config input (NR_CPUS)."""
+        vmalloc_space = (128 << 30) if self.bits_per_long == 64 else (128 << 20)
+        vmalloc_pages = vmalloc_space // PAGE_SIZE
+        nr = 1 << (self.nr_cpus - 1).bit_length()  # roundup_pow_of_two(NR_CPUS)
+        return min(1024, max(2 * self.vmap_max_alloc, vmalloc_pages // nr // 16))
+
+    @property
+    def vmap_block_size(self) -> int:
+        return self.vmap_bbmap_bits * PAGE_SIZE
+
+    def with_(self, **changes: object) -> Machine:
+        """A copy with some fields changed (the layout is recomputed)."""
+        return replace(self, layout={}, **changes)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------
+# Kernel profiles
+# --------------------------------------------------------------------------------------
+
+#: Negative errno values, as the kernel returns them cast to unsigned long.
+ENOMEM = 12
+EBUSY = 16
+EINVAL = 22
+ERANGE = 34
+ENOENT = 2
+
+
+@dataclass(frozen=True)
+class KernelProfile:
+    """The allocator rules of one kernel version.
+
+    Each field documents the kernel change that introduced it, so a reader can tell
+    why the model behaves differently under "5.4" and "6.18".
+    """
+
+    name: str
+    #: "list": the pre-5.2 linear walk of the busy list with ``free_vmap_cache``;
+    #: "augmented": the augmented rb-tree of free space (v5.2, Uladzislau Rezki).
+    allocator: Literal["list", "augmented"]
+    #: Search length: v5.2–5.15 always search ``size + align - 1``; since v5.18
+    #: ("adjust_search_size") only when align > PAGE_SIZE and the range is not exact.
+    adjust_search_size: bool
+    #: v5.16 ("find_vmap_lowest_match() fix"): on roll-back, shift vstart to
+    #: ``ancestor.va_start + 1`` so a searched subtree is never re-entered.
+    rollback_shifts_vstart: bool
+    #: v6.16 (Baoquan He): alloc errors are negative errno values instead of ``vend``.
+    errno_errors: bool
+    #: v6.9 (Rezki, "Mitigate a vmap lock contention"): per-CPU vmap nodes with pools.
+    vmap_nodes: bool
+    #: ~v5.19/6.0: the lazy purge runs from a work item instead of synchronously.
+    deferred_purge: bool
+    #: v5.4: merge_or_add propagates after each step and extends prev before
+    #: unlinking next; v5.6+: one propagation at the end, next unlinked first.
+    merge_propagates_each_step: bool
+    #: v6.2 added the ``vmalloc`` tracepoints.
+    has_tracepoints: bool
+    #: find_vmap_area() visits nodes stepping -1 (v6.16+) or +1 (v6.9–6.15).
+    node_lookup_step: int
+    #: The warning printed when alloc_vmap_area gives up (``%lu`` size, range).
+    alloc_fail_warning: str
+    #: Maximum buddy order (MAX_ORDER-1 before v6.4, MAX_PAGE_ORDER after): 10.
+    max_page_order: int = 10
+    #: Page allocation in __vmalloc_area_node: one page at a time (5.4) or bulk (6.x).
+    bulk_page_alloc: bool = False
+    #: VM_ALLOW_HUGE_VMAP huge mappings (v5.13+, x86_64 since v5.18).
+    huge_vmalloc: bool = False
+    #: Pool size classes (MAX_VA_SIZE_PAGES) in 6.x.
+    max_va_size_pages: int = 256
+    #: v6.16 decay rule: classes with < 4 entries survive a partial decay.
+    decay_keeps_small_classes: bool = True
+    #: /proc/vmallocinfo skips VM_UNINITIALIZED areas (v6.16, also 6.12.y stable).
+    vmallocinfo_skips_uninitialized: bool = False
+
+    def nr_vmap_nodes(self, machine: Machine) -> int:
+        """``nr_vmap_nodes``: ``clamp(num_possible_cpus(), 1, 128)`` on 64-bit in 6.x."""
+        if not self.vmap_nodes or machine.bits_per_long != 64:
+            return 1
+        return max(1, min(machine.cpus_possible, 128))
+
+    def error(self, errno: int, vend: int) -> int:
+        """The value ``__alloc_vmap_area`` returns for an error, as unsigned long."""
+        return ULONG_MAX + 1 - errno if self.errno_errors else vend
+
+
+_WARN_OLD = "vmap allocation for size {size} failed: use vmalloc=<size> to increase size"
+_WARN_NEW = (
+    "vmalloc_node_range for size {size} failed: Address range restricted to {vstart:#x} - {vend:#x}"
+)
+
+PROFILES: dict[str, KernelProfile] = {
+    "4.19": KernelProfile(
+        name="4.19",
+        allocator="list",
+        adjust_search_size=False,
+        rollback_shifts_vstart=False,
+        errno_errors=False,
+        vmap_nodes=False,
+        deferred_purge=False,
+        merge_propagates_each_step=True,
+        has_tracepoints=False,
+        node_lookup_step=1,
+        alloc_fail_warning=_WARN_OLD,
+    ),
+    "5.4": KernelProfile(
+        name="5.4",
+        allocator="augmented",
+        adjust_search_size=False,
+        rollback_shifts_vstart=False,
+        errno_errors=False,
+        vmap_nodes=False,
+        deferred_purge=False,
+        merge_propagates_each_step=True,
+        has_tracepoints=False,
+        node_lookup_step=1,
+        alloc_fail_warning=_WARN_OLD,
+    ),
+    "6.18": KernelProfile(
+        name="6.18",
+        allocator="augmented",
+        adjust_search_size=True,
+        rollback_shifts_vstart=True,
+        errno_errors=True,
+        vmap_nodes=True,
+        deferred_purge=True,
+        merge_propagates_each_step=False,
+        has_tracepoints=True,
+        node_lookup_step=-1,
+        alloc_fail_warning=_WARN_NEW,
+        bulk_page_alloc=True,
+        huge_vmalloc=True,
+        vmallocinfo_skips_uninitialized=True,
+    ),
+}
+
+
+def get_profile(name: str | KernelProfile) -> KernelProfile:
+    """Look a profile up by name ("4.19", "5.4", "6.18"), with a clear error."""
+    if isinstance(name, KernelProfile):
+        return name
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown kernel profile {name!r}; known: {', '.join(PROFILES)}") from None

@@ -1,0 +1,288 @@
+"""A small kmalloc model (mm/slab_common.c size classes over SLUB-like slabs).
+
+What follows the kernel:
+
+* **Size classes** (``kmalloc_info[]``, 4 KiB pages, ``KMALLOC_MIN_SIZE`` = 8):
+  8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192. ``kmalloc_index()``
+  picks the smallest class that fits, with the two odd classes: sizes 65..96 use
+  kmalloc-96 and 129..192 use kmalloc-192.
+* ``KMALLOC_MAX_CACHE_SIZE`` = ``1 << (PAGE_SHIFT + 1)`` = 8192: a larger request goes
+  straight to the page allocator (``kmalloc_large``: ``alloc_pages(gfp | __GFP_COMP,
+  get_order(size))``) and ``kfree`` gives the pages back.
+* Objects live in slabs taken from the buddy allocator; addresses are direct-map
+  addresses (``page_address(slab) + index * object_size``), so ``is_vmalloc_addr`` is
+  false for them, as in the kernel, and the memory can be read through the direct map.
+* ``__GFP_ZERO`` (``kzalloc``) zeroes the object.
+
+Simplified (documented, not modelled): one cache per class (no DMA/cgroup/
+reclaimable copies, no per-CPU slabs or partial lists), objects are handed out lowest
+free index first, an empty slab goes back to the buddy allocator at once (SLUB keeps
+``min_partial`` empty slabs). The slab order follows SLUB's ``calc_slab_order`` in its
+simplest form: the smallest order <= ``PAGE_ALLOC_COSTLY_ORDER`` (3) giving at least
+``min_objects = 4 * (fls(nr_cpu_ids) + 1)`` objects, else order 3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pyvmalloc.config import PAGE_SHIFT, PAGE_SIZE, fls
+from pyvmalloc.gfp import Gfp
+
+if TYPE_CHECKING:
+    from pyvmalloc.phys import PhysicalMemory
+
+__all__ = [
+    "KMALLOC_MAX_CACHE_SIZE",
+    "KMALLOC_SIZES",
+    "OWNER_SLAB",
+    "Slab",
+    "SlabAllocator",
+    "get_order",
+    "kmalloc_index_size",
+]
+
+#: kmalloc-N caches, ascending (``kmalloc_info``; 96 and 192 are the odd ones).
+KMALLOC_SIZES = (8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192)
+#: ``KMALLOC_MAX_CACHE_SIZE``: ``1 << KMALLOC_SHIFT_HIGH`` with SLUB = two pages.
+KMALLOC_MAX_CACHE_SIZE = 1 << (PAGE_SHIFT + 1)
+#: ``page->owner`` tag of slab pages (model tag; phys uses 0..3).
+OWNER_SLAB = 5
+PAGE_ALLOC_COSTLY_ORDER = 3
+
+
+def get_order(size: int) -> int:
+    """``get_order(size)``: the smallest order with ``PAGE_SIZE << order >= size``."""
+    if size <= PAGE_SIZE:
+        return 0
+    return ((size - 1) >> PAGE_SHIFT).bit_length()
+
+
+def kmalloc_index_size(size: int) -> int:
+    """The object size of the kmalloc cache serving ``size`` bytes (0 for large)."""
+    if size <= 0:
+        return 0
+    if size > KMALLOC_MAX_CACHE_SIZE:
+        return 0
+    if 64 < size <= 96:
+        return 96
+    if 128 < size <= 192:
+        return 192
+    if size <= 8:
+        return 8
+    return 1 << (size - 1).bit_length()
+
+
+@dataclass
+class Slab:
+    """One slab: ``2**order`` pages holding ``objects`` objects of ``size`` bytes."""
+
+    pfn: int
+    order: int
+    size: int
+    objects: int
+    inuse: int = 0
+    free: list[int] = field(default_factory=list)  # free indices, lowest first (stack)
+
+
+@dataclass
+class KmemCache:
+    name: str
+    size: int
+    order: int
+    objects: int
+    slabs: dict[int, Slab] = field(default_factory=dict)  # pfn -> slab
+    partial: list[Slab] = field(default_factory=list)
+    active_objs: int = 0
+
+
+class SlabAllocator:
+    """The kmalloc caches of one model kernel.
+
+    >>> from pyvmalloc.config import Machine, PROFILES
+    >>> from pyvmalloc.phys import PhysicalMemory
+    >>> from pyvmalloc.printk import KernelLog
+    >>> m = Machine(ram="64M")
+    >>> s = SlabAllocator(PhysicalMemory(m, PROFILES["6.18"], KernelLog()), m.cpus_possible)
+    >>> a = s.kmalloc(72, 0xcc0); s.ksize(a), s.slab_bytes
+    (96, 96)
+    >>> s.kfree(a); s.slab_bytes
+    0
+    """
+
+    def __init__(self, phys: PhysicalMemory, nr_cpu_ids: int) -> None:
+        self.phys = phys
+        min_objects = 4 * (fls(nr_cpu_ids) + 1)
+        self.caches: dict[int, KmemCache] = {}
+        for sz in KMALLOC_SIZES:
+            order = PAGE_ALLOC_COSTLY_ORDER
+            for o in range(PAGE_ALLOC_COSTLY_ORDER + 1):
+                if (PAGE_SIZE << o) // sz >= min_objects:
+                    order = o
+                    break
+            self.caches[sz] = KmemCache(f"kmalloc-{sz}", sz, order, (PAGE_SIZE << order) // sz)
+        #: pfn of every page of every slab -> the slab (``virt_to_slab``).
+        self._page_slab: dict[int, Slab] = {}
+        #: kmalloc_large allocations: head pfn -> (order, requested size)
+        self.large: dict[int, tuple[int, int]] = {}
+        #: bytes handed out (object sizes for slab objects, pages for large ones)
+        self.slab_bytes = 0
+        self.slab_pages = 0
+        self.large_pages = 0
+        self.nr_allocs = 0
+
+    # ------------------------------------------------------------------ helpers
+    def _addr(self, pfn: int, off: int = 0) -> int:
+        return self.phys.page_address(pfn) + off
+
+    def _lowmem_gfp(self, gfp: int) -> int:
+        # kmalloc never returns highmem; __GFP_ZERO is applied per object.
+        return gfp & ~(int(Gfp.HIGHMEM) | int(Gfp.ZERO))
+
+    # --------------------------------------------------------------- kmalloc
+    def kmalloc(self, size: int, gfp: int, node: int = -1) -> int:
+        """``kmalloc_node(size, gfp, node)``: a direct-map address, or 0 (NULL).
+
+        ``size == 0`` returns ``ZERO_SIZE_PTR`` (16) as the kernel does.
+        """
+        if size == 0:
+            return 16  # ZERO_SIZE_PTR
+        if size > KMALLOC_MAX_CACHE_SIZE:
+            order = get_order(size)
+            pfn = self.phys.alloc_pages(self._lowmem_gfp(gfp) | int(Gfp.COMP), order, node)
+            if pfn is None:
+                return 0
+            self.phys.set_owner(pfn, OWNER_SLAB, 1 << order)
+            self.large[pfn] = (order, size)
+            self.large_pages += 1 << order
+            self.slab_bytes += PAGE_SIZE << order
+            self.nr_allocs += 1
+            if gfp & int(Gfp.ZERO):
+                self.phys.zero(pfn, 1 << order)
+            return self._addr(pfn)
+        cache = self.caches[kmalloc_index_size(size)]
+        if not cache.partial:
+            pfn = self.phys.alloc_pages(self._lowmem_gfp(gfp), cache.order, node)
+            if pfn is None:
+                return 0
+            nr = 1 << cache.order
+            self.phys.set_owner(pfn, OWNER_SLAB, nr)
+            slab = Slab(pfn, cache.order, cache.size, cache.objects)
+            slab.free = list(range(cache.objects - 1, -1, -1))
+            cache.slabs[pfn] = slab
+            cache.partial.append(slab)
+            for p in range(pfn, pfn + nr):
+                self._page_slab[p] = slab
+            self.slab_pages += nr
+        slab = cache.partial[-1]
+        idx = slab.free.pop()
+        slab.inuse += 1
+        if not slab.free:
+            cache.partial.pop()
+        cache.active_objs += 1
+        self.slab_bytes += cache.size
+        self.nr_allocs += 1
+        off = idx * cache.size
+        if gfp & int(Gfp.ZERO):
+            self._zero(slab.pfn, off, cache.size)
+        return self._addr(slab.pfn, off)
+
+    def _zero(self, pfn: int, off: int, n: int) -> None:
+        p = pfn + (off >> PAGE_SHIFT)
+        if p in self.phys._data:
+            self.phys.write(pfn, off, bytes(n))
+
+    def kzalloc(self, size: int, gfp: int, node: int = -1) -> int:
+        return self.kmalloc(size, gfp | int(Gfp.ZERO), node)
+
+    def _lookup(self, addr: int) -> tuple[Slab | None, int]:
+        pfn = self.phys.virt_to_page(addr)
+        return self._page_slab.get(pfn), pfn
+
+    def is_kmalloc_addr(self, addr: int) -> bool:
+        """True if ``addr`` is a live kmalloc object or large kmalloc."""
+        if addr <= 16 or not self.phys.is_direct_map(addr):
+            return False
+        slab, pfn = self._lookup(addr)
+        return slab is not None or pfn in self.large
+
+    def ksize(self, addr: int) -> int:
+        """``ksize``: usable size of the object at ``addr``."""
+        slab, pfn = self._lookup(addr)
+        if slab is not None:
+            return slab.size
+        if pfn in self.large:
+            return PAGE_SIZE << self.large[pfn][0]
+        raise ValueError(f"{addr:#x} is not a kmalloc address")
+
+    def kfree(self, addr: int) -> bool:
+        """``kfree``: free an object; NULL/ZERO_SIZE_PTR are ignored. False if bogus."""
+        if addr <= 16:
+            return True
+        if not self.phys.is_direct_map(addr):
+            return False
+        slab, pfn = self._lookup(addr)
+        if slab is None:
+            if pfn in self.large and addr == self._addr(pfn):
+                order, _ = self.large.pop(pfn)
+                self.large_pages -= 1 << order
+                self.slab_bytes -= PAGE_SIZE << order
+                self.phys.free_pages(pfn, order)
+                return True
+            return False
+        off = addr - self._addr(slab.pfn)
+        idx, rem = divmod(off, slab.size)
+        if rem or idx in slab.free:
+            return False
+        cache = self.caches[slab.size]
+        if not slab.free:
+            cache.partial.append(slab)
+        slab.free.append(idx)
+        slab.inuse -= 1
+        cache.active_objs -= 1
+        self.slab_bytes -= slab.size
+        if slab.inuse == 0:
+            cache.partial.remove(slab)
+            del cache.slabs[slab.pfn]
+            nr = 1 << slab.order
+            for p in range(slab.pfn, slab.pfn + nr):
+                del self._page_slab[p]
+            self.slab_pages -= nr
+            self.phys.free_pages(slab.pfn, slab.order)
+        return True
+
+    def slabinfo(self) -> str:
+        """A /proc/slabinfo-like excerpt for the kmalloc caches."""
+        out = ["# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab>"]
+        for c in self.caches.values():
+            num = len(c.slabs) * c.objects
+            out.append(
+                f"{c.name:<17} {c.active_objs:6d} {num:6d} {c.size:6d} {c.objects:4d} "
+                f"{1 << c.order:4d}"
+            )
+        return "\n".join(out) + "\n"
+
+    def check(self) -> None:
+        """Counters agree with the slabs; every slab page is allocated and tagged."""
+        from pyvmalloc.phys import PG_ALLOC, InvariantError
+
+        objs = 0
+        pages = 0
+        for c in self.caches.values():
+            n = 0
+            for pfn, s in c.slabs.items():
+                if s.inuse != s.objects - len(s.free) or s.inuse <= 0:
+                    raise InvariantError(f"slab {pfn:#x} of {c.name}: inuse out of sync", pfn)
+                if not int(self.phys.flags[pfn]) & PG_ALLOC:
+                    raise InvariantError(f"slab page {pfn:#x} is not allocated", pfn)
+                n += s.inuse
+                pages += 1 << s.order
+            if n != c.active_objs:
+                raise InvariantError(f"{c.name}: active_objs {c.active_objs} != {n}")
+            objs += n * c.size
+        large = sum(PAGE_SIZE << o for o, _ in self.large.values())
+        if objs + large != self.slab_bytes:
+            raise InvariantError(f"slab bytes {self.slab_bytes} != {objs + large}")
+        if pages != self.slab_pages:
+            raise InvariantError(f"slab pages {self.slab_pages} != {pages}")

@@ -1,0 +1,656 @@
+"""``pyvmalloc capture``: record a real kernel's vmalloc activity for replay.
+
+A capture is a directory::
+
+    OUTDIR/
+      meta.json        what was recorded, how, and the marker protocol (below)
+      vmallocinfo      /proc/vmallocinfo with real addresses, read while tracing
+      trace            ftrace text of the three vmalloc: events (+ our markers),
+                       from a private tracefs instance; ``trace.gz`` with --gzip
+      vmallocinfo.end  optional second snapshot after the workload (--end-snapshot)
+
+Ordering. Tracing is enabled first, *then* the snapshot is read, so no event can fall
+into a gap between the two. Around the read, markers are written into the instance's
+``trace_marker``::
+
+    pyvmalloc: drop-caches-begin / drop-caches-end    (if --drop-caches)
+    pyvmalloc: snapshot-begin                          just before opening vmallocinfo
+    pyvmalloc: snapshot-end                            just after reading it to EOF
+    pyvmalloc: workload-begin / workload-end
+    pyvmalloc: end-snapshot-begin / end-snapshot-end   (if --end-snapshot)
+
+Every vmalloc event before ``snapshot-begin`` is already reflected in the snapshot;
+every event after ``snapshot-end`` is not. Events between the two (the read takes a
+few ms) are ambiguous: the kernel prints vmallocinfo node by node under per-node
+locks, so such an event may or may not be in it. ``meta.json`` counts them
+(``events_in_snapshot_window``); a replay should check those against the snapshot.
+
+The machine is always left as found: the instance is removed (its events disabled
+first), ``kernel.kptr_restrict`` is restored, CPU affinity is restored, and tracefs is
+unmounted if this command mounted it — also on errors, Ctrl-C, SIGTERM and SIGHUP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import gzip
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from pyvmalloc.trace import bpfload
+
+__all__ = [
+    "MARKER_PREFIX",
+    "CaptureError",
+    "CaptureOptions",
+    "capture",
+    "main",
+    "register_cli",
+]
+
+MARKER_PREFIX = "pyvmalloc: "
+EVENTS = ("alloc_vmap_area", "free_vmap_area_noflush", "purge_vmap_area_lazy")
+KPTR = Path("/proc/sys/kernel/kptr_restrict")
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+TRACEFS_DEFAULT = Path("/sys/kernel/tracing")
+CAPTURE_FORMAT_VERSION = 1
+
+
+class CaptureError(RuntimeError):
+    """A capture cannot be made (missing root, tracefs, tracepoints, ...)."""
+
+
+class _Terminated(BaseException):
+    """Raised from SIGTERM/SIGHUP handlers so ``finally`` blocks run."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@dataclass(slots=True)
+class CaptureOptions:
+    outdir: Path
+    duration: float | None = None
+    command: list[str] | None = None
+    workload: str | None = None  # "bpf" or None
+    workload_config: bpfload.WorkloadConfig | None = None
+    drop_caches: bool = True
+    buffer_mb: int = 64
+    end_snapshot: bool = False
+    gzip: bool = False
+    settle: float = 0.3
+    force: bool = False
+    tracefs: Path | None = None
+    log: Callable[[str], None] = field(default=lambda s: print(s, file=sys.stderr))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _read(path: Path) -> str:
+    return path.read_text()
+
+
+def _write(path: Path, value: str) -> None:
+    # One write() per value: tracefs/procfs control files want it so.
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _find_tracefs() -> Path | None:
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    for line in mounts:
+        parts = line.split()
+        if len(parts) >= 3 and parts[2] == "tracefs":
+            return Path(parts[1].replace("\\040", " "))
+    return None
+
+
+def _cpu_list(path: str) -> list[int]:
+    """Parse a kernel CPU list such as ``0-3,5``."""
+    try:
+        text = Path(path).read_text().strip()
+    except OSError:
+        return []
+    out: list[int] = []
+    for part in filter(None, text.split(",")):
+        a, _, b = part.partition("-")
+        out.extend(range(int(a), int(b or a) + 1))
+    return out
+
+
+_STAT_RE = re.compile(r"^([a-z ]+):\s+(\S+)", re.M)
+
+
+def _cpu_stats(inst: Path) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for d in sorted((inst / "per_cpu").glob("cpu*"), key=lambda p: int(p.name[3:])):
+        try:
+            text = (d / "stats").read_text()
+        except OSError:
+            continue
+        out[d.name] = {k.strip().replace(" ", "_"): v for k, v in _STAT_RE.findall(text)}
+    return out
+
+
+def check_environment(tracefs: Path | None = None) -> list[str]:
+    """Reasons why a capture cannot run here (empty when it can)."""
+    problems: list[str] = []
+    if sys.platform != "linux":
+        return ["pyvmalloc capture needs Linux (tracefs and /proc/vmallocinfo)"]
+    if os.geteuid() != 0:
+        problems.append(
+            "must run as root: it reads /proc/vmallocinfo with real addresses and "
+            "creates a tracefs instance (try: sudo pyvmalloc capture ...)"
+        )
+        return problems
+    base = tracefs or _find_tracefs() or TRACEFS_DEFAULT
+    if not (base / "instances").is_dir() and not TRACEFS_DEFAULT.is_dir():
+        problems.append(f"tracefs is not available (no {base}); is CONFIG_FTRACE enabled?")
+    elif (base / "instances").is_dir() and not (base / "events" / "vmalloc").is_dir():
+        problems.append(
+            f"{base}/events/vmalloc is missing: the vmalloc tracepoints exist from Linux "
+            f"6.2 on (this kernel: {platform.release()})"
+        )
+    if not Path("/proc/vmallocinfo").exists():
+        problems.append("/proc/vmallocinfo is missing (CONFIG_PROC_FS?)")
+    return problems
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into an exception so cleanup runs; restore handlers after."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise _Terminated(signum)
+
+    old: dict[signal.Signals, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError, OSError):  # not the main thread
+            old[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+# ------------------------------------------------------------------------ the capture
+
+
+@dataclass(slots=True)
+class _State:
+    """What was changed on the machine, to be undone."""
+
+    mounted: Path | None = None
+    instance: Path | None = None
+    kptr_old: str | None = None
+    affinity: set[int] | None = None
+
+
+def _cleanup(st: _State, log: Callable[[str], None]) -> list[str]:
+    errors: list[str] = []
+    inst = st.instance
+    if inst is not None and inst.exists():
+        for ctl in (inst / "tracing_on", inst / "events" / "enable"):
+            try:
+                _write(ctl, "0")
+            except OSError as exc:
+                errors.append(f"disabling {ctl}: {exc}")
+        last: OSError | None = None
+        for _ in range(50):
+            try:
+                inst.rmdir()
+                break
+            except OSError as exc:  # EBUSY while a reader still holds a file
+                last = exc
+                time.sleep(0.05)
+        else:
+            errors.append(f"removing {inst}: {last}")
+    if st.kptr_old is not None:
+        try:
+            _write(KPTR, st.kptr_old)
+        except OSError as exc:
+            errors.append(f"restoring kernel.kptr_restrict={st.kptr_old}: {exc}")
+    if st.affinity is not None:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, st.affinity)
+    if st.mounted is not None:
+        r = subprocess.run(["umount", str(st.mounted)], capture_output=True, text=True)
+        if r.returncode != 0:
+            errors.append(f"unmounting {st.mounted}: {r.stderr.strip()}")
+    for msg in errors:
+        log(f"capture: cleanup problem: {msg}")
+    return errors
+
+
+def _mark(inst: Path, what: str) -> None:
+    _write(inst / "trace_marker", MARKER_PREFIX + what)
+
+
+def _read_snapshot(path: str = "/proc/vmallocinfo") -> str:
+    # One open and large reads: keeps the begin/end marker window small.
+    with open(path, "rb", buffering=0) as f:
+        chunks = []
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                break
+            chunks.append(b)
+    return b"".join(chunks).decode()
+
+
+_ALLOC_SIZE_RE = re.compile(r" alloc_vmap_area: va_start: \d+ size=(\d+) ")
+_FREE_RE = re.compile(r" free_vmap_area_noflush: va_start=\S+ nr_lazy=(\d+) nr_lazy_max=(\d+)")
+_PURGE_RE = re.compile(r" purge_vmap_area_lazy: start=\S+ end=\S+ num_purged=(\d+)")
+_MARK_RE = re.compile(r"tracing_mark_write: " + re.escape(MARKER_PREFIX) + r"(\S+)")
+_LOST_RE = re.compile(r"^CPU:\d+ \[LOST (\d+) EVENTS\]")
+_ENTRIES_RE = re.compile(r"^# entries-in-buffer/entries-written: (\d+)/(\d+)")
+
+
+def _summarize(trace_text: str) -> dict[str, Any]:
+    """Counts for meta.json, with a light scan (the full parser lives in parse.py)."""
+    counts = dict.fromkeys(EVENTS, 0)
+    purged = 0
+    nr_lazy_max: set[int] = set()
+    markers: dict[str, int] = {}
+    lost = 0
+    in_window = 0
+    purges_after_drop = 0
+    phase = "before"
+    for lineno, line in enumerate(trace_text.splitlines(), 1):
+        if line.startswith("#"):
+            m = _ENTRIES_RE.match(line)
+            if m and int(m.group(2)) > int(m.group(1)):
+                lost += int(m.group(2)) - int(m.group(1))
+            continue
+        m = _LOST_RE.match(line)
+        if m:
+            lost += int(m.group(1))
+            continue
+        m = _MARK_RE.search(line)
+        if m:
+            markers.setdefault(m.group(1), lineno)
+            if m.group(1) == "drop-caches-end":
+                phase = "dropped"
+            elif m.group(1) == "snapshot-begin":
+                phase = "window"
+            elif m.group(1) == "snapshot-end":
+                phase = "after"
+            continue
+        ev = None
+        if " alloc_vmap_area: " in line:
+            ev = "alloc_vmap_area"
+        elif " free_vmap_area_noflush: " in line:
+            ev = "free_vmap_area_noflush"
+            mf = _FREE_RE.search(line)
+            if mf:
+                nr_lazy_max.add(int(mf.group(2)))
+        elif " purge_vmap_area_lazy: " in line:
+            ev = "purge_vmap_area_lazy"
+            mp = _PURGE_RE.search(line)
+            if mp:
+                purged += int(mp.group(1))
+                if phase in ("dropped", "window") and int(mp.group(1)) > 0:
+                    purges_after_drop += 1
+        if ev:
+            counts[ev] += 1
+            if phase == "window":
+                in_window += 1
+    return {
+        "event_counts": counts,
+        "areas_purged": purged,
+        "nr_lazy_max_observed": sorted(nr_lazy_max),
+        "marker_lines": markers,
+        "lost_events": lost,
+        "events_in_snapshot_window": in_window,
+        "purges_between_drop_and_snapshot": purges_after_drop,
+    }
+
+
+def capture(opts: CaptureOptions) -> dict[str, Any]:
+    """Make one capture; returns the meta dictionary written to ``meta.json``.
+
+    Raises :class:`CaptureError` if the machine cannot be traced.
+    """
+    problems = check_environment(opts.tracefs)
+    if problems:
+        raise CaptureError("; ".join(problems))
+    if opts.workload == "bpf":
+        why = bpfload.bpf_available()
+        if why:
+            raise CaptureError(f"the bpf workload cannot run: {why}")
+    out = opts.outdir
+    if out.exists() and any(out.iterdir()) and not opts.force:
+        raise CaptureError(f"{out} exists and is not empty (use --force to overwrite)")
+    out.mkdir(parents=True, exist_ok=True)
+    log = opts.log
+    st = _State(affinity=set(os.sched_getaffinity(0)))
+    meta: dict[str, Any] = {
+        "format": "pyvmalloc-capture",
+        "format_version": CAPTURE_FORMAT_VERSION,
+        "kernel_release": platform.release(),
+        "kernel_version": platform.version(),
+        "machine": platform.machine(),
+        "cpus_online": _cpu_list("/sys/devices/system/cpu/online"),
+        "cpus_possible": _cpu_list("/sys/devices/system/cpu/possible"),
+        "pyvmalloc_version": _version(),
+        "argv": sys.argv,
+        "drop_caches": opts.drop_caches,
+        "marker_prefix": MARKER_PREFIX,
+    }
+    with _signals_raise():
+        try:
+            base = opts.tracefs or _find_tracefs()
+            if base is None:
+                base = TRACEFS_DEFAULT
+                r = subprocess.run(
+                    ["mount", "-t", "tracefs", "nodev", str(base)],
+                    capture_output=True,
+                    text=True,
+                )
+                if r.returncode != 0:
+                    raise CaptureError(f"cannot mount tracefs on {base}: {r.stderr.strip()}")
+                st.mounted = base
+                log(f"capture: mounted tracefs on {base} (will unmount)")
+            if not (base / "events" / "vmalloc").is_dir():
+                raise CaptureError(f"{base}/events/vmalloc is missing (Linux >= 6.2 needed)")
+            inst = base / "instances" / f"pyvmalloc-{os.getpid()}"
+            inst.mkdir()
+            st.instance = inst
+            ncpu = max(1, len(meta["cpus_possible"]) or os.cpu_count() or 1)
+            per_cpu_kb = max(1024, (opts.buffer_mb << 10) // ncpu)
+            _write(inst / "buffer_size_kb", str(per_cpu_kb))
+            meta["buffer_size_kb_per_cpu"] = per_cpu_kb
+            meta["trace_clock"] = _current_clock(inst)
+            _write(inst / "tracing_on", "0")
+            for ev in EVENTS:
+                _write(inst / "events" / "vmalloc" / ev / "enable", "1")
+            st.kptr_old = _read(KPTR).strip()
+            if st.kptr_old != "1":
+                _write(KPTR, "1")
+            meta["kptr_restrict_was"] = int(st.kptr_old)
+
+            _write(inst / "tracing_on", "1")
+            meta["start_time"] = _now()
+            _mark(inst, "capture-begin")
+            if opts.drop_caches:
+                _mark(inst, "drop-caches-begin")
+                _write(DROP_CACHES, "2")
+                _mark(inst, "drop-caches-end")
+            _mark(inst, "snapshot-begin")
+            t0 = time.monotonic()
+            snap = _read_snapshot()
+            t1 = time.monotonic()
+            _mark(inst, "snapshot-end")
+            meta["snapshot_read_seconds"] = round(t1 - t0, 6)
+            if re.match(r"0x00000000[0-9a-f]{8}-", snap) or snap.startswith("0x0000000000000000-"):
+                raise CaptureError(
+                    "/proc/vmallocinfo still shows hashed or zeroed addresses even with "
+                    "kptr_restrict=1 (are we really root with CAP_SYSLOG?)"
+                )
+            (out / "vmallocinfo").write_text(snap)
+
+            _mark(inst, "workload-begin")
+            meta["mode"], meta["command"] = _run_activity(opts, st, meta, log)
+            if opts.settle > 0:
+                time.sleep(opts.settle)  # let deferred frees (kworker, RCU) land
+            _mark(inst, "workload-end")
+            if opts.end_snapshot:
+                _mark(inst, "end-snapshot-begin")
+                end_snap = _read_snapshot()
+                _mark(inst, "end-snapshot-end")
+                (out / "vmallocinfo.end").write_text(end_snap)
+            _mark(inst, "capture-end")
+            _write(inst / "tracing_on", "0")
+            meta["end_time"] = _now()
+            for ev in EVENTS:
+                _write(inst / "events" / "vmalloc" / ev / "enable", "0")
+            meta["per_cpu_stats"] = _cpu_stats(inst)
+            text = (inst / "trace").read_text()
+            if opts.gzip:
+                with gzip.open(out / "trace.gz", "wt") as g:
+                    g.write(text)
+            else:
+                (out / "trace").write_text(text)
+            summary = _summarize(text)
+            meta.update(summary)
+            overrun = sum(int(s.get("overrun", "0")) for s in meta["per_cpu_stats"].values())
+            dropped = sum(int(s.get("dropped_events", "0")) for s in meta["per_cpu_stats"].values())
+            meta["overrun"] = overrun
+            meta["dropped_events"] = dropped
+            meta["complete"] = overrun == 0 and dropped == 0 and summary["lost_events"] == 0
+            maxes = summary["nr_lazy_max_observed"]
+            meta["lazy_max_pages"] = maxes[0] if len(maxes) == 1 else None
+            (out / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            if not meta["complete"]:
+                log(
+                    f"capture: WARNING: events were lost (overrun={overrun}, "
+                    f"dropped={dropped}); increase --buffer-mb"
+                )
+            return meta
+        finally:
+            bpfload.release_kept()
+            _cleanup(st, log)
+
+
+def _run_activity(
+    opts: CaptureOptions, st: _State, meta: dict[str, Any], log: Callable[[str], None]
+) -> tuple[str, list[str] | None]:
+    if opts.workload == "bpf":
+        cfg = opts.workload_config or bpfload.WorkloadConfig()
+        meta["workload"] = {
+            "name": "bpf",
+            "seed": cfg.seed,
+            "profile": cfg.profile,
+            "cpus": cfg.cpus,
+            "churn_bytes": cfg.churn_bytes,
+            "max_ops": cfg.max_ops,
+            "long_lived": cfg.long_lived,
+            "pause": cfg.pause,
+        }
+        stats = bpfload.run_workload(cfg, log=log)
+        meta["workload"]["stats"] = stats.as_dict()
+        return "workload", None
+    if opts.command:
+        log(f"capture: running {' '.join(opts.command)}")
+        proc = subprocess.Popen(opts.command)
+        try:
+            rc = proc.wait()
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
+        meta["command_exit_code"] = rc
+        return "command", list(opts.command)
+    duration = opts.duration if opts.duration is not None else 10.0
+    log(f"capture: tracing for {duration:g} s")
+    time.sleep(duration)
+    meta["duration"] = duration
+    return "duration", None
+
+
+def _current_clock(inst: Path) -> str:
+    try:
+        text = (inst / "trace_clock").read_text()
+    except OSError:
+        return "unknown"
+    m = re.search(r"\[(\w+)\]", text)
+    return m.group(1) if m else text.strip()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("pyvmalloc")
+    except Exception:
+        return "unknown"
+
+
+# ----------------------------------------------------------------------------- CLI
+
+_HELP = """\
+Record a real Linux kernel's vmalloc activity (root, Linux >= 6.2 with tracefs):
+a /proc/vmallocinfo snapshot with real addresses plus the vmalloc: trace events from
+a private tracefs instance, written to OUTDIR for `pyvmalloc replay`.
+
+Activity: trace for --duration SECONDS, or around a command
+(`pyvmalloc capture OUTDIR -- CMD ARGS...`), or run the built-in BPF-map workload
+(--workload bpf --seed N ...).
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser, *, positionals: bool = True) -> None:
+    if positionals:
+        p.add_argument("outdir", type=Path, help="capture directory to create")
+        p.add_argument(
+            "cmd",
+            nargs=argparse.REMAINDER,
+            metavar="[-- CMD ...]",
+            help="command to trace, after -- (options may also follow OUTDIR)",
+        )
+    p.add_argument("--duration", type=float, help="trace for this many seconds")
+    p.add_argument("--workload", choices=("bpf",), help="run the built-in seeded BPF-map workload")
+    p.add_argument(
+        "--drop-caches",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="before the snapshot, write 2 to /proc/sys/vm/drop_caches. This runs the kernel's "
+        "shrinkers, one of which returns every vmap-node pool to the free tree, so the "
+        "snapshot describes the allocator completely (pool contents are invisible in "
+        "vmallocinfo). It also drops the dentry and inode caches (slab objects), which "
+        "costs some file-system performance until they are rebuilt. Default: on",
+    )
+    p.add_argument(
+        "--buffer-mb",
+        type=int,
+        default=64,
+        help="total ring-buffer size over all CPUs in MiB (default 64)",
+    )
+    p.add_argument(
+        "--end-snapshot",
+        action="store_true",
+        help="also save vmallocinfo.end after the activity",
+    )
+    p.add_argument("--gzip", action="store_true", help="write trace.gz instead of trace")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=0.3,
+        help="seconds to keep tracing after the activity, for deferred frees (default 0.3)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty OUTDIR")
+    bpfload.add_workload_arguments(p)
+
+
+def _split_rest(args: argparse.Namespace) -> list[str]:
+    """Options after OUTDIR land in the REMAINDER list: parse them, return the command."""
+    rest = list(args.cmd or [])
+    if "--" in rest:
+        i = rest.index("--")
+        opts, cmd = rest[:i], rest[i + 1 :]
+    else:
+        opts, cmd = rest, []
+    if opts:
+        p = argparse.ArgumentParser(prog="pyvmalloc capture OUTDIR", add_help=False)
+        add_arguments(p, positionals=False)
+        _ns, extra = p.parse_known_args(opts, namespace=args)
+        if extra:
+            # Not our options: a command given without '--' (e.g. `capture OUT sleep 1`).
+            if extra != opts[len(opts) - len(extra) :]:
+                p.error(f"unrecognized arguments: {' '.join(extra)}")
+            cmd = extra + cmd
+    return cmd
+
+
+def _handler(args: argparse.Namespace) -> int:
+    cmd = _split_rest(args)
+    modes = sum(bool(x) for x in (cmd, args.workload, args.duration is not None))
+    if modes > 1:
+        print("capture: give only one of --duration, --workload, or -- CMD", file=sys.stderr)
+        return 2
+    opts = CaptureOptions(
+        outdir=args.outdir,
+        duration=args.duration,
+        command=cmd or None,
+        workload=args.workload,
+        workload_config=bpfload.config_from_args(args) if args.workload else None,
+        drop_caches=args.drop_caches,
+        buffer_mb=args.buffer_mb,
+        end_snapshot=args.end_snapshot,
+        gzip=args.gzip,
+        settle=args.settle,
+        force=args.force,
+    )
+    try:
+        meta = capture(opts)
+    except CaptureError as e:
+        print(f"capture: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("capture: interrupted; machine state restored", file=sys.stderr)
+        return 130
+    except _Terminated as e:
+        print(f"capture: terminated by signal {e.signum}; machine state restored", file=sys.stderr)
+        return 128 + e.signum
+    c = meta["event_counts"]
+    print(
+        f"capture: {args.outdir}: {c['alloc_vmap_area']} allocs, "
+        f"{c['free_vmap_area_noflush']} frees, {c['purge_vmap_area_lazy']} purges, "
+        f"lost={meta['lost_events']} overrun={meta['overrun']}"
+    )
+    return 0 if meta["complete"] else 3
+
+
+def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``capture`` subcommand (``args.func(args)`` returns the exit code)."""
+    p = subparsers.add_parser(
+        "capture",
+        help="record a real kernel's vmalloc events and snapshot (root)",
+        description=_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(p)
+    p.set_defaults(func=_handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="pyvmalloc")
+    sub = p.add_subparsers(dest="command", required=True)
+    register_cli(sub)
+    args = p.parse_args(argv)
+    rc: int = args.func(args)
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(["capture", *sys.argv[1:]]))

@@ -1,0 +1,550 @@
+"""Replay a real kernel's vmalloc trace through the model and compare every address.
+
+A replay starts a model from a ``/proc/vmallocinfo`` snapshot — busy areas where the
+kernel had them, lazily freed areas on the node lists the snapshot shows — and applies
+the trace's events in order:
+
+* ``alloc_vmap_area``: the model allocates with the event's size, alignment, range and
+  CPU, and its address is compared with the kernel's. After a mismatch the model adopts
+  the kernel's address (its own choice is undone), so one divergence does not poison
+  the rest.
+* ``free_vmap_area_noflush``: the area at that address is freed lazily; the model's
+  ``vmap_lazy_nr`` is compared with the event's ``nr_lazy``.
+* ``purge_vmap_area_lazy``: the purge runs here, taking the ``num_purged`` oldest lazy
+  areas. With trace-driven purges the model never purges on its own (profiles that have
+  the tracepoints, i.e. 6.18); older profiles follow their own lazy threshold instead,
+  which is the point of comparing them.
+
+What a replay cannot know is listed in ``docs/replay.md``: pool contents at snapshot
+time (invisible in vmallocinfo unless the capture dropped caches first), the allocating
+CPU of areas that were busy before the snapshot, and the free tree's shape (which only
+matters for alignments above PAGE_SIZE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyvmalloc.config import get_profile
+from pyvmalloc.kernel import Kernel
+from pyvmalloc.trace.events import (
+    AllocVmapArea,
+    FreeVmapAreaNoflush,
+    PurgeVmapAreaLazy,
+    TraceEvent,
+)
+from pyvmalloc.trace.parse import TraceParseResult, parse_trace
+from pyvmalloc.trace.snapshot import VmallocInfo, infer_lazy_nodes, parse_vmallocinfo
+from pyvmalloc.vmap.area import VMAP_BLOCK, VMAP_RAM, PendingPurge, VmapArea, is_err
+
+__all__ = ["Mismatch", "ReplayResult", "Replayer", "load_capture", "register_cli", "replay"]
+
+
+@dataclass
+class Mismatch:
+    """One allocation where the model and the kernel disagree."""
+
+    line: int
+    kernel: int | None  # None: the kernel failed
+    model: int | None  # None: the model failed
+    size: int
+    align: int
+    cpu: int
+    vstart: int = 0
+    vend: int = 0
+    #: The model's reasoning for its own choice.
+    model_reason: str = ""
+    #: Where the kernel's address was in the model's state before adopting it.
+    kernel_location: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "line": self.line,
+            "kernel": self.kernel,
+            "model": self.model,
+            "size": self.size,
+            "align": self.align,
+            "cpu": self.cpu,
+            "vstart": self.vstart,
+            "vend": self.vend,
+            "model_reason": self.model_reason,
+            "kernel_location": self.kernel_location,
+        }
+
+
+@dataclass
+class ReplayResult:
+    """Counts and divergences of one replay."""
+
+    profile: str
+    cpus: int
+    events: int = 0
+    allocs_compared: int = 0
+    allocs_matched: int = 0
+    kernel_failures: int = 0
+    model_failures: int = 0
+    frees: int = 0
+    frees_unknown: int = 0
+    purges: int = 0
+    #: Free events whose nr_lazy differed from the model's vmap_lazy_nr.
+    lazy_drift: int = 0
+    first_lazy_drift_line: int | None = None
+    skipped_before_snapshot: int = 0
+    snapshot_busy: int = 0
+    snapshot_lazy: int = 0
+    trace_lost_events: int = 0
+    trace_incomplete: bool = False
+    drop_caches: bool | None = None
+    seconds: float = 0.0
+    mismatches: list[Mismatch] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    #: Allocator state at the end of the replay (fragmentation view).
+    end_free_blocks_in_range: int = 0
+    end_largest_free_in_range: int = 0
+    end_busy: int = 0
+
+    @property
+    def agreement(self) -> float:
+        return self.allocs_matched / self.allocs_compared if self.allocs_compared else 1.0
+
+    def as_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["agreement"] = self.agreement
+        d["mismatches"] = [m.as_json() for m in self.mismatches]
+        d["events_per_second"] = self.events / self.seconds if self.seconds else None
+        return d
+
+
+def load_capture(path: str | os.PathLike[str]) -> tuple[Path, Path, dict[str, Any]]:
+    """Resolve a capture directory into (trace, snapshot, meta)."""
+    d = Path(path)
+    meta: dict[str, Any] = {}
+    if (d / "meta.json").exists():
+        meta = json.loads((d / "meta.json").read_text())
+    for name in ("trace", "trace.gz"):
+        if (d / name).exists():
+            trace = d / name
+            break
+    else:
+        raise ValueError(f"{d}: no trace or trace.gz in this capture directory")
+    snap = d / "vmallocinfo"
+    if not snap.exists():
+        raise ValueError(f"{d}: no vmallocinfo snapshot in this capture directory")
+    return trace, snap, meta
+
+
+class Replayer:
+    """One model, seeded from a snapshot, fed a trace."""
+
+    def __init__(
+        self,
+        snapshot: VmallocInfo,
+        *,
+        profile: str = "6.18",
+        cpus: int = 2,
+        keep_mismatches: int = 10_000,
+        early_decay: bool = True,
+        worker_latency: float = 20e-6,
+    ) -> None:
+        self.profile = get_profile(profile)
+        self.kernel = Kernel(self.profile, cpus=cpus, deferred_work="manual")
+        self.space = self.kernel.vmap
+        #: Purges follow the trace where the profile has the tracepoints (6.x).
+        self.trace_driven = self.profile.has_tracepoints
+        if self.trace_driven:
+            self.space.auto_purge = False
+            self.space.reclaim_on_failure = False
+        self.space.explain = True
+        self.cpus = cpus
+        #: Start a purge where num_purged shows it began (see :meth:`_free`).
+        self.early_decay = early_decay
+        #: Seconds between schedule_work() and the purge worker starting (assumed).
+        self.worker_latency = worker_latency
+        self.keep_mismatches = keep_mismatches
+        self.result = ReplayResult(profile=self.profile.name, cpus=cpus)
+        self._last_alloc_failed = False
+        #: The next purge event of the trace, and its first phase if already run.
+        self._next_purge: PurgeVmapAreaLazy | None = None
+        self._pending: PendingPurge | None = None
+        #: Model time from which the next purge's first phase is due.
+        self._armed_at: float | None = None
+        #: Timestamp of the free that crossed lazy_max_pages (schedule_work).
+        self._crossed_at: float | None = None
+        self._seed(snapshot)
+
+    # --- snapshot import ------------------------------------------------------------
+    def _seed(self, info: VmallocInfo) -> None:
+        space = self.space
+        n = space.nr_vmap_nodes
+        vs, ve = space.vmalloc_start, space.vmalloc_end
+        block = self.kernel.machine.vmap_block_size
+        for e in info.busy:
+            flags = 0
+            if e.kind == "vm_map_ram":
+                flags = VMAP_RAM | (VMAP_BLOCK if e.size == block else 0)
+            if n > 1 and vs <= e.start and e.end <= ve:
+                # Allocated in the vmalloc range: the kernel tagged it with the node
+                # of the CPU that allocated it, which the snapshot does not show. The
+                # address-zone node is the model's guess.
+                flags |= space.encode_vn_id(space.addr_to_node_id(e.start))
+            space.seed_busy(e.start, e.end, flags=flags)
+            self.result.snapshot_busy += 1
+        lazy = info.unpurged
+        if lazy:
+            nodes = infer_lazy_nodes(info, n) if n > 1 else [0] * len(lazy)
+            for e, node in zip(lazy, nodes, strict=True):
+                space.seed_lazy(e.start, e.end, node)
+                self.result.snapshot_lazy += 1
+
+    # --- events -----------------------------------------------------------------------
+    def run(self, events: Sequence[TraceEvent], progress: bool = False) -> None:
+        """Apply ``events`` in order, with the look-ahead purges need."""
+        purge_at = [i for i, e in enumerate(events) if isinstance(e, PurgeVmapAreaLazy)]
+        nxt = 0
+        bar = None
+        if progress and len(events) > 20_000:
+            from rich.progress import Progress
+
+            bar = Progress(transient=True)
+            bar.start()
+            task = bar.add_task(f"replay {self.profile.name}", total=len(events))
+        try:
+            for i, ev in enumerate(events):
+                while nxt < len(purge_at) and purge_at[nxt] < i:
+                    nxt += 1
+                self._next_purge = events[purge_at[nxt]] if nxt < len(purge_at) else None  # type: ignore[assignment]
+                self.apply(ev)
+                if bar is not None and i % 5000 == 0:
+                    bar.update(task, completed=i)
+        finally:
+            if bar is not None:
+                bar.stop()
+
+    def apply(self, ev: TraceEvent) -> None:
+        """Apply one trace event."""
+        self.result.events += 1
+        armed = self._armed_at
+        if armed is not None and (
+            ev.timestamp >= armed or isinstance(ev, (FreeVmapAreaNoflush, PurgeVmapAreaLazy))
+        ):
+            # Run the next purge's first phase (decay, detach) before this event: it
+            # happened by now, or this event is a free the purge did not take.
+            nxt = self._next_purge
+            assert nxt is not None
+            self._pending = self.space.begin_purge(limit=nxt.npurged)
+            self._armed_at = None
+        if isinstance(ev, AllocVmapArea):
+            self._alloc(ev)
+        elif isinstance(ev, FreeVmapAreaNoflush):
+            self._free(ev)
+        elif isinstance(ev, PurgeVmapAreaLazy):
+            self._purge(ev)
+
+    def _alloc(self, ev: AllocVmapArea) -> None:
+        space = self.space
+        res = self.result
+        cpu = ev.cpu % self.cpus
+        kernel_failed = bool(ev.failed)
+        self._last_alloc_failed = kernel_failed
+        res.allocs_compared += 1
+        if kernel_failed:
+            res.kernel_failures += 1
+        va = space.alloc_vmap_area(
+            ev.size, ev.align, ev.vstart, ev.vend, cpu=cpu, gfp_nowarn=True
+        )
+        model_ok = not is_err(va)
+        if not model_ok:
+            res.model_failures += 1
+        if model_ok and not kernel_failed and va.va_start == ev.addr:  # type: ignore[union-attr]
+            res.allocs_matched += 1
+            return
+        if not model_ok and kernel_failed:
+            res.allocs_matched += 1
+            return
+        # A divergence: record it, undo the model's choice, adopt the kernel's.
+        reason = str(space.last_decision) if space.last_decision else ""
+        model_addr = va.va_start if model_ok else None  # type: ignore[union-attr]
+        if model_ok:
+            assert isinstance(va, VmapArea)
+            space.undo_alloc(va, space.last_pool_hit, cpu)
+        where = "" if kernel_failed else space.locate(ev.addr)
+        if len(res.mismatches) < self.keep_mismatches:
+            res.mismatches.append(
+                Mismatch(
+                    line=ev.line,
+                    kernel=None if kernel_failed else ev.addr,
+                    model=model_addr,
+                    size=ev.size,
+                    align=ev.align,
+                    cpu=ev.cpu,
+                    vstart=ev.vstart,
+                    vend=ev.vend,
+                    model_reason=reason,
+                    kernel_location=where,
+                )
+            )
+        if not kernel_failed:
+            flags = 0
+            if space.nr_vmap_nodes > 1 and (
+                ev.vstart == space.vmalloc_start and ev.vend == space.vmalloc_end
+            ):
+                flags = space.encode_vn_id(cpu % space.nr_vmap_nodes)
+            notes = space.claim_range(ev.addr, ev.addr + ev.size)
+            res.notes.extend(f"line {ev.line}: {n}" for n in notes[:3])
+            va = VmapArea(ev.addr, ev.addr + ev.size)
+            va.flags = flags
+            space._busy_insert(va)
+            space.stats.allocs += 1
+
+    def _free(self, ev: FreeVmapAreaNoflush) -> None:
+        space = self.space
+        res = self.result
+        res.frees += 1
+        va = space.find_unlink_vmap_area(ev.va_start)
+        if va is None or va.va_start != ev.va_start:
+            if va is not None:  # an interior address: put it back, it is not this area
+                space._busy_insert(va)
+            res.frees_unknown += 1
+            return
+        space.free_vmap_area_noflush(va, cpu=ev.cpu % self.cpus)
+        if self.trace_driven and space.vmap_lazy_nr != ev.nr_lazy:
+            res.lazy_drift += 1
+            if res.first_lazy_drift_line is None:
+                res.first_lazy_drift_line = ev.line
+        # A purge detaches exactly the lazy areas present when it starts, and its
+        # event's num_purged says how many: once this many are waiting, the next
+        # purge has started (decayed the pools, detached the lists) even though its
+        # event, written when it ends, comes later in the trace.
+        if ev.nr_lazy > ev.nr_lazy_max and self._crossed_at is None:
+            self._crossed_at = ev.timestamp  # schedule_work(drain_vmap_work) here
+        nxt = self._next_purge
+        if (
+            self.trace_driven
+            and self.early_decay
+            and nxt is not None
+            and self._pending is None
+            and self._armed_at is None
+            and len(space.lazy) == nxt.npurged
+        ):
+            # The purge starts after this free, and after its worker woke up.
+            wake = (self._crossed_at or ev.timestamp) + self.worker_latency
+            self._armed_at = max(ev.timestamp, wake)
+
+    def _purge(self, ev: PurgeVmapAreaLazy) -> None:
+        self.result.purges += 1
+        if not self.trace_driven:
+            return  # older profiles purge on their own lazy threshold
+        # A purge right after a failed allocation is the reclaim purge: pools are
+        # fully decayed and not refilled.
+        full = self._last_alloc_failed
+        if self._pending is not None:
+            self.space.finish_purge(self._pending)
+            self._pending = None
+        else:
+            self.space.purge_vmap_area_lazy(limit=ev.npurged, full_pool_decay=full)
+        self._last_alloc_failed = False
+        self._crossed_at = None
+
+    def finish(self) -> ReplayResult:
+        space = self.space
+        if self._pending is not None:  # the trace ended inside a purge
+            space.finish_purge(self._pending)
+            self._pending = None
+        res = self.result
+        vs, ve = space.vmalloc_start, space.vmalloc_end
+        sizes = [
+            min(va.va_end, ve) - max(va.va_start, vs)
+            for va in space.free_areas()
+            if va.va_end > vs and va.va_start < ve
+        ]
+        res.end_free_blocks_in_range = len(sizes)
+        res.end_largest_free_in_range = max(sizes, default=0)
+        res.end_busy = space.nr_busy
+        return res
+
+
+def _events_after_snapshot(parsed: TraceParseResult, res: ReplayResult) -> list[TraceEvent]:
+    end = parsed.marker("snapshot-end")
+    begin = parsed.marker("snapshot-begin")
+    if end is None:
+        return parsed.events
+    keep = [e for e in parsed.events if e.line > end.line]
+    res.skipped_before_snapshot = len(parsed.events) - len(keep)
+    if begin is not None:
+        window = [e for e in parsed.events if begin.line < e.line < end.line]
+        if window:
+            res.notes.append(
+                f"{len(window)} events fell between the snapshot markers; they may or "
+                "may not be reflected in the snapshot and were skipped"
+            )
+    return keep
+
+
+def replay(
+    trace: str | os.PathLike[str] | Iterable[str],
+    snapshot: str | os.PathLike[str],
+    *,
+    profile: str = "6.18",
+    cpus: int | None = None,
+    progress: bool = False,
+    meta: dict[str, Any] | None = None,
+) -> ReplayResult:
+    """Replay ``trace`` from ``snapshot`` under ``profile``; return the comparison."""
+    meta = meta or {}
+    if cpus is None:
+        possible = meta.get("cpus_possible")
+        cpus = len(possible) if isinstance(possible, list) and possible else 2
+    info = parse_vmallocinfo(snapshot)
+    parsed = parse_trace(trace)
+    t0 = time.perf_counter()
+    rp = Replayer(info, profile=profile, cpus=cpus)
+    res = rp.result
+    res.trace_lost_events = parsed.lost
+    res.trace_incomplete = parsed.incomplete
+    if "drop_caches" in meta:
+        res.drop_caches = bool(meta["drop_caches"])
+    events = _events_after_snapshot(parsed, res)
+    rp.run(events, progress=progress)
+    rp.finish()
+    res.seconds = time.perf_counter() - t0
+    rp.kernel.check()
+    return res
+
+
+# ----------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------
+
+
+def _resolve(args: argparse.Namespace) -> tuple[Path, Path, dict[str, Any]]:
+    trace = Path(args.trace)
+    if trace.is_dir():
+        t, s, meta = load_capture(trace)
+        return t, Path(args.snapshot) if args.snapshot else s, meta
+    if not args.snapshot:
+        raise ValueError("--snapshot VMALLOCINFO is required unless TRACE is a capture dir")
+    meta = {}
+    if (trace.parent / "meta.json").exists():
+        meta = json.loads((trace.parent / "meta.json").read_text())
+    return trace, Path(args.snapshot), meta
+
+
+def _print_result(res: ReplayResult, show: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console()
+    pct = 100 * res.agreement
+    c.print(
+        f"[bold]kernel {res.profile}[/], {res.cpus} CPUs: "
+        f"{res.allocs_matched}/{res.allocs_compared} allocations agree "
+        f"([bold]{pct:.2f} %[/])"
+    )
+    t = Table(show_header=False)
+    rows = [
+        ("events replayed", res.events),
+        ("events before the snapshot (skipped)", res.skipped_before_snapshot),
+        ("snapshot: busy / lazily freed areas", f"{res.snapshot_busy} / {res.snapshot_lazy}"),
+        ("frees (unknown address)", f"{res.frees} ({res.frees_unknown})"),
+        ("purges", res.purges),
+        ("failures kernel / model", f"{res.kernel_failures} / {res.model_failures}"),
+        ("frees whose nr_lazy differs", res.lazy_drift),
+        ("free blocks in the vmalloc range at the end", res.end_free_blocks_in_range),
+        ("largest free block at the end (MiB)", f"{res.end_largest_free_in_range / 2**20:,.1f}"),
+        ("replay speed (events/s)", f"{res.events / res.seconds:,.0f}" if res.seconds else "-"),
+    ]
+    for k, v in rows:
+        t.add_row(k, str(v))
+    c.print(t)
+    if res.trace_incomplete:
+        c.print(f"[bold red]the trace lost events ({res.trace_lost_events}): expect divergence")
+    if res.drop_caches is False:
+        c.print(
+            "[yellow]the capture did not drop caches before its snapshot: pool contents "
+            "were invisible, so early pool hits cannot be predicted"
+        )
+    for m in res.mismatches[:show]:
+        k = f"{m.kernel:#x}" if m.kernel is not None else "failed"
+        md = f"{m.model:#x}" if m.model is not None else "failed"
+        c.print(
+            f"line {m.line}: size={m.size} align={m.align} cpu={m.cpu}: kernel {k}, "
+            f"model {md}\n    model: {m.model_reason}\n    kernel's address was: "
+            f"{m.kernel_location}",
+            markup=False,
+            highlight=False,
+        )
+    if len(res.mismatches) > show:
+        c.print(f"... and {len(res.mismatches) - show} more divergences")
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    trace, snap, meta = _resolve(args)
+    res = replay(
+        trace, snap, profile=args.profile, cpus=args.cpus, progress=sys.stderr.isatty(), meta=meta
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(res.as_json(), indent=1))
+    _print_result(res, args.show)
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    trace, snap, meta = _resolve(args)
+    results = [
+        replay(trace, snap, profile=p, cpus=args.cpus, meta=meta) for p in args.profiles.split(",")
+    ]
+    t = Table(title=f"one trace, several kernels ({trace})")
+    for col in ("profile", "agreement", "model failures", "free blocks", "largest free MiB",
+                "events/s"):
+        t.add_column(col, justify="right")
+    for r in results:
+        t.add_row(
+            r.profile,
+            f"{100 * r.agreement:.2f} %",
+            str(r.model_failures),
+            str(r.end_free_blocks_in_range),
+            f"{r.end_largest_free_in_range / 2**20:,.1f}",
+            f"{r.events / r.seconds:,.0f}" if r.seconds else "-",
+        )
+    Console().print(t)
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.as_json() for r in results], indent=1))
+    return 0
+
+
+def register_cli(sub: Any) -> None:
+    """Add the ``replay`` and ``compare`` subcommands."""
+    for name, func, helptext in (
+        ("replay", _cmd_replay, "replay a kernel trace from a vmallocinfo snapshot"),
+        ("compare", _cmd_compare, "replay one trace under several kernel profiles"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("trace", metavar="TRACE", help="raw ftrace text, or a capture directory")
+        p.add_argument("--snapshot", metavar="VMALLOCINFO", help="/proc/vmallocinfo snapshot")
+        p.add_argument("--cpus", type=int, default=None, help="CPUs (default: from the capture, else 2)")
+        p.add_argument("--json", metavar="OUT", help="write the result as JSON")
+        if name == "replay":
+            p.add_argument("--profile", default="6.18", help="kernel profile (default 6.18)")
+            p.add_argument("--show", type=int, default=5, help="divergences to print")
+        else:
+            p.add_argument("--profiles", default="4.19,5.4,6.18")
+        p.set_defaults(func=func)
+
+
+def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - convenience
+    parser = argparse.ArgumentParser(prog="pyvmalloc-replay")
+    register_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    rc: int = args.func(args)
+    return rc

@@ -1,0 +1,329 @@
+"""``/proc/vmallocinfo`` parser (both eras) and the 6.x node inference.
+
+One line per area (spec §10.1)::
+
+    0xffffc9000000c000-0xffffc90000011000   20480 kernel_clone+0x94/0x3e0 pages=4 vmalloc N0=4
+    0xffffc90000005000-0xffffc90000007000    8192 acpi_os_map_iomem+0x1bc/0x1e0 phys=0x00000000000a0000 ioremap
+    0xffffe8ffff400000-0xffffe8ffff800000 4194304 vm_map_ram
+    0xffffc900000c4000-0xffffc900000c9000   20480 unpurged vm_area
+
+Fields after the size, each optional, in this order: caller (``%pS``, maybe followed
+by ``[module]``), ``pages=N``, ``phys=0x…``, flag words (``ioremap``, ``sparse`` [6.9+],
+``vmalloc``, ``vmap``, ``user``, ``dma-coherent``), ``vpages``, ``N<node>=<pages>``.
+
+Era differences: 5.4 prints the busy list in global address order and then the lazily
+freed areas newest first; 6.x prints node by node (busy areas grouped by the address
+zone node ``(addr >> 16) % N``, each group ascending), then each node's lazy list
+ascending (node = the CPU node that *allocated* the area). See
+:func:`infer_lazy_nodes`.
+
+With ``kernel.kptr_restrict=0`` the kernel prints hashed pointers (16 hex digits with
+the upper 8 zero, unrelated to the real addresses); these are refused with
+:class:`HashedAddressError`, since nothing can be replayed from them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+__all__ = [
+    "FLAG_WORDS",
+    "HashedAddressError",
+    "VmallocEntry",
+    "VmallocInfo",
+    "VmallocInfoError",
+    "addr_node",
+    "infer_lazy_nodes",
+    "lazy_runs",
+    "parse_vmallocinfo",
+]
+
+#: The flag words, in the order the kernel prints them.
+FLAG_WORDS: tuple[str, ...] = ("ioremap", "sparse", "vmalloc", "vmap", "user", "dma-coherent")
+_FLAG_SET = frozenset(FLAG_WORDS)
+_FLAG_ORDER = {w: i for i, w in enumerate(FLAG_WORDS)}
+
+Kind = Literal["vm", "vm_map_ram", "unpurged"]
+
+_HOW_TO_READ = (
+    "/proc/vmallocinfo shows hashed addresses (kernel.kptr_restrict=0), from which "
+    "nothing can be replayed. Read the real ones as root with `sudo sysctl "
+    "kernel.kptr_restrict=1; sudo cat /proc/vmallocinfo > vmallocinfo; sudo sysctl "
+    "kernel.kptr_restrict=0`, or record a whole capture with `sudo pyvmalloc capture "
+    "OUTDIR ...`, which does this and restores the setting"
+)
+
+
+class VmallocInfoError(ValueError):
+    """A malformed vmallocinfo line; ``str()`` is ``path:line: message``."""
+
+    def __init__(self, message: str, *, path: str | None, line: int, text: str = "") -> None:
+        self.path = path
+        self.line = line
+        self.text = text
+        self.reason = message
+        where = f"{path or '<text>'}:{line}"
+        super().__init__(f"{where}: {message}" + (f": {text!r}" if text else ""))
+
+
+class HashedAddressError(VmallocInfoError):
+    """The snapshot was read with ``kptr_restrict=0`` (hashed) or ``2`` (zeros)."""
+
+
+@dataclass(slots=True, frozen=True)
+class VmallocEntry:
+    """One ``/proc/vmallocinfo`` line."""
+
+    start: int
+    end: int
+    #: Bytes, guard page included (``end - start``).
+    size: int
+    kind: Kind
+    line: int
+    caller: str | None = None
+    #: ``[module]`` suffix of the caller, without brackets.
+    module: str | None = None
+    pages: int = 0
+    phys: int | None = None
+    flags: frozenset[str] = frozenset()
+    vpages: bool = False
+    numa: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def nr_pages_span(self) -> int:
+        """Pages of address space, guard included."""
+        return self.size >> 12
+
+
+@dataclass(slots=True)
+class VmallocInfo:
+    """A parsed snapshot."""
+
+    entries: list[VmallocEntry]
+    path: str | None = None
+
+    @property
+    def busy(self) -> list[VmallocEntry]:
+        """Areas in use (``vm`` and ``vm_map_ram`` lines), in file order."""
+        return [e for e in self.entries if e.kind != "unpurged"]
+
+    @property
+    def unpurged(self) -> list[VmallocEntry]:
+        """Lazily freed areas not yet purged, in file order."""
+        return [e for e in self.entries if e.kind == "unpurged"]
+
+    @property
+    def has_sparse(self) -> bool:
+        return any("sparse" in e.flags for e in self.entries)
+
+    def busy_order_problems(self, nr_nodes: int) -> list[str]:
+        """Check the 6.x busy order: grouped by address-zone node, ascending in each.
+
+        Returns human-readable problems (empty if the order is the 6.x one). For a
+        5.4 snapshot use ``nr_nodes=1`` (global ascending order).
+        """
+        problems: list[str] = []
+        prev: VmallocEntry | None = None
+        for e in self.busy:
+            if prev is not None:
+                pn, en = addr_node(prev.start, nr_nodes), addr_node(e.start, nr_nodes)
+                if en < pn:
+                    problems.append(
+                        f"line {e.line}: node {en} area after node {pn} area (line {prev.line})"
+                    )
+                elif en == pn and e.start < prev.end:
+                    problems.append(
+                        f"line {e.line}: {e.start:#x} not above the previous area "
+                        f"(line {prev.line}, ends {prev.end:#x})"
+                    )
+            prev = e
+        return problems
+
+
+def addr_node(addr: int, nr_nodes: int) -> int:
+    """The 6.x busy-tree node of an address: 64 KiB zones dealt round-robin."""
+    return (addr >> 16) % nr_nodes
+
+
+_RANGE_RE = re.compile(r"^0x([0-9a-f]{8}|[0-9a-f]{16})-0x([0-9a-f]{8}|[0-9a-f]{16})$")
+_NUMA_RE = re.compile(r"^N(\d+)=(\d+)$")
+_CALLER_RE = re.compile(r"^(?:[\w.$]+\+0x[0-9a-f]+/0x[0-9a-f]+|0x[0-9a-f]+)$")
+
+
+def parse_vmallocinfo(
+    source: str | os.PathLike[str] | Iterable[str], *, path: str | None = None
+) -> VmallocInfo:
+    """Parse a snapshot.
+
+    ``source`` is a path (a capture directory stands for its ``vmallocinfo``), the
+    file's text (a ``str`` containing a newline), or an iterable of lines.
+    Raises :class:`VmallocInfoError` (file and line named) on malformed lines and
+    :class:`HashedAddressError` on hashed or zeroed addresses.
+    """
+    if isinstance(source, str) and "\n" in source:
+        lines: Iterable[str] = source.splitlines()
+    elif isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        if p.is_dir():
+            p = p / "vmallocinfo"
+        path = path if path is not None else os.fspath(p)
+        if p.suffix == ".gz":
+            import gzip
+
+            with gzip.open(p, "rt") as f:
+                lines = f.read().splitlines()
+        else:
+            lines = p.read_text().splitlines()
+    else:
+        lines = source
+    entries: list[VmallocEntry] = []
+    for lineno, raw in enumerate(lines, 1):
+        text = raw.rstrip("\n")
+        if not text.strip():
+            continue
+        entries.append(_parse_line(text, lineno, path))
+    return VmallocInfo(entries, path)
+
+
+def _parse_line(text: str, lineno: int, path: str | None) -> VmallocEntry:
+    def err(msg: str, cls: type[VmallocInfoError] = VmallocInfoError) -> VmallocInfoError:
+        return cls(msg, path=path, line=lineno, text=text)
+
+    toks = text.split()
+    if len(toks) < 2:
+        raise err("expected 'START-END SIZE ...'")
+    m = _RANGE_RE.match(toks[0])
+    if not m:
+        raise err("address range is not 0x<hex>-0x<hex>")
+    start, end = int(m.group(1), 16), int(m.group(2), 16)
+    if not toks[1].isdigit():
+        raise err("size is not a decimal number")
+    size = int(toks[1])
+    wide = len(m.group(1)) == 16
+    hashed = (start == 0 and end == 0) or (wide and start >> 32 == 0 and end >> 32 == 0)
+    if hashed and end - start != size:
+        raise err(_HOW_TO_READ, HashedAddressError)
+    if end - start != size:
+        raise err(f"end - start = {end - start} but size is {size}")
+    if size <= 0 or size & 0xFFF or start & 0xFFF:
+        raise err("area not page aligned or empty")
+    rest = toks[2:]
+    if rest == ["unpurged", "vm_area"]:
+        return VmallocEntry(start, end, size, "unpurged", lineno)
+    if rest == ["vm_map_ram"]:
+        return VmallocEntry(start, end, size, "vm_map_ram", lineno)
+    i = 0
+    caller: str | None = None
+    module: str | None = None
+    if i < len(rest) and not _is_attr(rest[i]):
+        if not _CALLER_RE.match(rest[i]):
+            raise err(f"unexpected word {rest[i]!r}")
+        caller = rest[i]
+        i += 1
+        if i < len(rest) and rest[i].startswith("[") and rest[i].endswith("]"):
+            module = rest[i][1:-1]
+            i += 1
+    pages = 0
+    phys: int | None = None
+    flags: set[str] = set()
+    vpages = False
+    numa: dict[int, int] = {}
+    last_flag = -1
+    for tok in rest[i:]:
+        if tok.startswith("pages="):
+            if flags or vpages or numa or phys is not None or not tok[6:].isdigit():
+                raise err(f"misplaced or malformed {tok!r}")
+            pages = int(tok[6:])
+        elif tok.startswith("phys="):
+            if flags or vpages or numa or not re.fullmatch(r"0x[0-9a-f]+", tok[5:]):
+                raise err(f"misplaced or malformed {tok!r}")
+            phys = int(tok[5:], 16)
+        elif tok in _FLAG_SET:
+            order = _FLAG_ORDER[tok]
+            if order <= last_flag or vpages or numa:
+                raise err(f"flag word {tok!r} out of order")
+            last_flag = order
+            flags.add(tok)
+        elif tok == "vpages":
+            if vpages or numa:
+                raise err("misplaced 'vpages'")
+            vpages = True
+        elif (mn := _NUMA_RE.match(tok)) is not None:
+            node = int(mn.group(1))
+            if node in numa:
+                raise err(f"node {node} listed twice")
+            numa[node] = int(mn.group(2))
+        else:
+            raise err(f"unknown word {tok!r}")
+    return VmallocEntry(
+        start,
+        end,
+        size,
+        "vm",
+        lineno,
+        caller=caller,
+        module=module,
+        pages=pages,
+        phys=phys,
+        flags=frozenset(flags),
+        vpages=vpages,
+        numa=numa,
+    )
+
+
+def _is_attr(tok: str) -> bool:
+    return (
+        tok.startswith(("pages=", "phys="))
+        or tok in _FLAG_SET
+        or tok == "vpages"
+        or _NUMA_RE.match(tok) is not None
+    )
+
+
+def lazy_runs(info: VmallocInfo) -> list[list[VmallocEntry]]:
+    """The ``unpurged vm_area`` lines split into maximal ascending runs (file order)."""
+    runs: list[list[VmallocEntry]] = []
+    prev: VmallocEntry | None = None
+    for e in info.unpurged:
+        if prev is None or e.start < prev.start:
+            runs.append([])
+        runs[-1].append(e)
+        prev = e
+    return runs
+
+
+def infer_lazy_nodes(info: VmallocInfo, nr_nodes: int) -> list[int]:
+    """The vmap node whose lazy list held each ``unpurged`` entry (6.9+ snapshots).
+
+    6.x prints node 0's lazy list in ascending address order, then node 1's, and so
+    on, so a descent in address marks the start of the next node's list. Returns one
+    node index per entry of ``info.unpurged``, in the same order.
+
+    Ambiguity: a boundary is only visible as a descent. If a node's list is empty, or
+    if every address of node *k*'s list is below every address of node *k+1*'s, two
+    lists print as one ascending run and the split cannot be seen. With fewer runs than
+    nodes, this function assigns run *i* to node *i* — right when the missing lists
+    are those of the highest nodes (e.g. only one run: all entries are attributed to
+    node 0 although they may belong to node 1). Use :func:`lazy_runs` to inspect.
+    Raises :class:`ValueError` if there are more runs than nodes (e.g. a 5.4 snapshot,
+    whose single lazy list is printed newest first).
+    """
+    if nr_nodes < 1:
+        raise ValueError("nr_nodes must be >= 1")
+    runs = lazy_runs(info)
+    if len(runs) > nr_nodes:
+        first = runs[nr_nodes][0]
+        raise ValueError(
+            f"{info.path or '<text>'}:{first.line}: {len(runs)} descending breaks in the "
+            f"unpurged lines but only {nr_nodes} vmap nodes: not a 6.x snapshot with "
+            f"{nr_nodes} nodes (5.4 prints the lazy list newest first)"
+        )
+    out: list[int] = []
+    for node, run in enumerate(runs):
+        out.extend([node] * len(run))
+    return out
