@@ -1,0 +1,178 @@
+"""pyvmalloc's benchmark: one command, a table, and a JSON record.
+
+    python bench/run.py            # full run (a few minutes)
+    python bench/run.py --quick    # under a minute
+
+Each figure is the median of several runs in this process. Results are written to
+``bench/results/<date>-<quick|full>.json`` together with the machine description.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+ROOT = HERE.parent
+CAPTURE = ROOT / "src" / "pyvmalloc" / "data" / "captures" / "default"
+
+
+def median_of(fn: Callable[[], float], runs: int) -> float:
+    return statistics.median(fn() for _ in range(runs))
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+    }
+
+
+def run(quick: bool) -> dict[str, Any]:
+    import bench_parse
+    import bench_phys
+    import bench_vmap
+
+    runs = 3
+    res: dict[str, Any] = {}
+    lives = (1_000, 10_000, 100_000) if quick else (1_000, 10_000, 100_000, 1_000_000)
+    pairs = 20_000 if quick else 50_000
+    alloc: dict[str, float] = {}
+    for live in lives:
+        alloc[str(live)] = median_of(lambda live=live: bench_vmap.bench_alloc_free_pairs(live, pairs), runs if live < 1_000_000 else 1)
+    res["vmap_alloc_free_pairs_per_s"] = alloc
+    res["vmap_growth_ratio"] = alloc[str(lives[0])] / alloc[str(lives[-1])]
+    res["vmap_alloc_free_pairs_per_s_54_10k"] = median_of(
+        lambda: bench_vmap.bench_alloc_free_pairs(10_000, pairs, profile="5.4"), runs
+    )
+    res["vmap_bytes_per_live_area"] = bench_vmap.bytes_per_live_area(20_000 if quick else 100_000)
+
+    res["phys_order0_pairs_per_s"] = median_of(lambda: bench_phys.bench_order0(100_000), runs)
+    res["phys_map_unmap_1m_pairs_per_s"] = median_of(lambda: bench_phys.bench_map_unmap_1m(2_000), runs)
+    res["phys_64g"] = bench_phys.bench_64g()
+
+    trace = big_trace(50 if quick else 200)
+    res["parse_lines_per_s"] = median_of(lambda: bench_parse.bench_parse(trace), runs)
+    res["replay_events_per_s"] = median_of(bench_replay, runs)
+    try:
+        import bench_vmalloc
+    except ImportError:
+        res["vmalloc"] = "not available"
+    else:
+        res["vmalloc_4k_pairs_per_s"] = median_of(lambda: bench_vmalloc.bench_vmalloc_4k(5_000), runs)
+        res["vmalloc_1m_pairs_per_s"] = median_of(lambda: bench_vmalloc.bench_vmalloc_1m(500), runs)
+    return res
+
+
+def big_trace(copies: int) -> Path:
+    """A large real trace: the bundled capture's event lines repeated ``copies`` times."""
+    import tempfile
+
+    lines = [
+        ln for ln in (CAPTURE / "trace").read_text().splitlines(keepends=True)
+        if not ln.startswith("#")
+    ]
+    path = Path(tempfile.gettempdir()) / f"pyvmalloc-bench-trace-{copies}.txt"
+    path.write_text("".join(lines * copies))
+    return path
+
+
+def bench_replay() -> float:
+    """Replay throughput (events/s) over every bundled capture, parsing excluded."""
+    from pyvmalloc.trace.parse import parse_trace
+    from pyvmalloc.trace.replay import Replayer, _events_after_snapshot, load_capture
+    from pyvmalloc.trace.snapshot import parse_vmallocinfo
+
+    events = 0
+    seconds = 0.0
+    for cap in sorted((ROOT / "tests" / "data" / "captures").iterdir()):
+        if not cap.is_dir():
+            continue
+        trace, snap, _ = load_capture(cap)
+        info = parse_vmallocinfo(snap)
+        parsed = parse_trace(trace)
+        rp = Replayer(info, profile="6.18", cpus=2)
+        evs = _events_after_snapshot(parsed, rp.result)
+        t0 = time.perf_counter()
+        rp.run(evs)
+        seconds += time.perf_counter() - t0
+        events += len(evs)
+    return events / seconds
+
+
+def print_table(res: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="pyvmalloc benchmark")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    t.add_column("target", justify="right")
+    targets = {
+        "vmap_alloc_free_pairs_per_s/10000": ">= 50,000 (aim 100,000)",
+        "vmap_growth_ratio": "<= 2",
+        "vmap_bytes_per_live_area": "<= 200",
+        "phys_order0_pairs_per_s": ">= 300,000",
+        "phys_map_unmap_1m_pairs_per_s": ">= 2,000",
+        "parse_lines_per_s": ">= 500,000",
+        "replay_events_per_s": ">= 100,000",
+        "vmalloc_4k_pairs_per_s": ">= 20,000 (aim 50,000)",
+    }
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:,.2f}" if v < 100 else f"{v:,.0f}"
+        return str(v)
+
+    for key, value in res.items():
+        if isinstance(value, dict) and key != "phys_64g":
+            for k2, v2 in value.items():
+                t.add_row(f"{key}/{k2}", fmt(v2), targets.get(f"{key}/{k2}", ""))
+        elif key == "phys_64g":
+            for k2, v2 in value.items():
+                t.add_row(f"64 GiB machine: {k2}", fmt(v2), "")
+        else:
+            t.add_row(key, fmt(value), targets.get(key, ""))
+    Console().print(t)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a smaller run, under a minute")
+    p.add_argument("--out", help="JSON output path (default bench/results/...)")
+    args = p.parse_args()
+    t0 = time.perf_counter()
+    res = run(args.quick)
+    res["total_seconds"] = time.perf_counter() - t0
+    print_table(res)
+    out = Path(args.out) if args.out else HERE / "results" / (
+        time.strftime("%Y-%m-%d") + ("-quick" if args.quick else "-full") + ".json"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine(), "results": res}, indent=1))
+    print(f"written {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
