@@ -377,3 +377,50 @@ def test_check_detects_corruption():
 
 def test_is_err():
     assert is_err(-EBUSY) and not is_err(VmapArea(1, 2))
+
+
+def test_pcpu_get_vm_areas_first_chunk_matches_the_live_machine():
+    # The live 6.18 machine shows 0xffffe8ffffc00000-0xffffe8ffffe00000 2097152
+    # pcpu_get_vm_areas. One 2 MiB area, align 2 MiB: vmalloc_end = VMALLOC_END &
+    # ~(2M-1) = 0xffffe8ffffe00000; the free block [S, MAX) ends above it, so the
+    # aligned end is 0xffffe8ffffe00000 and base = end - 2M = 0xffffe8ffffc00000.
+    k = Kernel("6.18", cpus=2)
+    (va,) = k.vmap.pcpu_get_vm_areas([0], [2 << 20], 2 << 20)
+    assert (va.va_start, va.va_end) == (0xFFFFE8FFFFC00000, 0xFFFFE8FFFFE00000)
+    k.check()
+
+
+def test_pcpu_get_vm_areas_congruent_top_down():
+    # Two 1 MiB units 4 MiB apart, align 1 MiB, after the first chunk: vmalloc_end is
+    # 0xffffe8fffff00000 (aligned down); the top block [0xffffe8ffffe00000, MAX) gives
+    # end 0xffffe8fffff00000, base = end - (4M + 1M) = 0xffffe8ffffa00000. Unit 1 at
+    # base + 4M fits in the top block, unit 0 at base fits below the first chunk.
+    k = Kernel("6.18", cpus=2)
+    k.vmap.pcpu_get_vm_areas([0], [2 << 20], 2 << 20)
+    vas = k.vmap.pcpu_get_vm_areas([0, 4 << 20], [1 << 20, 1 << 20], 1 << 20)
+    assert [v.va_start for v in vas] == [0xFFFFE8FFFFA00000, 0xFFFFE8FFFFE00000]
+    k.check()
+    k.vmap.pcpu_free_vm_areas(vas)
+    assert all(v.state == VaState.LAZY for v in vas)
+    k.purge_vmap_area_lazy()
+    k.check()
+
+
+def test_pcpu_get_vm_areas_bad_arguments():
+    k = Kernel("6.18", cpus=2)
+    assert k.vmap.pcpu_get_vm_areas([0, 0x1000], [0x2000, 0x1000], 0x1000) is None  # overlap
+    assert k.log.lines[-1].level == "BUG"
+    assert k.vmap.pcpu_get_vm_areas([0], [1 << 50], 0x1000) is None  # larger than the range
+    k.check()
+
+
+def test_pcpu_get_vm_areas_steps_down_the_free_list():
+    # After the 2 MiB first chunk at [..c00000, ..e00000), a 4 MiB unit aligned to
+    # 2 MiB: the top block starts at vmalloc_end (0xffffe8ffffe00000) itself, so it has
+    # no room below it; the walk goes back to the block ending at 0xffffe8ffffc00000,
+    # and base = that - 4 MiB = 0xffffe8ffff800000.
+    k = Kernel("6.18", cpus=2)
+    k.vmap.pcpu_get_vm_areas([0], [2 << 20], 2 << 20)
+    (va,) = k.vmap.pcpu_get_vm_areas([0], [4 << 20], 2 << 20)
+    assert (va.va_start, va.va_end) == (0xFFFFE8FFFF800000, 0xFFFFE8FFFFC00000)
+    k.check()

@@ -55,6 +55,7 @@ from pyvmalloc.rbtree import (
     rb_insert_color,
     rb_link_node,
     rb_next,
+    rb_prev,
     validate_rbtree,
 )
 from pyvmalloc.trace.events import AllocVmapArea, FreeVmapAreaNoflush, PurgeVmapAreaLazy
@@ -1073,6 +1074,135 @@ class VmapSpace:
         for vn in self.nodes:
             self.decay_va_pool_node(vn, True)
         return n
+
+    # ------------------------------------------------------------------------------
+    # pcpu_get_vm_areas: congruent areas from the top
+    # ------------------------------------------------------------------------------
+    def pvm_find_va_enclose_addr(self, addr: int) -> VmapArea | None:
+        """The free block with the highest start at or below ``addr``."""
+        node = self.free_root.rb_node
+        va = None
+        while node is not None:
+            if node.va_start <= addr:
+                va = node
+                if node.va_end >= addr:
+                    break
+                node = node.rb_right
+            else:
+                node = node.rb_left
+        return va
+
+    def _pvm_end_from_reverse(self, va: VmapArea | None, align: int) -> tuple[int, VmapArea | None]:
+        """``pvm_determine_end_from_reverse``: walk down the free list from ``va`` to the
+        first block that still has room below ``min(block end, VMALLOC_END)`` aligned
+        down; return that aligned end (0 if none) and the block."""
+        vmalloc_end = self.vmalloc_end & ~(align - 1)
+        while va is not None:
+            addr = min(va.va_end & ~(align - 1), vmalloc_end)
+            if va.va_start < addr:
+                return addr, va
+            va = rb_prev(va)
+        return 0, None
+
+    def pcpu_get_vm_areas(
+        self, offsets: list[int], sizes: list[int], align: int, cpu: int = 0
+    ) -> list[VmapArea] | None:
+        """``pcpu_get_vm_areas``: ``len(offsets)`` areas at ``base + offsets[i]``.
+
+        The percpu allocator needs its units congruent (the same distance apart on
+        every CPU), so one common ``base`` is searched from the top of the vmalloc
+        range downwards over the free list. No guard pages. On failure the reclaim
+        purge runs once and the search is retried; then None.
+        """
+        nr = len(offsets)
+        umax = self.ulong_max
+        if nr == 0 or nr != len(sizes) or align <= 0 or align & (align - 1):
+            self.log.WARN("pcpu_get_vm_areas: bad arguments")
+            return None
+        vmalloc_start = (self.vmalloc_start + align - 1) & ~(align - 1)
+        vmalloc_end = self.vmalloc_end & ~(align - 1)
+        last_area = 0
+        for i in range(nr):
+            start, size = offsets[i], sizes[i]
+            if start & (align - 1) or size & (align - 1) or size <= 0:
+                self.log.BUG(f"pcpu_get_vm_areas: area {i} not aligned to {align:#x}")
+                return None
+            if start > offsets[last_area]:
+                last_area = i
+            for j in range(i):
+                if start < offsets[j] + sizes[j] and offsets[j] < start + size:
+                    self.log.BUG(f"pcpu_get_vm_areas: areas {j} and {i} overlap")
+                    return None
+        last_end = offsets[last_area] + sizes[last_area]
+        if vmalloc_end - vmalloc_start < last_end:
+            self.log.WARN("pcpu_get_vm_areas: the areas span more than the vmalloc range")
+            return None
+        purged = False
+        while True:
+            base = self._pcpu_find_base(offsets, sizes, align, last_area, vmalloc_start)
+            if base is not None:
+                break
+            if purged:
+                return None
+            self.reclaim_and_purge_vmap_areas()
+            purged = True
+        vas: list[VmapArea] = []
+        for i in range(nr):
+            start = (base + offsets[i]) & umax
+            block = self.pvm_find_va_enclose_addr(start)
+            if block is None or self.va_clip(block, start, sizes[i]):
+                raise InvariantError(f"pcpu_get_vm_areas: cannot clip {start:#x}")
+            va = VmapArea(start, start + sizes[i])
+            self._busy_insert(va)
+            self.stats.allocs += 1
+            vas.append(va)
+        return vas
+
+    def _pcpu_find_base(
+        self, offsets: list[int], sizes: list[int], align: int, last_area: int, vmalloc_start: int
+    ) -> int | None:
+        nr = len(offsets)
+        umax = self.ulong_max
+        last_end = offsets[last_area] + sizes[last_area]
+        area = term_area = last_area
+        start = offsets[area]
+        end = start + sizes[area]
+        end_addr, va = self._pvm_end_from_reverse(
+            self.pvm_find_va_enclose_addr(self.vmalloc_end & ~(align - 1)), align
+        )
+        base = (end_addr - end) & umax
+        while True:
+            # Wrapped below the start of the range, or no block left: give up.
+            if ((base + last_end) & umax) < vmalloc_start + last_end or va is None:
+                return None
+            if base + end > va.va_end:
+                # The area does not fit under this block's end: move base down.
+                end_addr, va = self._pvm_end_from_reverse(va, align)
+                base = (end_addr - end) & umax
+                term_area = area
+                continue
+            if base + start < va.va_start:
+                # The area starts below this block: try the previous block.
+                end_addr, va = self._pvm_end_from_reverse(rb_prev(va), align)
+                base = (end_addr - end) & umax
+                term_area = area
+                continue
+            # This area fits; on to the previous one, until back at the terminal one.
+            area = (area + nr - 1) % nr
+            if area == term_area:
+                return base
+            start = offsets[area]
+            end = start + sizes[area]
+            va = self.pvm_find_va_enclose_addr(base + end)
+
+    def pcpu_free_vm_areas(self, vas: list[VmapArea], cpu: int = 0) -> None:
+        """``pcpu_free_vm_areas``: free each area (lazily, like ``free_vm_area``)."""
+        for va in vas:
+            found = self.find_unlink_vmap_area(va.va_start)
+            if found is None:
+                self.log.WARN(f"pcpu_free_vm_areas: {va.va_start:#x} is not busy")
+                continue
+            self.free_vmap_area_noflush(found, cpu=cpu)
 
     # ------------------------------------------------------------------------------
     # Replay support: seeding from a snapshot, adopting the kernel's choices

@@ -464,6 +464,15 @@ class ListVmapSpace(VmapSpace):
     # ------------------------------------------------------------------------------
     # Lookups
     # ------------------------------------------------------------------------------
+    def pcpu_get_vm_areas(
+        self, offsets: list[int], sizes: list[int], align: int, cpu: int = 0
+    ) -> list[VmapArea] | None:
+        """Not modelled for 4.19: its pcpu_get_vm_areas walked the busy list from the
+        top with ``vmap_area_pcpu_hole``, which this class does not reproduce."""
+        raise NotImplementedError(
+            "pcpu_get_vm_areas is not modelled for the 4.19 profile (use 5.4 or 6.18)"
+        )
+
     def find_any_vmap_area(self, addr: int) -> VmapArea | None:
         """``__find_vmap_area``: any area of the tree containing ``addr`` (lazy too)."""
         return self._find_in(self._root, addr)
