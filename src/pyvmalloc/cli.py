@@ -6,6 +6,9 @@ Subcommands:
 * ``replay``    — replay a real kernel trace from a vmallocinfo snapshot;
 * ``compare``   — replay one trace under several kernel profiles, side by side;
 * ``capture``   — record a real kernel's vmalloc events (root, tracefs);
+* ``explain``   — the call tree of one API call, like the seeds' "Code Flow";
+* ``walk``      — the page-table walk of an address;
+* ``tour``      — a seeded workload of the whole API, then the /proc views;
 * ``profiles``  — list the kernel profiles and what differs between them.
 """
 
@@ -66,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_replay(sub)
     register_capture(sub)
+
+    from pyvmalloc.cli_vmalloc import register_cli as register_vmalloc
+
+    register_vmalloc(sub)
     return parser
 
 

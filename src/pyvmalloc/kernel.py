@@ -16,16 +16,28 @@ tables, vm_struct) hang off the same object.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pyvmalloc.config import KernelProfile, Machine, get_profile
 from pyvmalloc.printk import KernelLog
 from pyvmalloc.trace.events import TraceEvent
 from pyvmalloc.vmap.area import NUMA_NO_NODE, VaState, VmapArea, VmapSpace, is_err
 
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from pyvmalloc.pgtable import PageTables
+    from pyvmalloc.phys import PhysicalMemory
+    from pyvmalloc.slab import SlabAllocator
+    from pyvmalloc.vmalloc import Vmalloc, VmStruct
+
 __all__ = ["Kernel", "Work", "WorkQueue", "is_err"]
+
+_GFP_KERNEL = 0xCC0
 
 
 @dataclass
@@ -69,6 +81,47 @@ class WorkQueue:
             n += 1
         self.ran += n
         return n
+
+
+def _callable_space(base: type[VmapSpace]) -> type[VmapSpace]:
+    """``k.vmap`` is the vmap area allocator *and* the ``vmap()`` API call.
+
+    The attribute name was taken by the allocator before the vm_struct layer
+    existed; calling it runs :meth:`pyvmalloc.vmalloc.Vmalloc.vmap`:
+    ``k.vmap(pages, count, flags=VM_MAP, prot=PAGE_KERNEL, cpu=0, caller=None)``.
+    """
+    cached = _CALLABLE.get(base)
+    if cached is not None:
+        return cached
+
+    class CallableVmapSpace(base):  # type: ignore[valid-type,misc]
+        kernel: Kernel | None = None
+
+        def __call__(
+            self,
+            pages: Sequence[int] | npt.NDArray[np.integer[Any]],
+            count: int | None = None,
+            flags: int = 0x4,
+            prot: int | None = None,
+            cpu: int = 0,
+            caller: str | None = None,
+        ) -> int:
+            """``vmap(pages, count, flags, prot)`` (flags default VM_MAP)."""
+            from pyvmalloc.pgtable import PAGE_KERNEL
+
+            k = self.kernel
+            assert k is not None
+            return k.vm.vmap(
+                pages, count, flags, PAGE_KERNEL if prot is None else prot, cpu=cpu, caller=caller
+            )
+
+    CallableVmapSpace.__name__ = base.__name__
+    CallableVmapSpace.__qualname__ = base.__qualname__
+    _CALLABLE[base] = CallableVmapSpace
+    return CallableVmapSpace
+
+
+_CALLABLE: dict[type[VmapSpace], type[VmapSpace]] = {}
 
 
 class Kernel:
@@ -123,13 +176,104 @@ class Kernel:
             from pyvmalloc.vmap.list419 import ListVmapSpace
 
             space_class = ListVmapSpace
-        self.vmap = space_class(
+        self.vmap: VmapSpace = _callable_space(space_class)(
             machine,
             self.profile,
             self.log,
             clock=self._clock,
             schedule_work=self.workqueue.schedule_work,
         )
+        self.vmap.kernel = self  # type: ignore[attr-defined]
+        #: interrupt context flag (``in_interrupt()``); see :meth:`interrupt_context`
+        self.in_interrupt = False
+        #: CONFIG_NUMA (x86_64 default y): vmallocinfo prints ``N<node>=<pages>``
+        self.config_numa = True
+        #: kptr_restrict for %pK in vmallocinfo (1: real addresses, 2: zeros)
+        self.kptr_restrict = 1
+        # The page allocator, page tables, slab and vmalloc layers are built on first
+        # use: PhysicalMemory for 4 GiB takes ~45 ms, and many Kernels (replay,
+        # bench) only need the vmap allocator.
+        self._phys: PhysicalMemory | None = None
+        self._pgtables: PageTables | None = None
+        self._slab: SlabAllocator | None = None
+        self._vm: Vmalloc | None = None
+        self._used0 = 0
+        self._pgtable0 = 0
+
+    # --- lazily built layers ------------------------------------------------------
+    def _build_memory(self) -> None:
+        from pyvmalloc.pgtable import PageTables
+        from pyvmalloc.phys import PhysicalMemory
+        from pyvmalloc.slab import SlabAllocator
+
+        phys = PhysicalMemory(self.machine, self.profile, self.log)
+        pgt = PageTables(self.machine, phys, self.log)
+        self._phys = phys
+        self._pgtables = pgt
+        self._slab = SlabAllocator(phys, self.machine.cpus_possible)
+        self._used0 = self._phys_used_now()
+        self._pgtable0 = phys.nr_pgtable_pages
+
+    @property
+    def phys(self) -> PhysicalMemory:
+        """The buddy page allocator (:class:`~pyvmalloc.phys.PhysicalMemory`)."""
+        if self._phys is None:
+            self._build_memory()
+        assert self._phys is not None
+        return self._phys
+
+    @property
+    def pgtables(self) -> PageTables:
+        """``init_mm``'s page tables (:class:`~pyvmalloc.pgtable.PageTables`)."""
+        if self._pgtables is None:
+            self._build_memory()
+        assert self._pgtables is not None
+        return self._pgtables
+
+    @property
+    def slab(self) -> SlabAllocator:
+        """The kmalloc caches (:class:`~pyvmalloc.slab.SlabAllocator`)."""
+        if self._slab is None:
+            self._build_memory()
+        assert self._slab is not None
+        return self._slab
+
+    @property
+    def vm(self) -> Vmalloc:
+        """The vm_struct / vmalloc layer (:class:`~pyvmalloc.vmalloc.Vmalloc`)."""
+        if self._vm is None:
+            from pyvmalloc.vmalloc import Vmalloc
+
+            self._vm = Vmalloc(self)
+            self.pgtables.fault_describer = self._vm.describe_fault
+        return self._vm
+
+    def _phys_used_now(self) -> int:
+        p = self._phys
+        assert p is not None
+        return p.totalram_pages - p.nr_free_pages() - sum(len(z.pcp) for z in p.zones)
+
+    def phys_pages_used(self) -> int:
+        """Pages taken from the buddy allocator since boot (pcp pages count as free)."""
+        if self._phys is None:
+            return 0
+        return self._phys_used_now() - self._used0
+
+    def pgtable_pages_added(self) -> int:
+        """Page-table pages allocated since boot (they are never freed on unmap)."""
+        if self._phys is None:
+            return 0
+        return self._phys.nr_pgtable_pages - self._pgtable0
+
+    @contextlib.contextmanager
+    def interrupt_context(self) -> Iterator[None]:
+        """Run the body "in interrupt": vfree defers, allocation BUGs."""
+        saved = self.in_interrupt
+        self.in_interrupt = True
+        try:
+            yield
+        finally:
+            self.in_interrupt = saved
 
     # --- constants ----------------------------------------------------------------
     @property
@@ -271,8 +415,307 @@ class Kernel:
 
     # --- whole-model checks -----------------------------------------------------------
     def check(self) -> None:
-        """Run every invariant of every layer; raise on the first broken one."""
+        """Run every invariant of every layer; raise on the first broken one.
+
+        With the memory layers built this also runs the page allocator's,
+        the page tables' and the slab's checks and the vmalloc accounting check
+        (every page taken since boot is vmalloc'ed, slab, page-table or user-held).
+        """
         self.vmap.check()
+        if self._phys is not None:
+            self._phys.check()
+            assert self._pgtables is not None and self._slab is not None
+            self._pgtables.check()
+            self._slab.check()
+            if self._vm is not None:
+                self._vm.check()
+            elif self.phys_pages_used() != (
+                self._slab.slab_pages + self._slab.large_pages + self.pgtable_pages_added()
+            ):
+                from pyvmalloc.vmap.area import InvariantError
+
+                raise InvariantError("pages taken from k.phys directly are not accounted")
+
+    # --- vmalloc API (kernel names; cpu= is the CPU the call runs on) ---------------
+    def vmalloc(self, size: int, cpu: int = 0, caller: str | None = None) -> int:
+        """``vmalloc(size)``: the address, or 0 (NULL) with the kernel's warning."""
+        return self.vm.vmalloc(size, cpu=cpu, caller=caller)
+
+    def vzalloc(self, size: int, cpu: int = 0, caller: str | None = None) -> int:
+        """``vzalloc(size)``: zeroed vmalloc."""
+        return self.vm.vzalloc(size, cpu=cpu, caller=caller)
+
+    def vmalloc_node(self, size: int, node: int, cpu: int = 0, caller: str | None = None) -> int:
+        """``vmalloc_node(size, node)``."""
+        return self.vm.vmalloc_node(size, node, cpu=cpu, caller=caller)
+
+    def vzalloc_node(self, size: int, node: int, cpu: int = 0, caller: str | None = None) -> int:
+        """``vzalloc_node(size, node)``."""
+        return self.vm.vzalloc_node(size, node, cpu=cpu, caller=caller)
+
+    def vmalloc_user(self, size: int, cpu: int = 0, caller: str | None = None) -> int:
+        """``vmalloc_user(size)``: zeroed, ``VM_USERMAP``."""
+        return self.vm.vmalloc_user(size, cpu=cpu, caller=caller)
+
+    def vmalloc_32(self, size: int, cpu: int = 0, caller: str | None = None) -> int:
+        """``vmalloc_32(size)``: DMA32 pages."""
+        return self.vm.vmalloc_32(size, cpu=cpu, caller=caller)
+
+    def vmalloc_32_user(self, size: int, cpu: int = 0, caller: str | None = None) -> int:
+        """``vmalloc_32_user(size)``."""
+        return self.vm.vmalloc_32_user(size, cpu=cpu, caller=caller)
+
+    def vmalloc_huge(
+        self, size: int, gfp: int = _GFP_KERNEL, cpu: int = 0, caller: str | None = None
+    ) -> int:
+        """``vmalloc_huge(size, gfp)`` (6.x): PMD mappings, size rounded to 2 MiB."""
+        return self.vm.vmalloc_huge(size, gfp, cpu=cpu, caller=caller)
+
+    def _k_vmalloc(self, size: int, gfp: int, cpu: int = 0, caller: str | None = None) -> int:
+        """``__vmalloc(size, gfp)``."""
+        return self.vm._vmalloc(size, gfp, cpu=cpu, caller=caller)
+
+    def _k_vmalloc_node(
+        self,
+        size: int,
+        align: int,
+        gfp: int,
+        node: int,
+        caller: str | None = None,
+        cpu: int = 0,
+    ) -> int:
+        """``__vmalloc_node(size, align, gfp, node, caller)``."""
+        return self.vm.vmalloc_node_api(size, align, gfp, node, cpu=cpu, caller=caller)
+
+    def _k_vmalloc_node_range(
+        self,
+        size: int,
+        align: int,
+        start: int | None = None,
+        end: int | None = None,
+        gfp: int = _GFP_KERNEL,
+        prot: int | None = None,
+        vm_flags: int = 0,
+        node: int = NUMA_NO_NODE,
+        caller: str | None = None,
+        cpu: int = 0,
+    ) -> int:
+        """``__vmalloc_node_range(size, align, start, end, gfp, prot, vm_flags, node,
+        caller)``; ``start``/``end`` default to the vmalloc range, ``prot`` to
+        PAGE_KERNEL."""
+        from pyvmalloc.pgtable import PAGE_KERNEL
+
+        return self.vm.vmalloc_node_range_api(
+            size,
+            align,
+            self.VMALLOC_START if start is None else start,
+            self.VMALLOC_END if end is None else end,
+            gfp,
+            PAGE_KERNEL if prot is None else prot,
+            vm_flags,
+            node,
+            cpu=cpu,
+            caller=caller,
+        )
+
+    def vfree(self, addr: int, cpu: int = 0, in_interrupt: bool = False) -> None:
+        """``vfree(addr)``; in interrupt context the free is deferred to a work item."""
+        self.vm.vfree(addr, cpu=cpu, in_interrupt=in_interrupt)
+
+    def vfree_atomic(self, addr: int, cpu: int = 0) -> None:
+        """``vfree_atomic(addr)``: always deferred."""
+        self.vm.vfree_atomic(addr, cpu=cpu)
+
+    def vunmap(self, addr: int, cpu: int = 0) -> None:
+        """``vunmap(addr)``."""
+        self.vm.vunmap(addr, cpu=cpu)
+
+    def vmap_pfn(
+        self,
+        pfns: Sequence[int] | npt.NDArray[np.integer[Any]],
+        count: int | None = None,
+        cpu: int = 0,
+        caller: str | None = None,
+    ) -> int:
+        """``vmap_pfn(pfns, count, PAGE_KERNEL)``."""
+        return self.vm.vmap_pfn(pfns, count, cpu=cpu, caller=caller)
+
+    def ioremap(self, phys_addr: int, size: int, cpu: int = 0, caller: str | None = None) -> int:
+        """x86 ``ioremap(phys_addr, size)``."""
+        return self.vm.ioremap(phys_addr, size, cpu=cpu, caller=caller)
+
+    def iounmap(self, addr: int, cpu: int = 0) -> None:
+        """x86 ``iounmap(addr)``."""
+        self.vm.iounmap(addr, cpu=cpu)
+
+    def vm_map_ram(
+        self,
+        pages: Sequence[int] | npt.NDArray[np.integer[Any]],
+        count: int | None = None,
+        node: int = NUMA_NO_NODE,
+        cpu: int = 0,
+    ) -> int:
+        """``vm_map_ram(pages, count, node)``."""
+        return self.vm.vm_map_ram(pages, count, node, cpu=cpu)
+
+    def vm_unmap_ram(self, addr: int, count: int, cpu: int = 0) -> None:
+        """``vm_unmap_ram(addr, count)``."""
+        self.vm.vm_unmap_ram(addr, count, cpu=cpu)
+
+    def vm_unmap_aliases(self, cpu: int = 0) -> None:
+        """``vm_unmap_aliases()``: flush vmap blocks, purge lazy areas."""
+        self.vm.vm_unmap_aliases(cpu=cpu)
+
+    def get_vm_area(self, size: int, flags: int, cpu: int = 0) -> VmStruct | None:
+        """``get_vm_area(size, flags)``."""
+        return self.vm.get_vm_area_api(size, flags, cpu=cpu)
+
+    def get_vm_area_caller(
+        self, size: int, flags: int, caller: str | None, cpu: int = 0
+    ) -> VmStruct | None:
+        """``get_vm_area_caller(size, flags, caller)``."""
+        return self.vm.get_vm_area_api(size, flags, cpu=cpu, caller=caller)
+
+    def _k_get_vm_area_caller(
+        self, size: int, flags: int, start: int, end: int, caller: str | None, cpu: int = 0
+    ) -> VmStruct | None:
+        """``__get_vm_area_caller(size, flags, start, end, caller)``."""
+        return self.vm.get_vm_area_caller_range_api(size, flags, start, end, cpu=cpu, caller=caller)
+
+    def find_vm_area(self, addr: int) -> VmStruct | None:
+        """``find_vm_area(addr)``."""
+        return self.vm.find_vm_area(addr)
+
+    def remove_vm_area(self, addr: int, cpu: int = 0) -> VmStruct | None:
+        """``remove_vm_area(addr)``: the vm_struct stays the caller's to free."""
+        return self.vm.remove_vm_area_api(addr, cpu=cpu)
+
+    def free_vm_area(self, area: VmStruct, cpu: int = 0) -> None:
+        """``free_vm_area(area)``."""
+        self.vm.free_vm_area_api(area, cpu=cpu)
+
+    def vrealloc(
+        self,
+        p: int,
+        size: int,
+        gfp: int = _GFP_KERNEL,
+        align: int = 1,
+        nid: int = NUMA_NO_NODE,
+        cpu: int = 0,
+        caller: str | None = None,
+    ) -> int:
+        """``vrealloc_node_align(p, size, align, gfp, nid)`` (6.12+)."""
+        return self.vm.vrealloc(p, size, gfp, align=align, nid=nid, cpu=cpu, caller=caller)
+
+    def kvmalloc(
+        self, size: int, gfp: int = _GFP_KERNEL, cpu: int = 0, caller: str | None = None
+    ) -> int:
+        """``kvmalloc(size, gfp)``: kmalloc, or vmalloc for large sizes."""
+        return self.vm.kvmalloc_node(size, gfp, NUMA_NO_NODE, cpu=cpu, caller=caller)
+
+    def kvmalloc_node(
+        self,
+        size: int,
+        gfp: int = _GFP_KERNEL,
+        node: int = NUMA_NO_NODE,
+        cpu: int = 0,
+        caller: str | None = None,
+    ) -> int:
+        """``kvmalloc_node(size, gfp, node)``."""
+        return self.vm.kvmalloc_node(size, gfp, node, cpu=cpu, caller=caller)
+
+    def kvzalloc(
+        self, size: int, gfp: int = _GFP_KERNEL, cpu: int = 0, caller: str | None = None
+    ) -> int:
+        """``kvzalloc(size, gfp)``."""
+        return self.vm.kvmalloc_node(size, gfp | 0x100, NUMA_NO_NODE, cpu=cpu, caller=caller)
+
+    def kvfree(self, addr: int, cpu: int = 0) -> None:
+        """``kvfree(addr)``."""
+        self.vm.kvfree(addr, cpu=cpu)
+
+    def kmalloc(self, size: int, gfp: int = _GFP_KERNEL) -> int:
+        """``kmalloc(size, gfp)`` (direct-map address or 0)."""
+        return self.slab.kmalloc(size, gfp)
+
+    def kfree(self, addr: int) -> None:
+        """``kfree(addr)``."""
+        if not self.slab.kfree(addr):
+            self.log.WARN(f"kfree: invalid object {addr:#x}")
+
+    def alloc_pages(self, nr: int = 1, gfp: int = _GFP_KERNEL) -> list[int]:
+        """Order-0 pages for the caller (e.g. to vmap); tracked by the accounting check.
+
+        Returns fewer than ``nr`` pfns if memory runs out.
+        """
+        out: list[int] = []
+        for _ in range(nr):
+            pfn = self.phys.alloc_pages(gfp, 0)
+            if pfn is None:
+                break
+            out.append(pfn)
+        self.vm.external_pages += len(out)
+        return out
+
+    def free_pages(self, pfns: Sequence[int]) -> None:
+        """Give back pages from :meth:`alloc_pages`."""
+        for pfn in pfns:
+            self.phys.free_pages(int(pfn), 0)
+        self.vm.external_pages -= len(pfns)
+
+    def vmalloc_to_page(self, addr: int) -> int | None:
+        """``vmalloc_to_page(addr)``: the pfn (the model's ``struct page *``)."""
+        return self.vm.vmalloc_to_page(addr)
+
+    def vmalloc_to_pfn(self, addr: int) -> int:
+        """``vmalloc_to_pfn(addr)``."""
+        return self.vm.vmalloc_to_pfn(addr)
+
+    def is_vmalloc_addr(self, addr: int) -> bool:
+        """``is_vmalloc_addr(addr)``."""
+        return self.VMALLOC_START <= addr < self.VMALLOC_END
+
+    def vread(self, addr: int, n: int) -> bytes:
+        """``vread_iter`` into bytes: holes read as zeros, never faults."""
+        return self.vm.vread(addr, n)
+
+    def vwrite(self, addr: int, data: bytes) -> int:
+        """``vwrite`` (5.4): write mapped pages, skip holes."""
+        return self.vm.vwrite(addr, data)
+
+    def read(self, addr: int, n: int) -> bytes:
+        """A kernel load through the page tables; raises PageFault like the CPU."""
+        return self.pgtables.read(addr, n)
+
+    def write(self, addr: int, data: bytes) -> None:
+        """A kernel store through the page tables; raises PageFault like the CPU."""
+        self.pgtables.write(addr, data)
+
+    def walk(self, addr: int) -> str:
+        """The page-table walk of ``addr``, rendered."""
+        return self.pgtables.render_walk(addr)
+
+    # --- /proc -------------------------------------------------------------------
+    def vmallocinfo(self) -> str:
+        """``/proc/vmallocinfo`` in this kernel version's format and order."""
+        from pyvmalloc.procfs import vmallocinfo
+
+        return vmallocinfo(self.vm, numa=self.config_numa, kptr_restrict=self.kptr_restrict)
+
+    def meminfo(self) -> str:
+        """The ``Vmalloc*`` lines of ``/proc/meminfo``."""
+        from pyvmalloc.procfs import meminfo
+
+        return meminfo(self.vm)
+
+    def buddyinfo(self) -> str:
+        """``/proc/buddyinfo``."""
+        return self.phys.buddyinfo()
+
+    @property
+    def nr_vmalloc_pages(self) -> int:
+        """``nr_vmalloc_pages`` (VmallocUsed / 4 KiB)."""
+        return self._vm.nr_vmalloc_pages if self._vm is not None else 0
 
     def dmesg(self) -> str:
         return self.log.dmesg()
@@ -288,3 +731,9 @@ class Kernel:
             f"{m.cpus_online} CPUs, {self.vmap.nr_busy} busy areas>"
         )
 
+
+# Kernel names starting with "__" (a class body would mangle them).
+setattr(Kernel, "__vmalloc", Kernel._k_vmalloc)
+setattr(Kernel, "__vmalloc_node", Kernel._k_vmalloc_node)
+setattr(Kernel, "__vmalloc_node_range", Kernel._k_vmalloc_node_range)
+setattr(Kernel, "__get_vm_area_caller", Kernel._k_get_vm_area_caller)

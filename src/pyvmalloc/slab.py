@@ -107,8 +107,8 @@ class SlabAllocator:
     >>> s = SlabAllocator(PhysicalMemory(m, PROFILES["6.18"], KernelLog()), m.cpus_possible)
     >>> a = s.kmalloc(72, 0xcc0); s.ksize(a), s.slab_bytes
     (96, 96)
-    >>> s.kfree(a); s.slab_bytes
-    0
+    >>> s.kfree(a), s.slab_bytes
+    (True, 0)
     """
 
     def __init__(self, phys: PhysicalMemory, nr_cpu_ids: int) -> None:

@@ -57,8 +57,18 @@ def test_replay_cli_fixed_interface(tmp_path, capsys):
     cap = CAPTURES / "mixed-spread"
     out = tmp_path / "r.json"
     rc = main(
-        ["replay", str(cap / "trace"), "--snapshot", str(cap / "vmallocinfo"),
-         "--profile", "6.18", "--cpus", "2", "--json", str(out)]
+        [
+            "replay",
+            str(cap / "trace"),
+            "--snapshot",
+            str(cap / "vmallocinfo"),
+            "--profile",
+            "6.18",
+            "--cpus",
+            "2",
+            "--json",
+            str(out),
+        ]
     )
     assert rc == 0
     data = json.loads(out.read_text())

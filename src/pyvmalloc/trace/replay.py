@@ -259,9 +259,7 @@ class Replayer:
         res.allocs_compared += 1
         if kernel_failed:
             res.kernel_failures += 1
-        va = space.alloc_vmap_area(
-            ev.size, ev.align, ev.vstart, ev.vend, cpu=cpu, gfp_nowarn=True
-        )
+        va = space.alloc_vmap_area(ev.size, ev.align, ev.vstart, ev.vend, cpu=cpu, gfp_nowarn=True)
         model_ok = not is_err(va)
         if not model_ok:
             res.model_failures += 1
@@ -381,15 +379,46 @@ class Replayer:
         return res
 
 
-def _events_after_snapshot(parsed: TraceParseResult, res: ReplayResult) -> list[TraceEvent]:
+def _events_after_snapshot(
+    parsed: TraceParseResult, res: ReplayResult, info: VmallocInfo | None = None
+) -> list[TraceEvent]:
+    """The events the snapshot does not reflect yet.
+
+    A capture marks the snapshot in the trace (``snapshot-begin``/``snapshot-end``).
+    Without markers, the snapshot itself tells: an allocation whose exact range is
+    busy in the snapshot, with no free of that address before it in the trace, was
+    made before the snapshot was read; replay starts after the last such event.
+    """
     end = parsed.marker("snapshot-end")
     begin = parsed.marker("snapshot-begin")
+    events = parsed.events
     if end is None:
-        return parsed.events
-    keep = [e for e in parsed.events if e.line > end.line]
-    res.skipped_before_snapshot = len(parsed.events) - len(keep)
+        if info is None:
+            return events
+        busy = {(e.start, e.end) for e in info.busy}
+        freed: set[int] = set()
+        sync = 0
+        for i, ev in enumerate(events):
+            if isinstance(ev, FreeVmapAreaNoflush):
+                freed.add(ev.va_start)
+            elif (
+                isinstance(ev, AllocVmapArea)
+                and not ev.failed
+                and (ev.addr, ev.addr + ev.size) in busy
+                and ev.addr not in freed
+            ):
+                sync = i + 1
+        if sync:
+            res.skipped_before_snapshot = sync
+            res.notes.append(
+                f"no snapshot markers: the first {sync} events are already reflected in "
+                "the snapshot (their areas are busy in it) and were skipped"
+            )
+        return events[sync:]
+    keep = [e for e in events if e.line > end.line]
+    res.skipped_before_snapshot = len(events) - len(keep)
     if begin is not None:
-        window = [e for e in parsed.events if begin.line < e.line < end.line]
+        window = [e for e in events if begin.line < e.line < end.line]
         if window:
             res.notes.append(
                 f"{len(window)} events fell between the snapshot markers; they may or "
@@ -421,7 +450,7 @@ def replay(
     res.trace_incomplete = parsed.incomplete
     if "drop_caches" in meta:
         res.drop_caches = bool(meta["drop_caches"])
-    events = _events_after_snapshot(parsed, res)
+    events = _events_after_snapshot(parsed, res, info)
     rp.run(events, progress=progress)
     rp.finish()
     res.seconds = time.perf_counter() - t0
@@ -515,8 +544,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         replay(trace, snap, profile=p, cpus=args.cpus, meta=meta) for p in args.profiles.split(",")
     ]
     t = Table(title=f"one trace, several kernels ({trace})")
-    for col in ("profile", "agreement", "model failures", "free blocks", "largest free MiB",
-                "events/s"):
+    for col in (
+        "profile",
+        "agreement",
+        "model failures",
+        "free blocks",
+        "largest free MiB",
+        "events/s",
+    ):
         t.add_column(col, justify="right")
     for r in results:
         t.add_row(
@@ -542,7 +577,9 @@ def register_cli(sub: Any) -> None:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("trace", metavar="TRACE", help="raw ftrace text, or a capture directory")
         p.add_argument("--snapshot", metavar="VMALLOCINFO", help="/proc/vmallocinfo snapshot")
-        p.add_argument("--cpus", type=int, default=None, help="CPUs (default: from the capture, else 2)")
+        p.add_argument(
+            "--cpus", type=int, default=None, help="CPUs (default: from the capture, else 2)"
+        )
         p.add_argument("--json", metavar="OUT", help="write the result as JSON")
         if name == "replay":
             p.add_argument("--profile", default="6.18", help="kernel profile (default 6.18)")

@@ -1,0 +1,42 @@
+"""vmalloc+vfree throughput of the model (6.18, a few thousand live areas).
+
+Run: ``python bench/bench_vmalloc.py``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pyvmalloc.kernel import Kernel
+
+
+def _kernel(live: int = 3000) -> tuple[Kernel, list[int]]:
+    k = Kernel("6.18", cpus=2)
+    keep = [k.vmalloc(4096 * (1 + i % 4), cpu=i % 2) for i in range(live)]
+    return k, keep
+
+
+def _bench(size: int, n: int) -> float:
+    k, _keep = _kernel()
+    t = time.perf_counter()
+    for i in range(n):
+        a = k.vmalloc(size, cpu=i & 1)
+        k.vfree(a, cpu=i & 1)
+    dt = time.perf_counter() - t
+    k.check()
+    return n / dt
+
+
+def bench_vmalloc_4k(n: int = 20000) -> float:
+    """vmalloc(4 KiB) + vfree pairs per second."""
+    return _bench(4096, n)
+
+
+def bench_vmalloc_1m(n: int = 2000) -> float:
+    """vmalloc(1 MiB) + vfree pairs per second."""
+    return _bench(1 << 20, n)
+
+
+if __name__ == "__main__":
+    print(f"vmalloc(4 KiB)+vfree: {bench_vmalloc_4k():,.0f} pairs/s")
+    print(f"vmalloc(1 MiB)+vfree: {bench_vmalloc_1m():,.0f} pairs/s")

@@ -1,0 +1,260 @@
+"""``pyvmalloc explain``, ``walk`` and ``tour``: the vmalloc layer on the command line.
+
+* ``explain "vmalloc(20000)"`` — run one API call on a fresh model and draw its call
+  tree (the seeds' "Code Flow" diagram) with the state it changed;
+  ``--before "vmalloc(8192); vmalloc(4096)"`` prepares the model first.
+* ``walk ADDR`` — the page-table walk of an address after an optional ``--before``
+  setup (``_`` is the last result, ``_N`` the N-th).
+* ``tour`` — a seeded workload of mixed API calls, then vmallocinfo, meminfo,
+  buddyinfo, statistics and the whole-model check.
+
+Calls are parsed with :mod:`ast` (never ``eval``): only the API family with integer
+or string literals, and keywords such as ``cpu=`` and ``caller=``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from typing import Any
+
+__all__ = ["register_cli", "run_tour"]
+
+
+def _kernel(args: argparse.Namespace) -> Any:
+    from pyvmalloc.kernel import Kernel
+
+    return Kernel(profile=args.profile, cpus=args.cpus, ram=args.ram)
+
+
+def _prepare(k: Any, before: str | None) -> list[int]:
+    from pyvmalloc.explain import parse_calls, run_call
+
+    results: list[int] = []
+    if before:
+        for call in parse_calls(before):
+            run_call(k, call, results)
+    return results
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    import ast
+
+    from pyvmalloc.explain import parse_calls, record, run_call
+
+    k = _kernel(args)
+    results = _prepare(k, args.before)
+    calls = parse_calls(args.call)
+    if len(calls) != 1:
+        raise ValueError("explain takes exactly one call (use --before for the setup)")
+    call = calls[0]
+    rec = record(k, lambda: run_call(k, call, results), label=ast.unparse(call))
+    print(f"# kernel {k.profile.name}, {k.machine.cpus_online} CPUs, {k.machine.ram >> 20} MiB")
+    print(rec.render())
+    new = [line.text for line in k.log.lines[-5:]]
+    if new:
+        print("\ndmesg (last lines):")
+        for t in new:
+            print(f"  {t}")
+    return 0
+
+
+def _cmd_walk(args: argparse.Namespace) -> int:
+    k = _kernel(args)
+    results = _prepare(k, args.before)
+    text = args.addr
+    if text == "_" and results:
+        addr = results[-1]
+    elif text.startswith("_") and text[1:].isdigit():
+        addr = results[int(text[1:]) - 1]
+    else:
+        addr = int(text, 0)
+    print(k.walk(addr))
+    return 0
+
+
+def run_tour(
+    profile: str = "6.18",
+    cpus: int = 2,
+    ops: int = 3000,
+    seed: int = 1,
+    ram: str = "4G",
+    progress: bool = True,
+    out: Any = None,
+) -> dict[str, Any]:
+    """The tour workload; returns its statistics (also printed with rich)."""
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from pyvmalloc.kernel import Kernel
+    from pyvmalloc.vmalloc import VM_MAP
+
+    console = out or Console()
+    k = Kernel(profile=profile, cpus=cpus, ram=ram)
+    rng = random.Random(seed)
+    live: list[tuple[str, int, Any]] = []
+    counts: dict[str, int] = {}
+    callers = [
+        "htab_map_alloc+0x2e4/0x5a0",
+        "kernel_clone+0x94/0x3e0",
+        "alloc_large_system_hash+0x1b5/0x2c0",
+        None,
+    ]
+    v6 = k.profile.huge_vmalloc
+    t0 = time.perf_counter()
+
+    def step() -> None:
+        r = rng.random()
+        cpu = rng.randrange(cpus)
+        caller = rng.choice(callers)
+        if live and r < 0.42:
+            kind, addr, extra = live.pop(rng.randrange(len(live)))
+            if kind == "vmap":
+                k.vunmap(addr, cpu=cpu)
+                k.free_pages(extra)
+            elif kind == "ram":
+                k.vm_unmap_ram(addr, len(extra), cpu=cpu)
+                k.free_pages(extra)
+            elif kind == "io":
+                k.iounmap(addr, cpu=cpu)
+            elif kind == "kv":
+                k.kvfree(addr, cpu=cpu)
+            else:
+                k.vfree(addr, cpu=cpu, in_interrupt=rng.random() < 0.05)
+            counts["free"] = counts.get("free", 0) + 1
+            return
+        if r < 0.70:
+            size = rng.choice([4096, 8192, 16384, 20000, 65536, rng.randrange(1, 1 << 20)])
+            addr = k.vmalloc(size, cpu=cpu, caller=caller)
+            kind = "vmalloc"
+        elif r < 0.76:
+            addr = k.vzalloc(rng.randrange(1, 300000), cpu=cpu, caller=caller)
+            kind = "vmalloc"
+        elif r < 0.80:
+            addr = getattr(k, "__vmalloc_node_range")(
+                16384, 16384, cpu=cpu, caller="kernel_clone+0x94/0x3e0"
+            )
+            kind = "vmalloc"
+        elif r < 0.84:
+            pages = k.alloc_pages(rng.randrange(1, 9))
+            addr = k.vm.vmap(pages, flags=VM_MAP, cpu=cpu, caller=caller)
+            if not addr:
+                k.free_pages(pages)
+                return
+            live.append(("vmap", addr, pages))
+            counts["vmap"] = counts.get("vmap", 0) + 1
+            return
+        elif r < 0.88:
+            pages = k.alloc_pages(rng.choice([1, 2, 3, 8, 70]))
+            addr = k.vm_map_ram(pages, cpu=cpu)
+            if not addr:
+                k.free_pages(pages)
+                return
+            live.append(("ram", addr, pages))
+            counts["vm_map_ram"] = counts.get("vm_map_ram", 0) + 1
+            return
+        elif r < 0.90:
+            addr = k.ioremap(
+                0xFE000000 + rng.randrange(0, 1 << 20),
+                rng.randrange(1, 40000),
+                cpu=cpu,
+                caller="pci_iomap_range+0x60/0x90",
+            )
+            kind = "io"
+        elif r < 0.96:
+            addr = k.kvmalloc(rng.choice([100, 5000, 70000, 3 << 20]), cpu=cpu, caller=caller)
+            kind = "kv"
+        elif v6:
+            addr = k.vmalloc_huge(rng.choice([2 << 20, 3 << 20]), cpu=cpu, caller=caller)
+            kind = "vmalloc"
+        else:
+            addr = k.vmalloc_user(rng.randrange(1, 100000), cpu=cpu, caller=caller)
+            kind = "vmalloc"
+        counts[kind] = counts.get(kind, 0) + 1
+        if addr:
+            if kind == "vmalloc" and rng.random() < 0.3:
+                k.write(addr, b"tour")
+            live.append((kind, addr, None))
+
+    if progress and ops >= 2000:
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("running the tour workload", total=ops)
+            for i in range(ops):
+                step()
+                if i % 100 == 0:
+                    bar.update(task, completed=i)
+    else:
+        for _ in range(ops):
+            step()
+    elapsed = time.perf_counter() - t0
+    k.check()
+    info = k.vmallocinfo().splitlines()
+    console.print(f"[bold]/proc/vmallocinfo[/bold] ({len(info)} lines, first and last 5):")
+    for line in info[:5]:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    if len(info) > 10:
+        console.print("...")
+    for line in info[-5:] if len(info) > 5 else []:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    console.print("\n[bold]/proc/meminfo[/bold] (vmalloc lines):")
+    console.print(k.meminfo().rstrip(), highlight=False, markup=False, soft_wrap=True)
+    console.print("\n[bold]/proc/buddyinfo[/bold]:")
+    console.print(k.buddyinfo().rstrip(), highlight=False, markup=False, soft_wrap=True)
+    stats = {
+        "profile": k.profile.name,
+        "operations": ops,
+        "seconds": round(elapsed, 3),
+        "ops/s": round(ops / elapsed) if elapsed else 0,
+        "live areas": k.vmap.nr_busy,
+        "lazily freed": len(k.vmap.lazy),
+        "nr_vmalloc_pages": k.nr_vmalloc_pages,
+        "page-table pages added": k.pgtable_pages_added(),
+        "slab bytes": k.slab.slab_bytes,
+        "purges": k.vmap.stats.purges,
+        "pool hits": k.vmap.stats.pool_hits,
+        "warnings": len(k.log.lines),
+        **{f"calls: {n}": c for n, c in sorted(counts.items())},
+    }
+    table = Table(title="statistics")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key, v in stats.items():
+        table.add_row(key, str(v))
+    console.print(table)
+    k.check()
+    console.print("check(): all invariants hold")
+    return stats
+
+
+def _cmd_tour(args: argparse.Namespace) -> int:
+    run_tour(args.profile, args.cpus, args.ops, args.seed, args.ram)
+    return 0
+
+
+def register_cli(subparsers: Any) -> None:
+    """Add ``explain``, ``walk`` and ``tour`` to the ``pyvmalloc`` command."""
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--profile", default="6.18", help="kernel profile: 5.4 or 6.18")
+        p.add_argument("--cpus", type=int, default=2)
+        p.add_argument("--ram", default="4G", help="machine RAM, e.g. 64M, 4G")
+
+    p = subparsers.add_parser("explain", help="draw the call tree of one vmalloc API call")
+    p.add_argument("call", help='e.g. "vmalloc(20000)" or "vfree(_)"')
+    p.add_argument("--before", help='setup calls, e.g. "vmalloc(8192); vmalloc(4096)"')
+    common(p)
+    p.set_defaults(func=_cmd_explain)
+
+    p = subparsers.add_parser("walk", help="page-table walk of an address")
+    p.add_argument("addr", help="address (0x...), or _ / _N for a --before result")
+    p.add_argument("--before", help='setup calls, e.g. "vmalloc(8192)"')
+    common(p)
+    p.set_defaults(func=_cmd_walk)
+
+    p = subparsers.add_parser("tour", help="a seeded mixed vmalloc workload, then /proc views")
+    p.add_argument("--ops", type=int, default=5000)
+    p.add_argument("--seed", type=int, default=1)
+    common(p)
+    p.set_defaults(func=_cmd_tour)

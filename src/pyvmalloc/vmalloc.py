@@ -1,0 +1,1356 @@
+"""The vm_struct layer and vmalloc proper (mm/vmalloc.c, v5.4 and v6.18).
+
+This module mirrors the kernel's call flow function for function (the seeds' "Code
+Flow" diagram)::
+
+    vmalloc
+     +-> __vmalloc_node_flags            (5.4 only; 6.x calls __vmalloc_node directly)
+         +-> __vmalloc_node
+             +-> __vmalloc_node_range
+                 +-> __get_vm_area_node
+                 |   +-> kzalloc_node     (the vm_struct itself, kmalloc-64/-96)
+                 |   +-> alloc_vmap_area  (pyvmalloc.vmap.area)
+                 |   +-> setup_vmalloc_vm
+                 +-> __vmalloc_area_node
+                     +-> kmalloc_node or a nested __vmalloc_node (the pages array)
+                     +-> alloc_page one by one (5.4) / vm_area_alloc_pages (6.x)
+                     +-> map_vm_area (5.4) / vmap_pages_range (6.x)
+
+Every kernel-named step is a method of :class:`Vmalloc` whose name is the kernel's
+with a leading double underscore shortened to one (Python would mangle ``__x`` inside
+a class); the exact names are also installed as aliases, so
+``getattr(vm, "__vmalloc_node_range")`` works, and :data:`KERNEL_NAMES` maps them.
+
+Model conventions:
+
+* Addresses are Python ints; NULL is 0. Pages are pfns (``struct page *`` is the pfn;
+  ``vmalloc_to_page`` returns a pfn). Page arrays are numpy int64 arrays.
+* The kernel prints ``%p`` hashed (``kptr_restrict``); the model prints the address
+  in hex (``0xffffc90000001000``) so messages can be matched to the model's state.
+* ``cpu=`` on every API call is ``raw_smp_processor_id()``: it picks the 6.x vmap-node
+  pool, the per-CPU vmap-block queue and the per-CPU deferred-free list.
+* Interrupt context: :meth:`Vmalloc.vfree` with ``in_interrupt=True`` (or inside
+  ``Kernel.interrupt_context()``) defers the free to a work item, as ``vfree_atomic``;
+  allocating there is a ``BUG`` (logged; the call returns NULL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pyvmalloc.config import PAGE_SHIFT, PAGE_SIZE
+from pyvmalloc.gfp import (
+    __GFP_DIRECT_RECLAIM,
+    __GFP_DMA,
+    __GFP_DMA32,
+    __GFP_HIGHMEM,
+    __GFP_NOFAIL,
+    __GFP_NORETRY,
+    __GFP_NOWARN,
+    __GFP_RETRY_MAYFAIL,
+    __GFP_THISNODE,
+    __GFP_ZERO,
+    GFP_KERNEL,
+    GFP_RECLAIM_MASK,
+    warn_alloc_text,
+)
+from pyvmalloc.pgtable import PAGE_KERNEL, PAGE_KERNEL_NOCACHE, pgprot_nx
+from pyvmalloc.vmap.area import NUMA_NO_NODE, VMAP_RAM, VaState, VmapArea
+
+if TYPE_CHECKING:
+    from pyvmalloc.kernel import Kernel
+
+__all__ = [
+    "KERNEL_NAMES",
+    "VM_ALLOC",
+    "VM_ALLOW_HUGE_VMAP",
+    "VM_DMA_COHERENT",
+    "VM_FLUSH_RESET_PERMS",
+    "VM_IOREMAP",
+    "VM_MAP",
+    "VM_MAP_PUT_PAGES",
+    "VM_NO_GUARD",
+    "VM_SPARSE",
+    "VM_UNINITIALIZED",
+    "VM_USERMAP",
+    "VmStruct",
+    "Vmalloc",
+    "get_vm_area_size",
+]
+
+# A class body would mangle ``__GFP_X``: module-level aliases.
+_GFP_DIRECT_RECLAIM = __GFP_DIRECT_RECLAIM
+_GFP_DMA = __GFP_DMA
+_GFP_DMA32 = __GFP_DMA32
+_GFP_HIGHMEM = __GFP_HIGHMEM
+_GFP_NOFAIL = __GFP_NOFAIL
+_GFP_NORETRY = __GFP_NORETRY
+_GFP_NOWARN = __GFP_NOWARN
+_GFP_RETRY_MAYFAIL = __GFP_RETRY_MAYFAIL
+_GFP_THISNODE = __GFP_THISNODE
+_GFP_ZERO = __GFP_ZERO
+
+# include/linux/vmalloc.h
+VM_IOREMAP = 0x001
+VM_ALLOC = 0x002
+VM_MAP = 0x004
+VM_USERMAP = 0x008
+VM_DMA_COHERENT = 0x010
+VM_UNINITIALIZED = 0x020
+VM_NO_GUARD = 0x040
+VM_KASAN = 0x080
+VM_FLUSH_RESET_PERMS = 0x100
+VM_MAP_PUT_PAGES = 0x200
+VM_ALLOW_HUGE_VMAP = 0x400
+VM_SPARSE = 0x1000
+
+GFP_DMA32_KERNEL = GFP_KERNEL | _GFP_DMA32
+SHMLBA = PAGE_SIZE  # x86
+THREAD_SIZE = 16384  # x86_64 without KASAN
+THREAD_ALIGN = THREAD_SIZE
+INT_MAX = (1 << 31) - 1
+
+#: ``IOREMAP_MAX_ORDER`` per arch: x86_64 PUD_SHIFT, i386 PMD_SHIFT (2-level: 22).
+IOREMAP_MAX_ORDER = {"x86_64": 30, "i386": 22}
+#: ``sizeof(struct vm_struct)`` on 64-bit: 5.4 has 8 words (64 bytes, kmalloc-64);
+#: 6.x adds ``page_order`` (packed with ``nr_pages``) and ``requested_size`` (72 bytes,
+#: kmalloc-96). Keyed by ``KernelProfile.huge_vmalloc`` (a candidate profile field:
+#: ``sizeof_vm_struct``).
+SIZEOF_VM_STRUCT = {False: 64, True: 72}
+
+#: Python method name -> kernel function name, for the call-tree recorder.
+KERNEL_NAMES: dict[str, str] = {
+    "_vmalloc_node_flags": "__vmalloc_node_flags",
+    "_vmalloc_node": "__vmalloc_node",
+    "_vmalloc_node_range": "__vmalloc_node_range",
+    "_get_vm_area_node": "__get_vm_area_node",
+    "_vmalloc_area_node": "__vmalloc_area_node",
+    "_get_vm_area_caller": "__get_vm_area_caller",
+    "_vmalloc": "__vmalloc",
+}
+
+
+def get_vm_area_size(area: VmStruct) -> int:
+    """``get_vm_area_size``: the usable size, i.e. without the guard page."""
+    if area.flags & VM_NO_GUARD:
+        return area.size
+    return area.size - PAGE_SIZE
+
+
+def _page_align(x: int) -> int:
+    return (x + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
+def get_count_order(x: int) -> int:
+    """``get_count_order_long``: ceil(log2(x))."""
+    return (x - 1).bit_length() if x > 1 else 0
+
+
+@dataclass(eq=False, slots=True)
+class VmStruct:
+    """``struct vm_struct``: one get_vm_area/vmalloc/vmap/ioremap area.
+
+    ``size`` includes the guard page. ``pages`` holds the pfns of the small pages
+    (``nr_pages`` of them); ``pages_addr`` is the kernel address of the pages array
+    itself (a kmalloc address, or a vmalloc address when the array needed more than
+    a page: the ``vpages`` mark). ``kaddr`` is where the vm_struct lives (kmalloc).
+    """
+
+    addr: int = 0
+    size: int = 0
+    flags: int = 0
+    caller: str | None = None
+    pages: npt.NDArray[np.int64] | None = None
+    nr_pages: int = 0
+    phys_addr: int = 0
+    page_order: int = 0
+    requested_size: int = 0
+    pages_addr: int = 0
+    kaddr: int = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"VmStruct({self.addr:#x}-{self.addr + self.size:#x} {self.size} "
+            f"flags={self.flags:#x} pages={self.nr_pages} caller={self.caller})"
+        )
+
+
+class Vmalloc:
+    """The vmalloc layer of one :class:`~pyvmalloc.kernel.Kernel`.
+
+    Holds ``nr_vmalloc_pages`` (VmallocUsed), the per-CPU deferred-free lists and the
+    vmap blocks; all page, page-table and slab work goes to the kernel's layers.
+    """
+
+    def __init__(self, kernel: Kernel) -> None:
+        from pyvmalloc.vmap.block import VmapBlocks
+
+        self.k = kernel
+        self.log = kernel.log
+        self.profile = kernel.profile
+        self.machine = kernel.machine
+        self.space = kernel.vmap
+        self.phys = kernel.phys
+        self.pgt = kernel.pgtables
+        self.slab = kernel.slab
+        self.v6 = self.profile.huge_vmalloc  # the 6.x code paths
+        self.VMALLOC_START = self.machine.vmalloc_start
+        self.VMALLOC_END = self.machine.vmalloc_end
+        self.sizeof_vm_struct = SIZEOF_VM_STRUCT[self.v6]
+        self.ioremap_max_order = IOREMAP_MAX_ORDER[self.machine.arch]
+        #: ``nr_vmalloc_pages`` (VmallocUsed in pages)
+        self.nr_vmalloc_pages = 0
+        #: pages owned by VM_MAP_PUT_PAGES areas (freed by vfree, not in VmallocUsed)
+        self.put_pages = 0
+        #: pages the user took with Kernel.alloc_pages (for vmap tests)
+        self.external_pages = 0
+        #: ``vmap_allow_huge`` (boot option ``nohugevmalloc`` clears it)
+        self.vmap_allow_huge = True
+        #: per-CPU ``vfree_deferred`` lists (addresses, pushed LIFO)
+        self.deferred: list[list[int]] = [[] for _ in range(self.machine.cpus_possible)]
+        self.cpu = 0
+        self.in_interrupt = False
+        self.ptes_written = 0
+        self.blocks = VmapBlocks(self)
+        self.space.purge_fragmented_hook = self.blocks.purge_fragmented_blocks_allcpus
+        #: optional call-tree recorder (pyvmalloc.explain); None = off
+        self.recorder: Any = None
+        self.stats = {"vmalloc": 0, "vfree": 0, "vmap": 0, "vunmap": 0, "failures": 0}
+
+    # ------------------------------------------------------------------ helpers
+    def _warn_alloc(self, gfp: int, text: str) -> None:
+        """``warn_alloc(gfp, NULL, text)``: silent with ``_GFP_NOWARN``."""
+        if gfp & _GFP_NOWARN:
+            return
+        self.log.warn(warn_alloc_text(gfp, text, comm=self.phys.comm, nr_nodes=self.phys.nr_nodes))
+
+    def _enter(self, cpu: int) -> None:
+        self.k._check_cpu(cpu)
+        self.cpu = cpu
+
+    def _leave(self) -> None:
+        self.k._after_call()
+
+    def is_vmalloc_addr(self, addr: int) -> bool:
+        """``is_vmalloc_addr``: ``VMALLOC_START <= addr < VMALLOC_END``."""
+        return self.VMALLOC_START <= addr < self.VMALLOC_END
+
+    def _interrupt(self) -> bool:
+        return self.in_interrupt or self.k.in_interrupt
+
+    # =========================================================== vm_struct layer
+    def _get_vm_area_node(
+        self,
+        size: int,
+        align: int,
+        shift: int,
+        flags: int,
+        start: int,
+        end: int,
+        node: int,
+        gfp: int,
+        caller: str | None,
+    ) -> VmStruct | None:
+        """``__get_vm_area_node``: a vm_struct plus a busy vmap area for it.
+
+        5.4: ``size = PAGE_ALIGN(size)``, no ``shift`` argument, and the vm_struct is
+        bound after ``alloc_vmap_area`` returns (``setup_vmalloc_vm`` under the lock).
+        6.x: ``size = ALIGN(size, 1 << shift)`` (huge vmalloc), ``requested_size``
+        remembers the caller's size (vrealloc, 6.15+), and ``alloc_vmap_area`` takes
+        the vm and binds it before the area is visible. Both: BUG in interrupt
+        context; ``VM_IOREMAP`` forces ``align = 1 << clamp(get_count_order(size),
+        PAGE_SHIFT, IOREMAP_MAX_ORDER)``; the guard page is added unless
+        ``VM_NO_GUARD``.
+        """
+        if self._interrupt():
+            self.log.BUG("__get_vm_area_node: BUG_ON(in_interrupt())")
+            return None
+        requested = size
+        if self.v6:
+            a = 1 << shift
+            size = (size + a - 1) & ~(a - 1)
+        else:
+            size = _page_align(size)
+        if size == 0:
+            return None
+        if flags & VM_IOREMAP:
+            order = min(max(get_count_order(size), PAGE_SHIFT), self.ioremap_max_order)
+            align = 1 << order
+        kaddr = self.slab.kzalloc(self.sizeof_vm_struct, gfp & GFP_RECLAIM_MASK, node)
+        if not kaddr:
+            return None
+        if not flags & VM_NO_GUARD:
+            size += PAGE_SIZE
+        area = VmStruct(flags=flags, caller=caller, requested_size=requested, kaddr=kaddr)
+        va = self.alloc_vmap_area(size, align, start, end, node, gfp, area)
+        if not isinstance(va, VmapArea):
+            self.slab.kfree(kaddr)
+            return None
+        self.setup_vmalloc_vm(area, va, flags, caller)
+        return area
+
+    def alloc_vmap_area(
+        self,
+        size: int,
+        align: int,
+        start: int,
+        end: int,
+        node: int,
+        gfp: int,
+        vm: VmStruct | None,
+        va_flags: int = 0,
+    ) -> VmapArea | int:
+        """``alloc_vmap_area``: delegate to the vmap area allocator on ``self.cpu``."""
+        return self.space.alloc_vmap_area(
+            size,
+            align,
+            start,
+            end,
+            cpu=self.cpu,
+            gfp_nowarn=bool(gfp & _GFP_NOWARN),
+            va_flags=va_flags,
+            vm=vm,
+        )
+
+    def setup_vmalloc_vm(self, vm: VmStruct, va: VmapArea, flags: int, caller: str | None) -> None:
+        """``setup_vmalloc_vm``: ``vm.addr/size`` from the area, ``va.vm = vm``.
+
+        (6.x does this inside ``alloc_vmap_area`` when given the vm; the effect is the
+        same: the area is never visible without its vm_struct.)
+        """
+        vm.flags = flags
+        vm.addr = va.va_start
+        vm.size = va.va_end - va.va_start
+        if not self.v6:
+            vm.requested_size = vm.size
+        vm.caller = caller
+        va.vm = vm
+
+    def clear_vm_uninitialized_flag(self, vm: VmStruct) -> None:
+        """``clear_vm_uninitialized_flag``: the area is fully set up (after smp_wmb)."""
+        vm.flags &= ~VM_UNINITIALIZED
+
+    def _get_vm_area_caller(
+        self, size: int, flags: int, start: int, end: int, caller: str | None
+    ) -> VmStruct | None:
+        """``__get_vm_area_caller``: align 1, caller-chosen range, NUMA_NO_NODE."""
+        return self._get_vm_area_node(
+            size, 1, PAGE_SHIFT, flags, start, end, NUMA_NO_NODE, GFP_KERNEL, caller
+        )
+
+    def get_vm_area_caller(self, size: int, flags: int, caller: str | None) -> VmStruct | None:
+        """``get_vm_area_caller``: the full vmalloc range, align 1, GFP_KERNEL."""
+        return self._get_vm_area_node(
+            size,
+            1,
+            PAGE_SHIFT,
+            flags,
+            self.VMALLOC_START,
+            self.VMALLOC_END,
+            NUMA_NO_NODE,
+            GFP_KERNEL,
+            caller,
+        )
+
+    def get_vm_area(self, size: int, flags: int) -> VmStruct | None:
+        """``get_vm_area``: caller is get_vm_area's own return address (None here)."""
+        return self.get_vm_area_caller(size, flags, None)
+
+    def find_vm_area(self, addr: int) -> VmStruct | None:
+        """``find_vm_area``: ``va.vm`` of the busy area containing ``addr``."""
+        va = self.space.find_vmap_area(addr)
+        if va is None:
+            return None
+        vm: VmStruct | None = va.vm
+        return vm
+
+    def remove_vm_area(self, addr: int) -> VmStruct | None:
+        """``remove_vm_area``: unlink the area, clear its PTEs, free its VA lazily.
+
+        6.x WARNs on an unaligned address. The kernel's ``find_unlink_vmap_area``
+        would unlink (and leak) a vm-less area (vm_map_ram); the model looks first
+        and leaves such an area alone, so the allocator's tiling invariant holds.
+        """
+        if self.v6 and addr & (PAGE_SIZE - 1):
+            self.log.WARN(f"remove_vm_area: WARN_ON(!PAGE_ALIGNED({addr:#x}))")
+            return None
+        va = self.space.find_vmap_area(addr)
+        if va is None or va.vm is None:
+            return None
+        self.space.find_unlink_vmap_area(addr)
+        vm: VmStruct = va.vm
+        self.free_unmap_vmap_area(va)
+        return vm
+
+    def free_unmap_vmap_area(self, va: VmapArea) -> None:
+        """``free_unmap_vmap_area``: clear the PTEs of ``[start, end)`` (guard
+        included), then ``free_vmap_area_noflush`` (the TLB flush is lazy)."""
+        self.pgt.unmap(va.va_start, va.va_end - va.va_start)
+        self.space.free_vmap_area_noflush(va, cpu=self.cpu)
+
+    def free_vm_area(self, area: VmStruct) -> None:
+        """``free_vm_area``: ``remove_vm_area`` + free the vm_struct."""
+        ret = self.remove_vm_area(area.addr)
+        if ret is not area:
+            self.log.BUG(f"free_vm_area: remove_vm_area({area.addr:#x}) != area")
+            return
+        self.slab.kfree(area.kaddr)
+
+    # ============================================================ vmalloc proper
+    def _vmalloc_node_range(
+        self,
+        size: int,
+        align: int,
+        start: int,
+        end: int,
+        gfp: int,
+        prot: int,
+        vm_flags: int,
+        node: int,
+        caller: str | None,
+    ) -> int:
+        """``__vmalloc_node_range``: reserve, populate and map; the address or 0.
+
+        5.4: ``PAGE_ALIGN``; zero size or more pages than ``totalram_pages()`` fail
+        with ``vmalloc: allocation failure: %lu bytes``; a failure inside
+        ``__vmalloc_area_node`` returns NULL without a second warning.
+        6.x: zero size is a ``WARN_ON_ONCE``; too large warns ``vmalloc error: size
+        %lu, exceeds total pages``; ``VM_ALLOW_HUGE_VMAP`` picks ``PMD_SHIFT`` for
+        sizes >= PMD_SIZE (x86_64 since 5.18) and raises the alignment to 2 MiB; a
+        failed huge attempt retries once with small pages (a fresh VA, the failed one
+        went down the free path); a vm_struct failure warns ``vmalloc error: size
+        %lu, vm_struct allocation failed``.
+        """
+        real_size = size
+        real_align = align
+        if self._interrupt():
+            # BUG_ON(in_interrupt()) in __get_vm_area_node: the kernel stops there.
+            self.log.BUG("__get_vm_area_node: BUG_ON(in_interrupt())")
+            return 0
+        if not self.v6:
+            size = _page_align(size)
+            if not size or (size >> PAGE_SHIFT) > self.phys.totalram_pages:
+                self._warn_alloc(gfp, f"vmalloc: allocation failure: {real_size} bytes")
+                return 0
+            area = self._get_vm_area_node(
+                size, align, PAGE_SHIFT, VM_ALLOC | VM_UNINITIALIZED | vm_flags,
+                start, end, node, gfp, caller,
+            )  # fmt: skip
+            if area is None:
+                self._warn_alloc(gfp, f"vmalloc: allocation failure: {real_size} bytes")
+                return 0
+            addr = self._vmalloc_area_node(area, gfp, prot, PAGE_SHIFT, node)
+            if not addr:
+                return 0
+            self.clear_vm_uninitialized_flag(area)
+            return addr
+        if size == 0:
+            self.log.WARN("__vmalloc_node_range: WARN_ON_ONCE(!size)")
+            return 0
+        if (size >> PAGE_SHIFT) > self.phys.totalram_pages:
+            self._warn_alloc(gfp, f"vmalloc error: size {real_size}, exceeds total pages")
+            return 0
+        shift = PAGE_SHIFT
+        if self.vmap_allow_huge and vm_flags & VM_ALLOW_HUGE_VMAP and self.pgt.huge_ok:
+            if size >= self.pgt.pmd_size:
+                shift = self.pgt.pmd_shift
+            if shift > PAGE_SHIFT:
+                align = max(real_align, 1 << shift)
+        while True:
+            area = self._get_vm_area_node(
+                real_size, align, shift, VM_ALLOC | VM_UNINITIALIZED | vm_flags,
+                start, end, node, gfp, caller,
+            )  # fmt: skip
+            if area is None:
+                self._warn_alloc(
+                    gfp, f"vmalloc error: size {real_size}, vm_struct allocation failed"
+                )
+            else:
+                addr = self._vmalloc_area_node(area, gfp, prot, shift, node)
+                if addr:
+                    self.clear_vm_uninitialized_flag(area)
+                    return addr
+            if shift > PAGE_SHIFT:
+                shift = PAGE_SHIFT
+                align = real_align
+                continue
+            return 0
+
+    def _vmalloc_area_node(
+        self, area: VmStruct, gfp: int, prot: int, page_shift: int, node: int
+    ) -> int:
+        """``__vmalloc_area_node``: pages array, pages, mapping; ``area.addr`` or 0.
+
+        The pages array (8 bytes per small page, zeroed, nested gfp) comes from
+        kmalloc, or from a nested ``__vmalloc_node`` with the same caller when larger
+        than a page (the area then shows ``vpages``). 5.4 allocates pages one at a
+        time and warns ``vmalloc: allocation failure, allocated %ld of %ld bytes``;
+        6.x uses ``vm_area_alloc_pages`` (bulk, then singles; huge orders are split)
+        and warns ``vmalloc error: size %lu, failed to allocate pages`` (order 0
+        only) or ``..., failed to map pages``. Any failure frees everything with
+        ``vfree(area->addr)``. 6.x: a failed pages array warns ``vmalloc error: size
+        %lu, failed to allocated page array size %lu`` (sic) and ``free_vm_area``s.
+        """
+        size = get_vm_area_size(area)
+        nr_small = size >> PAGE_SHIFT
+        array_size = nr_small * 8
+        if not gfp & (_GFP_DMA | _GFP_DMA32):
+            gfp |= _GFP_HIGHMEM
+        nested_gfp = (gfp & GFP_RECLAIM_MASK) | _GFP_ZERO
+        if array_size > PAGE_SIZE:
+            pages_addr = self._vmalloc_node(
+                array_size, 1, nested_gfp | (0 if self.v6 else _GFP_HIGHMEM), node, area.caller
+            )
+        else:
+            pages_addr = self.kmalloc_node(array_size, nested_gfp, node)
+        if not pages_addr:
+            if self.v6:
+                self._warn_alloc(
+                    gfp,
+                    f"vmalloc error: size {nr_small * PAGE_SIZE}, failed to allocated page "
+                    f"array size {array_size}",
+                )
+                self.free_vm_area(area)
+            else:
+                self.remove_vm_area(area.addr)
+                self.slab.kfree(area.kaddr)
+            return 0
+        area.pages_addr = pages_addr
+        order = page_shift - PAGE_SHIFT
+        area.page_order = order
+        if self.v6:
+            page_gfp = ((gfp & ~_GFP_NOFAIL) if order else gfp) | _GFP_NOWARN
+            pages = self.vm_area_alloc_pages(page_gfp, node, order, nr_small)
+            area.pages = pages
+            area.nr_pages = len(pages)
+            self.nr_vmalloc_pages += area.nr_pages
+            if area.nr_pages != nr_small:
+                if order == 0:
+                    self._warn_alloc(
+                        gfp,
+                        f"vmalloc error: size {area.nr_pages * PAGE_SIZE}, failed to allocate pages",
+                    )
+                return self._vmalloc_area_fail(area)
+            if self.vmap_pages_range(area.addr, area.addr + size, prot, pages, page_shift):
+                self._warn_alloc(
+                    gfp, f"vmalloc error: size {area.nr_pages * PAGE_SIZE}, failed to map pages"
+                )
+                return self._vmalloc_area_fail(area)
+            return area.addr
+        # 5.4: one page at a time
+        pages = self.alloc_pages_one_by_one(gfp | _GFP_NOWARN, node, nr_small)
+        area.pages = pages
+        area.nr_pages = len(pages)
+        self.nr_vmalloc_pages += area.nr_pages
+        if area.nr_pages != nr_small or self.map_vm_area(area, prot, pages):
+            self._warn_alloc(
+                gfp,
+                f"vmalloc: allocation failure, allocated {area.nr_pages * PAGE_SIZE} "
+                f"of {area.size} bytes",
+            )
+            return self._vmalloc_area_fail(area)
+        return area.addr
+
+    def _vmalloc_area_fail(self, area: VmStruct) -> int:
+        self.vfree_now(area.addr)
+        return 0
+
+    def kmalloc_node(self, size: int, gfp: int, node: int) -> int:
+        """``kmalloc_node`` (the pages array when it fits in a page)."""
+        return self.slab.kmalloc(size, gfp, node)
+
+    def alloc_pages_one_by_one(self, gfp: int, node: int, nr_pages: int) -> npt.NDArray[np.int64]:
+        """5.4: ``alloc_page``/``alloc_pages_node`` per page, stop at the first NULL."""
+        out: list[int] = []
+        phys = self.phys
+        for _ in range(nr_pages):
+            pfn = phys.alloc_pages(gfp, 0, node)
+            if pfn is None:
+                break
+            out.append(pfn)
+        return np.asarray(out, dtype=np.int64)
+
+    def vm_area_alloc_pages(
+        self, gfp: int, nid: int, order: int, nr_pages: int
+    ) -> npt.NDArray[np.int64]:
+        """``vm_area_alloc_pages`` (6.x): order 0 in bulk chunks of at most 100
+        (stop bulk on a short chunk), then single ``2^order`` allocations, high
+        orders ``split_page``d into small pages; returns what it got."""
+        phys = self.phys
+        got: list[int] = []
+        if order == 0:
+            while len(got) < nr_pages:
+                req = min(100, nr_pages - len(got))
+                chunk: list[int] = []
+                n = phys.alloc_pages_bulk(gfp, nid, req, chunk)
+                got.extend(chunk)
+                if n != req:
+                    break
+        parts: list[npt.NDArray[np.int64]] = []
+        if got:
+            parts.append(np.asarray(got, dtype=np.int64))
+        total = len(got)
+        step = 1 << order
+        while total < nr_pages:
+            pfn = phys.alloc_pages(gfp, order, nid)
+            if pfn is None:
+                break
+            if order:
+                phys.split_page(pfn, order)
+            parts.append(np.arange(pfn, pfn + step, dtype=np.int64))
+            total += step
+        if not parts:
+            return np.empty(0, dtype=np.int64)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def map_vm_area(self, area: VmStruct, prot: int, pages: npt.NDArray[np.int64]) -> int:
+        """``map_vm_area`` (5.4): map ``get_vm_area_size`` bytes PTE by PTE."""
+        end = area.addr + get_vm_area_size(area)
+        return self.vmap_pages_range(area.addr, end, prot, pages, PAGE_SHIFT)
+
+    def vmap_pages_range(
+        self, addr: int, end: int, prot: int, pages: npt.NDArray[np.int64], page_shift: int
+    ) -> int:
+        """``vmap_pages_range`` (6.x; ``vmap_page_range`` in 5.4): 0 or -errno.
+
+        Huge ``page_shift`` maps 2 MiB-aligned, physically aligned chunks as PMD
+        leaves (``vmap_try_huge_pmd``); the rest gets PTEs.
+        """
+        n = (end - addr) >> PAGE_SHIFT
+        self.ptes_written += n
+        return self.pgt.map_pages(addr, pages[:n], prot, page_shift)
+
+    def _vmalloc_node(self, size: int, align: int, gfp: int, node: int, caller: str | None) -> int:
+        """``__vmalloc_node``: the full vmalloc range with PAGE_KERNEL, no vm_flags."""
+        return self._vmalloc_node_range(
+            size, align, self.VMALLOC_START, self.VMALLOC_END, gfp, PAGE_KERNEL, 0, node, caller
+        )
+
+    def _vmalloc_node_flags(self, size: int, node: int, gfp: int, caller: str | None) -> int:
+        """``__vmalloc_node_flags`` (5.4 only): align 1, PAGE_KERNEL."""
+        return self._vmalloc_node(size, 1, gfp, node, caller)
+
+    # ================================================================== freeing
+    def vfree_now(self, addr: int) -> None:
+        """The body of ``vfree`` outside interrupt context (5.4: ``__vunmap(addr, 1)``).
+
+        5.4 WARNs ``Trying to vfree() bad address (%p)`` for an unaligned address;
+        both WARN ``Trying to vfree() nonexistent vm area (%p)`` when no area is
+        found (also what a double free prints). Then every small page is freed,
+        ``nr_vmalloc_pages`` drops (not for VM_MAP_PUT_PAGES in 6.x), the pages array
+        is ``kvfree``d (a nested vfree when it was vmalloc'ed, freeing a second VA
+        after the main one) and the vm_struct is freed. ``VM_FLUSH_RESET_PERMS``
+        runs ``vm_unmap_aliases`` (which may purge).
+        """
+        if not addr:
+            return
+        if not self.v6:
+            if addr & (PAGE_SIZE - 1):
+                self.log.WARN(f"Trying to vfree() bad address ({addr:#x})")
+                return
+            if self.find_vm_area(addr) is None:
+                self.log.WARN(f"Trying to vfree() nonexistent vm area ({addr:#x})")
+                return
+        vm = self.remove_vm_area(addr)
+        if vm is None:
+            self.log.WARN(f"Trying to vfree() nonexistent vm area ({addr:#x})")
+            return
+        if vm.flags & VM_FLUSH_RESET_PERMS:
+            self.vm_unmap_aliases_locked()
+        pages = vm.pages
+        if pages is not None and vm.nr_pages:
+            free_pages = self.phys.free_pages
+            for pfn in pages[: vm.nr_pages].tolist():
+                free_pages(pfn, 0)
+            if vm.flags & VM_MAP_PUT_PAGES:
+                self.put_pages -= vm.nr_pages
+            else:
+                self.nr_vmalloc_pages -= vm.nr_pages
+        if vm.pages_addr:
+            self.kvfree_now(vm.pages_addr)
+        self.slab.kfree(vm.kaddr)
+
+    def kvfree_now(self, addr: int) -> None:
+        """``kvfree``: ``vfree`` for a vmalloc address, else ``kfree``."""
+        if self.is_vmalloc_addr(addr):
+            self.vfree_now(addr)
+        elif not self.slab.kfree(addr):
+            self.log.WARN(f"kfree: invalid object {addr:#x}")
+
+    def vfree_atomic_now(self, addr: int) -> None:
+        """``vfree_atomic``: push on this CPU's deferred list, schedule its work."""
+        if not addr:
+            return
+        cpu = self.cpu
+        self.deferred[cpu].append(addr)
+        self.k.workqueue.schedule_work(
+            f"vfree_deferred/{cpu}", lambda: self.delayed_vfree_work(cpu)
+        )
+
+    def delayed_vfree_work(self, cpu: int) -> None:
+        """``delayed_vfree_work``: free everything deferred on ``cpu`` (llist order:
+        newest first)."""
+        lst = self.deferred[cpu]
+        self.deferred[cpu] = []
+        saved = self.cpu
+        self.cpu = cpu
+        try:
+            for addr in reversed(lst):
+                self.vfree_now(addr)
+        finally:
+            self.cpu = saved
+
+    def vunmap_now(self, addr: int) -> None:
+        """``vunmap``: remove the area, keep the pages (BUG in interrupt context).
+
+        6.x WARNs ``Trying to vunmap() nonexistent vm area (%p)``; 5.4 goes through
+        ``__vunmap(addr, 0)`` and so prints the vfree() texts.
+        """
+        if self._interrupt():
+            self.log.BUG("vunmap: BUG_ON(in_interrupt())")
+            return
+        if not addr:
+            return
+        if not self.v6:
+            if addr & (PAGE_SIZE - 1):
+                self.log.WARN(f"Trying to vfree() bad address ({addr:#x})")
+                return
+            if self.find_vm_area(addr) is None:
+                self.log.WARN(f"Trying to vfree() nonexistent vm area ({addr:#x})")
+                return
+        vm = self.remove_vm_area(addr)
+        if vm is None:
+            self.log.WARN(f"Trying to vunmap() nonexistent vm area ({addr:#x})")
+            return
+        self.slab.kfree(vm.kaddr)
+
+    def vm_unmap_aliases_locked(self) -> None:
+        """``vm_unmap_aliases``: flush dirty vmap blocks and purge lazy areas."""
+        self.blocks.vm_unmap_aliases()
+
+    # ====================================================================== API
+    # Each public method takes ``cpu=`` (raw_smp_processor_id) and runs deferred
+    # work when it returns (Kernel._after_call).
+
+    def _alloc_api(self, cpu: int, fn: Callable[[], int]) -> int:
+        self._enter(cpu)
+        try:
+            addr = fn()
+        finally:
+            self._leave()
+        if addr:
+            self.stats["vmalloc"] += 1
+        else:
+            self.stats["failures"] += 1
+        return addr
+
+    def _full(
+        self,
+        size: int,
+        align: int,
+        gfp: int,
+        vm_flags: int,
+        node: int,
+        caller: str | None,
+        prot: int = PAGE_KERNEL,
+    ) -> int:
+        return self._vmalloc_node_range(
+            size, align, self.VMALLOC_START, self.VMALLOC_END, gfp, prot, vm_flags, node, caller
+        )
+
+    def vmalloc(self, size: int, *, cpu: int = 0, caller: str | None = None) -> int:
+        """``vmalloc(size)``: GFP_KERNEL, align 1, any node."""
+        if self.v6:
+            return self._alloc_api(
+                cpu, lambda: self._vmalloc_node(size, 1, GFP_KERNEL, NUMA_NO_NODE, caller)
+            )
+        return self._alloc_api(
+            cpu,
+            lambda: self._vmalloc_node_flags(size, NUMA_NO_NODE, GFP_KERNEL | _GFP_HIGHMEM, caller),
+        )
+
+    def vzalloc(self, size: int, *, cpu: int = 0, caller: str | None = None) -> int:
+        """``vzalloc(size)``: vmalloc with ``_GFP_ZERO``."""
+        gfp = GFP_KERNEL | _GFP_ZERO
+        if self.v6:
+            return self._alloc_api(
+                cpu, lambda: self._vmalloc_node(size, 1, gfp, NUMA_NO_NODE, caller)
+            )
+        return self._alloc_api(
+            cpu, lambda: self._vmalloc_node_flags(size, NUMA_NO_NODE, gfp | _GFP_HIGHMEM, caller)
+        )
+
+    def vmalloc_node(self, size: int, node: int, *, cpu: int = 0, caller: str | None = None) -> int:
+        """``vmalloc_node(size, node)``."""
+        return self._alloc_api(cpu, lambda: self._vmalloc_node(size, 1, GFP_KERNEL, node, caller))
+
+    def vzalloc_node(self, size: int, node: int, *, cpu: int = 0, caller: str | None = None) -> int:
+        """``vzalloc_node(size, node)``."""
+        gfp = GFP_KERNEL | _GFP_ZERO
+        return self._alloc_api(cpu, lambda: self._vmalloc_node(size, 1, gfp, node, caller))
+
+    def vmalloc_user(self, size: int, *, cpu: int = 0, caller: str | None = None) -> int:
+        """``vmalloc_user``: zeroed, align SHMLBA, ``VM_USERMAP``."""
+        gfp = GFP_KERNEL | _GFP_ZERO
+        return self._alloc_api(
+            cpu, lambda: self._full(size, SHMLBA, gfp, VM_USERMAP, NUMA_NO_NODE, caller)
+        )
+
+    def vmalloc_32(self, size: int, *, cpu: int = 0, caller: str | None = None) -> int:
+        """``vmalloc_32``: pages from ZONE_DMA32 (x86_64)."""
+        return self._alloc_api(
+            cpu, lambda: self._vmalloc_node(size, 1, GFP_DMA32_KERNEL, NUMA_NO_NODE, caller)
+        )
+
+    def vmalloc_32_user(self, size: int, *, cpu: int = 0, caller: str | None = None) -> int:
+        """``vmalloc_32_user``: DMA32, zeroed, SHMLBA, ``VM_USERMAP``."""
+        gfp = GFP_DMA32_KERNEL | _GFP_ZERO
+        return self._alloc_api(
+            cpu, lambda: self._full(size, SHMLBA, gfp, VM_USERMAP, NUMA_NO_NODE, caller)
+        )
+
+    def _vmalloc(self, size: int, gfp: int, *, cpu: int = 0, caller: str | None = None) -> int:
+        """``__vmalloc(size, gfp)`` (5.8 dropped the prot argument)."""
+        return self._alloc_api(cpu, lambda: self._vmalloc_node(size, 1, gfp, NUMA_NO_NODE, caller))
+
+    def vmalloc_node_api(
+        self,
+        size: int,
+        align: int,
+        gfp: int,
+        node: int,
+        *,
+        cpu: int = 0,
+        caller: str | None = None,
+    ) -> int:
+        """``__vmalloc_node(size, align, gfp, node, caller)`` (exported for tests)."""
+        return self._alloc_api(cpu, lambda: self._vmalloc_node(size, align, gfp, node, caller))
+
+    def vmalloc_node_range_api(
+        self,
+        size: int,
+        align: int,
+        start: int,
+        end: int,
+        gfp: int = GFP_KERNEL,
+        prot: int = PAGE_KERNEL,
+        vm_flags: int = 0,
+        node: int = NUMA_NO_NODE,
+        *,
+        cpu: int = 0,
+        caller: str | None = None,
+    ) -> int:
+        """``__vmalloc_node_range`` as an API entry (thread stacks, modules, BPF)."""
+        return self._alloc_api(
+            cpu,
+            lambda: self._vmalloc_node_range(
+                size, align, start, end, gfp, prot, vm_flags, node, caller
+            ),
+        )
+
+    def vmalloc_huge(
+        self, size: int, gfp: int = GFP_KERNEL, *, cpu: int = 0, caller: str | None = None
+    ) -> int:
+        """``vmalloc_huge`` (6.x): ``VM_ALLOW_HUGE_VMAP``; PMD mappings for >= 2 MiB."""
+        if not self.v6:
+            raise ValueError(f"vmalloc_huge does not exist in kernel {self.profile.name}")
+        return self._alloc_api(
+            cpu, lambda: self._full(size, 1, gfp, VM_ALLOW_HUGE_VMAP, NUMA_NO_NODE, caller)
+        )
+
+    def vfree(self, addr: int, *, cpu: int = 0, in_interrupt: bool = False) -> None:
+        """``vfree``: in interrupt context defer (``vfree_atomic``), else free now."""
+        self._enter(cpu)
+        try:
+            if in_interrupt or self._interrupt():
+                self.vfree_atomic_now(addr)
+            else:
+                self.vfree_now(addr)
+                self.stats["vfree"] += 1
+        finally:
+            self._leave()
+
+    def vfree_atomic(self, addr: int, *, cpu: int = 0) -> None:
+        """``vfree_atomic``: always deferred to the per-CPU work item."""
+        self._enter(cpu)
+        try:
+            self.vfree_atomic_now(addr)
+        finally:
+            self._leave()
+
+    def vunmap(self, addr: int, *, cpu: int = 0) -> None:
+        """``vunmap``: release a vmap()ed area (pages stay with the caller)."""
+        self._enter(cpu)
+        try:
+            self.vunmap_now(addr)
+            self.stats["vunmap"] += 1
+        finally:
+            self._leave()
+
+    def vmap(
+        self,
+        pages: Sequence[int] | npt.NDArray[np.integer[Any]],
+        count: int | None = None,
+        flags: int = VM_MAP,
+        prot: int = PAGE_KERNEL,
+        *,
+        cpu: int = 0,
+        caller: str | None = None,
+    ) -> int:
+        """``vmap(pages, count, flags, prot)``: map existing pages contiguously.
+
+        6.x WARNs and fails on ``VM_FLUSH_RESET_PERMS``, WARNs and drops
+        ``VM_NO_GUARD``, maps with ``pgprot_nx(prot)``; ``VM_MAP_PUT_PAGES`` makes the
+        area own the pages (vfree frees them). On a mapping failure: ``vunmap``.
+        """
+        arr = np.asarray(pages, dtype=np.int64)
+        n = len(arr) if count is None else count
+        self._enter(cpu)
+        try:
+            if self.v6:
+                if flags & VM_FLUSH_RESET_PERMS:
+                    self.log.WARN("vmap: WARN_ON_ONCE(flags & VM_FLUSH_RESET_PERMS)")
+                    return 0
+                if flags & VM_NO_GUARD:
+                    self.log.WARN("vmap: WARN_ON_ONCE(flags & VM_NO_GUARD)")
+                    flags &= ~VM_NO_GUARD
+                prot = pgprot_nx(prot)
+            if n > self.phys.totalram_pages or n <= 0:
+                return 0
+            size = n << PAGE_SHIFT
+            area = self.get_vm_area_caller(size, flags, caller)
+            if area is None:
+                return 0
+            if self.vmap_pages_range(area.addr, area.addr + size, prot, arr[:n], PAGE_SHIFT):
+                self.vunmap_now(area.addr)
+                return 0
+            if flags & VM_MAP_PUT_PAGES:
+                area.pages = arr[:n].copy()
+                area.nr_pages = n
+                self.put_pages += n
+                self.external_pages -= n
+            self.stats["vmap"] += 1
+            return area.addr
+        finally:
+            self._leave()
+
+    def vmap_pfn(
+        self,
+        pfns: Sequence[int] | npt.NDArray[np.integer[Any]],
+        count: int | None = None,
+        prot: int = PAGE_KERNEL,
+        *,
+        cpu: int = 0,
+        caller: str | None = None,
+    ) -> int:
+        """``vmap_pfn`` (5.10+): map raw pfns into a ``VM_IOREMAP`` area."""
+        arr = np.asarray(pfns, dtype=np.int64)
+        n = len(arr) if count is None else count
+        self._enter(cpu)
+        try:
+            area = self.get_vm_area_caller(n * PAGE_SIZE, VM_IOREMAP, caller)
+            if area is None:
+                return 0
+            if self.pgt.map_pages(area.addr, arr[:n], pgprot_nx(prot)):
+                self.free_vm_area(area)
+                return 0
+            self.ptes_written += n
+            return area.addr
+        finally:
+            self._leave()
+
+    def ioremap(
+        self,
+        phys_addr: int,
+        size: int,
+        *,
+        prot: int = PAGE_KERNEL_NOCACHE,
+        cpu: int = 0,
+        caller: str | None = None,
+    ) -> int:
+        """x86 ``ioremap`` (``__ioremap_caller``): page-align the physical range,
+        ``get_vm_area_caller(size, VM_IOREMAP)`` (size-order alignment), record
+        ``phys_addr`` (vmallocinfo ``phys=``), map; returns vaddr + offset."""
+        self._enter(cpu)
+        try:
+            if not size or phys_addr + size - 1 < phys_addr:
+                return 0
+            last = phys_addr + size - 1
+            offset = phys_addr & (PAGE_SIZE - 1)
+            phys_addr &= ~(PAGE_SIZE - 1)
+            size = _page_align(last + 1) - phys_addr
+            area = self.get_vm_area_caller(size, VM_IOREMAP, caller)
+            if area is None:
+                return 0
+            area.phys_addr = phys_addr
+            base = phys_addr >> PAGE_SHIFT
+            pfns = np.arange(base, base + (size >> PAGE_SHIFT), dtype=np.int64)
+            if self.pgt.map_pages(area.addr, pfns, prot):
+                self.free_vm_area(area)
+                return 0
+            self.ptes_written += len(pfns)
+            return area.addr + offset
+        finally:
+            self._leave()
+
+    def iounmap(self, addr: int, *, cpu: int = 0) -> None:
+        """x86 ``iounmap``: page-align, find the area (``iounmap: bad address %p``),
+        ``remove_vm_area`` (lazy free) and free the vm_struct."""
+        self._enter(cpu)
+        try:
+            addr &= ~(PAGE_SIZE - 1)
+            vm = self.find_vm_area(addr)
+            if vm is None:
+                self.log.WARN(f"iounmap: bad address {addr:#x}")
+                return
+            self.remove_vm_area(vm.addr)
+            self.slab.kfree(vm.kaddr)
+        finally:
+            self._leave()
+
+    def get_vm_area_api(
+        self, size: int, flags: int, *, cpu: int = 0, caller: str | None = None
+    ) -> VmStruct | None:
+        """``get_vm_area``/``get_vm_area_caller`` as an API call."""
+        self._enter(cpu)
+        try:
+            return self.get_vm_area_caller(size, flags, caller)
+        finally:
+            self._leave()
+
+    def get_vm_area_caller_range_api(
+        self,
+        size: int,
+        flags: int,
+        start: int,
+        end: int,
+        *,
+        cpu: int = 0,
+        caller: str | None = None,
+    ) -> VmStruct | None:
+        """``__get_vm_area_caller(size, flags, start, end, caller)``."""
+        self._enter(cpu)
+        try:
+            return self._get_vm_area_caller(size, flags, start, end, caller)
+        finally:
+            self._leave()
+
+    def free_vm_area_api(self, area: VmStruct, *, cpu: int = 0) -> None:
+        self._enter(cpu)
+        try:
+            self.free_vm_area(area)
+        finally:
+            self._leave()
+
+    def remove_vm_area_api(self, addr: int, *, cpu: int = 0) -> VmStruct | None:
+        self._enter(cpu)
+        try:
+            return self.remove_vm_area(addr)
+        finally:
+            self._leave()
+
+    def vm_unmap_aliases(self, *, cpu: int = 0) -> None:
+        """``vm_unmap_aliases``: flush vmap-block aliases and purge lazy areas."""
+        self._enter(cpu)
+        try:
+            self.vm_unmap_aliases_locked()
+        finally:
+            self._leave()
+
+    # ---------------------------------------------------------- kvmalloc & co
+    def kvmalloc_node(
+        self,
+        size: int,
+        gfp: int = GFP_KERNEL,
+        node: int = NUMA_NO_NODE,
+        *,
+        cpu: int = 0,
+        caller: str | None = None,
+    ) -> int:
+        """``kvmalloc_node``: try kmalloc, fall back to vmalloc for > PAGE_SIZE.
+
+        5.4: non-GFP_KERNEL masks use kmalloc only; larger-than-page kmalloc tries
+        get ``_GFP_NOWARN | _GFP_NORETRY``; fallback ``__vmalloc_node_flags_caller``.
+        6.16-6.18: the kmalloc try gets ``_GFP_NOWARN``, loses direct reclaim
+        (unless ``_GFP_RETRY_MAYFAIL``) and ``_GFP_NOFAIL``; non-blocking masks get
+        NULL; sizes above INT_MAX WARN; the fallback allows huge mappings.
+        """
+        self._enter(cpu)
+        try:
+            if self._interrupt() and gfp & _GFP_DIRECT_RECLAIM:
+                self.log.BUG("kvmalloc: might_sleep() in interrupt context")
+                return 0
+            kgfp = gfp
+            if not self.v6:
+                if (gfp & GFP_KERNEL) != GFP_KERNEL:
+                    return self.slab.kmalloc(size, gfp, node)
+                if size > PAGE_SIZE:
+                    kgfp |= _GFP_NOWARN
+                    if not kgfp & _GFP_RETRY_MAYFAIL:
+                        kgfp |= _GFP_NORETRY
+            elif size > PAGE_SIZE:
+                kgfp |= _GFP_NOWARN
+                if not kgfp & _GFP_RETRY_MAYFAIL:
+                    kgfp &= ~_GFP_DIRECT_RECLAIM
+                kgfp &= ~_GFP_NOFAIL
+            ret = self.slab.kmalloc(size, kgfp, node)
+            if ret or size <= PAGE_SIZE:
+                return ret
+            if self.v6:
+                if not gfp & _GFP_DIRECT_RECLAIM:
+                    return 0
+                if size > INT_MAX:
+                    if not gfp & _GFP_NOWARN:
+                        self.log.WARN(f"kvmalloc: size {size} > INT_MAX")
+                    return 0
+                return self._full(size, 1, gfp, VM_ALLOW_HUGE_VMAP, node, caller)
+            return self._vmalloc_node_flags(size, node, gfp, caller)
+        finally:
+            self._leave()
+
+    def kvfree(self, addr: int, *, cpu: int = 0) -> None:
+        """``kvfree``: vfree or kfree depending on ``is_vmalloc_addr``."""
+        self._enter(cpu)
+        try:
+            self.kvfree_now(addr)
+        finally:
+            self._leave()
+
+    def vrealloc(
+        self,
+        p: int,
+        size: int,
+        gfp: int = GFP_KERNEL,
+        *,
+        align: int = 1,
+        nid: int = NUMA_NO_NODE,
+        cpu: int = 0,
+        caller: str | None = None,
+    ) -> int:
+        """``vrealloc_node_align`` (6.18; vrealloc since 6.12).
+
+        ``size == 0`` frees; shrinking or growing within the page-rounded area only
+        updates ``requested_size`` (shrinking zeroes the tail, as with
+        init_on_free/alloc); otherwise allocate, copy ``requested_size`` bytes, vfree.
+        """
+        if not self.v6:
+            raise ValueError(f"vrealloc does not exist in kernel {self.profile.name}")
+        self._enter(cpu)
+        try:
+            if not size:
+                self.vfree_now(p)
+                return 0
+            old = 0
+            if p:
+                vm = self.find_vm_area(p)
+                if vm is None:
+                    self.log.WARN(f"Trying to vrealloc() nonexistent vm area ({p:#x})")
+                    return 0
+                alloced = get_vm_area_size(vm)
+                old = vm.requested_size
+                if alloced < old:
+                    self.log.WARN(f"vrealloc() has mismatched area vs requested sizes ({p:#x})")
+                if p & (align - 1):
+                    self.log.WARN(
+                        f"Will not reallocate with a bigger alignment ({align:#x}) ({p:#x})"
+                    )
+                    return 0
+                need_realloc = bool(
+                    gfp & _GFP_THISNODE
+                    and nid != NUMA_NO_NODE
+                    and vm.pages is not None
+                    and vm.nr_pages
+                    and self.phys.page_to_nid(int(vm.pages[0])) != nid
+                )
+                if not need_realloc and size <= old:
+                    self.pgt.write(p + size, bytes(old - size))
+                    vm.requested_size = size
+                    return p
+                if not need_realloc and size <= alloced:
+                    vm.requested_size = size
+                    return p
+            n = self._vmalloc_node(size, align, gfp, nid, caller)
+            if not n:
+                return 0
+            if p:
+                self.pgt.write(n, self.pgt.read(p, old))
+                self.vfree_now(p)
+            return n
+        finally:
+            self._leave()
+
+    # ----------------------------------------------------------- vm_map_ram
+    def vm_map_ram(
+        self,
+        pages: Sequence[int] | npt.NDArray[np.integer[Any]],
+        count: int | None = None,
+        node: int = NUMA_NO_NODE,
+        *,
+        cpu: int = 0,
+    ) -> int:
+        """``vm_map_ram``: small counts from a per-CPU vmap block, else a VA of its
+        own (``VMAP_RAM``, align PAGE_SIZE, no guard, no vm_struct)."""
+        arr = np.asarray(pages, dtype=np.int64)
+        n = len(arr) if count is None else count
+        self._enter(cpu)
+        try:
+            return self.blocks.vm_map_ram(arr[:n], n, node)
+        finally:
+            self._leave()
+
+    def vm_unmap_ram(self, addr: int, count: int, *, cpu: int = 0) -> None:
+        """``vm_unmap_ram``: ``vb_free`` for small counts, else free the VA lazily."""
+        self._enter(cpu)
+        try:
+            self.blocks.vm_unmap_ram(addr, count)
+        finally:
+            self._leave()
+
+    # ------------------------------------------------------------- inspection
+    def vmalloc_to_page(self, addr: int) -> int | None:
+        """``vmalloc_to_page``: the pfn mapped at ``addr`` (None for NULL)."""
+        return self.pgt.lookup_pfn(addr)
+
+    def vmalloc_to_pfn(self, addr: int) -> int:
+        """``vmalloc_to_pfn``: ``page_to_pfn(vmalloc_to_page(addr))`` (0 if none)."""
+        pfn = self.pgt.lookup_pfn(addr)
+        return 0 if pfn is None else pfn
+
+    def vread(self, addr: int, n: int) -> bytes:
+        """``vread_iter`` (6.x; ``vread`` in 5.4) into a buffer: bytes of ``[addr,
+        addr + n)``; holes (guard pages, unmapped or unused ranges) read as zeros."""
+        out = bytearray(n)
+        pos = 0
+        while pos < n:
+            a = addr + pos
+            take = min(n - pos, PAGE_SIZE - (a & (PAGE_SIZE - 1)))
+            va = self.space.find_vmap_area(a)
+            if va is not None and (va.vm is not None or va.flags & VMAP_RAM or not self.v6):
+                pfn = self.pgt.lookup_pfn(a)
+                if pfn is not None and self.phys.pfn_valid(pfn):
+                    out[pos : pos + take] = self.phys.read(pfn, a & (PAGE_SIZE - 1), take)
+            pos += take
+        return bytes(out)
+
+    def vwrite(self, addr: int, data: bytes) -> int:
+        """``vwrite`` (5.4; removed in 6.x): write into mapped vmalloc pages, skipping
+        holes; returns the byte count."""
+        pos = 0
+        while pos < len(data):
+            a = addr + pos
+            take = min(len(data) - pos, PAGE_SIZE - (a & (PAGE_SIZE - 1)))
+            va = self.space.find_vmap_area(a)
+            if va is not None:
+                pfn = self.pgt.lookup_pfn(a)
+                if pfn is not None and self.phys.pfn_valid(pfn):
+                    self.phys.write(pfn, a & (PAGE_SIZE - 1), data[pos : pos + take])
+            pos += take
+        return len(data)
+
+    def areas(self) -> Iterator[VmStruct]:
+        """Every live vm_struct (busy areas with a vm), vmallocinfo order."""
+        for va in self.space.busy_areas():
+            if va.vm is not None:
+                yield va.vm
+
+    # ---------------------------------------------------------------- faults
+    def describe_fault(self, addr: int) -> str | None:
+        """Name the area whose guard page, unmapped part or freed range holds ``addr``."""
+        if not self.is_vmalloc_addr(addr) and not (
+            self.machine.modules_vaddr <= addr < self.machine.modules_end
+        ):
+            return None
+        va = self.space.find_vmap_area(addr)
+        if va is not None:
+            vm: VmStruct | None = va.vm
+            if vm is None:
+                return f"{addr:#x} is inside vm_map_ram area {va.va_start:#x}-{va.va_end:#x} (unmapped part)"
+            who = f" ({vm.caller})" if vm.caller else ""
+            usable = vm.addr + get_vm_area_size(vm)
+            if addr >= usable:
+                return (
+                    f"{addr:#x} is in the guard page of vmalloc area "
+                    f"{vm.addr:#x}-{vm.addr + vm.size:#x}{who}: out-of-bounds access"
+                )
+            return f"{addr:#x} is inside vm area {vm.addr:#x}-{vm.addr + vm.size:#x}{who} but not mapped"
+        for lazy in self.space.lazy:
+            if lazy.va_start <= addr < lazy.va_end:
+                return (
+                    f"{addr:#x} is in freed vmap area {lazy.va_start:#x}-{lazy.va_end:#x} "
+                    "(lazily freed, not yet purged): use after vfree()"
+                )
+        for _nid, _idx, pooled in self.space.pooled_areas():
+            if pooled.va_start <= addr < pooled.va_end:
+                return (
+                    f"{addr:#x} is in freed vmap area {pooled.va_start:#x}-{pooled.va_end:#x} "
+                    "(in a vmap-node pool): use after vfree()"
+                )
+        return f"{addr:#x} is in free vmalloc space (never allocated, or freed and purged)"
+
+    # ------------------------------------------------------------- accounting
+    def check(self) -> None:
+        """Accounting: ``nr_vmalloc_pages`` equals the pages of live VM_ALLOC areas;
+        every page the model took is accounted for (vmalloc, vmap-owned, slab,
+        page tables, pages handed to the user); areas are consistent."""
+        from pyvmalloc.vmap.area import InvariantError
+
+        nr = 0
+        put = 0
+        for vm in self.areas():
+            if vm.pages is not None and vm.nr_pages:
+                if vm.flags & VM_MAP_PUT_PAGES:
+                    put += vm.nr_pages
+                else:
+                    nr += vm.nr_pages
+            va = self.space.find_vmap_area(vm.addr)
+            if va is None or va.vm is not vm or va.va_start != vm.addr:
+                raise InvariantError(f"{vm!r} is not bound to its vmap area")
+            if va.va_end - va.va_start != vm.size:
+                raise InvariantError(f"{vm!r}: size differs from its vmap area {va!r}")
+            if vm.flags & VM_UNINITIALIZED:
+                raise InvariantError(f"{vm!r} is still VM_UNINITIALIZED between calls")
+        if nr != self.nr_vmalloc_pages:
+            raise InvariantError(f"nr_vmalloc_pages {self.nr_vmalloc_pages} != {nr} in areas")
+        if put != self.put_pages:
+            raise InvariantError(f"VM_MAP_PUT_PAGES pages {self.put_pages} != {put}")
+        self.blocks.check()
+        used = self.k.phys_pages_used()
+        expect = (
+            self.nr_vmalloc_pages
+            + self.put_pages
+            + self.slab.slab_pages
+            + self.slab.large_pages
+            + self.k.pgtable_pages_added()
+            + self.external_pages
+        )
+        if used != expect:
+            raise InvariantError(
+                f"page accounting: {used} pages in use since boot, but vmalloc "
+                f"{self.nr_vmalloc_pages} + vmap-owned {self.put_pages} + slab "
+                f"{self.slab.slab_pages + self.slab.large_pages} + page tables "
+                f"{self.k.pgtable_pages_added()} + user {self.external_pages} = {expect} "
+                "(pages taken from k.phys directly are not tracked: use k.alloc_pages)"
+            )
+
+    @contextlib.contextmanager
+    def interrupt_context(self) -> Iterator[None]:
+        saved = self.in_interrupt
+        self.in_interrupt = True
+        try:
+            yield
+        finally:
+            self.in_interrupt = saved
+
+
+# The exact kernel names (Python would mangle them inside the class body).
+for _py, _kname in KERNEL_NAMES.items():
+    setattr(Vmalloc, _kname, getattr(Vmalloc, _py))
+del _py, _kname
+
+_unused = VaState  # re-exported for type users
