@@ -1,7 +1,10 @@
 """The ``pyvmalloc`` command line.
 
+Without a subcommand it runs the main job on the bundled default (``main``).
+
 Subcommands:
 
+* ``main``      — replay the bundled real capture, compare kernels, tour the API;
 * ``demo``      — the main job: a seeded allocation workload, then the allocator's state;
 * ``replay``    — replay a real kernel trace from a vmallocinfo snapshot;
 * ``compare``   — replay one trace under several kernel profiles, side by side;
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -41,6 +45,34 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_capture() -> Path:
+    """The real capture bundled with the package (Linux 6.18, 2 CPUs)."""
+    return Path(__file__).parent / "data" / "captures" / "default"
+
+
+def _cmd_main(args: argparse.Namespace) -> int:
+    """The main job: replay the bundled capture, compare kernels, tour the API."""
+    from rich.console import Console
+
+    from pyvmalloc.cli_vmalloc import run_tour
+    from pyvmalloc.trace.replay import compare, load_capture, print_result, replay
+
+    console = Console()
+    cap = default_capture()
+    trace, snap, meta = load_capture(cap)
+    console.rule("1. replaying a real Linux 6.18 capture through the model")
+    console.print(
+        f"capture: {cap} ({meta.get('kernel_release', '?')}, "
+        f"{len(meta.get('cpus_possible', [])) or '?'} CPUs)"
+    )
+    print_result(replay(trace, snap, profile="6.18", meta=meta), 3)
+    console.rule("2. the same trace under three kernels")
+    compare(trace, snap, ["4.19", "5.4", "6.18"], cpus=None, meta=meta)
+    console.rule("3. a tour of the vmalloc API on a default machine")
+    run_tour("6.18", 2, args.ops, 1, "4G")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pyvmalloc.workloads.demo import run_demo
 
@@ -52,7 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pyvmalloc",
         description="An executable model of the Linux kernel's vmalloc subsystem.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.set_defaults(func=_cmd_main, ops=5000)
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser(
+        "main", help="the main job: replay the bundled capture, compare kernels, tour the API"
+    )
+    p.add_argument("--ops", type=int, default=5000, help="operations in the API tour")
+    p.set_defaults(func=_cmd_main)
 
     p = sub.add_parser("demo", help="run a seeded allocation workload and show the allocator")
     p.add_argument("--profile", default="6.18", help="kernel profile: 4.19, 5.4 or 6.18")

@@ -476,6 +476,11 @@ def _resolve(args: argparse.Namespace) -> tuple[Path, Path, dict[str, Any]]:
     return trace, Path(args.snapshot), meta
 
 
+def print_result(res: ReplayResult, show: int) -> None:
+    """Print a replay's agreement, counts and first divergences."""
+    _print_result(res, show)
+
+
 def _print_result(res: ReplayResult, show: int) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -535,14 +540,14 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_compare(args: argparse.Namespace) -> int:
+def compare(
+    trace: Path, snap: Path, profiles: Sequence[str], *, cpus: int | None, meta: dict[str, Any]
+) -> list[ReplayResult]:
+    """Replay one trace under several profiles and print the comparison table."""
     from rich.console import Console
     from rich.table import Table
 
-    trace, snap, meta = _resolve(args)
-    results = [
-        replay(trace, snap, profile=p, cpus=args.cpus, meta=meta) for p in args.profiles.split(",")
-    ]
+    results = [replay(trace, snap, profile=p, cpus=cpus, meta=meta) for p in profiles]
     t = Table(title=f"one trace, several kernels ({trace})")
     for col in (
         "profile",
@@ -563,6 +568,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             f"{r.events / r.seconds:,.0f}" if r.seconds else "-",
         )
     Console().print(t)
+    return results
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    trace, snap, meta = _resolve(args)
+    results = compare(trace, snap, args.profiles.split(","), cpus=args.cpus, meta=meta)
     if args.json:
         Path(args.json).write_text(json.dumps([r.as_json() for r in results], indent=1))
     return 0
