@@ -59,7 +59,10 @@ def run(quick: bool) -> dict[str, Any]:
     pairs = 20_000 if quick else 50_000
     alloc: dict[str, float] = {}
     for live in lives:
-        alloc[str(live)] = median_of(lambda live=live: bench_vmap.bench_alloc_free_pairs(live, pairs), runs if live < 1_000_000 else 1)
+        alloc[str(live)] = median_of(
+            lambda live=live: bench_vmap.bench_alloc_free_pairs(live, pairs),
+            runs if live < 1_000_000 else 1,
+        )
     res["vmap_alloc_free_pairs_per_s"] = alloc
     res["vmap_growth_ratio"] = alloc[str(lives[0])] / alloc[str(lives[-1])]
     res["vmap_alloc_free_pairs_per_s_54_10k"] = median_of(
@@ -68,7 +71,9 @@ def run(quick: bool) -> dict[str, Any]:
     res["vmap_bytes_per_live_area"] = bench_vmap.bytes_per_live_area(20_000 if quick else 100_000)
 
     res["phys_order0_pairs_per_s"] = median_of(lambda: bench_phys.bench_order0(100_000), runs)
-    res["phys_map_unmap_1m_pairs_per_s"] = median_of(lambda: bench_phys.bench_map_unmap_1m(2_000), runs)
+    res["phys_map_unmap_1m_pairs_per_s"] = median_of(
+        lambda: bench_phys.bench_map_unmap_1m(2_000), runs
+    )
     res["phys_64g"] = bench_phys.bench_64g()
 
     trace = big_trace(50 if quick else 200)
@@ -79,7 +84,9 @@ def run(quick: bool) -> dict[str, Any]:
     except ImportError:
         res["vmalloc"] = "not available"
     else:
-        res["vmalloc_4k_pairs_per_s"] = median_of(lambda: bench_vmalloc.bench_vmalloc_4k(5_000), runs)
+        res["vmalloc_4k_pairs_per_s"] = median_of(
+            lambda: bench_vmalloc.bench_vmalloc_4k(5_000), runs
+        )
         res["vmalloc_1m_pairs_per_s"] = median_of(lambda: bench_vmalloc.bench_vmalloc_1m(500), runs)
     return res
 
@@ -89,7 +96,8 @@ def big_trace(copies: int) -> Path:
     import tempfile
 
     lines = [
-        ln for ln in (CAPTURE / "trace").read_text().splitlines(keepends=True)
+        ln
+        for ln in (CAPTURE / "trace").read_text().splitlines(keepends=True)
         if not ln.startswith("#")
     ]
     path = Path(tempfile.gettempdir()) / f"pyvmalloc-bench-trace-{copies}.txt"
@@ -157,7 +165,9 @@ def print_table(res: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="a smaller run, under a minute")
     p.add_argument("--out", help="JSON output path (default bench/results/...)")
     args = p.parse_args()
@@ -165,8 +175,12 @@ def main() -> int:
     res = run(args.quick)
     res["total_seconds"] = time.perf_counter() - t0
     print_table(res)
-    out = Path(args.out) if args.out else HERE / "results" / (
-        time.strftime("%Y-%m-%d") + ("-quick" if args.quick else "-full") + ".json"
+    out = (
+        Path(args.out)
+        if args.out
+        else HERE
+        / "results"
+        / (time.strftime("%Y-%m-%d") + ("-quick" if args.quick else "-full") + ".json")
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": machine(), "results": res}, indent=1))
