@@ -1253,6 +1253,12 @@ class VmapSpace:
         on what had to be released.
         """
         notes: list[str] = []
+        # Fast path (every snapshot area, most adoptions): inside one free block.
+        block = self.pvm_find_va_enclose_addr(start)
+        if block is not None and block.va_start <= start and end <= block.va_end:
+            if self.va_clip(block, start, end - start):
+                raise InvariantError(f"cannot clip {start:#x}-{end:#x}")
+            return notes
         for vn in self.nodes:
             for pool in vn.pools.values():
                 for va in pool:
