@@ -153,6 +153,7 @@ class Replayer:
         keep_mismatches: int = 10_000,
         early_decay: bool = True,
         worker_latency: float = 20e-6,
+        node_by_node: bool = True,
     ) -> None:
         self.profile = get_profile(profile)
         self.kernel = Kernel(self.profile, cpus=cpus, deferred_work="manual")
@@ -168,6 +169,8 @@ class Replayer:
         self.early_decay = early_decay
         #: Seconds between schedule_work() and the purge worker starting (assumed).
         self.worker_latency = worker_latency
+        #: Let a purge's nodes finish one by one before its event (see _plan_node_finish).
+        self.node_by_node = node_by_node
         self.keep_mismatches = keep_mismatches
         self.result = ReplayResult(profile=self.profile.name, cpus=cpus)
         self._last_alloc_failed = False
@@ -180,6 +183,8 @@ class Replayer:
         self._crossed_at: float | None = None
         #: Consecutive frees whose nr_lazy differed from the model's.
         self._drift_run = 0
+        #: Times at which the open purge's next nodes finish their second phase.
+        self._node_done_at: list[float] = []
         self._seed(snapshot)
 
     # --- snapshot import ------------------------------------------------------------
@@ -243,12 +248,34 @@ class Replayer:
             assert nxt is not None
             self._pending = self.space.begin_purge(limit=nxt.npurged)
             self._armed_at = None
+            self._plan_node_finish(ev.timestamp if ev.timestamp < armed else armed, nxt)
+        pending = self._pending
+        if pending is not None and self._node_done_at:
+            # Nodes whose refill the purge worker has finished by now, on the
+            # assumption that its time between the two phases is spent in proportion
+            # to the areas each node returns.
+            while self._node_done_at and ev.timestamp >= self._node_done_at[0]:
+                self._node_done_at.pop(0)
+                self.space.purge_next_node(pending)
         if isinstance(ev, AllocVmapArea):
             self._alloc(ev)
         elif isinstance(ev, FreeVmapAreaNoflush):
             self._free(ev)
         elif isinstance(ev, PurgeVmapAreaLazy):
             self._purge(ev)
+
+    def _plan_node_finish(self, t1: float, nxt: PurgeVmapAreaLazy) -> None:
+        """When each node's second phase is done, between ``t1`` and the purge event."""
+        pending = self._pending
+        self._node_done_at = []
+        if pending is None or len(pending.marked) < 2 or not self.node_by_node:
+            return
+        total = sum(len(lst) for _, lst in pending.marked)
+        span = max(0.0, nxt.timestamp - t1)
+        done = 0
+        for _vn, lst in pending.marked[:-1]:  # the last node ends with the event
+            done += len(lst)
+            self._node_done_at.append(t1 + span * done / total)
 
     def _alloc(self, ev: AllocVmapArea) -> None:
         space = self.space
@@ -356,6 +383,7 @@ class Replayer:
         if self._pending is not None:
             self.space.finish_purge(self._pending)
             self._pending = None
+            self._node_done_at = []
         else:
             self.space.purge_vmap_area_lazy(limit=ev.npurged, full_pool_decay=full)
         self._last_alloc_failed = False

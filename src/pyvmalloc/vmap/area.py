@@ -219,6 +219,8 @@ class PendingPurge:
     full_pool_decay: bool
     batch: list[VmapArea]
     marked: list[tuple[VmapNode, list[VmapArea]]] = field(default_factory=list)
+    #: Areas purged by the nodes already processed.
+    nr_purged: int = 0
 
 
 @dataclass
@@ -956,6 +958,21 @@ class VmapSpace:
                 pending.marked.append((vn, lst))
         return pending
 
+    def purge_next_node(self, pending: PendingPurge) -> bool:
+        """Second phase for the next marked node only (6.x); False when none is left.
+
+        The kernel refills node 0's pools, then node 1's, ...; a replay lets other
+        CPUs' allocations see a node's refill before the purge's event is written.
+        """
+        if not pending.marked:
+            return False
+        vn, lst = pending.marked.pop(0)
+        done = set(map(id, lst))
+        pending.batch = [va for va in pending.batch if id(va) not in done]
+        self._purge_vmap_node(vn, lst, skip_populate=pending.full_pool_decay)
+        pending.nr_purged += vn.nr_purged
+        return True
+
     def finish_purge(self, pending: PendingPurge) -> bool:
         """Second phase: refill the pools, merge the rest, emit the tracepoint."""
         batch = pending.batch
@@ -977,14 +994,13 @@ class VmapSpace:
                 self.merge_or_add_vmap_area(va)
             self.stats.purged_areas += len(batch)
             return True
-        nr_purged_areas = 0
-        if pending.marked:
+        if pending.marked or pending.nr_purged:
             self.last_flush = (start, end)
-            # Helpers (extra workers) change only timing, not the result: the model
-            # processes the marked nodes in ascending order.
-            for vn, lst in pending.marked:
-                self._purge_vmap_node(vn, lst, skip_populate=pending.full_pool_decay)
-                nr_purged_areas += vn.nr_purged
+        # Helpers (extra workers) change only timing, not the result: the model
+        # processes the marked nodes in ascending order.
+        while self.purge_next_node(pending):
+            pass
+        nr_purged_areas = pending.nr_purged
         self.stats.purged_areas += nr_purged_areas
         if self.tp_purge:
             self._emit(
