@@ -88,6 +88,35 @@ def run(quick: bool) -> dict[str, Any]:
             lambda: bench_vmalloc.bench_vmalloc_4k(5_000), runs
         )
         res["vmalloc_1m_pairs_per_s"] = median_of(lambda: bench_vmalloc.bench_vmalloc_1m(500), runs)
+    res.update(run_test_vmalloc_sections(quick))
+    return res
+
+
+def run_test_vmalloc_sections(quick: bool) -> dict[str, Any]:
+    """lib/test_vmalloc.c in the model (bench/bench_test_vmalloc.py); one run each."""
+    try:
+        import bench_test_vmalloc as btv
+    except ImportError:
+        return {"test_vmalloc": "not available"}
+    res: dict[str, Any] = {}
+    loops = 2_000 if quick else 20_000
+    res["test_vmalloc_loops"] = loops
+    res["test_vmalloc_6.18_us_per_loop"] = {
+        name: v["us_per_loop"] for name, v in btv.bench_cases(loops).items()
+    }
+    prof = btv.bench_profiles(loops)
+    for name in ("4.19", "5.4", "6.18"):
+        res[f"test_vmalloc_profile_{name}"] = prof.pop(name)
+    res["test_vmalloc_profile_ratios"] = prof
+    if quick:
+        # Two short runs (1 and 10,000 loops per test) fitted as setup + per-loop cost.
+        ex = btv.extrapolate_performance_mode(1, 10_000)
+        res["test_vmalloc_performance_mode_100k_s (extrapolated from 1 and 10k loops)"] = ex[
+            "extrapolated_s_at_100000"
+        ]
+        res["test_vmalloc_performance_mode_10k_s (measured)"] = ex["measured_s_at_10000"]
+    else:
+        res["test_vmalloc_performance_mode_100k_s"] = btv.bench_performance_mode(100_000)
     return res
 
 
@@ -145,6 +174,9 @@ def print_table(res: dict[str, Any]) -> None:
         "parse_lines_per_s": ">= 500,000",
         "replay_events_per_s": ">= 100,000",
         "vmalloc_4k_pairs_per_s": ">= 20,000 (aim 50,000)",
+        "test_vmalloc_performance_mode_100k_s": "< 300",
+        "test_vmalloc_performance_mode_100k_s (extrapolated from 1 and 10k loops)": "< 300",
+        "test_vmalloc_profile_ratios/ratio_4.19_over_5.4/long_busy_list_us_per_loop": "> 1 (kernel: 3-7x)",
     }
 
     def fmt(v: Any) -> str:

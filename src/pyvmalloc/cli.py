@@ -12,6 +12,7 @@ Subcommands:
 * ``explain``   — the call tree of one API call, like the seeds' "Code Flow";
 * ``walk``      — the page-table walk of an address;
 * ``tour``      — a seeded workload of the whole API, then the /proc views;
+* ``test-vmalloc`` — lib/test_vmalloc.c's cases and test_vmalloc.sh's modes;
 * ``profiles``  — list the kernel profiles and what differs between them.
 """
 
@@ -112,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     from pyvmalloc.cli_vmalloc import register_cli as register_vmalloc
 
     register_vmalloc(sub)
+
+    from pyvmalloc.workloads.test_vmalloc import register_cli as register_test_vmalloc
+
+    register_test_vmalloc(sub)
     return parser
 
 

@@ -412,6 +412,16 @@ class ListVmapSpace(VmapSpace):
                     self.profile.alloc_fail_warning.format(size=size, vstart=vstart, vend=vend)
                 )
             return -EBUSY
+        if addr & (align - 1) or addr < vstart or addr + size > vend:
+            # 4.19 has no "addr < vstart" check after the walk: an alignment that
+            # wraps ALIGN() to 0 reaches BUG_ON(va->va_start < vstart) — the "kernel
+            # BUG at mm/vmalloc.c" that test_vmalloc's align_shift test found in 2019.
+            # The kernel stops there; the model logs it and refuses the call.
+            self.log.BUG(
+                f"alloc_vmap_area: {addr:#x}+{size:#x} breaks align {align:#x} or range "
+                f"{vstart:#x}-{vend:#x}"
+            )
+            return -EINVAL
         va = VmapArea(addr, addr + size)
         va.vm = vm
         va.flags = va_flags
@@ -421,8 +431,6 @@ class ListVmapSpace(VmapSpace):
         self.free_vmap_cache = va
         self.stats.allocs += 1
         self.stats.tree_allocs += 1
-        if addr & (align - 1) or addr < vstart or addr + size > vend:
-            self.log.BUG(f"alloc_vmap_area: {va!r} breaks align {align:#x} or range")
         if self.explain:
             self.last_decision = self._explain(va, size)
         return va
