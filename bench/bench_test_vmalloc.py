@@ -78,7 +78,7 @@ def bench_profiles(loops: int, cpus: int = 2) -> dict[str, Any]:
         base.test_repeat_count = 1
         row: dict[str, float] = {}
         for i, name in enumerate(CASES[base.era][:3]):
-            v = k.vmap
+            v = k.vmap_space
             w0 = getattr(v, "walk_steps", 0)
             a0 = v.stats.allocs
             dt, r = _run_case(k, base, i)
@@ -90,13 +90,13 @@ def bench_profiles(loops: int, cpus: int = 2) -> dict[str, Any]:
                 row[f"{short}_walk_per_alloc"] = (getattr(v, "walk_steps", 0) - w0) / allocs
         # long_busy_list alone on a fresh model: no holes left by earlier cases.
         k2 = Kernel(profile, cpus=cpus)
-        w0 = getattr(k2.vmap, "walk_steps", 0)
+        w0 = getattr(k2.vmap_space, "walk_steps", 0)
         dt, r = _run_case(k2, base, 2)
         row["long_busy_list_fresh_us_per_loop"] = dt / loops * 1e6
         if profile == "4.19":
             row["long_busy_list_fresh_walk_per_alloc"] = (
-                getattr(k2.vmap, "walk_steps", 0) - w0
-            ) / k2.vmap.stats.allocs
+                getattr(k2.vmap_space, "walk_steps", 0) - w0
+            ) / k2.vmap_space.stats.allocs
         res[profile] = row
     for key in ("fix_size_us_per_loop", "long_busy_list_us_per_loop", "long_busy_list_model_usec"):
         res[f"ratio_4.19_over_5.4/{key}"] = res["4.19"][key] / res["5.4"][key]

@@ -15,7 +15,7 @@ from pyvmalloc.vmap.area import VmapArea
 def _populate(k: Kernel, live: int, seed: int = 1) -> list[VmapArea]:
     """``live`` 1-page (+guard) areas, a third of them freed and re-used to fragment."""
     rng = random.Random(seed)
-    space = k.vmap
+    space = k.vmap_space
     vs, ve = k.VMALLOC_START, k.VMALLOC_END
     areas = [space.alloc_vmap_area(2 * PAGE_SIZE, 1, vs, ve, cpu=i % 2) for i in range(live)]
     rng.shuffle(areas)
@@ -30,7 +30,7 @@ def bench_alloc_free_pairs(live: int, pairs: int = 50_000, profile: str = "6.18"
     """
     k = Kernel(profile, cpus=2)
     _populate(k, live)
-    space = k.vmap
+    space = k.vmap_space
     vs, ve = k.VMALLOC_START, k.VMALLOC_END
     alloc = space.alloc_vmap_area
     unlink = space.find_unlink_vmap_area

@@ -47,7 +47,7 @@ def _assert_all_freed(k: Kernel) -> None:
     k.reclaim_and_purge_vmap_areas()
     k.run_deferred_work()
     k.check()
-    assert k.vmap.nr_busy == 0, k.vmallocinfo()
+    assert k.vmap_space.nr_busy == 0, k.vmallocinfo()
     assert k.nr_vmalloc_pages == 0
     # page-table pages are never freed by unmapping (as in the kernel); all else is back
     assert k.phys_pages_used() == k.pgtable_pages_added()

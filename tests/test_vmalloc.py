@@ -135,7 +135,7 @@ def test_pages_array_vpages_nested_vmalloc() -> None:
     k.vfree(a)
     k.check()
     # vfree frees the main area first, then the nested array area
-    assert [va.va_start for va in k.vmap.lazy] == [a, a + size]
+    assert [va.va_start for va in k.vmap_space.lazy] == [a, a + size]
     _all_freed(k)
 
 

@@ -21,7 +21,7 @@ EINVAL, EBUSY = 22, 16
 
 
 def free_ranges(k: Kernel) -> list[tuple[int, int]]:
-    return [(va.va_start, va.va_end) for va in k.vmap.free_areas()]
+    return [(va.va_start, va.va_end) for va in k.vmap_space.free_areas()]
 
 
 def traced(k: Kernel) -> list:
@@ -41,7 +41,7 @@ def test_first_allocation_splits_the_initial_block(profile):
     assert isinstance(va, VmapArea)
     assert (va.va_start, va.va_end) == (S, S + 2 * P)
     assert free_ranges(k) == [(1, S), (S + 2 * P, ULONG_MAX)]
-    assert k.vmap.stats.fits[4] == 1  # NE_FIT_TYPE
+    assert k.vmap_space.stats.fits[4] == 1  # NE_FIT_TYPE
     k.check()
 
 
@@ -53,7 +53,7 @@ def test_consecutive_allocations_are_left_edge_fits(profile):
     k = Kernel(profile, cpus=2)
     starts = [k.alloc_vmap_area(n * P, 1).va_start for n in (2, 3, 5)]
     assert starts == [S, S + 2 * P, S + 5 * P]
-    assert k.vmap.stats.fits[2] == 2  # LE_FIT_TYPE
+    assert k.vmap_space.stats.fits[2] == 2  # LE_FIT_TYPE
     k.check()
 
 
@@ -71,7 +71,7 @@ def _tree_with_holes(profile: str) -> Kernel:
     k.free_vmap_area_noflush(vas[1])
     k.free_vmap_area_noflush(vas[3])
     assert k.purge_vmap_area_lazy()
-    root = k.vmap.free_root.rb_node
+    root = k.vmap_space.free_root.rb_node
     assert (root.va_start, root.rb_red) == (S + 6 * P, False)
     assert (root.rb_left.va_start, root.rb_left.rb_red) == (1, False)
     assert (root.rb_left.rb_right.va_start, root.rb_left.rb_right.rb_red) == (S + 2 * P, True)
@@ -88,7 +88,7 @@ def test_54_inflated_search_length_skips_the_lowest_hole():
     k = _tree_with_holes("5.4")
     va = k.alloc_vmap_area(2 * P, P)
     assert va.va_start == S + 6 * P
-    linear = k.vmap.find_vmap_lowest_linear_match(2 * P, P, S)
+    linear = k.vmap_space.find_vmap_lowest_linear_match(2 * P, P, S)
     assert linear.va_start == S + 2 * P
 
 
@@ -169,7 +169,7 @@ def test_free_of_unknown_or_freed_address_warns_and_changes_nothing():
     assert k.log.lines[-1].level == "WARN"
     k.free_vmap_area_noflush(va)
     assert "double free" in k.log.lines[-1].text
-    assert k.vmap.vmap_lazy_nr == 2
+    assert k.vmap_space.vmap_lazy_nr == 2
     k.check()
 
 
@@ -202,7 +202,7 @@ def test_lazy_accounting_and_tracepoint_618():
 )
 def test_lazy_max_pages(cpus, lazy_max):
     # fls(num_online_cpus()) * (32 MiB / 4 KiB)
-    assert Kernel("6.18", cpus=cpus).vmap.lazy_max_pages == lazy_max
+    assert Kernel("6.18", cpus=cpus).vmap_space.lazy_max_pages == lazy_max
 
 
 def test_threshold_schedules_deferred_purge_618():
@@ -213,12 +213,12 @@ def test_threshold_schedules_deferred_purge_618():
     vas = [k.alloc_vmap_area(257 * P, 1) for _ in range(64)]  # 64 * 257 = 16448 pages
     for va in vas[:63]:
         k.free_vmap_area_noflush(va)
-    assert k.vmap.vmap_lazy_nr == 63 * 257 == 16191 and not k.workqueue.pending
+    assert k.vmap_space.vmap_lazy_nr == 63 * 257 == 16191 and not k.workqueue.pending
     k.free_vmap_area_noflush(vas[63])
     assert [w.name for w in k.workqueue.pending] == ["drain_vmap_work"]
-    assert k.vmap.vmap_lazy_nr == 16448
+    assert k.vmap_space.vmap_lazy_nr == 16448
     assert k.run_deferred_work() == 1
-    assert k.vmap.vmap_lazy_nr == 0
+    assert k.vmap_space.vmap_lazy_nr == 0
     purge = events[-1]
     assert isinstance(purge, PurgeVmapAreaLazy)
     assert (purge.start, purge.end, purge.npurged) == (S, S + 64 * 257 * P, 64)
@@ -232,8 +232,8 @@ def test_threshold_purges_synchronously_54():
     vas = [k.alloc_vmap_area(257 * P, 1) for _ in range(64)]
     for va in vas:
         k.free_vmap_area_noflush(va)
-    assert k.vmap.vmap_lazy_nr == 0 and k.vmap.stats.purges == 1
-    assert k.vmap.last_flush == (S, S + 64 * 257 * P)
+    assert k.vmap_space.vmap_lazy_nr == 0 and k.vmap_space.stats.purges == 1
+    assert k.vmap_space.last_flush == (S, S + 64 * 257 * P)
     assert free_ranges(k) == [(1, ULONG_MAX)]
 
 
@@ -246,8 +246,8 @@ def test_pools_are_lifo_per_allocating_cpu_node():
     for va in (a, b, c):
         k.free_vmap_area_noflush(va, cpu=1)
     k.purge_vmap_area_lazy()
-    assert [va.va_start for va in k.vmap.nodes[0].pools[1]] == [S + 4 * P, S + 2 * P, S]
-    assert not k.vmap.nodes[1].pools
+    assert [va.va_start for va in k.vmap_space.nodes[0].pools[1]] == [S + 4 * P, S + 2 * P, S]
+    assert not k.vmap_space.nodes[1].pools
     # CPU 1 uses node 1's (empty) pool: a tree allocation above everything.
     d = k.alloc_vmap_area(2 * P, 1, cpu=1)
     assert d.va_start == S + 6 * P
@@ -257,7 +257,7 @@ def test_pools_are_lifo_per_allocating_cpu_node():
         S + 2 * P,
         S,
     ]
-    assert k.vmap.stats.pool_hits == 3
+    assert k.vmap_space.stats.pool_hits == 3
     k.check()
 
 
@@ -269,12 +269,12 @@ def test_pool_misaligned_head_rotates_to_tail():
     for va in vas:
         k.free_vmap_area_noflush(va)
     k.purge_vmap_area_lazy()
-    assert [va.va_start for va in k.vmap.nodes[0].pools[4]] == [S + 5 * P, S]
+    assert [va.va_start for va in k.vmap_space.nodes[0].pools[4]] == [S + 5 * P, S]
     # 5 pages aligned to 16 KiB: head S+5p is not 16K-aligned -> rotate; tree search
     # from [S+10p, MAX): ALIGN(S+10p, 16K) = S + 12p.
     va = k.alloc_vmap_area(5 * P, 4 * P)
     assert va.va_start == S + 12 * P
-    assert [v.va_start for v in k.vmap.nodes[0].pools[4]] == [S, S + 5 * P]
+    assert [v.va_start for v in k.vmap_space.nodes[0].pools[4]] == [S, S + 5 * P]
     # Now the head S is aligned: a pool hit.
     assert k.alloc_vmap_area(5 * P, 4 * P).va_start == S
     k.check()
@@ -285,10 +285,10 @@ def test_pools_only_for_the_full_vmalloc_range():
     va = k.alloc_vmap_area(2 * P, 1)
     k.free_vmap_area_noflush(va)
     k.purge_vmap_area_lazy()
-    assert k.vmap.vmap_node_shrink_count() == 1
+    assert k.vmap_space.vmap_node_shrink_count() == 1
     other = k.alloc_vmap_area(2 * P, 1, S, E - P)  # not the exact range: tree
     assert other.va_start == S + 2 * P
-    assert k.vmap.vmap_node_shrink_count() == 1
+    assert k.vmap_space.vmap_node_shrink_count() == 1
 
 
 def test_decay_quarter_per_purge_from_the_head():
@@ -299,7 +299,7 @@ def test_decay_quarter_per_purge_from_the_head():
     for va in vas:
         k.free_vmap_area_noflush(va)
     k.purge_vmap_area_lazy()
-    pool = k.vmap.nodes[0].pools[0]
+    pool = k.vmap_space.nodes[0].pools[0]
     assert [va.va_start for va in pool] == [S + i * P for i in range(7, -1, -1)]
     k.purge_vmap_area_lazy()
     assert [va.va_start for va in pool] == [S + i * P for i in range(5, -1, -1)]
@@ -322,16 +322,16 @@ def test_shrinker_and_reclaim_decay_everything():
     for va in vas:
         k.free_vmap_area_noflush(va)
     k.purge_vmap_area_lazy()
-    assert k.vmap.vmap_node_shrink_count() == 6
+    assert k.vmap_space.vmap_node_shrink_count() == 6
     assert k.drop_caches(2) == 6
-    assert k.vmap.vmap_node_shrink_count() == 0
+    assert k.vmap_space.vmap_node_shrink_count() == 0
     assert free_ranges(k) == [(1, ULONG_MAX)]
     # The reclaim purge (allocation failure path) skips pool refill entirely.
     vas = [k.alloc_vmap_area(P, 1) for _ in range(4)]
     for va in vas:
         k.free_vmap_area_noflush(va)
     k.reclaim_and_purge_vmap_areas()
-    assert k.vmap.vmap_node_shrink_count() == 0
+    assert k.vmap_space.vmap_node_shrink_count() == 0
     assert free_ranges(k) == [(1, ULONG_MAX)]
     k.check()
 
@@ -340,17 +340,20 @@ def test_busy_node_by_64k_zone_and_lookup_by_containment():
     k = Kernel("6.18", cpus=2)
     a = k.alloc_vmap_area(16 * P, 1)  # S: zone 0 (node 0)
     b = k.alloc_vmap_area(16 * P, 1)  # S + 64K: zone 1 (node 1)
-    assert k.vmap.addr_to_node_id(a.va_start) == 0 and k.vmap.addr_to_node_id(b.va_start) == 1
-    assert k.vmap.nodes[1].busy.rb_node is b
+    assert (
+        k.vmap_space.addr_to_node_id(a.va_start) == 0
+        and k.vmap_space.addr_to_node_id(b.va_start) == 1
+    )
+    assert k.vmap_space.nodes[1].busy.rb_node is b
     assert k.find_vmap_area(b.va_start + 0x1234) is b
     assert k.find_vmap_area(b.va_end) is None
     k.check()
 
 
 def test_one_node_on_54_and_with_one_cpu():
-    assert Kernel("5.4", cpus=8).vmap.nr_vmap_nodes == 1
-    assert Kernel("6.18", cpus=1).vmap.nr_vmap_nodes == 1
-    assert Kernel("6.18", cpus=2, possible_cpus=4).vmap.nr_vmap_nodes == 4
+    assert Kernel("5.4", cpus=8).vmap_space.nr_vmap_nodes == 1
+    assert Kernel("6.18", cpus=1).vmap_space.nr_vmap_nodes == 1
+    assert Kernel("6.18", cpus=2, possible_cpus=4).vmap_space.nr_vmap_nodes == 4
 
 
 def test_5_level_paging_layout():
@@ -385,7 +388,7 @@ def test_pcpu_get_vm_areas_first_chunk_matches_the_live_machine():
     # ~(2M-1) = 0xffffe8ffffe00000; the free block [S, MAX) ends above it, so the
     # aligned end is 0xffffe8ffffe00000 and base = end - 2M = 0xffffe8ffffc00000.
     k = Kernel("6.18", cpus=2)
-    (va,) = k.vmap.pcpu_get_vm_areas([0], [2 << 20], 2 << 20)
+    (va,) = k.vmap_space.pcpu_get_vm_areas([0], [2 << 20], 2 << 20)
     assert (va.va_start, va.va_end) == (0xFFFFE8FFFFC00000, 0xFFFFE8FFFFE00000)
     k.check()
 
@@ -396,11 +399,11 @@ def test_pcpu_get_vm_areas_congruent_top_down():
     # end 0xffffe8fffff00000, base = end - (4M + 1M) = 0xffffe8ffffa00000. Unit 1 at
     # base + 4M fits in the top block, unit 0 at base fits below the first chunk.
     k = Kernel("6.18", cpus=2)
-    k.vmap.pcpu_get_vm_areas([0], [2 << 20], 2 << 20)
-    vas = k.vmap.pcpu_get_vm_areas([0, 4 << 20], [1 << 20, 1 << 20], 1 << 20)
+    k.vmap_space.pcpu_get_vm_areas([0], [2 << 20], 2 << 20)
+    vas = k.vmap_space.pcpu_get_vm_areas([0, 4 << 20], [1 << 20, 1 << 20], 1 << 20)
     assert [v.va_start for v in vas] == [0xFFFFE8FFFFA00000, 0xFFFFE8FFFFE00000]
     k.check()
-    k.vmap.pcpu_free_vm_areas(vas)
+    k.vmap_space.pcpu_free_vm_areas(vas)
     assert all(v.state == VaState.LAZY for v in vas)
     k.purge_vmap_area_lazy()
     k.check()
@@ -408,9 +411,9 @@ def test_pcpu_get_vm_areas_congruent_top_down():
 
 def test_pcpu_get_vm_areas_bad_arguments():
     k = Kernel("6.18", cpus=2)
-    assert k.vmap.pcpu_get_vm_areas([0, 0x1000], [0x2000, 0x1000], 0x1000) is None  # overlap
+    assert k.vmap_space.pcpu_get_vm_areas([0, 0x1000], [0x2000, 0x1000], 0x1000) is None  # overlap
     assert k.log.lines[-1].level == "BUG"
-    assert k.vmap.pcpu_get_vm_areas([0], [1 << 50], 0x1000) is None  # larger than the range
+    assert k.vmap_space.pcpu_get_vm_areas([0], [1 << 50], 0x1000) is None  # larger than the range
     k.check()
 
 
@@ -420,7 +423,7 @@ def test_pcpu_get_vm_areas_steps_down_the_free_list():
     # no room below it; the walk goes back to the block ending at 0xffffe8ffffc00000,
     # and base = that - 4 MiB = 0xffffe8ffff800000.
     k = Kernel("6.18", cpus=2)
-    k.vmap.pcpu_get_vm_areas([0], [2 << 20], 2 << 20)
-    (va,) = k.vmap.pcpu_get_vm_areas([0], [4 << 20], 2 << 20)
+    k.vmap_space.pcpu_get_vm_areas([0], [2 << 20], 2 << 20)
+    (va,) = k.vmap_space.pcpu_get_vm_areas([0], [4 << 20], 2 << 20)
     assert (va.va_start, va.va_end) == (0xFFFFE8FFFF800000, 0xFFFFE8FFFFC00000)
     k.check()

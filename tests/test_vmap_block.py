@@ -27,7 +27,7 @@ def test_bump_allocation_and_recycle(profile: str) -> None:
     k.check()
     blocks = k.vm.blocks
     assert len(blocks.index) == 2  # freed space is not reused, blocks stay
-    k.vmap.reclaim_and_purge_vmap_areas()  # forced purge of fragmented blocks
+    k.vmap_space.reclaim_and_purge_vmap_areas()  # forced purge of fragmented blocks
     assert len(blocks.index) == 0
     k.free_pages(pages)
     k.check()
@@ -53,6 +53,6 @@ def test_full_block_is_freed() -> None:
     assert len(k.vm.blocks.index) == 1 and not k.vm.blocks.vbq[0]
     for a in addrs:
         k.vm_unmap_ram(a, 64)
-    assert len(k.vm.blocks.index) == 0 and len(k.vmap.lazy) == 1
+    assert len(k.vm.blocks.index) == 0 and len(k.vmap_space.lazy) == 1
     k.free_pages(pages)
     k.check()

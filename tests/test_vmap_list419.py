@@ -34,7 +34,7 @@ EINVAL, EBUSY = 22, 16
 
 def k419(cpus: int = 2) -> Kernel:
     k = Kernel("4.19", cpus=cpus)
-    assert isinstance(k.vmap, ListVmapSpace)
+    assert isinstance(k.vmap_space, ListVmapSpace)
     return k
 
 
@@ -50,7 +50,7 @@ def rel(va: VmapArea) -> int:
 
 
 def gaps(k: Kernel) -> list[tuple[int, int]]:
-    return [(va.va_start, va.va_end) for va in k.vmap.free_areas()]
+    return [(va.va_start, va.va_end) for va in k.vmap_space.free_areas()]
 
 
 # ----------------------------------------------------------------------------------
@@ -63,7 +63,7 @@ def test_first_allocation_at_vmalloc_start():
     assert gaps(k) == [(1, ULONG_MAX)]
     va = alloc(k, 2)
     assert (va.va_start, va.va_end) == (S, S + 2 * P)
-    v = k.vmap
+    v = k.vmap_space
     assert v.free_vmap_cache is va
     assert (v.cached_vstart, v.cached_align, v.cached_hole_size) == (S, 1, 0)
     assert (v.cache_misses, v.cache_hits, v.last_walk_steps) == (1, 0, 0)
@@ -78,7 +78,7 @@ def test_consecutive_allocations_follow_the_cache():
     k = k419()
     starts = [rel(alloc(k, n)) for n in (2, 3, 5)]
     assert starts == [0, 2, 5]
-    v = k.vmap
+    v = k.vmap_space
     assert (v.cache_hits, v.cache_misses) == (2, 1)
     assert v.last_walk_steps == 1
     assert v.free_vmap_cache.va_start == S + 5 * P
@@ -93,7 +93,7 @@ def _holey() -> Kernel:
     k.free_vmap_area(b)
     # B ends at S+6p >= cached_vstart S and starts at or below the cache C, so the
     # cache moves to rb_prev(B) = A.
-    assert k.vmap.free_vmap_cache is a
+    assert k.vmap_space.free_vmap_cache is a
     return k
 
 
@@ -104,7 +104,7 @@ def test_walk_records_the_skipped_hole_and_continues_after_the_cache():
     k = _holey()
     d = alloc(k, 8)
     assert rel(d) == 8
-    v = k.vmap
+    v = k.vmap_space
     assert v.cached_hole_size == 4 * P
     assert v.last_walk_steps == 2
     # A request of exactly chs pages does not invalidate (size < chs is strict):
@@ -120,11 +120,11 @@ def test_hole_reuse_when_size_is_below_cached_hole_size():
     # fits -> S+2p. Then the next 2 pages come from the cache at S+4p.
     k = _holey()
     alloc(k, 8)
-    misses = k.vmap.cache_misses
+    misses = k.vmap_space.cache_misses
     f = alloc(k, 2)
     assert rel(f) == 2
-    assert k.vmap.cache_misses == misses + 1
-    assert k.vmap.cached_hole_size == 0
+    assert k.vmap_space.cache_misses == misses + 1
+    assert k.vmap_space.cached_hole_size == 0
     g = alloc(k, 2)
     assert rel(g) == 4
     k.check()
@@ -137,7 +137,7 @@ def test_smaller_align_invalidates_the_cache():
     alloc(k, 2)
     b = alloc(k, 2, align=16 * P)
     assert rel(b) == 16
-    assert k.vmap.cached_align == 16 * P and k.vmap.cached_hole_size == 0
+    assert k.vmap_space.cached_align == 16 * P and k.vmap_space.cached_hole_size == 0
     # The same alignment again keeps using the cache: ALIGN(S+18p, 16p) = S+32p.
     assert rel(alloc(k, 2, align=16 * P)) == 32
     # align 1 < cached_align: rescan from S, A passed, the slack hole takes it.
@@ -153,7 +153,7 @@ def test_lower_vstart_invalidates_the_cache_higher_vstart_drops_it_if_below():
     # S+32p < vstart -> nocache: ALIGN(S+64p) with no area above -> S+64p.
     c = alloc(k, 2, align=16 * P, vstart=S + 64 * P)
     assert rel(c) == 64
-    assert k.vmap.cached_vstart == S + 64 * P
+    assert k.vmap_space.cached_vstart == S + 64 * P
     # vstart S < cached_vstart: rescan from S with align 16p: A -> S+16p, B ->
     # S+32p, C at S+64p: S+34p <= S+64p fits -> S+32p (the cache would say S+80p).
     d = alloc(k, 2, align=16 * P, vstart=S)
@@ -168,11 +168,11 @@ def test_a_free_at_the_bottom_makes_the_next_walks_long():
     k = k419()
     areas = [alloc(k, 2) for _ in range(1000)]
     k.free_vmap_area(areas[0])
-    assert k.vmap.free_vmap_cache is None
+    assert k.vmap_space.free_vmap_cache is None
     assert rel(alloc(k, 2)) == 0
-    assert k.vmap.last_walk_steps == 0
+    assert k.vmap_space.last_walk_steps == 0
     assert rel(alloc(k, 2)) == 2000
-    assert k.vmap.last_walk_steps == 1000
+    assert k.vmap_space.last_walk_steps == 1000
     k.check()
 
 
@@ -183,7 +183,7 @@ def test_lazy_area_keeps_its_range_until_a_purge():
     k = k419()
     a, _b = alloc(k, 2), alloc(k, 2)
     k.free_vmap_area_noflush(a)
-    v = k.vmap
+    v = k.vmap_space
     assert a.state == VaState.LAZY and v.vmap_lazy_nr == 2
     # Still in the tree and list (VM_LAZY_FREE): not busy, but not free either.
     assert k.find_vmap_area(S) is None
@@ -211,7 +211,7 @@ def test_allocation_failure_purges_once_and_retries():
     k.free_vmap_area_noflush(a)
     va = alloc(k, 2, vend=S + 4 * P)
     assert va.va_start == S
-    assert k.vmap.stats.retries == 1 and k.vmap.stats.purges == 1
+    assert k.vmap_space.stats.retries == 1 and k.vmap_space.stats.purges == 1
     assert not k.log.grep("vmap allocation")
     k.check()
 
@@ -222,7 +222,7 @@ def test_synchronous_purge_at_the_threshold():
     # the purge runs inside that free. It takes the llist newest first: A4 (the
     # cache) moves the cache to A3, A3 to A2, ... A0 to NULL.
     k = k419()
-    v = k.vmap
+    v = k.vmap_space
     assert v.lazy_max_pages == 16384
     areas = [alloc(k, 4096) for _ in range(5)]
     assert [rel(a) for a in areas] == [0, 4096, 8192, 12288, 16384]
@@ -239,8 +239,8 @@ def test_synchronous_purge_at_the_threshold():
 
 
 def test_one_cpu_threshold():
-    assert k419(cpus=1).vmap.lazy_max_pages == 8192
-    assert k419(cpus=4).vmap.lazy_max_pages == 3 * 8192
+    assert k419(cpus=1).vmap_space.lazy_max_pages == 8192
+    assert k419(cpus=4).vmap_space.lazy_max_pages == 3 * 8192
 
 
 def test_purge_order_moves_the_cache_to_the_lowest_predecessor():
@@ -252,7 +252,7 @@ def test_purge_order_moves_the_cache_to_the_lowest_predecessor():
     k.free_vmap_area_noflush(a)
     k.free_vmap_area_noflush(b)
     assert k.purge_vmap_area_lazy()
-    assert k.vmap.free_vmap_cache is x
+    assert k.vmap_space.free_vmap_cache is x
     assert rel(alloc(k, 2)) == 2
     assert rel(alloc(k, 2)) == 6  # cache (new A) -> Y passed -> B's old place
     k.check()
@@ -265,19 +265,19 @@ def test_double_free_and_unknown_address_warn():
     k.free_vmap_area_noflush(a)  # lazy already
     k.free_vmap_area_noflush(S)  # the address is inside a lazy area only
     assert len([ln for ln in k.log.lines if ln.level == "WARN"]) == 2
-    assert k.vmap.vmap_lazy_nr == 2
+    assert k.vmap_space.vmap_lazy_nr == 2
     k.check()
 
 
 def test_find_unlink_then_noflush_keeps_the_range():
     k = k419()
     a = alloc(k, 3)
-    va = k.vmap.find_unlink_vmap_area(S + P)
+    va = k.vmap_space.find_unlink_vmap_area(S + P)
     assert va is a and a.state == VaState.DETACHED
-    assert k.vmap.nr_busy == 0 and k.vmap.find_any_vmap_area(S) is a
+    assert k.vmap_space.nr_busy == 0 and k.vmap_space.find_any_vmap_area(S) is a
     k.check()
-    k.vmap.free_vmap_area_noflush(va)
-    assert a.state == VaState.LAZY and k.vmap.vmap_lazy_nr == 3
+    k.vmap_space.free_vmap_area_noflush(va)
+    assert a.state == VaState.LAZY and k.vmap_space.vmap_lazy_nr == 3
     k.check()
 
 
@@ -290,7 +290,7 @@ def test_failure_warning_text():
     assert k.log.lines[-1].text == (
         "vmap allocation for size 32768 failed: use vmalloc=<size> to increase size"
     )
-    assert k.vmap.stats.alloc_failures == 1 and k.vmap.stats.retries == 1
+    assert k.vmap_space.stats.alloc_failures == 1 and k.vmap_space.stats.retries == 1
     assert k.alloc_vmap_area(8 * P, 1, S, S + 4 * P, gfp_nowarn=True) == -EBUSY
     assert len(k.log.grep("vmap allocation for size")) == 1
     k.check()
@@ -317,7 +317,7 @@ def test_no_tracepoints_no_pools():
     with pytest.raises(ValueError):
         k.trace_subscribe("all", lambda e: None)
     assert k.drop_caches(2) == 0
-    assert len(k.vmap.nodes) == 1
+    assert len(k.vmap_space.nodes) == 1
 
 
 # ----------------------------------------------------------------------------------
@@ -448,7 +448,7 @@ def _random_request(rng: random.Random, narrow: bool = False) -> tuple[int, int,
 def test_random_ops_against_reference_with_check_every_step(seed, narrow):
     rng = random.Random(seed)
     k = k419()
-    ref = Ref419(k.vmap.lazy_max_pages)
+    ref = Ref419(k.vmap_space.lazy_max_pages)
     live: list[VmapArea] = []
     for step in range(1500):
         op = rng.random()
@@ -472,7 +472,7 @@ def test_random_ops_against_reference_with_check_every_step(seed, narrow):
         else:
             ref.purge()
             k.purge_vmap_area_lazy()
-        v = k.vmap
+        v = k.vmap_space
         cache = v.free_vmap_cache
         assert (cache.va_start if cache else None) == ref.cache, step
         assert (v.cached_hole_size, v.cached_vstart, v.cached_align) == (
@@ -481,8 +481,8 @@ def test_random_ops_against_reference_with_check_every_step(seed, narrow):
             ref.calign,
         ), step
         assert v.vmap_lazy_nr == ref.lazy_nr
-        k.vmap.check(lowest_match_samples=2)
-    tree = [(va.va_start, va.va_end) for va in k.vmap.tree_areas()]
+        k.vmap_space.check(lowest_match_samples=2)
+    tree = [(va.va_start, va.va_end) for va in k.vmap_space.tree_areas()]
     assert tree == ref.areas
 
 
@@ -501,12 +501,12 @@ def test_empty_cache_search_is_brute_force_first_fit():
     checked = 0
     for _ in range(300):
         size, align, vstart, vend = _random_request(rng)
-        areas = [(va.va_start, va.va_end) for va in k.vmap.tree_areas()]
+        areas = [(va.va_start, va.va_end) for va in k.vmap_space.tree_areas()]
         want = brute_first_fit(areas, size, align, vstart, vend)
         if want is None:
             continue
-        k.vmap.free_vmap_cache = None  # the state the self-check compares in
-        k.vmap.cached_hole_size = 0
+        k.vmap_space.free_vmap_cache = None  # the state the self-check compares in
+        k.vmap_space.cached_hole_size = 0
         va = k.alloc_vmap_area(size, align, vstart, vend)
         assert isinstance(va, VmapArea) and va.va_start == want
         k.free_vmap_area(va)
@@ -522,10 +522,10 @@ def test_check_detects_corruption():
     a = alloc(k, 2)
     alloc(k, 2)
     k.free_vmap_area_noflush(a)
-    k.vmap.vmap_lazy_nr += 1
+    k.vmap_space.vmap_lazy_nr += 1
     with pytest.raises(InvariantError):
         k.check()
-    k.vmap.vmap_lazy_nr -= 1
-    k.vmap.free_vmap_cache = VmapArea(S, S + P)
+    k.vmap_space.vmap_lazy_nr -= 1
+    k.vmap_space.free_vmap_cache = VmapArea(S, S + P)
     with pytest.raises(InvariantError):
         k.check()

@@ -111,7 +111,7 @@ def test_seeded_walk_checks_every_step(profile, seed):
             k.free_vmap_area_noflush(live.pop(rng.randrange(len(live))), cpu=rng.randrange(2))
         else:
             k.drop_caches(2) if profile == "6.18" else k.purge_vmap_area_lazy()
-        k.vmap.check(lowest_match_samples=1)
+        k.vmap_space.check(lowest_match_samples=1)
 
 
 @pytest.mark.parametrize("profile", ["5.4", "6.18"])
@@ -125,7 +125,7 @@ def test_tree_search_equals_linear_scan_with_exact_length(profile):
         k.free_vmap_area_noflush(va)
     k.purge_vmap_area_lazy()
     k.drop_caches(2)
-    space = k.vmap
+    space = k.vmap_space
     for _ in range(3000):
         size = rng.randint(1, 64) * P
         # 6.x: any alignment (the vstart shift makes L = size safe); 5.4's own

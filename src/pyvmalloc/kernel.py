@@ -10,7 +10,7 @@ tables, vm_struct) hang off the same object.
 >>> hex(va.va_start), va.size
 ('0xffffc90000000000', 8192)
 >>> k.free_vmap_area_noflush(va.va_start)
->>> k.vmap.vmap_lazy_nr
+>>> k.vmap_space.vmap_lazy_nr
 2
 """
 
@@ -83,47 +83,6 @@ class WorkQueue:
         return n
 
 
-def _callable_space(base: type[VmapSpace]) -> type[VmapSpace]:
-    """``k.vmap`` is the vmap area allocator *and* the ``vmap()`` API call.
-
-    The attribute name was taken by the allocator before the vm_struct layer
-    existed; calling it runs :meth:`pyvmalloc.vmalloc.Vmalloc.vmap`:
-    ``k.vmap(pages, count, flags=VM_MAP, prot=PAGE_KERNEL, cpu=0, caller=None)``.
-    """
-    cached = _CALLABLE.get(base)
-    if cached is not None:
-        return cached
-
-    class CallableVmapSpace(base):  # type: ignore[valid-type,misc]
-        kernel: Kernel | None = None
-
-        def __call__(
-            self,
-            pages: Sequence[int] | npt.NDArray[np.integer[Any]],
-            count: int | None = None,
-            flags: int = 0x4,
-            prot: int | None = None,
-            cpu: int = 0,
-            caller: str | None = None,
-        ) -> int:
-            """``vmap(pages, count, flags, prot)`` (flags default VM_MAP)."""
-            from pyvmalloc.pgtable import PAGE_KERNEL
-
-            k = self.kernel
-            assert k is not None
-            return k.vm.vmap(
-                pages, count, flags, PAGE_KERNEL if prot is None else prot, cpu=cpu, caller=caller
-            )
-
-    CallableVmapSpace.__name__ = base.__name__
-    CallableVmapSpace.__qualname__ = base.__qualname__
-    _CALLABLE[base] = CallableVmapSpace
-    return CallableVmapSpace
-
-
-_CALLABLE: dict[type[VmapSpace], type[VmapSpace]] = {}
-
-
 class Kernel:
     """A model kernel: machine + profile + every vmalloc layer.
 
@@ -176,14 +135,14 @@ class Kernel:
             from pyvmalloc.vmap.list419 import ListVmapSpace
 
             space_class = ListVmapSpace
-        self.vmap: VmapSpace = _callable_space(space_class)(
+        #: The vmap area allocator (free tree, busy trees, lazy list, pools).
+        self.vmap_space: VmapSpace = space_class(
             machine,
             self.profile,
             self.log,
             clock=self._clock,
             schedule_work=self.workqueue.schedule_work,
         )
-        self.vmap.kernel = self  # type: ignore[attr-defined]
         #: interrupt context flag (``in_interrupt()``); see :meth:`interrupt_context`
         self.in_interrupt = False
         #: CONFIG_NUMA (x86_64 default y): vmallocinfo prints ``N<node>=<pages>``
@@ -312,7 +271,7 @@ class Kernel:
         :class:`VmapArea` or a negative errno (``-EINVAL``, ``-EBUSY``).
         """
         self._check_cpu(cpu)
-        va = self.vmap.alloc_vmap_area(
+        va = self.vmap_space.alloc_vmap_area(
             size,
             align,
             self.VMALLOC_START if vstart is None else vstart,
@@ -326,7 +285,7 @@ class Kernel:
 
     def find_vmap_area(self, addr: int) -> VmapArea | None:
         """``find_vmap_area``: the busy area containing ``addr``."""
-        return self.vmap.find_vmap_area(addr)
+        return self.vmap_space.find_vmap_area(addr)
 
     def free_vmap_area_noflush(self, va: VmapArea | int, cpu: int = 0) -> None:
         """Lazily free a busy area, given as the area or any address inside it.
@@ -343,16 +302,16 @@ class Kernel:
                 f"is not busy (it is {VaState.NAMES[va.state]}): double free?"
             )
             return
-        found = self.vmap.find_unlink_vmap_area(addr)
+        found = self.vmap_space.find_unlink_vmap_area(addr)
         if found is None:
             self.log.WARN(f"find_unlink_vmap_area: no busy vmap_area at {addr:#x}")
             return
-        self.vmap.free_vmap_area_noflush(found, cpu=cpu)
+        self.vmap_space.free_vmap_area_noflush(found, cpu=cpu)
         self._after_call()
 
     def free_vmap_area(self, va: VmapArea) -> None:
         """``free_vmap_area``: immediate (non-lazy) free, as error paths do."""
-        self.vmap.free_vmap_area(va)
+        self.vmap_space.free_vmap_area(va)
 
     def purge_vmap_area_lazy(self) -> bool:
         """Purge lazily freed areas now; True if any were purged.
@@ -360,13 +319,13 @@ class Kernel:
         5.4: ``purge_vmap_area_lazy()``. 6.18: what the ``drain_vmap_work`` worker runs,
         ``__purge_vmap_area_lazy(ULONG_MAX, 0, false)`` (pools decay by 25 %).
         """
-        done = self.vmap.purge_vmap_area_lazy()
+        done = self.vmap_space.purge_vmap_area_lazy()
         self._after_call()
         return done
 
     def reclaim_and_purge_vmap_areas(self) -> bool:
         """The allocation-failure purge (6.x: pools fully decayed, none refilled)."""
-        return self.vmap.reclaim_and_purge_vmap_areas()
+        return self.vmap_space.reclaim_and_purge_vmap_areas()
 
     def run_deferred_work(self) -> int:
         """Run the pending work items (6.x lazy purge worker); return how many ran."""
@@ -380,7 +339,7 @@ class Kernel:
         """
         if mode not in (1, 2, 3):
             raise ValueError("drop_caches takes 1, 2 or 3")
-        return self.vmap.vmap_node_shrink_scan() if mode & 2 else 0
+        return self.vmap_space.vmap_node_shrink_scan() if mode & 2 else 0
 
     # --- tracepoints ----------------------------------------------------------------
     def trace_subscribe(self, event: str, fn: Callable[[TraceEvent], None]) -> None:
@@ -393,9 +352,9 @@ class Kernel:
                 f"kernel {self.profile.name} has no vmalloc tracepoints (added in v6.2)"
             )
         lists = {
-            "alloc_vmap_area": self.vmap.tp_alloc,
-            "free_vmap_area_noflush": self.vmap.tp_free,
-            "purge_vmap_area_lazy": self.vmap.tp_purge,
+            "alloc_vmap_area": self.vmap_space.tp_alloc,
+            "free_vmap_area_noflush": self.vmap_space.tp_free,
+            "purge_vmap_area_lazy": self.vmap_space.tp_purge,
         }
         if event == "all":
             for lst in lists.values():
@@ -409,7 +368,7 @@ class Kernel:
             ) from None
 
     def trace_unsubscribe(self, fn: Callable[[TraceEvent], None]) -> None:
-        for lst in (self.vmap.tp_alloc, self.vmap.tp_free, self.vmap.tp_purge):
+        for lst in (self.vmap_space.tp_alloc, self.vmap_space.tp_free, self.vmap_space.tp_purge):
             while fn in lst:
                 lst.remove(fn)
 
@@ -421,7 +380,7 @@ class Kernel:
         the page tables' and the slab's checks and the vmalloc accounting check
         (every page taken since boot is vmalloc'ed, slab, page-table or user-held).
         """
-        self.vmap.check()
+        self.vmap_space.check()
         if self._phys is not None:
             self._phys.check()
             assert self._pgtables is not None and self._slab is not None
@@ -529,6 +488,22 @@ class Kernel:
     def vunmap(self, addr: int, cpu: int = 0) -> None:
         """``vunmap(addr)``."""
         self.vm.vunmap(addr, cpu=cpu)
+
+    def vmap(
+        self,
+        pages: Sequence[int] | npt.NDArray[np.integer[Any]],
+        count: int | None = None,
+        flags: int = 0x4,
+        prot: int | None = None,
+        cpu: int = 0,
+        caller: str | None = None,
+    ) -> int:
+        """``vmap(pages, count, flags, prot)``: map existing pages (flags default VM_MAP)."""
+        from pyvmalloc.pgtable import PAGE_KERNEL
+
+        return self.vm.vmap(
+            pages, count, flags, PAGE_KERNEL if prot is None else prot, cpu=cpu, caller=caller
+        )
 
     def vmap_pfn(
         self,
@@ -728,7 +703,7 @@ class Kernel:
         m = self.machine
         return (
             f"<Kernel {self.profile.name} {m.arch} {m.paging_levels}-level "
-            f"{m.cpus_online} CPUs, {self.vmap.nr_busy} busy areas>"
+            f"{m.cpus_online} CPUs, {self.vmap_space.nr_busy} busy areas>"
         )
 
 

@@ -195,7 +195,7 @@ class Vmalloc:
         self.log = kernel.log
         self.profile = kernel.profile
         self.machine = kernel.machine
-        self.space = kernel.vmap
+        self.space = kernel.vmap_space
         self.phys = kernel.phys
         self.pgt = kernel.pgtables
         self.slab = kernel.slab

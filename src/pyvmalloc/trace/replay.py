@@ -157,7 +157,7 @@ class Replayer:
     ) -> None:
         self.profile = get_profile(profile)
         self.kernel = Kernel(self.profile, cpus=cpus, deferred_work="manual")
-        self.space = self.kernel.vmap
+        self.space = self.kernel.vmap_space
         #: Purges follow the trace where the profile has the tracepoints (6.x).
         self.trace_driven = self.profile.has_tracepoints
         if self.trace_driven:

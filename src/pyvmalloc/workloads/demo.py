@@ -56,7 +56,7 @@ def seeded_workload(k: Kernel, ops: int, seed: int, progress: Progress | None = 
 
 def allocator_report(k: Kernel) -> list[Table]:
     """Tables describing the allocator's state and statistics."""
-    v = k.vmap
+    v = k.vmap_space
     st = v.stats
     free = list(v.free_areas())
     in_range = [va for va in free if va.va_end > k.VMALLOC_START and va.va_start < k.VMALLOC_END]

@@ -100,7 +100,7 @@ class PercpuAllocator:
     def _get_vm_areas(self, cpu: int) -> tuple[list[VmapArea] | None, bool]:
         k = self.k
         try:
-            vas = k.vmap.pcpu_get_vm_areas([0], [self.group_size], PCPU_ATOM_SIZE, cpu=cpu)
+            vas = k.vmap_space.pcpu_get_vm_areas([0], [self.group_size], PCPU_ATOM_SIZE, cpu=cpu)
         except (NotImplementedError, AttributeError):
             # Profile without pcpu_get_vm_areas (4.19 model): a stub chunk, lowest fit
             # inside the top 64 GiB of the vmalloc range, freed like any lazy area.
@@ -140,7 +140,7 @@ class PercpuAllocator:
             for va in chunk.vas:
                 self.k.free_vmap_area_noflush(va.va_start, cpu=cpu)
         else:
-            self.k.vmap.pcpu_free_vm_areas(chunk.vas, cpu=cpu)
+            self.k.vmap_space.pcpu_free_vm_areas(chunk.vas, cpu=cpu)
             self.k._after_call()
 
     # --- API ----------------------------------------------------------------------
@@ -243,5 +243,5 @@ class PercpuAllocator:
         for seq, c in self.chunks.items():
             if free[seq] + used[seq] != u:
                 raise AssertionError(f"percpu chunk {c.base:#x}: free space accounting broken")
-            if not all(self.k.vmap.find_vmap_area(va.va_start) is va for va in c.vas):
+            if not all(self.k.vmap_space.find_vmap_area(va.va_start) is va for va in c.vas):
                 raise AssertionError(f"percpu chunk {c.base:#x}: its vmap area is not busy")

@@ -356,7 +356,7 @@ class Worker:
         self.steps = 0
         #: the order the worker runs the cases in (after the shuffle)
         self.order: list[int] = []
-        self._v = run.k.vmap
+        self._v = run.k.vmap_space
         self._tree = run.k.profile.allocator != "list"
 
     # --- charged API calls --------------------------------------------------------
@@ -793,8 +793,8 @@ class _Runner:
         self.xfail = XFAIL[self.era]
         self.rcu = RcuModel(k, self.params.rcu_gp_interval)
         self.percpu = PercpuAllocator(k)
-        self.seen_purged = k.vmap.stats.purged_areas
-        self.seen_walk: int = getattr(k.vmap, "walk_steps", 0)
+        self.seen_purged = k.vmap_space.stats.purged_areas
+        self.seen_walk: int = getattr(k.vmap_space, "walk_steps", 0)
         self.align_shift_failed_at: int | None = None
         self.kernel_bugs = 0
         cpus = k.machine.cpus_online
@@ -921,13 +921,13 @@ def run_test_vmalloc_full(
     cb = None if progress is None else (lambda done: progress(done, total))
     out = r.run(cb)
     r.finish()
-    st = k.vmap.stats
+    st = k.vmap_space.stats
     out.stats = {
         "allocs": st.allocs,
         "purges": st.purges,
         "purged_areas": st.purged_areas,
         "pool_hits": st.pool_hits,
-        "walk_steps": getattr(k.vmap, "walk_steps", 0),
+        "walk_steps": getattr(k.vmap_space, "walk_steps", 0),
     }
     return out
 
@@ -1030,7 +1030,7 @@ def _cmd_test_vmalloc(args: argparse.Namespace) -> int:
         k.check()
     err.print(
         f"model: {out.steps:,} API calls in {wall:.1f} s wall; 'cycles' are model "
-        f"nanoseconds; {k.vmap.nr_busy} busy areas, {k.vmap.vmap_lazy_nr} lazy pages left"
+        f"nanoseconds; {k.vmap_space.nr_busy} busy areas, {k.vmap_space.vmap_lazy_nr} lazy pages left"
     )
     return 0 if out.ok else 1
 
