@@ -162,7 +162,7 @@ def print_table(res: dict[str, Any]) -> None:
     from rich.table import Table
 
     t = Table(title="pyvmalloc benchmark")
-    t.add_column("measure")
+    t.add_column("measure", overflow="fold")
     t.add_column("value", justify="right")
     t.add_column("target", justify="right")
     targets = {
