@@ -9,6 +9,7 @@ Subcommands:
 * ``replay``    — replay a real kernel trace from a vmallocinfo snapshot;
 * ``compare``   — replay one trace under several kernel profiles, side by side;
 * ``capture``   — record a real kernel's vmalloc events (root, tracefs);
+* ``whatif``    — a capture's requests on another machine or kernel: failures, fragmentation;
 * ``explain``   — the call tree of one API call, like the seeds' "Code Flow";
 * ``walk``      — the page-table walk of an address;
 * ``tour``      — a seeded workload of the whole API, then the /proc views;
@@ -109,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_replay(sub)
     register_capture(sub)
+
+    from pyvmalloc.report.whatif import register_cli as register_whatif
+
+    register_whatif(sub)
 
     from pyvmalloc.cli_vmalloc import register_cli as register_vmalloc
 

@@ -1,0 +1,1 @@
+"""Reports over a model: fragmentation metrics and what-if replays."""

@@ -1,0 +1,272 @@
+"""What-if replay: a captured workload on another machine or kernel.
+
+A real capture records which sizes, alignments and ranges a kernel asked for, and when
+it freed them. ``pyvmalloc whatif`` replays those *requests* — not the addresses — on a
+different configuration: a 32-bit board with a small ``vmalloc=`` area, another number
+of CPUs, 5-level paging, or another kernel profile. It reports what would fail and how
+fragmented the vmalloc space becomes, before it happens on the real machine.
+
+Mapping:
+
+* requests for the capture's full vmalloc range go to the target's full vmalloc range
+  (so 6.x pools apply); requests for other ranges (modules, execmem) go to the
+  target's module range, or the vmalloc range where modules live inside it (i386);
+* the snapshot's busy areas are allocated first, in address order, with their sizes;
+  its lazily freed areas are allocated and freed at once;
+* each freed kernel address is looked up in a map from kernel addresses to the
+  model's areas;
+* purges: 6.x targets purge where the trace did; older profiles follow their own lazy
+  threshold.
+
+>>> from pyvmalloc.report.whatif import Fragmentation
+>>> Fragmentation(free_bytes=3 << 20, largest_free=1 << 20, free_blocks=3).external
+0.6666666666666667
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyvmalloc.config import PAGE_SIZE, Machine, get_profile, parse_size
+from pyvmalloc.kernel import Kernel
+from pyvmalloc.trace.events import AllocVmapArea, FreeVmapAreaNoflush, PurgeVmapAreaLazy
+from pyvmalloc.trace.parse import parse_trace
+from pyvmalloc.trace.snapshot import VmallocInfo, parse_vmallocinfo
+from pyvmalloc.vmap.area import VmapArea, VmapSpace, is_err
+
+__all__ = ["Fragmentation", "WhatIfResult", "fragmentation", "register_cli", "whatif"]
+
+
+@dataclass(frozen=True)
+class Fragmentation:
+    """Free space of the vmalloc range at one moment."""
+
+    free_bytes: int
+    largest_free: int
+    free_blocks: int
+    busy_bytes: int = 0
+    lazy_bytes: int = 0
+
+    @property
+    def external(self) -> float:
+        """External fragmentation: ``1 - largest free block / all free space``."""
+        return 1 - self.largest_free / self.free_bytes if self.free_bytes else 0.0
+
+
+def fragmentation(space: VmapSpace) -> Fragmentation:
+    """Measure the free space of ``space``'s vmalloc range (pools count as used)."""
+    vs, ve = space.vmalloc_start, space.vmalloc_end
+    sizes = [
+        min(va.va_end, ve) - max(va.va_start, vs)
+        for va in space.free_areas()
+        if va.va_end > vs and va.va_start < ve
+    ]
+    busy = sum(
+        min(va.va_end, ve) - max(va.va_start, vs)
+        for va in space.busy_areas()
+        if va.va_end > vs and va.va_start < ve
+    )
+    lazy = sum(va.va_end - va.va_start for va in space.lazy)
+    return Fragmentation(sum(sizes), max(sizes, default=0), len(sizes), busy, lazy)
+
+
+@dataclass
+class WhatIfResult:
+    """Outcome of one what-if replay."""
+
+    target: str
+    profile: str
+    vmalloc_size: int
+    requests: int = 0
+    failures: int = 0
+    first_failure_line: int | None = None
+    failed_bytes: int = 0
+    snapshot_failures: int = 0
+    peak_busy_bytes: int = 0
+    peak_used_bytes: int = 0
+    #: (trace line, fragmentation) samples over the replay.
+    samples: list[tuple[int, Fragmentation]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["samples"] = [
+            {"line": line, **asdict(f), "external": f.external} for line, f in self.samples
+        ]
+        return d
+
+
+def _target_range(
+    space: VmapSpace, machine: Machine, src_start: int, src_end: int, vstart: int, vend: int
+) -> tuple[int, int]:
+    if vstart == src_start and vend == src_end:
+        return space.vmalloc_start, space.vmalloc_end
+    if machine.arch == "x86_64":
+        return machine.modules_vaddr, machine.modules_end
+    return space.vmalloc_start, space.vmalloc_end
+
+
+def whatif(
+    trace: str | os.PathLike[str],
+    snapshot: str | os.PathLike[str] | VmallocInfo,
+    *,
+    profile: str = "6.18",
+    machine: Machine | None = None,
+    source: Machine | None = None,
+    samples: int = 50,
+) -> WhatIfResult:
+    """Replay the capture's requests on ``machine`` under ``profile``."""
+    prof = get_profile(profile)
+    machine = machine or Machine()
+    source = source or Machine()
+    k = Kernel(prof, machine=machine, deferred_work="manual" if prof.has_tracepoints else "auto")
+    space = k.vmap_space
+    trace_driven = prof.has_tracepoints
+    if trace_driven:
+        space.auto_purge = False
+    info = snapshot if isinstance(snapshot, VmallocInfo) else parse_vmallocinfo(snapshot)
+    parsed = parse_trace(trace)
+    res = WhatIfResult(
+        target=f"{machine.arch} {machine.paging_levels}-level, {machine.cpus_online} CPUs, "
+        f"{machine.ram >> 20} MiB RAM",
+        profile=prof.name,
+        vmalloc_size=machine.vmalloc_end - machine.vmalloc_start,
+    )
+    src_start, src_end = source.vmalloc_start, source.vmalloc_end
+    live: dict[int, VmapArea] = {}
+    cpus = machine.cpus_online
+
+    def alloc(size: int, align: int, vstart: int, vend: int, cpu: int) -> VmapArea | None:
+        lo, hi = _target_range(space, machine, src_start, src_end, vstart, vend)
+        va = space.alloc_vmap_area(size, align, lo, hi, cpu=cpu % cpus, gfp_nowarn=True)
+        return None if is_err(va) else va  # type: ignore[return-value]
+
+    for e in sorted(info.busy, key=lambda e: e.start):
+        va = alloc(
+            e.size,
+            PAGE_SIZE,
+            src_start if src_start <= e.start < src_end else 0,
+            src_end if src_start <= e.start < src_end else 0,
+            0,
+        )
+        if va is None:
+            res.snapshot_failures += 1
+        else:
+            live[e.start] = va
+    for e in info.unpurged:
+        va = alloc(e.size, PAGE_SIZE, src_start, src_end, 0)
+        if va is not None:
+            space.free_vmap_area_noflush(space.find_unlink_vmap_area(va.va_start))  # type: ignore[arg-type]
+    if res.snapshot_failures:
+        res.warnings.append(
+            f"{res.snapshot_failures} areas of the snapshot itself do not fit the target"
+        )
+    end = parsed.marker("snapshot-end")
+    events = [e for e in parsed.events if end is None or e.line > end.line]
+    every = max(1, len(events) // max(1, samples))
+    for i, ev in enumerate(events):
+        if isinstance(ev, AllocVmapArea):
+            if ev.failed:
+                continue
+            res.requests += 1
+            va = alloc(ev.size, ev.align, ev.vstart, ev.vend, ev.cpu)
+            if va is None:
+                res.failures += 1
+                res.failed_bytes += ev.size
+                if res.first_failure_line is None:
+                    res.first_failure_line = ev.line
+            else:
+                live[ev.addr] = va
+        elif isinstance(ev, FreeVmapAreaNoflush):
+            va = live.pop(ev.va_start, None)
+            if va is not None:
+                found = space.find_unlink_vmap_area(va.va_start)
+                if found is not None:
+                    space.free_vmap_area_noflush(found, cpu=ev.cpu % cpus)
+        elif isinstance(ev, PurgeVmapAreaLazy) and trace_driven:
+            space.purge_vmap_area_lazy()
+        if not trace_driven:
+            k.workqueue.run_pending()
+        if i % every == 0 or i == len(events) - 1:
+            f = fragmentation(space)
+            res.samples.append((ev.line, f))
+            res.peak_busy_bytes = max(res.peak_busy_bytes, f.busy_bytes)
+            res.peak_used_bytes = max(res.peak_used_bytes, f.busy_bytes + f.lazy_bytes)
+    k.check()
+    return res
+
+
+def _print(res: WhatIfResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console()
+    mib = 1 << 20
+    c.print(
+        f"[bold]what if[/]: kernel {res.profile} on {res.target}, vmalloc space "
+        f"{res.vmalloc_size / mib:,.0f} MiB"
+    )
+    t = Table(show_header=False)
+    rows = [
+        ("requests replayed", f"{res.requests}"),
+        ("requests that would fail", f"{res.failures} ({res.failed_bytes / mib:,.1f} MiB)"),
+        ("first failure at trace line", str(res.first_failure_line or "-")),
+        ("snapshot areas that do not fit", str(res.snapshot_failures)),
+        ("peak busy (MiB)", f"{res.peak_busy_bytes / mib:,.1f}"),
+        ("peak busy + lazily freed (MiB)", f"{res.peak_used_bytes / mib:,.1f}"),
+    ]
+    if res.samples:
+        last = res.samples[-1][1]
+        worst = max((f.external for _, f in res.samples), default=0.0)
+        rows += [
+            ("free blocks at the end", str(last.free_blocks)),
+            ("largest free block at the end (MiB)", f"{last.largest_free / mib:,.1f}"),
+            ("external fragmentation, end / worst", f"{last.external:.3f} / {worst:.3f}"),
+        ]
+    for k, v in rows:
+        t.add_row(k, v)
+    c.print(t)
+    for w in res.warnings:
+        c.print(f"[yellow]{w}")
+
+
+def _cmd_whatif(args: argparse.Namespace) -> int:
+    from pyvmalloc.trace.replay import load_capture
+
+    trace, snap, meta = load_capture(args.capture)
+    src_cpus = len(meta.get("cpus_possible", [])) or 2
+    machine = Machine(
+        arch=args.arch,
+        paging_levels=args.paging_levels,
+        cpus_online=args.cpus or src_cpus,
+        ram=parse_size(args.ram),
+        vmalloc_reserve=parse_size(args.vmalloc) if args.vmalloc else 0,
+    )
+    res = whatif(trace, snap, profile=args.profile, machine=machine, samples=args.samples)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res.as_json(), indent=1))
+    _print(res)
+    return 0
+
+
+def register_cli(sub: Any) -> None:
+    """Add the ``whatif`` subcommand."""
+    p = sub.add_parser(
+        "whatif",
+        help="replay a capture's requests on another machine or kernel: failures, fragmentation",
+    )
+    p.add_argument("capture", help="a capture directory (pyvmalloc capture)")
+    p.add_argument("--profile", default="6.18", help="kernel profile of the target")
+    p.add_argument("--arch", default="x86_64", choices=["x86_64", "i386"])
+    p.add_argument("--paging-levels", type=int, default=4, help="x86_64: 4 or 5")
+    p.add_argument("--cpus", type=int, default=0, help="target CPUs (default: the capture's)")
+    p.add_argument("--ram", default="4G")
+    p.add_argument("--vmalloc", help="i386: the vmalloc= boot option, e.g. 64M")
+    p.add_argument("--samples", type=int, default=50, help="fragmentation samples")
+    p.add_argument("--json", metavar="OUT", help="write the result (with samples) as JSON")
+    p.set_defaults(func=_cmd_whatif)
