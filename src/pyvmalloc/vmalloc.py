@@ -650,13 +650,8 @@ class Vmalloc:
         """
         if not addr:
             return
-        if not self.v6:
-            if addr & (PAGE_SIZE - 1):
-                self.log.WARN(f"Trying to vfree() bad address ({addr:#x})")
-                return
-            if self.find_vm_area(addr) is None:
-                self.log.WARN(f"Trying to vfree() nonexistent vm area ({addr:#x})")
-                return
+        if not self.v6 and not self._vunmap_54_checks(addr):
+            return
         vm = self.remove_vm_area(addr)
         if vm is None:
             self.log.WARN(f"Trying to vfree() nonexistent vm area ({addr:#x})")
@@ -717,13 +712,8 @@ class Vmalloc:
             return
         if not addr:
             return
-        if not self.v6:
-            if addr & (PAGE_SIZE - 1):
-                self.log.WARN(f"Trying to vfree() bad address ({addr:#x})")
-                return
-            if self.find_vm_area(addr) is None:
-                self.log.WARN(f"Trying to vfree() nonexistent vm area ({addr:#x})")
-                return
+        if not self.v6 and not self._vunmap_54_checks(addr):
+            return
         vm = self.remove_vm_area(addr)
         if vm is None:
             self.log.WARN(f"Trying to vunmap() nonexistent vm area ({addr:#x})")
@@ -883,6 +873,16 @@ class Vmalloc:
             self.vfree_atomic_now(addr)
         finally:
             self._leave()
+
+    def _vunmap_54_checks(self, addr: int) -> bool:
+        """5.4 ``__vunmap``'s checks before ``remove_vm_area``: False after a WARN."""
+        if addr & (PAGE_SIZE - 1):
+            self.log.WARN(f"Trying to vfree() bad address ({addr:#x})")
+            return False
+        if self.find_vm_area(addr) is None:
+            self.log.WARN(f"Trying to vfree() nonexistent vm area ({addr:#x})")
+            return False
+        return True
 
     def vunmap(self, addr: int, *, cpu: int = 0) -> None:
         """``vunmap``: release a vmap()ed area (pages stay with the caller)."""

@@ -665,14 +665,6 @@ class ListVmapSpace(VmapSpace):
             va.vm = None
         return notes
 
-    def seed_busy(self, start: int, end: int, *, flags: int = 0, vm: Any = None) -> VmapArea:
-        self.claim_range(start, end)
-        va = VmapArea(start, end)
-        va.flags = flags
-        va.vm = vm
-        self._busy_insert(va)
-        return va
-
     def seed_lazy(self, start: int, end: int, node_id: int) -> VmapArea:
         self.claim_range(start, end)
         va = VmapArea(start, end)
