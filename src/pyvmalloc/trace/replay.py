@@ -185,6 +185,11 @@ class Replayer:
         self._drift_run = 0
         #: Times at which the open purge's next nodes finish their second phase.
         self._node_done_at: list[float] = []
+        #: Index of the event being applied, of the next purge event, and for each
+        #: purge event the last event its worker's CPU traced before it.
+        self._index = 0
+        self._purge_index = -1
+        self._worker_cpu_busy_until: dict[int, int] = {}
         self._seed(snapshot)
 
     # --- snapshot import ------------------------------------------------------------
@@ -215,6 +220,16 @@ class Replayer:
     def run(self, events: Sequence[TraceEvent], progress: bool = False) -> None:
         """Apply ``events`` in order, with the look-ahead purges need."""
         purge_at = [i for i, e in enumerate(events) if isinstance(e, PurgeVmapAreaLazy)]
+        # The purge worker runs on the CPU its event was traced on: whatever else that
+        # CPU traced before the event ran before the worker started.
+        self._worker_cpu_busy_until = {}
+        prev = -1
+        for j in purge_at:
+            cpu = events[j].cpu
+            last = max((k for k in range(prev + 1, j) if events[k].cpu == cpu), default=-1)
+            self._worker_cpu_busy_until[j] = last
+            prev = j
+        self._purge_index = -1
         nxt = 0
         bar = None
         if progress and len(events) > 20_000:
@@ -228,6 +243,8 @@ class Replayer:
                 while nxt < len(purge_at) and purge_at[nxt] < i:
                     nxt += 1
                 self._next_purge = events[purge_at[nxt]] if nxt < len(purge_at) else None  # type: ignore[assignment]
+                self._purge_index = purge_at[nxt] if nxt < len(purge_at) else -1
+                self._index = i
                 self.apply(ev)
                 if bar is not None and i % 5000 == 0:
                     bar.update(task, completed=i)
@@ -239,8 +256,13 @@ class Replayer:
         """Apply one trace event."""
         self.result.events += 1
         armed = self._armed_at
-        if armed is not None and (
-            ev.timestamp >= armed or isinstance(ev, (FreeVmapAreaNoflush, PurgeVmapAreaLazy))
+        if (
+            armed is not None
+            and (ev.timestamp >= armed or isinstance(ev, (FreeVmapAreaNoflush, PurgeVmapAreaLazy)))
+            and (
+                self._index > self._worker_cpu_busy_until.get(self._purge_index, -1)
+                or isinstance(ev, (FreeVmapAreaNoflush, PurgeVmapAreaLazy))
+            )
         ):
             # Run the next purge's first phase (decay, detach) before this event: it
             # happened by now, or this event is a free the purge did not take.
