@@ -62,6 +62,9 @@ TRACED: dict[str, tuple[str, tuple[str, ...]]] = {
     "vm_unmap_aliases_locked": ("vm_unmap_aliases", ()),
 }
 
+#: Kernel names that differ in the 5.4 era.
+OLD_NAMES = {"vmap_pages_range": "vmap_page_range"}
+
 #: Calls the ``explain`` command accepts: name -> Kernel attribute.
 API_CALLS = (
     "vmalloc",
@@ -195,7 +198,7 @@ class _Recorder:
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             named = list(zip(params, args, strict=False)) + list(kwargs.items())
-            node = CallNode(kname, [(n, v) for n, v in named if n not in ("pages",)])
+            node = CallNode(kname, [(n, v) for n, v in named if n not in ("pages", "")])
             rec.stack[-1].children.append(node)
             rec.stack.append(node)
             used0 = rec.k.phys_pages_used()
@@ -222,7 +225,13 @@ class _Recorder:
         setattr(obj, attr, wrapper)
 
     def attach(self) -> None:
+        old = not self.k.profile.bulk_page_alloc  # the 5.4 era
         for attr, (kname, params) in TRACED.items():
+            if old:
+                # 5.4 names and signatures: no page-shift argument (huge vmalloc came
+                # in 5.13), and vmap_page_range() before 5.8's vmap_pages_range().
+                kname = OLD_NAMES.get(kname, kname)
+                params = tuple("" if p in ("shift", "page_shift") else p for p in params)
             self._wrap(self.vm, attr, kname, params)
         self._wrap(self.vm.slab, "kzalloc", "kzalloc_node", ("size", "gfp", "node"))
         self.vm.space.explain = True
