@@ -45,6 +45,9 @@ from pyvmalloc.trace.parse import TraceParseResult, parse_trace
 from pyvmalloc.trace.snapshot import VmallocInfo, infer_lazy_nodes, parse_vmallocinfo
 from pyvmalloc.vmap.area import VMAP_BLOCK, VMAP_RAM, PendingPurge, VmapArea, is_err
 
+#: Consecutive frees whose nr_lazy must differ from the model's to count as a drift.
+DRIFT_RUN = 8
+
 __all__ = ["Mismatch", "ReplayResult", "Replayer", "load_capture", "register_cli", "replay"]
 
 
@@ -365,12 +368,13 @@ class Replayer:
             return
         space.free_vmap_area_noflush(va, cpu=ev.cpu % self.cpus)
         if self.trace_driven:
-            # Two frees racing on different CPUs may add to vmap_lazy_nr in the other
-            # order than their timestamps, so both show a difference that the pair
-            # cancels: only a run of three or more differing frees is a drift.
+            # Frees racing on different CPUs may add to vmap_lazy_nr in another order
+            # than their timestamps (the trace clock is per CPU), so a few show a
+            # difference that the race cancels; an accounting error is permanent. Only
+            # a difference that lasts DRIFT_RUN consecutive frees is a drift.
             if space.vmap_lazy_nr != ev.nr_lazy:
                 self._drift_run += 1
-                if self._drift_run >= 3:
+                if self._drift_run >= DRIFT_RUN:
                     res.lazy_drift += 1
                     if res.first_lazy_drift_line is None:
                         res.first_lazy_drift_line = ev.line
