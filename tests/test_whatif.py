@@ -78,3 +78,10 @@ def test_whatif_cli_json(tmp_path):
     data = json.loads(out.read_text())
     assert data["requests"] == 284 and data["samples"]
     assert 0.0 <= data["samples"][-1]["external"] <= 1.0
+
+
+def test_whatif_plot_is_a_png(tmp_path):
+    out = tmp_path / "w.png"
+    assert main(["whatif", str(CAP), "--arch", "i386", "--ram", "1G", "--plot", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out.stat().st_size > 10_000

@@ -39,7 +39,7 @@ from pyvmalloc.trace.parse import parse_trace
 from pyvmalloc.trace.snapshot import VmallocInfo, parse_vmallocinfo
 from pyvmalloc.vmap.area import VmapArea, VmapSpace, is_err
 
-__all__ = ["Fragmentation", "WhatIfResult", "fragmentation", "register_cli", "whatif"]
+__all__ = ["Fragmentation", "WhatIfResult", "fragmentation", "plot", "register_cli", "whatif"]
 
 
 @dataclass(frozen=True)
@@ -201,6 +201,52 @@ def whatif(
     return res
 
 
+def plot(res: WhatIfResult, path: str | os.PathLike[str]) -> None:
+    """Draw the fragmentation samples over the trace into a PNG (needs matplotlib).
+
+    Two panels against the trace line: used and largest free space in MiB, and the
+    number of free blocks with the external fragmentation.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise ValueError("plots need matplotlib: pip install 'pyvmalloc[plot]'") from e
+    lines = [line for line, _ in res.samples]
+    mib = float(1 << 20)
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(9, 6))
+    top.plot(lines, [f.busy_bytes / mib for _, f in res.samples], label="busy")
+    top.plot(
+        lines,
+        [(f.busy_bytes + f.lazy_bytes) / mib for _, f in res.samples],
+        label="busy + lazily freed",
+    )
+    top.plot(lines, [f.largest_free / mib for _, f in res.samples], label="largest free block")
+    top.set_ylabel("MiB")
+    top.legend(loc="best")
+    top.set_title(
+        f"kernel {res.profile} on {res.target}: {res.failures} of {res.requests} requests fail"
+    )
+    bottom.plot(
+        lines, [f.free_blocks for _, f in res.samples], color="tab:gray", label="free blocks"
+    )
+    bottom.set_ylabel("free blocks")
+    bottom.set_xlabel("trace line")
+    frag = bottom.twinx()
+    frag.plot(
+        lines, [f.external for _, f in res.samples], color="tab:red", label="external fragmentation"
+    )
+    frag.set_ylabel("external fragmentation")
+    frag.set_ylim(0, 1)
+    handles = bottom.get_legend_handles_labels()[0] + frag.get_legend_handles_labels()[0]
+    bottom.legend(handles, [str(h.get_label()) for h in handles], loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def _print(res: WhatIfResult) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -251,6 +297,9 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(res.as_json(), indent=1))
     _print(res)
+    if args.plot:
+        plot(res, args.plot)
+        print(f"plot written to {args.plot}")
     return 0
 
 
@@ -269,4 +318,5 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--vmalloc", help="i386: the vmalloc= boot option, e.g. 64M")
     p.add_argument("--samples", type=int, default=50, help="fragmentation samples")
     p.add_argument("--json", metavar="OUT", help="write the result (with samples) as JSON")
+    p.add_argument("--plot", metavar="PNG", help="draw fragmentation over time (matplotlib)")
     p.set_defaults(func=_cmd_whatif)
