@@ -117,6 +117,8 @@ PAGE_KERNEL_LARGE = __PAGE_KERNEL | _PAGE_PSE
 PTE_PFN_MASK = ((1 << 52) - 1) & ~(PAGE_SIZE - 1)
 
 ENOMEM = 12
+#: pfns below ``1 << _PFN_BITS`` fit a PTE's pfn field (PTE_PFN_MASK, 52-bit phys).
+_PFN_BITS = 52 - PAGE_SHIFT
 EBUSY = 16
 EINVAL = 22
 
@@ -389,6 +391,16 @@ class PageTables:
         chunks fall back to PTEs. Returns 0, ``-ENOMEM`` (no page-table page) or
         ``-EBUSY`` (an entry was already in use: WARN as in ``vmap_pages_pte_range``).
         """
+        if (
+            page_shift == PAGE_SHIFT
+            and len(pfns) == 1
+            and not addr & (PAGE_SIZE - 1)
+            and not int(pfns[0]) >> _PFN_BITS
+        ):
+            # One small page (vmalloc of a single page): _map_ptes() on a 1-element
+            # array without numpy. For 0 <= pfn < 2**40 (a 52-bit physical address)
+            # the uint64 arithmetic of the general path equals the int arithmetic here.
+            return self._map_one_pte(addr, int(pfns[0]), prot & self.supported_pte_mask)
         arr = np.asarray(pfns, dtype=np.uint64)
         if addr & (PAGE_SIZE - 1):
             self.log.WARN(f"map_pages: unaligned address {addr:#x}")
@@ -443,6 +455,22 @@ class PageTables:
         tbl[idx] = (pfn << PAGE_SHIFT) | protval_4k_2_large(protval) | _PAGE_PSE
         return 1
 
+    def _map_one_pte(self, addr: int, pfn: int, protval: int) -> int:
+        """``_map_ptes(addr, [pfn], protval)`` for one page, with plain ints."""
+        tbl: npt.NDArray[np.uint64] | int | None = self._ptecache.get(addr >> self.pmd_shift)
+        if tbl is None:  # (the get above is _pte_table()'s cache hit, inlined)
+            tbl = self._pte_table(addr, alloc=True)
+        if isinstance(tbl, int):
+            if tbl == -EBUSY:
+                self.log.WARN(f"vmap_pages_pte_range: {addr:#x} is inside a huge mapping")
+            return tbl if tbl < 0 else -ENOMEM
+        idx = (addr >> PAGE_SHIFT) & (self.pte_entries - 1)
+        if tbl[idx]:
+            self.log.WARN(f"vmap_pages_pte_range: PTE for {addr:#x} is not none")
+            return -EBUSY
+        tbl[idx] = (pfn << PAGE_SHIFT) | protval
+        return 0
+
     def _map_ptes(self, addr: int, arr: npt.NDArray[np.uint64], protval: int) -> int:
         n = len(arr)
         ents = self.pte_entries
@@ -473,6 +501,15 @@ class PageTables:
     def unmap(self, addr: int, size: int) -> None:
         """``vunmap_range_noflush``: clear leaf entries; page tables stay allocated."""
         end = addr + size
+        pmd_shift = self.pmd_shift
+        if size > 0 and addr >> pmd_shift == (end - 1) >> pmd_shift:
+            ptes = self._ptecache.get(addr >> pmd_shift)
+            if ptes is not None:
+                # The range lies under one PMD whose PTE table is cached: the loop
+                # below would run once, with nxt = end, and clear the same slots.
+                i0 = (addr >> PAGE_SHIFT) & (self.pte_entries - 1)
+                ptes[i0 : i0 + ((size + PAGE_SIZE - 1) >> PAGE_SHIFT)] = 0
+                return
         a = addr
         pmd_size = self.pmd_size
         ents = self.pte_entries

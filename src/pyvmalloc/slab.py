@@ -51,6 +51,12 @@ KMALLOC_MAX_CACHE_SIZE = 1 << (PAGE_SHIFT + 1)
 OWNER_SLAB = 5
 PAGE_ALLOC_COSTLY_ORDER = 3
 
+# Plain-int copies of the GFP bits used on the hot paths (``int(Gfp.X)`` on an
+# IntFlag member costs a conversion per call).
+_GFP_ZERO = int(Gfp.ZERO)
+_GFP_COMP = int(Gfp.COMP)
+_GFP_LOWMEM_MASK = ~(int(Gfp.HIGHMEM) | int(Gfp.ZERO))
+
 
 def get_order(size: int) -> int:
     """``get_order(size)``: the smallest order with ``PAGE_SIZE << order >= size``."""
@@ -84,6 +90,10 @@ class Slab:
     objects: int
     inuse: int = 0
     free: list[int] = field(default_factory=list)  # free indices, lowest first (stack)
+    #: the same indices as a set, kept in step with ``free`` (O(1) double-free test)
+    free_set: set[int] = field(default_factory=set, repr=False, compare=False)
+    #: ``page_address(pfn)``, computed once when the slab is created
+    addr: int = field(default=0, repr=False, compare=False)
 
 
 @dataclass
@@ -122,6 +132,8 @@ class SlabAllocator:
                     order = o
                     break
             self.caches[sz] = KmemCache(f"kmalloc-{sz}", sz, order, (PAGE_SIZE << order) // sz)
+        #: request size -> its cache (memo of ``kmalloc_index_size``)
+        self._size_cache: dict[int, KmemCache] = {}
         #: pfn of every page of every slab -> the slab (``virt_to_slab``).
         self._page_slab: dict[int, Slab] = {}
         #: kmalloc_large allocations: head pfn -> (order, requested size)
@@ -138,7 +150,7 @@ class SlabAllocator:
 
     def _lowmem_gfp(self, gfp: int) -> int:
         # kmalloc never returns highmem; __GFP_ZERO is applied per object.
-        return gfp & ~(int(Gfp.HIGHMEM) | int(Gfp.ZERO))
+        return gfp & _GFP_LOWMEM_MASK
 
     # --------------------------------------------------------------- kmalloc
     def kmalloc(self, size: int, gfp: int, node: int = -1) -> int:
@@ -150,7 +162,7 @@ class SlabAllocator:
             return 16  # ZERO_SIZE_PTR
         if size > KMALLOC_MAX_CACHE_SIZE:
             order = get_order(size)
-            pfn = self.phys.alloc_pages(self._lowmem_gfp(gfp) | int(Gfp.COMP), order, node)
+            pfn = self.phys.alloc_pages(self._lowmem_gfp(gfp) | _GFP_COMP, order, node)
             if pfn is None:
                 return 0
             self.phys.set_owner(pfn, OWNER_SLAB, 1 << order)
@@ -158,35 +170,43 @@ class SlabAllocator:
             self.large_pages += 1 << order
             self.slab_bytes += PAGE_SIZE << order
             self.nr_allocs += 1
-            if gfp & int(Gfp.ZERO):
+            if gfp & _GFP_ZERO:
                 self.phys.zero(pfn, 1 << order)
             return self._addr(pfn)
-        cache = self.caches[kmalloc_index_size(size)]
-        if not cache.partial:
+        cache = self._size_cache.get(size)
+        if cache is None:  # memo of caches[kmalloc_index_size(size)], sizes 1..8192
+            cache = self._size_cache[size] = self.caches[kmalloc_index_size(size)]
+        partial = cache.partial
+        if not partial:
             pfn = self.phys.alloc_pages(self._lowmem_gfp(gfp), cache.order, node)
             if pfn is None:
                 return 0
             nr = 1 << cache.order
             self.phys.set_owner(pfn, OWNER_SLAB, nr)
             slab = Slab(pfn, cache.order, cache.size, cache.objects)
+            slab.addr = self._addr(pfn)
             slab.free = list(range(cache.objects - 1, -1, -1))
+            slab.free_set = set(slab.free)
             cache.slabs[pfn] = slab
-            cache.partial.append(slab)
+            partial.append(slab)
             for p in range(pfn, pfn + nr):
                 self._page_slab[p] = slab
             self.slab_pages += nr
-        slab = cache.partial[-1]
-        idx = slab.free.pop()
+        slab = partial[-1]
+        free = slab.free
+        idx = free.pop()
+        slab.free_set.discard(idx)
         slab.inuse += 1
-        if not slab.free:
-            cache.partial.pop()
+        if not free:
+            partial.pop()
+        csize = cache.size
         cache.active_objs += 1
-        self.slab_bytes += cache.size
+        self.slab_bytes += csize
         self.nr_allocs += 1
-        off = idx * cache.size
-        if gfp & int(Gfp.ZERO):
-            self._zero(slab.pfn, off, cache.size)
-        return self._addr(slab.pfn, off)
+        off = idx * csize
+        if gfp & _GFP_ZERO and self.phys._data:  # (_zero() has nothing to do without data)
+            self._zero(slab.pfn, off, csize)
+        return slab.addr + off
 
     def _zero(self, pfn: int, off: int, n: int) -> None:
         p = pfn + (off >> PAGE_SHIFT)
@@ -194,7 +214,7 @@ class SlabAllocator:
             self.phys.write(pfn, off, bytes(n))
 
     def kzalloc(self, size: int, gfp: int, node: int = -1) -> int:
-        return self.kmalloc(size, gfp | int(Gfp.ZERO), node)
+        return self.kmalloc(size, gfp | _GFP_ZERO, node)
 
     def _lookup(self, addr: int) -> tuple[Slab | None, int]:
         pfn = self.phys.virt_to_page(addr)
@@ -220,36 +240,54 @@ class SlabAllocator:
         """``kfree``: free an object; NULL/ZERO_SIZE_PTR are ignored. False if bogus."""
         if addr <= 16:
             return True
-        if not self.phys.is_direct_map(addr):
+        phys = self.phys
+        # is_direct_map() + virt_to_page() in one step: the same range test on
+        # ``addr - PAGE_OFFSET``, then the pfn (what _lookup() computes).
+        pa = addr - phys.page_offset
+        if not 0 <= pa < phys.max_low_pfn << PAGE_SHIFT:
             return False
-        slab, pfn = self._lookup(addr)
+        pfn = pa >> PAGE_SHIFT
+        slab = self._page_slab.get(pfn)
         if slab is None:
             if pfn in self.large and addr == self._addr(pfn):
                 order, _ = self.large.pop(pfn)
                 self.large_pages -= 1 << order
                 self.slab_bytes -= PAGE_SIZE << order
-                self.phys.free_pages(pfn, order)
+                phys.free_pages(pfn, order)
                 return True
             return False
-        off = addr - self._addr(slab.pfn)
-        idx, rem = divmod(off, slab.size)
-        if rem or idx in slab.free:
+        spfn = slab.pfn
+        ssize = slab.size
+        idx, rem = divmod(addr - slab.addr, ssize)
+        free = slab.free
+        free_set = slab.free_set
+        if rem or idx in free_set:  # ``idx in free`` (free_set mirrors it)
             return False
-        cache = self.caches[slab.size]
-        if not slab.free:
+        cache = self.caches[ssize]
+        if not free:
             cache.partial.append(slab)
-        slab.free.append(idx)
+        free.append(idx)
+        free_set.add(idx)
         slab.inuse -= 1
         cache.active_objs -= 1
-        self.slab_bytes -= slab.size
+        self.slab_bytes -= ssize
         if slab.inuse == 0:
-            cache.partial.remove(slab)
-            del cache.slabs[slab.pfn]
+            # ``partial.remove(slab)`` by identity: two slabs never compare equal
+            # (distinct pfns), and this skips the dataclass ``__eq__`` calls.
+            partial = cache.partial
+            for i in range(len(partial) - 1, -1, -1):
+                if partial[i] is slab:
+                    del partial[i]
+                    break
+            else:
+                raise ValueError("list.remove(x): x not in list")
+            del cache.slabs[spfn]
             nr = 1 << slab.order
-            for p in range(slab.pfn, slab.pfn + nr):
-                del self._page_slab[p]
+            page_slab = self._page_slab
+            for p in range(spfn, spfn + nr):
+                del page_slab[p]
             self.slab_pages -= nr
-            self.phys.free_pages(slab.pfn, slab.order)
+            phys.free_pages(spfn, slab.order)
         return True
 
     def slabinfo(self) -> str:
@@ -272,6 +310,8 @@ class SlabAllocator:
         for c in self.caches.values():
             n = 0
             for pfn, s in c.slabs.items():
+                if s.free_set != set(s.free) or len(s.free_set) != len(s.free):
+                    raise InvariantError(f"slab {pfn:#x} of {c.name}: free set out of sync", pfn)
                 if s.inuse != s.objects - len(s.free) or s.inuse <= 0:
                     raise InvariantError(f"slab {pfn:#x} of {c.name}: inuse out of sync", pfn)
                 if not int(self.phys.flags[pfn]) & PG_ALLOC:

@@ -268,7 +268,7 @@ class Vmalloc:
         PAGE_SHIFT, IOREMAP_MAX_ORDER)``; the guard page is added unless
         ``VM_NO_GUARD``.
         """
-        if self._interrupt():
+        if self.in_interrupt or self.k.in_interrupt:  # _interrupt(), inlined
             self.log.BUG("__get_vm_area_node: BUG_ON(in_interrupt())")
             return None
         requested = size
@@ -429,7 +429,7 @@ class Vmalloc:
         """
         real_size = size
         real_align = align
-        if self._interrupt():
+        if self.in_interrupt or self.k.in_interrupt:  # _interrupt(), inlined
             # BUG_ON(in_interrupt()) in __get_vm_area_node: the kernel stops there.
             self.log.BUG("__get_vm_area_node: BUG_ON(in_interrupt())")
             return 0
@@ -587,15 +587,24 @@ class Vmalloc:
         if order == 0:
             while len(got) < nr_pages:
                 req = min(100, nr_pages - len(got))
-                chunk: list[int] = []
-                n = phys.alloc_pages_bulk(gfp, nid, req, chunk)
-                got.extend(chunk)
+                if not got:
+                    # First chunk: straight into the empty ``got`` (same appends and
+                    # the same count as into a fresh ``chunk``; saves a copy).
+                    n = phys.alloc_pages_bulk(gfp, nid, req, got)
+                else:
+                    chunk: list[int] = []
+                    n = phys.alloc_pages_bulk(gfp, nid, req, chunk)
+                    got.extend(chunk)
                 if n != req:
                     break
+        total = len(got)
+        if total == nr_pages and total:
+            # The bulk loop got every page (the usual case): the general code below
+            # would wrap ``got`` in one array and return it as is.
+            return np.array(got, dtype=np.int64)
         parts: list[npt.NDArray[np.int64]] = []
         if got:
             parts.append(np.asarray(got, dtype=np.int64))
-        total = len(got)
         step = 1 << order
         while total < nr_pages:
             pfn = phys.alloc_pages(gfp, order, nid)
@@ -624,7 +633,9 @@ class Vmalloc:
         """
         n = (end - addr) >> PAGE_SHIFT
         self.ptes_written += n
-        return self.pgt.map_pages(addr, pages[:n], prot, page_shift)
+        if n != len(pages):
+            pages = pages[:n]  # (a whole-array slice would be an equal view: skipped)
+        return self.pgt.map_pages(addr, pages, prot, page_shift)
 
     def _vmalloc_node(self, size: int, align: int, gfp: int, node: int, caller: str | None) -> int:
         """``__vmalloc_node``: the full vmalloc range with PAGE_KERNEL, no vm_flags."""
@@ -659,21 +670,24 @@ class Vmalloc:
         if vm.flags & VM_FLUSH_RESET_PERMS:
             self.vm_unmap_aliases_locked()
         pages = vm.pages
-        if pages is not None and vm.nr_pages:
+        nr_pages = vm.nr_pages
+        if pages is not None and nr_pages:
             free_pages = self.phys.free_pages
-            for pfn in pages[: vm.nr_pages].tolist():
+            if len(pages) != nr_pages:
+                pages = pages[:nr_pages]  # (skipped when it would be the whole array)
+            for pfn in pages.tolist():
                 free_pages(pfn, 0)
             if vm.flags & VM_MAP_PUT_PAGES:
-                self.put_pages -= vm.nr_pages
+                self.put_pages -= nr_pages
             else:
-                self.nr_vmalloc_pages -= vm.nr_pages
+                self.nr_vmalloc_pages -= nr_pages
         if vm.pages_addr:
             self.kvfree_now(vm.pages_addr)
         self.slab.kfree(vm.kaddr)
 
     def kvfree_now(self, addr: int) -> None:
         """``kvfree``: ``vfree`` for a vmalloc address, else ``kfree``."""
-        if self.is_vmalloc_addr(addr):
+        if self.VMALLOC_START <= addr < self.VMALLOC_END:  # is_vmalloc_addr(addr)
             self.vfree_now(addr)
         elif not self.slab.kfree(addr):
             self.log.WARN(f"kfree: invalid object {addr:#x}")
@@ -729,11 +743,13 @@ class Vmalloc:
     # work when it returns (Kernel._after_call).
 
     def _alloc_api(self, cpu: int, fn: Callable[[], int]) -> int:
-        self._enter(cpu)
+        k = self.k
+        k._check_cpu(cpu)  # _enter(cpu), inlined
+        self.cpu = cpu
         try:
             addr = fn()
         finally:
-            self._leave()
+            k._after_call()  # _leave(), inlined
         if addr:
             self.stats["vmalloc"] += 1
         else:
@@ -856,15 +872,17 @@ class Vmalloc:
 
     def vfree(self, addr: int, *, cpu: int = 0, in_interrupt: bool = False) -> None:
         """``vfree``: in interrupt context defer (``vfree_atomic``), else free now."""
-        self._enter(cpu)
+        k = self.k
+        k._check_cpu(cpu)  # _enter(cpu), inlined
+        self.cpu = cpu
         try:
-            if in_interrupt or self._interrupt():
+            if in_interrupt or self.in_interrupt or k.in_interrupt:  # _interrupt()
                 self.vfree_atomic_now(addr)
             else:
                 self.vfree_now(addr)
                 self.stats["vfree"] += 1
         finally:
-            self._leave()
+            k._after_call()  # _leave(), inlined
 
     def vfree_atomic(self, addr: int, *, cpu: int = 0) -> None:
         """``vfree_atomic``: always deferred to the per-CPU work item."""

@@ -362,6 +362,10 @@ class PhysicalMemory:
         self._build_free_lists()
         self._setup_watermarks()
         self._zonelists: dict[tuple[int, bool, int], list[Zone]] = {}
+        #: (nid, gfp) -> (zonelist, gfp_zone) for masks with valid zone modifiers:
+        #: both are pure functions of their arguments then (gfp_zone() only has a side
+        #: effect, the BUG, for bad modifiers, which are never cached).
+        self._zl_gfp: dict[tuple[int, int], tuple[list[Zone], int]] = {}
         # memoryviews: much faster scalar access than numpy indexing
         self._fl = memoryview(self.flags.data)
         self._rc = memoryview(self.refcount.data)
@@ -427,7 +431,10 @@ class PhysicalMemory:
     @property
     def totalram_pages(self) -> int:
         """``totalram_pages()``: managed pages of all zones."""
-        return sum(z.managed for z in self.zones)
+        n = 0
+        for z in self.zones:  # (a plain loop: no generator on this per-vmalloc path)
+            n += z.managed
+        return n
 
     def nr_free_pages(self) -> int:
         """Global ``NR_FREE_PAGES``: pages in buddy lists (pcp pages not included)."""
@@ -623,15 +630,44 @@ class PhysicalMemory:
                     self._data.pop(p, None)
 
     # ----------------------------------------------------------------- public alloc
+    def _zones_for(self, nid: int, gfp: int) -> tuple[list[Zone], int]:
+        """``(zonelist(nid, gfp), gfp_zone(gfp))``, memoised for valid zone bits."""
+        key = (nid, gfp)
+        r = self._zl_gfp.get(key)
+        if r is not None:
+            return r
+        r = (self.zonelist(nid, gfp), self.gfp_zone(gfp))
+        bad = (gfp & _DMA and gfp & (_HIGHMEM | _DMA32)) or (gfp & _DMA32 and gfp & _HIGHMEM)
+        if not bad:
+            self._zl_gfp[key] = r
+        return r
+
     def alloc_pages(self, gfp: int, order: int = 0, nid: int = NUMA_NO_NODE) -> int | None:
         """``alloc_pages_node(nid, gfp, order)``: the head pfn, or None on failure."""
         if order > self.max_order or order < 0:
             if not gfp & _NOWARN:
                 self.log.WARN(f"alloc_pages: order {order} > MAX_PAGE_ORDER {self.max_order}")
             return None
-        zones = self.zonelist(nid, gfp)
-        highest = self.gfp_zone(gfp)
-        pfn = self._get_page_from_freelist(zones, order, WMARK_LOW, highest)
+        zh = self._zl_gfp.get((nid, gfp))
+        zones, highest = zh if zh is not None else self._zones_for(nid, gfp)
+        pfn = -1
+        if zones and order == 0:
+            # Fast path for the first zone of an order-0 request: this is the first
+            # iteration of _get_page_from_freelist(zones, 0, WMARK_LOW, highest) with
+            # zone_watermark_ok() inlined (WMARK_LOW carries no ALLOC_* reserve bits,
+            # and order 0 needs no free-area check), and _rmqueue() inlined when the
+            # pcp list has a page. A miss falls through to the general loop, which
+            # re-tests this zone with the same (unchanged) result.
+            z = zones[0]
+            if z.free_pages > z.wmark[WMARK_LOW] + z.lowmem_reserve[highest]:
+                pcp = z.pcp
+                if pcp:
+                    pfn = pcp.popleft()
+                    self._fl[pfn] &= ~PG_PCP
+                else:
+                    pfn = self._rmqueue(z, 0)
+        if pfn < 0:
+            pfn = self._get_page_from_freelist(zones, order, WMARK_LOW, highest)
         if pfn < 0:
             pfn = self._alloc_slowpath(gfp, order, zones, highest)
             if pfn < 0:
@@ -723,33 +759,35 @@ class PhysicalMemory:
 
     def free_pages(self, pfn: int, order: int = 0) -> None:
         """``__free_pages(page, order)``: drop a reference, free the block at zero."""
-        if not 0 <= pfn < self.max_pfn or not self._fl[pfn] & PG_ALLOC:
+        fl, od = self._fl, self._od
+        if not 0 <= pfn < self.max_pfn or not fl[pfn] & PG_ALLOC:
             self._bad_page(pfn, "freeing a page that is not allocated")
             return
-        if self._od[pfn] != order:
-            self._bad_page(pfn, f"freed with order {order}, allocated with {self._od[pfn]}")
+        if od[pfn] != order:
+            self._bad_page(pfn, f"freed with order {order}, allocated with {od[pfn]}")
             return
         rc = self._rc[pfn] - 1
         self._rc[pfn] = rc
         if rc > 0:
             return
-        if self._fl[pfn] & PG_PGTABLE:
-            self._fl[pfn] &= ~PG_PGTABLE
+        f = fl[pfn]
+        if f & PG_PGTABLE:
+            f &= ~PG_PGTABLE
             self.nr_pgtable_pages -= 1
-        self._fl[pfn] &= ~PG_ALLOC
-        self._od[pfn] = 0
+        od[pfn] = 0
         self._ow[pfn] = OWNER_NONE
         z = self.zones[self._zn[pfn]]
         if order == 0:
             pcp = z.pcp
             pcp.appendleft(pfn)
-            self._fl[pfn] |= PG_PCP
+            fl[pfn] = (f & ~PG_ALLOC) | PG_PCP
             if len(pcp) >= z.pcp_high:
                 for _ in range(min(z.pcp_batch, len(pcp))):  # free_pcppages_bulk
                     p = pcp.pop()
-                    self._fl[p] &= ~PG_PCP
+                    fl[p] &= ~PG_PCP
                     self._free_one_page(z, p, 0)
             return
+        fl[pfn] = f & ~PG_ALLOC
         self._free_one_page(z, pfn, order)
 
     def free_page(self, pfn: int) -> None:
