@@ -201,10 +201,55 @@ def test_live_interrupt_restores_machine(tmp_path: Path, sig: int) -> None:
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            # Never SIGKILL first: the capture restores the machine on SIGINT.
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     assert proc.returncode == 128 + sig
     assert "restored" in err
     after = _machine_state()
     after["affinity"] = before["affinity"]  # (another process's affinity)
+    assert after == before
+
+
+@pytest.mark.live
+@live
+def test_live_sigkilled_capture_is_recovered_by_the_next(tmp_path: Path) -> None:
+    """SIGKILL cannot be handled; the next capture undoes what the killed one left."""
+    before = _machine_state()
+    base = capture._find_tracefs() or TRACEFS
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pyvmalloc.trace.capture",
+            str(tmp_path / "c"),
+            "--duration",
+            "60",
+            "--no-drop-caches",
+            "--buffer-mb",
+            "4",
+        ],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "c" / "vmallocinfo").exists():
+            assert time.monotonic() < deadline, "capture did not start"
+            time.sleep(0.02)
+    finally:
+        proc.kill()  # the point of the test
+        proc.wait()
+    try:
+        assert (base / "instances" / f"pyvmalloc-{proc.pid}").exists()
+        messages: list[str] = []
+        assert capture.recover_stale_captures(base, messages.append) == 1
+        assert f"capture {proc.pid} (killed)" in messages[0]
+    finally:
+        capture.recover_stale_captures(base, lambda _m: None)
+    after = _machine_state()
+    after["affinity"] = before["affinity"]
     assert after == before

@@ -208,6 +208,75 @@ class _State:
     affinity: set[int] | None = None
 
 
+#: Where a running capture records what it changed, so that the next capture can
+#: undo it if this one was killed with SIGKILL (which no handler can catch).
+STATE_DIR = Path("/run/pyvmalloc")
+
+
+def _state_file(pid: int) -> Path:
+    return STATE_DIR / f"capture-{pid}.json"
+
+
+def _save_state(st: _State) -> None:
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    data = {"instance": str(st.instance) if st.instance else None, "kptr_old": st.kptr_old}
+    _state_file(os.getpid()).write_text(json.dumps(data))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_stale_captures(base: Path, log: Callable[[str], None]) -> int:
+    """Undo what earlier captures left behind when they were killed (SIGKILL).
+
+    Restores ``kernel.kptr_restrict`` from their state file and removes their tracefs
+    instance; instances named ``pyvmalloc-<pid>`` of dead processes without a state
+    file are removed too. Returns the number of captures recovered.
+    """
+    recovered = 0
+    stale: dict[int, dict[str, Any]] = {}
+    if STATE_DIR.is_dir():
+        for f in sorted(STATE_DIR.glob("capture-*.json")):
+            try:
+                pid = int(f.stem.split("-", 1)[1])
+            except ValueError:
+                continue
+            if not _pid_alive(pid):
+                try:
+                    stale[pid] = json.loads(f.read_text())
+                except (OSError, ValueError):
+                    stale[pid] = {}
+                f.unlink(missing_ok=True)
+    inst_dir = base / "instances"
+    if inst_dir.is_dir():
+        for inst in inst_dir.glob("pyvmalloc-*"):
+            try:
+                pid = int(inst.name.split("-", 1)[1])
+            except ValueError:
+                continue
+            if not _pid_alive(pid):
+                stale.setdefault(pid, {})["instance"] = str(inst)
+    for pid, data in sorted(stale.items()):
+        st = _State(
+            instance=Path(data["instance"]) if data.get("instance") else None,
+            kptr_old=data.get("kptr_old"),
+        )
+        _cleanup(st, log)
+        log(
+            f"capture: recovered what capture {pid} (killed) left behind: "
+            f"instance {st.instance or '-'}, kptr_restrict restored to {st.kptr_old or '-'}"
+        )
+        recovered += 1
+    return recovered
+
+
 def _cleanup(st: _State, log: Callable[[str], None]) -> list[str]:
     errors: list[str] = []
     inst = st.instance
@@ -375,9 +444,11 @@ def capture(opts: CaptureOptions) -> dict[str, Any]:
                 log(f"capture: mounted tracefs on {base} (will unmount)")
             if not (base / "events" / "vmalloc").is_dir():
                 raise CaptureError(f"{base}/events/vmalloc is missing (Linux >= 6.2 needed)")
+            recover_stale_captures(base, log)
             inst = base / "instances" / f"pyvmalloc-{os.getpid()}"
             inst.mkdir()
             st.instance = inst
+            _save_state(st)
             ncpu = max(1, len(meta["cpus_possible"]) or os.cpu_count() or 1)
             per_cpu_kb = max(1024, (opts.buffer_mb << 10) // ncpu)
             _write(inst / "buffer_size_kb", str(per_cpu_kb))
@@ -387,6 +458,7 @@ def capture(opts: CaptureOptions) -> dict[str, Any]:
             for ev in EVENTS:
                 _write(inst / "events" / "vmalloc" / ev / "enable", "1")
             st.kptr_old = _read(KPTR).strip()
+            _save_state(st)  # before changing it: a SIGKILLed capture is undone later
             if st.kptr_old != "1":
                 _write(KPTR, "1")
             meta["kptr_restrict_was"] = int(st.kptr_old)
@@ -451,7 +523,8 @@ def capture(opts: CaptureOptions) -> dict[str, Any]:
             return meta
         finally:
             bpfload.release_kept()
-            _cleanup(st, log)
+            if not _cleanup(st, log):
+                _state_file(os.getpid()).unlink(missing_ok=True)
 
 
 def _run_activity(

@@ -541,11 +541,14 @@ def _print_result(res: ReplayResult, show: int) -> None:
 
     c = Console()
     pct = 100 * res.agreement
-    c.print(
-        f"[bold]kernel {res.profile}[/], {res.cpus} CPUs: "
-        f"{res.allocs_matched}/{res.allocs_compared} allocations agree "
-        f"([bold]{pct:.2f} %[/])"
-    )
+    if res.allocs_compared:
+        c.print(
+            f"[bold]kernel {res.profile}[/], {res.cpus} CPUs: "
+            f"{res.allocs_matched}/{res.allocs_compared} allocations agree "
+            f"([bold]{pct:.2f} %[/])"
+        )
+    else:
+        c.print(f"[bold]kernel {res.profile}[/]: the trace has no allocation to compare")
     t = Table(show_header=False)
     rows = [
         ("events replayed", res.events),
