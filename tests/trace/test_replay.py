@@ -105,3 +105,19 @@ def test_54_profile_replays_with_its_own_purges():
     assert res.allocs_compared == 284
     # No pools in 5.4: lowest-fit placement differs from the 6.18 kernel's pool hits.
     assert res.agreement < 1.0
+
+
+@pytest.mark.parametrize(
+    "capture", [p for p in DRAINED if (p / "vmallocinfo.end").exists()], ids=lambda p: p.name
+)
+def test_end_state_matches_the_kernels_end_snapshot(capture):
+    # The kernel's own final vmallocinfo: every busy and every lazily freed area the
+    # model ends with is there, and vice versa (lazy nodes agree up to a few areas
+    # freed by racing CPUs around a purge).
+    trace, snap, meta = load_capture(capture)
+    res = replay(trace, snap, meta=meta, end_snapshot=capture / "vmallocinfo.end")
+    e = res.end_check
+    assert e is not None
+    assert e["busy_only_model"] == e["busy_only_kernel"] == 0 and e["busy_agree"] > 200
+    assert e["lazy_only_model"] == e["lazy_only_kernel"] == 0
+    assert e["lazy_node_differs"] <= max(2, e["lazy_agree"] // 200)

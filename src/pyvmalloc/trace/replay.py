@@ -24,6 +24,7 @@ matters for alignments above PAGE_SIZE).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -42,8 +43,8 @@ from pyvmalloc.trace.events import (
     TraceEvent,
 )
 from pyvmalloc.trace.parse import TraceParseResult, parse_trace
-from pyvmalloc.trace.snapshot import VmallocInfo, infer_lazy_nodes, parse_vmallocinfo
-from pyvmalloc.vmap.area import VMAP_BLOCK, VMAP_RAM, PendingPurge, VmapArea, is_err
+from pyvmalloc.trace.snapshot import VmallocInfo, infer_lazy_nodes, lazy_runs, parse_vmallocinfo
+from pyvmalloc.vmap.area import VMAP_BLOCK, VMAP_RAM, PendingPurge, VmapArea, VmapSpace, is_err
 
 #: Consecutive frees whose nr_lazy must differ from the model's to count as a drift.
 DRIFT_RUN = 8
@@ -109,6 +110,9 @@ class ReplayResult:
     seconds: float = 0.0
     mismatches: list[Mismatch] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: The model's final state against the kernel's end snapshot, when there is one:
+    #: counts of busy / lazily freed areas only one side has, and lazy node differences.
+    end_check: dict[str, int] | None = None
     #: Allocator state at the end of the replay (fragmentation view).
     end_free_blocks_in_range: int = 0
     end_largest_free_in_range: int = 0
@@ -433,6 +437,46 @@ class Replayer:
         return res
 
 
+def compare_end_snapshot(space: VmapSpace, info: VmallocInfo) -> dict[str, int]:
+    """Compare the model's busy and lazily freed areas with a final vmallocinfo.
+
+    Busy areas are compared as ranges; lazily freed areas as ranges and, with several
+    vmap nodes, by the node whose list the kernel printed them on.
+    """
+    model_busy = {(va.va_start, va.va_end) for va in space.busy_areas()}
+    kernel_busy = {(e.start, e.end) for e in info.busy}
+    model_lazy = {(va.va_start, va.va_end): space.lazy_node_of(va) for va in space.lazy}
+    for pending in space.in_purge:
+        for va in pending.batch:
+            model_lazy[(va.va_start, va.va_end)] = space.lazy_node_of(va)
+    n = space.nr_vmap_nodes
+    runs = lazy_runs(info) if info.unpurged else []
+    # The kernel prints node 0's lazy list, then node 1's...: each ascending run is one
+    # node, but an empty list leaves no trace, so with fewer runs than nodes any
+    # increasing choice of nodes fits the file. Take the one closest to the model.
+    best: dict[tuple[int, int], int] = {}
+    best_diff = -1
+    for choice in itertools.combinations(range(n), len(runs)) if len(runs) <= n else [()]:
+        if not choice and runs:  # more runs than nodes: not a 6.x file of this machine
+            choice = tuple(range(len(runs)))
+        pairs = zip(runs, choice, strict=True)
+        cand = {(e.start, e.end): node for run, node in pairs for e in run}
+        diff = sum(model_lazy.get(r, node) != node for r, node in cand.items())
+        if best_diff < 0 or diff < best_diff:
+            best, best_diff = cand, diff
+    kernel_lazy = best
+    both = model_lazy.keys() & kernel_lazy.keys()
+    return {
+        "busy_agree": len(model_busy & kernel_busy),
+        "busy_only_model": len(model_busy - kernel_busy),
+        "busy_only_kernel": len(kernel_busy - model_busy),
+        "lazy_agree": len(both),
+        "lazy_only_model": len(model_lazy.keys() - kernel_lazy.keys()),
+        "lazy_only_kernel": len(kernel_lazy.keys() - model_lazy.keys()),
+        "lazy_node_differs": sum(model_lazy[r] != kernel_lazy[r] for r in both),
+    }
+
+
 def _events_after_snapshot(
     parsed: TraceParseResult, res: ReplayResult, info: VmallocInfo | None = None
 ) -> list[TraceEvent]:
@@ -489,8 +533,13 @@ def replay(
     cpus: int | None = None,
     progress: bool = False,
     meta: dict[str, Any] | None = None,
+    end_snapshot: str | os.PathLike[str] | None = None,
 ) -> ReplayResult:
-    """Replay ``trace`` from ``snapshot`` under ``profile``; return the comparison."""
+    """Replay ``trace`` from ``snapshot`` under ``profile``; return the comparison.
+
+    With ``end_snapshot`` (a capture's ``vmallocinfo.end``) the replay stops where the
+    end snapshot was read and compares the model's final state with it.
+    """
     meta = meta or {}
     if cpus is None:
         possible = meta.get("cpus_possible")
@@ -505,8 +554,14 @@ def replay(
     if "drop_caches" in meta:
         res.drop_caches = bool(meta["drop_caches"])
     events = _events_after_snapshot(parsed, res, info)
+    end_info = parse_vmallocinfo(end_snapshot) if end_snapshot is not None else None
+    end_mark = parsed.marker("end-snapshot-begin")
+    if end_info is not None and end_mark is not None:
+        events = [e for e in events if e.line < end_mark.line]
     rp.run(events, progress=progress)
     rp.finish()
+    if end_info is not None and rp.profile.vmap_nodes:
+        res.end_check = compare_end_snapshot(rp.space, end_info)
     res.seconds = time.perf_counter() - t0
     rp.kernel.check()
     return res
@@ -565,6 +620,15 @@ def _print_result(res: ReplayResult, show: int) -> None:
     for k, v in rows:
         t.add_row(k, str(v))
     c.print(t)
+    if res.end_check is not None:
+        e = res.end_check
+        c.print(
+            f"end state vs the kernel's end snapshot: busy {e['busy_agree']} agree "
+            f"(+{e['busy_only_model']} model only, +{e['busy_only_kernel']} kernel only); "
+            f"lazily freed {e['lazy_agree']} agree (+{e['lazy_only_model']} / "
+            f"+{e['lazy_only_kernel']}), {e['lazy_node_differs']} on another node",
+            highlight=False,
+        )
     if res.trace_incomplete:
         c.print(f"[bold red]the trace lost events ({res.trace_lost_events}): expect divergence")
     if res.drop_caches is False:
@@ -588,8 +652,21 @@ def _print_result(res: ReplayResult, show: int) -> None:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     trace, snap, meta = _resolve(args)
+    end = args.end_snapshot
+    if (
+        end is None
+        and Path(args.trace).is_dir()
+        and (Path(args.trace) / "vmallocinfo.end").exists()
+    ):
+        end = Path(args.trace) / "vmallocinfo.end"
     res = replay(
-        trace, snap, profile=args.profile, cpus=args.cpus, progress=sys.stderr.isatty(), meta=meta
+        trace,
+        snap,
+        profile=args.profile,
+        cpus=args.cpus,
+        progress=sys.stderr.isatty(),
+        meta=meta,
+        end_snapshot=end,
     )
     if args.json:
         Path(args.json).write_text(json.dumps(res.as_json(), indent=1))
@@ -651,6 +728,11 @@ def register_cli(sub: Any) -> None:
         p.add_argument("--json", metavar="OUT", help="write the result as JSON")
         if name == "replay":
             p.add_argument("--profile", default="6.18", help="kernel profile (default 6.18)")
+            p.add_argument(
+                "--end-snapshot",
+                metavar="VMALLOCINFO",
+                help="compare the final state with this (default: a capture's vmallocinfo.end)",
+            )
             p.add_argument("--show", type=int, default=5, help="divergences to print")
         else:
             p.add_argument("--profiles", default="4.19,5.4,6.18")
