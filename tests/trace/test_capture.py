@@ -36,12 +36,16 @@ def _live_reason() -> str | None:
 
 
 def _machine_state() -> dict[str, object]:
-    base = capture._find_tracefs() or TRACEFS
+    """What a capture may change, as found now (tracefs may be unmounted)."""
+    base = capture._find_tracefs()
+    mounted = base is not None
     return {
-        "instances": sorted(p.name for p in (base / "instances").iterdir()),
+        "instances": sorted(p.name for p in (base / "instances").iterdir()) if mounted else [],
         "kptr": capture.KPTR.read_text(),
-        "enabled": [(base / "events/vmalloc" / e / "enable").read_text() for e in capture.EVENTS],
-        "mounted": capture._find_tracefs(),
+        "enabled": [(base / "events/vmalloc" / e / "enable").read_text() for e in capture.EVENTS]
+        if mounted
+        else [],
+        "mounted": base,
         "affinity": os.sched_getaffinity(0),
     }
 

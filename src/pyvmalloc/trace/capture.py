@@ -219,7 +219,11 @@ def _state_file(pid: int) -> Path:
 
 def _save_state(st: _State) -> None:
     STATE_DIR.mkdir(parents=True, exist_ok=True)
-    data = {"instance": str(st.instance) if st.instance else None, "kptr_old": st.kptr_old}
+    data = {
+        "instance": str(st.instance) if st.instance else None,
+        "kptr_old": st.kptr_old,
+        "mounted": str(st.mounted) if st.mounted else None,
+    }
     _state_file(os.getpid()).write_text(json.dumps(data))
 
 
@@ -233,12 +237,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def recover_stale_captures(base: Path, log: Callable[[str], None]) -> int:
+def recover_stale_captures(
+    base: Path, log: Callable[[str], None], *, adopt_mounts: list[Path] | None = None
+) -> int:
     """Undo what earlier captures left behind when they were killed (SIGKILL).
 
     Restores ``kernel.kptr_restrict`` from their state file and removes their tracefs
     instance; instances named ``pyvmalloc-<pid>`` of dead processes without a state
-    file are removed too. Returns the number of captures recovered.
+    file are removed too. A tracefs a killed capture mounted is unmounted, or, with
+    ``adopt_mounts``, handed over (a running capture unmounts it when it finishes).
+    Returns the number of captures recovered.
     """
     recovered = 0
     stale: dict[int, dict[str, Any]] = {}
@@ -263,6 +271,7 @@ def recover_stale_captures(base: Path, log: Callable[[str], None]) -> int:
                 continue
             if not _pid_alive(pid):
                 stale.setdefault(pid, {})["instance"] = str(inst)
+    mounts = {Path(d["mounted"]) for d in stale.values() if d.get("mounted")}
     for pid, data in sorted(stale.items()):
         st = _State(
             instance=Path(data["instance"]) if data.get("instance") else None,
@@ -274,6 +283,14 @@ def recover_stale_captures(base: Path, log: Callable[[str], None]) -> int:
             f"instance {st.instance or '-'}, kptr_restrict restored to {st.kptr_old or '-'}"
         )
         recovered += 1
+    for m in sorted(mounts):
+        if _find_tracefs() != m:
+            continue
+        if adopt_mounts is not None:
+            adopt_mounts.append(m)
+        else:
+            _cleanup(_State(mounted=m), log)
+            log(f"capture: unmounted {m}, mounted by a killed capture")
     return recovered
 
 
@@ -444,7 +461,10 @@ def capture(opts: CaptureOptions) -> dict[str, Any]:
                 log(f"capture: mounted tracefs on {base} (will unmount)")
             if not (base / "events" / "vmalloc").is_dir():
                 raise CaptureError(f"{base}/events/vmalloc is missing (Linux >= 6.2 needed)")
-            recover_stale_captures(base, log)
+            adopted: list[Path] = []
+            recover_stale_captures(base, log, adopt_mounts=adopted)
+            if adopted and st.mounted is None:
+                st.mounted = adopted[0]  # it was not mounted before the killed capture
             inst = base / "instances" / f"pyvmalloc-{os.getpid()}"
             inst.mkdir()
             st.instance = inst
