@@ -60,17 +60,8 @@ class Fragmentation:
 
 def fragmentation(space: VmapSpace) -> Fragmentation:
     """Measure the free space of ``space``'s vmalloc range (pools count as used)."""
-    vs, ve = space.vmalloc_start, space.vmalloc_end
-    sizes = [
-        min(va.va_end, ve) - max(va.va_start, vs)
-        for va in space.free_areas()
-        if va.va_end > vs and va.va_start < ve
-    ]
-    busy = sum(
-        min(va.va_end, ve) - max(va.va_start, vs)
-        for va in space.busy_areas()
-        if va.va_end > vs and va.va_start < ve
-    )
+    sizes = space.range_sizes(space.free_areas())
+    busy = sum(space.range_sizes(space.busy_areas()))
     lazy = sum(va.va_end - va.va_start for va in space.lazy)
     return Fragmentation(sum(sizes), max(sizes, default=0), len(sizes), busy, lazy)
 

@@ -425,12 +425,7 @@ class Replayer:
             space.finish_purge(self._pending)
             self._pending = None
         res = self.result
-        vs, ve = space.vmalloc_start, space.vmalloc_end
-        sizes = [
-            min(va.va_end, ve) - max(va.va_start, vs)
-            for va in space.free_areas()
-            if va.va_end > vs and va.va_start < ve
-        ]
+        sizes = space.range_sizes(space.free_areas())
         res.end_free_blocks_in_range = len(sizes)
         res.end_largest_free_in_range = max(sizes, default=0)
         res.end_busy = space.nr_busy
@@ -587,10 +582,6 @@ def _resolve(args: argparse.Namespace) -> tuple[Path, Path, dict[str, Any]]:
 
 def print_result(res: ReplayResult, show: int) -> None:
     """Print a replay's agreement, counts and first divergences."""
-    _print_result(res, show)
-
-
-def _print_result(res: ReplayResult, show: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -670,7 +661,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     )
     if args.json:
         Path(args.json).write_text(json.dumps(res.as_json(), indent=1))
-    _print_result(res, args.show)
+    print_result(res, args.show)
     return 0
 
 

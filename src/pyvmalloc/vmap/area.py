@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -638,9 +638,6 @@ class VmapSpace:
             else:
                 self.log.BUG(text)  # 5.4: BUG_ON(!size), offset_in_page, is_power_of_2
             return -EINVAL
-        if vstart >= vend or vend > self.machine.ulong_max:
-            # The kernel does not check this; the search simply finds nothing.
-            pass
         vn_id = 0
         va: VmapArea | None = None
         addr = self._error(EINVAL, vend)
@@ -813,6 +810,18 @@ class VmapSpace:
         """Busy areas in the kernel's /proc/vmallocinfo order (per node, ascending)."""
         for vn in self.nodes:
             yield from rb_inorder(vn.busy)
+
+    def range_sizes(self, areas: Iterable[VmapArea]) -> list[int]:
+        """Sizes of ``areas`` clipped to the vmalloc range (those outside are dropped).
+
+        ``range_sizes(free_areas())`` is the free space a vmalloc can still use.
+        """
+        vs, ve = self.vmalloc_start, self.vmalloc_end
+        return [
+            min(va.va_end, ve) - max(va.va_start, vs)
+            for va in areas
+            if va.va_end > vs and va.va_start < ve
+        ]
 
     def free_areas(self) -> Iterator[VmapArea]:
         """Free blocks in address order (``free_vmap_area_list``)."""

@@ -149,6 +149,21 @@ def first_fit(
     return None
 
 
+#: Everything ``_search`` updates: a dry-run search saves and restores these.
+_SEARCH_STATE = (
+    "free_vmap_cache",
+    "cached_hole_size",
+    "cached_vstart",
+    "cached_align",
+    "walk_steps",
+    "last_walk_steps",
+    "cache_hits",
+    "cache_misses",
+    "_cache_hit",
+    "_start_addr",
+)
+
+
 class ListVmapSpace(VmapSpace):
     """v4.19's ``alloc_vmap_area``: first fit by walking the busy list from a cache."""
 
@@ -755,36 +770,15 @@ class ListVmapSpace(VmapSpace):
         self, size: int, align: int, vstart: int, vend: int, *, empty_cache: bool
     ) -> int:
         """Run :meth:`_search` and put every cache global and counter back."""
-        saved = (
-            self.free_vmap_cache,
-            self.cached_hole_size,
-            self.cached_vstart,
-            self.cached_align,
-            self.walk_steps,
-            self.last_walk_steps,
-            self.cache_hits,
-            self.cache_misses,
-            self._cache_hit,
-            self._start_addr,
-        )
+        saved = [getattr(self, name) for name in _SEARCH_STATE]
         if empty_cache:
             self.free_vmap_cache = None
             self.cached_hole_size = 0
         try:
             return self._search(size, align, vstart, vend)
         finally:
-            (
-                self.free_vmap_cache,
-                self.cached_hole_size,
-                self.cached_vstart,
-                self.cached_align,
-                self.walk_steps,
-                self.last_walk_steps,
-                self.cache_hits,
-                self.cache_misses,
-                self._cache_hit,
-                self._start_addr,
-            ) = saved
+            for name, value in zip(_SEARCH_STATE, saved, strict=True):
+                setattr(self, name, value)
 
     def _check_first_fit(self, areas: list[tuple[int, int]], samples: int) -> None:
         rng = self._check_rng

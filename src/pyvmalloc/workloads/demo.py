@@ -15,6 +15,7 @@ from rich.table import Table
 
 from pyvmalloc.config import PAGE_SIZE
 from pyvmalloc.kernel import Kernel
+from pyvmalloc.rbtree import rb_inorder
 from pyvmalloc.vmap.area import FitType, VmapArea, is_err
 
 __all__ = ["run_demo", "seeded_workload"]
@@ -58,13 +59,8 @@ def allocator_report(k: Kernel) -> list[Table]:
     """Tables describing the allocator's state and statistics."""
     v = k.vmap_space
     st = v.stats
-    free = list(v.free_areas())
-    in_range = [va for va in free if va.va_end > k.VMALLOC_START and va.va_start < k.VMALLOC_END]
-    largest = (
-        max((min(va.va_end, k.VMALLOC_END) - max(va.va_start, k.VMALLOC_START)) for va in in_range)
-        if in_range
-        else 0
-    )
+    in_range = v.range_sizes(v.free_areas())
+    largest = max(in_range, default=0)
     t = Table(title=f"vmap allocator — kernel {k.profile.name}, {k.machine.cpus_online} CPUs")
     t.add_column("what")
     t.add_column("value", justify="right")
@@ -94,7 +90,7 @@ def allocator_report(k: Kernel) -> list[Table]:
     for va in v.lazy:
         lazy_per_node[v.lazy_node_of(va)] += 1
     for vn in v.nodes:
-        busy = sum(1 for _ in _inorder(vn.busy))
+        busy = sum(1 for _ in rb_inorder(vn.busy))
         nodes.add_row(
             str(vn.id),
             str(busy),
@@ -103,13 +99,6 @@ def allocator_report(k: Kernel) -> list[Table]:
             str(sum(1 for p in vn.pools.values() if p)),
         )
     return [t, nodes]
-
-
-def _inorder(root: object) -> list[object]:
-    from pyvmalloc.rbtree import RBRoot, rb_inorder
-
-    assert isinstance(root, RBRoot)
-    return list(rb_inorder(root))
 
 
 def run_demo(profile: str = "6.18", cpus: int = 2, ops: int = 20000, seed: int = 1) -> int:
