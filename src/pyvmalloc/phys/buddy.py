@@ -61,6 +61,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pyvmalloc.config import PAGE_SHIFT, PAGE_SIZE, KernelProfile, Machine
+from pyvmalloc.errors import InvariantError
 from pyvmalloc.gfp import Gfp, format_gfp, warn_alloc_text
 from pyvmalloc.phys.layout import MemoryLayout, ZoneLayout, build_layout
 from pyvmalloc.printk import KernelLog
@@ -140,14 +141,6 @@ _DIRECT_RECLAIM = int(Gfp.DIRECT_RECLAIM)
 _NOMEMALLOC = int(Gfp.NOMEMALLOC)
 _MEMALLOC = int(Gfp.MEMALLOC)
 _THISNODE = int(Gfp.THISNODE)
-
-
-class InvariantError(AssertionError):
-    """A broken allocator invariant found by ``check()``; names the pfn."""
-
-    def __init__(self, message: str, pfn: int | None = None) -> None:
-        super().__init__(message)
-        self.pfn = pfn
 
 
 def _rounddown_pow_of_two(x: int) -> int:
