@@ -617,3 +617,87 @@ def print_board(res: BoardResult) -> None:
         c.print(f"no vmalloc= fits them all with a {mib(res.margin)} margin")
     for n in res.notes:
         c.print(f"[yellow]note:[/] {n}")
+
+
+def add_board_options(p: Any) -> None:
+    """The board and layout options of ``pyvmalloc whatif`` (and ``sweep``)."""
+    g = p.add_argument_group("board inputs and layout")
+    g.add_argument(
+        "--from-vmallocinfo",
+        metavar="FILE",
+        help="a board's /proc/vmallocinfo: its busy areas are the starting state",
+    )
+    g.add_argument("--dmesg", metavar="FILE", help="the board's kernel log: its failed requests")
+    g.add_argument(
+        "--board-vmalloc",
+        metavar="SIZE",
+        help="the vmalloc= the board ran with (default: none, the kernel's 240 MiB)",
+    )
+    g.add_argument("--board-ram", metavar="SIZE", help="the board's RAM (default: --ram)")
+    g.add_argument("--margin", default="32M", help="free block to keep when sizing vmalloc=")
+    g.add_argument("--vmsplit", default="3G", help="arm: CONFIG_VMSPLIT_ 3G, 3G_OPT, 2G or 1G")
+    g.add_argument("--lpae", action="store_true", help="arm: CONFIG_ARM_LPAE")
+    g.add_argument("--no-highmem", action="store_true", help="arm: CONFIG_HIGHMEM off")
+    g.add_argument("--thumb2", action="store_true", help="arm: CONFIG_THUMB2_KERNEL")
+    g.add_argument("--no-module-plts", action="store_true", help="arm: CONFIG_ARM_MODULE_PLTS off")
+    g.add_argument("--phys-offset", default="0", help="arm: PHYS_OFFSET (where RAM starts)")
+    g.add_argument("--va-bits", type=int, default=48, help="arm64: CONFIG_ARM64_VA_BITS")
+    g.add_argument("--json-board", metavar="OUT", help="board what-if: write the answers as JSON")
+
+
+def machine_from_args(
+    args: Any, *, cpus: int, ram: str | None = None, vmalloc: str | None = None
+) -> Machine:
+    """The target :class:`Machine` of the what-if/sweep command-line options."""
+    from pyvmalloc.config import parse_size
+
+    vm = args.vmalloc if vmalloc is None else vmalloc
+    return Machine(
+        arch=args.arch,
+        paging_levels=args.paging_levels if args.arch == "x86_64" else 4,
+        cpus_online=cpus,
+        ram=parse_size(ram or args.ram),
+        vmalloc_reserve=parse_size(vm) if vm else 0,
+        kernel_release=get_profile(args.profile).name,
+        vmsplit=getattr(args, "vmsplit", "3G"),
+        lpae=getattr(args, "lpae", False),
+        highmem=not getattr(args, "no_highmem", False),
+        thumb2=getattr(args, "thumb2", False),
+        module_plts=not getattr(args, "no_module_plts", False),
+        phys_offset=parse_size(getattr(args, "phys_offset", "0")),
+        va_bits=getattr(args, "va_bits", 48),
+    )
+
+
+def cmd_board_whatif(args: Any) -> int:
+    """``pyvmalloc whatif --from-vmallocinfo FILE [--dmesg FILE] ...`` (no capture)."""
+    import json
+
+    from pyvmalloc.config import parse_size
+
+    if not args.from_vmallocinfo:
+        raise ValueError("give a capture directory, or --from-vmallocinfo FILE for a board what-if")
+    target = machine_from_args(args, cpus=args.cpus or 2)
+    source = machine_from_args(
+        args,
+        cpus=args.cpus or 2,
+        ram=args.board_ram or args.ram,
+        vmalloc=args.board_vmalloc or "",
+    )
+    res = board_whatif(
+        args.from_vmallocinfo,
+        args.dmesg,
+        target=target,
+        source=source,
+        profile=args.profile,
+        margin=parse_size(args.margin),
+    )
+    print_board(res)
+    out = args.json_board or args.json
+    if out:
+        text = json.dumps(res.as_json(), indent=1)
+        if out == "-":
+            print(text)
+        else:
+            Path(out).write_text(text)
+    return 0
