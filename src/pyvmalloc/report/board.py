@@ -3,22 +3,28 @@
 The engineers who run out of vmalloc space usually have two files, not a trace: the
 board's ``/proc/vmallocinfo`` and the kernel log with the failure. This module
 
-* parses the failure lines of every era (:func:`parse_dmesg`):
+* parses the failure lines of every era (:func:`parse_dmesg`); each request records
+  the wording family it was found in (``FailedRequest.era``):
 
   - ``vmap allocation for size N failed: use vmalloc=<size> to increase size``
-    (``alloc_vmap_area``, v4.19/v5.4; N is the area size, guard page included);
+    (``alloc_vmap_area``; v4.19, v5.4 and still v6.2; N is the area size, guard page
+    included);
   - ``vmalloc_node_range for size N failed: Address range restricted to S - E``
-    (its 6.x successor, with the range asked for);
+    (its successor, 2024: "vmalloc: modify the alloc_vmap_area() error message for
+    better diagnostics"; v6.18 prints it), with the range asked for;
   - ``COMM: vmalloc: allocation failure: N bytes, mode:0x...(...)`` (``warn_alloc`` in
     ``__vmalloc_node_range``, v4.19/v5.4; N is the caller's size);
-  - ``COMM: vmalloc error: size N, vm_struct allocation failed, mode:...`` (6.x);
+  - ``COMM: vmalloc size N allocation failure: vm_struct allocation failed`` (the
+    short-lived v5.13 wording) and ``COMM: vmalloc error: size N, vm_struct allocation
+    failed, mode:...`` (v5.14 onward, so v6.x);
   - page failures, which more ``vmalloc=`` does not cure: ``vmalloc: allocation
     failure, allocated X of N bytes`` (v4.19/v5.4), ``vmalloc error: size N, failed to
     allocate pages`` / ``page order K, failed to allocate pages`` / ``failed to map
     pages`` (6.x) and ``page allocation failure: order:K``.
 
   A ``vmap``/``vmalloc_node_range`` warning and the ``warn_alloc`` line that follows it
-  for the same request (``PAGE_ALIGN(N) + PAGE_SIZE`` = the area size) are one request.
+  for the same request are one request: the area size N covers the caller's size
+  rounded to a page plus the guard page (with 4 KiB to 64 KiB pages).
 
 * places the board's busy areas into a chosen layout (:func:`place_board`): areas of
   the modules area keep their offset from ``MODULES_VADDR``; the static mappings ARM
@@ -103,14 +109,24 @@ _R_VMALLOC_OLD = re.compile(
 _R_VMALLOC_PAGES_OLD = re.compile(
     _PREFIX + r"(?:(\S+): )?vmalloc: allocation failure, allocated (\d+) of (\d+) bytes" + _MODE
 )
-_R_VMALLOC_NEW = re.compile(
-    _PREFIX
-    + r"(?:(\S+): )?vmalloc error: size (\d+), (vm_struct allocation failed|failed to allocate "
-    r"pages|page order \d+, failed to allocate pages|failed to map pages)" + _MODE
+_WHAT = (
+    r"(vm_struct allocation failed|failed to allocate pages|page order \d+, failed to "
+    r"allocate pages|failed to map pages)(?:\. Retrying\.)?"
+)
+_R_VMALLOC_NEW = re.compile(_PREFIX + r"(?:(\S+): )?vmalloc error: size (\d+), " + _WHAT + _MODE)
+_R_VMALLOC_513 = re.compile(
+    _PREFIX + r"(?:(\S+): )?vmalloc size (\d+) allocation failure: " + _WHAT + _MODE
 )
 _R_PAGE_ALLOC = re.compile(_PREFIX + r"(?:(\S+): )?page allocation failure: order:(\d+)" + _MODE)
 #: How many lines after a vmap warning its warn_alloc line may come.
 _PAIR_WINDOW = 8
+#: Largest page size a log may come from (arm64 64K): pairs the two lines of a request.
+_MAX_PAGE_SIZE = 65536
+_ERA = {
+    _R_VMALLOC_OLD.pattern: "vmalloc: allocation failure",
+    _R_VMALLOC_NEW.pattern: "vmalloc error",
+    _R_VMALLOC_513.pattern: "vmalloc size ... allocation failure",
+}
 
 
 def _page_align(n: int) -> int:
@@ -129,7 +145,7 @@ class FailedRequest:
     #: Bytes of address space the request needs: ``PAGE_ALIGN(size) + PAGE_SIZE``.
     area_size: int
     text: str
-    #: "4.19/5.4" or "6.x": which era's wording the line has.
+    #: The wording family of the (first) line, see the module docstring.
     era: str
     comm: str | None = None
     mode: str | None = None
@@ -165,7 +181,7 @@ def parse_dmesg(source: str | os.PathLike[str] | Iterable[str]) -> list[FailedRe
                 int(m.group(1)),
                 int(m.group(1)),
                 text,
-                "6.x",
+                "vmalloc_node_range",
                 vstart=int(m.group(2), 16),
                 vend=int(m.group(3), 16),
                 lines=[no],
@@ -175,24 +191,28 @@ def parse_dmesg(source: str | os.PathLike[str] | Iterable[str]) -> list[FailedRe
         m = _R_VMAP_OLD.search(text)
         if m:
             pending = FailedRequest(
-                no, "vmap", int(m.group(1)), int(m.group(1)), text, "4.19/5.4", lines=[no]
+                no, "vmap", int(m.group(1)), int(m.group(1)), text, "vmap allocation", lines=[no]
             )
             out.append(pending)
             continue
-        m = _R_VMALLOC_OLD.search(text) or _R_VMALLOC_NEW.search(text)
+        m = (
+            _R_VMALLOC_OLD.search(text)
+            or _R_VMALLOC_NEW.search(text)
+            or _R_VMALLOC_513.search(text)
+        )
         if m:
-            new = m.re is _R_VMALLOC_NEW
+            new = m.re is not _R_VMALLOC_OLD
             comm, size = m.group(1), int(m.group(2))
             what = m.group(3) if new else "vm_struct allocation failed"
             mode = m.group(4) if new else m.group(3)
             kind: Kind = "vmap" if what == "vm_struct allocation failed" else "pages"
             area = _page_align(size) + PAGE_SIZE
-            era = "6.x" if new else "4.19/5.4"
+            era = _ERA[m.re.pattern]
             if (
                 kind == "vmap"
                 and pending is not None
                 and pending.comm is None
-                and pending.area_size in (area, _page_align(size))
+                and 0 <= pending.area_size - size <= 2 * _MAX_PAGE_SIZE
             ):
                 pending.size, pending.comm, pending.mode = size, comm, mode
                 pending.lines.append(no)
@@ -211,7 +231,7 @@ def parse_dmesg(source: str | os.PathLike[str] | Iterable[str]) -> list[FailedRe
                     size,
                     _page_align(size) + PAGE_SIZE,
                     text,
-                    "4.19/5.4",
+                    "vmalloc: allocation failure",
                     m.group(1),
                     m.group(4),
                     lines=[no],
@@ -223,7 +243,15 @@ def parse_dmesg(source: str | os.PathLike[str] | Iterable[str]) -> list[FailedRe
             size = PAGE_SIZE << int(m.group(2))
             out.append(
                 FailedRequest(
-                    no, "pages", size, size, text, "any", m.group(1), m.group(3), lines=[no]
+                    no,
+                    "pages",
+                    size,
+                    size,
+                    text,
+                    "page allocation failure",
+                    m.group(1),
+                    m.group(3),
+                    lines=[no],
                 )
             )
     return out

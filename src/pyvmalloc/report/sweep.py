@@ -177,8 +177,8 @@ def sweep(
             obj.close()
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
-    """The results as a table."""
+def print_table(rows: list[dict[str, Any]], *, stderr: bool = False) -> None:
+    """The results as a table (on stderr when stdout carries the JSON)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -202,7 +202,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{r['largest_free_end'] / MiB:,.1f}M/{r['largest_free_min'] / MiB:,.1f}M",
             f"{r['external_end']:.2f}/{r['external_worst']:.2f}",
         )
-    Console().print(t)
+    Console(stderr=stderr).print(t)
 
 
 def plot(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
@@ -284,7 +284,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             workers=args.workers or None,
             on_done=lambda done, _total: bar.update(task, completed=done),
         )
-    print_table(rows)
+    print_table(rows, stderr=args.json == "-")
     if args.json:
         text = json.dumps({"grid": [asdict(p) for p in points], "results": rows}, indent=1)
         if args.json == "-":
