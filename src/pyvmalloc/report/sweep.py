@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -293,7 +294,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             Path(args.json).write_text(text)
     if args.plot:
         plot(rows, args.plot)
-        print(f"plot written to {args.plot}")
+        print(f"plot written to {args.plot}", file=sys.stderr if args.json == "-" else sys.stdout)
     return 0
 
 
