@@ -207,3 +207,49 @@ def test_arm64_machine_and_page_sizes():
         compute_layout(page_size=16384, va_bits=39)
     with pytest.raises(ValueError, match="LPA2"):
         compute_layout(page_size=4096, va_bits=52, release="5.4")
+
+
+def test_page_allocator_zones_on_arm_boards():
+    from pyvmalloc.phys.layout import build_layout
+
+    # arm, 1 GiB: ZONE_NORMAL = lowmem (768 MiB = 196608 pages), ZONE_HIGHMEM the rest;
+    # managed Normal = present - image (16 MiB) - FLATMEM memmap (32 B x 262144 pages)
+    lay = build_layout(arm())
+    zones = [(z.name, z.start_pfn, z.end_pfn, z.managed) for z in lay.nodes[0].zones]
+    assert zones == [
+        ("Normal", 0, 196608, 196608 - 4096 - 2048),
+        ("HighMem", 196608, 262144, 65536),
+    ]
+    # arm64 (6.x): ZONE_DMA up to 4 GiB without firmware DMA limits; 5.4: ZONE_DMA32
+    six = build_layout(Machine(arch="arm64", ram="6G"))
+    assert [(z.name, z.end_pfn) for z in six.nodes[0].zones] == [
+        ("DMA", 1 << 20),
+        ("Normal", 6 << 18),
+    ]
+    five = build_layout(Machine(arch="arm64", ram="6G", kernel_release="5.4"))
+    assert [(z.name, z.start_pfn) for z in five.nodes[0].zones] == [
+        ("DMA32", 0),
+        ("Normal", 1 << 20),
+    ]
+    with pytest.raises(ValueError, match="PHYS_OFFSET"):
+        build_layout(arm(phys_offset=0x80000000))
+
+
+def test_full_kernel_on_arm_and_arm64():
+    from pyvmalloc.kernel import Kernel
+
+    k = Kernel("6.18", machine=arm())
+    addr = k.vmalloc(8192)
+    assert addr == 0xF0800000  # the first area of an empty 240 MiB range
+    # 32-bit vmalloc takes highmem pages; 2048 PGD entries of 2 MiB: index 0xf08 >> 1
+    walk = k.pgtables.render_walk(addr)
+    assert "PGD  [1924]" in walk and "(arm, 2-level)" in walk
+    assert k.pgtables.translate(addr) >> 12 >= 196608
+    assert "VmallocTotal:     245760 kB" in k.meminfo()
+    k.vfree(addr)
+    k.check()
+    k64 = Kernel("5.4", machine=Machine(arch="arm64", ram="2G", kernel_release="5.4"))
+    addr = k64.vmalloc(3 << 20)
+    assert addr == 0xFFFF800010000000
+    assert "(arm64, 4-level)" in k64.pgtables.render_walk(addr)
+    k64.check()
