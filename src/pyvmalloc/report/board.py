@@ -65,7 +65,8 @@ from pyvmalloc.trace.snapshot import (
     VmallocInfoError,
     parse_vmallocinfo,
 )
-from pyvmalloc.vmap.area import VmapSpace, is_err
+from pyvmalloc.vmap.area import is_err
+from pyvmalloc.vmap.space import VmapSpace
 
 __all__ = [
     "STATIC_CALLERS",
@@ -321,7 +322,6 @@ def place_board(
     """Place ``info``'s busy areas (read on ``source``) into ``target``'s layout."""
     k = Kernel(get_profile(profile), machine=target, deferred_work="manual")
     space = k.vmap_space
-    space.auto_purge = False
     pl = Placement(target, space, delta=target.vmalloc_start - source.vmalloc_start)
     mod_delta = target.modules_vaddr - source.modules_vaddr
     later: list[tuple[VmallocEntry, str]] = []
