@@ -28,7 +28,9 @@ Sources (Linux, ``arch/arm``):
     (PAGE_OFFSET + 32 MiB)``]) sets ``vmalloc_min = VMALLOC_END - SIZE``, so the
     8 MiB hole comes out of SIZE and the range is SIZE - 8 MiB (or less, after the
     8 MiB rounding).
-  - v5.14 onward, so v6.18 (Russell King's ``vmalloc_size`` series, posted May 2021):
+  - v5.14 onward, so v6.18 (Russell King's 2021 series: f572f5cb3926 "ARM: change
+    vmalloc_min to vmalloc_start", 4c1b7a761608 "ARM: change vmalloc_start to
+    vmalloc_size", c01914efeaa9 "ARM: use MiB for vmalloc sizes"):
     ``vmalloc_size`` defaults to 240 MiB; ``vmalloc=SIZE`` is clamped to [16 MiB,
     ``VMALLOC_END - (PAGE_OFFSET + 32 MiB + VMALLOC_OFFSET)``] and the lowmem limit is
     ``VMALLOC_END - SIZE - VMALLOC_OFFSET``, so the range is exactly SIZE.

@@ -629,7 +629,7 @@ def print_board(res: BoardResult) -> None:
                 ",".join(map(str, r.lines)),
                 r.comm or "-",
                 f"{r.size:,}",
-                mib(r.area_size) if r.kind == "vmap" else r.kind,
+                f"{r.area_size >> 10:,} KiB" if r.kind == "vmap" else r.kind,
                 "fits" if b.addr is not None else "fails",
                 f"fits at {a.addr:#x} ({a.where})" if a.addr is not None else f"fails: {a.where}",
             )
