@@ -233,6 +233,12 @@ def test_page_allocator_zones_on_arm_boards():
     ]
     with pytest.raises(ValueError, match="PHYS_OFFSET"):
         build_layout(arm(phys_offset=0x80000000))
+    # /proc/meminfo: LowTotal = managed lowmem pages, HighTotal = managed highmem pages
+    assert meminfo_lines(arm(), build_layout(arm())) == {
+        "VmallocTotal": 245760,
+        "LowTotal": (196608 - 4096 - 2048) * 4,
+        "HighTotal": 65536 * 4,
+    }
 
 
 def test_full_kernel_on_arm_and_arm64():

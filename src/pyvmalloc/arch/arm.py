@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pyvmalloc.config import Machine
+    from pyvmalloc.phys.layout import MemoryLayout
 
 __all__ = [
     "PAGE_OFFSETS",
@@ -167,16 +168,24 @@ def layout(machine: Machine) -> dict[str, int]:
     }
 
 
-def meminfo_lines(machine: Machine) -> dict[str, int]:
+def meminfo_lines(machine: Machine, memory: MemoryLayout | None = None) -> dict[str, int]:
     """``/proc/meminfo`` values (kB) this layout decides.
 
-    ``VmallocTotal`` is exact. ``LowTotal``/``HighTotal`` are the RAM of each zone
-    before the kernel's own reservations (image, memmap, CMA), which the kernel
-    subtracts: the model's :mod:`pyvmalloc.phys` gives the managed counts.
+    ``VmallocTotal`` is ``VMALLOC_END - VMALLOC_START``. ``LowTotal``/``HighTotal``
+    (``CONFIG_HIGHMEM``) are ``totalram_pages - totalhigh_pages`` and
+    ``totalhigh_pages``: managed pages, after the kernel's own reservations. With the
+    boot memory layout (:func:`pyvmalloc.phys.layout.build_layout`) they are its
+    managed counts; without it, the RAM on each side of the lowmem limit (an upper
+    bound).
     """
     lay = machine.layout
+    low, high = lay["LOWMEM_BYTES"], lay["HIGHMEM_BYTES"]
+    if memory is not None:
+        zones = [z for node in memory.nodes for z in node.zones]
+        high = sum(z.managed for z in zones if z.name == "HighMem") * PAGE_SIZE
+        low = sum(z.managed for z in zones if z.name != "HighMem") * PAGE_SIZE
     return {
         "VmallocTotal": (lay["VMALLOC_END"] - lay["VMALLOC_START"]) >> 10,
-        "LowTotal": lay["LOWMEM_BYTES"] >> 10,
-        "HighTotal": lay["HIGHMEM_BYTES"] >> 10,
+        "LowTotal": low >> 10,
+        "HighTotal": high >> 10,
     }
