@@ -203,3 +203,20 @@ def test_capture_whatif_from_vmallocinfo_on_arm(tmp_path):
     )
     assert rc == 0
     assert json.loads(out.read_text())["vmalloc_size"] == 240 * M
+
+
+def test_board_whatif_on_i386(tmp_path):
+    # i386, 2 GiB, 5.4: VMALLOC_START = 0xc0000000 + MAXMEM 0x373fe000 + 8M = 0xf7bfe000.
+    info = tmp_path / "vmallocinfo"
+    info.write_text("0xf7bfe000-0xfebfe000 117440512 foo+0x1/0x2 pages=28671 vmalloc\n")
+    log = ["vmap allocation for size 33558528 failed: use vmalloc=<size> to increase size"]
+    m = Machine(arch="i386", ram="2G", kernel_release="5.4")
+    res = board_whatif(info, log, target=m.with_(vmalloc_reserve="256M"), profile="5.4")
+    # vmalloc=256M: __VMALLOC_RESERVE 264M, START = 0xff3fe000 - 256M = 0xef3fe000; the
+    # 112 MiB area moves down with it and the 32M+4K request follows it
+    assert res.after[0].addr == 0xEF3FE000 + 112 * M
+    # START + 112M + (32M + 4K) + 32M margin <= 0xff3fe000, START = 0xff3fe000 - SIZE
+    # -> SIZE >= 176M + 4K -> 184M in 8 MiB steps
+    assert res.smallest_vmalloc == 184 * M
+    with pytest.raises(ValueError, match=r"kernel_release='6\.18'"):
+        board_whatif(info, log, target=m, profile="6.18")

@@ -518,6 +518,12 @@ def board_whatif(
     ``source`` is the board as it ran (default: ``target`` without ``vmalloc=``, the
     kernel's default 240 MiB).
     """
+    prof = get_profile(profile)
+    if target.kernel_release != prof.name:
+        raise ValueError(
+            f"the target machine has the {target.kernel_release} layout rules but the "
+            f"profile is {prof.name}: build it with kernel_release={prof.name!r}"
+        )
     info = read_board_vmallocinfo(vmallocinfo)
     requests = parse_dmesg(dmesg) if dmesg is not None else []
     source = source or target.with_(vmalloc_reserve=0)
