@@ -147,7 +147,9 @@ def test_board_inputs_errors(tmp_path):
         board_whatif(low, None, target=target)
     # the board did run with vmalloc=400M (5.4 rules: START 0xe7000000)
     src = target.with_(vmalloc_reserve="400M", kernel_release="5.4")
-    res = board_whatif(low, None, target=target.with_(kernel_release="5.4"), source=src)
+    res = board_whatif(
+        low, None, target=target.with_(kernel_release="5.4"), source=src, profile="5.4"
+    )
     assert res.placement.delta == 0xF0800000 - 0xE7000000 and not res.placement.lost
 
 
