@@ -30,7 +30,11 @@ Sources (Linux, ``arch/arm64/include/asm/memory.h``, ``pgtable.h``,
   ``VMALLOC_END = VMEMMAP_START - SZ_256M``; ``VA_BITS_MIN`` is 47 for 16K/52, 48
   for the other 52-bit configs.
 
-KASAN is off and ``sizeof(struct page)`` is 64 (``STRUCT_PAGE_MAX_SHIFT`` 6).
+KASAN is off and ``sizeof(struct page)`` is 64 (``STRUCT_PAGE_MAX_SHIFT`` 6). The
+model's modules range is the whole modules area; v6.x's ``execmem_arch_setup()``
+(``arch/arm64/kernel/module.c``) first uses a 128 MiB window of it near the kernel
+(``module_direct_base``, placed by KASLR) and falls back to a 2 GiB window
+(``module_plt_base``).
 The kernel image's own vm areas at the bottom of the 6.x vmalloc range are not
 modelled (they are in a board's vmallocinfo when it is given).
 
