@@ -222,3 +222,17 @@ def test_board_whatif_on_i386(tmp_path):
     assert res.smallest_vmalloc == 184 * M
     with pytest.raises(ValueError, match=r"kernel_release='6\.18'"):
         board_whatif(info, log, target=m, profile="6.18")
+
+
+def test_board_whatif_ram_limited_board():
+    # 512 MiB: all RAM is lowmem whatever vmalloc= (up to 496M), VMALLOC_START stays at
+    # 0xe0800000 = high_memory + 8M, so the smallest vmalloc= is the smallest accepted
+    target = Machine(arch="arm", ram="512M", kernel_release="5.4")
+    res = board_whatif(BOARD / "vmallocinfo", BOARD / "dmesg", target=target, profile="5.4")
+    assert target.vmalloc_start == 0xE0800000 and res.placement.delta == 0
+    assert res.smallest_vmalloc == 16 * M
+    assert any("default layout" in n for n in res.notes)
+    # 1 GiB + guard never fits: 3G/1G gives 976 MiB at most; None after the largest
+    big = ["vmap allocation for size 1073745920 failed: use vmalloc=<size> to increase size"]
+    res = board_whatif(BOARD / "vmallocinfo", big, target=target, profile="5.4")
+    assert res.smallest_vmalloc is None and res.after[0].addr is None

@@ -488,19 +488,26 @@ def smallest_vmalloc(
     """
     if target.arch not in ("arm", "i386"):
         raise ValueError("vmalloc= is a boot option of 32-bit kernels (arm, i386)")
+    largest: int | None = None
+    if target.arch == "arm":
+        from pyvmalloc.arch.arm import early_vmalloc
+
+        # the largest value early_vmalloc() accepts (a larger one is clamped to it)
+        largest = early_vmalloc(target.with_(vmalloc_reserve=1 << 32))[0]
     size = 16 * MiB
-    last_total = -1
     while True:
+        if largest is not None and size > largest:
+            if size - step >= largest:
+                return None
+            size = largest  # the kernel's maximum, tried once
         try:
             m = target.with_(vmalloc_reserve=size)
-        except ValueError:
+        except ValueError:  # i386: no lowmem left
             return None
-        total = m.vmalloc_total
-        if total == last_total and size > 16 * MiB:
-            return None  # clamped by early_vmalloc(): no larger range exists
-        last_total = total
         if _fits_all(info, requests, m, source, profile, margin):
             return size
+        if size == largest:
+            return None
         size += step
 
 
@@ -593,6 +600,12 @@ def board_whatif(
         notes=notes,
     )
     if target.arch in ("arm", "i386"):
+        default = target.with_(vmalloc_reserve=0)
+        if _fits_all(info, requests, default, source, profile, margin):
+            notes.append(
+                f"the kernel's default layout (no vmalloc=, {default.vmalloc_total / MiB:,.0f} "
+                "MiB) already fits them with the margin"
+            )
         res.smallest_vmalloc = smallest_vmalloc(info, requests, target, source, profile, margin)
         if res.smallest_vmalloc is not None:
             best = target.with_(vmalloc_reserve=res.smallest_vmalloc)
