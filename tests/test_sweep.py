@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -52,8 +53,10 @@ def test_sweep_on_local_cluster_equals_serial(cluster):
         assert small["failures"] > 0 and big["failures"] <= small["failures"]
 
 
-def test_point_is_deterministic():
+def test_point_is_deterministic_and_picklable():
     (p,) = grid([CAPS / "churn-cpu0"], vmallocs=[64 * M], cpus=[2], arch="i386", ram=1 << 30)
+    assert pickle.loads(pickle.dumps(p)) == p
+    assert pickle.loads(pickle.dumps(run_point)) is run_point  # a module-level function
     assert run_point(p) == run_point(p)
 
 
