@@ -689,7 +689,6 @@ def add_board_options(p: Any) -> None:
     g.add_argument("--no-module-plts", action="store_true", help="arm: CONFIG_ARM_MODULE_PLTS off")
     g.add_argument("--phys-offset", default="0", help="arm: PHYS_OFFSET (where RAM starts)")
     g.add_argument("--va-bits", type=int, default=48, help="arm64: CONFIG_ARM64_VA_BITS")
-    g.add_argument("--json-board", metavar="OUT", help="board what-if: write the answers as JSON")
 
 
 def machine_from_args(
@@ -740,7 +739,7 @@ def cmd_board_whatif(args: Any) -> int:
         margin=parse_size(args.margin),
     )
     print_board(res)
-    out = args.json_board or args.json
+    out = args.json  # --json OUT ('-': stdout) also serves the board what-if
     if out:
         text = json.dumps(res.as_json(), indent=1)
         if out == "-":
