@@ -613,12 +613,12 @@ def board_whatif(
     return res
 
 
-def print_board(res: BoardResult) -> None:
-    """The answers, as text."""
+def print_board(res: BoardResult, *, stderr: bool = False) -> None:
+    """The answers, as text (on stderr when stdout carries the JSON)."""
     from rich.console import Console
     from rich.table import Table
 
-    c = Console()
+    c = Console(stderr=stderr)
     t, s = res.target, res.source
 
     def mib(n: int) -> str:
@@ -738,8 +738,8 @@ def cmd_board_whatif(args: Any) -> int:
         profile=args.profile,
         margin=parse_size(args.margin),
     )
-    print_board(res)
     out = args.json  # --json OUT ('-': stdout) also serves the board what-if
+    print_board(res, stderr=out == "-")  # --json OUT ('-': stdout) also serves the board what-if
     if out:
         text = json.dumps(res.as_json(), indent=1)
         if out == "-":
