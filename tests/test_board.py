@@ -181,6 +181,11 @@ def test_board_cli_json(tmp_path, capsys):
     assert data["smallest_vmalloc"] == 320 * M
     assert [r["addr"] for r in data["requests_after"]] == ["0xf5ffe000", "0xf67ff000", None]
     assert main(["whatif", "--arch", "arm"]) == 2  # neither a capture nor a vmallocinfo
+    args = ["whatif", "--from-vmallocinfo", str(BOARD / "vmallocinfo"), "--arch", "arm"]
+    assert main([*args, "--ram", "1G", "--json", "-"]) == 0
+    # no requests: only the 32M margin, START + 0xeffe000 + 32M <= 0xfee00000 with
+    # START = 0xff800000 - SIZE (6.18) -> SIZE >= 0x119fe000 -> 288M
+    assert json.loads(capsys.readouterr().out)["smallest_vmalloc"] == 288 * M
 
 
 def test_capture_whatif_from_vmallocinfo_on_arm(tmp_path):
