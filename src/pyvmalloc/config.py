@@ -33,6 +33,7 @@ __all__ = [
     "KernelProfile",
     "Machine",
     "fls",
+    "format_size",
     "get_profile",
     "parse_size",
 ]
@@ -71,6 +72,17 @@ def parse_size(value: int | str) -> int:
         raise ValueError(f"not a size: {value!r} (expected e.g. 4096, 64K, 512M, 4G)")
     shift = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}[m.group(2).lower()]
     return int(m.group(1)) << shift
+
+
+def format_size(n: int) -> str:
+    """A byte count in the binary unit that fits it: ``format_size(3 << 40) == '3.0 TiB'``."""
+    if n < 1024:
+        return f"{n} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        n /= 1024  # type: ignore[assignment]
+        if n < 1024 or unit == "PiB":
+            return f"{n:,.1f} {unit}"
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
