@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pyvmalloc.errors import InputError
 from pyvmalloc.trace import parse as P
 from pyvmalloc.trace.events import AllocVmapArea, FreeVmapAreaNoflush, PurgeVmapAreaLazy
 from pyvmalloc.trace.parse import TraceParseError, iter_trace, open_text, parse_trace
@@ -282,7 +283,7 @@ def test_malformed_gz_line_and_lines_input() -> None:
 def test_truncated_gz_is_a_parse_error(tmp_path: Path) -> None:
     data = gzip.compress(("\n".join([ALLOC] * 2000) + "\n").encode())
     (tmp_path / "t.gz").write_bytes(data[: len(data) // 2])
-    with pytest.raises(TraceParseError, match="read error"):
+    with pytest.raises(TraceParseError, match="gzip data is truncated"):
         parse_trace(tmp_path / "t.gz")
 
 
@@ -295,7 +296,7 @@ def test_last_line_without_newline_and_crlf(tmp_path: Path) -> None:
 
 
 def test_directory_without_trace(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(InputError, match=r"no trace or trace\.gz"):
         parse_trace(tmp_path)
 
 
