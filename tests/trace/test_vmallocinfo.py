@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pyvmalloc.errors import InputError
 from pyvmalloc.trace.snapshot import (
     HashedAddressError,
     VmallocInfoError,
@@ -158,3 +159,117 @@ def test_malformed_lines(tmp_path: Path, line: str, message: str) -> None:
         parse_vmallocinfo(f)
     assert ei.value.line == 2 and ei.value.path == str(f)
     assert str(ei.value).startswith(f"{f}:2: ") and message in str(ei.value)
+
+
+# ---------------------------------------------------------------- hostile input (issue 11)
+
+A = "0xffffc90000010000-0xffffc90000013000   12288 foo+0x1/0x2 pages=2 vmalloc N0=2"
+B = "0xffffc90000020000-0xffffc90000022000    8192 bar+0x1/0x2 pages=1 vmalloc N0=1"
+U = "0xffffc90000030000-0xffffc90000032000    8192 unpurged vm_area"
+
+
+def _bad(lines: list[str], tmp_path: Path) -> str:
+    f = tmp_path / "vmallocinfo"
+    f.write_text("\n".join(lines) + "\n", newline="")
+    with pytest.raises(InputError) as ei:
+        parse_vmallocinfo(f)
+    assert isinstance(ei.value, VmallocInfoError)
+    return str(ei.value).removeprefix(str(f))
+
+
+@pytest.mark.parametrize(
+    ("lines", "where", "says"),
+    [
+        ([A, B, A], ":3:", "the same area as line 1"),
+        ([A, B, B.replace("bar", "baz")], ":3:", "the same area as line 2"),
+        (
+            [
+                A,
+                B,
+                A.replace("13000   12288", "12000    8192").replace("2 vmalloc N0=2", "1 vmalloc"),
+            ],
+            ":3:",
+            "overlapping line 1",
+        ),
+        (
+            [A, B, "0xffffc90000012000-0xffffc90000014000    8192 unpurged vm_area"],
+            ":3:",
+            "overlapping line 1",
+        ),
+        ([U, A, "0xffffc90000030000-0xffffc90000031000    4096 vm_map_ram"], ":3:", "overlapping"),
+        ([A, U, U], ":3:", "same area"),
+    ],
+)
+def test_overlapping_areas_refused(tmp_path: Path, lines: list[str], where: str, says: str) -> None:
+    msg = _bad(lines, tmp_path)
+    assert msg.startswith(where) and says in msg and "never overlap" in msg
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        (A.replace("pages=2", "pages=4"), "spans 3 pages"),
+        (A.replace("pages=2", "pages=" + "9" * 5000), "misplaced or malformed"),
+        (A.replace("12288", "1" + "0" * 5000), "size is not a decimal"),
+        (A.replace("12288", "\u0661\u0662\u0662\u0668\u0668"), "size is not a decimal"),
+        (A.replace("N0=2", "N1024=2"), "MAX_NUMNODES"),
+        (A.replace("N0=2", "N1=1 N0=1"), "ascending"),
+        (A.replace("N0=2", "N0=2 N1=0"), "only nodes holding"),
+        (A.replace("vmalloc", "phys=0x" + "f" * 17 + " vmalloc"), "misplaced or malformed"),
+        (A.replace(" pages", "\x0bpages"), "unexpected word"),
+    ],
+)
+def test_impossible_lines(tmp_path: Path, line: str, says: str) -> None:
+    msg = _bad([B, line], tmp_path)
+    assert msg.startswith(":2:") and says in msg and "the kernel" in msg or "malformed" in msg
+
+
+def test_line_numbers_split_only_at_newline(tmp_path: Path) -> None:
+    f = tmp_path / "vmallocinfo"
+    f.write_text(A + "\n" + B.replace("bar+0x1/0x2", "bar\x85x") + "\n", newline="")
+    with pytest.raises(InputError, match=r"vmallocinfo:2: unexpected word 'bar\\x85x'"):
+        parse_vmallocinfo(f)
+    info = parse_vmallocinfo(A + "\n\n" + B + "\n")
+    assert [e.line for e in info.entries] == [1, 3]
+
+
+def test_not_utf8_and_gzip_damage(tmp_path: Path) -> None:
+    import gzip
+
+    f = tmp_path / "vmallocinfo"
+    f.write_bytes((A + "\n").encode() + b"0x\xff\n")
+    with pytest.raises(InputError, match=r"vmallocinfo:2: not UTF-8 text \(byte 0xff\)"):
+        parse_vmallocinfo(f)
+    g = tmp_path / "v.gz"
+    g.write_bytes(b"")
+    with pytest.raises(InputError, match="empty file, not gzip"):
+        parse_vmallocinfo(g)
+    g.write_bytes(gzip.compress((A + "\n").encode())[:-9])
+    with pytest.raises(InputError, match=r"v\.gz: cannot read"):
+        parse_vmallocinfo(g)
+
+
+def test_symlink_in_capture_dir_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$hash:19000:0:99999:7:::\n")
+    (tmp_path / "cap").mkdir()
+    (tmp_path / "cap" / "vmallocinfo").symlink_to(secret)
+    with pytest.raises(InputError) as ei:
+        parse_vmallocinfo(tmp_path / "cap")
+    assert "symbolic link" in str(ei.value) and "$6$" not in str(ei.value)
+
+
+def test_too_many_lazy_runs_is_an_input_error() -> None:
+    info = parse_vmallocinfo(V54, path="v54")
+    with pytest.raises(InputError, match=r"^v54:8: 2 ascending runs"):
+        infer_lazy_nodes(info, 1)
+
+
+def test_long_line_linear() -> None:
+    import time
+
+    for text in (A + " " + "N0=1 " * 200_000, "0x" + "f" * 1_000_000, A + "\t" * 1_000_000 + "x"):
+        t0 = time.perf_counter()
+        with pytest.raises(InputError):
+            parse_vmallocinfo(text + "\n")
+        assert time.perf_counter() - t0 < 0.5

@@ -679,16 +679,16 @@ def _check_alloc(
         raise bad(f"failed={failed}: the kernel prints failed=0 or failed=1 (IS_ERR_VALUE)")
     if vstart > vend:
         raise bad(
-            f"vstart={vstart:#x} is above vend={vend:#x}: every caller asks for a range "
-            "with vstart < vend (VMALLOC_START-VMALLOC_END, the module range, ...)"
+            f"vstart={vstart:#x} is above vend={vend:#x}: the kernel's callers ask for a "
+            "range with vstart < vend (VMALLOC_START-VMALLOC_END, the module range, ...)"
         )
     if failed:
         if addr >= ULONG_MAX - MAX_ERRNO + 1 or addr == vend:
             return
         raise bad(
-            f"failed=1 with va_start: {addr}, which is neither an error code (6.16+ "
-            f"prints -ENOENT as {ULONG_MAX - 1}, -ERANGE, -ENOMEM, -EINVAL likewise) nor "
-            f"vend (6.2-6.15 print va_start: {vend})"
+            f"failed=1 with va_start: {addr}, which the kernel never prints for a failure: "
+            f"that is neither an error code (6.16+ prints -ENOENT as {ULONG_MAX - 1}, "
+            f"-ERANGE, -ENOMEM, -EINVAL likewise) nor vend (6.2-6.15 print va_start: {vend})"
         )
     if addr >= ULONG_MAX - MAX_ERRNO + 1:
         raise bad(
@@ -696,7 +696,7 @@ def _check_alloc(
             "with an error code"
         )
     if addr == vend:
-        raise bad(f"failed=0 with va_start: {addr} = vend: 6.2-6.15 print failed=1 there")
+        raise bad(f"failed=0 with va_start: {addr} = vend: the kernel (6.2-6.15) prints failed=1")
     if addr < vstart:
         raise bad(
             f"va_start {addr:#x} is below vstart={vstart:#x}: the kernel allocates inside "

@@ -344,9 +344,11 @@ def _parse_line(text: str, lineno: int, path: str | None) -> VmallocEntry:
             node = int(mn.group(1))
             count = int(mn.group(2))
             if node >= MAX_NUMNODES:
-                raise err(f"node {node} is beyond MAX_NUMNODES ({MAX_NUMNODES})")
+                raise err(
+                    f"node {node}: the kernel has at most MAX_NUMNODES ({MAX_NUMNODES}) nodes"
+                )
             if node in numa:
-                raise err(f"node {node} listed twice")
+                raise err(f"node {node} listed twice; the kernel prints each node once")
             if numa and node < max(numa):
                 raise err(f"node {node} after node {max(numa)}; the kernel prints nodes ascending")
             if count == 0 or count > _UINT_MAX:
