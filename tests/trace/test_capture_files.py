@@ -154,3 +154,33 @@ def test_state_file_written_without_following(
     with pytest.raises(OSError):
         capture._save_state(capture._State(kptr_old="1"))
     assert victim.read_text() == "precious"
+
+
+def test_trace_bytes_kept_as_the_kernel_wrote_them(
+    fake_tracefs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task may name itself with any bytes (and a \\r): the trace is copied byte for
+    byte, and the marker line numbers in meta.json count \\n only, like the parser."""
+    odd = (
+        b"    pyth\xffn\r\x0bx-7       [001] .....     2.000000: alloc_vmap_area: va_start: "
+        b"18446683600570023936 size=8192 align=1 vstart=0xffffc90000000000 "
+        b"vend=0xffffe8ffffffffff failed=0\n"
+    )
+
+    def activity(opts: object, st: capture._State, meta: object, log: object) -> tuple[str, None]:
+        assert st.instance is not None
+        with (st.instance / "trace").open("ab") as f:
+            f.write(odd)
+        return "duration", None
+
+    monkeypatch.setattr(capture, "_run_activity", activity)
+    out = tmp_path / "cap"
+    meta = capture.capture(_opts(out))
+    data = (out / "trace").read_bytes()
+    assert odd in data
+    from pyvmalloc.trace.parse import parse_trace
+
+    res = parse_trace(out)
+    assert res.events[0].task == "pyth\udcffn\r\x0bx"
+    for name, line in meta["marker_lines"].items():
+        assert res.marker(name) is not None and res.marker(name).line == line  # type: ignore[union-attr]

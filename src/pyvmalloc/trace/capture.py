@@ -168,14 +168,15 @@ def _create(dirfd: int, name: str, mode: int) -> int:
     return fd
 
 
-def _write_output(dirfd: int, name: str, text: str, mode: int = PRIVATE_MODE) -> None:
+def _write_output(dirfd: int, name: str, text: str | bytes, mode: int = PRIVATE_MODE) -> None:
     """Write a capture file (gzip-compressed if ``name`` ends in ``.gz``)."""
+    data = text.encode() if isinstance(text, str) else text
     with os.fdopen(_create(dirfd, name, mode), "wb") as f:
         if name.endswith(".gz"):
             with gzip.GzipFile(fileobj=f, mode="wb") as g:
-                g.write(text.encode())
+                g.write(data)
         else:
-            f.write(text.encode())
+            f.write(data)
 
 
 def _find_tracefs() -> Path | None:
@@ -460,7 +461,7 @@ def _summarize(trace_text: str) -> dict[str, Any]:
     in_window = 0
     purges_after_drop = 0
     phase = "before"
-    for lineno, line in enumerate(trace_text.splitlines(), 1):
+    for lineno, line in enumerate(trace_text.split("\n"), 1):  # lines end at \n only
         if line.startswith("#"):
             m = _ENTRIES_RE.match(line)
             if m and int(m.group(2)) > int(m.group(1)):
@@ -613,9 +614,11 @@ def capture(opts: CaptureOptions) -> dict[str, Any]:
             for ev in EVENTS:
                 _write(inst / "events" / "vmalloc" / ev / "enable", "0")
             meta["per_cpu_stats"] = _cpu_stats(inst)
-            text = (inst / "trace").read_text()
-            _write_output(outfd, "trace.gz" if opts.gzip else "trace", text)
-            summary = _summarize(text)
+            # The kernel's bytes as they are: a task's name may hold any bytes, and
+            # text mode would turn a \r into a line end.
+            raw = (inst / "trace").read_bytes()
+            _write_output(outfd, "trace.gz" if opts.gzip else "trace", raw)
+            summary = _summarize(raw.decode("utf-8", "surrogateescape"))
             meta.update(summary)
             overrun = sum(int(s.get("overrun", "0")) for s in meta["per_cpu_stats"].values())
             dropped = sum(int(s.get("dropped_events", "0")) for s in meta["per_cpu_stats"].values())
