@@ -344,6 +344,11 @@ def _one_bad(line: str, **kw: object) -> InputError:
         ("failed=0", "failed=" + "9" * 5000, "malformed alloc_vmap_area"),
         ("size=40960", "size=" + "9" * 5000, "malformed alloc_vmap_area"),
         ("[000]", "[999999]", "CPU 999999 does not exist"),
+        (
+            "va_start: 18446683600583966720 size=40960 align=1 vstart=0xffffc90000000000",
+            "va_start: 0 size=40960 align=1 vstart=0x0",
+            "never hands out address 0",
+        ),
     ],
 )
 def test_events_the_kernel_cannot_emit(old: str, new: str, says: str) -> None:

@@ -274,3 +274,23 @@ def test_long_line_linear() -> None:
         with pytest.raises(InputError):
             parse_vmallocinfo(text + "\n")
         assert time.perf_counter() - t0 < 0.5
+
+
+@pytest.mark.parametrize(
+    ("line", "cls", "says"),
+    [
+        ("0x0000000000000000-0x0000000000002000    8192 vm_map_ram", HashedAddressError, "hashed"),
+        ("0x0000000000001000-0x0000000000003000    8192 vm_map_ram", HashedAddressError, "hashed"),
+        (
+            "0x0000700000001000-0x0000700000003000    8192 vm_map_ram",
+            VmallocInfoError,
+            "kernel half",
+        ),
+        ("0x00000000-0x00002000    8192 vm_map_ram", VmallocInfoError, "begins at 1"),
+    ],
+)
+def test_addresses_the_kernel_cannot_hold(line: str, cls: type, says: str) -> None:
+    """Address 0 or a user-half address would reach the replay model as an area it
+    cannot place (issue 11: InvariantError 'cannot claim 0x0-0x2000')."""
+    with pytest.raises(cls, match=says):
+        parse_vmallocinfo(line + "\n")

@@ -529,6 +529,7 @@ def _parse_chunk(
                 # The common case, a success inside its range, checked inline.
                 if not (
                     failed == 0
+                    and addr > 0
                     and vstart <= addr
                     and addr + size <= vend
                     and not addr & (align - 1)
@@ -697,6 +698,10 @@ def _check_alloc(
         )
     if addr == vend:
         raise bad(f"failed=0 with va_start: {addr} = vend: the kernel (6.2-6.15) prints failed=1")
+    if addr == 0:
+        raise bad(
+            "va_start: 0: the kernel never hands out address 0 (its free vmap space begins at 1)"
+        )
     if addr < vstart:
         raise bad(
             f"va_start {addr:#x} is below vstart={vstart:#x}: the kernel allocates inside "

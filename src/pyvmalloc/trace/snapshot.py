@@ -163,6 +163,8 @@ _CALLER_RE = re.compile(
 )
 _DEC_RE = re.compile(r"^[0-9]{1,20}$")
 _PHYS_RE = re.compile(r"^0x[0-9a-f]{1,16}$")
+#: The lowest x86-64 kernel address (5-level paging; 4-level starts at 0xffff8...).
+KERNEL_HALF = 0xFF00000000000000
 #: ``MAX_NUMNODES`` with the largest x86-64 ``CONFIG_NODES_SHIFT`` (10).
 MAX_NUMNODES = 1024
 #: ``pages=%d`` and ``N%u=%u`` print an int / unsigned int.
@@ -294,6 +296,15 @@ def _parse_line(text: str, lineno: int, path: str | None) -> VmallocEntry:
         raise err(f"end - start = {end - start} but size is {size}; the kernel prints end - start")
     if size <= 0 or size & 0xFFF or start & 0xFFF:
         raise err("area not page aligned or empty; the kernel's areas are whole pages")
+    if wide and start < KERNEL_HALF:
+        if start >> 32 == 0 and end >> 32 == 0:
+            raise err(_HOW_TO_READ, HashedAddressError)
+        raise err(
+            f"{start:#x} is not a kernel address: on x86-64 every vmap area lies in the "
+            f"kernel half, from {KERNEL_HALF:#x} (5-level paging) or 0xffff800000000000 up"
+        )
+    if start == 0:
+        raise err("no vmap area starts at 0: the kernel's free vmap space begins at 1")
     rest = toks[2:]
     if rest == ["unpurged", "vm_area"]:
         return VmallocEntry(start, end, size, "unpurged", lineno)
