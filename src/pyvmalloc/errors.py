@@ -1,21 +1,30 @@
-"""The one exception type for bad input files.
+"""The model's exception types, one per kind of trouble.
 
-Every error found in a file a user hands to pyvmalloc (a trace, a ``/proc/vmallocinfo``
-snapshot, a capture's ``meta.json``, a capture directory) is an :class:`InputError`:
-a :class:`ValueError` whose message starts with ``PATH:LINE:`` (``PATH:`` for a file
-or directory without lines) and says what is wrong and what the kernel (or
-``pyvmalloc capture``) would have written there. The command line prints it as
-``pyvmalloc: error: ...`` and exits with status 2.
+* :class:`InvariantError` — the model's own state is inconsistent (a bug in the
+  model, or in a policy plugged into it). Every layer's ``check()`` raises it and
+  names the broken object.
+* :class:`InputError` — an error in a file a user hands to pyvmalloc (a trace, a
+  ``/proc/vmallocinfo`` snapshot, a capture's ``meta.json``, a capture directory): a
+  :class:`ValueError` whose message starts with ``PATH:LINE:`` (``PATH:`` for a file
+  or directory without lines) and says what is wrong and what the kernel (or
+  ``pyvmalloc capture``) would have written there. The command line prints it as
+  ``pyvmalloc: error: ...`` and exits with status 2.
+
+This module imports nothing from the package, so every layer can use it.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-__all__ = ["InputError"]
+__all__ = ["InputError", "InvariantError"]
 
 #: Longest excerpt of an offending line quoted in a message.
 _QUOTE_MAX = 160
+
+
+class InvariantError(AssertionError):
+    """A model invariant is broken; the message says which and where."""
 
 
 class InputError(ValueError):
