@@ -286,7 +286,9 @@ def test_long_line_linear() -> None:
             VmallocInfoError,
             "kernel half",
         ),
-        ("0x00000000-0x00002000    8192 vm_map_ram", VmallocInfoError, "begins at 1"),
+        ("0x00000000-0x00002000    8192 vm_map_ram", VmallocInfoError, "PAGE_OFFSET"),
+        ("0x3ffff000-0x40001000    8192 vm_map_ram", VmallocInfoError, "PAGE_OFFSET"),
+        ("0xf8000000-0xf8002000    8192 vm_map_ram\n" + B, VmallocInfoError, "one width"),
     ],
 )
 def test_addresses_the_kernel_cannot_hold(line: str, cls: type, says: str) -> None:

@@ -165,6 +165,8 @@ _DEC_RE = re.compile(r"^[0-9]{1,20}$")
 _PHYS_RE = re.compile(r"^0x[0-9a-f]{1,16}$")
 #: The lowest x86-64 kernel address (5-level paging; 4-level starts at 0xffff8...).
 KERNEL_HALF = 0xFF00000000000000
+#: The lowest i386 ``PAGE_OFFSET`` (``CONFIG_VMSPLIT_1G``).
+I386_LOWEST = 0x40000000
 #: ``MAX_NUMNODES`` with the largest x86-64 ``CONFIG_NODES_SHIFT`` (10).
 MAX_NUMNODES = 1024
 #: ``pages=%d`` and ``N%u=%u`` print an int / unsigned int.
@@ -244,11 +246,23 @@ def parse_vmallocinfo(
     else:
         lines = source
     entries: list[VmallocEntry] = []
+    width = 0
     for lineno, raw in enumerate(lines, 1):
         text = raw.rstrip("\n").rstrip(" \t\r")
         if not text.strip(" "):
             continue
-        entries.append(_parse_line(text, lineno, path))
+        e = _parse_line(text, lineno, path)
+        w = text.index("-")
+        if width and w != width:
+            raise VmallocInfoError(
+                f"{w - 2}-digit addresses after {width - 2}-digit ones (line "
+                f"{entries[0].line}): the kernel prints every pointer with one width",
+                path=path,
+                line=lineno,
+                text=text,
+            )
+        width = w
+        entries.append(e)
     _check_overlaps(entries, path)
     return VmallocInfo(entries, path)
 
@@ -303,8 +317,12 @@ def _parse_line(text: str, lineno: int, path: str | None) -> VmallocEntry:
             f"{start:#x} is not a kernel address: on x86-64 every vmap area lies in the "
             f"kernel half, from {KERNEL_HALF:#x} (5-level paging) or 0xffff800000000000 up"
         )
-    if start == 0:
-        raise err("no vmap area starts at 0: the kernel's free vmap space begins at 1")
+    if not wide and start < I386_LOWEST:
+        raise err(
+            f"{start:#x} is not a kernel address: i386 kernel addresses start at "
+            f"PAGE_OFFSET, at least {I386_LOWEST:#x} (or is it a hashed pointer, "
+            "kptr_restrict=0?)"
+        )
     rest = toks[2:]
     if rest == ["unpurged", "vm_area"]:
         return VmallocEntry(start, end, size, "unpurged", lineno)
