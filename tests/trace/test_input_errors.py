@@ -132,18 +132,25 @@ def test_cli_prints_input_error_and_exits_2(
     assert "Traceback" not in err
 
 
-def test_cli_cpu_beyond_meta(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("cpu", ["[002]", "[999999]"])
+@pytest.mark.parametrize("command", ["replay", "whatif"])
+def test_cli_cpu_beyond_meta(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, cpu: str
+) -> None:
+    """The capture had CPUs 0-1: an event on CPU 2 is not folded onto CPU 0."""
     import gzip
 
     d = _copy(tmp_path)
     text = gzip.decompress((d / "trace.gz").read_bytes()).decode()
     lines = text.split("\n")
     i = next(i for i, ln in enumerate(lines) if "alloc_vmap_area:" in ln and "[000]" in ln)
-    lines[i] = lines[i].replace("[000]", "[999999]", 1)
+    lines[i] = lines[i].replace("[000]", cpu, 1)
     (d / "trace.gz").write_bytes(gzip.compress("\n".join(lines).encode()))
-    rc, err = _cli(["replay", str(d)], capsys)
+    rc, err = _cli([command, str(d)], capsys)
     assert rc == 2
-    assert err.startswith(f"pyvmalloc: error: {d / 'trace.gz'}:{i + 1}: CPU 999999 does not exist")
+    n = int(cpu.strip("[]"))
+    assert err.startswith(f"pyvmalloc: error: {d / 'trace.gz'}:{i + 1}: CPU {n} does not exist")
+    assert "CPUs are 0-1 (cpus_possible in meta.json)" in err
 
 
 def test_cli_whatif_bad_snapshot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -245,9 +245,10 @@ def iter_trace(
     ``source`` is a path (``str``/``PathLike``; ``.gz`` and capture directories are
     accepted) or an iterable of lines (then ``path`` names it in errors). If
     ``result`` is given, its counters (skipped, lost, markers, format, lines) are
-    updated while the stream is consumed. ``cpus`` is the machine's ``nr_cpu_ids``
-    (e.g. from the capture's ``meta.json``): an event on a CPU at or above it is an
-    error (default: :data:`NR_CPUS_MAX`).
+    updated while the stream is consumed. ``cpus`` is the machine's ``nr_cpu_ids``:
+    an event on a CPU at or above it is an error. By default it comes from the
+    ``cpus_possible`` of the ``meta.json`` beside the trace (a capture directory's),
+    else :data:`NR_CPUS_MAX`.
     """
     res = result if result is not None else TraceParseResult()
     out: list[TraceEvent] = []
@@ -412,6 +413,17 @@ def _chunks_from_lines(lines: Iterable[str]) -> Iterator[str]:
         yield "".join(buf)
 
 
+def _capture_cpus(trace: Path) -> int | None:
+    """``nr_cpu_ids`` from the ``meta.json`` beside a capture's trace, if there is one."""
+    from pyvmalloc.trace.capturedir import member, nr_cpus, read_meta
+
+    try:
+        meta_path = member(trace.parent, "meta.json")
+    except InputError:
+        return None  # a link or a directory named meta.json: not a capture's
+    return nr_cpus(read_meta(meta_path)) if meta_path is not None else None
+
+
 def _open_binary(p: Path, name: str) -> tuple[IO[bytes], IO[bytes]]:
     """(reader, underlying file): the file, or a gzip reader on it for ``.gz``."""
     try:
@@ -437,9 +449,12 @@ def _parse(
     cpus: int | None,
 ) -> Iterator[None]:
     """Parse ``source`` chunk by chunk, appending events to ``out``; yields per chunk."""
-    state = _State(cpus=NR_CPUS_MAX if cpus is None else cpus, cpus_known=cpus is not None)
     if isinstance(source, (str, os.PathLike)):
         p = _resolve(source)
+        if cpus is None:
+            cpus = _capture_cpus(p)
+    state = _State(cpus=NR_CPUS_MAX if cpus is None else cpus, cpus_known=cpus is not None)
+    if isinstance(source, (str, os.PathLike)):
         name = path if path is not None else os.fspath(p)
         res.path = name
         f, raw = _open_binary(p, name)
