@@ -453,10 +453,18 @@ def test_fuzz_meta_json(tmp: Path) -> None:
 # --------------------------------------------------------------------------- replay & co
 
 
-def _small_capture(rng: random.Random, d: Path, max_events: int) -> tuple[list[Path], str]:
+#: Captures whose snapshot is small enough for compare's per-sample measurements
+#: (about 1 s of CPU for threads-stacks' 1,500 areas even before the first event:
+#: see /work/notes/fuzz-findings.md); replay and whatif use every capture.
+SMALL_SNAPSHOTS = [c for c in CAPTURES if (c / "vmallocinfo").stat().st_size < 60_000]
+
+
+def _small_capture(
+    rng: random.Random, d: Path, max_events: int, captures: list[Path] = CAPTURES
+) -> tuple[list[Path], str]:
     """A copy of a real capture, its trace cut after ``max_events`` lines past the
     snapshot, with one of its files damaged (or replaced by a link, or removed)."""
-    cap = rng.choice(CAPTURES)
+    cap = rng.choice(captures)
     out = d / "cap"
     out.mkdir()
     tr = trace_of(cap)
@@ -515,7 +523,9 @@ def test_fuzz_compare(tmp: Path) -> None:
         return compare(trace, snap, ["4.19", "5.4", "6.18"], cpus=None, meta=meta)
 
     for i in cases("compare", 30):
-        run_case("compare", i, tmp, lambda rng, d: _small_capture(rng, d, 400), call)
+        run_case(
+            "compare", i, tmp, lambda rng, d: _small_capture(rng, d, 150, SMALL_SNAPSHOTS), call
+        )
 
 
 def test_fuzz_whatif(tmp: Path) -> None:
