@@ -25,6 +25,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pyvmalloc.errors import InputError
+
 __all__ = ["main"]
 
 
@@ -137,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc: int = args.func(args)
     except BrokenPipeError:
         return 0
+    except InputError as e:  # PATH:LINE: what is wrong in a user's file
+        print(f"pyvmalloc: error: {e}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as e:
         print(f"pyvmalloc: error: {e}", file=sys.stderr)
         return 2
