@@ -672,13 +672,15 @@ def compare_one(
 
     row = CompareRow(label or profile, ReplayResult(profile=profile, cpus=0))
     row.min_largest_free = -1
-    step = 1  # sample every step-th event; doubled (and thinned) as the trace goes on
+    step = 0  # sample every step-th event (set from the trace's length at the first event)
 
     spent = 0.0  # time in the sampling itself, kept out of the replay's speed
 
     def observe(i: int, ev: TraceEvent, h: Any) -> None:
         nonlocal step, spent
-        if i % step:
+        if not step:
+            step = max(1, h.n_events // samples)
+        if i % step and i != h.n_events - 1:
             return
         t0 = time.perf_counter()
         f = fragmentation(h.space)
@@ -689,9 +691,6 @@ def compare_one(
             row.min_largest_free = f.largest_free
         row.max_free_blocks = max(row.max_free_blocks, f.free_blocks)
         row.search_cost_per_alloc = h.space.search_cost
-        if len(row.samples) >= 2 * samples:
-            step *= 2
-            row.samples = [smp for smp in row.samples if smp[0] % step == 0]
         spent += time.perf_counter() - t0
 
     res = replay(
