@@ -179,6 +179,8 @@ class TraceHarness:
         self.kernel = Kernel(
             prof,
             cpus=cpus,
+            # A capture of a bigger machine than CONFIG_NR_CPUS=256 had at least as many.
+            nr_cpus=max(256, cpus),
             machine=machine,
             deferred_work="manual" if self.trace_driven else "auto",
             placement=placement,
