@@ -21,6 +21,9 @@ from typing import Any
 
 __all__ = ["register_cli", "run_tour"]
 
+#: Where the tour's ioremaps point: a PCI MMIO window below 4 GiB.
+_MMIO_BASE = 0xFE000000
+
 
 def _kernel(args: argparse.Namespace) -> Any:
     from pyvmalloc.kernel import Kernel
@@ -157,7 +160,7 @@ def run_tour(
             return
         elif r < 0.90:
             addr = k.ioremap(
-                0xFE000000 + rng.randrange(0, 1 << 20),
+                _MMIO_BASE + rng.randrange(0, 1 << 20),
                 rng.randrange(1, 40000),
                 cpu=cpu,
                 caller="pci_iomap_range+0x60/0x90",

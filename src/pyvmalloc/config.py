@@ -38,6 +38,8 @@ __all__ = [
     "PROFILES",
     "TEST_VMALLOC_5_4",
     "TEST_VMALLOC_6_18",
+    "THREAD_ALIGN",
+    "THREAD_SIZE",
     "ULONG_MAX",
     "KernelProfile",
     "Machine",
@@ -54,6 +56,10 @@ ULONG_MAX = (1 << 64) - 1
 INT_MAX = (1 << 31) - 1
 #: ``NUMA_NO_NODE``: "any node" for every node argument.
 NUMA_NO_NODE = -1
+#: ``THREAD_SIZE`` on x86_64 without KASAN (``PAGE_SIZE << 2``); with VMAP_STACK
+#: stacks are vmalloc'ed aligned to ``THREAD_ALIGN == THREAD_SIZE``.
+THREAD_SIZE = PAGE_SIZE << 2
+THREAD_ALIGN = THREAD_SIZE
 
 #: errno values; the kernel returns them negated (``-ENOMEM``), cast to unsigned long
 #: where an address is expected.

@@ -130,8 +130,6 @@ VM_SPARSE = 0x1000
 
 GFP_DMA32_KERNEL = GFP_KERNEL | _GFP_DMA32
 SHMLBA = PAGE_SIZE  # x86
-THREAD_SIZE = 16384  # x86_64 without KASAN
-THREAD_ALIGN = THREAD_SIZE
 
 #: Python method name -> kernel function name, for kernel names starting with ``__``
 #: (a class body would mangle them): Python spells ``__x`` as ``_x`` and

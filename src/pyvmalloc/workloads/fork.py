@@ -30,7 +30,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from pyvmalloc.config import NUMA_NO_NODE
+from pyvmalloc.config import NUMA_NO_NODE, THREAD_ALIGN, THREAD_SIZE
 from pyvmalloc.gfp import __GFP_ZERO, GFP_KERNEL
 from pyvmalloc.kernel import Kernel
 
@@ -43,9 +43,6 @@ __all__ = [
     "fork_workload",
 ]
 
-#: x86_64 without KASAN: 16 KiB stacks; with VMAP_STACK THREAD_ALIGN == THREAD_SIZE.
-THREAD_SIZE = 16 << 10
-THREAD_ALIGN = THREAD_SIZE
 NR_CACHED_STACKS = 2
 #: THREADINFO_GFP without __GFP_ACCOUNT (the model has no memcg).
 THREADINFO_GFP = GFP_KERNEL | __GFP_ZERO

@@ -63,6 +63,7 @@ from pyvmalloc.config import (
     PAGE_SIZE,
     TEST_VMALLOC_5_4,
     TEST_VMALLOC_6_18,
+    THREAD_ALIGN,
     KernelProfile,
     TestVmallocModule,
     fls,
@@ -91,7 +92,6 @@ __all__ = [
 
 USHRT_MAX = 0xFFFF
 _GFP_KERNEL_ZERO = GFP_KERNEL | __GFP_ZERO
-THREAD_ALIGN = 16384  # x86_64 without KASAN: THREAD_SIZE
 BITS_PER_LONG = 64
 
 #: The modules the profiles ship, by name (``TestVmallocModule.name``).
