@@ -396,25 +396,30 @@ class KernelProfile:
     #: "mm: vmalloc: support more granular vrealloc() sizing"); without it the model
     #: keeps the area size there.
     vm_requested_size: bool = False
-    #: ``vmalloc``/``vzalloc`` go through ``__vmalloc_node_flags`` (with
-    #: ``__GFP_HIGHMEM`` added, as the model has always done) and ``kvmalloc``
+    #: ``vmalloc``/``vzalloc`` go through ``__vmalloc_node_flags`` and ``kvmalloc``
     #: falls back through ``__vmalloc_node_flags_caller``; v5.8 (Christoph Hellwig,
     #: "mm: remove __vmalloc_node_flags_caller") calls ``__vmalloc_node`` directly.
+    #: Known deviation: the model's 5.4 ``vmalloc``/``vzalloc`` add ``__GFP_HIGHMEM``
+    #: to the mask, which 5.4 does not do (v4.12, Michal Hocko, "mm, vmalloc: use
+    #: __GFP_HIGHMEM implicitly"); the pages get it either way, only the printed
+    #: gfp (explain, warn_alloc) differs.
     vmalloc_node_flags: bool = True
     #: 5.4 has ``map_vm_area`` (removed in v5.8, Christoph Hellwig, "mm: remove
     #: map_vm_area"); its page-range mapper is named ``vmap_page_range`` (v5.13:
     #: ``vmap_pages_range``, Nicholas Piggin).
     has_map_vm_area: bool = True
-    #: The ``__vmalloc_node_range`` of v5.13+ (the huge-vmalloc and bulk-allocator
-    #: rework, Nicholas Piggin and Uladzislau Rezki): ``WARN_ON_ONCE(!size)``, the
-    #: unaligned size is checked against ``totalram_pages()``, and each failure is
-    #: worded ``vmalloc error: size %lu, <what failed>``; a failed pages array WARNs
-    #: and ``free_vm_area``s. Before (5.4): ``PAGE_ALIGN`` first, then ``vmalloc:
-    #: allocation failure: %lu bytes`` / ``..., allocated %ld of %ld bytes``, and a
-    #: failed pages array returns NULL without a warning of its own.
+    #: The failure handling of ``__vmalloc_node_range`` since v5.13–5.15 (reworked
+    #: with huge vmalloc and the bulk allocator; the exact commits are not pinned
+    #: here): ``WARN_ON_ONCE(!size)``, the unaligned size is checked against
+    #: ``totalram_pages()``, and each failure is worded ``vmalloc error: size %lu,
+    #: <what failed>``; a failed pages array WARNs and ``free_vm_area``s. Before
+    #: (5.4): ``PAGE_ALIGN`` first, then ``vmalloc: allocation failure: %lu bytes`` /
+    #: ``..., allocated %ld of %ld bytes``, and a failed pages array returns NULL
+    #: without a warning of its own.
     vmalloc_error_warnings: bool = False
     #: The pages array, when it is vmalloc'ed itself, is asked with ``__GFP_HIGHMEM``
-    #: (5.4's ``nested_gfp | highmem_mask``); 6.x passes ``nested_gfp`` only.
+    #: (5.4's ``nested_gfp | highmem_mask``); 6.18 passes ``nested_gfp`` only (the
+    #: commit that dropped it is not pinned here).
     pages_array_highmem: bool = True
     #: 5.4's ``vfree`` and ``vunmap`` share ``__vunmap``, which WARNs ``Trying to
     #: vfree() bad address`` for an unaligned address and ``... nonexistent vm area``
@@ -422,11 +427,13 @@ class KernelProfile:
     #: ``remove_vm_area`` WARNs on an unaligned address itself and ``vunmap`` has its
     #: own ``Trying to vunmap() nonexistent vm area`` text.
     vunmap_helper: bool = True
-    #: ``vmap`` WARNs and fails on ``VM_FLUSH_RESET_PERMS``, WARNs and drops
-    #: ``VM_NO_GUARD``, and maps ``pgprot_nx(prot)`` (in v6.18, not in v5.4).
+    #: ``vmap`` maps ``pgprot_nx(prot)`` (v5.8, Christoph Hellwig, "mm: enforce that
+    #: vmap can't map pages executable"), WARNs and drops ``VM_NO_GUARD`` (Christoph
+    #: Hellwig, "mm/vmalloc: don't allow VM_NO_GUARD on vmap()") and WARNs and fails
+    #: on ``VM_FLUSH_RESET_PERMS``: all in v6.18, none in v5.4 (modelled together).
     vmap_checks_flags: bool = False
-    #: kvmalloc's gfp rules since v5.15–v6.12: any blocking gfp may fall back to
-    #: vmalloc (v5.17, Michal Hocko, "mm: allow !GFP_KERNEL allocations for
+    #: kvmalloc's gfp rules of v6.18 (modelled together): any blocking gfp may fall
+    #: back to vmalloc (v5.17, Michal Hocko, "mm: allow !GFP_KERNEL allocations for
     #: kvmalloc"), sizes above INT_MAX WARN (v5.15, Linus Torvalds, "mm: don't allow
     #: oversized kvmalloc() calls"), the kmalloc try drops direct reclaim and
     #: ``__GFP_NOFAIL`` instead of adding ``__GFP_NORETRY``, and the fallback allows

@@ -29,9 +29,10 @@ from pyvmalloc.vmalloc import Vmalloc
 from pyvmalloc.vmap.area import VmapArea
 
 
-class Kernel(Protocol):
-    """What the recorder needs of a model (a :class:`pyvmalloc.kernel.Kernel`): its
-    profile, layers, page count since boot, and the API calls by name."""
+class Model(Protocol):
+    """What the recorder needs of a model, a :class:`pyvmalloc.kernel.Kernel` (this
+    module sits below ``kernel.py`` and does not import it): its profile, layers,
+    page count since boot, and the API calls by name."""
 
     @property
     def profile(self) -> KernelProfile: ...
@@ -189,7 +190,7 @@ def _render_children(node: CallNode, prefix: str) -> Iterator[str]:
         yield from _render_children(child, prefix + ("    " if last else "|   "))
 
 
-def _state(k: Kernel) -> dict[str, int]:
+def _state(k: Model) -> dict[str, int]:
     vm = k.vm
     return {
         "free vmap blocks": vm.space.nr_free,
@@ -203,7 +204,7 @@ def _state(k: Kernel) -> dict[str, int]:
 
 
 class _Recorder:
-    def __init__(self, k: Kernel) -> None:
+    def __init__(self, k: Model) -> None:
         self.k = k
         self.vm: Vmalloc = k.vm
         self.stack: list[CallNode] = []
@@ -262,7 +263,7 @@ class _Recorder:
         self.vm.space.explain = False
 
 
-def record(k: Kernel, fn: Callable[[], object], label: str = "call") -> Recording:
+def record(k: Model, fn: Callable[[], object], label: str = "call") -> Recording:
     """Run ``fn`` with the recorder attached; return the call tree and state delta."""
     rec = _Recorder(k)
     root = CallNode(label, [], raw=True)
@@ -373,7 +374,7 @@ def parse_calls(text: str) -> list[ast.Call]:
     return calls
 
 
-def run_call(k: Kernel, call: ast.Call, results: list[int]) -> int:
+def run_call(k: Model, call: ast.Call, results: list[int]) -> int:
     """Run one parsed call on ``k``; append and return its integer result."""
     assert isinstance(call.func, ast.Name)
     name = call.func.id
