@@ -48,6 +48,9 @@ RANKS: dict[str, int] = {
 
 #: Modules held to the rule by this test (the lead extends it to vmap/).
 CHECKED = (
+    "pyvmalloc.arch",
+    "pyvmalloc.arch.i386",
+    "pyvmalloc.arch.x86_64",
     "pyvmalloc.config",
     "pyvmalloc.names",
     "pyvmalloc.printk",

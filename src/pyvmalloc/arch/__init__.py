@@ -7,15 +7,26 @@ least ``VMALLOC_START``, ``VMALLOC_END``, ``MODULES_VADDR``, ``MODULES_END``,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from pyvmalloc.config import Machine
-
-__all__ = ["arch_layout"]
+__all__ = ["MachineSpec", "arch_layout"]
 
 
-def arch_layout(machine: Machine) -> dict[str, int]:
+class MachineSpec(Protocol):
+    """What a layout reads of the machine (``pyvmalloc.config.Machine``, which calls
+    :func:`arch_layout`; arch/ sits below config and does not import it)."""
+
+    @property
+    def arch(self) -> str: ...
+    @property
+    def paging_levels(self) -> int: ...
+    @property
+    def ram(self) -> int: ...
+    @property
+    def vmalloc_reserve(self) -> int: ...
+
+
+def arch_layout(machine: MachineSpec) -> dict[str, int]:
     """The constants of ``machine.arch`` for this machine."""
     if machine.arch == "x86_64":
         from pyvmalloc.arch import x86_64
