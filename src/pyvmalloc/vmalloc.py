@@ -262,10 +262,8 @@ class Vmalloc:
             free_unmap_vmap_area=lambda va, *, cpu: self.free_unmap_vmap_area(va, cpu=cpu),
         )
         # The allocator's failure purge first recycles fragmented vmap blocks. (It is
-        # built before this layer, so the hook is attached here; see the report.)
+        # built before this layer, so the hook is attached here.)
         space.purge_fragmented_hook = self.blocks.purge_fragmented_blocks_allcpus
-        #: optional call-tree recorder (pyvmalloc.explain); None = off
-        self.recorder: Any = None
         self.stats = {"vmalloc": 0, "vfree": 0, "vmap": 0, "vunmap": 0, "failures": 0}
 
     # ------------------------------------------------------------------ helpers
