@@ -21,6 +21,9 @@ from typing import Any
 
 __all__ = ["register_cli", "run_tour"]
 
+#: Where the tour's ioremaps point: a PCI MMIO window below 4 GiB.
+_MMIO_BASE = 0xFE000000
+
 
 def _kernel(args: argparse.Namespace) -> Any:
     from pyvmalloc.kernel import Kernel
@@ -102,7 +105,7 @@ def run_tour(
         "alloc_large_system_hash+0x1b5/0x2c0",
         None,
     ]
-    v6 = k.profile.huge_vmalloc
+    has_vmalloc_huge = k.profile.huge_vmalloc
     t0 = time.perf_counter()
 
     def step() -> None:
@@ -157,7 +160,7 @@ def run_tour(
             return
         elif r < 0.90:
             addr = k.ioremap(
-                0xFE000000 + rng.randrange(0, 1 << 20),
+                _MMIO_BASE + rng.randrange(0, 1 << 20),
                 rng.randrange(1, 40000),
                 cpu=cpu,
                 caller="pci_iomap_range+0x60/0x90",
@@ -166,7 +169,7 @@ def run_tour(
         elif r < 0.96:
             addr = k.kvmalloc(rng.choice([100, 5000, 70000, 3 << 20]), cpu=cpu, caller=caller)
             kind = "kv"
-        elif v6:
+        elif has_vmalloc_huge:
             addr = k.vmalloc_huge(rng.choice([2 << 20, 3 << 20]), cpu=cpu, caller=caller)
             kind = "vmalloc"
         else:
@@ -237,7 +240,7 @@ def register_cli(subparsers: Any) -> None:
     """Add ``explain``, ``walk`` and ``tour`` to the ``pyvmalloc`` command."""
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--profile", default="6.18", help="kernel profile: 5.4 or 6.18")
+        p.add_argument("--profile", default="6.18", help="kernel profile: 4.19, 5.4 or 6.18")
         p.add_argument("--cpus", type=int, default=2)
         p.add_argument("--ram", default="4G", help="machine RAM, e.g. 64M, 4G")
 

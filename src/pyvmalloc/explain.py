@@ -19,14 +19,31 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from pyvmalloc.config import KernelProfile
 from pyvmalloc.gfp import format_gfp
+from pyvmalloc.phys import PhysicalMemory
+from pyvmalloc.slab import SlabAllocator
+from pyvmalloc.vmalloc import Vmalloc
 from pyvmalloc.vmap.area import VmapArea
 
-if TYPE_CHECKING:
-    from pyvmalloc.kernel import Kernel
-    from pyvmalloc.vmalloc import Vmalloc
+
+class Model(Protocol):
+    """What the recorder needs of a model, a :class:`pyvmalloc.kernel.Kernel` (this
+    module sits below ``kernel.py`` and does not import it): its profile, layers,
+    page count since boot, and the API calls by name."""
+
+    @property
+    def profile(self) -> KernelProfile: ...
+    @property
+    def vm(self) -> Vmalloc: ...
+    @property
+    def phys(self) -> PhysicalMemory: ...
+    @property
+    def slab(self) -> SlabAllocator: ...
+    def phys_pages_used(self) -> int: ...
+
 
 __all__ = ["API_CALLS", "CallNode", "Recording", "parse_calls", "record", "run_call"]
 
@@ -62,7 +79,7 @@ TRACED: dict[str, tuple[str, tuple[str, ...]]] = {
     "vm_unmap_aliases_locked": ("vm_unmap_aliases", ()),
 }
 
-#: Kernel names that differ in the 5.4 era.
+#: Kernel names of the kernels with ``map_vm_area`` (``has_map_vm_area``, until v5.8).
 OLD_NAMES = {"vmap_pages_range": "vmap_page_range"}
 
 #: Calls the ``explain`` command accepts: name -> Kernel attribute.
@@ -173,7 +190,7 @@ def _render_children(node: CallNode, prefix: str) -> Iterator[str]:
         yield from _render_children(child, prefix + ("    " if last else "|   "))
 
 
-def _state(k: Kernel) -> dict[str, int]:
+def _state(k: Model) -> dict[str, int]:
     vm = k.vm
     return {
         "free vmap blocks": vm.space.nr_free,
@@ -187,7 +204,7 @@ def _state(k: Kernel) -> dict[str, int]:
 
 
 class _Recorder:
-    def __init__(self, k: Kernel) -> None:
+    def __init__(self, k: Model) -> None:
         self.k = k
         self.vm: Vmalloc = k.vm
         self.stack: list[CallNode] = []
@@ -198,7 +215,9 @@ class _Recorder:
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             named = list(zip(params, args, strict=False)) + list(kwargs.items())
-            node = CallNode(kname, [(n, v) for n, v in named if n not in ("pages", "")])
+            # (cpu= travels with every step; the tree shows it once, on the API call)
+            shown = [(n, v) for n, v in named if n not in ("pages", "", "cpu")]
+            node = CallNode(kname, shown)
             rec.stack[-1].children.append(node)
             rec.stack.append(node)
             used0 = rec.k.phys_pages_used()
@@ -225,12 +244,13 @@ class _Recorder:
         setattr(obj, attr, wrapper)
 
     def attach(self) -> None:
-        old = not self.k.profile.bulk_page_alloc  # the 5.4 era
+        profile = self.k.profile
         for attr, (kname, params) in TRACED.items():
-            if old:
-                # 5.4 names and signatures: no page-shift argument (huge vmalloc came
-                # in 5.13), and vmap_page_range() before 5.8's vmap_pages_range().
+            if profile.has_map_vm_area:
+                # vmap_page_range() before 5.8's vmap_pages_range().
                 kname = OLD_NAMES.get(kname, kname)
+            if not profile.huge_vmalloc:
+                # No page-shift argument: it came with huge vmalloc (5.13).
                 params = tuple("" if p in ("shift", "page_shift") else p for p in params)
             self._wrap(self.vm, attr, kname, params)
         self._wrap(self.vm.slab, "kzalloc", "kzalloc_node", ("size", "gfp", "node"))
@@ -243,7 +263,7 @@ class _Recorder:
         self.vm.space.explain = False
 
 
-def record(k: Kernel, fn: Callable[[], object], label: str = "call") -> Recording:
+def record(k: Model, fn: Callable[[], object], label: str = "call") -> Recording:
     """Run ``fn`` with the recorder attached; return the call tree and state delta."""
     rec = _Recorder(k)
     root = CallNode(label, [], raw=True)
@@ -354,7 +374,7 @@ def parse_calls(text: str) -> list[ast.Call]:
     return calls
 
 
-def run_call(k: Kernel, call: ast.Call, results: list[int]) -> int:
+def run_call(k: Model, call: ast.Call, results: list[int]) -> int:
     """Run one parsed call on ``k``; append and return its integer result."""
     assert isinstance(call.func, ast.Name)
     name = call.func.id
