@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 
-from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
@@ -102,7 +101,9 @@ def allocator_report(k: Kernel) -> list[Table]:
 
 
 def run_demo(profile: str = "6.18", cpus: int = 2, ops: int = 20000, seed: int = 1) -> int:
-    console = Console()
+    from pyvmalloc.cli_output import console as make_console
+
+    console = make_console()
     k = Kernel(profile, cpus=cpus)
     trace_lines: list[str] = []
     if k.profile.has_tracepoints:
@@ -111,7 +112,7 @@ def run_demo(profile: str = "6.18", cpus: int = 2, ops: int = 20000, seed: int =
         seeded_workload(k, ops, seed, progress)
     k.check()
     for table in allocator_report(k):
-        console.print(table)
+        console.print(table, markup=False)
     if trace_lines:
         console.print(f"[bold]last tracepoints[/] ({len(trace_lines)} events in all):")
         for line in trace_lines[-5:]:
