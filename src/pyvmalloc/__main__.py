@@ -2,6 +2,9 @@
 
 import sys
 
-from pyvmalloc.cli import main
+try:
+    from pyvmalloc.cli import main
+except KeyboardInterrupt:  # Ctrl-C while the modules load: exit as main() would
+    sys.exit(130)
 
 sys.exit(main())

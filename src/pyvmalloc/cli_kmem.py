@@ -291,7 +291,16 @@ def load_state(args: argparse.Namespace, capture: str | None) -> tuple[Kernel, s
         rp = Replayer(parse_vmallocinfo(snap), profile=args.profile, cpus=cpus)
         return rp.kernel, f"kernel {args.profile}, {cpus} CPUs, seeded from {snap}", []
     kernels: list[Kernel] = []
-    replay(trace, snap, profile=args.profile, cpus=cpus, meta=meta, on_kernel=kernels.append)
+    end = p / "vmallocinfo.end"
+    replay(
+        trace,
+        snap,
+        profile=args.profile,
+        cpus=cpus,
+        meta=meta,
+        end_snapshot=end if end.exists() else None,  # stop where the kernel's end was read
+        on_kernel=kernels.append,
+    )
     return kernels[0], f"kernel {args.profile}, {cpus} CPUs, after replaying {p}", []
 
 

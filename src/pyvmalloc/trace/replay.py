@@ -727,13 +727,14 @@ def compare(
 ) -> list[ReplayResult]:
     """Replay one trace under several profiles and print the comparison table."""
     from rich.table import Table
+    from rich.text import Text
 
     from pyvmalloc.cli_output import console
 
     results = [replay(trace, snap, profile=p, cpus=cpus, meta=meta) for p in profiles]
     if quiet:
         return results
-    t = Table(title=f"one trace, several kernels ({trace})")
+    t = Table(title=Text(f"one trace, several kernels ({trace})"))
     for col in (
         "profile",
         "agreement",
