@@ -142,7 +142,9 @@ def _cmd_main(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pyvmalloc.workloads.demo import run_demo
 
-    return run_demo(profile=args.profile, cpus=args.cpus, ops=args.ops, seed=args.seed)
+    return run_demo(
+        profile=args.profile, cpus=args.cpus, ops=args.ops, seed=args.seed, json_out=args.json
+    )
 
 
 def _cmd_completion(args: argparse.Namespace) -> int:
@@ -179,14 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--ops", type=int, default=20000, help="number of alloc/free operations (default 20000)"
     )
     p.add_argument("--seed", type=int, default=1, help="seed of the workload (default 1)")
+    from pyvmalloc.cli_output import add_json_argument
+
+    add_json_argument(p, "the allocator's tables")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(
         "profiles", help="the kernel profiles: every rule that differs, and what it is"
     )
     p.add_argument("--all", action="store_true", help="also list the rules all profiles share")
-    from pyvmalloc.cli_output import add_json_argument
-
     add_json_argument(p, "the rules")
     p.set_defaults(func=_cmd_profiles)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ __all__ = [
     "json_to_stdout",
     "jsonable",
     "rule",
+    "table_json",
     "write_json",
 ]
 
@@ -59,6 +61,8 @@ ADDRESS_KEYS = frozenset(
         "vmalloc_end",
         "caller_addr",
         "phys_addr",
+        "phys",
+        "entry",
         "block_start",
         "block_end",
         "vm_struct",
@@ -128,6 +132,23 @@ def jsonable(obj: Any, key: str | None = None) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+def _cell(text: str) -> str | int | float:
+    t = text.strip()
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})*|-?\d+", t):
+        return int(t.replace(",", ""))
+    if re.fullmatch(r"-?\d+\.\d+", t):
+        return float(t)
+    return t
+
+
+def table_json(table: Any) -> list[dict[str, str | int | float]]:
+    """A rich ``Table``'s rows as dicts keyed by column header (for ``--json``); cells
+    that are plain numbers become numbers."""
+    cols = [(str(c.header), [_cell(str(x)) for x in c.cells]) for c in table.columns]
+    n = max((len(cells) for _, cells in cols), default=0)
+    return [{h: cells[i] for h, cells in cols if i < len(cells)} for i in range(n)]
 
 
 def json_to_stdout(dest: str | None) -> bool:

@@ -51,6 +51,12 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         raise ValueError("explain takes exactly one call (use --before for the setup)")
     call = calls[0]
     rec = record(k, lambda: run_call(k, call, results), label=ast.unparse(call))
+    if args.json:
+        from pyvmalloc.cli_output import write_json
+
+        write_json(_recording_json(rec), args.json)
+        if args.json == "-":
+            return 0
     print(f"# kernel {k.profile.name}, {k.machine.cpus_online} CPUs, {k.machine.ram >> 20} MiB")
     print(rec.render())
     new = [line.text for line in k.log.lines[-5:]]
@@ -61,10 +67,40 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _node_json(node: Any) -> dict[str, Any]:
+    from pyvmalloc.explain import _fmt
+
+    return {
+        "name": node.name,
+        "args": {n: _fmt(n, v) for n, v in node.args},
+        "ret": _fmt("addr", node.ret) if node.ret is not None else None,
+        "pages": node.pages,
+        "ptes": node.ptes,
+        "note": node.note,
+        "children": [_node_json(c) for c in node.children],
+    }
+
+
+def _recording_json(rec: Any) -> dict[str, Any]:
+    """An ``explain`` call tree as JSON: the calls (arguments as the tree shows them)
+    and the state before and after."""
+    return {"call": _node_json(rec.root), "before": rec.before, "after": rec.after}
+
+
 def _cmd_walk(args: argparse.Namespace) -> int:
     k = _kernel(args)
     results = prepare(k, args.before)
-    print(k.walk(parse_address(args.addr, results)))
+    addr = parse_address(args.addr, results)
+    if args.json:
+        from dataclasses import asdict
+
+        from pyvmalloc.cli_output import write_json
+
+        w = k.pgtables.walk(addr)
+        write_json({**asdict(w), "present": w.present}, args.json)
+        if args.json == "-":
+            return 0
+    print(k.walk(addr))
     return 0
 
 
@@ -300,12 +336,14 @@ def register_cli(subparsers: Any) -> None:
         help='e.g. "vmalloc(20000)", "__vmalloc(8192, GFP_KERNEL | __GFP_ZERO)" or "vfree(_)"',
     )
     p.add_argument("--before", help='setup calls, e.g. "vmalloc(8192); vmalloc(4096)"')
+    add_json_argument(p, "the call tree and state changes")
     common(p)
     p.set_defaults(func=_cmd_explain)
 
     p = subparsers.add_parser("walk", help="page-table walk of an address")
     p.add_argument("addr", help="address (0x...), or _ / _N for a --before result")
     p.add_argument("--before", help='setup calls, e.g. "vmalloc(8192)"')
+    add_json_argument(p, "the walk (every level's entry)")
     common(p)
     p.set_defaults(func=_cmd_walk)
 

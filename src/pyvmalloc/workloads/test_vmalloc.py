@@ -1015,7 +1015,7 @@ def _check_words(mode: str, extra: Sequence[str], era: Era) -> None:
 def _cmd_test_vmalloc(args: argparse.Namespace) -> int:
     import time
 
-    from pyvmalloc.cli_output import Ticker, console
+    from pyvmalloc.cli_output import Ticker, check_writable, console
     from pyvmalloc.kernel import Kernel
 
     era = era_of(args.profile)
@@ -1031,6 +1031,7 @@ def _cmd_test_vmalloc(args: argparse.Namespace) -> int:
             "key=value parameters (manual mode)"
         )
     _check_words(mode, extra, era)
+    check_writable(args.json, "--json")
     params = mode_params(mode, args.profile, args.cpus, extra)
     if args.loops is not None:
         if args.loops < 1:
@@ -1059,7 +1060,24 @@ def _cmd_test_vmalloc(args: argparse.Namespace) -> int:
         ticker.close()
     r.finish()
     wall = time.perf_counter() - t0
-    for line in out.lines:
+    if args.json:
+        from dataclasses import asdict
+
+        from pyvmalloc.cli_output import write_json
+
+        write_json(
+            {
+                "params": asdict(params.normalized()),
+                "summaries": [asdict(x) for x in out.summaries],
+                "took": [{"label": a, "id": b, "model_ns": c} for a, b, c in out.took],
+                "api_calls": out.steps,
+                "kernel_bugs": out.kernel_bugs,
+                "ok": out.ok,
+                "wall_seconds": round(wall, 3),
+            },
+            args.json,
+        )
+    for line in out.lines if args.json != "-" else ():
         print(line)
     if out.kernel_bugs:
         err.print(
@@ -1114,6 +1132,9 @@ def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     p.add_argument("--check", action="store_true", help="run the model's check() after each test")
     p.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+    from pyvmalloc.cli_output import add_json_argument
+
+    add_json_argument(p, "the summaries")
     p.set_defaults(func=_cmd_test_vmalloc, extra_words="args")
 
 
