@@ -102,7 +102,7 @@ def find_vmap_area(k: Kernel, addr: int) -> VmapArea | None:
 
 def vmalloc_to_pfn(k: Kernel, addr: int) -> int:
     """``vmalloc_to_pfn(addr)``: the page frame mapped at ``addr``; 0 when none is."""
-    return k.vmalloc_to_pfn(addr)
+    return k.vm.vmalloc_to_pfn(addr)
 
 
 def vmalloc_to_page(k: Kernel, addr: int) -> Page | None:
@@ -111,7 +111,7 @@ def vmalloc_to_page(k: Kernel, addr: int) -> Page | None:
     Walks the model's page tables like the kernel does; then reads the page's columns
     (node, zone, flags, refcount) and finds the area whose mapping it is.
     """
-    pfn = k.vmalloc_to_page(addr)
+    pfn = k.vm.vmalloc_to_page(addr)  # the vmalloc layer's page-table lookup: a pfn
     if pfn is None:
         return None
     phys = k.phys
