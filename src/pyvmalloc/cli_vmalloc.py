@@ -298,6 +298,8 @@ def _cmd_tour(args: argparse.Namespace) -> int:
     from pyvmalloc.cli_output import check_writable, write_json
 
     check_writable(args.json, "--json")
+    if args.ops < 0:
+        raise ValueError(f"--ops {args.ops}: must not be negative")
     if args.json == "-":
         import io
 

@@ -256,3 +256,23 @@ def test_report_filters_match_the_raw_trace(
     first = next(e[4] for e in ev if e[1] == 1 and e[3] == "alloc_vmap_area")
     m = re.search(r"va_start: (\d+)", first)
     assert m is not None and allocs[0]["addr"] == f"{int(m.group(1)):#x}"
+
+
+def test_progress_on_a_stream_that_is_not_a_terminal() -> None:
+    from pyvmalloc.cli_output import Ticker
+
+    buf = io.StringIO()
+    t = Ticker("test_vmalloc", 1000, unit="calls", every=0.0, file=buf)
+    t(250)
+    t(500)
+    t.close()
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 2 and "\x1b" not in buf.getvalue()
+    assert re.fullmatch(
+        r"test_vmalloc: 250/1,000 calls \(25 %\), \d+ s, about \d+ s left", lines[0]
+    )
+
+
+def test_zsh_completion(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = run(capsys, "completion", "zsh")
+    assert rc == 0 and out.startswith("#compdef pyvmalloc") and "test-vmalloc" in out
