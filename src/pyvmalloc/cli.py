@@ -12,6 +12,7 @@ Subcommands:
 * ``report``    — list a capture's events, like ``trace-cmd report``;
 * ``kmem``      — crash's ``kmem -v`` and ``kmem ADDR`` on a model state;
 * ``whatif``    — a capture's requests on another machine or kernel: failures, fragmentation;
+* ``sweep``     — the what-if over a grid of vmalloc=, CPUs and profiles, on dask;
 * ``explain``   — the call tree of one API call, like the seeds' "Code Flow";
 * ``walk``      — the page-table walk of an address;
 * ``tour``      — a seeded workload of the whole API, then the /proc views;
@@ -210,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     from pyvmalloc.report.whatif import register_cli as register_whatif
 
     register_whatif(sub)
+
+    from pyvmalloc.report.sweep import register_cli as register_sweep
+
+    register_sweep(sub)
 
     from pyvmalloc.cli_vmalloc import register_cli as register_vmalloc
 

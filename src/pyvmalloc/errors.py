@@ -13,4 +13,11 @@ __all__ = ["InvariantError"]
 
 
 class InvariantError(AssertionError):
-    """A model invariant is broken; the message says which and where."""
+    """A model invariant is broken; the message says which and where.
+
+    ``pfn`` names the page frame when the broken object is a physical page.
+    """
+
+    def __init__(self, message: str, pfn: int | None = None) -> None:
+        super().__init__(message)
+        self.pfn = pfn

@@ -44,7 +44,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
         (["walk", "_"], "there is no --before"),
         (["whatif", str(DEFAULT), "--arch", "i386", "--ram", "16G"], "at most 4 GiB"),
         (["whatif", str(DEFAULT), "--plot", "/nonexistent/dir/x.png"], "does not exist"),
-        (["whatif", str(DEFAULT), "--vmalloc", "64M"], "i386's vmalloc= boot option"),
+        (["whatif", str(DEFAULT), "--vmalloc", "64M"], "the 32-bit vmalloc= boot option"),
         (["report", str(DEFAULT), "--event", "alloc"], "not a vmalloc event"),
         (["report", str(DEFAULT), "--comm", "("], "not a regular expression"),
         (["compare", str(DEFAULT), "--profiles", "4.19,9.9"], "unknown profile 9.9"),

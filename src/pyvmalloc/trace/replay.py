@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pyvmalloc.config import format_size
 from pyvmalloc.trace.events import (
     AllocVmapArea,
     FreeVmapAreaNoflush,
@@ -52,7 +53,17 @@ if TYPE_CHECKING:
 #: Consecutive frees whose nr_lazy must differ from the model's to count as a drift.
 DRIFT_RUN = 8
 
-__all__ = ["Mismatch", "ReplayResult", "Replayer", "load_capture", "register_cli", "replay"]
+__all__ = [
+    "CompareRow",
+    "Mismatch",
+    "ReplayResult",
+    "Replayer",
+    "compare",
+    "compare_one",
+    "load_capture",
+    "register_cli",
+    "replay",
+]
 
 
 @dataclass
@@ -569,7 +580,7 @@ def print_result(res: ReplayResult, show: int) -> None:
         ("failures kernel / model", f"{res.kernel_failures} / {res.model_failures}"),
         ("frees whose nr_lazy differs", res.lazy_drift),
         ("free blocks in the vmalloc range at the end", res.end_free_blocks_in_range),
-        ("largest free block at the end", human_bytes(res.end_largest_free_in_range)),
+        ("largest free block at the end", format_size(res.end_largest_free_in_range)),
         ("replay speed (events/s)", f"{res.events / res.seconds:,.0f}" if res.seconds else "-"),
     ]
     for k, v in rows:
@@ -604,15 +615,6 @@ def print_result(res: ReplayResult, show: int) -> None:
         c.print(f"... and {len(res.mismatches) - show} more divergences")
     for n in res.notes[:5]:
         c.print(f"note: {n}", markup=False)
-
-
-def human_bytes(n: float) -> str:
-    """``n`` bytes in the binary unit that fits it (``1.5 MiB``, ``32.0 TiB``)."""
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(n) < 1024 or unit == "PiB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def _check_fail_under(results: Sequence[ReplayResult], pct: float | None) -> int:
@@ -668,6 +670,105 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return _check_fail_under([res], args.fail_under)
 
 
+@dataclass
+class CompareRow:
+    """One column of ``compare``: a profile (and policies) replayed on the trace."""
+
+    label: str
+    result: ReplayResult
+    #: Peak of busy + lazily freed bytes in the vmalloc range.
+    peak_used_bytes: int = 0
+    #: The smallest "largest free block" and the most free blocks seen over time.
+    min_largest_free: int = 0
+    max_free_blocks: int = 0
+    #: Free-space nodes (tree or list) examined per allocation.
+    search_cost_per_alloc: float = 0.0
+    #: ``(event index, used bytes, largest free block, free blocks)`` over time.
+    samples: list[tuple[int, int, int, int]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "profile": self.result.profile,
+            "placement": self.result.placement,
+            "pools": self.result.pools,
+            "agreement": self.result.agreement,
+            "allocs_compared": self.result.allocs_compared,
+            "allocs_matched": self.result.allocs_matched,
+            "model_failures": self.result.model_failures,
+            "kernel_failures": self.result.kernel_failures,
+            "peak_used_bytes": self.peak_used_bytes,
+            "min_largest_free": self.min_largest_free,
+            "max_free_blocks": self.max_free_blocks,
+            "end_largest_free": self.result.end_largest_free_in_range,
+            "end_free_blocks": self.result.end_free_blocks_in_range,
+            "search_cost_per_alloc": self.search_cost_per_alloc,
+            "samples": [
+                {"event": i, "used": u, "largest_free": lf, "free_blocks": fb}
+                for i, u, lf, fb in self.samples
+            ],
+            "replay": self.result.as_json(),
+        }
+
+
+def compare_one(
+    trace: Path,
+    snap: Path,
+    profile: str,
+    *,
+    cpus: int | None,
+    meta: dict[str, Any],
+    placement: Any = None,
+    pools: Any = None,
+    label: str | None = None,
+    samples: int = 100,
+) -> CompareRow:
+    """Replay the trace once, measuring what a policy developer needs over time."""
+    from pyvmalloc.trace.harness import fragmentation
+
+    row = CompareRow(label or profile, ReplayResult(profile=profile, cpus=0))
+    row.min_largest_free = -1
+    step = 1  # sample every step-th event; doubled (and thinned) as the trace goes on
+
+    spent = 0.0  # time in the sampling itself, kept out of the replay's speed
+
+    def observe(i: int, ev: TraceEvent, h: Any) -> None:
+        nonlocal step, spent
+        if i % step:
+            return
+        t0 = time.perf_counter()
+        f = fragmentation(h.space)
+        used = f.busy_bytes + f.lazy_bytes
+        row.samples.append((i, used, f.largest_free, f.free_blocks))
+        row.peak_used_bytes = max(row.peak_used_bytes, used)
+        if row.min_largest_free < 0 or f.largest_free < row.min_largest_free:
+            row.min_largest_free = f.largest_free
+        row.max_free_blocks = max(row.max_free_blocks, f.free_blocks)
+        row.search_cost_per_alloc = h.space.search_cost
+        if len(row.samples) >= 2 * samples:
+            step *= 2
+            row.samples = [smp for smp in row.samples if smp[0] % step == 0]
+        spent += time.perf_counter() - t0
+
+    res = replay(
+        trace,
+        snap,
+        profile=profile,
+        cpus=cpus,
+        meta=meta,
+        placement=placement,
+        pools=pools,
+        observer=observe,
+    )
+    res.seconds = max(0.0, res.seconds - spent)
+    row.result = res
+    if row.min_largest_free < 0:
+        row.min_largest_free = res.end_largest_free_in_range
+    allocs = max(1, res.allocs_compared)
+    row.search_cost_per_alloc = row.search_cost_per_alloc / allocs
+    return row
+
+
 def compare(
     trace: Path,
     snap: Path,
@@ -675,38 +776,57 @@ def compare(
     *,
     cpus: int | None,
     meta: dict[str, Any],
-    quiet: bool = False,
-) -> list[ReplayResult]:
-    """Replay one trace under several profiles and print the comparison table."""
+    policies: Sequence[str] = (),
+    policy_profile: str = "6.18",
+    show: bool = True,
+) -> list[CompareRow]:
+    """Replay one trace under several profiles (and placement policies), one table.
+
+    Each of ``policies`` (a registered name or ``module:Class``) adds a column: the
+    trace under ``policy_profile`` with that placement policy.
+    """
     from rich.table import Table
     from rich.text import Text
 
     from pyvmalloc.cli_output import console
 
-    results = [replay(trace, snap, profile=p, cpus=cpus, meta=meta) for p in profiles]
-    if quiet:
-        return results
-    t = Table(title=Text(f"one trace, several kernels ({trace})"))
-    for col in (
-        "profile",
-        "agreement",
-        "model failures",
-        "free blocks",
-        "largest free",
-        "events/s",
-    ):
-        t.add_column(col, justify="right")
-    for r in results:
-        t.add_row(
-            r.profile,
-            f"{100 * r.agreement:.2f} %",
-            str(r.model_failures),
-            str(r.end_free_blocks_in_range),
-            human_bytes(r.end_largest_free_in_range),
-            f"{r.events / r.seconds:,.0f}" if r.seconds else "-",
+    rows = [compare_one(trace, snap, p, cpus=cpus, meta=meta) for p in profiles]
+    for spec in policies:
+        rows.append(
+            compare_one(
+                trace,
+                snap,
+                policy_profile,
+                cpus=cpus,
+                meta=meta,
+                placement=spec,
+                label=f"{policy_profile} + {spec}",
+            )
         )
+    if not show:
+        return rows
+    t = Table(title=Text(f"one trace, several kernels and policies ({trace})"))
+    columns: list[tuple[str, Callable[[CompareRow], str]]] = [
+        ("model", lambda r: r.label),
+        ("placement", lambda r: r.result.placement),
+        ("pools", lambda r: r.result.pools),
+        ("agreement", lambda r: f"{100 * r.result.agreement:.2f} %"),
+        ("model failures", lambda r: str(r.result.model_failures)),
+        ("peak use", lambda r: format_size(r.peak_used_bytes)),
+        ("min largest free", lambda r: format_size(r.min_largest_free)),
+        ("max free blocks", lambda r: str(r.max_free_blocks)),
+        ("search nodes/alloc", lambda r: f"{r.search_cost_per_alloc:.1f}"),
+        (
+            "events/s",
+            lambda r: f"{r.result.events / r.result.seconds:,.0f}" if r.result.seconds else "-",
+        ),
+    ]
+    for name, _ in columns:
+        t.add_column(name, justify="left" if name == "model" else "right")
+    for r in rows:
+        t.add_row(*(fn(r) for _, fn in columns))
     console().print(t, markup=False)
-    return results
+    return rows
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -722,10 +842,19 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         )
     trace, snap, meta = _resolve(args)
     check_writable(args.json, "--json")
-    results = compare(trace, snap, profiles, cpus=args.cpus, meta=meta, quiet=args.json == "-")
+    results = compare(
+        trace,
+        snap,
+        profiles,
+        cpus=args.cpus,
+        meta=meta,
+        policies=args.policy,
+        policy_profile=args.policy_profile,
+        show=args.json != "-",
+    )
     if args.json:
         write_json([r.as_json() for r in results], args.json)
-    return _check_fail_under(results, args.fail_under)
+    return _check_fail_under([r.result for r in results], args.fail_under)
 
 
 def _percent(text: str) -> float:
@@ -788,7 +917,22 @@ def register_cli(sub: Any) -> None:
             p.add_argument(
                 "--profiles",
                 default=",".join(PROFILES),
-                help=f"comma-separated kernel profiles (default {','.join(PROFILES)})",
+                help=f"comma-separated kernel profiles, one column each (default {','.join(PROFILES)})",
+            )
+            p.add_argument(
+                "--policy",
+                action="append",
+                default=[],
+                metavar="SPEC",
+                help="add a column with this placement policy: a name (best-fit, "
+                "lowest-match, list-walk) or module:Class; repeatable",
+            )
+            p.add_argument(
+                "--policy-profile",
+                default="6.18",
+                choices=list(PROFILES),
+                metavar="PROFILE",
+                help="the kernel profile the --policy columns run under (default 6.18)",
             )
         p.set_defaults(func=func)
 
