@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import re
 import sys
@@ -119,9 +120,12 @@ def hexaddr(value: int | None) -> str | None:
 
 def jsonable(obj: Any, key: str | None = None) -> Any:
     """``obj`` with addresses as hex strings (by key, and any integer beyond 2^53)."""
-    if isinstance(obj, bool) or obj is None or isinstance(obj, (float, str)):
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
         return obj
-    if isinstance(obj, int):
+    if isinstance(obj, numbers.Real) and not isinstance(obj, numbers.Integral):
+        return float(obj)
+    if isinstance(obj, numbers.Integral):  # int, and numpy's integers
+        obj = int(obj)
         if (key is not None and key in ADDRESS_KEYS) or abs(obj) >= _EXACT:
             return f"{obj:#x}" if obj >= 0 else f"-{-obj:#x}"
         return obj

@@ -180,7 +180,6 @@ def sweep(
 
 def print_table(rows: list[dict[str, Any]], *, stderr: bool = False) -> None:
     """The results as a table (on stderr when stdout carries the JSON)."""
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(
@@ -203,7 +202,9 @@ def print_table(rows: list[dict[str, Any]], *, stderr: bool = False) -> None:
             f"{r['largest_free_end'] / MiB:,.1f}M/{r['largest_free_min'] / MiB:,.1f}M",
             f"{r['external_end']:.2f}/{r['external_worst']:.2f}",
         )
-    Console(stderr=stderr).print(t)
+    from pyvmalloc.cli_output import console
+
+    console(stderr=stderr).print(t)
 
 
 def plot(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
@@ -287,7 +288,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         )
     print_table(rows, stderr=args.json == "-")
     if args.json:
-        text = json.dumps({"grid": [asdict(p) for p in points], "results": rows}, indent=1)
+        from pyvmalloc.cli_output import jsonable
+
+        text = json.dumps(
+            jsonable({"grid": [asdict(p) for p in points], "results": rows}), indent=1
+        )
         if args.json == "-":
             print(text)
         else:
