@@ -276,3 +276,47 @@ def test_progress_on_a_stream_that_is_not_a_terminal() -> None:
 def test_zsh_completion(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, _ = run(capsys, "completion", "zsh")
     assert rc == 0 and out.startswith("#compdef pyvmalloc") and "test-vmalloc" in out
+
+
+HEX = re.compile(r"0x[0-9a-f]+")
+
+
+def _ints(obj: object) -> list[int]:
+    if isinstance(obj, bool):
+        return []
+    if isinstance(obj, int):
+        return [obj]
+    if isinstance(obj, dict):
+        return [i for v in obj.values() for i in _ints(v)]
+    if isinstance(obj, list):
+        return [i for v in obj for i in _ints(v)]
+    return []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo", "--ops", "500"],
+        ["explain", "vmalloc(20000)"],
+        ["walk", "_1", "--before", "vmalloc(8192)"],
+        ["tour", "--ops", "300"],
+        ["test-vmalloc", "smoke", "--loops", "5", "run_test_mask=1"],
+        ["kmem", "-v", "--before", "vmalloc(8192)"],
+        ["report", str(DEFAULT), "--event", "purge_vmap_area_lazy"],
+        ["profiles"],
+        ["replay", str(DEFAULT)],
+        ["compare", str(DEFAULT), "--profiles", "5.4"],
+        ["whatif", str(DEFAULT), "--samples", "3"],
+    ],
+)
+def test_every_report_has_json_on_stdout(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    rc, out, _ = run(capsys, *argv, "--json", "-")
+    assert rc == 0
+    data = json.loads(out)  # stdout holds the JSON alone
+    assert data
+    # No integer a JSON reader would round: kernel addresses are "0x..." strings.
+    assert all(abs(i) < 2**53 for i in _ints(data))
+    if argv[0] in ("explain", "walk", "kmem", "report"):  # these report addresses
+        assert HEX.search(out)
