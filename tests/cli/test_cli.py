@@ -164,6 +164,7 @@ def test_profiles_shows_differing_rules_with_their_docs(capsys: pytest.CaptureFi
     assert "max_page_order" in out
     rc, out, _ = run(capsys, "profiles", "--json", "-")
     rules = {r["rule"]: r for r in json.loads(out)}
+    assert all(r["doc"] for r in rules.values())  # every rule explained
     assert rules["vmap_nodes"]["values"] == {"4.19": False, "5.4": False, "6.18": True}
 
 
