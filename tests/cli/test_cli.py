@@ -321,3 +321,22 @@ def test_every_report_has_json_on_stdout(
     assert all(abs(i) < 2**53 for i in _ints(data))
     if argv[0] in ("explain", "walk", "kmem", "report"):  # these report addresses
         assert HEX.search(out)
+
+
+def test_every_option_has_help() -> None:
+    import argparse
+
+    from pyvmalloc.cli import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        for a in parser._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for sub, sp in a.choices.items():
+                    walk(sp, sub)
+            elif not a.help and not isinstance(a, argparse._HelpAction):
+                missing.append(f"{name} {'/'.join(a.option_strings) or a.dest}")
+
+    walk(build_parser(), "pyvmalloc")
+    assert missing == []

@@ -312,10 +312,21 @@ def register_cli(sub: Any) -> None:
     p.add_argument("capture", nargs="+", help="capture directories (pyvmalloc capture)")
     p.add_argument("--vmalloc", help="vmalloc= sizes, e.g. 64M,128M,240M (i386/arm)")
     p.add_argument("--cpus", help="CPU counts, e.g. 1,2,4 (default: each capture's)")
-    p.add_argument("--profile", default="6.18", help="kernel profiles, e.g. 5.4,6.18")
-    p.add_argument("--arch", default="x86_64", choices=["x86_64", "i386", "arm", "arm64"])
+    from pyvmalloc.config import PROFILES
+
+    p.add_argument(
+        "--profile",
+        default="6.18",
+        help=f"comma-separated kernel profiles of {', '.join(PROFILES)} (default 6.18)",
+    )
+    p.add_argument(
+        "--arch",
+        default="x86_64",
+        choices=["x86_64", "i386", "arm", "arm64"],
+        help="target architecture (default x86_64)",
+    )
     p.add_argument("--paging-levels", type=int, default=4, help="x86_64: 4 or 5")
-    p.add_argument("--ram", default="4G")
+    p.add_argument("--ram", default="4G", help="target RAM, e.g. 1G (default 4G)")
     p.add_argument("--vmsplit", default="3G", help="arm: CONFIG_VMSPLIT_ 3G, 3G_OPT, 2G or 1G")
     p.add_argument("--lpae", action="store_true", help="arm: CONFIG_ARM_LPAE")
     p.add_argument("--no-highmem", action="store_true", help="arm: CONFIG_HIGHMEM off")
