@@ -36,6 +36,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pyvmalloc.errors import InputError
+
 __all__ = ["build_parser", "default_capture", "main", "profile_field_docs", "version_text"]
 
 
@@ -261,6 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except InputError as e:  # PATH:LINE: what is wrong in a user's file
+        print(f"pyvmalloc: error: {e}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as e:
         msg = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else e
         print(f"pyvmalloc: error: {msg}", file=sys.stderr)

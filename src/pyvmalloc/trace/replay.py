@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import sys
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyvmalloc.config import format_size
+from pyvmalloc.trace.capturedir import load_capture_dir, nr_cpus, read_meta
 from pyvmalloc.trace.events import (
     AllocVmapArea,
     FreeVmapAreaNoflush,
@@ -148,21 +148,9 @@ class ReplayResult:
 
 
 def load_capture(path: str | os.PathLike[str]) -> tuple[Path, Path, dict[str, Any]]:
-    """Resolve a capture directory into (trace, snapshot, meta)."""
-    d = Path(path)
-    meta: dict[str, Any] = {}
-    if (d / "meta.json").exists():
-        meta = json.loads((d / "meta.json").read_text())
-    for name in ("trace", "trace.gz"):
-        if (d / name).exists():
-            trace = d / name
-            break
-    else:
-        raise ValueError(f"{d}: no trace or trace.gz in this capture directory")
-    snap = d / "vmallocinfo"
-    if not snap.exists():
-        raise ValueError(f"{d}: no vmallocinfo snapshot in this capture directory")
-    return trace, snap, meta
+    """Resolve a capture directory into (trace, snapshot, meta), checked (InputError)."""
+    cap = load_capture_dir(path)
+    return cap.trace, cap.snapshot, cap.meta
 
 
 class Replayer:
@@ -505,7 +493,7 @@ def replay(
         possible = meta.get("cpus_possible")
         cpus = len(possible) if isinstance(possible, list) and possible else 2
     info = parse_vmallocinfo(snapshot)
-    parsed = parse_trace(trace)
+    parsed = parse_trace(trace, cpus=nr_cpus(meta))  # an event's CPU must exist
     t0 = time.perf_counter()
     rp = Replayer(info, profile=profile, cpus=cpus, placement=placement, pools=pools)
     res = rp.result
@@ -550,7 +538,7 @@ def _resolve(args: argparse.Namespace) -> tuple[Path, Path, dict[str, Any]]:
         )
     meta = {}
     if (trace.parent / "meta.json").exists():
-        meta = json.loads((trace.parent / "meta.json").read_text())
+        meta = read_meta(trace.parent / "meta.json")
     return trace, Path(args.snapshot), meta
 
 
