@@ -20,6 +20,7 @@ PKG = Path(pyvmalloc.__file__).parent
 LAYERS: list[list[str]] = [
     ["errors", "names", "arch.spec", "arch", "gfp", "printk", "rbtree"],
     ["config"],
+    ["cli_output"],
     ["phys", "pgtable", "slab"],
     ["vmap.tracepoints", "vmap.area", "vmap.freetree"],
     ["vmap.placement", "vmap.pools"],
@@ -34,7 +35,8 @@ LAYERS: list[list[str]] = [
     ["trace.harness"],
     ["trace"],
     ["workloads", "report", "helpers"],
-    ["cli", "cli_vmalloc", "__main__", "__init__"],
+    ["cli_vmalloc"],
+    ["cli", "cli_kmem", "__main__", "__init__"],
 ]
 
 

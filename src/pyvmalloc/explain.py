@@ -323,6 +323,9 @@ def _literal(node: ast.expr, results: list[int]) -> int | str | None:
                 return a << b
             return a | b
     if isinstance(node, ast.Name):
+        gfp = gfp_names().get(node.id)
+        if gfp is not None:
+            return gfp
         if node.id == "_" and results:
             return results[-1]
         if node.id.startswith("_") and node.id[1:].isdigit():
@@ -331,9 +334,22 @@ def _literal(node: ast.expr, results: list[int]) -> int | str | None:
                 return results[i - 1]
             raise ValueError(f"{node.id}: there is no result number {i}")
     raise ValueError(
-        f"only int/str literals, simple integer arithmetic and _ / _N (earlier results) "
-        f"are allowed, not {ast.unparse(node)!r}"
+        f"only int/str literals, GFP flag names, simple integer arithmetic and _ / _N "
+        f"(earlier results) are allowed, not {ast.unparse(node)!r}"
     )
+
+
+def gfp_names() -> dict[str, int]:
+    """The GFP flag names :mod:`pyvmalloc.gfp` defines (``GFP_KERNEL``, ``__GFP_ZERO``...)."""
+    import pyvmalloc.gfp as gfp
+
+    return {
+        name: value
+        for name, value in vars(gfp).items()
+        if (name.startswith("GFP_") or name.startswith("__GFP_"))
+        and isinstance(value, int)
+        and not isinstance(value, bool)
+    }
 
 
 def parse_calls(text: str) -> list[ast.Call]:
@@ -365,8 +381,14 @@ def parse_calls(text: str) -> list[ast.Call]:
                         ast.operator,
                         ast.unaryop,
                     ),
-                ) or (isinstance(sub, ast.Name) and not sub.id.startswith("_")):
-                    raise ValueError(f"argument {ast.unparse(arg)!r} is not a literal")
+                ) or (
+                    isinstance(sub, ast.Name)
+                    and not sub.id.startswith("_")
+                    and sub.id not in gfp_names()
+                ):
+                    raise ValueError(
+                        f"argument {ast.unparse(arg)!r} is not a literal or a GFP flag name"
+                    )
         for kw in node.keywords:
             if kw.arg not in ("cpu", "caller", "node", "gfp", "align"):
                 raise ValueError(f"keyword {kw.arg!r} is not allowed (cpu=, caller=, ...)")
