@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_whatif(sub)
 
+    from pyvmalloc.report.explore import register_cli as register_explore
+
+    register_explore(sub)
+
     from pyvmalloc.cli_vmalloc import register_cli as register_vmalloc
 
     register_vmalloc(sub)

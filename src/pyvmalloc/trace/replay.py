@@ -29,7 +29,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,8 +224,16 @@ class Replayer:
                 self.result.snapshot_lazy += 1
 
     # --- events -----------------------------------------------------------------------
-    def run(self, events: Sequence[TraceEvent], progress: bool = False) -> None:
-        """Apply ``events`` in order, with the look-ahead purges need."""
+    def run(
+        self,
+        events: Sequence[TraceEvent],
+        progress: bool = False,
+        observer: Callable[[int, TraceEvent, Kernel], None] | None = None,
+    ) -> None:
+        """Apply ``events`` in order, with the look-ahead purges need.
+
+        ``observer(index, event, kernel)``, if given, is called after each event.
+        """
         purge_at = [i for i, e in enumerate(events) if isinstance(e, PurgeVmapAreaLazy)]
         # The purge worker runs on the CPU its event was traced on: whatever else that
         # CPU traced before the event ran before the worker started.
@@ -253,6 +261,8 @@ class Replayer:
                 self._purge_index = purge_at[nxt] if nxt < len(purge_at) else -1
                 self._index = i
                 self.apply(ev)
+                if observer is not None:
+                    observer(i, ev, self.kernel)
                 if bar is not None and i % 5000 == 0:
                     bar.update(task, completed=i)
         finally:
@@ -529,11 +539,13 @@ def replay(
     progress: bool = False,
     meta: dict[str, Any] | None = None,
     end_snapshot: str | os.PathLike[str] | None = None,
+    observer: Callable[[int, TraceEvent, Kernel], None] | None = None,
 ) -> ReplayResult:
     """Replay ``trace`` from ``snapshot`` under ``profile``; return the comparison.
 
     With ``end_snapshot`` (a capture's ``vmallocinfo.end``) the replay stops where the
     end snapshot was read and compares the model's final state with it.
+    ``observer(index, event, kernel)`` is called after each replayed event.
     """
     meta = meta or {}
     if cpus is None:
@@ -553,7 +565,7 @@ def replay(
     end_mark = parsed.marker("end-snapshot-begin")
     if end_info is not None and end_mark is not None:
         events = [e for e in events if e.line < end_mark.line]
-    rp.run(events, progress=progress)
+    rp.run(events, progress=progress, observer=observer)
     rp.finish()
     if end_info is not None and rp.profile.vmap_nodes:
         res.end_check = compare_end_snapshot(rp.space, end_info)
