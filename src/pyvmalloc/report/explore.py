@@ -889,6 +889,7 @@ def build_replay_data(
                     f"{search[3]:#x}",
                     search[4],
                 ]
+                w["when"] = "the model's tree after the previous event"
                 walks[i + 1] = w
 
     # Pass 2: the same replay, observed; its result is what `replay` reports.
@@ -976,7 +977,7 @@ def _tour_calls(seed: int, ops: int, cpus: int) -> Iterator[tuple[str, str, int]
         cpu = rng.randrange(cpus)
         r = rng.random()
         if i < 3:
-            r = 0.9  # start with allocations
+            r = 0.5  # start with vmalloc()s
         if r < 0.38:
             yield "free", "free", cpu
         elif r < 0.72:
@@ -1027,12 +1028,13 @@ def build_tour_data(
             st = snapshot_state(k, window=(0, 0), search=(size, align, vstart, vend, cpu))
             w = st["search"]
             w["request"] = [size, align, f"{vstart:#x}", f"{vend:#x}", cpu]
+            w["when"] = "the tree as alloc_vmap_area was called"
             searches.append(w)
         return orig_alloc(size, align, vstart, vend, **kw)
 
     space.alloc_vmap_area = spy  # type: ignore[method-assign]
     # A purge near the end, so the tour shows lazily freed areas going back.
-    plan.insert(max(1, len(plan) - 12), (f"vm_unmap_aliases(cpu={0})", "purge", 0))
+    plan.insert(max(1, len(plan) - 12), ("vm_unmap_aliases(cpu=0)", "purge", 0))
     for text, kind, cpu in plan:
         if kind == "free":
             if not live:

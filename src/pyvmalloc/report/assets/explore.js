@@ -27,7 +27,7 @@
     const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
     let v = b, i = 0;
     while (v >= 1024 && i < u.length - 1) { v /= 1024; i++; }
-    return (i ? v.toFixed(v < 10 ? 2 : 1) : String(v)) + ' ' + u[i];
+    return (i || v !== Math.round(v) ? v.toFixed(v < 10 ? 2 : 1) : String(v)) + ' ' + u[i];
   }
   const KIND = { b: 'busy vmap_area', f: 'free block (free_vmap_area_root)', l: 'lazily freed (purge_list)',
     p: 'pooled (vmap_node pool)', u: 'being purged' };
@@ -177,7 +177,7 @@
       ctx.font = '11px ui-monospace, monospace';
       ctx.fillText(r0 >= 0 ? hexpg(Math.floor(r0)) : '(below range)', 2, y + 12);
       ctx.fillStyle = '#777';
-      ctx.fillText('vmap_node', 2, y + LANE + 7);
+      ctx.fillText(NODES > 1 && ZONE * ppx >= 3 ? 'vmap_node / zone' : 'vmap_node', 2, y + LANE + 9);
       // 64 KiB node zones (addr_to_node_id) once they are wide enough to see.
       if (NODES > 1 && ZONE * ppx >= 3) {
         const z0 = Math.floor(Math.max(r0, 0) / ZONE), z1 = Math.ceil(r1 / ZONE);
@@ -188,8 +188,6 @@
           ctx.fillRect(Math.max(LABEL_W, x), y + LANE + NODE_LANE + 3, Math.max(1, ZONE * ppx - 1), ZONE_LANE);
           ctx.globalAlpha = 1;
         }
-        ctx.fillStyle = '#777';
-        ctx.fillText('zones', 2, y + LANE + NODE_LANE + 9);
       }
       for (const k of ['f', 'u', 'l', 'p', 'b']) {
         const arr = L[k];
@@ -530,7 +528,7 @@
     });
     html += '</table>';
     html += `<div>${w.found ? `found free block ${w.found[0]}-${w.found[1]} → address ${w.addr ?? '(beyond vend: -ERANGE)'}` : 'no free block fits'}` +
-      ` <span class="dim">(read after the previous event)</span></div>`;
+      ` <span class="dim">(${esc(w.when || '')})</span></div>`;
     el.innerHTML = html;
   }
   function drawCalls() {
