@@ -91,7 +91,7 @@ def _text(drv: Any, element_id: str) -> str:
 
 
 def test_loads_from_file_without_errors(browser: Any, largest: tuple[Path, dict]) -> None:
-    path, data = largest
+    path, _data = largest
     assert path.stat().st_size < 6e6, "a page of a bundled capture stays a few MB"
     problems = _open(browser, path)
     assert problems == [], problems

@@ -113,7 +113,7 @@ def test_tree_nodes_are_the_free_list_in_order(three: Kernel) -> None:
         if i < 0:
             return []
         n = tree[i]
-        return inorder(n[4]) + [n[0]] + inorder(n[5])
+        return [*inorder(n[4]), n[0], *inorder(n[5])]
 
     free = [f"{va.va_start:#x}" for va in three.vmap_space.free_areas()]
     assert inorder(0) == free
@@ -146,7 +146,7 @@ def test_pool_records_lifo_order() -> None:
 
 def _kernel_busy_counts(cap: Path) -> tuple[int, list[int]]:
     """Busy areas after each replayed event, from the trace and snapshot alone."""
-    trace, snap, meta = load_capture(cap)
+    trace, snap, _meta = load_capture(cap)
     info = parse_vmallocinfo(snap)
     parsed = parse_trace(trace)
     start = parsed.marker("snapshot-end")
