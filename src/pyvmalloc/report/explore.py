@@ -81,7 +81,9 @@ GUARD_ASSUMED = 2
 #: Most allocations the timeline keeps a free-tree descent for (mismatches always).
 MAX_WALKS = 250
 #: Free-tree snapshots kept along the timeline (plus the last state).
-TREE_SNAPSHOTS = 12
+TREE_SNAPSHOTS = 8
+#: Free-tree snapshots kept just before disagreeing allocations (the first ones).
+TREE_AT_MISMATCHES = 20
 
 Rec = tuple[Any, ...]
 
@@ -863,7 +865,9 @@ def build_replay_data(
     step = max(1, len(allocs) // MAX_WALKS)
     sampled = set(allocs[::step])
     bad_lines = {m.line for m in first.mismatches}
-    sampled.update(i for i in allocs if events[i].line in bad_lines)
+    bad = [i for i in allocs if events[i].line in bad_lines]
+    sampled.update(bad)
+    tree_before = {i - 1 for i in bad[:TREE_AT_MISMATCHES] if i > 0}
     tl = Timeline(_labels([snap, end]))
     walks: dict[int, Any] = {}
     trees: dict[int, Any] = {}
@@ -872,7 +876,7 @@ def build_replay_data(
     def observer(i: int, ev: Any, k: Any) -> None:
         tl.observe(k, ev)
         nxt = events[i + 1] if i + 1 < len(events) else None
-        tree = i % tree_every == 0 or i == len(events) - 1
+        tree = i % tree_every == 0 or i == len(events) - 1 or i in tree_before
         search = None
         if nxt is not None and nxt.name == "alloc_vmap_area" and i + 1 in sampled:
             search = (nxt.size, nxt.align, nxt.vstart, nxt.vend, nxt.cpu % k.machine.cpus_online)

@@ -628,7 +628,7 @@
   // a small API for tests and the console
   window.explorer = {
     setEvent, stats, get event() { return cur; }, get view() { return [v0, span]; },
-    zoomTo, at: (pg) => at(pg), records: () => [...S.values()], hexpg,
+    zoomTo, select: (pg) => select(at(pg)), at: (pg) => at(pg), records: () => [...S.values()], hexpg,
     timeDraw: () => { const t = performance.now(); drawMap(); return performance.now() - t; },
     timeScrub: (a, b) => { const t = performance.now(); setEvent(a); setEvent(b); return performance.now() - t; },
   };
