@@ -18,7 +18,7 @@ from pyvmalloc.report.explore import build_replay_data, build_tour_data
 from pyvmalloc.report.explore_html import write_html
 from pyvmalloc.trace.replay import load_capture, replay
 
-from .test_explore_data import _kernel_busy_counts
+from .conftest import kernel_busy_counts
 
 CAPTURES = Path(__file__).parent.parent / "data" / "captures"
 LARGEST = CAPTURES / "everything-concurrent"
@@ -107,7 +107,7 @@ def test_loads_from_file_without_errors(browser: Any, largest: tuple[Path, dict]
 def test_busy_areas_and_scrubbing(browser: Any, largest: tuple[Path, dict]) -> None:
     path, _data = largest
     _open(browser, path)
-    _, counts = _kernel_busy_counts(LARGEST)
+    _, counts = kernel_busy_counts(LARGEST)
     assert int(_text(browser, "stat-busy")) == counts[0]
     # Scrub with the slider itself (keyboard), then jump far along it.
     from selenium.webdriver.common.by import By

@@ -18,9 +18,10 @@ from pyvmalloc.report.explore import (
     snapshot_state,
     state_at,
 )
-from pyvmalloc.trace.parse import parse_trace
 from pyvmalloc.trace.replay import load_capture, replay
 from pyvmalloc.trace.snapshot import parse_vmallocinfo
+
+from .conftest import kernel_busy_counts
 
 CAPTURES = Path(__file__).parent.parent / "data" / "captures"
 P = 4096
@@ -144,36 +145,13 @@ def test_pool_records_lifo_order() -> None:
     assert {(r[3], r[4]) for r in pooled} == {(0, 1)}  # vmap_node[0].pool[1]: 2 pages
 
 
-def _kernel_busy_counts(cap: Path) -> tuple[int, list[int]]:
-    """Busy areas after each replayed event, from the trace and snapshot alone."""
-    trace, snap, _meta = load_capture(cap)
-    info = parse_vmallocinfo(snap)
-    parsed = parse_trace(trace)
-    start = parsed.marker("snapshot-end")
-    end = parsed.marker("end-snapshot-begin")
-    events = [
-        e
-        for e in parsed.events
-        if (start is None or e.line > start.line) and (end is None or e.line < end.line)
-    ]
-    n = len(info.busy)
-    counts = []
-    for e in events:
-        if e.name == "alloc_vmap_area" and not e.failed:
-            n += 1
-        elif e.name == "free_vmap_area_noflush":
-            n -= 1
-        counts.append(n)
-    return len(info.busy), counts
-
-
 @pytest.fixture(scope="module")
 def churn() -> dict:
     return build_replay_data(CAPTURES / "churn-cpu0")
 
 
 def test_replay_timeline_follows_the_trace(churn: dict) -> None:
-    _, counts = _kernel_busy_counts(CAPTURES / "churn-cpu0")
+    _, counts = kernel_busy_counts(CAPTURES / "churn-cpu0")
     assert len(churn["events"]) == len(counts)
     # Busy areas after each event, by the kernel's trace: +1 per allocation, -1 per
     # lazy free; the records must follow (spot checks along the timeline).
@@ -202,6 +180,20 @@ def test_replay_matches_its_json(churn: dict) -> None:
     # The chart's last point is what replay reports at the end.
     assert churn["frag"]["count"][-1] == res["end_free_blocks_in_range"]
     assert churn["frag"]["largest"][-1] == res["end_largest_free_in_range"] // P
+
+
+@pytest.mark.parametrize("profile", ["5.4", "4.19"])
+def test_older_profiles_follow_the_trace(profile: str) -> None:
+    """Busy areas follow the trace under every profile (4.19 keeps lazy areas in its
+    busy tree: they must be listed once, as lazily freed)."""
+    cap = CAPTURES / "mixed-spread"
+    data = build_replay_data(cap, profile=profile)
+    _, counts = kernel_busy_counts(cap)
+    for i in (0, len(counts) // 2, len(counts) - 1):
+        recs = state_at(data, i).values()
+        assert sum(r[0] == "b" for r in recs) == counts[i]
+    kinds = [r[0] for r in data["init"]]
+    assert kinds.count("l") == len(parse_vmallocinfo(cap / "vmallocinfo").unpurged)
 
 
 def test_timeline_equals_full_read_after_every_event() -> None:

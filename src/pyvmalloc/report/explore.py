@@ -78,8 +78,10 @@ GUARD_KNOWN = 1
 #: No ``vm_struct`` says (a replay's areas): get_vm_area adds one unless VM_NO_GUARD.
 GUARD_ASSUMED = 2
 
-#: Most allocations the timeline keeps a free-tree descent for (mismatches always).
-MAX_WALKS = 250
+#: Allocations the timeline keeps a free-tree descent for: a sample of all, and the
+#: first disagreeing ones.
+MAX_WALKS = 200
+MAX_MISMATCH_WALKS = 150
 #: Free-tree snapshots kept along the timeline (plus the last state).
 TREE_SNAPSHOTS = 8
 #: Free-tree snapshots kept just before disagreeing allocations (the first ones).
@@ -166,7 +168,12 @@ def snapshot_state(
     out["purging_n"] = sum(len(p.batch) for p in in_purge)
 
     if window is None:
-        out["busy"] = [busy_rec(va, vn.id) for vn in space.nodes for va in _inorder(vn.busy)]
+        # busy_areas(): per node, ascending (4.19 keeps its lazy areas in the one busy
+        # tree but not in this list). 6.x picks the busy tree by address zone.
+        out["busy"] = [
+            busy_rec(va, (va.va_start // zone) % nr_nodes if nr_nodes > 1 else 0)
+            for va in space.busy_areas()
+        ]
         out["free"] = [(va.va_start, va.va_end) for va in space.free_areas()]
         out["lazy"] = [(va.va_start, va.va_end, space.lazy_node_of(va)) for va in lazy]
         out["pools"] = {
@@ -201,19 +208,6 @@ def snapshot_state(
     if search is not None:
         out["search"] = _search(space, profile, nr_nodes, *search)
     return out
-
-
-def _inorder(root: Any) -> Iterator[Any]:
-    """In-order walk of an rb-tree of vmap areas (iterative: trees can be deep)."""
-    stack: list[Any] = []
-    node = root.rb_node
-    while stack or node is not None:
-        while node is not None:
-            stack.append(node)
-            node = node.rb_left
-        node = stack.pop()
-        yield node
-        node = node.rb_right
 
 
 def _overlapping(root: Any, lo: int, hi: int) -> Iterator[Any]:
@@ -866,7 +860,7 @@ def build_replay_data(
     sampled = set(allocs[::step])
     bad_lines = {m.line for m in first.mismatches}
     bad = [i for i in allocs if events[i].line in bad_lines]
-    sampled.update(bad)
+    sampled.update(bad[:MAX_MISMATCH_WALKS])
     tree_before = {i - 1 for i in bad[:TREE_AT_MISMATCHES] if i > 0}
     tl = Timeline(_labels([snap, end]))
     walks: dict[int, Any] = {}
