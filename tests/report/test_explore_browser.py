@@ -208,6 +208,11 @@ def test_tour_page_shows_call_tree(browser: Any, tmp_path: Path) -> None:
     text = _text(browser, "calls")
     assert "alloc_vmap_area" in text and "PTEs" in text
     assert text.splitlines()[0].startswith(data["events"][0][3])
+    browser.execute_script("document.getElementById('step-next').click()")
+    browser.execute_script("document.getElementById('step-next').click()")
+    assert _text(browser, "call-step").startswith("step 2 of ")
+    assert len(_text(browser, "calls").splitlines()) == 2
+    browser.execute_script("document.getElementById('step-all').click()")
     walk = _text(browser, "walk")
     assert "find" in walk or "request" in walk
     browser.save_screenshot(str(tmp_path / "tour.png"))

@@ -224,6 +224,26 @@ def test_tour_data() -> None:
     assert walk["addr"] == data["events"][0][4]  # the descent found where it went
 
 
+def test_explain_mode_hand_derived() -> None:
+    """vmalloc(8192) at vs, vmalloc(4096) at vs+3p, vfree of the first (lazy, so still
+    unusable): vmalloc(20000) needs 5 pages + guard and lands at vs+5p."""
+    data = build_tour_data(
+        calls=["vmalloc(8192)", "vmalloc(4096)", "vfree(_1)", "vmalloc(20000, cpu=1)"]
+    )
+    vs = int(data["meta"]["vmalloc_start"], 16)
+    assert data["start"] == 3
+    assert data["events"][3][4] == f"{vs + 5 * P:#x}"
+    walk = data["walks"]["3"]
+    assert walk["request"][:2] == [6 * P, 1]
+    assert walk["addr"] == f"{vs + 5 * P:#x}"
+    recs = state_at(data, 3)
+    assert sorted((r[0], r[1], r[2]) for r in recs.values() if r[0] != "f") == [
+        ("b", 3, 5),
+        ("b", 5, 11),
+        ("l", 0, 3),
+    ]
+
+
 def test_cli_writes_page_and_png(tmp_path: Path) -> None:
     out = tmp_path / "tour.html"
     png = tmp_path / "tour.png"
@@ -238,7 +258,7 @@ def test_cli_writes_page_and_png(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["explore", "-o", "x.html"], "CAPTURE directory or --tour"),
+        (["explore", "-o", "x.html"], "CAPTURE directory, --tour or --call"),
         (["explore", "--tour"], "nothing to write"),
         (["explore", "/nonexistent", "-o", "x.html"], "not a capture directory"),
         (["explore", "--tour", "-o", "x.html", "--profile", "9.9"], "9.9"),

@@ -998,8 +998,13 @@ def build_tour_data(
     ops: int = 160,
     seed: int = 1,
     policy: Any = None,
+    calls: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run a seeded API tour, each call recorded (call tree, pages, PTEs)."""
+    """Run a seeded API tour, each call recorded (call tree, pages, PTEs).
+
+    With ``calls`` (``explain``'s language: ``"vmalloc(8192)"``, ``"vfree(_)"``) those
+    calls are run instead, in order; ``_`` and ``_N`` name earlier results.
+    """
     from pyvmalloc.explain import parse_calls, record, run_call
     from pyvmalloc.kernel import Kernel
 
@@ -1011,10 +1016,18 @@ def build_tour_data(
     live: list[tuple[int, str]] = []
     tl = Timeline()
     events: list[list[Any]] = []
-    calls: list[Any] = []
+    recorded: list[Any] = []
     trees: dict[str, Any] = {}
     walks: dict[str, Any] = {}
-    plan = list(_tour_calls(seed, ops, cpus))
+    shared: list[int] = []  # results that _ and _N refer to (explain mode)
+    if calls is not None:
+        plan = [(text, "call", 0) for text in calls]
+        for text in calls:
+            parse_calls(text)  # a clear error before anything runs
+    else:
+        plan = list(_tour_calls(seed, ops, cpus))
+        # A purge near the end, so the tour shows lazily freed areas going back.
+        plan.insert(max(1, len(plan) - 12), ("vm_unmap_aliases(cpu=0)", "purge", 0))
     # The descent of each call's first alloc_vmap_area, read just before it searches.
     searches: list[dict[str, Any]] = []
     space = k.vmap_space
@@ -1031,8 +1044,6 @@ def build_tour_data(
         return orig_alloc(size, align, vstart, vend, **kw)
 
     space.alloc_vmap_area = spy  # type: ignore[method-assign]
-    # A purge near the end, so the tour shows lazily freed areas going back.
-    plan.insert(max(1, len(plan) - 12), ("vm_unmap_aliases(cpu=0)", "purge", 0))
     for text, kind, cpu in plan:
         if kind == "free":
             if not live:
@@ -1041,7 +1052,7 @@ def build_tour_data(
             fn = {"io": "iounmap", "kv": "kvfree"}.get(what, "vfree")
             text = f"{fn}({addr:#x}, cpu={cpu})"
         call = parse_calls(text)[0]
-        results: list[int] = []
+        results: list[int] = shared if calls is not None else []
         searches.clear()
 
         def run(call: Any = call, results: list[int] = results) -> int:
@@ -1054,27 +1065,29 @@ def build_tour_data(
         if kind in ("vmalloc", "io", "kv") and ret:
             live.append((ret, kind))
         events.append(["call", len(events) + 1, cpu, text, f"{ret:#x}" if ret else ""])
-        calls.append(
+        recorded.append(
             {
                 "tree": _call_tree(rec.root),
                 "state": [[key, rec.before[key], rec.after[key]] for key in rec.before],
             }
         )
         tl.observe(k, None)
-        if len(events) % 40 == 1:
-            trees[str(len(events) - 1)] = snapshot_state(k, window=(0, 0), tree=True).get("tree")
+        # A tour's tree is small: keep it after every call.
+        tree = snapshot_state(k, window=(0, 0), tree=True).get("tree")
+        if tree is not None:
+            trees[str(len(events) - 1)] = tree
     del space.alloc_vmap_area  # the spy was an instance attribute
-    last = snapshot_state(k, window=(0, 0), tree=True).get("tree")
-    if last is not None:
-        trees[str(len(events) - 1)] = last
     k.check()
     data = tl.as_json()
     data.update(
         {
-            "mode": "tour",
-            "title": f"a tour of the vmalloc API: kernel {k.profile.name}, seed {seed}",
+            "mode": "tour" if calls is None else "explain",
+            "title": f"a tour of the vmalloc API: kernel {k.profile.name}, seed {seed}"
+            if calls is None
+            else f"explain {calls[-1]}: kernel {k.profile.name}",
             "events": events,
-            "calls": calls,
+            "calls": recorded,
+            "start": len(events) - 1 if calls is not None else 0,
             "mismatches": [],
             "walks": walks,
             "trees": {key: t for key, t in trees.items() if t is not None},
@@ -1095,12 +1108,24 @@ def _cmd_explore(args: argparse.Namespace) -> int:
 
     get_profile(args.profile)  # a clear error for an unknown profile
     policy = load_policy(args.policy) if args.policy else None
-    if args.tour == (args.capture is not None):
-        raise ValueError("explore: give a CAPTURE directory or --tour (one of them)")
+    if (args.tour, args.capture is not None, args.call is not None).count(True) != 1:
+        raise ValueError("explore: give a CAPTURE directory, --tour or --call (one of them)")
     if args.output is None and args.png is None:
         raise ValueError("explore: nothing to write (give -o FILE.html and/or --png FILE.png)")
     t0 = time.perf_counter()
-    if args.tour:
+    if args.call is not None:
+        from pyvmalloc.explain import parse_calls
+
+        before = [t for t in (args.before or "").split(";") if t.strip()]
+        if len(parse_calls(args.call)) != 1:
+            raise ValueError("explore --call takes exactly one call (use --before for the setup)")
+        data = build_tour_data(
+            profile=args.profile,
+            cpus=args.cpus or 2,
+            policy=policy,
+            calls=[t.strip() for t in before] + [args.call.strip()],
+        )
+    elif args.tour:
         data = build_tour_data(
             profile=args.profile, cpus=args.cpus or 2, ops=args.ops, seed=args.seed, policy=policy
         )
@@ -1129,6 +1154,8 @@ def register_cli(subparsers: Any) -> None:
     )
     p.add_argument("capture", nargs="?", metavar="CAPTURE", help="a capture directory")
     p.add_argument("--tour", action="store_true", help="explore a seeded API tour instead")
+    p.add_argument("--call", help='explore one API call, as explain does: "vmalloc(20000)"')
+    p.add_argument("--before", help='setup calls for --call, e.g. "vmalloc(8192); vfree(_)"')
     p.add_argument("-o", "--output", metavar="FILE.html", help="the page to write")
     p.add_argument("--png", metavar="FILE.png", help="also draw the final address-space map")
     p.add_argument("--profile", default="6.18", help="kernel profile (default 6.18)")

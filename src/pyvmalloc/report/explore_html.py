@@ -81,6 +81,9 @@ def render_html(data: dict[str, Any]) -> str:
         legend += '<span style="--c:#1b9e77">vmap_node 0</span><span style="--c:#d95f02">vmap_node 1</span>'
     calls = (
         "<section><h2>the call tree of this API call (Code Flow)</h2>"
+        "<div class='toolbar'><button id='step-prev'>◀ step</button>"
+        "<button id='step-next'>step ▶</button><button id='step-all'>whole call</button>"
+        "<span id='call-step'></span></div>"
         "<div id='calls' class='calltree'></div></section>"
         if data.get("calls")
         else ""

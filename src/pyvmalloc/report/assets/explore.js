@@ -531,6 +531,8 @@
       ` <span class="dim">(${esc(w.when || '')})</span></div>`;
     el.innerHTML = html;
   }
+  // The call tree step by step: calls in the order they were made (pre-order).
+  let callStep = Infinity, callLines = 1;
   function drawCalls() {
     const el = $('calls');
     if (!el || !D.calls) return;
@@ -546,9 +548,21 @@
       n[3].forEach((ch, i) => walk(ch, isRoot ? ' ' : prefix + (last ? '    ' : '|   '), false, i === n[3].length - 1));
     };
     walk(c.tree, '', true, true);
-    lines.push('', 'state changes:');
-    for (const [k, b, a] of c.state) lines.push(`  ${k.padEnd(28)} ${String(b).padStart(8)} -> ${String(a).padEnd(8)}${a !== b ? ` (${a - b > 0 ? '+' : ''}${a - b})` : ''}`);
-    el.textContent = lines.join('\n');
+    const n = lines.length, k = Math.min(callStep, n);
+    callLines = n;
+    let html = lines.slice(0, k).map((t, i) => (i === k - 1 && k < n ? `<span class="hit">${esc(t)}</span>` : esc(t))).join('\n');
+    if (k >= n) {
+      const st = ['', 'state changes:'];
+      for (const [key, b, a] of c.state) st.push(`  ${key.padEnd(28)} ${String(b).padStart(8)} -> ${String(a).padEnd(8)}${a !== b ? ` (${a - b > 0 ? '+' : ''}${a - b})` : ''}`);
+      html += esc(st.join('\n'));
+    }
+    el.innerHTML = html;
+    $('call-step').textContent = `step ${k} of ${n}`;
+  }
+  if ($('calls')) {
+    $('step-prev').onclick = () => { callStep = Math.max(1, Math.min(callStep, callLines) - 1); drawCalls(); };
+    $('step-next').onclick = () => { callStep = callStep >= callLines ? 1 : callStep + 1; drawCalls(); };
+    $('step-all').onclick = () => { callStep = Infinity; drawCalls(); };
   }
   function drawMismatches() {
     const rows = D.mismatches.map((m, j) =>
@@ -578,6 +592,7 @@
   }
 
   function setEvent(i) {
+    if (i !== cur) callStep = Infinity;
     moveTo(i);
     slider.value = String(cur);
     $('event').textContent = eventText(cur);
@@ -622,7 +637,7 @@
   drawMismatches();
   resize();
   fitUsed();
-  setEvent(0);
+  setEvent(D.start || 0);
   $('details').textContent = 'click an area on the map (hover for details; wheel zooms, drag pans, double-click zooms to an area)';
 
   // a small API for tests and the console
