@@ -196,6 +196,20 @@ def test_older_profiles_follow_the_trace(profile: str) -> None:
     assert kinds.count("l") == len(parse_vmallocinfo(cap / "vmallocinfo").unpurged)
 
 
+def test_descents_predict_the_models_choice(churn: dict) -> None:
+    """Each stored descent (pool head if it hits, else the tree walk) ends where the
+    model's allocator went: the kernel's address, or the model's own at a mismatch."""
+    by_index = {m["index"]: m for m in churn["mismatches"]}
+    assert churn["walks"]
+    for key, w in churn["walks"].items():
+        i = int(key)
+        ev = churn["events"][i]
+        assert ev[0] == "alloc"
+        got = w["pool"]["head"] if w["pool"] and w["pool"]["hit"] else w["addr"]
+        want = by_index[i]["model"] if i in by_index else ev[3]
+        assert got == want, (i, w)
+
+
 def test_timeline_equals_full_read_after_every_event() -> None:
     """The windowed diffs never drift from a full read of the model (a small capture)."""
     trace, snap, meta = load_capture(CAPTURES / "mixed-spread")

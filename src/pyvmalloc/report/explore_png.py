@@ -109,7 +109,12 @@ def write_png(data: dict[str, Any], path: str | Path, *, index: int | None = Non
         f"(kernel {meta['profile']}, {meta['nr_nodes']} vmap_node(s))",
         fontsize=10,
     )
-    handles = [Patch(facecolor=c, edgecolor="#0003", label=lab) for c, lab in KINDS.values()]
+    labels = dict(KINDS)
+    if not meta.get("has_tree", True):  # 4.19: free space is the gaps between areas
+        labels["f"] = (KINDS["f"][0], "free (a gap of vmap_area_list)")
+    if meta["nr_nodes"] <= 1:
+        labels = {k: (c, lab.replace("vmap_node ", "")) for k, (c, lab) in labels.items()}
+    handles = [Patch(facecolor=c, edgecolor="#0003", label=lab) for c, lab in labels.values()]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=3, fontsize=9)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()

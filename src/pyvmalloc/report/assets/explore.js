@@ -185,7 +185,8 @@
           const x = LABEL_W + (z * ZONE - r0) * ppx;
           ctx.fillStyle = nodeColour((z + BASE_ZONE) % NODES);
           ctx.globalAlpha = 0.55;
-          ctx.fillRect(Math.max(LABEL_W, x), y + LANE + NODE_LANE + 3, Math.max(1, ZONE * ppx - 1), ZONE_LANE);
+          const x0 = Math.max(LABEL_W, x), x1 = x + ZONE * ppx - 1;
+          if (x1 > x0) ctx.fillRect(x0, y + LANE + NODE_LANE + 3, Math.max(1, x1 - x0), ZONE_LANE);
           ctx.globalAlpha = 1;
         }
       }
