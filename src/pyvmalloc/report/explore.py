@@ -128,7 +128,7 @@ def snapshot_state(
         "zone_size": zone,
         "has_tree": has_tree,
         "nr_busy": getattr(space, "nr_busy", None),
-        "nr_free": getattr(space, "nr_free", None) if has_tree else None,
+        "nr_free": getattr(space, "nr_free", None),
         "vmap_lazy_nr": getattr(space, "vmap_lazy_nr", None),
     }
 
@@ -187,14 +187,31 @@ def snapshot_state(
         ]
     else:
         lo, hi = window
-        out["busy"] = [
-            busy_rec(va, vn.id) for vn in space.nodes for va in _overlapping(vn.busy, lo, hi)
-        ]
-        out["free"] = (
-            [(va.va_start, va.va_end) for va in _overlapping(space.free_root, lo, hi)]
-            if has_tree
-            else None
-        )
+        if has_tree:
+            out["busy"] = [
+                busy_rec(va, vn.id) for vn in space.nodes for va in _overlapping(vn.busy, lo, hi)
+            ]
+            out["free"] = [(va.va_start, va.va_end) for va in _overlapping(space.free_root, lo, hi)]
+        else:
+            # 4.19: one tree holds busy and lazily freed areas; free space is its gaps.
+            # The gaps inside the window are exact when it starts and ends at area
+            # boundaries (a free gap, or an area's own range).
+            waiting = {va.va_start for va in lazy if va.va_start < hi and va.va_end > lo}
+            waiting.update(va.va_start for p in in_purge for va in p.batch)
+            areas = sorted(
+                (va for vn in space.nodes for va in _overlapping(vn.busy, lo, hi)),
+                key=lambda va: va.va_start,
+            )
+            out["busy"] = [busy_rec(va, 0) for va in areas if va.va_start not in waiting]
+            gaps: list[tuple[int, int]] = []
+            at = lo
+            for va in areas:
+                if va.va_start > at:
+                    gaps.append((at, va.va_start))
+                at = max(at, va.va_end)
+            if hi > at:
+                gaps.append((at, hi))
+            out["free"] = gaps
         if pools is not None:
             want = set(pools)
             out["pools"] = {
@@ -628,9 +645,8 @@ class Timeline:
         name = getattr(ev, "name", "")
         if name == "alloc_vmap_area":
             if ev.failed:
-                lo, hi = ev.addr, ev.addr + 1  # nothing carved; check the fingerprints
-            else:
-                lo, hi = ev.addr, ev.addr + ev.size
+                return False  # rare; a failure may have purged
+            lo, hi = ev.addr, ev.addr + ev.size
         elif name == "free_vmap_area_noflush":
             lo, hi = ev.va_start, ev.va_start + PAGE_SIZE
         else:
@@ -641,7 +657,7 @@ class Timeline:
             lo = min(lo, m.free_starts[i])
             hi = max(hi, m.free[m.free_starts[i]])
         st = snapshot_state(k, window=(lo, hi))
-        if st["free"] is None or st["purging_n"] != m.purging_n:
+        if st["purging_n"] != m.purging_n:
             return False
         # Lazy list: unchanged, or one area appended (a lazy free).
         lazy_fp = st["lazy_fp"]
