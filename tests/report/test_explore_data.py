@@ -280,6 +280,9 @@ def test_cli_writes_page_and_png(tmp_path: Path) -> None:
         (["explore", "--tour", "-o", "x.html", "--profile", "9.9"], "9.9"),
         (["explore", "--tour", "-o", "x.html", "--policy", "nocolon"], "module:Class"),
         (["explore", "--tour", "-o", "x.html", "--policy", "no_such_mod:X"], "cannot import"),
+        (["explore", "--tour", "-o", "x.html", "--ops", "0"], "--ops"),
+        (["explore", "--call", "vmalloc(1); vfree(_)", "-o", "x.html"], "exactly one call"),
+        (["explore", "--call", "os.system(1)", "-o", "x.html"], "not a call"),
     ],
 )
 def test_cli_errors(argv: list[str], message: str, capsys, tmp_path, monkeypatch) -> None:

@@ -453,8 +453,8 @@ class Timeline:
         self._used = 0
         self._lazy_pages = 0
         self._count = 0
-        self.lo = self.used_lo = 1 << 62
-        self.hi = self.used_hi = -(1 << 62)
+        self.lo = 1 << 62
+        self.hi = -(1 << 62)
 
     # --- records --------------------------------------------------------------------
     def _sid(self, text: str | None) -> int:
@@ -561,7 +561,9 @@ class Timeline:
         sizes = [r[2] - r[1] for key, r in self._recs.items() if key[0] == "f"]
         self._count = len(sizes)
         self._largest = max(sizes, default=0)
-        self._used = sum(r[2] - r[1] for key, r in self._recs.items() if key[0] == "b")
+        self._used = sum(
+            r[2] - r[1] for key, r in self._recs.items() if key[0] == "b" and self._in_range(r)
+        )
         self._lazy_pages = sum(r[2] - r[1] for key, r in self._recs.items() if key[0] in ("l", "u"))
 
     def _push_frag(self) -> None:
@@ -600,14 +602,13 @@ class Timeline:
         self.diffs.append([added, removed])
 
     def _extend(self, r: list[Any]) -> None:
-        """Widen the extents: of all areas, and of those in the vmalloc range."""
-        if r[0] == "f":
-            return
-        self.lo = min(self.lo, r[1])
-        self.hi = max(self.hi, r[2])
-        if r[1] >= 0 and r[2] <= self.meta["range_pages"]:
-            self.used_lo = min(self.used_lo, r[1])
-            self.used_hi = max(self.used_hi, r[2])
+        """Widen the extent of the areas seen (modules may lie above the range)."""
+        if r[0] != "f":
+            self.lo = min(self.lo, r[1])
+            self.hi = max(self.hi, r[2])
+
+    def _in_range(self, r: list[Any]) -> bool:
+        return bool(r[1] >= 0 and r[2] <= self.meta["range_pages"])
 
     def _account(self, r: list[Any], sign: int) -> None:
         kind, size = r[0], r[2] - r[1]
@@ -615,7 +616,7 @@ class Timeline:
             self._count += sign
             if sign > 0 and size > self._largest:
                 self._largest = size
-        elif kind == "b":
+        elif kind == "b" and self._in_range(r):
             self._used += sign * size
         elif kind in ("l", "u"):
             self._lazy_pages += sign * size
@@ -765,7 +766,6 @@ class Timeline:
             # Pages spanned by areas over the whole timeline (modules may lie above
             # the vmalloc range).
             "extent": [min(self.lo, 0), max(self.hi, self.meta["range_pages"])],
-            "used": [max(0, min(self.used_lo, self.used_hi)), max(self.used_hi, 16)],
         }
 
 
@@ -871,6 +871,8 @@ def build_replay_data(
     # Pass 1: the events as replayed (the look-ahead the free-tree descents need).
     events: list[Any] = []
     first = replay(trace, snap, observer=lambda i, ev, k: events.append(ev), **kwargs)
+    if not events:
+        raise ValueError(f"{cap}: the trace has no event after the snapshot; nothing to explore")
     allocs = [i for i, ev in enumerate(events) if ev.name == "alloc_vmap_area"]
     step = max(1, len(allocs) // MAX_WALKS)
     sampled = set(allocs[::step])
@@ -1126,6 +1128,8 @@ def _cmd_explore(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy) if args.policy else None
     if (args.tour, args.capture is not None, args.call is not None).count(True) != 1:
         raise ValueError("explore: give a CAPTURE directory, --tour or --call (one of them)")
+    if args.ops < 1:
+        raise ValueError(f"explore: --ops must be at least 1, not {args.ops}")
     if args.output is None and args.png is None:
         raise ValueError("explore: nothing to write (give -o FILE.html and/or --png FILE.png)")
     t0 = time.perf_counter()
