@@ -82,8 +82,10 @@ GUARD_ASSUMED = 2
 #: first disagreeing ones.
 MAX_WALKS = 200
 MAX_MISMATCH_WALKS = 150
-#: Free-tree snapshots kept along the timeline (plus the last state).
-TREE_SNAPSHOTS = 8
+#: Free-tree snapshots kept along the timeline (plus the last state): as many as fit
+#: in about TREE_BYTES of page, between these bounds.
+TREE_SNAPSHOTS = (8, 400)
+TREE_BYTES = 1_200_000
 #: Free-tree snapshots kept just before disagreeing allocations (the first ones).
 TREE_AT_MISMATCHES = 20
 
@@ -883,7 +885,11 @@ def build_replay_data(
     tl = Timeline(_labels([snap, end]))
     walks: dict[int, Any] = {}
     trees: dict[int, Any] = {}
-    tree_every = max(1, len(events) // TREE_SNAPSHOTS)
+    # A tree node costs about 64 bytes of page; the free tree has about as many
+    # nodes as there are free blocks (in the range, plus the two outside it).
+    nodes = max(first.end_free_blocks_in_range, 1) + 2
+    n_trees = min(max(TREE_BYTES // (64 * nodes), TREE_SNAPSHOTS[0]), TREE_SNAPSHOTS[1])
+    tree_every = max(1, len(events) // n_trees)
 
     def observer(i: int, ev: Any, k: Any) -> None:
         tl.observe(k, ev)
