@@ -103,9 +103,9 @@ def write_png(data: dict[str, Any], path: str | Path, *, index: int | None = Non
     free = sum(1 for r in records if r[0] == "f")
     title = data.get("title", "pyvmalloc")
     rep = data.get("replay")
-    sub = rep["headline"] if rep else f"after call {idx + 1} of {n}"
+    sub = f"{rep['headline']} · " if rep else ""
     ax.set_title(
-        f"{title}\n{sub} · after event {idx + 1}: {busy} busy areas, {free} free blocks "
+        f"{title}\n{sub}after event {idx + 1} of {n}: {busy} busy areas, {free} free blocks "
         f"(kernel {meta['profile']}, {meta['nr_nodes']} vmap_node(s))",
         fontsize=10,
     )
