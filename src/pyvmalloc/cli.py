@@ -10,6 +10,7 @@ Subcommands:
 * ``compare``   — replay one trace under several kernel profiles, side by side;
 * ``capture``   — record a real kernel's vmalloc events (root, tracefs);
 * ``whatif``    — a capture's requests on another machine or kernel: failures, fragmentation;
+* ``sweep``     — the what-if over a grid of vmalloc=, CPUs and profiles, on dask;
 * ``explain``   — the call tree of one API call, like the seeds' "Code Flow";
 * ``walk``      — the page-table walk of an address;
 * ``tour``      — a seeded workload of the whole API, then the /proc views;
@@ -118,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     from pyvmalloc.report.explore import register_cli as register_explore
 
     register_explore(sub)
+
+    from pyvmalloc.report.sweep import register_cli as register_sweep
+
+    register_sweep(sub)
 
     from pyvmalloc.cli_vmalloc import register_cli as register_vmalloc
 

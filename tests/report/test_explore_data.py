@@ -14,7 +14,6 @@ from pyvmalloc.report.explore import (
     Timeline,
     build_replay_data,
     build_tour_data,
-    load_policy,
     snapshot_state,
     state_at,
 )
@@ -278,7 +277,7 @@ def test_cli_writes_page_and_png(tmp_path: Path) -> None:
         (["explore", "--tour"], "nothing to write"),
         (["explore", "/nonexistent", "-o", "x.html"], "not a capture directory"),
         (["explore", "--tour", "-o", "x.html", "--profile", "9.9"], "9.9"),
-        (["explore", "--tour", "-o", "x.html", "--policy", "nocolon"], "module:Class"),
+        (["explore", "--tour", "-o", "x.html", "--policy", "nocolon"], "unknown placement"),
         (["explore", "--tour", "-o", "x.html", "--policy", "no_such_mod:X"], "cannot import"),
         (["explore", "--tour", "-o", "x.html", "--ops", "0"], "--ops"),
         (["explore", "--call", "vmalloc(1); vfree(_)", "-o", "x.html"], "exactly one call"),
@@ -291,5 +290,10 @@ def test_cli_errors(argv: list[str], message: str, capsys, tmp_path, monkeypatch
     assert message in capsys.readouterr().err
 
 
-def test_load_policy_instantiates() -> None:
-    assert isinstance(load_policy("collections:OrderedDict"), dict)
+def test_policy_passes_through(tmp_path: Path) -> None:
+    """--policy names a placement policy the model knows (docs/policy.md)."""
+    data = build_replay_data(CAPTURES / "mixed-spread", policy="best-fit")
+    assert data["walks"] == {} and "best-fit" in data["walk_note"]
+    assert data["replay"]["counts"]["allocs_compared"] > 0
+    out = tmp_path / "t.html"
+    assert main(["explore", "--tour", "--ops", "10", "--policy", "best-fit", "-o", str(out)]) == 0

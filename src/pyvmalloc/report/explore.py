@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import contextlib
-import importlib
 import inspect
 import io
 import json
@@ -114,8 +113,11 @@ def snapshot_state(
     ``find_vmap_lowest_match`` would take for that request now (and the pool head
     ``node_alloc`` would look at first).
 
-    Areas are ``(va_start, va_end, ...)`` in absolute addresses.
+    Areas are ``(va_start, va_end, ...)`` in absolute addresses. ``k`` is a
+    :class:`~pyvmalloc.kernel.Kernel`, or what holds one as ``.kernel`` (the replay's
+    trace harness, which its observer is handed).
     """
+    k = getattr(k, "kernel", k)
     space = k.vmap_space
     profile = k.profile
     nr_nodes = len(space.nodes)
@@ -225,7 +227,9 @@ def snapshot_state(
     if tree and has_tree:
         out["tree"] = _tree_nodes(space.free_root.rb_node)
     if search is not None:
-        out["search"] = _search(space, profile, nr_nodes, *search)
+        size, align, vstart, vend, cpu = search
+        cpu %= max(1, k.machine.cpus_online)  # as the replay maps a trace's CPU
+        out["search"] = _search(space, profile, nr_nodes, size, align, vstart, vend, cpu)
     return out
 
 
@@ -897,7 +901,7 @@ def build_replay_data(
         tree = i % tree_every == 0 or i == len(events) - 1 or i in tree_before
         search = None
         if nxt is not None and nxt.name == "alloc_vmap_area" and i + 1 in sampled:
-            search = (nxt.size, nxt.align, nxt.vstart, nxt.vend, nxt.cpu % k.machine.cpus_online)
+            search = (nxt.size, nxt.align, nxt.vstart, nxt.vend, nxt.cpu)
         if tree or search is not None:
             st = snapshot_state(k, window=(0, 0), tree=tree, search=search)
             if tree and "tree" in st:
@@ -914,6 +918,8 @@ def build_replay_data(
                 w["when"] = "the model's tree after the previous event"
                 walks[i + 1] = w
 
+    if policy is not None:
+        sampled = set()  # the descent shown is lowest match's, not this policy's
     # Pass 2: the same replay, observed; its result is what `replay` reports.
     res = replay(trace, snap, observer=observer, **kwargs)
     line_to_index = {ev.line: i for i, ev in enumerate(events)}
@@ -951,36 +957,33 @@ def build_replay_data(
                 "notes": list(res.notes),
             },
             "full_reads": tl.full_reads,
+            "walk_note": _walk_note(policy),
         }
     )
     return data
 
 
-def _policy_kwargs(fn: Callable[..., Any], policy: Any) -> dict[str, Any]:
-    """The keyword under which ``fn`` takes a placement policy, or a clear error."""
-    params = inspect.signature(fn).parameters
-    for name in ("placement", "policy", "policies"):
-        if name in params:
-            return {name: [policy] if name == "policies" else policy}
-    raise ValueError(
-        f"--policy: {getattr(fn, '__qualname__', fn)} takes no placement policy in this "
-        "version of pyvmalloc (the policy seam is issue 9)"
+def _walk_note(policy: Any) -> str:
+    if policy is None:
+        return ""
+    return (
+        f"no descent is shown: the placement policy here is {policy}, and the descent "
+        "this page draws is the kernel's find_vmap_lowest_match"
     )
 
 
-def load_policy(spec: str) -> Any:
-    """Import ``module:Class`` and instantiate it (the ``--policy`` convention)."""
-    mod_name, sep, cls_name = spec.partition(":")
-    if not sep or not mod_name or not cls_name:
-        raise ValueError(f"--policy {spec!r}: expected module:Class")
-    try:
-        mod = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise ValueError(f"--policy {spec!r}: cannot import {mod_name}: {e}") from None
-    cls = getattr(mod, cls_name, None)
-    if cls is None:
-        raise ValueError(f"--policy {spec!r}: {mod_name} has no {cls_name}")
-    return cls() if isinstance(cls, type) else cls
+def _policy_kwargs(fn: Callable[..., Any], policy: Any) -> dict[str, Any]:
+    """``{"placement": policy}`` if ``fn`` takes a placement policy, else a clear error.
+
+    ``policy`` is passed through as given: a name (``best-fit``), ``module:Class``, a
+    class or an instance, which the model resolves (with its own clear errors).
+    """
+    if "placement" not in inspect.signature(fn).parameters:
+        raise ValueError(
+            f"--policy: {getattr(fn, '__qualname__', fn)} takes no placement policy in this "
+            "version of pyvmalloc"
+        )
+    return {"placement": policy}
 
 
 # ----------------------------------------------------------------------------------
@@ -1059,7 +1062,7 @@ def build_tour_data(
 
     def spy(size: int, align: int, vstart: int, vend: int, **kw: Any) -> Any:
         cpu = int(kw.get("cpu", 0))
-        if not searches:
+        if not searches and policy is None:
             st = snapshot_state(k, window=(0, 0), search=(size, align, vstart, vend, cpu))
             w = st["search"]
             w["request"] = [size, align, f"{vstart:#x}", f"{vend:#x}", cpu]
@@ -1117,6 +1120,7 @@ def build_tour_data(
             "trees": {key: t for key, t in trees.items() if t is not None},
             "replay": None,
             "full_reads": tl.full_reads,
+            "walk_note": _walk_note(policy),
         }
     )
     return data
@@ -1131,7 +1135,7 @@ def _cmd_explore(args: argparse.Namespace) -> int:
     from pyvmalloc.config import get_profile
 
     get_profile(args.profile)  # a clear error for an unknown profile
-    policy = load_policy(args.policy) if args.policy else None
+    policy = args.policy or None
     if (args.tour, args.capture is not None, args.call is not None).count(True) != 1:
         raise ValueError("explore: give a CAPTURE directory, --tour or --call (one of them)")
     if args.ops < 1:
@@ -1185,7 +1189,11 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("-o", "--output", metavar="FILE.html", help="the page to write")
     p.add_argument("--png", metavar="FILE.png", help="also draw the final address-space map")
     p.add_argument("--profile", default="6.18", help="kernel profile (default 6.18)")
-    p.add_argument("--policy", metavar="MODULE:CLASS", help="a placement policy to use")
+    p.add_argument(
+        "--policy",
+        metavar="NAME|MODULE:CLASS",
+        help="a placement policy instead of the profile's (e.g. best-fit; see docs/policy.md)",
+    )
     p.add_argument("--cpus", type=int, default=None, help="CPUs (default: capture's, or 2)")
     p.add_argument("--ops", type=int, default=160, help="API calls in the --tour")
     p.add_argument("--seed", type=int, default=1, help="seed of the --tour")

@@ -34,22 +34,33 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyvmalloc.config import get_profile
-from pyvmalloc.kernel import Kernel
+from pyvmalloc.config import format_size
 from pyvmalloc.trace.events import (
     AllocVmapArea,
     FreeVmapAreaNoflush,
     PurgeVmapAreaLazy,
     TraceEvent,
 )
+from pyvmalloc.trace.harness import Observer, TraceHarness, events_after_snapshot
 from pyvmalloc.trace.parse import TraceParseResult, parse_trace
-from pyvmalloc.trace.snapshot import VmallocInfo, infer_lazy_nodes, lazy_runs, parse_vmallocinfo
-from pyvmalloc.vmap.area import VMAP_BLOCK, VMAP_RAM, PendingPurge, VmapArea, VmapSpace, is_err
+from pyvmalloc.trace.snapshot import VmallocInfo, lazy_runs, parse_vmallocinfo
+from pyvmalloc.vmap.area import PendingPurge, VmapArea, is_err
+from pyvmalloc.vmap.space import VmapSpace
 
 #: Consecutive frees whose nr_lazy must differ from the model's to count as a drift.
 DRIFT_RUN = 8
 
-__all__ = ["Mismatch", "ReplayResult", "Replayer", "load_capture", "register_cli", "replay"]
+__all__ = [
+    "CompareRow",
+    "Mismatch",
+    "ReplayResult",
+    "Replayer",
+    "compare",
+    "compare_one",
+    "load_capture",
+    "register_cli",
+    "replay",
+]
 
 
 @dataclass
@@ -90,6 +101,9 @@ class ReplayResult:
 
     profile: str
     cpus: int
+    #: The placement and pool policies the model ran with.
+    placement: str = ""
+    pools: str = ""
     events: int = 0
     allocs_compared: int = 0
     allocs_matched: int = 0
@@ -149,7 +163,8 @@ def load_capture(path: str | os.PathLike[str]) -> tuple[Path, Path, dict[str, An
 
 
 class Replayer:
-    """One model, seeded from a snapshot, fed a trace."""
+    """One model, seeded from a snapshot, fed a trace: a :class:`TraceDriver` that
+    compares every allocation with the kernel's and adopts the kernel's address."""
 
     def __init__(
         self,
@@ -161,15 +176,15 @@ class Replayer:
         early_decay: bool = True,
         worker_latency: float = 20e-6,
         node_by_node: bool = True,
+        placement: Any = None,
+        pools: Any = None,
     ) -> None:
-        self.profile = get_profile(profile)
-        self.kernel = Kernel(self.profile, cpus=cpus, deferred_work="manual")
-        self.space = self.kernel.vmap_space
+        self.harness = TraceHarness(profile, cpus=cpus, placement=placement, pools=pools)
+        self.profile = self.harness.profile
+        self.kernel = self.harness.kernel
+        self.space = self.harness.space
         #: Purges follow the trace where the profile has the tracepoints (6.x).
-        self.trace_driven = self.profile.has_tracepoints
-        if self.trace_driven:
-            self.space.auto_purge = False
-            self.space.reclaim_on_failure = False
+        self.trace_driven = self.harness.trace_driven
         self.space.explain = True
         self.cpus = cpus
         #: Start a purge where num_purged shows it began (see :meth:`_free`).
@@ -180,6 +195,8 @@ class Replayer:
         self.node_by_node = node_by_node
         self.keep_mismatches = keep_mismatches
         self.result = ReplayResult(profile=self.profile.name, cpus=cpus)
+        self.result.placement = self.space.placement.name
+        self.result.pools = self.space.pools.name
         self._last_alloc_failed = False
         #: The next purge event of the trace, and its first phase if already run.
         self._next_purge: PurgeVmapAreaLazy | None = None
@@ -201,39 +218,34 @@ class Replayer:
 
     # --- snapshot import ------------------------------------------------------------
     def _seed(self, info: VmallocInfo) -> None:
-        space = self.space
-        n = space.nr_vmap_nodes
-        vs, ve = space.vmalloc_start, space.vmalloc_end
-        block = self.kernel.machine.vmap_block_size
-        for e in info.busy:
-            flags = 0
-            if e.kind == "vm_map_ram":
-                flags = VMAP_RAM | (VMAP_BLOCK if e.size == block else 0)
-            if n > 1 and vs <= e.start and e.end <= ve:
-                # Allocated in the vmalloc range: the kernel tagged it with the node
-                # of the CPU that allocated it, which the snapshot does not show. The
-                # address-zone node is the model's guess.
-                flags |= space.encode_vn_id(space.addr_to_node_id(e.start))
-            space.seed_busy(e.start, e.end, flags=flags)
-            self.result.snapshot_busy += 1
-        lazy = info.unpurged
-        if lazy:
-            nodes = infer_lazy_nodes(info, n) if n > 1 else [0] * len(lazy)
-            for e, node in zip(lazy, nodes, strict=True):
-                space.seed_lazy(e.start, e.end, node)
-                self.result.snapshot_lazy += 1
+        busy, lazy = self.harness.seed_snapshot(info)
+        self.result.snapshot_busy += busy
+        self.result.snapshot_lazy += lazy
 
     # --- events -----------------------------------------------------------------------
     def run(
         self,
         events: Sequence[TraceEvent],
         progress: bool = False,
-        observer: Callable[[int, TraceEvent, Kernel], None] | None = None,
+        observer: Observer | None = None,
     ) -> None:
-        """Apply ``events`` in order, with the look-ahead purges need.
+        """Apply ``events`` in order, with the look-ahead purges need."""
+        self._bar = None
+        if progress and len(events) > 20_000:
+            from rich.progress import Progress
 
-        ``observer(index, event, kernel)``, if given, is called after each event.
-        """
+            self._bar = Progress(transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task(f"replay {self.profile.name}", total=len(events))
+        try:
+            self.harness.drive(self, events, observer=observer)
+        finally:
+            if self._bar is not None:
+                self._bar.stop()
+
+    def prepare(self, events: Sequence[TraceEvent]) -> None:
+        """Look ahead: where the purge events are, and what their workers' CPUs did."""
+        self._events = events
         purge_at = [i for i, e in enumerate(events) if isinstance(e, PurgeVmapAreaLazy)]
         # The purge worker runs on the CPU its event was traced on: whatever else that
         # CPU traced before the event ran before the worker started.
@@ -245,32 +257,21 @@ class Replayer:
             self._worker_cpu_busy_until[j] = last
             prev = j
         self._purge_index = -1
-        nxt = 0
-        bar = None
-        if progress and len(events) > 20_000:
-            from rich.progress import Progress
+        self._purge_at = purge_at
+        self._nxt = 0
 
-            bar = Progress(transient=True)
-            bar.start()
-            task = bar.add_task(f"replay {self.profile.name}", total=len(events))
-        try:
-            for i, ev in enumerate(events):
-                while nxt < len(purge_at) and purge_at[nxt] < i:
-                    nxt += 1
-                self._next_purge = events[purge_at[nxt]] if nxt < len(purge_at) else None  # type: ignore[assignment]
-                self._purge_index = purge_at[nxt] if nxt < len(purge_at) else -1
-                self._index = i
-                self.apply(ev)
-                if observer is not None:
-                    observer(i, ev, self.kernel)
-                if bar is not None and i % 5000 == 0:
-                    bar.update(task, completed=i)
-        finally:
-            if bar is not None:
-                bar.stop()
-
-    def apply(self, ev: TraceEvent) -> None:
-        """Apply one trace event."""
+    def before(self, i: int, ev: TraceEvent) -> None:
+        """Before event ``i``: the next purge's phases that have happened by now."""
+        purge_at = self._purge_at
+        j = self._nxt
+        while j < len(purge_at) and purge_at[j] < i:
+            j += 1
+        self._nxt = j
+        self._next_purge = self._events[purge_at[j]] if j < len(purge_at) else None  # type: ignore[assignment]
+        self._purge_index = purge_at[j] if j < len(purge_at) else -1
+        self._index = i
+        if self._bar is not None and i % 5000 == 0:
+            self._bar.update(self._task, completed=i)
         self.result.events += 1
         armed = self._armed_at
         if (
@@ -285,7 +286,7 @@ class Replayer:
             # happened by now, or this event is a free the purge did not take.
             nxt = self._next_purge
             assert nxt is not None
-            self._pending = self.space.begin_purge(limit=nxt.npurged)
+            self._pending = self.harness.begin_purge(nxt.npurged)
             self._armed_at = None
             self._plan_node_finish(ev.timestamp if ev.timestamp < armed else armed, nxt)
         pending = self._pending
@@ -296,12 +297,6 @@ class Replayer:
             while self._node_done_at and ev.timestamp >= self._node_done_at[0]:
                 self._node_done_at.pop(0)
                 self.space.purge_next_node(pending)
-        if isinstance(ev, AllocVmapArea):
-            self._alloc(ev)
-        elif isinstance(ev, FreeVmapAreaNoflush):
-            self._free(ev)
-        elif isinstance(ev, PurgeVmapAreaLazy):
-            self._purge(ev)
 
     def _plan_node_finish(self, t1: float, nxt: PurgeVmapAreaLazy) -> None:
         """When each node's second phase is done, between ``t1`` and the purge event."""
@@ -316,7 +311,7 @@ class Replayer:
             done += len(lst)
             self._node_done_at.append(t1 + span * done / total)
 
-    def _alloc(self, ev: AllocVmapArea) -> None:
+    def alloc(self, ev: AllocVmapArea) -> None:
         space = self.space
         res = self.result
         cpu = ev.cpu % self.cpus
@@ -325,7 +320,7 @@ class Replayer:
         res.allocs_compared += 1
         if kernel_failed:
             res.kernel_failures += 1
-        va = space.alloc_vmap_area(ev.size, ev.align, ev.vstart, ev.vend, cpu=cpu, gfp_nowarn=True)
+        va = self.harness.alloc(ev.size, ev.align, ev.vstart, ev.vend, cpu)
         model_ok = not is_err(va)
         if not model_ok:
             res.model_failures += 1
@@ -340,7 +335,7 @@ class Replayer:
         model_addr = va.va_start if model_ok else None  # type: ignore[union-attr]
         if model_ok:
             assert isinstance(va, VmapArea)
-            space.undo_alloc(va, space.last_pool_hit, cpu)
+            self.harness.undo_alloc(va, space.last_pool_hit, cpu)
         where = "" if kernel_failed else space.locate(ev.addr)
         if len(res.mismatches) < self.keep_mismatches:
             res.mismatches.append(
@@ -358,29 +353,16 @@ class Replayer:
                 )
             )
         if not kernel_failed:
-            flags = 0
-            if space.nr_vmap_nodes > 1 and (
-                ev.vstart == space.vmalloc_start and ev.vend == space.vmalloc_end
-            ):
-                flags = space.encode_vn_id(cpu % space.nr_vmap_nodes)
-            notes = space.claim_range(ev.addr, ev.addr + ev.size)
+            notes = self.harness.adopt(ev, cpu)
             res.notes.extend(f"line {ev.line}: {n}" for n in notes[:3])
-            va = VmapArea(ev.addr, ev.addr + ev.size)
-            va.flags = flags
-            space._busy_insert(va)
-            space.stats.allocs += 1
 
-    def _free(self, ev: FreeVmapAreaNoflush) -> None:
+    def free(self, ev: FreeVmapAreaNoflush) -> None:
         space = self.space
         res = self.result
         res.frees += 1
-        va = space.find_unlink_vmap_area(ev.va_start)
-        if va is None or va.va_start != ev.va_start:
-            if va is not None:  # an interior address: put it back, it is not this area
-                space._busy_insert(va)
+        if not self.harness.free(ev.va_start, ev.cpu % self.cpus):
             res.frees_unknown += 1
             return
-        space.free_vmap_area_noflush(va, cpu=ev.cpu % self.cpus)
         if self.trace_driven:
             # Frees racing on different CPUs may add to vmap_lazy_nr in another order
             # than their timestamps (the trace clock is per CPU), so a few show a
@@ -413,7 +395,7 @@ class Replayer:
             wake = (self._crossed_at or ev.timestamp) + self.worker_latency
             self._armed_at = max(ev.timestamp, wake)
 
-    def _purge(self, ev: PurgeVmapAreaLazy) -> None:
+    def purge(self, ev: PurgeVmapAreaLazy) -> None:
         self.result.purges += 1
         if not self.trace_driven:
             return  # older profiles purge on their own lazy threshold
@@ -425,7 +407,7 @@ class Replayer:
             self._pending = None
             self._node_done_at = []
         else:
-            self.space.purge_vmap_area_lazy(limit=ev.npurged, full_pool_decay=full)
+            self.harness.purge(ev.npurged, full)
         self._last_alloc_failed = False
         self._crossed_at = None
 
@@ -485,49 +467,11 @@ def compare_end_snapshot(space: VmapSpace, info: VmallocInfo) -> dict[str, int]:
 def _events_after_snapshot(
     parsed: TraceParseResult, res: ReplayResult, info: VmallocInfo | None = None
 ) -> list[TraceEvent]:
-    """The events the snapshot does not reflect yet.
-
-    A capture marks the snapshot in the trace (``snapshot-begin``/``snapshot-end``).
-    Without markers, the snapshot itself tells: an allocation whose exact range is
-    busy in the snapshot, with no free of that address before it in the trace, was
-    made before the snapshot was read; replay starts after the last such event.
-    """
-    end = parsed.marker("snapshot-end")
-    begin = parsed.marker("snapshot-begin")
-    events = parsed.events
-    if end is None:
-        if info is None:
-            return events
-        busy = {(e.start, e.end) for e in info.busy}
-        freed: set[int] = set()
-        sync = 0
-        for i, ev in enumerate(events):
-            if isinstance(ev, FreeVmapAreaNoflush):
-                freed.add(ev.va_start)
-            elif (
-                isinstance(ev, AllocVmapArea)
-                and not ev.failed
-                and (ev.addr, ev.addr + ev.size) in busy
-                and ev.addr not in freed
-            ):
-                sync = i + 1
-        if sync:
-            res.skipped_before_snapshot = sync
-            res.notes.append(
-                f"no snapshot markers: the first {sync} events are already reflected in "
-                "the snapshot (their areas are busy in it) and were skipped"
-            )
-        return events[sync:]
-    keep = [e for e in events if e.line > end.line]
-    res.skipped_before_snapshot = len(events) - len(keep)
-    if begin is not None:
-        window = [e for e in events if begin.line < e.line < end.line]
-        if window:
-            res.notes.append(
-                f"{len(window)} events fell between the snapshot markers; they may or "
-                "may not be reflected in the snapshot and were skipped"
-            )
-    return keep
+    """The events the snapshot does not reflect yet (see :func:`events_after_snapshot`)."""
+    out = events_after_snapshot(parsed, info)
+    res.skipped_before_snapshot = out.skipped
+    res.notes.extend(out.notes)
+    return out.events
 
 
 def replay(
@@ -539,13 +483,17 @@ def replay(
     progress: bool = False,
     meta: dict[str, Any] | None = None,
     end_snapshot: str | os.PathLike[str] | None = None,
-    observer: Callable[[int, TraceEvent, Kernel], None] | None = None,
+    placement: Any = None,
+    pools: Any = None,
+    observer: Observer | None = None,
 ) -> ReplayResult:
     """Replay ``trace`` from ``snapshot`` under ``profile``; return the comparison.
 
     With ``end_snapshot`` (a capture's ``vmallocinfo.end``) the replay stops where the
     end snapshot was read and compares the model's final state with it.
-    ``observer(index, event, kernel)`` is called after each replayed event.
+    ``placement``/``pools`` override the profile's policies (a name, ``module:Class``,
+    a class or an instance); ``observer(index, event, harness)`` is called after each
+    event.
     """
     meta = meta or {}
     if cpus is None:
@@ -554,7 +502,7 @@ def replay(
     info = parse_vmallocinfo(snapshot)
     parsed = parse_trace(trace)
     t0 = time.perf_counter()
-    rp = Replayer(info, profile=profile, cpus=cpus)
+    rp = Replayer(info, profile=profile, cpus=cpus, placement=placement, pools=pools)
     res = rp.result
     res.trace_lost_events = parsed.lost
     res.trace_incomplete = parsed.incomplete
@@ -677,40 +625,174 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass
+class CompareRow:
+    """One column of ``compare``: a profile (and policies) replayed on the trace."""
+
+    label: str
+    result: ReplayResult
+    #: Peak of busy + lazily freed bytes in the vmalloc range.
+    peak_used_bytes: int = 0
+    #: The smallest "largest free block" and the most free blocks seen over time.
+    min_largest_free: int = 0
+    max_free_blocks: int = 0
+    #: Free-space nodes (tree or list) examined per allocation.
+    search_cost_per_alloc: float = 0.0
+    #: ``(event index, used bytes, largest free block, free blocks)`` over time.
+    samples: list[tuple[int, int, int, int]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "profile": self.result.profile,
+            "placement": self.result.placement,
+            "pools": self.result.pools,
+            "agreement": self.result.agreement,
+            "allocs_compared": self.result.allocs_compared,
+            "allocs_matched": self.result.allocs_matched,
+            "model_failures": self.result.model_failures,
+            "kernel_failures": self.result.kernel_failures,
+            "peak_used_bytes": self.peak_used_bytes,
+            "min_largest_free": self.min_largest_free,
+            "max_free_blocks": self.max_free_blocks,
+            "end_largest_free": self.result.end_largest_free_in_range,
+            "end_free_blocks": self.result.end_free_blocks_in_range,
+            "search_cost_per_alloc": self.search_cost_per_alloc,
+            "samples": [
+                {"event": i, "used": u, "largest_free": lf, "free_blocks": fb}
+                for i, u, lf, fb in self.samples
+            ],
+            "replay": self.result.as_json(),
+        }
+
+
+def compare_one(
+    trace: Path,
+    snap: Path,
+    profile: str,
+    *,
+    cpus: int | None,
+    meta: dict[str, Any],
+    placement: Any = None,
+    pools: Any = None,
+    label: str | None = None,
+    samples: int = 100,
+) -> CompareRow:
+    """Replay the trace once, measuring what a policy developer needs over time."""
+    from pyvmalloc.trace.harness import fragmentation
+
+    row = CompareRow(label or profile, ReplayResult(profile=profile, cpus=0))
+    row.min_largest_free = -1
+    step = 1  # sample every step-th event; doubled (and thinned) as the trace goes on
+
+    spent = 0.0  # time in the sampling itself, kept out of the replay's speed
+
+    def observe(i: int, ev: TraceEvent, h: Any) -> None:
+        nonlocal step, spent
+        if i % step:
+            return
+        t0 = time.perf_counter()
+        f = fragmentation(h.space)
+        used = f.busy_bytes + f.lazy_bytes
+        row.samples.append((i, used, f.largest_free, f.free_blocks))
+        row.peak_used_bytes = max(row.peak_used_bytes, used)
+        if row.min_largest_free < 0 or f.largest_free < row.min_largest_free:
+            row.min_largest_free = f.largest_free
+        row.max_free_blocks = max(row.max_free_blocks, f.free_blocks)
+        row.search_cost_per_alloc = h.space.search_cost
+        if len(row.samples) >= 2 * samples:
+            step *= 2
+            row.samples = [smp for smp in row.samples if smp[0] % step == 0]
+        spent += time.perf_counter() - t0
+
+    res = replay(
+        trace,
+        snap,
+        profile=profile,
+        cpus=cpus,
+        meta=meta,
+        placement=placement,
+        pools=pools,
+        observer=observe,
+    )
+    res.seconds = max(0.0, res.seconds - spent)
+    row.result = res
+    if row.min_largest_free < 0:
+        row.min_largest_free = res.end_largest_free_in_range
+    allocs = max(1, res.allocs_compared)
+    row.search_cost_per_alloc = row.search_cost_per_alloc / allocs
+    return row
+
+
 def compare(
-    trace: Path, snap: Path, profiles: Sequence[str], *, cpus: int | None, meta: dict[str, Any]
-) -> list[ReplayResult]:
-    """Replay one trace under several profiles and print the comparison table."""
+    trace: Path,
+    snap: Path,
+    profiles: Sequence[str],
+    *,
+    cpus: int | None,
+    meta: dict[str, Any],
+    policies: Sequence[str] = (),
+    policy_profile: str = "6.18",
+    show: bool = True,
+) -> list[CompareRow]:
+    """Replay one trace under several profiles (and placement policies), one table.
+
+    Each of ``policies`` (a registered name or ``module:Class``) adds a column: the
+    trace under ``policy_profile`` with that placement policy.
+    """
     from rich.console import Console
     from rich.table import Table
 
-    results = [replay(trace, snap, profile=p, cpus=cpus, meta=meta) for p in profiles]
-    t = Table(title=f"one trace, several kernels ({trace})")
-    for col in (
-        "profile",
-        "agreement",
-        "model failures",
-        "free blocks",
-        "largest free MiB",
-        "events/s",
-    ):
-        t.add_column(col, justify="right")
-    for r in results:
-        t.add_row(
-            r.profile,
-            f"{100 * r.agreement:.2f} %",
-            str(r.model_failures),
-            str(r.end_free_blocks_in_range),
-            f"{r.end_largest_free_in_range / 2**20:,.1f}",
-            f"{r.events / r.seconds:,.0f}" if r.seconds else "-",
+    rows = [compare_one(trace, snap, p, cpus=cpus, meta=meta) for p in profiles]
+    for spec in policies:
+        rows.append(
+            compare_one(
+                trace,
+                snap,
+                policy_profile,
+                cpus=cpus,
+                meta=meta,
+                placement=spec,
+                label=f"{policy_profile} + {spec}",
+            )
         )
+    if not show:
+        return rows
+    t = Table(title=f"one trace, several kernels and policies ({trace})")
+    columns: list[tuple[str, Callable[[CompareRow], str]]] = [
+        ("model", lambda r: r.label),
+        ("placement", lambda r: r.result.placement),
+        ("pools", lambda r: r.result.pools),
+        ("agreement", lambda r: f"{100 * r.result.agreement:.2f} %"),
+        ("model failures", lambda r: str(r.result.model_failures)),
+        ("peak use", lambda r: format_size(r.peak_used_bytes)),
+        ("min largest free", lambda r: format_size(r.min_largest_free)),
+        ("max free blocks", lambda r: str(r.max_free_blocks)),
+        ("search nodes/alloc", lambda r: f"{r.search_cost_per_alloc:.1f}"),
+        (
+            "events/s",
+            lambda r: f"{r.result.events / r.result.seconds:,.0f}" if r.result.seconds else "-",
+        ),
+    ]
+    for name, _ in columns:
+        t.add_column(name, justify="left" if name == "model" else "right")
+    for r in rows:
+        t.add_row(*(fn(r) for _, fn in columns))
     Console().print(t)
-    return results
+    return rows
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     trace, snap, meta = _resolve(args)
-    results = compare(trace, snap, args.profiles.split(","), cpus=args.cpus, meta=meta)
+    results = compare(
+        trace,
+        snap,
+        [p for p in args.profiles.split(",") if p],
+        cpus=args.cpus,
+        meta=meta,
+        policies=args.policy,
+        policy_profile=args.policy_profile,
+    )
     if args.json:
         Path(args.json).write_text(json.dumps([r.as_json() for r in results], indent=1))
     return 0
@@ -738,7 +820,25 @@ def register_cli(sub: Any) -> None:
             )
             p.add_argument("--show", type=int, default=5, help="divergences to print")
         else:
-            p.add_argument("--profiles", default="4.19,5.4,6.18")
+            p.add_argument(
+                "--profiles",
+                default="4.19,5.4,6.18",
+                help="comma-separated kernel profiles, one column each (default 4.19,5.4,6.18)",
+            )
+            p.add_argument(
+                "--policy",
+                action="append",
+                default=[],
+                metavar="SPEC",
+                help="add a column with this placement policy: a name (best-fit, "
+                "lowest-match, list-walk) or module:Class; repeatable",
+            )
+            p.add_argument(
+                "--policy-profile",
+                default="6.18",
+                metavar="PROFILE",
+                help="the kernel profile the --policy columns run under (default 6.18)",
+            )
         p.set_defaults(func=func)
 
 

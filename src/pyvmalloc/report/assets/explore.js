@@ -514,7 +514,7 @@
     const w = D.walks[String(cur)];
     const e = D.events[cur];
     if (!w) {
-      el.innerHTML = '<span class="dim">' + (e && (e[0] === 'alloc' || e[0] === 'call')
+      el.innerHTML = '<span class="dim">' + (D.walk_note ? esc(D.walk_note) : e && (e[0] === 'alloc' || e[0] === 'call')
         ? 'no descent stored for this event (kept for the first 150 disagreeing allocations and a sample of 200 others: use the «alloc with descent» buttons)'
         : 'scrub to an allocation to see its find_vmap_lowest_match descent') + '</span>';
       return;
