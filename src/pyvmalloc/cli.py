@@ -214,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_whatif(sub)
 
+    from pyvmalloc.report.explore import register_cli as register_explore
+
+    register_explore(sub)
+
     from pyvmalloc.report.sweep import register_cli as register_sweep
 
     register_sweep(sub)
