@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_whatif(sub)
 
-    from pyvmalloc.report.explore import register_cli as register_explore
+    from pyvmalloc.report.explore_cli import register_cli as register_explore
 
     register_explore(sub)
 
