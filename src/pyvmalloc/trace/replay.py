@@ -29,13 +29,15 @@ import json
 import os
 import sys
 import time
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyvmalloc.config import get_profile
+from pyvmalloc.config import ENOENT, ERANGE, get_profile
 from pyvmalloc.kernel import Kernel
+from pyvmalloc.trace.beliefs import HIDDEN, RACE, RULE, Beliefs, Cause, pool_class
 from pyvmalloc.trace.events import (
     AllocVmapArea,
     FreeVmapAreaNoflush,
@@ -44,10 +46,22 @@ from pyvmalloc.trace.events import (
 )
 from pyvmalloc.trace.parse import TraceParseResult, parse_trace
 from pyvmalloc.trace.snapshot import VmallocInfo, infer_lazy_nodes, lazy_runs, parse_vmallocinfo
-from pyvmalloc.vmap.area import VMAP_BLOCK, VMAP_RAM, PendingPurge, VmapArea, VmapSpace, is_err
+from pyvmalloc.vmap.area import (
+    VMAP_BLOCK,
+    VMAP_RAM,
+    Decision,
+    FitType,
+    PendingPurge,
+    VmapArea,
+    VmapSpace,
+    is_err,
+)
 
 #: Consecutive frees whose nr_lazy must differ from the model's to count as a drift.
 DRIFT_RUN = 8
+#: Allocations this close to a purge's event cannot be ordered against its refill
+#: (the trace clock is per CPU; a purge's nodes finish at unknown times before it).
+RACE_SECONDS = 50e-6
 
 __all__ = ["Mismatch", "ReplayResult", "Replayer", "load_capture", "register_cli", "replay"]
 
@@ -68,6 +82,13 @@ class Mismatch:
     model_reason: str = ""
     #: Where the kernel's address was in the model's state before adopting it.
     kernel_location: str = ""
+    #: "rule difference", "hidden state" or "race" (docs/replay.md).
+    cause_class: str = ""
+    #: The fact behind it, in words, and a key naming the one cause.
+    cause: str = ""
+    cause_key: str = ""
+    #: Later mismatches with the same cause (set on the first one only).
+    cascade: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -81,6 +102,10 @@ class Mismatch:
             "vend": self.vend,
             "model_reason": self.model_reason,
             "kernel_location": self.kernel_location,
+            "cause_class": self.cause_class,
+            "cause": self.cause,
+            "cause_key": self.cause_key,
+            "cascade": self.cascade,
         }
 
 
@@ -117,14 +142,60 @@ class ReplayResult:
     end_free_blocks_in_range: int = 0
     end_largest_free_in_range: int = 0
     end_busy: int = 0
+    #: Matches that rested on a guess about hidden state (excluded from the known part).
+    allocs_matched_guessed: int = 0
+    #: Mismatches explained by hidden state (excluded from the known part).
+    hidden_state_mismatches: int = 0
+    #: Model searches that skipped a block the kernel's search was seen not to reach.
+    searches_skipping_unreachable: int = 0
+    #: Events between the snapshot markers: already in the snapshot / applied.
+    window_reflected: int = 0
+    window_applied: int = 0
+    #: Guesses about hidden state the kernel's decisions refuted (and the model revised).
+    revisions: int = 0
+    #: One entry per cause: class, fact, first line, mismatches it cost.
+    causes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def agreement(self) -> float:
         return self.allocs_matched / self.allocs_compared if self.allocs_compared else 1.0
 
+    @property
+    def known_compared(self) -> int:
+        """Allocations whose outcome did not depend on hidden state."""
+        return self.allocs_compared - self.allocs_matched_guessed - self.hidden_state_mismatches
+
+    @property
+    def agreement_known(self) -> float:
+        """Agreement on the part of the trace where the state was fully known."""
+        n = self.known_compared
+        return (self.allocs_matched - self.allocs_matched_guessed) / n if n else 1.0
+
+    def summarize_causes(self) -> None:
+        """Group mismatches by cause; the first of each carries the cascade length."""
+        first: dict[str, Mismatch] = {}
+        count: Counter[str] = Counter()
+        for m in self.mismatches:
+            count[m.cause_key] += 1
+            first.setdefault(m.cause_key, m)
+        self.causes = []
+        for key, m in first.items():
+            m.cascade = count[key] - 1
+            self.causes.append(
+                {
+                    "key": key,
+                    "class": m.cause_class,
+                    "fact": m.cause,
+                    "first_line": m.line,
+                    "mismatches": count[key],
+                }
+            )
+
     def as_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["agreement"] = self.agreement
+        d["agreement_known"] = self.agreement_known
+        d["known_compared"] = self.known_compared
         d["mismatches"] = [m.as_json() for m in self.mismatches]
         d["events_per_second"] = self.events / self.seconds if self.seconds else None
         return d
@@ -197,6 +268,11 @@ class Replayer:
         self._index = 0
         self._purge_index = -1
         self._worker_cpu_busy_until: dict[int, int] = {}
+        #: When the open purge began, and when the last one's event was written.
+        self._purge_began_at: float | None = None
+        self._last_purge_end: float | None = None
+        #: The explicit unknowns, revised as kernel decisions contradict them.
+        self.beliefs = Beliefs(self.space)
         self._seed(snapshot)
 
     # --- snapshot import ------------------------------------------------------------
@@ -214,13 +290,19 @@ class Replayer:
                 # of the CPU that allocated it, which the snapshot does not show. The
                 # address-zone node is the model's guess.
                 flags |= space.encode_vn_id(space.addr_to_node_id(e.start))
-            space.seed_busy(e.start, e.end, flags=flags)
+                va = space.seed_busy(e.start, e.end, flags=flags)
+                self.beliefs.guess_node(va)
+            else:
+                space.seed_busy(e.start, e.end, flags=flags)
             self.result.snapshot_busy += 1
         lazy = info.unpurged
         if lazy:
             nodes = infer_lazy_nodes(info, n) if n > 1 else [0] * len(lazy)
+            ambiguous = n > 1 and len(lazy_runs(info)) < n
             for e, node in zip(lazy, nodes, strict=True):
-                space.seed_lazy(e.start, e.end, node)
+                va = space.seed_lazy(e.start, e.end, node)
+                if ambiguous:  # one ascending run may be two nodes' lists
+                    self.beliefs.guess_node(va)
                 self.result.snapshot_lazy += 1
 
     # --- events -----------------------------------------------------------------------
@@ -275,7 +357,9 @@ class Replayer:
             # happened by now, or this event is a free the purge did not take.
             nxt = self._next_purge
             assert nxt is not None
+            self.beliefs.purge_seq += 1
             self._pending = self.space.begin_purge(limit=nxt.npurged)
+            self._purge_began_at = ev.timestamp if ev.timestamp < armed else armed
             self._armed_at = None
             self._plan_node_finish(ev.timestamp if ev.timestamp < armed else armed, nxt)
         pending = self._pending
@@ -285,7 +369,9 @@ class Replayer:
             # to the areas each node returns.
             while self._node_done_at and ev.timestamp >= self._node_done_at[0]:
                 self._node_done_at.pop(0)
+                before = self.beliefs.before_refill()
                 self.space.purge_next_node(pending)
+                self.beliefs.after_refill(before)
         if isinstance(ev, AllocVmapArea):
             self._alloc(ev)
         elif isinstance(ev, FreeVmapAreaNoflush):
@@ -316,22 +402,39 @@ class Replayer:
         if kernel_failed:
             res.kernel_failures += 1
         va = space.alloc_vmap_area(ev.size, ev.align, ev.vstart, ev.vend, cpu=cpu, gfp_nowarn=True)
+        dec = space.last_decision
         model_ok = not is_err(va)
+        if model_ok and dec is not None and dec.source == "tree" and self.beliefs.unreachable:
+            length = dec.search_length
+            if self.beliefs.is_unreachable(dec.block, length):
+                va = self._search_again(ev, va, cpu, length)  # type: ignore[arg-type]
+                dec = space.last_decision
+                model_ok = not is_err(va)
         if not model_ok:
             res.model_failures += 1
+        pool_hit = dec is not None and dec.source == "pool"
         if model_ok and not kernel_failed and va.va_start == ev.addr:  # type: ignore[union-attr]
             res.allocs_matched += 1
+            if self._depends_on_guess(va, dec, pool_hit):  # type: ignore[arg-type]
+                res.allocs_matched_guessed += 1
+            self.beliefs.forget(ev.addr)
             return
         if not model_ok and kernel_failed:
             res.allocs_matched += 1
             return
-        # A divergence: record it, undo the model's choice, adopt the kernel's.
-        reason = str(space.last_decision) if space.last_decision else ""
+        # A divergence: undo the model's choice, find out why, revise, adopt.
+        reason = str(dec) if dec else ""
         model_addr = va.va_start if model_ok else None  # type: ignore[union-attr]
+        head: VmapArea | None = None
         if model_ok:
             assert isinstance(va, VmapArea)
-            space.undo_alloc(va, space.last_pool_hit, cpu)
+            if pool_hit:
+                head = va
+            space.undo_alloc(va, pool_hit, cpu)
         where = "" if kernel_failed else space.locate(ev.addr)
+        cause = self._explain(ev, cpu, dec, head, model_addr)
+        if cause.kind == HIDDEN:
+            res.hidden_state_mismatches += 1
         if len(res.mismatches) < self.keep_mismatches:
             res.mismatches.append(
                 Mismatch(
@@ -345,20 +448,216 @@ class Replayer:
                     vend=ev.vend,
                     model_reason=reason,
                     kernel_location=where,
+                    cause_class=cause.kind,
+                    cause=cause.fact,
+                    cause_key=_key_str(cause.key),
                 )
             )
         if not kernel_failed:
-            flags = 0
-            if space.nr_vmap_nodes > 1 and (
-                ev.vstart == space.vmalloc_start and ev.vend == space.vmalloc_end
-            ):
-                flags = space.encode_vn_id(cpu % space.nr_vmap_nodes)
-            notes = space.claim_range(ev.addr, ev.addr + ev.size)
-            res.notes.extend(f"line {ev.line}: {n}" for n in notes[:3])
-            va = VmapArea(ev.addr, ev.addr + ev.size)
-            va.flags = flags
-            space._busy_insert(va)
-            space.stats.allocs += 1
+            self._adopt(ev, cpu)
+
+    def _depends_on_guess(self, va: VmapArea, dec: Decision | None, pool_hit: bool) -> bool:
+        """Whether a matching choice rested on a guess about hidden state."""
+        if pool_hit:
+            return not self.beliefs.node_known(va)
+        if dec is not None and dec.source == "tree":
+            b = dec.block
+            return b[1] - b[0] < dec.search_length  # reachable only on the descent path
+        return False
+
+    def _adopt(self, ev: AllocVmapArea, cpu: int) -> None:
+        """Make the kernel's address busy in the model, tagged with the CPU's node."""
+        space = self.space
+        flags = 0
+        if space.nr_vmap_nodes > 1 and (
+            ev.vstart == space.vmalloc_start and ev.vend == space.vmalloc_end
+        ):
+            flags = space.encode_vn_id(cpu % space.nr_vmap_nodes)
+        notes = space.claim_range(ev.addr, ev.addr + ev.size)
+        self.result.notes.extend(f"line {ev.line}: {n}" for n in notes[:3])
+        va = VmapArea(ev.addr, ev.addr + ev.size)
+        va.flags = flags
+        space._busy_insert(va)
+        space.stats.allocs += 1
+        self.beliefs.forget(ev.addr)
+
+    def _search_again(
+        self, ev: AllocVmapArea, va: VmapArea, cpu: int, length: int
+    ) -> VmapArea | int:
+        """The model's search ended in a block the kernel's does not reach: search on."""
+        space = self.space
+        space.undo_alloc(va, False, cpu)
+        blk = self.beliefs.search_skipping(ev.size, ev.align, ev.vstart, length)
+        if blk is None:
+            space.last_decision = Decision("fail", error=ENOENT)
+            return -ENOENT
+        s = blk.va_start
+        nva = ((s if s > ev.vstart else ev.vstart) + ev.align - 1) & ~(ev.align - 1)
+        if nva + ev.size > ev.vend:
+            space.last_decision = Decision("fail", error=ERANGE)
+            return -ERANGE
+        dec = Decision("tree", search_length=length, block=(blk.va_start, blk.va_end))
+        fake = AllocVmapArea(
+            addr=nva,
+            size=ev.size,
+            align=ev.align,
+            vstart=ev.vstart,
+            vend=ev.vend,
+            failed=0,
+            cpu=ev.cpu,
+        )
+        self._adopt(fake, cpu)
+        new = space.find_vmap_area(nva)
+        assert new is not None
+        dec.fit = FitType.NE_FIT_TYPE if blk.va_start < nva < blk.va_end - ev.size else 0
+        space.last_decision = dec
+        self.result.searches_skipping_unreachable += 1
+        return new
+
+    def _explain(
+        self,
+        ev: AllocVmapArea,
+        cpu: int,
+        dec: Decision | None,
+        head: VmapArea | None,
+        model_addr: int | None,
+    ) -> Cause:
+        """Classify one divergence and revise the beliefs it refutes."""
+        space = self.space
+        b = self.beliefs
+        full_range = ev.vstart == space.vmalloc_start and ev.vend == space.vmalloc_end
+        node = cpu % space.nr_vmap_nodes if full_range and space.nr_vmap_nodes > 1 else -1
+        idx = pool_class(ev.size)
+        if ev.failed or model_addr is None:
+            return Cause(
+                RULE, "the kernel failed and the model did not, or the reverse", ("fail", ev.line)
+            )
+        kind, obj, pnode, pos = self._where(ev.addr, ev.size)
+        if kind in ("lazy", "purging") or self._in_race_window(ev.timestamp):
+            return Cause(
+                RACE,
+                "a purge in flight: its effects reached this CPU at another "
+                "time than the model assumes",
+                ("purge", b.purge_seq),
+            )
+        if head is not None and node >= 0:
+            # The model took its pool head; the kernel did not.
+            pool = space.nodes[node].pools.get(idx, deque())
+            if kind == "pool" and pnode == node:
+                above = list(pool)[:pos]
+            elif kind == "pool":
+                above = [head]
+            elif b.recycled.get(ev.addr) == ev.size:
+                # An area of exactly this size, freed before: the kernel's pool head,
+                # which the model had returned to the tree (a decay that took it).
+                return Cause(
+                    HIDDEN,
+                    f"{ev.addr:#x} still in node {node}'s pool (the model had decayed it)",
+                    ("decayed", ev.addr),
+                )
+            else:  # the kernel searched the tree: its pool was empty
+                above = list(pool)
+            unknown = [va for va in above if not b.node_known(va)]
+            if kind == "pool" and isinstance(obj, VmapArea) and not b.node_known(obj):
+                unknown.insert(0, obj)
+            for va in above:
+                b.refute_pool_entry(node, idx, va)
+            if unknown:
+                u = unknown[0]
+                return Cause(
+                    HIDDEN,
+                    f"node of {u.va_start:#x} (busy before the snapshot)",
+                    ("node", u.va_start),
+                )
+            if self.result.drop_caches is False:
+                return Cause(
+                    HIDDEN,
+                    f"node {node} pool[{idx}] at snapshot time (no drop_caches)",
+                    ("snapshot-pool", node, idx),
+                )
+            return Cause(
+                HIDDEN,
+                f"node {node} pool[{idx}] length (decay count)",
+                ("pool", node, idx, above[0].va_start if above else 0),
+            )
+        if kind == "pool":
+            assert isinstance(obj, VmapArea)
+            if not b.node_known(obj):
+                return Cause(
+                    HIDDEN,
+                    f"node of {obj.va_start:#x} (busy before the snapshot)",
+                    ("node", obj.va_start),
+                )
+            if pnode == node:
+                return Cause(HIDDEN, f"node {node} pool[{idx}] order", ("pool", node, idx, pos))
+            return Cause(HIDDEN, f"node of pooled {obj.va_start:#x}", ("node", obj.va_start))
+        if kind == "busy":
+            return Cause(
+                HIDDEN,
+                f"{ev.addr:#x} busy in the model (a free the trace lacks)",
+                ("busy", ev.addr),
+            )
+        if kind != "free" or dec is None or dec.source != "tree":
+            return Cause(RULE, "unexplained", ("rule", ev.line))
+        assert isinstance(obj, tuple)
+        length = dec.search_length
+        zb = dec.block
+        if ev.addr > model_addr:
+            if zb[1] - zb[0] < length:
+                b.mark_unreachable(zb, length)
+                return Cause(
+                    HIDDEN,
+                    f"tree shape: {zb[0]:#x}-{zb[1]:#x} off the kernel's descent path",
+                    ("shape", zb[0], zb[1]),
+                )
+            if self.result.drop_caches is False:
+                return Cause(
+                    HIDDEN,
+                    f"{zb[0]:#x}-{zb[1]:#x} pooled at snapshot time",
+                    ("snapshot-free", zb[0]),
+                )
+            return Cause(HIDDEN, f"{model_addr:#x} not free in the kernel", ("free", zb[0]))
+        if obj[1] - obj[0] < length:
+            return Cause(
+                HIDDEN,
+                f"tree shape: {obj[0]:#x}-{obj[1]:#x} on the kernel's descent path",
+                ("shape", obj[0], obj[1]),
+            )
+        return Cause(
+            RULE, "the kernel chose a lower block the model's search skipped", ("rule", ev.line)
+        )
+
+    def _in_race_window(self, t: float) -> bool:
+        """Whether ``t`` lies within a purge the trace cannot order against (open, or
+        ended within the clock resolution of the trace)."""
+        if self._pending is not None:
+            return True
+        return self._last_purge_end is not None and abs(t - self._last_purge_end) <= RACE_SECONDS
+
+    def _where(self, addr: int, size: int) -> tuple[str, object, int, int]:
+        """Where the model keeps ``addr``: (kind, area or block, node, pool position)."""
+        space = self.space
+        blk = space.pvm_find_va_enclose_addr(addr)
+        if blk is not None and blk.va_start <= addr < blk.va_end:
+            return "free", (blk.va_start, blk.va_end), -1, -1
+        idx = pool_class(size)
+        for vn in space.nodes:
+            pool = vn.pools.get(idx)
+            if pool:
+                for i, va in enumerate(pool):
+                    if va.va_start == addr:
+                        return "pool", va, vn.id, i
+        busy = space.find_vmap_area(addr)
+        if busy is not None:
+            return "busy", busy, -1, -1
+        for va in space.lazy:
+            if va.va_start <= addr < va.va_end:
+                return "lazy", va, -1, -1
+        for pending in space.in_purge:
+            for va in pending.batch:
+                if va.va_start <= addr < va.va_end:
+                    return "purging", va, -1, -1
+        return "other", None, -1, -1
 
     def _free(self, ev: FreeVmapAreaNoflush) -> None:
         space = self.space
@@ -371,6 +670,7 @@ class Replayer:
             res.frees_unknown += 1
             return
         space.free_vmap_area_noflush(va, cpu=ev.cpu % self.cpus)
+        self.beliefs.recycled[va.va_start] = va.va_end - va.va_start
         if self.trace_driven:
             # Frees racing on different CPUs may add to vmap_lazy_nr in another order
             # than their timestamps (the trace clock is per CPU), so a few show a
@@ -410,14 +710,63 @@ class Replayer:
         # A purge right after a failed allocation is the reclaim purge: pools are
         # fully decayed and not refilled.
         full = self._last_alloc_failed
+        before = self.beliefs.before_refill()
         if self._pending is not None:
             self.space.finish_purge(self._pending)
             self._pending = None
             self._node_done_at = []
         else:
+            self.beliefs.purge_seq += 1
+            self._purge_began_at = ev.timestamp
             self.space.purge_vmap_area_lazy(limit=ev.npurged, full_pool_decay=full)
+        self.beliefs.after_refill(before)
+        self._last_purge_end = ev.timestamp
         self._last_alloc_failed = False
         self._crossed_at = None
+
+    def resolve_window(self, window: Sequence[TraceEvent]) -> None:
+        """Events between ``snapshot-begin`` and ``snapshot-end``, checked one by one.
+
+        The kernel prints vmallocinfo one vmap node at a time under that node's lock,
+        busy areas first, then the lazy lists, so each of these events may or may not
+        be in the file. An allocation whose range the snapshot shows busy is reflected;
+        one it does not show happened after its node was printed and is applied. A free
+        of an area the model has busy is applied (the snapshot printed it before the
+        free); one the snapshot shows as lazily freed is reflected.
+        """
+        space = self.space
+        res = self.result
+        for ev in window:
+            if isinstance(ev, AllocVmapArea):
+                if ev.failed:
+                    res.window_reflected += 1
+                    continue
+                va = space.find_vmap_area(ev.addr)
+                if va is not None and va.va_start == ev.addr and va.va_end == ev.addr + ev.size:
+                    res.window_reflected += 1
+                    continue
+                if va is not None:  # overlaps a busy area: cannot be applied
+                    res.notes.append(f"line {ev.line}: window allocation overlaps {va!r}")
+                    continue
+                self._adopt(ev, ev.cpu % self.cpus)
+                res.window_applied += 1
+            elif isinstance(ev, FreeVmapAreaNoflush):
+                va = space.find_vmap_area(ev.va_start)
+                if va is not None and va.va_start == ev.va_start:
+                    self._free(ev)
+                    res.frees -= 1  # counted by the window, not the trace part
+                    res.window_applied += 1
+                else:
+                    res.window_reflected += 1
+            elif isinstance(ev, PurgeVmapAreaLazy):
+                # A purge ending in the window began before it: its detached areas
+                # were on no list the snapshot printed, so the snapshot reflects it.
+                res.window_reflected += 1
+        if window:
+            res.notes.append(
+                f"{len(window)} events fell between the snapshot markers: "
+                f"{res.window_reflected} already in the snapshot, {res.window_applied} applied"
+            )
 
     def finish(self) -> ReplayResult:
         space = self.space
@@ -429,6 +778,8 @@ class Replayer:
         res.end_free_blocks_in_range = len(sizes)
         res.end_largest_free_in_range = max(sizes, default=0)
         res.end_busy = space.nr_busy
+        res.revisions = self.beliefs.revisions
+        res.summarize_causes()
         return res
 
 
@@ -473,11 +824,15 @@ def compare_end_snapshot(space: VmapSpace, info: VmallocInfo) -> dict[str, int]:
 
 
 def _events_after_snapshot(
-    parsed: TraceParseResult, res: ReplayResult, info: VmallocInfo | None = None
+    parsed: TraceParseResult,
+    res: ReplayResult,
+    info: VmallocInfo | None = None,
+    window: list[TraceEvent] | None = None,
 ) -> list[TraceEvent]:
     """The events the snapshot does not reflect yet.
 
     A capture marks the snapshot in the trace (``snapshot-begin``/``snapshot-end``).
+    Events between the markers go to ``window`` (see :meth:`Replayer.resolve_window`).
     Without markers, the snapshot itself tells: an allocation whose exact range is
     busy in the snapshot, with no free of that address before it in the trace, was
     made before the snapshot was read; replay starts after the last such event.
@@ -510,13 +865,9 @@ def _events_after_snapshot(
         return events[sync:]
     keep = [e for e in events if e.line > end.line]
     res.skipped_before_snapshot = len(events) - len(keep)
-    if begin is not None:
-        window = [e for e in events if begin.line < e.line < end.line]
-        if window:
-            res.notes.append(
-                f"{len(window)} events fell between the snapshot markers; they may or "
-                "may not be reflected in the snapshot and were skipped"
-            )
+    if window is not None and begin is not None:
+        window.extend(e for e in events if begin.line < e.line < end.line)
+        res.skipped_before_snapshot -= len(window)
     return keep
 
 
@@ -548,7 +899,9 @@ def replay(
     res.trace_incomplete = parsed.incomplete
     if "drop_caches" in meta:
         res.drop_caches = bool(meta["drop_caches"])
-    events = _events_after_snapshot(parsed, res, info)
+    window: list[TraceEvent] = []
+    events = _events_after_snapshot(parsed, res, info, window)
+    rp.resolve_window(window)
     end_info = parse_vmallocinfo(end_snapshot) if end_snapshot is not None else None
     end_mark = parsed.marker("end-snapshot-begin")
     if end_info is not None and end_mark is not None:
@@ -736,3 +1089,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - conven
     args = parser.parse_args(argv)
     rc: int = args.func(args)
     return rc
+
+
+def _key_str(key: tuple[object, ...]) -> str:
+    """A cause key as text: addresses in hex."""
+    return ":".join(f"{k:#x}" if isinstance(k, int) and k > 0xFFFF else str(k) for k in key)

@@ -1,0 +1,214 @@
+"""What a replay does not know about the kernel's state, and how it learns it.
+
+A snapshot (``/proc/vmallocinfo``) and a trace leave some of the kernel's state hidden.
+A replay has to guess it, and every allocation the kernel makes is evidence about the
+guess. :class:`Beliefs` keeps each guess explicit and revises it when a kernel decision
+contradicts it, so that one wrong guess costs one mismatch, not every later allocation
+of the same kind:
+
+* **The node of an area older than the snapshot.** 6.x tags every area with the node
+  of the CPU that allocated it (``va->flags``), and that node's lazy list and pools take
+  the area back when it is freed. vmallocinfo does not show it; the guess is the
+  address-zone node. A kernel pool hit below such an area in the model's pool, or a
+  kernel allocation that skips it, says it is in another node's pool: it moves there,
+  at the place its purge put it (each purge pushes its areas to the pool head in
+  ascending address order, so a pool reads newest purge first, descending addresses).
+* **Pool entries the kernel does not have.** A known-node pool entry the kernel passes
+  over (its pool was shorter, e.g. a decay took one more area) went back to the free
+  tree with that decay.
+* **The free tree's shape.** With an alignment above PAGE_SIZE the search length is
+  ``size + align - 1``; a smaller free block that still fits once aligned is found only
+  when it lies on the descent path, which depends on the tree the kernel built over
+  its whole history. When the kernel passes over such a block the model chose, the
+  block is marked unreachable for that search length, and the model's later searches
+  skip it until the block changes.
+* **Pools at snapshot time** (captures without ``drop_caches``): pooled areas look like
+  free space in vmallocinfo. A kernel address that the model sees as free, away from
+  the model's choice, of exactly the allocation's size, bounded by busy areas (an
+  exact-size hole), was that node's pool head; the other exact-size holes of that size
+  below it are the likely next heads (:meth:`Beliefs.hidden_pool_head`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from pyvmalloc.config import PAGE_SHIFT
+from pyvmalloc.vmap.area import VaState, VmapArea, VmapSpace
+
+__all__ = ["Beliefs", "Cause"]
+
+#: Mismatch classes (see docs/replay.md).
+RULE = "rule difference"
+HIDDEN = "hidden state"
+RACE = "race"
+
+
+@dataclass
+class Cause:
+    """Why the model and the kernel chose differently."""
+
+    kind: str  # RULE, HIDDEN or RACE
+    fact: str  # which fact, in words
+    key: tuple[object, ...]  # identifies the one cause (for cascades)
+
+
+class Beliefs:
+    """The replay's explicit unknowns about one model's hidden state."""
+
+    def __init__(self, space: VmapSpace) -> None:
+        self.space = space
+        #: Areas whose allocating node is a guess: va_start -> area (pre-snapshot).
+        self.unknown_node: dict[int, VmapArea] = {}
+        #: Nodes already refuted for such an area.
+        self.refuted_nodes: dict[int, set[int]] = {}
+        #: Purge generation of each pool entry (id(area) -> purge number).
+        self.gen: dict[int, int] = {}
+        self.purge_seq = 0
+        #: Free blocks the kernel's search does not reach: (start, end, search length).
+        self.unreachable: set[tuple[int, int, int]] = set()
+        #: Areas freed in the trace and not allocated again: start -> size. Each may
+        #: sit in a pool of the kernel whatever the model did with it.
+        self.recycled: dict[int, int] = {}
+        #: Number of revisions made (each one a refuted guess).
+        self.revisions = 0
+
+    # --- node of pre-snapshot areas -------------------------------------------------
+    def guess_node(self, va: VmapArea) -> None:
+        """``va`` was busy at snapshot time: its node is the address-zone guess."""
+        self.unknown_node[va.va_start] = va
+
+    def node_known(self, va: VmapArea) -> bool:
+        return self.unknown_node.get(va.va_start) is not va
+
+    def forget(self, start: int) -> None:
+        """The range at ``start`` was allocated again: its new node is known."""
+        self.unknown_node.pop(start, None)
+        self.refuted_nodes.pop(start, None)
+        self.recycled.pop(start, None)
+
+    # --- pools ----------------------------------------------------------------------
+    def before_refill(self) -> set[int]:
+        """The pool entries present before a purge refills the pools."""
+        return {id(va) for vn in self.space.nodes for p in vn.pools.values() for va in p}
+
+    def after_refill(self, before: set[int]) -> None:
+        """Stamp the entries a purge just added with the purge's number."""
+        old = self.gen
+        seq = self.purge_seq
+        gen: dict[int, int] = {}
+        for vn in self.space.nodes:
+            for pool in vn.pools.values():
+                for va in pool:
+                    i = id(va)
+                    gen[i] = old.get(i, 0) if i in before else seq
+        self.gen = gen
+
+    def _insert_by_purge_order(self, pool: deque[VmapArea], va: VmapArea) -> None:
+        """Put ``va`` where its purge would have: newest purge first, then descending."""
+        g = self.gen.get(id(va), 0)
+        for i, other in enumerate(pool):
+            og = self.gen.get(id(other), 0)
+            if og < g or (og == g and other.va_start < va.va_start):
+                pool.insert(i, va)
+                return
+        pool.append(va)
+
+    def refute_pool_entry(self, node: int, idx: int, va: VmapArea) -> str:
+        """The kernel's pool (node, idx) does not hold ``va``: move it where it can be.
+
+        An area of unknown node goes to the next node not yet refuted for it; a known
+        one (or one refuted on every node) was decayed into the free tree.
+        """
+        space = self.space
+        pool = space.nodes[node].pools.get(idx)
+        if pool is None or va not in pool:
+            return "gone"
+        pool.remove(va)
+        self.revisions += 1
+        if not self.node_known(va):
+            refuted = self.refuted_nodes.setdefault(va.va_start, set())
+            refuted.add(node)
+            for other in range(space.nr_vmap_nodes):
+                if other not in refuted:
+                    va.flags = (va.flags & ~0xFF00) | space.encode_vn_id(other)
+                    dst = space.nodes[other].pools.setdefault(idx, deque())
+                    self._insert_by_purge_order(dst, va)
+                    return f"moved to node {other}'s pool"
+        va.state = VaState.DETACHED
+        self.gen.pop(id(va), None)
+        space.merge_or_add_vmap_area(va)
+        return "returned to the free tree"
+
+    # --- tree shape -----------------------------------------------------------------
+    def mark_unreachable(self, block: tuple[int, int], length: int) -> None:
+        self.unreachable.add((block[0], block[1], length))
+        self.revisions += 1
+
+    def is_unreachable(self, block: tuple[int, int], length: int) -> bool:
+        return (block[0], block[1], length) in self.unreachable
+
+    def search_skipping(self, size: int, align: int, vstart: int, length: int) -> VmapArea | None:
+        """``find_vmap_lowest_match`` over the model's tree, treating unreachable blocks
+        (for this search length) as if they did not fit."""
+        space = self.space
+        bad = self.unreachable
+        node = space.free_root.rb_node
+        umax = space.ulong_max
+        mask = ~(align - 1) & umax
+
+        def fits(n: VmapArea, vstart: int) -> bool:
+            s = n.va_start
+            nva = ((s if s > vstart else vstart) + align - 1) & mask
+            end = nva + size
+            return (
+                end <= umax
+                and nva >= vstart
+                and end <= n.va_end
+                and (n.va_start, n.va_end, length) not in bad
+            )
+
+        while node is not None:
+            left = node.rb_left
+            if left is not None and left.subtree_max_size >= length and vstart < node.va_start:
+                node = left
+                continue
+            if fits(node, vstart):
+                return node  # type: ignore[no-any-return]
+            right = node.rb_right
+            if right is not None and right.subtree_max_size >= length:
+                node = right
+                continue
+            while True:
+                node = node.rb_parent
+                if node is None:
+                    return None
+                if fits(node, vstart):
+                    return node  # type: ignore[no-any-return]
+                right = node.rb_right
+                if (
+                    right is not None
+                    and right.subtree_max_size >= length
+                    and vstart <= node.va_start
+                ):
+                    vstart = node.va_start + 1
+                    node = right
+                    break
+        return None
+
+    def prune(self) -> None:
+        """Drop unreachability marks of blocks that no longer exist as such."""
+        if len(self.unreachable) < 64:
+            return
+        keep = set()
+        for s, e, length in self.unreachable:
+            blk = self.space.pvm_find_va_enclose_addr(s)
+            if blk is not None and blk.va_start == s and blk.va_end == e:
+                keep.add((s, e, length))
+        self.unreachable = keep
+
+
+def pool_class(size: int) -> int:
+    """The pool index of an area of ``size`` bytes (pages - 1)."""
+    return (size - 1) >> PAGE_SHIFT
