@@ -34,7 +34,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from pyvmalloc.config import PAGE_SHIFT
+from pyvmalloc.config import PAGE_SHIFT, PAGE_SIZE
+from pyvmalloc.rbtree import rb_prev
 from pyvmalloc.vmap.area import VaState, VmapArea, VmapSpace
 
 __all__ = ["Beliefs", "Cause"]
@@ -71,6 +72,11 @@ class Beliefs:
         #: Areas freed in the trace and not allocated again: start -> size. Each may
         #: sit in a pool of the kernel whatever the model did with it.
         self.recycled: dict[int, int] = {}
+        #: Pools at snapshot time (no drop_caches): (node, class) -> the last head the
+        #: kernel took from it; absent = not seen yet, None = seen empty.
+        self.hidden_head: dict[tuple[int, int], int | None] = {}
+        #: Slots refuted as heads of a hidden pool: (node, class) -> addresses.
+        self.hidden_refuted: dict[tuple[int, int], set[int]] = {}
         #: Number of revisions made (each one a refuted guess).
         self.revisions = 0
 
@@ -147,7 +153,8 @@ class Beliefs:
         self.revisions += 1
 
     def is_unreachable(self, block: tuple[int, int], length: int) -> bool:
-        return (block[0], block[1], length) in self.unreachable
+        u = self.unreachable
+        return (block[0], block[1], length) in u or (block[0], block[1], 0) in u
 
     def search_skipping(self, size: int, align: int, vstart: int, length: int) -> VmapArea | None:
         """``find_vmap_lowest_match`` over the model's tree, treating unreachable blocks
@@ -167,6 +174,7 @@ class Beliefs:
                 and nva >= vstart
                 and end <= n.va_end
                 and (n.va_start, n.va_end, length) not in bad
+                and (n.va_start, n.va_end, 0) not in bad
             )
 
         while node is not None:
@@ -212,3 +220,40 @@ class Beliefs:
 def pool_class(size: int) -> int:
     """The pool index of an area of ``size`` bytes (pages - 1)."""
     return (size - 1) >> PAGE_SHIFT
+
+
+#: How many free blocks below the last head :meth:`Beliefs.next_hidden_head` looks at.
+HIDDEN_SCAN_BLOCKS = 64
+
+
+def next_hidden_head(b: Beliefs, node: int, idx: int, size: int, align: int) -> int | None:
+    """The likely next head of node ``node``'s pool ``idx`` at snapshot time.
+
+    A purge pushes its areas onto the pool head in ascending address order, so one
+    purge's areas leave the pool in descending address order: the next head lies below
+    the last one the kernel took. Pooled areas look like free space in vmallocinfo.
+    The candidate is the highest aligned slot of the free space below that no kernel
+    decision has refuted: for thread stacks (align > PAGE_SIZE, pooled side by side)
+    any such slot, for other sizes the top slot of each free range.
+    """
+    last = b.hidden_head.get((node, idx))
+    if last is None:
+        return None
+    space = b.space
+    refuted = b.hidden_refuted.get((node, idx), set())
+    blk = space.pvm_find_va_enclose_addr(last - 1)
+    mask = ~(max(align, PAGE_SIZE) - 1)
+    for _ in range(HIDDEN_SCAN_BLOCKS):
+        if blk is None or blk.va_start < space.vmalloc_start:
+            return None
+        top = min(blk.va_end, last)
+        y = (top - size) & mask
+        # Stacks (align > PAGE_SIZE) were pooled side by side at the alignment's stride;
+        # other areas are taken as the top of a free range only.
+        step = align if align > PAGE_SIZE else top
+        while y >= blk.va_start:
+            if y not in refuted and y + size <= top:
+                return int(y)
+            y -= step
+        blk = rb_prev(blk)
+    return None

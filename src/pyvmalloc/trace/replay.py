@@ -35,9 +35,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyvmalloc.config import ENOENT, ERANGE, get_profile
+from pyvmalloc.config import ENOENT, ERANGE, PAGE_SIZE, get_profile
 from pyvmalloc.kernel import Kernel
-from pyvmalloc.trace.beliefs import HIDDEN, RACE, RULE, Beliefs, Cause, pool_class
+from pyvmalloc.trace.beliefs import (
+    HIDDEN,
+    RACE,
+    RULE,
+    Beliefs,
+    Cause,
+    next_hidden_head,
+    pool_class,
+)
 from pyvmalloc.trace.events import (
     AllocVmapArea,
     FreeVmapAreaNoflush,
@@ -148,6 +156,8 @@ class ReplayResult:
     hidden_state_mismatches: int = 0
     #: Model searches that skipped a block the kernel's search was seen not to reach.
     searches_skipping_unreachable: int = 0
+    #: Allocations the model placed at an inferred head of a pool hidden at snapshot time.
+    hidden_pool_hits: int = 0
     #: Events between the snapshot markers: already in the snapshot / applied.
     window_reflected: int = 0
     window_applied: int = 0
@@ -273,6 +283,9 @@ class Replayer:
         self._last_purge_end: float | None = None
         #: The explicit unknowns, revised as kernel decisions contradict them.
         self.beliefs = Beliefs(self.space)
+        #: Infer the pools' contents at snapshot time (set for captures without
+        #: drop_caches, see :func:`replay`).
+        self._infer_pools = False
         self._seed(snapshot)
 
     # --- snapshot import ------------------------------------------------------------
@@ -401,7 +414,28 @@ class Replayer:
         res.allocs_compared += 1
         if kernel_failed:
             res.kernel_failures += 1
-        va = space.alloc_vmap_area(ev.size, ev.align, ev.vstart, ev.vend, cpu=cpu, gfp_nowarn=True)
+        hidden: int | None = None
+        if self._infer_pools and self.beliefs.hidden_head:
+            hidden = self._hidden_guess(ev, cpu)
+        if hidden is not None:
+            fake = AllocVmapArea(
+                addr=hidden,
+                size=ev.size,
+                align=ev.align,
+                vstart=ev.vstart,
+                vend=ev.vend,
+                failed=0,
+                cpu=ev.cpu,
+            )
+            self._adopt(fake, cpu)
+            va = space.find_vmap_area(hidden)  # type: ignore[assignment]
+            space.last_decision = Decision(
+                "pool", node=cpu % space.nr_vmap_nodes, pool_index=pool_class(ev.size)
+            )
+        else:
+            va = space.alloc_vmap_area(
+                ev.size, ev.align, ev.vstart, ev.vend, cpu=cpu, gfp_nowarn=True
+            )
         dec = space.last_decision
         model_ok = not is_err(va)
         if model_ok and dec is not None and dec.source == "tree" and self.beliefs.unreachable:
@@ -415,7 +449,11 @@ class Replayer:
         pool_hit = dec is not None and dec.source == "pool"
         if model_ok and not kernel_failed and va.va_start == ev.addr:  # type: ignore[union-attr]
             res.allocs_matched += 1
-            if self._depends_on_guess(va, dec, pool_hit):  # type: ignore[arg-type]
+            if hidden is not None:
+                res.allocs_matched_guessed += 1
+                res.hidden_pool_hits += 1
+                self.beliefs.hidden_head[(cpu % space.nr_vmap_nodes, pool_class(ev.size))] = hidden
+            elif self._depends_on_guess(va, dec, pool_hit):  # type: ignore[arg-type]
                 res.allocs_matched_guessed += 1
             self.beliefs.forget(ev.addr)
             return
@@ -428,11 +466,15 @@ class Replayer:
         head: VmapArea | None = None
         if model_ok:
             assert isinstance(va, VmapArea)
-            if pool_hit:
+            if pool_hit and hidden is None:
                 head = va
-            space.undo_alloc(va, pool_hit, cpu)
+            space.undo_alloc(va, pool_hit and hidden is None, cpu)
         where = "" if kernel_failed else space.locate(ev.addr)
-        cause = self._explain(ev, cpu, dec, head, model_addr)
+        if hidden is not None:
+            reason = f"inferred head of node {cpu % space.nr_vmap_nodes}'s pool at snapshot time"
+            cause = self._explain_hidden(ev, cpu, hidden)
+        else:
+            cause = self._explain(ev, cpu, dec, head, model_addr)
         if cause.kind == HIDDEN:
             res.hidden_state_mismatches += 1
         if len(res.mismatches) < self.keep_mismatches:
@@ -455,6 +497,59 @@ class Replayer:
             )
         if not kernel_failed:
             self._adopt(ev, cpu)
+
+    def _poolable(self, ev: AllocVmapArea) -> bool:
+        space = self.space
+        return (
+            space.nr_vmap_nodes > 1
+            and ev.vstart == space.vmalloc_start
+            and ev.vend == space.vmalloc_end
+            and pool_class(ev.size) < self.profile.max_va_size_pages
+        )
+
+    def _hidden_guess(self, ev: AllocVmapArea, cpu: int) -> int | None:
+        """The model's guess when its own pool is empty but the kernel's may still hold
+        areas pooled before the snapshot (no drop_caches)."""
+        if not self._poolable(ev):
+            return None
+        space = self.space
+        node = cpu % space.nr_vmap_nodes
+        idx = pool_class(ev.size)
+        if space.nodes[node].pools.get(idx):
+            return None  # the model's own pool entries are newer: they come first
+        return next_hidden_head(self.beliefs, node, idx, ev.size, ev.align)
+
+    def _tree_choice(self, ev: AllocVmapArea) -> int | None:
+        """Where the model's tree search would put this allocation (no clipping)."""
+        space = self.space
+        adjust = not (ev.align <= PAGE_SIZE or ev.vend - ev.vstart == ev.size)
+        blk = space.find_vmap_lowest_match(ev.size, ev.align, ev.vstart, adjust)
+        if blk is None:
+            return None
+        s = max(blk.va_start, ev.vstart)
+        return (s + ev.align - 1) & ~(ev.align - 1)
+
+    def _explain_hidden(self, ev: AllocVmapArea, cpu: int, guess: int) -> Cause:
+        """The model guessed a hidden pool head; the kernel chose ``ev.addr``."""
+        b = self.beliefs
+        key = (cpu % self.space.nr_vmap_nodes, pool_class(ev.size))
+        b.hidden_refuted.setdefault(key, set()).add(guess)
+        b.revisions += 1
+        kind, _obj, _n, _p = self._where(ev.addr, ev.size)
+        if kind == "free" and ev.addr == self._tree_choice(ev):
+            b.hidden_head[key] = None  # the kernel's pool is used up: it searched the tree
+            return Cause(
+                HIDDEN,
+                f"node {key[0]} pool[{key[1]}] at snapshot time: used up",
+                ("snapshot-pool-end", key[0], key[1], ev.line),
+            )
+        if kind == "free":
+            b.hidden_head[key] = ev.addr
+        return Cause(
+            HIDDEN,
+            f"{guess:#x} not next in node {key[0]} pool[{key[1]}] at snapshot time",
+            ("snapshot-slot", guess),
+        )
 
     def _depends_on_guess(self, va: VmapArea, dec: Decision | None, pool_hit: bool) -> bool:
         """Whether a matching choice rested on a guess about hidden state."""
@@ -602,6 +697,21 @@ class Replayer:
         assert isinstance(obj, tuple)
         length = dec.search_length
         zb = dec.block
+        if self._infer_pools and self._poolable(ev) and node >= 0:
+            key = (node, idx)
+            if b.hidden_head.get(key, 0) is not None and ev.addr not in b.hidden_refuted.get(
+                key, ()
+            ):
+                # Free space to the model, not its choice: the kernel's pool head.
+                b.hidden_head[key] = ev.addr
+                if ev.addr > model_addr and zb[1] - zb[0] >= length:
+                    b.mark_unreachable(zb, 0)  # and the model's block was not all free
+                b.revisions += 1
+                return Cause(
+                    HIDDEN,
+                    f"{ev.addr:#x} in node {node}'s pool at snapshot time",
+                    ("snapshot-head", node, idx, ev.addr),
+                )
         if ev.addr > model_addr:
             if zb[1] - zb[0] < length:
                 b.mark_unreachable(zb, length)
@@ -611,6 +721,7 @@ class Replayer:
                     ("shape", zb[0], zb[1]),
                 )
             if self.result.drop_caches is False:
+                b.mark_unreachable(zb, 0)
                 return Cause(
                     HIDDEN,
                     f"{zb[0]:#x}-{zb[1]:#x} pooled at snapshot time",
@@ -899,6 +1010,7 @@ def replay(
     res.trace_incomplete = parsed.incomplete
     if "drop_caches" in meta:
         res.drop_caches = bool(meta["drop_caches"])
+    rp._infer_pools = res.drop_caches is False and rp.trace_driven
     window: list[TraceEvent] = []
     events = _events_after_snapshot(parsed, res, info, window)
     rp.resolve_window(window)
