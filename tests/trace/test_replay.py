@@ -23,7 +23,10 @@ def test_drained_captures_agree_at_least_99_percent(capture):
     trace, snap, meta = load_capture(capture)
     assert meta["drop_caches"] is True
     res = replay(trace, snap, profile="6.18", meta=meta)
-    assert res.allocs_compared == meta["event_counts"]["alloc_vmap_area"]
+    # Allocations between the snapshot markers are checked against it, not compared.
+    window = res.window_applied + res.window_reflected
+    count = meta["event_counts"]["alloc_vmap_area"]
+    assert count - res.skipped_before_snapshot - window <= res.allocs_compared <= count
     assert res.agreement >= 0.99, res.mismatches[:3]
     # The model's lazy accounting follows the kernel's nr_lazy at every free.
     assert res.lazy_drift == 0
@@ -39,7 +42,7 @@ def test_all_drained_captures_agree_together():
         matched += res.allocs_matched
         compared += res.allocs_compared
     assert compared > 2000
-    assert matched / compared >= 0.995  # 99.78 % when written (6783/6798)
+    assert matched / compared >= 0.995  # 99.88 % when written (19,690/19,713)
 
 
 def test_undrained_capture_replays_but_cannot_know_the_pools():
@@ -120,4 +123,6 @@ def test_end_state_matches_the_kernels_end_snapshot(capture):
     assert e is not None
     assert e["busy_only_model"] == e["busy_only_kernel"] == 0 and e["busy_agree"] > 200
     assert e["lazy_only_model"] == e["lazy_only_kernel"] == 0
-    assert e["lazy_node_differs"] <= max(2, e["lazy_agree"] // 200)
+    # Areas busy before the snapshot and freed without a purge keep a guessed node.
+    known_differs = e["lazy_node_differs"] - e["lazy_node_differs_guessed"]
+    assert known_differs <= max(2, e["lazy_agree"] // 200)

@@ -88,6 +88,10 @@ class Beliefs:
     def node_known(self, va: VmapArea) -> bool:
         return self.unknown_node.get(va.va_start) is not va
 
+    def guessed_starts(self) -> set[int]:
+        """Starts of the areas whose node is still a guess."""
+        return set(self.unknown_node)
+
     def forget(self, start: int) -> None:
         """The range at ``start`` was allocated again: its new node is known."""
         self.unknown_node.pop(start, None)

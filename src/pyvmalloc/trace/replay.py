@@ -415,6 +415,7 @@ class Replayer:
         if kernel_failed:
             res.kernel_failures += 1
         hidden: int | None = None
+        va: VmapArea | int
         if self._infer_pools and self.beliefs.hidden_head:
             hidden = self._hidden_guess(ev, cpu)
         if hidden is not None:
@@ -428,7 +429,9 @@ class Replayer:
                 cpu=ev.cpu,
             )
             self._adopt(fake, cpu)
-            va = space.find_vmap_area(hidden)  # type: ignore[assignment]
+            found = space.find_vmap_area(hidden)
+            assert found is not None
+            va = found
             space.last_decision = Decision(
                 "pool", node=cpu % space.nr_vmap_nodes, pool_index=pool_class(ev.size)
             )
@@ -653,7 +656,12 @@ class Replayer:
             else:  # the kernel searched the tree: its pool was empty
                 above = list(pool)
             unknown = [va for va in above if not b.node_known(va)]
-            if kind == "pool" and isinstance(obj, VmapArea) and not b.node_known(obj):
+            if (
+                kind == "pool"
+                and pnode != node
+                and isinstance(obj, VmapArea)
+                and not b.node_known(obj)
+            ):
                 unknown.insert(0, obj)
             for va in above:
                 b.refute_pool_entry(node, idx, va)
@@ -894,11 +902,15 @@ class Replayer:
         return res
 
 
-def compare_end_snapshot(space: VmapSpace, info: VmallocInfo) -> dict[str, int]:
+def compare_end_snapshot(
+    space: VmapSpace, info: VmallocInfo, guessed: set[int] | None = None
+) -> dict[str, int]:
     """Compare the model's busy and lazily freed areas with a final vmallocinfo.
 
     Busy areas are compared as ranges; lazily freed areas as ranges and, with several
-    vmap nodes, by the node whose list the kernel printed them on.
+    vmap nodes, by the node whose list the kernel printed them on. ``guessed`` holds
+    the starts of areas whose node the model only guessed (busy before the snapshot):
+    their node differences are counted apart, as ``lazy_node_differs_guessed``.
     """
     model_busy = {(va.va_start, va.va_end) for va in space.busy_areas()}
     kernel_busy = {(e.start, e.end) for e in info.busy}
@@ -931,6 +943,9 @@ def compare_end_snapshot(space: VmapSpace, info: VmallocInfo) -> dict[str, int]:
         "lazy_only_model": len(model_lazy.keys() - kernel_lazy.keys()),
         "lazy_only_kernel": len(kernel_lazy.keys() - model_lazy.keys()),
         "lazy_node_differs": sum(model_lazy[r] != kernel_lazy[r] for r in both),
+        "lazy_node_differs_guessed": sum(
+            model_lazy[r] != kernel_lazy[r] for r in both if r[0] in (guessed or ())
+        ),
     }
 
 
@@ -1021,7 +1036,7 @@ def replay(
     rp.run(events, progress=progress)
     rp.finish()
     if end_info is not None and rp.profile.vmap_nodes:
-        res.end_check = compare_end_snapshot(rp.space, end_info)
+        res.end_check = compare_end_snapshot(rp.space, end_info, rp.beliefs.guessed_starts())
     res.seconds = time.perf_counter() - t0
     rp.kernel.check()
     return res
