@@ -69,6 +69,10 @@ class Beliefs:
         self.purge_seq = 0
         #: Free blocks the kernel's search does not reach: (start, end, search length).
         self.unreachable: set[tuple[int, int, int]] = set()
+        #: Free blocks of the snapshot, and per search length the highest address the
+        #: kernel's tree search returned (see passed_over).
+        self.old_blocks: set[tuple[int, int]] = set()
+        self.kernel_tree_high: dict[int, int] = {}
         #: Areas freed in the trace and not allocated again: start -> size. Each may
         #: sit in a pool of the kernel whatever the model did with it.
         self.recycled: dict[int, int] = {}
@@ -156,9 +160,64 @@ class Beliefs:
         self.unreachable.add((block[0], block[1], length))
         self.revisions += 1
 
+    def mark_passed_over(
+        self, lo: int, hi: int, size: int, align: int, length: int, limit: int = 256
+    ) -> int:
+        """The kernel's search went past every free block in ``[lo, hi)``: none of the
+        small ones that would fit (once aligned) lies on its descent path.
+
+        The search checks a block shorter than the search length only when it is an
+        ancestor of the block it ends in; a block it passed over is not, and stays so
+        while the tree around it does not change. Returns how many were marked.
+        """
+        space = self.space
+        mask = ~(align - 1) & space.ulong_max
+        blk = space.pvm_find_va_enclose_addr(hi - 1)
+        marked = 0
+        for _ in range(limit):
+            if blk is None or blk.va_end <= lo:
+                break
+            s, e = blk.va_start, blk.va_end
+            if e - s < length and e <= hi and s >= lo:
+                nva = (max(s, lo) + align - 1) & mask
+                if nva + size <= e and (s, e, length) not in self.unreachable:
+                    self.unreachable.add((s, e, length))
+                    marked += 1
+            blk = rb_prev(blk)
+        return marked
+
     def is_unreachable(self, block: tuple[int, int], length: int) -> bool:
         u = self.unreachable
-        return (block[0], block[1], length) in u or (block[0], block[1], 0) in u
+        if (block[0], block[1], length) in u or (block[0], block[1], 0) in u:
+            return True
+        return self.passed_over(block[0], block[1], length)
+
+    def passed_over(self, start: int, end: int, length: int) -> bool:
+        """Whether the kernel's search passed over this block, a free block of the
+        snapshot shorter than ``length``, since the replay began.
+
+        The kernel's search returns the first fitting block on its descent path, and
+        every block of the path below it was checked before; so a block below a
+        kernel's tree choice is not on the path to that choice, nor (the tree being
+        the same around it: a block is an ancestor of another only when it is the
+        shallowest of the blocks between them) on the path to any higher one.
+        """
+        high = self.kernel_tree_high.get(length)
+        return (
+            high is not None
+            and start < high
+            and end - start < length
+            and (start, end) in self.old_blocks
+        )
+
+    def saw_kernel_tree_choice(self, addr: int, length: int) -> None:
+        """The kernel took ``addr`` from its free tree with this search length."""
+        if addr > self.kernel_tree_high.get(length, 0):
+            self.kernel_tree_high[length] = addr
+
+    def remember_old_blocks(self) -> None:
+        """Note the free blocks of the snapshot (their place in the tree is unknown)."""
+        self.old_blocks = {(va.va_start, va.va_end) for va in self.space.free_areas()}
 
     def search_skipping(self, size: int, align: int, vstart: int, length: int) -> VmapArea | None:
         """``find_vmap_lowest_match`` over the model's tree, treating unreachable blocks
@@ -179,6 +238,7 @@ class Beliefs:
                 and end <= n.va_end
                 and (n.va_start, n.va_end, length) not in bad
                 and (n.va_start, n.va_end, 0) not in bad
+                and not self.passed_over(n.va_start, n.va_end, length)
             )
 
         while node is not None:

@@ -317,6 +317,7 @@ class Replayer:
                 if ambiguous:  # one ascending run may be two nodes' lists
                     self.beliefs.guess_node(va)
                 self.result.snapshot_lazy += 1
+        self.beliefs.remember_old_blocks()
 
     # --- events -----------------------------------------------------------------------
     def run(self, events: Sequence[TraceEvent], progress: bool = False) -> None:
@@ -441,7 +442,12 @@ class Replayer:
             )
         dec = space.last_decision
         model_ok = not is_err(va)
-        if model_ok and dec is not None and dec.source == "tree" and self.beliefs.unreachable:
+        if (
+            model_ok
+            and dec is not None
+            and dec.source == "tree"
+            and dec.block[1] - dec.block[0] < dec.search_length
+        ):
             length = dec.search_length
             if self.beliefs.is_unreachable(dec.block, length):
                 va = self._search_again(ev, va, cpu, length)  # type: ignore[arg-type]
@@ -458,6 +464,8 @@ class Replayer:
                 self.beliefs.hidden_head[(cpu % space.nr_vmap_nodes, pool_class(ev.size))] = hidden
             elif self._depends_on_guess(va, dec, pool_hit):  # type: ignore[arg-type]
                 res.allocs_matched_guessed += 1
+            if dec is not None and dec.source == "tree" and ev.align > PAGE_SIZE:
+                self.beliefs.saw_kernel_tree_choice(ev.addr, dec.search_length)
             self.beliefs.forget(ev.addr)
             return
         if not model_ok and kernel_failed:
@@ -705,6 +713,8 @@ class Replayer:
         assert isinstance(obj, tuple)
         length = dec.search_length
         zb = dec.block
+        if ev.align > PAGE_SIZE:
+            b.saw_kernel_tree_choice(ev.addr, length)
         if self._infer_pools and self._poolable(ev) and node >= 0:
             key = (node, idx)
             if b.hidden_head.get(key, 0) is not None and ev.addr not in b.hidden_refuted.get(
@@ -723,6 +733,10 @@ class Replayer:
         if ev.addr > model_addr:
             if zb[1] - zb[0] < length:
                 b.mark_unreachable(zb, length)
+                # The kernel's search returns the first fitting block on its path, and
+                # every block of its path below that one was checked first: no fitting
+                # block below the kernel's is on its path.
+                b.mark_passed_over(ev.vstart, obj[0], ev.size, ev.align, length)
                 return Cause(
                     HIDDEN,
                     f"tree shape: {zb[0]:#x}-{zb[1]:#x} off the kernel's descent path",
@@ -737,6 +751,9 @@ class Replayer:
                 )
             return Cause(HIDDEN, f"{model_addr:#x} not free in the kernel", ("free", zb[0]))
         if obj[1] - obj[0] < length:
+            # The kernel's path reached this block: every block between it and the
+            # model's choice is below it in the kernel's tree, off the path.
+            b.mark_passed_over(obj[1], zb[1], ev.size, ev.align, length)
             return Cause(
                 HIDDEN,
                 f"tree shape: {obj[0]:#x}-{obj[1]:#x} on the kernel's descent path",
