@@ -446,7 +446,7 @@ class Replayer:
             model_ok
             and dec is not None
             and dec.source == "tree"
-            and dec.block[1] - dec.block[0] < dec.search_length
+            and (self.beliefs.unreachable or dec.block[1] - dec.block[0] < dec.search_length)
         ):
             length = dec.search_length
             if self.beliefs.is_unreachable(dec.block, length):
@@ -713,8 +713,6 @@ class Replayer:
         assert isinstance(obj, tuple)
         length = dec.search_length
         zb = dec.block
-        if ev.align > PAGE_SIZE:
-            b.saw_kernel_tree_choice(ev.addr, length)
         if self._infer_pools and self._poolable(ev) and node >= 0:
             key = (node, idx)
             if b.hidden_head.get(key, 0) is not None and ev.addr not in b.hidden_refuted.get(
@@ -730,6 +728,8 @@ class Replayer:
                     f"{ev.addr:#x} in node {node}'s pool at snapshot time",
                     ("snapshot-head", node, idx, ev.addr),
                 )
+        if ev.align > PAGE_SIZE:
+            b.saw_kernel_tree_choice(ev.addr, length)
         if ev.addr > model_addr:
             if zb[1] - zb[0] < length:
                 b.mark_unreachable(zb, length)
