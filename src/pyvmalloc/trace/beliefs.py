@@ -186,6 +186,14 @@ class Beliefs:
             blk = rb_prev(blk)
         return marked
 
+    def unmark(self, block: tuple[int, int]) -> bool:
+        """The kernel allocated in ``block``: it was free and reachable after all."""
+        gone = {k for k in self.unreachable if k[0] == block[0] and k[1] == block[1]}
+        self.unreachable -= gone
+        if (block[0], block[1]) in self.old_blocks and gone:
+            self.old_blocks.discard((block[0], block[1]))
+        return bool(gone)
+
     def is_unreachable(self, block: tuple[int, int], length: int) -> bool:
         u = self.unreachable
         if (block[0], block[1], length) in u or (block[0], block[1], 0) in u:

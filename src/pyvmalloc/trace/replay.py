@@ -639,6 +639,14 @@ class Replayer:
                 RULE, "the kernel failed and the model did not, or the reverse", ("fail", ev.line)
             )
         kind, obj, pnode, pos = self._where(ev.addr, ev.size)
+        if kind in ("lazy", "purging", "other") and self._advance_purge(ev):
+            # The kernel's purge was further on than the model assumed: now caught up.
+            return Cause(
+                RACE,
+                "a purge in flight was further on in the kernel (its areas were already "
+                "back in the tree)",
+                ("purge", b.purge_seq),
+            )
         if kind in ("lazy", "purging") or self._in_race_window(ev.timestamp):
             return Cause(
                 RACE,
@@ -713,7 +721,16 @@ class Replayer:
         assert isinstance(obj, tuple)
         length = dec.search_length
         zb = dec.block
-        if self._infer_pools and self._poolable(ev) and node >= 0:
+        if b.unmark(obj):
+            return Cause(
+                HIDDEN,
+                f"{obj[0]:#x}-{obj[1]:#x} was believed off the kernel's path or not free",
+                ("unmarked", obj[0], obj[1]),
+            )
+        # A tree search always returns the aligned bottom of a free block; an address
+        # inside a free range (to the model) is a pool entry the model could not see.
+        at_bottom = ev.addr == (max(obj[0], ev.vstart) + ev.align - 1) & ~(ev.align - 1)
+        if self._infer_pools and self._poolable(ev) and node >= 0 and not at_bottom:
             key = (node, idx)
             if b.hidden_head.get(key, 0) is not None and ev.addr not in b.hidden_refuted.get(
                 key, ()
@@ -762,6 +779,30 @@ class Replayer:
         return Cause(
             RULE, "the kernel chose a lower block the model's search skipped", ("rule", ev.line)
         )
+
+    def _advance_purge(self, ev: AllocVmapArea) -> bool:
+        """Run the next purge's phases now, as far as needed for the kernel's address
+        to be free (its first phase only if the model already waits for it)."""
+        advanced = False
+        nxt = self._next_purge
+        if self._pending is None and nxt is not None and self._armed_at is not None:
+            self.beliefs.purge_seq += 1
+            self._pending = self.space.begin_purge(limit=nxt.npurged)
+            self._purge_began_at = ev.timestamp
+            self._armed_at = None
+            self._plan_node_finish(ev.timestamp, nxt)
+            advanced = True
+        pending = self._pending
+        while pending is not None and pending.marked:
+            if self._where(ev.addr, ev.size)[0] == "free":
+                break
+            before = self.beliefs.before_refill()
+            self.space.purge_next_node(pending)
+            self.beliefs.after_refill(before)
+            if self._node_done_at:
+                self._node_done_at.pop(0)
+            advanced = True
+        return advanced and self._where(ev.addr, ev.size)[0] == "free"
 
     def _in_race_window(self, t: float) -> bool:
         """Whether ``t`` lies within a purge the trace cannot order against (open, or
