@@ -11,8 +11,9 @@ import pytest
 
 from pyvmalloc import Kernel, KernelWarning
 from pyvmalloc.config import ULONG_MAX
-from pyvmalloc.trace.events import AllocVmapArea, FreeVmapAreaNoflush, PurgeVmapAreaLazy
 from pyvmalloc.vmap.area import VaState, VmapArea, is_err
+from pyvmalloc.vmap.placement import find_vmap_lowest_linear_match
+from pyvmalloc.vmap.tracepoints import AllocVmapArea, FreeVmapAreaNoflush, PurgeVmapAreaLazy
 
 S = 0xFFFFC90000000000
 E = 0xFFFFE8FFFFFFFFFF
@@ -88,7 +89,7 @@ def test_54_inflated_search_length_skips_the_lowest_hole():
     k = _tree_with_holes("5.4")
     va = k.alloc_vmap_area(2 * P, P)
     assert va.va_start == S + 6 * P
-    linear = k.vmap_space.find_vmap_lowest_linear_match(2 * P, P, S)
+    linear = find_vmap_lowest_linear_match(k.vmap_space.free, 2 * P, P, S)
     assert linear.va_start == S + 2 * P
 
 
@@ -388,7 +389,7 @@ def test_pcpu_get_vm_areas_first_chunk_matches_the_live_machine():
     # ~(2M-1) = 0xffffe8ffffe00000; the free block [S, MAX) ends above it, so the
     # aligned end is 0xffffe8ffffe00000 and base = end - 2M = 0xffffe8ffffc00000.
     k = Kernel("6.18", cpus=2)
-    (va,) = k.vmap_space.pcpu_get_vm_areas([0], [2 << 20], 2 << 20)
+    (va,) = k.pcpu_get_vm_areas([0], [2 << 20], 2 << 20)
     assert (va.va_start, va.va_end) == (0xFFFFE8FFFFC00000, 0xFFFFE8FFFFE00000)
     k.check()
 
@@ -399,11 +400,11 @@ def test_pcpu_get_vm_areas_congruent_top_down():
     # end 0xffffe8fffff00000, base = end - (4M + 1M) = 0xffffe8ffffa00000. Unit 1 at
     # base + 4M fits in the top block, unit 0 at base fits below the first chunk.
     k = Kernel("6.18", cpus=2)
-    k.vmap_space.pcpu_get_vm_areas([0], [2 << 20], 2 << 20)
-    vas = k.vmap_space.pcpu_get_vm_areas([0, 4 << 20], [1 << 20, 1 << 20], 1 << 20)
+    k.pcpu_get_vm_areas([0], [2 << 20], 2 << 20)
+    vas = k.pcpu_get_vm_areas([0, 4 << 20], [1 << 20, 1 << 20], 1 << 20)
     assert [v.va_start for v in vas] == [0xFFFFE8FFFFA00000, 0xFFFFE8FFFFE00000]
     k.check()
-    k.vmap_space.pcpu_free_vm_areas(vas)
+    k.pcpu_free_vm_areas(vas)
     assert all(v.state == VaState.LAZY for v in vas)
     k.purge_vmap_area_lazy()
     k.check()
@@ -411,9 +412,9 @@ def test_pcpu_get_vm_areas_congruent_top_down():
 
 def test_pcpu_get_vm_areas_bad_arguments():
     k = Kernel("6.18", cpus=2)
-    assert k.vmap_space.pcpu_get_vm_areas([0, 0x1000], [0x2000, 0x1000], 0x1000) is None  # overlap
+    assert k.pcpu_get_vm_areas([0, 0x1000], [0x2000, 0x1000], 0x1000) is None  # overlap
     assert k.log.lines[-1].level == "BUG"
-    assert k.vmap_space.pcpu_get_vm_areas([0], [1 << 50], 0x1000) is None  # larger than the range
+    assert k.pcpu_get_vm_areas([0], [1 << 50], 0x1000) is None  # larger than the range
     k.check()
 
 
@@ -423,7 +424,7 @@ def test_pcpu_get_vm_areas_steps_down_the_free_list():
     # no room below it; the walk goes back to the block ending at 0xffffe8ffffc00000,
     # and base = that - 4 MiB = 0xffffe8ffff800000.
     k = Kernel("6.18", cpus=2)
-    k.vmap_space.pcpu_get_vm_areas([0], [2 << 20], 2 << 20)
-    (va,) = k.vmap_space.pcpu_get_vm_areas([0], [4 << 20], 2 << 20)
+    k.pcpu_get_vm_areas([0], [2 << 20], 2 << 20)
+    (va,) = k.pcpu_get_vm_areas([0], [4 << 20], 2 << 20)
     assert (va.va_start, va.va_end) == (0xFFFFE8FFFF800000, 0xFFFFE8FFFFC00000)
     k.check()

@@ -15,6 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from pyvmalloc import Kernel
 from pyvmalloc.vmap.area import VaState, VmapArea, is_err
+from pyvmalloc.vmap.placement import find_vmap_lowest_linear_match, find_vmap_lowest_match
 
 P = 0x1000
 
@@ -132,6 +133,8 @@ def test_tree_search_equals_linear_scan_with_exact_length(profile):
         # self-check uses align 1, as its roll-back cannot search so otherwise.
         align = 1 << rng.randint(0, 22) if profile == "6.18" else 1
         vstart = k.VMALLOC_START + rng.getrandbits(34)
-        t = space.find_vmap_lowest_match(size, align, vstart, False)
-        lin = space.find_vmap_lowest_linear_match(size, align, vstart)
+        t = find_vmap_lowest_match(
+            space.free, size, align, vstart, False, space.profile.rollback_shifts_vstart
+        )
+        lin = find_vmap_lowest_linear_match(space.free, size, align, vstart)
         assert t is lin, (size, align, hex(vstart))

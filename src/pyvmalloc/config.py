@@ -176,6 +176,9 @@ class Machine:
 # Kernel profiles
 # --------------------------------------------------------------------------------------
 
+#: ``NUMA_NO_NODE``: "any node" (include/linux/numa.h).
+NUMA_NO_NODE = -1
+
 #: Negative errno values, as the kernel returns them cast to unsigned long.
 ENOMEM = 12
 EBUSY = 16
@@ -193,9 +196,6 @@ class KernelProfile:
     """
 
     name: str
-    #: "list": the pre-5.2 linear walk of the busy list with ``free_vmap_cache``;
-    #: "augmented": the augmented rb-tree of free space (v5.2, Uladzislau Rezki).
-    allocator: Literal["list", "augmented"]
     #: Search length: v5.2–5.15 always search ``size + align - 1``; since v5.18
     #: ("adjust_search_size") only when align > PAGE_SIZE and the range is not exact.
     adjust_search_size: bool
@@ -227,6 +227,16 @@ class KernelProfile:
     max_va_size_pages: int = 256
     #: v6.16 decay rule: classes with < 4 entries survive a partial decay.
     decay_keeps_small_classes: bool = True
+    #: Where a new area goes: a placement policy's name (see :mod:`pyvmalloc.policies`).
+    #: "list-walk": before v5.2, a first-fit walk of the busy list from
+    #: ``free_vmap_cache``; "lowest-match": since v5.2 (Uladzislau Rezki, "mm/vmalloc.c: keep
+    #: track of free blocks for vmap allocation"), the lowest fitting block of the
+    #: augmented free tree.
+    placement: str = "lowest-match"
+    #: What is recycled without a search: a pool policy's name. "none" before v6.9;
+    #: "node-pools" since v6.9 (Rezki, "mm: vmalloc: Offload
+    #: free_vmap_area_lock lock"): per-node exact-size pools refilled at purge.
+    pools: str = "none"
     #: /proc/vmallocinfo skips VM_UNINITIALIZED areas (v6.16, also 6.12.y stable).
     vmallocinfo_skips_uninitialized: bool = False
 
@@ -249,7 +259,7 @@ _WARN_NEW = (
 PROFILES: dict[str, KernelProfile] = {
     "4.19": KernelProfile(
         name="4.19",
-        allocator="list",
+        placement="list-walk",
         adjust_search_size=False,
         rollback_shifts_vstart=False,
         errno_errors=False,
@@ -262,7 +272,6 @@ PROFILES: dict[str, KernelProfile] = {
     ),
     "5.4": KernelProfile(
         name="5.4",
-        allocator="augmented",
         adjust_search_size=False,
         rollback_shifts_vstart=False,
         errno_errors=False,
@@ -275,7 +284,7 @@ PROFILES: dict[str, KernelProfile] = {
     ),
     "6.18": KernelProfile(
         name="6.18",
-        allocator="augmented",
+        pools="node-pools",
         adjust_search_size=True,
         rollback_shifts_vstart=True,
         errno_errors=True,

@@ -21,10 +21,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from pyvmalloc.config import KernelProfile, Machine, get_profile
+from pyvmalloc.config import NUMA_NO_NODE, KernelProfile, Machine, get_profile
+from pyvmalloc.errors import InvariantError
+from pyvmalloc.policies import MECHANISMS, mechanism_of, placement_policy, pool_policy
 from pyvmalloc.printk import KernelLog
-from pyvmalloc.trace.events import TraceEvent
-from pyvmalloc.vmap.area import NUMA_NO_NODE, VaState, VmapArea, VmapSpace, is_err
+from pyvmalloc.vmap.area import VaState, VmapArea, is_err
+from pyvmalloc.vmap.pcpu import pcpu_free_vm_areas, pcpu_get_vm_areas
+from pyvmalloc.vmap.placement import PlacementPolicy
+from pyvmalloc.vmap.pools import PoolPolicy
+from pyvmalloc.vmap.space import VmapSpace
+from pyvmalloc.vmap.tracepoints import TraceEvent
 
 if TYPE_CHECKING:
     import numpy as np
@@ -96,6 +102,10 @@ class Kernel:
         A full :class:`Machine`; other machine keywords build one.
     strict:
         Raise :class:`~pyvmalloc.printk.KernelWarning` where the kernel would WARN.
+    placement, pools:
+        Override the profile's policies for this model: a registered name
+        (``"best-fit"``), ``"module:Class"``, a class or an instance (see
+        :mod:`pyvmalloc.policies`).
     """
 
     def __init__(
@@ -112,6 +122,8 @@ class Kernel:
         nr_cpus: int = 256,
         strict: bool = False,
         deferred_work: Literal["auto", "manual"] = "auto",
+        placement: str | PlacementPolicy | type | None = None,
+        pools: str | PoolPolicy | type | None = None,
     ) -> None:
         self.profile = get_profile(profile)
         if machine is None:
@@ -130,18 +142,21 @@ class Kernel:
         self.log = KernelLog(strict=strict)
         self.workqueue = WorkQueue(auto=deferred_work == "auto")
         self._clock_us = 0
-        space_class = VmapSpace
-        if self.profile.allocator == "list":
-            from pyvmalloc.vmap.list419 import ListVmapSpace
-
-            space_class = ListVmapSpace
-        #: The vmap area allocator (free tree, busy trees, lazy list, pools).
-        self.vmap_space: VmapSpace = space_class(
+        place = placement_policy(
+            self.profile.placement if placement is None else placement, self.profile
+        )
+        pool = pool_policy(self.profile.pools if pools is None else pools, self.profile)
+        #: The vmap area allocator (free tree, busy trees, lazy list, pools), on the
+        #: mechanism its placement policy runs on.
+        self.vmap_space: VmapSpace = MECHANISMS[mechanism_of(place)](
             machine,
             self.profile,
             self.log,
+            placement=place,
+            pools=pool,
             clock=self._clock,
             schedule_work=self.workqueue.schedule_work,
+            purge_fragmented=self._purge_fragmented_blocks,
         )
         #: interrupt context flag (``in_interrupt()``); see :meth:`interrupt_context`
         self.in_interrupt = False
@@ -248,6 +263,11 @@ class Kernel:
         self._clock_us += 1
         return self._clock_us / 1e6
 
+    def _purge_fragmented_blocks(self) -> None:
+        """Before the allocation-failure purge: ``purge_fragmented_blocks_allcpus``."""
+        if self._vm is not None:
+            self._vm.blocks.purge_fragmented_blocks_allcpus()
+
     def _after_call(self) -> None:
         if self.workqueue.auto and self.workqueue.pending:
             self.workqueue.run_pending()
@@ -327,6 +347,20 @@ class Kernel:
         """The allocation-failure purge (6.x: pools fully decayed, none refilled)."""
         return self.vmap_space.reclaim_and_purge_vmap_areas()
 
+    def pcpu_get_vm_areas(
+        self, offsets: list[int], sizes: list[int], align: int, cpu: int = 0
+    ) -> list[VmapArea] | None:
+        """``pcpu_get_vm_areas(offsets, sizes, nr_vms, align)``: congruent areas."""
+        self._check_cpu(cpu)
+        vas = pcpu_get_vm_areas(self.vmap_space, offsets, sizes, align, cpu)
+        self._after_call()
+        return vas
+
+    def pcpu_free_vm_areas(self, vas: list[VmapArea], cpu: int = 0) -> None:
+        """``pcpu_free_vm_areas(vms, nr_vms)``: free them lazily."""
+        pcpu_free_vm_areas(self.vmap_space, vas, cpu)
+        self._after_call()
+
     def run_deferred_work(self) -> int:
         """Run the pending work items (6.x lazy purge worker); return how many ran."""
         return self.workqueue.run_pending()
@@ -391,8 +425,6 @@ class Kernel:
             elif self.phys_pages_used() != (
                 self._slab.slab_pages + self._slab.large_pages + self.pgtable_pages_added()
             ):
-                from pyvmalloc.vmap.area import InvariantError
-
                 raise InvariantError("pages taken from k.phys directly are not accounted")
 
     # --- vmalloc API (kernel names; cpu= is the CPU the call runs on) ---------------

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from pyvmalloc.config import PAGE_SHIFT, PAGE_SIZE
+from pyvmalloc.config import NUMA_NO_NODE, PAGE_SHIFT, PAGE_SIZE
 from pyvmalloc.gfp import (
     __GFP_DIRECT_RECLAIM,
     __GFP_DMA,
@@ -61,7 +61,7 @@ from pyvmalloc.gfp import (
     warn_alloc_text,
 )
 from pyvmalloc.pgtable import PAGE_KERNEL, PAGE_KERNEL_NOCACHE, pgprot_nx
-from pyvmalloc.vmap.area import NUMA_NO_NODE, VMAP_RAM, VaState, VmapArea
+from pyvmalloc.vmap.area import VMAP_RAM, VaState, VmapArea
 
 if TYPE_CHECKING:
     from pyvmalloc.kernel import Kernel
@@ -218,7 +218,6 @@ class Vmalloc:
         self.in_interrupt = False
         self.ptes_written = 0
         self.blocks = VmapBlocks(self)
-        self.space.purge_fragmented_hook = self.blocks.purge_fragmented_blocks_allcpus
         #: optional call-tree recorder (pyvmalloc.explain); None = off
         self.recorder: Any = None
         self.stats = {"vmalloc": 0, "vfree": 0, "vmap": 0, "vunmap": 0, "failures": 0}
@@ -1316,7 +1315,7 @@ class Vmalloc:
         """Accounting: ``nr_vmalloc_pages`` equals the pages of live VM_ALLOC areas;
         every page the model took is accounted for (vmalloc, vmap-owned, slab,
         page tables, pages handed to the user); areas are consistent."""
-        from pyvmalloc.vmap.area import InvariantError
+        from pyvmalloc.errors import InvariantError
 
         nr = 0
         put = 0

@@ -184,8 +184,8 @@ REAL = {
     "threads-pool": (0.999, 0.999),
     "forkstorm": (0.995, 0.999),
     "bpf-churn-bg": (0.99, 0.999),
-    "threads-pool-nodrop": (0.88, 0.999),
-    "bpf-churn-bg-nodrop": (0.50, 0.97),
+    "threads-pool-nodrop": (0.95, 0.999),
+    "bpf-churn-bg-nodrop": (0.45, 0.97),
 }
 
 

@@ -28,42 +28,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pyvmalloc.config import PAGE_SIZE, Machine, get_profile, parse_size
-from pyvmalloc.kernel import Kernel
-from pyvmalloc.trace.events import AllocVmapArea, FreeVmapAreaNoflush, PurgeVmapAreaLazy
+from pyvmalloc.trace.events import (
+    AllocVmapArea,
+    FreeVmapAreaNoflush,
+    PurgeVmapAreaLazy,
+    TraceEvent,
+)
+from pyvmalloc.trace.harness import Fragmentation, TraceHarness, fragmentation
 from pyvmalloc.trace.parse import parse_trace
 from pyvmalloc.trace.snapshot import VmallocInfo, parse_vmallocinfo
-from pyvmalloc.vmap.area import VmapArea, VmapSpace, is_err
+from pyvmalloc.vmap.area import VmapArea, is_err
+from pyvmalloc.vmap.space import VmapSpace
 
 __all__ = ["Fragmentation", "WhatIfResult", "fragmentation", "plot", "register_cli", "whatif"]
-
-
-@dataclass(frozen=True)
-class Fragmentation:
-    """Free space of the vmalloc range at one moment."""
-
-    free_bytes: int
-    largest_free: int
-    free_blocks: int
-    busy_bytes: int = 0
-    lazy_bytes: int = 0
-
-    @property
-    def external(self) -> float:
-        """External fragmentation: ``1 - largest free block / all free space``."""
-        return 1 - self.largest_free / self.free_bytes if self.free_bytes else 0.0
-
-
-def fragmentation(space: VmapSpace) -> Fragmentation:
-    """Measure the free space of ``space``'s vmalloc range (pools count as used)."""
-    sizes = space.range_sizes(space.free_areas())
-    busy = sum(space.range_sizes(space.busy_areas()))
-    lazy = sum(va.va_end - va.va_start for va in space.lazy)
-    return Fragmentation(sum(sizes), max(sizes, default=0), len(sizes), busy, lazy)
 
 
 @dataclass
@@ -102,6 +85,91 @@ def _target_range(
     return space.vmalloc_start, space.vmalloc_end
 
 
+class _WhatIf:
+    """The what-if :class:`~pyvmalloc.trace.harness.TraceDriver`: the model places
+    every request itself; kernel addresses only identify what a free frees."""
+
+    def __init__(
+        self, harness: TraceHarness, res: WhatIfResult, source: Machine, samples: int
+    ) -> None:
+        self.h = harness
+        self.res = res
+        self.src_start, self.src_end = source.vmalloc_start, source.vmalloc_end
+        self.live: dict[int, VmapArea] = {}
+        self.samples = samples
+        self.every = 1
+        self.last = 0
+
+    def place(self, size: int, align: int, vstart: int, vend: int, cpu: int) -> VmapArea | None:
+        h = self.h
+        lo, hi = _target_range(h.space, h.machine, self.src_start, self.src_end, vstart, vend)
+        va = h.space.alloc_vmap_area(size, align, lo, hi, cpu=cpu % h.cpus, gfp_nowarn=True)
+        return None if is_err(va) else va  # type: ignore[return-value]
+
+    def seed(self, info: VmallocInfo) -> None:
+        """The snapshot's busy areas by size, in address order; lazy ones freed at once."""
+        res, space = self.res, self.h.space
+        s0, s1 = self.src_start, self.src_end
+        for e in sorted(info.busy, key=lambda e: e.start):
+            inside = s0 <= e.start < s1
+            va = self.place(e.size, PAGE_SIZE, s0 if inside else 0, s1 if inside else 0, 0)
+            if va is None:
+                res.snapshot_failures += 1
+            else:
+                self.live[e.start] = va
+        for e in info.unpurged:
+            va = self.place(e.size, PAGE_SIZE, s0, s1, 0)
+            if va is not None:
+                space.free_vmap_area_noflush(space.find_unlink_vmap_area(va.va_start))  # type: ignore[arg-type]
+        if res.snapshot_failures:
+            res.warnings.append(
+                f"{res.snapshot_failures} areas of the snapshot itself do not fit the target"
+            )
+
+    def prepare(self, events: Sequence[TraceEvent]) -> None:
+        self.every = max(1, len(events) // max(1, self.samples))
+        self.last = len(events) - 1
+
+    def before(self, index: int, ev: TraceEvent) -> None:
+        pass
+
+    def alloc(self, ev: AllocVmapArea) -> None:
+        if ev.failed:
+            return
+        res = self.res
+        res.requests += 1
+        va = self.place(ev.size, ev.align, ev.vstart, ev.vend, ev.cpu)
+        if va is None:
+            res.failures += 1
+            res.failed_bytes += ev.size
+            if res.first_failure_line is None:
+                res.first_failure_line = ev.line
+        else:
+            self.live[ev.addr] = va
+
+    def free(self, ev: FreeVmapAreaNoflush) -> None:
+        va = self.live.pop(ev.va_start, None)
+        if va is not None:
+            space = self.h.space
+            found = space.find_unlink_vmap_area(va.va_start)
+            if found is not None:
+                space.free_vmap_area_noflush(found, cpu=ev.cpu % self.h.cpus)
+
+    def purge(self, ev: PurgeVmapAreaLazy) -> None:
+        if self.h.trace_driven:
+            self.h.purge(None, False)
+
+    def observe(self, index: int, ev: TraceEvent, h: TraceHarness) -> None:
+        if not h.trace_driven:
+            h.kernel.workqueue.run_pending()
+        if index % self.every == 0 or index == self.last:
+            f = fragmentation(h.space)
+            res = self.res
+            res.samples.append((ev.line, f))
+            res.peak_busy_bytes = max(res.peak_busy_bytes, f.busy_bytes)
+            res.peak_used_bytes = max(res.peak_used_bytes, f.busy_bytes + f.lazy_bytes)
+
+
 def whatif(
     trace: str | os.PathLike[str],
     snapshot: str | os.PathLike[str] | VmallocInfo,
@@ -110,16 +178,13 @@ def whatif(
     machine: Machine | None = None,
     source: Machine | None = None,
     samples: int = 50,
+    placement: Any = None,
+    pools: Any = None,
 ) -> WhatIfResult:
     """Replay the capture's requests on ``machine`` under ``profile``."""
     prof = get_profile(profile)
     machine = machine or Machine()
-    source = source or Machine()
-    k = Kernel(prof, machine=machine, deferred_work="manual" if prof.has_tracepoints else "auto")
-    space = k.vmap_space
-    trace_driven = prof.has_tracepoints
-    if trace_driven:
-        space.auto_purge = False
+    h = TraceHarness(prof, machine=machine, placement=placement, pools=pools)
     info = snapshot if isinstance(snapshot, VmallocInfo) else parse_vmallocinfo(snapshot)
     parsed = parse_trace(trace)
     res = WhatIfResult(
@@ -128,67 +193,12 @@ def whatif(
         profile=prof.name,
         vmalloc_size=machine.vmalloc_end - machine.vmalloc_start,
     )
-    src_start, src_end = source.vmalloc_start, source.vmalloc_end
-    live: dict[int, VmapArea] = {}
-    cpus = machine.cpus_online
-
-    def alloc(size: int, align: int, vstart: int, vend: int, cpu: int) -> VmapArea | None:
-        lo, hi = _target_range(space, machine, src_start, src_end, vstart, vend)
-        va = space.alloc_vmap_area(size, align, lo, hi, cpu=cpu % cpus, gfp_nowarn=True)
-        return None if is_err(va) else va  # type: ignore[return-value]
-
-    for e in sorted(info.busy, key=lambda e: e.start):
-        va = alloc(
-            e.size,
-            PAGE_SIZE,
-            src_start if src_start <= e.start < src_end else 0,
-            src_end if src_start <= e.start < src_end else 0,
-            0,
-        )
-        if va is None:
-            res.snapshot_failures += 1
-        else:
-            live[e.start] = va
-    for e in info.unpurged:
-        va = alloc(e.size, PAGE_SIZE, src_start, src_end, 0)
-        if va is not None:
-            space.free_vmap_area_noflush(space.find_unlink_vmap_area(va.va_start))  # type: ignore[arg-type]
-    if res.snapshot_failures:
-        res.warnings.append(
-            f"{res.snapshot_failures} areas of the snapshot itself do not fit the target"
-        )
+    driver = _WhatIf(h, res, source or Machine(), samples)
+    driver.seed(info)
     end = parsed.marker("snapshot-end")
     events = [e for e in parsed.events if end is None or e.line > end.line]
-    every = max(1, len(events) // max(1, samples))
-    for i, ev in enumerate(events):
-        if isinstance(ev, AllocVmapArea):
-            if ev.failed:
-                continue
-            res.requests += 1
-            va = alloc(ev.size, ev.align, ev.vstart, ev.vend, ev.cpu)
-            if va is None:
-                res.failures += 1
-                res.failed_bytes += ev.size
-                if res.first_failure_line is None:
-                    res.first_failure_line = ev.line
-            else:
-                live[ev.addr] = va
-        elif isinstance(ev, FreeVmapAreaNoflush):
-            va = live.pop(ev.va_start, None)
-            if va is not None:
-                found = space.find_unlink_vmap_area(va.va_start)
-                if found is not None:
-                    space.free_vmap_area_noflush(found, cpu=ev.cpu % cpus)
-        elif isinstance(ev, PurgeVmapAreaLazy) and trace_driven:
-            space.purge_vmap_area_lazy()
-        if not trace_driven:
-            k.workqueue.run_pending()
-        if i % every == 0 or i == len(events) - 1:
-            f = fragmentation(space)
-            res.samples.append((ev.line, f))
-            res.peak_busy_bytes = max(res.peak_busy_bytes, f.busy_bytes)
-            res.peak_used_bytes = max(res.peak_used_bytes, f.busy_bytes + f.lazy_bytes)
-    k.check()
+    h.drive(driver, events, observer=driver.observe)
+    h.kernel.check()
     return res
 
 

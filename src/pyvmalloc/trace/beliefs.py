@@ -36,7 +36,8 @@ from dataclasses import dataclass
 
 from pyvmalloc.config import PAGE_SHIFT, PAGE_SIZE
 from pyvmalloc.rbtree import rb_prev
-from pyvmalloc.vmap.area import VaState, VmapArea, VmapSpace
+from pyvmalloc.vmap.area import VaState, VmapArea
+from pyvmalloc.vmap.space import VmapSpace
 
 __all__ = ["Beliefs", "Cause"]
 
@@ -172,7 +173,7 @@ class Beliefs:
         """
         space = self.space
         mask = ~(align - 1) & space.ulong_max
-        blk = space.pvm_find_va_enclose_addr(hi - 1)
+        blk = space.free.pvm_find_va_enclose_addr(hi - 1)
         marked = 0
         for _ in range(limit):
             if blk is None or blk.va_end <= lo:
@@ -283,7 +284,7 @@ class Beliefs:
             return
         keep = set()
         for s, e, length in self.unreachable:
-            blk = self.space.pvm_find_va_enclose_addr(s)
+            blk = self.space.free.pvm_find_va_enclose_addr(s)
             if blk is not None and blk.va_start == s and blk.va_end == e:
                 keep.add((s, e, length))
         self.unreachable = keep
@@ -313,7 +314,7 @@ def next_hidden_head(b: Beliefs, node: int, idx: int, size: int, align: int) -> 
         return None
     space = b.space
     refuted = b.hidden_refuted.get((node, idx), set())
-    blk = space.pvm_find_va_enclose_addr(last - 1)
+    blk = space.free.pvm_find_va_enclose_addr(last - 1)
     mask = ~(max(align, PAGE_SIZE) - 1)
     for _ in range(HIDDEN_SCAN_BLOCKS):
         if blk is None or blk.va_start < space.vmalloc_start:

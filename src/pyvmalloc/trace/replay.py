@@ -35,8 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyvmalloc.config import ENOENT, ERANGE, PAGE_SIZE, get_profile
-from pyvmalloc.kernel import Kernel
+from pyvmalloc.config import ENOENT, ERANGE, PAGE_SIZE
 from pyvmalloc.trace.beliefs import (
     HIDDEN,
     RACE,
@@ -52,18 +51,12 @@ from pyvmalloc.trace.events import (
     PurgeVmapAreaLazy,
     TraceEvent,
 )
+from pyvmalloc.trace.harness import Observer, TraceHarness, events_after_snapshot
 from pyvmalloc.trace.parse import TraceParseResult, parse_trace
-from pyvmalloc.trace.snapshot import VmallocInfo, infer_lazy_nodes, lazy_runs, parse_vmallocinfo
-from pyvmalloc.vmap.area import (
-    VMAP_BLOCK,
-    VMAP_RAM,
-    Decision,
-    FitType,
-    PendingPurge,
-    VmapArea,
-    VmapSpace,
-    is_err,
-)
+from pyvmalloc.trace.snapshot import VmallocInfo, lazy_runs, parse_vmallocinfo
+from pyvmalloc.vmap.area import Decision, FitType, PendingPurge, VmapArea, is_err
+from pyvmalloc.vmap.placement import find_vmap_lowest_match
+from pyvmalloc.vmap.space import VmapSpace
 
 #: Consecutive frees whose nr_lazy must differ from the model's to count as a drift.
 DRIFT_RUN = 8
@@ -123,6 +116,9 @@ class ReplayResult:
 
     profile: str
     cpus: int
+    #: The placement and pool policies the model ran with.
+    placement: str = ""
+    pools: str = ""
     events: int = 0
     allocs_compared: int = 0
     allocs_matched: int = 0
@@ -230,7 +226,8 @@ def load_capture(path: str | os.PathLike[str]) -> tuple[Path, Path, dict[str, An
 
 
 class Replayer:
-    """One model, seeded from a snapshot, fed a trace."""
+    """One model, seeded from a snapshot, fed a trace: a :class:`TraceDriver` that
+    compares every allocation with the kernel's and adopts the kernel's address."""
 
     def __init__(
         self,
@@ -242,15 +239,15 @@ class Replayer:
         early_decay: bool = True,
         worker_latency: float = 20e-6,
         node_by_node: bool = True,
+        placement: Any = None,
+        pools: Any = None,
     ) -> None:
-        self.profile = get_profile(profile)
-        self.kernel = Kernel(self.profile, cpus=cpus, deferred_work="manual")
-        self.space = self.kernel.vmap_space
+        self.harness = TraceHarness(profile, cpus=cpus, placement=placement, pools=pools)
+        self.profile = self.harness.profile
+        self.kernel = self.harness.kernel
+        self.space = self.harness.space
         #: Purges follow the trace where the profile has the tracepoints (6.x).
-        self.trace_driven = self.profile.has_tracepoints
-        if self.trace_driven:
-            self.space.auto_purge = False
-            self.space.reclaim_on_failure = False
+        self.trace_driven = self.harness.trace_driven
         self.space.explain = True
         self.cpus = cpus
         #: Start a purge where num_purged shows it began (see :meth:`_free`).
@@ -261,6 +258,8 @@ class Replayer:
         self.node_by_node = node_by_node
         self.keep_mismatches = keep_mismatches
         self.result = ReplayResult(profile=self.profile.name, cpus=cpus)
+        self.result.placement = self.space.placement.name
+        self.result.pools = self.space.pools.name
         self._last_alloc_failed = False
         #: The next purge event of the trace, and its first phase if already run.
         self._next_purge: PurgeVmapAreaLazy | None = None
@@ -290,38 +289,48 @@ class Replayer:
 
     # --- snapshot import ------------------------------------------------------------
     def _seed(self, info: VmallocInfo) -> None:
+        busy, lazy = self.harness.seed_snapshot(info)
+        self.result.snapshot_busy += busy
+        self.result.snapshot_lazy += lazy
         space = self.space
         n = space.nr_vmap_nodes
-        vs, ve = space.vmalloc_start, space.vmalloc_end
-        block = self.kernel.machine.vmap_block_size
-        for e in info.busy:
-            flags = 0
-            if e.kind == "vm_map_ram":
-                flags = VMAP_RAM | (VMAP_BLOCK if e.size == block else 0)
-            if n > 1 and vs <= e.start and e.end <= ve:
-                # Allocated in the vmalloc range: the kernel tagged it with the node
-                # of the CPU that allocated it, which the snapshot does not show. The
-                # address-zone node is the model's guess.
-                flags |= space.encode_vn_id(space.addr_to_node_id(e.start))
-                va = space.seed_busy(e.start, e.end, flags=flags)
-                self.beliefs.guess_node(va)
-            else:
-                space.seed_busy(e.start, e.end, flags=flags)
-            self.result.snapshot_busy += 1
-        lazy = info.unpurged
-        if lazy:
-            nodes = infer_lazy_nodes(info, n) if n > 1 else [0] * len(lazy)
-            ambiguous = n > 1 and len(lazy_runs(info)) < n
-            for e, node in zip(lazy, nodes, strict=True):
-                va = space.seed_lazy(e.start, e.end, node)
-                if ambiguous:  # one ascending run may be two nodes' lists
+        if n > 1:
+            # The kernel tagged each busy area of the vmalloc range with its allocating
+            # CPU's node; the snapshot does not show it: the address-zone node is a
+            # guess. So is a lazy area's node when one ascending run may be two lists.
+            vs, ve = space.vmalloc_start, space.vmalloc_end
+            for va in space.busy_areas():
+                if vs <= va.va_start and va.va_end <= ve:
                     self.beliefs.guess_node(va)
-                self.result.snapshot_lazy += 1
+            if info.unpurged and len(lazy_runs(info)) < n:
+                for va in space.lazy:
+                    self.beliefs.guess_node(va)
         self.beliefs.remember_old_blocks()
 
     # --- events -----------------------------------------------------------------------
-    def run(self, events: Sequence[TraceEvent], progress: bool = False) -> None:
+    def run(
+        self,
+        events: Sequence[TraceEvent],
+        progress: bool = False,
+        observer: Observer | None = None,
+    ) -> None:
         """Apply ``events`` in order, with the look-ahead purges need."""
+        self._bar = None
+        if progress and len(events) > 20_000:
+            from rich.progress import Progress
+
+            self._bar = Progress(transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task(f"replay {self.profile.name}", total=len(events))
+        try:
+            self.harness.drive(self, events, observer=observer)
+        finally:
+            if self._bar is not None:
+                self._bar.stop()
+
+    def prepare(self, events: Sequence[TraceEvent]) -> None:
+        """Look ahead: where the purge events are, and what their workers' CPUs did."""
+        self._events = events
         purge_at = [i for i, e in enumerate(events) if isinstance(e, PurgeVmapAreaLazy)]
         # The purge worker runs on the CPU its event was traced on: whatever else that
         # CPU traced before the event ran before the worker started.
@@ -333,30 +342,21 @@ class Replayer:
             self._worker_cpu_busy_until[j] = last
             prev = j
         self._purge_index = -1
-        nxt = 0
-        bar = None
-        if progress and len(events) > 20_000:
-            from rich.progress import Progress
+        self._purge_at = purge_at
+        self._nxt = 0
 
-            bar = Progress(transient=True)
-            bar.start()
-            task = bar.add_task(f"replay {self.profile.name}", total=len(events))
-        try:
-            for i, ev in enumerate(events):
-                while nxt < len(purge_at) and purge_at[nxt] < i:
-                    nxt += 1
-                self._next_purge = events[purge_at[nxt]] if nxt < len(purge_at) else None  # type: ignore[assignment]
-                self._purge_index = purge_at[nxt] if nxt < len(purge_at) else -1
-                self._index = i
-                self.apply(ev)
-                if bar is not None and i % 5000 == 0:
-                    bar.update(task, completed=i)
-        finally:
-            if bar is not None:
-                bar.stop()
-
-    def apply(self, ev: TraceEvent) -> None:
-        """Apply one trace event."""
+    def before(self, i: int, ev: TraceEvent) -> None:
+        """Before event ``i``: the next purge's phases that have happened by now."""
+        purge_at = self._purge_at
+        j = self._nxt
+        while j < len(purge_at) and purge_at[j] < i:
+            j += 1
+        self._nxt = j
+        self._next_purge = self._events[purge_at[j]] if j < len(purge_at) else None  # type: ignore[assignment]
+        self._purge_index = purge_at[j] if j < len(purge_at) else -1
+        self._index = i
+        if self._bar is not None and i % 5000 == 0:
+            self._bar.update(self._task, completed=i)
         self.result.events += 1
         armed = self._armed_at
         if (
@@ -372,7 +372,7 @@ class Replayer:
             nxt = self._next_purge
             assert nxt is not None
             self.beliefs.purge_seq += 1
-            self._pending = self.space.begin_purge(limit=nxt.npurged)
+            self._pending = self.harness.begin_purge(nxt.npurged)
             self._purge_began_at = ev.timestamp if ev.timestamp < armed else armed
             self._armed_at = None
             self._plan_node_finish(ev.timestamp if ev.timestamp < armed else armed, nxt)
@@ -386,12 +386,6 @@ class Replayer:
                 before = self.beliefs.before_refill()
                 self.space.purge_next_node(pending)
                 self.beliefs.after_refill(before)
-        if isinstance(ev, AllocVmapArea):
-            self._alloc(ev)
-        elif isinstance(ev, FreeVmapAreaNoflush):
-            self._free(ev)
-        elif isinstance(ev, PurgeVmapAreaLazy):
-            self._purge(ev)
 
     def _plan_node_finish(self, t1: float, nxt: PurgeVmapAreaLazy) -> None:
         """When each node's second phase is done, between ``t1`` and the purge event."""
@@ -406,7 +400,7 @@ class Replayer:
             done += len(lst)
             self._node_done_at.append(t1 + span * done / total)
 
-    def _alloc(self, ev: AllocVmapArea) -> None:
+    def alloc(self, ev: AllocVmapArea) -> None:
         space = self.space
         res = self.result
         cpu = ev.cpu % self.cpus
@@ -437,9 +431,7 @@ class Replayer:
                 "pool", node=cpu % space.nr_vmap_nodes, pool_index=pool_class(ev.size)
             )
         else:
-            va = space.alloc_vmap_area(
-                ev.size, ev.align, ev.vstart, ev.vend, cpu=cpu, gfp_nowarn=True
-            )
+            va = self.harness.alloc(ev.size, ev.align, ev.vstart, ev.vend, cpu)
         dec = space.last_decision
         model_ok = not is_err(va)
         if (
@@ -479,7 +471,7 @@ class Replayer:
             assert isinstance(va, VmapArea)
             if pool_hit and hidden is None:
                 head = va
-            space.undo_alloc(va, pool_hit and hidden is None, cpu)
+            self.harness.undo_alloc(va, pool_hit and hidden is None, cpu)
         where = "" if kernel_failed else space.locate(ev.addr)
         if hidden is not None:
             reason = f"inferred head of node {cpu % space.nr_vmap_nodes}'s pool at snapshot time"
@@ -534,7 +526,9 @@ class Replayer:
         """Where the model's tree search would put this allocation (no clipping)."""
         space = self.space
         adjust = not (ev.align <= PAGE_SIZE or ev.vend - ev.vstart == ev.size)
-        blk = space.find_vmap_lowest_match(ev.size, ev.align, ev.vstart, adjust)
+        blk = find_vmap_lowest_match(
+            space.free, ev.size, ev.align, ev.vstart, adjust, self.profile.rollback_shifts_vstart
+        )
         if blk is None:
             return None
         s = max(blk.va_start, ev.vstart)
@@ -573,18 +567,8 @@ class Replayer:
 
     def _adopt(self, ev: AllocVmapArea, cpu: int) -> None:
         """Make the kernel's address busy in the model, tagged with the CPU's node."""
-        space = self.space
-        flags = 0
-        if space.nr_vmap_nodes > 1 and (
-            ev.vstart == space.vmalloc_start and ev.vend == space.vmalloc_end
-        ):
-            flags = space.encode_vn_id(cpu % space.nr_vmap_nodes)
-        notes = space.claim_range(ev.addr, ev.addr + ev.size)
+        notes = self.harness.adopt(ev, cpu)
         self.result.notes.extend(f"line {ev.line}: {n}" for n in notes[:3])
-        va = VmapArea(ev.addr, ev.addr + ev.size)
-        va.flags = flags
-        space._busy_insert(va)
-        space.stats.allocs += 1
         self.beliefs.forget(ev.addr)
 
     def _search_again(
@@ -592,7 +576,7 @@ class Replayer:
     ) -> VmapArea | int:
         """The model's search ended in a block the kernel's does not reach: search on."""
         space = self.space
-        space.undo_alloc(va, False, cpu)
+        self.harness.undo_alloc(va, False, cpu)
         blk = self.beliefs.search_skipping(ev.size, ev.align, ev.vstart, length)
         if blk is None:
             space.last_decision = Decision("fail", error=ENOENT)
@@ -615,7 +599,7 @@ class Replayer:
         self._adopt(fake, cpu)
         new = space.find_vmap_area(nva)
         assert new is not None
-        dec.fit = FitType.NE_FIT_TYPE if blk.va_start < nva < blk.va_end - ev.size else 0
+        dec.fit = _fit_type(blk.va_start, blk.va_end, nva, nva + ev.size)
         space.last_decision = dec
         self.result.searches_skipping_unreachable += 1
         return new
@@ -787,7 +771,7 @@ class Replayer:
         nxt = self._next_purge
         if self._pending is None and nxt is not None and self._armed_at is not None:
             self.beliefs.purge_seq += 1
-            self._pending = self.space.begin_purge(limit=nxt.npurged)
+            self._pending = self.harness.begin_purge(nxt.npurged)
             self._purge_began_at = ev.timestamp
             self._armed_at = None
             self._plan_node_finish(ev.timestamp, nxt)
@@ -814,7 +798,7 @@ class Replayer:
     def _where(self, addr: int, size: int) -> tuple[str, object, int, int]:
         """Where the model keeps ``addr``: (kind, area or block, node, pool position)."""
         space = self.space
-        blk = space.pvm_find_va_enclose_addr(addr)
+        blk = space.free.pvm_find_va_enclose_addr(addr)
         if blk is not None and blk.va_start <= addr < blk.va_end:
             return "free", (blk.va_start, blk.va_end), -1, -1
         idx = pool_class(size)
@@ -836,18 +820,15 @@ class Replayer:
                     return "purging", va, -1, -1
         return "other", None, -1, -1
 
-    def _free(self, ev: FreeVmapAreaNoflush) -> None:
+    def free(self, ev: FreeVmapAreaNoflush) -> None:
         space = self.space
         res = self.result
         res.frees += 1
-        va = space.find_unlink_vmap_area(ev.va_start)
-        if va is None or va.va_start != ev.va_start:
-            if va is not None:  # an interior address: put it back, it is not this area
-                space._busy_insert(va)
+        size = self._busy_size(ev.va_start)
+        if not self.harness.free(ev.va_start, ev.cpu % self.cpus):
             res.frees_unknown += 1
             return
-        space.free_vmap_area_noflush(va, cpu=ev.cpu % self.cpus)
-        self.beliefs.recycled[va.va_start] = va.va_end - va.va_start
+        self.beliefs.recycled[ev.va_start] = size
         if self.trace_driven:
             # Frees racing on different CPUs may add to vmap_lazy_nr in another order
             # than their timestamps (the trace clock is per CPU), so a few show a
@@ -880,7 +861,7 @@ class Replayer:
             wake = (self._crossed_at or ev.timestamp) + self.worker_latency
             self._armed_at = max(ev.timestamp, wake)
 
-    def _purge(self, ev: PurgeVmapAreaLazy) -> None:
+    def purge(self, ev: PurgeVmapAreaLazy) -> None:
         self.result.purges += 1
         if not self.trace_driven:
             return  # older profiles purge on their own lazy threshold
@@ -895,7 +876,7 @@ class Replayer:
         else:
             self.beliefs.purge_seq += 1
             self._purge_began_at = ev.timestamp
-            self.space.purge_vmap_area_lazy(limit=ev.npurged, full_pool_decay=full)
+            self.harness.purge(ev.npurged, full)
         self.beliefs.after_refill(before)
         self._last_purge_end = ev.timestamp
         self._last_alloc_failed = False
@@ -930,7 +911,7 @@ class Replayer:
             elif isinstance(ev, FreeVmapAreaNoflush):
                 va = space.find_vmap_area(ev.va_start)
                 if va is not None and va.va_start == ev.va_start:
-                    self._free(ev)
+                    self.free(ev)
                     res.frees -= 1  # counted by the window, not the trace part
                     res.window_applied += 1
                 else:
@@ -944,6 +925,10 @@ class Replayer:
                 f"{len(window)} events fell between the snapshot markers: "
                 f"{res.window_reflected} already in the snapshot, {res.window_applied} applied"
             )
+
+    def _busy_size(self, addr: int) -> int:
+        va = self.space.find_vmap_area(addr)
+        return va.va_end - va.va_start if va is not None and va.va_start == addr else 0
 
     def finish(self) -> ReplayResult:
         space = self.space
@@ -1013,46 +998,21 @@ def _events_after_snapshot(
     info: VmallocInfo | None = None,
     window: list[TraceEvent] | None = None,
 ) -> list[TraceEvent]:
-    """The events the snapshot does not reflect yet.
+    """The events the snapshot does not reflect yet (see :func:`events_after_snapshot`).
 
-    A capture marks the snapshot in the trace (``snapshot-begin``/``snapshot-end``).
-    Events between the markers go to ``window`` (see :meth:`Replayer.resolve_window`).
-    Without markers, the snapshot itself tells: an allocation whose exact range is
-    busy in the snapshot, with no free of that address before it in the trace, was
-    made before the snapshot was read; replay starts after the last such event.
+    With ``window``, the events between the snapshot markers go there, to be checked
+    against the snapshot one by one (:meth:`Replayer.resolve_window`).
     """
-    end = parsed.marker("snapshot-end")
-    begin = parsed.marker("snapshot-begin")
-    events = parsed.events
-    if end is None:
-        if info is None:
-            return events
-        busy = {(e.start, e.end) for e in info.busy}
-        freed: set[int] = set()
-        sync = 0
-        for i, ev in enumerate(events):
-            if isinstance(ev, FreeVmapAreaNoflush):
-                freed.add(ev.va_start)
-            elif (
-                isinstance(ev, AllocVmapArea)
-                and not ev.failed
-                and (ev.addr, ev.addr + ev.size) in busy
-                and ev.addr not in freed
-            ):
-                sync = i + 1
-        if sync:
-            res.skipped_before_snapshot = sync
-            res.notes.append(
-                f"no snapshot markers: the first {sync} events are already reflected in "
-                "the snapshot (their areas are busy in it) and were skipped"
-            )
-        return events[sync:]
-    keep = [e for e in events if e.line > end.line]
-    res.skipped_before_snapshot = len(events) - len(keep)
-    if window is not None and begin is not None:
-        window.extend(e for e in events if begin.line < e.line < end.line)
+    out = events_after_snapshot(parsed, info)
+    res.skipped_before_snapshot = out.skipped
+    begin, end = parsed.marker("snapshot-begin"), parsed.marker("snapshot-end")
+    if window is not None and begin is not None and end is not None:
+        window.extend(e for e in parsed.events if begin.line < e.line < end.line)
         res.skipped_before_snapshot -= len(window)
-    return keep
+        res.notes.extend(n for n in out.notes if "between the snapshot markers" not in n)
+    else:
+        res.notes.extend(out.notes)
+    return out.events
 
 
 def replay(
@@ -1064,11 +1024,17 @@ def replay(
     progress: bool = False,
     meta: dict[str, Any] | None = None,
     end_snapshot: str | os.PathLike[str] | None = None,
+    placement: Any = None,
+    pools: Any = None,
+    observer: Observer | None = None,
 ) -> ReplayResult:
     """Replay ``trace`` from ``snapshot`` under ``profile``; return the comparison.
 
     With ``end_snapshot`` (a capture's ``vmallocinfo.end``) the replay stops where the
     end snapshot was read and compares the model's final state with it.
+    ``placement``/``pools`` override the profile's policies (a name, ``module:Class``,
+    a class or an instance); ``observer(index, event, harness)`` is called after each
+    event.
     """
     meta = meta or {}
     if cpus is None:
@@ -1077,7 +1043,7 @@ def replay(
     info = parse_vmallocinfo(snapshot)
     parsed = parse_trace(trace)
     t0 = time.perf_counter()
-    rp = Replayer(info, profile=profile, cpus=cpus)
+    rp = Replayer(info, profile=profile, cpus=cpus, placement=placement, pools=pools)
     res = rp.result
     res.trace_lost_events = parsed.lost
     res.trace_incomplete = parsed.incomplete
@@ -1091,7 +1057,7 @@ def replay(
     end_mark = parsed.marker("end-snapshot-begin")
     if end_info is not None and end_mark is not None:
         events = [e for e in events if e.line < end_mark.line]
-    rp.run(events, progress=progress)
+    rp.run(events, progress=progress, observer=observer)
     rp.finish()
     if end_info is not None and rp.profile.vmap_nodes:
         res.end_check = compare_end_snapshot(rp.space, end_info, rp.beliefs.guessed_starts())
@@ -1279,3 +1245,10 @@ def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - conven
 def _key_str(key: tuple[object, ...]) -> str:
     """A cause key as text: addresses in hex."""
     return ":".join(f"{k:#x}" if isinstance(k, int) and k > 0xFFFF else str(k) for k in key)
+
+
+def _fit_type(start: int, end: int, nva: int, nva_end: int) -> int:
+    """How ``[nva, nva_end)`` sits in the free block ``[start, end)``."""
+    if nva == start:
+        return FitType.FL_FIT_TYPE if nva_end == end else FitType.LE_FIT_TYPE
+    return FitType.RE_FIT_TYPE if nva_end == end else FitType.NE_FIT_TYPE

@@ -53,8 +53,11 @@ whole llist (newest first) and frees the areas in that order.
 
 No free tree, no pools, one node, no tracepoints (they arrived in v6.2).
 
-Model API mapping (the methods of :class:`~pyvmalloc.vmap.area.VmapSpace` keep
-their meaning so that the Kernel, the replay and the reports work unchanged):
+Mechanism and policy: :class:`ListVmapSpace` is 4.19's mechanism (one busy tree that
+also holds the lazily freed areas, no free tree, no pools) and :class:`ListWalk` its
+placement policy, the walk above; its self-check is a brute-force first fit. The
+space's methods keep the meaning of :class:`~pyvmalloc.vmap.space.VmapSpace`'s, so
+the Kernel, the replay and the reports work unchanged:
 
 * area states: ``BUSY`` (allocated, ``VM_VM_AREA``), ``LAZY`` (queued for purge,
   ``VM_LAZY_FREE``), ``DETACHED`` *while still in the tree* (between
@@ -75,12 +78,12 @@ their meaning so that the Kernel, the replay and the reports work unchanged):
 from __future__ import annotations
 
 import random
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from pyvmalloc.config import EBUSY, EINVAL, PAGE_SHIFT, PAGE_SIZE, KernelProfile, Machine
+from pyvmalloc.errors import InvariantError
 from pyvmalloc.printk import KernelLog
 from pyvmalloc.rbtree import (
     RBRoot,
@@ -93,16 +96,11 @@ from pyvmalloc.rbtree import (
     rb_prev,
     validate_rbtree,
 )
-from pyvmalloc.vmap.area import (
-    Decision,
-    InvariantError,
-    PendingPurge,
-    VaState,
-    VmapArea,
-    VmapSpace,
-)
+from pyvmalloc.vmap.area import Decision, PendingPurge, VaState, VmapArea, va_start_key
+from pyvmalloc.vmap.pools import PoolPolicy
+from pyvmalloc.vmap.space import VmapSpace
 
-__all__ = ["ListDecision", "ListVmapSpace", "first_fit"]
+__all__ = ["ListDecision", "ListVmapSpace", "ListWalk", "first_fit"]
 
 _BUSY = VaState.BUSY
 _LAZY = VaState.LAZY
@@ -149,7 +147,7 @@ def first_fit(
     return None
 
 
-#: Everything ``_search`` updates: a dry-run search saves and restores these.
+#: Everything ``ListWalk.search`` updates: a dry-run search saves and restores these.
 _SEARCH_STATE = (
     "free_vmap_cache",
     "cached_hole_size",
@@ -165,7 +163,14 @@ _SEARCH_STATE = (
 
 
 class ListVmapSpace(VmapSpace):
-    """v4.19's ``alloc_vmap_area``: first fit by walking the busy list from a cache."""
+    """v4.19's vmap allocator: one busy tree, free space only between its areas."""
+
+    tracks_free_space = False
+
+    @property
+    def nr_free(self) -> int:
+        """Gaps of ``[1, ULONG_MAX)`` between the areas of the tree."""
+        return self._nr_gaps
 
     def __init__(
         self,
@@ -173,10 +178,17 @@ class ListVmapSpace(VmapSpace):
         profile: KernelProfile,
         log: KernelLog,
         *,
+        placement: ListWalk,
+        pools: PoolPolicy,
         clock: Callable[[], float] | None = None,
         schedule_work: Callable[[str, Callable[[], None]], object] | None = None,
-        purge_hook: Callable[[], None] | None = None,
+        purge_fragmented: Callable[[], object] | None = None,
     ) -> None:
+        if pools.name != "none":
+            raise ValueError(f"the 4.19 list walk has no vmap nodes for pools {pools!r}")
+        self.placement_walk = placement
+        #: Gaps of ``[1, ULONG_MAX)`` between the tree's areas.
+        self._nr_gaps = 1
         #: ``free_vmap_cache``: a node of the busy tree, or None.
         self.free_vmap_cache: VmapArea | None = None
         self.cached_hole_size = 0
@@ -198,9 +210,11 @@ class ListVmapSpace(VmapSpace):
             machine,
             profile,
             log,
+            placement=placement,  # type: ignore[arg-type]
+            pools=pools,
             clock=clock,
             schedule_work=schedule_work,
-            purge_hook=purge_hook,
+            purge_fragmented=purge_fragmented,
         )
         self._root: RBRoot = self.nodes[0].busy
         self._check_rng = random.Random(0x419)
@@ -211,10 +225,10 @@ class ListVmapSpace(VmapSpace):
     def vmap_init_free_space(self, busy: list[tuple[int, int]] | None = None) -> None:
         """4.19 has no free tree: the space starts as one gap; ``busy`` become areas."""
         self._root = self.nodes[0].busy
-        self.nr_free = 1 if self._root.rb_node is None else self.nr_free
+        self._nr_gaps = 1 if self._root.rb_node is None else self._nr_gaps
         for start, end in busy or []:
             va = VmapArea(start, end)
-            self._busy_insert(va)
+            self.insert_vmap_area(va)
 
     # ------------------------------------------------------------------------------
     # Tree + list primitives (__insert_vmap_area, __free_vmap_area)
@@ -242,14 +256,14 @@ class ListVmapSpace(VmapSpace):
                 prev = node
                 node = node.rb_right
             else:
-                self._overlap(va, node)
+                self.free.complain_overlap(va, node)
                 raise InvariantError(f"busy insert overlaps: {va!r} and {node!r}")
         rb_link_node(va, parent, left, root)
         rb_insert_color(va, root)
         self.nr_tree += 1
         lo = prev.va_end if prev is not None else 1
         hi = nxt.va_start if nxt is not None else self.ulong_max
-        self.nr_free += (va_start > lo) + (hi > va_end) - (hi > lo)
+        self._nr_gaps += (va_start > lo) + (hi > va_end) - (hi > lo)
 
     def _tree_erase(self, va: VmapArea) -> None:
         """``__free_vmap_area``: cache update, erase, gap accounting, pcpu hole."""
@@ -267,11 +281,11 @@ class ListVmapSpace(VmapSpace):
         self.nr_tree -= 1
         lo = prev.va_end if prev is not None else 1
         hi = nxt.va_start if nxt is not None else self.ulong_max
-        self.nr_free -= (va.va_start > lo) + (hi > va.va_end) - (hi > lo)
+        self._nr_gaps -= (va.va_start > lo) + (hi > va.va_end) - (hi > lo)
         if self.vmalloc_start < va.va_end <= self.vmalloc_end:
             self.vmap_area_pcpu_hole = max(self.vmap_area_pcpu_hole, va.va_end)
 
-    def _busy_insert(self, va: VmapArea) -> None:
+    def insert_vmap_area(self, va: VmapArea) -> None:
         """Insert ``va`` as a busy area (an area still in the tree is just re-marked)."""
         if self._linked(va) and self._find_in(self._root, va.va_start) is va:
             if va.state == _LAZY:
@@ -282,104 +296,12 @@ class ListVmapSpace(VmapSpace):
             va.state = _BUSY
             self.nr_busy += 1
 
-    def _busy_unlink(self, va: VmapArea, node_id: int = 0) -> None:
+    def unlink_vmap_area(self, va: VmapArea, node_id: int = 0) -> None:
         """Take ``va`` out of the tree at once (``__free_vmap_area``)."""
         if va.state == _BUSY:
             self.nr_busy -= 1
         self._tree_erase(va)
         va.state = _DETACHED
-
-    # ------------------------------------------------------------------------------
-    # The search
-    # ------------------------------------------------------------------------------
-    def _search(self, size: int, align: int, vstart: int, vend: int) -> int:
-        """The search part of ``alloc_vmap_area``: an address, or -1 for "overflow".
-
-        Updates the cache globals exactly like the kernel (the caller inserts the
-        new area and points ``free_vmap_cache`` at it).
-        """
-        umax = self.ulong_max
-        am1 = align - 1
-        mask = umax & ~am1
-        cache = self.free_vmap_cache
-        if cache is not None and (
-            size < self.cached_hole_size or vstart < self.cached_vstart or align < self.cached_align
-        ):
-            cache = None
-        self.cached_vstart = vstart
-        self.cached_align = align
-        first: Any = None
-        if cache is not None:
-            addr = (cache.va_end + am1) & mask
-            if addr < vstart:
-                cache = None  # goto nocache
-            else:
-                first = cache
-                chs = self.cached_hole_size
-                self._cache_hit = True
-                self.cache_hits += 1
-                self._start_addr = addr
-                if addr + size > umax:
-                    self.last_walk_steps = 0
-                    return -1
-        if cache is None:
-            self.free_vmap_cache = None
-            chs = self.cached_hole_size = 0
-            self._cache_hit = False
-            self.cache_misses += 1
-            addr = (vstart + am1) & mask
-            self._start_addr = addr
-            if addr + size > umax:
-                self.last_walk_steps = 0
-                return -1
-            n = self._root.rb_node
-            while n is not None:
-                if n.va_end >= addr:
-                    first = n
-                    if n.va_start <= addr:
-                        break
-                    n = n.rb_left
-                else:
-                    n = n.rb_right
-        steps = 0
-        if first is not None:
-            # The list walk, rb_next inlined: keep this loop free of calls.
-            lim = umax - size  # addr + size wraps iff addr > lim
-            while True:
-                fs = first.va_start
-                end = addr + size
-                if end <= fs or end > vend:
-                    break
-                steps += 1
-                if ((addr + chs) & umax) < fs:
-                    chs = fs - addr
-                addr = (first.va_end + am1) & mask
-                if addr > lim:
-                    self.cached_hole_size = chs
-                    self.last_walk_steps = steps
-                    self.walk_steps += steps
-                    return -1
-                n = first.rb_right
-                if n is not None:
-                    c = n.rb_left
-                    while c is not None:
-                        n = c
-                        c = n.rb_left
-                    first = n
-                else:
-                    n = first.rb_parent
-                    while n is not None and first is n.rb_right:
-                        first = n
-                        n = n.rb_parent
-                    if n is None:
-                        break  # list_is_last: found
-                    first = n
-            self.cached_hole_size = chs
-        self.last_walk_steps = steps
-        self.walk_steps += steps
-        if addr + size > vend:
-            return -1
-        return addr
 
     def alloc_vmap_area(
         self,
@@ -403,12 +325,13 @@ class ListVmapSpace(VmapSpace):
             return -EINVAL
         self.last_pool_hit = False
         purged = False
+        search = self.placement_walk.search
         while True:
-            addr = self._search(size, align, vstart, vend)
+            addr = search(self, size, align, vstart, vend)
             if addr >= 0:
                 break
             # overflow:
-            if not purged and self.reclaim_on_failure:
+            if not purged:
                 self.stats.retries += 1
                 self.reclaim_and_purge_vmap_areas()
                 purged = True
@@ -437,6 +360,26 @@ class ListVmapSpace(VmapSpace):
                 f"{vstart:#x}-{vend:#x}"
             )
             return -EINVAL
+        return self._insert_new(addr, size, va_flags, vm)
+
+    def alloc_vmap_area_once(
+        self,
+        size: int,
+        align: int,
+        vstart: int,
+        vend: int,
+        cpu: int = 0,
+        va_flags: int = 0,
+        vm: Any = None,
+    ) -> VmapArea | int:
+        """One walk, no purge on failure (4.19 has no tracepoint to emit)."""
+        self.last_pool_hit = False
+        addr = self.placement_walk.search(self, size, align, vstart, vend)
+        if addr < 0 or addr & (align - 1) or addr < vstart or addr + size > vend:
+            return -EBUSY
+        return self._insert_new(addr, size, va_flags, vm)
+
+    def _insert_new(self, addr: int, size: int, va_flags: int, vm: Any) -> VmapArea:
         va = VmapArea(addr, addr + size)
         va.vm = vm
         va.flags = va_flags
@@ -467,7 +410,7 @@ class ListVmapSpace(VmapSpace):
             hole=hole,
         )
 
-    def find_vmap_lowest_linear_match(self, size: int, align: int, vstart: int) -> VmapArea | None:
+    def first_fit_gap(self, size: int, align: int, vstart: int) -> VmapArea | None:
         """The first gap (as a synthetic free area) where a first fit would land."""
         addr = first_fit(
             [(v.va_start, v.va_end) for v in rb_inorder(self._root)],
@@ -487,15 +430,6 @@ class ListVmapSpace(VmapSpace):
     # ------------------------------------------------------------------------------
     # Lookups
     # ------------------------------------------------------------------------------
-    def pcpu_get_vm_areas(
-        self, offsets: list[int], sizes: list[int], align: int, cpu: int = 0
-    ) -> list[VmapArea] | None:
-        """Not modelled for 4.19: its pcpu_get_vm_areas walked the busy list from the
-        top with ``vmap_area_pcpu_hole``, which this class does not reproduce."""
-        raise NotImplementedError(
-            "pcpu_get_vm_areas is not modelled for the 4.19 profile (use 5.4 or 6.18)"
-        )
-
     def find_any_vmap_area(self, addr: int) -> VmapArea | None:
         """``__find_vmap_area``: any area of the tree containing ``addr`` (lazy too)."""
         return self._find_in(self._root, addr)
@@ -510,7 +444,7 @@ class ListVmapSpace(VmapSpace):
 
         4.19 does not unlink: the area stays in the tree (state ``DETACHED``, still
         occupying its range) until :meth:`free_vmap_area_noflush` queues it or
-        :meth:`free_vmap_area` erases it. :meth:`_busy_insert` re-marks it busy.
+        :meth:`free_vmap_area` erases it. :meth:`insert_vmap_area` re-marks it busy.
         """
         va = self._find_in(self._root, addr)
         if va is None or va.state != _BUSY:
@@ -552,7 +486,7 @@ class ListVmapSpace(VmapSpace):
         if va.state == _LAZY or not self._linked(va):
             self.log.WARN(f"free_vmap_area: {va!r} is not an allocated area")
             return
-        self._busy_unlink(va)
+        self.unlink_vmap_area(va)
         va.vm = None
         self.stats.direct_frees += 1
 
@@ -574,7 +508,7 @@ class ListVmapSpace(VmapSpace):
         self.vmap_lazy_nr = nr_lazy
         self.lazy.append(va)
         self.stats.lazy_frees += 1
-        if nr_lazy > self.lazy_max_pages and self.auto_purge:
+        if nr_lazy > self.lazy_max_pages:
             self._purge()  # try_purge_vmap_area_lazy()
 
     # ------------------------------------------------------------------------------
@@ -595,8 +529,8 @@ class ListVmapSpace(VmapSpace):
 
     def reclaim_and_purge_vmap_areas(self) -> bool:
         """``purge_vmap_area_lazy()``: fragmented vmap blocks first, then the purge."""
-        if self.purge_fragmented_hook is not None:
-            self.purge_fragmented_hook()
+        if self._purge_fragmented is not None:
+            self._purge_fragmented()
         return self._purge()
 
     def begin_purge(
@@ -647,10 +581,23 @@ class ListVmapSpace(VmapSpace):
         return 0
 
     # ------------------------------------------------------------------------------
-    # Replay support
+    # Where an address is
     # ------------------------------------------------------------------------------
-    def _tree_overlapping(self, start: int, end: int) -> list[VmapArea]:
-        return self._overlapping(self._root, start, end)
+    def tree_overlapping(self, start: int, end: int) -> list[VmapArea]:
+        """Areas of the tree (busy, lazy or unlinking) that overlap ``[start, end)``."""
+        node = self._root.rb_node
+        cand = None
+        while node is not None:
+            if node.va_end > start:
+                cand = node
+                node = node.rb_left
+            else:
+                node = node.rb_right
+        found = []
+        while cand is not None and cand.va_start < end:
+            found.append(cand)
+            cand = rb_next(cand)
+        return found
 
     def locate(self, addr: int) -> str:
         """Where ``addr`` lives in the model, in words."""
@@ -662,38 +609,6 @@ class ListVmapSpace(VmapSpace):
             if gap.va_start <= addr < gap.va_end:
                 return f"free gap {gap.va_start:#x}-{gap.va_end:#x}"
         return "nowhere"
-
-    def claim_range(self, start: int, end: int) -> list[str]:
-        """Free whatever overlaps ``[start, end)`` so the caller can insert it there."""
-        notes: list[str] = []
-        hits = self._tree_overlapping(start, end)
-        lazy_hits = [va for va in hits if va.state == _LAZY]
-        if lazy_hits:
-            drop = set(map(id, lazy_hits))
-            self.lazy = deque(va for va in self.lazy if id(va) not in drop)
-        for va in hits:
-            kind = VaState.NAMES[va.state]
-            if va.state == _LAZY:
-                self.vmap_lazy_nr -= (va.va_end - va.va_start) >> PAGE_SHIFT
-            notes.append(f"model still had {kind} {va.va_start:#x}-{va.va_end:#x}")
-            self._busy_unlink(va)
-            va.vm = None
-        return notes
-
-    def seed_lazy(self, start: int, end: int, node_id: int) -> VmapArea:
-        self.claim_range(start, end)
-        va = VmapArea(start, end)
-        self._tree_insert(va)
-        va.state = _LAZY
-        self.lazy.append(va)
-        self.vmap_lazy_nr += (end - start) >> PAGE_SHIFT
-        return va
-
-    def undo_alloc(self, va: VmapArea, from_pool: bool, cpu: int) -> None:
-        """Erase an allocation the replay rejects (the cache moves as on a free)."""
-        self._busy_unlink(va)
-        va.vm = None
-        self.stats.allocs -= 1
 
     # ------------------------------------------------------------------------------
     # Invariants
@@ -717,7 +632,7 @@ class ListVmapSpace(VmapSpace):
         """
         root = self._root
         try:
-            n = validate_rbtree(root, _va_start_key, name=repr)
+            n = validate_rbtree(root, va_start_key, name=repr)
         except RBTreeError as e:
             raise InvariantError(f"busy tree: {e}") from None
         if n != self.nr_tree:
@@ -764,58 +679,183 @@ class ListVmapSpace(VmapSpace):
             raise InvariantError(f"free_vmap_cache {cache!r} is not in the busy tree")
         if self.cached_hole_size < 0 or self.cached_align & (self.cached_align - 1):
             raise InvariantError("cached_hole_size/cached_align out of range")
-        self._check_first_fit(areas, lowest_match_samples)
+        self.placement_walk.check_first_fit(self, areas, lowest_match_samples)
+
+
+class ListWalk:
+    """4.19's placement: first fit by walking the busy list from ``free_vmap_cache``.
+
+    It runs on :class:`ListVmapSpace` (the 4.19 mechanism, which keeps no free tree);
+    the cache globals it reads and updates live there, as in the kernel. See the
+    module docstring for the rules.
+    """
+
+    name: ClassVar[str] = "list-walk"
+    #: The mechanism this policy needs: 4.19's busy list, not the free tree.
+    mechanism: ClassVar[str] = "busy-list"
+
+    def __repr__(self) -> str:
+        return "ListWalk()"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is ListWalk
+
+    def __hash__(self) -> int:
+        return hash(ListWalk)
+
+    def find(self, tree: Any, size: int, align: int, vstart: int, vend: int) -> None:
+        """The free-tree entry point of the protocol: 4.19 has no free tree."""
+        raise InvariantError("ListWalk runs on the 4.19 busy list (ListVmapSpace), not a free tree")
+
+    def check(self, tree: Any, *, samples: int, rng: random.Random, vstart: int) -> None:
+        """See :meth:`check_first_fit` (run by :meth:`ListVmapSpace.check`)."""
+
+    def search(self, space: ListVmapSpace, size: int, align: int, vstart: int, vend: int) -> int:
+        """The search part of ``alloc_vmap_area``: an address, or -1 for "overflow".
+
+        Updates the cache globals exactly like the kernel (the caller inserts the
+        new area and points ``free_vmap_cache`` at it).
+        """
+        umax = space.ulong_max
+        am1 = align - 1
+        mask = umax & ~am1
+        cache = space.free_vmap_cache
+        if cache is not None and (
+            size < space.cached_hole_size
+            or vstart < space.cached_vstart
+            or align < space.cached_align
+        ):
+            cache = None
+        space.cached_vstart = vstart
+        space.cached_align = align
+        first: Any = None
+        if cache is not None:
+            addr = (cache.va_end + am1) & mask
+            if addr < vstart:
+                cache = None  # goto nocache
+            else:
+                first = cache
+                chs = space.cached_hole_size
+                space._cache_hit = True
+                space.cache_hits += 1
+                space._start_addr = addr
+                if addr + size > umax:
+                    space.last_walk_steps = 0
+                    return -1
+        if cache is None:
+            space.free_vmap_cache = None
+            chs = space.cached_hole_size = 0
+            space._cache_hit = False
+            space.cache_misses += 1
+            addr = (vstart + am1) & mask
+            space._start_addr = addr
+            if addr + size > umax:
+                space.last_walk_steps = 0
+                return -1
+            n = space._root.rb_node
+            while n is not None:
+                if n.va_end >= addr:
+                    first = n
+                    if n.va_start <= addr:
+                        break
+                    n = n.rb_left
+                else:
+                    n = n.rb_right
+        steps = 0
+        if first is not None:
+            # The list walk, rb_next inlined: keep this loop free of calls.
+            lim = umax - size  # addr + size wraps iff addr > lim
+            while True:
+                fs = first.va_start
+                end = addr + size
+                if end <= fs or end > vend:
+                    break
+                steps += 1
+                if ((addr + chs) & umax) < fs:
+                    chs = fs - addr
+                addr = (first.va_end + am1) & mask
+                if addr > lim:
+                    space.cached_hole_size = chs
+                    space.last_walk_steps = steps
+                    space.walk_steps += steps
+                    return -1
+                n = first.rb_right
+                if n is not None:
+                    c = n.rb_left
+                    while c is not None:
+                        n = c
+                        c = n.rb_left
+                    first = n
+                else:
+                    n = first.rb_parent
+                    while n is not None and first is n.rb_right:
+                        first = n
+                        n = n.rb_parent
+                    if n is None:
+                        break  # list_is_last: found
+                    first = n
+            space.cached_hole_size = chs
+        space.last_walk_steps = steps
+        space.walk_steps += steps
+        if addr + size > vend:
+            return -1
+        return addr
 
     def _dry_search(
-        self, size: int, align: int, vstart: int, vend: int, *, empty_cache: bool
+        self,
+        space: ListVmapSpace,
+        size: int,
+        align: int,
+        vstart: int,
+        vend: int,
+        *,
+        empty_cache: bool,
     ) -> int:
-        """Run :meth:`_search` and put every cache global and counter back."""
-        saved = [getattr(self, name) for name in _SEARCH_STATE]
+        """Run :meth:`search` and put every cache global and counter back."""
+        saved = [getattr(space, name) for name in _SEARCH_STATE]
         if empty_cache:
-            self.free_vmap_cache = None
-            self.cached_hole_size = 0
+            space.free_vmap_cache = None
+            space.cached_hole_size = 0
         try:
-            return self._search(size, align, vstart, vend)
+            return self.search(space, size, align, vstart, vend)
         finally:
             for name, value in zip(_SEARCH_STATE, saved, strict=True):
-                setattr(self, name, value)
+                setattr(space, name, value)
 
-    def _check_first_fit(self, areas: list[tuple[int, int]], samples: int) -> None:
-        rng = self._check_rng
-        umax = self.ulong_max
-        vs, ve = self.vmalloc_start, self.vmalloc_end
+    def check_first_fit(
+        self, space: ListVmapSpace, areas: list[tuple[int, int]], samples: int
+    ) -> None:
+        rng = space._check_rng
+        umax = space.ulong_max
+        vs, ve = space.vmalloc_start, space.vmalloc_end
         for _ in range(samples):
             size = rng.randint(1, 64) << PAGE_SHIFT
             align = 1 << rng.choice((0, 12, 12, 13, 14, 16, 22))
             vstart = vs if rng.random() < 0.5 else vs + (rng.randint(0, 1 << 12) << PAGE_SHIFT)
             vend = ve if rng.random() < 0.7 else vstart + (rng.randint(1, 1 << 12) << PAGE_SHIFT)
-            got = self._dry_search(size, align, vstart, vend, empty_cache=True)
+            got = self._dry_search(space, size, align, vstart, vend, empty_cache=True)
             want = first_fit(areas, size, align, vstart, vend, umax)
             if (None if got < 0 else got) != want:
                 raise InvariantError(
                     f"no-cache search gave {got:#x}, first fit is {want!r} "
                     f"(size {size:#x}, align {align:#x}, range {vstart:#x}-{vend:#x})"
                 )
-            cache = self.free_vmap_cache
+            cache = space.free_vmap_cache
             if cache is None:
                 continue
             if (
-                size < self.cached_hole_size
-                or vstart < self.cached_vstart
-                or align < self.cached_align
+                size < space.cached_hole_size
+                or vstart < space.cached_vstart
+                or align < space.cached_align
             ):
                 continue
             from_addr = (cache.va_end + align - 1) & ~(align - 1) & umax
             if from_addr < vstart:
                 continue
-            got = self._dry_search(size, align, vstart, vend, empty_cache=False)
+            got = self._dry_search(space, size, align, vstart, vend, empty_cache=False)
             want = first_fit(areas, size, align, from_addr, vend, umax)
             if (None if got < 0 else got) != want:
                 raise InvariantError(
                     f"cached search from {cache!r} gave {got:#x}, first fit above it is "
                     f"{want!r} (size {size:#x}, align {align:#x})"
                 )
-
-
-def _va_start_key(va: VmapArea) -> int:
-    return va.va_start

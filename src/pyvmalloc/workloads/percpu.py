@@ -100,14 +100,13 @@ class PercpuAllocator:
     def _get_vm_areas(self, cpu: int) -> tuple[list[VmapArea] | None, bool]:
         k = self.k
         try:
-            vas = k.vmap_space.pcpu_get_vm_areas([0], [self.group_size], PCPU_ATOM_SIZE, cpu=cpu)
+            vas = k.pcpu_get_vm_areas([0], [self.group_size], PCPU_ATOM_SIZE, cpu=cpu)
         except (NotImplementedError, AttributeError):
             # Profile without pcpu_get_vm_areas (4.19 model): a stub chunk, lowest fit
             # inside the top 64 GiB of the vmalloc range, freed like any lazy area.
             top = (k.VMALLOC_END + 1 - (64 << 30)) & ~(PCPU_ATOM_SIZE - 1)
             va = k.alloc_vmap_area(self.group_size, PCPU_ATOM_SIZE, top, k.VMALLOC_END, cpu)
             return (None if isinstance(va, int) else [va]), True
-        k._after_call()
         return vas, False
 
     def _create_chunk(self, cpu: int) -> PcpuChunk | None:
@@ -140,8 +139,7 @@ class PercpuAllocator:
             for va in chunk.vas:
                 self.k.free_vmap_area_noflush(va.va_start, cpu=cpu)
         else:
-            self.k.vmap_space.pcpu_free_vm_areas(chunk.vas, cpu=cpu)
-            self.k._after_call()
+            self.k.pcpu_free_vm_areas(chunk.vas, cpu=cpu)
 
     # --- API ----------------------------------------------------------------------
     def alloc_percpu(self, size: int, align: int, cpu: int = 0) -> int:

@@ -357,7 +357,7 @@ class Worker:
         #: the order the worker runs the cases in (after the shuffle)
         self.order: list[int] = []
         self._v = run.k.vmap_space
-        self._tree = run.k.profile.allocator != "list"
+        self._tree = run.k.vmap_space.tracks_free_space
 
     # --- charged API calls --------------------------------------------------------
     def _charge(self, pages: int) -> None:

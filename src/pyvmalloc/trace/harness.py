@@ -1,0 +1,435 @@
+"""The trace harness: one model driven by a kernel trace, for replay and what-if.
+
+A replay (:mod:`pyvmalloc.trace.replay`) and a what-if (:mod:`pyvmalloc.report.whatif`)
+both start a model from a ``/proc/vmallocinfo`` snapshot and feed it a trace's
+``vmalloc:`` events. They differ only in what they do with each event — a replay
+compares the model's address with the kernel's and adopts the kernel's, a what-if
+keeps the model's own — so everything else lives here, once:
+
+* building the model: with trace-driven purges (profiles with the tracepoints, 6.x)
+  the model never purges on its own — the drain work it queues is never run, and an
+  allocation that fails is not retried after a reclaim purge — because the trace says
+  when the kernel purged;
+* seeding from a snapshot, and the snapshot markers (which events the snapshot
+  already reflects);
+* the surgery a replay needs to adopt the kernel's decisions: claiming a range out of
+  whatever holds it, undoing the model's own choice, re-linking an area;
+* the event loop, :meth:`TraceHarness.drive`, which hands each event to a
+  :class:`TraceDriver`.
+
+The allocator itself has no replay-only switches: the harness works through its
+public mechanism API (``alloc_vmap_area_once``, ``insert_vmap_area``,
+``unlink_vmap_area``, the free tree's ``va_clip``, the purge phases).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pyvmalloc.config import EBUSY, PAGE_SHIFT, KernelProfile, Machine, get_profile
+from pyvmalloc.errors import InvariantError
+from pyvmalloc.kernel import Kernel
+from pyvmalloc.rbtree import rb_next
+from pyvmalloc.trace.events import (
+    AllocVmapArea,
+    FreeVmapAreaNoflush,
+    PurgeVmapAreaLazy,
+    TraceEvent,
+)
+from pyvmalloc.trace.parse import TraceParseResult
+from pyvmalloc.trace.snapshot import VmallocInfo, infer_lazy_nodes
+from pyvmalloc.vmap.area import VMAP_BLOCK, VMAP_RAM, Decision, PendingPurge, VaState, VmapArea
+from pyvmalloc.vmap.list419 import ListVmapSpace
+from pyvmalloc.vmap.placement import PlacementPolicy
+from pyvmalloc.vmap.pools import PoolPolicy
+from pyvmalloc.vmap.space import VmapSpace
+
+__all__ = [
+    "Fragmentation",
+    "SnapshotEvents",
+    "TraceDriver",
+    "TraceHarness",
+    "events_after_snapshot",
+    "fragmentation",
+]
+
+
+@dataclass(frozen=True)
+class Fragmentation:
+    """Free space of the vmalloc range at one moment."""
+
+    free_bytes: int
+    largest_free: int
+    free_blocks: int
+    busy_bytes: int = 0
+    lazy_bytes: int = 0
+
+    @property
+    def external(self) -> float:
+        """External fragmentation: ``1 - largest free block / all free space``."""
+        return 1 - self.largest_free / self.free_bytes if self.free_bytes else 0.0
+
+
+def fragmentation(space: VmapSpace) -> Fragmentation:
+    """Measure the free space of ``space``'s vmalloc range (pools count as used)."""
+    sizes = space.range_sizes(space.free_areas())
+    busy = sum(space.range_sizes(space.busy_areas()))
+    lazy = sum(va.va_end - va.va_start for va in space.lazy)
+    return Fragmentation(sum(sizes), max(sizes, default=0), len(sizes), busy, lazy)
+
+
+class TraceDriver(Protocol):
+    """What a harness user does with each event (see :meth:`TraceHarness.drive`)."""
+
+    def prepare(self, events: Sequence[TraceEvent]) -> None:
+        """Called once with all the events, before the first (look-ahead)."""
+
+    def before(self, index: int, ev: TraceEvent) -> None:
+        """Called before each event is applied."""
+
+    def alloc(self, ev: AllocVmapArea) -> None: ...
+
+    def free(self, ev: FreeVmapAreaNoflush) -> None: ...
+
+    def purge(self, ev: PurgeVmapAreaLazy) -> None: ...
+
+
+#: ``observer(index, event, harness)``: called after each event is applied.
+Observer = Callable[[int, TraceEvent, "TraceHarness"], None]
+
+
+@dataclass
+class SnapshotEvents:
+    """The events a snapshot does not reflect yet, and what was left out."""
+
+    events: list[TraceEvent]
+    skipped: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def events_after_snapshot(parsed: TraceParseResult, info: VmallocInfo | None) -> SnapshotEvents:
+    """The events the snapshot does not reflect yet.
+
+    A capture marks the snapshot in the trace (``snapshot-begin``/``snapshot-end``).
+    Without markers, the snapshot itself tells: an allocation whose exact range is
+    busy in the snapshot, with no free of that address before it in the trace, was
+    made before the snapshot was read; replay starts after the last such event.
+    """
+    end = parsed.marker("snapshot-end")
+    begin = parsed.marker("snapshot-begin")
+    events = parsed.events
+    if end is None:
+        if info is None:
+            return SnapshotEvents(list(events))
+        busy = {(e.start, e.end) for e in info.busy}
+        freed: set[int] = set()
+        sync = 0
+        for i, ev in enumerate(events):
+            if isinstance(ev, FreeVmapAreaNoflush):
+                freed.add(ev.va_start)
+            elif (
+                isinstance(ev, AllocVmapArea)
+                and not ev.failed
+                and (ev.addr, ev.addr + ev.size) in busy
+                and ev.addr not in freed
+            ):
+                sync = i + 1
+        out = SnapshotEvents(list(events[sync:]), sync)
+        if sync:
+            out.notes.append(
+                f"no snapshot markers: the first {sync} events are already reflected in "
+                "the snapshot (their areas are busy in it) and were skipped"
+            )
+        return out
+    keep = [e for e in events if e.line > end.line]
+    out = SnapshotEvents(keep, len(events) - len(keep))
+    if begin is not None:
+        window = [e for e in events if begin.line < e.line < end.line]
+        if window:
+            out.notes.append(
+                f"{len(window)} events fell between the snapshot markers; they may or "
+                "may not be reflected in the snapshot and were skipped"
+            )
+    return out
+
+
+class TraceHarness:
+    """One model kernel, driven by a trace.
+
+    ``trace_driven`` (default: the profile has the ``vmalloc`` tracepoints) means the
+    trace's purge events decide when purges run; otherwise the model purges on its
+    own lazy threshold, which is what comparing an older profile is about.
+    """
+
+    def __init__(
+        self,
+        profile: str | KernelProfile = "6.18",
+        *,
+        cpus: int = 2,
+        machine: Machine | None = None,
+        placement: str | PlacementPolicy | type | None = None,
+        pools: str | PoolPolicy | type | None = None,
+        trace_driven: bool | None = None,
+    ) -> None:
+        prof = get_profile(profile)
+        self.trace_driven = prof.has_tracepoints if trace_driven is None else trace_driven
+        self.kernel = Kernel(
+            prof,
+            cpus=cpus,
+            machine=machine,
+            deferred_work="manual" if self.trace_driven else "auto",
+            placement=placement,
+            pools=pools,
+        )
+        self.profile = prof
+        self.space = self.kernel.vmap_space
+        self.machine = self.kernel.machine
+        self.cpus = self.machine.cpus_online
+
+    # --- seeding ----------------------------------------------------------------------
+    def seed_snapshot(self, info: VmallocInfo) -> tuple[int, int]:
+        """Busy and lazily freed areas where the snapshot has them; return the counts.
+
+        A busy area in the vmalloc range was tagged by the kernel with the node of
+        the CPU that allocated it, which the snapshot does not show: the model
+        guesses the address-zone node. Lazy areas go to the node lists inferred from
+        the snapshot's per-node ascending runs.
+        """
+        space = self.space
+        n = space.nr_vmap_nodes
+        vs, ve = space.vmalloc_start, space.vmalloc_end
+        block = self.machine.vmap_block_size
+        for e in info.busy:
+            flags = 0
+            if e.kind == "vm_map_ram":
+                flags = VMAP_RAM | (VMAP_BLOCK if e.size == block else 0)
+            if n > 1 and vs <= e.start and e.end <= ve:
+                flags |= space.encode_vn_id(space.addr_to_node_id(e.start))
+            self.seed_busy(e.start, e.end, flags=flags)
+        lazy = info.unpurged
+        if lazy:
+            nodes = infer_lazy_nodes(info, n) if n > 1 else [0] * len(lazy)
+            for e, node in zip(lazy, nodes, strict=True):
+                self.seed_lazy(e.start, e.end, node)
+        return len(info.busy), len(lazy)
+
+    def seed_busy(self, start: int, end: int, *, flags: int = 0) -> VmapArea:
+        """Make ``[start, end)`` a busy area (snapshot import or an adopted address)."""
+        self.claim_range(start, end)
+        va = VmapArea(start, end)
+        va.flags = flags
+        self.space.insert_vmap_area(va)
+        return va
+
+    def seed_lazy(self, start: int, end: int, node_id: int) -> VmapArea:
+        """Make ``[start, end)`` a lazily freed area waiting on ``node_id``'s list."""
+        space = self.space
+        self.claim_range(start, end)
+        va = VmapArea(start, end)
+        if isinstance(space, ListVmapSpace):
+            space.insert_vmap_area(va)  # 4.19: lazy areas stay in the busy tree
+            space.nr_busy -= 1
+        elif space.nr_vmap_nodes > 1:
+            va.flags = space.encode_vn_id(node_id)
+        va.state = VaState.LAZY
+        space.lazy.append(va)
+        space.vmap_lazy_nr += (end - start) >> PAGE_SHIFT
+        return va
+
+    # --- adopting the kernel's decisions ---------------------------------------------
+    def claim_range(self, start: int, end: int) -> list[str]:
+        """Take ``[start, end)`` out of whatever holds it, leaving it unowned.
+
+        A pooled area of exactly that range is simply unlinked; otherwise every busy,
+        lazy, purging or pooled area that overlaps is released to the free tree first
+        (each is a divergence the caller reports), then the range is clipped out of
+        its free block. Returns notes on what had to be released.
+        """
+        space = self.space
+        if isinstance(space, ListVmapSpace):
+            return self._claim_range_list(space, start, end)
+        free = space.free
+        notes: list[str] = []
+        # Fast path (every snapshot area, most adoptions): inside one free block.
+        block = free.pvm_find_va_enclose_addr(start)
+        if block is not None and block.va_start <= start and end <= block.va_end:
+            if free.va_clip(block, start, end - start):
+                raise InvariantError(f"cannot clip {start:#x}-{end:#x}")
+            return notes
+        for vn in space.nodes:
+            for pool in vn.pools.values():
+                for va in pool:
+                    if va.va_start == start and va.va_end == end:
+                        pool.remove(va)
+                        va.state = VaState.DETACHED
+                        return notes
+        released: list[VmapArea] = []
+        for vn in space.nodes:
+            for va in _overlapping_busy(vn.busy.rb_node, start, end):
+                space.unlink_vmap_area(va, vn.id)
+                notes.append(f"model still had busy {va.va_start:#x}-{va.va_end:#x}")
+                released.append(va)
+        if any(va.va_start < end and start < va.va_end for va in space.lazy):
+            keep: deque[VmapArea] = deque()
+            for va in space.lazy:
+                if va.va_start < end and start < va.va_end:
+                    space.vmap_lazy_nr -= (va.va_end - va.va_start) >> PAGE_SHIFT
+                    va.state = VaState.DETACHED
+                    notes.append(f"model still had lazy {va.va_start:#x}-{va.va_end:#x}")
+                    released.append(va)
+                else:
+                    keep.append(va)
+            space.lazy = keep
+        for pending in space.in_purge:
+            hit = [va for va in pending.batch if va.va_start < end and start < va.va_end]
+            for va in hit:
+                pending.batch.remove(va)
+                for _vn, lst in pending.marked:
+                    if va in lst:
+                        lst.remove(va)
+                space.vmap_lazy_nr -= (va.va_end - va.va_start) >> PAGE_SHIFT
+                va.state = VaState.DETACHED
+                notes.append(f"model was purging {va.va_start:#x}-{va.va_end:#x}")
+                released.append(va)
+        for vn in space.nodes:
+            for pool in vn.pools.values():
+                hit = [va for va in pool if va.va_start < end and start < va.va_end]
+                for va in hit:
+                    pool.remove(va)
+                    va.state = VaState.DETACHED
+                    notes.append(f"model had pooled {va.va_start:#x}-{va.va_end:#x}")
+                    released.append(va)
+        for va in released:
+            va.vm = None
+            free.merge_or_add_vmap_area_augment(va)
+        blocks = free.overlapping(start, end)
+        if len(blocks) != 1 or blocks[0].va_start > start or blocks[0].va_end < end:
+            raise InvariantError(f"cannot claim {start:#x}-{end:#x}: not one free block")
+        if free.va_clip(blocks[0], start, end - start):
+            raise InvariantError(f"cannot clip {start:#x}-{end:#x}")
+        return notes
+
+    @staticmethod
+    def _claim_range_list(space: ListVmapSpace, start: int, end: int) -> list[str]:
+        """4.19: erase whatever overlaps (there is no free tree to clip)."""
+        notes: list[str] = []
+        hits = space.tree_overlapping(start, end)
+        lazy_hits = [va for va in hits if va.state == VaState.LAZY]
+        if lazy_hits:
+            drop = set(map(id, lazy_hits))
+            space.lazy = deque(va for va in space.lazy if id(va) not in drop)
+        for va in hits:
+            kind = VaState.NAMES[va.state]
+            if va.state == VaState.LAZY:
+                space.vmap_lazy_nr -= (va.va_end - va.va_start) >> PAGE_SHIFT
+            notes.append(f"model still had {kind} {va.va_start:#x}-{va.va_end:#x}")
+            space.unlink_vmap_area(va)
+            va.vm = None
+        return notes
+
+    def adopt(self, ev: AllocVmapArea, cpu: int) -> list[str]:
+        """Give the kernel's address to a new busy area, as the kernel would tag it."""
+        space = self.space
+        flags = 0
+        if space.nr_vmap_nodes > 1 and (
+            ev.vstart == space.vmalloc_start and ev.vend == space.vmalloc_end
+        ):
+            flags = space.encode_vn_id(cpu % space.nr_vmap_nodes)
+        notes = self.claim_range(ev.addr, ev.addr + ev.size)
+        va = VmapArea(ev.addr, ev.addr + ev.size)
+        va.flags = flags
+        space.insert_vmap_area(va)
+        space.stats.allocs += 1
+        return notes
+
+    def undo_alloc(self, va: VmapArea, from_pool: bool, cpu: int) -> None:
+        """Give back an allocation the replay rejects: to its pool head, or the tree."""
+        space = self.space
+        if isinstance(space, ListVmapSpace):
+            space.unlink_vmap_area(va)  # the cache moves as on a free
+            va.vm = None
+            space.stats.allocs -= 1
+            return
+        space.unlink_vmap_area(va, space.busy_node_of(va))
+        va.vm = None
+        if from_pool:
+            space.pools.push_head(space.nodes[cpu % space.nr_vmap_nodes], va)
+            space.stats.pool_hits -= 1
+        else:
+            space.free.merge_or_add_vmap_area_augment(va)
+        space.stats.allocs -= 1
+
+    # --- events -----------------------------------------------------------------------
+    def alloc(self, size: int, align: int, vstart: int, vend: int, cpu: int) -> VmapArea | int:
+        """The model's ``alloc_vmap_area`` for a traced request (no warning on failure).
+
+        Trace-driven: one attempt — the kernel's retry after its reclaim purge is a
+        separate event in the trace.
+        """
+        space = self.space
+        if not self.trace_driven:
+            return space.alloc_vmap_area(size, align, vstart, vend, cpu=cpu, gfp_nowarn=True)
+        va = space.alloc_vmap_area_once(size, align, vstart, vend, cpu)
+        if isinstance(va, int):
+            space.stats.alloc_failures += 1
+            if space.explain:
+                space.last_decision = Decision("fail", error=EBUSY)
+        return va
+
+    def free(self, va_start: int, cpu: int) -> bool:
+        """Lazily free the busy area that starts at ``va_start``; False if none does."""
+        space = self.space
+        va = space.find_unlink_vmap_area(va_start)
+        if va is None or va.va_start != va_start:
+            if va is not None:  # an interior address: put it back, it is not this area
+                space.insert_vmap_area(va)
+            return False
+        space.free_vmap_area_noflush(va, cpu=cpu)
+        return True
+
+    def begin_purge(self, limit: int) -> PendingPurge:
+        """A purge's first phase, taking the ``limit`` oldest lazy areas."""
+        return self.space.begin_purge(limit=limit)
+
+    def purge(self, limit: int | None, full: bool) -> None:
+        """A whole purge of the ``limit`` oldest lazy areas (``full``: reclaim's)."""
+        self.space.purge_vmap_area_lazy(limit=limit, full_pool_decay=full)
+
+    def drive(
+        self,
+        driver: TraceDriver,
+        events: Sequence[TraceEvent],
+        *,
+        observer: Observer | None = None,
+    ) -> None:
+        """Apply ``events`` in order through ``driver``; ``observer`` sees each result."""
+        driver.prepare(events)
+        for i, ev in enumerate(events):
+            driver.before(i, ev)
+            if isinstance(ev, AllocVmapArea):
+                driver.alloc(ev)
+            elif isinstance(ev, FreeVmapAreaNoflush):
+                driver.free(ev)
+            elif isinstance(ev, PurgeVmapAreaLazy):
+                driver.purge(ev)
+            if observer is not None:
+                observer(i, ev, self)
+
+
+def _overlapping_busy(node: VmapArea | None, start: int, end: int) -> list[VmapArea]:
+    """Areas of one busy tree (from its root ``node``) overlapping ``[start, end)``."""
+    cand = None
+    while node is not None:
+        if node.va_end > start:
+            cand = node
+            node = node.rb_left
+        else:
+            node = node.rb_right
+    found = []
+    while cand is not None and cand.va_start < end:
+        found.append(cand)
+        cand = rb_next(cand)
+    return found
