@@ -513,7 +513,10 @@ class Replayer:
     def _hidden_guess(self, ev: AllocVmapArea, cpu: int) -> int | None:
         """The model's guess when its own pool is empty but the kernel's may still hold
         areas pooled before the snapshot (no drop_caches)."""
-        if not self._poolable(ev):
+        if not self._poolable(ev) or ev.align <= PAGE_SIZE:
+            # Only stacks (align > PAGE_SIZE) are pooled side by side in a predictable
+            # order; for other sizes the model learns only which free ranges the
+            # kernel's tree does not have (see _explain).
             return None
         space = self.space
         node = cpu % space.nr_vmap_nodes
@@ -587,6 +590,7 @@ class Replayer:
             space.last_decision = Decision("fail", error=ERANGE)
             return -ERANGE
         dec = Decision("tree", search_length=length, block=(blk.va_start, blk.va_end))
+        dec.fit = _fit_type(blk.va_start, blk.va_end, nva, nva + ev.size)
         fake = AllocVmapArea(
             addr=nva,
             size=ev.size,
@@ -599,7 +603,6 @@ class Replayer:
         self._adopt(fake, cpu)
         new = space.find_vmap_area(nva)
         assert new is not None
-        dec.fit = _fit_type(blk.va_start, blk.va_end, nva, nva + ev.size)
         space.last_decision = dec
         self.result.searches_skipping_unreachable += 1
         return new
