@@ -525,6 +525,15 @@ class Replayer:
             return None  # the model's own pool entries are newer: they come first
         return next_hidden_head(self.beliefs, node, idx, ev.size, ev.align)
 
+    @staticmethod
+    def _at_bottom(ev: AllocVmapArea, block: object) -> bool:
+        """Whether the kernel's address is the aligned bottom of the model's free
+        block: where a tree search puts it. An address inside a free range (to the
+        model) is a pool entry the model could not see."""
+        if not isinstance(block, tuple):
+            return False
+        return bool(ev.addr == (max(block[0], ev.vstart) + ev.align - 1) & ~(ev.align - 1))
+
     def _tree_choice(self, ev: AllocVmapArea) -> int | None:
         """Where the model's tree search would put this allocation (no clipping)."""
         space = self.space
@@ -543,8 +552,13 @@ class Replayer:
         key = (cpu % self.space.nr_vmap_nodes, pool_class(ev.size))
         b.hidden_refuted.setdefault(key, set()).add(guess)
         b.revisions += 1
-        kind, _obj, _n, _p = self._where(ev.addr, ev.size)
-        if kind == "free" and ev.addr == self._tree_choice(ev):
+        kind, obj, _n, _p = self._where(ev.addr, ev.size)
+        last = b.hidden_head.get(key) or 0
+        # One purge's areas leave a pool in descending order: an address above the
+        # last head, where a tree search would put it, is the tree's.
+        if kind == "free" and (
+            ev.addr == self._tree_choice(ev) or (ev.addr > last and self._at_bottom(ev, obj))
+        ):
             b.hidden_head[key] = None  # the kernel's pool is used up: it searched the tree
             return Cause(
                 HIDDEN,
@@ -714,10 +728,7 @@ class Replayer:
                 f"{obj[0]:#x}-{obj[1]:#x} was believed off the kernel's path or not free",
                 ("unmarked", obj[0], obj[1]),
             )
-        # A tree search always returns the aligned bottom of a free block; an address
-        # inside a free range (to the model) is a pool entry the model could not see.
-        at_bottom = ev.addr == (max(obj[0], ev.vstart) + ev.align - 1) & ~(ev.align - 1)
-        if self._infer_pools and self._poolable(ev) and node >= 0 and not at_bottom:
+        if self._infer_pools and self._poolable(ev) and node >= 0 and not self._at_bottom(ev, obj):
             key = (node, idx)
             if b.hidden_head.get(key, 0) is not None and ev.addr not in b.hidden_refuted.get(
                 key, ()
