@@ -63,6 +63,11 @@ DRIFT_RUN = 8
 #: Allocations this close to a purge's event cannot be ordered against its refill
 #: (the trace clock is per CPU; a purge's nodes finish at unknown times before it).
 RACE_SECONDS = 50e-6
+#: How far ahead (events, seconds) an allocation of another CPU may have taken the
+#: free-tree lock first: an event is traced when its allocation ends, and allocations
+#: of different sizes take different times.
+REORDER_EVENTS = 16
+REORDER_SECONDS = 100e-6
 
 __all__ = ["Mismatch", "ReplayResult", "Replayer", "load_capture", "register_cli", "replay"]
 
@@ -154,6 +159,8 @@ class ReplayResult:
     searches_skipping_unreachable: int = 0
     #: Allocations the model placed at an inferred head of a pool hidden at snapshot time.
     hidden_pool_hits: int = 0
+    #: Allocations applied before an earlier-traced one of another CPU (lock order).
+    reordered: int = 0
     #: Events between the snapshot markers: already in the snapshot / applied.
     window_reflected: int = 0
     window_applied: int = 0
@@ -285,6 +292,8 @@ class Replayer:
         #: Infer the pools' contents at snapshot time (set for captures without
         #: drop_caches, see :func:`replay`).
         self._infer_pools = False
+        #: Later allocations already applied out of trace order (lock-order races).
+        self._reordered: set[int] = set()
         self._seed(snapshot)
 
     # --- snapshot import ------------------------------------------------------------
@@ -401,6 +410,35 @@ class Replayer:
             self._node_done_at.append(t1 + span * done / total)
 
     def alloc(self, ev: AllocVmapArea) -> None:
+        if self._reordered and id(ev) in self._reordered:
+            self._reordered.discard(id(ev))  # already applied before an earlier event
+            return
+        self._alloc_one(ev, reorder=True)
+
+    def _lock_order_race(self, ev: AllocVmapArea, start: int, size: int) -> AllocVmapArea | None:
+        """A later allocation of another CPU, traced within microseconds, that took
+        ``[start, start + size)``: the two CPUs took the free-tree lock in the other
+        order (each event is traced at the end of its allocation)."""
+        events = self._events
+        seen: set[int] = set()
+        for j in range(self._index + 1, min(len(events), self._index + 1 + REORDER_EVENTS)):
+            other = events[j]
+            if other.timestamp - ev.timestamp > REORDER_SECONDS:
+                break
+            if other.cpu in seen or other.cpu == ev.cpu:
+                seen.add(other.cpu)
+                continue
+            seen.add(other.cpu)  # only the next event of each other CPU
+            if (
+                isinstance(other, AllocVmapArea)
+                and not other.failed
+                and other.addr < start + size
+                and start < other.addr + other.size
+            ):
+                return other
+        return None
+
+    def _alloc_one(self, ev: AllocVmapArea, reorder: bool = False) -> None:
         space = self.space
         res = self.result
         cpu = ev.cpu % self.cpus
@@ -472,6 +510,16 @@ class Replayer:
             if pool_hit and hidden is None:
                 head = va
             self.harness.undo_alloc(va, pool_hit and hidden is None, cpu)
+        if reorder and model_addr is not None and not kernel_failed:
+            other = self._lock_order_race(ev, model_addr, ev.size)
+            if other is not None:
+                # Serve the other CPU first, as the kernel did, then this one again.
+                res.allocs_compared -= 1
+                res.reordered += 1
+                self._reordered.add(id(other))
+                self._alloc_one(other)
+                self._alloc_one(ev)
+                return
         where = "" if kernel_failed else space.locate(ev.addr)
         if hidden is not None:
             reason = f"inferred head of node {cpu % space.nr_vmap_nodes}'s pool at snapshot time"
