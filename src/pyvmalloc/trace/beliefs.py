@@ -70,6 +70,8 @@ class Beliefs:
         self.purge_seq = 0
         #: Free blocks the kernel's search does not reach: (start, end, search length).
         self.unreachable: set[tuple[int, int, int]] = set()
+        #: Starts of free blocks (to the model) whose bottom the kernel's tree lacks.
+        self.not_free_from: set[int] = set()
         #: Free blocks of the snapshot, and per search length the highest address the
         #: kernel's tree search returned (see passed_over).
         self.old_blocks: set[tuple[int, int]] = set()
@@ -157,6 +159,13 @@ class Beliefs:
         return "returned to the free tree"
 
     # --- tree shape -----------------------------------------------------------------
+    def mark_not_free(self, block: tuple[int, int]) -> None:
+        """The kernel's tree lacks the bottom of what the model sees as the free block
+        ``block`` (it was pooled before the snapshot): skip blocks starting there, for
+        every size, whatever happens to their top end."""
+        self.not_free_from.add(block[0])
+        self.revisions += 1
+
     def mark_unreachable(self, block: tuple[int, int], length: int) -> None:
         self.unreachable.add((block[0], block[1], length))
         self.revisions += 1
@@ -191,13 +200,16 @@ class Beliefs:
         """The kernel allocated in ``block``: it was free and reachable after all."""
         gone = {k for k in self.unreachable if k[0] == block[0] and k[1] == block[1]}
         self.unreachable -= gone
+        if block[0] in self.not_free_from:
+            self.not_free_from.discard(block[0])
+            gone.add((block[0], block[1], 0))
         if (block[0], block[1]) in self.old_blocks and gone:
             self.old_blocks.discard((block[0], block[1]))
         return bool(gone)
 
     def is_unreachable(self, block: tuple[int, int], length: int) -> bool:
         u = self.unreachable
-        if (block[0], block[1], length) in u or (block[0], block[1], 0) in u:
+        if (block[0], block[1], length) in u or block[0] in self.not_free_from:
             return True
         return self.passed_over(block[0], block[1], length)
 
@@ -233,6 +245,7 @@ class Beliefs:
         (for this search length) as if they did not fit."""
         space = self.space
         bad = self.unreachable
+        not_free = self.not_free_from
         node = space.free_root.rb_node
         umax = space.ulong_max
         mask = ~(align - 1) & umax
@@ -246,7 +259,7 @@ class Beliefs:
                 and nva >= vstart
                 and end <= n.va_end
                 and (n.va_start, n.va_end, length) not in bad
-                and (n.va_start, n.va_end, 0) not in bad
+                and n.va_start not in not_free
                 and not self.passed_over(n.va_start, n.va_end, length)
             )
 

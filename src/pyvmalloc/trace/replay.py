@@ -476,7 +476,11 @@ class Replayer:
             model_ok
             and dec is not None
             and dec.source == "tree"
-            and (self.beliefs.unreachable or dec.block[1] - dec.block[0] < dec.search_length)
+            and (
+                self.beliefs.unreachable
+                or self.beliefs.not_free_from
+                or dec.block[1] - dec.block[0] < dec.search_length
+            )
         ):
             length = dec.search_length
             if self.beliefs.is_unreachable(dec.block, length):
@@ -784,7 +788,7 @@ class Replayer:
                 # Free space to the model, not its choice: the kernel's pool head.
                 b.hidden_head[key] = ev.addr
                 if ev.addr > model_addr and zb[1] - zb[0] >= length:
-                    b.mark_unreachable(zb, 0)  # and the model's block was not all free
+                    b.mark_not_free(zb)  # and the model's block was not all free
                 b.revisions += 1
                 return Cause(
                     HIDDEN,
@@ -806,7 +810,7 @@ class Replayer:
                     ("shape", zb[0], zb[1]),
                 )
             if self.result.drop_caches is False:
-                b.mark_unreachable(zb, 0)
+                b.mark_not_free(zb)
                 return Cause(
                     HIDDEN,
                     f"{zb[0]:#x}-{zb[1]:#x} pooled at snapshot time",
