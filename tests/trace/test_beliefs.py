@@ -177,6 +177,27 @@ def test_hidden_pool_heads_are_followed_down_then_given_up(tmp_path):
     assert res.allocs_matched == 3
 
 
+def test_lock_order_race_is_replayed_in_the_kernels_order(tmp_path):
+    # CPU 1 took the free-tree lock first: the lowest fit for 64 KiB (align 1) is
+    # [V + 0x1000, V + 0x11000). CPU 0's stack then got the lowest 16 KiB-aligned
+    # slot above it, V + 0x14000. CPU 1 reached its tracepoint 20 us later, so in
+    # timestamp order the model would give CPU 0 V + 0x4000, inside CPU 1's area.
+    # Served in the kernel's order, both match.
+    tr = Trace()
+    t = tr._tick()
+    tr.lines.append(
+        str(AllocVmapArea(addr=V + 0x14000, size=STACK, align=ALIGN, vstart=V, vend=VEND,
+                          failed=0, cpu=0, task="threads", pid=10, timestamp=t))
+    )  # fmt: skip
+    tr.lines.append(
+        str(AllocVmapArea(addr=V + 0x1000, size=0x10000, align=1, vstart=V, vend=VEND,
+                          failed=0, cpu=1, task="bpf", pid=12, timestamp=t + 20e-6))
+    )  # fmt: skip
+    res = run(tmp_path, tr, [(V, V + 0x1000)])
+    assert res.reordered == 1
+    assert res.allocs_compared == 2 and res.allocs_matched == 2, res.mismatches
+
+
 # --- the real captures -----------------------------------------------------------
 
 REAL = {

@@ -1163,6 +1163,13 @@ def print_result(res: ReplayResult, show: int) -> None:
             f"{res.allocs_matched}/{res.allocs_compared} allocations agree "
             f"([bold]{pct:.2f} %[/])"
         )
+        kc = res.known_compared
+        c.print(
+            f"where the state was fully known: {res.allocs_matched - res.allocs_matched_guessed}"
+            f"/{kc} ({100 * res.agreement_known:.2f} %); mismatches by class: "
+            + (", ".join(f"{k} {v}" for k, v in Counter(
+                m.cause_class for m in res.mismatches).most_common()) or "none")
+        )  # fmt: skip
     else:
         c.print(f"[bold]kernel {res.profile}[/]: the trace has no allocation to compare")
     t = Table(show_header=False)
@@ -1203,7 +1210,8 @@ def print_result(res: ReplayResult, show: int) -> None:
         c.print(
             f"line {m.line}: size={m.size} align={m.align} cpu={m.cpu}: kernel {k}, "
             f"model {md}\n    model: {m.model_reason}\n    kernel's address was: "
-            f"{m.kernel_location}",
+            f"{m.kernel_location}\n    {m.cause_class}: {m.cause}"
+            + (f" (and {m.cascade} later mismatches)" if m.cascade else ""),
             markup=False,
             highlight=False,
         )
