@@ -177,6 +177,24 @@ def test_hidden_pool_heads_are_followed_down_then_given_up(tmp_path):
     assert res.allocs_matched == 3
 
 
+def test_a_free_range_the_kernel_lacks_is_skipped_for_every_size(tmp_path):
+    # No drop_caches: [V + 0x1000, V + 0x21000) looks free, but the kernel has two
+    # 64 KiB areas pooled there (side by side), so its free tree has nothing in it. A
+    # 40 KiB request (align 1: not a stack, no pool head guessed) goes to the next
+    # free block; so does a later 16 KiB one (another pool class: the tree), which the
+    # model must not place in the pooled range either.
+    busy = [(V, V + 0x1000), (V + 0x21000, V + 0x30000)]
+    tr = Trace()
+    tr.alloc(V + 0x30000, cpu=0, size=0xA000, align=1)
+    tr.alloc(V + 0x3A000, cpu=1, size=0x4000, align=1)
+    res = run(tmp_path, tr, busy, drop=False)
+    assert len(res.mismatches) == 1, res.mismatches
+    m = res.mismatches[0]
+    assert m.model == V + 0x1000
+    assert m.cause_key == f"snapshot-free:{V + 0x1000:#x}"
+    assert res.allocs_matched == 1
+
+
 def test_lock_order_race_is_replayed_in_the_kernels_order(tmp_path):
     # CPU 1 took the free-tree lock first: the lowest fit for 64 KiB (align 1) is
     # [V + 0x1000, V + 0x11000). CPU 0's stack then got the lowest 16 KiB-aligned

@@ -1202,8 +1202,10 @@ def print_result(res: ReplayResult, show: int) -> None:
     if res.drop_caches is False:
         c.print(
             "[yellow]the capture did not drop caches before its snapshot: pool contents "
-            "were invisible, so early pool hits cannot be predicted"
+            "were invisible; the replay inferred them from the kernel's choices"
         )
+    for note in [n for n in res.notes if not n.startswith("line ")][:3]:
+        c.print(f"note: {note}", markup=False, highlight=False)
     for m in res.mismatches[:show]:
         k = f"{m.kernel:#x}" if m.kernel is not None else "failed"
         md = f"{m.model:#x}" if m.model is not None else "failed"
