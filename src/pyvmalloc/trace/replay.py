@@ -692,7 +692,7 @@ class Replayer:
                 RULE, "the kernel failed and the model did not, or the reverse", ("fail", ev.line)
             )
         kind, obj, pnode, pos = self._where(ev.addr, ev.size)
-        if kind in ("lazy", "purging", "other") and self._advance_purge(ev):
+        if kind in ("lazy", "purging", "other", "pooled-other") and self._advance_purge(ev):
             # The kernel's purge was further on than the model assumed: now caught up.
             return Cause(
                 RACE,
@@ -763,6 +763,16 @@ class Replayer:
             if pnode == node:
                 return Cause(HIDDEN, f"node {node} pool[{idx}] order", ("pool", node, idx, pos))
             return Cause(HIDDEN, f"node of pooled {obj.va_start:#x}", ("node", obj.va_start))
+        if kind == "pooled-other":
+            assert isinstance(obj, VmapArea)
+            # The kernel's range overlaps an area the model still pools (another size):
+            # the kernel had returned it to the tree (a decay the model did not make).
+            return Cause(
+                HIDDEN,
+                f"node {pnode} pooled {obj.va_start:#x}-{obj.va_end:#x} was back in the "
+                "kernel's tree",
+                ("pool-decayed", obj.va_start),
+            )
         if kind == "busy":
             return Cause(
                 HIDDEN,
@@ -774,7 +784,7 @@ class Replayer:
         assert isinstance(obj, tuple)
         length = dec.search_length
         zb = dec.block
-        if b.unmark(obj):
+        if self._at_bottom(ev, obj) and b.unmark(obj):
             return Cause(
                 HIDDEN,
                 f"{obj[0]:#x}-{obj[1]:#x} was believed off the kernel's path or not free",
@@ -788,7 +798,10 @@ class Replayer:
                 # Free space to the model, not its choice: the kernel's pool head.
                 b.hidden_head[key] = ev.addr
                 if ev.addr > model_addr and zb[1] - zb[0] >= length:
-                    b.mark_not_free(zb)  # and the model's block was not all free
+                    # The model's lowest fit, passed over: believed pooled too (a tree
+                    # search would have taken it) until the kernel allocates at its
+                    # bottom.
+                    b.mark_not_free(zb)
                 b.revisions += 1
                 return Cause(
                     HIDDEN,
@@ -884,6 +897,12 @@ class Replayer:
             for va in pending.batch:
                 if va.va_start <= addr < va.va_end:
                     return "purging", va, -1, -1
+        end = addr + size
+        for vn in space.nodes:
+            for pool in vn.pools.values():
+                for va in pool:
+                    if va.va_start < end and addr < va.va_end:
+                        return "pooled-other", va, vn.id, -1
         return "other", None, -1, -1
 
     def free(self, ev: FreeVmapAreaNoflush) -> None:
