@@ -65,6 +65,8 @@ class Beliefs:
         self.unknown_node: dict[int, VmapArea] = {}
         #: Nodes already refuted for such an area.
         self.refuted_nodes: dict[int, set[int]] = {}
+        #: Kernel pool hits below each known pool entry (id(area) -> count).
+        self.passed: dict[int, int] = {}
         #: Purge generation of each pool entry (id(area) -> purge number).
         self.gen: dict[int, int] = {}
         self.purge_seq = 0
@@ -157,6 +159,12 @@ class Beliefs:
         self.gen.pop(id(va), None)
         space.merge_or_add_vmap_area(va)
         return "returned to the free tree"
+
+    def passed_once(self, va: VmapArea) -> bool:
+        """Count a kernel pool hit below ``va``; True the first time for this area."""
+        n = self.passed.get(id(va), 0)
+        self.passed[id(va)] = n + 1
+        return n == 0
 
     # --- tree shape -----------------------------------------------------------------
     def mark_not_free(self, block: tuple[int, int]) -> None:
