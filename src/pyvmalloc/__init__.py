@@ -8,10 +8,12 @@
 """
 
 from pyvmalloc.config import PROFILES, KernelProfile, Machine, get_profile
+from pyvmalloc.errors import InputError
 from pyvmalloc.printk import KernelLog, KernelWarning
 
 __all__ = [
     "PROFILES",
+    "InputError",
     "Kernel",
     "KernelLog",
     "KernelProfile",

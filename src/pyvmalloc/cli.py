@@ -10,6 +10,7 @@ Subcommands:
 * ``compare``   — replay one trace under several kernel profiles, side by side;
 * ``capture``   — record a real kernel's vmalloc events (root, tracefs);
 * ``whatif``    — a capture's requests on another machine or kernel: failures, fragmentation;
+* ``sweep``     — the what-if over a grid of vmalloc=, CPUs and profiles, on dask;
 * ``explain``   — the call tree of one API call, like the seeds' "Code Flow";
 * ``walk``      — the page-table walk of an address;
 * ``tour``      — a seeded workload of the whole API, then the /proc views;
@@ -23,6 +24,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from pyvmalloc.errors import InputError
 
 __all__ = ["main"]
 
@@ -115,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_whatif(sub)
 
+    from pyvmalloc.report.sweep import register_cli as register_sweep
+
+    register_sweep(sub)
+
     from pyvmalloc.cli_vmalloc import register_cli as register_vmalloc
 
     register_vmalloc(sub)
@@ -132,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc: int = args.func(args)
     except BrokenPipeError:
         return 0
+    except InputError as e:  # PATH:LINE: what is wrong in a user's file
+        print(f"pyvmalloc: error: {e}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as e:
         print(f"pyvmalloc: error: {e}", file=sys.stderr)
         return 2

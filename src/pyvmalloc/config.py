@@ -33,6 +33,7 @@ __all__ = [
     "KernelProfile",
     "Machine",
     "fls",
+    "format_size",
     "get_profile",
     "parse_size",
 ]
@@ -41,7 +42,12 @@ PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 ULONG_MAX = (1 << 64) - 1
 
-Arch = Literal["x86_64", "i386"]
+Arch = Literal["x86_64", "i386", "arm", "arm64"]
+
+#: Architectures the model knows (``Machine.arch``).
+ARCHES: tuple[str, ...] = ("x86_64", "i386", "arm", "arm64")
+#: Releases whose arch layout rules are modelled (the profiles' names).
+LAYOUT_RELEASES: tuple[str, ...] = ("4.19", "5.4", "6.18")
 
 
 def fls(x: int) -> int:
@@ -68,6 +74,17 @@ def parse_size(value: int | str) -> int:
     return int(m.group(1)) << shift
 
 
+def format_size(n: int) -> str:
+    """A byte count in the binary unit that fits it: ``format_size(3 << 40) == '3.0 TiB'``."""
+    if n < 1024:
+        return f"{n} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        n /= 1024  # type: ignore[assignment]
+        if n < 1024 or unit == "PiB":
+            return f"{n:,.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
 @dataclass(frozen=True)
 class Machine:
     """The simulated machine: what ``arch/`` and the boot configuration decide.
@@ -84,17 +101,62 @@ class Machine:
     nr_cpus: int = 256
     ram: int = 4 << 30
     numa_nodes: int = 1
-    #: i386 only: ``vmalloc=`` boot option (bytes of the vmalloc reserve); 0 = default.
+    #: i386 and arm: ``vmalloc=`` boot option (bytes); 0 = the kernel's default.
     vmalloc_reserve: int = 0
+    #: Release whose arch layout rules apply (arm/arm64 changed between 4.19, 5.4 and
+    #: 6.18); tools that build a Machine for a profile pass the profile's name.
+    kernel_release: str = "6.18"
+    #: arm: ``CONFIG_VMSPLIT_*`` ("3G", "3G_OPT", "2G", "1G").
+    vmsplit: str = "3G"
+    #: arm: ``CONFIG_ARM_LPAE`` (3-level page tables).
+    lpae: bool = False
+    #: arm: ``CONFIG_HIGHMEM`` (RAM above the lowmem limit is usable as highmem).
+    highmem: bool = True
+    #: arm: ``CONFIG_THUMB2_KERNEL`` (8 MiB modules area instead of 16 MiB).
+    thumb2: bool = False
+    #: arm: ``CONFIG_ARM_MODULE_PLTS`` (modules may spill into the vmalloc range).
+    module_plts: bool = True
+    #: arm: ``CONFIG_SMP`` (UP non-LPAE kernels align ioremap to 16 MiB).
+    smp: bool = True
+    #: arm: ``PHYS_OFFSET``, the physical address RAM starts at.
+    phys_offset: int = 0
+    #: arm64: ``CONFIG_ARM64_VA_BITS``.
+    va_bits: int = 48
+    #: arm64: the granule. The allocator model runs with 4 KiB pages only; the
+    #: 16K/64K layouts are :func:`pyvmalloc.arch.arm64.compute_layout`.
+    page_size: int = PAGE_SIZE
     layout: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.arch not in ("x86_64", "i386"):
-            raise ValueError(f"unsupported arch {self.arch!r} (x86_64 or i386)")
+        if self.arch not in ARCHES:
+            raise ValueError(f"unsupported arch {self.arch!r} ({', '.join(ARCHES)})")
+        if self.kernel_release not in LAYOUT_RELEASES:
+            raise ValueError(
+                f"kernel_release {self.kernel_release!r} unknown ({', '.join(LAYOUT_RELEASES)})"
+            )
         if self.arch == "x86_64" and self.paging_levels not in (4, 5):
             raise ValueError("x86_64 has 4- or 5-level paging")
         if self.arch == "i386" and self.paging_levels != 2:
             object.__setattr__(self, "paging_levels", 2)
+        if self.page_size != PAGE_SIZE:
+            raise ValueError(
+                f"the allocator model runs with 4 KiB pages only (PAGE_SIZE is a constant "
+                f"of the model), not {self.page_size}; for the arm64 16K/64K layouts use "
+                "pyvmalloc.arch.arm64.compute_layout(page_size=..., va_bits=..., release=...)"
+            )
+        if self.arch == "arm":
+            # pgtable-2level.h: two levels; pgtable-3level.h (LPAE): three
+            object.__setattr__(self, "paging_levels", 3 if self.lpae else 2)
+        if self.arch == "arm64":
+            from pyvmalloc.arch.arm64 import VA_BITS_BY_PAGE_SIZE, pgtable_levels
+
+            if self.va_bits not in VA_BITS_BY_PAGE_SIZE[self.page_size]:
+                raise ValueError(
+                    f"arm64 with 4K pages has VA_BITS 39, 48 or 52, not {self.va_bits}"
+                )
+            object.__setattr__(self, "paging_levels", pgtable_levels(self.page_size, self.va_bits))
+        if self.vmalloc_reserve and self.arch not in ("i386", "arm"):
+            raise ValueError("vmalloc= is a boot option of 32-bit kernels (i386, arm) only")
         if self.cpus_online < 1:
             raise ValueError("at least one CPU must be online")
         if self.cpus_possible == 0:
@@ -109,6 +171,9 @@ class Machine:
         if self.ram < 16 << 20:
             raise ValueError("RAM must be at least 16 MiB")
         object.__setattr__(self, "vmalloc_reserve", parse_size(self.vmalloc_reserve))
+        object.__setattr__(self, "phys_offset", parse_size(self.phys_offset))
+        if self.arch == "arm" and not self.lpae and self.phys_offset + self.ram > 1 << 32:
+            raise ValueError("RAM above 4 GiB needs LPAE (lpae=True) on arm")
         from pyvmalloc.arch import arch_layout  # arch/ depends on this module
 
         self.layout.update(arch_layout(self))
@@ -134,7 +199,7 @@ class Machine:
 
     @property
     def bits_per_long(self) -> int:
-        return 64 if self.arch == "x86_64" else 32
+        return 64 if self.arch in ("x86_64", "arm64") else 32
 
     @property
     def ulong_max(self) -> int:

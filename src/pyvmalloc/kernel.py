@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from pyvmalloc.config import NUMA_NO_NODE, KernelProfile, Machine, get_profile
+from pyvmalloc.config import NUMA_NO_NODE, Arch, KernelProfile, Machine, get_profile
 from pyvmalloc.errors import InvariantError
 from pyvmalloc.policies import MECHANISMS, mechanism_of, placement_policy, pool_policy
 from pyvmalloc.printk import KernelLog
@@ -118,7 +118,7 @@ class Kernel:
         paging_levels: int = 4,
         ram: int | str = 4 << 30,
         numa_nodes: int = 1,
-        arch: Literal["x86_64", "i386"] = "x86_64",
+        arch: Arch = "x86_64",
         nr_cpus: int = 256,
         strict: bool = False,
         deferred_work: Literal["auto", "manual"] = "auto",

@@ -62,7 +62,7 @@ __all__ = [
 
 
 class BestFit:
-    """Best fit: the smallest free block that can hold the request.
+    """Best fit: the smallest free block that can hold the request inside its range.
 
     Among blocks of the same size the lowest address wins; inside the chosen block
     the area starts at the lowest aligned address (as the kernel's does). Best fit
@@ -100,10 +100,10 @@ class BestFit:
         best: VmapArea | None = None
         best_size = 0
         visits = 0
-        stack = [tree.root.rb_node] if tree.root.rb_node is not None else []
+        stack: list[Any] = []
         # In-order walk (lowest address first among equal sizes), pruning subtrees
         # that hold no block of at least ``size`` bytes.
-        node: Any = None
+        node: Any = tree.root.rb_node
         while stack or node is not None:
             while node is not None:
                 if node.subtree_max_size < size:
@@ -114,14 +114,14 @@ class BestFit:
             if not stack:
                 break
             node = stack.pop()
-            if node is None:
-                continue
             visits += 1
             block = node.va_end - node.va_start
-            if (best is None or block < best_size) and is_within_this_va(
-                node, size, align, vstart, umax
+            if (best is None or block < best_size) and _fits_in_range(
+                node, size, align, vstart, vend, umax
             ):
                 best, best_size = node, block
+            if node.va_start >= vend:
+                break  # every later block starts past the range
             node = node.rb_right
         tree.stats.search_visits += visits
         if best is None:
@@ -136,22 +136,34 @@ class BestFit:
         visits = tree.stats.search_visits
         blocks = list(tree)
         for _ in range(samples):
-            size = rng.randint(1, max(1, min(largest // 4096, 1024))) * 4096
+            # Sizes up to a random block's: the requests where the choice matters.
+            pages = min(rng.choice(blocks).size // 4096, 1024)
+            size = rng.randint(1, max(1, pages)) * 4096
             align = 1 << rng.choice((0, 12, 12, 14, 16))
-            v = vstart + rng.getrandbits(24) * 4096
+            # Most requests start at VMALLOC_START; some at a random higher address.
+            v = vstart if rng.random() < 0.5 else vstart + rng.getrandbits(24) * 4096
+            vend = tree.ulong_max if rng.random() < 0.5 else v + rng.getrandbits(30) * 4096
             want = None
             for va in blocks:
-                if is_within_this_va(va, size, align, v, tree.ulong_max) and (
+                if _fits_in_range(va, size, align, v, vend, tree.ulong_max) and (
                     want is None or va.size < want.size
                 ):
                     want = va
-            got = self.find(tree, size, align, v, tree.ulong_max)
+            got = self.find(tree, size, align, v, vend)
             if (got[0] if got else None) is not want:
                 raise InvariantError(
                     f"best fit: find gave {got[0] if got else None!r}, the smallest fitting "
                     f"block is {want!r} (size {size:#x}, align {align:#x}, vstart {v:#x})"
                 )
         tree.stats.search_visits = visits
+
+
+def _fits_in_range(va: VmapArea, size: int, align: int, vstart: int, vend: int, umax: int) -> bool:
+    """Does the lowest aligned address of ``va`` at or above ``vstart`` fit by ``vend``?"""
+    if not is_within_this_va(va, size, align, vstart, umax):
+        return False
+    s = va.va_start
+    return (((s if s > vstart else vstart) + align - 1) & ~(align - 1) & umax) + size <= vend
 
 
 #: Placement policies by name: each builds the policy for a profile.

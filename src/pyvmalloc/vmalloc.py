@@ -203,7 +203,7 @@ class Vmalloc:
         self.VMALLOC_START = self.machine.vmalloc_start
         self.VMALLOC_END = self.machine.vmalloc_end
         self.sizeof_vm_struct = SIZEOF_VM_STRUCT[self.v6]
-        self.ioremap_max_order = IOREMAP_MAX_ORDER[self.machine.arch]
+        self.ioremap_max_order = self.machine.layout["IOREMAP_MAX_ORDER"]
         #: ``nr_vmalloc_pages`` (VmallocUsed in pages)
         self.nr_vmalloc_pages = 0
         #: pages owned by VM_MAP_PUT_PAGES areas (freed by vfree, not in VmallocUsed)

@@ -21,6 +21,14 @@ def arch_layout(machine: Machine) -> dict[str, int]:
         from pyvmalloc.arch import x86_64
 
         return x86_64.layout(machine)
+    if machine.arch == "arm":
+        from pyvmalloc.arch import arm
+
+        return arm.layout(machine)
+    if machine.arch == "arm64":
+        from pyvmalloc.arch import arm64
+
+        return arm64.layout(machine)
     from pyvmalloc.arch import i386
 
     return i386.layout(machine)

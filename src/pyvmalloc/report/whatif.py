@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyvmalloc.config import PAGE_SIZE, Machine, get_profile, parse_size
+from pyvmalloc.config import PAGE_SIZE, Machine, get_profile
 from pyvmalloc.trace.events import (
     AllocVmapArea,
     FreeVmapAreaNoflush,
@@ -80,7 +80,7 @@ def _target_range(
 ) -> tuple[int, int]:
     if vstart == src_start and vend == src_end:
         return space.vmalloc_start, space.vmalloc_end
-    if machine.arch == "x86_64":
+    if machine.modules_vaddr != machine.vmalloc_start:  # a modules area of its own
         return machine.modules_vaddr, machine.modules_end
     return space.vmalloc_start, space.vmalloc_end
 
@@ -283,17 +283,18 @@ def _print(res: WhatIfResult) -> None:
 
 
 def _cmd_whatif(args: argparse.Namespace) -> int:
+    from pyvmalloc.report import board
     from pyvmalloc.trace.replay import load_capture
 
+    if args.capture is None:
+        return board.cmd_board_whatif(args)
+    if args.dmesg:
+        raise ValueError("--dmesg goes with --from-vmallocinfo and no capture (a board what-if)")
     trace, snap, meta = load_capture(args.capture)
+    if args.from_vmallocinfo:
+        snap = args.from_vmallocinfo
     src_cpus = len(meta.get("cpus_possible", [])) or 2
-    machine = Machine(
-        arch=args.arch,
-        paging_levels=args.paging_levels,
-        cpus_online=args.cpus or src_cpus,
-        ram=parse_size(args.ram),
-        vmalloc_reserve=parse_size(args.vmalloc) if args.vmalloc else 0,
-    )
+    machine = board.machine_from_args(args, cpus=args.cpus or src_cpus)
     res = whatif(trace, snap, profile=args.profile, machine=machine, samples=args.samples)
     if args.json:
         Path(args.json).write_text(json.dumps(res.as_json(), indent=1))
@@ -310,13 +311,20 @@ def register_cli(sub: Any) -> None:
         "whatif",
         help="replay a capture's requests on another machine or kernel: failures, fragmentation",
     )
-    p.add_argument("capture", help="a capture directory (pyvmalloc capture)")
+    p.add_argument(
+        "capture",
+        nargs="?",
+        help="a capture directory (pyvmalloc capture); omit for a board what-if",
+    )
     p.add_argument("--profile", default="6.18", help="kernel profile of the target")
-    p.add_argument("--arch", default="x86_64", choices=["x86_64", "i386"])
+    p.add_argument("--arch", default="x86_64", choices=["x86_64", "i386", "arm", "arm64"])
     p.add_argument("--paging-levels", type=int, default=4, help="x86_64: 4 or 5")
     p.add_argument("--cpus", type=int, default=0, help="target CPUs (default: the capture's)")
     p.add_argument("--ram", default="4G")
-    p.add_argument("--vmalloc", help="i386: the vmalloc= boot option, e.g. 64M")
+    p.add_argument("--vmalloc", help="i386/arm: the vmalloc= boot option, e.g. 64M")
+    from pyvmalloc.report.board import add_board_options
+
+    add_board_options(p)
     p.add_argument("--samples", type=int, default=50, help="fragmentation samples")
     p.add_argument("--json", metavar="OUT", help="write the result (with samples) as JSON")
     p.add_argument("--plot", metavar="PNG", help="draw fragmentation over time (matplotlib)")

@@ -179,6 +179,8 @@ class TraceHarness:
         self.kernel = Kernel(
             prof,
             cpus=cpus,
+            # A capture of a bigger machine than CONFIG_NR_CPUS=256 had at least as many.
+            nr_cpus=max(256, cpus),
             machine=machine,
             deferred_work="manual" if self.trace_driven else "auto",
             placement=placement,
@@ -188,6 +190,8 @@ class TraceHarness:
         self.space = self.kernel.vmap_space
         self.machine = self.kernel.machine
         self.cpus = self.machine.cpus_online
+        #: Events of the current :meth:`drive` (observers pace themselves by it).
+        self.n_events = 0
 
     # --- seeding ----------------------------------------------------------------------
     def seed_snapshot(self, info: VmallocInfo) -> tuple[int, int]:
@@ -405,7 +409,11 @@ class TraceHarness:
         *,
         observer: Observer | None = None,
     ) -> None:
-        """Apply ``events`` in order through ``driver``; ``observer`` sees each result."""
+        """Apply ``events`` in order through ``driver``; ``observer`` sees each result.
+
+        ``n_events`` holds the number of events while they are driven.
+        """
+        self.n_events = len(events)
         driver.prepare(events)
         for i, ev in enumerate(events):
             driver.before(i, ev)

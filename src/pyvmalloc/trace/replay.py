@@ -30,12 +30,12 @@ import os
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyvmalloc.config import ENOENT, ERANGE, PAGE_SIZE
+from pyvmalloc.config import ENOENT, ERANGE, PAGE_SIZE, format_size
 from pyvmalloc.trace.beliefs import (
     HIDDEN,
     RACE,
@@ -45,6 +45,7 @@ from pyvmalloc.trace.beliefs import (
     next_hidden_head,
     pool_class,
 )
+from pyvmalloc.trace.capturedir import load_capture_dir, nr_cpus, read_meta
 from pyvmalloc.trace.events import (
     AllocVmapArea,
     FreeVmapAreaNoflush,
@@ -69,7 +70,17 @@ RACE_SECONDS = 50e-6
 REORDER_EVENTS = 64
 REORDER_SECONDS = 1e-3
 
-__all__ = ["Mismatch", "ReplayResult", "Replayer", "load_capture", "register_cli", "replay"]
+__all__ = [
+    "CompareRow",
+    "Mismatch",
+    "ReplayResult",
+    "Replayer",
+    "compare",
+    "compare_one",
+    "load_capture",
+    "register_cli",
+    "replay",
+]
 
 
 @dataclass
@@ -215,21 +226,9 @@ class ReplayResult:
 
 
 def load_capture(path: str | os.PathLike[str]) -> tuple[Path, Path, dict[str, Any]]:
-    """Resolve a capture directory into (trace, snapshot, meta)."""
-    d = Path(path)
-    meta: dict[str, Any] = {}
-    if (d / "meta.json").exists():
-        meta = json.loads((d / "meta.json").read_text())
-    for name in ("trace", "trace.gz"):
-        if (d / name).exists():
-            trace = d / name
-            break
-    else:
-        raise ValueError(f"{d}: no trace or trace.gz in this capture directory")
-    snap = d / "vmallocinfo"
-    if not snap.exists():
-        raise ValueError(f"{d}: no vmallocinfo snapshot in this capture directory")
-    return trace, snap, meta
+    """Resolve a capture directory into (trace, snapshot, meta), checked (InputError)."""
+    cap = load_capture_dir(path)
+    return cap.trace, cap.snapshot, cap.meta
 
 
 class Replayer:
@@ -1133,7 +1132,7 @@ def replay(
         possible = meta.get("cpus_possible")
         cpus = len(possible) if isinstance(possible, list) and possible else 2
     info = parse_vmallocinfo(snapshot)
-    parsed = parse_trace(trace)
+    parsed = parse_trace(trace, cpus=nr_cpus(meta))  # an event's CPU must exist
     t0 = time.perf_counter()
     rp = Replayer(info, profile=profile, cpus=cpus, placement=placement, pools=pools)
     res = rp.result
@@ -1172,7 +1171,7 @@ def _resolve(args: argparse.Namespace) -> tuple[Path, Path, dict[str, Any]]:
         raise ValueError("--snapshot VMALLOCINFO is required unless TRACE is a capture dir")
     meta = {}
     if (trace.parent / "meta.json").exists():
-        meta = json.loads((trace.parent / "meta.json").read_text())
+        meta = read_meta(trace.parent / "meta.json")
     return trace, Path(args.snapshot), meta
 
 
@@ -1271,40 +1270,173 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass
+class CompareRow:
+    """One column of ``compare``: a profile (and policies) replayed on the trace."""
+
+    label: str
+    result: ReplayResult
+    #: Peak of busy + lazily freed bytes in the vmalloc range.
+    peak_used_bytes: int = 0
+    #: The smallest "largest free block" and the most free blocks seen over time.
+    min_largest_free: int = 0
+    max_free_blocks: int = 0
+    #: Free-space nodes (tree or list) examined per allocation.
+    search_cost_per_alloc: float = 0.0
+    #: ``(event index, used bytes, largest free block, free blocks)`` over time.
+    samples: list[tuple[int, int, int, int]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "profile": self.result.profile,
+            "placement": self.result.placement,
+            "pools": self.result.pools,
+            "agreement": self.result.agreement,
+            "allocs_compared": self.result.allocs_compared,
+            "allocs_matched": self.result.allocs_matched,
+            "model_failures": self.result.model_failures,
+            "kernel_failures": self.result.kernel_failures,
+            "peak_used_bytes": self.peak_used_bytes,
+            "min_largest_free": self.min_largest_free,
+            "max_free_blocks": self.max_free_blocks,
+            "end_largest_free": self.result.end_largest_free_in_range,
+            "end_free_blocks": self.result.end_free_blocks_in_range,
+            "search_cost_per_alloc": self.search_cost_per_alloc,
+            "samples": [
+                {"event": i, "used": u, "largest_free": lf, "free_blocks": fb}
+                for i, u, lf, fb in self.samples
+            ],
+            "replay": self.result.as_json(),
+        }
+
+
+def compare_one(
+    trace: Path,
+    snap: Path,
+    profile: str,
+    *,
+    cpus: int | None,
+    meta: dict[str, Any],
+    placement: Any = None,
+    pools: Any = None,
+    label: str | None = None,
+    samples: int = 100,
+) -> CompareRow:
+    """Replay the trace once, measuring what a policy developer needs over time."""
+    from pyvmalloc.trace.harness import fragmentation
+
+    row = CompareRow(label or profile, ReplayResult(profile=profile, cpus=0))
+    row.min_largest_free = -1
+    step = 0  # sample every step-th event (set from the trace's length at the first event)
+
+    spent = 0.0  # time in the sampling itself, kept out of the replay's speed
+
+    def observe(i: int, ev: TraceEvent, h: Any) -> None:
+        nonlocal step, spent
+        if not step:
+            step = max(1, h.n_events // samples)
+        if i % step and i != h.n_events - 1:
+            return
+        t0 = time.perf_counter()
+        f = fragmentation(h.space)
+        used = f.busy_bytes + f.lazy_bytes
+        row.samples.append((i, used, f.largest_free, f.free_blocks))
+        row.peak_used_bytes = max(row.peak_used_bytes, used)
+        if row.min_largest_free < 0 or f.largest_free < row.min_largest_free:
+            row.min_largest_free = f.largest_free
+        row.max_free_blocks = max(row.max_free_blocks, f.free_blocks)
+        row.search_cost_per_alloc = h.space.search_cost
+        spent += time.perf_counter() - t0
+
+    res = replay(
+        trace,
+        snap,
+        profile=profile,
+        cpus=cpus,
+        meta=meta,
+        placement=placement,
+        pools=pools,
+        observer=observe,
+    )
+    res.seconds = max(0.0, res.seconds - spent)
+    row.result = res
+    if row.min_largest_free < 0:
+        row.min_largest_free = res.end_largest_free_in_range
+    allocs = max(1, res.allocs_compared)
+    row.search_cost_per_alloc = row.search_cost_per_alloc / allocs
+    return row
+
+
 def compare(
-    trace: Path, snap: Path, profiles: Sequence[str], *, cpus: int | None, meta: dict[str, Any]
-) -> list[ReplayResult]:
-    """Replay one trace under several profiles and print the comparison table."""
+    trace: Path,
+    snap: Path,
+    profiles: Sequence[str],
+    *,
+    cpus: int | None,
+    meta: dict[str, Any],
+    policies: Sequence[str] = (),
+    policy_profile: str = "6.18",
+    show: bool = True,
+) -> list[CompareRow]:
+    """Replay one trace under several profiles (and placement policies), one table.
+
+    Each of ``policies`` (a registered name or ``module:Class``) adds a column: the
+    trace under ``policy_profile`` with that placement policy.
+    """
     from rich.console import Console
     from rich.table import Table
 
-    results = [replay(trace, snap, profile=p, cpus=cpus, meta=meta) for p in profiles]
-    t = Table(title=f"one trace, several kernels ({trace})")
-    for col in (
-        "profile",
-        "agreement",
-        "model failures",
-        "free blocks",
-        "largest free MiB",
-        "events/s",
-    ):
-        t.add_column(col, justify="right")
-    for r in results:
-        t.add_row(
-            r.profile,
-            f"{100 * r.agreement:.2f} %",
-            str(r.model_failures),
-            str(r.end_free_blocks_in_range),
-            f"{r.end_largest_free_in_range / 2**20:,.1f}",
-            f"{r.events / r.seconds:,.0f}" if r.seconds else "-",
+    rows = [compare_one(trace, snap, p, cpus=cpus, meta=meta) for p in profiles]
+    for spec in policies:
+        rows.append(
+            compare_one(
+                trace,
+                snap,
+                policy_profile,
+                cpus=cpus,
+                meta=meta,
+                placement=spec,
+                label=f"{policy_profile} + {spec}",
+            )
         )
+    if not show:
+        return rows
+    t = Table(title=f"one trace, several kernels and policies ({trace})")
+    columns: list[tuple[str, Callable[[CompareRow], str]]] = [
+        ("model", lambda r: r.label),
+        ("placement", lambda r: r.result.placement),
+        ("pools", lambda r: r.result.pools),
+        ("agreement", lambda r: f"{100 * r.result.agreement:.2f} %"),
+        ("model failures", lambda r: str(r.result.model_failures)),
+        ("peak use", lambda r: format_size(r.peak_used_bytes)),
+        ("min largest free", lambda r: format_size(r.min_largest_free)),
+        ("max free blocks", lambda r: str(r.max_free_blocks)),
+        ("search nodes/alloc", lambda r: f"{r.search_cost_per_alloc:.1f}"),
+        (
+            "events/s",
+            lambda r: f"{r.result.events / r.result.seconds:,.0f}" if r.result.seconds else "-",
+        ),
+    ]
+    for name, _ in columns:
+        t.add_column(name, justify="left" if name == "model" else "right")
+    for r in rows:
+        t.add_row(*(fn(r) for _, fn in columns))
     Console().print(t)
-    return results
+    return rows
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     trace, snap, meta = _resolve(args)
-    results = compare(trace, snap, args.profiles.split(","), cpus=args.cpus, meta=meta)
+    results = compare(
+        trace,
+        snap,
+        [p for p in args.profiles.split(",") if p],
+        cpus=args.cpus,
+        meta=meta,
+        policies=args.policy,
+        policy_profile=args.policy_profile,
+    )
     if args.json:
         Path(args.json).write_text(json.dumps([r.as_json() for r in results], indent=1))
     return 0
@@ -1332,7 +1464,25 @@ def register_cli(sub: Any) -> None:
             )
             p.add_argument("--show", type=int, default=5, help="divergences to print")
         else:
-            p.add_argument("--profiles", default="4.19,5.4,6.18")
+            p.add_argument(
+                "--profiles",
+                default="4.19,5.4,6.18",
+                help="comma-separated kernel profiles, one column each (default 4.19,5.4,6.18)",
+            )
+            p.add_argument(
+                "--policy",
+                action="append",
+                default=[],
+                metavar="SPEC",
+                help="add a column with this placement policy: a name (best-fit, "
+                "lowest-match, list-walk) or module:Class; repeatable",
+            )
+            p.add_argument(
+                "--policy-profile",
+                default="6.18",
+                metavar="PROFILE",
+                help="the kernel profile the --policy columns run under (default 6.18)",
+            )
         p.set_defaults(func=func)
 
 

@@ -172,6 +172,11 @@ class ListVmapSpace(VmapSpace):
         """Gaps of ``[1, ULONG_MAX)`` between the areas of the tree."""
         return self._nr_gaps
 
+    @property
+    def search_cost(self) -> int:
+        """Busy-list nodes the walk examined, over all allocations."""
+        return self.walk_steps
+
     def __init__(
         self,
         machine: Machine,
@@ -210,7 +215,7 @@ class ListVmapSpace(VmapSpace):
             machine,
             profile,
             log,
-            placement=placement,  # type: ignore[arg-type]
+            placement=placement,
             pools=pools,
             clock=clock,
             schedule_work=schedule_work,

@@ -173,6 +173,11 @@ class VmapSpace(LazyPurge):
             self.free.insert_vmap_area_augment(VmapArea(vmap_start, vmap_end))
 
     @property
+    def search_cost(self) -> int:
+        """Free-space nodes the placement policy examined, over all allocations."""
+        return self.stats.search_visits
+
+    @property
     def free_root(self) -> RBRoot:
         """``free_vmap_area_root``."""
         return self.free.root
