@@ -195,6 +195,30 @@ def test_a_free_range_the_kernel_lacks_is_skipped_for_every_size(tmp_path):
     assert res.allocs_matched == 1
 
 
+def test_an_allocation_inside_a_purge_in_flight_is_a_race_and_catches_the_purge_up(
+    tmp_path,
+):
+    # Two lazily freed 40 KiB areas in the snapshot (node 0's list) and a busy one freed
+    # in the trace: the next purge takes all three (num_purged=3). It starts right
+    # after that free; its event comes after three allocations that already use its
+    # refill: node 0's pool gets a, b, c pushed in ascending order, head c. The first
+    # allocation shows the model the purge was further on (race); then the pool's
+    # LIFO order matches.
+    a, b, c = V + 0x10000, V + 0x30000, V + 0x100000
+    size = 0xA000
+    tr = Trace()
+    tr.nr_lazy = 2 * (size >> 12)
+    tr.free(c, size=size)
+    tr.alloc(c, cpu=0, size=size, align=1)
+    tr.alloc(b, cpu=0, size=size, align=1)
+    tr.alloc(a, cpu=0, size=size, align=1)
+    tr.purge(a, c + size, 3, 3 * (size >> 12))
+    res = run(tmp_path, tr, [(V, V + 0x1000), (c, c + size)], [(a, a + size), (b, b + size)])
+    assert [m.cause_class for m in res.mismatches] == ["race"], res.mismatches
+    assert res.mismatches[0].kernel == c
+    assert res.allocs_matched == 2
+
+
 def test_lock_order_race_is_replayed_in_the_kernels_order(tmp_path):
     # CPU 1 took the free-tree lock first: the lowest fit for 64 KiB (align 1) is
     # [V + 0x1000, V + 0x11000). CPU 0's stack then got the lowest 16 KiB-aligned
