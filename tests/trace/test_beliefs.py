@@ -250,7 +250,7 @@ REAL = {
     "bpf-churn-bg": (0.99, 0.999),
     "mixed-preempt": (0.99, 0.999),
     "threads-pool-nodrop": (0.95, 0.999),
-    "threads-long-nodrop": (0.985, 0.999),
+    "threads-long-nodrop": (0.98, 0.999),
     "small-spread-nodrop": (0.90, 0.999),
     "mixed-nodrop": (0.74, 0.99),
     "bpf-churn-bg-nodrop": (0.45, 0.97),

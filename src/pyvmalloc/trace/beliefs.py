@@ -31,7 +31,9 @@ of the same kind:
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right, insort
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pyvmalloc.config import PAGE_SHIFT, PAGE_SIZE
@@ -71,9 +73,11 @@ class Beliefs:
         self.gen: dict[int, int] = {}
         self.purge_seq = 0
         #: Free blocks the kernel's search does not reach: (start, end, search length).
-        self.unreachable: set[tuple[int, int, int]] = set()
-        #: Starts of free blocks (to the model) whose bottom the kernel's tree lacks.
-        self.not_free_from: set[int] = set()
+        self.unreachable: dict[tuple[int, int], set[int]] = {}
+        #: Free blocks (to the model) the kernel's tree does not have, taken out of the
+        #: model's free tree until the kernel allocates in them: start -> block.
+        self.parked: dict[int, VmapArea] = {}
+        self._parked_starts: list[int] = []
         #: Free blocks of the snapshot, and per search length the highest address the
         #: kernel's tree search returned (see passed_over).
         self.old_blocks: set[tuple[int, int]] = set()
@@ -103,9 +107,12 @@ class Beliefs:
 
     def forget(self, start: int) -> None:
         """The range at ``start`` was allocated again: its new node is known."""
-        self.unknown_node.pop(start, None)
-        self.refuted_nodes.pop(start, None)
-        self.recycled.pop(start, None)
+        if self.unknown_node:
+            self.unknown_node.pop(start, None)
+        if self.refuted_nodes:
+            self.refuted_nodes.pop(start, None)
+        if self.recycled:
+            self.recycled.pop(start, None)
 
     # --- pools ----------------------------------------------------------------------
     def before_refill(self) -> set[int]:
@@ -167,15 +174,76 @@ class Beliefs:
         return n == 0
 
     # --- tree shape -----------------------------------------------------------------
-    def mark_not_free(self, block: tuple[int, int]) -> None:
-        """The kernel's tree lacks the bottom of what the model sees as the free block
-        ``block`` (it was pooled before the snapshot): skip blocks starting there, for
-        every size, whatever happens to their top end."""
-        self.not_free_from.add(block[0])
+    def park(self, block: tuple[int, int]) -> bool:
+        """The kernel's tree does not have what the model sees as the free block
+        ``block`` (pooled before the snapshot, or held by an allocation not traced yet):
+        take it out of the model's free tree, so that no search of any size finds it,
+        until the kernel allocates in it (:meth:`unpark_overlapping`)."""
+        free = self.space.free
+        blk = free.pvm_find_va_enclose_addr(block[0])
+        if blk is None or blk.va_start != block[0] or blk.va_end != block[1]:
+            return False
+        free.unlink_va_augment(blk)
+        self._park(blk)
         self.revisions += 1
+        return True
+
+    def parked_at(self, addr: int) -> VmapArea | None:
+        i = bisect_right(self._parked_starts, addr) - 1
+        if i >= 0:
+            va = self.parked[self._parked_starts[i]]
+            if addr < va.va_end:
+                return va
+        return None
+
+    def _park(self, va: VmapArea) -> None:
+        self.parked[va.va_start] = va
+        insort(self._parked_starts, va.va_start)
+
+    def _unpark(self, start: int) -> VmapArea:
+        self._parked_starts.pop(bisect_left(self._parked_starts, start))
+        return self.parked.pop(start)
+
+    def ranges_below(self, addr: int) -> Iterator[tuple[int, int]]:
+        """Free ranges to the model (in its tree or parked) below ``addr``, highest
+        first."""
+        blk = self.space.free.pvm_find_va_enclose_addr(addr - 1)
+        starts = self._parked_starts
+        i = bisect_left(starts, addr) - 1
+        while blk is not None or i >= 0:
+            if i < 0 or (blk is not None and blk.va_start > starts[i]):
+                assert blk is not None
+                yield blk.va_start, blk.va_end
+                blk = rb_prev(blk)
+            else:
+                va = self.parked[starts[i]]
+                yield va.va_start, va.va_end
+                i -= 1
+
+    def unpark_overlapping(self, start: int, end: int) -> int:
+        """Give parked blocks overlapping ``[start, end)`` back to the free tree."""
+        starts = self._parked_starts
+        lo = max(0, bisect_right(starts, start) - 1)
+        hits = [s for s in starts[lo : bisect_left(starts, end)] if self.parked[s].va_end > start]
+        for s in hits:
+            self.space.free.merge_or_add_vmap_area_augment(self._unpark(s))
+        return len(hits)
+
+    def split_parked(self, va: VmapArea, start: int, end: int) -> None:
+        """The kernel took ``[start, end)`` from inside the parked block ``va`` (a pool
+        entry there): the rest stays parked."""
+        self._unpark(va.va_start)
+        if va.va_start < start:
+            self._park(VmapArea(va.va_start, start))
+        if end < va.va_end:
+            self._park(VmapArea(end, va.va_end))
+
+    def unpark_all(self) -> None:
+        """Back to the free tree: the model's own accounting of free space."""
+        self.unpark_overlapping(0, self.space.ulong_max)
 
     def mark_unreachable(self, block: tuple[int, int], length: int) -> None:
-        self.unreachable.add((block[0], block[1], length))
+        self.unreachable.setdefault((block[0], block[1]), set()).add(length)
         self.revisions += 1
 
     def mark_passed_over(
@@ -198,26 +266,22 @@ class Beliefs:
             s, e = blk.va_start, blk.va_end
             if e - s < length and e <= hi and s >= lo:
                 nva = (max(s, lo) + align - 1) & mask
-                if nva + size <= e and (s, e, length) not in self.unreachable:
-                    self.unreachable.add((s, e, length))
+                lengths = self.unreachable.setdefault((s, e), set())
+                if nva + size <= e and length not in lengths:
+                    lengths.add(length)
                     marked += 1
             blk = rb_prev(blk)
         return marked
 
     def unmark(self, block: tuple[int, int]) -> bool:
         """The kernel allocated in ``block``: it was free and reachable after all."""
-        gone = {k for k in self.unreachable if k[0] == block[0] and k[1] == block[1]}
-        self.unreachable -= gone
-        if block[0] in self.not_free_from:
-            self.not_free_from.discard(block[0])
-            gone.add((block[0], block[1], 0))
+        gone = self.unreachable.pop((block[0], block[1]), None)
         if (block[0], block[1]) in self.old_blocks and gone:
             self.old_blocks.discard((block[0], block[1]))
         return bool(gone)
 
     def is_unreachable(self, block: tuple[int, int], length: int) -> bool:
-        u = self.unreachable
-        if (block[0], block[1], length) in u or block[0] in self.not_free_from:
+        if length in self.unreachable.get((block[0], block[1]), ()):
             return True
         return self.passed_over(block[0], block[1], length)
 
@@ -253,7 +317,6 @@ class Beliefs:
         (for this search length) as if they did not fit."""
         space = self.space
         bad = self.unreachable
-        not_free = self.not_free_from
         node = space.free_root.rb_node
         umax = space.ulong_max
         mask = ~(align - 1) & umax
@@ -266,8 +329,7 @@ class Beliefs:
                 end <= umax
                 and nva >= vstart
                 and end <= n.va_end
-                and (n.va_start, n.va_end, length) not in bad
-                and n.va_start not in not_free
+                and length not in bad.get((n.va_start, n.va_end), ())
                 and not self.passed_over(n.va_start, n.va_end, length)
             )
 
@@ -299,17 +361,6 @@ class Beliefs:
                     break
         return None
 
-    def prune(self) -> None:
-        """Drop unreachability marks of blocks that no longer exist as such."""
-        if len(self.unreachable) < 64:
-            return
-        keep = set()
-        for s, e, length in self.unreachable:
-            blk = self.space.free.pvm_find_va_enclose_addr(s)
-            if blk is not None and blk.va_start == s and blk.va_end == e:
-                keep.add((s, e, length))
-        self.unreachable = keep
-
 
 def pool_class(size: int) -> int:
     """The pool index of an area of ``size`` bytes (pages - 1)."""
@@ -335,19 +386,17 @@ def next_hidden_head(b: Beliefs, node: int, idx: int, size: int, align: int) -> 
         return None
     space = b.space
     refuted = b.hidden_refuted.get((node, idx), set())
-    blk = space.free.pvm_find_va_enclose_addr(last - 1)
     mask = ~(max(align, PAGE_SIZE) - 1)
-    for _ in range(HIDDEN_SCAN_BLOCKS):
-        if blk is None or blk.va_start < space.vmalloc_start:
+    for n, (start, end) in enumerate(b.ranges_below(last)):
+        if n >= HIDDEN_SCAN_BLOCKS or start < space.vmalloc_start:
             return None
-        top = min(blk.va_end, last)
+        top = min(end, last)
         y = (top - size) & mask
         # Stacks (align > PAGE_SIZE) were pooled side by side at the alignment's stride;
         # other areas are taken as the top of a free range only.
         step = align if align > PAGE_SIZE else top
-        while y >= blk.va_start:
+        while y >= start:
             if y not in refuted and y + size <= top:
                 return int(y)
             y -= step
-        blk = rb_prev(blk)
     return None

@@ -476,11 +476,7 @@ class Replayer:
             model_ok
             and dec is not None
             and dec.source == "tree"
-            and (
-                self.beliefs.unreachable
-                or self.beliefs.not_free_from
-                or dec.block[1] - dec.block[0] < dec.search_length
-            )
+            and (self.beliefs.unreachable or dec.block[1] - dec.block[0] < dec.search_length)
         ):
             length = dec.search_length
             if self.beliefs.is_unreachable(dec.block, length):
@@ -496,10 +492,15 @@ class Replayer:
                 res.allocs_matched_guessed += 1
                 res.hidden_pool_hits += 1
                 self.beliefs.hidden_head[(cpu % space.nr_vmap_nodes, pool_class(ev.size))] = hidden
-            elif self._depends_on_guess(va, dec, pool_hit):  # type: ignore[arg-type]
-                res.allocs_matched_guessed += 1
-            if dec is not None and dec.source == "tree" and ev.align > PAGE_SIZE:
-                self.beliefs.saw_kernel_tree_choice(ev.addr, dec.search_length)
+            elif dec is not None:
+                b = self.beliefs
+                if pool_hit:
+                    if b.unknown_node and not b.node_known(va):  # type: ignore[arg-type]
+                        res.allocs_matched_guessed += 1
+                elif dec.source == "tree" and ev.align > PAGE_SIZE:
+                    if dec.block[1] - dec.block[0] < dec.search_length:
+                        res.allocs_matched_guessed += 1  # reachable only on the model's path
+                    b.saw_kernel_tree_choice(ev.addr, dec.search_length)
             self.beliefs.forget(ev.addr)
             return
         if not model_ok and kernel_failed:
@@ -524,7 +525,7 @@ class Replayer:
                 self._alloc_one(other)
                 self._alloc_one(ev)
                 return
-        where = "" if kernel_failed else space.locate(ev.addr)
+        where = "" if kernel_failed else self._describe(self._where(ev.addr, ev.size))
         if hidden is not None:
             reason = f"inferred head of node {cpu % space.nr_vmap_nodes}'s pool at snapshot time"
             cause = self._explain_hidden(ev, cpu, hidden)
@@ -552,6 +553,18 @@ class Replayer:
             )
         if not kernel_failed:
             self._adopt(ev, cpu)
+
+    def _tagged(self, ev: AllocVmapArea, cpu: int) -> VmapArea:
+        """A new busy area for the kernel's address, tagged with the CPU's node as
+        ``alloc_vmap_area`` tags it (as :meth:`TraceHarness.adopt` does)."""
+        space = self.space
+        va = VmapArea(ev.addr, ev.addr + ev.size)
+        if space.nr_vmap_nodes > 1 and self._full_range(ev):
+            va.flags = space.encode_vn_id(cpu % space.nr_vmap_nodes)
+        return va
+
+    def _full_range(self, ev: AllocVmapArea) -> bool:
+        return ev.vstart == self.space.vmalloc_start and ev.vend == self.space.vmalloc_end
 
     def _poolable(self, ev: AllocVmapArea) -> bool:
         space = self.space
@@ -625,17 +638,25 @@ class Replayer:
             ("snapshot-slot", guess),
         )
 
-    def _depends_on_guess(self, va: VmapArea, dec: Decision | None, pool_hit: bool) -> bool:
-        """Whether a matching choice rested on a guess about hidden state."""
-        if pool_hit:
-            return not self.beliefs.node_known(va)
-        if dec is not None and dec.source == "tree":
-            b = dec.block
-            return b[1] - b[0] < dec.search_length  # reachable only on the descent path
-        return False
-
     def _adopt(self, ev: AllocVmapArea, cpu: int) -> None:
         """Make the kernel's address busy in the model, tagged with the CPU's node."""
+        b = self.beliefs
+        if b.parked:
+            pk = b.parked_at(ev.addr)
+            end = ev.addr + ev.size
+            if (
+                pk is not None
+                and end <= pk.va_end
+                and not self._at_bottom(ev, (pk.va_start, pk.va_end))
+            ):
+                # A pool entry inside a range the kernel's tree lacks: the rest of the
+                # range stays out of the model's tree.
+                b.split_parked(pk, ev.addr, end)
+                self.harness.space.insert_vmap_area(self._tagged(ev, cpu))
+                self.space.stats.allocs += 1
+                b.forget(ev.addr)
+                return
+            b.unpark_overlapping(ev.addr, end)
         notes = self.harness.adopt(ev, cpu)
         self.result.notes.extend(f"line {ev.line}: {n}" for n in notes[:3])
         self.beliefs.forget(ev.addr)
@@ -692,6 +713,21 @@ class Replayer:
                 RULE, "the kernel failed and the model did not, or the reverse", ("fail", ev.line)
             )
         kind, obj, pnode, pos = self._where(ev.addr, ev.size)
+        was_parked = kind == "parked"
+        if was_parked and not self._at_bottom(ev, obj):
+            # Inside a range the kernel's tree lacks: a pool entry there.
+            assert isinstance(obj, tuple)
+            if self._infer_pools and self._poolable(ev) and node >= 0:
+                b.hidden_head[(node, idx)] = ev.addr
+            return Cause(
+                HIDDEN,
+                f"{ev.addr:#x} pooled (at snapshot time) inside {obj[0]:#x}-{obj[1]:#x}",
+                ("parked", obj[0], ev.addr),
+            )
+        if was_parked:
+            # At its bottom, where a tree search ends: it was free after all.
+            b.unpark_overlapping(ev.addr, ev.addr + ev.size)
+            kind, obj, pnode, pos = self._where(ev.addr, ev.size)
         if kind in ("lazy", "purging", "other", "pooled-other") and self._advance_purge(ev):
             # The kernel's purge was further on than the model assumed: now caught up.
             return Cause(
@@ -789,7 +825,7 @@ class Replayer:
         assert isinstance(obj, tuple)
         length = dec.search_length
         zb = dec.block
-        if self._at_bottom(ev, obj) and b.unmark(obj):
+        if self._at_bottom(ev, obj) and (was_parked or b.unmark(obj)):
             return Cause(
                 HIDDEN,
                 f"{obj[0]:#x}-{obj[1]:#x} was believed off the kernel's path or not free",
@@ -802,11 +838,11 @@ class Replayer:
             ):
                 # Free space to the model, not its choice: the kernel's pool head.
                 b.hidden_head[key] = ev.addr
-                if ev.addr > model_addr and zb[1] - zb[0] >= length:
+                if ev.addr > model_addr and zb[1] - zb[0] >= length and zb != obj:
                     # The model's lowest fit, passed over: believed pooled too (a tree
                     # search would have taken it) until the kernel allocates at its
                     # bottom.
-                    b.mark_not_free(zb)
+                    b.park(zb)
                 b.revisions += 1
                 return Cause(
                     HIDDEN,
@@ -828,13 +864,15 @@ class Replayer:
                     ("shape", zb[0], zb[1]),
                 )
             if self.result.drop_caches is False:
-                b.mark_not_free(zb)
+                if zb != obj:
+                    b.park(zb)
                 return Cause(
                     HIDDEN,
                     f"{zb[0]:#x}-{zb[1]:#x} pooled at snapshot time",
                     ("snapshot-free", zb[0]),
                 )
-            b.mark_not_free(zb)  # until the kernel allocates at its bottom
+            if zb != obj:
+                b.park(zb)  # until the kernel allocates in it
             return Cause(HIDDEN, f"{model_addr:#x} not free in the kernel", ("free", zb[0]))
         if obj[1] - obj[0] < length:
             # The kernel's path reached this block: every block between it and the
@@ -880,12 +918,35 @@ class Replayer:
             return True
         return self._last_purge_end is not None and abs(t - self._last_purge_end) <= RACE_SECONDS
 
+    @staticmethod
+    def _describe(loc: tuple[str, object, int, int]) -> str:
+        """Where the model kept the kernel's address, in words."""
+        kind, obj, node, pos = loc
+        if isinstance(obj, tuple):
+            return f"{kind} block {obj[0]:#x}-{obj[1]:#x}"
+        if isinstance(obj, VmapArea):
+            r = f"{obj.va_start:#x}-{obj.va_end:#x}"
+            if kind == "pool":
+                return f"pool node {node} class {pool_class(obj.va_end - obj.va_start)} position {pos} ({r})"
+            if kind == "pooled-other":
+                return f"inside pooled {r} (node {node})"
+            return f"{'being purged' if kind == 'purging' else kind} {r}"
+        return "nowhere"
+
     def _where(self, addr: int, size: int) -> tuple[str, object, int, int]:
-        """Where the model keeps ``addr``: (kind, area or block, node, pool position)."""
+        """Where the model keeps ``addr``: (kind, area or block, node, pool position).
+
+        The structures are disjoint; the cheap lookups come first."""
         space = self.space
         blk = space.free.pvm_find_va_enclose_addr(addr)
         if blk is not None and blk.va_start <= addr < blk.va_end:
             return "free", (blk.va_start, blk.va_end), -1, -1
+        busy = space.find_vmap_area(addr)
+        if busy is not None:
+            return "busy", busy, -1, -1
+        parked = self.beliefs.parked_at(addr) if self.beliefs.parked else None
+        if parked is not None:
+            return "parked", (parked.va_start, parked.va_end), -1, -1
         idx = pool_class(size)
         for vn in space.nodes:
             pool = vn.pools.get(idx)
@@ -893,9 +954,6 @@ class Replayer:
                 for i, va in enumerate(pool):
                     if va.va_start == addr:
                         return "pool", va, vn.id, i
-        busy = space.find_vmap_area(addr)
-        if busy is not None:
-            return "busy", busy, -1, -1
         for va in space.lazy:
             if va.va_start <= addr < va.va_end:
                 return "lazy", va, -1, -1
@@ -915,11 +973,12 @@ class Replayer:
         space = self.space
         res = self.result
         res.frees += 1
-        size = self._busy_size(ev.va_start)
         if not self.harness.free(ev.va_start, ev.cpu % self.cpus):
             res.frees_unknown += 1
             return
-        self.beliefs.recycled[ev.va_start] = size
+        lazy = space.lazy
+        if lazy and lazy[-1].va_start == ev.va_start:  # the area just queued
+            self.beliefs.recycled[ev.va_start] = lazy[-1].va_end - lazy[-1].va_start
         if self.trace_driven:
             # Frees racing on different CPUs may add to vmap_lazy_nr in another order
             # than their timestamps (the trace clock is per CPU), so a few show a
@@ -1017,12 +1076,9 @@ class Replayer:
                 f"{res.window_reflected} already in the snapshot, {res.window_applied} applied"
             )
 
-    def _busy_size(self, addr: int) -> int:
-        va = self.space.find_vmap_area(addr)
-        return va.va_end - va.va_start if va is not None and va.va_start == addr else 0
-
     def finish(self) -> ReplayResult:
         space = self.space
+        self.beliefs.unpark_all()
         if self._pending is not None:  # the trace ended inside a purge
             space.finish_purge(self._pending)
             self._pending = None
