@@ -7,6 +7,8 @@
 '0xffffc90000000000'
 """
 
+__version__ = "0.1.0"
+
 from pyvmalloc.config import PROFILES, KernelProfile, Machine, get_profile
 from pyvmalloc.errors import InputError
 from pyvmalloc.printk import KernelLog, KernelWarning
@@ -19,8 +21,29 @@ __all__ = [
     "KernelProfile",
     "KernelWarning",
     "Machine",
+    "__version__",
+    "accelerator",
+    "find_vmap_area",
+    "for_each_vm_area",
+    "for_each_vmap_area",
     "get_profile",
+    "vmalloc_to_page",
+    "vmalloc_to_pfn",
 ]
+
+
+_HELPERS = (
+    "find_vmap_area",
+    "for_each_vm_area",
+    "for_each_vmap_area",
+    "vmalloc_to_page",
+    "vmalloc_to_pfn",
+)
+
+
+def accelerator() -> str:
+    """Which compiled accelerator the model runs with: none exists yet, so ``pure Python``."""
+    return "pure Python"
 
 
 def __getattr__(name: str) -> object:
@@ -29,4 +52,8 @@ def __getattr__(name: str) -> object:
         from pyvmalloc.kernel import Kernel
 
         return Kernel
+    if name in _HELPERS:
+        from pyvmalloc import helpers
+
+        return getattr(helpers, name)
     raise AttributeError(name)

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from pyvmalloc.config import PAGE_SHIFT, PAGE_SIZE, Machine
+from pyvmalloc.config import EBUSY, EINVAL, ENOMEM, PAGE_SHIFT, PAGE_SIZE, Machine
 from pyvmalloc.gfp import GFP_PGTABLE_KERNEL
 from pyvmalloc.printk import KernelLog
 
@@ -120,11 +120,8 @@ PAGE_KERNEL_LARGE = __PAGE_KERNEL | _PAGE_PSE
 #: PTE_PFN_MASK for 52-bit physical addresses.
 PTE_PFN_MASK = ((1 << 52) - 1) & ~(PAGE_SIZE - 1)
 
-ENOMEM = 12
 #: pfns below ``1 << _PFN_BITS`` fit a PTE's pfn field (PTE_PFN_MASK, 52-bit phys).
 _PFN_BITS = 52 - PAGE_SHIFT
-EBUSY = 16
-EINVAL = 22
 
 
 def pgprot_nx(prot: int) -> int:
@@ -231,11 +228,19 @@ class PageTables:
 
     fault_describer: Callable[[int], str | None] | None
 
-    def __init__(self, machine: Machine, phys: PhysicalMemory, log: KernelLog) -> None:
+    def __init__(
+        self,
+        machine: Machine,
+        phys: PhysicalMemory,
+        log: KernelLog,
+        *,
+        fault_describer: Callable[[int], str | None] | None = None,
+    ) -> None:
         self.machine = machine
         self.phys = phys
         self.log = log
-        self.fault_describer = None
+        #: Names the vmalloc area of a faulting address in the oops text (optional).
+        self.fault_describer = fault_describer
         if machine.arch == "i386":
             self.levels = [LevelSpec("PGD", 22, 10), LevelSpec("PTE", 12, 10)]
             self.va_bits = 32

@@ -7,15 +7,12 @@ least ``VMALLOC_START``, ``VMALLOC_END``, ``MODULES_VADDR``, ``MODULES_END``,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pyvmalloc.arch.spec import MachineSpec
 
-if TYPE_CHECKING:
-    from pyvmalloc.config import Machine
-
-__all__ = ["arch_layout"]
+__all__ = ["MachineSpec", "arch_layout"]
 
 
-def arch_layout(machine: Machine) -> dict[str, int]:
+def arch_layout(machine: MachineSpec) -> dict[str, int]:
     """The constants of ``machine.arch`` for this machine."""
     if machine.arch == "x86_64":
         from pyvmalloc.arch import x86_64

@@ -54,11 +54,28 @@ Sources (Linux, ``arch/arm``):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from pyvmalloc.config import Machine
-    from pyvmalloc.phys.layout import MemoryLayout
+from pyvmalloc.arch.spec import MachineSpec as Machine
+
+
+class _Zone(Protocol):
+    name: str
+    managed: int
+
+
+class _Node(Protocol):
+    @property
+    def zones(self) -> Iterable[_Zone]: ...
+
+
+class MemoryLayout(Protocol):
+    """What :func:`meminfo_lines` reads of ``pyvmalloc.phys.layout.MemoryLayout``."""
+
+    @property
+    def nodes(self) -> Iterable[_Node]: ...
+
 
 __all__ = [
     "PAGE_OFFSETS",

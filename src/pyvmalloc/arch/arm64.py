@@ -46,10 +46,7 @@ modelled (they are in a board's vmallocinfo when it is given).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from pyvmalloc.config import Machine
+from pyvmalloc.arch.spec import MachineSpec as Machine
 
 __all__ = ["VA_BITS_BY_PAGE_SIZE", "compute_layout", "layout", "pgtable_levels"]
 

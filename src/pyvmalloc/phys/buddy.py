@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pyvmalloc.config import PAGE_SHIFT, PAGE_SIZE, KernelProfile, Machine
+from pyvmalloc.config import NUMA_NO_NODE, PAGE_SHIFT, PAGE_SIZE, KernelProfile, Machine
 from pyvmalloc.errors import InvariantError
 from pyvmalloc.gfp import Gfp, format_gfp, warn_alloc_text
 from pyvmalloc.phys.layout import MemoryLayout, ZoneLayout, build_layout
@@ -83,7 +83,6 @@ __all__ = [
     "Zone",
 ]
 
-NUMA_NO_NODE = -1
 
 # model page flags (uint8 column)
 PG_RESERVED = 0x01  # PageReserved: memblock reservation or hole

@@ -615,10 +615,11 @@ def board_whatif(
 
 def print_board(res: BoardResult, *, stderr: bool = False) -> None:
     """The answers, as text (on stderr when stdout carries the JSON)."""
-    from rich.console import Console
     from rich.table import Table
 
-    c = Console(stderr=stderr)
+    from pyvmalloc.cli_output import console
+
+    c = console(stderr=stderr)
     t, s = res.target, res.source
 
     def mib(n: int) -> str:
@@ -741,7 +742,9 @@ def cmd_board_whatif(args: Any) -> int:
     out = args.json  # --json OUT ('-': stdout) also serves the board what-if
     print_board(res, stderr=out == "-")  # --json OUT ('-': stdout) also serves the board what-if
     if out:
-        text = json.dumps(res.as_json(), indent=1)
+        from pyvmalloc.cli_output import jsonable
+
+        text = json.dumps(jsonable(res.as_json()), indent=1)  # addresses as "0x..."
         if out == "-":
             print(text)
         else:

@@ -180,7 +180,6 @@ def sweep(
 
 def print_table(rows: list[dict[str, Any]], *, stderr: bool = False) -> None:
     """The results as a table (on stderr when stdout carries the JSON)."""
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(
@@ -203,7 +202,9 @@ def print_table(rows: list[dict[str, Any]], *, stderr: bool = False) -> None:
             f"{r['largest_free_end'] / MiB:,.1f}M/{r['largest_free_min'] / MiB:,.1f}M",
             f"{r['external_end']:.2f}/{r['external_worst']:.2f}",
         )
-    Console(stderr=stderr).print(t)
+    from pyvmalloc.cli_output import console
+
+    console(stderr=stderr).print(t)
 
 
 def plot(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
@@ -287,7 +288,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         )
     print_table(rows, stderr=args.json == "-")
     if args.json:
-        text = json.dumps({"grid": [asdict(p) for p in points], "results": rows}, indent=1)
+        from pyvmalloc.cli_output import jsonable
+
+        text = json.dumps(
+            jsonable({"grid": [asdict(p) for p in points], "results": rows}), indent=1
+        )
         if args.json == "-":
             print(text)
         else:
@@ -307,10 +312,21 @@ def register_cli(sub: Any) -> None:
     p.add_argument("capture", nargs="+", help="capture directories (pyvmalloc capture)")
     p.add_argument("--vmalloc", help="vmalloc= sizes, e.g. 64M,128M,240M (i386/arm)")
     p.add_argument("--cpus", help="CPU counts, e.g. 1,2,4 (default: each capture's)")
-    p.add_argument("--profile", default="6.18", help="kernel profiles, e.g. 5.4,6.18")
-    p.add_argument("--arch", default="x86_64", choices=["x86_64", "i386", "arm", "arm64"])
+    from pyvmalloc.config import PROFILES
+
+    p.add_argument(
+        "--profile",
+        default="6.18",
+        help=f"comma-separated kernel profiles of {', '.join(PROFILES)} (default 6.18)",
+    )
+    p.add_argument(
+        "--arch",
+        default="x86_64",
+        choices=["x86_64", "i386", "arm", "arm64"],
+        help="target architecture (default x86_64)",
+    )
     p.add_argument("--paging-levels", type=int, default=4, help="x86_64: 4 or 5")
-    p.add_argument("--ram", default="4G")
+    p.add_argument("--ram", default="4G", help="target RAM, e.g. 1G (default 4G)")
     p.add_argument("--vmsplit", default="3G", help="arm: CONFIG_VMSPLIT_ 3G, 3G_OPT, 2G or 1G")
     p.add_argument("--lpae", action="store_true", help="arm: CONFIG_ARM_LPAE")
     p.add_argument("--no-highmem", action="store_true", help="arm: CONFIG_HIGHMEM off")

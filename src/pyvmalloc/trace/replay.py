@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import sys
 import time
@@ -33,7 +32,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyvmalloc.config import ENOENT, ERANGE, PAGE_SIZE, format_size
 from pyvmalloc.trace.beliefs import (
@@ -58,6 +57,9 @@ from pyvmalloc.trace.snapshot import VmallocInfo, lazy_runs, parse_vmallocinfo
 from pyvmalloc.vmap.area import Decision, FitType, PendingPurge, VmapArea, is_err
 from pyvmalloc.vmap.placement import find_vmap_lowest_match
 from pyvmalloc.vmap.space import VmapSpace
+
+if TYPE_CHECKING:
+    from pyvmalloc.kernel import Kernel
 
 #: Consecutive frees whose nr_lazy must differ from the model's to count as a drift.
 DRIFT_RUN = 8
@@ -1174,6 +1176,7 @@ def replay(
     placement: Any = None,
     pools: Any = None,
     observer: Observer | None = None,
+    on_kernel: Callable[[Kernel], object] | None = None,
 ) -> ReplayResult:
     """Replay ``trace`` from ``snapshot`` under ``profile``; return the comparison.
 
@@ -1181,7 +1184,8 @@ def replay(
     end snapshot was read and compares the model's final state with it.
     ``placement``/``pools`` override the profile's policies (a name, ``module:Class``,
     a class or an instance); ``observer(index, event, harness)`` is called after each
-    event.
+    event. ``on_kernel`` is called with the model's final :class:`Kernel` (for
+    ``--vmallocinfo-out``).
     """
     meta = meta or {}
     if cpus is None:
@@ -1210,6 +1214,8 @@ def replay(
         res.end_check = compare_end_snapshot(rp.space, end_info, rp.beliefs.guessed_starts())
     res.seconds = time.perf_counter() - t0
     rp.kernel.check()
+    if on_kernel is not None:
+        on_kernel(rp.kernel)
     return res
 
 
@@ -1220,11 +1226,18 @@ def replay(
 
 def _resolve(args: argparse.Namespace) -> tuple[Path, Path, dict[str, Any]]:
     trace = Path(args.trace)
+    if not trace.exists():
+        raise ValueError(f"{trace}: no such file or directory (TRACE: a capture or a trace)")
+    if args.snapshot and not Path(args.snapshot).exists():
+        raise ValueError(f"{args.snapshot}: no such file or directory (--snapshot)")
     if trace.is_dir():
         t, s, meta = load_capture(trace)
         return t, Path(args.snapshot) if args.snapshot else s, meta
     if not args.snapshot:
-        raise ValueError("--snapshot VMALLOCINFO is required unless TRACE is a capture dir")
+        raise ValueError(
+            f"{trace} is a trace file: give its snapshot with --snapshot VMALLOCINFO "
+            "(or pass the capture directory)"
+        )
     meta = {}
     if (trace.parent / "meta.json").exists():
         meta = read_meta(trace.parent / "meta.json")
@@ -1233,10 +1246,11 @@ def _resolve(args: argparse.Namespace) -> tuple[Path, Path, dict[str, Any]]:
 
 def print_result(res: ReplayResult, show: int) -> None:
     """Print a replay's agreement, counts and first divergences."""
-    from rich.console import Console
     from rich.table import Table
 
-    c = Console()
+    from pyvmalloc.cli_output import console
+
+    c = console()
     pct = 100 * res.agreement
     if res.allocs_compared:
         c.print(
@@ -1263,12 +1277,12 @@ def print_result(res: ReplayResult, show: int) -> None:
         ("failures kernel / model", f"{res.kernel_failures} / {res.model_failures}"),
         ("frees whose nr_lazy differs", res.lazy_drift),
         ("free blocks in the vmalloc range at the end", res.end_free_blocks_in_range),
-        ("largest free block at the end (MiB)", f"{res.end_largest_free_in_range / 2**20:,.1f}"),
+        ("largest free block at the end", format_size(res.end_largest_free_in_range)),
         ("replay speed (events/s)", f"{res.events / res.seconds:,.0f}" if res.seconds else "-"),
     ]
     for k, v in rows:
         t.add_row(k, str(v))
-    c.print(t)
+    c.print(t, markup=False)
     if res.end_check is not None:
         e = res.end_check
         c.print(
@@ -1276,7 +1290,7 @@ def print_result(res: ReplayResult, show: int) -> None:
             f"(+{e['busy_only_model']} model only, +{e['busy_only_kernel']} kernel only); "
             f"lazily freed {e['lazy_agree']} agree (+{e['lazy_only_model']} / "
             f"+{e['lazy_only_kernel']}), {e['lazy_node_differs']} on another node",
-            highlight=False,
+            markup=False,
         )
     if res.trace_incomplete:
         c.print(f"[bold red]the trace lost events ({res.trace_lost_events}): expect divergence")
@@ -1296,34 +1310,64 @@ def print_result(res: ReplayResult, show: int) -> None:
             f"{m.kernel_location}\n    {m.cause_class}: {m.cause}"
             + (f" (and {m.cascade} later mismatches)" if m.cascade else ""),
             markup=False,
-            highlight=False,
         )
     if len(res.mismatches) > show:
         c.print(f"... and {len(res.mismatches) - show} more divergences")
+    for n in res.notes[:5]:
+        c.print(f"note: {n}", markup=False)
+
+
+def _check_fail_under(results: Sequence[ReplayResult], pct: float | None) -> int:
+    """Exit status for ``--fail-under PCT``: 1 when any agreement is below ``pct``."""
+    if pct is None:
+        return 0
+    low = [r for r in results if 100 * r.agreement < pct]
+    for r in low:
+        print(
+            f"pyvmalloc: agreement of kernel {r.profile} is {100 * r.agreement:.2f} %, "
+            f"below --fail-under {pct:g} %",
+            file=sys.stderr,
+        )
+    return 1 if low else 0
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    from pyvmalloc.cli_output import check_writable, write_json
+
     trace, snap, meta = _resolve(args)
+    check_writable(args.json, "--json")
+    check_writable(args.vmallocinfo_out, "--vmallocinfo-out")
     end = args.end_snapshot
+    if end is not None and not Path(end).exists():
+        raise ValueError(f"{end}: no such file or directory (--end-snapshot)")
     if (
         end is None
         and Path(args.trace).is_dir()
         and (Path(args.trace) / "vmallocinfo.end").exists()
     ):
         end = Path(args.trace) / "vmallocinfo.end"
+    kernels: list[Kernel] = []
     res = replay(
         trace,
         snap,
         profile=args.profile,
         cpus=args.cpus,
-        progress=sys.stderr.isatty(),
+        progress=sys.stderr.isatty() and not args.no_progress,
         meta=meta,
         end_snapshot=end,
+        on_kernel=kernels.append,
     )
+    if args.vmallocinfo_out:
+        text = kernels[0].vmallocinfo()
+        if args.vmallocinfo_out == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.vmallocinfo_out).write_text(text)
     if args.json:
-        Path(args.json).write_text(json.dumps(res.as_json(), indent=1))
-    print_result(res, args.show)
-    return 0
+        write_json(res.as_json(), args.json)
+    if args.json != "-" and args.vmallocinfo_out != "-":
+        print_result(res, args.show)
+    return _check_fail_under([res], args.fail_under)
 
 
 @dataclass
@@ -1440,8 +1484,10 @@ def compare(
     Each of ``policies`` (a registered name or ``module:Class``) adds a column: the
     trace under ``policy_profile`` with that placement policy.
     """
-    from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from pyvmalloc.cli_output import console
 
     rows = [compare_one(trace, snap, p, cpus=cpus, meta=meta) for p in profiles]
     for spec in policies:
@@ -1458,7 +1504,7 @@ def compare(
         )
     if not show:
         return rows
-    t = Table(title=f"one trace, several kernels and policies ({trace})")
+    t = Table(title=Text(f"one trace, several kernels and policies ({trace})"))
     columns: list[tuple[str, Callable[[CompareRow], str]]] = [
         ("model", lambda r: r.label),
         ("placement", lambda r: r.result.placement),
@@ -1478,52 +1524,99 @@ def compare(
         t.add_column(name, justify="left" if name == "model" else "right")
     for r in rows:
         t.add_row(*(fn(r) for _, fn in columns))
-    Console().print(t)
+    console().print(t, markup=False)
     return rows
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    from pyvmalloc.cli_output import check_writable, write_json
+    from pyvmalloc.config import PROFILES
+
+    profiles = [p.strip() for p in args.profiles.split(",") if p.strip()]
+    unknown = [p for p in profiles if p not in PROFILES]
+    if unknown or not profiles:
+        raise ValueError(
+            f"--profiles {args.profiles!r}: unknown profile {', '.join(unknown) or '(none)'}; "
+            f"known: {', '.join(PROFILES)}"
+        )
     trace, snap, meta = _resolve(args)
+    check_writable(args.json, "--json")
     results = compare(
         trace,
         snap,
-        [p for p in args.profiles.split(",") if p],
+        profiles,
         cpus=args.cpus,
         meta=meta,
         policies=args.policy,
         policy_profile=args.policy_profile,
+        show=args.json != "-",
     )
     if args.json:
-        Path(args.json).write_text(json.dumps([r.as_json() for r in results], indent=1))
-    return 0
+        write_json([r.as_json() for r in results], args.json)
+    return _check_fail_under([r.result for r in results], args.fail_under)
+
+
+def _percent(text: str) -> float:
+    try:
+        v = float(text.rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a percentage: {text!r}") from None
+    if not 0 <= v <= 100:
+        raise argparse.ArgumentTypeError(f"a percentage is 0..100, not {text}")
+    return v
 
 
 def register_cli(sub: Any) -> None:
     """Add the ``replay`` and ``compare`` subcommands."""
+    from pyvmalloc.cli_output import add_json_argument, add_profile_argument
+    from pyvmalloc.config import PROFILES
+
     for name, func, helptext in (
         ("replay", _cmd_replay, "replay a kernel trace from a vmallocinfo snapshot"),
         ("compare", _cmd_compare, "replay one trace under several kernel profiles"),
     ):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("trace", metavar="TRACE", help="raw ftrace text, or a capture directory")
-        p.add_argument("--snapshot", metavar="VMALLOCINFO", help="/proc/vmallocinfo snapshot")
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        p.add_argument(
+            "trace",
+            metavar="TRACE",
+            help="a capture directory (pyvmalloc capture), or a raw ftrace text file "
+            "(.gz allowed) with --snapshot",
+        )
+        p.add_argument(
+            "--snapshot",
+            metavar="VMALLOCINFO",
+            help="the /proc/vmallocinfo read at the trace's start (default: the capture's)",
+        )
         p.add_argument(
             "--cpus", type=int, default=None, help="CPUs (default: from the capture, else 2)"
         )
-        p.add_argument("--json", metavar="OUT", help="write the result as JSON")
+        add_json_argument(p, "the result")
+        p.add_argument(
+            "--fail-under",
+            metavar="PCT",
+            type=_percent,
+            help="exit with status 1 when the allocation agreement is below PCT percent (for CI)",
+        )
         if name == "replay":
-            p.add_argument("--profile", default="6.18", help="kernel profile (default 6.18)")
+            add_profile_argument(p)
             p.add_argument(
                 "--end-snapshot",
                 metavar="VMALLOCINFO",
                 help="compare the final state with this (default: a capture's vmallocinfo.end)",
             )
-            p.add_argument("--show", type=int, default=5, help="divergences to print")
+            p.add_argument(
+                "--vmallocinfo-out",
+                metavar="FILE",
+                help="write the model's final /proc/vmallocinfo to FILE ('-': stdout), "
+                "to diff with the capture's vmallocinfo.end",
+            )
+            p.add_argument("--show", type=int, default=5, help="divergences to print (default 5)")
+            p.add_argument("--no-progress", action="store_true", help="no progress on stderr")
         else:
             p.add_argument(
                 "--profiles",
-                default="4.19,5.4,6.18",
-                help="comma-separated kernel profiles, one column each (default 4.19,5.4,6.18)",
+                default=",".join(PROFILES),
+                help=f"comma-separated kernel profiles, one column each (default {','.join(PROFILES)})",
             )
             p.add_argument(
                 "--policy",
@@ -1536,6 +1629,7 @@ def register_cli(sub: Any) -> None:
             p.add_argument(
                 "--policy-profile",
                 default="6.18",
+                choices=list(PROFILES),
                 metavar="PROFILE",
                 help="the kernel profile the --policy columns run under (default 6.18)",
             )
