@@ -32,7 +32,6 @@ from typing import Protocol
 from pyvmalloc.config import EBUSY, PAGE_SHIFT, KernelProfile, Machine, get_profile
 from pyvmalloc.errors import InvariantError
 from pyvmalloc.kernel import Kernel
-from pyvmalloc.rbtree import rb_next
 from pyvmalloc.trace.events import (
     AllocVmapArea,
     FreeVmapAreaNoflush,
@@ -50,7 +49,15 @@ from pyvmalloc.vmalloc import (
     VM_USERMAP,
     VmStruct,
 )
-from pyvmalloc.vmap.area import VMAP_BLOCK, VMAP_RAM, Decision, PendingPurge, VaState, VmapArea
+from pyvmalloc.vmap.area import (
+    VMAP_BLOCK,
+    VMAP_RAM,
+    Decision,
+    PendingPurge,
+    VaState,
+    VmapArea,
+    areas_overlapping,
+)
 from pyvmalloc.vmap.list419 import ListVmapSpace
 from pyvmalloc.vmap.placement import PlacementPolicy
 from pyvmalloc.vmap.pools import PoolPolicy
@@ -316,7 +323,7 @@ class TraceHarness:
                         return notes
         released: list[VmapArea] = []
         for vn in space.nodes:
-            for va in _overlapping_busy(vn.busy.rb_node, start, end):
+            for va in areas_overlapping(vn.busy, start, end):
                 space.unlink_vmap_area(va, vn.id)
                 notes.append(f"model still had busy {va.va_start:#x}-{va.va_end:#x}")
                 released.append(va)
@@ -469,19 +476,3 @@ class TraceHarness:
                 driver.purge(ev)
             if observer is not None:
                 observer(i, ev, self)
-
-
-def _overlapping_busy(node: VmapArea | None, start: int, end: int) -> list[VmapArea]:
-    """Areas of one busy tree (from its root ``node``) overlapping ``[start, end)``."""
-    cand = None
-    while node is not None:
-        if node.va_end > start:
-            cand = node
-            node = node.rb_left
-        else:
-            node = node.rb_right
-    found = []
-    while cand is not None and cand.va_start < end:
-        found.append(cand)
-        cand = rb_next(cand)
-    return found

@@ -30,7 +30,7 @@ import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -454,19 +454,7 @@ class Replayer:
         if self._infer_pools and self.beliefs.hidden_head:
             hidden = self._hidden_guess(ev, cpu)
         if hidden is not None:
-            fake = AllocVmapArea(
-                addr=hidden,
-                size=ev.size,
-                align=ev.align,
-                vstart=ev.vstart,
-                vend=ev.vend,
-                failed=0,
-                cpu=ev.cpu,
-            )
-            self._adopt(fake, cpu)
-            found = space.find_vmap_area(hidden)
-            assert found is not None
-            va = found
+            va = self._adopt_at(hidden, ev, cpu)
             space.last_decision = Decision(
                 "pool", node=cpu % space.nr_vmap_nodes, pool_index=pool_class(ev.size)
             )
@@ -640,6 +628,14 @@ class Replayer:
             ("snapshot-slot", guess),
         )
 
+    def _adopt_at(self, addr: int, ev: AllocVmapArea, cpu: int) -> VmapArea:
+        """Make the model's area of ``ev`` start at ``addr`` (a belief's choice), as if
+        the kernel had printed that address; return the new busy area."""
+        self._adopt(replace(ev, addr=addr, failed=0), cpu)
+        found = self.space.find_vmap_area(addr)
+        assert found is not None
+        return found
+
     def _adopt(self, ev: AllocVmapArea, cpu: int) -> None:
         """Make the kernel's address busy in the model, tagged with the CPU's node."""
         b = self.beliefs
@@ -680,18 +676,7 @@ class Replayer:
             return -ERANGE
         dec = Decision("tree", search_length=length, block=(blk.va_start, blk.va_end))
         dec.fit = _fit_type(blk.va_start, blk.va_end, nva, nva + ev.size)
-        fake = AllocVmapArea(
-            addr=nva,
-            size=ev.size,
-            align=ev.align,
-            vstart=ev.vstart,
-            vend=ev.vend,
-            failed=0,
-            cpu=ev.cpu,
-        )
-        self._adopt(fake, cpu)
-        new = space.find_vmap_area(nva)
-        assert new is not None
+        new = self._adopt_at(nva, ev, cpu)
         space.last_decision = dec
         self.result.searches_skipping_unreachable += 1
         return new

@@ -27,7 +27,7 @@ from typing import Any
 
 from pyvmalloc.config import NUMA_NO_NODE
 from pyvmalloc.errors import InvariantError
-from pyvmalloc.rbtree import RBNode, RBRoot
+from pyvmalloc.rbtree import RBNode, RBRoot, rb_next
 
 __all__ = [
     "FREE_AUGMENT",
@@ -44,6 +44,7 @@ __all__ = [
     "VmapArea",
     "VmapNode",
     "VmapStats",
+    "areas_overlapping",
     "compute_subtree_max_size",
     "is_err",
     "propagate",
@@ -241,6 +242,24 @@ class VmapStats:
     search_visits: int = 0
     decayed_areas: int = 0
     retries: int = 0
+
+
+def areas_overlapping(root: RBRoot, start: int, end: int) -> list[VmapArea]:
+    """Areas of a tree keyed by address (free or busy) that overlap ``[start, end)``,
+    ascending. O(log n + k)."""
+    node = root.rb_node
+    cand = None
+    while node is not None:
+        if node.va_end > start:
+            cand = node
+            node = node.rb_left
+        else:
+            node = node.rb_right
+    found = []
+    while cand is not None and cand.va_start < end:
+        found.append(cand)
+        cand = rb_next(cand)
+    return found
 
 
 def va_start_key(va: VmapArea) -> int:

@@ -36,7 +36,6 @@ from pyvmalloc.rbtree import (
     rb_inorder,
     rb_insert_augmented,
     rb_link_node,
-    rb_next,
     validate_rbtree,
 )
 from pyvmalloc.vmap.area import (
@@ -46,6 +45,7 @@ from pyvmalloc.vmap.area import (
     VaState,
     VmapArea,
     VmapStats,
+    areas_overlapping,
     compute_subtree_max_size,
     propagate,
     va_start_key,
@@ -266,19 +266,7 @@ class FreeTree:
 
     def overlapping(self, start: int, end: int) -> list[VmapArea]:
         """Free blocks that overlap ``[start, end)``, ascending. O(log n + k)."""
-        node = self.root.rb_node
-        cand = None
-        while node is not None:
-            if node.va_end > start:
-                cand = node
-                node = node.rb_left
-            else:
-                node = node.rb_right
-        found = []
-        while cand is not None and cand.va_start < end:
-            found.append(cand)
-            cand = rb_next(cand)
-        return found
+        return areas_overlapping(self.root, start, end)
 
     @property
     def largest(self) -> int:
