@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from pyvmalloc._accel import speedups as _speedups
 from pyvmalloc.config import EINVAL, KernelProfile
 from pyvmalloc.errors import InvariantError
 from pyvmalloc.printk import KernelLog
@@ -52,6 +53,14 @@ from pyvmalloc.vmap.area import (
 )
 
 __all__ = ["FreeTree", "overlap_text"]
+
+#: The reference ``propagate`` (vmap/area.py); the compiled twin replaces it when present.
+py_propagate = propagate
+_c_find_va_links = None
+if _speedups is not None:
+    _speedups.init_vmap_area(VmapArea, FREE_AUGMENT)
+    propagate = _speedups.propagate
+    _c_find_va_links = _speedups.find_va_links
 
 
 def overlap_text(va: VmapArea, other: VmapArea) -> str:
@@ -111,6 +120,12 @@ class FreeTree:
         node = start if start is not None else self.root.rb_node
         if node is None:
             return None, False, None, None
+        if _c_find_va_links is not None:
+            found = _c_find_va_links(node, va.va_start, va.va_end)
+            if found.__class__ is tuple:
+                return found  # type: ignore[no-any-return,unused-ignore]
+            self.complain_overlap(va, found)
+            return None
         va_start = va.va_start
         va_end = va.va_end
         prev = nxt = None

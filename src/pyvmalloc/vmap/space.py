@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from pyvmalloc._accel import speedups as _speedups
 from pyvmalloc.config import (
     EBUSY,
     EINVAL,
@@ -69,6 +70,8 @@ from pyvmalloc.vmap.purge import LazyPurge
 from pyvmalloc.vmap.tracepoints import AllocVmapArea, FreeVmapAreaNoflush, TraceEvent
 
 __all__ = ["VmapSpace"]
+
+_c_busy_insert = _speedups.busy_insert if _speedups is not None else None
 
 
 class VmapSpace(LazyPurge):
@@ -379,6 +382,14 @@ class VmapSpace(LazyPurge):
     def insert_vmap_area(self, va: VmapArea) -> None:
         """``insert_vmap_area`` into the busy tree of ``addr_to_node(va_start)``."""
         root = self.nodes[self.addr_to_node_id(va.va_start) if self.nr_vmap_nodes > 1 else 0].busy
+        if _c_busy_insert is not None:
+            other = _c_busy_insert(root, va)
+            if other is not None:
+                self.free.complain_overlap(va, other)
+                raise InvariantError(f"busy insert overlaps: {va!r} and {other!r}")
+            va.state = VaState.BUSY
+            self.nr_busy += 1
+            return
         node = root.rb_node
         va_start = va.va_start
         va_end = va.va_end
@@ -430,6 +441,9 @@ class VmapSpace(LazyPurge):
                 return node  # type: ignore[no-any-return]
         return None
 
+    if _speedups is not None:
+        _find_in = staticmethod(_speedups.busy_find)  # type: ignore[assignment,unused-ignore]
+
     def find_vmap_area(self, addr: int) -> VmapArea | None:
         """``find_vmap_area``: the busy area containing ``addr``. O(N log n) worst case.
 
@@ -444,6 +458,12 @@ class VmapSpace(LazyPurge):
 
     def find_unlink_vmap_area(self, addr: int) -> VmapArea | None:
         """``find_unlink_vmap_area``: find the busy area at ``addr`` and unlink it."""
+        # The usual case first: the area is in its address's node (the search's start).
+        i = self.addr_to_node_id(addr) if self.nr_vmap_nodes > 1 else 0
+        va = self._find_in(self.nodes[i].busy, addr)
+        if va is not None:
+            self.unlink_vmap_area(va, i)
+            return va
         for i in self._node_search(addr):
             va = self._find_in(self.nodes[i].busy, addr)
             if va is not None:
