@@ -915,7 +915,7 @@ static PyObject *call_reference_lowest(PyObject *args) {
         PyErr_SetString(PyExc_RuntimeError, "_speedups.init_lowest_match() was not called");
         return NULL;
     }
-    return call_reference_lowest(args);
+    return PyObject_Call(py_lowest, args, NULL);
 }
 
 static PyMethodDef methods[] = {
