@@ -81,11 +81,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(profile=args.profile, cpus=args.cpus, ops=args.ops, seed=args.seed)
 
 
+def version_text() -> str:
+    """``pyvmalloc --version``: the package version and which hot-path code runs."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from pyvmalloc import _accel
+
+    try:
+        v = version("pyvmalloc")
+    except PackageNotFoundError:
+        v = "(not installed)"
+    return f"pyvmalloc {v}, {_accel.DESCRIPTION}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyvmalloc",
         description="An executable model of the Linux kernel's vmalloc subsystem.",
     )
+    parser.add_argument("--version", action="version", version=version_text())
     parser.set_defaults(func=_cmd_main, ops=5000)
     sub = parser.add_subparsers(dest="command")
 

@@ -146,6 +146,10 @@ class VmapSpace(LazyPurge):
         self._purge_fragmented = purge_fragmented
         self._find = placement.find
         self._check_rng = random.Random(0x5EED)
+        # Values the hot paths read once per call, computed once here.
+        self._multi_node = self.nr_vmap_nodes > 1
+        self._errno_errors = profile.errno_errors
+        self._err_min = self.ulong_max - 4095  # IS_ERR_VALUE: the top 4095 values
         self.vmap_init_free_space()
 
     def __repr__(self) -> str:
@@ -337,7 +341,7 @@ class VmapSpace(LazyPurge):
         if self.explain:
             why = Decision("tree")
             self.free.why = why
-        if self.nr_vmap_nodes > 1 and vstart == self.vmalloc_start and vend == self.vmalloc_end:
+        if self._multi_node and vstart == self.vmalloc_start and vend == self.vmalloc_end:
             node_id = cpu % self.nr_vmap_nodes
             vn_id = self._vn_flags[node_id]
             va = self.pools.node_alloc(self.nodes[node_id], size, align, vstart, vend, why)
@@ -351,7 +355,8 @@ class VmapSpace(LazyPurge):
         if why is not None:
             self.free.why = None
             self.last_decision = why
-        failed = self._is_error_addr(addr, vend)
+        # _is_error_addr(addr, vend), inlined
+        failed = addr > self._err_min if self._errno_errors else addr == vend
         if self.tp_alloc:
             event = AllocVmapArea(
                 addr=addr,
@@ -381,7 +386,9 @@ class VmapSpace(LazyPurge):
     # ------------------------------------------------------------------------------
     def insert_vmap_area(self, va: VmapArea) -> None:
         """``insert_vmap_area`` into the busy tree of ``addr_to_node(va_start)``."""
-        root = self.nodes[self.addr_to_node_id(va.va_start) if self.nr_vmap_nodes > 1 else 0].busy
+        # addr_to_node_id(va_start), inlined
+        n = self.nr_vmap_nodes
+        root = self.nodes[(va.va_start // self.vmap_zone_size) % n if n > 1 else 0].busy
         if _c_busy_insert is not None:
             other = _c_busy_insert(root, va)
             if other is not None:
@@ -459,10 +466,15 @@ class VmapSpace(LazyPurge):
     def find_unlink_vmap_area(self, addr: int) -> VmapArea | None:
         """``find_unlink_vmap_area``: find the busy area at ``addr`` and unlink it."""
         # The usual case first: the area is in its address's node (the search's start).
-        i = self.addr_to_node_id(addr) if self.nr_vmap_nodes > 1 else 0
-        va = self._find_in(self.nodes[i].busy, addr)
+        n = self.nr_vmap_nodes
+        root = self.nodes[(addr // self.vmap_zone_size) % n if n > 1 else 0].busy
+        va = self._find_in(root, addr)
         if va is not None:
-            self.unlink_vmap_area(va, i)
+            # unlink_vmap_area(va, i), inlined
+            rb_erase(va, root)
+            va.rb_parent = va.rb_left = va.rb_right = None
+            va.state = VaState.DETACHED
+            self.nr_busy -= 1
             return va
         for i in self._node_search(addr):
             va = self._find_in(self.nodes[i].busy, addr)
