@@ -179,11 +179,9 @@ TARGETS = {
     "test_vmalloc_profile_ratios/ratio_4.19_over_5.4/long_busy_list_us_per_loop": "> 1 (kernel: 3-7x)",
 }
 
-#: Measures where smaller is better (the ratio is reference / accelerated either way).
-LOWER_IS_BETTER = ("_s", "seconds", "us_per_loop", "bytes", "ratio", "column_mib")
-
 
 def flatten(res: dict[str, Any]) -> dict[str, Any]:
+    """Nested result dicts as ``a/b/c`` keys (the table's rows)."""
     out: dict[str, Any] = {}
     for key, value in res.items():
         if isinstance(value, dict):
@@ -200,15 +198,16 @@ def flatten(res: dict[str, Any]) -> dict[str, Any]:
 
 
 def speedup(key: str, ref: Any, acc: Any) -> str:
+    """accelerated over reference, as a speed-up (> 1 is faster); "" for non-timings."""
     if not isinstance(ref, int | float) or not isinstance(acc, int | float) or not ref or not acc:
         return ""
-    if key.startswith("test_vmalloc_profile_ratios") or key.endswith("growth_ratio"):
-        return ""
-    if "bytes" in key or "pages" in key or "column_mib" in key or key.endswith("_loops"):
-        return ""
-    lower = any(key.endswith(sfx) or sfx in key.rsplit("/", 1)[-1] for sfx in LOWER_IS_BETTER)
-    r = ref / acc if lower else acc / ref
-    return f"{r:.2f}x"
+    last = key.rsplit("/", 1)[-1]
+    if "_per_s" in key:  # a rate: higher is better
+        return f"{acc / ref:.2f}x"
+    timing = "us_per_loop" in key or last.endswith(("_s", "seconds")) or "_s (" in last
+    if not timing or key.startswith("test_vmalloc_profile_ratios"):
+        return ""  # counts, sizes, model outputs, ratios
+    return f"{ref / acc:.2f}x"
 
 
 def print_table(runs: dict[str, dict[str, Any]]) -> None:

@@ -275,3 +275,68 @@ def test_whole_model_reference_and_accelerated_agree() -> None:
         assert a["infos"] == b["infos"], a["profile"]
         assert a["visits"] == b["visits"], a["profile"]
         assert len(a["addrs"]) > 700
+
+
+@needs_accel
+@pytest.mark.parametrize(("profile", "seed"), [("5.4", 1), ("6.18", 2), ("6.18", 3)])
+def test_free_tree_clip_and_merge_step_for_step(
+    profile: str, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """va_clip and merge_or_add_vmap_area_augment: compiled vs reference FreeTree."""
+    from pyvmalloc.config import PROFILES
+    from pyvmalloc.printk import KernelLog
+    from pyvmalloc.vmap.area import VmapStats
+
+    umax = (1 << 64) - 1
+    trees = [freetree.FreeTree(umax, PROFILES[profile], KernelLog(), VmapStats()) for _ in range(2)]
+    for t in trees:
+        t.insert_vmap_area_augment(VmapArea(1, umax))
+    reference = {
+        "_c_merge_or_add": None,
+        "_c_va_clip": None,
+        "_c_find_va_links": None,
+        "propagate": freetree.py_propagate,
+        "rb_erase_augmented": rbtree.py_rb_erase_augmented,
+        "rb_insert_augmented": rbtree.py_rb_insert_augmented,
+    }
+
+    def on(tree_index: int, fn):  # type: ignore[no-untyped-def]
+        if tree_index == 0:
+            with monkeypatch.context() as m:
+                for name, value in reference.items():
+                    m.setattr(freetree, name, value)
+                return fn(trees[0])
+        return fn(trees[1])
+
+    rng = random.Random(seed)
+    base = 0xFFFF_C900_0000_0000
+    busy: list[tuple[int, int]] = []
+    for step in range(700):
+        if rng.random() < 0.6 or not busy:
+            size = 4096 * rng.randint(1, 16)
+            align = 4096 << rng.randint(0, 4)
+            vstart = base + 4096 * rng.randrange(1 << 16)
+
+            def clip(t: freetree.FreeTree, size: int = size, align: int = align, v: int = vstart):
+                va = placement.py_find_vmap_lowest_match(t, size, align, v, True, True)
+                if va is None:
+                    return None
+                nva = (max(va.va_start, v) + align - 1) & ~(align - 1)
+                return nva, t.va_clip(va, nva, size)
+
+            a, b = on(0, clip), on(1, clip)
+            assert a == b, step
+            if a is not None:
+                busy.append((a[0], a[0] + size))
+        else:
+            s, e = busy.pop(rng.randrange(len(busy)))
+
+            def give_back(t: freetree.FreeTree, s: int = s, e: int = e):
+                got = t.merge_or_add_vmap_area_augment(VmapArea(s, e))
+                return got.va_start, got.va_end
+
+            assert on(0, give_back) == on(1, give_back), step
+        assert _shape(trees[0].root) == _shape(trees[1].root), step
+        assert trees[0].nr_free == trees[1].nr_free
+        assert trees[0].stats.fits == trees[1].stats.fits
+    trees[1].check()

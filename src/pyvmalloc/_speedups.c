@@ -24,7 +24,8 @@ static PyTypeObject *va_type = NULL;
 static PyObject *free_augment = NULL;
 static PyObject *py_lowest = NULL;     /* reference find_vmap_lowest_match */
 static Py_ssize_t off_left = -1, off_right, off_parent, off_red, off_root;
-static Py_ssize_t off_start = -1, off_end, off_sms;
+static Py_ssize_t off_start = -1, off_end, off_sms, off_state;
+static PyObject *st_free = NULL, *st_detached = NULL; /* VaState.FREE, VaState.DETACHED */
 static PyObject *s_root, *s_ulong_max, *s_stats, *s_search_visits, *s_rotate, *s_copy,
     *s_propagate;
 
@@ -848,6 +849,227 @@ slow:
 #undef SMS
 }
 
+/* --- free-tree mechanism: merge_or_add_vmap_area_augment, va_clip ------------------- */
+
+/* The descent of find_va_links from `node`: fills parent/left/prev/next and their
+ * bounds; returns 0, 1 on overlap (*other set), -1 on a value past 64 bits. */
+typedef struct {
+    PyObject *parent, *prev, *next, *other;
+    int left;
+    uint64_t prev_end, next_start;
+} links_t;
+
+static int descend_links(PyObject *node, uint64_t vs, uint64_t ve, links_t *L) {
+    uint64_t s, e;
+    L->parent = L->prev = L->next = L->other = NULL;
+    L->left = 0;
+    while (node != NULL) {
+        if (!PyObject_TypeCheck(node, va_type) || !va_bounds(node, &s, &e)) return -1;
+        if (ve <= s) {
+            L->next = node;
+            L->next_start = s;
+            L->parent = node;
+            L->left = 1;
+            node = get_node(node, off_left);
+        } else if (vs >= e) {
+            L->prev = node;
+            L->prev_end = e;
+            L->parent = node;
+            L->left = 0;
+            node = get_node(node, off_right);
+        } else {
+            L->other = node;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static inline void set_state(grave_t *g, PyObject *va, PyObject *st) { set_slot(g, va, off_state, st); }
+
+/* FreeTree.link(va, parent, left) without the counter. */
+static int free_link(grave_t *g, PyObject *root, PyObject *va, PyObject *parent, int left) {
+    aug_t a;
+    a.aug = free_augment;
+    PyObject *zero = PyLong_FromLong(0); /* a cached small int */
+    if (!zero) return -1;
+    set_slot(g, va, off_sms, zero);
+    set_node(g, va, off_parent, parent);
+    set_node(g, va, off_left, NULL);
+    set_node(g, va, off_right, NULL);
+    set_red(va, 1);
+    if (parent == NULL)
+        set_node(g, root, off_root, va);
+    else
+        set_node(g, parent, left ? off_left : off_right, va);
+    if (rb_insert_impl(g, va, root, &a) < 0) { Py_DECREF(zero); return -1; }
+    set_slot(g, va, off_sms, zero);
+    Py_DECREF(zero);
+    set_state(g, va, st_free);
+    return free_propagate(va, NULL);
+}
+
+/* FreeTree.unlink_va_augment(va) without the counter. */
+static int free_unlink(grave_t *g, PyObject *root, PyObject *va) {
+    aug_t a;
+    a.aug = free_augment;
+    PyObject *rebalance = NULL;
+    if (rb_erase_impl(g, va, root, &a, &rebalance) < 0) return -1;
+    if (rebalance != NULL && rb_erase_color_impl(g, rebalance, root, &a) < 0) return -1;
+    set_node(g, va, off_parent, NULL);
+    set_node(g, va, off_left, NULL);
+    set_node(g, va, off_right, NULL);
+    set_state(g, va, st_detached);
+    return 0;
+}
+
+static int state_ready(void) {
+    if (va_ready() < 0) return -1;
+    if (st_free == NULL || st_detached == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups.init_vmap_area() was not called");
+        return -1;
+    }
+    return 0;
+}
+
+/* merge_or_add(root, va, each_step) -> (block, nr_free delta) or (None, other) on
+ * overlap; OverflowError (before any change) for values past 64 bits. */
+static PyObject *sp_merge_or_add(PyObject *self, PyObject *args) {
+    PyObject *root, *va;
+    int each_step;
+    uint64_t vs, ve;
+    links_t L;
+    grave_t g;
+    g.n = 0;
+    if (!PyArg_ParseTuple(args, "OOp", &root, &va, &each_step)) return NULL;
+    if (state_ready() < 0 || check_root(root) < 0 || check_va(va) < 0 ||
+        check_node(va, "va") < 0)
+        return NULL;
+    if (!va_bounds(va, &vs, &ve)) goto overflow;
+    int rc = descend_links(get_node(root, off_root), vs, ve, &L);
+    if (rc < 0) goto overflow;
+    if (rc == 1) return Py_BuildValue("(OO)", Py_None, L.other);
+    Py_INCREF(va);
+    PyObject *orig = va;
+    int merged = 0, delta = 0, err = 0;
+    if (L.parent != NULL) {
+        if (L.next != NULL && L.next_start == ve) {
+            set_slot(&g, L.next, off_start, SLOT(va, off_start));
+            if (each_step && free_propagate(L.next, NULL) < 0) { err = 1; goto out; }
+            set_state(&g, va, st_detached);
+            va = L.next;
+            merged = 1;
+        }
+        if (L.prev != NULL && L.prev_end == vs) {
+            /* prev.va_end == va.va_start (after a merge with next, next starts at vs) */
+            if (each_step) {
+                set_slot(&g, L.prev, off_end, SLOT(va, off_end));
+                if (free_propagate(L.prev, NULL) < 0) { err = 1; goto out; }
+                if (merged) {
+                    if (free_unlink(&g, root, va) < 0) { err = 1; goto out; }
+                    delta -= 1;
+                }
+            } else {
+                if (merged) {
+                    if (free_unlink(&g, root, va) < 0) { err = 1; goto out; }
+                    delta -= 1;
+                }
+                set_slot(&g, L.prev, off_end, SLOT(va, off_end));
+            }
+            set_state(&g, va, st_detached);
+            va = L.prev;
+            merged = 1;
+        }
+    }
+    if (!merged) {
+        if (free_link(&g, root, va, L.parent, L.left) < 0) { err = 1; goto out; }
+        delta += 1;
+    } else if (!each_step) {
+        if (free_propagate(va, NULL) < 0) { err = 1; goto out; }
+    }
+out:
+    flush(&g);
+    Py_DECREF(orig);
+    if (err) return NULL;
+    return Py_BuildValue("(Oi)", va, delta);
+overflow:
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_OverflowError, "free tree values do not fit unsigned long");
+    return NULL;
+}
+
+/* va_clip(root, va, nva, size, fits) -> nr_free delta (int); None for NOTHING_FIT
+ * (nothing changed: the caller's reference path warns); (lva, other) when the NE
+ * split's left part overlaps a block (the caller complains). */
+static PyObject *sp_va_clip(PyObject *self, PyObject *args) {
+    PyObject *root, *va, *nva_o, *size_o, *fits;
+    uint64_t vs, ve, nva, size;
+    grave_t g;
+    g.n = 0;
+    if (!PyArg_ParseTuple(args, "OOOOO!", &root, &va, &nva_o, &size_o, &PyList_Type, &fits))
+        return NULL;
+    if (state_ready() < 0 || check_root(root) < 0 || check_va(va) < 0 ||
+        check_node(va, "va") < 0)
+        return NULL;
+    if (!va_bounds(va, &vs, &ve) || !u64_of(nva_o, &nva) || !u64_of(size_o, &size)) {
+        PyErr_SetString(PyExc_OverflowError, "va_clip values do not fit unsigned long");
+        return NULL;
+    }
+    u128 nva_end = (u128)nva + size;
+    int fit;
+    if (nva < vs || nva_end > ve) Py_RETURN_NONE; /* NOTHING_FIT */
+    if (vs == nva) fit = ((u128)ve == nva_end) ? 1 : 2; /* FL : LE */
+    else if ((u128)ve == nva_end) fit = 3;             /* RE */
+    else fit = 4;                                      /* NE */
+    if (PyList_GET_SIZE(fits) <= fit) {
+        PyErr_SetString(PyExc_IndexError, "stats.fits is too short");
+        return NULL;
+    }
+    PyObject *one = PyLong_FromLong(1);
+    PyObject *cnt = one ? PyNumber_Add(PyList_GET_ITEM(fits, fit), one) : NULL;
+    Py_XDECREF(one);
+    if (!cnt) return NULL;
+    PyList_SetItem(fits, fit, cnt); /* steals cnt */
+    Py_INCREF(va);
+    PyObject *result = NULL;
+    if (fit == 2 || fit == 4) {
+        PyObject *lva = NULL;
+        if (fit == 4) {
+            lva = PyObject_CallFunctionObjArgs((PyObject *)va_type, SLOT(va, off_start), nva_o,
+                                               NULL);
+            if (!lva) goto out;
+        }
+        PyObject *end_o = PyLong_FromUnsignedLongLong((unsigned long long)(uint64_t)nva_end);
+        if (!end_o) { Py_XDECREF(lva); goto out; }
+        set_slot(&g, va, off_start, end_o);
+        Py_DECREF(end_o);
+        if (free_propagate(va, NULL) < 0) { Py_XDECREF(lva); goto out; }
+        if (fit == 2) {
+            result = PyLong_FromLong(0);
+        } else {
+            links_t L;
+            int rc = descend_links(va, vs, nva, &L);
+            if (rc < 0) { /* not OverflowError: va was already changed */
+                PyErr_SetString(PyExc_RuntimeError, "va_clip: free tree values past 64 bits");
+            } else if (rc == 1) {
+                result = Py_BuildValue("(OO)", lva, L.other);
+            } else if (free_link(&g, root, lva, L.parent, L.left) == 0) {
+                result = PyLong_FromLong(1);
+            }
+            Py_DECREF(lva);
+        }
+    } else if (fit == 1) {
+        if (free_unlink(&g, root, va) == 0) result = PyLong_FromLong(-1);
+    } else { /* RE */
+        set_slot(&g, va, off_end, nva_o);
+        if (free_propagate(va, NULL) == 0) result = PyLong_FromLong(0);
+    }
+out:
+    flush(&g);
+    Py_DECREF(va);
+    return result;
+}
+
 /* --- init ------------------------------------------------------------------------------ */
 static int member_offset(PyTypeObject *t, const char *name, Py_ssize_t *out) {
     PyObject *d = PyDict_GetItemString(t->tp_dict, name); /* borrowed */
@@ -884,18 +1106,24 @@ static PyObject *sp_init_rbtree(PyObject *self, PyObject *args) {
 }
 
 static PyObject *sp_init_vmap_area(PyObject *self, PyObject *args) {
-    PyObject *t, *aug;
-    if (!PyArg_ParseTuple(args, "O!O", &PyType_Type, &t, &aug)) return NULL;
+    PyObject *t, *aug, *sfree, *sdet;
+    if (!PyArg_ParseTuple(args, "O!OOO", &PyType_Type, &t, &aug, &sfree, &sdet)) return NULL;
     if (ready() < 0) return NULL;
     if (!PyType_IsSubtype((PyTypeObject *)t, rbnode_type)) {
         PyErr_SetString(PyExc_TypeError, "the vmap area type must subclass RBNode");
         return NULL;
     }
-    Py_ssize_t s, e, m;
+    Py_ssize_t s, e, m, st;
     if (member_offset((PyTypeObject *)t, "va_start", &s) < 0 ||
         member_offset((PyTypeObject *)t, "va_end", &e) < 0 ||
-        member_offset((PyTypeObject *)t, "subtree_max_size", &m) < 0)
+        member_offset((PyTypeObject *)t, "subtree_max_size", &m) < 0 ||
+        member_offset((PyTypeObject *)t, "state", &st) < 0)
         return NULL;
+    Py_INCREF(sfree);
+    Py_INCREF(sdet);
+    Py_XSETREF(st_free, sfree);
+    Py_XSETREF(st_detached, sdet);
+    off_state = st;
     Py_INCREF(t);
     Py_INCREF(aug);
     Py_XSETREF(va_type, (PyTypeObject *)t);
@@ -923,7 +1151,7 @@ static PyMethodDef methods[] = {
      "init_lowest_match(reference): the Python search, for values past 64 bits"},
     {"init_rbtree", sp_init_rbtree, METH_VARARGS, "init_rbtree(RBNode, RBRoot)"},
     {"init_vmap_area", sp_init_vmap_area, METH_VARARGS,
-     "init_vmap_area(VmapArea, FREE_AUGMENT)"},
+     "init_vmap_area(VmapArea, FREE_AUGMENT, VaState.FREE, VaState.DETACHED)"},
     {"rb_insert_color", sp_rb_insert_color, METH_VARARGS, "rb_insert_color(node, root)"},
     {"rb_insert_augmented", sp_rb_insert_augmented, METH_VARARGS,
      "rb_insert_augmented(node, root, augment)"},
@@ -934,6 +1162,10 @@ static PyMethodDef methods[] = {
     {"busy_find", sp_busy_find, METH_VARARGS, "busy_find(root, addr)"},
     {"busy_insert", sp_busy_insert, METH_VARARGS, "busy_insert(root, va)"},
     {"find_va_links", sp_find_va_links, METH_VARARGS, "find_va_links(start, va_start, va_end)"},
+    {"merge_or_add", sp_merge_or_add, METH_VARARGS,
+     "merge_or_add(root, va, each_step) -> (block, nr_free delta) | (None, other)"},
+    {"va_clip", sp_va_clip, METH_VARARGS,
+     "va_clip(root, va, nva, size, fits) -> nr_free delta | None | (lva, other)"},
     {"find_vmap_lowest_match", sp_find_vmap_lowest_match, METH_VARARGS,
      "find_vmap_lowest_match(tree, size, align, vstart, adjust_search_size, shift_vstart)"},
     {NULL, NULL, 0, NULL}};
