@@ -240,6 +240,15 @@ def print_table(runs: dict[str, dict[str, Any]]) -> None:
     Console().print(t)
 
 
+def implementation() -> str:
+    """Which hot-path code the imported pyvmalloc runs (older trees had only Python)."""
+    try:
+        from pyvmalloc import _accel
+    except ImportError:
+        return "pure Python (a tree without the accelerator)"
+    return _accel.DESCRIPTION
+
+
 def run_child(quick: bool, pure: bool) -> dict[str, Any]:
     """One implementation's run in a fresh process (the choice is made at import)."""
     env = dict(os.environ)
@@ -268,15 +277,12 @@ def main() -> int:
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        from pyvmalloc import _accel
-
         t0 = time.perf_counter()
         res = run(args.quick)
         res["total_seconds"] = time.perf_counter() - t0
-        res["implementation"] = _accel.DESCRIPTION
+        res["implementation"] = implementation()
         print(json.dumps(res))
         return 0
-    from pyvmalloc import _accel
 
     runs: dict[str, dict[str, Any]] = {}
     if args.impl in ("both", "reference"):
@@ -301,7 +307,7 @@ def main() -> int:
                 "machine": machine(),
                 "timer": "time.process_time",
                 "results": runs,
-                "build": _accel.DESCRIPTION,
+                "build": implementation(),
             },
             indent=1,
         )
