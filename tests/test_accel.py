@@ -278,16 +278,22 @@ def test_whole_model_reference_and_accelerated_agree() -> None:
 
 
 @needs_accel
-@pytest.mark.parametrize(("profile", "seed"), [("5.4", 1), ("6.18", 2), ("6.18", 3)])
+@pytest.mark.parametrize(
+    ("profile", "seed", "bits"), [("5.4", 1, 64), ("6.18", 2, 64), ("6.18", 3, 64), ("6.18", 4, 72)]
+)
 def test_free_tree_clip_and_merge_step_for_step(
-    profile: str, seed: int, monkeypatch: pytest.MonkeyPatch
+    profile: str, seed: int, bits: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """va_clip and merge_or_add_vmap_area_augment: compiled vs reference FreeTree."""
+    """va_clip and merge_or_add_vmap_area_augment: compiled vs reference FreeTree.
+
+    With 72-bit addresses (no such machine; it forces every compiled call onto its
+    past-64-bit fallback) the results must still be the reference's.
+    """
     from pyvmalloc.config import PROFILES
     from pyvmalloc.printk import KernelLog
     from pyvmalloc.vmap.area import VmapStats
 
-    umax = (1 << 64) - 1
+    umax = (1 << bits) - 1
     trees = [freetree.FreeTree(umax, PROFILES[profile], KernelLog(), VmapStats()) for _ in range(2)]
     for t in trees:
         t.insert_vmap_area_augment(VmapArea(1, umax))
@@ -309,7 +315,7 @@ def test_free_tree_clip_and_merge_step_for_step(
         return fn(trees[1])
 
     rng = random.Random(seed)
-    base = 0xFFFF_C900_0000_0000
+    base = 0xFFFF_C900_0000_0000 << (bits - 64)
     busy: list[tuple[int, int]] = []
     for step in range(700):
         if rng.random() < 0.6 or not busy:

@@ -123,11 +123,15 @@ class FreeTree:
         if node is None:
             return None, False, None, None
         if _c_find_va_links is not None:
-            found = _c_find_va_links(node, va.va_start, va.va_end)
+            try:
+                found = _c_find_va_links(node, va.va_start, va.va_end)
+            except OverflowError:  # a value past 64 bits: the reference below
+                found = None
             if found.__class__ is tuple:
                 return found  # type: ignore[no-any-return,unused-ignore]
-            self.complain_overlap(va, found)
-            return None
+            if found is not None:
+                self.complain_overlap(va, found)
+                return None
         va_start = va.va_start
         va_end = va.va_end
         prev = nxt = None

@@ -390,13 +390,17 @@ class VmapSpace(LazyPurge):
         n = self.nr_vmap_nodes
         root = self.nodes[(va.va_start // self.vmap_zone_size) % n if n > 1 else 0].busy
         if _c_busy_insert is not None:
-            other = _c_busy_insert(root, va)
-            if other is not None:
-                self.free.complain_overlap(va, other)
-                raise InvariantError(f"busy insert overlaps: {va!r} and {other!r}")
-            va.state = VaState.BUSY
-            self.nr_busy += 1
-            return
+            try:
+                other = _c_busy_insert(root, va)
+            except OverflowError:  # a value past 64 bits: the reference below
+                pass
+            else:
+                if other is not None:
+                    self.free.complain_overlap(va, other)
+                    raise InvariantError(f"busy insert overlaps: {va!r} and {other!r}")
+                va.state = VaState.BUSY
+                self.nr_busy += 1
+                return
         node = root.rb_node
         va_start = va.va_start
         va_end = va.va_end
