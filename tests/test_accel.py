@@ -136,8 +136,11 @@ def test_plain_tree_and_busy_lookups(seed: int) -> None:
         k = rng.randrange(400)
         start = 0xFFFF_C900_0000_0000 + k * 0x4000
         if k in live[0]:
-            for impl, root, d in zip(impls, roots, live, strict=True):
-                impl.erase(d.pop(k), root)
+            impls[0].erase(live[0].pop(k), roots[0])
+            va = live[1].pop(k)
+            assert sp.busy_unlink(roots[1], start + 0x1FFF) is va  # find + erase
+            assert va.rb_parent is va.rb_left is va.rb_right is None
+            assert sp.busy_unlink(roots[1], start) is None
         else:
             for n, (impl, root, d) in enumerate(zip(impls, roots, live, strict=True)):
                 va = VmapArea(start, start + 0x2000)

@@ -669,6 +669,54 @@ slow:
     Py_RETURN_NONE;
 }
 
+/* busy_unlink(root, addr): the busy area containing addr, erased from the tree with
+ * its links cleared (unlink_va), or None when the tree has none. Values past 64 bits:
+ * OverflowError before any change. */
+static PyObject *sp_busy_unlink(PyObject *self, PyObject *args) {
+    PyObject *root, *addr_o;
+    uint64_t addr, s, e;
+    if (!PyArg_ParseTuple(args, "OO", &root, &addr_o)) return NULL;
+    if (va_ready() < 0 || check_root(root) < 0) return NULL;
+    if (!u64_of(addr_o, &addr)) goto overflow;
+    PyObject *node = get_node(root, off_root);
+    while (node != NULL) {
+        if (!PyObject_TypeCheck(node, va_type) || !u64_of(SLOT(node, off_start), &s))
+            goto overflow;
+        if (addr < s)
+            node = get_node(node, off_left);
+        else if (!u64_of(SLOT(node, off_end), &e))
+            goto overflow;
+        else if (addr >= e)
+            node = get_node(node, off_right);
+        else
+            break;
+    }
+    if (node == NULL) Py_RETURN_NONE;
+    if (check_node(node, "node") < 0) return NULL;
+    grave_t g;
+    g.n = 0;
+    aug_t a = {NULL};
+    PyObject *rebalance = NULL;
+    Py_INCREF(node); /* returned */
+    int rc = rb_erase_impl(&g, node, root, &a, &rebalance);
+    if (rc == 0 && rebalance != NULL) rc = rb_erase_color_impl(&g, rebalance, root, &a);
+    if (rc == 0) {
+        set_node(&g, node, off_parent, NULL);
+        set_node(&g, node, off_left, NULL);
+        set_node(&g, node, off_right, NULL);
+    }
+    flush(&g);
+    if (rc < 0) {
+        Py_DECREF(node);
+        return NULL;
+    }
+    return node;
+overflow:
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_OverflowError, "busy tree values do not fit unsigned long");
+    return NULL;
+}
+
 /* busy_insert(root, va): descend by address, link and colour va; return None, or the
  * area va overlaps (then nothing is linked). */
 static PyObject *sp_busy_insert(PyObject *self, PyObject *args) {
@@ -1183,6 +1231,7 @@ static PyMethodDef methods[] = {
     {"propagate", sp_propagate, METH_VARARGS, "propagate(node, stop)"},
     {"busy_find", sp_busy_find, METH_VARARGS, "busy_find(root, addr)"},
     {"busy_insert", sp_busy_insert, METH_VARARGS, "busy_insert(root, va)"},
+    {"busy_unlink", sp_busy_unlink, METH_VARARGS, "busy_unlink(root, addr)"},
     {"find_va_links", sp_find_va_links, METH_VARARGS, "find_va_links(start, va_start, va_end)"},
     {"merge_or_add", sp_merge_or_add, METH_VARARGS,
      "merge_or_add(root, va, each_step) -> (block, nr_free delta) | (None, other)"},

@@ -72,6 +72,7 @@ from pyvmalloc.vmap.tracepoints import AllocVmapArea, FreeVmapAreaNoflush, Trace
 __all__ = ["VmapSpace"]
 
 _c_busy_insert = _speedups.busy_insert if _speedups is not None else None
+_c_busy_unlink = _speedups.busy_unlink if _speedups is not None else None
 
 
 class VmapSpace(LazyPurge):
@@ -472,6 +473,17 @@ class VmapSpace(LazyPurge):
         # The usual case first: the area is in its address's node (the search's start).
         n = self.nr_vmap_nodes
         root = self.nodes[(addr // self.vmap_zone_size) % n if n > 1 else 0].busy
+        if _c_busy_unlink is not None:
+            try:
+                va = _c_busy_unlink(root, addr)  # find + rb_erase + clear the links
+            except OverflowError:  # a value past 64 bits: the reference below
+                pass
+            else:
+                if va is not None:
+                    va.state = VaState.DETACHED
+                    self.nr_busy -= 1
+                    return va  # type: ignore[no-any-return]
+                return self._find_unlink_elsewhere(addr)
         va = self._find_in(root, addr)
         if va is not None:
             # unlink_vmap_area(va, i), inlined
@@ -480,6 +492,10 @@ class VmapSpace(LazyPurge):
             va.state = VaState.DETACHED
             self.nr_busy -= 1
             return va
+        return self._find_unlink_elsewhere(addr)
+
+    def _find_unlink_elsewhere(self, addr: int) -> VmapArea | None:
+        """The rest of find_unlink_vmap_area's node search (the address's node missed)."""
         for i in self._node_search(addr):
             va = self._find_in(self.nodes[i].busy, addr)
             if va is not None:
