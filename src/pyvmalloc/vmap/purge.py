@@ -186,8 +186,8 @@ class LazyPurge:
         if not pending.marked:
             return False
         vn, lst = pending.marked.pop(0)
-        done = set(map(id, lst))
-        pending.batch = [va for va in pending.batch if id(va) not in done]
+        done = set(lst)  # areas hash by identity
+        pending.batch = [va for va in pending.batch if va not in done]
         self._purge_vmap_node(vn, lst, skip_populate=pending.full_pool_decay)
         pending.nr_purged += vn.nr_purged
         return True
