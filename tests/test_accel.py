@@ -7,9 +7,10 @@ Two layers, both in one test run:
   the same trees with the same seeded operations; after every step the trees must be
   identical node for node (keys, colours, parent links, ``subtree_max_size``) and every
   search must return the same node;
-* whole model: the same seeded workload runs here (accelerated when built) and in a
-  subprocess with ``PYVMALLOC_PURE=1``; every address, every /proc/vmallocinfo text and
-  the ``check()`` outcome must agree.
+* whole model: the same seeded workload runs in two fresh processes, one with
+  ``PYVMALLOC_PURE=1`` (the choice is made at import); every address, the
+  /proc/vmallocinfo text along the way, the final /proc/meminfo and /proc/buddyinfo,
+  the search cost and the ``check()`` outcome must agree.
 """
 
 from __future__ import annotations
@@ -237,7 +238,7 @@ for profile in ("5.4", "6.18"):
         if i % 250 == 0:
             infos.append(k.vmallocinfo())
             k.check()
-    infos.append(k.vmallocinfo())
+    infos += [k.vmallocinfo(), k.meminfo(), k.buddyinfo()]
     try:
         k.check()
         ok = "ok"
