@@ -907,9 +907,12 @@ static PyObject *sp_find_vmap_lowest_match(PyObject *self, PyObject *args) {
         }
     }
 done:
-    if (add_visits(tree, visits) < 0) return NULL;
-    if (found == NULL) Py_RETURN_NONE;
-    Py_INCREF(found);
+    if (found == NULL) found = Py_None;
+    Py_INCREF(found); /* before add_visits, which may run Python code */
+    if (add_visits(tree, visits) < 0) {
+        Py_DECREF(found);
+        return NULL;
+    }
     return found;
 slow:
     if (PyErr_Occurred()) return NULL;
