@@ -35,6 +35,10 @@ needs_accel = pytest.mark.skipif(sp is None, reason=f"accelerator not in use: {_
 def test_accel_reports_itself() -> None:
     assert (sp is not None) == _accel.ACCELERATED
     assert ("accelerated" in _accel.DESCRIPTION) == _accel.ACCELERATED
+    import pyvmalloc
+
+    assert pyvmalloc.accelerator() == _accel.SUMMARY
+    assert (_accel.SUMMARY == "C accelerator") == _accel.ACCELERATED
     if os.environ.get("PYVMALLOC_PURE"):
         assert not _accel.ACCELERATED
 

@@ -16,22 +16,24 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
-__all__ = ["ACCELERATED", "DESCRIPTION", "speedups"]
+__all__ = ["ACCELERATED", "DESCRIPTION", "SUMMARY", "speedups"]
 
 #: Set (to anything but "" or "0") to force the pure-Python reference.
 PURE = os.environ.get("PYVMALLOC_PURE", "") not in ("", "0")
 
 speedups: ModuleType | None
-_why = ""
+_why = _short = ""
 if PURE:
     speedups = None
     _why = "PYVMALLOC_PURE is set"
+    _short = "PYVMALLOC_PURE=1"
 else:
     try:
-        from pyvmalloc import _speedups as speedups
+        import pyvmalloc._speedups as speedups
     except ImportError as e:  # no compiler at install time: the reference is complete
         speedups = None
-        _why = f"no compiled accelerator ({e})"
+        _why = f"no compiled accelerator: {e}"
+        _short = "not compiled"
 
 #: True when the compiled accelerator is in use.
 ACCELERATED: bool = speedups is not None
@@ -42,3 +44,6 @@ DESCRIPTION: str = (
     if ACCELERATED
     else f"pure Python reference ({_why})"
 )
+
+#: The short form ``pyvmalloc --version`` prints.
+SUMMARY: str = "C accelerator" if ACCELERATED else f"pure Python, {_short}"

@@ -19,7 +19,10 @@ import random
 import time
 from typing import Any
 
-__all__ = ["register_cli", "run_tour"]
+__all__ = ["parse_address", "prepare", "register_cli", "run_tour"]
+
+#: Where the tour's ioremaps point: a PCI MMIO window below 4 GiB.
+_MMIO_BASE = 0xFE000000
 
 
 def _kernel(args: argparse.Namespace) -> Any:
@@ -28,7 +31,8 @@ def _kernel(args: argparse.Namespace) -> Any:
     return Kernel(profile=args.profile, cpus=args.cpus, ram=args.ram)
 
 
-def _prepare(k: Any, before: str | None) -> list[int]:
+def prepare(k: Any, before: str | None) -> list[int]:
+    """Run the ``--before`` calls on ``k``; their results, for ``_`` and ``_N``."""
     from pyvmalloc.explain import parse_calls, run_call
 
     results: list[int] = []
@@ -44,12 +48,18 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from pyvmalloc.explain import parse_calls, record, run_call
 
     k = _kernel(args)
-    results = _prepare(k, args.before)
+    results = prepare(k, args.before)
     calls = parse_calls(args.call)
     if len(calls) != 1:
         raise ValueError("explain takes exactly one call (use --before for the setup)")
     call = calls[0]
     rec = record(k, lambda: run_call(k, call, results), label=ast.unparse(call))
+    if args.json:
+        from pyvmalloc.cli_output import write_json
+
+        write_json(_recording_json(rec), args.json)
+        if args.json == "-":
+            return 0
     print(f"# kernel {k.profile.name}, {k.machine.cpus_online} CPUs, {k.machine.ram >> 20} MiB")
     print(rec.render())
     new = [line.text for line in k.log.lines[-5:]]
@@ -60,18 +70,66 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _node_json(node: Any) -> dict[str, Any]:
+    from pyvmalloc.explain import _fmt
+
+    return {
+        "name": node.name,
+        "args": {n: _fmt(n, v) for n, v in node.args},
+        "ret": _fmt("addr", node.ret) if node.ret is not None else None,
+        "pages": node.pages,
+        "ptes": node.ptes,
+        "note": node.note,
+        "children": [_node_json(c) for c in node.children],
+    }
+
+
+def _recording_json(rec: Any) -> dict[str, Any]:
+    """An ``explain`` call tree as JSON: the calls (arguments as the tree shows them)
+    and the state before and after."""
+    return {"call": _node_json(rec.root), "before": rec.before, "after": rec.after}
+
+
 def _cmd_walk(args: argparse.Namespace) -> int:
     k = _kernel(args)
-    results = _prepare(k, args.before)
-    text = args.addr
-    if text == "_" and results:
-        addr = results[-1]
-    elif text.startswith("_") and text[1:].isdigit():
-        addr = results[int(text[1:]) - 1]
-    else:
-        addr = int(text, 0)
+    results = prepare(k, args.before)
+    addr = parse_address(args.addr, results)
+    if args.json:
+        from dataclasses import asdict
+
+        from pyvmalloc.cli_output import write_json
+
+        w = k.pgtables.walk(addr)
+        write_json({**asdict(w), "present": w.present}, args.json)
+        if args.json == "-":
+            return 0
     print(k.walk(addr))
     return 0
+
+
+def parse_address(text: str, results: list[int]) -> int:
+    """An address argument: ``0x...``, decimal, bare hex (as crash takes it), or ``_`` /
+    ``_N`` for the last / N-th (1-based) ``--before`` result."""
+    if text.startswith("_"):
+        n = len(results)
+        if text == "_":
+            if not results:
+                raise ValueError("_ is the last --before result, but there is no --before")
+            return results[-1]
+        if text[1:].isdigit() and 1 <= int(text[1:]) <= n:
+            return results[int(text[1:]) - 1]
+        have = f"_1.._{n}" if n else "none (no --before)"
+        raise ValueError(f"{text}: there is no such --before result (results: {have})")
+    try:
+        value = int(text, 0)
+    except ValueError:
+        try:
+            value = int(text, 16)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an address (0x..., or _N)") from None
+    if not 0 <= value < 1 << 64:
+        raise ValueError(f"{text}: an address is 0..2^64-1")
+    return value
 
 
 def run_tour(
@@ -82,16 +140,20 @@ def run_tour(
     ram: str = "4G",
     progress: bool = True,
     out: Any = None,
+    full_vmallocinfo: bool = False,
 ) -> dict[str, Any]:
-    """The tour workload; returns its statistics (also printed with rich)."""
-    from rich.console import Console
+    """The tour workload; returns its statistics (also printed with rich).
+
+    ``full_vmallocinfo`` prints every /proc/vmallocinfo line, not the first and last 5.
+    """
     from rich.progress import Progress
     from rich.table import Table
 
+    from pyvmalloc.cli_output import console as make_console
     from pyvmalloc.kernel import Kernel
     from pyvmalloc.vmalloc import VM_MAP
 
-    console = out or Console()
+    console = out or make_console()
     k = Kernel(profile=profile, cpus=cpus, ram=ram)
     rng = random.Random(seed)
     live: list[tuple[str, int, Any]] = []
@@ -102,7 +164,7 @@ def run_tour(
         "alloc_large_system_hash+0x1b5/0x2c0",
         None,
     ]
-    v6 = k.profile.huge_vmalloc
+    has_vmalloc_huge = k.profile.huge_vmalloc
     t0 = time.perf_counter()
 
     def step() -> None:
@@ -157,7 +219,7 @@ def run_tour(
             return
         elif r < 0.90:
             addr = k.ioremap(
-                0xFE000000 + rng.randrange(0, 1 << 20),
+                _MMIO_BASE + rng.randrange(0, 1 << 20),
                 rng.randrange(1, 40000),
                 cpu=cpu,
                 caller="pci_iomap_range+0x60/0x90",
@@ -166,7 +228,7 @@ def run_tour(
         elif r < 0.96:
             addr = k.kvmalloc(rng.choice([100, 5000, 70000, 3 << 20]), cpu=cpu, caller=caller)
             kind = "kv"
-        elif v6:
+        elif has_vmalloc_huge:
             addr = k.vmalloc_huge(rng.choice([2 << 20, 3 << 20]), cpu=cpu, caller=caller)
             kind = "vmalloc"
         else:
@@ -178,7 +240,7 @@ def run_tour(
                 k.write(addr, b"tour")
             live.append((kind, addr, None))
 
-    if progress and ops >= 2000:
+    if progress and ops >= 2000 and console.is_terminal:
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("running the tour workload", total=ops)
             for i in range(ops):
@@ -191,13 +253,20 @@ def run_tour(
     elapsed = time.perf_counter() - t0
     k.check()
     info = k.vmallocinfo().splitlines()
-    console.print(f"[bold]/proc/vmallocinfo[/bold] ({len(info)} lines, first and last 5):")
-    for line in info[:5]:
-        console.print(line, highlight=False, markup=False, soft_wrap=True)
-    if len(info) > 10:
+    if full_vmallocinfo or len(info) <= 10:
+        console.print(f"[bold]/proc/vmallocinfo[/bold] ({len(info)} lines):")
+        for line in info:
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+    else:
+        console.print(
+            f"[bold]/proc/vmallocinfo[/bold] ({len(info)} lines, first and last 5; "
+            "--full-vmallocinfo for all):"
+        )
+        for line in info[:5]:
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
         console.print("...")
-    for line in info[-5:] if len(info) > 5 else []:
-        console.print(line, highlight=False, markup=False, soft_wrap=True)
+        for line in info[-5:]:
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
     console.print("\n[bold]/proc/meminfo[/bold] (vmalloc lines):")
     console.print(k.meminfo().rstrip(), highlight=False, markup=False, soft_wrap=True)
     console.print("\n[bold]/proc/buddyinfo[/bold]:")
@@ -222,39 +291,75 @@ def run_tour(
     table.add_column("value", justify="right")
     for key, v in stats.items():
         table.add_row(key, str(v))
-    console.print(table)
+    console.print(table, markup=False)
     k.check()
     console.print("check(): all invariants hold")
     return stats
 
 
 def _cmd_tour(args: argparse.Namespace) -> int:
-    run_tour(args.profile, args.cpus, args.ops, args.seed, args.ram)
+    from pyvmalloc.cli_output import check_writable, write_json
+
+    check_writable(args.json, "--json")
+    if args.ops < 0:
+        raise ValueError(f"--ops {args.ops}: must not be negative")
+    if args.json == "-":
+        import io
+
+        from rich.console import Console
+
+        stats = run_tour(
+            args.profile, args.cpus, args.ops, args.seed, args.ram, out=Console(file=io.StringIO())
+        )
+    else:
+        stats = run_tour(
+            args.profile,
+            args.cpus,
+            args.ops,
+            args.seed,
+            args.ram,
+            full_vmallocinfo=args.full_vmallocinfo,
+        )
+    if args.json:
+        write_json(stats, args.json)
     return 0
 
 
 def register_cli(subparsers: Any) -> None:
     """Add ``explain``, ``walk`` and ``tour`` to the ``pyvmalloc`` command."""
 
+    from pyvmalloc.cli_output import add_json_argument, add_profile_argument
+
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--profile", default="6.18", help="kernel profile: 5.4 or 6.18")
-        p.add_argument("--cpus", type=int, default=2)
-        p.add_argument("--ram", default="4G", help="machine RAM, e.g. 64M, 4G")
+        add_profile_argument(p)
+        p.add_argument("--cpus", type=int, default=2, help="online CPUs (default 2)")
+        p.add_argument("--ram", default="4G", help="machine RAM, e.g. 64M, 4G (default 4G)")
 
     p = subparsers.add_parser("explain", help="draw the call tree of one vmalloc API call")
-    p.add_argument("call", help='e.g. "vmalloc(20000)" or "vfree(_)"')
+    p.add_argument(
+        "call",
+        help='e.g. "vmalloc(20000)", "__vmalloc(8192, GFP_KERNEL | __GFP_ZERO)" or "vfree(_)"',
+    )
     p.add_argument("--before", help='setup calls, e.g. "vmalloc(8192); vmalloc(4096)"')
+    add_json_argument(p, "the call tree and state changes")
     common(p)
     p.set_defaults(func=_cmd_explain)
 
     p = subparsers.add_parser("walk", help="page-table walk of an address")
     p.add_argument("addr", help="address (0x...), or _ / _N for a --before result")
     p.add_argument("--before", help='setup calls, e.g. "vmalloc(8192)"')
+    add_json_argument(p, "the walk (every level's entry)")
     common(p)
     p.set_defaults(func=_cmd_walk)
 
     p = subparsers.add_parser("tour", help="a seeded mixed vmalloc workload, then /proc views")
-    p.add_argument("--ops", type=int, default=5000)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--ops", type=int, default=5000, help="API calls to make (default 5000)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the workload (default 1)")
+    p.add_argument(
+        "--full-vmallocinfo",
+        action="store_true",
+        help="print every /proc/vmallocinfo line (default: the first and last 5)",
+    )
+    add_json_argument(p, "the statistics")
     common(p)
     p.set_defaults(func=_cmd_tour)

@@ -26,12 +26,24 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 __all__ = [
+    "EBUSY",
+    "EINVAL",
+    "ENOENT",
+    "ENOMEM",
+    "ERANGE",
+    "INT_MAX",
+    "NUMA_NO_NODE",
     "PAGE_SHIFT",
     "PAGE_SIZE",
     "PROFILES",
+    "TEST_VMALLOC_5_4",
+    "TEST_VMALLOC_6_18",
+    "THREAD_ALIGN",
+    "THREAD_SIZE",
     "ULONG_MAX",
     "KernelProfile",
     "Machine",
+    "TestVmallocModule",
     "fls",
     "format_size",
     "get_profile",
@@ -41,8 +53,29 @@ __all__ = [
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 ULONG_MAX = (1 << 64) - 1
+#: ``INT_MAX`` (a C ``int`` is 32 bits on every arch the model knows).
+INT_MAX = (1 << 31) - 1
+#: ``NUMA_NO_NODE``: "any node" for every node argument.
+NUMA_NO_NODE = -1
+#: ``THREAD_SIZE`` on x86_64 without KASAN (``PAGE_SIZE << 2``); with VMAP_STACK
+#: stacks are vmalloc'ed aligned to ``THREAD_ALIGN == THREAD_SIZE``.
+THREAD_SIZE = PAGE_SIZE << 2
+THREAD_ALIGN = THREAD_SIZE
 
-Arch = Literal["x86_64", "i386"]
+#: errno values; the kernel returns them negated (``-ENOMEM``), cast to unsigned long
+#: where an address is expected.
+ENOENT = 2
+ENOMEM = 12
+EBUSY = 16
+EINVAL = 22
+ERANGE = 34
+
+Arch = Literal["x86_64", "i386", "arm", "arm64"]
+
+#: Architectures the model knows (``Machine.arch``).
+ARCHES: tuple[str, ...] = ("x86_64", "i386", "arm", "arm64")
+#: Releases whose arch layout rules are modelled (the profiles' names).
+LAYOUT_RELEASES: tuple[str, ...] = ("4.19", "5.4", "6.18")
 
 
 def fls(x: int) -> int:
@@ -96,17 +129,62 @@ class Machine:
     nr_cpus: int = 256
     ram: int = 4 << 30
     numa_nodes: int = 1
-    #: i386 only: ``vmalloc=`` boot option (bytes of the vmalloc reserve); 0 = default.
+    #: i386 and arm: ``vmalloc=`` boot option (bytes); 0 = the kernel's default.
     vmalloc_reserve: int = 0
+    #: Release whose arch layout rules apply (arm/arm64 changed between 4.19, 5.4 and
+    #: 6.18); tools that build a Machine for a profile pass the profile's name.
+    kernel_release: str = "6.18"
+    #: arm: ``CONFIG_VMSPLIT_*`` ("3G", "3G_OPT", "2G", "1G").
+    vmsplit: str = "3G"
+    #: arm: ``CONFIG_ARM_LPAE`` (3-level page tables).
+    lpae: bool = False
+    #: arm: ``CONFIG_HIGHMEM`` (RAM above the lowmem limit is usable as highmem).
+    highmem: bool = True
+    #: arm: ``CONFIG_THUMB2_KERNEL`` (8 MiB modules area instead of 16 MiB).
+    thumb2: bool = False
+    #: arm: ``CONFIG_ARM_MODULE_PLTS`` (modules may spill into the vmalloc range).
+    module_plts: bool = True
+    #: arm: ``CONFIG_SMP`` (UP non-LPAE kernels align ioremap to 16 MiB).
+    smp: bool = True
+    #: arm: ``PHYS_OFFSET``, the physical address RAM starts at.
+    phys_offset: int = 0
+    #: arm64: ``CONFIG_ARM64_VA_BITS``.
+    va_bits: int = 48
+    #: arm64: the granule. The allocator model runs with 4 KiB pages only; the
+    #: 16K/64K layouts are :func:`pyvmalloc.arch.arm64.compute_layout`.
+    page_size: int = PAGE_SIZE
     layout: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.arch not in ("x86_64", "i386"):
-            raise ValueError(f"unsupported arch {self.arch!r} (x86_64 or i386)")
+        if self.arch not in ARCHES:
+            raise ValueError(f"unsupported arch {self.arch!r} ({', '.join(ARCHES)})")
+        if self.kernel_release not in LAYOUT_RELEASES:
+            raise ValueError(
+                f"kernel_release {self.kernel_release!r} unknown ({', '.join(LAYOUT_RELEASES)})"
+            )
         if self.arch == "x86_64" and self.paging_levels not in (4, 5):
             raise ValueError("x86_64 has 4- or 5-level paging")
         if self.arch == "i386" and self.paging_levels != 2:
             object.__setattr__(self, "paging_levels", 2)
+        if self.page_size != PAGE_SIZE:
+            raise ValueError(
+                f"the allocator model runs with 4 KiB pages only (PAGE_SIZE is a constant "
+                f"of the model), not {self.page_size}; for the arm64 16K/64K layouts use "
+                "pyvmalloc.arch.arm64.compute_layout(page_size=..., va_bits=..., release=...)"
+            )
+        if self.arch == "arm":
+            # pgtable-2level.h: two levels; pgtable-3level.h (LPAE): three
+            object.__setattr__(self, "paging_levels", 3 if self.lpae else 2)
+        if self.arch == "arm64":
+            from pyvmalloc.arch.arm64 import VA_BITS_BY_PAGE_SIZE, pgtable_levels
+
+            if self.va_bits not in VA_BITS_BY_PAGE_SIZE[self.page_size]:
+                raise ValueError(
+                    f"arm64 with 4K pages has VA_BITS 39, 48 or 52, not {self.va_bits}"
+                )
+            object.__setattr__(self, "paging_levels", pgtable_levels(self.page_size, self.va_bits))
+        if self.vmalloc_reserve and self.arch not in ("i386", "arm"):
+            raise ValueError("vmalloc= is a boot option of 32-bit kernels (i386, arm) only")
         if self.cpus_online < 1:
             raise ValueError("at least one CPU must be online")
         if self.cpus_possible == 0:
@@ -121,7 +199,10 @@ class Machine:
         if self.ram < 16 << 20:
             raise ValueError("RAM must be at least 16 MiB")
         object.__setattr__(self, "vmalloc_reserve", parse_size(self.vmalloc_reserve))
-        from pyvmalloc.arch import arch_layout  # arch/ depends on this module
+        object.__setattr__(self, "phys_offset", parse_size(self.phys_offset))
+        if self.arch == "arm" and not self.lpae and self.phys_offset + self.ram > 1 << 32:
+            raise ValueError("RAM above 4 GiB needs LPAE (lpae=True) on arm")
+        from pyvmalloc.arch import arch_layout  # arch/ reads this class (type-only)
 
         self.layout.update(arch_layout(self))
 
@@ -145,8 +226,19 @@ class Machine:
         return self.layout["MODULES_END"]
 
     @property
+    def ioremap_max_order(self) -> int:
+        """``IOREMAP_MAX_ORDER``: the largest ioremap alignment (x86_64 PUD_SHIFT,
+        i386 PMD_SHIFT)."""
+        return self.layout["IOREMAP_MAX_ORDER"]
+
+    def check_cpu(self, cpu: int) -> None:
+        """Reject a CPU number that is not online (``cpu=`` of every model call)."""
+        if not 0 <= cpu < self.cpus_online:
+            raise ValueError(f"cpu {cpu} is not online (0..{self.cpus_online - 1})")
+
+    @property
     def bits_per_long(self) -> int:
-        return 64 if self.arch == "x86_64" else 32
+        return 64 if self.arch in ("x86_64", "arm64") else 32
 
     @property
     def ulong_max(self) -> int:
@@ -188,15 +280,130 @@ class Machine:
 # Kernel profiles
 # --------------------------------------------------------------------------------------
 
-#: ``NUMA_NO_NODE``: "any node" (include/linux/numa.h).
-NUMA_NO_NODE = -1
 
-#: Negative errno values, as the kernel returns them cast to unsigned long.
-ENOMEM = 12
-EBUSY = 16
-EINVAL = 22
-ERANGE = 34
-ENOENT = 2
+@dataclass(frozen=True)
+class TestVmallocModule:
+    """``lib/test_vmalloc.c`` (and ``test_vmalloc.sh``) as shipped with one release.
+
+    The module arrived in v5.1 (Uladzislau Rezki, "vmalloc: add test driver to analyse
+    vmalloc allocator"); :data:`TEST_VMALLOC_5_4` is the v5.1–5.4 module,
+    :data:`TEST_VMALLOC_6_18` the v6.17+ one. ``name`` is the release the module is
+    taken from (it is what the workload prints and what parameters are checked
+    against), not a switch: every difference is a field.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    name: str
+    #: ``test_case_array`` in order: bit ``1 << i`` of ``run_test_mask`` runs case i.
+    cases: tuple[str, ...]
+    #: Cases marked ``xfail`` (v6.17: ``align_shift_alloc_test``).
+    xfail: frozenset[str]
+    #: The module parameters (``single_cpu_test`` until v5.13's ``nr_threads``;
+    #: ``nr_pages`` and ``use_huge`` later).
+    params: tuple[str, ...]
+    #: ``test_vmalloc.sh`` presets: (mode, modprobe parameters).
+    modes: tuple[tuple[str, str], ...]
+    #: Default ``run_test_mask``: INT_MAX (every case) before v6.17, 7 since.
+    run_test_mask: int
+    #: Pages of ``fix_size_alloc_test``: a fixed 3 in 5.x; 0 = the ``nr_pages``
+    #: parameter (0 meaning 1).
+    fix_size_pages: int
+    #: 5.x: one worker kthread bound to each online CPU (CPU 0 only with
+    #: ``single_cpu_test``); v5.13+: ``nr_threads`` unbound workers.
+    workers_per_cpu: bool
+    #: ``All test took <label><id>=... cycles``: "CPU" (the CPU id) or "worker" (index).
+    took_label: str
+    #: v6.2 (Jason A. Donenfeld, "treewide: use get_random_u32_below()"): bounded
+    #: random numbers come from ``get_random_u32_below(n)``; before, ``get_random_bytes``
+    #: of a u32 taken ``% n``.
+    random_u32_below: bool
+    #: Bits of the random word of ``random_size_align_alloc_test``: an unsigned long
+    #: (64) in 5.x, ``get_random_u8()`` (8) in 6.x.
+    random_align_bits: int
+    #: The ``Summary:`` line has an ``xfailed:`` column (v6.17).
+    xfailed_column: bool
+    #: ``fix_align``/``random_size_align``/``align_shift`` call
+    #: ``__vmalloc_node_range`` over the vmalloc range (5.x) or ``__vmalloc_node``.
+    node_align_api: Literal["__vmalloc_node_range", "__vmalloc_node"]
+
+    def __str__(self) -> str:
+        return f"lib/test_vmalloc.c of {self.name} ({len(self.cases)} cases)"
+
+    def mode(self, name: str) -> str | None:
+        """The modprobe parameters of a ``test_vmalloc.sh`` mode, or None."""
+        return dict(self.modes).get(name)
+
+
+_TEST_CASES_5 = (
+    "fix_size_alloc_test",
+    "full_fit_alloc_test",
+    "long_busy_list_alloc_test",
+    "random_size_alloc_test",
+    "fix_align_alloc_test",
+    "random_size_align_alloc_test",
+    "align_shift_alloc_test",
+    "pcpu_alloc_test",
+)
+
+TEST_VMALLOC_5_4 = TestVmallocModule(
+    name="5.4",
+    cases=_TEST_CASES_5,
+    xfail=frozenset(),
+    params=(
+        "single_cpu_test",
+        "sequential_test_order",
+        "test_repeat_count",
+        "test_loop_count",
+        "run_test_mask",
+    ),
+    modes=(
+        ("performance", "single_cpu_test=1 sequential_test_order=1 test_repeat_count=3"),
+        ("smoke", "single_cpu_test=1 test_loop_count=10000 test_repeat_count=10"),
+        ("stress", "test_repeat_count=20"),
+    ),
+    run_test_mask=INT_MAX,
+    fix_size_pages=3,
+    workers_per_cpu=True,
+    took_label="CPU",
+    random_u32_below=False,
+    random_align_bits=64,
+    xfailed_column=False,
+    node_align_api="__vmalloc_node_range",
+)
+
+TEST_VMALLOC_6_18 = TestVmallocModule(
+    name="6.18",
+    cases=(
+        *_TEST_CASES_5,
+        "kvfree_rcu_1_arg_vmalloc_test",
+        "kvfree_rcu_2_arg_vmalloc_test",
+        "vm_map_ram_test",
+    ),
+    xfail=frozenset({"align_shift_alloc_test"}),
+    params=(
+        "nr_threads",
+        "sequential_test_order",
+        "test_repeat_count",
+        "test_loop_count",
+        "nr_pages",
+        "use_huge",
+        "run_test_mask",
+    ),
+    modes=(
+        ("performance", "sequential_test_order=1 test_repeat_count=3"),
+        ("smoke", "test_loop_count=10000 test_repeat_count=10"),
+        ("stress", "nr_threads=$NUM_CPUS test_repeat_count=20"),
+    ),
+    run_test_mask=7,
+    fix_size_pages=0,
+    workers_per_cpu=False,
+    took_label="worker",
+    random_u32_below=True,
+    random_align_bits=8,
+    xfailed_column=True,
+    node_align_api="__vmalloc_node",
+)
 
 
 @dataclass(frozen=True)
@@ -252,15 +459,94 @@ class KernelProfile:
     #: /proc/vmallocinfo skips VM_UNINITIALIZED areas (v6.16, also 6.12.y stable).
     vmallocinfo_skips_uninitialized: bool = False
 
+    # --- the vm_struct / vmalloc layer (mm/vmalloc.c) ------------------------------
+    #: ``sizeof(struct vm_struct)`` on 64-bit, which picks its kmalloc cache: 5.4 has
+    #: 8 words (64, kmalloc-64); v5.13 added ``page_order`` (packed beside
+    #: ``nr_pages``) and v6.15 ``requested_size``: 72 bytes, kmalloc-96.
+    sizeof_vm_struct: int = 64
+    #: ``vm_struct.requested_size`` remembers the caller's size (v6.15, Kees Cook,
+    #: "mm: vmalloc: support more granular vrealloc() sizing"); without it the model
+    #: keeps the area size there.
+    vm_requested_size: bool = False
+    #: ``vmalloc``/``vzalloc`` go through ``__vmalloc_node_flags`` and ``kvmalloc``
+    #: falls back through ``__vmalloc_node_flags_caller``; v5.8 (Christoph Hellwig,
+    #: "mm: remove __vmalloc_node_flags_caller") calls ``__vmalloc_node`` directly.
+    #: Known deviation: the model's 5.4 ``vmalloc``/``vzalloc`` add ``__GFP_HIGHMEM``
+    #: to the mask, which 5.4 does not do (v4.12, Michal Hocko, "mm, vmalloc: use
+    #: __GFP_HIGHMEM implicitly"); the pages get it either way, only the printed
+    #: gfp (explain, warn_alloc) differs.
+    vmalloc_node_flags: bool = True
+    #: 5.4 has ``map_vm_area`` (removed in v5.8, Christoph Hellwig, "mm: remove
+    #: map_vm_area"); its page-range mapper is named ``vmap_page_range`` (v5.13:
+    #: ``vmap_pages_range``, Nicholas Piggin).
+    has_map_vm_area: bool = True
+    #: The failure handling of ``__vmalloc_node_range`` since v5.13–5.15 (reworked
+    #: with huge vmalloc and the bulk allocator; the exact commits are not pinned
+    #: here): ``WARN_ON_ONCE(!size)``, the unaligned size is checked against
+    #: ``totalram_pages()``, and each failure is worded ``vmalloc error: size %lu,
+    #: <what failed>``; a failed pages array WARNs and ``free_vm_area``s. Before
+    #: (5.4): ``PAGE_ALIGN`` first, then ``vmalloc: allocation failure: %lu bytes`` /
+    #: ``..., allocated %ld of %ld bytes``, and a failed pages array returns NULL
+    #: without a warning of its own.
+    vmalloc_error_warnings: bool = False
+    #: The pages array, when it is vmalloc'ed itself, is asked with ``__GFP_HIGHMEM``
+    #: (5.4's ``nested_gfp | highmem_mask``); 6.18 passes ``nested_gfp`` only (the
+    #: commit that dropped it is not pinned here).
+    pages_array_highmem: bool = True
+    #: 5.4's ``vfree`` and ``vunmap`` share ``__vunmap``, which WARNs ``Trying to
+    #: vfree() bad address`` for an unaligned address and ``... nonexistent vm area``
+    #: before ``remove_vm_area``. v6.3 (Christoph Hellwig, "mm: remove __vunmap"):
+    #: ``remove_vm_area`` WARNs on an unaligned address itself and ``vunmap`` has its
+    #: own ``Trying to vunmap() nonexistent vm area`` text.
+    vunmap_helper: bool = True
+    #: ``vmap`` maps ``pgprot_nx(prot)`` (v5.8, Christoph Hellwig, "mm: enforce that
+    #: vmap can't map pages executable"), WARNs and drops ``VM_NO_GUARD`` (Christoph
+    #: Hellwig, "mm/vmalloc: don't allow VM_NO_GUARD on vmap()") and WARNs and fails
+    #: on ``VM_FLUSH_RESET_PERMS``: all in v6.18, none in v5.4 (modelled together).
+    vmap_checks_flags: bool = False
+    #: kvmalloc's gfp rules of v6.18 (modelled together): any blocking gfp may fall
+    #: back to vmalloc (v5.17, Michal Hocko, "mm: allow !GFP_KERNEL allocations for
+    #: kvmalloc"), sizes above INT_MAX WARN (v5.15, Linus Torvalds, "mm: don't allow
+    #: oversized kvmalloc() calls"), the kmalloc try drops direct reclaim and
+    #: ``__GFP_NOFAIL`` instead of adding ``__GFP_NORETRY``, and the fallback allows
+    #: huge mappings. 5.4: non-GFP_KERNEL masks use kmalloc only.
+    kvmalloc_any_gfp: bool = False
+    #: ``vrealloc`` exists (v6.12, Danilo Krummrich, "mm: vmalloc: implement
+    #: vrealloc()").
+    has_vrealloc: bool = False
+    #: vm_map_ram areas carry ``VMAP_RAM`` (blocks also ``VMAP_BLOCK``) in
+    #: ``vmap_area.flags`` (v6.3, Baoquan He, "mm/vmalloc.c: add flags to mark
+    #: vm_map_ram area"): ``vread`` reads only areas with a vm_struct or VMAP_RAM,
+    #: and /proc/vmallocinfo prints ``vm_map_ram`` only for VMAP_RAM areas.
+    vmap_ram_flags: bool = False
+    #: v6.5 (Thomas Gleixner, "mm/vmalloc: Don't purge usable blocks unnecessarily"
+    #: and "... Prevent flushing dirty space over and over"): a fragmented vmap block
+    #: is purged only below ``VMAP_PURGE_THRESHOLD`` free pages unless forced, and
+    #: ``vm_unmap_aliases`` visits every block and resets the dirty range of the
+    #: blocks it keeps.
+    vmap_block_purge_threshold: bool = False
+    #: /proc/vmallocinfo knows ``VM_SPARSE`` (" sparse"; v6.9, Alexei Starovoitov,
+    #: "mm: Introduce VM_SPARSE kind and vm_area_[un]map_pages()").
+    has_vm_sparse: bool = False
+    #: /proc/vmallocinfo prints each vmap node's lazy areas in address order after
+    #: all busy areas (v6.9, Uladzislau Rezki, "mm: vmalloc: support multiple nodes
+    #: in vmallocinfo"); 5.4 prints the purge list newest first after the last busy
+    #: area (nothing when no area is busy).
+    vmallocinfo_lazy_per_node: bool = False
+    #: The caller /proc/vmallocinfo shows for thread stacks: ``_do_fork`` until v5.10
+    #: (Christian Brauner, "fork: introduce kernel_clone()"); the 6.18 machine's
+    #: ``kernel_clone+0x94/0x3e0`` (dup_task_struct and copy_process are inlined).
+    thread_stack_caller: str = "_do_fork"
+    #: The ``lib/test_vmalloc.c`` this release ships (see :class:`TestVmallocModule`).
+    #: 4.19 had none (it arrived in v5.1): the 2019 rewrite's published figures were
+    #: taken running it on a 4.20 kernel, so the "4.19" profile runs the 5.4 module.
+    test_vmalloc: TestVmallocModule = TEST_VMALLOC_5_4
+
     def nr_vmap_nodes(self, machine: Machine) -> int:
         """``nr_vmap_nodes``: ``clamp(num_possible_cpus(), 1, 128)`` on 64-bit in 6.x."""
         if not self.vmap_nodes or machine.bits_per_long != 64:
             return 1
         return max(1, min(machine.cpus_possible, 128))
-
-    def error(self, errno: int, vend: int) -> int:
-        """The value ``__alloc_vmap_area`` returns for an error, as unsigned long."""
-        return ULONG_MAX + 1 - errno if self.errno_errors else vend
 
 
 _WARN_OLD = "vmap allocation for size {size} failed: use vmalloc=<size> to increase size"
@@ -309,6 +595,22 @@ PROFILES: dict[str, KernelProfile] = {
         bulk_page_alloc=True,
         huge_vmalloc=True,
         vmallocinfo_skips_uninitialized=True,
+        sizeof_vm_struct=72,
+        vm_requested_size=True,
+        vmalloc_node_flags=False,
+        has_map_vm_area=False,
+        vmalloc_error_warnings=True,
+        pages_array_highmem=False,
+        vunmap_helper=False,
+        vmap_checks_flags=True,
+        kvmalloc_any_gfp=True,
+        has_vrealloc=True,
+        vmap_ram_flags=True,
+        vmap_block_purge_threshold=True,
+        has_vm_sparse=True,
+        vmallocinfo_lazy_per_node=True,
+        thread_stack_caller="kernel_clone+0x94/0x3e0",
+        test_vmalloc=TEST_VMALLOC_6_18,
     ),
 }
 

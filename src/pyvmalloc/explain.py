@@ -19,14 +19,31 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from pyvmalloc.config import KernelProfile
 from pyvmalloc.gfp import format_gfp
+from pyvmalloc.phys import PhysicalMemory
+from pyvmalloc.slab import SlabAllocator
+from pyvmalloc.vmalloc import Vmalloc
 from pyvmalloc.vmap.area import VmapArea
 
-if TYPE_CHECKING:
-    from pyvmalloc.kernel import Kernel
-    from pyvmalloc.vmalloc import Vmalloc
+
+class Model(Protocol):
+    """What the recorder needs of a model, a :class:`pyvmalloc.kernel.Kernel` (this
+    module sits below ``kernel.py`` and does not import it): its profile, layers,
+    page count since boot, and the API calls by name."""
+
+    @property
+    def profile(self) -> KernelProfile: ...
+    @property
+    def vm(self) -> Vmalloc: ...
+    @property
+    def phys(self) -> PhysicalMemory: ...
+    @property
+    def slab(self) -> SlabAllocator: ...
+    def phys_pages_used(self) -> int: ...
+
 
 __all__ = ["API_CALLS", "CallNode", "Recording", "parse_calls", "record", "run_call"]
 
@@ -62,7 +79,7 @@ TRACED: dict[str, tuple[str, tuple[str, ...]]] = {
     "vm_unmap_aliases_locked": ("vm_unmap_aliases", ()),
 }
 
-#: Kernel names that differ in the 5.4 era.
+#: Kernel names of the kernels with ``map_vm_area`` (``has_map_vm_area``, until v5.8).
 OLD_NAMES = {"vmap_pages_range": "vmap_page_range"}
 
 #: Calls the ``explain`` command accepts: name -> Kernel attribute.
@@ -173,7 +190,7 @@ def _render_children(node: CallNode, prefix: str) -> Iterator[str]:
         yield from _render_children(child, prefix + ("    " if last else "|   "))
 
 
-def _state(k: Kernel) -> dict[str, int]:
+def _state(k: Model) -> dict[str, int]:
     vm = k.vm
     return {
         "free vmap blocks": vm.space.nr_free,
@@ -187,7 +204,7 @@ def _state(k: Kernel) -> dict[str, int]:
 
 
 class _Recorder:
-    def __init__(self, k: Kernel) -> None:
+    def __init__(self, k: Model) -> None:
         self.k = k
         self.vm: Vmalloc = k.vm
         self.stack: list[CallNode] = []
@@ -198,7 +215,9 @@ class _Recorder:
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             named = list(zip(params, args, strict=False)) + list(kwargs.items())
-            node = CallNode(kname, [(n, v) for n, v in named if n not in ("pages", "")])
+            # (cpu= travels with every step; the tree shows it once, on the API call)
+            shown = [(n, v) for n, v in named if n not in ("pages", "", "cpu")]
+            node = CallNode(kname, shown)
             rec.stack[-1].children.append(node)
             rec.stack.append(node)
             used0 = rec.k.phys_pages_used()
@@ -225,12 +244,13 @@ class _Recorder:
         setattr(obj, attr, wrapper)
 
     def attach(self) -> None:
-        old = not self.k.profile.bulk_page_alloc  # the 5.4 era
+        profile = self.k.profile
         for attr, (kname, params) in TRACED.items():
-            if old:
-                # 5.4 names and signatures: no page-shift argument (huge vmalloc came
-                # in 5.13), and vmap_page_range() before 5.8's vmap_pages_range().
+            if profile.has_map_vm_area:
+                # vmap_page_range() before 5.8's vmap_pages_range().
                 kname = OLD_NAMES.get(kname, kname)
+            if not profile.huge_vmalloc:
+                # No page-shift argument: it came with huge vmalloc (5.13).
                 params = tuple("" if p in ("shift", "page_shift") else p for p in params)
             self._wrap(self.vm, attr, kname, params)
         self._wrap(self.vm.slab, "kzalloc", "kzalloc_node", ("size", "gfp", "node"))
@@ -243,7 +263,7 @@ class _Recorder:
         self.vm.space.explain = False
 
 
-def record(k: Kernel, fn: Callable[[], object], label: str = "call") -> Recording:
+def record(k: Model, fn: Callable[[], object], label: str = "call") -> Recording:
     """Run ``fn`` with the recorder attached; return the call tree and state delta."""
     rec = _Recorder(k)
     root = CallNode(label, [], raw=True)
@@ -303,6 +323,9 @@ def _literal(node: ast.expr, results: list[int]) -> int | str | None:
                 return a << b
             return a | b
     if isinstance(node, ast.Name):
+        gfp = gfp_names().get(node.id)
+        if gfp is not None:
+            return gfp
         if node.id == "_" and results:
             return results[-1]
         if node.id.startswith("_") and node.id[1:].isdigit():
@@ -311,9 +334,22 @@ def _literal(node: ast.expr, results: list[int]) -> int | str | None:
                 return results[i - 1]
             raise ValueError(f"{node.id}: there is no result number {i}")
     raise ValueError(
-        f"only int/str literals, simple integer arithmetic and _ / _N (earlier results) "
-        f"are allowed, not {ast.unparse(node)!r}"
+        f"only int/str literals, GFP flag names, simple integer arithmetic and _ / _N "
+        f"(earlier results) are allowed, not {ast.unparse(node)!r}"
     )
+
+
+def gfp_names() -> dict[str, int]:
+    """The GFP flag names :mod:`pyvmalloc.gfp` defines (``GFP_KERNEL``, ``__GFP_ZERO``...)."""
+    import pyvmalloc.gfp as gfp
+
+    return {
+        name: value
+        for name, value in vars(gfp).items()
+        if (name.startswith("GFP_") or name.startswith("__GFP_"))
+        and isinstance(value, int)
+        and not isinstance(value, bool)
+    }
 
 
 def parse_calls(text: str) -> list[ast.Call]:
@@ -345,8 +381,14 @@ def parse_calls(text: str) -> list[ast.Call]:
                         ast.operator,
                         ast.unaryop,
                     ),
-                ) or (isinstance(sub, ast.Name) and not sub.id.startswith("_")):
-                    raise ValueError(f"argument {ast.unparse(arg)!r} is not a literal")
+                ) or (
+                    isinstance(sub, ast.Name)
+                    and not sub.id.startswith("_")
+                    and sub.id not in gfp_names()
+                ):
+                    raise ValueError(
+                        f"argument {ast.unparse(arg)!r} is not a literal or a GFP flag name"
+                    )
         for kw in node.keywords:
             if kw.arg not in ("cpu", "caller", "node", "gfp", "align"):
                 raise ValueError(f"keyword {kw.arg!r} is not allowed (cpu=, caller=, ...)")
@@ -354,7 +396,7 @@ def parse_calls(text: str) -> list[ast.Call]:
     return calls
 
 
-def run_call(k: Kernel, call: ast.Call, results: list[int]) -> int:
+def run_call(k: Model, call: ast.Call, results: list[int]) -> int:
     """Run one parsed call on ``k``; append and return its integer result."""
     assert isinstance(call.func, ast.Name)
     name = call.func.id

@@ -17,12 +17,14 @@ tables, vm_struct) hang off the same object.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Generic, Literal, ParamSpec, TypeVar, overload
 
-from pyvmalloc.config import NUMA_NO_NODE, KernelProfile, Machine, get_profile
+from pyvmalloc.config import NUMA_NO_NODE, Arch, KernelProfile, Machine, get_profile
 from pyvmalloc.errors import InvariantError
+from pyvmalloc.gfp import GFP_KERNEL
+from pyvmalloc.names import install_kernel_names
 from pyvmalloc.policies import MECHANISMS, mechanism_of, placement_policy, pool_policy
 from pyvmalloc.printk import KernelLog
 from pyvmalloc.vmap.area import VaState, VmapArea, is_err
@@ -33,17 +35,53 @@ from pyvmalloc.vmap.space import VmapSpace
 from pyvmalloc.vmap.tracepoints import TraceEvent
 
 if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
-
     from pyvmalloc.pgtable import PageTables
     from pyvmalloc.phys import PhysicalMemory
     from pyvmalloc.slab import SlabAllocator
-    from pyvmalloc.vmalloc import Vmalloc, VmStruct
+    from pyvmalloc.vmalloc import Vmalloc
 
 __all__ = ["Kernel", "Work", "WorkQueue", "is_err"]
 
-_GFP_KERNEL = 0xCC0
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class _VmallocApi(Generic[_P, _R]):
+    """A ``Kernel`` API function that is the vmalloc layer's function of that name.
+
+    ``vmalloc = _VmallocApi(lambda vm: vm.vmalloc)``: on a model, ``k.vmalloc`` is
+    ``k.vm.vmalloc`` (the bound method, cached on first use, so a call costs what a
+    direct one does); on the class, ``Kernel.vmalloc`` is :meth:`Vmalloc.vmalloc`
+    itself, so ``help()`` and ``inspect.signature`` show the kernel's signature and
+    docstring, and mypy types every call. The getter is applied to the
+    :class:`~pyvmalloc.vmalloc.Vmalloc` class or instance, so the layer is imported
+    only when first used.
+    """
+
+    def __init__(self, get: Callable[[Vmalloc], Callable[_P, _R]]) -> None:
+        self._get = get
+        self._attr = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._attr = name
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> Callable[..., _R]: ...
+
+    @overload
+    def __get__(self, obj: Kernel, objtype: type | None = None) -> Callable[_P, _R]: ...
+
+    def __get__(
+        self, obj: Kernel | None, objtype: type | None = None
+    ) -> Callable[_P, _R] | Callable[..., _R]:
+        if obj is None:
+            from pyvmalloc.vmalloc import Vmalloc
+
+            fn: Callable[..., _R] = self._get(Vmalloc)  # type: ignore[arg-type]
+            return fn
+        bound = self._get(obj.vm)
+        obj.__dict__[self._attr] = bound
+        return bound
 
 
 @dataclass
@@ -118,7 +156,7 @@ class Kernel:
         paging_levels: int = 4,
         ram: int | str = 4 << 30,
         numa_nodes: int = 1,
-        arch: Literal["x86_64", "i386"] = "x86_64",
+        arch: Arch = "x86_64",
         nr_cpus: int = 256,
         strict: bool = False,
         deferred_work: Literal["auto", "manual"] = "auto",
@@ -179,9 +217,15 @@ class Kernel:
         from pyvmalloc.pgtable import PageTables
         from pyvmalloc.phys import PhysicalMemory
         from pyvmalloc.slab import SlabAllocator
+        from pyvmalloc.vmalloc import describe_fault
 
         phys = PhysicalMemory(self.machine, self.profile, self.log)
-        pgt = PageTables(self.machine, phys, self.log)
+        pgt = PageTables(
+            self.machine,
+            phys,
+            self.log,
+            fault_describer=lambda addr: describe_fault(self.machine, self.vmap_space, addr),
+        )
         self._phys = phys
         self._pgtables = pgt
         self._slab = SlabAllocator(phys, self.machine.cpus_possible)
@@ -218,8 +262,20 @@ class Kernel:
         if self._vm is None:
             from pyvmalloc.vmalloc import Vmalloc
 
-            self._vm = Vmalloc(self)
-            self.pgtables.fault_describer = self._vm.describe_fault
+            self._vm = Vmalloc(
+                self.machine,
+                self.profile,
+                self.log,
+                self.vmap_space,
+                self.phys,
+                self.pgtables,
+                self.slab,
+                schedule_work=self.workqueue.schedule_work,
+                after_call=self._after_call,
+                in_interrupt=lambda: self.in_interrupt,
+                pages_used=self.phys_pages_used,
+                pgtable_pages_added=self.pgtable_pages_added,
+            )
         return self._vm
 
     def _phys_used_now(self) -> int:
@@ -241,7 +297,10 @@ class Kernel:
 
     @contextlib.contextmanager
     def interrupt_context(self) -> Iterator[None]:
-        """Run the body "in interrupt": vfree defers, allocation BUGs."""
+        """Run the body "in interrupt": vfree defers, allocation BUGs.
+
+        ``in_interrupt`` lives here, in one place; the vmalloc layer asks for it.
+        """
         saved = self.in_interrupt
         self.in_interrupt = True
         try:
@@ -263,10 +322,10 @@ class Kernel:
         self._clock_us += 1
         return self._clock_us / 1e6
 
-    def _purge_fragmented_blocks(self) -> None:
+    def _purge_fragmented_blocks(self, cpu: int) -> None:
         """Before the allocation-failure purge: ``purge_fragmented_blocks_allcpus``."""
         if self._vm is not None:
-            self._vm.blocks.purge_fragmented_blocks_allcpus()
+            self._vm.blocks.purge_fragmented_blocks_allcpus(cpu)
 
     def _after_call(self) -> None:
         if self.workqueue.auto and self.workqueue.pending:
@@ -428,220 +487,49 @@ class Kernel:
                 raise InvariantError("pages taken from k.phys directly are not accounted")
 
     # --- vmalloc API (kernel names; cpu= is the CPU the call runs on) ---------------
-    def vmalloc(self, size: int, cpu: int = 0, caller: str | None = None) -> int:
-        """``vmalloc(size)``: the address, or 0 (NULL) with the kernel's warning."""
-        return self.vm.vmalloc(size, cpu=cpu, caller=caller)
+    # Each is the vmalloc layer's function (pyvmalloc.vmalloc.Vmalloc), with its
+    # signature and docstring; kernel names starting with "__" are spelled with one
+    # "_" here and installed under the exact name below (install_kernel_names).
+    vmalloc = _VmallocApi(lambda vm: vm.vmalloc)
+    vzalloc = _VmallocApi(lambda vm: vm.vzalloc)
+    vmalloc_node = _VmallocApi(lambda vm: vm.vmalloc_node)
+    vzalloc_node = _VmallocApi(lambda vm: vm.vzalloc_node)
+    vmalloc_user = _VmallocApi(lambda vm: vm.vmalloc_user)
+    vmalloc_32 = _VmallocApi(lambda vm: vm.vmalloc_32)
+    vmalloc_32_user = _VmallocApi(lambda vm: vm.vmalloc_32_user)
+    vmalloc_huge = _VmallocApi(lambda vm: vm.vmalloc_huge)
+    _vmalloc = _VmallocApi(lambda vm: vm._vmalloc)
+    _vmalloc_node = _VmallocApi(lambda vm: vm.vmalloc_node_api)
+    _vmalloc_node_range = _VmallocApi(lambda vm: vm.vmalloc_node_range_api)
+    vfree = _VmallocApi(lambda vm: vm.vfree)
+    vfree_atomic = _VmallocApi(lambda vm: vm.vfree_atomic)
+    vunmap = _VmallocApi(lambda vm: vm.vunmap)
+    vmap = _VmallocApi(lambda vm: vm.vmap)
+    vmap_pfn = _VmallocApi(lambda vm: vm.vmap_pfn)
+    ioremap = _VmallocApi(lambda vm: vm.ioremap)
+    iounmap = _VmallocApi(lambda vm: vm.iounmap)
+    vm_map_ram = _VmallocApi(lambda vm: vm.vm_map_ram)
+    vm_unmap_ram = _VmallocApi(lambda vm: vm.vm_unmap_ram)
+    vm_unmap_aliases = _VmallocApi(lambda vm: vm.vm_unmap_aliases)
+    get_vm_area = _VmallocApi(lambda vm: vm.get_vm_area_api)
+    get_vm_area_caller = _VmallocApi(lambda vm: vm.get_vm_area_caller_api)
+    _get_vm_area_caller = _VmallocApi(lambda vm: vm.get_vm_area_caller_range_api)
+    find_vm_area = _VmallocApi(lambda vm: vm.find_vm_area)
+    remove_vm_area = _VmallocApi(lambda vm: vm.remove_vm_area_api)
+    free_vm_area = _VmallocApi(lambda vm: vm.free_vm_area_api)
+    vrealloc = _VmallocApi(lambda vm: vm.vrealloc)
+    kvmalloc = _VmallocApi(lambda vm: vm.kvmalloc)
+    kvmalloc_node = _VmallocApi(lambda vm: vm.kvmalloc_node)
+    kvzalloc = _VmallocApi(lambda vm: vm.kvzalloc)
+    kvfree = _VmallocApi(lambda vm: vm.kvfree)
+    alloc_pages = _VmallocApi(lambda vm: vm.alloc_pages)
+    free_pages = _VmallocApi(lambda vm: vm.free_pages)
+    vmalloc_to_page = _VmallocApi(lambda vm: vm.vmalloc_to_page)
+    vmalloc_to_pfn = _VmallocApi(lambda vm: vm.vmalloc_to_pfn)
+    vread = _VmallocApi(lambda vm: vm.vread)
+    vwrite = _VmallocApi(lambda vm: vm.vwrite)
 
-    def vzalloc(self, size: int, cpu: int = 0, caller: str | None = None) -> int:
-        """``vzalloc(size)``: zeroed vmalloc."""
-        return self.vm.vzalloc(size, cpu=cpu, caller=caller)
-
-    def vmalloc_node(self, size: int, node: int, cpu: int = 0, caller: str | None = None) -> int:
-        """``vmalloc_node(size, node)``."""
-        return self.vm.vmalloc_node(size, node, cpu=cpu, caller=caller)
-
-    def vzalloc_node(self, size: int, node: int, cpu: int = 0, caller: str | None = None) -> int:
-        """``vzalloc_node(size, node)``."""
-        return self.vm.vzalloc_node(size, node, cpu=cpu, caller=caller)
-
-    def vmalloc_user(self, size: int, cpu: int = 0, caller: str | None = None) -> int:
-        """``vmalloc_user(size)``: zeroed, ``VM_USERMAP``."""
-        return self.vm.vmalloc_user(size, cpu=cpu, caller=caller)
-
-    def vmalloc_32(self, size: int, cpu: int = 0, caller: str | None = None) -> int:
-        """``vmalloc_32(size)``: DMA32 pages."""
-        return self.vm.vmalloc_32(size, cpu=cpu, caller=caller)
-
-    def vmalloc_32_user(self, size: int, cpu: int = 0, caller: str | None = None) -> int:
-        """``vmalloc_32_user(size)``."""
-        return self.vm.vmalloc_32_user(size, cpu=cpu, caller=caller)
-
-    def vmalloc_huge(
-        self, size: int, gfp: int = _GFP_KERNEL, cpu: int = 0, caller: str | None = None
-    ) -> int:
-        """``vmalloc_huge(size, gfp)`` (6.x): PMD mappings, size rounded to 2 MiB."""
-        return self.vm.vmalloc_huge(size, gfp, cpu=cpu, caller=caller)
-
-    def _k_vmalloc(self, size: int, gfp: int, cpu: int = 0, caller: str | None = None) -> int:
-        """``__vmalloc(size, gfp)``."""
-        return self.vm._vmalloc(size, gfp, cpu=cpu, caller=caller)
-
-    def _k_vmalloc_node(
-        self,
-        size: int,
-        align: int,
-        gfp: int,
-        node: int,
-        caller: str | None = None,
-        cpu: int = 0,
-    ) -> int:
-        """``__vmalloc_node(size, align, gfp, node, caller)``."""
-        return self.vm.vmalloc_node_api(size, align, gfp, node, cpu=cpu, caller=caller)
-
-    def _k_vmalloc_node_range(
-        self,
-        size: int,
-        align: int,
-        start: int | None = None,
-        end: int | None = None,
-        gfp: int = _GFP_KERNEL,
-        prot: int | None = None,
-        vm_flags: int = 0,
-        node: int = NUMA_NO_NODE,
-        caller: str | None = None,
-        cpu: int = 0,
-    ) -> int:
-        """``__vmalloc_node_range(size, align, start, end, gfp, prot, vm_flags, node,
-        caller)``; ``start``/``end`` default to the vmalloc range, ``prot`` to
-        PAGE_KERNEL."""
-        from pyvmalloc.pgtable import PAGE_KERNEL
-
-        return self.vm.vmalloc_node_range_api(
-            size,
-            align,
-            self.VMALLOC_START if start is None else start,
-            self.VMALLOC_END if end is None else end,
-            gfp,
-            PAGE_KERNEL if prot is None else prot,
-            vm_flags,
-            node,
-            cpu=cpu,
-            caller=caller,
-        )
-
-    def vfree(self, addr: int, cpu: int = 0, in_interrupt: bool = False) -> None:
-        """``vfree(addr)``; in interrupt context the free is deferred to a work item."""
-        self.vm.vfree(addr, cpu=cpu, in_interrupt=in_interrupt)
-
-    def vfree_atomic(self, addr: int, cpu: int = 0) -> None:
-        """``vfree_atomic(addr)``: always deferred."""
-        self.vm.vfree_atomic(addr, cpu=cpu)
-
-    def vunmap(self, addr: int, cpu: int = 0) -> None:
-        """``vunmap(addr)``."""
-        self.vm.vunmap(addr, cpu=cpu)
-
-    def vmap(
-        self,
-        pages: Sequence[int] | npt.NDArray[np.integer[Any]],
-        count: int | None = None,
-        flags: int = 0x4,
-        prot: int | None = None,
-        cpu: int = 0,
-        caller: str | None = None,
-    ) -> int:
-        """``vmap(pages, count, flags, prot)``: map existing pages (flags default VM_MAP)."""
-        from pyvmalloc.pgtable import PAGE_KERNEL
-
-        return self.vm.vmap(
-            pages, count, flags, PAGE_KERNEL if prot is None else prot, cpu=cpu, caller=caller
-        )
-
-    def vmap_pfn(
-        self,
-        pfns: Sequence[int] | npt.NDArray[np.integer[Any]],
-        count: int | None = None,
-        cpu: int = 0,
-        caller: str | None = None,
-    ) -> int:
-        """``vmap_pfn(pfns, count, PAGE_KERNEL)``."""
-        return self.vm.vmap_pfn(pfns, count, cpu=cpu, caller=caller)
-
-    def ioremap(self, phys_addr: int, size: int, cpu: int = 0, caller: str | None = None) -> int:
-        """x86 ``ioremap(phys_addr, size)``."""
-        return self.vm.ioremap(phys_addr, size, cpu=cpu, caller=caller)
-
-    def iounmap(self, addr: int, cpu: int = 0) -> None:
-        """x86 ``iounmap(addr)``."""
-        self.vm.iounmap(addr, cpu=cpu)
-
-    def vm_map_ram(
-        self,
-        pages: Sequence[int] | npt.NDArray[np.integer[Any]],
-        count: int | None = None,
-        node: int = NUMA_NO_NODE,
-        cpu: int = 0,
-    ) -> int:
-        """``vm_map_ram(pages, count, node)``."""
-        return self.vm.vm_map_ram(pages, count, node, cpu=cpu)
-
-    def vm_unmap_ram(self, addr: int, count: int, cpu: int = 0) -> None:
-        """``vm_unmap_ram(addr, count)``."""
-        self.vm.vm_unmap_ram(addr, count, cpu=cpu)
-
-    def vm_unmap_aliases(self, cpu: int = 0) -> None:
-        """``vm_unmap_aliases()``: flush vmap blocks, purge lazy areas."""
-        self.vm.vm_unmap_aliases(cpu=cpu)
-
-    def get_vm_area(self, size: int, flags: int, cpu: int = 0) -> VmStruct | None:
-        """``get_vm_area(size, flags)``."""
-        return self.vm.get_vm_area_api(size, flags, cpu=cpu)
-
-    def get_vm_area_caller(
-        self, size: int, flags: int, caller: str | None, cpu: int = 0
-    ) -> VmStruct | None:
-        """``get_vm_area_caller(size, flags, caller)``."""
-        return self.vm.get_vm_area_api(size, flags, cpu=cpu, caller=caller)
-
-    def _k_get_vm_area_caller(
-        self, size: int, flags: int, start: int, end: int, caller: str | None, cpu: int = 0
-    ) -> VmStruct | None:
-        """``__get_vm_area_caller(size, flags, start, end, caller)``."""
-        return self.vm.get_vm_area_caller_range_api(size, flags, start, end, cpu=cpu, caller=caller)
-
-    def find_vm_area(self, addr: int) -> VmStruct | None:
-        """``find_vm_area(addr)``."""
-        return self.vm.find_vm_area(addr)
-
-    def remove_vm_area(self, addr: int, cpu: int = 0) -> VmStruct | None:
-        """``remove_vm_area(addr)``: the vm_struct stays the caller's to free."""
-        return self.vm.remove_vm_area_api(addr, cpu=cpu)
-
-    def free_vm_area(self, area: VmStruct, cpu: int = 0) -> None:
-        """``free_vm_area(area)``."""
-        self.vm.free_vm_area_api(area, cpu=cpu)
-
-    def vrealloc(
-        self,
-        p: int,
-        size: int,
-        gfp: int = _GFP_KERNEL,
-        align: int = 1,
-        nid: int = NUMA_NO_NODE,
-        cpu: int = 0,
-        caller: str | None = None,
-    ) -> int:
-        """``vrealloc_node_align(p, size, align, gfp, nid)`` (6.12+)."""
-        return self.vm.vrealloc(p, size, gfp, align=align, nid=nid, cpu=cpu, caller=caller)
-
-    def kvmalloc(
-        self, size: int, gfp: int = _GFP_KERNEL, cpu: int = 0, caller: str | None = None
-    ) -> int:
-        """``kvmalloc(size, gfp)``: kmalloc, or vmalloc for large sizes."""
-        return self.vm.kvmalloc_node(size, gfp, NUMA_NO_NODE, cpu=cpu, caller=caller)
-
-    def kvmalloc_node(
-        self,
-        size: int,
-        gfp: int = _GFP_KERNEL,
-        node: int = NUMA_NO_NODE,
-        cpu: int = 0,
-        caller: str | None = None,
-    ) -> int:
-        """``kvmalloc_node(size, gfp, node)``."""
-        return self.vm.kvmalloc_node(size, gfp, node, cpu=cpu, caller=caller)
-
-    def kvzalloc(
-        self, size: int, gfp: int = _GFP_KERNEL, cpu: int = 0, caller: str | None = None
-    ) -> int:
-        """``kvzalloc(size, gfp)``."""
-        return self.vm.kvmalloc_node(size, gfp | 0x100, NUMA_NO_NODE, cpu=cpu, caller=caller)
-
-    def kvfree(self, addr: int, cpu: int = 0) -> None:
-        """``kvfree(addr)``."""
-        self.vm.kvfree(addr, cpu=cpu)
-
-    def kmalloc(self, size: int, gfp: int = _GFP_KERNEL) -> int:
+    def kmalloc(self, size: int, gfp: int = GFP_KERNEL) -> int:
         """``kmalloc(size, gfp)`` (direct-map address or 0)."""
         return self.slab.kmalloc(size, gfp)
 
@@ -650,45 +538,9 @@ class Kernel:
         if not self.slab.kfree(addr):
             self.log.WARN(f"kfree: invalid object {addr:#x}")
 
-    def alloc_pages(self, nr: int = 1, gfp: int = _GFP_KERNEL) -> list[int]:
-        """Order-0 pages for the caller (e.g. to vmap); tracked by the accounting check.
-
-        Returns fewer than ``nr`` pfns if memory runs out.
-        """
-        out: list[int] = []
-        for _ in range(nr):
-            pfn = self.phys.alloc_pages(gfp, 0)
-            if pfn is None:
-                break
-            out.append(pfn)
-        self.vm.external_pages += len(out)
-        return out
-
-    def free_pages(self, pfns: Sequence[int]) -> None:
-        """Give back pages from :meth:`alloc_pages`."""
-        for pfn in pfns:
-            self.phys.free_pages(int(pfn), 0)
-        self.vm.external_pages -= len(pfns)
-
-    def vmalloc_to_page(self, addr: int) -> int | None:
-        """``vmalloc_to_page(addr)``: the pfn (the model's ``struct page *``)."""
-        return self.vm.vmalloc_to_page(addr)
-
-    def vmalloc_to_pfn(self, addr: int) -> int:
-        """``vmalloc_to_pfn(addr)``."""
-        return self.vm.vmalloc_to_pfn(addr)
-
     def is_vmalloc_addr(self, addr: int) -> bool:
         """``is_vmalloc_addr(addr)``."""
         return self.VMALLOC_START <= addr < self.VMALLOC_END
-
-    def vread(self, addr: int, n: int) -> bytes:
-        """``vread_iter`` into bytes: holes read as zeros, never faults."""
-        return self.vm.vread(addr, n)
-
-    def vwrite(self, addr: int, data: bytes) -> int:
-        """``vwrite`` (5.4): write mapped pages, skip holes."""
-        return self.vm.vwrite(addr, data)
 
     def read(self, addr: int, n: int) -> bytes:
         """A kernel load through the page tables; raises PageFault like the CPU."""
@@ -707,13 +559,20 @@ class Kernel:
         """``/proc/vmallocinfo`` in this kernel version's format and order."""
         from pyvmalloc.procfs import vmallocinfo
 
-        return vmallocinfo(self.vm, numa=self.config_numa, kptr_restrict=self.kptr_restrict)
+        return vmallocinfo(
+            self.profile,
+            self.machine,
+            self.vmap_space,
+            self.phys,
+            numa=self.config_numa,
+            kptr_restrict=self.kptr_restrict,
+        )
 
     def meminfo(self) -> str:
         """The ``Vmalloc*`` lines of ``/proc/meminfo``."""
         from pyvmalloc.procfs import meminfo
 
-        return meminfo(self.vm)
+        return meminfo(self.machine, self.nr_vmalloc_pages)
 
     def buddyinfo(self) -> str:
         """``/proc/buddyinfo``."""
@@ -728,8 +587,7 @@ class Kernel:
         return self.log.dmesg()
 
     def _check_cpu(self, cpu: int) -> None:
-        if not 0 <= cpu < self.machine.cpus_online:
-            raise ValueError(f"cpu {cpu} is not online (0..{self.machine.cpus_online - 1})")
+        self.machine.check_cpu(cpu)
 
     def __repr__(self) -> str:
         m = self.machine
@@ -739,8 +597,7 @@ class Kernel:
         )
 
 
-# Kernel names starting with "__" (a class body would mangle them).
-setattr(Kernel, "__vmalloc", Kernel._k_vmalloc)
-setattr(Kernel, "__vmalloc_node", Kernel._k_vmalloc_node)
-setattr(Kernel, "__vmalloc_node_range", Kernel._k_vmalloc_node_range)
-setattr(Kernel, "__get_vm_area_caller", Kernel._k_get_vm_area_caller)
+# Kernel names starting with "__" (a class body would mangle them): the one rule.
+install_kernel_names(
+    Kernel, "__vmalloc", "__vmalloc_node", "__vmalloc_node_range", "__get_vm_area_caller"
+)

@@ -1,4 +1,4 @@
-"""Kernel page tables (``init_mm``) for x86_64 4-/5-level and i386 2-level paging.
+"""Kernel page tables (``init_mm``): x86_64 4-/5-level, i386 2-level, arm, arm64.
 
 Model of the page-table side of vmalloc (``vmap_pages_range``, ``vunmap_range``,
 ``vmalloc_to_page``) and of the CPU's page walk:
@@ -26,6 +26,10 @@ Model of the page-table side of vmalloc (``vmap_pages_range``, ``vunmap_range``,
   its 1 GiB/2 MiB page tables are not modelled.
 * ``__supported_pte_mask`` drops ``_PAGE_NX`` on non-PAE i386 (no NX bit there); PTI
   is off, so ``_PAGE_GLOBAL`` stays.
+* arm and arm64 use their own table geometry (arm: 2048 x 2 MiB PGD entries and 512
+  PTEs, or LPAE's 3 levels; arm64 4K: 3, 4 or 5 levels of 512 entries below a top
+  level sized by ``VA_BITS``), but the entries keep the x86 bit encoding above: the
+  model's stand-in for ARM's descriptors (what vmalloc needs is present/huge/pfn).
 
 Faults raise :class:`PageFault` whose text follows the kernel's oops header
 (``BUG: unable to handle page fault for address: ...``, ``#PF: ...`` and the
@@ -41,7 +45,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from pyvmalloc.config import PAGE_SHIFT, PAGE_SIZE, Machine
+from pyvmalloc.config import EBUSY, EINVAL, ENOMEM, PAGE_SHIFT, PAGE_SIZE, Machine
 from pyvmalloc.gfp import GFP_PGTABLE_KERNEL
 from pyvmalloc.printk import KernelLog
 
@@ -116,11 +120,8 @@ PAGE_KERNEL_LARGE = __PAGE_KERNEL | _PAGE_PSE
 #: PTE_PFN_MASK for 52-bit physical addresses.
 PTE_PFN_MASK = ((1 << 52) - 1) & ~(PAGE_SIZE - 1)
 
-ENOMEM = 12
 #: pfns below ``1 << _PFN_BITS`` fit a PTE's pfn field (PTE_PFN_MASK, 52-bit phys).
 _PFN_BITS = 52 - PAGE_SHIFT
-EBUSY = 16
-EINVAL = 22
 
 
 def pgprot_nx(prot: int) -> int:
@@ -227,17 +228,57 @@ class PageTables:
 
     fault_describer: Callable[[int], str | None] | None
 
-    def __init__(self, machine: Machine, phys: PhysicalMemory, log: KernelLog) -> None:
+    def __init__(
+        self,
+        machine: Machine,
+        phys: PhysicalMemory,
+        log: KernelLog,
+        *,
+        fault_describer: Callable[[int], str | None] | None = None,
+    ) -> None:
         self.machine = machine
         self.phys = phys
         self.log = log
-        self.fault_describer = None
+        #: Names the vmalloc area of a faulting address in the oops text (optional).
+        self.fault_describer = fault_describer
         if machine.arch == "i386":
             self.levels = [LevelSpec("PGD", 22, 10), LevelSpec("PTE", 12, 10)]
             self.va_bits = 32
             self.supported_pte_mask = ((1 << 64) - 1) & ~_PAGE_NX  # no NX without PAE
             self.huge_ok = False  # HAVE_ARCH_HUGE_VMAP needs X86_64 or X86_PAE
             self.folded = ["P4D", "PUD", "PMD"]
+        elif machine.arch == "arm":
+            # pgtable-2level.h: 2048 PGD entries of 2 MiB (pairs of 1 MiB sections), 512
+            # PTEs per table; pgtable-3level.h (LPAE): 4 PGD entries of 1 GiB, 512 PMDs.
+            if machine.lpae:
+                self.levels = [
+                    LevelSpec("PGD", 30, 2),
+                    LevelSpec("PMD", 21, 9),
+                    LevelSpec("PTE", 12, 9),
+                ]
+                self.folded = ["P4D", "PUD"]
+            else:
+                self.levels = [LevelSpec("PGD", 21, 11), LevelSpec("PTE", 12, 9)]
+                self.folded = ["P4D", "PUD", "PMD"]
+            self.va_bits = 32
+            self.supported_pte_mask = (1 << 64) - 1
+            self.huge_ok = False  # ARM does not select HAVE_ARCH_HUGE_VMAP
+        elif machine.arch == "arm64":
+            # 4K granule: 9 bits a level; the top level takes what VA_BITS leaves.
+            n = machine.paging_levels
+            names = {3: ["PGD", "PMD", "PTE"], 4: ["PGD", "PUD", "PMD", "PTE"]}.get(
+                n, ["PGD", "P4D", "PUD", "PMD", "PTE"]
+            )
+            shifts = [PAGE_SHIFT + 9 * (n - 1 - i) for i in range(n)]
+            bits = [machine.va_bits - shifts[0]] + [9] * (n - 1)
+            self.levels = [
+                LevelSpec(nm, sh, b) for nm, sh, b in zip(names, shifts, bits, strict=True)
+            ]
+            # TTBR1 translates addresses whose bits [63:VA_BITS] are all ones
+            self.va_bits = machine.va_bits + 1
+            self.supported_pte_mask = (1 << 64) - 1
+            self.huge_ok = True
+            self.folded = {3: ["P4D", "PUD"], 4: ["P4D"]}.get(n, [])
         elif machine.paging_levels == 5:
             self.levels = [
                 LevelSpec("PGD", 48, 9),
@@ -702,8 +743,11 @@ class PageTables:
             )
             if lv.name == "PGD" and self.folded == ["P4D"]:
                 out.append("  P4D        (folded into PGD with 4-level paging)")
-            elif lv.name == "PGD" and self.folded:
+            elif lv.name == "PGD" and self.folded == ["P4D", "PUD", "PMD"]:
                 out.append("  PUD/PMD    (folded: 2-level paging, the PGD entry is the PMD)")
+            elif lv.name == "PGD" and self.folded:
+                folded = "/".join(self.folded)
+                out.append(f"  {folded:<10} (folded into PGD with {len(self.levels)}-level paging)")
         if w.phys is not None:
             out.append(
                 f"  => phys {w.phys:#x} (pfn {w.phys >> PAGE_SHIFT:#x}, offset "

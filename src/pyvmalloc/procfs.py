@@ -1,4 +1,4 @@
-"""``/proc/vmallocinfo``, the vmalloc lines of ``/proc/meminfo``, ``/proc/buddyinfo``.
+"""``/proc/vmallocinfo`` and the vmalloc lines of ``/proc/meminfo``.
 
 vmallocinfo (``s_show`` in mm/vmalloc.c), one line per area::
 
@@ -7,10 +7,15 @@ vmallocinfo (``s_show`` in mm/vmalloc.c), one line per area::
 
 ``vm_map_ram`` lines for areas without a vm_struct and ``unpurged vm_area`` lines for
 lazily freed ones. Ordering: 5.4 walks the one busy list in address order and, after
-its last entry, the purge list newest first; 6.x walks each vmap node's busy list in
-address order, then each node's lazy list in address order. ``VM_UNINITIALIZED``
-areas are skipped in 6.16+ (``vmallocinfo_skips_uninitialized``), printed without the
-NUMA part before.
+its last entry, the purge list newest first; since v6.9 (``vmallocinfo_lazy_per_node``)
+each vmap node's busy list in address order, then each node's lazy list in address
+order. ``VM_UNINITIALIZED`` areas are skipped in 6.16+
+(``vmallocinfo_skips_uninitialized``), printed without the NUMA part before. Which
+flags have words and which vm-less areas print is in the profile too
+(``has_vm_sparse``, ``vmap_ram_flags``).
+
+The functions read plain objects: the profile, the vmap allocator's busy and lazy
+areas, the page allocator's node map, and the vm_structs bound to the areas.
 
 ``%pK`` depends on ``kptr_restrict``: the model prints real addresses (the value 1
 with CAP_SYSLOG, as in the spec's live sample); ``kptr_restrict=2`` prints zeros. The
@@ -23,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pyvmalloc.config import PAGE_SHIFT
+from pyvmalloc.config import PAGE_SHIFT, KernelProfile, Machine
 from pyvmalloc.vmalloc import (
     VM_ALLOC,
     VM_DMA_COHERENT,
@@ -35,19 +40,29 @@ from pyvmalloc.vmalloc import (
     VmStruct,
 )
 from pyvmalloc.vmap.area import VMAP_RAM, VmapArea
+from pyvmalloc.vmap.space import VmapSpace
 
 if TYPE_CHECKING:
-    from pyvmalloc.vmalloc import Vmalloc
+    from pyvmalloc.phys import PhysicalMemory
 
-__all__ = ["buddyinfo", "meminfo", "vmallocinfo", "vmallocinfo_line"]
+__all__ = ["meminfo", "vmallocinfo", "vmallocinfo_line"]
 
 
 def _pk(addr: int, kptr_restrict: int) -> str:
     return "0x" + ("0" * 16 if kptr_restrict >= 2 else f"{addr:016x}")
 
 
-def vmallocinfo_line(vm: Vmalloc, v: VmStruct, *, numa: bool = True, kptr_restrict: int = 1) -> str:
-    """One ``s_show`` line for the vm_struct ``v`` (no trailing newline)."""
+def vmallocinfo_line(
+    profile: KernelProfile,
+    machine: Machine,
+    phys: PhysicalMemory,
+    v: VmStruct,
+    *,
+    numa: bool = True,
+    kptr_restrict: int = 1,
+) -> str:
+    """One ``s_show`` line for the vm_struct ``v`` (no trailing newline); ``phys``
+    gives the NUMA node of each page (``N<node>=<pages>``)."""
     parts = [f"{_pk(v.addr, kptr_restrict)}-{_pk(v.addr + v.size, kptr_restrict)} {v.size:7d}"]
     if v.caller:
         parts.append(f" {v.caller}")
@@ -58,7 +73,7 @@ def vmallocinfo_line(vm: Vmalloc, v: VmStruct, *, numa: bool = True, kptr_restri
     f = v.flags
     if f & VM_IOREMAP:
         parts.append(" ioremap")
-    if f & VM_SPARSE and vm.v6:
+    if f & VM_SPARSE and profile.has_vm_sparse:
         parts.append(" sparse")
     if f & VM_ALLOC:
         parts.append(" vmalloc")
@@ -68,12 +83,16 @@ def vmallocinfo_line(vm: Vmalloc, v: VmStruct, *, numa: bool = True, kptr_restri
         parts.append(" user")
     if f & VM_DMA_COHERENT:
         parts.append(" dma-coherent")
-    if v.pages_addr and vm.is_vmalloc_addr(v.pages_addr):
+    if v.vpages or (v.pages_addr and machine.vmalloc_start <= v.pages_addr < machine.vmalloc_end):
         parts.append(" vpages")
-    if numa and not f & VM_UNINITIALIZED and v.pages is not None and v.nr_pages:
-        step = 1 << v.page_order if vm.v6 else 1
-        nids = vm.phys.node[v.pages[: v.nr_pages : step]]
-        counts = np.bincount(nids, minlength=vm.phys.nr_nodes) * step
+    if numa and v.pages is None and v.numa_pages:
+        parts.extend(f" N{nid}={c}" for nid, c in v.numa_pages)
+    elif numa and not f & VM_UNINITIALIZED and v.pages is not None and v.nr_pages:
+        # One count per 2^page_order pages (show_numa_info; page_order is 0 on
+        # kernels without huge vmalloc).
+        step = 1 << v.page_order
+        nids = phys.node[v.pages[: v.nr_pages : step]]
+        counts = np.bincount(nids, minlength=phys.nr_nodes) * step
         for nid, c in enumerate(counts.tolist()):
             if c:
                 parts.append(f" N{nid}={c}")
@@ -87,24 +106,35 @@ def _plain(va: VmapArea, what: str, kptr_restrict: int) -> str:
     )
 
 
-def vmallocinfo(vm: Vmalloc, *, numa: bool = True, kptr_restrict: int = 1) -> str:
-    """The whole ``/proc/vmallocinfo`` for the profile of ``vm``."""
-    space = vm.space
+def vmallocinfo(
+    profile: KernelProfile,
+    machine: Machine,
+    space: VmapSpace,
+    phys: PhysicalMemory,
+    *,
+    numa: bool = True,
+    kptr_restrict: int = 1,
+) -> str:
+    """The whole ``/proc/vmallocinfo`` of the areas in ``space``, as ``profile``
+    prints it."""
     out: list[str] = []
-    skip_uninit = vm.profile.vmallocinfo_skips_uninitialized
+    skip_uninit = profile.vmallocinfo_skips_uninitialized
+    vm_map_ram_needs_flag = profile.vmap_ram_flags
     busy_any = False
     for va in space.busy_areas():
         busy_any = True
         v: VmStruct | None = va.vm
         if v is None:
-            if vm.v6 and not va.flags & VMAP_RAM:
+            if vm_map_ram_needs_flag and not va.flags & VMAP_RAM:
                 continue
             out.append(_plain(va, "vm_map_ram", kptr_restrict))
             continue
         if skip_uninit and v.flags & VM_UNINITIALIZED:
             continue
-        out.append(vmallocinfo_line(vm, v, numa=numa, kptr_restrict=kptr_restrict))
-    if vm.v6:
+        out.append(
+            vmallocinfo_line(profile, machine, phys, v, numa=numa, kptr_restrict=kptr_restrict)
+        )
+    if profile.vmallocinfo_lazy_per_node:
         per_node: list[list[VmapArea]] = [[] for _ in space.nodes]
         for va in space.lazy:
             per_node[space.lazy_node_of(va)].append(va)
@@ -122,17 +152,12 @@ def _kb_line(label: str, kb: int) -> str:
     return f"{label}{kb:8d} kB\n"
 
 
-def meminfo(vm: Vmalloc) -> str:
+def meminfo(machine: Machine, nr_vmalloc_pages: int) -> str:
     """The vmalloc lines of ``/proc/meminfo`` (``VmallocChunk`` is 0 since 4.4)."""
-    total_kb = vm.machine.vmalloc_total >> 10
-    used_kb = vm.nr_vmalloc_pages << (PAGE_SHIFT - 10)
+    total_kb = machine.vmalloc_total >> 10
+    used_kb = nr_vmalloc_pages << (PAGE_SHIFT - 10)
     return (
         _kb_line("VmallocTotal:   ", total_kb)
         + _kb_line("VmallocUsed:    ", used_kb)
         + _kb_line("VmallocChunk:   ", 0)
     )
-
-
-def buddyinfo(vm: Vmalloc) -> str:
-    """``/proc/buddyinfo`` (delegated to the page allocator)."""
-    return vm.phys.buddyinfo()

@@ -95,6 +95,10 @@ class RBRoot:
     def __iter__(self) -> Iterator[Any]:
         return rb_inorder(self)
 
+    def __repr__(self) -> str:
+        n = self.rb_node
+        return "<rb_root empty>" if n is None else f"<rb_root of {n!r}>"
+
 
 class Augment(Protocol):
     """``struct rb_augment_callbacks``."""

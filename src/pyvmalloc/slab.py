@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pyvmalloc.config import PAGE_SHIFT, PAGE_SIZE, fls
+from pyvmalloc.config import NUMA_NO_NODE, PAGE_SHIFT, PAGE_SIZE, fls
 from pyvmalloc.gfp import Gfp
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ class SlabAllocator:
         return gfp & _GFP_LOWMEM_MASK
 
     # --------------------------------------------------------------- kmalloc
-    def kmalloc(self, size: int, gfp: int, node: int = -1) -> int:
+    def kmalloc(self, size: int, gfp: int, node: int = NUMA_NO_NODE) -> int:
         """``kmalloc_node(size, gfp, node)``: a direct-map address, or 0 (NULL).
 
         ``size == 0`` returns ``ZERO_SIZE_PTR`` (16) as the kernel does.
@@ -213,7 +213,7 @@ class SlabAllocator:
         if p in self.phys._data:
             self.phys.write(pfn, off, bytes(n))
 
-    def kzalloc(self, size: int, gfp: int, node: int = -1) -> int:
+    def kzalloc(self, size: int, gfp: int, node: int = NUMA_NO_NODE) -> int:
         return self.kmalloc(size, gfp | _GFP_ZERO, node)
 
     def _lookup(self, addr: int) -> tuple[Slab | None, int]:

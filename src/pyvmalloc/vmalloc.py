@@ -28,15 +28,22 @@ Model conventions:
 * The kernel prints ``%p`` hashed (``kptr_restrict``); the model prints the address
   in hex (``0xffffc90000001000``) so messages can be matched to the model's state.
 * ``cpu=`` on every API call is ``raw_smp_processor_id()``: it picks the 6.x vmap-node
-  pool, the per-CPU vmap-block queue and the per-CPU deferred-free list.
+  pool, the per-CPU vmap-block queue and the per-CPU deferred-free list. It is passed
+  down, call by call, to every step that needs it (the layer keeps no "current CPU").
 * Interrupt context: :meth:`Vmalloc.vfree` with ``in_interrupt=True`` (or inside
-  ``Kernel.interrupt_context()``) defers the free to a work item, as ``vfree_atomic``;
-  allocating there is a ``BUG`` (logged; the call returns NULL).
+  ``Kernel.interrupt_context()``, asked through the ``in_interrupt`` callable the layer
+  is built with) defers the free to a work item, as ``vfree_atomic``; allocating there
+  is a ``BUG`` (logged; the call returns NULL).
+* Kernel-version differences are :class:`~pyvmalloc.config.KernelProfile` fields
+  (``sizeof_vm_struct``, ``bulk_page_alloc``, ``vunmap_helper``, ...), each read where
+  the kernel's code differs.
+
+The layer sits above the vmap allocator, the page allocator, the page tables and the
+slab, which it is given when built; it never imports the :class:`Kernel` that owns it.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,7 +51,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from pyvmalloc.config import NUMA_NO_NODE, PAGE_SHIFT, PAGE_SIZE
+from pyvmalloc.config import (
+    INT_MAX,
+    NUMA_NO_NODE,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    KernelProfile,
+    Machine,
+)
+from pyvmalloc.errors import InvariantError
 from pyvmalloc.gfp import (
     __GFP_DIRECT_RECLAIM,
     __GFP_DMA,
@@ -60,11 +75,16 @@ from pyvmalloc.gfp import (
     GFP_RECLAIM_MASK,
     warn_alloc_text,
 )
-from pyvmalloc.pgtable import PAGE_KERNEL, PAGE_KERNEL_NOCACHE, pgprot_nx
-from pyvmalloc.vmap.area import VMAP_RAM, VaState, VmapArea
+from pyvmalloc.names import install_kernel_names
+from pyvmalloc.pgtable import PAGE_KERNEL, PAGE_KERNEL_NOCACHE, PageTables, pgprot_nx
+from pyvmalloc.printk import KernelLog
+from pyvmalloc.vmap.area import VMAP_RAM, VmapArea
+from pyvmalloc.vmap.block import VmapBlocks
+from pyvmalloc.vmap.space import VmapSpace
 
 if TYPE_CHECKING:
-    from pyvmalloc.kernel import Kernel
+    from pyvmalloc.phys import PhysicalMemory
+    from pyvmalloc.slab import SlabAllocator
 
 __all__ = [
     "KERNEL_NAMES",
@@ -81,6 +101,7 @@ __all__ = [
     "VM_USERMAP",
     "VmStruct",
     "Vmalloc",
+    "describe_fault",
     "get_vm_area_size",
 ]
 
@@ -104,7 +125,6 @@ VM_USERMAP = 0x008
 VM_DMA_COHERENT = 0x010
 VM_UNINITIALIZED = 0x020
 VM_NO_GUARD = 0x040
-VM_KASAN = 0x080
 VM_FLUSH_RESET_PERMS = 0x100
 VM_MAP_PUT_PAGES = 0x200
 VM_ALLOW_HUGE_VMAP = 0x400
@@ -112,19 +132,10 @@ VM_SPARSE = 0x1000
 
 GFP_DMA32_KERNEL = GFP_KERNEL | _GFP_DMA32
 SHMLBA = PAGE_SIZE  # x86
-THREAD_SIZE = 16384  # x86_64 without KASAN
-THREAD_ALIGN = THREAD_SIZE
-INT_MAX = (1 << 31) - 1
 
-#: ``IOREMAP_MAX_ORDER`` per arch: x86_64 PUD_SHIFT, i386 PMD_SHIFT (2-level: 22).
-IOREMAP_MAX_ORDER = {"x86_64": 30, "i386": 22}
-#: ``sizeof(struct vm_struct)`` on 64-bit: 5.4 has 8 words (64 bytes, kmalloc-64);
-#: 6.x adds ``page_order`` (packed with ``nr_pages``) and ``requested_size`` (72 bytes,
-#: kmalloc-96). Keyed by ``KernelProfile.huge_vmalloc`` (a candidate profile field:
-#: ``sizeof_vm_struct``).
-SIZEOF_VM_STRUCT = {False: 64, True: 72}
-
-#: Python method name -> kernel function name, for the call-tree recorder.
+#: Python method name -> kernel function name, for kernel names starting with ``__``
+#: (a class body would mangle them): Python spells ``__x`` as ``_x`` and
+#: :func:`~pyvmalloc.names.install_kernel_names` adds the exact name as an alias.
 KERNEL_NAMES: dict[str, str] = {
     "_vmalloc_node_flags": "__vmalloc_node_flags",
     "_vmalloc_node": "__vmalloc_node",
@@ -173,6 +184,10 @@ class VmStruct:
     requested_size: int = 0
     pages_addr: int = 0
     kaddr: int = 0
+    #: For an area imported from a snapshot, whose pages are not modelled: the
+    #: ``vpages`` mark and the ``N<node>=<pages>`` counts it was printed with.
+    vpages: bool = False
+    numa_pages: tuple[tuple[int, int], ...] = ()
 
     def __repr__(self) -> str:
         return (
@@ -182,28 +197,52 @@ class VmStruct:
 
 
 class Vmalloc:
-    """The vmalloc layer of one :class:`~pyvmalloc.kernel.Kernel`.
+    """The vmalloc layer: vm_structs, the vmalloc/vmap/ioremap API, vmap blocks.
 
     Holds ``nr_vmalloc_pages`` (VmallocUsed), the per-CPU deferred-free lists and the
-    vmap blocks; all page, page-table and slab work goes to the kernel's layers.
+    vmap blocks; all area, page, page-table and slab work goes to the layers below,
+    which it is given: the vmap area allocator ``space``, the page allocator
+    ``phys``, the page tables ``pgtables`` and the kmalloc caches ``slab``.
+
+    The callables connect it to its owner without a reference to it:
+    ``schedule_work(name, fn)`` queues deferred work (``vfree_atomic``),
+    ``after_call()`` runs when each API call returns (pending work, "shortly after"),
+    ``in_interrupt()`` answers ``in_interrupt()``, and ``pages_used()`` /
+    ``pgtable_pages_added()`` give the page counts since boot for :meth:`check`.
     """
 
-    def __init__(self, kernel: Kernel) -> None:
-        from pyvmalloc.vmap.block import VmapBlocks
-
-        self.k = kernel
-        self.log = kernel.log
-        self.profile = kernel.profile
-        self.machine = kernel.machine
-        self.space = kernel.vmap_space
-        self.phys = kernel.phys
-        self.pgt = kernel.pgtables
-        self.slab = kernel.slab
-        self.v6 = self.profile.huge_vmalloc  # the 6.x code paths
-        self.VMALLOC_START = self.machine.vmalloc_start
-        self.VMALLOC_END = self.machine.vmalloc_end
-        self.sizeof_vm_struct = SIZEOF_VM_STRUCT[self.v6]
-        self.ioremap_max_order = IOREMAP_MAX_ORDER[self.machine.arch]
+    def __init__(
+        self,
+        machine: Machine,
+        profile: KernelProfile,
+        log: KernelLog,
+        space: VmapSpace,
+        phys: PhysicalMemory,
+        pgtables: PageTables,
+        slab: SlabAllocator,
+        *,
+        schedule_work: Callable[[str, Callable[[], None]], object],
+        after_call: Callable[[], None] = lambda: None,
+        in_interrupt: Callable[[], bool] = lambda: False,
+        pages_used: Callable[[], int] | None = None,
+        pgtable_pages_added: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.log = log
+        self.profile = profile
+        self.machine = machine
+        self.space = space
+        self.phys = phys
+        self.pgt = pgtables
+        self.slab = slab
+        self._schedule_work = schedule_work
+        self._after_call = after_call
+        self._in_interrupt = in_interrupt
+        self._pages_used = pages_used
+        self._pgtable_pages_added = pgtable_pages_added
+        self.VMALLOC_START = machine.vmalloc_start
+        self.VMALLOC_END = machine.vmalloc_end
+        self.sizeof_vm_struct = profile.sizeof_vm_struct
+        self.ioremap_max_order = machine.ioremap_max_order
         #: ``nr_vmalloc_pages`` (VmallocUsed in pages)
         self.nr_vmalloc_pages = 0
         #: pages owned by VM_MAP_PUT_PAGES areas (freed by vfree, not in VmallocUsed)
@@ -213,13 +252,21 @@ class Vmalloc:
         #: ``vmap_allow_huge`` (boot option ``nohugevmalloc`` clears it)
         self.vmap_allow_huge = True
         #: per-CPU ``vfree_deferred`` lists (addresses, pushed LIFO)
-        self.deferred: list[list[int]] = [[] for _ in range(self.machine.cpus_possible)]
-        self.cpu = 0
-        self.in_interrupt = False
+        self.deferred: list[list[int]] = [[] for _ in range(machine.cpus_possible)]
         self.ptes_written = 0
-        self.blocks = VmapBlocks(self)
-        #: optional call-tree recorder (pyvmalloc.explain); None = off
-        self.recorder: Any = None
+        #: the per-CPU vmap blocks of vm_map_ram
+        self.blocks = VmapBlocks(
+            machine,
+            profile,
+            log,
+            space,
+            pgtables,
+            # Late-bound, so a call-tree recorder that shadows these methods on this
+            # instance (pyvmalloc.explain) sees the blocks' calls too.
+            alloc_vmap_area=lambda *a, **kw: self.alloc_vmap_area(*a, **kw),
+            map_pages=lambda *a: self.vmap_pages_range(*a),
+            free_unmap_vmap_area=lambda va, *, cpu: self.free_unmap_vmap_area(va, cpu=cpu),
+        )
         self.stats = {"vmalloc": 0, "vfree": 0, "vmap": 0, "vunmap": 0, "failures": 0}
 
     # ------------------------------------------------------------------ helpers
@@ -230,18 +277,14 @@ class Vmalloc:
         self.log.warn(warn_alloc_text(gfp, text, comm=self.phys.comm, nr_nodes=self.phys.nr_nodes))
 
     def _enter(self, cpu: int) -> None:
-        self.k._check_cpu(cpu)
-        self.cpu = cpu
+        self.machine.check_cpu(cpu)
 
     def _leave(self) -> None:
-        self.k._after_call()
+        self._after_call()
 
     def is_vmalloc_addr(self, addr: int) -> bool:
         """``is_vmalloc_addr``: ``VMALLOC_START <= addr < VMALLOC_END``."""
         return self.VMALLOC_START <= addr < self.VMALLOC_END
-
-    def _interrupt(self) -> bool:
-        return self.in_interrupt or self.k.in_interrupt
 
     # =========================================================== vm_struct layer
     def _get_vm_area_node(
@@ -255,6 +298,8 @@ class Vmalloc:
         node: int,
         gfp: int,
         caller: str | None,
+        *,
+        cpu: int,
     ) -> VmStruct | None:
         """``__get_vm_area_node``: a vm_struct plus a busy vmap area for it.
 
@@ -267,15 +312,14 @@ class Vmalloc:
         PAGE_SHIFT, IOREMAP_MAX_ORDER)``; the guard page is added unless
         ``VM_NO_GUARD``.
         """
-        if self.in_interrupt or self.k.in_interrupt:  # _interrupt(), inlined
+        if self._in_interrupt():
             self.log.BUG("__get_vm_area_node: BUG_ON(in_interrupt())")
             return None
         requested = size
-        if self.v6:
-            a = 1 << shift
-            size = (size + a - 1) & ~(a - 1)
-        else:
-            size = _page_align(size)
+        # ALIGN(size, 1 << shift): PAGE_ALIGN unless a huge mapping is wanted (shift
+        # is PAGE_SHIFT on kernels without huge vmalloc).
+        a = 1 << shift
+        size = (size + a - 1) & ~(a - 1)
         if size == 0:
             return None
         if flags & VM_IOREMAP:
@@ -287,7 +331,7 @@ class Vmalloc:
         if not flags & VM_NO_GUARD:
             size += PAGE_SIZE
         area = VmStruct(flags=flags, caller=caller, requested_size=requested, kaddr=kaddr)
-        va = self.alloc_vmap_area(size, align, start, end, node, gfp, area)
+        va = self.alloc_vmap_area(size, align, start, end, node, gfp, area, cpu=cpu)
         if not isinstance(va, VmapArea):
             self.slab.kfree(kaddr)
             return None
@@ -304,14 +348,16 @@ class Vmalloc:
         gfp: int,
         vm: VmStruct | None,
         va_flags: int = 0,
+        *,
+        cpu: int,
     ) -> VmapArea | int:
-        """``alloc_vmap_area``: delegate to the vmap area allocator on ``self.cpu``."""
+        """``alloc_vmap_area``: delegate to the vmap area allocator on CPU ``cpu``."""
         return self.space.alloc_vmap_area(
             size,
             align,
             start,
             end,
-            cpu=self.cpu,
+            cpu=cpu,
             gfp_nowarn=bool(gfp & _GFP_NOWARN),
             va_flags=va_flags,
             vm=vm,
@@ -326,7 +372,7 @@ class Vmalloc:
         vm.flags = flags
         vm.addr = va.va_start
         vm.size = va.va_end - va.va_start
-        if not self.v6:
+        if not self.profile.vm_requested_size:
             vm.requested_size = vm.size
         vm.caller = caller
         va.vm = vm
@@ -336,14 +382,16 @@ class Vmalloc:
         vm.flags &= ~VM_UNINITIALIZED
 
     def _get_vm_area_caller(
-        self, size: int, flags: int, start: int, end: int, caller: str | None
+        self, size: int, flags: int, start: int, end: int, caller: str | None, *, cpu: int
     ) -> VmStruct | None:
         """``__get_vm_area_caller``: align 1, caller-chosen range, NUMA_NO_NODE."""
         return self._get_vm_area_node(
-            size, 1, PAGE_SHIFT, flags, start, end, NUMA_NO_NODE, GFP_KERNEL, caller
+            size, 1, PAGE_SHIFT, flags, start, end, NUMA_NO_NODE, GFP_KERNEL, caller, cpu=cpu
         )
 
-    def get_vm_area_caller(self, size: int, flags: int, caller: str | None) -> VmStruct | None:
+    def get_vm_area_caller(
+        self, size: int, flags: int, caller: str | None, *, cpu: int
+    ) -> VmStruct | None:
         """``get_vm_area_caller``: the full vmalloc range, align 1, GFP_KERNEL."""
         return self._get_vm_area_node(
             size,
@@ -355,11 +403,12 @@ class Vmalloc:
             NUMA_NO_NODE,
             GFP_KERNEL,
             caller,
+            cpu=cpu,
         )
 
-    def get_vm_area(self, size: int, flags: int) -> VmStruct | None:
+    def get_vm_area(self, size: int, flags: int, *, cpu: int) -> VmStruct | None:
         """``get_vm_area``: caller is get_vm_area's own return address (None here)."""
-        return self.get_vm_area_caller(size, flags, None)
+        return self.get_vm_area_caller(size, flags, None, cpu=cpu)
 
     def find_vm_area(self, addr: int) -> VmStruct | None:
         """``find_vm_area``: ``va.vm`` of the busy area containing ``addr``."""
@@ -369,14 +418,14 @@ class Vmalloc:
         vm: VmStruct | None = va.vm
         return vm
 
-    def remove_vm_area(self, addr: int) -> VmStruct | None:
+    def remove_vm_area(self, addr: int, *, cpu: int) -> VmStruct | None:
         """``remove_vm_area``: unlink the area, clear its PTEs, free its VA lazily.
 
-        6.x WARNs on an unaligned address. The kernel's ``find_unlink_vmap_area``
+        Since v6.3 it WARNs on an unaligned address (``vunmap_helper`` off). The kernel's ``find_unlink_vmap_area``
         would unlink (and leak) a vm-less area (vm_map_ram); the model looks first
         and leaves such an area alone, so the allocator's tiling invariant holds.
         """
-        if self.v6 and addr & (PAGE_SIZE - 1):
+        if not self.profile.vunmap_helper and addr & (PAGE_SIZE - 1):
             self.log.WARN(f"remove_vm_area: WARN_ON(!PAGE_ALIGNED({addr:#x}))")
             return None
         va = self.space.find_vmap_area(addr)
@@ -384,18 +433,18 @@ class Vmalloc:
             return None
         self.space.find_unlink_vmap_area(addr)
         vm: VmStruct = va.vm
-        self.free_unmap_vmap_area(va)
+        self.free_unmap_vmap_area(va, cpu=cpu)
         return vm
 
-    def free_unmap_vmap_area(self, va: VmapArea) -> None:
+    def free_unmap_vmap_area(self, va: VmapArea, *, cpu: int) -> None:
         """``free_unmap_vmap_area``: clear the PTEs of ``[start, end)`` (guard
         included), then ``free_vmap_area_noflush`` (the TLB flush is lazy)."""
         self.pgt.unmap(va.va_start, va.va_end - va.va_start)
-        self.space.free_vmap_area_noflush(va, cpu=self.cpu)
+        self.space.free_vmap_area_noflush(va, cpu=cpu)
 
-    def free_vm_area(self, area: VmStruct) -> None:
+    def free_vm_area(self, area: VmStruct, *, cpu: int) -> None:
         """``free_vm_area``: ``remove_vm_area`` + free the vm_struct."""
-        ret = self.remove_vm_area(area.addr)
+        ret = self.remove_vm_area(area.addr, cpu=cpu)
         if ret is not area:
             self.log.BUG(f"free_vm_area: remove_vm_area({area.addr:#x}) != area")
             return
@@ -413,38 +462,42 @@ class Vmalloc:
         vm_flags: int,
         node: int,
         caller: str | None,
+        *,
+        cpu: int,
     ) -> int:
         """``__vmalloc_node_range``: reserve, populate and map; the address or 0.
 
-        5.4: ``PAGE_ALIGN``; zero size or more pages than ``totalram_pages()`` fail
-        with ``vmalloc: allocation failure: %lu bytes``; a failure inside
-        ``__vmalloc_area_node`` returns NULL without a second warning.
-        6.x: zero size is a ``WARN_ON_ONCE``; too large warns ``vmalloc error: size
-        %lu, exceeds total pages``; ``VM_ALLOW_HUGE_VMAP`` picks ``PMD_SHIFT`` for
-        sizes >= PMD_SIZE (x86_64 since 5.18) and raises the alignment to 2 MiB; a
-        failed huge attempt retries once with small pages (a fresh VA, the failed one
-        went down the free path); a vm_struct failure warns ``vmalloc error: size
-        %lu, vm_struct allocation failed``.
+        Without ``vmalloc_error_warnings`` (5.4): ``PAGE_ALIGN``; zero size or more
+        pages than ``totalram_pages()`` fail with ``vmalloc: allocation failure: %lu
+        bytes``; a failure inside ``__vmalloc_area_node`` returns NULL without a
+        second warning. With it (v5.13+): zero size is a ``WARN_ON_ONCE``; too large
+        warns ``vmalloc error: size %lu, exceeds total pages``; a vm_struct failure
+        warns ``vmalloc error: size %lu, vm_struct allocation failed``. With
+        ``huge_vmalloc``, ``VM_ALLOW_HUGE_VMAP`` picks ``PMD_SHIFT`` for sizes >=
+        PMD_SIZE (x86_64 since 5.18) and raises the alignment to 2 MiB; a failed huge
+        attempt retries once with small pages (a fresh VA, the failed one went down
+        the free path).
         """
         real_size = size
         real_align = align
-        if self.in_interrupt or self.k.in_interrupt:  # _interrupt(), inlined
+        if self._in_interrupt():
             # BUG_ON(in_interrupt()) in __get_vm_area_node: the kernel stops there.
             self.log.BUG("__get_vm_area_node: BUG_ON(in_interrupt())")
             return 0
-        if not self.v6:
+        profile = self.profile
+        if not profile.vmalloc_error_warnings:
             size = _page_align(size)
             if not size or (size >> PAGE_SHIFT) > self.phys.totalram_pages:
                 self._warn_alloc(gfp, f"vmalloc: allocation failure: {real_size} bytes")
                 return 0
             area = self._get_vm_area_node(
                 size, align, PAGE_SHIFT, VM_ALLOC | VM_UNINITIALIZED | vm_flags,
-                start, end, node, gfp, caller,
+                start, end, node, gfp, caller, cpu=cpu,
             )  # fmt: skip
             if area is None:
                 self._warn_alloc(gfp, f"vmalloc: allocation failure: {real_size} bytes")
                 return 0
-            addr = self._vmalloc_area_node(area, gfp, prot, PAGE_SHIFT, node)
+            addr = self._vmalloc_area_node(area, gfp, prot, PAGE_SHIFT, node, cpu=cpu)
             if not addr:
                 return 0
             self.clear_vm_uninitialized_flag(area)
@@ -456,7 +509,12 @@ class Vmalloc:
             self._warn_alloc(gfp, f"vmalloc error: size {real_size}, exceeds total pages")
             return 0
         shift = PAGE_SHIFT
-        if self.vmap_allow_huge and vm_flags & VM_ALLOW_HUGE_VMAP and self.pgt.huge_ok:
+        if (
+            profile.huge_vmalloc
+            and self.vmap_allow_huge
+            and vm_flags & VM_ALLOW_HUGE_VMAP
+            and self.pgt.huge_ok
+        ):
             if size >= self.pgt.pmd_size:
                 shift = self.pgt.pmd_shift
             if shift > PAGE_SHIFT:
@@ -464,14 +522,14 @@ class Vmalloc:
         while True:
             area = self._get_vm_area_node(
                 real_size, align, shift, VM_ALLOC | VM_UNINITIALIZED | vm_flags,
-                start, end, node, gfp, caller,
+                start, end, node, gfp, caller, cpu=cpu,
             )  # fmt: skip
             if area is None:
                 self._warn_alloc(
                     gfp, f"vmalloc error: size {real_size}, vm_struct allocation failed"
                 )
             else:
-                addr = self._vmalloc_area_node(area, gfp, prot, shift, node)
+                addr = self._vmalloc_area_node(area, gfp, prot, shift, node, cpu=cpu)
                 if addr:
                     self.clear_vm_uninitialized_flag(area)
                     return addr
@@ -482,20 +540,24 @@ class Vmalloc:
             return 0
 
     def _vmalloc_area_node(
-        self, area: VmStruct, gfp: int, prot: int, page_shift: int, node: int
+        self, area: VmStruct, gfp: int, prot: int, page_shift: int, node: int, *, cpu: int
     ) -> int:
         """``__vmalloc_area_node``: pages array, pages, mapping; ``area.addr`` or 0.
 
-        The pages array (8 bytes per small page, zeroed, nested gfp) comes from
-        kmalloc, or from a nested ``__vmalloc_node`` with the same caller when larger
-        than a page (the area then shows ``vpages``). 5.4 allocates pages one at a
-        time and warns ``vmalloc: allocation failure, allocated %ld of %ld bytes``;
-        6.x uses ``vm_area_alloc_pages`` (bulk, then singles; huge orders are split)
-        and warns ``vmalloc error: size %lu, failed to allocate pages`` (order 0
-        only) or ``..., failed to map pages``. Any failure frees everything with
-        ``vfree(area->addr)``. 6.x: a failed pages array warns ``vmalloc error: size
-        %lu, failed to allocated page array size %lu`` (sic) and ``free_vm_area``s.
+        The pages array (8 bytes per small page, zeroed, nested gfp; plus
+        ``__GFP_HIGHMEM`` with ``pages_array_highmem``) comes from kmalloc, or from a
+        nested ``__vmalloc_node`` with the same caller when larger than a page (the
+        area then shows ``vpages``). Pages come one at a time (5.4) or, with
+        ``bulk_page_alloc``, from ``vm_area_alloc_pages`` (bulk, then singles; huge
+        orders are split). Without ``vmalloc_error_warnings`` a short allocation or a
+        mapping failure warns ``vmalloc: allocation failure, allocated %ld of %ld
+        bytes``; with it ``vmalloc error: size %lu, failed to allocate pages`` (order
+        0 only) or ``..., failed to map pages``, and a failed pages array warns
+        ``vmalloc error: size %lu, failed to allocated page array size %lu`` (sic)
+        and ``free_vm_area``s. Any other failure frees everything with
+        ``vfree(area->addr)``.
         """
+        profile = self.profile
         size = get_vm_area_size(area)
         nr_small = size >> PAGE_SHIFT
         array_size = nr_small * 8
@@ -503,61 +565,68 @@ class Vmalloc:
             gfp |= _GFP_HIGHMEM
         nested_gfp = (gfp & GFP_RECLAIM_MASK) | _GFP_ZERO
         if array_size > PAGE_SIZE:
-            pages_addr = self._vmalloc_node(
-                array_size, 1, nested_gfp | (0 if self.v6 else _GFP_HIGHMEM), node, area.caller
-            )
+            array_gfp = nested_gfp | (_GFP_HIGHMEM if profile.pages_array_highmem else 0)
+            pages_addr = self._vmalloc_node(array_size, 1, array_gfp, node, area.caller, cpu=cpu)
         else:
             pages_addr = self.kmalloc_node(array_size, nested_gfp, node)
         if not pages_addr:
-            if self.v6:
+            if profile.vmalloc_error_warnings:
                 self._warn_alloc(
                     gfp,
                     f"vmalloc error: size {nr_small * PAGE_SIZE}, failed to allocated page "
                     f"array size {array_size}",
                 )
-                self.free_vm_area(area)
+                self.free_vm_area(area, cpu=cpu)
             else:
-                self.remove_vm_area(area.addr)
+                self.remove_vm_area(area.addr, cpu=cpu)
                 self.slab.kfree(area.kaddr)
             return 0
         area.pages_addr = pages_addr
         order = page_shift - PAGE_SHIFT
         area.page_order = order
-        if self.v6:
+        if profile.bulk_page_alloc:
             page_gfp = ((gfp & ~_GFP_NOFAIL) if order else gfp) | _GFP_NOWARN
             pages = self.vm_area_alloc_pages(page_gfp, node, order, nr_small)
-            area.pages = pages
-            area.nr_pages = len(pages)
-            self.nr_vmalloc_pages += area.nr_pages
-            if area.nr_pages != nr_small:
-                if order == 0:
-                    self._warn_alloc(
-                        gfp,
-                        f"vmalloc error: size {area.nr_pages * PAGE_SIZE}, failed to allocate pages",
-                    )
-                return self._vmalloc_area_fail(area)
-            if self.vmap_pages_range(area.addr, area.addr + size, prot, pages, page_shift):
-                self._warn_alloc(
-                    gfp, f"vmalloc error: size {area.nr_pages * PAGE_SIZE}, failed to map pages"
-                )
-                return self._vmalloc_area_fail(area)
-            return area.addr
-        # 5.4: one page at a time
-        pages = self.alloc_pages_one_by_one(gfp | _GFP_NOWARN, node, nr_small)
+        else:
+            pages = self.alloc_pages_one_by_one(gfp | _GFP_NOWARN, node, nr_small)
         area.pages = pages
         area.nr_pages = len(pages)
         self.nr_vmalloc_pages += area.nr_pages
-        if area.nr_pages != nr_small or self.map_vm_area(area, prot, pages):
+        if not profile.vmalloc_error_warnings:
+            if area.nr_pages != nr_small or self._map_area(area, prot, pages, page_shift):
+                self._warn_alloc(
+                    gfp,
+                    f"vmalloc: allocation failure, allocated {area.nr_pages * PAGE_SIZE} "
+                    f"of {area.size} bytes",
+                )
+                return self._vmalloc_area_fail(area, cpu=cpu)
+            return area.addr
+        if area.nr_pages != nr_small:
+            if order == 0:
+                self._warn_alloc(
+                    gfp,
+                    f"vmalloc error: size {area.nr_pages * PAGE_SIZE}, failed to allocate pages",
+                )
+            return self._vmalloc_area_fail(area, cpu=cpu)
+        if self._map_area(area, prot, pages, page_shift):
             self._warn_alloc(
-                gfp,
-                f"vmalloc: allocation failure, allocated {area.nr_pages * PAGE_SIZE} "
-                f"of {area.size} bytes",
+                gfp, f"vmalloc error: size {area.nr_pages * PAGE_SIZE}, failed to map pages"
             )
-            return self._vmalloc_area_fail(area)
+            return self._vmalloc_area_fail(area, cpu=cpu)
         return area.addr
 
-    def _vmalloc_area_fail(self, area: VmStruct) -> int:
-        self.vfree_now(area.addr)
+    def _map_area(
+        self, area: VmStruct, prot: int, pages: npt.NDArray[np.int64], page_shift: int
+    ) -> int:
+        """Map the pages of ``area``: ``map_vm_area`` (5.4) or ``vmap_pages_range``."""
+        if self.profile.has_map_vm_area:
+            return self.map_vm_area(area, prot, pages)
+        return self.vmap_pages_range(
+            area.addr, area.addr + get_vm_area_size(area), prot, pages, page_shift
+        )
+
+    def _vmalloc_area_fail(self, area: VmStruct, *, cpu: int) -> int:
+        self.vfree_now(area.addr, cpu=cpu)
         return 0
 
     def kmalloc_node(self, size: int, gfp: int, node: int) -> int:
@@ -636,22 +705,28 @@ class Vmalloc:
             pages = pages[:n]  # (a whole-array slice would be an equal view: skipped)
         return self.pgt.map_pages(addr, pages, prot, page_shift)
 
-    def _vmalloc_node(self, size: int, align: int, gfp: int, node: int, caller: str | None) -> int:
+    def _vmalloc_node(
+        self, size: int, align: int, gfp: int, node: int, caller: str | None, *, cpu: int
+    ) -> int:
         """``__vmalloc_node``: the full vmalloc range with PAGE_KERNEL, no vm_flags."""
         return self._vmalloc_node_range(
-            size, align, self.VMALLOC_START, self.VMALLOC_END, gfp, PAGE_KERNEL, 0, node, caller
-        )
+            size, align, self.VMALLOC_START, self.VMALLOC_END, gfp, PAGE_KERNEL, 0, node,
+            caller, cpu=cpu,
+        )  # fmt: skip
 
-    def _vmalloc_node_flags(self, size: int, node: int, gfp: int, caller: str | None) -> int:
-        """``__vmalloc_node_flags`` (5.4 only): align 1, PAGE_KERNEL."""
-        return self._vmalloc_node(size, 1, gfp, node, caller)
+    def _vmalloc_node_flags(
+        self, size: int, node: int, gfp: int, caller: str | None, *, cpu: int
+    ) -> int:
+        """``__vmalloc_node_flags`` (until v5.8, ``vmalloc_node_flags``): align 1,
+        PAGE_KERNEL."""
+        return self._vmalloc_node(size, 1, gfp, node, caller, cpu=cpu)
 
     # ================================================================== freeing
-    def vfree_now(self, addr: int) -> None:
+    def vfree_now(self, addr: int, *, cpu: int) -> None:
         """The body of ``vfree`` outside interrupt context (5.4: ``__vunmap(addr, 1)``).
 
-        5.4 WARNs ``Trying to vfree() bad address (%p)`` for an unaligned address;
-        both WARN ``Trying to vfree() nonexistent vm area (%p)`` when no area is
+        With ``vunmap_helper`` (5.4) it WARNs ``Trying to vfree() bad address (%p)``
+        for an unaligned address; all kernels WARN ``Trying to vfree() nonexistent vm area (%p)`` when no area is
         found (also what a double free prints). Then every small page is freed,
         ``nr_vmalloc_pages`` drops (not for VM_MAP_PUT_PAGES in 6.x), the pages array
         is ``kvfree``d (a nested vfree when it was vmalloc'ed, freeing a second VA
@@ -660,14 +735,14 @@ class Vmalloc:
         """
         if not addr:
             return
-        if not self.v6 and not self._vunmap_54_checks(addr):
+        if self.profile.vunmap_helper and not self._vunmap_checks(addr):
             return
-        vm = self.remove_vm_area(addr)
+        vm = self.remove_vm_area(addr, cpu=cpu)
         if vm is None:
             self.log.WARN(f"Trying to vfree() nonexistent vm area ({addr:#x})")
             return
         if vm.flags & VM_FLUSH_RESET_PERMS:
-            self.vm_unmap_aliases_locked()
+            self.vm_unmap_aliases_locked(cpu=cpu)
         pages = vm.pages
         nr_pages = vm.nr_pages
         if pages is not None and nr_pages:
@@ -681,74 +756,66 @@ class Vmalloc:
             else:
                 self.nr_vmalloc_pages -= nr_pages
         if vm.pages_addr:
-            self.kvfree_now(vm.pages_addr)
+            self.kvfree_now(vm.pages_addr, cpu=cpu)
         self.slab.kfree(vm.kaddr)
 
-    def kvfree_now(self, addr: int) -> None:
+    def kvfree_now(self, addr: int, *, cpu: int) -> None:
         """``kvfree``: ``vfree`` for a vmalloc address, else ``kfree``."""
         if self.VMALLOC_START <= addr < self.VMALLOC_END:  # is_vmalloc_addr(addr)
-            self.vfree_now(addr)
+            self.vfree_now(addr, cpu=cpu)
         elif not self.slab.kfree(addr):
             self.log.WARN(f"kfree: invalid object {addr:#x}")
 
-    def vfree_atomic_now(self, addr: int) -> None:
+    def vfree_atomic_now(self, addr: int, *, cpu: int) -> None:
         """``vfree_atomic``: push on this CPU's deferred list, schedule its work."""
         if not addr:
             return
-        cpu = self.cpu
         self.deferred[cpu].append(addr)
-        self.k.workqueue.schedule_work(
-            f"vfree_deferred/{cpu}", lambda: self.delayed_vfree_work(cpu)
-        )
+        self._schedule_work(f"vfree_deferred/{cpu}", lambda: self.delayed_vfree_work(cpu))
 
     def delayed_vfree_work(self, cpu: int) -> None:
         """``delayed_vfree_work``: free everything deferred on ``cpu`` (llist order:
-        newest first)."""
+        newest first), running on that CPU."""
         lst = self.deferred[cpu]
         self.deferred[cpu] = []
-        saved = self.cpu
-        self.cpu = cpu
-        try:
-            for addr in reversed(lst):
-                self.vfree_now(addr)
-        finally:
-            self.cpu = saved
+        for addr in reversed(lst):
+            self.vfree_now(addr, cpu=cpu)
 
-    def vunmap_now(self, addr: int) -> None:
+    def vunmap_now(self, addr: int, *, cpu: int) -> None:
         """``vunmap``: remove the area, keep the pages (BUG in interrupt context).
 
-        6.x WARNs ``Trying to vunmap() nonexistent vm area (%p)``; 5.4 goes through
-        ``__vunmap(addr, 0)`` and so prints the vfree() texts.
+        Since v6.3 it WARNs ``Trying to vunmap() nonexistent vm area (%p)``; with
+        ``vunmap_helper`` (5.4) it goes through ``__vunmap(addr, 0)`` and so prints
+        the vfree() texts.
         """
-        if self._interrupt():
+        if self._in_interrupt():
             self.log.BUG("vunmap: BUG_ON(in_interrupt())")
             return
         if not addr:
             return
-        if not self.v6 and not self._vunmap_54_checks(addr):
+        if self.profile.vunmap_helper and not self._vunmap_checks(addr):
             return
-        vm = self.remove_vm_area(addr)
+        vm = self.remove_vm_area(addr, cpu=cpu)
         if vm is None:
             self.log.WARN(f"Trying to vunmap() nonexistent vm area ({addr:#x})")
             return
         self.slab.kfree(vm.kaddr)
 
-    def vm_unmap_aliases_locked(self) -> None:
+    def vm_unmap_aliases_locked(self, *, cpu: int) -> None:
         """``vm_unmap_aliases``: flush dirty vmap blocks and purge lazy areas."""
-        self.blocks.vm_unmap_aliases()
+        self.blocks.vm_unmap_aliases(cpu=cpu)
 
     # ====================================================================== API
-    # Each public method takes ``cpu=`` (raw_smp_processor_id) and runs deferred
-    # work when it returns (Kernel._after_call).
+    # Each public method takes ``cpu`` (raw_smp_processor_id), passes it down, and runs
+    # deferred work when it returns (``after_call``). The signatures are the ones the
+    # ``Kernel`` facade shows: it forwards these methods as they are.
 
     def _alloc_api(self, cpu: int, fn: Callable[[], int]) -> int:
-        k = self.k
-        k._check_cpu(cpu)  # _enter(cpu), inlined
-        self.cpu = cpu
+        self.machine.check_cpu(cpu)  # _enter(cpu), inlined
         try:
             addr = fn()
         finally:
-            k._after_call()  # _leave(), inlined
+            self._after_call()  # _leave(), inlined
         if addr:
             self.stats["vmalloc"] += 1
         else:
@@ -763,66 +830,92 @@ class Vmalloc:
         vm_flags: int,
         node: int,
         caller: str | None,
+        *,
+        cpu: int,
         prot: int = PAGE_KERNEL,
     ) -> int:
         return self._vmalloc_node_range(
-            size, align, self.VMALLOC_START, self.VMALLOC_END, gfp, prot, vm_flags, node, caller
-        )
+            size, align, self.VMALLOC_START, self.VMALLOC_END, gfp, prot, vm_flags, node,
+            caller, cpu=cpu,
+        )  # fmt: skip
 
-    def vmalloc(self, size: int, *, cpu: int = 0, caller: str | None = None) -> int:
-        """``vmalloc(size)``: GFP_KERNEL, align 1, any node."""
-        if self.v6:
+    def vmalloc(self, size: int, cpu: int = 0, caller: str | None = None) -> int:
+        """``vmalloc(size)``: the address, or 0 (NULL) with the kernel's warning.
+
+        GFP_KERNEL, align 1, any node (5.4: through ``__vmalloc_node_flags``).
+        """
+        if self.profile.vmalloc_node_flags:
+            gfp = GFP_KERNEL | _GFP_HIGHMEM
             return self._alloc_api(
-                cpu, lambda: self._vmalloc_node(size, 1, GFP_KERNEL, NUMA_NO_NODE, caller)
+                cpu,
+                lambda: self._vmalloc_node_flags(size, NUMA_NO_NODE, gfp, caller, cpu=cpu),
             )
         return self._alloc_api(
-            cpu,
-            lambda: self._vmalloc_node_flags(size, NUMA_NO_NODE, GFP_KERNEL | _GFP_HIGHMEM, caller),
+            cpu, lambda: self._vmalloc_node(size, 1, GFP_KERNEL, NUMA_NO_NODE, caller, cpu=cpu)
         )
 
-    def vzalloc(self, size: int, *, cpu: int = 0, caller: str | None = None) -> int:
-        """``vzalloc(size)``: vmalloc with ``_GFP_ZERO``."""
+    def vzalloc(self, size: int, cpu: int = 0, caller: str | None = None) -> int:
+        """``vzalloc(size)``: zeroed vmalloc (``__GFP_ZERO``)."""
         gfp = GFP_KERNEL | _GFP_ZERO
-        if self.v6:
+        if self.profile.vmalloc_node_flags:
+            hgfp = gfp | _GFP_HIGHMEM
             return self._alloc_api(
-                cpu, lambda: self._vmalloc_node(size, 1, gfp, NUMA_NO_NODE, caller)
+                cpu,
+                lambda: self._vmalloc_node_flags(size, NUMA_NO_NODE, hgfp, caller, cpu=cpu),
             )
         return self._alloc_api(
-            cpu, lambda: self._vmalloc_node_flags(size, NUMA_NO_NODE, gfp | _GFP_HIGHMEM, caller)
+            cpu, lambda: self._vmalloc_node(size, 1, gfp, NUMA_NO_NODE, caller, cpu=cpu)
         )
 
-    def vmalloc_node(self, size: int, node: int, *, cpu: int = 0, caller: str | None = None) -> int:
+    def vmalloc_node(self, size: int, node: int, cpu: int = 0, caller: str | None = None) -> int:
         """``vmalloc_node(size, node)``."""
-        return self._alloc_api(cpu, lambda: self._vmalloc_node(size, 1, GFP_KERNEL, node, caller))
+        return self._alloc_api(
+            cpu, lambda: self._vmalloc_node(size, 1, GFP_KERNEL, node, caller, cpu=cpu)
+        )
 
-    def vzalloc_node(self, size: int, node: int, *, cpu: int = 0, caller: str | None = None) -> int:
+    def vzalloc_node(self, size: int, node: int, cpu: int = 0, caller: str | None = None) -> int:
         """``vzalloc_node(size, node)``."""
         gfp = GFP_KERNEL | _GFP_ZERO
-        return self._alloc_api(cpu, lambda: self._vmalloc_node(size, 1, gfp, node, caller))
+        return self._alloc_api(cpu, lambda: self._vmalloc_node(size, 1, gfp, node, caller, cpu=cpu))
 
-    def vmalloc_user(self, size: int, *, cpu: int = 0, caller: str | None = None) -> int:
-        """``vmalloc_user``: zeroed, align SHMLBA, ``VM_USERMAP``."""
+    def vmalloc_user(self, size: int, cpu: int = 0, caller: str | None = None) -> int:
+        """``vmalloc_user(size)``: zeroed, align SHMLBA, ``VM_USERMAP``."""
         gfp = GFP_KERNEL | _GFP_ZERO
         return self._alloc_api(
-            cpu, lambda: self._full(size, SHMLBA, gfp, VM_USERMAP, NUMA_NO_NODE, caller)
+            cpu, lambda: self._full(size, SHMLBA, gfp, VM_USERMAP, NUMA_NO_NODE, caller, cpu=cpu)
         )
 
-    def vmalloc_32(self, size: int, *, cpu: int = 0, caller: str | None = None) -> int:
-        """``vmalloc_32``: pages from ZONE_DMA32 (x86_64)."""
+    def vmalloc_32(self, size: int, cpu: int = 0, caller: str | None = None) -> int:
+        """``vmalloc_32(size)``: pages from ZONE_DMA32 (x86_64)."""
         return self._alloc_api(
-            cpu, lambda: self._vmalloc_node(size, 1, GFP_DMA32_KERNEL, NUMA_NO_NODE, caller)
+            cpu,
+            lambda: self._vmalloc_node(size, 1, GFP_DMA32_KERNEL, NUMA_NO_NODE, caller, cpu=cpu),
         )
 
-    def vmalloc_32_user(self, size: int, *, cpu: int = 0, caller: str | None = None) -> int:
-        """``vmalloc_32_user``: DMA32, zeroed, SHMLBA, ``VM_USERMAP``."""
+    def vmalloc_32_user(self, size: int, cpu: int = 0, caller: str | None = None) -> int:
+        """``vmalloc_32_user(size)``: DMA32, zeroed, SHMLBA, ``VM_USERMAP``."""
         gfp = GFP_DMA32_KERNEL | _GFP_ZERO
         return self._alloc_api(
-            cpu, lambda: self._full(size, SHMLBA, gfp, VM_USERMAP, NUMA_NO_NODE, caller)
+            cpu, lambda: self._full(size, SHMLBA, gfp, VM_USERMAP, NUMA_NO_NODE, caller, cpu=cpu)
         )
 
-    def _vmalloc(self, size: int, gfp: int, *, cpu: int = 0, caller: str | None = None) -> int:
+    def vmalloc_huge(
+        self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0, caller: str | None = None
+    ) -> int:
+        """``vmalloc_huge(size, gfp)`` (``huge_vmalloc``): ``VM_ALLOW_HUGE_VMAP``, PMD
+        mappings for sizes >= 2 MiB."""
+        if not self.profile.huge_vmalloc:
+            raise ValueError(f"vmalloc_huge does not exist in kernel {self.profile.name}")
+        return self._alloc_api(
+            cpu,
+            lambda: self._full(size, 1, gfp, VM_ALLOW_HUGE_VMAP, NUMA_NO_NODE, caller, cpu=cpu),
+        )
+
+    def _vmalloc(self, size: int, gfp: int, cpu: int = 0, caller: str | None = None) -> int:
         """``__vmalloc(size, gfp)`` (5.8 dropped the prot argument)."""
-        return self._alloc_api(cpu, lambda: self._vmalloc_node(size, 1, gfp, NUMA_NO_NODE, caller))
+        return self._alloc_api(
+            cpu, lambda: self._vmalloc_node(size, 1, gfp, NUMA_NO_NODE, caller, cpu=cpu)
+        )
 
     def vmalloc_node_api(
         self,
@@ -830,68 +923,62 @@ class Vmalloc:
         align: int,
         gfp: int,
         node: int,
-        *,
-        cpu: int = 0,
         caller: str | None = None,
+        cpu: int = 0,
     ) -> int:
-        """``__vmalloc_node(size, align, gfp, node, caller)`` (exported for tests)."""
-        return self._alloc_api(cpu, lambda: self._vmalloc_node(size, align, gfp, node, caller))
+        """``__vmalloc_node(size, align, gfp, node, caller)``."""
+        return self._alloc_api(
+            cpu, lambda: self._vmalloc_node(size, align, gfp, node, caller, cpu=cpu)
+        )
 
     def vmalloc_node_range_api(
         self,
         size: int,
         align: int,
-        start: int,
-        end: int,
+        start: int | None = None,
+        end: int | None = None,
         gfp: int = GFP_KERNEL,
-        prot: int = PAGE_KERNEL,
+        prot: int | None = None,
         vm_flags: int = 0,
         node: int = NUMA_NO_NODE,
-        *,
-        cpu: int = 0,
         caller: str | None = None,
+        cpu: int = 0,
     ) -> int:
-        """``__vmalloc_node_range`` as an API entry (thread stacks, modules, BPF)."""
+        """``__vmalloc_node_range(size, align, start, end, gfp, prot, vm_flags, node,
+        caller)`` (thread stacks, modules, BPF); ``start``/``end`` default to the
+        vmalloc range, ``prot`` to PAGE_KERNEL."""
+        lo = self.VMALLOC_START if start is None else start
+        hi = self.VMALLOC_END if end is None else end
+        pr = PAGE_KERNEL if prot is None else prot
         return self._alloc_api(
             cpu,
             lambda: self._vmalloc_node_range(
-                size, align, start, end, gfp, prot, vm_flags, node, caller
+                size, align, lo, hi, gfp, pr, vm_flags, node, caller, cpu=cpu
             ),
         )
 
-    def vmalloc_huge(
-        self, size: int, gfp: int = GFP_KERNEL, *, cpu: int = 0, caller: str | None = None
-    ) -> int:
-        """``vmalloc_huge`` (6.x): ``VM_ALLOW_HUGE_VMAP``; PMD mappings for >= 2 MiB."""
-        if not self.v6:
-            raise ValueError(f"vmalloc_huge does not exist in kernel {self.profile.name}")
-        return self._alloc_api(
-            cpu, lambda: self._full(size, 1, gfp, VM_ALLOW_HUGE_VMAP, NUMA_NO_NODE, caller)
-        )
-
-    def vfree(self, addr: int, *, cpu: int = 0, in_interrupt: bool = False) -> None:
-        """``vfree``: in interrupt context defer (``vfree_atomic``), else free now."""
-        k = self.k
-        k._check_cpu(cpu)  # _enter(cpu), inlined
-        self.cpu = cpu
+    def vfree(self, addr: int, cpu: int = 0, in_interrupt: bool = False) -> None:
+        """``vfree(addr)``; in interrupt context the free is deferred to a work item
+        (as ``vfree_atomic``)."""
+        self.machine.check_cpu(cpu)  # _enter(cpu), inlined
         try:
-            if in_interrupt or self.in_interrupt or k.in_interrupt:  # _interrupt()
-                self.vfree_atomic_now(addr)
+            if in_interrupt or self._in_interrupt():
+                self.vfree_atomic_now(addr, cpu=cpu)
             else:
-                self.vfree_now(addr)
+                self.vfree_now(addr, cpu=cpu)
                 self.stats["vfree"] += 1
         finally:
-            k._after_call()  # _leave(), inlined
+            self._after_call()  # _leave(), inlined
 
-    def vfree_atomic(self, addr: int, *, cpu: int = 0) -> None:
-        """``vfree_atomic``: always deferred to the per-CPU work item."""
+    def vfree_atomic(self, addr: int, cpu: int = 0) -> None:
+        """``vfree_atomic(addr)``: always deferred to the per-CPU work item."""
         self._enter(cpu)
         try:
-            self.vfree_atomic_now(addr)
+            self.vfree_atomic_now(addr, cpu=cpu)
         finally:
             self._leave()
 
-    def _vunmap_54_checks(self, addr: int) -> bool:
+    def _vunmap_checks(self, addr: int) -> bool:
         """5.4 ``__vunmap``'s checks before ``remove_vm_area``: False after a WARN."""
         if addr & (PAGE_SIZE - 1):
             self.log.WARN(f"Trying to vfree() bad address ({addr:#x})")
@@ -901,11 +988,11 @@ class Vmalloc:
             return False
         return True
 
-    def vunmap(self, addr: int, *, cpu: int = 0) -> None:
-        """``vunmap``: release a vmap()ed area (pages stay with the caller)."""
+    def vunmap(self, addr: int, cpu: int = 0) -> None:
+        """``vunmap(addr)``: release a vmap()ed area (pages stay with the caller)."""
         self._enter(cpu)
         try:
-            self.vunmap_now(addr)
+            self.vunmap_now(addr, cpu=cpu)
             self.stats["vunmap"] += 1
         finally:
             self._leave()
@@ -915,22 +1002,25 @@ class Vmalloc:
         pages: Sequence[int] | npt.NDArray[np.integer[Any]],
         count: int | None = None,
         flags: int = VM_MAP,
-        prot: int = PAGE_KERNEL,
-        *,
+        prot: int | None = None,
         cpu: int = 0,
         caller: str | None = None,
     ) -> int:
         """``vmap(pages, count, flags, prot)``: map existing pages contiguously.
 
-        6.x WARNs and fails on ``VM_FLUSH_RESET_PERMS``, WARNs and drops
-        ``VM_NO_GUARD``, maps with ``pgprot_nx(prot)``; ``VM_MAP_PUT_PAGES`` makes the
-        area own the pages (vfree frees them). On a mapping failure: ``vunmap``.
+        ``flags`` default to VM_MAP, ``prot`` to PAGE_KERNEL. With
+        ``vmap_checks_flags`` (6.x) it WARNs and fails on ``VM_FLUSH_RESET_PERMS``,
+        WARNs and drops ``VM_NO_GUARD``, maps with ``pgprot_nx(prot)``;
+        ``VM_MAP_PUT_PAGES`` makes the area own the pages (vfree frees them). On a
+        mapping failure: ``vunmap``.
         """
         arr = np.asarray(pages, dtype=np.int64)
         n = len(arr) if count is None else count
+        if prot is None:
+            prot = PAGE_KERNEL
         self._enter(cpu)
         try:
-            if self.v6:
+            if self.profile.vmap_checks_flags:
                 if flags & VM_FLUSH_RESET_PERMS:
                     self.log.WARN("vmap: WARN_ON_ONCE(flags & VM_FLUSH_RESET_PERMS)")
                     return 0
@@ -941,11 +1031,11 @@ class Vmalloc:
             if n > self.phys.totalram_pages or n <= 0:
                 return 0
             size = n << PAGE_SHIFT
-            area = self.get_vm_area_caller(size, flags, caller)
+            area = self.get_vm_area_caller(size, flags, caller, cpu=cpu)
             if area is None:
                 return 0
             if self.vmap_pages_range(area.addr, area.addr + size, prot, arr[:n], PAGE_SHIFT):
-                self.vunmap_now(area.addr)
+                self.vunmap_now(area.addr, cpu=cpu)
                 return 0
             if flags & VM_MAP_PUT_PAGES:
                 area.pages = arr[:n].copy()
@@ -961,21 +1051,22 @@ class Vmalloc:
         self,
         pfns: Sequence[int] | npt.NDArray[np.integer[Any]],
         count: int | None = None,
-        prot: int = PAGE_KERNEL,
-        *,
         cpu: int = 0,
         caller: str | None = None,
+        *,
+        prot: int = PAGE_KERNEL,
     ) -> int:
-        """``vmap_pfn`` (5.10+): map raw pfns into a ``VM_IOREMAP`` area."""
+        """``vmap_pfn(pfns, count, prot)`` (5.10+): map raw pfns into a ``VM_IOREMAP``
+        area (``prot`` defaults to PAGE_KERNEL)."""
         arr = np.asarray(pfns, dtype=np.int64)
         n = len(arr) if count is None else count
         self._enter(cpu)
         try:
-            area = self.get_vm_area_caller(n * PAGE_SIZE, VM_IOREMAP, caller)
+            area = self.get_vm_area_caller(n * PAGE_SIZE, VM_IOREMAP, caller, cpu=cpu)
             if area is None:
                 return 0
             if self.pgt.map_pages(area.addr, arr[:n], pgprot_nx(prot)):
-                self.free_vm_area(area)
+                self.free_vm_area(area, cpu=cpu)
                 return 0
             self.ptes_written += n
             return area.addr
@@ -986,14 +1077,15 @@ class Vmalloc:
         self,
         phys_addr: int,
         size: int,
-        *,
-        prot: int = PAGE_KERNEL_NOCACHE,
         cpu: int = 0,
         caller: str | None = None,
+        *,
+        prot: int = PAGE_KERNEL_NOCACHE,
     ) -> int:
-        """x86 ``ioremap`` (``__ioremap_caller``): page-align the physical range,
-        ``get_vm_area_caller(size, VM_IOREMAP)`` (size-order alignment), record
-        ``phys_addr`` (vmallocinfo ``phys=``), map; returns vaddr + offset."""
+        """x86 ``ioremap(phys_addr, size)`` (``__ioremap_caller``): page-align the
+        physical range, ``get_vm_area_caller(size, VM_IOREMAP)`` (size-order
+        alignment), record ``phys_addr`` (vmallocinfo ``phys=``), map; returns vaddr
+        + offset."""
         self._enter(cpu)
         try:
             if not size or phys_addr + size - 1 < phys_addr:
@@ -1002,23 +1094,23 @@ class Vmalloc:
             offset = phys_addr & (PAGE_SIZE - 1)
             phys_addr &= ~(PAGE_SIZE - 1)
             size = _page_align(last + 1) - phys_addr
-            area = self.get_vm_area_caller(size, VM_IOREMAP, caller)
+            area = self.get_vm_area_caller(size, VM_IOREMAP, caller, cpu=cpu)
             if area is None:
                 return 0
             area.phys_addr = phys_addr
             base = phys_addr >> PAGE_SHIFT
             pfns = np.arange(base, base + (size >> PAGE_SHIFT), dtype=np.int64)
             if self.pgt.map_pages(area.addr, pfns, prot):
-                self.free_vm_area(area)
+                self.free_vm_area(area, cpu=cpu)
                 return 0
             self.ptes_written += len(pfns)
             return area.addr + offset
         finally:
             self._leave()
 
-    def iounmap(self, addr: int, *, cpu: int = 0) -> None:
-        """x86 ``iounmap``: page-align, find the area (``iounmap: bad address %p``),
-        ``remove_vm_area`` (lazy free) and free the vm_struct."""
+    def iounmap(self, addr: int, cpu: int = 0) -> None:
+        """x86 ``iounmap(addr)``: page-align, find the area (``iounmap: bad address
+        %p``), ``remove_vm_area`` (lazy free) and free the vm_struct."""
         self._enter(cpu)
         try:
             addr &= ~(PAGE_SIZE - 1)
@@ -1026,85 +1118,102 @@ class Vmalloc:
             if vm is None:
                 self.log.WARN(f"iounmap: bad address {addr:#x}")
                 return
-            self.remove_vm_area(vm.addr)
+            self.remove_vm_area(vm.addr, cpu=cpu)
             self.slab.kfree(vm.kaddr)
         finally:
             self._leave()
 
-    def get_vm_area_api(
-        self, size: int, flags: int, *, cpu: int = 0, caller: str | None = None
-    ) -> VmStruct | None:
-        """``get_vm_area``/``get_vm_area_caller`` as an API call."""
+    def get_vm_area_api(self, size: int, flags: int, cpu: int = 0) -> VmStruct | None:
+        """``get_vm_area(size, flags)``."""
         self._enter(cpu)
         try:
-            return self.get_vm_area_caller(size, flags, caller)
+            return self.get_vm_area_caller(size, flags, None, cpu=cpu)
+        finally:
+            self._leave()
+
+    def get_vm_area_caller_api(
+        self, size: int, flags: int, caller: str | None, cpu: int = 0
+    ) -> VmStruct | None:
+        """``get_vm_area_caller(size, flags, caller)``."""
+        self._enter(cpu)
+        try:
+            return self.get_vm_area_caller(size, flags, caller, cpu=cpu)
         finally:
             self._leave()
 
     def get_vm_area_caller_range_api(
-        self,
-        size: int,
-        flags: int,
-        start: int,
-        end: int,
-        *,
-        cpu: int = 0,
-        caller: str | None = None,
+        self, size: int, flags: int, start: int, end: int, caller: str | None, cpu: int = 0
     ) -> VmStruct | None:
         """``__get_vm_area_caller(size, flags, start, end, caller)``."""
         self._enter(cpu)
         try:
-            return self._get_vm_area_caller(size, flags, start, end, caller)
+            return self._get_vm_area_caller(size, flags, start, end, caller, cpu=cpu)
         finally:
             self._leave()
 
-    def free_vm_area_api(self, area: VmStruct, *, cpu: int = 0) -> None:
+    def free_vm_area_api(self, area: VmStruct, cpu: int = 0) -> None:
+        """``free_vm_area(area)``."""
         self._enter(cpu)
         try:
-            self.free_vm_area(area)
+            self.free_vm_area(area, cpu=cpu)
         finally:
             self._leave()
 
-    def remove_vm_area_api(self, addr: int, *, cpu: int = 0) -> VmStruct | None:
+    def remove_vm_area_api(self, addr: int, cpu: int = 0) -> VmStruct | None:
+        """``remove_vm_area(addr)``: the vm_struct stays the caller's to free."""
         self._enter(cpu)
         try:
-            return self.remove_vm_area(addr)
+            return self.remove_vm_area(addr, cpu=cpu)
         finally:
             self._leave()
 
-    def vm_unmap_aliases(self, *, cpu: int = 0) -> None:
-        """``vm_unmap_aliases``: flush vmap-block aliases and purge lazy areas."""
+    def vm_unmap_aliases(self, cpu: int = 0) -> None:
+        """``vm_unmap_aliases()``: flush vmap-block aliases and purge lazy areas."""
         self._enter(cpu)
         try:
-            self.vm_unmap_aliases_locked()
+            self.vm_unmap_aliases_locked(cpu=cpu)
         finally:
             self._leave()
 
     # ---------------------------------------------------------- kvmalloc & co
+    def kvmalloc(
+        self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0, caller: str | None = None
+    ) -> int:
+        """``kvmalloc(size, gfp)``: kmalloc, or vmalloc for large sizes."""
+        return self.kvmalloc_node(size, gfp, NUMA_NO_NODE, cpu, caller)
+
+    def kvzalloc(
+        self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0, caller: str | None = None
+    ) -> int:
+        """``kvzalloc(size, gfp)``: zeroed kvmalloc."""
+        return self.kvmalloc_node(size, gfp | _GFP_ZERO, NUMA_NO_NODE, cpu, caller)
+
     def kvmalloc_node(
         self,
         size: int,
         gfp: int = GFP_KERNEL,
         node: int = NUMA_NO_NODE,
-        *,
         cpu: int = 0,
         caller: str | None = None,
     ) -> int:
-        """``kvmalloc_node``: try kmalloc, fall back to vmalloc for > PAGE_SIZE.
+        """``kvmalloc_node(size, gfp, node)``: try kmalloc, fall back to vmalloc for
+        more than a page.
 
-        5.4: non-GFP_KERNEL masks use kmalloc only; larger-than-page kmalloc tries
-        get ``_GFP_NOWARN | _GFP_NORETRY``; fallback ``__vmalloc_node_flags_caller``.
-        6.16-6.18: the kmalloc try gets ``_GFP_NOWARN``, loses direct reclaim
-        (unless ``_GFP_RETRY_MAYFAIL``) and ``_GFP_NOFAIL``; non-blocking masks get
-        NULL; sizes above INT_MAX WARN; the fallback allows huge mappings.
+        Without ``kvmalloc_any_gfp`` (5.4): non-GFP_KERNEL masks use kmalloc only;
+        larger-than-page kmalloc tries get ``_GFP_NOWARN | _GFP_NORETRY``; fallback
+        ``__vmalloc_node_flags_caller``. With it (6.16-6.18): the kmalloc try gets
+        ``_GFP_NOWARN``, loses direct reclaim (unless ``_GFP_RETRY_MAYFAIL``) and
+        ``_GFP_NOFAIL``; non-blocking masks get NULL; sizes above INT_MAX WARN; the
+        fallback allows huge mappings.
         """
         self._enter(cpu)
         try:
-            if self._interrupt() and gfp & _GFP_DIRECT_RECLAIM:
+            if self._in_interrupt() and gfp & _GFP_DIRECT_RECLAIM:
                 self.log.BUG("kvmalloc: might_sleep() in interrupt context")
                 return 0
+            any_gfp = self.profile.kvmalloc_any_gfp
             kgfp = gfp
-            if not self.v6:
+            if not any_gfp:
                 if (gfp & GFP_KERNEL) != GFP_KERNEL:
                     return self.slab.kmalloc(size, gfp, node)
                 if size > PAGE_SIZE:
@@ -1119,23 +1228,23 @@ class Vmalloc:
             ret = self.slab.kmalloc(size, kgfp, node)
             if ret or size <= PAGE_SIZE:
                 return ret
-            if self.v6:
+            if any_gfp:
                 if not gfp & _GFP_DIRECT_RECLAIM:
                     return 0
                 if size > INT_MAX:
                     if not gfp & _GFP_NOWARN:
                         self.log.WARN(f"kvmalloc: size {size} > INT_MAX")
                     return 0
-                return self._full(size, 1, gfp, VM_ALLOW_HUGE_VMAP, node, caller)
-            return self._vmalloc_node_flags(size, node, gfp, caller)
+                return self._full(size, 1, gfp, VM_ALLOW_HUGE_VMAP, node, caller, cpu=cpu)
+            return self._vmalloc_node_flags(size, node, gfp, caller, cpu=cpu)
         finally:
             self._leave()
 
-    def kvfree(self, addr: int, *, cpu: int = 0) -> None:
-        """``kvfree``: vfree or kfree depending on ``is_vmalloc_addr``."""
+    def kvfree(self, addr: int, cpu: int = 0) -> None:
+        """``kvfree(addr)``: vfree or kfree depending on ``is_vmalloc_addr``."""
         self._enter(cpu)
         try:
-            self.kvfree_now(addr)
+            self.kvfree_now(addr, cpu=cpu)
         finally:
             self._leave()
 
@@ -1144,24 +1253,24 @@ class Vmalloc:
         p: int,
         size: int,
         gfp: int = GFP_KERNEL,
-        *,
         align: int = 1,
         nid: int = NUMA_NO_NODE,
         cpu: int = 0,
         caller: str | None = None,
     ) -> int:
-        """``vrealloc_node_align`` (6.18; vrealloc since 6.12).
+        """``vrealloc_node_align(p, size, align, gfp, nid)`` (``has_vrealloc``:
+        vrealloc since 6.12).
 
         ``size == 0`` frees; shrinking or growing within the page-rounded area only
         updates ``requested_size`` (shrinking zeroes the tail, as with
         init_on_free/alloc); otherwise allocate, copy ``requested_size`` bytes, vfree.
         """
-        if not self.v6:
+        if not self.profile.has_vrealloc:
             raise ValueError(f"vrealloc does not exist in kernel {self.profile.name}")
         self._enter(cpu)
         try:
             if not size:
-                self.vfree_now(p)
+                self.vfree_now(p, cpu=cpu)
                 return 0
             old = 0
             if p:
@@ -1192,12 +1301,12 @@ class Vmalloc:
                 if not need_realloc and size <= alloced:
                     vm.requested_size = size
                     return p
-            n = self._vmalloc_node(size, align, gfp, nid, caller)
+            n = self._vmalloc_node(size, align, gfp, nid, caller, cpu=cpu)
             if not n:
                 return 0
             if p:
                 self.pgt.write(n, self.pgt.read(p, old))
-                self.vfree_now(p)
+                self.vfree_now(p, cpu=cpu)
             return n
         finally:
             self._leave()
@@ -1208,26 +1317,47 @@ class Vmalloc:
         pages: Sequence[int] | npt.NDArray[np.integer[Any]],
         count: int | None = None,
         node: int = NUMA_NO_NODE,
-        *,
         cpu: int = 0,
     ) -> int:
-        """``vm_map_ram``: small counts from a per-CPU vmap block, else a VA of its
-        own (``VMAP_RAM``, align PAGE_SIZE, no guard, no vm_struct)."""
+        """``vm_map_ram(pages, count, node)``: small counts from a per-CPU vmap block,
+        else a VA of its own (``VMAP_RAM``, align PAGE_SIZE, no guard, no vm_struct)."""
         arr = np.asarray(pages, dtype=np.int64)
         n = len(arr) if count is None else count
         self._enter(cpu)
         try:
-            return self.blocks.vm_map_ram(arr[:n], n, node)
+            return self.blocks.vm_map_ram(arr[:n], n, node, cpu=cpu)
         finally:
             self._leave()
 
-    def vm_unmap_ram(self, addr: int, count: int, *, cpu: int = 0) -> None:
-        """``vm_unmap_ram``: ``vb_free`` for small counts, else free the VA lazily."""
+    def vm_unmap_ram(self, addr: int, count: int, cpu: int = 0) -> None:
+        """``vm_unmap_ram(addr, count)``: ``vb_free`` for small counts, else free the
+        VA lazily."""
         self._enter(cpu)
         try:
-            self.blocks.vm_unmap_ram(addr, count)
+            self.blocks.vm_unmap_ram(addr, count, cpu=cpu)
         finally:
             self._leave()
+
+    # ------------------------------------------------------- pages for the user
+    def alloc_pages(self, nr: int = 1, gfp: int = GFP_KERNEL) -> list[int]:
+        """Order-0 pages for the caller (e.g. to vmap); tracked by the accounting check.
+
+        Returns fewer than ``nr`` pfns if memory runs out.
+        """
+        out: list[int] = []
+        for _ in range(nr):
+            pfn = self.phys.alloc_pages(gfp, 0)
+            if pfn is None:
+                break
+            out.append(pfn)
+        self.external_pages += len(out)
+        return out
+
+    def free_pages(self, pfns: Sequence[int]) -> None:
+        """Give back pages from :meth:`alloc_pages`."""
+        for pfn in pfns:
+            self.phys.free_pages(int(pfn), 0)
+        self.external_pages -= len(pfns)
 
     # ------------------------------------------------------------- inspection
     def vmalloc_to_page(self, addr: int) -> int | None:
@@ -1241,14 +1371,17 @@ class Vmalloc:
 
     def vread(self, addr: int, n: int) -> bytes:
         """``vread_iter`` (6.x; ``vread`` in 5.4) into a buffer: bytes of ``[addr,
-        addr + n)``; holes (guard pages, unmapped or unused ranges) read as zeros."""
+        addr + n)``; holes (guard pages, unmapped or unused ranges) read as zeros.
+        With ``vmap_ram_flags`` an area without a vm_struct is read only if it is a
+        ``VMAP_RAM`` one."""
+        need_vm = self.profile.vmap_ram_flags
         out = bytearray(n)
         pos = 0
         while pos < n:
             a = addr + pos
             take = min(n - pos, PAGE_SIZE - (a & (PAGE_SIZE - 1)))
             va = self.space.find_vmap_area(a)
-            if va is not None and (va.vm is not None or va.flags & VMAP_RAM or not self.v6):
+            if va is not None and (va.vm is not None or va.flags & VMAP_RAM or not need_vm):
                 pfn = self.pgt.lookup_pfn(a)
                 if pfn is not None and self.phys.pfn_valid(pfn):
                     out[pos : pos + take] = self.phys.read(pfn, a & (PAGE_SIZE - 1), take)
@@ -1276,47 +1409,11 @@ class Vmalloc:
             if va.vm is not None:
                 yield va.vm
 
-    # ---------------------------------------------------------------- faults
-    def describe_fault(self, addr: int) -> str | None:
-        """Name the area whose guard page, unmapped part or freed range holds ``addr``."""
-        if not self.is_vmalloc_addr(addr) and not (
-            self.machine.modules_vaddr <= addr < self.machine.modules_end
-        ):
-            return None
-        va = self.space.find_vmap_area(addr)
-        if va is not None:
-            vm: VmStruct | None = va.vm
-            if vm is None:
-                return f"{addr:#x} is inside vm_map_ram area {va.va_start:#x}-{va.va_end:#x} (unmapped part)"
-            who = f" ({vm.caller})" if vm.caller else ""
-            usable = vm.addr + get_vm_area_size(vm)
-            if addr >= usable:
-                return (
-                    f"{addr:#x} is in the guard page of vmalloc area "
-                    f"{vm.addr:#x}-{vm.addr + vm.size:#x}{who}: out-of-bounds access"
-                )
-            return f"{addr:#x} is inside vm area {vm.addr:#x}-{vm.addr + vm.size:#x}{who} but not mapped"
-        for lazy in self.space.lazy:
-            if lazy.va_start <= addr < lazy.va_end:
-                return (
-                    f"{addr:#x} is in freed vmap area {lazy.va_start:#x}-{lazy.va_end:#x} "
-                    "(lazily freed, not yet purged): use after vfree()"
-                )
-        for _nid, _idx, pooled in self.space.pooled_areas():
-            if pooled.va_start <= addr < pooled.va_end:
-                return (
-                    f"{addr:#x} is in freed vmap area {pooled.va_start:#x}-{pooled.va_end:#x} "
-                    "(in a vmap-node pool): use after vfree()"
-                )
-        return f"{addr:#x} is in free vmalloc space (never allocated, or freed and purged)"
-
     # ------------------------------------------------------------- accounting
     def check(self) -> None:
         """Accounting: ``nr_vmalloc_pages`` equals the pages of live VM_ALLOC areas;
         every page the model took is accounted for (vmalloc, vmap-owned, slab,
         page tables, pages handed to the user); areas are consistent."""
-        from pyvmalloc.errors import InvariantError
-
         nr = 0
         put = 0
         for vm in self.areas():
@@ -1337,13 +1434,16 @@ class Vmalloc:
         if put != self.put_pages:
             raise InvariantError(f"VM_MAP_PUT_PAGES pages {self.put_pages} != {put}")
         self.blocks.check()
-        used = self.k.phys_pages_used()
+        if self._pages_used is None:
+            return
+        used = self._pages_used()
+        pgtable_pages = self._pgtable_pages_added()
         expect = (
             self.nr_vmalloc_pages
             + self.put_pages
             + self.slab.slab_pages
             + self.slab.large_pages
-            + self.k.pgtable_pages_added()
+            + pgtable_pages
             + self.external_pages
         )
         if used != expect:
@@ -1351,23 +1451,50 @@ class Vmalloc:
                 f"page accounting: {used} pages in use since boot, but vmalloc "
                 f"{self.nr_vmalloc_pages} + vmap-owned {self.put_pages} + slab "
                 f"{self.slab.slab_pages + self.slab.large_pages} + page tables "
-                f"{self.k.pgtable_pages_added()} + user {self.external_pages} = {expect} "
+                f"{pgtable_pages} + user {self.external_pages} = {expect} "
                 "(pages taken from k.phys directly are not tracked: use k.alloc_pages)"
             )
 
-    @contextlib.contextmanager
-    def interrupt_context(self) -> Iterator[None]:
-        saved = self.in_interrupt
-        self.in_interrupt = True
-        try:
-            yield
-        finally:
-            self.in_interrupt = saved
-
 
 # The exact kernel names (Python would mangle them inside the class body).
-for _py, _kname in KERNEL_NAMES.items():
-    setattr(Vmalloc, _kname, getattr(Vmalloc, _py))
-del _py, _kname
+install_kernel_names(Vmalloc, *KERNEL_NAMES.values())
 
-_unused = VaState  # re-exported for type users
+
+def describe_fault(machine: Machine, space: VmapSpace, addr: int) -> str | None:
+    """Name the area whose guard page, unmapped part or freed range holds ``addr``.
+
+    The page tables call this (as their ``fault_describer``) to add a line to an oops
+    in the vmalloc or module range; it reads only the vmap allocator's state.
+    """
+    if not machine.vmalloc_start <= addr < machine.vmalloc_end and not (
+        machine.modules_vaddr <= addr < machine.modules_end
+    ):
+        return None
+    va = space.find_vmap_area(addr)
+    if va is not None:
+        vm: VmStruct | None = va.vm
+        if vm is None:
+            return f"{addr:#x} is inside vm_map_ram area {va.va_start:#x}-{va.va_end:#x} (unmapped part)"
+        who = f" ({vm.caller})" if vm.caller else ""
+        usable = vm.addr + get_vm_area_size(vm)
+        if addr >= usable:
+            return (
+                f"{addr:#x} is in the guard page of vmalloc area "
+                f"{vm.addr:#x}-{vm.addr + vm.size:#x}{who}: out-of-bounds access"
+            )
+        return (
+            f"{addr:#x} is inside vm area {vm.addr:#x}-{vm.addr + vm.size:#x}{who} but not mapped"
+        )
+    for lazy in space.lazy:
+        if lazy.va_start <= addr < lazy.va_end:
+            return (
+                f"{addr:#x} is in freed vmap area {lazy.va_start:#x}-{lazy.va_end:#x} "
+                "(lazily freed, not yet purged): use after vfree()"
+            )
+    for _nid, _idx, pooled in space.pooled_areas():
+        if pooled.va_start <= addr < pooled.va_end:
+            return (
+                f"{addr:#x} is in freed vmap area {pooled.va_start:#x}-{pooled.va_end:#x} "
+                "(in a vmap-node pool): use after vfree()"
+            )
+    return f"{addr:#x} is in free vmalloc space (never allocated, or freed and purged)"

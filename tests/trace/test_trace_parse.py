@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 from pathlib import Path
 
 import pytest
 
+from pyvmalloc.errors import InputError
 from pyvmalloc.trace import parse as P
 from pyvmalloc.trace.events import AllocVmapArea, FreeVmapAreaNoflush, PurgeVmapAreaLazy
 from pyvmalloc.trace.parse import TraceParseError, iter_trace, open_text, parse_trace
@@ -282,7 +284,7 @@ def test_malformed_gz_line_and_lines_input() -> None:
 def test_truncated_gz_is_a_parse_error(tmp_path: Path) -> None:
     data = gzip.compress(("\n".join([ALLOC] * 2000) + "\n").encode())
     (tmp_path / "t.gz").write_bytes(data[: len(data) // 2])
-    with pytest.raises(TraceParseError, match="read error"):
+    with pytest.raises(TraceParseError, match="gzip data is truncated"):
         parse_trace(tmp_path / "t.gz")
 
 
@@ -295,7 +297,7 @@ def test_last_line_without_newline_and_crlf(tmp_path: Path) -> None:
 
 
 def test_directory_without_trace(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(InputError, match=r"no trace or trace\.gz"):
         parse_trace(tmp_path)
 
 
@@ -311,3 +313,171 @@ def test_throughput_smoke(tmp_path: Path) -> None:
     res = parse_trace(big)
     rate = res.lines / (time.perf_counter() - t0)
     assert res.lines >= 50_000 and rate > 100_000
+
+
+# ---------------------------------------------------------------- hostile input (issue 11)
+
+
+def _one_bad(line: str, **kw: object) -> InputError:
+    with pytest.raises(InputError) as ei:
+        parse_trace(["# tracer: nop", line], path="t", **kw)  # type: ignore[arg-type]
+    assert isinstance(ei.value, TraceParseError) and isinstance(ei.value, ValueError)
+    assert str(ei.value).startswith("t:2: ")
+    return ei.value
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "says"),
+    [
+        ("size=40960", "size=40961", "not a multiple of PAGE_SIZE"),
+        ("size=40960", "size=0", "is zero"),
+        ("size=40960", "size=36893488147419103232", "does not fit an unsigned long"),
+        ("align=1", "align=0", "not a power of two"),
+        ("align=1", "align=3", "not a power of two"),
+        ("va_start: 18446683600583966720", "va_start: 18446744073709547520", "past vend"),
+        ("va_start: 18446683600583966720", "va_start: 99999999999999999999", "unsigned long"),
+        ("va_start: 18446683600583966720", "va_start: 18446683600570019840", "below vstart"),
+        ("va_start: 18446683600583966720", "va_start: 18446683600583966721", "not aligned"),
+        ("vstart=0xffffc90000000000", "vstart=0xfffff00000000000", "above vend"),
+        ("failed=0", "failed=2", "failed=0 or failed=1"),
+        ("failed=0", "failed=1", "neither an error code"),
+        ("failed=0", "failed=" + "9" * 5000, "malformed alloc_vmap_area"),
+        ("size=40960", "size=" + "9" * 5000, "malformed alloc_vmap_area"),
+        ("[000]", "[999999]", "CPU 999999 does not exist"),
+        (
+            "va_start: 18446683600583966720 size=40960 align=1 vstart=0xffffc90000000000",
+            "va_start: 0 size=40960 align=1 vstart=0x0",
+            "never hands out address 0",
+        ),
+    ],
+)
+def test_events_the_kernel_cannot_emit(old: str, new: str, says: str) -> None:
+    assert old in ALLOC
+    err = _one_bad(ALLOC.replace(old, new))
+    assert says in str(err)
+    assert "the kernel" in str(err) or "malformed" in str(err)
+
+
+def test_kernel_failure_forms_accepted() -> None:
+    """6.16+ prints an error code with failed=1; 6.2-6.15 print vend with failed=1."""
+    enoent = ALLOC.replace("va_start: 18446683600583966720", "va_start: 18446744073709551614")
+    vend = ALLOC.replace("va_start: 18446683600583966720", f"va_start: {0xFFFFE8FFFFFFFFFF}")
+    res = parse_trace([x.replace("failed=0", "failed=1") for x in (enoent, vend)])
+    assert [e.failed for e in res.events] == [1, 1]
+    err = _one_bad(enoent)  # an error code with failed=0
+    assert "failed=1" in str(err)
+
+
+def test_cpu_bound_from_meta() -> None:
+    line = ALLOC.replace("[000]", "[002]")
+    assert parse_trace([line], cpus=3).events[0].cpu == 2
+    err = _one_bad(line, cpus=2)
+    assert "CPUs are 0-1 (cpus_possible in meta.json)" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        (FREE.replace("va_start=0xffffc900053c0000", "va_start=0xffffc900053c0001"), "page"),
+        (FREE.replace("nr_lazy=16802", "nr_lazy=0"), "nr_lazy=0"),
+        (FREE.replace("nr_lazy=16802", "nr_lazy=99999999999999999999"), "unsigned long"),
+        (PURGE.replace("num_purged=176", "num_purged=4294967296"), "unsigned int"),
+        (PURGE.replace("start=0xffffc900000c6000", "start=0xffffc900057c0000"), "start < end"),
+        (PURGE.replace("start=0xffffc900000c6000", "start=0xffffc900000c6001"), "page aligned"),
+    ],
+)
+def test_free_and_purge_the_kernel_cannot_emit(line: str, says: str) -> None:
+    assert says in str(_one_bad(line))
+
+
+def test_empty_purge_accepted() -> None:
+    empty = PURGE.replace("start=0xffffc900000c6000 end=0xffffc900057c0000 num_purged=176", "")
+    empty += f"start={(1 << 64) - 1:#x} end=0x0 num_purged=0"
+    (p,) = parse_trace([empty]).events
+    assert isinstance(p, PurgeVmapAreaLazy) and p.npurged == 0
+
+
+def test_malformed_says_what_the_kernel_prints() -> None:
+    err = _one_bad(FREE.replace("nr_lazy=16802 ", ""))
+    assert "va_start=0x%lx nr_lazy=%lu nr_lazy_max=%lu" in str(err)
+
+
+@pytest.mark.parametrize("n", [1 << 20])
+@pytest.mark.parametrize(
+    "filler", ["\t", " ", "-1 ", "a-1 [0] ", ":", "x", "-", "0", "(", "\x0b", "-1 (1) [1] x "]
+)
+def test_long_lines_parse_in_linear_time(n: int, filler: str) -> None:
+    """A 1 MiB line of any repeated piece takes well under a second (issue 11: the
+    lazy ``(.*?)\\s*$`` took 11.5 s for 64 KB of tabs)."""
+    import time
+
+    pieces = [
+        MARK + filler * (n // len(filler)) + "end",
+        "          python-4180    [000] .....   453.995057: sched_x: "
+        + filler * (n // len(filler)),
+        filler * (n // len(filler)),
+        "   " + "a-1 " * (n // 4) + "[000] 1.0: x: y",
+    ]
+    for text in pieces:
+        t0 = time.perf_counter()
+        with contextlib.suppress(InputError):
+            parse_trace([text])
+        assert time.perf_counter() - t0 < 0.5, (filler, text[:40])
+
+
+def test_line_numbers_only_split_at_newline(tmp_path: Path) -> None:
+    """The kernel's files end lines at \\n only; str.splitlines also splits at \\x0b,
+    \\x0c, \\x1c-\\x1e, \\x85 and U+2028 and would number every later line wrong."""
+    odd = MARK + "a\x0bb\x0cc\x1cd\x1de\x1ef\x85g\u2028h\u2029i\ri"
+    f = tmp_path / "t"
+    f.write_text("\n".join(["# tracer: nop", odd, ALLOC, "garbage", FREE]) + "\n", newline="")
+    with pytest.raises(InputError, match=r":4: not an ftrace event line"):
+        parse_trace(f)
+    res = parse_trace([odd, ALLOC])
+    assert res.markers[0].line == 1 and res.events[0].line == 2
+    assert res.markers[0].text.endswith("i\ri")
+    f.write_text("\n".join([odd, ALLOC]) + "\n", newline="")
+    assert [e.line for e in parse_trace(f).events] == [2]
+
+
+def test_non_utf8_task_kept_other_bytes_are_errors(tmp_path: Path) -> None:
+    """A task may name itself with any bytes (prctl PR_SET_NAME), and tracefs prints
+    them raw: such a line parses. Bytes where the kernel prints ASCII are an error."""
+    f = tmp_path / "t"
+    f.write_bytes(ALLOC.replace("python", "pyth\xffn").encode("latin-1") + b"\n")
+    (e,) = parse_trace(f).events
+    assert e.task == "pyth\udcffn"
+    f.write_bytes(b"# tracer: nop\n" + "\u00e9\u00e8".encode("utf-16") + b"\n")
+    with pytest.raises(InputError, match=r":2: not an ftrace event line"):
+        parse_trace(f)
+
+
+def test_damaged_gzip(tmp_path: Path) -> None:
+    data = gzip.compress(("\n".join([ALLOC] * 3000) + "\n").encode())
+    f = tmp_path / "trace.gz"
+    f.write_bytes(b"")
+    with pytest.raises(InputError, match=r"trace\.gz: empty file, not gzip data"):
+        parse_trace(f)
+    f.write_bytes(data[:20] + bytes([data[20] ^ 0xFF]) + data[21:])
+    with pytest.raises(InputError, match="gzip data is damaged"):
+        parse_trace(f)
+    f.write_bytes(b"not gzip at all")
+    with pytest.raises(InputError, match="gzip data is damaged"):
+        parse_trace(f)
+    f.write_bytes(data + b"trailing garbage")
+    with pytest.raises(InputError, match="gzip data"):
+        parse_trace(f)
+    f.write_bytes(gzip.compress(b""))  # a valid gzip of nothing is an empty trace
+    assert parse_trace(f).events == []
+
+
+def test_symlinked_trace_in_capture_dir_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("root:$6$hash:19000:0:99999:7:::\n")
+    d = tmp_path / "cap"
+    d.mkdir()
+    (d / "trace").symlink_to(secret)
+    with pytest.raises(InputError) as ei:
+        parse_trace(d)
+    assert "symbolic link" in str(ei.value) and "$6$" not in str(ei.value)
+    assert "secret" not in str(ei.value)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pyvmalloc.errors import InputError
 from pyvmalloc.trace.snapshot import (
     HashedAddressError,
     VmallocInfoError,
@@ -34,10 +35,10 @@ LIVE = """\
 V54 = """\
 0xffffc90000000000-0xffffc90000002000    8192 acpi_os_map_iomem+0x1ac/0x1c0 phys=0x00000000fed00000 ioremap
 0xffffc90000002000-0xffffc90000004000    8192 bpf_prog_alloc_no_stats+0x4c/0xe0 pages=1 vmalloc N0=1
-0xffffc90000004000-0xffffc90000006000    8192 e1000_probe+0x3fa/0xd20 [e1000] pages=1 vmalloc N0=1 N1=0
+0xffffc90000004000-0xffffc90000006000    8192 e1000_probe+0x3fa/0xd20 [e1000] pages=1 vmalloc N1=1
 0xffffc90000010000-0xffffc90000050000  262144 vm_map_ram
 0xffffc90000060000-0xffffc90000063000   12288 dma_direct_alloc+0x12/0x20 pages=2 vmap user dma-coherent N0=2
-0xffffc90000020000-0xffffc90000024000   16384 unpurged vm_area
+0xffffc90000054000-0xffffc90000058000   16384 unpurged vm_area
 0xffffc90000070000-0xffffc90000072000    8192 unpurged vm_area
 0xffffc90000050000-0xffffc90000052000    8192 unpurged vm_area
 """
@@ -62,7 +63,7 @@ def test_5_4_format() -> None:
     assert not info.has_sparse
     e = info.entries[2]
     assert e.caller == "e1000_probe+0x3fa/0xd20" and e.module == "e1000"
-    assert e.numa == {0: 1, 1: 0}
+    assert e.numa == {1: 1}
     assert info.entries[3].kind == "vm_map_ram" and info.entries[3].size == 262144
     assert info.entries[4].flags == {"vmap", "user", "dma-coherent"}
     assert info.busy_order_problems(1) == []  # global ascending order
@@ -158,3 +159,140 @@ def test_malformed_lines(tmp_path: Path, line: str, message: str) -> None:
         parse_vmallocinfo(f)
     assert ei.value.line == 2 and ei.value.path == str(f)
     assert str(ei.value).startswith(f"{f}:2: ") and message in str(ei.value)
+
+
+# ---------------------------------------------------------------- hostile input (issue 11)
+
+A = "0xffffc90000010000-0xffffc90000013000   12288 foo+0x1/0x2 pages=2 vmalloc N0=2"
+B = "0xffffc90000020000-0xffffc90000022000    8192 bar+0x1/0x2 pages=1 vmalloc N0=1"
+U = "0xffffc90000030000-0xffffc90000032000    8192 unpurged vm_area"
+
+
+def _bad(lines: list[str], tmp_path: Path) -> str:
+    f = tmp_path / "vmallocinfo"
+    f.write_text("\n".join(lines) + "\n", newline="")
+    with pytest.raises(InputError) as ei:
+        parse_vmallocinfo(f)
+    assert isinstance(ei.value, VmallocInfoError)
+    return str(ei.value).removeprefix(str(f))
+
+
+@pytest.mark.parametrize(
+    ("lines", "where", "says"),
+    [
+        ([A, B, A], ":3:", "the same area as line 1"),
+        ([A, B, B.replace("bar", "baz")], ":3:", "the same area as line 2"),
+        (
+            [
+                A,
+                B,
+                A.replace("13000   12288", "12000    8192").replace("2 vmalloc N0=2", "1 vmalloc"),
+            ],
+            ":3:",
+            "overlapping line 1",
+        ),
+        (
+            [A, B, "0xffffc90000012000-0xffffc90000014000    8192 unpurged vm_area"],
+            ":3:",
+            "overlapping line 1",
+        ),
+        ([U, A, "0xffffc90000030000-0xffffc90000031000    4096 vm_map_ram"], ":3:", "overlapping"),
+        ([A, U, U], ":3:", "same area"),
+    ],
+)
+def test_overlapping_areas_refused(tmp_path: Path, lines: list[str], where: str, says: str) -> None:
+    msg = _bad(lines, tmp_path)
+    assert msg.startswith(where) and says in msg and "never overlap" in msg
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        (A.replace("pages=2", "pages=4"), "spans 3 pages"),
+        (A.replace("pages=2", "pages=" + "9" * 5000), "misplaced or malformed"),
+        (A.replace("12288", "1" + "0" * 5000), "size is not a decimal"),
+        (A.replace("12288", "\u0661\u0662\u0662\u0668\u0668"), "size is not a decimal"),
+        (A.replace("N0=2", "N1024=2"), "MAX_NUMNODES"),
+        (A.replace("N0=2", "N1=1 N0=1"), "ascending"),
+        (A.replace("N0=2", "N0=2 N1=0"), "only nodes holding"),
+        (A.replace("vmalloc", "phys=0x" + "f" * 17 + " vmalloc"), "misplaced or malformed"),
+        (A.replace(" pages", "\x0bpages"), "unexpected word"),
+    ],
+)
+def test_impossible_lines(tmp_path: Path, line: str, says: str) -> None:
+    msg = _bad([B, line], tmp_path)
+    assert msg.startswith(":2:") and says in msg
+    assert "the kernel" in msg
+
+
+def test_line_numbers_split_only_at_newline(tmp_path: Path) -> None:
+    f = tmp_path / "vmallocinfo"
+    f.write_text(A + "\n" + B.replace("bar+0x1/0x2", "bar\x85x") + "\n", newline="")
+    with pytest.raises(InputError, match=r"vmallocinfo:2: unexpected word 'bar\\x85x'"):
+        parse_vmallocinfo(f)
+    info = parse_vmallocinfo(A + "\n\n" + B + "\n")
+    assert [e.line for e in info.entries] == [1, 3]
+
+
+def test_not_utf8_and_gzip_damage(tmp_path: Path) -> None:
+    import gzip
+
+    f = tmp_path / "vmallocinfo"
+    f.write_bytes((A + "\n").encode() + b"0x\xff\n")
+    with pytest.raises(InputError, match=r"vmallocinfo:2: not UTF-8 text \(byte 0xff\)"):
+        parse_vmallocinfo(f)
+    g = tmp_path / "v.gz"
+    g.write_bytes(b"")
+    with pytest.raises(InputError, match="empty file, not gzip"):
+        parse_vmallocinfo(g)
+    g.write_bytes(gzip.compress((A + "\n").encode())[:-9])
+    with pytest.raises(InputError, match=r"v\.gz: cannot read"):
+        parse_vmallocinfo(g)
+
+
+def test_symlink_in_capture_dir_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$hash:19000:0:99999:7:::\n")
+    (tmp_path / "cap").mkdir()
+    (tmp_path / "cap" / "vmallocinfo").symlink_to(secret)
+    with pytest.raises(InputError) as ei:
+        parse_vmallocinfo(tmp_path / "cap")
+    assert "symbolic link" in str(ei.value) and "$6$" not in str(ei.value)
+
+
+def test_too_many_lazy_runs_is_an_input_error() -> None:
+    info = parse_vmallocinfo(V54, path="v54")
+    with pytest.raises(InputError, match=r"^v54:8: 2 ascending runs"):
+        infer_lazy_nodes(info, 1)
+
+
+def test_long_line_linear() -> None:
+    import time
+
+    for text in (A + " " + "N0=1 " * 200_000, "0x" + "f" * 1_000_000, A + "\t" * 1_000_000 + "x"):
+        t0 = time.perf_counter()
+        with pytest.raises(InputError):
+            parse_vmallocinfo(text + "\n")
+        assert time.perf_counter() - t0 < 0.5
+
+
+@pytest.mark.parametrize(
+    ("line", "cls", "says"),
+    [
+        ("0x0000000000000000-0x0000000000002000    8192 vm_map_ram", HashedAddressError, "hashed"),
+        ("0x0000000000001000-0x0000000000003000    8192 vm_map_ram", HashedAddressError, "hashed"),
+        (
+            "0x0000700000001000-0x0000700000003000    8192 vm_map_ram",
+            VmallocInfoError,
+            "kernel half",
+        ),
+        ("0x00000000-0x00002000    8192 vm_map_ram", VmallocInfoError, "PAGE_OFFSET"),
+        ("0x3ffff000-0x40001000    8192 vm_map_ram", VmallocInfoError, "PAGE_OFFSET"),
+        ("0xf8000000-0xf8002000    8192 vm_map_ram\n" + B, VmallocInfoError, "one width"),
+    ],
+)
+def test_addresses_the_kernel_cannot_hold(line: str, cls: type, says: str) -> None:
+    """Address 0 or a user-half address would reach the replay model as an area it
+    cannot place (issue 11: InvariantError 'cannot claim 0x0-0x2000')."""
+    with pytest.raises(cls, match=says):
+        parse_vmallocinfo(line + "\n")

@@ -7,20 +7,25 @@ least ``VMALLOC_START``, ``VMALLOC_END``, ``MODULES_VADDR``, ``MODULES_END``,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pyvmalloc.arch.spec import MachineSpec
 
-if TYPE_CHECKING:
-    from pyvmalloc.config import Machine
-
-__all__ = ["arch_layout"]
+__all__ = ["MachineSpec", "arch_layout"]
 
 
-def arch_layout(machine: Machine) -> dict[str, int]:
+def arch_layout(machine: MachineSpec) -> dict[str, int]:
     """The constants of ``machine.arch`` for this machine."""
     if machine.arch == "x86_64":
         from pyvmalloc.arch import x86_64
 
         return x86_64.layout(machine)
+    if machine.arch == "arm":
+        from pyvmalloc.arch import arm
+
+        return arm.layout(machine)
+    if machine.arch == "arm64":
+        from pyvmalloc.arch import arm64
+
+        return arm64.layout(machine)
     from pyvmalloc.arch import i386
 
     return i386.layout(machine)

@@ -39,7 +39,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pyvmalloc.config import Machine
+    from pyvmalloc.arch.spec import MachineSpec
 
 PAGE_SIZE = 4096
 PAGE_OFFSET = 0xC0000000
@@ -59,14 +59,14 @@ CPU_ENTRY_AREA_PAGES = 64
 MAX_NONPAE_BYTES = 1 << 32
 
 
-def vmalloc_reserve(machine: Machine) -> int:
+def vmalloc_reserve(machine: MachineSpec) -> int:
     """``__VMALLOC_RESERVE``: 128 MiB, or ``vmalloc=`` + ``VMALLOC_OFFSET``."""
     if machine.vmalloc_reserve:
         return machine.vmalloc_reserve + VMALLOC_OFFSET
     return DEFAULT_VMALLOC_RESERVE
 
 
-def layout(machine: Machine) -> dict[str, int]:
+def layout(machine: MachineSpec) -> dict[str, int]:
     fixaddr_tot_start = FIXADDR_TOP - FIXMAP_PAGES * PAGE_SIZE
     cpu_entry_area_base = (fixaddr_tot_start - PAGE_SIZE * (CPU_ENTRY_AREA_PAGES + 1)) & PMD_MASK
     ldt_base = (cpu_entry_area_base - PAGE_SIZE) & PMD_MASK

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pyvmalloc.config import Machine
+    from pyvmalloc.arch.spec import MachineSpec
 
 PGDIR_SHIFT_4 = 39
 PGDIR_SHIFT_5 = 48
@@ -28,7 +28,7 @@ KERNEL_IMAGE_SIZE = 1 << 30
 MODULES_END = 0xFFFFFFFFFF000000
 
 
-def layout(machine: Machine) -> dict[str, int]:
+def layout(machine: MachineSpec) -> dict[str, int]:
     """VMALLOC_START/END, MODULES range and friends for 4- or 5-level paging."""
     if machine.paging_levels == 5:
         base, size_tb = 0xFFA0000000000000, 12800

@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pyvmalloc.config import PAGE_SHIFT, PAGE_SIZE, KernelProfile, Machine
+from pyvmalloc.config import NUMA_NO_NODE, PAGE_SHIFT, PAGE_SIZE, KernelProfile, Machine
 from pyvmalloc.errors import InvariantError
 from pyvmalloc.gfp import Gfp, format_gfp, warn_alloc_text
 from pyvmalloc.phys.layout import MemoryLayout, ZoneLayout, build_layout
@@ -83,7 +83,6 @@ __all__ = [
     "Zone",
 ]
 
-NUMA_NO_NODE = -1
 
 # model page flags (uint8 column)
 PG_RESERVED = 0x01  # PageReserved: memblock reservation or hole
@@ -328,7 +327,7 @@ class PhysicalMemory:
         self.owner: npt.NDArray[np.int32] = np.zeros(n, np.int32)
         self._data: dict[int, bytearray] = {}
         self.nr_pgtable_pages = 0
-        self.highmem_idx = 2 if lay.arch == "i386" else -1
+        self.highmem_idx = 2 if lay.zone_model == "i386" else -1
 
         for s, e in lay.ram_ranges:
             self.flags[s:e] = 0
@@ -398,7 +397,7 @@ class PhysicalMemory:
                 wmin = tmp
             tmp = max(tmp >> 2, z.managed * WATERMARK_SCALE_FACTOR // 10000)
             z.wmark = [wmin, wmin + tmp, wmin + 2 * tmp, wmin + 3 * tmp]
-        ratios = LOWMEM_RESERVE_RATIO[self.layout.arch]
+        ratios = LOWMEM_RESERVE_RATIO[self.layout.zone_model]
         for nz in self.node_zones:
             managed = [zz.managed if zz else 0 for zz in nz]
             for i, nzi in enumerate(nz):
@@ -469,7 +468,7 @@ class PhysicalMemory:
     def gfp_zone(self, gfp: int) -> int:
         """``gfp_zone()``: the highest zone index the mask may use."""
         bits = gfp & (_DMA | _HIGHMEM | _DMA32 | _MOVABLE)
-        x86_64 = self.layout.arch == "x86_64"
+        x86_64 = self.layout.zone_model == "x86_64"
         if bits & _DMA:
             if bits & (_HIGHMEM | _DMA32):
                 self.log.BUG(f"gfp_zone: bad zone modifiers {gfp:#x}({format_gfp(gfp)})")

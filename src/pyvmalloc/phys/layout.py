@@ -26,6 +26,21 @@ spanned 4095, present 3998, managed 3840.
 
 NUMA: the present pages are split evenly across nodes at 4 MiB (max-order block)
 boundaries; node 0 therefore holds ZONE_DMA (and DMA32 while below 4 GiB).
+
+ARM boards (``arch="arm"``/``"arm64"``) have no e820 table: the device tree gives one
+memory bank, modelled as ``[0, ram)`` (``PHYS_OFFSET`` 0, as on Raspberry Pi boards;
+the page allocator model does not support another ``PHYS_OFFSET``). No hole, no
+first-MiB reservation; the kernel image sits at the start of RAM (arm
+``TEXT_OFFSET`` 0x8000; arm64 the first 2 MiB-aligned slot). Zones:
+
+* arm (32-bit, no ``CONFIG_ZONE_DMA``): ZONE_NORMAL is lowmem, up to
+  ``arm_lowmem_limit`` (:mod:`pyvmalloc.arch.arm`), ZONE_HIGHMEM the rest; the zone
+  indices are those of i386 (DMA 0, empty; Normal 1; HighMem 2), and the memory map
+  is FLATMEM like i386's.
+* arm64: v5.4 has ZONE_DMA32 below 4 GiB and no ZONE_DMA; v6.x has ZONE_DMA below the
+  smallest DMA limit the firmware describes, 4 GiB without one (the model's case),
+  and an empty ZONE_DMA32; ZONE_NORMAL above 4 GiB. The memory map is
+  SPARSEMEM_VMEMMAP like x86_64's.
 """
 
 from __future__ import annotations
@@ -58,7 +73,9 @@ PCI_HOLE_START_PFN = (3 * GiB) >> PAGE_SHIFT
 LOW_HOLE_START_PFN = 0x9F
 ONE_MIB_PFN = MiB >> PAGE_SHIFT
 KERNEL_LOAD_PFN = (16 * MiB) >> PAGE_SHIFT
-KERNEL_IMAGE_BYTES = {"x86_64": 32 * MiB, "i386": 16 * MiB}
+KERNEL_IMAGE_BYTES = {"x86_64": 32 * MiB, "i386": 16 * MiB, "arm": 16 * MiB, "arm64": 32 * MiB}
+#: Where the image starts on ARM boards (pfn): arm TEXT_OFFSET 0x8000, arm64 2 MiB.
+ARM_IMAGE_PFN = {"arm": 0x8000 >> PAGE_SHIFT, "arm64": (2 * MiB) >> PAGE_SHIFT}
 #: SPARSEMEM section: 128 MiB on x86_64, mapped by 2 MiB of struct pages.
 SECTION_PAGES = (128 * MiB) >> PAGE_SHIFT
 VMEMMAP_PAGES_PER_SECTION = (2 * MiB) >> PAGE_SHIFT
@@ -105,16 +122,32 @@ class MemoryLayout:
     max_pfn: int
     max_low_pfn: int  # end of lowmem (directly mapped) on i386; max_pfn on x86_64
 
+    #: End pfn (exclusive) of each zone type below Normal/HighMem: (DMA, DMA32 or Normal).
+    low_bounds: tuple[int, int] = (MAX_DMA_PFN, MAX_DMA32_PFN)
+
+    @property
+    def zone_model(self) -> str:
+        """Which zone indices apply: "x86_64" (DMA, DMA32, Normal) or "i386" (DMA,
+        Normal, HighMem). arm uses i386's, arm64 x86_64's."""
+        return "x86_64" if self.arch in ("x86_64", "arm64") else "i386"
+
     @property
     def zone_boundaries(self) -> list[int]:
         """End pfn (exclusive) of each zone type, in index order."""
-        if self.arch == "x86_64":
-            return [MAX_DMA_PFN, MAX_DMA32_PFN, 1 << 52, 1 << 52]
-        return [MAX_DMA_PFN, self.max_low_pfn, 1 << 52, 1 << 52]
+        if self.zone_model == "x86_64":
+            return [*self.low_bounds, 1 << 52, 1 << 52]
+        return [self.low_bounds[0], self.max_low_pfn, 1 << 52, 1 << 52]
 
 
 def _e820(machine: Machine) -> list[tuple[int, int]]:
     pages = machine.ram >> PAGE_SHIFT
+    if machine.arch in ("arm", "arm64"):
+        if machine.phys_offset:
+            raise ValueError(
+                "the page allocator model maps RAM from physical address 0; a PHYS_OFFSET "
+                "other than 0 is supported by the layout (Machine.layout) only"
+            )
+        return [(0, pages)]
     ranges = [(1, LOW_HOLE_START_PFN)]
     if pages <= PCI_HOLE_START_PFN:
         ranges.append((ONE_MIB_PFN, pages))
@@ -162,20 +195,36 @@ def build_layout(machine: Machine, max_order: int = 10) -> MemoryLayout:
     """The e820 map, reservations, nodes and zones of ``machine``."""
     ram = _e820(machine)
     max_pfn = ram[-1][1]
-    if machine.arch == "i386":
+    arm = machine.arch in ("arm", "arm64")
+    low_bounds = (MAX_DMA_PFN, MAX_DMA32_PFN)
+    if machine.arch in ("i386", "arm"):
         max_low_pfn = min(max_pfn, machine.layout["MAX_LOW_PFN"])
         names = ZONE_NAMES_I386
+        if machine.arch == "arm":
+            if machine.ram > machine.layout["LOWMEM_BYTES"] + machine.layout["HIGHMEM_BYTES"]:
+                raise ValueError(
+                    "RAM above the lowmem limit without CONFIG_HIGHMEM is dropped by the "
+                    "kernel; give the RAM it keeps (the layout's LOWMEM_BYTES)"
+                )
+            low_bounds = (0, max_low_pfn)  # no ZONE_DMA
     else:
         max_low_pfn = max_pfn
         names = ZONE_NAMES_X86_64
+        if machine.arch == "arm64":
+            # v5.4: only ZONE_DMA32 (<4 GiB); v6.x: ZONE_DMA up to 4 GiB, DMA32 empty
+            dma32 = MAX_DMA32_PFN
+            low_bounds = (0, dma32) if machine.kernel_release == "5.4" else (dma32, dma32)
     node_ranges = _split_nodes(ram, machine.numa_nodes)
 
-    reserved: list[tuple[int, int, str]] = [(0, ONE_MIB_PFN, "first 1MiB")]
+    reserved: list[tuple[int, int, str]] = [] if arm else [(0, ONE_MIB_PFN, "first 1MiB")]
     image_pages = min(KERNEL_IMAGE_BYTES[machine.arch], machine.ram // 8) >> PAGE_SHIFT
-    image_start = KERNEL_LOAD_PFN if machine.ram >= 64 * MiB else ONE_MIB_PFN
+    if arm:
+        image_start = ARM_IMAGE_PFN[machine.arch]
+    else:
+        image_start = KERNEL_LOAD_PFN if machine.ram >= 64 * MiB else ONE_MIB_PFN
     reserved.append((image_start, image_start + image_pages, "kernel image"))
     for nid, nr in enumerate(node_ranges):
-        if machine.arch == "x86_64":
+        if machine.arch in ("x86_64", "arm64"):
             sections: set[int] = set()
             for s, e in nr:
                 sections.update(range(s // SECTION_PAGES, (e - 1) // SECTION_PAGES + 1))
@@ -196,9 +245,9 @@ def build_layout(machine: Machine, max_order: int = 10) -> MemoryLayout:
             if not memmap:
                 break
 
-    bounds = [0, MAX_DMA_PFN]
-    if machine.arch == "x86_64":
-        bounds += [MAX_DMA32_PFN, 1 << 52]
+    bounds = [0, low_bounds[0]]
+    if names is ZONE_NAMES_X86_64:
+        bounds += [low_bounds[1], 1 << 52]
     else:
         bounds += [max_low_pfn, 1 << 52]
     nodes: list[NodeLayout] = []
@@ -217,4 +266,4 @@ def build_layout(machine: Machine, max_order: int = 10) -> MemoryLayout:
             z.managed = z.present - res
             node.zones.append(z)
         nodes.append(node)
-    return MemoryLayout(machine.arch, names, ram, reserved, nodes, max_pfn, max_low_pfn)
+    return MemoryLayout(machine.arch, names, ram, reserved, nodes, max_pfn, max_low_pfn, low_bounds)

@@ -26,12 +26,14 @@ Mapping:
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from rich.markup import escape
 
 from pyvmalloc.config import PAGE_SIZE, Machine, get_profile, parse_size
 from pyvmalloc.trace.events import (
@@ -80,7 +82,7 @@ def _target_range(
 ) -> tuple[int, int]:
     if vstart == src_start and vend == src_end:
         return space.vmalloc_start, space.vmalloc_end
-    if machine.arch == "x86_64":
+    if machine.modules_vaddr != machine.vmalloc_start:  # a modules area of its own
         return machine.modules_vaddr, machine.modules_end
     return space.vmalloc_start, space.vmalloc_end
 
@@ -249,75 +251,134 @@ def plot(res: WhatIfResult, path: str | os.PathLike[str]) -> None:
 
 
 def _print(res: WhatIfResult) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    c = Console()
-    mib = 1 << 20
+    from pyvmalloc.cli_output import console
+    from pyvmalloc.config import format_size
+
+    c = console()
     c.print(
         f"[bold]what if[/]: kernel {res.profile} on {res.target}, vmalloc space "
-        f"{res.vmalloc_size / mib:,.0f} MiB"
+        f"{format_size(res.vmalloc_size)}"
     )
     t = Table(show_header=False)
     rows = [
         ("requests replayed", f"{res.requests}"),
-        ("requests that would fail", f"{res.failures} ({res.failed_bytes / mib:,.1f} MiB)"),
+        ("requests that would fail", f"{res.failures} ({format_size(res.failed_bytes)})"),
         ("first failure at trace line", str(res.first_failure_line or "-")),
         ("snapshot areas that do not fit", str(res.snapshot_failures)),
-        ("peak busy (MiB)", f"{res.peak_busy_bytes / mib:,.1f}"),
-        ("peak busy + lazily freed (MiB)", f"{res.peak_used_bytes / mib:,.1f}"),
+        ("peak busy", format_size(res.peak_busy_bytes)),
+        ("peak busy + lazily freed", format_size(res.peak_used_bytes)),
     ]
     if res.samples:
         last = res.samples[-1][1]
         worst = max((f.external for _, f in res.samples), default=0.0)
         rows += [
             ("free blocks at the end", str(last.free_blocks)),
-            ("largest free block at the end (MiB)", f"{last.largest_free / mib:,.1f}"),
+            ("largest free block at the end", format_size(last.largest_free)),
             ("external fragmentation, end / worst", f"{last.external:.3f} / {worst:.3f}"),
         ]
     for k, v in rows:
         t.add_row(k, v)
-    c.print(t)
+    c.print(t, markup=False)
     for w in res.warnings:
-        c.print(f"[yellow]{w}")
+        c.print(f"[yellow]{escape(w)}")
+
+
+def _check_plot_output(path: str) -> None:
+    """Fail before the replay when the plot cannot be drawn or written."""
+    from pyvmalloc.cli_output import check_writable
+
+    check_writable(path, "--plot")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ValueError("--plot needs matplotlib: pip install 'pyvmalloc[plot]'") from None
+
+
+def _machine_from_args(args: argparse.Namespace, src_cpus: int) -> Machine:
+    """The target machine, refusing combinations the kernel would not run."""
+    from pyvmalloc.report import board
+
+    ram = parse_size(args.ram)
+    if args.arch == "i386":
+        if args.paging_levels not in (2, 4):  # 4: the option's default, ignored for i386
+            raise ValueError("--paging-levels: i386 (non-PAE) has 2-level paging")
+        if ram > 4 << 30:
+            raise ValueError(
+                f"--ram {args.ram}: a non-PAE i386 kernel uses at most 4 GiB (it prints "
+                "'Warning only 4GB will be used' and ignores the rest); give --ram 4G or less"
+            )
+    elif args.arch == "x86_64":
+        if args.vmalloc:
+            raise ValueError("--vmalloc is the 32-bit vmalloc= boot option; x86_64's is fixed")
+        if args.paging_levels not in (4, 5):
+            raise ValueError(f"--paging-levels {args.paging_levels}: x86_64 has 4 or 5")
+    return board.machine_from_args(args, cpus=args.cpus or src_cpus)
 
 
 def _cmd_whatif(args: argparse.Namespace) -> int:
+    from pyvmalloc.cli_output import check_writable, write_json
+    from pyvmalloc.report import board
     from pyvmalloc.trace.replay import load_capture
 
+    check_writable(args.json, "--json")
+    if args.plot:
+        _check_plot_output(args.plot)
+    if args.capture is None:
+        return board.cmd_board_whatif(args)
+    if args.dmesg:
+        raise ValueError("--dmesg goes with --from-vmallocinfo and no capture (a board what-if)")
+    if not Path(args.capture).is_dir():
+        raise ValueError(f"{args.capture}: not a capture directory (pyvmalloc capture)")
+    if args.samples < 1:
+        raise ValueError("--samples must be at least 1")
     trace, snap, meta = load_capture(args.capture)
+    if args.from_vmallocinfo:
+        snap = args.from_vmallocinfo
     src_cpus = len(meta.get("cpus_possible", [])) or 2
-    machine = Machine(
-        arch=args.arch,
-        paging_levels=args.paging_levels,
-        cpus_online=args.cpus or src_cpus,
-        ram=parse_size(args.ram),
-        vmalloc_reserve=parse_size(args.vmalloc) if args.vmalloc else 0,
-    )
+    machine = _machine_from_args(args, src_cpus)
     res = whatif(trace, snap, profile=args.profile, machine=machine, samples=args.samples)
     if args.json:
-        Path(args.json).write_text(json.dumps(res.as_json(), indent=1))
-    _print(res)
+        write_json(res.as_json(), args.json)
+    if args.json != "-":
+        _print(res)
     if args.plot:
         plot(res, args.plot)
-        print(f"plot written to {args.plot}")
+        print(f"plot written to {args.plot}", file=sys.stderr if args.json == "-" else sys.stdout)
     return 0
 
 
 def register_cli(sub: Any) -> None:
     """Add the ``whatif`` subcommand."""
+    from pyvmalloc.cli_output import add_json_argument, add_profile_argument
+
     p = sub.add_parser(
         "whatif",
         help="replay a capture's requests on another machine or kernel: failures, fragmentation",
     )
-    p.add_argument("capture", help="a capture directory (pyvmalloc capture)")
-    p.add_argument("--profile", default="6.18", help="kernel profile of the target")
-    p.add_argument("--arch", default="x86_64", choices=["x86_64", "i386"])
-    p.add_argument("--paging-levels", type=int, default=4, help="x86_64: 4 or 5")
+    p.add_argument(
+        "capture",
+        nargs="?",
+        help="a capture directory (pyvmalloc capture); omit for a board what-if",
+    )
+    add_profile_argument(p, what="kernel profile of the target")
+    p.add_argument(
+        "--arch",
+        default="x86_64",
+        choices=["x86_64", "i386", "arm", "arm64"],
+        help="target architecture (default x86_64; i386 is non-PAE with HIGHMEM)",
+    )
+    p.add_argument("--paging-levels", type=int, default=4, help="x86_64: 4 or 5 (default 4)")
     p.add_argument("--cpus", type=int, default=0, help="target CPUs (default: the capture's)")
-    p.add_argument("--ram", default="4G")
-    p.add_argument("--vmalloc", help="i386: the vmalloc= boot option, e.g. 64M")
-    p.add_argument("--samples", type=int, default=50, help="fragmentation samples")
-    p.add_argument("--json", metavar="OUT", help="write the result (with samples) as JSON")
-    p.add_argument("--plot", metavar="PNG", help="draw fragmentation over time (matplotlib)")
+    p.add_argument("--ram", default="4G", help="target RAM, e.g. 512M, 4G (default 4G)")
+    p.add_argument("--vmalloc", help="i386/arm: the vmalloc= boot option, e.g. 64M")
+    from pyvmalloc.report.board import add_board_options
+
+    add_board_options(p)
+    p.add_argument(
+        "--samples", type=int, default=50, help="fragmentation samples over the trace (default 50)"
+    )
+    add_json_argument(p, "the result (with samples)")
+    p.add_argument("--plot", metavar="PNG", help="draw fragmentation over time (needs matplotlib)")
     p.set_defaults(func=_cmd_whatif)

@@ -41,6 +41,7 @@ import os
 import platform
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -112,6 +113,70 @@ def _write(path: Path, value: str) -> None:
         os.write(fd, value.encode())
     finally:
         os.close(fd)
+
+
+#: Files of a capture directory; those holding real kernel addresses are private.
+OUTPUT_FILES = ("meta.json", "vmallocinfo", "vmallocinfo.end", "trace", "trace.gz")
+PRIVATE_MODE = 0o600  # vmallocinfo, vmallocinfo.end, trace(.gz): real kernel addresses
+PUBLIC_MODE = 0o644  # meta.json: counts and settings only
+
+
+def _open_outdir(out: Path, force: bool) -> int:
+    """Create (mode 0700) or check OUTDIR and return a descriptor of it.
+
+    The directory itself and every file written into it are opened without following
+    symbolic links (``O_NOFOLLOW``) and files are created with ``O_EXCL``, relative to
+    this descriptor: a link planted in OUTDIR, or OUTDIR swapped for a link, cannot make
+    a capture running as root write elsewhere. With ``force``, earlier capture files
+    are unlinked first (unlinking a link removes the link, not its target).
+    """
+    try:
+        st = os.lstat(out)
+    except FileNotFoundError:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.mkdir(out, 0o700)
+    else:
+        if stat.S_ISLNK(st.st_mode):
+            raise CaptureError(f"{out} is a symbolic link; give the real directory")
+        if not stat.S_ISDIR(st.st_mode):
+            raise CaptureError(f"{out} exists and is not a directory")
+    try:
+        fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise CaptureError(f"cannot open {out}: {e.strerror}") from None
+    try:
+        if os.listdir(fd) and not force:
+            raise CaptureError(f"{out} exists and is not empty (use --force to overwrite)")
+        for name in OUTPUT_FILES:
+            try:
+                os.unlink(name, dir_fd=fd)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise CaptureError(f"cannot remove {out / name}: {e.strerror}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _create(dirfd: int, name: str, mode: int) -> int:
+    """A new file ``name`` in the directory ``dirfd``: never follows or reuses one."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(name, flags, mode, dir_fd=dirfd)
+    os.fchmod(fd, mode)  # exactly this mode, whatever the umask
+    return fd
+
+
+def _write_output(dirfd: int, name: str, text: str | bytes, mode: int = PRIVATE_MODE) -> None:
+    """Write a capture file (gzip-compressed if ``name`` ends in ``.gz``)."""
+    data = text.encode() if isinstance(text, str) else text
+    with os.fdopen(_create(dirfd, name, mode), "wb") as f:
+        if name.endswith(".gz"):
+            with gzip.GzipFile(fileobj=f, mode="wb") as g:
+                g.write(data)
+        else:
+            f.write(data)
 
 
 def _find_tracefs() -> Path | None:
@@ -218,13 +283,48 @@ def _state_file(pid: int) -> Path:
 
 
 def _save_state(st: _State) -> None:
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    STATE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if STATE_DIR.is_symlink():
+        raise CaptureError(f"{STATE_DIR} is a symbolic link; refusing to write through it")
     data = {
         "instance": str(st.instance) if st.instance else None,
         "kptr_old": st.kptr_old,
         "mounted": str(st.mounted) if st.mounted else None,
     }
-    _state_file(os.getpid()).write_text(json.dumps(data))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(_state_file(os.getpid()), flags, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(data))
+
+
+def _read_state(f: Path, base: Path) -> dict[str, Any]:
+    """A killed capture's state file, or {} if it is not one this code wrote.
+
+    The file is not followed if it is a link, and its values are used only if they
+    have the shapes written above (an instance under ``base/instances``, a
+    kptr_restrict value 0-2): recovery runs as root and writes to these paths.
+    """
+    try:
+        fd = os.open(f, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as fh:
+            data = json.loads(fh.read(4096))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    out: dict[str, Any] = {}
+    inst = data.get("instance")
+    if (
+        isinstance(inst, str)
+        and Path(inst).parent == base / "instances"
+        and Path(inst).name.startswith("pyvmalloc-")
+    ):
+        out["instance"] = inst
+    if data.get("kptr_old") in ("0", "1", "2"):
+        out["kptr_old"] = data["kptr_old"]
+    if isinstance(data.get("mounted"), str):
+        out["mounted"] = data["mounted"]
+    return out
 
 
 def _pid_alive(pid: int) -> bool:
@@ -257,10 +357,7 @@ def recover_stale_captures(
             except ValueError:
                 continue
             if not _pid_alive(pid):
-                try:
-                    stale[pid] = json.loads(f.read_text())
-                except (OSError, ValueError):
-                    stale[pid] = {}
+                stale[pid] = _read_state(f, base)
                 f.unlink(missing_ok=True)
     inst_dir = base / "instances"
     if inst_dir.is_dir():
@@ -364,7 +461,7 @@ def _summarize(trace_text: str) -> dict[str, Any]:
     in_window = 0
     purges_after_drop = 0
     phase = "before"
-    for lineno, line in enumerate(trace_text.splitlines(), 1):
+    for lineno, line in enumerate(trace_text.split("\n"), 1):  # lines end at \n only
         if line.startswith("#"):
             m = _ENTRIES_RE.match(line)
             if m and int(m.group(2)) > int(m.group(1)):
@@ -427,9 +524,7 @@ def capture(opts: CaptureOptions) -> dict[str, Any]:
         if why:
             raise CaptureError(f"the bpf workload cannot run: {why}")
     out = opts.outdir
-    if out.exists() and any(out.iterdir()) and not opts.force:
-        raise CaptureError(f"{out} exists and is not empty (use --force to overwrite)")
-    out.mkdir(parents=True, exist_ok=True)
+    outfd = _open_outdir(out, opts.force)
     log = opts.log
     st = _State(affinity=set(os.sched_getaffinity(0)))
     meta: dict[str, Any] = {
@@ -501,7 +596,7 @@ def capture(opts: CaptureOptions) -> dict[str, Any]:
                     "/proc/vmallocinfo still shows hashed or zeroed addresses even with "
                     "kptr_restrict=1 (are we really root with CAP_SYSLOG?)"
                 )
-            (out / "vmallocinfo").write_text(snap)
+            _write_output(outfd, "vmallocinfo", snap)
 
             _mark(inst, "workload-begin")
             meta["mode"], meta["command"] = _run_activity(opts, st, meta, log)
@@ -512,20 +607,18 @@ def capture(opts: CaptureOptions) -> dict[str, Any]:
                 _mark(inst, "end-snapshot-begin")
                 end_snap = _read_snapshot()
                 _mark(inst, "end-snapshot-end")
-                (out / "vmallocinfo.end").write_text(end_snap)
+                _write_output(outfd, "vmallocinfo.end", end_snap)
             _mark(inst, "capture-end")
             _write(inst / "tracing_on", "0")
             meta["end_time"] = _now()
             for ev in EVENTS:
                 _write(inst / "events" / "vmalloc" / ev / "enable", "0")
             meta["per_cpu_stats"] = _cpu_stats(inst)
-            text = (inst / "trace").read_text()
-            if opts.gzip:
-                with gzip.open(out / "trace.gz", "wt") as g:
-                    g.write(text)
-            else:
-                (out / "trace").write_text(text)
-            summary = _summarize(text)
+            # The kernel's bytes as they are: a task's name may hold any bytes, and
+            # text mode would turn a \r into a line end.
+            raw = (inst / "trace").read_bytes()
+            _write_output(outfd, "trace.gz" if opts.gzip else "trace", raw)
+            summary = _summarize(raw.decode("utf-8", "surrogateescape"))
             meta.update(summary)
             overrun = sum(int(s.get("overrun", "0")) for s in meta["per_cpu_stats"].values())
             dropped = sum(int(s.get("dropped_events", "0")) for s in meta["per_cpu_stats"].values())
@@ -534,7 +627,8 @@ def capture(opts: CaptureOptions) -> dict[str, Any]:
             meta["complete"] = overrun == 0 and dropped == 0 and summary["lost_events"] == 0
             maxes = summary["nr_lazy_max_observed"]
             meta["lazy_max_pages"] = maxes[0] if len(maxes) == 1 else None
-            (out / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            meta_text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+            _write_output(outfd, "meta.json", meta_text, PUBLIC_MODE)
             if not meta["complete"]:
                 log(
                     f"capture: WARNING: events were lost (overrun={overrun}, "
@@ -542,6 +636,7 @@ def capture(opts: CaptureOptions) -> dict[str, Any]:
                 )
             return meta
         finally:
+            os.close(outfd)
             bpfload.release_kept()
             if not _cleanup(st, log):
                 _state_file(os.getpid()).unlink(missing_ok=True)

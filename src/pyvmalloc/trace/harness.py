@@ -40,7 +40,16 @@ from pyvmalloc.trace.events import (
     TraceEvent,
 )
 from pyvmalloc.trace.parse import TraceParseResult
-from pyvmalloc.trace.snapshot import VmallocInfo, infer_lazy_nodes
+from pyvmalloc.trace.snapshot import VmallocEntry, VmallocInfo, infer_lazy_nodes
+from pyvmalloc.vmalloc import (
+    VM_ALLOC,
+    VM_DMA_COHERENT,
+    VM_IOREMAP,
+    VM_MAP,
+    VM_SPARSE,
+    VM_USERMAP,
+    VmStruct,
+)
 from pyvmalloc.vmap.area import VMAP_BLOCK, VMAP_RAM, Decision, PendingPurge, VaState, VmapArea
 from pyvmalloc.vmap.list419 import ListVmapSpace
 from pyvmalloc.vmap.placement import PlacementPolicy
@@ -48,13 +57,46 @@ from pyvmalloc.vmap.pools import PoolPolicy
 from pyvmalloc.vmap.space import VmapSpace
 
 __all__ = [
+    "VM_FLAG_WORDS",
     "Fragmentation",
     "SnapshotEvents",
     "TraceDriver",
     "TraceHarness",
     "events_after_snapshot",
     "fragmentation",
+    "vm_struct_of",
 ]
+
+#: The vmallocinfo flag words and the vm_struct flags they print.
+VM_FLAG_WORDS: dict[str, int] = {
+    "ioremap": VM_IOREMAP,
+    "sparse": VM_SPARSE,
+    "vmalloc": VM_ALLOC,
+    "vmap": VM_MAP,
+    "user": VM_USERMAP,
+    "dma-coherent": VM_DMA_COHERENT,
+}
+
+
+def vm_struct_of(e: VmallocEntry) -> VmStruct:
+    """The ``vm_struct`` a snapshot line was printed from (its pages are not modelled:
+    it keeps the ``pages=``, ``vpages`` and ``N<node>=`` it showed)."""
+    flags = 0
+    for word in e.flags:
+        flags |= VM_FLAG_WORDS.get(word, 0)
+    caller = e.caller
+    if caller is not None and e.module is not None:
+        caller = f"{caller} [{e.module}]"
+    return VmStruct(
+        addr=e.start,
+        size=e.size,
+        flags=flags,
+        caller=caller,
+        nr_pages=e.pages,
+        phys_addr=e.phys or 0,
+        vpages=e.vpages,
+        numa_pages=tuple(sorted(e.numa.items())),
+    )
 
 
 @dataclass(frozen=True)
@@ -179,6 +221,8 @@ class TraceHarness:
         self.kernel = Kernel(
             prof,
             cpus=cpus,
+            # A capture of a bigger machine than CONFIG_NR_CPUS=256 had at least as many.
+            nr_cpus=max(256, cpus),
             machine=machine,
             deferred_work="manual" if self.trace_driven else "auto",
             placement=placement,
@@ -188,6 +232,8 @@ class TraceHarness:
         self.space = self.kernel.vmap_space
         self.machine = self.kernel.machine
         self.cpus = self.machine.cpus_online
+        #: Events of the current :meth:`drive` (observers pace themselves by it).
+        self.n_events = 0
 
     # --- seeding ----------------------------------------------------------------------
     def seed_snapshot(self, info: VmallocInfo) -> tuple[int, int]:
@@ -208,7 +254,9 @@ class TraceHarness:
                 flags = VMAP_RAM | (VMAP_BLOCK if e.size == block else 0)
             if n > 1 and vs <= e.start and e.end <= ve:
                 flags |= space.encode_vn_id(space.addr_to_node_id(e.start))
-            self.seed_busy(e.start, e.end, flags=flags)
+            va = self.seed_busy(e.start, e.end, flags=flags)
+            if e.kind == "vm":
+                va.vm = vm_struct_of(e)
         lazy = info.unpurged
         if lazy:
             nodes = infer_lazy_nodes(info, n) if n > 1 else [0] * len(lazy)
@@ -405,7 +453,11 @@ class TraceHarness:
         *,
         observer: Observer | None = None,
     ) -> None:
-        """Apply ``events`` in order through ``driver``; ``observer`` sees each result."""
+        """Apply ``events`` in order through ``driver``; ``observer`` sees each result.
+
+        ``n_events`` holds the number of events while they are driven.
+        """
+        self.n_events = len(events)
         driver.prepare(events)
         for i, ev in enumerate(events):
             driver.before(i, ev)

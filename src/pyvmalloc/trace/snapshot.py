@@ -20,16 +20,28 @@ ascending (node = the CPU node that *allocated* the area). See
 With ``kernel.kptr_restrict=0`` the kernel prints hashed pointers (16 hex digits with
 the upper 8 zero, unrelated to the real addresses); these are refused with
 :class:`HashedAddressError`, since nothing can be replayed from them.
+
+The parser is strict (every error is a :class:`VmallocInfoError`, a
+:class:`pyvmalloc.InputError` naming file and line): lines end at ``\n`` only, words
+are separated by spaces, numbers have at most the digits of their C type, and what
+the kernel cannot print is refused: ``pages=`` beyond the area's pages, a node beyond
+``MAX_NUMNODES``, and two areas (busy or lazily freed) that overlap — the kernel's
+areas never do, and an overlap would otherwise make the model drop one of them.
 """
 
 from __future__ import annotations
 
+import gzip
+import itertools
 import os
 import re
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from pyvmalloc.errors import InputError
 
 __all__ = [
     "FLAG_WORDS",
@@ -59,16 +71,10 @@ _HOW_TO_READ = (
 )
 
 
-class VmallocInfoError(ValueError):
+class VmallocInfoError(InputError):
     """A malformed vmallocinfo line; ``str()`` is ``path:line: message``."""
 
-    def __init__(self, message: str, *, path: str | None, line: int, text: str = "") -> None:
-        self.path = path
-        self.line = line
-        self.text = text
-        self.reason = message
-        where = f"{path or '<text>'}:{line}"
-        super().__init__(f"{where}: {message}" + (f": {text!r}" if text else ""))
+    unnamed = "<text>"
 
 
 class HashedAddressError(VmallocInfoError):
@@ -151,8 +157,67 @@ def addr_node(addr: int, nr_nodes: int) -> int:
 
 
 _RANGE_RE = re.compile(r"^0x([0-9a-f]{8}|[0-9a-f]{16})-0x([0-9a-f]{8}|[0-9a-f]{16})$")
-_NUMA_RE = re.compile(r"^N(\d+)=(\d+)$")
-_CALLER_RE = re.compile(r"^(?:[\w.$]+\+0x[0-9a-f]+/0x[0-9a-f]+|0x[0-9a-f]+)$")
+_NUMA_RE = re.compile(r"^N([0-9]{1,4})=([0-9]{1,10})$")
+_CALLER_RE = re.compile(
+    r"^(?:[\w.$]{1,512}\+0x[0-9a-f]{1,16}/0x[0-9a-f]{1,16}|0x[0-9a-f]{1,16})$", re.ASCII
+)
+_DEC_RE = re.compile(r"^[0-9]{1,20}$")
+_PHYS_RE = re.compile(r"^0x[0-9a-f]{1,16}$")
+#: The lowest x86-64 kernel address (5-level paging; 4-level starts at 0xffff8...).
+KERNEL_HALF = 0xFF00000000000000
+#: The lowest i386 ``PAGE_OFFSET`` (``CONFIG_VMSPLIT_1G``).
+I386_LOWEST = 0x40000000
+#: ``MAX_NUMNODES`` with the largest x86-64 ``CONFIG_NODES_SHIFT`` (10).
+MAX_NUMNODES = 1024
+#: ``pages=%d`` and ``N%u=%u`` print an int / unsigned int.
+_INT_MAX = (1 << 31) - 1
+_UINT_MAX = (1 << 32) - 1
+_FORMAT = (
+    "the kernel prints '0xSTART-0xEND SIZE [CALLER [MODULE]] [pages=N] [phys=0x...] "
+    "[FLAGS] [vpages] [N<node>=<pages>...]', 'START-END SIZE vm_map_ram' or "
+    "'START-END SIZE unpurged vm_area'"
+)
+
+
+def _read_lines(p: Path, name: str) -> list[str]:
+    """The lines of a (possibly gzipped) snapshot file, split at ``\\n`` only."""
+    try:
+        if p.suffix == ".gz":
+            if p.stat().st_size == 0:
+                raise VmallocInfoError(
+                    "empty file, not gzip data (gzip writes a header even for empty input)",
+                    path=name,
+                )
+            with gzip.open(p, "rb") as g:
+                raw = g.read()
+        else:
+            raw = p.read_bytes()
+    except VmallocInfoError:
+        raise
+    except (OSError, EOFError, zlib.error) as e:
+        what = (
+            f"cannot read: {e.strerror}"
+            if isinstance(e, OSError) and e.strerror
+            else (f"cannot read: the gzip data is damaged or truncated ({e})")
+        )
+        raise VmallocInfoError(what, path=name) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise VmallocInfoError(
+            f"not UTF-8 text (byte {raw[e.start]:#04x}); the kernel prints ASCII here",
+            path=name,
+            line=line,
+        ) from None
+    return _split(text)
+
+
+def _split(text: str) -> list[str]:
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
 
 
 def parse_vmallocinfo(
@@ -162,56 +227,102 @@ def parse_vmallocinfo(
 
     ``source`` is a path (a capture directory stands for its ``vmallocinfo``), the
     file's text (a ``str`` containing a newline), or an iterable of lines.
-    Raises :class:`VmallocInfoError` (file and line named) on malformed lines and
-    :class:`HashedAddressError` on hashed or zeroed addresses.
+    Raises :class:`VmallocInfoError` (file and line named) on malformed lines, on
+    overlapping areas, and :class:`HashedAddressError` on hashed or zeroed addresses.
     """
     if isinstance(source, str) and "\n" in source:
-        lines: Iterable[str] = source.splitlines()
+        lines: Iterable[str] = _split(source)
     elif isinstance(source, (str, os.PathLike)):
         p = Path(source)
         if p.is_dir():
-            p = p / "vmallocinfo"
-        path = path if path is not None else os.fspath(p)
-        if p.suffix == ".gz":
-            import gzip
+            from pyvmalloc.trace.capturedir import member
 
-            with gzip.open(p, "rt") as f:
-                lines = f.read().splitlines()
-        else:
-            lines = p.read_text().splitlines()
+            m = member(p, "vmallocinfo")
+            if m is None:
+                raise VmallocInfoError("no vmallocinfo in this capture directory", path=str(p))
+            p = m
+        path = path if path is not None else os.fspath(p)
+        lines = _read_lines(p, path)
     else:
         lines = source
     entries: list[VmallocEntry] = []
+    width = 0
     for lineno, raw in enumerate(lines, 1):
-        text = raw.rstrip("\n")
-        if not text.strip():
+        text = raw.rstrip("\n").rstrip(" \t\r")
+        if not text.strip(" "):
             continue
-        entries.append(_parse_line(text, lineno, path))
+        e = _parse_line(text, lineno, path)
+        w = text.index("-")
+        if width and w != width:
+            raise VmallocInfoError(
+                f"{w - 2}-digit addresses after {width - 2}-digit ones (line "
+                f"{entries[0].line}): the kernel prints every pointer with one width",
+                path=path,
+                line=lineno,
+                text=text,
+            )
+        width = w
+        entries.append(e)
+    _check_overlaps(entries, path)
     return VmallocInfo(entries, path)
+
+
+def _check_overlaps(entries: list[VmallocEntry], path: str | None) -> None:
+    """The kernel's areas, busy and lazily freed, never overlap: refuse a file where
+    two do (a duplicated line, or lines from two different reads)."""
+    order = sorted(entries, key=lambda e: (e.start, e.line))
+    for prev, e in itertools.pairwise(order):
+        if e.start < prev.end:
+            first, second = (prev, e) if prev.line < e.line else (e, prev)
+            what = (
+                "the same area as"
+                if (e.start, e.end) == (prev.start, prev.end)
+                else ("an area overlapping")
+            )
+            raise VmallocInfoError(
+                f"{second.start:#x}-{second.end:#x} ({second.kind}) is {what} line "
+                f"{first.line} ({first.start:#x}-{first.end:#x}, {first.kind}): the "
+                "kernel's areas, busy or lazily freed, never overlap",
+                path=path,
+                line=second.line,
+            )
 
 
 def _parse_line(text: str, lineno: int, path: str | None) -> VmallocEntry:
     def err(msg: str, cls: type[VmallocInfoError] = VmallocInfoError) -> VmallocInfoError:
         return cls(msg, path=path, line=lineno, text=text)
 
-    toks = text.split()
+    toks = [t for t in text.split(" ") if t]
     if len(toks) < 2:
-        raise err("expected 'START-END SIZE ...'")
+        raise err(f"expected 'START-END SIZE ...'; {_FORMAT}")
     m = _RANGE_RE.match(toks[0])
     if not m:
-        raise err("address range is not 0x<hex>-0x<hex>")
+        raise err("address range is not 0x<hex>-0x<hex> (the kernel prints 0x%pK-0x%pK)")
     start, end = int(m.group(1), 16), int(m.group(2), 16)
-    if not toks[1].isdigit():
-        raise err("size is not a decimal number")
+    if not _DEC_RE.match(toks[1]):
+        raise err("size is not a decimal number (the kernel prints %7ld)")
     size = int(toks[1])
     wide = len(m.group(1)) == 16
     hashed = (start == 0 and end == 0) or (wide and start >> 32 == 0 and end >> 32 == 0)
     if hashed and end - start != size:
         raise err(_HOW_TO_READ, HashedAddressError)
     if end - start != size:
-        raise err(f"end - start = {end - start} but size is {size}")
+        raise err(f"end - start = {end - start} but size is {size}; the kernel prints end - start")
     if size <= 0 or size & 0xFFF or start & 0xFFF:
-        raise err("area not page aligned or empty")
+        raise err("area not page aligned or empty; the kernel's areas are whole pages")
+    if wide and start < KERNEL_HALF:
+        if start >> 32 == 0 and end >> 32 == 0:
+            raise err(_HOW_TO_READ, HashedAddressError)
+        raise err(
+            f"{start:#x} is not a kernel address: on x86-64 every vmap area lies in the "
+            f"kernel half, from {KERNEL_HALF:#x} (5-level paging) or 0xffff800000000000 up"
+        )
+    if not wide and start < I386_LOWEST:
+        raise err(
+            f"{start:#x} is not a kernel address: i386 kernel addresses start at "
+            f"PAGE_OFFSET, at least {I386_LOWEST:#x} (or is it a hashed pointer, "
+            "kptr_restrict=0?)"
+        )
     rest = toks[2:]
     if rest == ["unpurged", "vm_area"]:
         return VmallocEntry(start, end, size, "unpurged", lineno)
@@ -222,7 +333,7 @@ def _parse_line(text: str, lineno: int, path: str | None) -> VmallocEntry:
     module: str | None = None
     if i < len(rest) and not _is_attr(rest[i]):
         if not _CALLER_RE.match(rest[i]):
-            raise err(f"unexpected word {rest[i]!r}")
+            raise err(f"unexpected word {rest[i]!r}; {_FORMAT}")
         caller = rest[i]
         i += 1
         if i < len(rest) and rest[i].startswith("[") and rest[i].endswith("]"):
@@ -236,30 +347,44 @@ def _parse_line(text: str, lineno: int, path: str | None) -> VmallocEntry:
     last_flag = -1
     for tok in rest[i:]:
         if tok.startswith("pages="):
-            if flags or vpages or numa or phys is not None or not tok[6:].isdigit():
-                raise err(f"misplaced or malformed {tok!r}")
+            if flags or vpages or numa or phys is not None or not _DEC_RE.match(tok[6:]):
+                raise err(f"misplaced or malformed {tok!r}; {_FORMAT}")
             pages = int(tok[6:])
+            if pages > size >> 12 or pages > _INT_MAX:
+                raise err(
+                    f"pages={pages} but the area spans {size >> 12} pages; the kernel "
+                    "prints the pages mapped in the area"
+                )
         elif tok.startswith("phys="):
-            if flags or vpages or numa or not re.fullmatch(r"0x[0-9a-f]+", tok[5:]):
-                raise err(f"misplaced or malformed {tok!r}")
+            if flags or vpages or numa or not _PHYS_RE.match(tok[5:]):
+                raise err(f"misplaced or malformed {tok!r}; {_FORMAT}")
             phys = int(tok[5:], 16)
         elif tok in _FLAG_SET:
             order = _FLAG_ORDER[tok]
             if order <= last_flag or vpages or numa:
-                raise err(f"flag word {tok!r} out of order")
+                raise err(f"flag word {tok!r} out of order; the kernel prints {FLAG_WORDS}")
             last_flag = order
             flags.add(tok)
         elif tok == "vpages":
             if vpages or numa:
-                raise err("misplaced 'vpages'")
+                raise err(f"misplaced 'vpages'; {_FORMAT}")
             vpages = True
         elif (mn := _NUMA_RE.match(tok)) is not None:
             node = int(mn.group(1))
+            count = int(mn.group(2))
+            if node >= MAX_NUMNODES:
+                raise err(
+                    f"node {node}: the kernel has at most MAX_NUMNODES ({MAX_NUMNODES}) nodes"
+                )
             if node in numa:
-                raise err(f"node {node} listed twice")
-            numa[node] = int(mn.group(2))
+                raise err(f"node {node} listed twice; the kernel prints each node once")
+            if numa and node < max(numa):
+                raise err(f"node {node} after node {max(numa)}; the kernel prints nodes ascending")
+            if count == 0 or count > _UINT_MAX:
+                raise err(f"{tok!r}: the kernel prints only nodes holding some of the pages")
+            numa[node] = count
         else:
-            raise err(f"unknown word {tok!r}")
+            raise err(f"unknown word {tok!r}; {_FORMAT}")
     return VmallocEntry(
         start,
         end,
@@ -318,10 +443,12 @@ def infer_lazy_nodes(info: VmallocInfo, nr_nodes: int) -> list[int]:
     runs = lazy_runs(info)
     if len(runs) > nr_nodes:
         first = runs[nr_nodes][0]
-        raise ValueError(
-            f"{info.path or '<text>'}:{first.line}: {len(runs)} descending breaks in the "
-            f"unpurged lines but only {nr_nodes} vmap nodes: not a 6.x snapshot with "
-            f"{nr_nodes} nodes (5.4 prints the lazy list newest first)"
+        raise VmallocInfoError(
+            f"{len(runs)} ascending runs of unpurged lines but only {nr_nodes} vmap "
+            f"nodes: not a 6.x snapshot with {nr_nodes} nodes (6.x prints each node's "
+            "lazy list ascending; 5.4 prints its single list newest first)",
+            path=info.path,
+            line=first.line,
         )
     out: list[int] = []
     for node, run in enumerate(runs):

@@ -163,7 +163,7 @@ FREE_AUGMENT = FreeAugment()
 propagate = FreeAugment.propagate
 
 
-@dataclass
+@dataclass(repr=False)
 class VmapNode:
     """``struct vmap_node`` (6.x; 5.4 has exactly one, implicit).
 
@@ -179,7 +179,15 @@ class VmapNode:
     nr_purged: int = 0
 
     def pool_len(self) -> int:
+        """Areas held in all of this node's pools."""
         return sum(len(p) for p in self.pools.values())
+
+    def __repr__(self) -> str:
+        busy = sum(1 for _ in self.busy)
+        pools = ", ".join(
+            f"{idx + 1} pages: {len(p)}" for idx, p in sorted(self.pools.items()) if p
+        )
+        return f"<vmap_node {self.id}: {busy} busy, pools {{{pools}}}, nr_purged {self.nr_purged}>"
 
 
 @dataclass

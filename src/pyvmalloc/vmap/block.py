@@ -5,8 +5,12 @@ aligned, no guard, no vm_struct; 6.x flags ``VMAP_RAM | VMAP_BLOCK``) carved by 
 allocation: ``vb_alloc`` hands out ``2^order`` pages at ``BITS - free`` and never
 reuses freed space until the whole block is dirty; then ``free_vmap_block`` frees the
 block's VA lazily. ``purge_fragmented_blocks`` recycles blocks with no live mapping
-(``free + dirty == BITS``, not fully dirty), 6.x only while ``free <
-VMAP_PURGE_THRESHOLD`` unless forced.
+(``free + dirty == BITS``, not fully dirty), since v6.5 only while ``free <
+VMAP_PURGE_THRESHOLD`` unless forced (``KernelProfile.vmap_block_purge_threshold``).
+
+The blocks sit below the vmalloc layer: they are given the vmap area allocator, the
+page tables and three steps of the vmalloc layer as callables (``alloc_vmap_area``,
+the page mapper, ``free_unmap_vmap_area``), and the CPU each call runs on.
 
 Simplified: one index of blocks keyed by ``addr_to_vb_idx`` (5.4's radix tree; 6.x's
 per-CPU xarrays hashed by address give the same lookups); ``used_map`` is not kept
@@ -15,18 +19,26 @@ per-CPU xarrays hashed by address give the same lookups); ``used_map`` is not ke
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from pyvmalloc.config import PAGE_SHIFT, PAGE_SIZE
+from pyvmalloc.config import NUMA_NO_NODE, PAGE_SHIFT, PAGE_SIZE, KernelProfile, Machine
+from pyvmalloc.errors import InvariantError
 from pyvmalloc.gfp import GFP_KERNEL
-from pyvmalloc.vmap.area import VMAP_BLOCK, VMAP_RAM, InvariantError, VmapArea
+from pyvmalloc.pgtable import PAGE_KERNEL, PageTables
+from pyvmalloc.printk import KernelLog
+from pyvmalloc.vmap.area import VMAP_BLOCK, VMAP_RAM, VmapArea
+from pyvmalloc.vmap.space import VmapSpace
 
-if TYPE_CHECKING:
-    from pyvmalloc.vmalloc import Vmalloc
+#: ``alloc_vmap_area(size, align, vstart, vend, node, gfp, vm, va_flags, *, cpu)``
+AllocVmapArea = Callable[..., VmapArea | int]
+#: ``vmap_pages_range(addr, end, prot, pages, page_shift)``: 0 or -errno
+MapPages = Callable[[int, int, int, npt.NDArray[np.int64], int], int]
+#: ``free_unmap_vmap_area(va, *, cpu)``
+FreeUnmapVmapArea = Callable[..., None]
 
 __all__ = ["VmapBlock", "VmapBlocks", "get_order"]
 
@@ -51,17 +63,42 @@ class VmapBlock:
 
 
 class VmapBlocks:
-    """All vmap blocks and the per-CPU ``vmap_block_queue`` free lists."""
+    """All vmap blocks and the per-CPU ``vmap_block_queue`` free lists.
 
-    def __init__(self, vm: Vmalloc) -> None:
-        self.vm = vm
-        m = vm.machine
+    ``alloc_vmap_area`` and ``free_unmap_vmap_area`` are the vmalloc layer's steps
+    (``cpu=`` keyword), ``map_pages`` is ``vmap_pages_range``.
+    """
+
+    def __init__(
+        self,
+        machine: Machine,
+        profile: KernelProfile,
+        log: KernelLog,
+        space: VmapSpace,
+        pgtables: PageTables,
+        *,
+        alloc_vmap_area: AllocVmapArea,
+        map_pages: MapPages,
+        free_unmap_vmap_area: FreeUnmapVmapArea,
+    ) -> None:
+        m = machine
+        self.log = log
+        self.space = space
+        self.pgt = pgtables
+        self._alloc_vmap_area = alloc_vmap_area
+        self._map_pages = map_pages
+        self._free_unmap_vmap_area = free_unmap_vmap_area
+        self.VMALLOC_START = m.vmalloc_start
+        self.VMALLOC_END = m.vmalloc_end
         self.BITS = m.vmap_bbmap_bits
         self.BLOCK_SIZE = m.vmap_block_size
         self.MAX_ALLOC = m.vmap_max_alloc
         self.PURGE_THRESHOLD = self.BITS // 4
-        self.base = vm.VMALLOC_START & ~(self.BLOCK_SIZE - 1)
-        self.v6 = vm.v6
+        self.base = m.vmalloc_start & ~(self.BLOCK_SIZE - 1)
+        #: VMAP_RAM / VMAP_BLOCK flags on the areas (v6.3)
+        self.ram_flags = profile.vmap_ram_flags
+        #: VMAP_PURGE_THRESHOLD and the per-block vm_unmap_aliases walk (v6.5)
+        self.purge_threshold = profile.vmap_block_purge_threshold
         #: per-CPU ``vbq->free`` (blocks with free space, oldest first)
         self.vbq: list[list[VmapBlock]] = [[] for _ in range(m.cpus_possible)]
         #: ``vmap_blocks`` index: vb_idx -> block
@@ -73,34 +110,34 @@ class VmapBlocks:
         return (addr - self.base) // self.BLOCK_SIZE
 
     # ------------------------------------------------------------------ alloc
-    def new_vmap_block(self, order: int) -> int:
+    def new_vmap_block(self, order: int, *, cpu: int) -> int:
         """``new_vmap_block``: a naturally aligned block VA; the first ``2^order``
         pages are the caller's; the block goes to the tail of this CPU's list."""
-        vm = self.vm
-        flags = VMAP_RAM | VMAP_BLOCK if self.v6 else 0
-        va = vm.alloc_vmap_area(
+        flags = VMAP_RAM | VMAP_BLOCK if self.ram_flags else 0
+        va = self._alloc_vmap_area(
             self.BLOCK_SIZE,
             self.BLOCK_SIZE,
-            vm.VMALLOC_START,
-            vm.VMALLOC_END,
-            -1,
+            self.VMALLOC_START,
+            self.VMALLOC_END,
+            NUMA_NO_NODE,
             GFP_KERNEL,
             None,
             flags,
+            cpu=cpu,
         )
         if not isinstance(va, VmapArea):
             return 0
-        vb = VmapBlock(va, self.BITS - (1 << order), 0, self.BITS, 0, vm.cpu)
+        vb = VmapBlock(va, self.BITS - (1 << order), 0, self.BITS, 0, cpu)
         vb.live[0] = order
         self.index[self.addr_to_vb_idx(va.va_start)] = vb
-        self.vbq[vm.cpu].append(vb)
+        self.vbq[cpu].append(vb)
         return va.va_start
 
-    def vb_alloc(self, size: int) -> int:
+    def vb_alloc(self, size: int, *, cpu: int) -> int:
         """``vb_alloc``: first block on this CPU's list with room, else a new one."""
         order = get_order(size)
         need = 1 << order
-        lst = self.vbq[self.vm.cpu]
+        lst = self.vbq[cpu]
         for vb in lst:
             if vb.free < need:
                 continue
@@ -111,42 +148,42 @@ class VmapBlocks:
                 lst.remove(vb)
                 vb.on_free_list = False
             return vb.va.va_start + (off << PAGE_SHIFT)
-        return self.new_vmap_block(order)
+        return self.new_vmap_block(order, cpu=cpu)
 
-    def vb_free(self, addr: int, size: int) -> None:
+    def vb_free(self, addr: int, size: int, *, cpu: int) -> None:
         """``vb_free``: clear the PTEs, mark dirty; a fully dirty block is freed."""
         order = get_order(size)
         off = (addr & (self.BLOCK_SIZE - 1)) >> PAGE_SHIFT
         vb = self.index.get(self.addr_to_vb_idx(addr))
         if vb is None or vb.live.get(off) != order:
-            self.vm.log.BUG(f"vb_free: no vmap block mapping at {addr:#x} ({size} bytes)")
+            self.log.BUG(f"vb_free: no vmap block mapping at {addr:#x} ({size} bytes)")
             return
         del vb.live[off]
-        self.vm.pgt.unmap(addr, size)
+        self.pgt.unmap(addr, size)
         vb.dirty_min = min(vb.dirty_min, off)
         vb.dirty_max = max(vb.dirty_max, off + (1 << order))
         vb.dirty += 1 << order
         if vb.dirty == self.BITS:
             if vb.free:
-                self.vm.log.BUG("vb_free: BUG_ON(vb->free)")
-            self.free_vmap_block(vb)
+                self.log.BUG("vb_free: BUG_ON(vb->free)")
+            self.free_vmap_block(vb, cpu=cpu)
 
-    def free_vmap_block(self, vb: VmapBlock) -> None:
+    def free_vmap_block(self, vb: VmapBlock, *, cpu: int) -> None:
         """``free_vmap_block``: drop from the index, unlink and lazily free the VA."""
         del self.index[self.addr_to_vb_idx(vb.va.va_start)]
         if vb.on_free_list:
             self.vbq[vb.cpu].remove(vb)
             vb.on_free_list = False
-        space = self.vm.space
+        space = self.space
         found = space.find_unlink_vmap_area(vb.va.va_start)
         if found is not vb.va:
             raise InvariantError(f"vmap block {vb.va!r} is not busy")
-        space.free_vmap_area_noflush(vb.va, cpu=self.vm.cpu)
+        space.free_vmap_area_noflush(vb.va, cpu=cpu)
 
     def _purge_fragmented_block(self, vb: VmapBlock, force: bool) -> bool:
         if not (vb.free + vb.dirty == self.BITS and vb.dirty != self.BITS):
             return False
-        if self.v6 and not (force or vb.free < self.PURGE_THRESHOLD):
+        if self.purge_threshold and not (force or vb.free < self.PURGE_THRESHOLD):
             return False
         vb.free = 0
         vb.dirty = self.BITS
@@ -154,28 +191,30 @@ class VmapBlocks:
         vb.dirty_max = self.BITS
         return True
 
-    def purge_fragmented_blocks(self, cpu: int, force: bool = True) -> int:
-        """``purge_fragmented_blocks(cpu)``: recycle this CPU's blocks that have no
-        live mappings left; returns how many were freed."""
+    def purge_fragmented_blocks(self, cpu: int, force: bool = True, *, this_cpu: int = 0) -> int:
+        """``purge_fragmented_blocks(cpu)``: recycle ``cpu``'s blocks that have no
+        live mappings left (the work runs on ``this_cpu``); returns how many were
+        freed."""
         purge = [vb for vb in list(self.vbq[cpu]) if self._purge_fragmented_block(vb, force)]
         for vb in purge:
-            self.free_vmap_block(vb)
+            self.free_vmap_block(vb, cpu=this_cpu)
         return len(purge)
 
-    def purge_fragmented_blocks_allcpus(self) -> None:
-        """``purge_fragmented_blocks_allcpus`` (the VmapSpace failure-purge hook)."""
+    def purge_fragmented_blocks_allcpus(self, this_cpu: int = 0) -> None:
+        """``purge_fragmented_blocks_allcpus`` (the allocator's failure-purge hook),
+        running on ``this_cpu``."""
         for cpu in range(len(self.vbq)):
-            self.purge_fragmented_blocks(cpu)
+            self.purge_fragmented_blocks(cpu, this_cpu=this_cpu)
 
-    def vm_unmap_aliases(self) -> None:
+    def vm_unmap_aliases(self, *, cpu: int) -> None:
         """``vm_unmap_aliases`` = ``_vm_unmap_aliases(ULONG_MAX, 0, 0)``.
 
         5.4: note the dirty range of blocks on the free lists, purge fragmented
-        blocks of all CPUs, purge lazy areas. 6.x: visit every block, try a
+        blocks of all CPUs, purge lazy areas. Since v6.5: visit every block, try a
         non-forced fragmented purge, else reset the dirty range of partly dirty
         blocks; free the purged blocks; purge lazy areas.
         """
-        if self.v6:
+        if self.purge_threshold:
             purge = []
             for vb in list(self.index.values()):
                 if self._purge_fragmented_block(vb, False):
@@ -184,61 +223,58 @@ class VmapBlocks:
                     vb.dirty_min = self.BITS
                     vb.dirty_max = 0
             for vb in purge:
-                self.free_vmap_block(vb)
+                self.free_vmap_block(vb, cpu=cpu)
         else:
-            self.purge_fragmented_blocks_allcpus()
-        self.vm.space.purge_vmap_area_lazy()
+            self.purge_fragmented_blocks_allcpus(cpu)
+        self.space.purge_vmap_area_lazy()
 
     # ---------------------------------------------------------- vm_map_ram
-    def vm_map_ram(self, pages: npt.NDArray[np.int64], count: int, node: int) -> int:
+    def vm_map_ram(self, pages: npt.NDArray[np.int64], count: int, node: int, *, cpu: int) -> int:
         """``vm_map_ram``: see :mod:`pyvmalloc.vmap.block`."""
-        vm = self.vm
         if count <= 0:
             return 0
         size = count << PAGE_SHIFT
         if count <= self.MAX_ALLOC:
-            addr = self.vb_alloc(size)
+            addr = self.vb_alloc(size, cpu=cpu)
             if not addr:
                 return 0
         else:
-            va = vm.alloc_vmap_area(
+            va = self._alloc_vmap_area(
                 size,
                 PAGE_SIZE,
-                vm.VMALLOC_START,
-                vm.VMALLOC_END,
+                self.VMALLOC_START,
+                self.VMALLOC_END,
                 node,
                 GFP_KERNEL,
                 None,
-                VMAP_RAM if self.v6 else 0,
+                VMAP_RAM if self.ram_flags else 0,
+                cpu=cpu,
             )
             if not isinstance(va, VmapArea):
                 return 0
             addr = va.va_start
             self.large[addr] = va
-        prot = vm.pgt.supported_pte_mask
-        from pyvmalloc.pgtable import PAGE_KERNEL
-
-        if vm.vmap_pages_range(addr, addr + size, PAGE_KERNEL & prot, pages, PAGE_SHIFT):
-            self.vm_unmap_ram(addr, count)
+        prot = self.pgt.supported_pte_mask
+        if self._map_pages(addr, addr + size, PAGE_KERNEL & prot, pages, PAGE_SHIFT):
+            self.vm_unmap_ram(addr, count, cpu=cpu)
             return 0
         return addr
 
-    def vm_unmap_ram(self, addr: int, count: int) -> None:
+    def vm_unmap_ram(self, addr: int, count: int, *, cpu: int) -> None:
         """``vm_unmap_ram``: BUG on bad arguments, ``vb_free`` or a lazy VA free."""
-        vm = self.vm
         size = count << PAGE_SHIFT
         if not addr or addr & (PAGE_SIZE - 1) or count <= 0:
-            vm.log.BUG(f"vm_unmap_ram: bad address {addr:#x} or count {count}")
+            self.log.BUG(f"vm_unmap_ram: bad address {addr:#x} or count {count}")
             return
         if count <= self.MAX_ALLOC:
-            self.vb_free(addr, size)
+            self.vb_free(addr, size, cpu=cpu)
             return
         va = self.large.pop(addr, None)
         if va is None:
-            vm.log.BUG(f"vm_unmap_ram: BUG_ON(!va) for {addr:#x}")
+            self.log.BUG(f"vm_unmap_ram: BUG_ON(!va) for {addr:#x}")
             return
-        vm.space.find_unlink_vmap_area(addr)
-        vm.free_unmap_vmap_area(va)
+        self.space.find_unlink_vmap_area(addr)
+        self._free_unmap_vmap_area(va, cpu=cpu)
 
     def check(self) -> None:
         for idx, vb in self.index.items():

@@ -107,7 +107,10 @@ class FreeTree:
     def __repr__(self) -> str:
         top = self.root.rb_node
         biggest = top.subtree_max_size if top is not None else 0
-        return f"<free_vmap_area_root: {self.nr_free} free blocks, largest {biggest:#x}>"
+        return (
+            f"<free_vmap_area_root: {self.nr_free} free blocks, largest {biggest:#x} "
+            f"({biggest} bytes)>"
+        )
 
     # --- linking ----------------------------------------------------------------------
     def find_va_links(

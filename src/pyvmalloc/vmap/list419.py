@@ -187,7 +187,7 @@ class ListVmapSpace(VmapSpace):
         pools: PoolPolicy,
         clock: Callable[[], float] | None = None,
         schedule_work: Callable[[str, Callable[[], None]], object] | None = None,
-        purge_fragmented: Callable[[], object] | None = None,
+        purge_fragmented: Callable[[int], object] | None = None,
     ) -> None:
         if pools.name != "none":
             raise ValueError(f"the 4.19 list walk has no vmap nodes for pools {pools!r}")
@@ -338,7 +338,7 @@ class ListVmapSpace(VmapSpace):
             # overflow:
             if not purged:
                 self.stats.retries += 1
-                self.reclaim_and_purge_vmap_areas()
+                self.reclaim_and_purge_vmap_areas(cpu)
                 purged = True
                 continue
             freed = 0
@@ -532,10 +532,10 @@ class ListVmapSpace(VmapSpace):
         """``__purge_vmap_area_lazy(ULONG_MAX, 0)``; ``limit`` takes the oldest only."""
         return self._purge(limit)
 
-    def reclaim_and_purge_vmap_areas(self) -> bool:
+    def reclaim_and_purge_vmap_areas(self, cpu: int = 0) -> bool:
         """``purge_vmap_area_lazy()``: fragmented vmap blocks first, then the purge."""
         if self._purge_fragmented is not None:
-            self._purge_fragmented()
+            self._purge_fragmented(cpu)
         return self._purge()
 
     def begin_purge(

@@ -81,7 +81,7 @@ def pcpu_get_vm_areas(
             break
         if purged:
             return None
-        space.reclaim_and_purge_vmap_areas()
+        space.reclaim_and_purge_vmap_areas(cpu)
         purged = True
     vas: list[VmapArea] = []
     for i in range(nr):

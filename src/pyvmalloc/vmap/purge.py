@@ -58,7 +58,7 @@ class LazyPurge:
     last_flush: tuple[int, int] | None
     tp_purge: list[Callable[[TraceEvent], None]]
     _clock: Callable[[], float]
-    _purge_fragmented: Callable[[], object] | None
+    _purge_fragmented: Callable[[int], object] | None
 
     def lazy_node_of(self, va: VmapArea) -> int:  # pragma: no cover - VmapSpace's
         raise NotImplementedError
@@ -85,11 +85,11 @@ class LazyPurge:
             self.ulong_max, 0, full_pool_decay=full_pool_decay, limit=limit
         )
 
-    def reclaim_and_purge_vmap_areas(self) -> bool:
-        """The allocation-failure purge: fragmented vmap blocks first, then a purge
-        with full pool decay (``reclaim_and_purge_vmap_areas``, 6.x)."""
+    def reclaim_and_purge_vmap_areas(self, cpu: int = 0) -> bool:
+        """The allocation-failure purge on ``cpu``: fragmented vmap blocks first, then
+        a purge with full pool decay (``reclaim_and_purge_vmap_areas``, 6.x)."""
         if self._purge_fragmented is not None:
-            self._purge_fragmented()
+            self._purge_fragmented(cpu)
         return self._purge_vmap_area_lazy(self.ulong_max, 0, full_pool_decay=True)
 
     def _purge_vmap_area_lazy(

@@ -91,8 +91,8 @@ class VmapSpace(LazyPurge):
         How the 6.x drain work is queued (``schedule_work(name, func)``); None runs
         the purge at once, as 5.4 does.
     purge_fragmented:
-        Called before the allocation-failure purge: the vm_map_ram layer purges its
-        fragmented vmap blocks of all CPUs there.
+        Called with the allocating CPU before the allocation-failure purge: the
+        vm_map_ram layer purges its fragmented vmap blocks of all CPUs there.
     """
 
     #: This mechanism keeps a record of free space (the free tree); 4.19's did not.
@@ -108,7 +108,7 @@ class VmapSpace(LazyPurge):
         pools: PoolPolicy,
         clock: Callable[[], float] | None = None,
         schedule_work: Callable[[str, Callable[[], None]], object] | None = None,
-        purge_fragmented: Callable[[], object] | None = None,
+        purge_fragmented: Callable[[int], object] | None = None,
     ) -> None:
         self.machine = machine
         self.profile = profile
@@ -306,7 +306,7 @@ class VmapSpace(LazyPurge):
             return va
         # overflow: purge once and retry; the vmap_notify_list frees nothing here.
         self.stats.retries += 1
-        self.reclaim_and_purge_vmap_areas()
+        self.reclaim_and_purge_vmap_areas(cpu)
         va = self.alloc_vmap_area_once(size, align, vstart, vend, cpu, va_flags, vm)
         if va.__class__ is not int:
             return va

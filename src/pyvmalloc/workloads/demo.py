@@ -101,8 +101,22 @@ def allocator_report(k: Kernel) -> list[Table]:
     return [t, nodes]
 
 
-def run_demo(profile: str = "6.18", cpus: int = 2, ops: int = 20000, seed: int = 1) -> int:
-    console = Console()
+def run_demo(
+    profile: str = "6.18",
+    cpus: int = 2,
+    ops: int = 20000,
+    seed: int = 1,
+    json_out: str | None = None,
+) -> int:
+    """The demo; ``json_out`` (a path, or ``-`` for stdout instead of the report) gets
+    the report's tables as JSON."""
+    import io
+
+    from pyvmalloc.cli_output import check_writable, table_json, write_json
+    from pyvmalloc.cli_output import console as make_console
+
+    check_writable(json_out, "--json")
+    console = make_console() if json_out != "-" else Console(file=io.StringIO())
     k = Kernel(profile, cpus=cpus)
     trace_lines: list[str] = []
     if k.profile.has_tracepoints:
@@ -110,8 +124,11 @@ def run_demo(profile: str = "6.18", cpus: int = 2, ops: int = 20000, seed: int =
     with Progress(console=console, transient=True) as progress:
         seeded_workload(k, ops, seed, progress)
     k.check()
-    for table in allocator_report(k):
-        console.print(table)
+    tables = allocator_report(k)
+    if json_out:
+        write_json({"allocator": table_json(tables[0]), "nodes": table_json(tables[1])}, json_out)
+    for table in tables:
+        console.print(table, markup=False)
     if trace_lines:
         console.print(f"[bold]last tracepoints[/] ({len(trace_lines)} events in all):")
         for line in trace_lines[-5:]:

@@ -30,9 +30,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from pyvmalloc.config import NUMA_NO_NODE, THREAD_ALIGN, THREAD_SIZE
 from pyvmalloc.gfp import __GFP_ZERO, GFP_KERNEL
 from pyvmalloc.kernel import Kernel
-from pyvmalloc.vmap.area import NUMA_NO_NODE
 
 __all__ = [
     "NR_CACHED_STACKS",
@@ -43,15 +43,9 @@ __all__ = [
     "fork_workload",
 ]
 
-#: x86_64 without KASAN: 16 KiB stacks; with VMAP_STACK THREAD_ALIGN == THREAD_SIZE.
-THREAD_SIZE = 16 << 10
-THREAD_ALIGN = THREAD_SIZE
 NR_CACHED_STACKS = 2
 #: THREADINFO_GFP without __GFP_ACCOUNT (the model has no memcg).
 THREADINFO_GFP = GFP_KERNEL | __GFP_ZERO
-#: The caller /proc/vmallocinfo shows for stacks: observed on the 6.18 machine
-#: (dup_task_struct and copy_process are inlined into kernel_clone); 5.4 had _do_fork.
-CALLERS = {True: "kernel_clone+0x94/0x3e0", False: "_do_fork"}
 
 
 @dataclass
@@ -86,8 +80,8 @@ class ThreadStacks:
             self.k.write(stack, bytes(THREAD_SIZE))  # memset(s->addr, 0, THREAD_SIZE)
             self.stats.cache_hits += 1
             return stack
-        caller = CALLERS[self.k.profile.bulk_page_alloc]
-        stack = self.k._k_vmalloc_node(
+        caller = self.k.profile.thread_stack_caller
+        stack = self.k._vmalloc_node(
             THREAD_SIZE, THREAD_ALIGN, THREADINFO_GFP, node, caller=caller, cpu=cpu
         )
         if stack:
