@@ -30,11 +30,12 @@ LAYERS: list[list[str]] = [
     ["policies"],
     ["vmalloc"],
     ["procfs", "explain"],
+    ["helpers"],
     ["kernel"],
     ["trace.events", "trace.capturedir", "trace.parse", "trace.snapshot", "trace.bpfload"],
     ["trace.harness"],
     ["trace"],
-    ["workloads", "report", "helpers"],
+    ["workloads", "report"],
     ["cli_vmalloc"],
     ["cli", "cli_kmem", "__main__", "__init__"],
 ]

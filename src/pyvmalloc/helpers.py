@@ -22,15 +22,25 @@ True
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from pyvmalloc.config import PAGE_SHIFT
+from pyvmalloc.phys import PhysicalMemory
+from pyvmalloc.vmalloc import Vmalloc, VmStruct
+from pyvmalloc.vmap.area import VmapArea
+from pyvmalloc.vmap.space import VmapSpace
 
-if TYPE_CHECKING:
-    from pyvmalloc.kernel import Kernel
-    from pyvmalloc.vmalloc import VmStruct
-    from pyvmalloc.vmap.area import VmapArea
+
+class Kernel(Protocol):
+    """What the helpers read of a model (a :class:`pyvmalloc.kernel.Kernel`)."""
+
+    @property
+    def vmap_space(self) -> VmapSpace: ...
+    @property
+    def vm(self) -> Vmalloc: ...
+    @property
+    def phys(self) -> PhysicalMemory: ...
+
 
 __all__ = [
     "Page",
@@ -42,27 +52,51 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Page:
+class Page(int):
     """The model's ``struct page`` of one physical page, as ``vmalloc_to_page`` finds it.
 
-    ``flags`` are the page-flag names the model keeps (``PG_reserved``...), ``refcount``
-    is ``page_ref_count(page)``, ``area`` the ``vm_struct`` whose mapping led here and
-    ``vmap_area`` its ``struct vmap_area`` (``None`` for mappings without one).
+    It *is* the page frame number (an ``int``: ``page << PAGE_SHIFT``, ``page == pfn``
+    and array indexing work as with the pfns the layers use), with the page's fields
+    attached: ``node``, ``zone``, ``flags`` (the page-flag names the model keeps),
+    ``refcount`` (``page_ref_count(page)``), ``area`` (the ``vm_struct`` whose mapping
+    led here) and ``vmap_area`` (its ``struct vmap_area``; None for mappings without).
     """
 
-    pfn: int
     node: int
     zone: str
     flags: tuple[str, ...]
     refcount: int
-    area: VmStruct | None = None
-    vmap_area: VmapArea | None = None
+    area: VmStruct | None
+    vmap_area: VmapArea | None
+
+    def __new__(
+        cls,
+        pfn: int,
+        node: int,
+        zone: str,
+        flags: tuple[str, ...],
+        refcount: int,
+        area: VmStruct | None = None,
+        vmap_area: VmapArea | None = None,
+    ) -> Page:
+        page = super().__new__(cls, pfn)
+        page.node = node
+        page.zone = zone
+        page.flags = flags
+        page.refcount = refcount
+        page.area = area
+        page.vmap_area = vmap_area
+        return page
+
+    @property
+    def pfn(self) -> int:
+        """``page_to_pfn(page)``."""
+        return int(self)
 
     @property
     def phys_addr(self) -> int:
         """``page_to_phys(page)``."""
-        return self.pfn << PAGE_SHIFT
+        return int(self) << PAGE_SHIFT
 
     def __repr__(self) -> str:
         where = ""
@@ -117,7 +151,7 @@ def vmalloc_to_page(k: Kernel, addr: int) -> Page | None:
     phys = k.phys
     if not phys.pfn_valid(pfn):
         # vmap_pfn/ioremap can map frames the page allocator does not own (no page).
-        return Page(pfn, -1, "none", ("no struct page",), 0, k.find_vm_area(addr))
+        return Page(pfn, -1, "none", ("no struct page",), 0, k.vm.find_vm_area(addr))
     va = k.vmap_space.find_vmap_area(addr)
     return Page(
         pfn=pfn,

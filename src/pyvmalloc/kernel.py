@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, Literal, ParamSpec, TypeVar, overload
 
+import pyvmalloc.helpers as helpers
 from pyvmalloc.config import NUMA_NO_NODE, Arch, KernelProfile, Machine, get_profile
 from pyvmalloc.errors import InvariantError
 from pyvmalloc.gfp import GFP_KERNEL
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from pyvmalloc.pgtable import PageTables
     from pyvmalloc.phys import PhysicalMemory
     from pyvmalloc.slab import SlabAllocator
-    from pyvmalloc.vmalloc import Vmalloc
+    from pyvmalloc.vmalloc import Vmalloc, VmStruct
 
 __all__ = ["Kernel", "Work", "WorkQueue", "is_err"]
 
@@ -366,6 +367,22 @@ class Kernel:
         """``find_vmap_area``: the busy area containing ``addr``."""
         return self.vmap_space.find_vmap_area(addr)
 
+    def for_each_vmap_area(self) -> Iterator[VmapArea]:
+        """Every busy ``struct vmap_area``, in the kernel's order (drgn's helper)."""
+        return helpers.for_each_vmap_area(self)
+
+    def for_each_vm_area(self) -> Iterator[VmStruct]:
+        """Every ``struct vm_struct`` of a busy area (drgn's ``for_each_vm_area``)."""
+        return helpers.for_each_vm_area(self)
+
+    def vmalloc_to_page(self, addr: int) -> helpers.Page | None:
+        """``vmalloc_to_page(addr)``: the page mapped at ``addr``, or None (NULL).
+
+        A :class:`~pyvmalloc.helpers.Page`: the pfn (an ``int``) with its node, zone,
+        flags, refcount and the area that maps it, as drgn's helper returns it.
+        """
+        return helpers.vmalloc_to_page(self, addr)
+
     def free_vmap_area_noflush(self, va: VmapArea | int, cpu: int = 0) -> None:
         """Lazily free a busy area, given as the area or any address inside it.
 
@@ -524,7 +541,6 @@ class Kernel:
     kvfree = _VmallocApi(lambda vm: vm.kvfree)
     alloc_pages = _VmallocApi(lambda vm: vm.alloc_pages)
     free_pages = _VmallocApi(lambda vm: vm.free_pages)
-    vmalloc_to_page = _VmallocApi(lambda vm: vm.vmalloc_to_page)
     vmalloc_to_pfn = _VmallocApi(lambda vm: vm.vmalloc_to_pfn)
     vread = _VmallocApi(lambda vm: vm.vread)
     vwrite = _VmallocApi(lambda vm: vm.vwrite)
