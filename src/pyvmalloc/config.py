@@ -541,6 +541,23 @@ class KernelProfile:
     #: 4.19 had none (it arrived in v5.1): the 2019 rewrite's published figures were
     #: taken running it on a 4.20 kernel, so the "4.19" profile runs the 5.4 module.
     test_vmalloc: TestVmallocModule = TEST_VMALLOC_5_4
+    #: ``vm_unmap_ram`` of a large count with no area there: ``BUG_ON(!va)`` in
+    #: v5.4; ``if (WARN_ON_ONCE(!va)) return;`` in v6.18 (mm/vmalloc.c).
+    vm_unmap_ram_warn_once: bool = False
+    #: ``__GFP_NOFAIL`` vmalloc retries (v5.17, Michal Hocko, "mm/vmalloc: add
+    #: support for __GFP_NOFAIL"): a failed vm_struct allocation warns ``vmalloc
+    #: error: size %lu, vm_struct allocation failed. Retrying.`` and tries again
+    #: after a tick, and a failed ``vmap_pages_range`` is retried the same way.
+    vmalloc_nofail_retry: bool = False
+    #: ``kvmalloc_node_align(size, align, gfp, node)``: the vmalloc fallback takes an
+    #: alignment (v6.17, Vitaly Wool, "mm/slub: allow to set node and align in
+    #: k[v]realloc").
+    kvmalloc_align: bool = False
+    #: /proc/meminfo ``VmallocUsed`` counts ``nr_vmalloc_pages`` (v5.3, Roman
+    #: Gushchin, "mm: vmalloc: show number of vmalloc pages in /proc/meminfo");
+    #: v4.4-v5.2 print 0 (v4.4, Linus Torvalds, "mm: get rid of 'vmalloc_info' from
+    #: /proc/meminfo").
+    meminfo_vmalloc_used: bool = True
 
     def nr_vmap_nodes(self, machine: Machine) -> int:
         """``nr_vmap_nodes``: ``clamp(num_possible_cpus(), 1, 128)`` on 64-bit in 6.x."""
@@ -567,6 +584,7 @@ PROFILES: dict[str, KernelProfile] = {
         has_tracepoints=False,
         node_lookup_step=1,
         alloc_fail_warning=_WARN_OLD,
+        meminfo_vmalloc_used=False,
     ),
     "5.4": KernelProfile(
         name="5.4",
@@ -611,6 +629,9 @@ PROFILES: dict[str, KernelProfile] = {
         vmallocinfo_lazy_per_node=True,
         thread_stack_caller="kernel_clone+0x94/0x3e0",
         test_vmalloc=TEST_VMALLOC_6_18,
+        vm_unmap_ram_warn_once=True,
+        vmalloc_nofail_retry=True,
+        kvmalloc_align=True,
     ),
 }
 

@@ -17,10 +17,12 @@ tables, vm_struct) hang off the same object.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, Literal, ParamSpec, TypeVar, overload
 
+from pyvmalloc.args import integer, uint, ulong
 from pyvmalloc.config import NUMA_NO_NODE, Arch, KernelProfile, Machine, get_profile
 from pyvmalloc.errors import InvariantError
 from pyvmalloc.gfp import GFP_KERNEL
@@ -164,6 +166,10 @@ class Kernel:
         pools: str | PoolPolicy | type | None = None,
     ) -> None:
         self.profile = get_profile(profile)
+        if deferred_work not in ("auto", "manual"):
+            raise ValueError(f"deferred_work must be 'auto' or 'manual', not {deferred_work!r}")
+        if not isinstance(strict, bool):
+            raise TypeError(f"strict must be a bool, not {type(strict).__name__}")
         if machine is None:
             from pyvmalloc.config import parse_size
 
@@ -219,6 +225,7 @@ class Kernel:
         from pyvmalloc.slab import SlabAllocator
         from pyvmalloc.vmalloc import describe_fault
 
+        self._check_ram_fits()
         phys = PhysicalMemory(self.machine, self.profile, self.log)
         pgt = PageTables(
             self.machine,
@@ -231,6 +238,31 @@ class Kernel:
         self._slab = SlabAllocator(phys, self.machine.cpus_possible)
         self._used0 = self._phys_used_now()
         self._pgtable0 = phys.nr_pgtable_pages
+
+    #: Host bytes the page allocator's per-page arrays take per modelled 4 KiB page
+    #: (flags, refcount, order, zone, node, owner: ``PhysicalMemory.column_bytes``),
+    #: plus slack for the free lists.
+    HOST_BYTES_PER_PAGE = 20
+
+    def _check_ram_fits(self) -> None:
+        """Refuse a RAM size whose page arrays this host cannot hold, saying what fits
+        (rather than a bare ``MemoryError``, or the OOM killer: numpy's zeroed arrays
+        are allocated lazily)."""
+        need = (self.machine.ram >> 12) * self.HOST_BYTES_PER_PAGE
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):  # not on this platform: let numpy try
+            return
+        if need > avail // 2:
+            from pyvmalloc.config import format_size
+
+            fits = (avail // 2 // self.HOST_BYTES_PER_PAGE) << 12
+            raise MemoryError(
+                f"ram={format_size(self.machine.ram)} needs about {format_size(need)} of "
+                f"host memory for the model's page arrays ({self.HOST_BYTES_PER_PAGE} bytes "
+                f"per 4 KiB page); this host has {format_size(avail)} free, so at most "
+                f"about ram={format_size(fits)} fits"
+            )
 
     @property
     def phys(self) -> PhysicalMemory:
@@ -350,16 +382,23 @@ class Kernel:
         :class:`VmapArea` or a negative errno (``-EINVAL``, ``-EBUSY``).
         """
         self._check_cpu(cpu)
-        va = self.vmap_space.alloc_vmap_area(
-            size,
-            align,
-            self.VMALLOC_START if vstart is None else vstart,
-            self.VMALLOC_END if vend is None else vend,
-            cpu=cpu,
-            gfp_nowarn=gfp_nowarn,
-            va_flags=va_flags,
-        )
-        self._after_call()
+        bits = self.machine.bits_per_long
+        size = ulong("size", size, bits)
+        align = ulong("align", align, bits)
+        lo = self.VMALLOC_START if vstart is None else ulong("vstart", vstart, bits)
+        hi = self.VMALLOC_END if vend is None else ulong("vend", vend, bits)
+        self.vmap_space.check_range(lo, hi)
+        with self.log.api():
+            va = self.vmap_space.alloc_vmap_area(
+                size,
+                align,
+                lo,
+                hi,
+                cpu=cpu,
+                gfp_nowarn=gfp_nowarn,
+                va_flags=va_flags,
+            )
+            self._after_call()
         return va
 
     def find_vmap_area(self, addr: int) -> VmapArea | None:
@@ -385,8 +424,9 @@ class Kernel:
         if found is None:
             self.log.WARN(f"find_unlink_vmap_area: no busy vmap_area at {addr:#x}")
             return
-        self.vmap_space.free_vmap_area_noflush(found, cpu=cpu)
-        self._after_call()
+        with self.log.api():
+            self.vmap_space.free_vmap_area_noflush(found, cpu=cpu)
+            self._after_call()
 
     def free_vmap_area(self, va: VmapArea) -> None:
         """``free_vmap_area``: immediate (non-lazy) free, as error paths do."""
@@ -398,8 +438,9 @@ class Kernel:
         5.4: ``purge_vmap_area_lazy()``. 6.18: what the ``drain_vmap_work`` worker runs,
         ``__purge_vmap_area_lazy(ULONG_MAX, 0, false)`` (pools decay by 25 %).
         """
-        done = self.vmap_space.purge_vmap_area_lazy()
-        self._after_call()
+        with self.log.api():
+            done = self.vmap_space.purge_vmap_area_lazy()
+            self._after_call()
         return done
 
     def reclaim_and_purge_vmap_areas(self) -> bool:
@@ -411,18 +452,21 @@ class Kernel:
     ) -> list[VmapArea] | None:
         """``pcpu_get_vm_areas(offsets, sizes, nr_vms, align)``: congruent areas."""
         self._check_cpu(cpu)
-        vas = pcpu_get_vm_areas(self.vmap_space, offsets, sizes, align, cpu)
-        self._after_call()
+        with self.log.api():
+            vas = pcpu_get_vm_areas(self.vmap_space, offsets, sizes, align, cpu)
+            self._after_call()
         return vas
 
     def pcpu_free_vm_areas(self, vas: list[VmapArea], cpu: int = 0) -> None:
         """``pcpu_free_vm_areas(vms, nr_vms)``: free them lazily."""
-        pcpu_free_vm_areas(self.vmap_space, vas, cpu)
-        self._after_call()
+        with self.log.api():
+            pcpu_free_vm_areas(self.vmap_space, vas, cpu)
+            self._after_call()
 
     def run_deferred_work(self) -> int:
         """Run the pending work items (6.x lazy purge worker); return how many ran."""
-        return self.workqueue.run_pending()
+        with self.log.api():
+            return self.workqueue.run_pending()
 
     def drop_caches(self, mode: int = 2) -> int:
         """``echo mode > /proc/sys/vm/drop_caches``: with bit 2, run the shrinkers.
@@ -530,13 +574,18 @@ class Kernel:
     vwrite = _VmallocApi(lambda vm: vm.vwrite)
 
     def kmalloc(self, size: int, gfp: int = GFP_KERNEL) -> int:
-        """``kmalloc(size, gfp)`` (direct-map address or 0)."""
-        return self.slab.kmalloc(size, gfp)
+        """``kmalloc(size, gfp)`` (direct-map address or 0); ``size`` is a ``size_t``."""
+        size = ulong("size", size, self.machine.bits_per_long)
+        gfp = uint("gfp", gfp)
+        with self.log.api():
+            return self.slab.kmalloc(size, gfp)
 
     def kfree(self, addr: int) -> None:
         """``kfree(addr)``."""
-        if not self.slab.kfree(addr):
-            self.log.WARN(f"kfree: invalid object {addr:#x}")
+        addr = ulong("addr", addr, self.machine.bits_per_long)
+        with self.log.api():
+            if not self.slab.kfree(addr):
+                self.log.WARN(f"kfree: invalid object {addr:#x}")
 
     def is_vmalloc_addr(self, addr: int) -> bool:
         """``is_vmalloc_addr(addr)``."""
@@ -572,7 +621,8 @@ class Kernel:
         """The ``Vmalloc*`` lines of ``/proc/meminfo``."""
         from pyvmalloc.procfs import meminfo
 
-        return meminfo(self.machine, self.nr_vmalloc_pages)
+        used = self.nr_vmalloc_pages if self.profile.meminfo_vmalloc_used else 0
+        return meminfo(self.machine, used)
 
     def buddyinfo(self) -> str:
         """``/proc/buddyinfo``."""
@@ -587,6 +637,8 @@ class Kernel:
         return self.log.dmesg()
 
     def _check_cpu(self, cpu: int) -> None:
+        if cpu.__class__ is not int:
+            integer("cpu", cpu)
         self.machine.check_cpu(cpu)
 
     def __repr__(self) -> str:
