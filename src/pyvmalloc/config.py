@@ -471,10 +471,9 @@ class KernelProfile:
     #: ``vmalloc``/``vzalloc`` go through ``__vmalloc_node_flags`` and ``kvmalloc``
     #: falls back through ``__vmalloc_node_flags_caller``; v5.8 (Christoph Hellwig,
     #: "mm: remove __vmalloc_node_flags_caller") calls ``__vmalloc_node`` directly.
-    #: Known deviation: the model's 5.4 ``vmalloc``/``vzalloc`` add ``__GFP_HIGHMEM``
-    #: to the mask, which 5.4 does not do (v4.12, Michal Hocko, "mm, vmalloc: use
-    #: __GFP_HIGHMEM implicitly"); the pages get it either way, only the printed
-    #: gfp (explain, warn_alloc) differs.
+    #: Both pass plain ``GFP_KERNEL`` (v4.12, Michal Hocko, "mm, vmalloc: use
+    #: __GFP_HIGHMEM implicitly"): ``__vmalloc_area_node`` adds the HIGHMEM bit for
+    #: the page allocations only (see ``pages_array_highmem``).
     vmalloc_node_flags: bool = True
     #: 5.4 has ``map_vm_area`` (removed in v5.8, Christoph Hellwig, "mm: remove
     #: map_vm_area"); its page-range mapper is named ``vmap_page_range`` (v5.13:
@@ -491,7 +490,10 @@ class KernelProfile:
     vmalloc_error_warnings: bool = False
     #: The pages array, when it is vmalloc'ed itself, is asked with ``__GFP_HIGHMEM``
     #: (5.4's ``nested_gfp | highmem_mask``); 6.18 passes ``nested_gfp`` only (the
-    #: commit that dropped it is not pinned here).
+    #: commit that dropped it is not pinned here). With it, 5.4 keeps
+    #: ``highmem_mask`` apart from ``gfp_mask``, so its warn_alloc lines print the
+    #: caller's mask (``mode:0xcc0(GFP_KERNEL)`` for vmalloc); 6.18 ORs
+    #: ``__GFP_HIGHMEM`` into ``gfp_mask`` first and prints it.
     pages_array_highmem: bool = True
     #: 5.4's ``vfree`` and ``vunmap`` share ``__vunmap``, which WARNs ``Trying to
     #: vfree() bad address`` for an unaligned address and ``... nonexistent vm area``

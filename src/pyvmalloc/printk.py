@@ -67,6 +67,8 @@ class KernelLog:
     pending: list[str] = field(default_factory=list)
     #: ``WARN_ON_ONCE`` / ``pr_*_once`` sites that have fired (per model)
     once: set[str] = field(default_factory=set)
+    #: a call that would never return in the kernel (see :meth:`hang`)
+    hung: str | None = None
 
     def _add(self, level: Level, text: str) -> None:
         self._seq += 1
@@ -113,17 +115,36 @@ class KernelLog:
         if self.strict:
             self._strict(f"kernel BUG: {text}")
 
+    def hang(self, text: str) -> None:
+        """The kernel would loop here forever (a ``__GFP_NOFAIL`` retry nothing can
+        satisfy). Logged as a WARN; the model unwinds the call as a failure and the
+        API boundary raises :class:`KernelHang` (strict or not): a model never
+        returns what the kernel cannot."""
+        self._add("WARN", text)
+        if self.depth:
+            if self.hung is None:
+                self.hung = text
+        else:
+            raise KernelHang(text)
+
     # --- API boundary ---------------------------------------------------------------
     def enter(self) -> None:
         """An API call starts: strict warnings are held until it returns."""
-        if not self.depth and self.pending:
+        if not self.depth and (self.pending or self.hung):
             self.pending.clear()  # left over from a call that raised something else
+            self.hung = None
         self.depth += 1
 
     def leave(self) -> None:
         """An API call returns: the outermost one raises the first held warning."""
         self.depth -= 1
-        if self.pending and not self.depth:
+        if self.depth:
+            return
+        if self.hung is not None:
+            text, self.hung = self.hung, None
+            self.pending.clear()
+            raise KernelHang(text)
+        if self.pending:
             first = self.pending[0]
             self.pending.clear()
             raise KernelWarning(first)
@@ -141,6 +162,7 @@ class KernelLog:
             self.depth -= 1
             if not self.depth:
                 self.pending.clear()
+                self.hung = None
             raise
         self.leave()
 

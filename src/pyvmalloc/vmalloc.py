@@ -265,6 +265,9 @@ class Vmalloc:
         #: physical address bits (``address sizes`` in /proc/cpuinfo); 32-bit
         #: kernels without PAE/LPAE address 32.
         self.phys_bits = 48 if self._bits == 64 or machine.lpae else 32
+        #: width of ``phys_addr_t``/``resource_size_t``: 64 bits on 64-bit and on
+        #: 32-bit with LPAE/PAE, else 32
+        self.phys_addr_bits = 64 if self._bits == 64 or machine.lpae else 32
         #: ``vmap_allow_huge`` (boot option ``nohugevmalloc`` clears it)
         self.vmap_allow_huge = True
         #: per-CPU ``vfree_deferred`` lists (addresses, pushed LIFO)
@@ -574,8 +577,11 @@ class Vmalloc:
         ):
             if size >= self.pgt.pmd_size:
                 shift = self.pgt.pmd_shift
-            if shift > PAGE_SHIFT:
-                align = max(real_align, 1 << shift)
+            # align = max(original_align, 1UL << shift): PAGE_SIZE below PMD_SIZE
+            # (v6.18 __vmalloc_node_range_noprof), seen in the tracepoint's align.
+            align = max(real_align, 1 << shift)
+        nofail = bool(gfp & _GFP_NOFAIL) and profile.vmalloc_nofail_retry
+        retried = False
         while True:
             area = self._get_vm_area_node(
                 real_size, align, shift, VM_ALLOC | VM_UNINITIALIZED | vm_flags,
@@ -583,8 +589,23 @@ class Vmalloc:
             )  # fmt: skip
             if area is None:
                 self._warn_alloc(
-                    gfp, f"vmalloc error: size {real_size}, vm_struct allocation failed"
+                    gfp,
+                    f"vmalloc error: size {real_size}, vm_struct allocation failed"
+                    + (". Retrying." if nofail else ""),
                 )
+                if nofail:
+                    # schedule_timeout_uninterruptible(1); goto again. Only deferred
+                    # work can change the model while the caller sleeps.
+                    if retried and not self._run_deferred():
+                        self.log.hang(
+                            f"__vmalloc_node_range: __GFP_NOFAIL vm_struct allocation of "
+                            f"{real_size} bytes can never succeed in this model (no free "
+                            "range and nothing left to purge): the kernel would retry "
+                            "forever"
+                        )
+                        return 0
+                    retried = True
+                    continue
             else:
                 addr = self._vmalloc_area_node(area, gfp, prot, shift, node, cpu=cpu)
                 if addr:
@@ -618,18 +639,28 @@ class Vmalloc:
         size = get_vm_area_size(area)
         nr_small = size >> PAGE_SHIFT
         array_size = nr_small * 8
-        if not gfp & (_GFP_DMA | _GFP_DMA32):
-            gfp |= _GFP_HIGHMEM
-        nested_gfp = (gfp & GFP_RECLAIM_MASK) | _GFP_ZERO
+        highmem_mask = 0 if gfp & (_GFP_DMA | _GFP_DMA32) else _GFP_HIGHMEM
+        if profile.pages_array_highmem:
+            # 5.4: ``highmem_mask`` is kept apart: the nested pages array and the
+            # page allocations get it, the warn_alloc texts print ``gfp_mask``.
+            warn_gfp = gfp
+            gfp |= highmem_mask
+            nested_gfp = (gfp & GFP_RECLAIM_MASK) | _GFP_ZERO
+            array_gfp = nested_gfp | highmem_mask
+        else:
+            # 6.18: ``gfp_mask |= __GFP_HIGHMEM`` up front (warnings print it); the
+            # nested gfp is ``gfp_mask & GFP_RECLAIM_MASK`` (which has no HIGHMEM).
+            gfp |= highmem_mask
+            warn_gfp = gfp
+            nested_gfp = array_gfp = (gfp & GFP_RECLAIM_MASK) | _GFP_ZERO
         if array_size > PAGE_SIZE:
-            array_gfp = nested_gfp | (_GFP_HIGHMEM if profile.pages_array_highmem else 0)
             pages_addr = self._vmalloc_node(array_size, 1, array_gfp, node, area.caller, cpu=cpu)
         else:
             pages_addr = self.kmalloc_node(array_size, nested_gfp, node)
         if not pages_addr:
             if profile.vmalloc_error_warnings:
                 self._warn_alloc(
-                    gfp,
+                    warn_gfp,
                     f"vmalloc error: size {nr_small * PAGE_SIZE}, failed to allocated page "
                     f"array size {array_size}",
                 )
@@ -652,7 +683,7 @@ class Vmalloc:
         if not profile.vmalloc_error_warnings:
             if area.nr_pages != nr_small or self._map_area(area, prot, pages, page_shift):
                 self._warn_alloc(
-                    gfp,
+                    warn_gfp,
                     f"vmalloc: allocation failure, allocated {area.nr_pages * PAGE_SIZE} "
                     f"of {area.size} bytes",
                 )
@@ -661,13 +692,25 @@ class Vmalloc:
         if area.nr_pages != nr_small:
             if order == 0:
                 self._warn_alloc(
-                    gfp,
+                    warn_gfp,
                     f"vmalloc error: size {area.nr_pages * PAGE_SIZE}, failed to allocate pages",
                 )
             return self._vmalloc_area_fail(area, cpu=cpu)
         if self._map_area(area, prot, pages, page_shift):
+            if gfp & _GFP_NOFAIL and profile.vmalloc_nofail_retry:
+                # do { vmap_pages_range } while (nofail && ret < 0), a tick apart
+                self._run_deferred()
+                if not self._map_area(area, prot, pages, page_shift):
+                    return area.addr
+                self._vmalloc_area_fail(area, cpu=cpu)
+                self.log.hang(
+                    f"__vmalloc_area_node: __GFP_NOFAIL mapping of {area.nr_pages} pages "
+                    "can never succeed in this model (no memory for page tables): the "
+                    "kernel would retry vmap_pages_range forever"
+                )
+                return 0
             self._warn_alloc(
-                gfp, f"vmalloc error: size {area.nr_pages * PAGE_SIZE}, failed to map pages"
+                warn_gfp, f"vmalloc error: size {area.nr_pages * PAGE_SIZE}, failed to map pages"
             )
             return self._vmalloc_area_fail(area, cpu=cpu)
         return area.addr
@@ -681,6 +724,13 @@ class Vmalloc:
         return self.vmap_pages_range(
             area.addr, area.addr + get_vm_area_size(area), prot, pages, page_shift
         )
+
+    def _run_deferred(self) -> bool:
+        """What may run while a ``__GFP_NOFAIL`` caller sleeps a tick: the pending
+        deferred work (lazy purge, vfree_atomic). True if anything changed."""
+        before = self.space.nr_free, self.phys.nr_free_pages()
+        self._after_call()
+        return (self.space.nr_free, self.phys.nr_free_pages()) != before
 
     def _vmalloc_area_fail(self, area: VmStruct, *, cpu: int) -> int:
         self.vfree_now(area.addr, cpu=cpu)
@@ -951,10 +1001,9 @@ class Vmalloc:
         """
         size = self._ul("size", size)
         if self.profile.vmalloc_node_flags:
-            gfp = GFP_KERNEL | _GFP_HIGHMEM
             return self._alloc_api(
                 cpu,
-                lambda: self._vmalloc_node_flags(size, NUMA_NO_NODE, gfp, caller, cpu=cpu),
+                lambda: self._vmalloc_node_flags(size, NUMA_NO_NODE, GFP_KERNEL, caller, cpu=cpu),
             )
         return self._alloc_api(
             cpu, lambda: self._vmalloc_node(size, 1, GFP_KERNEL, NUMA_NO_NODE, caller, cpu=cpu)
@@ -965,10 +1014,9 @@ class Vmalloc:
         size = self._ul("size", size)
         gfp = GFP_KERNEL | _GFP_ZERO
         if self.profile.vmalloc_node_flags:
-            hgfp = gfp | _GFP_HIGHMEM
             return self._alloc_api(
                 cpu,
-                lambda: self._vmalloc_node_flags(size, NUMA_NO_NODE, hgfp, caller, cpu=cpu),
+                lambda: self._vmalloc_node_flags(size, NUMA_NO_NODE, gfp, caller, cpu=cpu),
             )
         return self._alloc_api(
             cpu, lambda: self._vmalloc_node(size, 1, gfp, NUMA_NO_NODE, caller, cpu=cpu)
@@ -1284,12 +1332,12 @@ class Vmalloc:
         ``ioremap: invalid physical address %llx`` and ``WARN_ON_ONCE(1)``, NULL
         (x86 ``__ioremap_caller``, v5.4 and v6.18).
         """
-        phys_addr = ulong("phys_addr", phys_addr, 64)
+        phys_addr = ulong("phys_addr", phys_addr, self.phys_addr_bits)
         size = self._ul("size", size)
         self._enter(cpu)
         try:
             last = phys_addr + size - 1
-            if not size or last >> 64:
+            if not size or last >> self.phys_addr_bits:
                 return 0  # "Don't allow wraparound or zero size"
             if phys_addr >> self.phys_bits:  # !phys_addr_valid(phys_addr)
                 self.log.warn(f"ioremap: invalid physical address {phys_addr:x}")
