@@ -148,6 +148,21 @@ KERNEL_NAMES: dict[str, str] = {
 }
 
 
+def _pfn_array(name: str, pfns: object) -> npt.NDArray[np.int64]:
+    """A flat int64 array of pfns from a sequence of integers, or a TypeError naming
+    the argument (floats, strings and values of 2**63 or more are refused)."""
+    try:
+        raw = np.asarray(pfns)
+    except (OverflowError, TypeError, ValueError):
+        raw = np.asarray([], dtype=object)
+    ok = raw.ndim == 1 and (raw.dtype.kind in "iu" or raw.size == 0)
+    if ok and raw.dtype.kind == "u" and raw.size and int(raw.max()) >= 1 << 63:
+        ok = False
+    if not ok:
+        raise TypeError(f"{name} must be a flat sequence of pfns (integers below 2**63)")
+    return raw.astype(np.int64, copy=False)
+
+
 def get_vm_area_size(area: VmStruct) -> int:
     """``get_vm_area_size``: the usable size, i.e. without the guard page."""
     if area.flags & VM_NO_GUARD:
@@ -943,12 +958,7 @@ class Vmalloc:
     def _pages(self, name: str, pages: object, count: object) -> tuple[npt.NDArray[np.int64], int]:
         """A ``struct page **`` array and its ``unsigned int`` count: the pfns as int64,
         each a valid page (``pfn_valid``), at least ``count`` of them."""
-        try:
-            arr = np.asarray(pages, dtype=np.int64)
-        except (OverflowError, TypeError, ValueError):
-            raise TypeError(f"{name} must be a sequence of pfns (integers below 2**63)") from None
-        if arr.ndim != 1:
-            raise TypeError(f"{name} must be a flat sequence of pfns")
+        arr = _pfn_array(name, pages)
         n = len(arr) if count is None else uint("count", count)
         if n > len(arr):
             raise ValueError(
@@ -1269,10 +1279,7 @@ class Vmalloc:
         ``free_vm_area``s (the PTEs already written go with it) and returns NULL
         (v5.10+, v6.18 mm/vmalloc.c). A pfn must fit the PTE's pfn field.
         """
-        try:
-            arr = np.asarray(pfns, dtype=np.int64)
-        except (OverflowError, TypeError, ValueError):
-            raise TypeError("pfns must be a sequence of pfns (integers below 2**63)") from None
+        arr = _pfn_array("pfns", pfns)
         n = len(arr) if count is None else uint("count", count)
         if n > len(arr):
             raise ValueError(
