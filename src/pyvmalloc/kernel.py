@@ -510,13 +510,22 @@ class Kernel:
                 lst.remove(fn)
 
     # --- whole-model checks -----------------------------------------------------------
-    def check(self) -> None:
+    def check(self, *, full: bool = True) -> None:
         """Run every invariant of every layer; raise on the first broken one.
 
         With the memory layers built this also runs the page allocator's,
         the page tables' and the slab's checks and the vmalloc accounting check
         (every page taken since boot is vmalloc'ed, slab, page-table or user-held).
+
+        ``full=False`` runs only the O(1) checks (the API boundary is unwound, no
+        leaked area, the page accounting balances, the allocator's counters are
+        sane): cheap enough after every step of a long random sequence, with a full
+        check every so many steps.
         """
+        if not full:
+            self._check_quick()
+            return
+        self._check_quick()
         self.vmap_space.check()
         if self._phys is not None:
             self._phys.check()
@@ -529,6 +538,37 @@ class Kernel:
                 self._slab.slab_pages + self._slab.large_pages + self.pgtable_pages_added()
             ):
                 raise InvariantError("pages taken from k.phys directly are not accounted")
+
+    def _check_quick(self) -> None:
+        log = self.log
+        if log.depth or log.pending or log.hung is not None:
+            raise InvariantError(
+                f"an API call did not unwind: depth {log.depth}, held {log.pending!r}"
+            )
+        space = self.vmap_space
+        if space.nr_busy < 0 or space.vmap_lazy_nr < 0:
+            raise InvariantError(
+                f"vmap counters: {space.nr_busy} busy, vmap_lazy_nr {space.vmap_lazy_nr}"
+            )
+        vm = self._vm
+        if vm is None:
+            return
+        if vm.leaked:
+            vm.check()  # names the leaked area
+        slab = self.slab
+        expect = (
+            vm.nr_vmalloc_pages
+            + vm.put_pages
+            + slab.slab_pages
+            + slab.large_pages
+            + self.pgtable_pages_added()
+            + vm.external_pages
+        )
+        if self.phys_pages_used() != expect or vm.external_pages != len(vm.user_pfns):
+            vm.check()  # the full accounting check says which term is off
+            raise InvariantError(
+                f"user pages: {vm.external_pages} counted, {len(vm.user_pfns)} held"
+            )
 
     # --- vmalloc API (kernel names; cpu= is the CPU the call runs on) ---------------
     # Each is the vmalloc layer's function (pyvmalloc.vmalloc.Vmalloc), with its
