@@ -446,3 +446,18 @@ def test_vmallocinfo_widths(arch: str, digits: int) -> None:
     start, end = line.split()[0].split("-")
     assert len(start) == len(end) == 2 + digits
     assert f"phys=0x{0xFE000000:0{digits}x} ioremap" in line
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_ioremap_of_system_ram_is_refused(profile: str) -> None:
+    # __ioremap_caller: IORES_MAP_SYSTEM_RAM -> WARN_ONCE(1, "ioremap on RAM at %pa -
+    # %pa\n", &phys_addr, &last_addr), NULL. The 64 MiB model's e820 RAM is
+    # [0x1000, 0x9f000) and [0x100000, 0x4000000).
+    k = Kernel(profile, ram="64M")
+    assert k.ioremap(0x200000, 0x2000) == 0
+    assert _texts(k) == ["ioremap on RAM at 0x0000000000200000 - 0x0000000000201fff"]
+    assert k.ioremap(0x9E000, 0x1001) == 0  # the last byte's page is RAM-free, not the first
+    assert len(k.log.lines) == 1  # WARN_ONCE
+    assert k.ioremap(0x9F000, 0x2000)  # the hole below 1 MiB is not RAM
+    assert k.ioremap(0xFE000000, 0x1000)
+    k.check()

@@ -1336,8 +1336,9 @@ class Vmalloc:
         ``phys_addr`` is a ``resource_size_t`` and ``size`` an ``unsigned long``, so
         a negative value wraps. A zero size or a range that wraps returns NULL
         silently; a start beyond the CPU's physical address bits prints
-        ``ioremap: invalid physical address %llx`` and ``WARN_ON_ONCE(1)``, NULL
-        (x86 ``__ioremap_caller``, v5.4 and v6.18).
+        ``ioremap: invalid physical address %llx`` and ``WARN_ON_ONCE(1)``, NULL; a
+        range touching System RAM (the e820 RAM ranges) is ``WARN_ONCE(1, "ioremap
+        on RAM at %pa - %pa")`` and NULL (x86 ``__ioremap_caller``, v5.4 and v6.18).
         """
         phys_addr = ulong("phys_addr", phys_addr, self.phys_addr_bits)
         size = self._ul("size", size)
@@ -1350,6 +1351,15 @@ class Vmalloc:
                 self.log.warn(f"ioremap: invalid physical address {phys_addr:x}")
                 self.log.WARN_ONCE(
                     "__ioremap_caller:phys_addr_valid", "__ioremap_caller: WARN_ON_ONCE(1)"
+                )
+                return 0
+            first_pfn, last_pfn = phys_addr >> PAGE_SHIFT, last >> PAGE_SHIFT
+            if any(s <= last_pfn and first_pfn < e for s, e in self.phys.layout.ram_ranges):
+                # IORES_MAP_SYSTEM_RAM: "Don't allow anybody to remap normal RAM"
+                w = 4 if self.phys_addr_bits == 32 else 8
+                self.log.WARN_ONCE(
+                    "__ioremap_caller:ram",
+                    f"ioremap on RAM at 0x{phys_addr:0{2 * w}x} - 0x{last:0{2 * w}x}",
                 )
                 return 0
             offset = phys_addr & (PAGE_SIZE - 1)
