@@ -43,8 +43,11 @@ _HELPERS = (
 
 
 def accelerator() -> str:
-    """Which compiled accelerator the model runs with: none exists yet, so ``pure Python``."""
-    return "pure Python"
+    """Which hot-path code runs: ``C accelerator`` (pyvmalloc._speedups) or ``pure Python``
+    (with the reason: ``PYVMALLOC_PURE=1``, or no compiled extension). See ``_accel``."""
+    from pyvmalloc import _accel
+
+    return _accel.SUMMARY
 
 
 def __getattr__(name: str) -> object:

@@ -94,9 +94,11 @@ def vmallocinfo_line(
         parts.append(" user")
     if f & VM_DMA_COHERENT:
         parts.append(" dma-coherent")
-    if v.pages_addr and machine.vmalloc_start <= v.pages_addr < machine.vmalloc_end:
+    if v.vpages or (v.pages_addr and machine.vmalloc_start <= v.pages_addr < machine.vmalloc_end):
         parts.append(" vpages")
-    if numa and not f & VM_UNINITIALIZED and v.pages is not None and v.nr_pages:
+    if numa and v.pages is None and v.numa_pages:
+        parts.extend(f" N{nid}={c}" for nid, c in v.numa_pages)
+    elif numa and not f & VM_UNINITIALIZED and v.pages is not None and v.nr_pages:
         # One count per 2^page_order pages (show_numa_info; page_order is 0 on
         # kernels without huge vmalloc).
         step = 1 << v.page_order

@@ -41,6 +41,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from pyvmalloc._accel import speedups as _speedups
+
 __all__ = [
     "Augment",
     "RBNode",
@@ -92,6 +94,10 @@ class RBRoot:
 
     def __iter__(self) -> Iterator[Any]:
         return rb_inorder(self)
+
+    def __repr__(self) -> str:
+        n = self.rb_node
+        return "<rb_root empty>" if n is None else f"<rb_root of {n!r}>"
 
 
 class Augment(Protocol):
@@ -552,3 +558,18 @@ def validate_rbtree(
         prev = node
         node = node.rb_right
     return count
+
+
+# --- the compiled accelerator ---------------------------------------------------------
+#: The reference implementations, kept under their own names for differential tests.
+py_rb_insert_color = rb_insert_color
+py_rb_insert_augmented = rb_insert_augmented
+py_rb_erase = rb_erase
+py_rb_erase_augmented = rb_erase_augmented
+
+if _speedups is not None:
+    _speedups.init_rbtree(RBNode, RBRoot)
+    rb_insert_color = _speedups.rb_insert_color
+    rb_insert_augmented = _speedups.rb_insert_augmented
+    rb_erase = _speedups.rb_erase
+    rb_erase_augmented = _speedups.rb_erase_augmented

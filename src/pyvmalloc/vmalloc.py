@@ -200,6 +200,10 @@ class VmStruct:
     requested_size: int = 0
     pages_addr: int = 0
     kaddr: int = 0
+    #: For an area imported from a snapshot, whose pages are not modelled: the
+    #: ``vpages`` mark and the ``N<node>=<pages>`` counts it was printed with.
+    vpages: bool = False
+    numa_pages: tuple[tuple[int, int], ...] = ()
 
     def __repr__(self) -> str:
         return (

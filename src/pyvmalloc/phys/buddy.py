@@ -621,6 +621,23 @@ class PhysicalMemory:
                 for p in range(pfn, pfn + (1 << order)):
                     self._data.pop(p, None)
 
+    def _prep_new_pages_bulk(self, pfns: list[int], gfp: int) -> None:
+        """Order-0 ``_prep_new_page`` for many pages taken off a pcp list (numpy)."""
+        if len(pfns) < 8:
+            fl = self._fl
+            for p in pfns:
+                fl[p] &= ~PG_PCP
+                self._prep_new_page(p, 0, gfp)
+            return
+        idx = np.fromiter(pfns, dtype=np.intp, count=len(pfns))
+        self.flags[idx] = (self.flags[idx] & (0xFF & ~PG_PCP)) | PG_ALLOC
+        self.order[idx] = 0
+        self.refcount[idx] = 1
+        self.owner[idx] = OWNER_NONE
+        if gfp & _ZERO and self._data:
+            for p in pfns:
+                self._data.pop(p, None)
+
     # ----------------------------------------------------------------- public alloc
     def _zones_for(self, nid: int, gfp: int) -> tuple[list[Zone], int]:
         """``(zonelist(nid, gfp), gfp_zone(gfp))``, memoised for valid zone bits."""
@@ -731,17 +748,28 @@ class PhysicalMemory:
                     chosen = z
                     break
             if chosen is not None:
-                got = 0
-                while populated < nr:
-                    p = self._rmqueue(chosen, 0)
+                # Take the pages as _rmqueue would (pcp head first, a refill from the
+                # buddy lists whenever the pcp list runs dry), then prepare them all at
+                # once: _prep_new_page's column writes do not affect which page comes
+                # next, so doing them in bulk gives the same pages and the same state.
+                got: list[int] = []
+                pcp = chosen.pcp
+                fl = self._fl
+                want = nr - populated
+                while len(got) < want:
+                    if pcp:
+                        take = min(want - len(got), len(pcp))
+                        got.extend([pcp.popleft() for _ in range(take)])
+                        continue
+                    p = self._rmqueue(chosen, 0)  # refills the pcp list (rmqueue_bulk)
                     if p < 0:
                         break
-                    self._prep_new_page(p, 0, gfp)
-                    out_list.append(p)
-                    populated += 1
-                    got += 1
+                    fl[p] |= PG_PCP  # cleared below with the others
+                    got.append(p)
                 if got:
-                    return populated
+                    self._prep_new_pages_bulk(got, gfp)
+                    out_list.extend(got)
+                    return populated + len(got)
         p1 = self.alloc_pages(gfp, 0, nid)
         if p1 is not None:
             out_list.append(p1)
@@ -787,6 +815,54 @@ class PhysicalMemory:
 
     def free_page(self, pfn: int) -> None:
         self.free_pages(pfn, 0)
+
+    def free_pages_bulk(self, pfns: list[int]) -> None:
+        """``__free_pages(page, 0)`` for each of ``pfns`` in order (vfree's page loop).
+
+        Same result as calling :meth:`free_pages` for each page. When every page is a
+        distinct order-0 page with one reference in one zone (what vmalloc frees), the
+        column updates are one numpy step and the pcp list is filled in runs up to
+        each ``free_pcppages_bulk`` drain; anything else takes the per-page path.
+        """
+        n = len(pfns)
+        if n < 16:
+            for pfn in pfns:
+                self.free_pages(pfn, 0)
+            return
+        idx = np.fromiter(pfns, dtype=np.intp, count=n)
+        if idx.min() < 0 or idx.max() >= self.max_pfn:
+            for pfn in pfns:
+                self.free_pages(pfn, 0)
+            return
+        flags = self.flags[idx]
+        zone = self.zone[idx]
+        if (
+            (flags & (PG_ALLOC | PG_PGTABLE) != PG_ALLOC).any()
+            or self.order[idx].any()
+            or (self.refcount[idx] != 1).any()
+            or (zone != zone[0]).any()
+            or len(np.unique(idx)) != n
+        ):
+            for pfn in pfns:
+                self.free_pages(pfn, 0)
+            return
+        self.refcount[idx] = 0
+        self.owner[idx] = OWNER_NONE
+        self.flags[idx] = (flags & (0xFF & ~PG_ALLOC)) | PG_PCP
+        z = self.zones[int(zone[0])]
+        pcp, high, batch = z.pcp, z.pcp_high, z.pcp_batch
+        fl = self._fl
+        i = 0
+        while i < n:
+            # appendleft one by one until the list reaches pcp_high, then drain
+            k = min(max(high - len(pcp), 1), n - i)
+            pcp.extendleft(pfns[i : i + k])
+            i += k
+            if len(pcp) >= high:
+                for _ in range(min(batch, len(pcp))):  # free_pcppages_bulk
+                    p = pcp.pop()
+                    fl[p] &= ~PG_PCP
+                    self._free_one_page(z, p, 0)
 
     def get_page(self, pfn: int) -> None:
         if not self._fl[pfn] & PG_ALLOC:

@@ -45,6 +45,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pyvmalloc.config import PAGE_SHIFT, PAGE_SIZE
+from pyvmalloc.vmalloc import (
+    VM_NO_GUARD,
+)
+from pyvmalloc.vmap.area import VMAP_RAM
+
 __all__ = [
     "GUARD_ASSUMED",
     "GUARD_KNOWN",
@@ -54,21 +60,6 @@ __all__ = [
     "build_tour_data",
     "snapshot_state",
 ]
-
-PAGE_SHIFT = 12
-PAGE_SIZE = 1 << PAGE_SHIFT
-
-#: ``vm_struct.flags`` bits, as in include/linux/vmalloc.h (stable since 5.x).
-VM_IOREMAP = 0x001
-VM_ALLOC = 0x002
-VM_MAP = 0x004
-VM_USERMAP = 0x008
-VM_DMA_COHERENT = 0x010
-VM_UNINITIALIZED = 0x020
-VM_NO_GUARD = 0x040
-VM_SPARSE = 0x1000
-#: ``vmap_area.flags`` bit of vm_map_ram areas (6.x): they have no guard page.
-VMAP_RAM = 0x1
 
 GUARD_NONE = 0
 GUARD_KNOWN = 1

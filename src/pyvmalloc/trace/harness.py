@@ -32,7 +32,6 @@ from typing import Protocol
 from pyvmalloc.config import EBUSY, PAGE_SHIFT, KernelProfile, Machine, get_profile
 from pyvmalloc.errors import InvariantError
 from pyvmalloc.kernel import Kernel
-from pyvmalloc.rbtree import rb_next
 from pyvmalloc.trace.events import (
     AllocVmapArea,
     FreeVmapAreaNoflush,
@@ -40,21 +39,71 @@ from pyvmalloc.trace.events import (
     TraceEvent,
 )
 from pyvmalloc.trace.parse import TraceParseResult
-from pyvmalloc.trace.snapshot import VmallocInfo, infer_lazy_nodes
-from pyvmalloc.vmap.area import VMAP_BLOCK, VMAP_RAM, Decision, PendingPurge, VaState, VmapArea
+from pyvmalloc.trace.snapshot import VmallocEntry, VmallocInfo, infer_lazy_nodes
+from pyvmalloc.vmalloc import (
+    VM_ALLOC,
+    VM_DMA_COHERENT,
+    VM_IOREMAP,
+    VM_MAP,
+    VM_SPARSE,
+    VM_USERMAP,
+    VmStruct,
+)
+from pyvmalloc.vmap.area import (
+    VMAP_BLOCK,
+    VMAP_RAM,
+    Decision,
+    PendingPurge,
+    VaState,
+    VmapArea,
+    areas_overlapping,
+)
 from pyvmalloc.vmap.list419 import ListVmapSpace
 from pyvmalloc.vmap.placement import PlacementPolicy
 from pyvmalloc.vmap.pools import PoolPolicy
 from pyvmalloc.vmap.space import VmapSpace
 
 __all__ = [
+    "VM_FLAG_WORDS",
     "Fragmentation",
     "SnapshotEvents",
     "TraceDriver",
     "TraceHarness",
     "events_after_snapshot",
     "fragmentation",
+    "vm_struct_of",
 ]
+
+#: The vmallocinfo flag words and the vm_struct flags they print.
+VM_FLAG_WORDS: dict[str, int] = {
+    "ioremap": VM_IOREMAP,
+    "sparse": VM_SPARSE,
+    "vmalloc": VM_ALLOC,
+    "vmap": VM_MAP,
+    "user": VM_USERMAP,
+    "dma-coherent": VM_DMA_COHERENT,
+}
+
+
+def vm_struct_of(e: VmallocEntry) -> VmStruct:
+    """The ``vm_struct`` a snapshot line was printed from (its pages are not modelled:
+    it keeps the ``pages=``, ``vpages`` and ``N<node>=`` it showed)."""
+    flags = 0
+    for word in e.flags:
+        flags |= VM_FLAG_WORDS.get(word, 0)
+    caller = e.caller
+    if caller is not None and e.module is not None:
+        caller = f"{caller} [{e.module}]"
+    return VmStruct(
+        addr=e.start,
+        size=e.size,
+        flags=flags,
+        caller=caller,
+        nr_pages=e.pages,
+        phys_addr=e.phys or 0,
+        vpages=e.vpages,
+        numa_pages=tuple(sorted(e.numa.items())),
+    )
 
 
 @dataclass(frozen=True)
@@ -212,7 +261,9 @@ class TraceHarness:
                 flags = VMAP_RAM | (VMAP_BLOCK if e.size == block else 0)
             if n > 1 and vs <= e.start and e.end <= ve:
                 flags |= space.encode_vn_id(space.addr_to_node_id(e.start))
-            self.seed_busy(e.start, e.end, flags=flags)
+            va = self.seed_busy(e.start, e.end, flags=flags)
+            if e.kind == "vm":
+                va.vm = vm_struct_of(e)
         lazy = info.unpurged
         if lazy:
             nodes = infer_lazy_nodes(info, n) if n > 1 else [0] * len(lazy)
@@ -272,7 +323,7 @@ class TraceHarness:
                         return notes
         released: list[VmapArea] = []
         for vn in space.nodes:
-            for va in _overlapping_busy(vn.busy.rb_node, start, end):
+            for va in areas_overlapping(vn.busy, start, end):
                 space.unlink_vmap_area(va, vn.id)
                 notes.append(f"model still had busy {va.va_start:#x}-{va.va_end:#x}")
                 released.append(va)
@@ -425,19 +476,3 @@ class TraceHarness:
                 driver.purge(ev)
             if observer is not None:
                 observer(i, ev, self)
-
-
-def _overlapping_busy(node: VmapArea | None, start: int, end: int) -> list[VmapArea]:
-    """Areas of one busy tree (from its root ``node``) overlapping ``[start, end)``."""
-    cand = None
-    while node is not None:
-        if node.va_end > start:
-            cand = node
-            node = node.rb_left
-        else:
-            node = node.rb_right
-    found = []
-    while cand is not None and cand.va_start < end:
-        found.append(cand)
-        cand = rb_next(cand)
-    return found

@@ -28,12 +28,22 @@ import itertools
 import os
 import sys
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyvmalloc.config import format_size
+from pyvmalloc.config import ENOENT, ERANGE, PAGE_SIZE, format_size
+from pyvmalloc.trace.beliefs import (
+    HIDDEN,
+    RACE,
+    RULE,
+    Beliefs,
+    Cause,
+    next_hidden_head,
+    pool_class,
+)
 from pyvmalloc.trace.capturedir import load_capture_dir, nr_cpus, read_meta
 from pyvmalloc.trace.events import (
     AllocVmapArea,
@@ -44,7 +54,8 @@ from pyvmalloc.trace.events import (
 from pyvmalloc.trace.harness import Observer, TraceHarness, events_after_snapshot
 from pyvmalloc.trace.parse import TraceParseResult, parse_trace
 from pyvmalloc.trace.snapshot import VmallocInfo, lazy_runs, parse_vmallocinfo
-from pyvmalloc.vmap.area import PendingPurge, VmapArea, is_err
+from pyvmalloc.vmap.area import Decision, FitType, PendingPurge, VmapArea, is_err
+from pyvmalloc.vmap.placement import find_vmap_lowest_match
 from pyvmalloc.vmap.space import VmapSpace
 
 if TYPE_CHECKING:
@@ -52,6 +63,14 @@ if TYPE_CHECKING:
 
 #: Consecutive frees whose nr_lazy must differ from the model's to count as a drift.
 DRIFT_RUN = 8
+#: Allocations this close to a purge's event cannot be ordered against its refill
+#: (the trace clock is per CPU; a purge's nodes finish at unknown times before it).
+RACE_SECONDS = 50e-6
+#: How far ahead (events, seconds) an allocation of another task may have taken the
+#: free-tree lock first: an event is traced when its allocation ends, and the task
+#: may be preempted in between (0.7 ms seen on this machine).
+REORDER_EVENTS = 64
+REORDER_SECONDS = 1e-3
 
 __all__ = [
     "CompareRow",
@@ -82,6 +101,13 @@ class Mismatch:
     model_reason: str = ""
     #: Where the kernel's address was in the model's state before adopting it.
     kernel_location: str = ""
+    #: "rule difference", "hidden state" or "race" (docs/replay.md).
+    cause_class: str = ""
+    #: The fact behind it, in words, and a key naming the one cause.
+    cause: str = ""
+    cause_key: str = ""
+    #: Later mismatches with the same cause (set on the first one only).
+    cascade: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -95,6 +121,10 @@ class Mismatch:
             "vend": self.vend,
             "model_reason": self.model_reason,
             "kernel_location": self.kernel_location,
+            "cause_class": self.cause_class,
+            "cause": self.cause,
+            "cause_key": self.cause_key,
+            "cascade": self.cascade,
         }
 
 
@@ -134,14 +164,64 @@ class ReplayResult:
     end_free_blocks_in_range: int = 0
     end_largest_free_in_range: int = 0
     end_busy: int = 0
+    #: Matches that rested on a guess about hidden state (excluded from the known part).
+    allocs_matched_guessed: int = 0
+    #: Mismatches explained by hidden state (excluded from the known part).
+    hidden_state_mismatches: int = 0
+    #: Model searches that skipped a block the kernel's search was seen not to reach.
+    searches_skipping_unreachable: int = 0
+    #: Allocations the model placed at an inferred head of a pool hidden at snapshot time.
+    hidden_pool_hits: int = 0
+    #: Allocations applied before an earlier-traced one of another CPU (lock order).
+    reordered: int = 0
+    #: Events between the snapshot markers: already in the snapshot / applied.
+    window_reflected: int = 0
+    window_applied: int = 0
+    #: Guesses about hidden state the kernel's decisions refuted (and the model revised).
+    revisions: int = 0
+    #: One entry per cause: class, fact, first line, mismatches it cost.
+    causes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def agreement(self) -> float:
         return self.allocs_matched / self.allocs_compared if self.allocs_compared else 1.0
 
+    @property
+    def known_compared(self) -> int:
+        """Allocations whose outcome did not depend on hidden state."""
+        return self.allocs_compared - self.allocs_matched_guessed - self.hidden_state_mismatches
+
+    @property
+    def agreement_known(self) -> float:
+        """Agreement on the part of the trace where the state was fully known."""
+        n = self.known_compared
+        return (self.allocs_matched - self.allocs_matched_guessed) / n if n else 1.0
+
+    def summarize_causes(self) -> None:
+        """Group mismatches by cause; the first of each carries the cascade length."""
+        first: dict[str, Mismatch] = {}
+        count: Counter[str] = Counter()
+        for m in self.mismatches:
+            count[m.cause_key] += 1
+            first.setdefault(m.cause_key, m)
+        self.causes = []
+        for key, m in first.items():
+            m.cascade = count[key] - 1
+            self.causes.append(
+                {
+                    "key": key,
+                    "class": m.cause_class,
+                    "fact": m.cause,
+                    "first_line": m.line,
+                    "mismatches": count[key],
+                }
+            )
+
     def as_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["agreement"] = self.agreement
+        d["agreement_known"] = self.agreement_known
+        d["known_compared"] = self.known_compared
         d["mismatches"] = [m.as_json() for m in self.mismatches]
         d["events_per_second"] = self.events / self.seconds if self.seconds else None
         return d
@@ -205,6 +285,16 @@ class Replayer:
         self._index = 0
         self._purge_index = -1
         self._worker_cpu_busy_until: dict[int, int] = {}
+        #: When the open purge began, and when the last one's event was written.
+        self._purge_began_at: float | None = None
+        self._last_purge_end: float | None = None
+        #: The explicit unknowns, revised as kernel decisions contradict them.
+        self.beliefs = Beliefs(self.space)
+        #: Infer the pools' contents at snapshot time (set for captures without
+        #: drop_caches, see :func:`replay`).
+        self._infer_pools = False
+        #: Later allocations already applied out of trace order (lock-order races).
+        self._reordered: set[int] = set()
         self._seed(snapshot)
 
     # --- snapshot import ------------------------------------------------------------
@@ -212,6 +302,20 @@ class Replayer:
         busy, lazy = self.harness.seed_snapshot(info)
         self.result.snapshot_busy += busy
         self.result.snapshot_lazy += lazy
+        space = self.space
+        n = space.nr_vmap_nodes
+        if n > 1:
+            # The kernel tagged each busy area of the vmalloc range with its allocating
+            # CPU's node; the snapshot does not show it: the address-zone node is a
+            # guess. So is a lazy area's node when one ascending run may be two lists.
+            vs, ve = space.vmalloc_start, space.vmalloc_end
+            for va in space.busy_areas():
+                if vs <= va.va_start and va.va_end <= ve:
+                    self.beliefs.guess_node(va)
+            if info.unpurged and len(lazy_runs(info)) < n:
+                for va in space.lazy:
+                    self.beliefs.guess_node(va)
+        self.beliefs.remember_old_blocks()
 
     # --- events -----------------------------------------------------------------------
     def run(
@@ -277,7 +381,9 @@ class Replayer:
             # happened by now, or this event is a free the purge did not take.
             nxt = self._next_purge
             assert nxt is not None
+            self.beliefs.purge_seq += 1
             self._pending = self.harness.begin_purge(nxt.npurged)
+            self._purge_began_at = ev.timestamp if ev.timestamp < armed else armed
             self._armed_at = None
             self._plan_node_finish(ev.timestamp if ev.timestamp < armed else armed, nxt)
         pending = self._pending
@@ -287,7 +393,9 @@ class Replayer:
             # to the areas each node returns.
             while self._node_done_at and ev.timestamp >= self._node_done_at[0]:
                 self._node_done_at.pop(0)
+                before = self.beliefs.before_refill()
                 self.space.purge_next_node(pending)
+                self.beliefs.after_refill(before)
 
     def _plan_node_finish(self, t1: float, nxt: PurgeVmapAreaLazy) -> None:
         """When each node's second phase is done, between ``t1`` and the purge event."""
@@ -303,6 +411,36 @@ class Replayer:
             self._node_done_at.append(t1 + span * done / total)
 
     def alloc(self, ev: AllocVmapArea) -> None:
+        if self._reordered and id(ev) in self._reordered:
+            self._reordered.discard(id(ev))  # already applied before an earlier event
+            return
+        self._alloc_one(ev, reorder=True)
+
+    def _lock_order_race(self, ev: AllocVmapArea, start: int, size: int) -> AllocVmapArea | None:
+        """A later allocation of another task, traced soon after, that took ``[start,
+        start + size)``: the two took the free-tree lock in the other order. An event
+        is traced at the end of ``alloc_vmap_area``, after the lock is dropped, so the
+        other task (on another CPU, or preempted on this one) may trace later."""
+        events = self._events
+        seen: set[tuple[int, str]] = {(ev.pid, ev.task)}
+        for j in range(self._index + 1, min(len(events), self._index + 1 + REORDER_EVENTS)):
+            other = events[j]
+            if other.timestamp - ev.timestamp > REORDER_SECONDS:
+                break
+            who = (other.pid, other.task)
+            if who in seen:
+                continue
+            seen.add(who)  # only the next event of each other task
+            if (
+                isinstance(other, AllocVmapArea)
+                and not other.failed
+                and other.addr < start + size
+                and start < other.addr + other.size
+            ):
+                return other
+        return None
+
+    def _alloc_one(self, ev: AllocVmapArea, reorder: bool = False) -> None:
         space = self.space
         res = self.result
         cpu = ev.cpu % self.cpus
@@ -311,23 +449,80 @@ class Replayer:
         res.allocs_compared += 1
         if kernel_failed:
             res.kernel_failures += 1
-        va = self.harness.alloc(ev.size, ev.align, ev.vstart, ev.vend, cpu)
+        hidden: int | None = None
+        va: VmapArea | int
+        if self._infer_pools and self.beliefs.hidden_head:
+            hidden = self._hidden_guess(ev, cpu)
+        if hidden is not None:
+            va = self._adopt_at(hidden, ev, cpu)
+            space.last_decision = Decision(
+                "pool", node=cpu % space.nr_vmap_nodes, pool_index=pool_class(ev.size)
+            )
+        else:
+            va = self.harness.alloc(ev.size, ev.align, ev.vstart, ev.vend, cpu)
+        dec = space.last_decision
         model_ok = not is_err(va)
+        if (
+            model_ok
+            and dec is not None
+            and dec.source == "tree"
+            and (self.beliefs.unreachable or dec.block[1] - dec.block[0] < dec.search_length)
+        ):
+            length = dec.search_length
+            if self.beliefs.is_unreachable(dec.block, length):
+                va = self._search_again(ev, va, cpu, length)  # type: ignore[arg-type]
+                dec = space.last_decision
+                model_ok = not is_err(va)
         if not model_ok:
             res.model_failures += 1
+        pool_hit = dec is not None and dec.source == "pool"
         if model_ok and not kernel_failed and va.va_start == ev.addr:  # type: ignore[union-attr]
             res.allocs_matched += 1
+            if hidden is not None:
+                res.allocs_matched_guessed += 1
+                res.hidden_pool_hits += 1
+                self.beliefs.hidden_head[(cpu % space.nr_vmap_nodes, pool_class(ev.size))] = hidden
+            elif dec is not None:
+                b = self.beliefs
+                if pool_hit:
+                    if b.unknown_node and not b.node_known(va):  # type: ignore[arg-type]
+                        res.allocs_matched_guessed += 1
+                elif dec.source == "tree" and ev.align > PAGE_SIZE:
+                    if dec.block[1] - dec.block[0] < dec.search_length:
+                        res.allocs_matched_guessed += 1  # reachable only on the model's path
+                    b.saw_kernel_tree_choice(ev.addr, dec.search_length)
+            self.beliefs.forget(ev.addr)
             return
         if not model_ok and kernel_failed:
             res.allocs_matched += 1
             return
-        # A divergence: record it, undo the model's choice, adopt the kernel's.
-        reason = str(space.last_decision) if space.last_decision else ""
+        # A divergence: undo the model's choice, find out why, revise, adopt.
+        reason = str(dec) if dec else ""
         model_addr = va.va_start if model_ok else None  # type: ignore[union-attr]
+        head: VmapArea | None = None
         if model_ok:
             assert isinstance(va, VmapArea)
-            self.harness.undo_alloc(va, space.last_pool_hit, cpu)
-        where = "" if kernel_failed else space.locate(ev.addr)
+            if pool_hit and hidden is None:
+                head = va
+            self.harness.undo_alloc(va, pool_hit and hidden is None, cpu)
+        if reorder and model_addr is not None and not kernel_failed:
+            other = self._lock_order_race(ev, model_addr, ev.size)
+            if other is not None:
+                # Serve the other CPU first, as the kernel did, then this one again.
+                res.allocs_compared -= 1
+                res.reordered += 1
+                self._reordered.add(id(other))
+                self._alloc_one(other)
+                self._alloc_one(ev)
+                return
+        where = "" if kernel_failed else self._describe(self._where(ev.addr, ev.size))
+        if hidden is not None:
+            reason = f"inferred head of node {cpu % space.nr_vmap_nodes}'s pool at snapshot time"
+            cause = self._explain_hidden(ev, cpu, hidden)
+        else:
+            cause = self._explain(ev, cpu, dec, head, model_addr)
+        if cause.kind == HIDDEN:
+            res.hidden_state_mismatches += 1
         if len(res.mismatches) < self.keep_mismatches:
             res.mismatches.append(
                 Mismatch(
@@ -341,11 +536,425 @@ class Replayer:
                     vend=ev.vend,
                     model_reason=reason,
                     kernel_location=where,
+                    cause_class=cause.kind,
+                    cause=cause.fact,
+                    cause_key=_key_str(cause.key),
                 )
             )
         if not kernel_failed:
-            notes = self.harness.adopt(ev, cpu)
-            res.notes.extend(f"line {ev.line}: {n}" for n in notes[:3])
+            self._adopt(ev, cpu)
+
+    def _tagged(self, ev: AllocVmapArea, cpu: int) -> VmapArea:
+        """A new busy area for the kernel's address, tagged with the CPU's node as
+        ``alloc_vmap_area`` tags it (as :meth:`TraceHarness.adopt` does)."""
+        space = self.space
+        va = VmapArea(ev.addr, ev.addr + ev.size)
+        if space.nr_vmap_nodes > 1 and self._full_range(ev):
+            va.flags = space.encode_vn_id(cpu % space.nr_vmap_nodes)
+        return va
+
+    def _full_range(self, ev: AllocVmapArea) -> bool:
+        return ev.vstart == self.space.vmalloc_start and ev.vend == self.space.vmalloc_end
+
+    def _poolable(self, ev: AllocVmapArea) -> bool:
+        space = self.space
+        return (
+            space.nr_vmap_nodes > 1
+            and ev.vstart == space.vmalloc_start
+            and ev.vend == space.vmalloc_end
+            and pool_class(ev.size) < self.profile.max_va_size_pages
+        )
+
+    def _hidden_guess(self, ev: AllocVmapArea, cpu: int) -> int | None:
+        """The model's guess when its own pool is empty but the kernel's may still hold
+        areas pooled before the snapshot (no drop_caches)."""
+        if not self._poolable(ev) or ev.align <= PAGE_SIZE:
+            # Only stacks (align > PAGE_SIZE) are pooled side by side in a predictable
+            # order; for other sizes the model learns only which free ranges the
+            # kernel's tree does not have (see _explain).
+            return None
+        space = self.space
+        node = cpu % space.nr_vmap_nodes
+        idx = pool_class(ev.size)
+        if space.nodes[node].pools.get(idx):
+            return None  # the model's own pool entries are newer: they come first
+        return next_hidden_head(self.beliefs, node, idx, ev.size, ev.align)
+
+    @staticmethod
+    def _at_bottom(ev: AllocVmapArea, block: object) -> bool:
+        """Whether the kernel's address is the aligned bottom of the model's free
+        block: where a tree search puts it. An address inside a free range (to the
+        model) is a pool entry the model could not see."""
+        if not isinstance(block, tuple):
+            return False
+        return bool(ev.addr == (max(block[0], ev.vstart) + ev.align - 1) & ~(ev.align - 1))
+
+    def _tree_choice(self, ev: AllocVmapArea) -> int | None:
+        """Where the model's tree search would put this allocation (no clipping)."""
+        space = self.space
+        adjust = not (ev.align <= PAGE_SIZE or ev.vend - ev.vstart == ev.size)
+        blk = find_vmap_lowest_match(
+            space.free, ev.size, ev.align, ev.vstart, adjust, self.profile.rollback_shifts_vstart
+        )
+        if blk is None:
+            return None
+        s = max(blk.va_start, ev.vstart)
+        return (s + ev.align - 1) & ~(ev.align - 1)
+
+    def _explain_hidden(self, ev: AllocVmapArea, cpu: int, guess: int) -> Cause:
+        """The model guessed a hidden pool head; the kernel chose ``ev.addr``."""
+        b = self.beliefs
+        key = (cpu % self.space.nr_vmap_nodes, pool_class(ev.size))
+        b.hidden_refuted.setdefault(key, set()).add(guess)
+        b.revisions += 1
+        kind, obj, _n, _p = self._where(ev.addr, ev.size)
+        last = b.hidden_head.get(key) or 0
+        # One purge's areas leave a pool in descending order: an address above the
+        # last head, where a tree search would put it, is the tree's.
+        if kind == "free" and (
+            ev.addr == self._tree_choice(ev) or (ev.addr > last and self._at_bottom(ev, obj))
+        ):
+            b.hidden_head[key] = None  # the kernel's pool is used up: it searched the tree
+            return Cause(
+                HIDDEN,
+                f"node {key[0]} pool[{key[1]}] at snapshot time: used up",
+                ("snapshot-pool-end", key[0], key[1], ev.line),
+            )
+        if kind == "free":
+            b.hidden_head[key] = ev.addr
+        return Cause(
+            HIDDEN,
+            f"{guess:#x} not next in node {key[0]} pool[{key[1]}] at snapshot time",
+            ("snapshot-slot", guess),
+        )
+
+    def _adopt_at(self, addr: int, ev: AllocVmapArea, cpu: int) -> VmapArea:
+        """Make the model's area of ``ev`` start at ``addr`` (a belief's choice), as if
+        the kernel had printed that address; return the new busy area."""
+        self._adopt(replace(ev, addr=addr, failed=0), cpu)
+        found = self.space.find_vmap_area(addr)
+        assert found is not None
+        return found
+
+    def _adopt(self, ev: AllocVmapArea, cpu: int) -> None:
+        """Make the kernel's address busy in the model, tagged with the CPU's node."""
+        b = self.beliefs
+        if b.parked:
+            pk = b.parked_at(ev.addr)
+            end = ev.addr + ev.size
+            if (
+                pk is not None
+                and end <= pk.va_end
+                and not self._at_bottom(ev, (pk.va_start, pk.va_end))
+            ):
+                # A pool entry inside a range the kernel's tree lacks: the rest of the
+                # range stays out of the model's tree.
+                b.split_parked(pk, ev.addr, end)
+                self.harness.space.insert_vmap_area(self._tagged(ev, cpu))
+                self.space.stats.allocs += 1
+                b.forget(ev.addr)
+                return
+            b.unpark_overlapping(ev.addr, end)
+        notes = self.harness.adopt(ev, cpu)
+        self.result.notes.extend(f"line {ev.line}: {n}" for n in notes[:3])
+        self.beliefs.forget(ev.addr)
+
+    def _search_again(
+        self, ev: AllocVmapArea, va: VmapArea, cpu: int, length: int
+    ) -> VmapArea | int:
+        """The model's search ended in a block the kernel's does not reach: search on."""
+        space = self.space
+        self.harness.undo_alloc(va, False, cpu)
+        blk = self.beliefs.search_skipping(ev.size, ev.align, ev.vstart, length)
+        if blk is None:
+            space.last_decision = Decision("fail", error=ENOENT)
+            return -ENOENT
+        s = blk.va_start
+        nva = ((s if s > ev.vstart else ev.vstart) + ev.align - 1) & ~(ev.align - 1)
+        if nva + ev.size > ev.vend:
+            space.last_decision = Decision("fail", error=ERANGE)
+            return -ERANGE
+        dec = Decision("tree", search_length=length, block=(blk.va_start, blk.va_end))
+        dec.fit = _fit_type(blk.va_start, blk.va_end, nva, nva + ev.size)
+        new = self._adopt_at(nva, ev, cpu)
+        space.last_decision = dec
+        self.result.searches_skipping_unreachable += 1
+        return new
+
+    def _explain(
+        self,
+        ev: AllocVmapArea,
+        cpu: int,
+        dec: Decision | None,
+        head: VmapArea | None,
+        model_addr: int | None,
+    ) -> Cause:
+        """Classify one divergence and revise the beliefs it refutes."""
+        space = self.space
+        b = self.beliefs
+        full_range = ev.vstart == space.vmalloc_start and ev.vend == space.vmalloc_end
+        node = cpu % space.nr_vmap_nodes if full_range and space.nr_vmap_nodes > 1 else -1
+        idx = pool_class(ev.size)
+        if ev.failed or model_addr is None:
+            return Cause(
+                RULE, "the kernel failed and the model did not, or the reverse", ("fail", ev.line)
+            )
+        kind, obj, pnode, pos = self._where(ev.addr, ev.size)
+        was_parked = kind == "parked"
+        if was_parked and not self._at_bottom(ev, obj):
+            # Inside a range the kernel's tree lacks: a pool entry there.
+            assert isinstance(obj, tuple)
+            if self._infer_pools and self._poolable(ev) and node >= 0:
+                b.hidden_head[(node, idx)] = ev.addr
+            return Cause(
+                HIDDEN,
+                f"{ev.addr:#x} pooled (at snapshot time) inside {obj[0]:#x}-{obj[1]:#x}",
+                ("parked", obj[0], ev.addr),
+            )
+        if was_parked:
+            # At its bottom, where a tree search ends: it was free after all.
+            b.unpark_overlapping(ev.addr, ev.addr + ev.size)
+            kind, obj, pnode, pos = self._where(ev.addr, ev.size)
+        if kind in ("lazy", "purging", "other", "pooled-other") and self._advance_purge(ev):
+            # The kernel's purge was further on than the model assumed: now caught up.
+            return Cause(
+                RACE,
+                "a purge in flight was further on in the kernel (its areas were already "
+                "back in the tree)",
+                ("purge", b.purge_seq),
+            )
+        if kind in ("lazy", "purging") or self._in_race_window(ev.timestamp):
+            return Cause(
+                RACE,
+                "a purge in flight: its effects reached this CPU at another "
+                "time than the model assumes",
+                ("purge", b.purge_seq),
+            )
+        if head is not None and node >= 0:
+            # The model took its pool head; the kernel did not.
+            pool = space.nodes[node].pools.get(idx, deque())
+            if kind == "pool" and pnode == node:
+                above = list(pool)[:pos]
+            elif kind == "pool":
+                above = [head]
+            elif b.recycled.get(ev.addr) == ev.size:
+                # An area of exactly this size, freed before: the kernel's pool head,
+                # which the model had returned to the tree (a decay that took it).
+                return Cause(
+                    HIDDEN,
+                    f"{ev.addr:#x} still in node {node}'s pool (the model had decayed it)",
+                    ("decayed", ev.addr),
+                )
+            else:  # the kernel searched the tree: its pool was empty
+                above = list(pool)
+            unknown = [va for va in above if not b.node_known(va)]
+            if (
+                kind == "pool"
+                and pnode != node
+                and isinstance(obj, VmapArea)
+                and not b.node_known(obj)
+            ):
+                unknown.insert(0, obj)
+            same_pool = kind == "pool" and pnode == node
+            for va in above:
+                if same_pool and b.node_known(va) and b.passed_once(va):
+                    # The kernel's pool holds it in another order (a decay or refill
+                    # raced): keep it; the second time it is passed over, it is gone.
+                    continue
+                b.refute_pool_entry(node, idx, va)
+            if unknown:
+                u = unknown[0]
+                return Cause(
+                    HIDDEN,
+                    f"node of {u.va_start:#x} (busy before the snapshot)",
+                    ("node", u.va_start),
+                )
+            if self.result.drop_caches is False:
+                return Cause(
+                    HIDDEN,
+                    f"node {node} pool[{idx}] at snapshot time (no drop_caches)",
+                    ("snapshot-pool", node, idx),
+                )
+            return Cause(
+                HIDDEN,
+                f"node {node} pool[{idx}] length (decay count)",
+                ("pool", node, idx, above[0].va_start if above else 0),
+            )
+        if kind == "pool":
+            assert isinstance(obj, VmapArea)
+            if not b.node_known(obj):
+                return Cause(
+                    HIDDEN,
+                    f"node of {obj.va_start:#x} (busy before the snapshot)",
+                    ("node", obj.va_start),
+                )
+            if pnode == node:
+                return Cause(HIDDEN, f"node {node} pool[{idx}] order", ("pool", node, idx, pos))
+            return Cause(HIDDEN, f"node of pooled {obj.va_start:#x}", ("node", obj.va_start))
+        if kind == "pooled-other":
+            assert isinstance(obj, VmapArea)
+            # The kernel's range overlaps an area the model still pools (another size):
+            # the kernel had returned it to the tree (a decay the model did not make).
+            return Cause(
+                HIDDEN,
+                f"node {pnode} pooled {obj.va_start:#x}-{obj.va_end:#x} was back in the "
+                "kernel's tree",
+                ("pool-decayed", obj.va_start),
+            )
+        if kind == "busy":
+            return Cause(
+                HIDDEN,
+                f"{ev.addr:#x} busy in the model (a free the trace lacks)",
+                ("busy", ev.addr),
+            )
+        if kind != "free" or dec is None or dec.source != "tree":
+            return Cause(RULE, "unexplained", ("rule", ev.line))
+        assert isinstance(obj, tuple)
+        length = dec.search_length
+        zb = dec.block
+        if self._at_bottom(ev, obj) and (was_parked or b.unmark(obj)):
+            return Cause(
+                HIDDEN,
+                f"{obj[0]:#x}-{obj[1]:#x} was believed off the kernel's path or not free",
+                ("unmarked", obj[0], obj[1]),
+            )
+        if self._infer_pools and self._poolable(ev) and node >= 0 and not self._at_bottom(ev, obj):
+            key = (node, idx)
+            if b.hidden_head.get(key, 0) is not None and ev.addr not in b.hidden_refuted.get(
+                key, ()
+            ):
+                # Free space to the model, not its choice: the kernel's pool head.
+                b.hidden_head[key] = ev.addr
+                if ev.addr > model_addr and zb[1] - zb[0] >= length and zb != obj:
+                    # The model's lowest fit, passed over: believed pooled too (a tree
+                    # search would have taken it) until the kernel allocates at its
+                    # bottom.
+                    b.park(zb)
+                b.revisions += 1
+                return Cause(
+                    HIDDEN,
+                    f"{ev.addr:#x} in node {node}'s pool at snapshot time",
+                    ("snapshot-head", node, idx, ev.addr),
+                )
+        if ev.align > PAGE_SIZE:
+            b.saw_kernel_tree_choice(ev.addr, length)
+        if ev.addr > model_addr:
+            if zb[1] - zb[0] < length:
+                b.mark_unreachable(zb, length)
+                # The kernel's search returns the first fitting block on its path, and
+                # every block of its path below that one was checked first: no fitting
+                # block below the kernel's is on its path.
+                b.mark_passed_over(ev.vstart, obj[0], ev.size, ev.align, length)
+                return Cause(
+                    HIDDEN,
+                    f"tree shape: {zb[0]:#x}-{zb[1]:#x} off the kernel's descent path",
+                    ("shape", zb[0], zb[1]),
+                )
+            if self.result.drop_caches is False:
+                if zb != obj:
+                    b.park(zb)
+                return Cause(
+                    HIDDEN,
+                    f"{zb[0]:#x}-{zb[1]:#x} pooled at snapshot time",
+                    ("snapshot-free", zb[0]),
+                )
+            if zb != obj:
+                b.park(zb)  # until the kernel allocates in it
+            return Cause(HIDDEN, f"{model_addr:#x} not free in the kernel", ("free", zb[0]))
+        if obj[1] - obj[0] < length:
+            # The kernel's path reached this block: every block between it and the
+            # model's choice is below it in the kernel's tree, off the path.
+            b.mark_passed_over(obj[1], zb[1], ev.size, ev.align, length)
+            return Cause(
+                HIDDEN,
+                f"tree shape: {obj[0]:#x}-{obj[1]:#x} on the kernel's descent path",
+                ("shape", obj[0], obj[1]),
+            )
+        return Cause(
+            RULE, "the kernel chose a lower block the model's search skipped", ("rule", ev.line)
+        )
+
+    def _advance_purge(self, ev: AllocVmapArea) -> bool:
+        """Run the next purge's phases now, as far as needed for the kernel's address
+        to be free (its first phase only if the model already waits for it)."""
+        advanced = False
+        nxt = self._next_purge
+        if self._pending is None and nxt is not None and self._armed_at is not None:
+            self.beliefs.purge_seq += 1
+            self._pending = self.harness.begin_purge(nxt.npurged)
+            self._purge_began_at = ev.timestamp
+            self._armed_at = None
+            self._plan_node_finish(ev.timestamp, nxt)
+            advanced = True
+        pending = self._pending
+        while pending is not None and pending.marked:
+            if self._where(ev.addr, ev.size)[0] == "free":
+                break
+            before = self.beliefs.before_refill()
+            self.space.purge_next_node(pending)
+            self.beliefs.after_refill(before)
+            if self._node_done_at:
+                self._node_done_at.pop(0)
+            advanced = True
+        return advanced and self._where(ev.addr, ev.size)[0] == "free"
+
+    def _in_race_window(self, t: float) -> bool:
+        """Whether ``t`` lies within a purge the trace cannot order against (open, or
+        ended within the clock resolution of the trace)."""
+        if self._pending is not None:
+            return True
+        return self._last_purge_end is not None and abs(t - self._last_purge_end) <= RACE_SECONDS
+
+    @staticmethod
+    def _describe(loc: tuple[str, object, int, int]) -> str:
+        """Where the model kept the kernel's address, in words."""
+        kind, obj, node, pos = loc
+        if isinstance(obj, tuple):
+            return f"{kind} block {obj[0]:#x}-{obj[1]:#x}"
+        if isinstance(obj, VmapArea):
+            r = f"{obj.va_start:#x}-{obj.va_end:#x}"
+            if kind == "pool":
+                return f"pool node {node} class {pool_class(obj.va_end - obj.va_start)} position {pos} ({r})"
+            if kind == "pooled-other":
+                return f"inside pooled {r} (node {node})"
+            return f"{'being purged' if kind == 'purging' else kind} {r}"
+        return "nowhere"
+
+    def _where(self, addr: int, size: int) -> tuple[str, object, int, int]:
+        """Where the model keeps ``addr``: (kind, area or block, node, pool position).
+
+        The structures are disjoint; the cheap lookups come first."""
+        space = self.space
+        blk = space.free.pvm_find_va_enclose_addr(addr)
+        if blk is not None and blk.va_start <= addr < blk.va_end:
+            return "free", (blk.va_start, blk.va_end), -1, -1
+        busy = space.find_vmap_area(addr)
+        if busy is not None:
+            return "busy", busy, -1, -1
+        parked = self.beliefs.parked_at(addr) if self.beliefs.parked else None
+        if parked is not None:
+            return "parked", (parked.va_start, parked.va_end), -1, -1
+        idx = pool_class(size)
+        for vn in space.nodes:
+            pool = vn.pools.get(idx)
+            if pool:
+                for i, va in enumerate(pool):
+                    if va.va_start == addr:
+                        return "pool", va, vn.id, i
+        for va in space.lazy:
+            if va.va_start <= addr < va.va_end:
+                return "lazy", va, -1, -1
+        for pending in space.in_purge:
+            for va in pending.batch:
+                if va.va_start <= addr < va.va_end:
+                    return "purging", va, -1, -1
+        end = addr + size
+        for vn in space.nodes:
+            for pool in vn.pools.values():
+                for va in pool:
+                    if va.va_start < end and addr < va.va_end:
+                        return "pooled-other", va, vn.id, -1
+        return "other", None, -1, -1
 
     def free(self, ev: FreeVmapAreaNoflush) -> None:
         space = self.space
@@ -354,6 +963,9 @@ class Replayer:
         if not self.harness.free(ev.va_start, ev.cpu % self.cpus):
             res.frees_unknown += 1
             return
+        lazy = space.lazy
+        if lazy and lazy[-1].va_start == ev.va_start:  # the area just queued
+            self.beliefs.recycled[ev.va_start] = lazy[-1].va_end - lazy[-1].va_start
         if self.trace_driven:
             # Frees racing on different CPUs may add to vmap_lazy_nr in another order
             # than their timestamps (the trace clock is per CPU), so a few show a
@@ -393,17 +1005,67 @@ class Replayer:
         # A purge right after a failed allocation is the reclaim purge: pools are
         # fully decayed and not refilled.
         full = self._last_alloc_failed
+        before = self.beliefs.before_refill()
         if self._pending is not None:
             self.space.finish_purge(self._pending)
             self._pending = None
             self._node_done_at = []
         else:
+            self.beliefs.purge_seq += 1
+            self._purge_began_at = ev.timestamp
             self.harness.purge(ev.npurged, full)
+        self.beliefs.after_refill(before)
+        self._last_purge_end = ev.timestamp
         self._last_alloc_failed = False
         self._crossed_at = None
 
+    def resolve_window(self, window: Sequence[TraceEvent]) -> None:
+        """Events between ``snapshot-begin`` and ``snapshot-end``, checked one by one.
+
+        The kernel prints vmallocinfo one vmap node at a time under that node's lock,
+        busy areas first, then the lazy lists, so each of these events may or may not
+        be in the file. An allocation whose range the snapshot shows busy is reflected;
+        one it does not show happened after its node was printed and is applied. A free
+        of an area the model has busy is applied (the snapshot printed it before the
+        free); one the snapshot shows as lazily freed is reflected.
+        """
+        space = self.space
+        res = self.result
+        for ev in window:
+            if isinstance(ev, AllocVmapArea):
+                if ev.failed:
+                    res.window_reflected += 1
+                    continue
+                va = space.find_vmap_area(ev.addr)
+                if va is not None and va.va_start == ev.addr and va.va_end == ev.addr + ev.size:
+                    res.window_reflected += 1
+                    continue
+                if va is not None:  # overlaps a busy area: cannot be applied
+                    res.notes.append(f"line {ev.line}: window allocation overlaps {va!r}")
+                    continue
+                self._adopt(ev, ev.cpu % self.cpus)
+                res.window_applied += 1
+            elif isinstance(ev, FreeVmapAreaNoflush):
+                va = space.find_vmap_area(ev.va_start)
+                if va is not None and va.va_start == ev.va_start:
+                    self.free(ev)
+                    res.frees -= 1  # counted by the window, not the trace part
+                    res.window_applied += 1
+                else:
+                    res.window_reflected += 1
+            elif isinstance(ev, PurgeVmapAreaLazy):
+                # A purge ending in the window began before it: its detached areas
+                # were on no list the snapshot printed, so the snapshot reflects it.
+                res.window_reflected += 1
+        if window:
+            res.notes.append(
+                f"{len(window)} events fell between the snapshot markers: "
+                f"{res.window_reflected} already in the snapshot, {res.window_applied} applied"
+            )
+
     def finish(self) -> ReplayResult:
         space = self.space
+        self.beliefs.unpark_all()
         if self._pending is not None:  # the trace ended inside a purge
             space.finish_purge(self._pending)
             self._pending = None
@@ -412,14 +1074,20 @@ class Replayer:
         res.end_free_blocks_in_range = len(sizes)
         res.end_largest_free_in_range = max(sizes, default=0)
         res.end_busy = space.nr_busy
+        res.revisions = self.beliefs.revisions
+        res.summarize_causes()
         return res
 
 
-def compare_end_snapshot(space: VmapSpace, info: VmallocInfo) -> dict[str, int]:
+def compare_end_snapshot(
+    space: VmapSpace, info: VmallocInfo, guessed: set[int] | None = None
+) -> dict[str, int]:
     """Compare the model's busy and lazily freed areas with a final vmallocinfo.
 
     Busy areas are compared as ranges; lazily freed areas as ranges and, with several
-    vmap nodes, by the node whose list the kernel printed them on.
+    vmap nodes, by the node whose list the kernel printed them on. ``guessed`` holds
+    the starts of areas whose node the model only guessed (busy before the snapshot):
+    their node differences are counted apart, as ``lazy_node_differs_guessed``.
     """
     model_busy = {(va.va_start, va.va_end) for va in space.busy_areas()}
     kernel_busy = {(e.start, e.end) for e in info.busy}
@@ -452,16 +1120,32 @@ def compare_end_snapshot(space: VmapSpace, info: VmallocInfo) -> dict[str, int]:
         "lazy_only_model": len(model_lazy.keys() - kernel_lazy.keys()),
         "lazy_only_kernel": len(kernel_lazy.keys() - model_lazy.keys()),
         "lazy_node_differs": sum(model_lazy[r] != kernel_lazy[r] for r in both),
+        "lazy_node_differs_guessed": sum(
+            model_lazy[r] != kernel_lazy[r] for r in both if r[0] in (guessed or ())
+        ),
     }
 
 
 def _events_after_snapshot(
-    parsed: TraceParseResult, res: ReplayResult, info: VmallocInfo | None = None
+    parsed: TraceParseResult,
+    res: ReplayResult,
+    info: VmallocInfo | None = None,
+    window: list[TraceEvent] | None = None,
 ) -> list[TraceEvent]:
-    """The events the snapshot does not reflect yet (see :func:`events_after_snapshot`)."""
+    """The events the snapshot does not reflect yet (see :func:`events_after_snapshot`).
+
+    With ``window``, the events between the snapshot markers go there, to be checked
+    against the snapshot one by one (:meth:`Replayer.resolve_window`).
+    """
     out = events_after_snapshot(parsed, info)
     res.skipped_before_snapshot = out.skipped
-    res.notes.extend(out.notes)
+    begin, end = parsed.marker("snapshot-begin"), parsed.marker("snapshot-end")
+    if window is not None and begin is not None and end is not None:
+        window.extend(e for e in parsed.events if begin.line < e.line < end.line)
+        res.skipped_before_snapshot -= len(window)
+        res.notes.extend(n for n in out.notes if "between the snapshot markers" not in n)
+    else:
+        res.notes.extend(out.notes)
     return out.events
 
 
@@ -501,7 +1185,10 @@ def replay(
     res.trace_incomplete = parsed.incomplete
     if "drop_caches" in meta:
         res.drop_caches = bool(meta["drop_caches"])
-    events = _events_after_snapshot(parsed, res, info)
+    rp._infer_pools = res.drop_caches is False and rp.trace_driven
+    window: list[TraceEvent] = []
+    events = _events_after_snapshot(parsed, res, info, window)
+    rp.resolve_window(window)
     end_info = parse_vmallocinfo(end_snapshot) if end_snapshot is not None else None
     end_mark = parsed.marker("end-snapshot-begin")
     if end_info is not None and end_mark is not None:
@@ -509,7 +1196,7 @@ def replay(
     rp.run(events, progress=progress, observer=observer)
     rp.finish()
     if end_info is not None and rp.profile.vmap_nodes:
-        res.end_check = compare_end_snapshot(rp.space, end_info)
+        res.end_check = compare_end_snapshot(rp.space, end_info, rp.beliefs.guessed_starts())
     res.seconds = time.perf_counter() - t0
     rp.kernel.check()
     if on_kernel is not None:
@@ -556,6 +1243,13 @@ def print_result(res: ReplayResult, show: int) -> None:
             f"{res.allocs_matched}/{res.allocs_compared} allocations agree "
             f"([bold]{pct:.2f} %[/])"
         )
+        kc = res.known_compared
+        c.print(
+            f"where the state was fully known: {res.allocs_matched - res.allocs_matched_guessed}"
+            f"/{kc} ({100 * res.agreement_known:.2f} %); mismatches by class: "
+            + (", ".join(f"{k} {v}" for k, v in Counter(
+                m.cause_class for m in res.mismatches).most_common()) or "none")
+        )  # fmt: skip
     else:
         c.print(f"[bold]kernel {res.profile}[/]: the trace has no allocation to compare")
     t = Table(show_header=False)
@@ -588,15 +1282,18 @@ def print_result(res: ReplayResult, show: int) -> None:
     if res.drop_caches is False:
         c.print(
             "[yellow]the capture did not drop caches before its snapshot: pool contents "
-            "were invisible, so early pool hits cannot be predicted"
+            "were invisible; the replay inferred them from the kernel's choices"
         )
+    for note in [n for n in res.notes if not n.startswith("line ")][:3]:
+        c.print(f"note: {note}", markup=False, highlight=False)
     for m in res.mismatches[:show]:
         k = f"{m.kernel:#x}" if m.kernel is not None else "failed"
         md = f"{m.model:#x}" if m.model is not None else "failed"
         c.print(
             f"line {m.line}: size={m.size} align={m.align} cpu={m.cpu}: kernel {k}, "
             f"model {md}\n    model: {m.model_reason}\n    kernel's address was: "
-            f"{m.kernel_location}",
+            f"{m.kernel_location}\n    {m.cause_class}: {m.cause}"
+            + (f" (and {m.cascade} later mismatches)" if m.cascade else ""),
             markup=False,
         )
     if len(res.mismatches) > show:
@@ -930,3 +1627,15 @@ def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - conven
     args = parser.parse_args(argv)
     rc: int = args.func(args)
     return rc
+
+
+def _key_str(key: tuple[object, ...]) -> str:
+    """A cause key as text: addresses in hex."""
+    return ":".join(f"{k:#x}" if isinstance(k, int) and k > 0xFFFF else str(k) for k in key)
+
+
+def _fit_type(start: int, end: int, nva: int, nva_end: int) -> int:
+    """How ``[nva, nva_end)`` sits in the free block ``[start, end)``."""
+    if nva == start:
+        return FitType.FL_FIT_TYPE if nva_end == end else FitType.LE_FIT_TYPE
+    return FitType.RE_FIT_TYPE if nva_end == end else FitType.NE_FIT_TYPE

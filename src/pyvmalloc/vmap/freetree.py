@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from pyvmalloc._accel import speedups as _speedups
 from pyvmalloc.config import EINVAL, KernelProfile
 from pyvmalloc.errors import InvariantError
 from pyvmalloc.printk import KernelLog
@@ -36,7 +37,6 @@ from pyvmalloc.rbtree import (
     rb_inorder,
     rb_insert_augmented,
     rb_link_node,
-    rb_next,
     validate_rbtree,
 )
 from pyvmalloc.vmap.area import (
@@ -46,12 +46,23 @@ from pyvmalloc.vmap.area import (
     VaState,
     VmapArea,
     VmapStats,
+    areas_overlapping,
     compute_subtree_max_size,
     propagate,
     va_start_key,
 )
 
 __all__ = ["FreeTree", "overlap_text"]
+
+#: The reference ``propagate`` (vmap/area.py); the compiled twin replaces it when present.
+py_propagate = propagate
+_c_find_va_links = _c_merge_or_add = _c_va_clip = None
+if _speedups is not None:
+    _speedups.init_vmap_area(VmapArea, FREE_AUGMENT, VaState.FREE, VaState.DETACHED)
+    propagate = _speedups.propagate
+    _c_find_va_links = _speedups.find_va_links
+    _c_merge_or_add = _speedups.merge_or_add
+    _c_va_clip = _speedups.va_clip
 
 
 def overlap_text(va: VmapArea, other: VmapArea) -> str:
@@ -96,7 +107,10 @@ class FreeTree:
     def __repr__(self) -> str:
         top = self.root.rb_node
         biggest = top.subtree_max_size if top is not None else 0
-        return f"<free_vmap_area_root: {self.nr_free} free blocks, largest {biggest:#x}>"
+        return (
+            f"<free_vmap_area_root: {self.nr_free} free blocks, largest {biggest:#x} "
+            f"({biggest} bytes)>"
+        )
 
     # --- linking ----------------------------------------------------------------------
     def find_va_links(
@@ -111,6 +125,16 @@ class FreeTree:
         node = start if start is not None else self.root.rb_node
         if node is None:
             return None, False, None, None
+        if _c_find_va_links is not None:
+            try:
+                found = _c_find_va_links(node, va.va_start, va.va_end)
+            except OverflowError:  # a value past 64 bits: the reference below
+                found = None
+            if found.__class__ is tuple:
+                return found  # type: ignore[no-any-return,unused-ignore]
+            if found is not None:
+                self.complain_overlap(va, found)
+                return None
         va_start = va.va_start
         va_end = va.va_end
         prev = nxt = None
@@ -169,6 +193,17 @@ class FreeTree:
         since 5.6 ``next`` is unlinked first and one propagation runs at the end.
         O(log n).
         """
+        if _c_merge_or_add is not None:
+            try:
+                block, change = _c_merge_or_add(self.root, va, self._each_step)
+            except OverflowError:  # a value past 64 bits: the reference below
+                pass
+            else:
+                if block is None:
+                    self.complain_overlap(va, change)
+                    return None
+                self.nr_free += change
+                return block  # type: ignore[no-any-return]
         links = self.find_va_links(va)
         if links is None:
             return None
@@ -209,6 +244,18 @@ class FreeTree:
         Returns 0 or a negative errno. The NE split takes the per-CPU preloaded spare
         object in the kernel; the model always has one. O(log n).
         """
+        if _c_va_clip is not None and self.why is None:
+            try:
+                change = _c_va_clip(self.root, va, nva_start_addr, size, self.stats.fits)
+            except OverflowError:  # a value past 64 bits: the reference below
+                change = None
+            if change.__class__ is int:
+                self.nr_free += change
+                return 0
+            if change is not None:  # the NE split's left part overlaps a block
+                self.complain_overlap(*change)
+                return 0
+            # None: NOTHING_FIT (nothing was changed) — the reference warns
         va_start = va.va_start
         va_end = va.va_end
         nva_end = nva_start_addr + size
@@ -263,19 +310,7 @@ class FreeTree:
 
     def overlapping(self, start: int, end: int) -> list[VmapArea]:
         """Free blocks that overlap ``[start, end)``, ascending. O(log n + k)."""
-        node = self.root.rb_node
-        cand = None
-        while node is not None:
-            if node.va_end > start:
-                cand = node
-                node = node.rb_left
-            else:
-                node = node.rb_right
-        found = []
-        while cand is not None and cand.va_start < end:
-            found.append(cand)
-            cand = rb_next(cand)
-        return found
+        return areas_overlapping(self.root, start, end)
 
     @property
     def largest(self) -> int:

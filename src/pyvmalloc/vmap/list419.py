@@ -96,7 +96,14 @@ from pyvmalloc.rbtree import (
     rb_prev,
     validate_rbtree,
 )
-from pyvmalloc.vmap.area import Decision, PendingPurge, VaState, VmapArea, va_start_key
+from pyvmalloc.vmap.area import (
+    Decision,
+    PendingPurge,
+    VaState,
+    VmapArea,
+    areas_overlapping,
+    va_start_key,
+)
 from pyvmalloc.vmap.pools import PoolPolicy
 from pyvmalloc.vmap.space import VmapSpace
 
@@ -590,19 +597,7 @@ class ListVmapSpace(VmapSpace):
     # ------------------------------------------------------------------------------
     def tree_overlapping(self, start: int, end: int) -> list[VmapArea]:
         """Areas of the tree (busy, lazy or unlinking) that overlap ``[start, end)``."""
-        node = self._root.rb_node
-        cand = None
-        while node is not None:
-            if node.va_end > start:
-                cand = node
-                node = node.rb_left
-            else:
-                node = node.rb_right
-        found = []
-        while cand is not None and cand.va_start < end:
-            found.append(cand)
-            cand = rb_next(cand)
-        return found
+        return areas_overlapping(self._root, start, end)
 
     def locate(self, addr: int) -> str:
         """Where ``addr`` lives in the model, in words."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 import random
 from typing import ClassVar, Protocol, runtime_checkable
 
+from pyvmalloc._accel import speedups as _speedups
 from pyvmalloc.config import PAGE_SIZE
 from pyvmalloc.errors import InvariantError
 from pyvmalloc.rbtree import rb_inorder
@@ -144,6 +145,13 @@ def find_vmap_lowest_match(
                 break
     tree.stats.search_visits += visits
     return None
+
+
+#: The reference search, kept under its own name (differential tests, values past 64 bits).
+py_find_vmap_lowest_match = find_vmap_lowest_match
+if _speedups is not None:
+    _speedups.init_lowest_match(py_find_vmap_lowest_match)
+    find_vmap_lowest_match = _speedups.find_vmap_lowest_match
 
 
 def find_vmap_lowest_linear_match(

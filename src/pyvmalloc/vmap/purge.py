@@ -23,10 +23,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from pyvmalloc.config import PAGE_SHIFT, KernelProfile
-from pyvmalloc.vmap.area import PendingPurge, VaState, VmapArea, VmapNode, VmapStats, va_start_key
+from pyvmalloc.vmap.area import PendingPurge, VaState, VmapArea, VmapNode, VmapStats
 from pyvmalloc.vmap.freetree import FreeTree
 from pyvmalloc.vmap.pools import PoolPolicy
 from pyvmalloc.vmap.tracepoints import PurgeVmapAreaLazy
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
     from pyvmalloc.vmap.tracepoints import TraceEvent
 
 __all__ = ["LazyPurge"]
+
+#: Sort key ``va_start`` (the same order as ``va_start_key``, without a Python call).
+_by_start = attrgetter("va_start")
 
 
 class LazyPurge:
@@ -45,6 +49,7 @@ class LazyPurge:
     free: FreeTree
     pools: PoolPolicy
     nodes: list[VmapNode]
+    vmap_zone_size: int
     stats: VmapStats
     lazy: deque[VmapArea]
     in_purge: list[PendingPurge]
@@ -128,14 +133,20 @@ class LazyPurge:
             return pending
         # 6.x: per node, ascending: decay pools, detach the lazy list.
         per_node: list[list[VmapArea]] = [[] for _ in self.nodes]
+        n = len(self.nodes)
+        zone = self.vmap_zone_size
         for va in batch:
-            per_node[self.lazy_node_of(va)].append(va)
+            # lazy_node_of(va), inlined: the allocating node, else the address's node
+            vn_id = (va.flags >> 8) - 1
+            if not 0 <= vn_id < n:
+                vn_id = (va.va_start // zone) % n if n > 1 else 0
+            per_node[vn_id].append(va)
         for vn in self.nodes:
             vn.nr_purged = 0
             self.decay_va_pool_node(vn, full_pool_decay)
             lst = per_node[vn.id]
             if lst:
-                lst.sort(key=va_start_key)
+                lst.sort(key=_by_start)
                 if lst[0].va_start < pending.start:
                     pending.start = lst[0].va_start
                 if lst[-1].va_end > pending.end:
@@ -153,7 +164,7 @@ class LazyPurge:
         if not decayed:
             return
         self.stats.decayed_areas += len(decayed)
-        decayed.sort(key=va_start_key)
+        decayed.sort(key=_by_start)
         coalesced: list[VmapArea] = [decayed[0]]
         for va in decayed[1:]:
             last = coalesced[-1]
@@ -175,8 +186,8 @@ class LazyPurge:
         if not pending.marked:
             return False
         vn, lst = pending.marked.pop(0)
-        done = set(map(id, lst))
-        pending.batch = [va for va in pending.batch if id(va) not in done]
+        done = set(lst)  # areas hash by identity
+        pending.batch = [va for va in pending.batch if va not in done]
         self._purge_vmap_node(vn, lst, skip_populate=pending.full_pool_decay)
         pending.nr_purged += vn.nr_purged
         return True
@@ -226,15 +237,17 @@ class LazyPurge:
         local: list[VmapArea] = []
         nr_pages = 0
         populate = self.pools.populate
-        decode = self.decode_vn_id
+        n = len(self.nodes)
+        detached = VaState.DETACHED
         for va in purge_list:
             nr_pages += (va.va_end - va.va_start) >> PAGE_SHIFT
-            vn.nr_purged += 1
-            va.state = VaState.DETACHED
-            # Only areas tagged with their allocating node are offered to a pool.
-            if not skip_populate and decode(va.flags) >= 0 and populate(vn, va):
+            va.state = detached
+            # Only areas tagged with their allocating node (decode_vn_id(flags) >= 0)
+            # are offered to a pool.
+            if not skip_populate and 0 <= (va.flags >> 8) - 1 < n and populate(vn, va):
                 continue
             local.append(va)
+        vn.nr_purged += len(purge_list)
         self.vmap_lazy_nr -= nr_pages
         # list_add() onto the local list reverses it: merge in descending order.
         merge = self.free.merge_or_add_vmap_area_augment

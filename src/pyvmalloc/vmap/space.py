@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from pyvmalloc._accel import speedups as _speedups
 from pyvmalloc.config import (
     EBUSY,
     EINVAL,
@@ -69,6 +70,9 @@ from pyvmalloc.vmap.purge import LazyPurge
 from pyvmalloc.vmap.tracepoints import AllocVmapArea, FreeVmapAreaNoflush, TraceEvent
 
 __all__ = ["VmapSpace"]
+
+_c_busy_insert = _speedups.busy_insert if _speedups is not None else None
+_c_busy_unlink = _speedups.busy_unlink if _speedups is not None else None
 
 
 class VmapSpace(LazyPurge):
@@ -143,6 +147,10 @@ class VmapSpace(LazyPurge):
         self._purge_fragmented = purge_fragmented
         self._find = placement.find
         self._check_rng = random.Random(0x5EED)
+        # Values the hot paths read once per call, computed once here.
+        self._multi_node = self.nr_vmap_nodes > 1
+        self._errno_errors = profile.errno_errors
+        self._err_min = self.ulong_max - 4095  # IS_ERR_VALUE: the top 4095 values
         self.vmap_init_free_space()
 
     def __repr__(self) -> str:
@@ -359,7 +367,7 @@ class VmapSpace(LazyPurge):
         if self.explain:
             why = Decision("tree")
             self.free.why = why
-        if self.nr_vmap_nodes > 1 and vstart == self.vmalloc_start and vend == self.vmalloc_end:
+        if self._multi_node and vstart == self.vmalloc_start and vend == self.vmalloc_end:
             node_id = cpu % self.nr_vmap_nodes
             vn_id = self._vn_flags[node_id]
             va = self.pools.node_alloc(self.nodes[node_id], size, align, vstart, vend, why)
@@ -373,7 +381,8 @@ class VmapSpace(LazyPurge):
         if why is not None:
             self.free.why = None
             self.last_decision = why
-        failed = self._is_error_addr(addr, vend)
+        # _is_error_addr(addr, vend), inlined
+        failed = addr > self._err_min if self._errno_errors else addr == vend
         if self.tp_alloc:
             event = AllocVmapArea(
                 addr=addr,
@@ -403,7 +412,21 @@ class VmapSpace(LazyPurge):
     # ------------------------------------------------------------------------------
     def insert_vmap_area(self, va: VmapArea) -> None:
         """``insert_vmap_area`` into the busy tree of ``addr_to_node(va_start)``."""
-        root = self.nodes[self.addr_to_node_id(va.va_start) if self.nr_vmap_nodes > 1 else 0].busy
+        # addr_to_node_id(va_start), inlined
+        n = self.nr_vmap_nodes
+        root = self.nodes[(va.va_start // self.vmap_zone_size) % n if n > 1 else 0].busy
+        if _c_busy_insert is not None:
+            try:
+                other = _c_busy_insert(root, va)
+            except OverflowError:  # a value past 64 bits: the reference below
+                pass
+            else:
+                if other is not None:
+                    self.free.complain_overlap(va, other)
+                    raise InvariantError(f"busy insert overlaps: {va!r} and {other!r}")
+                va.state = VaState.BUSY
+                self.nr_busy += 1
+                return
         node = root.rb_node
         va_start = va.va_start
         va_end = va.va_end
@@ -455,6 +478,9 @@ class VmapSpace(LazyPurge):
                 return node  # type: ignore[no-any-return]
         return None
 
+    if _speedups is not None:
+        _find_in = staticmethod(_speedups.busy_find)  # type: ignore[assignment,unused-ignore]
+
     def find_vmap_area(self, addr: int) -> VmapArea | None:
         """``find_vmap_area``: the busy area containing ``addr``. O(N log n) worst case.
 
@@ -469,6 +495,32 @@ class VmapSpace(LazyPurge):
 
     def find_unlink_vmap_area(self, addr: int) -> VmapArea | None:
         """``find_unlink_vmap_area``: find the busy area at ``addr`` and unlink it."""
+        # The usual case first: the area is in its address's node (the search's start).
+        n = self.nr_vmap_nodes
+        root = self.nodes[(addr // self.vmap_zone_size) % n if n > 1 else 0].busy
+        if _c_busy_unlink is not None:
+            try:
+                va = _c_busy_unlink(root, addr)  # find + rb_erase + clear the links
+            except OverflowError:  # a value past 64 bits: the reference below
+                pass
+            else:
+                if va is not None:
+                    va.state = VaState.DETACHED
+                    self.nr_busy -= 1
+                    return va  # type: ignore[no-any-return]
+                return self._find_unlink_elsewhere(addr)
+        va = self._find_in(root, addr)
+        if va is not None:
+            # unlink_vmap_area(va, i), inlined
+            rb_erase(va, root)
+            va.rb_parent = va.rb_left = va.rb_right = None
+            va.state = VaState.DETACHED
+            self.nr_busy -= 1
+            return va
+        return self._find_unlink_elsewhere(addr)
+
+    def _find_unlink_elsewhere(self, addr: int) -> VmapArea | None:
+        """The rest of find_unlink_vmap_area's node search (the address's node missed)."""
         for i in self._node_search(addr):
             va = self._find_in(self.nodes[i].busy, addr)
             if va is not None:

@@ -1,0 +1,49 @@
+"""Which implementation of the hot paths runs: the compiled accelerator or the reference.
+
+The pure-Python code is the reference (it is what the docs and the tests describe);
+``pyvmalloc._speedups`` is a C extension with the same behaviour for the red-black
+tree's fix-ups, the free tree's ``subtree_max_size`` propagation, the lowest-match
+descent and the busy-tree lookups (the ``heapq``/``_heapq`` pattern). It is used when
+it can be imported; ``PYVMALLOC_PURE=1`` in the environment forces the reference.
+The choice is made once, at import, for the whole process.
+
+>>> isinstance(ACCELERATED, bool) and isinstance(DESCRIPTION, str)
+True
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+__all__ = ["ACCELERATED", "DESCRIPTION", "SUMMARY", "speedups"]
+
+#: Set (to anything but "" or "0") to force the pure-Python reference.
+PURE = os.environ.get("PYVMALLOC_PURE", "") not in ("", "0")
+
+speedups: ModuleType | None
+_why = _short = ""
+if PURE:
+    speedups = None
+    _why = "PYVMALLOC_PURE is set"
+    _short = "PYVMALLOC_PURE=1"
+else:
+    try:
+        import pyvmalloc._speedups as speedups
+    except ImportError as e:  # no compiler at install time: the reference is complete
+        speedups = None
+        _why = f"no compiled accelerator: {e}"
+        _short = "not compiled"
+
+#: True when the compiled accelerator is in use.
+ACCELERATED: bool = speedups is not None
+
+#: One line for ``pyvmalloc --version``.
+DESCRIPTION: str = (
+    "accelerated (C extension pyvmalloc._speedups)"
+    if ACCELERATED
+    else f"pure Python reference ({_why})"
+)
+
+#: The short form ``pyvmalloc --version`` prints.
+SUMMARY: str = "C accelerator" if ACCELERATED else f"pure Python, {_short}"

@@ -1,0 +1,402 @@
+"""What a replay does not know about the kernel's state, and how it learns it.
+
+A snapshot (``/proc/vmallocinfo``) and a trace leave some of the kernel's state hidden.
+A replay has to guess it, and every allocation the kernel makes is evidence about the
+guess. :class:`Beliefs` keeps each guess explicit and revises it when a kernel decision
+contradicts it, so that one wrong guess costs one mismatch, not every later allocation
+of the same kind:
+
+* **The node of an area older than the snapshot.** 6.x tags every area with the node
+  of the CPU that allocated it (``va->flags``), and that node's lazy list and pools take
+  the area back when it is freed. vmallocinfo does not show it; the guess is the
+  address-zone node. A kernel pool hit below such an area in the model's pool, or a
+  kernel allocation that skips it, says it is in another node's pool: it moves there,
+  at the place its purge put it (each purge pushes its areas to the pool head in
+  ascending address order, so a pool reads newest purge first, descending addresses).
+* **Pool entries the kernel does not have.** A known-node pool entry the kernel passes
+  over (its pool was shorter, e.g. a decay took one more area) went back to the free
+  tree with that decay.
+* **The free tree's shape.** With an alignment above PAGE_SIZE the search length is
+  ``size + align - 1``; a smaller free block that still fits once aligned is found only
+  when it lies on the descent path, which depends on the tree the kernel built over
+  its whole history. When the kernel passes over such a block the model chose, the
+  block is marked unreachable for that search length, and the model's later searches
+  skip it until the block changes.
+* **Pools at snapshot time** (captures without ``drop_caches``): pooled areas look like
+  free space in vmallocinfo. A kernel address that the model sees as free, away from
+  the model's choice, of exactly the allocation's size, bounded by busy areas (an
+  exact-size hole), was that node's pool head; the other exact-size holes of that size
+  below it are the likely next heads (:meth:`Beliefs.hidden_pool_head`).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right, insort
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pyvmalloc.config import PAGE_SHIFT, PAGE_SIZE
+from pyvmalloc.rbtree import rb_prev
+from pyvmalloc.vmap.area import VaState, VmapArea
+from pyvmalloc.vmap.space import VmapSpace
+
+__all__ = ["Beliefs", "Cause"]
+
+#: Mismatch classes (see docs/replay.md).
+RULE = "rule difference"
+HIDDEN = "hidden state"
+RACE = "race"
+
+
+@dataclass
+class Cause:
+    """Why the model and the kernel chose differently."""
+
+    kind: str  # RULE, HIDDEN or RACE
+    fact: str  # which fact, in words
+    key: tuple[object, ...]  # identifies the one cause (for cascades)
+
+
+class Beliefs:
+    """The replay's explicit unknowns about one model's hidden state."""
+
+    def __init__(self, space: VmapSpace) -> None:
+        self.space = space
+        #: Areas whose allocating node is a guess: va_start -> area (pre-snapshot).
+        self.unknown_node: dict[int, VmapArea] = {}
+        #: Nodes already refuted for such an area.
+        self.refuted_nodes: dict[int, set[int]] = {}
+        #: Kernel pool hits below each known pool entry (id(area) -> count).
+        self.passed: dict[int, int] = {}
+        #: Purge generation of each pool entry (id(area) -> purge number).
+        self.gen: dict[int, int] = {}
+        self.purge_seq = 0
+        #: Free blocks the kernel's search does not reach: (start, end, search length).
+        self.unreachable: dict[tuple[int, int], set[int]] = {}
+        #: Free blocks (to the model) the kernel's tree does not have, taken out of the
+        #: model's free tree until the kernel allocates in them: start -> block.
+        self.parked: dict[int, VmapArea] = {}
+        self._parked_starts: list[int] = []
+        #: Free blocks of the snapshot, and per search length the highest address the
+        #: kernel's tree search returned (see passed_over).
+        self.old_blocks: set[tuple[int, int]] = set()
+        self.kernel_tree_high: dict[int, int] = {}
+        #: Areas freed in the trace and not allocated again: start -> size. Each may
+        #: sit in a pool of the kernel whatever the model did with it.
+        self.recycled: dict[int, int] = {}
+        #: Pools at snapshot time (no drop_caches): (node, class) -> the last head the
+        #: kernel took from it; absent = not seen yet, None = seen empty.
+        self.hidden_head: dict[tuple[int, int], int | None] = {}
+        #: Slots refuted as heads of a hidden pool: (node, class) -> addresses.
+        self.hidden_refuted: dict[tuple[int, int], set[int]] = {}
+        #: Number of revisions made (each one a refuted guess).
+        self.revisions = 0
+
+    # --- node of pre-snapshot areas -------------------------------------------------
+    def guess_node(self, va: VmapArea) -> None:
+        """``va`` was busy at snapshot time: its node is the address-zone guess."""
+        self.unknown_node[va.va_start] = va
+
+    def node_known(self, va: VmapArea) -> bool:
+        return self.unknown_node.get(va.va_start) is not va
+
+    def guessed_starts(self) -> set[int]:
+        """Starts of the areas whose node is still a guess."""
+        return set(self.unknown_node)
+
+    def forget(self, start: int) -> None:
+        """The range at ``start`` was allocated again: its new node is known."""
+        if self.unknown_node:
+            self.unknown_node.pop(start, None)
+        if self.refuted_nodes:
+            self.refuted_nodes.pop(start, None)
+        if self.recycled:
+            self.recycled.pop(start, None)
+
+    # --- pools ----------------------------------------------------------------------
+    def before_refill(self) -> set[int]:
+        """The pool entries present before a purge refills the pools."""
+        return {id(va) for vn in self.space.nodes for p in vn.pools.values() for va in p}
+
+    def after_refill(self, before: set[int]) -> None:
+        """Stamp the entries a purge just added with the purge's number."""
+        old = self.gen
+        seq = self.purge_seq
+        gen: dict[int, int] = {}
+        for vn in self.space.nodes:
+            for pool in vn.pools.values():
+                for va in pool:
+                    i = id(va)
+                    gen[i] = old.get(i, 0) if i in before else seq
+        self.gen = gen
+
+    def _insert_by_purge_order(self, pool: deque[VmapArea], va: VmapArea) -> None:
+        """Put ``va`` where its purge would have: newest purge first, then descending."""
+        g = self.gen.get(id(va), 0)
+        for i, other in enumerate(pool):
+            og = self.gen.get(id(other), 0)
+            if og < g or (og == g and other.va_start < va.va_start):
+                pool.insert(i, va)
+                return
+        pool.append(va)
+
+    def refute_pool_entry(self, node: int, idx: int, va: VmapArea) -> str:
+        """The kernel's pool (node, idx) does not hold ``va``: move it where it can be.
+
+        An area of unknown node goes to the next node not yet refuted for it; a known
+        one (or one refuted on every node) was decayed into the free tree.
+        """
+        space = self.space
+        pool = space.nodes[node].pools.get(idx)
+        if pool is None or va not in pool:
+            return "gone"
+        pool.remove(va)
+        self.revisions += 1
+        if not self.node_known(va):
+            refuted = self.refuted_nodes.setdefault(va.va_start, set())
+            refuted.add(node)
+            for other in range(space.nr_vmap_nodes):
+                if other not in refuted:
+                    va.flags = (va.flags & ~0xFF00) | space.encode_vn_id(other)
+                    dst = space.nodes[other].pools.setdefault(idx, deque())
+                    self._insert_by_purge_order(dst, va)
+                    return f"moved to node {other}'s pool"
+        va.state = VaState.DETACHED
+        self.gen.pop(id(va), None)
+        space.merge_or_add_vmap_area(va)
+        return "returned to the free tree"
+
+    def passed_once(self, va: VmapArea) -> bool:
+        """Count a kernel pool hit below ``va``; True the first time for this area."""
+        n = self.passed.get(id(va), 0)
+        self.passed[id(va)] = n + 1
+        return n == 0
+
+    # --- tree shape -----------------------------------------------------------------
+    def park(self, block: tuple[int, int]) -> bool:
+        """The kernel's tree does not have what the model sees as the free block
+        ``block`` (pooled before the snapshot, or held by an allocation not traced yet):
+        take it out of the model's free tree, so that no search of any size finds it,
+        until the kernel allocates in it (:meth:`unpark_overlapping`)."""
+        free = self.space.free
+        blk = free.pvm_find_va_enclose_addr(block[0])
+        if blk is None or blk.va_start != block[0] or blk.va_end != block[1]:
+            return False
+        free.unlink_va_augment(blk)
+        self._park(blk)
+        self.revisions += 1
+        return True
+
+    def parked_at(self, addr: int) -> VmapArea | None:
+        i = bisect_right(self._parked_starts, addr) - 1
+        if i >= 0:
+            va = self.parked[self._parked_starts[i]]
+            if addr < va.va_end:
+                return va
+        return None
+
+    def _park(self, va: VmapArea) -> None:
+        self.parked[va.va_start] = va
+        insort(self._parked_starts, va.va_start)
+
+    def _unpark(self, start: int) -> VmapArea:
+        self._parked_starts.pop(bisect_left(self._parked_starts, start))
+        return self.parked.pop(start)
+
+    def ranges_below(self, addr: int) -> Iterator[tuple[int, int]]:
+        """Free ranges to the model (in its tree or parked) below ``addr``, highest
+        first."""
+        blk = self.space.free.pvm_find_va_enclose_addr(addr - 1)
+        starts = self._parked_starts
+        i = bisect_left(starts, addr) - 1
+        while blk is not None or i >= 0:
+            if i < 0 or (blk is not None and blk.va_start > starts[i]):
+                assert blk is not None
+                yield blk.va_start, blk.va_end
+                blk = rb_prev(blk)
+            else:
+                va = self.parked[starts[i]]
+                yield va.va_start, va.va_end
+                i -= 1
+
+    def unpark_overlapping(self, start: int, end: int) -> int:
+        """Give parked blocks overlapping ``[start, end)`` back to the free tree."""
+        starts = self._parked_starts
+        lo = max(0, bisect_right(starts, start) - 1)
+        hits = [s for s in starts[lo : bisect_left(starts, end)] if self.parked[s].va_end > start]
+        for s in hits:
+            self.space.free.merge_or_add_vmap_area_augment(self._unpark(s))
+        return len(hits)
+
+    def split_parked(self, va: VmapArea, start: int, end: int) -> None:
+        """The kernel took ``[start, end)`` from inside the parked block ``va`` (a pool
+        entry there): the rest stays parked."""
+        self._unpark(va.va_start)
+        if va.va_start < start:
+            self._park(VmapArea(va.va_start, start))
+        if end < va.va_end:
+            self._park(VmapArea(end, va.va_end))
+
+    def unpark_all(self) -> None:
+        """Back to the free tree: the model's own accounting of free space."""
+        self.unpark_overlapping(0, self.space.ulong_max)
+
+    def mark_unreachable(self, block: tuple[int, int], length: int) -> None:
+        self.unreachable.setdefault((block[0], block[1]), set()).add(length)
+        self.revisions += 1
+
+    def mark_passed_over(
+        self, lo: int, hi: int, size: int, align: int, length: int, limit: int = 256
+    ) -> int:
+        """The kernel's search went past every free block in ``[lo, hi)``: none of the
+        small ones that would fit (once aligned) lies on its descent path.
+
+        The search checks a block shorter than the search length only when it is an
+        ancestor of the block it ends in; a block it passed over is not, and stays so
+        while the tree around it does not change. Returns how many were marked.
+        """
+        space = self.space
+        mask = ~(align - 1) & space.ulong_max
+        blk = space.free.pvm_find_va_enclose_addr(hi - 1)
+        marked = 0
+        for _ in range(limit):
+            if blk is None or blk.va_end <= lo:
+                break
+            s, e = blk.va_start, blk.va_end
+            if e - s < length and e <= hi and s >= lo:
+                nva = (max(s, lo) + align - 1) & mask
+                lengths = self.unreachable.setdefault((s, e), set())
+                if nva + size <= e and length not in lengths:
+                    lengths.add(length)
+                    marked += 1
+            blk = rb_prev(blk)
+        return marked
+
+    def unmark(self, block: tuple[int, int]) -> bool:
+        """The kernel allocated in ``block``: it was free and reachable after all."""
+        gone = self.unreachable.pop((block[0], block[1]), None)
+        if (block[0], block[1]) in self.old_blocks and gone:
+            self.old_blocks.discard((block[0], block[1]))
+        return bool(gone)
+
+    def is_unreachable(self, block: tuple[int, int], length: int) -> bool:
+        if length in self.unreachable.get((block[0], block[1]), ()):
+            return True
+        return self.passed_over(block[0], block[1], length)
+
+    def passed_over(self, start: int, end: int, length: int) -> bool:
+        """Whether the kernel's search passed over this block, a free block of the
+        snapshot shorter than ``length``, since the replay began.
+
+        The kernel's search returns the first fitting block on its descent path, and
+        every block of the path below it was checked before; so a block below a
+        kernel's tree choice is not on the path to that choice, nor (the tree being
+        the same around it: a block is an ancestor of another only when it is the
+        shallowest of the blocks between them) on the path to any higher one.
+        """
+        high = self.kernel_tree_high.get(length)
+        return (
+            high is not None
+            and start < high
+            and end - start < length
+            and (start, end) in self.old_blocks
+        )
+
+    def saw_kernel_tree_choice(self, addr: int, length: int) -> None:
+        """The kernel took ``addr`` from its free tree with this search length."""
+        if addr > self.kernel_tree_high.get(length, 0):
+            self.kernel_tree_high[length] = addr
+
+    def remember_old_blocks(self) -> None:
+        """Note the free blocks of the snapshot (their place in the tree is unknown)."""
+        self.old_blocks = {(va.va_start, va.va_end) for va in self.space.free_areas()}
+
+    def search_skipping(self, size: int, align: int, vstart: int, length: int) -> VmapArea | None:
+        """``find_vmap_lowest_match`` over the model's tree, treating unreachable blocks
+        (for this search length) as if they did not fit."""
+        space = self.space
+        bad = self.unreachable
+        node = space.free_root.rb_node
+        umax = space.ulong_max
+        mask = ~(align - 1) & umax
+
+        def fits(n: VmapArea, vstart: int) -> bool:
+            s = n.va_start
+            nva = ((s if s > vstart else vstart) + align - 1) & mask
+            end = nva + size
+            return (
+                end <= umax
+                and nva >= vstart
+                and end <= n.va_end
+                and length not in bad.get((n.va_start, n.va_end), ())
+                and not self.passed_over(n.va_start, n.va_end, length)
+            )
+
+        while node is not None:
+            left = node.rb_left
+            if left is not None and left.subtree_max_size >= length and vstart < node.va_start:
+                node = left
+                continue
+            if fits(node, vstart):
+                return node  # type: ignore[no-any-return]
+            right = node.rb_right
+            if right is not None and right.subtree_max_size >= length:
+                node = right
+                continue
+            while True:
+                node = node.rb_parent
+                if node is None:
+                    return None
+                if fits(node, vstart):
+                    return node  # type: ignore[no-any-return]
+                right = node.rb_right
+                if (
+                    right is not None
+                    and right.subtree_max_size >= length
+                    and vstart <= node.va_start
+                ):
+                    vstart = node.va_start + 1
+                    node = right
+                    break
+        return None
+
+
+def pool_class(size: int) -> int:
+    """The pool index of an area of ``size`` bytes (pages - 1)."""
+    return (size - 1) >> PAGE_SHIFT
+
+
+#: How many free blocks below the last head :meth:`Beliefs.next_hidden_head` looks at.
+HIDDEN_SCAN_BLOCKS = 64
+
+
+def next_hidden_head(b: Beliefs, node: int, idx: int, size: int, align: int) -> int | None:
+    """The likely next head of node ``node``'s pool ``idx`` at snapshot time.
+
+    A purge pushes its areas onto the pool head in ascending address order, so one
+    purge's areas leave the pool in descending address order: the next head lies below
+    the last one the kernel took. Pooled areas look like free space in vmallocinfo.
+    The candidate is the highest aligned slot of the free space below that no kernel
+    decision has refuted: for thread stacks (align > PAGE_SIZE, pooled side by side)
+    any such slot, for other sizes the top slot of each free range.
+    """
+    last = b.hidden_head.get((node, idx))
+    if last is None:
+        return None
+    space = b.space
+    refuted = b.hidden_refuted.get((node, idx), set())
+    mask = ~(max(align, PAGE_SIZE) - 1)
+    for n, (start, end) in enumerate(b.ranges_below(last)):
+        if n >= HIDDEN_SCAN_BLOCKS or start < space.vmalloc_start:
+            return None
+        top = min(end, last)
+        y = (top - size) & mask
+        # Stacks (align > PAGE_SIZE) were pooled side by side at the alignment's stride;
+        # other areas are taken as the top of a free range only.
+        step = align if align > PAGE_SIZE else top
+        while y >= start:
+            if y not in refuted and y + size <= top:
+                return int(y)
+            y -= step
+    return None

@@ -1,0 +1,306 @@
+"""Belief revision in the replay: hand-built traces whose expected addresses follow from
+the kernel's rules (mm/vmalloc.c, 6.18), and the real captures' cause classes.
+
+Every trace here is what a 6.18 kernel would write for the stated hidden state; the
+replay starts from the visible state only and must learn the hidden part from the
+kernel's decisions, paying at most one mismatch per refuted guess.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pyvmalloc.trace.events import AllocVmapArea, FreeVmapAreaNoflush, PurgeVmapAreaLazy
+from pyvmalloc.trace.replay import load_capture, replay
+
+V = 0xFFFFC90000000000  # VMALLOC_START (x86_64, 4-level)
+VEND = 0xFFFFE8FFFFFFFFFF
+STACK = 20480  # THREAD_SIZE 16 KiB + guard page
+ALIGN = 16384  # THREAD_ALIGN
+CAPTURES = Path(__file__).parent.parent / "data" / "captures"
+
+
+class Trace:
+    """A 6.18 trace written event by event, 1 ms apart."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = ["# tracer: nop", "#"]
+        self.t = 100.0
+        self.nr_lazy = 0
+
+    def _tick(self) -> float:
+        self.t += 0.001
+        return self.t
+
+    def marker(self, name: str) -> None:
+        ts = f"{self._tick():.6f}"
+        self.lines.append(
+            f"       pyvmalloc-1       [000] ...1. {ts:>12}: tracing_mark_write: pyvmalloc: {name}"
+        )
+
+    def alloc(self, addr: int, cpu: int, size: int = STACK, align: int = ALIGN) -> None:
+        ev = AllocVmapArea(
+            addr=addr, size=size, align=align, vstart=V, vend=VEND, failed=0, cpu=cpu,
+            task="threads", pid=10, timestamp=self._tick(),
+        )  # fmt: skip
+        self.lines.append(str(ev))
+
+    def free(self, addr: int, size: int = STACK, cpu: int = 0) -> None:
+        self.nr_lazy += size >> 12
+        ev = FreeVmapAreaNoflush(
+            va_start=addr, nr_lazy=self.nr_lazy, nr_lazy_max=16384, cpu=cpu,
+            task="kworker/0:1", pid=11, timestamp=self._tick(),
+        )  # fmt: skip
+        self.lines.append(str(ev))
+
+    def purge(self, start: int, end: int, n: int, pages: int) -> None:
+        self.nr_lazy -= pages
+        ev = PurgeVmapAreaLazy(
+            start=start, end=end, npurged=n, cpu=1, task="kworker/1:1", pid=40,
+            timestamp=self._tick(),
+        )  # fmt: skip
+        self.lines.append(str(ev))
+
+    def write(self, path: Path) -> Path:
+        path.write_text("\n".join(self.lines) + "\n")
+        return path
+
+
+def snapshot(path: Path, busy: list[tuple[int, int]], lazy: list[tuple[int, int]] = ()) -> Path:
+    lines = [
+        f"{s:#x}-{e:#x} {e - s:>8} kernel_clone+0xb8/0x400 pages={(e - s) // 4096 - 1} vmalloc"
+        for s, e in busy
+    ]
+    lines += [f"{s:#x}-{e:#x} {e - s:>8} unpurged vm_area" for s, e in lazy]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run(tmp_path: Path, tr: Trace, busy, lazy=(), *, drop: bool = True):
+    return replay(
+        tr.write(tmp_path / "trace"),
+        snapshot(tmp_path / "vmallocinfo", busy, list(lazy)),
+        meta={"drop_caches": drop, "cpus_possible": [0, 1]},
+    )
+
+
+def test_node_of_a_pre_snapshot_area_is_revised_by_a_pool_hit_below_it(tmp_path):
+    # Two stacks busy before the snapshot, both in address zones of node 1
+    # (addr / 64 KiB odd), so the model guesses node 1 for both. The kernel had
+    # allocated the upper one on node 0. Freed and purged, node 1's pool is [s1]
+    # in the kernel and [s2, s1] in the model (a purge pushes ascending: head s2).
+    s1, s2 = V + 0x10000, V + 0x30000
+    tr = Trace()
+    tr.free(s1)
+    tr.free(s2)
+    tr.purge(s1, s2 + STACK, 2, 10)
+    tr.alloc(s1, cpu=1)  # node 1's pool head in the kernel: s1 (model: s2 first)
+    tr.alloc(s2, cpu=0)  # node 0's pool head: s2, where the revision moved it
+    tr.alloc(V, cpu=1)  # node 1's pool is empty: the lowest fit of the tree
+    res = run(tmp_path, tr, [(s1, s1 + STACK), (s2, s2 + STACK)])
+    assert [m.line for m in res.mismatches] == [6]
+    m = res.mismatches[0]
+    assert (m.kernel, m.model) == (s1, s2)
+    assert m.cause_class == "hidden state"
+    assert m.cause_key == f"node:{s2:#x}"
+    assert res.allocs_matched == 2
+
+
+def test_a_small_hole_the_kernel_passes_over_is_not_chosen_again(tmp_path):
+    # A 32 KiB hole between two busy areas: shorter than the search length for a
+    # stack (20 KiB + 16 KiB - 1), but a stack fits at its 16 KiB-aligned middle.
+    # The model's rebuilt tree has it on the descent path, the kernel's tree not:
+    # the kernel takes the lowest block of at least the search length instead.
+    hole = (V + 0x1000, V + 0x9000)
+    busy = [(V, V + 0x1000), (V + 0x9000, V + 0x10000)]
+    tr = Trace()
+    tr.alloc(V + 0x10000, cpu=0)
+    tr.alloc(V + 0x18000, cpu=0)
+    tr.alloc(V + 0x20000, cpu=1)
+    res = run(tmp_path, tr, busy)
+    assert len(res.mismatches) == 1, res.mismatches
+    m = res.mismatches[0]
+    assert m.model == V + 0x4000  # the hole, reached on the model's path
+    assert m.cause_key == f"shape:{hole[0]:#x}:{hole[1]:#x}"
+    assert res.searches_skipping_unreachable == 2  # refuted, never chosen again
+
+
+def test_window_allocation_missing_from_the_snapshot_is_applied(tmp_path):
+    # An allocation between the snapshot markers that the file does not show (its
+    # node was printed before it): applied, so its range is never reused.
+    busy = [(V, V + 0x1000)]
+    tr = Trace()
+    tr.marker("snapshot-begin")
+    tr.alloc(V + 0x4000, cpu=0)
+    tr.marker("snapshot-end")
+    tr.alloc(V + 0xC000, cpu=0)
+    tr.alloc(V + 0x14000, cpu=1)
+    res = run(tmp_path, tr, busy)
+    assert res.window_applied == 1
+    assert res.allocs_compared == 2 and res.allocs_matched == 2
+    assert any("between the snapshot markers" in n for n in res.notes)
+
+
+def test_window_allocation_in_the_snapshot_is_not_applied_twice(tmp_path):
+    busy = [(V, V + 0x1000), (V + 0x4000, V + 0x9000)]
+    tr = Trace()
+    tr.marker("snapshot-begin")
+    tr.alloc(V + 0x4000, cpu=0)
+    tr.marker("snapshot-end")
+    tr.alloc(V + 0xC000, cpu=0)
+    res = run(tmp_path, tr, busy)
+    assert (res.window_reflected, res.window_applied) == (1, 0)
+    assert res.allocs_matched == 1
+
+
+def test_hidden_pool_heads_are_followed_down_then_given_up(tmp_path):
+    # No drop_caches: node 0's pool held three stacks pooled side by side at 32 KiB
+    # stride (one purge: heads descending), invisible in vmallocinfo. The kernel
+    # takes them head first, then searches the tree (lowest fit at VMALLOC_START).
+    top = V + 0x400000
+    tr = Trace()
+    for k in range(3):
+        tr.alloc(top - k * 0x8000, cpu=0)
+    tr.alloc(V + 0x4000, cpu=0)  # pool used up: the tree's lowest fit
+    tr.alloc(V + 0xC000, cpu=0)
+    busy = [(V, V + 0x1000), (top + STACK, top + 0x10000)]
+    res = run(tmp_path, tr, busy, drop=False)
+    keys = [m.cause_key for m in res.mismatches]
+    # one mismatch to learn the head, one to learn that the pool is used up
+    assert len(keys) == 2, res.mismatches
+    assert keys[0].startswith("snapshot-head")
+    assert keys[1].startswith("snapshot-pool-end")
+    assert res.hidden_pool_hits == 2
+    assert res.allocs_matched == 3
+
+
+def test_a_free_range_the_kernel_lacks_is_skipped_for_every_size(tmp_path):
+    # No drop_caches: [V + 0x1000, V + 0x21000) looks free, but the kernel has two
+    # 64 KiB areas pooled there (side by side), so its free tree has nothing in it. A
+    # 40 KiB request (align 1: not a stack, no pool head guessed) goes to the next
+    # free block; so does a later 16 KiB one (another pool class: the tree), which the
+    # model must not place in the pooled range either.
+    busy = [(V, V + 0x1000), (V + 0x21000, V + 0x30000)]
+    tr = Trace()
+    tr.alloc(V + 0x30000, cpu=0, size=0xA000, align=1)
+    tr.alloc(V + 0x3A000, cpu=1, size=0x4000, align=1)
+    res = run(tmp_path, tr, busy, drop=False)
+    assert len(res.mismatches) == 1, res.mismatches
+    m = res.mismatches[0]
+    assert m.model == V + 0x1000
+    assert m.cause_key == f"snapshot-free:{V + 0x1000:#x}"
+    assert res.allocs_matched == 1
+
+
+def test_an_allocation_inside_a_purge_in_flight_is_a_race_and_catches_the_purge_up(
+    tmp_path,
+):
+    # Two lazily freed 40 KiB areas in the snapshot (node 0's list) and a busy one freed
+    # in the trace: the next purge takes all three (num_purged=3). It starts right
+    # after that free; its event comes after three allocations that already use its
+    # refill: node 0's pool gets a, b, c pushed in ascending order, head c. The first
+    # allocation shows the model the purge was further on (race); then the pool's
+    # LIFO order matches.
+    a, b, c = V + 0x10000, V + 0x30000, V + 0x100000
+    size = 0xA000
+    tr = Trace()
+    tr.nr_lazy = 2 * (size >> 12)
+    tr.free(c, size=size)
+    tr.alloc(c, cpu=0, size=size, align=1)
+    tr.alloc(b, cpu=0, size=size, align=1)
+    tr.alloc(a, cpu=0, size=size, align=1)
+    tr.purge(a, c + size, 3, 3 * (size >> 12))
+    res = run(tmp_path, tr, [(V, V + 0x1000), (c, c + size)], [(a, a + size), (b, b + size)])
+    assert [m.cause_class for m in res.mismatches] == ["race"], res.mismatches
+    assert res.mismatches[0].kernel == c
+    assert res.allocs_matched == 2
+
+
+def test_lock_order_race_is_replayed_in_the_kernels_order(tmp_path):
+    # CPU 1 took the free-tree lock first: the lowest fit for 64 KiB (align 1) is
+    # [V + 0x1000, V + 0x11000). CPU 0's stack then got the lowest 16 KiB-aligned
+    # slot above it, V + 0x14000. CPU 1 reached its tracepoint 20 us later, so in
+    # timestamp order the model would give CPU 0 V + 0x4000, inside CPU 1's area.
+    # Served in the kernel's order, both match.
+    tr = Trace()
+    t = tr._tick()
+    tr.lines.append(
+        str(AllocVmapArea(addr=V + 0x14000, size=STACK, align=ALIGN, vstart=V, vend=VEND,
+                          failed=0, cpu=0, task="threads", pid=10, timestamp=t))
+    )  # fmt: skip
+    tr.lines.append(
+        str(AllocVmapArea(addr=V + 0x1000, size=0x10000, align=1, vstart=V, vend=VEND,
+                          failed=0, cpu=1, task="bpf", pid=12, timestamp=t + 20e-6))
+    )  # fmt: skip
+    res = run(tmp_path, tr, [(V, V + 0x1000)])
+    assert res.reordered == 1
+    assert res.allocs_compared == 2 and res.allocs_matched == 2, res.mismatches
+
+
+# --- the real captures -----------------------------------------------------------
+
+REAL = {
+    # capture: (agreement floor, floor for the fully known part); measured values in
+    # tests/data/captures/README.md
+    "threads-pool": (0.999, 0.999),
+    "forkstorm": (0.995, 0.999),
+    "bpf-churn-bg": (0.99, 0.999),
+    "mixed-preempt": (0.99, 0.999),
+    "threads-pool-nodrop": (0.95, 0.999),
+    "threads-long-nodrop": (0.98, 0.999),
+    "small-spread-nodrop": (0.90, 0.999),
+    "mixed-nodrop": (0.74, 0.99),
+    "bpf-churn-bg-nodrop": (0.45, 0.97),
+    "bpfprog-nodrop": (0.45, 0.99),
+}
+
+
+def test_targets_over_all_captures():
+    # The issue's targets: BPF-map captures >= 99.9 % together, captures without
+    # drop_caches >= 90 % together (drained >= 99.5 %: tests/trace/test_replay.py).
+    bpf = ("mixed-spread", "churn-cpu0", "churn-cpu1", "churn-any", "longlived-any",
+           "mixed-cpu1-paced", "bpfprog")  # fmt: skip
+    totals = {"bpf": [0, 0], "nodrop": [0, 0]}
+    for cap in sorted(p for p in CAPTURES.iterdir() if p.is_dir()):
+        kind = "bpf" if cap.name in bpf else "nodrop" if cap.name.endswith("nodrop") else ""
+        if not kind:
+            continue
+        trace, snap, meta = load_capture(cap)
+        res = replay(trace, snap, meta=meta)
+        totals[kind][0] += res.allocs_matched
+        totals[kind][1] += res.allocs_compared
+    assert totals["bpf"][0] / totals["bpf"][1] >= 0.999
+    assert totals["nodrop"][1] > 30_000
+    assert totals["nodrop"][0] / totals["nodrop"][1] >= 0.90
+
+
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_real_capture_floors_and_causes(name):
+    trace, snap, meta = load_capture(CAPTURES / name)
+    res = replay(trace, snap, meta=meta)
+    floor, known = REAL[name]
+    assert res.agreement >= floor
+    assert res.agreement_known >= known
+    per_cause = Counter(m.cause_key for m in res.mismatches)
+    assert all(m.cause_class in ("hidden state", "race", "rule difference") for m in res.mismatches)
+    if meta["drop_caches"]:
+        # drained: every remaining mismatch is a one-off hidden-state fact
+        assert all(m.cause_class == "hidden state" for m in res.mismatches)
+        assert max(per_cause.values(), default=0) <= 3
+    assert sum(c["mismatches"] for c in res.causes) == len(res.mismatches)
+    assert all(c["mismatches"] == 1 + next(
+        m.cascade for m in res.mismatches if m.cause_key == c["key"]
+    ) for c in res.causes)  # fmt: skip
+
+
+def test_no_refuted_choice_is_repeated():
+    # Each refuted guess (a node, a pool entry, an unreachable block) costs the
+    # replay at most one mismatch on these drained captures.
+    for name in ("threads-pool", "forkstorm", "stacks-and-churn", "everything-concurrent"):
+        trace, snap, meta = load_capture(CAPTURES / name)
+        res = replay(trace, snap, meta=meta)
+        counts = Counter(m.cause_key for m in res.mismatches)
+        assert all(n == 1 for n in counts.values()), (name, counts.most_common(3))
