@@ -461,3 +461,17 @@ def test_ioremap_of_system_ram_is_refused(profile: str) -> None:
     assert k.ioremap(0x9F000, 0x2000)  # the hole below 1 MiB is not RAM
     assert k.ioremap(0xFE000000, 0x1000)
     k.check()
+
+
+def test_warn_on_once_sites_fire_once_per_model() -> None:
+    # 6.18 __vmalloc_node_range: WARN_ON_ONCE(!size) -- printed (and, strict, raised)
+    # the first time only; the call fails every time.
+    k = Kernel("6.18", ram="64M", strict=True)
+    with pytest.raises(KernelWarning, match="WARN_ON_ONCE"):
+        k.vmalloc(0)
+    assert k.vmalloc(0) == 0
+    assert _texts(k) == ["__vmalloc_node_range: WARN_ON_ONCE(!size)"]
+    k.check()
+    other = Kernel("6.18", ram="64M")
+    assert other.vmalloc(0) == 0
+    assert len(other.log.lines) == 1

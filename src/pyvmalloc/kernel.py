@@ -183,6 +183,8 @@ class Kernel:
                 numa_nodes=numa_nodes,
             )
         self.machine = machine
+        self._ulong_max = machine.ulong_max
+        self._vmalloc_range = (machine.vmalloc_start, machine.vmalloc_end)
         self.log = KernelLog(strict=strict)
         self.workqueue = WorkQueue(auto=deferred_work == "auto")
         self._clock_us = 0
@@ -382,13 +384,21 @@ class Kernel:
         :class:`VmapArea` or a negative errno (``-EINVAL``, ``-EBUSY``).
         """
         self._check_cpu(cpu)
-        bits = self.machine.bits_per_long
-        size = ulong("size", size, bits)
-        align = ulong("align", align, bits)
-        lo = self.VMALLOC_START if vstart is None else ulong("vstart", vstart, bits)
-        hi = self.VMALLOC_END if vend is None else ulong("vend", vend, bits)
-        self.vmap_space.check_range(lo, hi)
-        with self.log.api():
+        umax = self._ulong_max
+        if size.__class__ is not int or not 0 <= size <= umax:
+            size = ulong("size", size, self.machine.bits_per_long)
+        if align.__class__ is not int or not 0 <= align <= umax:
+            align = ulong("align", align, self.machine.bits_per_long)
+        if vstart is None and vend is None:
+            lo, hi = self._vmalloc_range
+        else:
+            bits = self.machine.bits_per_long
+            lo = self._vmalloc_range[0] if vstart is None else ulong("vstart", vstart, bits)
+            hi = self._vmalloc_range[1] if vend is None else ulong("vend", vend, bits)
+            self.vmap_space.check_range(lo, hi)
+        log = self.log
+        log.depth += 1  # log.enter(), inlined
+        try:
             va = self.vmap_space.alloc_vmap_area(
                 size,
                 align,
@@ -399,6 +409,12 @@ class Kernel:
                 va_flags=va_flags,
             )
             self._after_call()
+        except BaseException:
+            log.unwind()
+            raise
+        log.depth -= 1
+        if log.pending or log.hung is not None:
+            log.raise_held()
         return va
 
     def find_vmap_area(self, addr: int) -> VmapArea | None:
@@ -424,9 +440,17 @@ class Kernel:
         if found is None:
             self.log.WARN(f"find_unlink_vmap_area: no busy vmap_area at {addr:#x}")
             return
-        with self.log.api():
+        log = self.log
+        log.depth += 1  # log.enter(), inlined
+        try:
             self.vmap_space.free_vmap_area_noflush(found, cpu=cpu)
             self._after_call()
+        except BaseException:
+            log.unwind()
+            raise
+        log.depth -= 1
+        if log.pending or log.hung is not None:
+            log.raise_held()
 
     def free_vmap_area(self, va: VmapArea) -> None:
         """``free_vmap_area``: immediate (non-lazy) free, as error paths do."""
@@ -679,7 +703,8 @@ class Kernel:
     def _check_cpu(self, cpu: int) -> None:
         if cpu.__class__ is not int:
             integer("cpu", cpu)
-        self.machine.check_cpu(cpu)
+        if not 0 <= cpu < self.machine.cpus_online:
+            self.machine.check_cpu(cpu)  # raises the error
 
     def __repr__(self) -> str:
         m = self.machine

@@ -129,15 +129,31 @@ class KernelLog:
 
     # --- API boundary ---------------------------------------------------------------
     def enter(self) -> None:
-        """An API call starts: strict warnings are held until it returns."""
-        if not self.depth and (self.pending or self.hung):
-            self.pending.clear()  # left over from a call that raised something else
-            self.hung = None
+        """An API call starts: strict warnings are held until it returns.
+
+        (Hot paths inline this as ``log.depth += 1``.)"""
         self.depth += 1
 
     def leave(self) -> None:
-        """An API call returns: the outermost one raises the first held warning."""
+        """An API call returns: the outermost one raises the first held warning.
+
+        (Hot paths inline this as ``log.depth -= 1`` and call :meth:`raise_held`
+        when ``pending`` or ``hung`` is set.)"""
         self.depth -= 1
+        self.raise_held()
+
+    def unwind(self) -> None:
+        """An exception other than a held warning leaves the API call: the depth
+        drops and, at the outermost call, the held warnings are dropped (the model
+        raised something more important)."""
+        self.depth -= 1
+        if not self.depth:
+            self.pending.clear()
+            self.hung = None
+
+    def raise_held(self) -> None:
+        """Outside every API call, raise the held :class:`KernelHang` or the first
+        held :class:`KernelWarning` (and forget the rest)."""
         if self.depth:
             return
         if self.hung is not None:
@@ -155,14 +171,11 @@ class KernelLog:
 
         An exception other than a held warning propagates as is (held warnings are
         dropped: the model raised something more important)."""
-        self.enter()
+        self.depth += 1
         try:
             yield
         except BaseException:
-            self.depth -= 1
-            if not self.depth:
-                self.pending.clear()
-                self.hung = None
+            self.unwind()
             raise
         self.leave()
 

@@ -280,6 +280,8 @@ class Vmalloc:
         self.init_on_alloc = False
         self.init_on_free = False
         self._bits = machine.bits_per_long
+        self._cpus_online = machine.cpus_online
+        self._ulong_max = machine.ulong_max
         #: ``boot_cpu_data.x86_phys_bits``: the reference machine's CPU reports 48
         #: physical address bits (``address sizes`` in /proc/cpuinfo); 32-bit
         #: kernels without PAE/LPAE address 32.
@@ -318,16 +320,20 @@ class Vmalloc:
         """An API call starts on ``cpu``: strict-mode warnings wait for :meth:`_leave`."""
         if cpu.__class__ is not int:
             integer("cpu", cpu)
-        self.machine.check_cpu(cpu)
-        self.log.enter()
+        if not 0 <= cpu < self._cpus_online:
+            self.machine.check_cpu(cpu)  # raises the error
+        self.log.depth += 1  # log.enter(), inlined
 
     def _leave(self) -> None:
         """The API call returns: deferred work runs, then a held strict warning is
         raised (the model is unwound by then, as the kernel is after its WARN)."""
+        log = self.log
         try:
             self._after_call()
         finally:
-            self.log.leave()
+            log.depth -= 1
+        if log.pending or log.hung is not None:
+            log.raise_held()
 
     @property
     def high_memory(self) -> int:
@@ -582,7 +588,9 @@ class Vmalloc:
             self.clear_vm_uninitialized_flag(area)
             return addr
         if size == 0:
-            self.log.WARN("__vmalloc_node_range: WARN_ON_ONCE(!size)")
+            self.log.WARN_ONCE(
+                "__vmalloc_node_range:!size", "__vmalloc_node_range: WARN_ON_ONCE(!size)"
+            )
             return 0
         if (size >> PAGE_SHIFT) > self.phys.totalram_pages:
             self._warn_alloc(gfp, f"vmalloc error: size {real_size}, exceeds total pages")
@@ -940,7 +948,7 @@ class Vmalloc:
     # --- argument checks (C types; see pyvmalloc.args) ---------------------------
     def _ul(self, name: str, value: object) -> int:
         """An ``unsigned long`` argument (negative values wrap, as in C)."""
-        if value.__class__ is int and 0 <= value < 1 << self._bits:
+        if value.__class__ is int and 0 <= value <= self._ulong_max:
             return value
         return ulong(name, value, self._bits)
 
@@ -976,11 +984,7 @@ class Vmalloc:
         return arr, n
 
     def _alloc_api(self, cpu: int, fn: Callable[[], int]) -> int:
-        if cpu.__class__ is not int:
-            integer("cpu", cpu)
-        self.machine.check_cpu(cpu)  # _enter(cpu), inlined
-        log = self.log
-        log.enter()
+        self._enter(cpu)
         try:
             addr = fn()
         finally:
