@@ -475,3 +475,26 @@ def test_warn_on_once_sites_fire_once_per_model() -> None:
     other = Kernel("6.18", ram="64M")
     assert other.vmalloc(0) == 0
     assert len(other.log.lines) == 1
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda k: k.find_vm_area(1.5), "addr"),
+        (lambda k: k.find_vmap_area(1.5), "addr"),
+        (lambda k: k.vmalloc_to_pfn(1.5), "addr"),
+        (lambda k: k.vread(1.5, 8), "addr"),
+        (lambda k: k.read(1.5, 8), "addr"),
+        (lambda k: k.write(k.VMALLOC_START, 1.5), "data"),
+        (lambda k: k.walk(None), "addr"),
+        (lambda k: k.free_vmap_area_noflush(1.5), "va"),
+        (lambda k: k.alloc_vmap_area(8192, va_flags=1.5), "va_flags"),
+        (lambda k: k.kvzalloc(8192, 1.5), "gfp"),
+        (lambda k: k.ioremap(0xFE000000, 4096, prot=1.5), "prot"),
+    ],
+)
+def test_more_wrong_types_name_the_argument(call, name: str) -> None:
+    k = Kernel("6.18", ram="64M")
+    with pytest.raises(TypeError, match=name):
+        call(k)
+    k.check()

@@ -387,6 +387,8 @@ class Kernel:
         umax = self._ulong_max
         if size.__class__ is not int or not 0 <= size <= umax:
             size = ulong("size", size, self.machine.bits_per_long)
+        if va_flags.__class__ is not int:
+            va_flags = integer("va_flags", va_flags)
         if align.__class__ is not int or not 0 <= align <= umax:
             align = ulong("align", align, self.machine.bits_per_long)
         if vstart is None and vend is None:
@@ -419,7 +421,7 @@ class Kernel:
 
     def find_vmap_area(self, addr: int) -> VmapArea | None:
         """``find_vmap_area``: the busy area containing ``addr``."""
-        return self.vmap_space.find_vmap_area(addr)
+        return self.vmap_space.find_vmap_area(ulong("addr", addr, self.machine.bits_per_long))
 
     def free_vmap_area_noflush(self, va: VmapArea | int, cpu: int = 0) -> None:
         """Lazily free a busy area, given as the area or any address inside it.
@@ -429,7 +431,9 @@ class Kernel:
         allocated, or already freed) gets the kernel's warning and changes nothing.
         """
         self._check_cpu(cpu)
-        addr = va.va_start if isinstance(va, VmapArea) else va
+        addr = (
+            va.va_start if isinstance(va, VmapArea) else ulong("va", va, self.machine.bits_per_long)
+        )
         if isinstance(va, VmapArea) and va.state != VaState.BUSY:
             self.log.WARN(
                 f"free_vmap_area_noflush: vmap_area {va.va_start:#x}-{va.va_end:#x} "
@@ -657,15 +661,18 @@ class Kernel:
 
     def read(self, addr: int, n: int) -> bytes:
         """A kernel load through the page tables; raises PageFault like the CPU."""
-        return self.pgtables.read(addr, n)
+        bits = self.machine.bits_per_long
+        return self.pgtables.read(ulong("addr", addr, bits), ulong("n", n, bits))
 
     def write(self, addr: int, data: bytes) -> None:
         """A kernel store through the page tables; raises PageFault like the CPU."""
-        self.pgtables.write(addr, data)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes, not {type(data).__name__}")
+        self.pgtables.write(ulong("addr", addr, self.machine.bits_per_long), data)
 
     def walk(self, addr: int) -> str:
         """The page-table walk of ``addr``, rendered."""
-        return self.pgtables.render_walk(addr)
+        return self.pgtables.render_walk(ulong("addr", addr, self.machine.bits_per_long))
 
     # --- /proc -------------------------------------------------------------------
     def vmallocinfo(self) -> str:

@@ -470,6 +470,7 @@ class Vmalloc:
 
     def find_vm_area(self, addr: int) -> VmStruct | None:
         """``find_vm_area``: ``va.vm`` of the busy area containing ``addr``."""
+        addr = self._ul("addr", addr)
         va = self.space.find_vmap_area(addr)
         if va is None:
             return None
@@ -1350,6 +1351,7 @@ class Vmalloc:
         """
         phys_addr = ulong("phys_addr", phys_addr, self.phys_addr_bits)
         size = self._ul("size", size)
+        prot = integer("prot", prot)
         self._enter(cpu)
         try:
             last = phys_addr + size - 1
@@ -1492,6 +1494,7 @@ class Vmalloc:
         self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0, caller: str | None = None
     ) -> int:
         """``kvzalloc(size, gfp)``: zeroed kvmalloc."""
+        gfp = uint("gfp", gfp)
         return self.kvmalloc_node(size, gfp | _GFP_ZERO, NUMA_NO_NODE, cpu, caller)
 
     def kvmalloc_node(
@@ -1748,10 +1751,12 @@ class Vmalloc:
     # ------------------------------------------------------------- inspection
     def vmalloc_to_page(self, addr: int) -> int | None:
         """``vmalloc_to_page``: the pfn mapped at ``addr`` (None for NULL)."""
+        addr = self._ul("addr", addr)
         return self.pgt.lookup_pfn(addr)
 
     def vmalloc_to_pfn(self, addr: int) -> int:
         """``vmalloc_to_pfn``: ``page_to_pfn(vmalloc_to_page(addr))`` (0 if none)."""
+        addr = self._ul("addr", addr)
         pfn = self.pgt.lookup_pfn(addr)
         return 0 if pfn is None else pfn
 
@@ -1760,6 +1765,10 @@ class Vmalloc:
         addr + n)``; holes (guard pages, unmapped or unused ranges) read as zeros.
         With ``vmap_ram_flags`` an area without a vm_struct is read only if it is a
         ``VMAP_RAM`` one."""
+        addr = self._ul("addr", addr)
+        n = self._ul("n", n)
+        if n > 1 << 32:
+            raise ValueError(f"n {n}: the model reads at most 4 GiB at once")
         need_vm = self.profile.vmap_ram_flags
         out = bytearray(n)
         pos = 0
@@ -1777,6 +1786,9 @@ class Vmalloc:
     def vwrite(self, addr: int, data: bytes) -> int:
         """``vwrite`` (5.4; removed in 6.x): write into mapped vmalloc pages, skipping
         holes; returns the byte count."""
+        addr = self._ul("addr", addr)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes, not {type(data).__name__}")
         pos = 0
         while pos < len(data):
             a = addr + pos
