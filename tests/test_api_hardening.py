@@ -296,6 +296,8 @@ def test_vmap_pfn_of_a_valid_pfn_warns_once_and_fails() -> None:
     assert k.vmap_space.nr_busy == 0
     k.check()
     assert Kernel("6.18", ram="64M").vmap_pfn([5]) == 0  # another model: fires again
+    with pytest.raises(ValueError, match=r"does not exist in kernel 5\.4"):
+        Kernel("5.4", ram="64M").vmap_pfn([dev])
 
 
 def test_vrealloc_shrink_zeroes_only_when_asked() -> None:

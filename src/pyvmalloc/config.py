@@ -560,6 +560,8 @@ class KernelProfile:
     #: v4.4-v5.2 print 0 (v4.4, Linus Torvalds, "mm: get rid of 'vmalloc_info' from
     #: /proc/meminfo").
     meminfo_vmalloc_used: bool = True
+    #: ``vmap_pfn`` exists (v5.10, Christoph Hellwig, "mm: add a vmap_pfn function").
+    has_vmap_pfn: bool = False
 
     def nr_vmap_nodes(self, machine: Machine) -> int:
         """``nr_vmap_nodes``: ``clamp(num_possible_cpus(), 1, 128)`` on 64-bit in 6.x."""
@@ -632,6 +634,7 @@ PROFILES: dict[str, KernelProfile] = {
         thread_stack_caller="kernel_clone+0x94/0x3e0",
         test_vmalloc=TEST_VMALLOC_6_18,
         vm_unmap_ram_warn_once=True,
+        has_vmap_pfn=True,
         vmalloc_nofail_retry=True,
         kvmalloc_align=True,
     ),

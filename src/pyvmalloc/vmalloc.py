@@ -1288,6 +1288,8 @@ class Vmalloc:
         ``free_vm_area``s (the PTEs already written go with it) and returns NULL
         (v5.10+, v6.18 mm/vmalloc.c). A pfn must fit the PTE's pfn field.
         """
+        if not self.profile.has_vmap_pfn:
+            raise ValueError(f"vmap_pfn does not exist in kernel {self.profile.name} (v5.10+)")
         arr = _pfn_array("pfns", pfns)
         n = len(arr) if count is None else uint("count", count)
         if n > len(arr):
