@@ -11,12 +11,13 @@ __version__ = "0.1.0"
 
 from pyvmalloc.config import PROFILES, KernelProfile, Machine, get_profile
 from pyvmalloc.errors import InputError
-from pyvmalloc.printk import KernelLog, KernelWarning
+from pyvmalloc.printk import KernelHang, KernelLog, KernelWarning
 
 __all__ = [
     "PROFILES",
     "InputError",
     "Kernel",
+    "KernelHang",
     "KernelLog",
     "KernelProfile",
     "KernelWarning",

@@ -471,10 +471,9 @@ class KernelProfile:
     #: ``vmalloc``/``vzalloc`` go through ``__vmalloc_node_flags`` and ``kvmalloc``
     #: falls back through ``__vmalloc_node_flags_caller``; v5.8 (Christoph Hellwig,
     #: "mm: remove __vmalloc_node_flags_caller") calls ``__vmalloc_node`` directly.
-    #: Known deviation: the model's 5.4 ``vmalloc``/``vzalloc`` add ``__GFP_HIGHMEM``
-    #: to the mask, which 5.4 does not do (v4.12, Michal Hocko, "mm, vmalloc: use
-    #: __GFP_HIGHMEM implicitly"); the pages get it either way, only the printed
-    #: gfp (explain, warn_alloc) differs.
+    #: Both pass plain ``GFP_KERNEL`` (v4.12, Michal Hocko, "mm, vmalloc: use
+    #: __GFP_HIGHMEM implicitly"): ``__vmalloc_area_node`` adds the HIGHMEM bit for
+    #: the page allocations only (see ``pages_array_highmem``).
     vmalloc_node_flags: bool = True
     #: 5.4 has ``map_vm_area`` (removed in v5.8, Christoph Hellwig, "mm: remove
     #: map_vm_area"); its page-range mapper is named ``vmap_page_range`` (v5.13:
@@ -491,7 +490,10 @@ class KernelProfile:
     vmalloc_error_warnings: bool = False
     #: The pages array, when it is vmalloc'ed itself, is asked with ``__GFP_HIGHMEM``
     #: (5.4's ``nested_gfp | highmem_mask``); 6.18 passes ``nested_gfp`` only (the
-    #: commit that dropped it is not pinned here).
+    #: commit that dropped it is not pinned here). With it, 5.4 keeps
+    #: ``highmem_mask`` apart from ``gfp_mask``, so its warn_alloc lines print the
+    #: caller's mask (``mode:0xcc0(GFP_KERNEL)`` for vmalloc); 6.18 ORs
+    #: ``__GFP_HIGHMEM`` into ``gfp_mask`` first and prints it.
     pages_array_highmem: bool = True
     #: 5.4's ``vfree`` and ``vunmap`` share ``__vunmap``, which WARNs ``Trying to
     #: vfree() bad address`` for an unaligned address and ``... nonexistent vm area``
@@ -541,6 +543,25 @@ class KernelProfile:
     #: 4.19 had none (it arrived in v5.1): the 2019 rewrite's published figures were
     #: taken running it on a 4.20 kernel, so the "4.19" profile runs the 5.4 module.
     test_vmalloc: TestVmallocModule = TEST_VMALLOC_5_4
+    #: ``vm_unmap_ram`` of a large count with no area there: ``BUG_ON(!va)`` in
+    #: v5.4; ``if (WARN_ON_ONCE(!va)) return;`` in v6.18 (mm/vmalloc.c).
+    vm_unmap_ram_warn_once: bool = False
+    #: ``__GFP_NOFAIL`` vmalloc retries (v5.17, Michal Hocko, "mm/vmalloc: add
+    #: support for __GFP_NOFAIL"): a failed vm_struct allocation warns ``vmalloc
+    #: error: size %lu, vm_struct allocation failed. Retrying.`` and tries again
+    #: after a tick, and a failed ``vmap_pages_range`` is retried the same way.
+    vmalloc_nofail_retry: bool = False
+    #: ``kvmalloc_node_align(size, align, gfp, node)``: the vmalloc fallback takes an
+    #: alignment (v6.17, Vitaly Wool, "mm/slub: allow to set node and align in
+    #: k[v]realloc").
+    kvmalloc_align: bool = False
+    #: /proc/meminfo ``VmallocUsed`` counts ``nr_vmalloc_pages`` (v5.3, Roman
+    #: Gushchin, "mm: vmalloc: show number of vmalloc pages in /proc/meminfo");
+    #: v4.4-v5.2 print 0 (v4.4, Linus Torvalds, "mm: get rid of 'vmalloc_info' from
+    #: /proc/meminfo").
+    meminfo_vmalloc_used: bool = True
+    #: ``vmap_pfn`` exists (v5.10, Christoph Hellwig, "mm: add a vmap_pfn function").
+    has_vmap_pfn: bool = False
 
     def nr_vmap_nodes(self, machine: Machine) -> int:
         """``nr_vmap_nodes``: ``clamp(num_possible_cpus(), 1, 128)`` on 64-bit in 6.x."""
@@ -567,6 +588,7 @@ PROFILES: dict[str, KernelProfile] = {
         has_tracepoints=False,
         node_lookup_step=1,
         alloc_fail_warning=_WARN_OLD,
+        meminfo_vmalloc_used=False,
     ),
     "5.4": KernelProfile(
         name="5.4",
@@ -611,6 +633,10 @@ PROFILES: dict[str, KernelProfile] = {
         vmallocinfo_lazy_per_node=True,
         thread_stack_caller="kernel_clone+0x94/0x3e0",
         test_vmalloc=TEST_VMALLOC_6_18,
+        vm_unmap_ram_warn_once=True,
+        has_vmap_pfn=True,
+        vmalloc_nofail_retry=True,
+        kvmalloc_align=True,
     ),
 }
 

@@ -17,11 +17,13 @@ tables, vm_struct) hang off the same object.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, Literal, ParamSpec, TypeVar, overload
 
 import pyvmalloc.helpers as helpers
+from pyvmalloc.args import integer, uint, ulong
 from pyvmalloc.config import NUMA_NO_NODE, Arch, KernelProfile, Machine, get_profile
 from pyvmalloc.errors import InvariantError
 from pyvmalloc.gfp import GFP_KERNEL
@@ -165,6 +167,10 @@ class Kernel:
         pools: str | PoolPolicy | type | None = None,
     ) -> None:
         self.profile = get_profile(profile)
+        if deferred_work not in ("auto", "manual"):
+            raise ValueError(f"deferred_work must be 'auto' or 'manual', not {deferred_work!r}")
+        if not isinstance(strict, bool):
+            raise TypeError(f"strict must be a bool, not {type(strict).__name__}")
         if machine is None:
             from pyvmalloc.config import parse_size
 
@@ -178,6 +184,8 @@ class Kernel:
                 numa_nodes=numa_nodes,
             )
         self.machine = machine
+        self._ulong_max = machine.ulong_max
+        self._vmalloc_range = (machine.vmalloc_start, machine.vmalloc_end)
         self.log = KernelLog(strict=strict)
         self.workqueue = WorkQueue(auto=deferred_work == "auto")
         self._clock_us = 0
@@ -220,6 +228,7 @@ class Kernel:
         from pyvmalloc.slab import SlabAllocator
         from pyvmalloc.vmalloc import describe_fault
 
+        self._check_ram_fits()
         phys = PhysicalMemory(self.machine, self.profile, self.log)
         pgt = PageTables(
             self.machine,
@@ -232,6 +241,31 @@ class Kernel:
         self._slab = SlabAllocator(phys, self.machine.cpus_possible)
         self._used0 = self._phys_used_now()
         self._pgtable0 = phys.nr_pgtable_pages
+
+    #: Host bytes the page allocator's per-page arrays take per modelled 4 KiB page
+    #: (flags, refcount, order, zone, node, owner: ``PhysicalMemory.column_bytes``),
+    #: plus slack for the free lists.
+    HOST_BYTES_PER_PAGE = 20
+
+    def _check_ram_fits(self) -> None:
+        """Refuse a RAM size whose page arrays this host cannot hold, saying what fits
+        (rather than a bare ``MemoryError``, or the OOM killer: numpy's zeroed arrays
+        are allocated lazily)."""
+        need = (self.machine.ram >> 12) * self.HOST_BYTES_PER_PAGE
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):  # not on this platform: let numpy try
+            return
+        if need > avail // 2:
+            from pyvmalloc.config import format_size
+
+            fits = (avail // 2 // self.HOST_BYTES_PER_PAGE) << 12
+            raise MemoryError(
+                f"ram={format_size(self.machine.ram)} needs about {format_size(need)} of "
+                f"host memory for the model's page arrays ({self.HOST_BYTES_PER_PAGE} bytes "
+                f"per 4 KiB page); this host has {format_size(avail)} free, so at most "
+                f"about ram={format_size(fits)} fits"
+            )
 
     @property
     def phys(self) -> PhysicalMemory:
@@ -351,21 +385,44 @@ class Kernel:
         :class:`VmapArea` or a negative errno (``-EINVAL``, ``-EBUSY``).
         """
         self._check_cpu(cpu)
-        va = self.vmap_space.alloc_vmap_area(
-            size,
-            align,
-            self.VMALLOC_START if vstart is None else vstart,
-            self.VMALLOC_END if vend is None else vend,
-            cpu=cpu,
-            gfp_nowarn=gfp_nowarn,
-            va_flags=va_flags,
-        )
-        self._after_call()
+        umax = self._ulong_max
+        if size.__class__ is not int or not 0 <= size <= umax:
+            size = ulong("size", size, self.machine.bits_per_long)
+        if va_flags.__class__ is not int:
+            va_flags = integer("va_flags", va_flags)
+        if align.__class__ is not int or not 0 <= align <= umax:
+            align = ulong("align", align, self.machine.bits_per_long)
+        if vstart is None and vend is None:
+            lo, hi = self._vmalloc_range
+        else:
+            bits = self.machine.bits_per_long
+            lo = self._vmalloc_range[0] if vstart is None else ulong("vstart", vstart, bits)
+            hi = self._vmalloc_range[1] if vend is None else ulong("vend", vend, bits)
+            self.vmap_space.check_range(lo, hi)
+        log = self.log
+        log.depth += 1  # log.enter(), inlined
+        try:
+            va = self.vmap_space.alloc_vmap_area(
+                size,
+                align,
+                lo,
+                hi,
+                cpu=cpu,
+                gfp_nowarn=gfp_nowarn,
+                va_flags=va_flags,
+            )
+            self._after_call()
+        except BaseException:
+            log.unwind()
+            raise
+        log.depth -= 1
+        if log.pending or log.hung is not None:
+            log.raise_held()
         return va
 
     def find_vmap_area(self, addr: int) -> VmapArea | None:
         """``find_vmap_area``: the busy area containing ``addr``."""
-        return self.vmap_space.find_vmap_area(addr)
+        return self.vmap_space.find_vmap_area(ulong("addr", addr, self.machine.bits_per_long))
 
     def for_each_vmap_area(self) -> Iterator[VmapArea]:
         """Every busy ``struct vmap_area``, in the kernel's order (drgn's helper)."""
@@ -391,7 +448,9 @@ class Kernel:
         allocated, or already freed) gets the kernel's warning and changes nothing.
         """
         self._check_cpu(cpu)
-        addr = va.va_start if isinstance(va, VmapArea) else va
+        addr = (
+            va.va_start if isinstance(va, VmapArea) else ulong("va", va, self.machine.bits_per_long)
+        )
         if isinstance(va, VmapArea) and va.state != VaState.BUSY:
             self.log.WARN(
                 f"free_vmap_area_noflush: vmap_area {va.va_start:#x}-{va.va_end:#x} "
@@ -402,8 +461,17 @@ class Kernel:
         if found is None:
             self.log.WARN(f"find_unlink_vmap_area: no busy vmap_area at {addr:#x}")
             return
-        self.vmap_space.free_vmap_area_noflush(found, cpu=cpu)
-        self._after_call()
+        log = self.log
+        log.depth += 1  # log.enter(), inlined
+        try:
+            self.vmap_space.free_vmap_area_noflush(found, cpu=cpu)
+            self._after_call()
+        except BaseException:
+            log.unwind()
+            raise
+        log.depth -= 1
+        if log.pending or log.hung is not None:
+            log.raise_held()
 
     def free_vmap_area(self, va: VmapArea) -> None:
         """``free_vmap_area``: immediate (non-lazy) free, as error paths do."""
@@ -415,8 +483,9 @@ class Kernel:
         5.4: ``purge_vmap_area_lazy()``. 6.18: what the ``drain_vmap_work`` worker runs,
         ``__purge_vmap_area_lazy(ULONG_MAX, 0, false)`` (pools decay by 25 %).
         """
-        done = self.vmap_space.purge_vmap_area_lazy()
-        self._after_call()
+        with self.log.api():
+            done = self.vmap_space.purge_vmap_area_lazy()
+            self._after_call()
         return done
 
     def reclaim_and_purge_vmap_areas(self) -> bool:
@@ -428,18 +497,21 @@ class Kernel:
     ) -> list[VmapArea] | None:
         """``pcpu_get_vm_areas(offsets, sizes, nr_vms, align)``: congruent areas."""
         self._check_cpu(cpu)
-        vas = pcpu_get_vm_areas(self.vmap_space, offsets, sizes, align, cpu)
-        self._after_call()
+        with self.log.api():
+            vas = pcpu_get_vm_areas(self.vmap_space, offsets, sizes, align, cpu)
+            self._after_call()
         return vas
 
     def pcpu_free_vm_areas(self, vas: list[VmapArea], cpu: int = 0) -> None:
         """``pcpu_free_vm_areas(vms, nr_vms)``: free them lazily."""
-        pcpu_free_vm_areas(self.vmap_space, vas, cpu)
-        self._after_call()
+        with self.log.api():
+            pcpu_free_vm_areas(self.vmap_space, vas, cpu)
+            self._after_call()
 
     def run_deferred_work(self) -> int:
         """Run the pending work items (6.x lazy purge worker); return how many ran."""
-        return self.workqueue.run_pending()
+        with self.log.api():
+            return self.workqueue.run_pending()
 
     def drop_caches(self, mode: int = 2) -> int:
         """``echo mode > /proc/sys/vm/drop_caches``: with bit 2, run the shrinkers.
@@ -483,13 +555,22 @@ class Kernel:
                 lst.remove(fn)
 
     # --- whole-model checks -----------------------------------------------------------
-    def check(self) -> None:
+    def check(self, *, full: bool = True) -> None:
         """Run every invariant of every layer; raise on the first broken one.
 
         With the memory layers built this also runs the page allocator's,
         the page tables' and the slab's checks and the vmalloc accounting check
         (every page taken since boot is vmalloc'ed, slab, page-table or user-held).
+
+        ``full=False`` runs only the O(1) checks (the API boundary is unwound, no
+        leaked area, the page accounting balances, the allocator's counters are
+        sane): cheap enough after every step of a long random sequence, with a full
+        check every so many steps.
         """
+        if not full:
+            self._check_quick()
+            return
+        self._check_quick()
         self.vmap_space.check()
         if self._phys is not None:
             self._phys.check()
@@ -502,6 +583,37 @@ class Kernel:
                 self._slab.slab_pages + self._slab.large_pages + self.pgtable_pages_added()
             ):
                 raise InvariantError("pages taken from k.phys directly are not accounted")
+
+    def _check_quick(self) -> None:
+        log = self.log
+        if log.depth or log.pending or log.hung is not None:
+            raise InvariantError(
+                f"an API call did not unwind: depth {log.depth}, held {log.pending!r}"
+            )
+        space = self.vmap_space
+        if space.nr_busy < 0 or space.vmap_lazy_nr < 0:
+            raise InvariantError(
+                f"vmap counters: {space.nr_busy} busy, vmap_lazy_nr {space.vmap_lazy_nr}"
+            )
+        vm = self._vm
+        if vm is None:
+            return
+        if vm.leaked:
+            vm.check()  # names the leaked area
+        slab = self.slab
+        expect = (
+            vm.nr_vmalloc_pages
+            + vm.put_pages
+            + slab.slab_pages
+            + slab.large_pages
+            + self.pgtable_pages_added()
+            + vm.external_pages
+        )
+        if self.phys_pages_used() != expect or vm.external_pages != len(vm.user_pfns):
+            vm.check()  # the full accounting check says which term is off
+            raise InvariantError(
+                f"user pages: {vm.external_pages} counted, {len(vm.user_pfns)} held"
+            )
 
     # --- vmalloc API (kernel names; cpu= is the CPU the call runs on) ---------------
     # Each is the vmalloc layer's function (pyvmalloc.vmalloc.Vmalloc), with its
@@ -546,13 +658,18 @@ class Kernel:
     vwrite = _VmallocApi(lambda vm: vm.vwrite)
 
     def kmalloc(self, size: int, gfp: int = GFP_KERNEL) -> int:
-        """``kmalloc(size, gfp)`` (direct-map address or 0)."""
-        return self.slab.kmalloc(size, gfp)
+        """``kmalloc(size, gfp)`` (direct-map address or 0); ``size`` is a ``size_t``."""
+        size = ulong("size", size, self.machine.bits_per_long)
+        gfp = uint("gfp", gfp)
+        with self.log.api():
+            return self.slab.kmalloc(size, gfp)
 
     def kfree(self, addr: int) -> None:
         """``kfree(addr)``."""
-        if not self.slab.kfree(addr):
-            self.log.WARN(f"kfree: invalid object {addr:#x}")
+        addr = ulong("addr", addr, self.machine.bits_per_long)
+        with self.log.api():
+            if not self.slab.kfree(addr):
+                self.log.WARN(f"kfree: invalid object {addr:#x}")
 
     def is_vmalloc_addr(self, addr: int) -> bool:
         """``is_vmalloc_addr(addr)``."""
@@ -560,15 +677,18 @@ class Kernel:
 
     def read(self, addr: int, n: int) -> bytes:
         """A kernel load through the page tables; raises PageFault like the CPU."""
-        return self.pgtables.read(addr, n)
+        bits = self.machine.bits_per_long
+        return self.pgtables.read(ulong("addr", addr, bits), ulong("n", n, bits))
 
     def write(self, addr: int, data: bytes) -> None:
         """A kernel store through the page tables; raises PageFault like the CPU."""
-        self.pgtables.write(addr, data)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes, not {type(data).__name__}")
+        self.pgtables.write(ulong("addr", addr, self.machine.bits_per_long), data)
 
     def walk(self, addr: int) -> str:
         """The page-table walk of ``addr``, rendered."""
-        return self.pgtables.render_walk(addr)
+        return self.pgtables.render_walk(ulong("addr", addr, self.machine.bits_per_long))
 
     # --- /proc -------------------------------------------------------------------
     def vmallocinfo(self) -> str:
@@ -588,7 +708,8 @@ class Kernel:
         """The ``Vmalloc*`` lines of ``/proc/meminfo``."""
         from pyvmalloc.procfs import meminfo
 
-        return meminfo(self.machine, self.nr_vmalloc_pages)
+        used = self.nr_vmalloc_pages if self.profile.meminfo_vmalloc_used else 0
+        return meminfo(self.machine, used)
 
     def buddyinfo(self) -> str:
         """``/proc/buddyinfo``."""
@@ -603,7 +724,10 @@ class Kernel:
         return self.log.dmesg()
 
     def _check_cpu(self, cpu: int) -> None:
-        self.machine.check_cpu(cpu)
+        if cpu.__class__ is not int:
+            integer("cpu", cpu)
+        if not 0 <= cpu < self.machine.cpus_online:
+            self.machine.check_cpu(cpu)  # raises the error
 
     def __repr__(self) -> str:
         m = self.machine

@@ -5,6 +5,14 @@ on; the model does the same: every message lands in :class:`KernelLog` with the
 kernel's text. A caller that prefers exceptions sets ``strict=True``, and then each
 ``WARN`` (not each plain warning) also raises :class:`KernelWarning`.
 
+Strict mode raises at the API boundary, not at the ``WARN`` site: the kernel goes on
+after a ``WARN`` (it unwinds: frees the vm_struct, the pages, the range), so the
+model must too. Each API entry brackets its body with :meth:`KernelLog.enter` /
+:meth:`KernelLog.leave` (or ``with log.api():``); a ``WARN`` inside is logged and
+remembered, and the outermost ``leave`` raises the first one once the model is in
+the state the kernel is in after the warning. A ``WARN`` outside any API call
+raises at once.
+
 >>> log = KernelLog()
 >>> log.warn("Trying to vfree() nonexistent vm area (0x1000)")
 >>> log.lines[-1].text
@@ -13,16 +21,23 @@ kernel's text. A caller that prefers exceptions sets ``strict=True``, and then e
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["KernelLog", "KernelWarning", "LogLine"]
+__all__ = ["KernelHang", "KernelLog", "KernelWarning", "LogLine"]
 
 Level = Literal["info", "warn", "WARN", "BUG"]
 
 
 class KernelWarning(RuntimeError):
     """Raised in strict mode where the kernel would ``WARN`` (or ``BUG``)."""
+
+
+class KernelHang(RuntimeError):
+    """The call would never return in the kernel (a ``__GFP_NOFAIL`` retry loop
+    that nothing in the model can ever satisfy). Raised after the model is unwound."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +61,14 @@ class KernelLog:
     limit: int = 100_000
     lines: list[LogLine] = field(default_factory=list)
     _seq: int = 0
+    #: API calls in progress (nesting depth); strict raises wait until it is 0.
+    depth: int = 0
+    #: strict-mode warnings raised inside the current API call, raised on leave
+    pending: list[str] = field(default_factory=list)
+    #: ``WARN_ON_ONCE`` / ``pr_*_once`` sites that have fired (per model)
+    once: set[str] = field(default_factory=set)
+    #: a call that would never return in the kernel (see :meth:`hang`)
+    hung: str | None = None
 
     def _add(self, level: Level, text: str) -> None:
         self._seq += 1
@@ -61,11 +84,27 @@ class KernelLog:
         """``pr_warn`` / ``warn_alloc``: a warning that never raises."""
         self._add("warn", text)
 
+    def _strict(self, text: str) -> None:
+        if self.depth:
+            self.pending.append(text)
+        else:
+            raise KernelWarning(text)
+
     def WARN(self, text: str) -> None:
         """``WARN(1, ...)``: misuse the kernel reports with a backtrace."""
         self._add("WARN", text)
         if self.strict:
-            raise KernelWarning(text)
+            self._strict(text)
+
+    def WARN_ONCE(self, site: str, text: str) -> bool:
+        """``WARN_ON_ONCE`` / ``WARN_ONCE``: print (and, strict, raise) only the first
+        time ``site`` fires in this model; the condition holds every time, so the
+        caller takes the failure path regardless. True if it printed."""
+        if site in self.once:
+            return False
+        self.once.add(site)
+        self.WARN(text)
+        return True
 
     def BUG(self, text: str) -> None:
         """``BUG()``: the kernel would stop here; the model logs it and refuses the call.
@@ -74,7 +113,71 @@ class KernelLog:
         """
         self._add("BUG", text)
         if self.strict:
-            raise KernelWarning(f"kernel BUG: {text}")
+            self._strict(f"kernel BUG: {text}")
+
+    def hang(self, text: str) -> None:
+        """The kernel would loop here forever (a ``__GFP_NOFAIL`` retry nothing can
+        satisfy). Logged as a WARN; the model unwinds the call as a failure and the
+        API boundary raises :class:`KernelHang` (strict or not): a model never
+        returns what the kernel cannot."""
+        self._add("WARN", text)
+        if self.depth:
+            if self.hung is None:
+                self.hung = text
+        else:
+            raise KernelHang(text)
+
+    # --- API boundary ---------------------------------------------------------------
+    def enter(self) -> None:
+        """An API call starts: strict warnings are held until it returns.
+
+        (Hot paths inline this as ``log.depth += 1``.)"""
+        self.depth += 1
+
+    def leave(self) -> None:
+        """An API call returns: the outermost one raises the first held warning.
+
+        (Hot paths inline this as ``log.depth -= 1`` and call :meth:`raise_held`
+        when ``pending`` or ``hung`` is set.)"""
+        self.depth -= 1
+        self.raise_held()
+
+    def unwind(self) -> None:
+        """An exception other than a held warning leaves the API call: the depth
+        drops and, at the outermost call, the held warnings are dropped (the model
+        raised something more important)."""
+        self.depth -= 1
+        if not self.depth:
+            self.pending.clear()
+            self.hung = None
+
+    def raise_held(self) -> None:
+        """Outside every API call, raise the held :class:`KernelHang` or the first
+        held :class:`KernelWarning` (and forget the rest)."""
+        if self.depth:
+            return
+        if self.hung is not None:
+            text, self.hung = self.hung, None
+            self.pending.clear()
+            raise KernelHang(text)
+        if self.pending:
+            first = self.pending[0]
+            self.pending.clear()
+            raise KernelWarning(first)
+
+    @contextlib.contextmanager
+    def api(self) -> Iterator[None]:
+        """``with log.api():`` brackets one API call (see :meth:`enter`/:meth:`leave`).
+
+        An exception other than a held warning propagates as is (held warnings are
+        dropped: the model raised something more important)."""
+        self.depth += 1
+        try:
+            yield
+        except BaseException:
+            self.unwind()
+            raise
+        self.leave()
 
     def dmesg(self) -> str:
         return "\n".join(str(line) for line in self.lines)

@@ -48,8 +48,16 @@ if TYPE_CHECKING:
 __all__ = ["meminfo", "vmallocinfo", "vmallocinfo_line"]
 
 
-def _pk(addr: int, kptr_restrict: int) -> str:
-    return "0x" + ("0" * 16 if kptr_restrict >= 2 else f"{addr:016x}")
+def _pk(addr: int, kptr_restrict: int, digits: int = 16) -> str:
+    """``0x%pK``: zero-padded to the pointer width (``2 * sizeof(void *)`` digits:
+    16 on 64-bit, 8 on 32-bit machines)."""
+    return "0x" + ("0" * digits if kptr_restrict >= 2 else f"{addr:0{digits}x}")
+
+
+def phys_addr_digits(machine: Machine) -> int:
+    """Hex digits of ``%pa`` (``phys_addr_t``): 16 on 64-bit and on 32-bit with
+    LPAE/PAE (64-bit ``phys_addr_t``), 8 without."""
+    return 16 if machine.bits_per_long == 64 or machine.lpae else 8
 
 
 def vmallocinfo_line(
@@ -63,13 +71,16 @@ def vmallocinfo_line(
 ) -> str:
     """One ``s_show`` line for the vm_struct ``v`` (no trailing newline); ``phys``
     gives the NUMA node of each page (``N<node>=<pages>``)."""
-    parts = [f"{_pk(v.addr, kptr_restrict)}-{_pk(v.addr + v.size, kptr_restrict)} {v.size:7d}"]
+    w = machine.bits_per_long // 4
+    parts = [
+        f"{_pk(v.addr, kptr_restrict, w)}-{_pk(v.addr + v.size, kptr_restrict, w)} {v.size:7d}"
+    ]
     if v.caller:
         parts.append(f" {v.caller}")
     if v.nr_pages:
         parts.append(f" pages={v.nr_pages}")
     if v.phys_addr:
-        parts.append(f" phys=0x{v.phys_addr:016x}")
+        parts.append(f" phys=0x{v.phys_addr:0{phys_addr_digits(machine)}x}")
     f = v.flags
     if f & VM_IOREMAP:
         parts.append(" ioremap")
@@ -99,9 +110,9 @@ def vmallocinfo_line(
     return "".join(parts)
 
 
-def _plain(va: VmapArea, what: str, kptr_restrict: int) -> str:
+def _plain(va: VmapArea, what: str, kptr_restrict: int, digits: int = 16) -> str:
     return (
-        f"{_pk(va.va_start, kptr_restrict)}-{_pk(va.va_end, kptr_restrict)} "
+        f"{_pk(va.va_start, kptr_restrict, digits)}-{_pk(va.va_end, kptr_restrict, digits)} "
         f"{va.va_end - va.va_start:7d} {what}"
     )
 
@@ -127,7 +138,7 @@ def vmallocinfo(
         if v is None:
             if vm_map_ram_needs_flag and not va.flags & VMAP_RAM:
                 continue
-            out.append(_plain(va, "vm_map_ram", kptr_restrict))
+            out.append(_plain(va, "vm_map_ram", kptr_restrict, machine.bits_per_long // 4))
             continue
         if skip_uninit and v.flags & VM_UNINITIALIZED:
             continue
@@ -140,9 +151,15 @@ def vmallocinfo(
             per_node[space.lazy_node_of(va)].append(va)
         for lst in per_node:
             lst.sort(key=lambda a: a.va_start)
-            out.extend(_plain(va, "unpurged vm_area", kptr_restrict) for va in lst)
+            out.extend(
+                _plain(va, "unpurged vm_area", kptr_restrict, machine.bits_per_long // 4)
+                for va in lst
+            )
     elif busy_any:
-        out.extend(_plain(va, "unpurged vm_area", kptr_restrict) for va in reversed(space.lazy))
+        out.extend(
+            _plain(va, "unpurged vm_area", kptr_restrict, machine.bits_per_long // 4)
+            for va in reversed(space.lazy)
+        )
     return "".join(line + "\n" for line in out)
 
 

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from pyvmalloc.args import c_int, integer, uint, ulong
 from pyvmalloc.config import (
     INT_MAX,
     NUMA_NO_NODE,
@@ -145,6 +146,21 @@ KERNEL_NAMES: dict[str, str] = {
     "_get_vm_area_caller": "__get_vm_area_caller",
     "_vmalloc": "__vmalloc",
 }
+
+
+def _pfn_array(name: str, pfns: object) -> npt.NDArray[np.int64]:
+    """A flat int64 array of pfns from a sequence of integers, or a TypeError naming
+    the argument (floats, strings and values of 2**63 or more are refused)."""
+    try:
+        raw = np.asarray(pfns)
+    except (OverflowError, TypeError, ValueError):
+        raw = np.asarray([], dtype=object)
+    ok = raw.ndim == 1 and (raw.dtype.kind in "iu" or raw.size == 0)
+    if ok and raw.dtype.kind == "u" and raw.size and int(raw.max()) >= 1 << 63:
+        ok = False
+    if not ok:
+        raise TypeError(f"{name} must be a flat sequence of pfns (integers below 2**63)")
+    return raw.astype(np.int64, copy=False)
 
 
 def get_vm_area_size(area: VmStruct) -> int:
@@ -249,6 +265,30 @@ class Vmalloc:
         self.put_pages = 0
         #: pages the user took with Kernel.alloc_pages (for vmap tests)
         self.external_pages = 0
+        #: the pfns behind ``external_pages`` (what ``free_pages`` may give back)
+        self.user_pfns: set[int] = set()
+        #: user pages mapped by a live vmap()/vm_map_ram() area, by area address
+        self.user_mapped: dict[int, list[int]] = {}
+        #: how many live areas map each user page
+        self.user_map_count: dict[int, int] = {}
+        #: vmalloc'ed areas released without vfree (vunmap, remove_vm_area,
+        #: free_vm_area, iounmap): the kernel leaks their pages silently, and so does
+        #: the model, but :meth:`check` names them
+        self.leaked: list[VmStruct] = []
+        #: boot options ``init_on_alloc=`` / ``init_on_free=`` (both off on the
+        #: reference machine: CONFIG_INIT_ON_*_DEFAULT_ON=n)
+        self.init_on_alloc = False
+        self.init_on_free = False
+        self._bits = machine.bits_per_long
+        self._cpus_online = machine.cpus_online
+        self._ulong_max = machine.ulong_max
+        #: ``boot_cpu_data.x86_phys_bits``: the reference machine's CPU reports 48
+        #: physical address bits (``address sizes`` in /proc/cpuinfo); 32-bit
+        #: kernels without PAE/LPAE address 32.
+        self.phys_bits = 48 if self._bits == 64 or machine.lpae else 32
+        #: width of ``phys_addr_t``/``resource_size_t``: 64 bits on 64-bit and on
+        #: 32-bit with LPAE/PAE, else 32
+        self.phys_addr_bits = 64 if self._bits == 64 or machine.lpae else 32
         #: ``vmap_allow_huge`` (boot option ``nohugevmalloc`` clears it)
         self.vmap_allow_huge = True
         #: per-CPU ``vfree_deferred`` lists (addresses, pushed LIFO)
@@ -277,10 +317,28 @@ class Vmalloc:
         self.log.warn(warn_alloc_text(gfp, text, comm=self.phys.comm, nr_nodes=self.phys.nr_nodes))
 
     def _enter(self, cpu: int) -> None:
-        self.machine.check_cpu(cpu)
+        """An API call starts on ``cpu``: strict-mode warnings wait for :meth:`_leave`."""
+        if cpu.__class__ is not int:
+            integer("cpu", cpu)
+        if not 0 <= cpu < self._cpus_online:
+            self.machine.check_cpu(cpu)  # raises the error
+        self.log.depth += 1  # log.enter(), inlined
 
     def _leave(self) -> None:
-        self._after_call()
+        """The API call returns: deferred work runs, then a held strict warning is
+        raised (the model is unwound by then, as the kernel is after its WARN)."""
+        log = self.log
+        try:
+            self._after_call()
+        finally:
+            log.depth -= 1
+        if log.pending or log.hung is not None:
+            log.raise_held()
+
+    @property
+    def high_memory(self) -> int:
+        """``high_memory``: the virtual address just past the direct-mapped lowmem."""
+        return self.phys.page_offset + (self.phys.max_low_pfn << PAGE_SHIFT)
 
     def is_vmalloc_addr(self, addr: int) -> bool:
         """``is_vmalloc_addr``: ``VMALLOC_START <= addr < VMALLOC_END``."""
@@ -412,6 +470,7 @@ class Vmalloc:
 
     def find_vm_area(self, addr: int) -> VmStruct | None:
         """``find_vm_area``: ``va.vm`` of the busy area containing ``addr``."""
+        addr = self._ul("addr", addr)
         va = self.space.find_vmap_area(addr)
         if va is None:
             return None
@@ -426,7 +485,9 @@ class Vmalloc:
         and leaves such an area alone, so the allocator's tiling invariant holds.
         """
         if not self.profile.vunmap_helper and addr & (PAGE_SIZE - 1):
-            self.log.WARN(f"remove_vm_area: WARN_ON(!PAGE_ALIGNED({addr:#x}))")
+            # v6.18: WARN(!PAGE_ALIGNED(addr), "Trying to vfree() bad address (%p)\n")
+            # -- the same text for vunmap() and remove_vm_area() callers.
+            self.log.WARN(f"Trying to vfree() bad address ({addr:#x})")
             return None
         va = self.space.find_vmap_area(addr)
         if va is None or va.vm is None:
@@ -434,7 +495,31 @@ class Vmalloc:
         self.space.find_unlink_vmap_area(addr)
         vm: VmStruct = va.vm
         self.free_unmap_vmap_area(va, cpu=cpu)
+        if self.user_mapped:
+            self._unmap_user_pages(vm.addr)
         return vm
+
+    def _unmap_user_pages(self, addr: int) -> None:
+        """The vmap()/vm_map_ram() area at ``addr`` is gone: its user pages may be
+        freed again (once no other area maps them)."""
+        pfns = self.user_mapped.pop(addr, None)
+        if pfns is None:
+            return
+        counts = self.user_map_count
+        for pfn in pfns:
+            c = counts[pfn] - 1
+            if c:
+                counts[pfn] = c
+            else:
+                del counts[pfn]
+
+    def _released_without_vfree(self, vm: VmStruct, how: str) -> None:
+        """A vmalloc'ed area (it owns pages) released by ``how`` instead of vfree:
+        the kernel frees the vm_struct (or not) and leaks the pages and the pages
+        array silently; the model does too and remembers it for :meth:`check`."""
+        if vm.nr_pages and vm.pages is not None:
+            self.leaked.append(vm)
+            self.log.info(f"pyvmalloc: {vm!r} released with {how}: its pages leak")
 
     def free_unmap_vmap_area(self, va: VmapArea, *, cpu: int) -> None:
         """``free_unmap_vmap_area``: clear the PTEs of ``[start, end)`` (guard
@@ -448,6 +533,7 @@ class Vmalloc:
         if ret is not area:
             self.log.BUG(f"free_vm_area: remove_vm_area({area.addr:#x}) != area")
             return
+        self._released_without_vfree(area, "free_vm_area()")
         self.slab.kfree(area.kaddr)
 
     # ============================================================ vmalloc proper
@@ -503,7 +589,9 @@ class Vmalloc:
             self.clear_vm_uninitialized_flag(area)
             return addr
         if size == 0:
-            self.log.WARN("__vmalloc_node_range: WARN_ON_ONCE(!size)")
+            self.log.WARN_ONCE(
+                "__vmalloc_node_range:!size", "__vmalloc_node_range: WARN_ON_ONCE(!size)"
+            )
             return 0
         if (size >> PAGE_SHIFT) > self.phys.totalram_pages:
             self._warn_alloc(gfp, f"vmalloc error: size {real_size}, exceeds total pages")
@@ -517,8 +605,11 @@ class Vmalloc:
         ):
             if size >= self.pgt.pmd_size:
                 shift = self.pgt.pmd_shift
-            if shift > PAGE_SHIFT:
-                align = max(real_align, 1 << shift)
+            # align = max(original_align, 1UL << shift): PAGE_SIZE below PMD_SIZE
+            # (v6.18 __vmalloc_node_range_noprof), seen in the tracepoint's align.
+            align = max(real_align, 1 << shift)
+        nofail = bool(gfp & _GFP_NOFAIL) and profile.vmalloc_nofail_retry
+        retried = False
         while True:
             area = self._get_vm_area_node(
                 real_size, align, shift, VM_ALLOC | VM_UNINITIALIZED | vm_flags,
@@ -526,8 +617,23 @@ class Vmalloc:
             )  # fmt: skip
             if area is None:
                 self._warn_alloc(
-                    gfp, f"vmalloc error: size {real_size}, vm_struct allocation failed"
+                    gfp,
+                    f"vmalloc error: size {real_size}, vm_struct allocation failed"
+                    + (". Retrying." if nofail else ""),
                 )
+                if nofail:
+                    # schedule_timeout_uninterruptible(1); goto again. Only deferred
+                    # work can change the model while the caller sleeps.
+                    if retried and not self._run_deferred():
+                        self.log.hang(
+                            f"__vmalloc_node_range: __GFP_NOFAIL vm_struct allocation of "
+                            f"{real_size} bytes can never succeed in this model (no free "
+                            "range and nothing left to purge): the kernel would retry "
+                            "forever"
+                        )
+                        return 0
+                    retried = True
+                    continue
             else:
                 addr = self._vmalloc_area_node(area, gfp, prot, shift, node, cpu=cpu)
                 if addr:
@@ -561,18 +667,28 @@ class Vmalloc:
         size = get_vm_area_size(area)
         nr_small = size >> PAGE_SHIFT
         array_size = nr_small * 8
-        if not gfp & (_GFP_DMA | _GFP_DMA32):
-            gfp |= _GFP_HIGHMEM
-        nested_gfp = (gfp & GFP_RECLAIM_MASK) | _GFP_ZERO
+        highmem_mask = 0 if gfp & (_GFP_DMA | _GFP_DMA32) else _GFP_HIGHMEM
+        if profile.pages_array_highmem:
+            # 5.4: ``highmem_mask`` is kept apart: the nested pages array and the
+            # page allocations get it, the warn_alloc texts print ``gfp_mask``.
+            warn_gfp = gfp
+            gfp |= highmem_mask
+            nested_gfp = (gfp & GFP_RECLAIM_MASK) | _GFP_ZERO
+            array_gfp = nested_gfp | highmem_mask
+        else:
+            # 6.18: ``gfp_mask |= __GFP_HIGHMEM`` up front (warnings print it); the
+            # nested gfp is ``gfp_mask & GFP_RECLAIM_MASK`` (which has no HIGHMEM).
+            gfp |= highmem_mask
+            warn_gfp = gfp
+            nested_gfp = array_gfp = (gfp & GFP_RECLAIM_MASK) | _GFP_ZERO
         if array_size > PAGE_SIZE:
-            array_gfp = nested_gfp | (_GFP_HIGHMEM if profile.pages_array_highmem else 0)
             pages_addr = self._vmalloc_node(array_size, 1, array_gfp, node, area.caller, cpu=cpu)
         else:
             pages_addr = self.kmalloc_node(array_size, nested_gfp, node)
         if not pages_addr:
             if profile.vmalloc_error_warnings:
                 self._warn_alloc(
-                    gfp,
+                    warn_gfp,
                     f"vmalloc error: size {nr_small * PAGE_SIZE}, failed to allocated page "
                     f"array size {array_size}",
                 )
@@ -595,7 +711,7 @@ class Vmalloc:
         if not profile.vmalloc_error_warnings:
             if area.nr_pages != nr_small or self._map_area(area, prot, pages, page_shift):
                 self._warn_alloc(
-                    gfp,
+                    warn_gfp,
                     f"vmalloc: allocation failure, allocated {area.nr_pages * PAGE_SIZE} "
                     f"of {area.size} bytes",
                 )
@@ -604,13 +720,25 @@ class Vmalloc:
         if area.nr_pages != nr_small:
             if order == 0:
                 self._warn_alloc(
-                    gfp,
+                    warn_gfp,
                     f"vmalloc error: size {area.nr_pages * PAGE_SIZE}, failed to allocate pages",
                 )
             return self._vmalloc_area_fail(area, cpu=cpu)
         if self._map_area(area, prot, pages, page_shift):
+            if gfp & _GFP_NOFAIL and profile.vmalloc_nofail_retry:
+                # do { vmap_pages_range } while (nofail && ret < 0), a tick apart
+                self._run_deferred()
+                if not self._map_area(area, prot, pages, page_shift):
+                    return area.addr
+                self._vmalloc_area_fail(area, cpu=cpu)
+                self.log.hang(
+                    f"__vmalloc_area_node: __GFP_NOFAIL mapping of {area.nr_pages} pages "
+                    "can never succeed in this model (no memory for page tables): the "
+                    "kernel would retry vmap_pages_range forever"
+                )
+                return 0
             self._warn_alloc(
-                gfp, f"vmalloc error: size {area.nr_pages * PAGE_SIZE}, failed to map pages"
+                warn_gfp, f"vmalloc error: size {area.nr_pages * PAGE_SIZE}, failed to map pages"
             )
             return self._vmalloc_area_fail(area, cpu=cpu)
         return area.addr
@@ -624,6 +752,13 @@ class Vmalloc:
         return self.vmap_pages_range(
             area.addr, area.addr + get_vm_area_size(area), prot, pages, page_shift
         )
+
+    def _run_deferred(self) -> bool:
+        """What may run while a ``__GFP_NOFAIL`` caller sleeps a tick: the pending
+        deferred work (lazy purge, vfree_atomic). True if anything changed."""
+        before = self.space.nr_free, self.phys.nr_free_pages()
+        self._after_call()
+        return (self.space.nr_free, self.phys.nr_free_pages()) != before
 
     def _vmalloc_area_fail(self, area: VmStruct, *, cpu: int) -> int:
         self.vfree_now(area.addr, cpu=cpu)
@@ -799,6 +934,7 @@ class Vmalloc:
         if vm is None:
             self.log.WARN(f"Trying to vunmap() nonexistent vm area ({addr:#x})")
             return
+        self._released_without_vfree(vm, "vunmap()")
         self.slab.kfree(vm.kaddr)
 
     def vm_unmap_aliases_locked(self, *, cpu: int) -> None:
@@ -810,12 +946,50 @@ class Vmalloc:
     # deferred work when it returns (``after_call``). The signatures are the ones the
     # ``Kernel`` facade shows: it forwards these methods as they are.
 
+    # --- argument checks (C types; see pyvmalloc.args) ---------------------------
+    def _ul(self, name: str, value: object) -> int:
+        """An ``unsigned long`` argument (negative values wrap, as in C)."""
+        if value.__class__ is int and 0 <= value <= self._ulong_max:
+            return value
+        return ulong(name, value, self._bits)
+
+    def _node(self, node: object) -> int:
+        """A NUMA node argument: ``NUMA_NO_NODE`` or an existing node.
+
+        A node that does not exist is refused: the kernel would hand the id to
+        ``alloc_pages_node`` and dereference a NULL ``NODE_DATA(nid)`` (an oops;
+        ``VM_BUG_ON`` with CONFIG_DEBUG_VM).
+        """
+        nid = c_int("node", node)
+        if nid != NUMA_NO_NODE and not 0 <= nid < self.phys.nr_nodes:
+            raise ValueError(
+                f"node {nid} does not exist (nodes 0..{self.phys.nr_nodes - 1}, or "
+                f"NUMA_NO_NODE {NUMA_NO_NODE}): the kernel would oops in alloc_pages_node"
+            )
+        return nid
+
+    def _pages(self, name: str, pages: object, count: object) -> tuple[npt.NDArray[np.int64], int]:
+        """A ``struct page **`` array and its ``unsigned int`` count: the pfns as int64,
+        each a valid page (``pfn_valid``), at least ``count`` of them."""
+        arr = _pfn_array(name, pages)
+        n = len(arr) if count is None else uint("count", count)
+        if n > len(arr):
+            raise ValueError(
+                f"count {n} but {name} has only {len(arr)} entries: the kernel would read "
+                "past the array"
+            )
+        arr = arr[:n]
+        if n and (int(arr.min()) < 0 or int(arr.max()) >= self.phys.max_pfn):
+            bad = next(int(p) for p in arr if not 0 <= p < self.phys.max_pfn)
+            raise ValueError(f"{name}: pfn {bad:#x} is not a page of this machine (pfn_valid)")
+        return arr, n
+
     def _alloc_api(self, cpu: int, fn: Callable[[], int]) -> int:
-        self.machine.check_cpu(cpu)  # _enter(cpu), inlined
+        self._enter(cpu)
         try:
             addr = fn()
         finally:
-            self._after_call()  # _leave(), inlined
+            self._leave()
         if addr:
             self.stats["vmalloc"] += 1
         else:
@@ -844,11 +1018,11 @@ class Vmalloc:
 
         GFP_KERNEL, align 1, any node (5.4: through ``__vmalloc_node_flags``).
         """
+        size = self._ul("size", size)
         if self.profile.vmalloc_node_flags:
-            gfp = GFP_KERNEL | _GFP_HIGHMEM
             return self._alloc_api(
                 cpu,
-                lambda: self._vmalloc_node_flags(size, NUMA_NO_NODE, gfp, caller, cpu=cpu),
+                lambda: self._vmalloc_node_flags(size, NUMA_NO_NODE, GFP_KERNEL, caller, cpu=cpu),
             )
         return self._alloc_api(
             cpu, lambda: self._vmalloc_node(size, 1, GFP_KERNEL, NUMA_NO_NODE, caller, cpu=cpu)
@@ -856,12 +1030,12 @@ class Vmalloc:
 
     def vzalloc(self, size: int, cpu: int = 0, caller: str | None = None) -> int:
         """``vzalloc(size)``: zeroed vmalloc (``__GFP_ZERO``)."""
+        size = self._ul("size", size)
         gfp = GFP_KERNEL | _GFP_ZERO
         if self.profile.vmalloc_node_flags:
-            hgfp = gfp | _GFP_HIGHMEM
             return self._alloc_api(
                 cpu,
-                lambda: self._vmalloc_node_flags(size, NUMA_NO_NODE, hgfp, caller, cpu=cpu),
+                lambda: self._vmalloc_node_flags(size, NUMA_NO_NODE, gfp, caller, cpu=cpu),
             )
         return self._alloc_api(
             cpu, lambda: self._vmalloc_node(size, 1, gfp, NUMA_NO_NODE, caller, cpu=cpu)
@@ -869,17 +1043,22 @@ class Vmalloc:
 
     def vmalloc_node(self, size: int, node: int, cpu: int = 0, caller: str | None = None) -> int:
         """``vmalloc_node(size, node)``."""
+        size = self._ul("size", size)
+        node = self._node(node)
         return self._alloc_api(
             cpu, lambda: self._vmalloc_node(size, 1, GFP_KERNEL, node, caller, cpu=cpu)
         )
 
     def vzalloc_node(self, size: int, node: int, cpu: int = 0, caller: str | None = None) -> int:
         """``vzalloc_node(size, node)``."""
+        size = self._ul("size", size)
+        node = self._node(node)
         gfp = GFP_KERNEL | _GFP_ZERO
         return self._alloc_api(cpu, lambda: self._vmalloc_node(size, 1, gfp, node, caller, cpu=cpu))
 
     def vmalloc_user(self, size: int, cpu: int = 0, caller: str | None = None) -> int:
         """``vmalloc_user(size)``: zeroed, align SHMLBA, ``VM_USERMAP``."""
+        size = self._ul("size", size)
         gfp = GFP_KERNEL | _GFP_ZERO
         return self._alloc_api(
             cpu, lambda: self._full(size, SHMLBA, gfp, VM_USERMAP, NUMA_NO_NODE, caller, cpu=cpu)
@@ -887,6 +1066,7 @@ class Vmalloc:
 
     def vmalloc_32(self, size: int, cpu: int = 0, caller: str | None = None) -> int:
         """``vmalloc_32(size)``: pages from ZONE_DMA32 (x86_64)."""
+        size = self._ul("size", size)
         return self._alloc_api(
             cpu,
             lambda: self._vmalloc_node(size, 1, GFP_DMA32_KERNEL, NUMA_NO_NODE, caller, cpu=cpu),
@@ -894,6 +1074,7 @@ class Vmalloc:
 
     def vmalloc_32_user(self, size: int, cpu: int = 0, caller: str | None = None) -> int:
         """``vmalloc_32_user(size)``: DMA32, zeroed, SHMLBA, ``VM_USERMAP``."""
+        size = self._ul("size", size)
         gfp = GFP_DMA32_KERNEL | _GFP_ZERO
         return self._alloc_api(
             cpu, lambda: self._full(size, SHMLBA, gfp, VM_USERMAP, NUMA_NO_NODE, caller, cpu=cpu)
@@ -906,6 +1087,8 @@ class Vmalloc:
         mappings for sizes >= 2 MiB."""
         if not self.profile.huge_vmalloc:
             raise ValueError(f"vmalloc_huge does not exist in kernel {self.profile.name}")
+        size = self._ul("size", size)
+        gfp = uint("gfp", gfp)
         return self._alloc_api(
             cpu,
             lambda: self._full(size, 1, gfp, VM_ALLOW_HUGE_VMAP, NUMA_NO_NODE, caller, cpu=cpu),
@@ -913,6 +1096,8 @@ class Vmalloc:
 
     def _vmalloc(self, size: int, gfp: int, cpu: int = 0, caller: str | None = None) -> int:
         """``__vmalloc(size, gfp)`` (5.8 dropped the prot argument)."""
+        size = self._ul("size", size)
+        gfp = uint("gfp", gfp)
         return self._alloc_api(
             cpu, lambda: self._vmalloc_node(size, 1, gfp, NUMA_NO_NODE, caller, cpu=cpu)
         )
@@ -927,6 +1112,10 @@ class Vmalloc:
         cpu: int = 0,
     ) -> int:
         """``__vmalloc_node(size, align, gfp, node, caller)``."""
+        size = self._ul("size", size)
+        align = self._ul("align", align)
+        gfp = uint("gfp", gfp)
+        node = self._node(node)
         return self._alloc_api(
             cpu, lambda: self._vmalloc_node(size, align, gfp, node, caller, cpu=cpu)
         )
@@ -947,9 +1136,15 @@ class Vmalloc:
         """``__vmalloc_node_range(size, align, start, end, gfp, prot, vm_flags, node,
         caller)`` (thread stacks, modules, BPF); ``start``/``end`` default to the
         vmalloc range, ``prot`` to PAGE_KERNEL."""
-        lo = self.VMALLOC_START if start is None else start
-        hi = self.VMALLOC_END if end is None else end
-        pr = PAGE_KERNEL if prot is None else prot
+        size = self._ul("size", size)
+        align = self._ul("align", align)
+        lo = self.VMALLOC_START if start is None else self._ul("start", start)
+        hi = self.VMALLOC_END if end is None else self._ul("end", end)
+        self.space.check_range(lo, hi)
+        gfp = uint("gfp", gfp)
+        vm_flags = self._ul("vm_flags", vm_flags)
+        node = self._node(node)
+        pr = PAGE_KERNEL if prot is None else integer("prot", prot)
         return self._alloc_api(
             cpu,
             lambda: self._vmalloc_node_range(
@@ -960,7 +1155,8 @@ class Vmalloc:
     def vfree(self, addr: int, cpu: int = 0, in_interrupt: bool = False) -> None:
         """``vfree(addr)``; in interrupt context the free is deferred to a work item
         (as ``vfree_atomic``)."""
-        self.machine.check_cpu(cpu)  # _enter(cpu), inlined
+        addr = self._ul("addr", addr)
+        self._enter(cpu)
         try:
             if in_interrupt or self._in_interrupt():
                 self.vfree_atomic_now(addr, cpu=cpu)
@@ -968,10 +1164,11 @@ class Vmalloc:
                 self.vfree_now(addr, cpu=cpu)
                 self.stats["vfree"] += 1
         finally:
-            self._after_call()  # _leave(), inlined
+            self._leave()
 
     def vfree_atomic(self, addr: int, cpu: int = 0) -> None:
         """``vfree_atomic(addr)``: always deferred to the per-CPU work item."""
+        addr = self._ul("addr", addr)
         self._enter(cpu)
         try:
             self.vfree_atomic_now(addr, cpu=cpu)
@@ -990,6 +1187,7 @@ class Vmalloc:
 
     def vunmap(self, addr: int, cpu: int = 0) -> None:
         """``vunmap(addr)``: release a vmap()ed area (pages stay with the caller)."""
+        addr = self._ul("addr", addr)
         self._enter(cpu)
         try:
             self.vunmap_now(addr, cpu=cpu)
@@ -1012,20 +1210,33 @@ class Vmalloc:
         ``vmap_checks_flags`` (6.x) it WARNs and fails on ``VM_FLUSH_RESET_PERMS``,
         WARNs and drops ``VM_NO_GUARD``, maps with ``pgprot_nx(prot)``;
         ``VM_MAP_PUT_PAGES`` makes the area own the pages (vfree frees them). On a
-        mapping failure: ``vunmap``.
+        mapping failure: ``vunmap``. ``pages`` must hold ``count`` valid pages
+        (the kernel would read past a shorter array); the pages stay the caller's
+        (they cannot be freed while the area maps them) unless VM_MAP_PUT_PAGES.
         """
-        arr = np.asarray(pages, dtype=np.int64)
-        n = len(arr) if count is None else count
-        if prot is None:
-            prot = PAGE_KERNEL
+        arr, n = self._pages("pages", pages, count)
+        flags = self._ul("flags", flags)
+        prot = PAGE_KERNEL if prot is None else integer("prot", prot)
+        if flags & VM_MAP_PUT_PAGES:
+            foreign = [p for p in arr.tolist() if p not in self.user_pfns]
+            if foreign:
+                raise ValueError(
+                    f"vmap(VM_MAP_PUT_PAGES): pfn {foreign[0]:#x} was not handed out by "
+                    "alloc_pages(), so the area cannot take it over"
+                )
         self._enter(cpu)
         try:
             if self.profile.vmap_checks_flags:
                 if flags & VM_FLUSH_RESET_PERMS:
-                    self.log.WARN("vmap: WARN_ON_ONCE(flags & VM_FLUSH_RESET_PERMS)")
+                    self.log.WARN_ONCE(
+                        "vmap:VM_FLUSH_RESET_PERMS",
+                        "vmap: WARN_ON_ONCE(flags & VM_FLUSH_RESET_PERMS)",
+                    )
                     return 0
                 if flags & VM_NO_GUARD:
-                    self.log.WARN("vmap: WARN_ON_ONCE(flags & VM_NO_GUARD)")
+                    self.log.WARN_ONCE(
+                        "vmap:VM_NO_GUARD", "vmap: WARN_ON_ONCE(flags & VM_NO_GUARD)"
+                    )
                     flags &= ~VM_NO_GUARD
                 prot = pgprot_nx(prot)
             if n > self.phys.totalram_pages or n <= 0:
@@ -1034,18 +1245,31 @@ class Vmalloc:
             area = self.get_vm_area_caller(size, flags, caller, cpu=cpu)
             if area is None:
                 return 0
-            if self.vmap_pages_range(area.addr, area.addr + size, prot, arr[:n], PAGE_SHIFT):
+            if self.vmap_pages_range(area.addr, area.addr + size, prot, arr, PAGE_SHIFT):
                 self.vunmap_now(area.addr, cpu=cpu)
                 return 0
             if flags & VM_MAP_PUT_PAGES:
-                area.pages = arr[:n].copy()
+                area.pages = arr.copy()
                 area.nr_pages = n
                 self.put_pages += n
                 self.external_pages -= n
+                self.user_pfns.difference_update(area.pages.tolist())
+            else:
+                self._map_user_pages(area.addr, arr)
             self.stats["vmap"] += 1
             return area.addr
         finally:
             self._leave()
+
+    def _map_user_pages(self, addr: int, arr: npt.NDArray[np.int64]) -> None:
+        """Remember that the area at ``addr`` maps these user pages."""
+        pfns = [p for p in arr.tolist() if p in self.user_pfns]
+        if not pfns:
+            return
+        self.user_mapped[addr] = pfns
+        counts = self.user_map_count
+        for pfn in pfns:
+            counts[pfn] = counts.get(pfn, 0) + 1
 
     def vmap_pfn(
         self,
@@ -1057,15 +1281,48 @@ class Vmalloc:
         prot: int = PAGE_KERNEL,
     ) -> int:
         """``vmap_pfn(pfns, count, prot)`` (5.10+): map raw pfns into a ``VM_IOREMAP``
-        area (``prot`` defaults to PAGE_KERNEL)."""
-        arr = np.asarray(pfns, dtype=np.int64)
-        n = len(arr) if count is None else count
+        area (``prot`` defaults to PAGE_KERNEL).
+
+        Only pfns without a ``struct page`` may be mapped: ``vmap_pfn_apply`` hits
+        ``WARN_ON_ONCE(pfn_valid(pfn))`` and fails, and ``vmap_pfn`` then
+        ``free_vm_area``s (the PTEs already written go with it) and returns NULL
+        (v5.10+, v6.18 mm/vmalloc.c). A pfn must fit the PTE's pfn field.
+        """
+        if not self.profile.has_vmap_pfn:
+            raise ValueError(f"vmap_pfn does not exist in kernel {self.profile.name} (v5.10+)")
+        arr = _pfn_array("pfns", pfns)
+        n = len(arr) if count is None else uint("count", count)
+        if n > len(arr):
+            raise ValueError(
+                f"count {n} but pfns has only {len(arr)} entries: the kernel would read "
+                "past the array"
+            )
+        arr = arr[:n]
+        limit = 1 << (self.phys_bits - PAGE_SHIFT)
+        if n and (int(arr.min()) < 0 or int(arr.max()) >= limit):
+            bad = next(int(p) for p in arr if not 0 <= p < limit)
+            raise ValueError(
+                f"pfns: {bad:#x} does not fit a page-table entry ({self.phys_bits} physical "
+                "address bits)"
+            )
         self._enter(cpu)
         try:
             area = self.get_vm_area_caller(n * PAGE_SIZE, VM_IOREMAP, caller, cpu=cpu)
             if area is None:
                 return 0
-            if self.pgt.map_pages(area.addr, arr[:n], pgprot_nx(prot)):
+            valid = self.phys.max_pfn
+            first_bad = next((i for i, p in enumerate(arr.tolist()) if p < valid), None)
+            if first_bad is not None:
+                # apply_to_page_range stops at the first valid pfn; the PTEs before
+                # it are cleared again by free_vm_area.
+                self.log.WARN_ONCE(
+                    "vmap_pfn_apply:pfn_valid", "vmap_pfn_apply: WARN_ON_ONCE(pfn_valid(pfn))"
+                )
+                if first_bad:
+                    self.pgt.map_pages(area.addr, arr[:first_bad], pgprot_nx(prot))
+                self.free_vm_area(area, cpu=cpu)
+                return 0
+            if self.pgt.map_pages(area.addr, arr, pgprot_nx(prot)):
                 self.free_vm_area(area, cpu=cpu)
                 return 0
             self.ptes_written += n
@@ -1085,12 +1342,38 @@ class Vmalloc:
         """x86 ``ioremap(phys_addr, size)`` (``__ioremap_caller``): page-align the
         physical range, ``get_vm_area_caller(size, VM_IOREMAP)`` (size-order
         alignment), record ``phys_addr`` (vmallocinfo ``phys=``), map; returns vaddr
-        + offset."""
+        + offset.
+
+        ``phys_addr`` is a ``resource_size_t`` and ``size`` an ``unsigned long``, so
+        a negative value wraps. A zero size or a range that wraps returns NULL
+        silently; a start beyond the CPU's physical address bits prints
+        ``ioremap: invalid physical address %llx`` and ``WARN_ON_ONCE(1)``, NULL; a
+        range touching System RAM (the e820 RAM ranges) is ``WARN_ONCE(1, "ioremap
+        on RAM at %pa - %pa")`` and NULL (x86 ``__ioremap_caller``, v5.4 and v6.18).
+        """
+        phys_addr = ulong("phys_addr", phys_addr, self.phys_addr_bits)
+        size = self._ul("size", size)
+        prot = integer("prot", prot)
         self._enter(cpu)
         try:
-            if not size or phys_addr + size - 1 < phys_addr:
-                return 0
             last = phys_addr + size - 1
+            if not size or last >> self.phys_addr_bits:
+                return 0  # "Don't allow wraparound or zero size"
+            if phys_addr >> self.phys_bits:  # !phys_addr_valid(phys_addr)
+                self.log.warn(f"ioremap: invalid physical address {phys_addr:x}")
+                self.log.WARN_ONCE(
+                    "__ioremap_caller:phys_addr_valid", "__ioremap_caller: WARN_ON_ONCE(1)"
+                )
+                return 0
+            first_pfn, last_pfn = phys_addr >> PAGE_SHIFT, last >> PAGE_SHIFT
+            if any(s <= last_pfn and first_pfn < e for s, e in self.phys.layout.ram_ranges):
+                # IORES_MAP_SYSTEM_RAM: "Don't allow anybody to remap normal RAM"
+                w = 4 if self.phys_addr_bits == 32 else 8
+                self.log.WARN_ONCE(
+                    "__ioremap_caller:ram",
+                    f"ioremap on RAM at 0x{phys_addr:0{2 * w}x} - 0x{last:0{2 * w}x}",
+                )
+                return 0
             offset = phys_addr & (PAGE_SIZE - 1)
             phys_addr &= ~(PAGE_SIZE - 1)
             size = _page_align(last + 1) - phys_addr
@@ -1109,22 +1392,34 @@ class Vmalloc:
             self._leave()
 
     def iounmap(self, addr: int, cpu: int = 0) -> None:
-        """x86 ``iounmap(addr)``: page-align, find the area (``iounmap: bad address
-        %p``), ``remove_vm_area`` (lazy free) and free the vm_struct."""
+        """x86 ``iounmap(addr)``: page-align, find the area, ``remove_vm_area`` (lazy
+        free) and free the vm_struct.
+
+        An address at or below ``high_memory`` (the direct map and below) is
+        ignored; an address with no area prints ``iounmap: bad address %p`` at
+        KERN_ERR and dumps the stack (``printk`` + ``dump_stack``, not a WARN:
+        strict mode does not raise). x86 ``iounmap``, v5.4 and v6.18.
+        """
+        addr = self._ul("addr", addr)
         self._enter(cpu)
         try:
+            if addr <= self.high_memory:
+                return
             addr &= ~(PAGE_SIZE - 1)
             vm = self.find_vm_area(addr)
             if vm is None:
-                self.log.WARN(f"iounmap: bad address {addr:#x}")
+                self.log.warn(f"iounmap: bad address {addr:#x}")  # + dump_stack()
                 return
             self.remove_vm_area(vm.addr, cpu=cpu)
+            self._released_without_vfree(vm, "iounmap()")
             self.slab.kfree(vm.kaddr)
         finally:
             self._leave()
 
     def get_vm_area_api(self, size: int, flags: int, cpu: int = 0) -> VmStruct | None:
         """``get_vm_area(size, flags)``."""
+        size = self._ul("size", size)
+        flags = self._ul("flags", flags)
         self._enter(cpu)
         try:
             return self.get_vm_area_caller(size, flags, None, cpu=cpu)
@@ -1135,6 +1430,8 @@ class Vmalloc:
         self, size: int, flags: int, caller: str | None, cpu: int = 0
     ) -> VmStruct | None:
         """``get_vm_area_caller(size, flags, caller)``."""
+        size = self._ul("size", size)
+        flags = self._ul("flags", flags)
         self._enter(cpu)
         try:
             return self.get_vm_area_caller(size, flags, caller, cpu=cpu)
@@ -1145,6 +1442,11 @@ class Vmalloc:
         self, size: int, flags: int, start: int, end: int, caller: str | None, cpu: int = 0
     ) -> VmStruct | None:
         """``__get_vm_area_caller(size, flags, start, end, caller)``."""
+        size = self._ul("size", size)
+        flags = self._ul("flags", flags)
+        start = self._ul("start", start)
+        end = self._ul("end", end)
+        self.space.check_range(start, end)
         self._enter(cpu)
         try:
             return self._get_vm_area_caller(size, flags, start, end, caller, cpu=cpu)
@@ -1153,6 +1455,10 @@ class Vmalloc:
 
     def free_vm_area_api(self, area: VmStruct, cpu: int = 0) -> None:
         """``free_vm_area(area)``."""
+        if not isinstance(area, VmStruct):
+            raise TypeError(
+                f"area must be a VmStruct (struct vm_struct *), not {type(area).__name__}"
+            )
         self._enter(cpu)
         try:
             self.free_vm_area(area, cpu=cpu)
@@ -1161,9 +1467,13 @@ class Vmalloc:
 
     def remove_vm_area_api(self, addr: int, cpu: int = 0) -> VmStruct | None:
         """``remove_vm_area(addr)``: the vm_struct stays the caller's to free."""
+        addr = self._ul("addr", addr)
         self._enter(cpu)
         try:
-            return self.remove_vm_area(addr, cpu=cpu)
+            vm = self.remove_vm_area(addr, cpu=cpu)
+            if vm is not None:
+                self._released_without_vfree(vm, "remove_vm_area()")
+            return vm
         finally:
             self._leave()
 
@@ -1186,6 +1496,7 @@ class Vmalloc:
         self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0, caller: str | None = None
     ) -> int:
         """``kvzalloc(size, gfp)``: zeroed kvmalloc."""
+        gfp = uint("gfp", gfp)
         return self.kvmalloc_node(size, gfp | _GFP_ZERO, NUMA_NO_NODE, cpu, caller)
 
     def kvmalloc_node(
@@ -1195,8 +1506,10 @@ class Vmalloc:
         node: int = NUMA_NO_NODE,
         cpu: int = 0,
         caller: str | None = None,
+        align: int = 1,
     ) -> int:
-        """``kvmalloc_node(size, gfp, node)``: try kmalloc, fall back to vmalloc for
+        """``kvmalloc_node(size, gfp, node)`` / ``kvmalloc_node_align(size, align, gfp,
+        node)``: try kmalloc, fall back to vmalloc for
         more than a page.
 
         Without ``kvmalloc_any_gfp`` (5.4): non-GFP_KERNEL masks use kmalloc only;
@@ -1205,7 +1518,18 @@ class Vmalloc:
         ``_GFP_NOWARN``, loses direct reclaim (unless ``_GFP_RETRY_MAYFAIL``) and
         ``_GFP_NOFAIL``; non-blocking masks get NULL; sizes above INT_MAX WARN; the
         fallback allows huge mappings.
+
+        v6.18 (``__kvmalloc_node_noprof``, mm/slub.c): a size above INT_MAX is a bare
+        ``WARN_ON_ONCE(!(flags & __GFP_NOWARN))`` and NULL; ``align`` (v6.17,
+        ``kvmalloc_node_align``) goes to the vmalloc fallback only (kmalloc aligns
+        its objects naturally).
         """
+        size = self._ul("size", size)
+        gfp = uint("gfp", gfp)
+        node = self._node(node)
+        align = self._ul("align", align)
+        if align != 1 and not self.profile.kvmalloc_align:
+            raise ValueError(f"kvmalloc_node has no align argument in kernel {self.profile.name}")
         self._enter(cpu)
         try:
             if self._in_interrupt() and gfp & _GFP_DIRECT_RECLAIM:
@@ -1233,15 +1557,19 @@ class Vmalloc:
                     return 0
                 if size > INT_MAX:
                     if not gfp & _GFP_NOWARN:
-                        self.log.WARN(f"kvmalloc: size {size} > INT_MAX")
+                        self.log.WARN_ONCE(
+                            "__kvmalloc_node_noprof:INT_MAX",
+                            "__kvmalloc_node_noprof: WARN_ON_ONCE(!(flags & __GFP_NOWARN))",
+                        )
                     return 0
-                return self._full(size, 1, gfp, VM_ALLOW_HUGE_VMAP, node, caller, cpu=cpu)
+                return self._full(size, align, gfp, VM_ALLOW_HUGE_VMAP, node, caller, cpu=cpu)
             return self._vmalloc_node_flags(size, node, gfp, caller, cpu=cpu)
         finally:
             self._leave()
 
     def kvfree(self, addr: int, cpu: int = 0) -> None:
         """``kvfree(addr)``: vfree or kfree depending on ``is_vmalloc_addr``."""
+        addr = self._ul("addr", addr)
         self._enter(cpu)
         try:
             self.kvfree_now(addr, cpu=cpu)
@@ -1262,11 +1590,21 @@ class Vmalloc:
         vrealloc since 6.12).
 
         ``size == 0`` frees; shrinking or growing within the page-rounded area only
-        updates ``requested_size`` (shrinking zeroes the tail, as with
-        init_on_free/alloc); otherwise allocate, copy ``requested_size`` bytes, vfree.
+        updates ``requested_size`` (shrinking zeroes the tail only when
+        ``want_init_on_free() || want_init_on_alloc(gfp)``: the ``init_on_free``/
+        ``init_on_alloc`` boot options or ``__GFP_ZERO``); otherwise allocate, copy
+        ``requested_size`` bytes, vfree. A vm_struct whose ``requested_size`` exceeds
+        the area WARNs ``vrealloc() has mismatched area vs requested sizes`` and an
+        address not aligned to ``align`` WARNs ``will not reallocate with a bigger
+        alignment``; both return NULL (v6.18 ``vrealloc_node_align_noprof``).
         """
         if not self.profile.has_vrealloc:
             raise ValueError(f"vrealloc does not exist in kernel {self.profile.name}")
+        p = self._ul("p", p)
+        size = self._ul("size", size)
+        gfp = uint("gfp", gfp)
+        align = self._ul("align", align)
+        nid = self._node(nid)
         self._enter(cpu)
         try:
             if not size:
@@ -1282,10 +1620,9 @@ class Vmalloc:
                 old = vm.requested_size
                 if alloced < old:
                     self.log.WARN(f"vrealloc() has mismatched area vs requested sizes ({p:#x})")
-                if p & (align - 1):
-                    self.log.WARN(
-                        f"Will not reallocate with a bigger alignment ({align:#x}) ({p:#x})"
-                    )
+                    return 0
+                if not align or p & (align - 1):  # !IS_ALIGNED(p, align)
+                    self.log.WARN(f"will not reallocate with a bigger alignment ({align:#x})")
                     return 0
                 need_realloc = bool(
                     gfp & _GFP_THISNODE
@@ -1295,7 +1632,10 @@ class Vmalloc:
                     and self.phys.page_to_nid(int(vm.pages[0])) != nid
                 )
                 if not need_realloc and size <= old:
-                    self.pgt.write(p + size, bytes(old - size))
+                    # want_init_on_free() || want_init_on_alloc(flags): the boot
+                    # options, or __GFP_ZERO.
+                    if self.init_on_free or self.init_on_alloc or gfp & _GFP_ZERO:
+                        self.pgt.write(p + size, bytes(old - size))
                     vm.requested_size = size
                     return p
                 if not need_realloc and size <= alloced:
@@ -1320,21 +1660,36 @@ class Vmalloc:
         cpu: int = 0,
     ) -> int:
         """``vm_map_ram(pages, count, node)``: small counts from a per-CPU vmap block,
-        else a VA of its own (``VMAP_RAM``, align PAGE_SIZE, no guard, no vm_struct)."""
-        arr = np.asarray(pages, dtype=np.int64)
-        n = len(arr) if count is None else count
+        else a VA of its own (``VMAP_RAM``, align PAGE_SIZE, no guard, no vm_struct).
+
+        ``count`` is an ``unsigned int``; ``pages`` must hold that many valid pages.
+        ``count == 0`` reaches ``vb_alloc``'s ``WARN_ON(size == 0)`` and returns NULL.
+        In interrupt context the allocation may sleep: the kernel prints ``BUG:
+        sleeping function called from invalid context`` (``might_sleep``) and goes
+        on; so does the model.
+        """
+        arr, n = self._pages("pages", pages, count)
+        node = self._node(node)
         self._enter(cpu)
         try:
-            return self.blocks.vm_map_ram(arr[:n], n, node, cpu=cpu)
+            if self._in_interrupt():
+                self.log.WARN("BUG: sleeping function called from invalid context (vm_map_ram)")
+            addr = self.blocks.vm_map_ram(arr, n, node, cpu=cpu)
+            if addr:
+                self._map_user_pages(addr, arr)
+            return addr
         finally:
             self._leave()
 
     def vm_unmap_ram(self, addr: int, count: int, cpu: int = 0) -> None:
         """``vm_unmap_ram(addr, count)``: ``vb_free`` for small counts, else free the
         VA lazily."""
+        addr = self._ul("addr", addr)
+        count = uint("count", count)
         self._enter(cpu)
         try:
-            self.blocks.vm_unmap_ram(addr, count, cpu=cpu)
+            if self.blocks.vm_unmap_ram(addr, count, cpu=cpu) and self.user_mapped:
+                self._unmap_user_pages(addr)
         finally:
             self._leave()
 
@@ -1344,28 +1699,66 @@ class Vmalloc:
 
         Returns fewer than ``nr`` pfns if memory runs out.
         """
+        nr = uint("nr", nr)
+        gfp = uint("gfp", gfp)
         out: list[int] = []
-        for _ in range(nr):
-            pfn = self.phys.alloc_pages(gfp, 0)
-            if pfn is None:
-                break
-            out.append(pfn)
-        self.external_pages += len(out)
+        self.log.enter()
+        try:
+            for _ in range(nr):
+                pfn = self.phys.alloc_pages(gfp, 0)
+                if pfn is None:
+                    break
+                out.append(pfn)
+            self.external_pages += len(out)
+            self.user_pfns.update(out)
+        finally:
+            self.log.leave()
         return out
 
     def free_pages(self, pfns: Sequence[int]) -> None:
-        """Give back pages from :meth:`alloc_pages`."""
-        for pfn in pfns:
-            self.phys.free_pages(int(pfn), 0)
-        self.external_pages -= len(pfns)
+        """Give back pages from :meth:`alloc_pages`.
+
+        Only pages this caller holds are freed. A pfn that ``alloc_pages`` did not
+        hand out (a vmalloc area's page, a slab or page-table page, a free page, or
+        one given to a ``VM_MAP_PUT_PAGES`` area), or one a live ``vmap``/
+        ``vm_map_ram`` area still maps, is refused with a WARN naming it: in the
+        kernel the page would be freed under its owner and handed out twice.
+        """
+        try:
+            wanted = [integer("pfn", p) for p in pfns]
+        except TypeError:
+            raise TypeError("pfns must be a sequence of pfns (integers)") from None
+        self.log.enter()
+        try:
+            for pfn in wanted:
+                if pfn not in self.user_pfns:
+                    self.log.WARN(
+                        f"free_pages: pfn {pfn:#x} was not handed out by alloc_pages() "
+                        "(or was given away or already freed): refused"
+                    )
+                    continue
+                if pfn in self.user_map_count:
+                    where = next(a for a, ps in self.user_mapped.items() if pfn in ps)
+                    self.log.WARN(
+                        f"free_pages: pfn {pfn:#x} is still mapped by the vmap area at "
+                        f"{where:#x}: refused (unmap it first)"
+                    )
+                    continue
+                self.user_pfns.discard(pfn)
+                self.phys.free_pages(pfn, 0)
+                self.external_pages -= 1
+        finally:
+            self.log.leave()
 
     # ------------------------------------------------------------- inspection
     def vmalloc_to_page(self, addr: int) -> int | None:
         """``vmalloc_to_page``: the pfn mapped at ``addr`` (None for NULL)."""
+        addr = self._ul("addr", addr)
         return self.pgt.lookup_pfn(addr)
 
     def vmalloc_to_pfn(self, addr: int) -> int:
         """``vmalloc_to_pfn``: ``page_to_pfn(vmalloc_to_page(addr))`` (0 if none)."""
+        addr = self._ul("addr", addr)
         pfn = self.pgt.lookup_pfn(addr)
         return 0 if pfn is None else pfn
 
@@ -1374,6 +1767,10 @@ class Vmalloc:
         addr + n)``; holes (guard pages, unmapped or unused ranges) read as zeros.
         With ``vmap_ram_flags`` an area without a vm_struct is read only if it is a
         ``VMAP_RAM`` one."""
+        addr = self._ul("addr", addr)
+        n = self._ul("n", n)
+        if n > 1 << 32:
+            raise ValueError(f"n {n}: the model reads at most 4 GiB at once")
         need_vm = self.profile.vmap_ram_flags
         out = bytearray(n)
         pos = 0
@@ -1391,6 +1788,9 @@ class Vmalloc:
     def vwrite(self, addr: int, data: bytes) -> int:
         """``vwrite`` (5.4; removed in 6.x): write into mapped vmalloc pages, skipping
         holes; returns the byte count."""
+        addr = self._ul("addr", addr)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes, not {type(data).__name__}")
         pos = 0
         while pos < len(data):
             a = addr + pos
@@ -1429,6 +1829,14 @@ class Vmalloc:
                 raise InvariantError(f"{vm!r}: size differs from its vmap area {va!r}")
             if vm.flags & VM_UNINITIALIZED:
                 raise InvariantError(f"{vm!r} is still VM_UNINITIALIZED between calls")
+        if self.leaked:
+            vm = self.leaked[0]
+            more = f" (and {len(self.leaked) - 1} more)" if len(self.leaked) > 1 else ""
+            raise InvariantError(
+                f"leaked: {vm!r} was vmalloc'ed but released without vfree(): its "
+                f"{vm.nr_pages} pages and pages array are never freed{more} "
+                "(the kernel leaks them too)"
+            )
         if nr != self.nr_vmalloc_pages:
             raise InvariantError(f"nr_vmalloc_pages {self.nr_vmalloc_pages} != {nr} in areas")
         if put != self.put_pages:

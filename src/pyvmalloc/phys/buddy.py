@@ -655,7 +655,10 @@ class PhysicalMemory:
         """``alloc_pages_node(nid, gfp, order)``: the head pfn, or None on failure."""
         if order > self.max_order or order < 0:
             if not gfp & _NOWARN:
-                self.log.WARN(f"alloc_pages: order {order} > MAX_PAGE_ORDER {self.max_order}")
+                self.log.WARN_ONCE(
+                    "alloc_pages:order",
+                    f"alloc_pages: order {order} > MAX_PAGE_ORDER {self.max_order}",
+                )
             return None
         zh = self._zl_gfp.get((nid, gfp))
         zones, highest = zh if zh is not None else self._zones_for(nid, gfp)

@@ -97,6 +97,7 @@ class VmapBlocks:
         self.base = m.vmalloc_start & ~(self.BLOCK_SIZE - 1)
         #: VMAP_RAM / VMAP_BLOCK flags on the areas (v6.3)
         self.ram_flags = profile.vmap_ram_flags
+        self.unmap_ram_warn_once = profile.vm_unmap_ram_warn_once
         #: VMAP_PURGE_THRESHOLD and the per-block vm_unmap_aliases walk (v6.5)
         self.purge_threshold = profile.vmap_block_purge_threshold
         #: per-CPU ``vbq->free`` (blocks with free space, oldest first)
@@ -150,14 +151,14 @@ class VmapBlocks:
             return vb.va.va_start + (off << PAGE_SHIFT)
         return self.new_vmap_block(order, cpu=cpu)
 
-    def vb_free(self, addr: int, size: int, *, cpu: int) -> None:
+    def vb_free(self, addr: int, size: int, *, cpu: int) -> bool:
         """``vb_free``: clear the PTEs, mark dirty; a fully dirty block is freed."""
         order = get_order(size)
         off = (addr & (self.BLOCK_SIZE - 1)) >> PAGE_SHIFT
         vb = self.index.get(self.addr_to_vb_idx(addr))
         if vb is None or vb.live.get(off) != order:
             self.log.BUG(f"vb_free: no vmap block mapping at {addr:#x} ({size} bytes)")
-            return
+            return False
         del vb.live[off]
         self.pgt.unmap(addr, size)
         vb.dirty_min = min(vb.dirty_min, off)
@@ -167,6 +168,7 @@ class VmapBlocks:
             if vb.free:
                 self.log.BUG("vb_free: BUG_ON(vb->free)")
             self.free_vmap_block(vb, cpu=cpu)
+        return True
 
     def free_vmap_block(self, vb: VmapBlock, *, cpu: int) -> None:
         """``free_vmap_block``: drop from the index, unlink and lazily free the VA."""
@@ -232,6 +234,8 @@ class VmapBlocks:
     def vm_map_ram(self, pages: npt.NDArray[np.int64], count: int, node: int, *, cpu: int) -> int:
         """``vm_map_ram``: see :mod:`pyvmalloc.vmap.block`."""
         if count <= 0:
+            # count 0 is <= VMAP_MAX_ALLOC: vb_alloc(0) hits WARN_ON(size == 0)
+            self.log.WARN("vb_alloc: WARN_ON(size == 0)")
             return 0
         size = count << PAGE_SHIFT
         if count <= self.MAX_ALLOC:
@@ -260,21 +264,29 @@ class VmapBlocks:
             return 0
         return addr
 
-    def vm_unmap_ram(self, addr: int, count: int, *, cpu: int) -> None:
-        """``vm_unmap_ram``: BUG on bad arguments, ``vb_free`` or a lazy VA free."""
+    def vm_unmap_ram(self, addr: int, count: int, *, cpu: int) -> bool:
+        """``vm_unmap_ram``: BUG on bad arguments, ``vb_free`` or a lazy VA free.
+
+        A large count with no area there is ``BUG_ON(!va)`` in 5.4 and
+        ``WARN_ON_ONCE(!va)`` in 6.18 (``vm_unmap_ram_warn_once``). True if
+        something was unmapped.
+        """
         size = count << PAGE_SHIFT
         if not addr or addr & (PAGE_SIZE - 1) or count <= 0:
             self.log.BUG(f"vm_unmap_ram: bad address {addr:#x} or count {count}")
-            return
+            return False
         if count <= self.MAX_ALLOC:
-            self.vb_free(addr, size, cpu=cpu)
-            return
+            return self.vb_free(addr, size, cpu=cpu)
         va = self.large.pop(addr, None)
         if va is None:
-            self.log.BUG(f"vm_unmap_ram: BUG_ON(!va) for {addr:#x}")
-            return
+            if self.unmap_ram_warn_once:
+                self.log.WARN_ONCE("vm_unmap_ram:!va", "vm_unmap_ram: WARN_ON_ONCE(!va)")
+            else:
+                self.log.BUG(f"vm_unmap_ram: BUG_ON(!va) for {addr:#x}")
+            return False
         self.space.find_unlink_vmap_area(addr)
         self._free_unmap_vmap_area(va, cpu=cpu)
+        return True
 
     def check(self) -> None:
         for idx, vb in self.index.items():

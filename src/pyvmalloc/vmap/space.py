@@ -275,6 +275,31 @@ class VmapSpace(LazyPurge):
             return self._error(-ret, vend)
         return nva
 
+    def check_range(self, vstart: int, vend: int) -> None:
+        """Refuse a range no kernel caller passes (a :class:`ValueError`).
+
+        Every caller of ``alloc_vmap_area`` (``VMALLOC_START``/``END``, the modules
+        range, BPF, KASAN, per-arch ranges) passes page-aligned bounds above the
+        first page (the end may be unaligned: x86_64's ``VMALLOC_END`` is
+        ``0xffffe8ffffffffff``, an inclusive bound). Below ``PAGE_SIZE`` the kernel's free space starts at address 1
+        (``vmap_init_free_space``: ``vmap_start = 1``, v5.2+), so ``align=1`` would
+        hand out a non-page-aligned area (4.19 would return 0, which its callers read
+        as NULL and leak). An unaligned or sub-page start is therefore the caller's
+        bug, refused before the model changes; a negative bound is an ``unsigned
+        long`` (wrapped by the caller) and an empty or inverted range just fails
+        the allocation, as the kernel's arithmetic does.
+        """
+        if vstart & (PAGE_SIZE - 1):
+            raise ValueError(
+                f"vstart {vstart:#x} is not page aligned (every kernel caller passes a "
+                "page-aligned start)"
+            )
+        if vstart < PAGE_SIZE:
+            raise ValueError(
+                f"vstart {vstart:#x} is in the first page: the kernel's free space starts "
+                "at address 1 there, so no kernel caller passes it"
+            )
+
     def alloc_vmap_area(
         self,
         size: int,
@@ -295,11 +320,11 @@ class VmapSpace(LazyPurge):
         O(log n) with the kernel's policies.
         """
         if size <= 0 or size & (PAGE_SIZE - 1) or align <= 0 or align & (align - 1):
-            text = f"alloc_vmap_area: invalid size {size:#x} or align {align:#x}"
-            if self.profile.errno_errors:
-                self.log.WARN(text)  # 6.x returns -EINVAL (no BUG)
-            else:
-                self.log.BUG(text)  # 5.4: BUG_ON(!size), offset_in_page, is_power_of_2
+            # v6.18: ``if (unlikely(!size || offset_in_page(size) ||
+            # !is_power_of_2(align))) return ERR_PTR(-EINVAL);`` with no message;
+            # v5.4 (and 4.19): three BUG_ONs.
+            if not self.profile.errno_errors:
+                self.log.BUG(f"alloc_vmap_area: invalid size {size:#x} or align {align:#x}")
             return -EINVAL
         va = self.alloc_vmap_area_once(size, align, vstart, vend, cpu, va_flags, vm)
         if va.__class__ is not int:

@@ -1,0 +1,66 @@
+"""Argument checks at the API boundary: C types for Python values.
+
+The kernel's entry points take C integers: sizes and addresses are ``unsigned long``
+(a negative value is a huge one: ``vmalloc(-1)`` asks for 18446744073709551615
+bytes), counts are ``unsigned int``, nodes and CPUs are ``int``. These helpers turn a
+Python argument into the value the kernel would see, or raise a clear
+:class:`TypeError`/:class:`ValueError` naming the argument, before the model's state
+is touched, so a wrong type never ends in a traceback deep inside a layer.
+
+Any integral object is accepted (``int``, ``bool``, ``numpy.int64``: whatever
+``operator.index`` takes); floats, strings and ``None`` are refused.
+
+>>> ulong("size", -1, 64)
+18446744073709551615
+>>> ulong("size", 8192.0, 64)
+Traceback (most recent call last):
+...
+TypeError: size must be an integer (unsigned long), not float: 8192.0
+"""
+
+from __future__ import annotations
+
+import operator
+
+__all__ = ["c_int", "integer", "uint", "ulong"]
+
+
+def integer(name: str, value: object, ctype: str = "int") -> int:
+    """``value`` as a Python int, or a TypeError naming ``name`` and the C type."""
+    if value.__class__ is int:
+        return value
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an integer ({ctype}), not {type(value).__name__}: {value!r}"
+        ) from None
+
+
+def ulong(name: str, value: object, bits: int = 64) -> int:
+    """An ``unsigned long`` argument: negative values wrap as in C; values that do
+    not fit in ``bits`` bits (and are not a wrapped negative) are refused."""
+    v = integer(name, value, "unsigned long")
+    if 0 <= v < 1 << bits:
+        return v
+    if -(1 << bits) <= v < 0:
+        return v & ((1 << bits) - 1)
+    raise ValueError(f"{name} {v} does not fit in an unsigned long ({bits} bits)")
+
+
+def uint(name: str, value: object) -> int:
+    """An ``unsigned int`` argument (32 bits on every architecture)."""
+    v = integer(name, value, "unsigned int")
+    if 0 <= v < 1 << 32:
+        return v
+    if -(1 << 32) <= v < 0:
+        return v & 0xFFFFFFFF
+    raise ValueError(f"{name} {v} does not fit in an unsigned int (32 bits)")
+
+
+def c_int(name: str, value: object) -> int:
+    """An ``int`` argument (32-bit signed)."""
+    v = integer(name, value, "int")
+    if -(1 << 31) <= v < 1 << 31:
+        return v
+    raise ValueError(f"{name} {v} does not fit in an int (32 bits)")
