@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+import pyvmalloc
 from pyvmalloc import _accel, rbtree
 from pyvmalloc.vmap import freetree, placement
 from pyvmalloc.vmap.area import FREE_AUGMENT, VmapArea, compute_subtree_max_size
@@ -259,7 +260,9 @@ def _run_workload(seed: int, pure: bool) -> dict[str, object]:
     env.pop("PYVMALLOC_PURE", None)
     if pure:
         env["PYVMALLOC_PURE"] = "1"
-    src = str(Path(__file__).resolve().parents[1] / "src")
+    # The package this test imported (an editable src/ tree or an installed wheel),
+    # so both runs see the same build of the accelerator.
+    src = str(Path(pyvmalloc.__file__).resolve().parents[1])
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     r = subprocess.run(
         [sys.executable, "-c", _WORKLOAD, str(seed)],
