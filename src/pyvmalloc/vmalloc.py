@@ -881,11 +881,10 @@ class Vmalloc:
         pages = vm.pages
         nr_pages = vm.nr_pages
         if pages is not None and nr_pages:
-            free_pages = self.phys.free_pages
             if len(pages) != nr_pages:
                 pages = pages[:nr_pages]  # (skipped when it would be the whole array)
-            for pfn in pages.tolist():
-                free_pages(pfn, 0)
+            # __free_page() for each page, in order (in bulk where the pages allow).
+            self.phys.free_pages_bulk(pages.tolist())
             if vm.flags & VM_MAP_PUT_PAGES:
                 self.put_pages -= nr_pages
             else:
