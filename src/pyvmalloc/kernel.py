@@ -96,7 +96,7 @@ class Work:
     queued_at: int
 
 
-@dataclass
+@dataclass(repr=False)
 class WorkQueue:
     """The system workqueue, made explicit and inspectable.
 
@@ -118,6 +118,11 @@ class WorkQueue:
         self._tick += 1
         self.pending.append(Work(name, func, self._tick))
         return True
+
+    def __repr__(self) -> str:
+        names = ", ".join(w.name for w in self.pending) or "nothing"
+        mode = "auto" if self.auto else "manual"
+        return f"<WorkQueue ({mode}): {names} pending, {self.ran} run>"
 
     def run_pending(self) -> int:
         """Run every pending item (and items they queue) in order; return how many."""

@@ -712,6 +712,13 @@ class PageTables:
         """Page-table pages taken from the buddy allocator (static ones excluded)."""
         return len(self.tables) - len(self.static_tables)
 
+    def __repr__(self) -> str:
+        names = "/".join(level.name for level in self.levels)
+        return (
+            f"<PageTables init_mm {names}: {len(self.tables)} table pages "
+            f"({self.nr_pgtable_pages} allocated since boot)>"
+        )
+
     def render_walk(self, addr: int) -> str:
         """A learner-friendly text rendering of :meth:`walk`."""
         w = self.walk(addr)

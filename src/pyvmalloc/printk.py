@@ -53,7 +53,7 @@ class LogLine:
         return f"[{self.seq:>6}] {prefix}{self.text}"
 
 
-@dataclass
+@dataclass(repr=False)
 class KernelLog:
     """An append-only ring of kernel messages (``dmesg``)."""
 
@@ -178,6 +178,10 @@ class KernelLog:
             self.unwind()
             raise
         self.leave()
+
+    def __repr__(self) -> str:
+        mode = "strict" if self.strict else "lenient"
+        return f"<KernelLog {len(self.lines)} lines ({mode})>"
 
     def dmesg(self) -> str:
         return "\n".join(str(line) for line in self.lines)

@@ -301,6 +301,12 @@ class SlabAllocator:
             )
         return "\n".join(out) + "\n"
 
+    def __repr__(self) -> str:
+        return (
+            f"<SlabAllocator {self.slab_bytes} bytes in kmalloc objects, "
+            f"{self.slab_pages} slab pages, {self.large_pages} large-kmalloc pages>"
+        )
+
     def check(self) -> None:
         """Counters agree with the slabs; every slab page is allocated and tagged."""
         from pyvmalloc.phys import PG_ALLOC, InvariantError

@@ -309,6 +309,13 @@ class Vmalloc:
         )
         self.stats = {"vmalloc": 0, "vfree": 0, "vmap": 0, "vunmap": 0, "failures": 0}
 
+    def __repr__(self) -> str:
+        n = sum(1 for _ in self.areas())
+        return (
+            f"<Vmalloc {self.profile.name}: {n} vm_structs, nr_vmalloc_pages "
+            f"{self.nr_vmalloc_pages}>"
+        )
+
     # ------------------------------------------------------------------ helpers
     def _warn_alloc(self, gfp: int, text: str) -> None:
         """``warn_alloc(gfp, NULL, text)``: silent with ``_GFP_NOWARN``."""

@@ -432,6 +432,13 @@ class PhysicalMemory:
         """Global ``NR_FREE_PAGES``: pages in buddy lists (pcp pages not included)."""
         return sum(z.free_pages for z in self.zones)
 
+    def __repr__(self) -> str:
+        zones = ", ".join(f"{z.name} {z.free_pages}/{z.managed}" for z in self.zones)
+        return (
+            f"<PhysicalMemory {self.totalram_pages} pages managed, "
+            f"{self.nr_free_pages()} free (zone free/managed: {zones})>"
+        )
+
     def page_zone(self, pfn: int) -> Zone:
         g = self._zn[pfn]
         if g == NO_ZONE:
