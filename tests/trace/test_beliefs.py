@@ -304,3 +304,66 @@ def test_no_refuted_choice_is_repeated():
         res = replay(trace, snap, meta=meta)
         counts = Counter(m.cause_key for m in res.mismatches)
         assert all(n == 1 for n in counts.values()), (name, counts.most_common(3))
+
+
+# --- a purge in flight: its decay, its refill ----------------------------------------
+
+
+def _alloc_at(tr: Trace, t: float, addr: int, cpu: int, size: int) -> None:
+    tr.t = t - 0.001  # Trace._tick adds 1 ms
+    tr.alloc(addr, cpu=cpu, size=size, align=1)
+
+
+def test_a_decay_not_yet_in_the_kernels_tree_is_held_out_of_the_models(tmp_path):
+    # CPU 1 fills node 1's pool[2] with 80 areas of 12 KiB (pushed ascending: head =
+    # the highest). The next purge decays 80 >> 2 = 20 of them from the head, a[60..79],
+    # a private tree first (decay_va_pool_node), the global free tree only at the end
+    # of the node's decay. CPU 0 allocates 8 KiB twice within 2 us of the purge's
+    # start: both searches miss the decayed areas and go above the lazy area b. After
+    # the purge's event they are in the tree: the next 8 KiB goes to a[60].
+    s = 0x3000
+    a = [V + 0x1000 + i * s for i in range(80)]
+    b = a[-1] + s  # 20 KiB, lazily freed on node 0 by CPU 0
+    tr = Trace()
+    for x in a:
+        tr.alloc(x, cpu=1, size=s, align=1)
+    for x in a:
+        tr.free(x, size=s, cpu=1)
+    tr.purge(a[0], a[-1] + s, 80, 80 * 3)
+    tr.alloc(b, cpu=0, size=0x5000, align=1)
+    tr.free(b, size=0x5000, cpu=0)
+    began = tr.t + 20e-6  # the purge worker's wake-up (Replayer.worker_latency)
+    _alloc_at(tr, began + 1e-6, b + 0x5000, 0, 0x2000)
+    _alloc_at(tr, began + 2e-6, b + 0x7000, 0, 0x2000)
+    tr.t = began + 30e-6 - 0.001
+    tr.purge(b, b + 0x5000, 1, 5)
+    tr.alloc(a[60], cpu=0, size=0x2000, align=1)
+    res = run(tmp_path, tr, [(V, V + 0x1000)])
+    assert res.allocs_compared == 80 + 1 + 3
+    assert [(m.kernel, m.model) for m in res.mismatches] == [(b + 0x5000, a[60])]
+    m = res.mismatches[0]
+    assert m.cause_class == "race" and m.cause_key.startswith("decay:"), m
+
+
+def test_each_allocation_racing_a_refill_is_its_own_race(tmp_path):
+    # Node 0's purge pushes a[0..9] onto its pool in ascending order while CPU 0
+    # allocates from it: the first allocation gets a[3] (the last pushed then), the
+    # second a[6]. Neither follows from the other; after the purge's event the pool
+    # head is a[9], as the model has it.
+    s = 0x3000
+    a = [V + 0x1000 + i * s for i in range(10)]
+    tr = Trace()
+    for x in a:
+        tr.alloc(x, cpu=0, size=s, align=1)
+    for x in a:
+        tr.free(x, size=s, cpu=0)
+    tr.alloc(a[3], cpu=0, size=s, align=1)
+    tr.alloc(a[6], cpu=0, size=s, align=1)
+    tr.purge(a[0], a[-1] + s, 10, 30)
+    tr.alloc(a[9], cpu=0, size=s, align=1)
+    res = run(tmp_path, tr, [(V, V + 0x1000)])
+    assert [m.kernel for m in res.mismatches] == [a[3], a[6]]
+    assert all(m.cause_class == "race" for m in res.mismatches)
+    keys = [m.cause_key for m in res.mismatches]
+    assert all(k.startswith("refill:") for k in keys) and len(set(keys)) == 2
+    assert res.allocs_matched == res.allocs_compared - 2

@@ -173,6 +173,47 @@ class Beliefs:
         self.passed[id(va)] = n + 1
         return n == 0
 
+    # --- a purge's decay in flight ------------------------------------------------
+    def pool_ranges(self) -> set[tuple[int, int, int]]:
+        """Every pooled area as ``(start, end, node)``."""
+        return {
+            (va.va_start, va.va_end, vn.id)
+            for vn in self.space.nodes
+            for pool in vn.pools.values()
+            for va in pool
+        }
+
+    def hold_decayed(self, ranges: list[tuple[int, int, int]]) -> list[VmapArea]:
+        """A purge's decay had not reached the kernel's free tree yet: take these
+        decayed ranges back out of the model's free tree (parked) until it has.
+
+        ``decay_va_pool_node`` gathers a node's decayed areas in a private tree and
+        merges them into the global free tree only after all of that node's pools
+        (``reclaim_list_global``), so an allocation on another CPU meanwhile searches
+        a tree without them. Returns the parked blocks (for :meth:`release`).
+        """
+        free = self.space.free
+        held: list[VmapArea] = []
+        for start, end, _node in sorted(ranges):
+            blk = free.pvm_find_va_enclose_addr(start)
+            if blk is None or blk.va_start > start or blk.va_end < end:
+                continue  # the model allocated in it meanwhile
+            if free.va_clip(blk, start, end - start):
+                continue
+            va = VmapArea(start, end)
+            self._park(va)
+            held.append(va)
+        if held:
+            self.revisions += 1
+        return held
+
+    def release(self, held: list[VmapArea]) -> None:
+        """Give blocks parked by :meth:`hold_decayed` back to the free tree."""
+        free = self.space.free
+        for va in held:
+            if self.parked.get(va.va_start) is va:
+                free.merge_or_add_vmap_area_augment(self._unpark(va.va_start))
+
     # --- tree shape -----------------------------------------------------------------
     def park(self, block: tuple[int, int]) -> bool:
         """The kernel's tree does not have what the model sees as the free block

@@ -71,6 +71,9 @@ RACE_SECONDS = 50e-6
 #: may be preempted in between (0.7 ms seen on this machine).
 REORDER_EVENTS = 64
 REORDER_SECONDS = 1e-3
+#: Time ``decay_va_pool_node`` spends per decayed area before the node's decayed areas
+#: reach the free tree (assumed; this machine: 0.12-0.22 us seen, see docs/replay.md).
+DECAY_SECONDS_PER_AREA = 0.15e-6
 
 __all__ = [
     "CompareRow",
@@ -247,6 +250,7 @@ class Replayer:
         early_decay: bool = True,
         worker_latency: float = 20e-6,
         node_by_node: bool = True,
+        decay_in_flight: bool = True,
         placement: Any = None,
         pools: Any = None,
     ) -> None:
@@ -295,6 +299,13 @@ class Replayer:
         self._infer_pools = False
         #: Later allocations already applied out of trace order (lock-order races).
         self._reordered: set[int] = set()
+        #: The open purge's decayed areas ``(start, end, node)``, until its decay is
+        #: known to be in the kernel's tree, and those held out of the model's tree
+        #: while the kernel's decay was seen in flight (see :meth:`_explain`).
+        self._watch_decay = decay_in_flight
+        self._decayed: list[tuple[int, int, int]] = []
+        self._held: list[VmapArea] = []
+        self._held_until: list[tuple[float, list[VmapArea]]] = []
         self._seed(snapshot)
 
     # --- snapshot import ------------------------------------------------------------
@@ -381,11 +392,12 @@ class Replayer:
             # happened by now, or this event is a free the purge did not take.
             nxt = self._next_purge
             assert nxt is not None
-            self.beliefs.purge_seq += 1
-            self._pending = self.harness.begin_purge(nxt.npurged)
+            self._begin_purge(nxt)
             self._purge_began_at = ev.timestamp if ev.timestamp < armed else armed
             self._armed_at = None
             self._plan_node_finish(ev.timestamp if ev.timestamp < armed else armed, nxt)
+        if self._held_until:
+            self._decay_reached_tree(ev.timestamp)
         pending = self._pending
         if pending is not None and self._node_done_at:
             # Nodes whose refill the purge worker has finished by now, on the
@@ -393,6 +405,7 @@ class Replayer:
             # to the areas each node returns.
             while self._node_done_at and ev.timestamp >= self._node_done_at[0]:
                 self._node_done_at.pop(0)
+                self._decay_reached_tree()
                 before = self.beliefs.before_refill()
                 self.space.purge_next_node(pending)
                 self.beliefs.after_refill(before)
@@ -409,6 +422,35 @@ class Replayer:
         for _vn, lst in pending.marked[:-1]:  # the last node ends with the event
             done += len(lst)
             self._node_done_at.append(t1 + span * done / total)
+
+    def _begin_purge(self, nxt: PurgeVmapAreaLazy) -> None:
+        """Run the next purge's first phase, noting which pooled areas it decayed."""
+        b = self.beliefs
+        b.purge_seq += 1
+        before = b.pool_ranges() if self._watch_decay else set()
+        self._pending = self.harness.begin_purge(nxt.npurged)
+        self._decayed = sorted(before - b.pool_ranges()) if before else []
+        self._held = []
+        self._held_until = []
+
+    def _decay_reached_tree(self, now: float | None = None) -> None:
+        """The purge's decay is in the kernel's free tree by now (its refill, which
+        comes after every node's decay, has begun, or its event came); with ``now``,
+        only the nodes whose decay was due to end by then."""
+        if now is not None:
+            due = [held for t, held in self._held_until if t <= now]
+            if not due:
+                return
+            self._held_until = [(t, held) for t, held in self._held_until if t > now]
+            for held in due:
+                self.beliefs.release(held)
+            self._held = [va for _t, held in self._held_until for va in held]
+            return
+        if self._held:
+            self.beliefs.release(self._held)
+            self._held = []
+            self._held_until = []
+        self._decayed = []
 
     def alloc(self, ev: AllocVmapArea) -> None:
         if self._reordered and id(ev) in self._reordered:
@@ -639,6 +681,10 @@ class Replayer:
     def _adopt(self, ev: AllocVmapArea, cpu: int) -> None:
         """Make the kernel's address busy in the model, tagged with the CPU's node."""
         b = self.beliefs
+        if self._held and any(
+            va.va_start < ev.addr + ev.size and ev.addr < va.va_end for va in self._held
+        ):
+            self._decay_reached_tree()  # the kernel allocated in it: it is in its tree
         if b.parked:
             pk = b.parked_at(ev.addr)
             end = ev.addr + ev.size
@@ -700,6 +746,9 @@ class Replayer:
                 RULE, "the kernel failed and the model did not, or the reverse", ("fail", ev.line)
             )
         kind, obj, pnode, pos = self._where(ev.addr, ev.size)
+        decay = self._decay_in_flight(ev, dec, kind, obj, model_addr)
+        if decay is not None:
+            return decay
         was_parked = kind == "parked"
         if was_parked and not self._at_bottom(ev, obj):
             # Inside a range the kernel's tree lacks: a pool entry there.
@@ -724,6 +773,9 @@ class Replayer:
                 ("purge", b.purge_seq),
             )
         if kind in ("lazy", "purging") or self._in_race_window(ev.timestamp):
+            refill = self._refill_race(ev, node, idx)
+            if refill is not None:
+                return refill
             return Cause(
                 RACE,
                 "a purge in flight: its effects reached this CPU at another "
@@ -874,14 +926,108 @@ class Replayer:
             RULE, "the kernel chose a lower block the model's search skipped", ("rule", ev.line)
         )
 
+    def _refill_race(self, ev: AllocVmapArea, node: int, idx: int) -> Cause | None:
+        """The kernel took an entry of this node's pool that the open (or just ended)
+        purge pushed, below the model's head: the kernel's refill was in flight.
+
+        ``purge_vmap_node`` pushes a node's areas onto the pool head one at a time, in
+        ascending address order, while other CPUs allocate from it; each allocation
+        meanwhile takes the area pushed last. Which one that is depends on that
+        allocation's own timing against the refill, to within a few hundred
+        nanoseconds: a race of its own, not a consequence of an earlier mismatch.
+        """
+        kind, obj, pnode, pos = self._where(ev.addr, ev.size)
+        if kind == "purging" and self._advance_purge(ev):
+            kind, obj, pnode, pos = self._where(ev.addr, ev.size)
+        b = self.beliefs
+        if (
+            kind != "pool"
+            or pnode != node
+            or pos <= 0
+            or not isinstance(obj, VmapArea)
+            or b.gen.get(id(obj)) != b.purge_seq
+        ):
+            return None
+        return Cause(
+            RACE,
+            f"pool refill in flight: node {node}'s pool[{idx}] held only the areas its "
+            f"purge had pushed by then (ascending); the kernel took the last pushed, "
+            f"{pos} below the model's head",
+            ("refill", b.purge_seq, ev.line),
+        )
+
+    def _decay_in_flight(
+        self,
+        ev: AllocVmapArea,
+        dec: Decision | None,
+        kind: str,
+        obj: object,
+        model_addr: int,
+    ) -> Cause | None:
+        """A divergence explained by the open purge's decay, not yet in the kernel's
+        free tree (or already, when the model held it back).
+
+        ``decay_va_pool_node`` takes each node's decayed areas into a private tree
+        and merges them into the global free tree after all of that node's pools, so
+        the kernel's searches see them only some time after the purge began, and
+        before its refill (which follows every node's decay). When the model's tree
+        choice lies in a decayed area and the kernel's is higher, the kernel's tree
+        lacked them: the model holds every decayed area of that node and the nodes
+        after it out of its tree until the refill begins or the kernel allocates in
+        one.
+        """
+        seq = self.beliefs.purge_seq
+        if (
+            self._held
+            and kind == "parked"
+            and any(va.va_start <= ev.addr < va.va_end for va in self._held)
+        ):
+            self._decay_reached_tree()
+            return Cause(
+                RACE,
+                "a purge's pool decay had reached the kernel's free tree by then",
+                ("decay", seq),
+            )
+        if (
+            not self._decayed
+            or self._held
+            or kind != "free"
+            or dec is None
+            or dec.source != "tree"
+            or ev.addr <= model_addr
+        ):
+            return None
+        block = dec.block
+        first = next((r for r in self._decayed if r[0] < block[1] and block[0] < r[1]), None)
+        if first is None:
+            return None
+        # Node by node, each node's decayed areas reach the tree when its decay ends,
+        # assumed DECAY_SECONDS_PER_AREA per area decayed since the purge began.
+        began = self._purge_began_at if self._purge_began_at is not None else ev.timestamp
+        count = 0
+        for node in sorted({r[2] for r in self._decayed}):
+            mine = [r for r in self._decayed if r[2] == node]
+            count += len(mine)
+            done = began + count * DECAY_SECONDS_PER_AREA
+            if node >= first[2] and done > ev.timestamp:
+                held = self.beliefs.hold_decayed(mine)
+                self._held.extend(held)
+                self._held_until.append((done, held))
+        if not self._held:
+            return None
+        return Cause(
+            RACE,
+            f"a purge's pool decay (node {first[2]}) had not reached the kernel's free tree yet",
+            ("decay", seq),
+        )
+
     def _advance_purge(self, ev: AllocVmapArea) -> bool:
         """Run the next purge's phases now, as far as needed for the kernel's address
         to be free (its first phase only if the model already waits for it)."""
         advanced = False
         nxt = self._next_purge
         if self._pending is None and nxt is not None and self._armed_at is not None:
-            self.beliefs.purge_seq += 1
-            self._pending = self.harness.begin_purge(nxt.npurged)
+            self._begin_purge(nxt)
             self._purge_began_at = ev.timestamp
             self._armed_at = None
             self._plan_node_finish(ev.timestamp, nxt)
@@ -890,6 +1036,7 @@ class Replayer:
         while pending is not None and pending.marked:
             if self._where(ev.addr, ev.size)[0] == "free":
                 break
+            self._decay_reached_tree()
             before = self.beliefs.before_refill()
             self.space.purge_next_node(pending)
             self.beliefs.after_refill(before)
@@ -1005,6 +1152,8 @@ class Replayer:
         # A purge right after a failed allocation is the reclaim purge: pools are
         # fully decayed and not refilled.
         full = self._last_alloc_failed
+        self._decay_reached_tree()
+        self._decayed = []
         before = self.beliefs.before_refill()
         if self._pending is not None:
             self.space.finish_purge(self._pending)
