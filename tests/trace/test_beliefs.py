@@ -249,12 +249,13 @@ REAL = {
     "forkstorm": (0.995, 0.999),
     "bpf-churn-bg": (0.99, 0.999),
     "mixed-preempt": (0.99, 0.999),
+    "threads-long": (0.998, 0.999),
     "threads-pool-nodrop": (0.95, 0.999),
-    "threads-long-nodrop": (0.98, 0.999),
-    "small-spread-nodrop": (0.90, 0.999),
-    "mixed-nodrop": (0.74, 0.99),
-    "bpf-churn-bg-nodrop": (0.45, 0.97),
-    "bpfprog-nodrop": (0.45, 0.99),
+    "threads-long-nodrop": (0.985, 0.999),
+    "small-spread-nodrop": (0.91, 0.999),
+    "mixed-nodrop": (0.78, 0.99),
+    "bpf-churn-bg-nodrop": (0.53, 0.97),
+    "bpfprog-nodrop": (0.60, 0.99),
 }
 
 
@@ -287,8 +288,11 @@ def test_real_capture_floors_and_causes(name):
     per_cause = Counter(m.cause_key for m in res.mismatches)
     assert all(m.cause_class in ("hidden state", "race", "rule difference") for m in res.mismatches)
     if meta["drop_caches"]:
-        # drained: every remaining mismatch is a one-off hidden-state fact
-        assert all(m.cause_class == "hidden state" for m in res.mismatches)
+        # drained: every remaining mismatch is a one-off hidden-state fact, or a race
+        # with a purge in flight
+        assert all(m.cause_class in ("hidden state", "race") for m in res.mismatches)
+        assert max(per_cause.values(), default=0) <= 3
+    else:
         assert max(per_cause.values(), default=0) <= 3
     assert sum(c["mismatches"] for c in res.causes) == len(res.mismatches)
     assert all(c["mismatches"] == 1 + next(
@@ -367,3 +371,38 @@ def test_each_allocation_racing_a_refill_is_its_own_race(tmp_path):
     keys = [m.cause_key for m in res.mismatches]
     assert all(k.startswith("refill:") for k in keys) and len(set(keys)) == 2
     assert res.allocs_matched == res.allocs_compared - 2
+
+
+# --- pools at snapshot time, areas with align <= PAGE_SIZE (no drop_caches) ----------
+
+
+def test_a_tree_choice_shows_every_lower_fitting_block_is_not_in_the_kernels_tree(tmp_path):
+    # Without drop_caches, the 12 KiB and 16 KiB holes below V + 0xA000 are pooled
+    # in the kernel (other sizes' pools): its 12 KiB tree search returns the lowest
+    # block of at least 12 KiB in its tree, the top one. So neither hole is in its
+    # tree, and its next 8 KiB search ends there too, not in the 16 KiB hole.
+    busy = [(V, V + 0x1000), (V + 0x4000, V + 0x5000), (V + 0x9000, V + 0xA000)]
+    tr = Trace()
+    tr.alloc(V + 0xA000, cpu=0, size=0x3000, align=1)
+    tr.alloc(V + 0xD000, cpu=0, size=0x2000, align=1)
+    res = run(tmp_path, tr, busy, drop=False)
+    assert [(m.kernel, m.model) for m in res.mismatches] == [(V + 0xA000, V + 0x1000)]
+    assert res.allocs_matched == 1
+
+
+def test_hidden_pool_heads_of_exact_size_holes_are_followed_down_by_their_stride(tmp_path):
+    # Node 0's pool[2] holds four 12 KiB areas at snapshot time, H1 < H2 < H3 < H4,
+    # each alone between busy areas (one purge pushed them ascending: head H4). The
+    # first two allocations show the model a head (H4 looks like a tree choice, H3
+    # comes from a range the kernel's tree lacks); then the next head is the exact
+    # hole below the last (H2), then one stride further down (H1), then the tree.
+    h = [V + 0x1000 + i * 0x4000 for i in range(4)]
+    busy = [(V, V + 0x1000)] + [(x + 0x3000, x + 0x4000) for x in h]
+    top = h[-1] + 0x4000
+    tr = Trace()
+    for addr in (h[3], h[2], h[1], h[0], top):
+        tr.alloc(addr, cpu=0, size=0x3000, align=1)
+    res = run(tmp_path, tr, busy, drop=False)
+    assert [m.kernel for m in res.mismatches] == [h[3], h[2]]
+    assert res.allocs_matched == 3
+    assert res.hidden_pool_hits == 2

@@ -88,10 +88,19 @@ class Beliefs:
         #: Pools at snapshot time (no drop_caches): (node, class) -> the last head the
         #: kernel took from it; absent = not seen yet, None = seen empty.
         self.hidden_head: dict[tuple[int, int], int | None] = {}
+        #: The head the kernel took from a hidden pool before the last one.
+        self.hidden_prev: dict[tuple[int, int], int] = {}
         #: Slots refuted as heads of a hidden pool: (node, class) -> addresses.
         self.hidden_refuted: dict[tuple[int, int], set[int]] = {}
         #: Number of revisions made (each one a refuted guess).
         self.revisions = 0
+
+    def saw_hidden_head(self, key: tuple[int, int], addr: int) -> None:
+        """The kernel took ``addr`` from the pool ``key`` hidden at snapshot time."""
+        last = self.hidden_head.get(key)
+        if last is not None and last != addr:
+            self.hidden_prev[key] = last
+        self.hidden_head[key] = addr
 
     # --- node of pre-snapshot areas -------------------------------------------------
     def guess_node(self, va: VmapArea) -> None:
@@ -228,6 +237,15 @@ class Beliefs:
         self._park(blk)
         self.revisions += 1
         return True
+
+    def range_is_free(self, start: int, end: int) -> bool:
+        """Whether ``[start, end)`` lies in one free block of the model's tree or in
+        one parked block."""
+        blk = self.space.free.pvm_find_va_enclose_addr(start)
+        if blk is not None and blk.va_start <= start and end <= blk.va_end:
+            return True
+        pk = self.parked_at(start) if self.parked else None
+        return pk is not None and end <= pk.va_end
 
     def parked_at(self, addr: int) -> VmapArea | None:
         i = bisect_right(self._parked_starts, addr) - 1
@@ -408,8 +426,11 @@ def pool_class(size: int) -> int:
     return (size - 1) >> PAGE_SHIFT
 
 
-#: How many free blocks below the last head :meth:`Beliefs.next_hidden_head` looks at.
+#: How many free blocks below the last head :func:`next_hidden_head` looks at.
 HIDDEN_SCAN_BLOCKS = 64
+#: How many free ranges below the last head :func:`next_hidden_area` looks at for one
+#: of exactly the allocation's size.
+EXACT_SCAN_BLOCKS = 16
 
 
 def next_hidden_head(b: Beliefs, node: int, idx: int, size: int, align: int) -> int | None:
@@ -440,4 +461,45 @@ def next_hidden_head(b: Beliefs, node: int, idx: int, size: int, align: int) -> 
             if y not in refuted and y + size <= top:
                 return int(y)
             y -= step
+    return None
+
+
+def next_hidden_area(b: Beliefs, node: int, idx: int, size: int) -> int | None:
+    """The likely next head of node ``node``'s pool ``idx`` at snapshot time, for an
+    area with align <= PAGE_SIZE, once the kernel has shown one head of it.
+
+    A purge pushes its areas onto the pool head in ascending address order, so one
+    purge's areas leave the pool in descending order. Below the last head, the
+    candidates are, in this order: the slot one stride further down when the last two
+    heads were ``stride`` apart (a workload that allocated the same sequence again
+    and again left its areas at a regular stride), then the highest free range of
+    exactly this size (one pooled area between busy ones). Slots the kernel refuted
+    are skipped.
+    """
+    key = (node, idx)
+    last = b.hidden_head.get(key)
+    if last is None:
+        return None
+    refuted = b.hidden_refuted.get(key, ())
+    vs = b.space.vmalloc_start
+    prev = b.hidden_prev.get(key)
+    if prev is not None and prev > last:
+        y = last - (prev - last)
+        if y >= vs and y not in refuted and b.range_is_free(y, y + size):
+            return y
+    # Maximal free ranges below ``last``, highest first (a parked block may touch a
+    # tree block: they are one range).
+    cur: tuple[int, int] | None = None
+    for n, (start, end) in enumerate(b.ranges_below(last)):
+        if n >= EXACT_SCAN_BLOCKS or start < vs:
+            break
+        end = min(end, last)
+        if cur is not None and cur[0] == end:
+            cur = (start, cur[1])
+            continue
+        if cur is not None and cur[1] - cur[0] == size and cur[0] not in refuted:
+            return cur[0]
+        cur = (start, end)
+    if cur is not None and cur[1] - cur[0] == size and cur[0] not in refuted:
+        return cur[0]
     return None

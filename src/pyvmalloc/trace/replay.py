@@ -35,12 +35,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyvmalloc.config import ENOENT, ERANGE, PAGE_SIZE, format_size
+from pyvmalloc.rbtree import rb_prev
 from pyvmalloc.trace.beliefs import (
     HIDDEN,
     RACE,
     RULE,
     Beliefs,
     Cause,
+    next_hidden_area,
     next_hidden_head,
     pool_class,
 )
@@ -523,7 +525,9 @@ class Replayer:
             if hidden is not None:
                 res.allocs_matched_guessed += 1
                 res.hidden_pool_hits += 1
-                self.beliefs.hidden_head[(cpu % space.nr_vmap_nodes, pool_class(ev.size))] = hidden
+                self.beliefs.saw_hidden_head(
+                    (cpu % space.nr_vmap_nodes, pool_class(ev.size)), hidden
+                )
             elif dec is not None:
                 b = self.beliefs
                 if pool_hit:
@@ -610,16 +614,15 @@ class Replayer:
     def _hidden_guess(self, ev: AllocVmapArea, cpu: int) -> int | None:
         """The model's guess when its own pool is empty but the kernel's may still hold
         areas pooled before the snapshot (no drop_caches)."""
-        if not self._poolable(ev) or ev.align <= PAGE_SIZE:
-            # Only stacks (align > PAGE_SIZE) are pooled side by side in a predictable
-            # order; for other sizes the model learns only which free ranges the
-            # kernel's tree does not have (see _explain).
+        if not self._poolable(ev):
             return None
         space = self.space
         node = cpu % space.nr_vmap_nodes
         idx = pool_class(ev.size)
         if space.nodes[node].pools.get(idx):
             return None  # the model's own pool entries are newer: they come first
+        if ev.align <= PAGE_SIZE:
+            return next_hidden_area(self.beliefs, node, idx, ev.size)
         return next_hidden_head(self.beliefs, node, idx, ev.size, ev.align)
 
     @staticmethod
@@ -662,8 +665,8 @@ class Replayer:
                 f"node {key[0]} pool[{key[1]}] at snapshot time: used up",
                 ("snapshot-pool-end", key[0], key[1], ev.line),
             )
-        if kind == "free":
-            b.hidden_head[key] = ev.addr
+        if kind in ("free", "parked"):
+            b.saw_hidden_head(key, ev.addr)
         return Cause(
             HIDDEN,
             f"{guess:#x} not next in node {key[0]} pool[{key[1]}] at snapshot time",
@@ -749,12 +752,26 @@ class Replayer:
         decay = self._decay_in_flight(ev, dec, kind, obj, model_addr)
         if decay is not None:
             return decay
+        if (
+            self._infer_pools
+            and ev.align <= PAGE_SIZE
+            and self._poolable(ev)
+            and node >= 0
+            and kind in ("free", "parked")
+            and isinstance(obj, tuple)
+            and obj[1] - obj[0] == ev.size
+            and (kind == "parked" or ev.addr < model_addr)
+            and b.hidden_head.get((node, idx), 0) is not None
+        ):
+            # A free range of exactly this size, below the model's tree choice (or one
+            # the kernel's tree lacks): one pooled area, this pool's head.
+            b.saw_hidden_head((node, idx), ev.addr)
         was_parked = kind == "parked"
         if was_parked and not self._at_bottom(ev, obj):
             # Inside a range the kernel's tree lacks: a pool entry there.
             assert isinstance(obj, tuple)
             if self._infer_pools and self._poolable(ev) and node >= 0:
-                b.hidden_head[(node, idx)] = ev.addr
+                b.saw_hidden_head((node, idx), ev.addr)
             return Cause(
                 HIDDEN,
                 f"{ev.addr:#x} pooled (at snapshot time) inside {obj[0]:#x}-{obj[1]:#x}",
@@ -876,7 +893,7 @@ class Replayer:
                 key, ()
             ):
                 # Free space to the model, not its choice: the kernel's pool head.
-                b.hidden_head[key] = ev.addr
+                b.saw_hidden_head(key, ev.addr)
                 if ev.addr > model_addr and zb[1] - zb[0] >= length and zb != obj:
                     # The model's lowest fit, passed over: believed pooled too (a tree
                     # search would have taken it) until the kernel allocates at its
@@ -905,6 +922,8 @@ class Replayer:
             if self.result.drop_caches is False:
                 if zb != obj:
                     b.park(zb)
+                    if ev.align <= PAGE_SIZE and self._at_bottom(ev, obj):
+                        self._park_fitting_below(ev, length)
                 return Cause(
                     HIDDEN,
                     f"{zb[0]:#x}-{zb[1]:#x} pooled at snapshot time",
@@ -925,6 +944,19 @@ class Replayer:
         return Cause(
             RULE, "the kernel chose a lower block the model's search skipped", ("rule", ev.line)
         )
+
+    def _park_fitting_below(self, ev: AllocVmapArea, length: int, limit: int = 256) -> int:
+        """The kernel took ``ev.addr`` from its tree, at the bottom of a free block:
+        with align <= PAGE_SIZE the search returns the lowest block of at least
+        ``length``, so no block of that length below it is in the kernel's tree. Park
+        them (at most ``limit``, nearest first); returns how many."""
+        blocks: list[tuple[int, int]] = []
+        blk = self.space.free.pvm_find_va_enclose_addr(ev.addr - 1)
+        while blk is not None and len(blocks) < limit and blk.va_end > ev.vstart:
+            if blk.va_end <= ev.addr and blk.va_end - max(blk.va_start, ev.vstart) >= length:
+                blocks.append((blk.va_start, blk.va_end))
+            blk = rb_prev(blk)
+        return sum(self.beliefs.park(block) for block in blocks)
 
     def _refill_race(self, ev: AllocVmapArea, node: int, idx: int) -> Cause | None:
         """The kernel took an entry of this node's pool that the open (or just ended)
