@@ -922,7 +922,13 @@ class Replayer:
             if self.result.drop_caches is False:
                 if zb != obj:
                     b.park(zb)
-                    if ev.align <= PAGE_SIZE and self._at_bottom(ev, obj):
+                    # At the bottom of a free block: a tree search, which returns the
+                    # lowest block of the search length (align <= PAGE_SIZE: the
+                    # lowest that fits). For a stack, a pooled area can sit there
+                    # too: only once this node's hidden pool is known used up.
+                    if self._at_bottom(ev, obj) and (
+                        ev.align <= PAGE_SIZE or (node >= 0 and b.hidden_used_up((node, idx)))
+                    ):
                         self._park_fitting_below(ev, length)
                 return Cause(
                     HIDDEN,
@@ -947,9 +953,10 @@ class Replayer:
 
     def _park_fitting_below(self, ev: AllocVmapArea, length: int, limit: int = 256) -> int:
         """The kernel took ``ev.addr`` from its tree, at the bottom of a free block:
-        with align <= PAGE_SIZE the search returns the lowest block of at least
-        ``length``, so no block of that length below it is in the kernel's tree. Park
-        them (at most ``limit``, nearest first); returns how many."""
+        its search returns the lowest block of at least the search ``length`` (smaller
+        ones only on its descent path), so no block of that length below it is in the
+        kernel's tree. Park them (at most ``limit``, nearest first); returns how
+        many."""
         blocks: list[tuple[int, int]] = []
         blk = self.space.free.pvm_find_va_enclose_addr(ev.addr - 1)
         while blk is not None and len(blocks) < limit and blk.va_end > ev.vstart:
