@@ -95,9 +95,10 @@ class Beliefs:
         #: Number of revisions made (each one a refuted guess).
         self.revisions = 0
 
-    def hidden_used_up(self, key: tuple[int, int]) -> bool:
-        """Whether the pool ``key`` hidden at snapshot time is known to be empty."""
-        return key in self.hidden_head and self.hidden_head[key] is None
+    def hidden_pool_seen(self, key: tuple[int, int]) -> bool:
+        """Whether the kernel has shown a head of the pool ``key`` hidden at snapshot
+        time that is not known to be used up since."""
+        return self.hidden_head.get(key) is not None
 
     def saw_hidden_head(self, key: tuple[int, int], addr: int) -> None:
         """The kernel took ``addr`` from the pool ``key`` hidden at snapshot time."""

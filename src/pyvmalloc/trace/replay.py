@@ -924,10 +924,11 @@ class Replayer:
                     b.park(zb)
                     # At the bottom of a free block: a tree search, which returns the
                     # lowest block of the search length (align <= PAGE_SIZE: the
-                    # lowest that fits). For a stack, a pooled area can sit there
-                    # too: only once this node's hidden pool is known used up.
+                    # lowest that fits). A pooled stack can sit there too: for a
+                    # stack, only while this node's hidden pool is not known to hold
+                    # any (no head seen, or used up).
                     if self._at_bottom(ev, obj) and (
-                        ev.align <= PAGE_SIZE or (node >= 0 and b.hidden_used_up((node, idx)))
+                        ev.align <= PAGE_SIZE or (node >= 0 and not b.hidden_pool_seen((node, idx)))
                     ):
                         self._park_fitting_below(ev, length)
                 return Cause(
