@@ -88,8 +88,9 @@ class Beliefs:
         #: Pools at snapshot time (no drop_caches): (node, class) -> the last head the
         #: kernel took from it; absent = not seen yet, None = seen empty.
         self.hidden_head: dict[tuple[int, int], int | None] = {}
-        #: The head the kernel took from a hidden pool before the last one.
+        #: The heads the kernel took from a hidden pool before the last one.
         self.hidden_prev: dict[tuple[int, int], int] = {}
+        self.hidden_prev2: dict[tuple[int, int], int] = {}
         #: Slots refuted as heads of a hidden pool: (node, class) -> addresses.
         self.hidden_refuted: dict[tuple[int, int], set[int]] = {}
         #: Number of revisions made (each one a refuted guess).
@@ -104,6 +105,9 @@ class Beliefs:
         """The kernel took ``addr`` from the pool ``key`` hidden at snapshot time."""
         last = self.hidden_head.get(key)
         if last is not None and last != addr:
+            before = self.hidden_prev.get(key)
+            if before is not None:
+                self.hidden_prev2[key] = before
             self.hidden_prev[key] = last
         self.hidden_head[key] = addr
 
@@ -475,11 +479,11 @@ def next_hidden_area(b: Beliefs, node: int, idx: int, size: int) -> int | None:
 
     A purge pushes its areas onto the pool head in ascending address order, so one
     purge's areas leave the pool in descending order. Below the last head, the
-    candidates are, in this order: the slot one stride further down when the last two
-    heads were ``stride`` apart (a workload that allocated the same sequence again
-    and again left its areas at a regular stride), then the highest free range of
-    exactly this size (one pooled area between busy ones). Slots the kernel refuted
-    are skipped.
+    candidates are, in this order: the slot one stride further down when the last
+    three heads were ``stride`` apart (a workload that allocated the same sequence
+    again and again left its areas at a regular stride), then the highest free range
+    of exactly this size (one pooled area between busy ones). Slots the kernel
+    refuted are skipped.
     """
     key = (node, idx)
     last = b.hidden_head.get(key)
@@ -488,7 +492,7 @@ def next_hidden_area(b: Beliefs, node: int, idx: int, size: int) -> int | None:
     refuted = b.hidden_refuted.get(key, ())
     vs = b.space.vmalloc_start
     prev = b.hidden_prev.get(key)
-    if prev is not None and prev > last:
+    if prev is not None and prev > last and b.hidden_prev2.get(key) == prev + (prev - last):
         y = last - (prev - last)
         if y >= vs and y not in refuted and b.range_is_free(y, y + size):
             return y
