@@ -270,6 +270,8 @@ class Replayer:
         self.worker_latency = worker_latency
         #: Let a purge's nodes finish one by one before its event (see _plan_node_finish).
         self.node_by_node = node_by_node
+        #: (``decay_in_flight``) Hold a purge's decay out of the model's tree while the
+        #: kernel's choices show it is not in the kernel's yet (see _decay_in_flight).
         self.keep_mismatches = keep_mismatches
         self.result = ReplayResult(profile=self.profile.name, cpus=cpus)
         self.result.placement = self.space.placement.name
@@ -1017,9 +1019,10 @@ class Replayer:
         the kernel's searches see them only some time after the purge began, and
         before its refill (which follows every node's decay). When the model's tree
         choice lies in a decayed area and the kernel's is higher, the kernel's tree
-        lacked them: the model holds every decayed area of that node and the nodes
-        after it out of its tree until the refill begins or the kernel allocates in
-        one.
+        lacked them: the model holds the decayed areas of that node and the nodes
+        after it out of its tree, each node's until its decay is due to end
+        (:data:`DECAY_SECONDS_PER_AREA`), the refill begins, or the kernel allocates
+        in one.
         """
         seq = self.beliefs.purge_seq
         if (
