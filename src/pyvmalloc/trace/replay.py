@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyvmalloc.config import ENOENT, ERANGE, PAGE_SIZE, format_size
-from pyvmalloc.rbtree import rb_prev
+from pyvmalloc.rbtree import rb_next
 from pyvmalloc.trace.beliefs import (
     HIDDEN,
     RACE,
@@ -963,15 +963,25 @@ class Replayer:
         """The kernel took ``ev.addr`` from its tree, at the bottom of a free block:
         its search returns the lowest block of at least the search ``length`` (smaller
         ones only on its descent path), so no block of that length below it is in the
-        kernel's tree. Park them (at most ``limit``, nearest first); returns how
+        kernel's tree. Park them (at most ``limit``, lowest first); returns how
         many."""
         blocks: list[tuple[int, int]] = []
-        blk = self.space.free.pvm_find_va_enclose_addr(ev.addr - 1)
-        while blk is not None and len(blocks) < limit and blk.va_end > ev.vstart:
-            if blk.va_end <= ev.addr and blk.va_end - max(blk.va_start, ev.vstart) >= length:
+        # Lowest first: those are the ones the model's searches would end in.
+        blk = self.space.free.pvm_find_va_enclose_addr(ev.vstart)
+        if blk is None or blk.va_end <= ev.vstart:
+            blk = rb_next(blk) if blk is not None else self._first_free()
+        while blk is not None and len(blocks) < limit and blk.va_end <= ev.addr:
+            if blk.va_end - max(blk.va_start, ev.vstart) >= length:
                 blocks.append((blk.va_start, blk.va_end))
-            blk = rb_prev(blk)
+            blk = rb_next(blk)
         return sum(self.beliefs.park(block) for block in blocks)
+
+    def _first_free(self) -> VmapArea | None:
+        """The lowest free block of the model's tree."""
+        node: VmapArea | None = self.space.free_root.rb_node
+        while node is not None and node.rb_left is not None:
+            node = node.rb_left
+        return node
 
     def _refill_race(self, ev: AllocVmapArea, node: int, idx: int) -> Cause | None:
         """The kernel took an entry of this node's pool that the open (or just ended)
