@@ -51,6 +51,7 @@ __all__ = [
     "KState",
     "NodeState",
     "Pool",
+    "compare_kstate",
     "dump_kstate",
     "kstate_of",
     "load_kstate",
@@ -631,3 +632,69 @@ def kstate_of(kernel: Kernel, *, taken: str = "after-snapshot") -> KState:
         nodes=nodes,
         vmap_nodes=tuple(vnodes),
     )
+
+
+# --- comparing ------------------------------------------------------------------------
+
+
+def _places(ks: KState) -> dict[Range, tuple[tuple[Range, str] | None, bool]]:
+    """Each free block -> (its parent's block and side, or None for the root; black)."""
+    parent: dict[int, tuple[int, str]] = {}
+    for i, n in enumerate(ks.nodes):
+        if n.left is not None:
+            parent[n.left] = (i, "left")
+        if n.right is not None:
+            parent[n.right] = (i, "right")
+    out: dict[Range, tuple[tuple[Range, str] | None, bool]] = {}
+    for i, n in enumerate(ks.nodes):
+        p = parent.get(i)
+        up = None if p is None else ((ks.nodes[p[0]].va_start, ks.nodes[p[0]].va_end), p[1])
+        out[(n.va_start, n.va_end)] = (up, n.black)
+    return out
+
+
+def compare_kstate(model: KState, kernel: KState) -> dict[str, int]:
+    """Compare a model's state with the kernel's, node by node.
+
+    Free blocks: present on one side only; present on both but hanging under another
+    parent (or on the other side of it: ``free_position_differs``); another colour
+    (``free_color_differs``). A node counts as agreeing when range, parent, side and
+    colour all agree — the test that the model's rotations are the kernel's. Pool
+    entries: at the same node, class and position; elsewhere (``pool_moved``); on
+    one side only. ``busy_node_differs``: busy areas whose allocating node
+    (``va->flags``) differs, where the kernel's readout gave the flags.
+    """
+    m, k = _places(model), _places(kernel)
+    both = m.keys() & k.keys()
+
+    def pool_slots(ks: KState) -> dict[Range, tuple[int, int, int]]:
+        return {
+            a: (vn.id, p.pages, i)
+            for vn in ks.vmap_nodes
+            for p in vn.pools
+            for i, a in enumerate(p.areas)
+        }
+
+    mp, kp = pool_slots(model), pool_slots(kernel)
+    pboth = mp.keys() & kp.keys()
+    mflags = {(a[0], a[1]): a[2] for vn in model.vmap_nodes for a in vn.busy}
+    node_differs = 0
+    for vn in kernel.vmap_nodes:
+        for s, e, f in vn.busy:
+            g = mflags.get((s, e))
+            if f is not None and g is not None and (f >> 8) != (g >> 8):
+                node_differs += 1
+    return {
+        "free_nodes_kernel": len(k),
+        "free_nodes_model": len(m),
+        "free_agree": sum(m[r] == k[r] for r in both),
+        "free_only_model": len(m.keys() - k.keys()),
+        "free_only_kernel": len(k.keys() - m.keys()),
+        "free_position_differs": sum(m[r][0] != k[r][0] for r in both),
+        "free_color_differs": sum(m[r][1] != k[r][1] for r in both),
+        "pool_agree": sum(mp[a] == kp[a] for a in pboth),
+        "pool_moved": sum(mp[a] != kp[a] for a in pboth),
+        "pool_only_model": len(mp.keys() - kp.keys()),
+        "pool_only_kernel": len(kp.keys() - mp.keys()),
+        "busy_node_differs": node_differs,
+    }
