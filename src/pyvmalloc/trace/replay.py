@@ -1100,7 +1100,7 @@ class Replayer:
         if window:
             res.notes.append(
                 f"{len(window)} events fell between the {what} markers: "
-                f"{res.window_reflected} already in the snapshot, {res.window_applied} applied"
+                f"{res.window_reflected} already in the {what}, {res.window_applied} applied"
             )
 
     def finish(self) -> ReplayResult:
@@ -1343,17 +1343,24 @@ def print_result(res: ReplayResult, show: int) -> None:
     else:
         c.print(f"[bold]kernel {res.profile}[/]: the trace has no allocation to compare")
     t = Table(show_header=False)
+    ks = res.seed == "kstate"
     seed = (
-        f"kstate.json: the kernel's free tree ({res.kstate_free_nodes} nodes, exact shape), "
-        f"pools ({res.kstate_pooled} areas), lazy lists"
-        if res.seed == "kstate"
+        f"kstate.json (the kernel's free tree, {res.kstate_free_nodes} nodes in its shape; "
+        f"pools, {res.kstate_pooled} areas; lazy lists)"
+        if ks
         else "the snapshot" + (f" ({res.seed_note})" if res.seed_note else "")
     )
     rows = [
         ("seeded from", seed),
         ("events replayed", res.events),
-        ("events before the snapshot (skipped)", res.skipped_before_snapshot),
-        ("snapshot: busy / lazily freed areas", f"{res.snapshot_busy} / {res.snapshot_lazy}"),
+        (
+            f"events before the {'kstate' if ks else 'snapshot'} (skipped)",
+            res.skipped_before_snapshot,
+        ),
+        (
+            f"{'kstate' if ks else 'snapshot'}: busy / lazily freed areas",
+            f"{res.snapshot_busy} / {res.snapshot_lazy}",
+        ),
         ("frees (unknown address)", f"{res.frees} ({res.frees_unknown})"),
         ("purges", res.purges),
         ("failures kernel / model", f"{res.kernel_failures} / {res.model_failures}"),
