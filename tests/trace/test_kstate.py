@@ -551,3 +551,91 @@ def test_cli_uses_kstate_unless_told_not_to(
     (d / "kstate.json").write_text("{")
     assert main(["replay", str(d)]) == 2
     assert "kstate.json:1: not valid JSON" in capsys.readouterr().err
+
+
+# --- a real readout ---------------------------------------------------------------------
+
+SAMPLE = Path(__file__).parent.parent / "data" / "kstate" / "sample-6.18.44.json.gz"
+
+
+def _lowest_match(ks: Any, size: int, align: int, vstart: int) -> int | None:
+    """find_vmap_lowest_match over the readout itself (6.18 rules, see the module
+    docstring), returning the address ``__alloc_vmap_area`` would use."""
+    nodes = ks.nodes
+    parent: dict[int, int] = {}
+    for i, n in enumerate(nodes):
+        for c in (n.left, n.right):
+            if c is not None:
+                parent[c] = i
+
+    def fits(i: int, vstart: int) -> int | None:
+        s = max(nodes[i].va_start, vstart)
+        nva = (s + align - 1) & ~(align - 1)
+        return nva if nva >= vstart and nva + size <= nodes[i].va_end else None
+
+    def msz(i: int | None) -> int:
+        return 0 if i is None else nodes[i].subtree_max_size
+
+    length = size + align - 1 if align > 4096 else size  # adjust_search_size
+    i: int | None = ks.root
+    while i is not None:
+        n = nodes[i]
+        if msz(n.left) >= length and vstart < n.va_start:
+            i = n.left
+            continue
+        if fits(i, vstart) is not None:
+            return fits(i, vstart)
+        if msz(n.right) >= length:
+            i = n.right
+            continue
+        while True:
+            i = parent.get(i)  # type: ignore[arg-type]
+            if i is None:
+                return None
+            if fits(i, vstart) is not None:
+                return fits(i, vstart)
+            if msz(nodes[i].right) >= length and vstart <= nodes[i].va_start:
+                vstart = nodes[i].va_start + 1
+                i = nodes[i].right
+                break
+    return None
+
+
+def test_a_real_readout_seeds_a_model_that_searches_the_kernels_tree() -> None:
+    # Read by kread's BPF peek on this machine (6.18.44, 2 vmap nodes), standalone.
+    ks = load_kstate(SAMPLE)
+    assert ks.consistent and ks.nr_vmap_nodes == 2 and len(ks.nodes) > 500
+    # vmap_init_free_space: the lowest free node starts at 1, the highest ends at
+    # ULONG_MAX (everything below VMALLOC_START is one free block on x86_64).
+    assert (ks.nodes[0].va_start, ks.nodes[0].va_end) == (1, V)
+    assert ks.nodes[-1].va_end == ULONG_MAX
+    h = TraceHarness("6.18", cpus=2)
+    seed = h.seed_kstate(ks, None)
+    assert seed.free == len(ks.nodes) and seed.pooled > 100
+    h.kernel.check()
+    model = kstate_of(h.kernel)
+    assert model.nodes == ks.nodes and model.root == ks.root
+    d = compare_kstate(model, ks)
+    assert d["free_agree"] == len(ks.nodes) and d["pool_agree"] == seed.pooled
+    # Requests that node 1's pools cannot serve (CPU 1, no pool of that size) search
+    # the tree: each lands where the kernel's own search over the readout would.
+    pools1 = {p.pages for p in ks.vmap_nodes[1].pools}
+    checked = 0
+    for pages, align in ((5, 16 * K), (2, 8 * K), (17, 64 * K), (1025, 2 << 20), (7, 4 * K)):
+        if pages in pools1:
+            continue
+        want = _lowest_match(ks, pages * 4096, align, V)
+        got = TraceHarness("6.18", cpus=2)
+        got.seed_kstate(ks, None)
+        va = got.alloc(pages * 4096, align, V, VEND, cpu=1)
+        assert va.va_start == want, (pages, align)
+        checked += 1
+    assert checked >= 3
+    # The shape matters here: the lowest 16 KiB-aligned slot of 5 pages in address
+    # order (a linear scan) lies below what the kernel's descent finds.
+    linear = min(
+        (n.va_start + ALIGN - 1) & ~(ALIGN - 1)
+        for n in ks.nodes
+        if n.va_start >= V and ((n.va_start + ALIGN - 1) & ~(ALIGN - 1)) + STACK <= n.va_end
+    )
+    assert linear < _lowest_match(ks, STACK, ALIGN, V)  # type: ignore[operator]

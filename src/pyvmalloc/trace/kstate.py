@@ -66,7 +66,7 @@ MAX_KSTATE_BYTES = 256 << 20
 MAX_POOL_PAGES = 256
 _ULONG_MAX = (1 << 64) - 1
 _HEX = re.compile(r"0x[0-9a-f]{1,16}")
-_TAKEN = ("after-snapshot", "after-end-snapshot")
+_TAKEN = ("after-snapshot", "after-end-snapshot", "standalone")
 
 #: ``(va_start, va_end, va->flags or None when the file did not give them)``.
 Area = tuple[int, int, int | None]
