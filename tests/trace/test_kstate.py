@@ -440,7 +440,7 @@ class Trace:
         self.lines.append(str(ev))
 
 
-def capture(tmp_path: Path) -> Path:
+def capture(tmp_path: Path, shape: Any = HOLE_AS_LEAF) -> Path:
     """A capture of the hand-built kernel (tree with the hole as a leaf, P pooled).
 
     Trace: the snapshot; X, a 128 KiB allocation (only FT is long enough and can
@@ -476,6 +476,7 @@ def capture(tmp_path: Path) -> Path:
     hx = lambda r, *f: [hex(r[0]), hex(r[1]), *f]  # noqa: E731
     ft = (X[1], ULONG_MAX)
     start = doc(
+        shape,
         blocks=[F0, H, G, ft],
         busy0=[hx(B2, "0x100"), hx(B3, "0x100"), hx(X, "0x100")],
         lazy0=[hx(B1, "0x100")],
@@ -485,6 +486,7 @@ def capture(tmp_path: Path) -> Path:
     # node 1), G clipped from the left (LE fit: same node, same place), no pools.
     g2 = (G[0] + STACK, G[1])
     end = doc(
+        shape,
         blocks=[F0, H, g2, ft],
         busy0=[hx(B3, "0x100"), hx(P, "0x100"), hx(X, "0x100")],
         busy1=[hx((G[0], g2[0]), "0x200")],
@@ -522,6 +524,21 @@ def test_replay_seeded_from_kstate_agrees_where_the_snapshot_cannot(tmp_path: Pa
     assert snap.seed == "snapshot"
     assert snap.allocs_compared == 3
     assert [(m.kernel, m.model) for m in snap.mismatches] == [(FT[0], P[0]), (P[0], H[0])]
+
+
+def test_a_mismatch_on_a_fact_the_readout_gave_is_a_rule_difference(tmp_path: Path) -> None:
+    # The same trace, but the readout says the hole is at the root: by the kernel's
+    # rules the CPU 1 stack would then take H (V+16K), yet the trace says G. The shape
+    # was read, not guessed: the disagreement is the rules' (or the readout's), and
+    # it is not excluded from the known part.
+    cap = load_capture_dir(capture(tmp_path, HOLE_AT_ROOT))
+    ks, ke = cap.kstates()
+    res = replay(cap.trace, cap.snapshot, meta=cap.meta, kstate=ks, kstate_end=ke)
+    assert res.seed == "kstate"
+    assert [(m.kernel, m.model) for m in res.mismatches] == [(G[0], H[0])]
+    m = res.mismatches[0]
+    assert m.cause_class == "rule difference" and "although kstate.json gave it" in m.cause
+    assert res.known_compared == 2 and res.agreement_known == 0.5
 
 
 def test_cli_uses_kstate_unless_told_not_to(

@@ -18,7 +18,8 @@ the trace's events in order:
 What a replay cannot know is listed in ``docs/replay.md``: pool contents at snapshot
 time (invisible in vmallocinfo unless the capture dropped caches first), the allocating
 CPU of areas that were busy before the snapshot, and the free tree's shape (which only
-matters for alignments above PAGE_SIZE).
+matters for alignments above PAGE_SIZE) — unless the capture read them from the kernel
+(``kstate.json``, :mod:`pyvmalloc.trace.kstate`): then the model starts from those.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ from pyvmalloc.vmap.space import VmapSpace
 if TYPE_CHECKING:
     from pyvmalloc.kernel import Kernel
 
+#: Cause keys of facts a kstate.json readout holds (tree shape, pools at snapshot time).
+KSTATE_FACTS = ("shape", "snapshot-")
 #: Consecutive frees whose nr_lazy must differ from the model's to count as a drift.
 DRIFT_RUN = 8
 #: Allocations this close to a purge's event cannot be ordered against its refill
@@ -561,6 +564,13 @@ class Replayer:
             cause = self._explain_hidden(ev, cpu, hidden)
         else:
             cause = self._explain(ev, cpu, dec, head, model_addr)
+        if (
+            self.seed == "kstate"
+            and cause.kind == HIDDEN
+            and str(cause.key[0]).startswith(KSTATE_FACTS)
+        ):
+            # The readout held this fact: the model's rules disagree with the kernel's.
+            cause = Cause(RULE, f"{cause.fact}, although kstate.json gave it", cause.key)
         if cause.kind == HIDDEN:
             res.hidden_state_mismatches += 1
         if len(res.mismatches) < self.keep_mismatches:
@@ -1257,6 +1267,14 @@ def replay(
     rp.resolve_window(window, "kstate" if rp.seed == "kstate" else "snapshot")
     end_info = parse_vmallocinfo(end_snapshot) if end_snapshot is not None else None
     end_mark = parsed.marker("end-snapshot-begin")
+    if kstate_end is not None and (
+        not kstate_end.consistent or kstate_end.taken != "after-end-snapshot"
+    ):
+        res.notes.append(
+            f"{kstate_end.name} not compared: "
+            + ("every readout raced" if not kstate_end.consistent else f"taken {kstate_end.taken}")
+        )
+        kstate_end = None
     ek = parsed.marker("end-kstate-begin") if kstate_end is not None else None
     rest: list[TraceEvent] = []
     if end_info is not None and end_mark is not None:
