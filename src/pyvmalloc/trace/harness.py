@@ -384,7 +384,16 @@ class TraceHarness:
                 out.busy += 1
             for s, e, f in vn.lazy:
                 va = VmapArea(s, e)
-                va.flags = f if f is not None else (space.encode_vn_id(vn.id) if n > 1 else 0)
+                if f is not None:
+                    va.flags = f
+                elif n > 1 and (
+                    space.vmalloc_start <= s < space.vmalloc_end
+                    or space.addr_to_node_id(s) != vn.id
+                ):
+                    # Only a tagged area sits on a list other than its address's node's
+                    # (free_vmap_area_noflush); outside the vmalloc range, an area on its
+                    # address's list was a range-restricted request: untagged, not pooled.
+                    va.flags = space.encode_vn_id(vn.id)
                 va.state = VaState.LAZY
                 space.lazy.append(va)
                 space.vmap_lazy_nr += (e - s) >> PAGE_SHIFT
