@@ -31,15 +31,8 @@ LAYERS: list[list[str]] = [
     ["vmalloc"],
     ["procfs", "explain"],
     ["helpers"],
-    ["kernel"],
-    [
-        "trace.events",
-        "trace.kstate",
-        "trace.capturedir",
-        "trace.parse",
-        "trace.snapshot",
-        "trace.bpfload",
-    ],
+    ["kernel", "trace.kstate"],  # trace.kstate: below trace.capturedir, which reads it
+    ["trace.events", "trace.capturedir", "trace.parse", "trace.snapshot", "trace.bpfload"],
     ["trace.harness"],
     ["trace"],
     ["workloads", "report"],
