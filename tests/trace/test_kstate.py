@@ -656,3 +656,35 @@ def test_a_real_readout_seeds_a_model_that_searches_the_kernels_tree() -> None:
         if n.va_start >= V and ((n.va_start + ALIGN - 1) & ~(ALIGN - 1)) + STACK <= n.va_end
     )
     assert linear < _lowest_match(ks, STACK, ALIGN, V)  # type: ignore[operator]
+
+
+# --- real captures with kstate (kread's, tests/data/kstate/<name>) -------------------
+
+KSTATE_CAPTURES = Path(__file__).parent.parent / "data" / "kstate"
+
+
+@pytest.mark.parametrize("name", ["bpf-churn", "bpf-churn-nodrop"])
+def test_real_capture_with_kstate(name: str) -> None:
+    d = KSTATE_CAPTURES / name
+    if not (d / "kstate.json.gz").exists():
+        pytest.skip(f"{d} is recorded on the kread branch (merged into main)")
+    cap = load_capture_dir(d)
+    ks, ke = cap.kstates()
+    res = replay(
+        cap.trace, cap.snapshot, meta=cap.meta, kstate=ks, kstate_end=ke,
+        end_snapshot=cap.end_snapshot,
+    )  # fmt: skip
+    assert res.seed == "kstate", res.seed_note
+    assert res.allocs_compared > 150
+    assert res.agreement >= 0.99 and res.agreement_known >= 0.99
+    assert res.lazy_drift == 0
+    # The final free tree, after the trace's frees, merges, clips and purges, is the
+    # kernel's node by node: every node under the same parent, on the same side, with
+    # the same colour (the model's fix-ups are lib/rbtree.c's), and the pools agree.
+    e = res.end_kstate
+    assert e is not None and e["free_nodes_kernel"] > 500
+    assert e["free_agree"] == e["free_nodes_kernel"] == e["free_nodes_model"]
+    assert e["pool_only_model"] == e["pool_only_kernel"] == e["pool_moved"] == 0
+    # Without the readout the replay has to guess the pools and the tree.
+    snap = replay(cap.trace, cap.snapshot, meta=cap.meta)
+    assert snap.agreement <= res.agreement

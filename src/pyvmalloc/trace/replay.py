@@ -1412,7 +1412,7 @@ def print_result(res: ReplayResult, show: int) -> None:
         )
     if res.trace_incomplete:
         c.print(f"[bold red]the trace lost events ({res.trace_lost_events}): expect divergence")
-    if res.drop_caches is False:
+    if res.drop_caches is False and res.seed != "kstate":  # kstate.json holds the pools
         c.print(
             "[yellow]the capture did not drop caches before its snapshot: pool contents "
             "were invisible; the replay inferred them from the kernel's choices"
