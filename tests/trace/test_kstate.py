@@ -688,3 +688,47 @@ def test_real_capture_with_kstate(name: str) -> None:
     # Without the readout the replay has to guess the pools and the tree.
     snap = replay(cap.trace, cap.snapshot, meta=cap.meta)
     assert snap.agreement <= res.agreement
+
+
+def test_mutated_readouts_give_input_errors_never_tracebacks() -> None:
+    """Random damage to a real readout: each result is a KState or an InputError."""
+    import random
+
+    raw = gzip.decompress(SAMPLE.read_bytes())
+    rng = random.Random(2026)
+    junk: list[Any] = [None, True, -1, 0, 1 << 70, 1.5, "", "0x", "0xg", "0x" + "f" * 17,
+                       [], {}, [None] * 6, {"pages": 1}, "0x1000"]  # fmt: skip
+    errors = loaded = 0
+    for _ in range(200):
+        d = json.loads(raw)
+        for _ in range(rng.randint(1, 3)):
+            # Walk to a random container and damage one of its members.
+            cur: Any = d
+            for _ in range(rng.randint(0, 4)):
+                kids = list(cur.values()) if isinstance(cur, dict) else cur
+                kids = [k for k in kids if isinstance(k, (dict, list)) and k]
+                if not kids:
+                    break
+                cur = rng.choice(kids)
+            if isinstance(cur, dict) and cur:
+                k = rng.choice(list(cur))
+                if rng.random() < 0.2:
+                    del cur[k]
+                else:
+                    cur[k] = rng.choice(junk)
+            elif isinstance(cur, list) and cur:
+                i = rng.randrange(len(cur))
+                op = rng.random()
+                if op < 0.2:
+                    del cur[i]
+                elif op < 0.4:
+                    cur.append(copy.deepcopy(cur[i]))
+                else:
+                    cur[i] = rng.choice(junk)
+        try:
+            parse_kstate(d, path="k.json")
+            loaded += 1
+        except InputError as e:
+            assert str(e).startswith("k.json: ")
+            errors += 1
+    assert errors > 120 and loaded > 0  # some damage hits informational fields only
