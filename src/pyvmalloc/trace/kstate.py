@@ -32,6 +32,7 @@ import json
 import os
 import re
 import stat
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -214,10 +215,12 @@ def _read_bytes(p: Path) -> bytes:
                 raw = f.read(MAX_KSTATE_BYTES + 1)
     except InputError:
         raise
-    except OSError as e:  # includes gzip.BadGzipFile and a truncated stream (EOFError)
+    except OSError as e:  # includes gzip.BadGzipFile
         raise InputError(f"cannot read: {e.strerror or e}", path=name) from None
     except EOFError:
         raise InputError("truncated gzip stream", path=name) from None
+    except zlib.error as e:
+        raise InputError(f"corrupt gzip stream ({e})", path=name) from None
     if len(raw) > MAX_KSTATE_BYTES:
         raise InputError(
             f"holds more than {MAX_KSTATE_BYTES} bytes (a readout of a million free "
