@@ -263,6 +263,9 @@ class Replayer:
         pools: Any = None,
         kstate: KState | None = None,
     ) -> None:
+        #: What the model is seeded from: "kstate" (when ``kstate`` is usable) or "snapshot".
+        self.seed = "snapshot"
+        self._kstate = kstate
         self.harness = TraceHarness(profile, cpus=cpus, placement=placement, pools=pools)
         self.profile = self.harness.profile
         self.kernel = self.harness.kernel
@@ -308,13 +311,12 @@ class Replayer:
         self._infer_pools = False
         #: Later allocations already applied out of trace order (lock-order races).
         self._reordered: set[int] = set()
-        #: What the model was seeded from: "kstate" or "snapshot".
-        self.seed = "snapshot"
-        if kstate is None or not self._seed_kstate(kstate, snapshot):
-            self._seed(snapshot)
+        self._seed(snapshot)
 
     # --- snapshot import ------------------------------------------------------------
     def _seed(self, info: VmallocInfo) -> None:
+        if self._kstate is not None and self._seed_kstate(self._kstate, info):
+            return
         busy, lazy = self.harness.seed_snapshot(info)
         self.result.snapshot_busy += busy
         self.result.snapshot_lazy += lazy
