@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyvmalloc.config import ENOENT, ERANGE, PAGE_SIZE, format_size
-from pyvmalloc.errors import InputError
 from pyvmalloc.trace.beliefs import (
     HIDDEN,
     RACE,
@@ -340,6 +339,8 @@ class Replayer:
 
         The free tree's shape, the pools and each lazy area's node are then known, not
         guessed; only busy areas whose flags the readout lacks keep a guessed node."""
+        from pyvmalloc.errors import InputError
+
         res = self.result
         why = ""
         if not ks.consistent:
