@@ -686,7 +686,7 @@ def test_real_capture_with_kstate(name: str) -> None:
     # kernel's node by node: every node under the same parent, on the same side, with
     # the same colour (the model's fix-ups are lib/rbtree.c's), and the pools agree.
     e = res.end_kstate
-    assert e is not None and e["free_nodes_kernel"] > 500
+    assert e is not None and e["free_nodes_kernel"] > 100
     assert e["free_agree"] == e["free_nodes_kernel"] == e["free_nodes_model"]
     assert e["pool_only_model"] == e["pool_only_kernel"] == e["pool_moved"] == 0
     # Without the readout the replay has to guess the pools and the tree.
