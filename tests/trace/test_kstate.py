@@ -355,6 +355,31 @@ def test_seed_refuses_what_it_cannot_hold_and_leaves_the_model_alone() -> None:
     h.kernel.check()
 
 
+def test_shape_builder_refuses_what_is_not_a_red_black_tree() -> None:
+    from pyvmalloc.errors import InvariantError
+    from pyvmalloc.rbtree import RBNode, RBRoot, RBTreeError, rb_build
+
+    nodes = [RBNode() for _ in range(3)]
+    with pytest.raises(RBTreeError, match="node 0 has two parents"):
+        rb_build(RBRoot(), nodes, 1, [(None, None), (0, 2), (0, None)], [True] * 3)
+    with pytest.raises(RBTreeError, match="node 1 has two parents"):  # the root as a child
+        rb_build(RBRoot(), nodes, 1, [(None, 1), (None, None), (None, None)], [True] * 3)
+    root = RBRoot()
+    rb_build(root, nodes, 1, [(None, None), (0, 2), (None, None)], [True, True, True])
+    assert root.rb_node is nodes[1] and nodes[0].rb_parent is nodes[1]
+    with pytest.raises(RBTreeError, match="not empty"):
+        rb_build(root, nodes, 1, [(None, None), (0, 2), (None, None)], [True] * 3)
+    # FreeTree.seed_shape computes subtree_max_size and checks the red-black rules.
+    tree = TraceHarness("6.18", cpus=2).space.free
+    with pytest.raises(InvariantError, match="free tree: black height"):
+        tree.seed_shape([F0, H, G], 1, [(None, None), (0, 2), (None, None)], [True, True, False])
+    assert [(va.va_start, va.va_end) for va in tree] == [(1, ULONG_MAX)]  # unchanged
+    areas = tree.seed_shape(
+        [F0, H, G], 1, [(None, None), (0, 2), (None, None)], [False, True, False]
+    )
+    assert [va.subtree_max_size for va in areas] == [V - 1, V - 1, 64 * K]
+
+
 _ROUND_TRIP = r"""
 import json, random
 from pyvmalloc import _accel

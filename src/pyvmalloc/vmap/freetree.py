@@ -260,19 +260,24 @@ class FreeTree:
         shape and colours (a kernel readout), not by inserting; return the blocks.
 
         ``subtree_max_size`` is computed bottom-up, then the tree is checked
-        (:meth:`check`): an invalid shape raises :class:`InvariantError`.
+        (:meth:`check`): an invalid shape raises :class:`InvariantError` and leaves the
+        tree as it was.
         """
         areas = [VmapArea(s, e) for s, e in blocks]
+        old = self.root, self.nr_free
         self.root = RBRoot()
         try:
             rb_build(self.root, areas, top, children, black)
-        except RBTreeError as e:
-            raise InvariantError(f"free tree: {e}") from None
-        for va in reversed(_top_down(self.root)):
-            va.subtree_max_size = compute_subtree_max_size(va)
-            va.state = VaState.FREE
-        self.nr_free = len(areas)
-        self.check()
+            for va in reversed(_top_down(self.root)):
+                va.subtree_max_size = compute_subtree_max_size(va)
+                va.state = VaState.FREE
+            self.nr_free = len(areas)
+            self.check()
+        except (RBTreeError, InvariantError) as e:
+            self.root, self.nr_free = old  # the tree as it was
+            raise InvariantError(
+                str(e) if isinstance(e, InvariantError) else f"free tree: {e}"
+            ) from None
         return areas
 
     # --- carving ----------------------------------------------------------------------
