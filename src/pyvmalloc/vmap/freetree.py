@@ -264,8 +264,9 @@ class FreeTree:
         tree as it was.
         """
         areas = [VmapArea(s, e) for s, e in blocks]
-        old = self.root, self.nr_free
-        self.root = RBRoot()
+        # The same root object keeps its identity: the accelerator holds on to it.
+        old = self.root.rb_node, self.nr_free
+        self.root.rb_node = None
         try:
             rb_build(self.root, areas, top, children, black)
             for va in reversed(_top_down(self.root)):
@@ -274,7 +275,7 @@ class FreeTree:
             self.nr_free = len(areas)
             self.check()
         except (RBTreeError, InvariantError) as e:
-            self.root, self.nr_free = old  # the tree as it was
+            self.root.rb_node, self.nr_free = old  # the tree as it was
             raise InvariantError(
                 str(e) if isinstance(e, InvariantError) else f"free tree: {e}"
             ) from None
