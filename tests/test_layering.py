@@ -31,7 +31,7 @@ LAYERS: list[list[str]] = [
     ["vmalloc"],
     ["procfs", "explain"],
     ["helpers"],
-    ["kernel"],
+    ["kernel", "trace.kstate"],  # trace.kstate: below trace.capturedir, which reads it
     ["trace.events", "trace.capturedir", "trace.parse", "trace.snapshot", "trace.bpfload"],
     ["trace.harness"],
     ["trace"],

@@ -18,7 +18,8 @@ the trace's events in order:
 What a replay cannot know is listed in ``docs/replay.md``: pool contents at snapshot
 time (invisible in vmallocinfo unless the capture dropped caches first), the allocating
 CPU of areas that were busy before the snapshot, and the free tree's shape (which only
-matters for alignments above PAGE_SIZE).
+matters for alignments above PAGE_SIZE) — unless the capture read them from the kernel
+(``kstate.json``, :mod:`pyvmalloc.trace.kstate`): then the model starts from those.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from pyvmalloc.trace.events import (
     TraceEvent,
 )
 from pyvmalloc.trace.harness import Observer, TraceHarness, events_after_snapshot
+from pyvmalloc.trace.kstate import KState, compare_kstate, kstate_of
 from pyvmalloc.trace.parse import TraceParseResult, parse_trace
 from pyvmalloc.trace.snapshot import VmallocInfo, lazy_runs, parse_vmallocinfo
 from pyvmalloc.vmap.area import Decision, FitType, PendingPurge, VmapArea, is_err
@@ -63,6 +65,8 @@ from pyvmalloc.vmap.space import VmapSpace
 if TYPE_CHECKING:
     from pyvmalloc.kernel import Kernel
 
+#: Cause keys of facts a kstate.json readout holds (tree shape, pools at snapshot time).
+KSTATE_FACTS = ("shape", "snapshot-")
 #: Consecutive frees whose nr_lazy must differ from the model's to count as a drift.
 DRIFT_RUN = 8
 #: Allocations this close to a purge's event cannot be ordered against its refill
@@ -186,6 +190,13 @@ class ReplayResult:
     revisions: int = 0
     #: One entry per cause: class, fact, first line, mismatches it cost.
     causes: list[dict[str, Any]] = field(default_factory=list)
+    #: "kstate" (the kernel's own state, kstate.json) or "snapshot"; why not kstate.
+    seed: str = "snapshot"
+    seed_note: str = ""
+    kstate_pooled: int = 0
+    kstate_free_nodes: int = 0
+    #: The model's free tree and pools against the kernel's kstate.end.json.
+    end_kstate: dict[str, int] | None = None
 
     @property
     def agreement(self) -> float:
@@ -255,7 +266,11 @@ class Replayer:
         decay_in_flight: bool = True,
         placement: Any = None,
         pools: Any = None,
+        kstate: KState | None = None,
     ) -> None:
+        #: What the model is seeded from: "kstate" (when ``kstate`` is usable) or "snapshot".
+        self.seed = "snapshot"
+        self._kstate = kstate
         self.harness = TraceHarness(profile, cpus=cpus, placement=placement, pools=pools)
         self.profile = self.harness.profile
         self.kernel = self.harness.kernel
@@ -314,6 +329,8 @@ class Replayer:
 
     # --- snapshot import ------------------------------------------------------------
     def _seed(self, info: VmallocInfo) -> None:
+        if self._kstate is not None and self._seed_kstate(self._kstate, info):
+            return
         busy, lazy = self.harness.seed_snapshot(info)
         self.result.snapshot_busy += busy
         self.result.snapshot_lazy += lazy
@@ -331,6 +348,34 @@ class Replayer:
                 for va in space.lazy:
                     self.beliefs.guess_node(va)
         self.beliefs.remember_old_blocks()
+
+    def _seed_kstate(self, ks: KState, info: VmallocInfo) -> bool:
+        """Seed from the kernel's own state; False (reason in ``seed_note``) if unusable.
+
+        The free tree's shape, the pools and each lazy area's node are then known, not
+        guessed; only busy areas whose flags the readout lacks keep a guessed node."""
+        from pyvmalloc.errors import InputError
+
+        res = self.result
+        why = ""
+        if not ks.consistent:
+            why = f"{ks.name}: every readout raced ({ks.attempts} attempts)"
+        elif ks.taken != "after-snapshot":
+            why = f"{ks.name}: taken {ks.taken}, not after the snapshot"
+        else:
+            try:
+                seed = self.harness.seed_kstate(ks, info)
+            except InputError as e:
+                why = str(e)
+        if why:
+            res.seed_note = f"kstate not used: {why}"
+            return False
+        self.seed = res.seed = "kstate"
+        res.snapshot_busy, res.snapshot_lazy = seed.busy, seed.lazy
+        res.kstate_pooled, res.kstate_free_nodes = seed.pooled, seed.free
+        for va in seed.guessed:
+            self.beliefs.guess_node(va)
+        return True
 
     # --- events -----------------------------------------------------------------------
     def run(
@@ -541,7 +586,8 @@ class Replayer:
                     if b.unknown_node and not b.node_known(va):  # type: ignore[arg-type]
                         res.allocs_matched_guessed += 1
                 elif dec.source == "tree" and ev.align > PAGE_SIZE:
-                    if dec.block[1] - dec.block[0] < dec.search_length:
+                    small = dec.block[1] - dec.block[0] < dec.search_length
+                    if small and self.seed != "kstate":  # kstate: the shape is known
                         res.allocs_matched_guessed += 1  # reachable only on the model's path
                     b.saw_kernel_tree_choice(ev.addr, dec.search_length)
             self.beliefs.forget(ev.addr)
@@ -574,6 +620,13 @@ class Replayer:
             cause = self._explain_hidden(ev, cpu, hidden)
         else:
             cause = self._explain(ev, cpu, dec, head, model_addr)
+        if (
+            self.seed == "kstate"
+            and cause.kind == HIDDEN
+            and str(cause.key[0]).startswith(KSTATE_FACTS)
+        ):
+            # The readout held this fact: the model's rules disagree with the kernel's.
+            cause = Cause(RULE, f"{cause.fact}, although kstate.json gave it", cause.key)
         if cause.kind == HIDDEN:
             res.hidden_state_mismatches += 1
         if len(res.mismatches) < self.keep_mismatches:
@@ -1226,7 +1279,7 @@ class Replayer:
         self._last_alloc_failed = False
         self._crossed_at = None
 
-    def resolve_window(self, window: Sequence[TraceEvent]) -> None:
+    def resolve_window(self, window: Sequence[TraceEvent], what: str = "snapshot") -> None:
         """Events between ``snapshot-begin`` and ``snapshot-end``, checked one by one.
 
         The kernel prints vmallocinfo one vmap node at a time under that node's lock,
@@ -1266,8 +1319,8 @@ class Replayer:
                 res.window_reflected += 1
         if window:
             res.notes.append(
-                f"{len(window)} events fell between the snapshot markers: "
-                f"{res.window_reflected} already in the snapshot, {res.window_applied} applied"
+                f"{len(window)} events fell between the {what} markers: "
+                f"{res.window_reflected} already in the {what}, {res.window_applied} applied"
             )
 
     def finish(self) -> ReplayResult:
@@ -1369,6 +1422,8 @@ def replay(
     pools: Any = None,
     observer: Observer | None = None,
     on_kernel: Callable[[Kernel], object] | None = None,
+    kstate: KState | None = None,
+    kstate_end: KState | None = None,
 ) -> ReplayResult:
     """Replay ``trace`` from ``snapshot`` under ``profile``; return the comparison.
 
@@ -1378,6 +1433,13 @@ def replay(
     a class or an instance); ``observer(index, event, harness)`` is called after each
     event. ``on_kernel`` is called with the model's final :class:`Kernel` (for
     ``--vmallocinfo-out``).
+
+    With ``kstate`` (a capture's ``kstate.json``, read after the snapshot between the
+    trace's ``kstate-begin``/``kstate-end`` markers) the model is seeded from the
+    kernel's own state instead: events before ``kstate-begin`` are reflected in it,
+    those between the markers are checked against it one by one, the rest applied.
+    With ``kstate_end`` the replay runs on to ``end-kstate-begin`` and compares the
+    model's free tree and pools with it, node by node (``end_kstate``).
     """
     meta = meta or {}
     if cpus is None:
@@ -1386,24 +1448,64 @@ def replay(
     info = parse_vmallocinfo(snapshot)
     parsed = parse_trace(trace, cpus=nr_cpus(meta))  # an event's CPU must exist
     t0 = time.perf_counter()
-    rp = Replayer(info, profile=profile, cpus=cpus, placement=placement, pools=pools)
+    kb, ke = parsed.marker("kstate-begin"), parsed.marker("kstate-end")
+    marked = kb is not None and ke is not None and kb.line < ke.line
+    rp = Replayer(
+        info,
+        profile=profile,
+        cpus=cpus,
+        placement=placement,
+        pools=pools,
+        kstate=kstate if marked else None,
+    )
     res = rp.result
+    if kstate is not None and not marked:
+        res.seed_note = "kstate not used: the trace has no kstate-begin/kstate-end markers"
     res.trace_lost_events = parsed.lost
     res.trace_incomplete = parsed.incomplete
     if "drop_caches" in meta:
         res.drop_caches = bool(meta["drop_caches"])
-    rp._infer_pools = res.drop_caches is False and rp.trace_driven
+    rp._infer_pools = res.drop_caches is False and rp.trace_driven and rp.seed != "kstate"
     window: list[TraceEvent] = []
-    events = _events_after_snapshot(parsed, res, info, window)
-    rp.resolve_window(window)
+    if rp.seed == "kstate":
+        assert kb is not None and ke is not None
+        window = [e for e in parsed.events if kb.line < e.line < ke.line]
+        events = [e for e in parsed.events if e.line > ke.line]
+        res.skipped_before_snapshot = len(parsed.events) - len(events) - len(window)
+    else:
+        events = _events_after_snapshot(parsed, res, info, window)
+    rp.resolve_window(window, "kstate" if rp.seed == "kstate" else "snapshot")
     end_info = parse_vmallocinfo(end_snapshot) if end_snapshot is not None else None
     end_mark = parsed.marker("end-snapshot-begin")
+    if kstate_end is not None and (
+        not kstate_end.consistent or kstate_end.taken != "after-end-snapshot"
+    ):
+        res.notes.append(
+            f"{kstate_end.name} not compared: "
+            + ("every readout raced" if not kstate_end.consistent else f"taken {kstate_end.taken}")
+        )
+        kstate_end = None
+    ek = parsed.marker("end-kstate-begin") if kstate_end is not None else None
+    rest: list[TraceEvent] = []
     if end_info is not None and end_mark is not None:
+        rest = [e for e in events if e.line >= end_mark.line and (ek is None or e.line < ek.line)]
         events = [e for e in events if e.line < end_mark.line]
+    elif ek is not None:
+        events = [e for e in events if e.line < ek.line]
     rp.run(events, progress=progress, observer=observer)
-    rp.finish()
-    if end_info is not None and rp.profile.vmap_nodes:
-        res.end_check = compare_end_snapshot(rp.space, end_info, rp.beliefs.guessed_starts())
+    if ek is not None and kstate_end is not None:  # end snapshot first, then on to kstate.end
+        if end_info is not None and rp.profile.vmap_nodes:
+            res.end_check = compare_end_snapshot(rp.space, end_info, rp.beliefs.guessed_starts())
+        rp.run(rest, observer=observer)
+        rp.finish()
+        if rp.profile.vmap_nodes:
+            res.end_kstate = compare_kstate(kstate_of(rp.kernel), kstate_end)
+    else:
+        rp.finish()
+        if end_info is not None and rp.profile.vmap_nodes:
+            res.end_check = compare_end_snapshot(rp.space, end_info, rp.beliefs.guessed_starts())
+        if kstate_end is not None:
+            res.notes.append("kstate.end not compared: no end-kstate-begin marker in the trace")
     res.seconds = time.perf_counter() - t0
     rp.kernel.check()
     if on_kernel is not None:
@@ -1414,6 +1516,15 @@ def replay(
 # ----------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------
+
+
+def _kstates(args: argparse.Namespace) -> tuple[KState | None, KState | None]:
+    """A capture directory's kstate files, checked; none with ``--no-kstate`` or an
+    explicit ``--snapshot`` (the readout belongs to the capture's own snapshot)."""
+    trace = Path(args.trace)
+    if args.no_kstate or args.snapshot or not trace.is_dir():
+        return None, None
+    return load_capture_dir(trace).kstates()
 
 
 def _resolve(args: argparse.Namespace) -> tuple[Path, Path, dict[str, Any]]:
@@ -1460,10 +1571,24 @@ def print_result(res: ReplayResult, show: int) -> None:
     else:
         c.print(f"[bold]kernel {res.profile}[/]: the trace has no allocation to compare")
     t = Table(show_header=False)
+    ks = res.seed == "kstate"
+    seed = (
+        f"kstate.json (the kernel's free tree, {res.kstate_free_nodes} nodes in its shape; "
+        f"pools, {res.kstate_pooled} areas; lazy lists)"
+        if ks
+        else "the snapshot" + (f" ({res.seed_note})" if res.seed_note else "")
+    )
     rows = [
+        ("seeded from", seed),
         ("events replayed", res.events),
-        ("events before the snapshot (skipped)", res.skipped_before_snapshot),
-        ("snapshot: busy / lazily freed areas", f"{res.snapshot_busy} / {res.snapshot_lazy}"),
+        (
+            f"events before the {'kstate' if ks else 'snapshot'} (skipped)",
+            res.skipped_before_snapshot,
+        ),
+        (
+            f"{'kstate' if ks else 'snapshot'}: busy / lazily freed areas",
+            f"{res.snapshot_busy} / {res.snapshot_lazy}",
+        ),
         ("frees (unknown address)", f"{res.frees} ({res.frees_unknown})"),
         ("purges", res.purges),
         ("failures kernel / model", f"{res.kernel_failures} / {res.model_failures}"),
@@ -1484,9 +1609,20 @@ def print_result(res: ReplayResult, show: int) -> None:
             f"+{e['lazy_only_kernel']}), {e['lazy_node_differs']} on another node",
             markup=False,
         )
+    if res.end_kstate is not None:
+        e = res.end_kstate
+        c.print(
+            f"free tree vs the kernel's kstate.end: {e['free_agree']}/{e['free_nodes_kernel']} "
+            f"nodes agree (range, parent, side, colour); {e['free_position_differs']} in "
+            f"another position, {e['free_color_differs']} another colour, "
+            f"+{e['free_only_model']} model only, +{e['free_only_kernel']} kernel only; "
+            f"pools {e['pool_agree']} agree, {e['pool_moved']} elsewhere, "
+            f"+{e['pool_only_model']} / +{e['pool_only_kernel']}",
+            markup=False,
+        )
     if res.trace_incomplete:
         c.print(f"[bold red]the trace lost events ({res.trace_lost_events}): expect divergence")
-    if res.drop_caches is False:
+    if res.drop_caches is False and res.seed != "kstate":  # kstate.json holds the pools
         c.print(
             "[yellow]the capture did not drop caches before its snapshot: pool contents "
             "were invisible; the replay inferred them from the kernel's choices"
@@ -1539,6 +1675,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     ):
         end = Path(args.trace) / "vmallocinfo.end"
     kernels: list[Kernel] = []
+    ks, ks_end = _kstates(args)
     res = replay(
         trace,
         snap,
@@ -1548,6 +1685,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         meta=meta,
         end_snapshot=end,
         on_kernel=kernels.append,
+        kstate=ks,
+        kstate_end=ks_end,
     )
     if args.vmallocinfo_out:
         text = kernels[0].vmallocinfo()
@@ -1614,6 +1753,7 @@ def compare_one(
     pools: Any = None,
     label: str | None = None,
     samples: int = 100,
+    kstate: KState | None = None,
 ) -> CompareRow:
     """Replay the trace once, measuring what a policy developer needs over time."""
     from pyvmalloc.trace.harness import fragmentation
@@ -1650,6 +1790,7 @@ def compare_one(
         placement=placement,
         pools=pools,
         observer=observe,
+        kstate=kstate,
     )
     res.seconds = max(0.0, res.seconds - spent)
     row.result = res
@@ -1670,6 +1811,7 @@ def compare(
     policies: Sequence[str] = (),
     policy_profile: str = "6.18",
     show: bool = True,
+    kstate: KState | None = None,
 ) -> list[CompareRow]:
     """Replay one trace under several profiles (and placement policies), one table.
 
@@ -1681,7 +1823,7 @@ def compare(
 
     from pyvmalloc.cli_output import console
 
-    rows = [compare_one(trace, snap, p, cpus=cpus, meta=meta) for p in profiles]
+    rows = [compare_one(trace, snap, p, cpus=cpus, meta=meta, kstate=kstate) for p in profiles]
     for spec in policies:
         rows.append(
             compare_one(
@@ -1692,6 +1834,7 @@ def compare(
                 meta=meta,
                 placement=spec,
                 label=f"{policy_profile} + {spec}",
+                kstate=kstate,
             )
         )
     if not show:
@@ -1742,6 +1885,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         policies=args.policy,
         policy_profile=args.policy_profile,
         show=args.json != "-",
+        kstate=_kstates(args)[0],
     )
     if args.json:
         write_json([r.as_json() for r in results], args.json)
@@ -1783,6 +1927,12 @@ def register_cli(sub: Any) -> None:
             "--cpus", type=int, default=None, help="CPUs (default: from the capture, else 2)"
         )
         add_json_argument(p, "the result")
+        p.add_argument(
+            "--no-kstate",
+            action="store_true",
+            help="seed from the snapshot even when the capture holds kstate.json "
+            "(the kernel's free tree, pools and lazy lists)",
+        )
         p.add_argument(
             "--fail-under",
             metavar="PCT",
