@@ -10,7 +10,7 @@ where ``struct vmap_node`` appeared; written against mm/vmalloc.c of Linux 6.18)
 
 1. **Layouts** come from BTF (:mod:`pyvmalloc.trace.btf`): offsets of ``struct
    vmap_area``, ``struct vmap_node``, ``struct vmap_pool``, ``struct rb_node``, ...
-2. **Memory** is read with :class:`~pyvmalloc.trace.bpfpeek.Peeker`, a hand-assembled
+2. **Memory** is read with :class:`~pyvmalloc.trace.Peeker`, a hand-assembled
    BPF program calling ``bpf_probe_read_kernel`` (never faults; ~3 µs a read).
 3. **Anchors** (:func:`discover`): the free tree root and the node array pointer are
    static variables of mm/vmalloc.c with no address in ``/proc/kallsyms`` unless
@@ -49,7 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyvmalloc.trace import bpfpeek, btf
+from pyvmalloc.trace.bpfpeek import MAX_PEEK, Peeker, PeekError
+from pyvmalloc.trace.btf import BTF_VMLINUX, Btf, BtfError
 
 __all__ = [
     "FORMAT",
@@ -114,8 +115,8 @@ class Layout:
     vn_lazy_head: int
 
     @classmethod
-    def from_btf(cls, b: btf.Btf) -> Layout:
-        """Read the offsets from BTF (raises :class:`~pyvmalloc.trace.btf.BtfError` if a
+    def from_btf(cls, b: Btf) -> Layout:
+        """Read the offsets from BTF (raises :class:`~pyvmalloc.trace.BtfError` if a
         struct or member is missing, e.g. a kernel before 6.9 without ``vmap_node``)."""
         vn = b.find("vmap_node")
         pool = b.member(vn, "pool")
@@ -157,7 +158,7 @@ def _read(peek: Peek, addr: int, length: int, what: str) -> bytes:
     out = bytearray()
     pos = addr
     while len(out) < length:
-        n = min(bpfpeek.MAX_PEEK, length - len(out))
+        n = min(MAX_PEEK, length - len(out))
         b = peek(pos, n) if pos + n <= 1 << 64 else None
         if b is None or len(b) != n:
             raise Inconsistent(f"cannot read {what} at {pos:#x}")
@@ -691,8 +692,8 @@ def kstate_unavailable() -> str | None:
         return f"kstate reading supports x86_64 only (this is {os.uname().machine})"
     if os.geteuid() != 0:
         return "kstate reading needs root (BPF, kprobes)"
-    if not btf.BTF_VMLINUX.exists():
-        return f"no {btf.BTF_VMLINUX} (kernel without CONFIG_DEBUG_INFO_BTF)"
+    if not BTF_VMLINUX.exists():
+        return f"no {BTF_VMLINUX} (kernel without CONFIG_DEBUG_INFO_BTF)"
     try:
         syms = {
             line.split()[2]
@@ -712,7 +713,7 @@ class Reader:
 
     def __init__(self) -> None:
         self.layout: Layout | None = None
-        self.peeker: bpfpeek.Peeker | None = None
+        self.peeker: Peeker | None = None
         self.anchors: Anchors | None = None
 
     def prepare(self) -> None:
@@ -722,12 +723,12 @@ class Reader:
         if why:
             raise KreadError(why)
         try:
-            self.layout = Layout.from_btf(btf.Btf.load())
-        except btf.BtfError as e:
+            self.layout = Layout.from_btf(Btf.load())
+        except BtfError as e:
             raise KreadError(f"BTF: {e}") from None
         try:
-            self.peeker = bpfpeek.Peeker()
-        except bpfpeek.PeekError as e:
+            self.peeker = Peeker()
+        except PeekError as e:
             raise KreadError(f"the BPF peek program cannot run: {e.strerror}") from None
         self.anchors = discover(self.peeker.peek, self.layout)
 
