@@ -63,6 +63,7 @@ __all__ = [
     "kstate_unavailable",
     "read_kstate",
     "readout",
+    "register_cli",
     "write_kstate",
 ]
 
@@ -764,34 +765,63 @@ def readout(taken: str = "standalone") -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- CLI
 
+_HELP = """\
+Read the running kernel's hidden vmap state — the free tree (every free block, its
+children, colour and subtree_max_size), each vmap node's busy and lazy areas, and its
+pools — with a BPF program (root, Linux >= 6.9 with BTF, x86_64), and write it as
+kstate.json (the format `pyvmalloc capture` writes after its snapshot). Nothing on the
+machine is changed.
+"""
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m pyvmalloc.trace.kread",
-        description="Read the kernel's free vmap tree, vmap nodes, lazy lists and pools "
-        "(root, Linux >= 6.9 with BTF and BPF) and write kstate.json.",
-    )
-    p.add_argument("--out", type=Path, help="write here (.gz: gzip); default: stdout")
-    args = p.parse_args(argv)
+
+def _handler(args: argparse.Namespace) -> int:
     try:
         doc = readout()
     except KreadError as e:
-        print(f"kread: {e}", file=sys.stderr)
+        print(f"kstate: {e}", file=sys.stderr)
         return 1
-    if args.out is None:
+    if args.out is None or str(args.out) == "-":
         sys.stdout.write(write_kstate(doc).decode())
     else:
         write_kstate(doc, args.out)
     nodes = doc["free_tree"]["nodes"]
     pooled = sum(p["len"] for vn in doc["vmap_nodes"] for p in vn["pools"])
     print(
-        f"kread: {'consistent' if doc['consistent'] else 'INCONSISTENT'} after "
-        f"{doc['attempts']} attempt(s), {len(nodes)} free blocks, "
+        f"kstate: {'consistent' if doc['consistent'] else 'INCONSISTENT'} after "
+        f"{doc['attempts']} attempt(s): {len(nodes)} free blocks, "
         f"{doc['nr_vmap_nodes']} vmap nodes, {pooled} pooled areas, "
         f"{doc['read_seconds'] * 1e3:.1f} ms",
         file=sys.stderr,
     )
     return 0 if doc["consistent"] else 3
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--out", type=Path, help="write here, mode 0600 (.gz: gzip); default or '-': stdout"
+    )
+
+
+def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``kstate`` subcommand."""
+    p = subparsers.add_parser(
+        "kstate",
+        help="read the kernel's free tree, vmap nodes, lazy lists and pools (root, BPF)",
+        description=_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(p)
+    p.set_defaults(func=_handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m pyvmalloc.trace.kread",
+        description=_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(p)
+    return _handler(p.parse_args(argv))
 
 
 if __name__ == "__main__":
