@@ -35,6 +35,7 @@ __all__ = [
     "PeekError",
     "Peeker",
     "assemble",
+    "chase_program",
     "peek_program",
 ]
 
@@ -115,6 +116,64 @@ def peek_program(map_fd: int, max_len: int = MAX_PEEK) -> list[Insn]:
     ]
 
 
+JGE = 0x30
+
+
+def chase_program(
+    map_fd: int, size: int, link: int, adj: int, capacity: int = MAX_PEEK
+) -> list[Insn]:
+    """The list-walking program: read structs of ``size`` bytes one after the other,
+    following a pointer inside each, into the map value — up to ``capacity`` bytes in
+    one run instead of one system call per struct.
+
+    Context: ``ctx[0]`` = address of the first struct, ``ctx[1]`` = the struct address
+    at which to stop (not read), ``ctx[2]`` = the most bytes to fill. After reading a
+    struct at ``addr`` the next address is ``*(u64 *)(addr + link) + adj`` (for a
+    ``list_head`` at offset L of the struct: ``link = L + offsetof(next)``, ``adj =
+    -L``). Returns the number of bytes filled (a multiple of ``size``), or the
+    negative error of ``bpf_probe_read_kernel`` when the first struct is unreadable.
+    The loop is bounded (the offset grows by the constant ``size`` up to
+    ``capacity``), which the verifier accepts since Linux 5.3.
+    """
+    if not 0 < size <= capacity or not 0 <= link <= size - 8:
+        raise ValueError(f"chase: struct size {size} / link offset {link} do not fit")
+    return [
+        (ALU64 | MOV | X, 6, 1, 0, 0),  # 0: r6 = ctx
+        (ST | W | MEM, 10, 0, -4, 0),  # 1: key = 0
+        (ALU64 | MOV | X, 2, 10, 0, 0),  # 2: r2 = r10
+        (ALU64 | ADD | K, 2, 0, 0, -4),  # 3: r2 += -4
+        *_ld_map_fd(1, map_fd),  # 4-5: r1 = map
+        (JMP | CALL, 0, 0, 0, HELPER_MAP_LOOKUP_ELEM),  # 6
+        (JMP | JNE | K, 0, 0, 2, 0),  # 7: if r0 != 0 goto 10
+        (ALU64 | MOV | K, 0, 0, 0, -2),  # 8: r0 = -ENOENT
+        (JMP | EXIT, 0, 0, 0, 0),  # 9
+        (ALU64 | MOV | X, 9, 0, 0, 0),  # 10: r9 = value
+        (LDX | DW | MEM, 7, 6, 0, 0),  # 11: r7 = ctx[0] (addr)
+        (ALU64 | MOV | K, 8, 0, 0, 0),  # 12: r8 = 0 (bytes filled)
+        (JMP | JGT | K, 8, 0, 18, capacity - size),  # 13: loop: if r8 > cap - size: done
+        (LDX | DW | MEM, 1, 6, 16, 0),  # 14: r1 = ctx[2] (most bytes)
+        (JMP | JGE | X, 8, 1, 16, 0),  # 15: if r8 >= r1 goto done
+        (ALU64 | MOV | X, 1, 9, 0, 0),  # 16: r1 = value
+        (ALU64 | ADD | X, 1, 8, 0, 0),  # 17: r1 += r8
+        (ALU64 | MOV | K, 2, 0, 0, size),  # 18: r2 = size
+        (ALU64 | MOV | X, 3, 7, 0, 0),  # 19: r3 = addr
+        (JMP | CALL, 0, 0, 0, HELPER_PROBE_READ_KERNEL),  # 20
+        (JMP | JNE | K, 0, 0, 8, 0),  # 21: if r0 != 0 goto fail (30)
+        (ALU64 | ADD | K, 8, 0, 0, size),  # 22: r8 += size
+        (ALU64 | MOV | X, 1, 9, 0, 0),  # 23: r1 = value
+        (ALU64 | ADD | X, 1, 8, 0, 0),  # 24: r1 += r8
+        (LDX | DW | MEM, 7, 1, link - size, 0),  # 25: r7 = link pointer of that struct
+        (ALU64 | ADD | K, 7, 0, 0, adj),  # 26: r7 += adj
+        (LDX | DW | MEM, 1, 6, 8, 0),  # 27: r1 = ctx[1] (stop)
+        (JMP | JEQ | X, 7, 1, 3, 0),  # 28: if r7 == stop goto done
+        (JMP | JA, 0, 0, -17, 0),  # 29: goto loop (13)
+        (JMP | JNE | K, 8, 0, 1, 0),  # 30: fail: if r8 != 0 goto done
+        (JMP | EXIT, 0, 0, 0, 0),  # 31: return the error
+        (ALU64 | MOV | X, 0, 8, 0, 0),  # 32: done: r0 = r8
+        (JMP | EXIT, 0, 0, 0, 0),  # 33
+    ]
+
+
 _libc: ctypes.CDLL | None = None
 
 
@@ -142,12 +201,16 @@ class Peeker:
     b'...'
     """
 
-    def __init__(self) -> None:
+    def __init__(self, chase: tuple[int, int, int] | None = None) -> None:
+        """``chase``: (struct size, link offset, adjustment) for :meth:`chase`, see
+        :func:`chase_program`; without it, only :meth:`peek` is available."""
         if sys.platform != "linux":
             raise PeekError(errno.ENOSYS, "BPF needs Linux")
         self.map_fd = -1
         self.prog_fd = -1
+        self.chase_fd = -1
         self.reads = 0
+        self._shape = chase
         try:
             self._open()
         except BaseException:
@@ -163,7 +226,31 @@ class Peeker:
         if fd < 0:
             raise _err("bpf(BPF_MAP_CREATE) for the peek buffer")
         self.map_fd = fd
-        code = assemble(peek_program(fd))
+        self.prog_fd = self._load(peek_program(fd), b"pyvmalloc_peek")
+        if self._shape is not None:
+            self.chase_fd = self._load(chase_program(fd, *self._shape), b"pyvmalloc_chase")
+        self._ctx = ctypes.create_string_buffer(24)
+        self._run = ctypes.create_string_buffer(ATTR_SIZE)
+        struct.pack_into("<I", self._run, 0, self.prog_fd)
+        struct.pack_into("<IIQ", self._run, 40, 16, 0, ctypes.addressof(self._ctx))
+        self._run_chase = ctypes.create_string_buffer(ATTR_SIZE)
+        struct.pack_into("<I", self._run_chase, 0, self.chase_fd)
+        struct.pack_into("<IIQ", self._run_chase, 40, 24, 0, ctypes.addressof(self._ctx))
+        self._key = ctypes.create_string_buffer(4)
+        self._value = ctypes.create_string_buffer(MAX_PEEK)
+        self._lookup = ctypes.create_string_buffer(ATTR_SIZE)
+        struct.pack_into(
+            "<IIQQ",
+            self._lookup,
+            0,
+            self.map_fd,
+            0,
+            ctypes.addressof(self._key),
+            ctypes.addressof(self._value),
+        )
+
+    def _load(self, program: list[Insn], name: bytes) -> int:
+        code = assemble(program)
         insns = ctypes.create_string_buffer(code, len(code))
         lic = ctypes.create_string_buffer(b"GPL")  # bpf_probe_read_kernel is GPL-only
         log = ctypes.create_string_buffer(1 << 16)
@@ -180,31 +267,15 @@ class Peeker:
             len(log),
             ctypes.addressof(log),
         )
-        struct.pack_into("16s", attr, 48, b"pyvmalloc_peek")
+        struct.pack_into("16s", attr, 48, name)
         fd = _bpf(BPF_PROG_LOAD, attr)
         if fd < 0:
-            err = _err("bpf(BPF_PROG_LOAD) of the peek program")
+            err = _err(f"bpf(BPF_PROG_LOAD) of {name.decode()}")
             text = log.value.decode(errors="replace").strip().splitlines()
             if text:
                 err = PeekError(err.errno, f"{err.strerror} (verifier: {text[-1]})")
             raise err
-        self.prog_fd = fd
-        self._ctx = ctypes.create_string_buffer(16)
-        self._run = ctypes.create_string_buffer(ATTR_SIZE)
-        struct.pack_into("<I", self._run, 0, self.prog_fd)
-        struct.pack_into("<IIQ", self._run, 40, 16, 0, ctypes.addressof(self._ctx))
-        self._key = ctypes.create_string_buffer(4)
-        self._value = ctypes.create_string_buffer(MAX_PEEK)
-        self._lookup = ctypes.create_string_buffer(ATTR_SIZE)
-        struct.pack_into(
-            "<IIQQ",
-            self._lookup,
-            0,
-            self.map_fd,
-            0,
-            ctypes.addressof(self._key),
-            ctypes.addressof(self._value),
-        )
+        return fd
 
     def peek(self, addr: int, length: int) -> bytes | None:
         """``length`` bytes (1..4096) of kernel memory at ``addr``, or ``None`` if the
@@ -224,9 +295,34 @@ class Peeker:
             raise _err("bpf(BPF_MAP_LOOKUP_ELEM) of the peek buffer")
         return self._value.raw[:length]
 
+    def chase(self, first: int, stop: int, limit: int) -> list[bytes] | None:
+        """Up to ``limit`` structs from ``first`` on, following their links (see
+        :func:`chase_program`), stopping before ``stop``; fewer when one is unreadable
+        or the buffer is full (call again from the last one's link). ``None`` when
+        ``first`` itself cannot be read."""
+        if self._shape is None:
+            raise PeekError(errno.EINVAL, "this Peeker was made without a chase shape")
+        size = self._shape[0]
+        most = min(limit, MAX_PEEK // size) * size
+        if most <= 0:
+            return []
+        struct.pack_into("<QQQ", self._ctx, 0, first, stop, most)
+        if _bpf(BPF_PROG_TEST_RUN, self._run_chase) < 0:
+            raise _err("bpf(BPF_PROG_TEST_RUN) of the chase program")
+        self.reads += 1
+        got = struct.unpack_from("<i", self._run_chase, 4)[0]
+        if got <= 0:
+            return None if got < 0 else []
+        if got % size or got > most:
+            raise PeekError(errno.EIO, f"chase program returned {got} bytes")
+        if _bpf(BPF_MAP_LOOKUP_ELEM, self._lookup) < 0:
+            raise _err("bpf(BPF_MAP_LOOKUP_ELEM) of the peek buffer")
+        raw = self._value.raw
+        return [raw[i : i + size] for i in range(0, got, size)]
+
     def close(self) -> None:
-        """Close the program and the map (the kernel frees both)."""
-        for name in ("prog_fd", "map_fd"):
+        """Close the programs and the map (the kernel frees them)."""
+        for name in ("chase_fd", "prog_fd", "map_fd"):
             fd = getattr(self, name)
             if fd >= 0:
                 os.close(fd)

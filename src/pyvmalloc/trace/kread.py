@@ -42,6 +42,7 @@ import itertools
 import json
 import os
 import platform
+import struct
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -76,6 +77,8 @@ MAX_NODES = 1_000_000
 MAX_VMAP_NODES = 1024
 ATTEMPTS = 5
 Peek = Callable[[int, int], bytes | None]
+#: (first struct, stop struct, most structs) -> raw structs, ``None`` if unreadable.
+Chase = Callable[[int, int, int], list[bytes] | None]
 
 
 class KreadError(RuntimeError):
@@ -146,6 +149,11 @@ class Layout:
             vn_lazy_head=b.member(vn, "lazy.head").offset,
         )
 
+    def __post_init__(self) -> None:
+        odd = [k for k in self.__slots__ if k != "nr_pools" and getattr(self, k) % 8]
+        if odd:
+            raise BtfError(f"unexpected layout: {', '.join(odd)} not multiples of 8 bytes")
+
     def as_dict(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in self.__slots__}
 
@@ -184,46 +192,100 @@ class _Va:
     subtree: int
 
 
-def _read_va(peek: Peek, lay: Layout, addr: int, what: str) -> _Va:
-    b = _read(peek, addr, lay.va_size, what)
-    rb = lay.va_rb
-    lst = lay.va_list
+def _parse_va(lay: Layout, addr: int, b: bytes) -> _Va:
+    q = struct.unpack_from(f"<{lay.va_size // 8}Q", b)
+    rb = lay.va_rb // 8
+    lst = lay.va_list // 8
     return _Va(
         addr,
-        _u64(b, lay.va_start),
-        _u64(b, lay.va_end),
-        _u64(b, rb + lay.rb_parent),
-        _u64(b, rb + lay.rb_right),
-        _u64(b, rb + lay.rb_left),
-        _u64(b, lst + lay.list_next),
-        _u64(b, lst + lay.list_prev),
-        _u64(b, lay.va_subtree),
+        q[lay.va_start // 8],
+        q[lay.va_end // 8],
+        q[rb + lay.rb_parent // 8],
+        q[rb + lay.rb_right // 8],
+        q[rb + lay.rb_left // 8],
+        q[lst + lay.list_next // 8],
+        q[lst + lay.list_prev // 8],
+        q[lay.va_subtree // 8],
     )
 
 
-def walk_free_tree(peek: Peek, lay: Layout, root_va: int) -> tuple[int | None, list[_Va]]:
-    """The free tree below ``root_va``, in address order (iterative in-order walk).
+def _read_va(peek: Peek, lay: Layout, addr: int, what: str) -> _Va:
+    return _parse_va(lay, addr, _read(peek, addr, lay.va_size, what))
+
+
+def chain(
+    peek: Peek, lay: Layout, first: int, stop: int, what: str, chase: Chase | None = None
+) -> list[_Va]:
+    """The ``struct vmap_area``\\ s linked through ``.list.next`` from the one at
+    ``first`` up to (not including) the one at ``stop`` (struct addresses; for a list
+    head ``h``, ``stop = h - offsetof(struct vmap_area, list)``).
+
+    With ``chase`` (:meth:`~pyvmalloc.trace.bpfpeek.Peeker.chase`) up to 56 areas
+    come in one call; without it, one :func:`peek` per area.
+    """
+    out: list[_Va] = []
+    seen: set[int] = set()
+    cur = first
+    while cur != stop:
+        if chase is not None:
+            got = chase(cur, stop, MAX_NODES)
+            if not got:
+                raise Inconsistent(f"{what}: cannot read the area at {cur:#x}")
+            raws = got
+        else:
+            raws = [_read(peek, cur, lay.va_size, what)]
+        for raw in raws:
+            if cur in seen or len(out) >= MAX_NODES:
+                raise Inconsistent(f"{what}: a cycle, or more than {MAX_NODES} areas")
+            seen.add(cur)
+            va = _parse_va(lay, cur, raw)
+            out.append(va)
+            if va.next < 1 << 63:
+                raise Inconsistent(f"{what}: {va.start:#x} links to {va.next:#x}")
+            cur = va.next - lay.va_list
+    return out
+
+
+def walk_free_tree(
+    peek: Peek, lay: Layout, root_va: int, chase: Chase | None = None
+) -> tuple[int | None, list[_Va]]:
+    """The free tree below ``root_va``, in address order.
+
+    The kernel keeps every free block both in the tree and, in address order, in
+    ``free_vmap_area_list``: the blocks are read along the list (fast with ``chase``),
+    found from the leftmost node (whose ``list.prev`` is the list head), and the
+    tree's in-order walk through them must meet them in the same order.
 
     Returns (index of the root in the list, the nodes). Raises :class:`Inconsistent` on a
     cycle, an unreadable node, more than :data:`MAX_NODES` nodes, or a broken invariant.
     """
-    nodes: list[_Va] = []
-    seen: set[int] = set()
+    va = _read_va(peek, lay, root_va, "free-tree root")
+    for _ in range(200):  # a red-black tree of 2^64 nodes is under 128 deep
+        if not va.left:
+            break
+        va = _read_va(peek, lay, va.left - lay.va_rb, "free-tree node")
+    else:
+        raise Inconsistent("free tree: no leftmost node within 200 levels (a cycle)")
+    head = va.prev
+    nodes = chain(peek, lay, va.addr, head - lay.va_list, "free list", chase)
+    by_addr = {n.addr: n for n in nodes}
+    inorder: list[int] = []
     stack: list[_Va] = []
     cur = root_va
     while stack or cur:
         while cur:
-            if cur in seen:
-                raise Inconsistent(f"free tree: node {cur:#x} reached twice (a cycle)")
-            if len(seen) >= MAX_NODES:
-                raise Inconsistent(f"free tree: more than {MAX_NODES} nodes")
-            seen.add(cur)
-            va = _read_va(peek, lay, cur, "free-tree vmap_area")
-            stack.append(va)
-            cur = va.left - lay.va_rb if va.left else 0
-        va = stack.pop()
-        nodes.append(va)
-        cur = va.right - lay.va_rb if va.right else 0
+            n = by_addr.get(cur)
+            if n is None:
+                raise Inconsistent(f"free tree: node {cur:#x} is not in the free list")
+            if len(inorder) + len(stack) > len(nodes):
+                raise Inconsistent("free tree: more nodes than the free list (a cycle)")
+            stack.append(n)
+            cur = n.left - lay.va_rb if n.left else 0
+        n = stack.pop()
+        inorder.append(n.addr)
+        cur = n.right - lay.va_rb if n.right else 0
+    if inorder != [n.addr for n in nodes]:
+        raise Inconsistent("free tree: its in-order walk and the free list disagree")
     check_free_tree(lay, root_va, nodes)
     root_index = next((i for i, n in enumerate(nodes) if n.addr == root_va), None)
     return root_index, nodes
@@ -291,37 +353,34 @@ def check_free_tree(lay: Layout, root_va: int, nodes: list[_Va]) -> None:
 # ------------------------------------------------------------------- lists and nodes
 
 
-def walk_list(peek: Peek, lay: Layout, head: int, first: int, what: str) -> list[tuple[int, int]]:
+def walk_list(
+    peek: Peek, lay: Layout, head: int, first: int, what: str, chase: Chase | None = None
+) -> list[tuple[int, int]]:
     """The ``vmap_area``\\ s linked through ``.list`` from the ``list_head`` at ``head``
-    (whose ``next`` is ``first``), head first, as (va_start, va_end)."""
-    out: list[tuple[int, int]] = []
+    (whose ``next`` is ``first``), head first, as (va_start, va_end); the ``prev``
+    links must lead back the same way."""
+    vas = chain(peek, lay, first - lay.va_list, head - lay.va_list, what, chase)
     prev = head
-    cur = first
-    seen: set[int] = set()
-    while cur != head:
-        if cur == 0 or cur in seen or len(out) >= MAX_NODES:
-            raise Inconsistent(f"{what}: broken list (NULL, cycle or too long) at {cur:#x}")
-        seen.add(cur)
-        va = _read_va(peek, lay, cur - lay.va_list, what)
+    for va in vas:
         if va.prev != prev:
             raise Inconsistent(f"{what}: {va.start:#x} does not link back to its predecessor")
         if va.start >= va.end:
             raise Inconsistent(f"{what}: empty or inverted area {va.start:#x}-{va.end:#x}")
-        out.append((va.start, va.end))
-        prev = cur
-        cur = va.next
-    return out
+        prev = va.addr + lay.va_list
+    return [(va.start, va.end) for va in vas]
 
 
-def read_vmap_node(peek: Peek, lay: Layout, vn: int, index: int) -> dict[str, Any]:
+def read_vmap_node(
+    peek: Peek, lay: Layout, vn: int, index: int, chase: Chase | None = None
+) -> dict[str, Any]:
     """One ``struct vmap_node``: its busy and lazy lists and its non-empty pools."""
     raw = _read(peek, vn, lay.vn_size, f"vmap_node {index}")
 
     def head(off: int) -> tuple[int, int]:
         return vn + off, _u64(raw, off + lay.list_next)
 
-    busy = walk_list(peek, lay, *head(lay.vn_busy_head), f"vmap node {index} busy list")
-    lazy = walk_list(peek, lay, *head(lay.vn_lazy_head), f"vmap node {index} lazy list")
+    busy = walk_list(peek, lay, *head(lay.vn_busy_head), f"vmap node {index} busy list", chase)
+    lazy = walk_list(peek, lay, *head(lay.vn_lazy_head), f"vmap node {index} lazy list", chase)
     for what, areas in (("busy", busy), ("lazy", lazy)):
         for x, y in itertools.pairwise(areas):
             if x[1] > y[0]:
@@ -334,7 +393,7 @@ def read_vmap_node(peek: Peek, lay: Layout, vn: int, index: int) -> dict[str, An
         if first == h and length == 0:
             continue
         what = f"vmap node {index} pool of {i + 1} pages"
-        areas = walk_list(peek, lay, h, first, what)
+        areas = walk_list(peek, lay, h, first, what, chase)
         if len(areas) != length:
             raise Inconsistent(f"{what}: len is {length}, the list has {len(areas)} areas")
         for start, end in areas:
@@ -427,15 +486,15 @@ def candidates_from_code(code: bytes, base: int, lo: int, hi: int) -> set[int]:
     candidate is checked by reading what it points to.
     """
     out: set[int] = set()
-    for i in range(2, len(code) - 3):
+    for i in range(3, len(code) - 3):
         d = int.from_bytes(code[i : i + 4], "little", signed=True)
         if code[i - 1] & 0xC7 == 0x05:
             for imm in (0, 1, 4):
                 t = base + i + 4 + imm + d
                 if lo <= t < hi:
                     out.add(t & ~7)
-        if code[i - 2] in (0x48, 0x49) and code[i - 1] & 0xF8 == 0xC0 and d < 0:
-            t = d + (1 << 64)
+        if code[i - 3] in (0x48, 0x49) and code[i - 2] == 0xC7 and code[i - 1] & 0xF8 == 0xC0:
+            t = d + (1 << 64) if d < 0 else d
             if lo <= t < hi:
                 out.add(t & ~7)
     return out
@@ -574,15 +633,96 @@ def _check_cover(areas: list[tuple[int, int, str]]) -> None:
         raise Inconsistent(f"addresses {pos:#x}-{ULONG_MAX:#x} are in no tree, list or pool")
 
 
-def read_once(peek: Peek, lay: Layout, anchors: Anchors) -> dict[str, Any]:
-    """One readout (raises :class:`Inconsistent` if it raced or is impossible)."""
-    root_va = _root_va(peek, lay, anchors.free_root)
-    if root_va == 0:
+def prefetch(
+    peek: Peek, lay: Layout, anchors: Anchors, chase: Chase | None = None
+) -> dict[int, bytes]:
+    """Every byte a readout needs, read as fast as possible, as {address: bytes}.
+
+    The kernel keeps changing the state while it is read, so the reads come first, in
+    one burst (the root, the free list, each node with its lists and pools, following
+    only the ``next`` links), and all checks and decoding come after, from this copy:
+    the window in which a change can tear the readout is the burst alone.
+    """
+    cache: dict[int, bytes] = {}
+
+    def get(addr: int, n: int, what: str) -> bytes:
+        out = b""
+        while len(out) < n:
+            k = min(MAX_PEEK, n - len(out))
+            b = _read(peek, addr + len(out), k, what)
+            cache[addr + len(out)] = b
+            out += b
+        return out
+
+    link = lay.va_list + lay.list_next
+
+    def fetch_chain(first: int, stop: int, what: str) -> None:
+        cur = first
+        seen: set[int] = set()
+        while cur != stop:
+            raws = (
+                chase(cur, stop, MAX_NODES) if chase is not None else [get(cur, lay.va_size, what)]
+            )
+            if not raws:
+                raise Inconsistent(f"{what}: cannot read the area at {cur:#x}")
+            for raw in raws:
+                if cur in seen or len(seen) >= MAX_NODES:
+                    raise Inconsistent(f"{what}: a cycle, or more than {MAX_NODES} areas")
+                seen.add(cur)
+                cache[cur] = raw
+                nxt = _u64(raw, link)
+                if nxt < 1 << 63:
+                    raise Inconsistent(f"{what}: the area at {cur:#x} links to {nxt:#x}")
+                cur = nxt - lay.va_list
+
+    rb = _u64(get(anchors.free_root, 8, "free_vmap_area_root"), 0)
+    if rb == 0:
         raise Inconsistent("free_vmap_area_root is empty")
-    root_index, nodes = walk_free_tree(peek, lay, root_va)
+    va = rb - lay.va_rb
+    for _ in range(200):  # a red-black tree of 2^64 nodes is under 128 deep
+        raw = get(va, lay.va_size, "free-tree node")
+        left = _u64(raw, lay.va_rb + lay.rb_left)
+        if not left:
+            break
+        va = left - lay.va_rb
+    else:
+        raise Inconsistent("free tree: no leftmost node within 200 levels (a cycle)")
+    head = _u64(raw, lay.va_list + lay.list_prev)
+    fetch_chain(va, head - lay.va_list, "free list")
+    for i in range(anchors.nr_vmap_nodes):
+        vn = anchors.vmap_nodes + i * lay.vn_size
+        raw = get(vn, lay.vn_size, f"vmap_node {i}")
+        heads = [lay.vn_busy_head, lay.vn_lazy_head]
+        heads += [lay.vn_pool + p * lay.pool_size + lay.pool_head for p in range(lay.nr_pools)]
+        for off in heads:
+            first = _u64(raw, off + lay.list_next)
+            if first != vn + off:
+                fetch_chain(first - lay.va_list, vn + off - lay.va_list, f"vmap node {i} list")
+    return cache
+
+
+def _cached(cache: dict[int, bytes]) -> Peek:
+    def peek(addr: int, n: int) -> bytes | None:
+        b = cache.get(addr)
+        return b[:n] if b is not None and len(b) >= n else None
+
+    return peek
+
+
+def read_once(
+    peek: Peek, lay: Layout, anchors: Anchors, chase: Chase | None = None
+) -> tuple[dict[str, Any], float]:
+    """One readout and the seconds its reads took (raises :class:`Inconsistent` if it
+    raced or found something impossible)."""
+    t0 = time.monotonic()
+    cache = prefetch(peek, lay, anchors, chase)
+    window = time.monotonic() - t0
+    mem = _cached(cache)
+    root_va = _root_va(mem, lay, anchors.free_root)
+    root_index, nodes = walk_free_tree(mem, lay, root_va)
     index = {n.addr + lay.va_rb: i for i, n in enumerate(nodes)}
     vns = [
-        read_vmap_node(peek, lay, anchors.vmap_nodes + i * lay.vn_size, i)
+        read_vmap_node(mem, lay, anchors.vmap_nodes + i * lay.vn_size, i)
         for i in range(anchors.nr_vmap_nodes)
     ]
     cover = [(n.start, n.end, "free") for n in nodes]
@@ -592,7 +732,7 @@ def read_once(peek: Peek, lay: Layout, anchors: Anchors) -> dict[str, Any]:
         for p in vn["pools"]:
             cover += [(a, b, "pooled") for a, b in p["areas"]]
     _check_cover(cover)
-    return {
+    body = {
         "free_tree": {
             "root": root_index,
             "nodes": [
@@ -624,6 +764,7 @@ def read_once(peek: Peek, lay: Layout, anchors: Anchors) -> dict[str, Any]:
             for vn in vns
         ],
     }
+    return body, window
 
 
 def read_kstate(
@@ -635,16 +776,18 @@ def read_kstate(
     attempts: int = ATTEMPTS,
     kernel: str | None = None,
     arch: str | None = None,
+    chase: Chase | None = None,
 ) -> dict[str, Any]:
     """The ``kstate.json`` document: up to ``attempts`` readouts until one is consistent
     (``consistent: false`` and the last attempt's reason in ``errors`` otherwise)."""
     errors: list[str] = []
     body: dict[str, Any] | None = None
     tried = 0
+    window = 0.0
     t0 = time.monotonic()
     for tried in range(1, attempts + 1):
         try:
-            body = read_once(peek, lay, anchors)
+            body, window = read_once(peek, lay, anchors, chase)
             break
         except Inconsistent as e:
             errors.append(f"attempt {tried}: {e}")
@@ -667,7 +810,8 @@ def read_kstate(
         doc.update(body)
     doc["errors"] = errors
     doc["offsets"] = lay.as_dict()
-    doc["read_seconds"] = round(seconds, 6)
+    doc["read_seconds"] = round(window, 6)  # the reads of the readout kept
+    doc["seconds"] = round(seconds, 6)  # all attempts, checks included
     return doc
 
 
@@ -728,7 +872,8 @@ class Reader:
         except BtfError as e:
             raise KreadError(f"BTF: {e}") from None
         try:
-            self.peeker = Peeker()
+            lay = self.layout
+            self.peeker = Peeker(chase=(lay.va_size, lay.va_list + lay.list_next, -lay.va_list))
         except PeekError as e:
             raise KreadError(f"the BPF peek program cannot run: {e.strerror}") from None
         self.anchors = discover(self.peeker.peek, self.layout)
@@ -738,7 +883,9 @@ class Reader:
         if self.layout is None or self.peeker is None or self.anchors is None:
             raise KreadError("Reader.read before prepare")
         before = self.peeker.reads
-        doc = read_kstate(self.peeker.peek, self.layout, self.anchors, taken=taken)
+        doc = read_kstate(
+            self.peeker.peek, self.layout, self.anchors, taken=taken, chase=self.peeker.chase
+        )
         doc["peeks"] = self.peeker.reads - before
         doc["found"] = self.anchors.how
         return doc
