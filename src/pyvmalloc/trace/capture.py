@@ -701,7 +701,12 @@ def _read_kstate(
     """One readout between ``<marker>-begin`` and ``<marker>-end``, written to
     ``kstate.json`` (or ``kstate.end.json``); returns its summary for meta.json."""
     _mark(inst, marker + "-begin")
-    doc = reader.read(taken)
+    try:
+        doc = reader.read(taken)
+    except kread.KreadError as e:
+        _mark(inst, marker + "-end")
+        log(f"capture: the kernel's vmap state could not be read {taken}: {e}")
+        return {"error": str(e)}
     _mark(inst, marker + "-end")
     name = ("kstate.end.json" if taken == "after-end-snapshot" else "kstate.json") + (
         ".gz" if gz else ""

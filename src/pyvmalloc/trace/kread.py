@@ -868,7 +868,17 @@ class Reader:
         if why:
             raise KreadError(why)
         try:
-            self.layout = Layout.from_btf(Btf.load())
+            b = Btf.load()
+        except BtfError as e:
+            raise KreadError(f"BTF: {e}") from None
+        try:
+            b.find("vmap_node")
+        except BtfError:
+            raise KreadError(
+                "this kernel has no struct vmap_node (per-node vmap state exists from Linux 6.9 on)"
+            ) from None
+        try:
+            self.layout = Layout.from_btf(b)
         except BtfError as e:
             raise KreadError(f"BTF: {e}") from None
         try:
@@ -876,16 +886,22 @@ class Reader:
             self.peeker = Peeker(chase=(lay.va_size, lay.va_list + lay.list_next, -lay.va_list))
         except PeekError as e:
             raise KreadError(f"the BPF peek program cannot run: {e.strerror}") from None
-        self.anchors = discover(self.peeker.peek, self.layout)
+        try:
+            self.anchors = discover(self.peeker.peek, self.layout)
+        except OSError as e:  # a bpf(2) call failing midway (PeekError)
+            raise KreadError(f"reading kernel memory failed: {e.strerror}") from None
 
     def read(self, taken: str) -> dict[str, Any]:
         """One ``kstate.json`` document (see :func:`read_kstate`)."""
         if self.layout is None or self.peeker is None or self.anchors is None:
             raise KreadError("Reader.read before prepare")
         before = self.peeker.reads
-        doc = read_kstate(
-            self.peeker.peek, self.layout, self.anchors, taken=taken, chase=self.peeker.chase
-        )
+        try:
+            doc = read_kstate(
+                self.peeker.peek, self.layout, self.anchors, taken=taken, chase=self.peeker.chase
+            )
+        except OSError as e:  # a bpf(2) call failing midway (PeekError)
+            raise KreadError(f"reading kernel memory failed: {e.strerror}") from None
         doc["peeks"] = self.peeker.reads - before
         doc["found"] = self.anchors.how
         return doc
