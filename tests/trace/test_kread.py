@@ -528,3 +528,37 @@ def test_live_readout_matches_vmallocinfo_and_leaves_nothing() -> None:
     # Nothing left behind: no BPF fds, no mounts.
     assert _bpf_fds() == fds_before
     assert Path("/proc/mounts").read_text() == mounts_before
+
+
+def test_bundled_kstate_pools_predict_the_kernels_choices() -> None:
+    """The pools read at snapshot time are what the kernel then allocates from: each
+    allocation that takes a pooled area takes the head of its pool (pools are LIFO,
+    mm/vmalloc.c of 6.18 adds and takes at the head), until a purge refills them."""
+    from pyvmalloc.trace.parse import parse_trace
+
+    cap = DATA / "bpf-churn-nodrop"
+    doc = json.loads(gzip.decompress((cap / "kstate.json.gz").read_bytes()))
+    pools = {
+        (vn["id"], p["pages"]): [int(a[0], 16) for a in p["areas"]]
+        for vn in doc["vmap_nodes"]
+        for p in vn["pools"]
+    }
+    res = parse_trace(cap)
+    start = res.marker("kstate-end")
+    assert start is not None
+    heads = 0
+    for e in res.events:
+        if e.line <= start.line:
+            continue
+        if e.name == "purge_vmap_area_lazy":
+            break
+        if e.name != "alloc_vmap_area":
+            continue
+        where = [(k, v.index(e.addr)) for k, v in pools.items() if e.addr in v]
+        if where:
+            assert len(where) == 1
+            ((key, pos),) = where
+            assert pos == 0, f"{e.addr:#x} taken from position {pos} of pool {key}"
+            pools[key].pop(0)
+            heads += 1
+    assert heads >= 20
