@@ -120,7 +120,7 @@ class Layout:
 
     @classmethod
     def from_btf(cls, b: Btf) -> Layout:
-        """Read the offsets from BTF (raises :class:`~pyvmalloc.trace.BtfError` if a
+        """Read the offsets from BTF (raises :class:`~pyvmalloc.trace.btf.BtfError` if a
         struct or member is missing, e.g. a kernel before 6.9 without ``vmap_node``)."""
         vn = b.find("vmap_node")
         pool = b.member(vn, "pool")
