@@ -37,6 +37,7 @@ Run standalone: ``pyvmalloc kstate [--out FILE]`` or ``python -m pyvmalloc.trace
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import itertools
 import json
@@ -45,7 +46,7 @@ import platform
 import struct
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,8 @@ ULONG_MAX = (1 << 64) - 1
 MAX_NODES = 1_000_000
 MAX_VMAP_NODES = 1024
 ATTEMPTS = 5
+#: Seconds to wait after a torn attempt (times the attempt number).
+BACKOFF = 0.002
 Peek = Callable[[int, int], bytes | None]
 #: (first struct, stop struct, most structs) -> raw structs, ``None`` if unreadable.
 Chase = Callable[[int, int, int], list[bytes] | None]
@@ -701,6 +704,24 @@ def prefetch(
     return cache
 
 
+@contextlib.contextmanager
+def _not_preempted() -> Iterator[None]:
+    """Run the burst of reads as a real-time task (``SCHED_FIFO``, lowest priority),
+    when allowed, so that ordinary tasks do not preempt it mid-way and stretch the
+    window in which the kernel can tear the readout; the policy is restored after."""
+    try:
+        old = os.sched_getscheduler(0), os.sched_getparam(0)
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except (OSError, AttributeError):  # not permitted, or not Linux
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, old[0], old[1])
+
+
 def _cached(cache: dict[int, bytes]) -> Peek:
     def peek(addr: int, n: int) -> bytes | None:
         b = cache.get(addr)
@@ -714,9 +735,10 @@ def read_once(
 ) -> tuple[dict[str, Any], float]:
     """One readout and the seconds its reads took (raises :class:`Inconsistent` if it
     raced or found something impossible)."""
-    t0 = time.monotonic()
-    cache = prefetch(peek, lay, anchors, chase)
-    window = time.monotonic() - t0
+    with _not_preempted():
+        t0 = time.monotonic()
+        cache = prefetch(peek, lay, anchors, chase)
+        window = time.monotonic() - t0
     mem = _cached(cache)
     root_va = _root_va(mem, lay, anchors.free_root)
     root_index, nodes = walk_free_tree(mem, lay, root_va)
@@ -777,9 +799,11 @@ def read_kstate(
     kernel: str | None = None,
     arch: str | None = None,
     chase: Chase | None = None,
+    backoff: float = 0.0,
 ) -> dict[str, Any]:
     """The ``kstate.json`` document: up to ``attempts`` readouts until one is consistent
-    (``consistent: false`` and the last attempt's reason in ``errors`` otherwise)."""
+    (``consistent: false`` and the last attempt's reason in ``errors`` otherwise),
+    waiting ``backoff`` × the attempt number between them."""
     errors: list[str] = []
     body: dict[str, Any] | None = None
     tried = 0
@@ -791,6 +815,8 @@ def read_kstate(
             break
         except Inconsistent as e:
             errors.append(f"attempt {tried}: {e}")
+            if tried < attempts and backoff > 0:
+                time.sleep(backoff * tried)  # let a burst of kernel activity pass
     seconds = time.monotonic() - t0
     doc: dict[str, Any] = {
         "format": FORMAT,
@@ -898,7 +924,12 @@ class Reader:
         before = self.peeker.reads
         try:
             doc = read_kstate(
-                self.peeker.peek, self.layout, self.anchors, taken=taken, chase=self.peeker.chase
+                self.peeker.peek,
+                self.layout,
+                self.anchors,
+                taken=taken,
+                chase=self.peeker.chase,
+                backoff=BACKOFF,
             )
         except OSError as e:  # a bpf(2) call failing midway (PeekError)
             raise KreadError(f"reading kernel memory failed: {e.strerror}") from None
