@@ -562,3 +562,12 @@ def test_bundled_kstate_pools_predict_the_kernels_choices() -> None:
             pools[key].pop(0)
             heads += 1
     assert heads >= 20
+
+
+def test_not_preempted_restores_the_scheduling_policy() -> None:
+    if not hasattr(os, "sched_getscheduler"):
+        pytest.skip("no sched_getscheduler here")
+    before = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+    with kread._not_preempted():
+        pass
+    assert (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) == before
