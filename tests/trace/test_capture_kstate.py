@@ -249,3 +249,14 @@ def test_live_capture_without_kstate(tmp_path: Path) -> None:
     )  # fmt: skip
     assert meta["kstate"] == {"read": False, "reason": "--no-kstate"}
     assert not list((tmp_path / "cap").glob("kstate*"))
+
+
+def test_summary_word() -> None:
+    ok = {"consistent": True}
+    assert capture._kstate_word({"kstate": {"read": False, "reason": "--no-kstate"}}) == "off"
+    assert capture._kstate_word({}) == "off"
+    assert capture._kstate_word({"kstate": {"read": True, "after-snapshot": ok}}) == "consistent"
+    raced = {"read": True, "after-snapshot": ok, "after-end-snapshot": {"consistent": False}}
+    assert capture._kstate_word({"kstate": raced}) == "raced"
+    failed = {"read": True, "after-snapshot": {"error": "x"}}
+    assert capture._kstate_word({"kstate": failed}) == "failed"

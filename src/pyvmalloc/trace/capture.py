@@ -908,9 +908,20 @@ def _handler(args: argparse.Namespace) -> int:
     print(
         f"capture: {args.outdir}: {c['alloc_vmap_area']} allocs, "
         f"{c['free_vmap_area_noflush']} frees, {c['purge_vmap_area_lazy']} purges, "
-        f"lost={meta['lost_events']} overrun={meta['overrun']}"
+        f"lost={meta['lost_events']} overrun={meta['overrun']} kstate={_kstate_word(meta)}"
     )
     return 0 if meta["complete"] else 3
+
+
+def _kstate_word(meta: dict[str, Any]) -> str:
+    """``consistent``, ``raced`` (some readout never consistent), ``failed`` or ``off``."""
+    k = meta.get("kstate", {})
+    if not k.get("read"):
+        return "off"
+    outs = [k[t] for t in ("after-snapshot", "after-end-snapshot") if t in k]
+    if any("error" in o for o in outs):
+        return "failed"
+    return "consistent" if all(o.get("consistent") for o in outs) else "raced"
 
 
 def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
