@@ -99,7 +99,8 @@ def test_read_kstate_writes_the_file_between_markers(tmp_path: Path, gz: bool) -
     try:
         capture._mark = mark  # type: ignore[assignment]
         reader = FakeReader(_doc())
-        s1 = capture._read_kstate(reader, inst, fd, "kstate", "after-snapshot", gz, print)  # type: ignore[arg-type]
+        snap = "0x0000000000001000-0x0000000000003000    8192 x\n0xffffc90000000000-0xffffc90000002000    8192 y\n"
+        s1 = capture._read_kstate(reader, inst, fd, "kstate", "after-snapshot", gz, print, snap)  # type: ignore[arg-type]
         s2 = capture._read_kstate(  # type: ignore[arg-type]
             reader, inst, fd, "end-kstate", "after-end-snapshot", gz, print
         )
@@ -117,6 +118,8 @@ def test_read_kstate_writes_the_file_between_markers(tmp_path: Path, gz: bool) -
         "free_blocks": 1,
         "pooled": 1,
         "nr_vmap_nodes": 1,
+        "snapshot_areas": 2,
+        "snapshot_areas_not_held": 2,  # the fake readout holds no busy or lazy area
     }
     assert s2["file"] == "kstate.end.json" + suffix
     for name, taken in (
@@ -224,6 +227,10 @@ def test_live_capture_reads_kstate_twice(tmp_path: Path) -> None:
         doc = json.loads(gzip.decompress(f.read_bytes()))
         assert doc["taken"] == taken and doc["format"] == kread.FORMAT
         assert doc["consistent"] == k[taken]["consistent"]
+        if doc["consistent"]:  # the snapshot read just before: the same areas, but for
+            # the few the machine changed in between
+            assert k[taken]["snapshot_areas"] > 100
+            assert k[taken]["snapshot_areas_not_held"] <= 10
         assert doc["nr_vmap_nodes"] >= 1
     res = parse_trace(tmp_path / "cap")
     order = ["snapshot-end", "kstate-begin", "kstate-end", "workload-begin",

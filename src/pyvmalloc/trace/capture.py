@@ -460,6 +460,7 @@ def _read_snapshot(path: str = "/proc/vmallocinfo") -> str:
     return b"".join(chunks).decode()
 
 
+_SNAP_AREA_RE = re.compile(r"^0x([0-9a-f]+)-0x([0-9a-f]+) ", re.M)
 _ALLOC_SIZE_RE = re.compile(r" alloc_vmap_area: va_start: \d+ size=(\d+) ")
 _FREE_RE = re.compile(r" free_vmap_area_noflush: va_start=\S+ nr_lazy=(\d+) nr_lazy_max=(\d+)")
 _PURGE_RE = re.compile(r" purge_vmap_area_lazy: start=\S+ end=\S+ num_purged=(\d+)")
@@ -636,7 +637,7 @@ def capture(opts: CaptureOptions) -> dict[str, Any]:
             _write_output(outfd, "vmallocinfo", snap)
             if reader is not None:
                 meta["kstate"]["after-snapshot"] = _read_kstate(
-                    reader, inst, outfd, "kstate", "after-snapshot", opts.gzip, log
+                    reader, inst, outfd, "kstate", "after-snapshot", opts.gzip, log, snap
                 )
 
             _mark(inst, "workload-begin")
@@ -651,7 +652,14 @@ def capture(opts: CaptureOptions) -> dict[str, Any]:
                 _write_output(outfd, "vmallocinfo.end", end_snap)
                 if reader is not None:
                     meta["kstate"]["after-end-snapshot"] = _read_kstate(
-                        reader, inst, outfd, "end-kstate", "after-end-snapshot", opts.gzip, log
+                        reader,
+                        inst,
+                        outfd,
+                        "end-kstate",
+                        "after-end-snapshot",
+                        opts.gzip,
+                        log,
+                        end_snap,
                     )
             _mark(inst, "capture-end")
             _write(inst / "tracing_on", "0")
@@ -697,9 +705,12 @@ def _read_kstate(
     taken: str,
     gz: bool,
     log: Callable[[str], None],
+    snapshot: str = "",
 ) -> dict[str, Any]:
     """One readout between ``<marker>-begin`` and ``<marker>-end``, written to
-    ``kstate.json`` (or ``kstate.end.json``); returns its summary for meta.json."""
+    ``kstate.json`` (or ``kstate.end.json``); returns its summary for meta.json, with
+    how many areas of ``snapshot`` (the vmallocinfo read just before) the readout does
+    not hold as busy or lazy (events in between, or a kernel/reader disagreement)."""
     _mark(inst, marker + "-begin")
     try:
         doc = reader.read(taken)
@@ -714,9 +725,17 @@ def _read_kstate(
     _write_output(outfd, name, kread.write_kstate(doc))
     if not doc["consistent"]:
         log(f"capture: WARNING: {name}: every readout raced ({doc['errors'][-1]})")
+    held = {
+        int(a[0], 16): int(a[1], 16) for vn in doc["vmap_nodes"] for a in [*vn["busy"], *vn["lazy"]]
+    }
+    snap = [(int(m.group(1), 16), int(m.group(2), 16)) for m in _SNAP_AREA_RE.finditer(snapshot)]
     return {
         "file": name,
         "consistent": doc["consistent"],
+        "snapshot_areas": len(snap),
+        "snapshot_areas_not_held": sum(1 for a, b in snap if held.get(a) != b)
+        if doc["consistent"]
+        else None,
         "attempts": doc["attempts"],
         "read_seconds": doc["read_seconds"],
         "free_blocks": len(doc["free_tree"]["nodes"]),
