@@ -1,20 +1,25 @@
-"""Read kernel memory from Python with one tiny hand-assembled BPF program.
+"""Read kernel memory from Python with two tiny hand-assembled BPF programs.
 
-There is no clang or libbpf on the machines pyvmalloc captures on, so the program is
+There is no clang or libbpf on the machines pyvmalloc captures on, so the programs are
 emitted here as bytes, instruction by instruction, following the eBPF instruction set
 (``Documentation/bpf/standardization/instruction-set.rst`` of Linux 6.18): each
 instruction is 8 bytes — opcode, ``dst_reg`` (low nibble) and ``src_reg`` (high
 nibble), a signed 16-bit offset and a signed 32-bit immediate, little-endian; a 64-bit
 immediate load takes two slots.
 
-The program is of type ``BPF_PROG_TYPE_RAW_TRACEPOINT`` and is never attached: it runs
-only when this process asks, through ``BPF_PROG_TEST_RUN`` (supported for raw
-tracepoint programs since Linux 5.10), with the arguments ``(addr, len)`` in its
-context. It calls ``bpf_probe_read_kernel(value, len, addr)`` into the value of a
-one-entry array map and returns the helper's result; userspace then reads the value
-with ``BPF_MAP_LOOKUP_ELEM``. ``bpf_probe_read_kernel`` never faults: an unmapped
-address gives ``-EFAULT`` and zeroed bytes. The map value is 4 KiB, so the array is
-kmalloc'ed, not vmalloc'ed: the reader does not disturb what it reads.
+Both are of type ``BPF_PROG_TYPE_RAW_TRACEPOINT`` and never attached: they run only
+when this process asks, through ``BPF_PROG_TEST_RUN`` (supported for raw tracepoint
+programs since Linux 5.10), with their arguments in the context:
+
+* :func:`peek_program` ``(addr, len)`` calls ``bpf_probe_read_kernel(value, len,
+  addr)`` once;
+* :func:`chase_program` ``(first, stop, most)`` reads struct after struct along a
+  linked list, up to 4 KiB in one run (a bounded loop).
+
+The bytes land in the value of a one-entry array map, which userspace reads with
+``BPF_MAP_LOOKUP_ELEM``. ``bpf_probe_read_kernel`` never faults: an unmapped address
+gives ``-EFAULT``. The map value is 4 KiB, so the array is kmalloc'ed, not vmalloc'ed:
+the reader does not disturb what it reads.
 
 Needs ``CAP_BPF`` + ``CAP_PERFMON`` (or root) and a kernel without lockdown in
 "confidentiality" mode.
