@@ -856,25 +856,18 @@ def write_kstate(doc: dict[str, Any], path: Path | None = None) -> bytes:
 
 
 def kstate_unavailable() -> str | None:
-    """Why the state cannot be read here (``None`` if it can be tried)."""
+    """Why the state cannot be read here (``None`` if it can be tried; the BPF
+    programs, BTF contents and kallsyms are checked by :meth:`Reader.prepare`)."""
     if sys.platform != "linux":
         return "kstate needs Linux"
     if os.uname().machine != "x86_64":
         return f"kstate reading supports x86_64 only (this is {os.uname().machine})"
     if os.geteuid() != 0:
-        return "kstate reading needs root (BPF, kprobes)"
+        return "kstate reading needs root (BPF, kernel addresses)"
     if not BTF_VMLINUX.exists():
         return f"no {BTF_VMLINUX} (kernel without CONFIG_DEBUG_INFO_BTF)"
-    try:
-        syms = {
-            line.split()[2]
-            for line in Path("/proc/kallsyms").read_text().splitlines()
-            if len(line.split()) >= 3
-        }
-    except OSError as e:
-        return f"cannot read /proc/kallsyms: {e.strerror}"
-    if not any(f in syms for f in CODE_FUNCTIONS):
-        return "no mm/vmalloc.c functions in /proc/kallsyms (CONFIG_KALLSYMS off?)"
+    if not Path("/proc/kallsyms").exists():
+        return "no /proc/kallsyms (kernel without CONFIG_KALLSYMS)"
     return None
 
 
@@ -912,8 +905,9 @@ class Reader:
             self.peeker = Peeker(chase=(lay.va_size, lay.va_list + lay.list_next, -lay.va_list))
         except PeekError as e:
             raise KreadError(f"the BPF peek program cannot run: {e.strerror}") from None
+        syms = kallsyms_text()
         try:
-            self.anchors = discover(self.peeker.peek, self.layout)
+            self.anchors = discover(self.peeker.peek, self.layout, syms)
         except OSError as e:  # a bpf(2) call failing midway (PeekError)
             raise KreadError(f"reading kernel memory failed: {e.strerror}") from None
 
