@@ -216,47 +216,30 @@ def _read_va(peek: Peek, lay: Layout, addr: int, what: str) -> _Va:
     return _parse_va(lay, addr, _read(peek, addr, lay.va_size, what))
 
 
-def chain(
-    peek: Peek, lay: Layout, first: int, stop: int, what: str, chase: Chase | None = None
-) -> list[_Va]:
+def chain(peek: Peek, lay: Layout, first: int, stop: int, what: str) -> list[_Va]:
     """The ``struct vmap_area``\\ s linked through ``.list.next`` from the one at
     ``first`` up to (not including) the one at ``stop`` (struct addresses; for a list
-    head ``h``, ``stop = h - offsetof(struct vmap_area, list)``).
-
-    With ``chase`` (:meth:`~pyvmalloc.trace.bpfpeek.Peeker.chase`) up to 56 areas
-    come in one call; without it, one :func:`peek` per area.
-    """
+    head ``h``, ``stop = h - offsetof(struct vmap_area, list)``), one read each."""
     out: list[_Va] = []
     seen: set[int] = set()
     cur = first
     while cur != stop:
-        if chase is not None:
-            got = chase(cur, stop, MAX_NODES)
-            if not got:
-                raise Inconsistent(f"{what}: cannot read the area at {cur:#x}")
-            raws = got
-        else:
-            raws = [_read(peek, cur, lay.va_size, what)]
-        for raw in raws:
-            if cur in seen or len(out) >= MAX_NODES:
-                raise Inconsistent(f"{what}: a cycle, or more than {MAX_NODES} areas")
-            seen.add(cur)
-            va = _parse_va(lay, cur, raw)
-            out.append(va)
-            if va.next < 1 << 63:
-                raise Inconsistent(f"{what}: {va.start:#x} links to {va.next:#x}")
-            cur = va.next - lay.va_list
+        if cur in seen or len(out) >= MAX_NODES:
+            raise Inconsistent(f"{what}: a cycle, or more than {MAX_NODES} areas")
+        seen.add(cur)
+        va = _read_va(peek, lay, cur, what)
+        out.append(va)
+        if va.next < 1 << 63:
+            raise Inconsistent(f"{what}: {va.start:#x} links to {va.next:#x}")
+        cur = va.next - lay.va_list
     return out
 
 
-def walk_free_tree(
-    peek: Peek, lay: Layout, root_va: int, chase: Chase | None = None
-) -> tuple[int | None, list[_Va]]:
+def walk_free_tree(peek: Peek, lay: Layout, root_va: int) -> tuple[int | None, list[_Va]]:
     """The free tree below ``root_va``, in address order.
 
     The kernel keeps every free block both in the tree and, in address order, in
-    ``free_vmap_area_list``: the blocks are read along the list (fast with ``chase``),
-    found from the leftmost node (whose ``list.prev`` is the list head), and the
+    ``free_vmap_area_list``: the blocks are read along the list, found from the leftmost node (whose ``list.prev`` is the list head), and the
     tree's in-order walk through them must meet them in the same order.
 
     Returns (index of the root in the list, the nodes). Raises :class:`Inconsistent` on a
@@ -270,7 +253,7 @@ def walk_free_tree(
     else:
         raise Inconsistent("free tree: no leftmost node within 200 levels (a cycle)")
     head = va.prev
-    nodes = chain(peek, lay, va.addr, head - lay.va_list, "free list", chase)
+    nodes = chain(peek, lay, va.addr, head - lay.va_list, "free list")
     by_addr = {n.addr: n for n in nodes}
     inorder: list[int] = []
     stack: list[_Va] = []
@@ -356,13 +339,11 @@ def check_free_tree(lay: Layout, root_va: int, nodes: list[_Va]) -> None:
 # ------------------------------------------------------------------- lists and nodes
 
 
-def walk_list(
-    peek: Peek, lay: Layout, head: int, first: int, what: str, chase: Chase | None = None
-) -> list[tuple[int, int]]:
+def walk_list(peek: Peek, lay: Layout, head: int, first: int, what: str) -> list[tuple[int, int]]:
     """The ``vmap_area``\\ s linked through ``.list`` from the ``list_head`` at ``head``
     (whose ``next`` is ``first``), head first, as (va_start, va_end); the ``prev``
     links must lead back the same way."""
-    vas = chain(peek, lay, first - lay.va_list, head - lay.va_list, what, chase)
+    vas = chain(peek, lay, first - lay.va_list, head - lay.va_list, what)
     prev = head
     for va in vas:
         if va.prev != prev:
@@ -373,17 +354,15 @@ def walk_list(
     return [(va.start, va.end) for va in vas]
 
 
-def read_vmap_node(
-    peek: Peek, lay: Layout, vn: int, index: int, chase: Chase | None = None
-) -> dict[str, Any]:
+def read_vmap_node(peek: Peek, lay: Layout, vn: int, index: int) -> dict[str, Any]:
     """One ``struct vmap_node``: its busy and lazy lists and its non-empty pools."""
     raw = _read(peek, vn, lay.vn_size, f"vmap_node {index}")
 
     def head(off: int) -> tuple[int, int]:
         return vn + off, _u64(raw, off + lay.list_next)
 
-    busy = walk_list(peek, lay, *head(lay.vn_busy_head), f"vmap node {index} busy list", chase)
-    lazy = walk_list(peek, lay, *head(lay.vn_lazy_head), f"vmap node {index} lazy list", chase)
+    busy = walk_list(peek, lay, *head(lay.vn_busy_head), f"vmap node {index} busy list")
+    lazy = walk_list(peek, lay, *head(lay.vn_lazy_head), f"vmap node {index} lazy list")
     for what, areas in (("busy", busy), ("lazy", lazy)):
         for x, y in itertools.pairwise(areas):
             if x[1] > y[0]:
@@ -396,7 +375,7 @@ def read_vmap_node(
         if first == h and length == 0:
             continue
         what = f"vmap node {index} pool of {i + 1} pages"
-        areas = walk_list(peek, lay, h, first, what, chase)
+        areas = walk_list(peek, lay, h, first, what)
         if len(areas) != length:
             raise Inconsistent(f"{what}: len is {length}, the list has {len(areas)} areas")
         for start, end in areas:
