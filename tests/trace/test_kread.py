@@ -303,8 +303,11 @@ def test_candidates_from_code() -> None:
 def test_discover_finds_both_variables_from_code() -> None:
     mem = build()
     base = 0xFFFFFFFF8161D000
+    node1_var = NODES_VAR + 0x40  # another pointer, to node 1: the same array
+    mem.u64(node1_var, NODES + LAY.vn_size)
     code = _code(base, [(b"\x48\x8b\x05", NODES_VAR, 0), (b"\x48\x8b\x3d", FREE_ROOT_VAR, 0),
-                        (b"\x48\x8d\x3d", FREE_LIST_VAR, 0)])  # fmt: skip
+                        (b"\x48\x8d\x3d", FREE_LIST_VAR, 0),
+                        (b"\x48\x8b\x15", node1_var, 0)])  # fmt: skip
     mem.write(base, code)
     syms = {
         "vmalloc_info_show": base,

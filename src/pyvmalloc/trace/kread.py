@@ -513,10 +513,11 @@ def _root_va(peek: Peek, lay: Layout, var: int) -> int:
     return rb - lay.va_rb if rb else 0
 
 
-def count_vmap_nodes(peek: Peek, lay: Layout, first: int) -> int:
-    """How many ``struct vmap_node`` follow each other from ``first`` (by their shape)."""
+def count_vmap_nodes(peek: Peek, lay: Layout, first: int, limit: int = MAX_VMAP_NODES) -> int:
+    """How many ``struct vmap_node`` follow each other from ``first`` (by their shape),
+    up to ``limit``."""
     n = 0
-    while n < MAX_VMAP_NODES:
+    while n < limit:
         at = first + n * lay.vn_size
         raw = peek_all(peek, at, lay.vn_size)
         if raw is None or not looks_like_vmap_node(raw, lay, at):
@@ -560,6 +561,9 @@ def discover(peek: Peek, lay: Layout, syms: dict[str, int] | None = None) -> Anc
             continue
         raw = peek_all(peek, v, lay.vn_size)
         if raw is not None and looks_like_vmap_node(raw, lay, v):
+            # a pointer to some node of the array counts as the array's start
+            while count_vmap_nodes(peek, lay, v - lay.vn_size, limit=1):
+                v -= lay.vn_size
             arrays.append(v)
         elif _is_free_root(peek, lay, var):
             roots.append(var)
