@@ -60,7 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--causes", type=int, default=0)
     a = p.parse_args(argv)
     caps = sorted(d for base in a.dirs for d in Path(base).iterdir() if (d / "meta.json").exists())
-    rows = [row(c) for c in caps]
+    rows = []
+    for c in caps:
+        try:
+            rows.append(row(c))
+        except Exception as e:  # a capture this version cannot read: say so, go on
+            print(f"{c.name:24} error: {e}", file=sys.stderr)
     print(f"{'capture':24} {'drop':4} {'allocs':>6} {'agree':>8} {'known':>8} {'max':>4}  causes")
     for r in rows:
         worst = r["worst"]

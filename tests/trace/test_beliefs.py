@@ -467,3 +467,25 @@ def test_a_snapshot_hole_three_blocks_below_the_lowest_match_is_believed_off_the
     assert [(m.kernel, m.model) for m in res.mismatches] == [(V + 0x4000, V + 0x18000)]
     assert res.mismatches[0].cause_class == "hidden state"
     assert top == V + 0xF000
+
+
+def test_pools_emptied_by_the_shrinker_are_inferred_at_once(tmp_path):
+    # Six stacks of CPU 0 are freed and purged into node 0's pool (head: the highest).
+    # Then drop_caches (or memory pressure) runs the vmap-node shrinker, which returns
+    # every pooled area to the free tree; no vmalloc event says so. The next stack is
+    # a tree search: the lowest slot, V + 0x4000, at position 5 of the model's pool.
+    # That is where a search ends with every pool in the tree: the model empties its
+    # pools too, and the stack after it (V + 0xC000) agrees.
+    stacks = [V + 0x4000 + i * 0x8000 for i in range(6)]
+    tr = Trace()
+    for x in stacks:
+        tr.alloc(x, cpu=0)
+    for x in stacks:
+        tr.free(x)
+    tr.purge(stacks[0], stacks[-1] + STACK, 6, 30)
+    tr.alloc(stacks[0], cpu=0)
+    tr.alloc(stacks[1], cpu=0)
+    res = run(tmp_path, tr, [(V, V + 0x1000)])
+    assert [(m.kernel, m.model) for m in res.mismatches] == [(stacks[0], stacks[-1])]
+    assert res.mismatches[0].cause_key.startswith("shrinker:")
+    assert res.allocs_matched == 7

@@ -859,6 +859,21 @@ class Replayer:
                 "time than the model assumes",
                 ("purge", b.purge_seq),
             )
+        if (
+            kind in ("pool", "pooled-other")
+            and (pos != 0 or pnode != node)
+            and self._shrinker_explains(ev)
+        ):
+            # Every pool had been emptied into the tree (the "vmap-node" shrinker:
+            # drop_caches or memory pressure; no vmalloc event traces it).
+            released = self.space.vmap_node_shrink_scan()
+            b.revisions += 1
+            return Cause(
+                HIDDEN,
+                f"the vmap-node shrinker had emptied every pool ({released} areas; "
+                "drop_caches or memory pressure, not traced)",
+                ("shrinker", ev.line),
+            )
         if head is not None and node >= 0:
             # The model took its pool head; the kernel did not.
             pool = space.nodes[node].pools.get(idx, deque())
@@ -1028,6 +1043,44 @@ class Replayer:
                 blocks.append((blk.va_start, blk.va_end))
             blk = rb_next(blk)
         return sum(self.beliefs.park(block) for block in blocks)
+
+    def _shrinker_explains(self, ev: AllocVmapArea) -> bool:
+        """Whether the kernel's address is where a tree search would end if every
+        pooled area were back in the free tree: the lowest block of the search length
+        (the exact lowest match) in the model's free space and pools together.
+
+        ``vmap_node_shrink_scan`` (the "vmap-node" shrinker, run by ``drop_caches``
+        and by memory pressure) fully decays every node's pools, and no vmalloc
+        tracepoint says so. Not while a purge is in flight (its decay detaches pools
+        too, see :meth:`_decay_in_flight`).
+        """
+        if not self.trace_driven or self._pending is not None:
+            return False
+        if self._in_race_window(ev.timestamp) or self.space.nr_vmap_nodes < 2:
+            return False
+        space = self.space
+        spans = [(va.va_start, va.va_end) for va in space.free_areas()]
+        spans += [
+            (va.va_start, va.va_end)
+            for vn in space.nodes
+            for pool in vn.pools.values()
+            for va in pool
+        ]
+        spans.sort()
+        length = ev.size + ev.align - 1 if ev.align > PAGE_SIZE else ev.size
+        mask = ~(ev.align - 1) & space.ulong_max
+        merged: list[list[int]] = []
+        for start, end in spans:
+            if merged and merged[-1][1] == start:
+                merged[-1][1] = end
+            else:
+                merged.append([start, end])
+        for start, end in merged:
+            lo = max(start, ev.vstart)
+            if end - lo >= length:
+                nva = (lo + ev.align - 1) & mask
+                return bool(nva == ev.addr and nva + ev.size <= min(end, ev.vend))
+        return False
 
     def _first_free(self) -> VmapArea | None:
         """The lowest free block of the model's tree."""
