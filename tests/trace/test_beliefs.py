@@ -447,28 +447,6 @@ def test_a_stack_tree_choice_parks_every_lower_block_while_no_hidden_stack_is_se
     assert res.allocs_matched == 2
 
 
-def test_a_snapshot_hole_three_blocks_below_the_lowest_match_is_believed_off_the_path(
-    tmp_path,
-):
-    # A 24 KiB hole H fits a stack once aligned (V + 0x4000), but three free blocks
-    # separate it from the lowest block of the search length 0x8fff above it. Its place
-    # in the kernel's tree is unknown; the prior (an ancestor of a block 3 away with
-    # probability ~1/4) says the descent does not pass it: the stack goes to the top
-    # block, as in the kernel (a match that rests on a guess). The next stack shows H
-    # on the kernel's path after all: one mismatch, and the prior is refuted.
-    h = V + 0x3000
-    busy = [(V, h), (h + 0x7000, h + 0x8000), (h + 0x9000, h + 0xA000), (h + 0xB000, h + 0xC000)]
-    top = h + 0xC000  # V + 0xF000: aligned V + 0x10000
-    tr = Trace()
-    tr.alloc(V + 0x10000, cpu=0)
-    tr.alloc(V + 0x4000, cpu=0)
-    res = run(tmp_path, tr, busy)
-    assert res.allocs_matched == 1 and res.allocs_matched_guessed == 1
-    assert [(m.kernel, m.model) for m in res.mismatches] == [(V + 0x4000, V + 0x18000)]
-    assert res.mismatches[0].cause_class == "hidden state"
-    assert top == V + 0xF000
-
-
 def test_pools_emptied_by_the_shrinker_are_inferred_at_once(tmp_path):
     # Six stacks of CPU 0 are freed and purged into node 0's pool (head: the highest).
     # Then drop_caches (or memory pressure) runs the vmap-node shrinker, which returns

@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pyvmalloc.config import PAGE_SHIFT, PAGE_SIZE
-from pyvmalloc.rbtree import rb_next, rb_prev
+from pyvmalloc.rbtree import rb_prev
 from pyvmalloc.vmap.area import VaState, VmapArea
 from pyvmalloc.vmap.space import VmapSpace
 
@@ -93,8 +93,6 @@ class Beliefs:
         self.hidden_prev2: dict[tuple[int, int], int] = {}
         #: Slots refuted as heads of a hidden pool: (node, class) -> addresses.
         self.hidden_refuted: dict[tuple[int, int], set[int]] = {}
-        #: (block, search length) pairs the tree-shape prior was applied to once.
-        self.prior_tried: set[tuple[tuple[int, int], int]] = set()
         #: Number of revisions made (each one a refuted guess).
         self.revisions = 0
 
@@ -312,38 +310,6 @@ class Beliefs:
         """Back to the free tree: the model's own accounting of free space."""
         self.unpark_overlapping(0, self.space.ulong_max)
 
-    def prior_off_path(self, block: tuple[int, int], length: int) -> bool:
-        """The prior for a snapshot block shorter than the search ``length``: off the
-        kernel's descent path when at least :data:`OFF_PATH_DISTANCE` free blocks
-        separate it from the next block of that length (the lowest match above it).
-
-        The search takes such a block only when it is an ancestor of the block of
-        the search length it descends to. Where the tree's history is unknown, a
-        block is an ancestor of one ``d`` blocks away with probability about
-        ``1 / (d + 1)`` (as in a random search tree; measured on the kernel's own free
-        trees, read with kstate.json: 0.49, 0.28, 0.21, 0.15 for d = 1..4), so from
-        ``d = 3`` on the model's own tree shape, rebuilt from the snapshot, is the
-        worse guess. Marks it unreachable for ``length`` (the kernel taking it
-        refutes this like any other belief); True when it did.
-        """
-        if block[1] - block[0] >= length or block not in self.old_blocks:
-            return False
-        lengths = self.unreachable.get(block)
-        if lengths is not None and length in lengths:
-            return False
-        if (block, length) in self.prior_tried:
-            return False  # refuted once: never again
-        self.prior_tried.add((block, length))
-        blk = self.space.free.pvm_find_va_enclose_addr(block[0])
-        d = 0
-        while blk is not None and blk.va_end - blk.va_start < length:
-            d += 1
-            if d >= OFF_PATH_DISTANCE:
-                self.unreachable.setdefault(block, set()).add(length)
-                return True
-            blk = rb_next(blk)
-        return False
-
     def mark_unreachable(self, block: tuple[int, int], length: int) -> None:
         self.unreachable.setdefault((block[0], block[1]), set()).add(length)
         self.revisions += 1
@@ -468,10 +434,6 @@ def pool_class(size: int) -> int:
     """The pool index of an area of ``size`` bytes (pages - 1)."""
     return (size - 1) >> PAGE_SHIFT
 
-
-#: Free blocks between a snapshot hole and the next block of the search length from
-#: which the hole is believed off the kernel's descent path (Beliefs.prior_off_path).
-OFF_PATH_DISTANCE = 3
 
 #: How many free blocks below the last head :func:`next_hidden_head` looks at.
 HIDDEN_SCAN_BLOCKS = 64

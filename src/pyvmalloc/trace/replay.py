@@ -541,7 +541,6 @@ class Replayer:
         if kernel_failed:
             res.kernel_failures += 1
         hidden: int | None = None
-        prior = False  # the model's choice rests on the tree-shape prior
         va: VmapArea | int
         if self._infer_pools and self.beliefs.hidden_head:
             hidden = self._hidden_guess(ev, cpu)
@@ -561,8 +560,6 @@ class Replayer:
             and (self.beliefs.unreachable or dec.block[1] - dec.block[0] < dec.search_length)
         ):
             length = dec.search_length
-            if self.beliefs.prior_off_path(dec.block, length):
-                prior = True
             if self.beliefs.is_unreachable(dec.block, length):
                 va = self._search_again(ev, va, cpu, length)  # type: ignore[arg-type]
                 dec = space.last_decision
@@ -578,8 +575,6 @@ class Replayer:
                 self.beliefs.saw_hidden_head(
                     (cpu % space.nr_vmap_nodes, pool_class(ev.size)), hidden
                 )
-            elif prior:
-                res.allocs_matched_guessed += 1
             elif dec is not None:
                 b = self.beliefs
                 if pool_hit:
