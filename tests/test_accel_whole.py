@@ -1,8 +1,9 @@
 """The compiled whole operations against the layered Python path, step for step.
 
-``_speedups.alloc_vmap_area_once``, ``free_vmap_area_noflush`` and ``purge_vmap_node``
-each replace a whole mechanism method for the kernel's own policies and must return
-None, having changed nothing, for every call they do not mirror. Here two models run
+``_speedups.alloc_vmap_area_once``, ``find_unlink_vmap_area``,
+``free_vmap_area_noflush`` and ``purge_vmap_node`` each replace a whole mechanism
+method for the kernel's own policies and must return None, having changed nothing, for
+every call they do not mirror. Here two models run
 the same seeded operations in one process: model 0 with the whole operations switched
 off (the mechanism's Python methods over the compiled tree pieces, which
 ``test_accel.py`` checks against pure Python), model 1 with them on. After every step
@@ -42,6 +43,7 @@ def _layered(fn: Callable[[], Any], monkeypatch: pytest.MonkeyPatch) -> Any:
     with monkeypatch.context() as m:
         m.setattr(space, "_c_alloc_once", None)
         m.setattr(space, "_c_free_noflush", None)
+        m.setattr(space, "_c_find_unlink", None)
         m.setattr(purge, "_c_purge_vmap_node", None)
         return fn()
 
@@ -284,6 +286,8 @@ def test_declines_change_nothing() -> None:
     s.tp_alloc.append(lambda e: None)
     assert sp.alloc_vmap_area_once(s, 8192, 1, vs, ve, 0, 0, None) is None
     s.tp_alloc.clear()
+    assert sp.find_unlink_vmap_area(s, va.va_end) is None  # not busy: the reference searches
+    assert sp.find_unlink_vmap_area(s, 1 << 64) is None
     assert _state(s) == before
     # another type of space: never
     from pyvmalloc.vmap.list419 import ListVmapSpace
@@ -294,6 +298,7 @@ def test_declines_change_nothing() -> None:
     assert sp.alloc_vmap_area_once(s419, 8192, 1, vs, ve, 0, 0, None) is None
     assert sp.free_vmap_area_noflush(s419, va) is None
     assert sp.purge_vmap_node(s419, s.nodes[0], [], False) is None
+    assert sp.find_unlink_vmap_area(s419, va.va_start) is None
 
 
 @needs_accel

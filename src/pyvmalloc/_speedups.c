@@ -1312,6 +1312,16 @@ static PyObject *s_explain, *s_tp_alloc, *s_tp_free, *s_pools, *s_placement, *s_
     *s_lazy_frees, *s_c_consts, *s_popleft, *s_appendleft, *s_append, *s_nr_purged,
     *s_max_va_size_pages, *s_complain_overlap, *s_insert_vmap_area, *s_merge_py, *s_why,
     *minus_one;
+/* deque's popleft, append, appendleft, rotate (method descriptors, called directly) */
+static PyObject *dq_popleft = NULL, *dq_append = NULL, *dq_appendleft = NULL, *dq_rotate = NULL;
+
+static inline PyObject *call1(PyObject *meth, PyObject *self_) {
+    return PyObject_Vectorcall(meth, &self_, 1, NULL);
+}
+static inline PyObject *call2(PyObject *meth, PyObject *self_, PyObject *arg) {
+    PyObject *a[2] = {self_, arg};
+    return PyObject_Vectorcall(meth, a, 2, NULL);
+}
 
 /* VmapSpace._c_consts: the values of a space that never change after __init__. */
 enum { C_FREE, C_ROOT, C_STATS, C_BUSY, C_POOLS, C_NODES, C_VNFLAGS, C_VSTART, C_VEND, C_UMAX,
@@ -1334,7 +1344,7 @@ static void ctx_release(ctx_t *c) {
 
 /* 1: `space` is a VmapSpace the whole operations mirror (c filled); 0: it is not (take
  * the reference); -1: error. */
-static int ctx_get(PyObject *space, ctx_t *c) {
+static int ctx_get_ex(PyObject *space, ctx_t *c, int counters) {
     c->consts = c->space_d = c->free_d = c->stats_d = NULL;
     if (space_type == NULL || Py_TYPE(space) != space_type || va_ready() < 0 ||
         st_busy == NULL)
@@ -1373,6 +1383,7 @@ static int ctx_get(PyObject *space, ctx_t *c) {
     c->adjust = PyTuple_GET_ITEM(t, C_ADJUST) == Py_True;
     c->shift = PyTuple_GET_ITEM(t, C_SHIFT) == Py_True;
     c->each_step = PyTuple_GET_ITEM(t, C_EACH_STEP) == Py_True;
+    if (!counters) return 1;
     c->free_d = PyObject_GenericGetDict(c->free, NULL);
     if (!c->free_d) goto no;
     c->stats_d = PyObject_GenericGetDict(PyTuple_GET_ITEM(t, C_STATS), NULL);
@@ -1388,6 +1399,8 @@ no:
     }
     return 0;
 }
+
+static inline int ctx_get(PyObject *space, ctx_t *c) { return ctx_get_ex(space, c, 1); }
 
 /* An exact int attribute of an instance dict (borrowed), or NULL (no error set). */
 static inline PyObject *d_int(PyObject *d, PyObject *key) {
@@ -1492,12 +1505,10 @@ static PyObject *sp_alloc_vmap_area_once(PyObject *self, PyObject *const *args,
     if (!pools_pol || !placement || Py_TYPE(placement) != lowest_match_type ||
         (Py_TYPE(pools_pol) != node_pools_type && Py_TYPE(pools_pol) != no_pools_type))
         goto fallback;
+    /* the counters (nr_busy, nr_free, stats.*) are read when they are updated: a model
+     * without them fails in the reference too */
     PyObject *fits = PyDict_GetItemWithError(c.stats_d, s_fits);
-    if (!d_int(c.space_d, s_nr_busy) || !d_int(c.free_d, s_nr_free) ||
-        !d_int(c.stats_d, s_allocs) || !d_int(c.stats_d, s_pool_hits) ||
-        !d_int(c.stats_d, s_search_visits) || !fits || !PyList_CheckExact(fits) ||
-        PyList_GET_SIZE(fits) < 5)
-        goto fallback;
+    if (!fits || !PyList_CheckExact(fits) || PyList_GET_SIZE(fits) < 5) goto fallback;
 
     /* 6.x node_alloc: the pool of the CPU's node, for a full-range request */
     PyObject *vn_id_o = small_zero;
@@ -1538,7 +1549,7 @@ static PyObject *sp_alloc_vmap_area_once(PyObject *self, PyObject *const *args,
 
     if (head != NULL) {
         /* --- commit: the pool's head (node_pool_del_va) --- */
-        PyObject *r = PyObject_CallMethodNoArgs(pool, s_popleft);
+        PyObject *r = call1(dq_popleft, pool);
         if (!r) goto error;
         Py_DECREF(r);
         set_state(&g, head, st_detached);
@@ -1566,7 +1577,7 @@ static PyObject *sp_alloc_vmap_area_once(PyObject *self, PyObject *const *args,
             goto fallback; /* -ERANGE, or a NOTHING_FIT the reference warns about */
         /* --- commit: the tree --- */
         if (rotate) {
-            PyObject *r = PyObject_CallMethodOneArg(pool, s_rotate, minus_one);
+            PyObject *r = call2(dq_rotate, pool, minus_one);
             if (!r) goto error;
             Py_DECREF(r);
         }
@@ -1679,7 +1690,7 @@ static PyObject *sp_free_vmap_area_noflush(PyObject *self, PyObject *const *args
     if (rc < 0) goto error;
     set_state(&g, va, st_lazy);
     set_slot(&g, va, off_vm, Py_None);
-    PyObject *r = PyObject_CallMethodOneArg(lazy, s_append, va);
+    PyObject *r = call2(dq_append, lazy, va);
     if (!r) goto error;
     Py_DECREF(r);
     if (d_add(c.stats_d, s_lazy_frees, 1) < 0) goto error;
@@ -1695,6 +1706,70 @@ error:
     result = NULL;
 out:
     flush(&g);
+    ctx_release(&c);
+    return result;
+}
+
+/* find_unlink_vmap_area(space, addr) — mirrors the usual case of
+ * VmapSpace.find_unlink_vmap_area (vmap/space.py): the busy area containing addr in
+ * its address's node, erased with its links cleared, state DETACHED, nr_busy - 1.
+ * None when that node has none or the call is not one it mirrors (nothing changed):
+ * the reference then searches every node. */
+static PyObject *sp_find_unlink_vmap_area(PyObject *self, PyObject *const *args,
+                                          Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "find_unlink_vmap_area takes 2 arguments");
+        return NULL;
+    }
+    ctx_t c;
+    int rc = ctx_get_ex(args[0], &c, 0);
+    if (rc < 0) return NULL;
+    if (rc == 0) Py_RETURN_NONE;
+    PyObject *result = NULL, *node;
+    uint64_t addr, s, e;
+    if (!u64_of(args[1], &addr)) goto fallback;
+    Py_ssize_t bi = c.n > 1 ? (Py_ssize_t)((addr / c.zone) % (uint64_t)c.n) : 0;
+    PyObject *root = PyTuple_GET_ITEM(c.busy, bi);
+    node = get_node(root, off_root);
+    while (node != NULL) {
+        if (Py_TYPE(node) != va_type || !va_bounds(node, &s, &e)) goto fallback;
+        if (addr < s)
+            node = get_node(node, off_left);
+        else if (addr >= e)
+            node = get_node(node, off_right);
+        else
+            break;
+    }
+    if (node == NULL || check_node(node, "node") < 0) goto fallback;
+    grave_t g;
+    g.n = 0;
+    aug_t a = {NULL};
+    PyObject *rebalance = NULL;
+    Py_INCREF(node); /* returned */
+    rc = rb_erase_impl(&g, node, root, &a, &rebalance);
+    if (rc == 0 && rebalance != NULL) rc = rb_erase_color_impl(&g, rebalance, root, &a);
+    if (rc == 0) {
+        set_node(&g, node, off_parent, NULL);
+        set_node(&g, node, off_left, NULL);
+        set_node(&g, node, off_right, NULL);
+        set_state(&g, node, st_detached);
+        rc = d_add(c.space_d, s_nr_busy, -1);
+    }
+    flush(&g);
+    if (rc < 0) {
+        Py_DECREF(node);
+        goto error;
+    }
+    result = node;
+    goto out;
+fallback:
+    if (PyErr_Occurred()) goto error;
+    result = Py_None;
+    Py_INCREF(result);
+    goto out;
+error:
+    result = NULL;
+out:
     ctx_release(&c);
     return result;
 }
@@ -1789,7 +1864,7 @@ static PyObject *sp_purge_vmap_node(PyObject *self, PyObject *const *args, Py_ss
                     if (pool && PyDict_SetItem(pd, key, pool) < 0) Py_CLEAR(pool);
                 }
                 Py_DECREF(key);
-                PyObject *r = pool ? PyObject_CallMethodOneArg(pool, s_appendleft, va) : NULL;
+                PyObject *r = pool ? call2(dq_appendleft, pool, va) : NULL;
                 Py_XDECREF(pool);
                 if (!r) { err = 1; break; }
                 Py_DECREF(r);
@@ -1866,6 +1941,19 @@ static PyObject *sp_init_space(PyObject *self, PyObject *args) {
     KEEP(node_pools_type, (PyTypeObject *)np_t);
     KEEP(no_pools_type, (PyTypeObject *)nop_t);
     KEEP(deque_type, (PyTypeObject *)dq_t);
+    PyObject *meths[4];
+    const char *names[4] = {"popleft", "append", "appendleft", "rotate"};
+    for (int i = 0; i < 4; i++) {
+        meths[i] = PyObject_GetAttrString(dq_t, names[i]);
+        if (!meths[i]) {
+            while (--i >= 0) Py_DECREF(meths[i]);
+            return NULL;
+        }
+    }
+    Py_XSETREF(dq_popleft, meths[0]);
+    Py_XSETREF(dq_append, meths[1]);
+    Py_XSETREF(dq_appendleft, meths[2]);
+    Py_XSETREF(dq_rotate, meths[3]);
     KEEP(st_busy, busy);
     KEEP(st_lazy, lazy);
     KEEP(st_pool, pool);
@@ -1896,6 +1984,8 @@ static PyMethodDef methods[] = {
      "alloc_vmap_area_once(space, size, align, vstart, vend, cpu, va_flags, vm) -> va | None"},
     {"free_vmap_area_noflush", (PyCFunction)(void (*)(void))sp_free_vmap_area_noflush,
      METH_FASTCALL, "free_vmap_area_noflush(space, va) -> past lazy_max_pages | None"},
+    {"find_unlink_vmap_area", (PyCFunction)(void (*)(void))sp_find_unlink_vmap_area,
+     METH_FASTCALL, "find_unlink_vmap_area(space, addr) -> va | None"},
     {"purge_vmap_node", (PyCFunction)(void (*)(void))sp_purge_vmap_node, METH_FASTCALL,
      "purge_vmap_node(space, vn, purge_list, skip_populate) -> True | None"},
     {"init_space", sp_init_space, METH_VARARGS,

@@ -78,6 +78,7 @@ _c_busy_unlink = _speedups.busy_unlink if _speedups is not None else None
 # Python below, the reference, runs).
 _c_alloc_once = _speedups.alloc_vmap_area_once if _speedups is not None else None
 _c_free_noflush = _speedups.free_vmap_area_noflush if _speedups is not None else None
+_c_find_unlink = _speedups.find_unlink_vmap_area if _speedups is not None else None
 
 
 class VmapSpace(LazyPurge):
@@ -343,6 +344,11 @@ class VmapSpace(LazyPurge):
         range is exhausted even after the reclaim purge (with the kernel's warning).
         O(log n) with the kernel's policies.
         """
+        if _c_alloc_once is not None:  # the usual case in one compiled call (it declines
+            # bad arguments, which the reference below refuses)
+            fast = _c_alloc_once(self, size, align, vstart, vend, cpu, va_flags, vm)
+            if fast is not None:
+                return fast  # type: ignore[no-any-return]
         if size <= 0 or size & (PAGE_SIZE - 1) or align <= 0 or align & (align - 1):
             # v6.18: ``if (unlikely(!size || offset_in_page(size) ||
             # !is_power_of_2(align))) return ERR_PTR(-EINVAL);`` with no message;
@@ -350,10 +356,6 @@ class VmapSpace(LazyPurge):
             if not self.profile.errno_errors:
                 self.log.BUG(f"alloc_vmap_area: invalid size {size:#x} or align {align:#x}")
             return -EINVAL
-        if _c_alloc_once is not None:  # the usual case in one compiled call
-            fast = _c_alloc_once(self, size, align, vstart, vend, cpu, va_flags, vm)
-            if fast is not None:
-                return fast  # type: ignore[no-any-return]
         va = self.alloc_vmap_area_once(size, align, vstart, vend, cpu, va_flags, vm)
         if va.__class__ is not int:
             return va
@@ -527,6 +529,10 @@ class VmapSpace(LazyPurge):
 
     def find_unlink_vmap_area(self, addr: int) -> VmapArea | None:
         """``find_unlink_vmap_area``: find the busy area at ``addr`` and unlink it."""
+        if _c_find_unlink is not None:  # the usual case in one compiled call
+            found = _c_find_unlink(self, addr)
+            if found is not None:
+                return found  # type: ignore[no-any-return]
         # The usual case first: the area is in its address's node (the search's start).
         n = self.nr_vmap_nodes
         root = self.nodes[(addr // self.vmap_zone_size) % n if n > 1 else 0].busy
