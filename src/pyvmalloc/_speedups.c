@@ -1312,6 +1312,8 @@ static PyObject *s_explain, *s_tp_alloc, *s_tp_free, *s_pools, *s_placement, *s_
     *s_lazy_frees, *s_c_consts, *s_popleft, *s_appendleft, *s_append, *s_nr_purged,
     *s_max_va_size_pages, *s_complain_overlap, *s_insert_vmap_area, *s_merge_py, *s_why,
     *minus_one;
+static PyTypeObject *decision_type = NULL; /* vmap/area.py Decision */
+static PyObject *s_last_decision, *s_pool_str, *s_tree_str;
 /* deque's popleft, append, appendleft, rotate (method descriptors, called directly) */
 static PyObject *dq_popleft = NULL, *dq_append = NULL, *dq_appendleft = NULL, *dq_rotate = NULL;
 
@@ -1494,8 +1496,13 @@ static PyObject *sp_alloc_vmap_area_once(PyObject *self, PyObject *const *args,
         size == 0 || (size & 4095) || align == 0 || (align & (align - 1)))
         goto fallback;
     /* what makes the call one the reference would run differently */
+    /* explaining: the Decision the reference records (vmap/area.py), built at the end */
     PyObject *v = PyDict_GetItemWithError(c.space_d, s_explain);
-    if (v != Py_False) goto fallback;
+    int explain = v == Py_True && decision_type != NULL;
+    if (v != Py_False && !explain) goto fallback;
+    long dec_node = -1, dec_pool = -1;
+    int dec_rotated = 0, dec_fit = 0;
+    uint64_t dec_len = 0, dec_bs = 0, dec_be = 0;
     v = PyDict_GetItemWithError(c.space_d, s_tp_alloc);
     if (!v || !PyList_CheckExact(v) || PyList_GET_SIZE(v) != 0) goto fallback;
     v = PyDict_GetItemWithError(c.free_d, s_why);
@@ -1532,13 +1539,15 @@ static PyObject *sp_alloc_vmap_area_once(PyObject *self, PyObject *const *args,
                     if (!head) goto error;
                     uint64_t hs, he;
                     if (Py_TYPE(head) != va_type || !va_bounds(head, &hs, &he)) goto fallback;
+                    dec_node = (long)node_id;
+                    dec_pool = (long)((size - 1) >> 12);
                     if ((hs & (align - 1)) == 0) {
                         /* a bad pooled area: the reference raises */
                         if (he < hs || he - hs != size || hs < vstart || he > vend ||
                             is_error_addr(&c, hs, vend))
                             goto fallback;
                     } else {
-                        rotate = 1; /* moved to the tail once the search has succeeded */
+                        rotate = dec_rotated = 1; /* to the tail once the search succeeded */
                         Py_CLEAR(head);
                     }
                 }
@@ -1562,6 +1571,8 @@ static PyObject *sp_alloc_vmap_area_once(PyObject *self, PyObject *const *args,
         /* __alloc_vmap_area with LowestMatch.find */
         int adjust = c.adjust ? !(align <= 4096 || (vend >= vstart && vend - vstart == size)) : 1;
         if (!c.shift && !adjust && align > 1) goto fallback; /* the reference raises */
+        if (adjust && (u128)size + align - 1 > UINT64_MAX) goto fallback;
+        dec_len = adjust ? size + align - 1 : size;
         PyObject *found = NULL;
         long visits = 0;
         if (!lowest_core(get_node(c.root, off_root), size, align, vstart, adjust, c.shift,
@@ -1603,12 +1614,39 @@ static PyObject *sp_alloc_vmap_area_once(PyObject *self, PyObject *const *args,
         Py_XDECREF(lva);
         Py_XDECREF(other);
         if (fit > 0) va = new_va(nva_o, end_o);
+        dec_fit = fit;
+        dec_bs = s;
+        dec_be = e;
         Py_DECREF(nva_o);
         Py_DECREF(end_o);
         if (fit <= 0 || va == NULL) {
             if (fit == 0) PyErr_SetString(PyExc_RuntimeError, "va_clip: NOTHING_FIT after checks");
             goto error;
         }
+    }
+
+    if (explain) { /* last_decision = Decision(...), as the reference fills it */
+        PyObject *da[8];
+        int pool_hit = dec_fit == 0;
+        da[0] = pool_hit ? s_pool_str : s_tree_str;
+        Py_INCREF(da[0]);
+        da[1] = PyLong_FromLong(dec_node);
+        da[2] = PyLong_FromLong(dec_pool);
+        da[3] = dec_rotated ? Py_True : Py_False;
+        Py_INCREF(da[3]);
+        da[4] = pool_hit ? Py_BuildValue("(ii)", 0, 0) : Py_BuildValue("(KK)", dec_bs, dec_be);
+        da[5] = PyLong_FromLong(dec_fit);
+        da[6] = PyLong_FromUnsignedLongLong(dec_len);
+        da[7] = small_zero;
+        Py_INCREF(da[7]);
+        PyObject *dec = NULL;
+        if (da[1] && da[2] && da[4] && da[5] && da[6])
+            dec = PyObject_Vectorcall((PyObject *)decision_type, da, 8, NULL);
+        for (int i = 0; i < 8; i++) Py_XDECREF(da[i]);
+        if (!dec) goto error;
+        int rc2 = PyDict_SetItem(c.space_d, s_last_decision, dec);
+        Py_DECREF(dec);
+        if (rc2 < 0) goto error;
     }
 
     /* va.vm, va.flags, insert_vmap_area, stats.allocs */
@@ -1911,13 +1949,13 @@ static PyObject *sp_new_vmap_area(PyObject *self, PyObject *args) {
     return new_va(s, e);
 }
 
-/* init_space(VmapSpace, LowestMatch, NodePools, NoPools, deque, VaState.BUSY,
+/* init_space(VmapSpace, LowestMatch, NodePools, NoPools, deque, Decision, VaState.BUSY,
  * VaState.LAZY, VaState.POOL): the types and values the whole operations recognise. */
 static PyObject *sp_init_space(PyObject *self, PyObject *args) {
-    PyObject *sp_t, *lm_t, *np_t, *nop_t, *dq_t, *busy, *lazy, *pool;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!OOO", &PyType_Type, &sp_t, &PyType_Type, &lm_t,
-                          &PyType_Type, &np_t, &PyType_Type, &nop_t, &PyType_Type, &dq_t, &busy,
-                          &lazy, &pool))
+    PyObject *sp_t, *lm_t, *np_t, *nop_t, *dq_t, *dec_t, *busy, *lazy, *pool;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!OOO", &PyType_Type, &sp_t, &PyType_Type, &lm_t,
+                          &PyType_Type, &np_t, &PyType_Type, &nop_t, &PyType_Type, &dq_t,
+                          &PyType_Type, &dec_t, &busy, &lazy, &pool))
         return NULL;
     if (va_ready() < 0) return NULL;
     Py_ssize_t vm, fl;
@@ -1941,6 +1979,7 @@ static PyObject *sp_init_space(PyObject *self, PyObject *args) {
     KEEP(node_pools_type, (PyTypeObject *)np_t);
     KEEP(no_pools_type, (PyTypeObject *)nop_t);
     KEEP(deque_type, (PyTypeObject *)dq_t);
+    KEEP(decision_type, (PyTypeObject *)dec_t);
     PyObject *meths[4];
     const char *names[4] = {"popleft", "append", "appendleft", "rotate"};
     for (int i = 0; i < 4; i++) {
@@ -1972,6 +2011,7 @@ static int init_whole_ops_strings(void) {
     S(s_nr_purged, "nr_purged"); S(s_max_va_size_pages, "max_va_size_pages");
     S(s_complain_overlap, "complain_overlap"); S(s_insert_vmap_area, "insert_vmap_area");
     S(s_merge_py, "merge_or_add_vmap_area_augment"); S(s_why, "why");
+    S(s_last_decision, "last_decision"); S(s_pool_str, "pool"); S(s_tree_str, "tree");
 #undef S
     minus_one = PyLong_FromLong(-1);
     return minus_one ? 0 : -1;
@@ -1989,7 +2029,7 @@ static PyMethodDef methods[] = {
     {"purge_vmap_node", (PyCFunction)(void (*)(void))sp_purge_vmap_node, METH_FASTCALL,
      "purge_vmap_node(space, vn, purge_list, skip_populate) -> True | None"},
     {"init_space", sp_init_space, METH_VARARGS,
-     "init_space(VmapSpace, LowestMatch, NodePools, NoPools, deque, BUSY, LAZY, POOL)"},
+     "init_space(VmapSpace, LowestMatch, NodePools, NoPools, deque, Decision, BUSY, LAZY, POOL)"},
     {"new_vmap_area", sp_new_vmap_area, METH_VARARGS, "new_vmap_area(start, end)"},
     /* tree pieces */
     {"init_lowest_match", sp_init_lowest_match, METH_O,

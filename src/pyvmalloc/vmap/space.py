@@ -737,5 +737,13 @@ class VmapSpace(LazyPurge):
 
 if _speedups is not None:
     _speedups.init_space(
-        VmapSpace, LowestMatch, NodePools, NoPools, deque, VaState.BUSY, VaState.LAZY, VaState.POOL
+        VmapSpace,
+        LowestMatch,
+        NodePools,
+        NoPools,
+        deque,
+        Decision,
+        VaState.BUSY,
+        VaState.LAZY,
+        VaState.POOL,
     )
