@@ -339,3 +339,25 @@ def test_bench_pair_takes_the_compiled_path(monkeypatch: pytest.MonkeyPatch) -> 
     assert s.stats.pool_hits > 1000 and s.stats.purges > 0
     assert node_purges and all(r is True for r in node_purges)
     k.check()
+
+
+@needs_accel
+def test_enclose_addr_same_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pvm_find_va_enclose_addr (percpu, replay's claim_range): compiled vs reference."""
+    from pyvmalloc.vmap import freetree
+
+    k = Kernel("6.18", cpus=2)
+    rng = random.Random(5)
+    addrs = [k.vmalloc(PAGE_SIZE * rng.randint(1, 40)) for _ in range(400)]
+    for a in addrs[::3]:
+        k.vfree(a)
+    k.purge_vmap_area_lazy()
+    tree = k.vmap_space.free
+    blocks = list(tree)
+    probes = [0, 1, (1 << 64) - 1] + [b.va_start for b in blocks] + [b.va_end for b in blocks]
+    probes += [k.VMALLOC_START + rng.getrandbits(36) for _ in range(300)]
+    with monkeypatch.context() as m:
+        m.setattr(freetree, "_c_enclose", None)
+        ref = [tree.pvm_find_va_enclose_addr(a) for a in [*probes, 1 << 64]]
+    assert [tree.pvm_find_va_enclose_addr(a) for a in [*probes, 1 << 64]] == ref
+    assert any(r is not None for r in ref) and ref[0] is None

@@ -1833,8 +1833,9 @@ static int merge_back(ctx_t *c, PyObject *va) {
 /* purge_vmap_node(space, vn, purge_list, skip_populate) — mirrors
  * LazyPurge._purge_vmap_node (vmap/purge.py) with NodePools.populate or NoPools
  * (vmap/pools.py): refill the node's pools, count the pages, merge the rest into the
- * free tree in descending order. True when done; None (nothing changed) for the
- * reference. */
+ * free tree in descending order. With vn None it is 5.4's loop in
+ * LazyPurge.finish_purge instead (no nodes, no pools: every area merged, newest
+ * first). True when done; None (nothing changed) for the reference. */
 static PyObject *sp_purge_vmap_node(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError, "purge_vmap_node takes 4 arguments");
@@ -1861,11 +1862,15 @@ static PyObject *sp_purge_vmap_node(PyObject *self, PyObject *const *args, Py_ss
         Py_DECREF(m);
         if (!ok) goto fallback;
     }
-    vn_d = PyObject_GenericGetDict(vn, NULL);
-    if (!vn_d) goto fallback;
-    pd = PyDict_GetItemWithError(vn_d, s_pools);
-    if (!pd || !PyDict_CheckExact(pd) || !d_int(vn_d, s_nr_purged)) goto fallback;
-    Py_INCREF(pd);
+    if (vn == Py_None) {
+        skip = 1;
+    } else {
+        vn_d = PyObject_GenericGetDict(vn, NULL);
+        if (!vn_d) goto fallback;
+        pd = PyDict_GetItemWithError(vn_d, s_pools);
+        if (!pd || !PyDict_CheckExact(pd) || !d_int(vn_d, s_nr_purged)) goto fallback;
+        Py_INCREF(pd);
+    }
     Py_ssize_t n = PyList_GET_SIZE(lst);
     u128 nr_pages = 0;
     for (Py_ssize_t i = 0; i < n; i++) { /* every value checked before anything changes */
@@ -1915,7 +1920,7 @@ static PyObject *sp_purge_vmap_node(PyObject *self, PyObject *const *args, Py_ss
         local[nlocal++] = va;
     }
     if (!err) {
-        err = d_add(vn_d, s_nr_purged, n) < 0 ||
+        err = (vn_d != NULL && d_add(vn_d, s_nr_purged, n) < 0) ||
               d_add(c.space_d, s_vmap_lazy_nr, -(long long)(uint64_t)nr_pages) < 0;
     }
     /* list_add() onto the local list reversed it: merge in descending order */
@@ -1938,6 +1943,35 @@ out:
     Py_XDECREF(vn_d);
     ctx_release(&c);
     return result;
+}
+
+/* pvm_find_va_enclose_addr(root, addr) — mirrors FreeTree.pvm_find_va_enclose_addr
+ * (vmap/freetree.py): the block with the highest start at or below addr, or None.
+ * OverflowError (nothing read) for values past 64 bits: the caller runs the reference. */
+static PyObject *sp_pvm_find_va_enclose_addr(PyObject *self, PyObject *const *args,
+                                             Py_ssize_t nargs) {
+    uint64_t addr, s, e;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "pvm_find_va_enclose_addr takes 2 arguments");
+        return NULL;
+    }
+    if (va_ready() < 0 || check_root(args[0]) < 0) return NULL;
+    if (!u64_of(args[1], &addr)) goto overflow;
+    PyObject *node = get_node(args[0], off_root), *va = Py_None;
+    while (node != NULL) {
+        if (!PyObject_TypeCheck(node, va_type) || !va_bounds(node, &s, &e)) goto overflow;
+        if (s <= addr) {
+            va = node;
+            if (e >= addr) break;
+            node = get_node(node, off_right);
+        } else
+            node = get_node(node, off_left);
+    }
+    Py_INCREF(va);
+    return va;
+overflow:
+    PyErr_SetString(PyExc_OverflowError, "free tree values do not fit unsigned long");
+    return NULL;
 }
 
 /* new_vmap_area(start, end): VmapArea(start, end) as the whole operations build it
@@ -2024,6 +2058,8 @@ static PyMethodDef methods[] = {
      "alloc_vmap_area_once(space, size, align, vstart, vend, cpu, va_flags, vm) -> va | None"},
     {"free_vmap_area_noflush", (PyCFunction)(void (*)(void))sp_free_vmap_area_noflush,
      METH_FASTCALL, "free_vmap_area_noflush(space, va) -> past lazy_max_pages | None"},
+    {"pvm_find_va_enclose_addr", (PyCFunction)(void (*)(void))sp_pvm_find_va_enclose_addr,
+     METH_FASTCALL, "pvm_find_va_enclose_addr(root, addr) -> va | None"},
     {"find_unlink_vmap_area", (PyCFunction)(void (*)(void))sp_find_unlink_vmap_area,
      METH_FASTCALL, "find_unlink_vmap_area(space, addr) -> va | None"},
     {"purge_vmap_node", (PyCFunction)(void (*)(void))sp_purge_vmap_node, METH_FASTCALL,

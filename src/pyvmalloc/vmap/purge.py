@@ -213,10 +213,11 @@ class LazyPurge:
                 if va.va_end > end:
                     end = va.va_end
             self.last_flush = (start, end)
-            for va in reversed(batch):
-                self.vmap_lazy_nr -= (va.va_end - va.va_start) >> PAGE_SHIFT
-                va.state = VaState.DETACHED
-                merge(va)
+            if _c_purge_vmap_node is None or not _c_purge_vmap_node(self, None, batch, True):
+                for va in reversed(batch):
+                    self.vmap_lazy_nr -= (va.va_end - va.va_start) >> PAGE_SHIFT
+                    va.state = VaState.DETACHED
+                    merge(va)
             self.stats.purged_areas += len(batch)
             return True
         if pending.marked or pending.nr_purged:
