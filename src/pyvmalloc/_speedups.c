@@ -1327,7 +1327,8 @@ static inline PyObject *call2(PyObject *meth, PyObject *self_, PyObject *arg) {
 
 /* VmapSpace._c_consts: the values of a space that never change after __init__. */
 enum { C_FREE, C_ROOT, C_STATS, C_BUSY, C_POOLS, C_NODES, C_VNFLAGS, C_VSTART, C_VEND, C_UMAX,
-       C_ZONE, C_ERRNO, C_ADJUST, C_SHIFT, C_EACH_STEP, C_LAZY_MAX, C_N };
+       C_ZONE, C_ERRNO, C_ADJUST, C_SHIFT, C_EACH_STEP, C_LAZY_MAX, C_FREE_DICT, C_STATS_DICT,
+       C_N };
 
 typedef struct {
     PyObject *consts, *space_d, *free_d, *stats_d; /* new references */
@@ -1386,10 +1387,15 @@ static int ctx_get_ex(PyObject *space, ctx_t *c, int counters) {
     c->shift = PyTuple_GET_ITEM(t, C_SHIFT) == Py_True;
     c->each_step = PyTuple_GET_ITEM(t, C_EACH_STEP) == Py_True;
     if (!counters) return 1;
-    c->free_d = PyObject_GenericGetDict(c->free, NULL);
-    if (!c->free_d) goto no;
-    c->stats_d = PyObject_GenericGetDict(PyTuple_GET_ITEM(t, C_STATS), NULL);
-    if (!c->stats_d) goto no;
+    /* vars(free) and vars(stats): neither object is ever replaced, nor its __dict__ */
+    c->free_d = PyTuple_GET_ITEM(t, C_FREE_DICT);
+    c->stats_d = PyTuple_GET_ITEM(t, C_STATS_DICT);
+    if (!PyDict_CheckExact(c->free_d) || !PyDict_CheckExact(c->stats_d)) {
+        c->free_d = c->stats_d = NULL;
+        goto no;
+    }
+    Py_INCREF(c->free_d);
+    Py_INCREF(c->stats_d);
     return 1;
 no:
     ctx_release(c);

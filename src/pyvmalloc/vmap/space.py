@@ -176,6 +176,8 @@ class VmapSpace(LazyPurge):
             bool(profile.rollback_shifts_vstart),
             bool(profile.merge_propagates_each_step),
             self.lazy_max_pages,
+            vars(self.free),
+            vars(self.stats),
         )
 
     def __repr__(self) -> str:
