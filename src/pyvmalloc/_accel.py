@@ -3,7 +3,10 @@
 The pure-Python code is the reference (it is what the docs and the tests describe);
 ``pyvmalloc._speedups`` is a C extension with the same behaviour for the red-black
 tree's fix-ups, the free tree's ``subtree_max_size`` propagation, the lowest-match
-descent and the busy-tree lookups (the ``heapq``/``_heapq`` pattern). It is used when
+descent and the busy-tree lookups, and — for the kernel's own policies — for whole
+mechanism operations (``alloc_vmap_area_once``, ``find_unlink_vmap_area``,
+``free_vmap_area_noflush``, the purge's per-node loop), which decline any call they do
+not mirror before changing anything (the ``heapq``/``_heapq`` pattern). It is used when
 it can be imported; ``PYVMALLOC_PURE=1`` in the environment forces the reference.
 The choice is made once, at import, for the whole process.
 

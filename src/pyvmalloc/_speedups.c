@@ -4,6 +4,8 @@
  * vmap/freetree.py, vmap/placement.py, vmap/space.py) is the reference; every function
  * here does exactly what its Python twin does, step for step, on the same Python node
  * objects (heapq/_heapq pattern). Set PYVMALLOC_PURE=1 to run the reference instead.
+ * The "whole operations" section below runs entire mechanism methods (vmap/space.py,
+ * vmap/purge.py) in one call for the kernel's own policies.
  *
  * Speed comes from reading and writing the nodes' __slots__ directly (their offsets are
  * taken from the member descriptors once, at init) and from doing address arithmetic
