@@ -21,6 +21,16 @@ from types import ModuleType
 
 __all__ = ["ACCELERATED", "DESCRIPTION", "SUMMARY", "speedups"]
 
+#: Functions of the current _speedups.c that the Python side calls.
+_WHOLE_OPERATIONS = (
+    "alloc_vmap_area_once",
+    "find_unlink_vmap_area",
+    "free_vmap_area_noflush",
+    "purge_vmap_node",
+    "pvm_find_va_enclose_addr",
+    "init_space",
+)
+
 #: Set (to anything but "" or "0") to force the pure-Python reference.
 PURE = os.environ.get("PYVMALLOC_PURE", "") not in ("", "0")
 
@@ -37,6 +47,17 @@ else:
         speedups = None
         _why = f"no compiled accelerator: {e}"
         _short = "not compiled"
+    else:
+        # A build older than the source (an editable install not rebuilt after an
+        # update) lacks functions the Python side calls: use the reference, and say so.
+        _missing = [name for name in _WHOLE_OPERATIONS if not hasattr(speedups, name)]
+        if _missing:
+            speedups = None
+            _why = (
+                f"the compiled accelerator is older than the source (no {_missing[0]}); "
+                "rebuild it with pip install -e ."
+            )
+            _short = "stale build"
 
 #: True when the compiled accelerator is in use.
 ACCELERATED: bool = speedups is not None
