@@ -1857,7 +1857,7 @@ static PyObject *sp_purge_vmap_node(PyObject *self, PyObject *const *args, Py_ss
     int rc = ctx_get(args[0], &c);
     if (rc < 0) return NULL;
     if (rc == 0) Py_RETURN_NONE;
-    uint64_t max_pages = 0, lazy_nr, s, e, f;
+    uint64_t max_pages = 0, lazy_nr, s = 0, e = 0, f = 0;
     PyObject *pools_pol = PyDict_GetItemWithError(c.space_d, s_pools);
     PyObject *nr_o = d_int(c.space_d, s_vmap_lazy_nr);
     if (!pools_pol || !nr_o || !u64_of(nr_o, &lazy_nr) || !PyList_CheckExact(lst)) goto fallback;
