@@ -361,3 +361,24 @@ def test_enclose_addr_same_block(monkeypatch: pytest.MonkeyPatch) -> None:
         ref = [tree.pvm_find_va_enclose_addr(a) for a in [*probes, 1 << 64]]
     assert [tree.pvm_find_va_enclose_addr(a) for a in [*probes, 1 << 64]] == ref
     assert any(r is not None for r in ref) and ref[0] is None
+
+
+@needs_accel
+def test_a_rebound_free_root_is_never_used_stale() -> None:
+    """Rebinding ``free.root`` (as a tree rebuilt from a readout might) sends the whole
+    operations to the reference; they never search the tree the space was built with."""
+    assert sp is not None
+    from pyvmalloc.rbtree import RBRoot
+
+    k = Kernel("6.18", cpus=2)
+    s = k.vmap_space
+    vs, ve = k.VMALLOC_START, k.VMALLOC_END
+    old = s.free.root
+    fresh = RBRoot()
+    fresh.rb_node, old.rb_node = old.rb_node, None
+    s.free.root = fresh
+    # the cached root is now empty: a stale search would fail or place wrongly
+    assert sp.alloc_vmap_area_once(s, 2 * PAGE_SIZE, 1, vs, ve, 0, 0, None) is None
+    va = s.alloc_vmap_area(2 * PAGE_SIZE, 1, vs, ve)
+    assert isinstance(va, VmapArea) and va.va_start == vs  # the lowest fit, by the reference
+    k.check()

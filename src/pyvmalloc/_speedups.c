@@ -1366,6 +1366,11 @@ static int ctx_get_ex(PyObject *space, ctx_t *c, int counters) {
     c->pools = PyTuple_GET_ITEM(t, C_POOLS);
     c->nodes = PyTuple_GET_ITEM(t, C_NODES);
     c->vnflags = PyTuple_GET_ITEM(t, C_VNFLAGS);
+    /* The cached free-tree root must still be the live one (vars(free)["root"]): a
+     * caller that rebinds it gets the reference, never a stale tree. */
+    PyObject *fd = PyTuple_GET_ITEM(t, C_FREE_DICT);
+    if (!PyDict_CheckExact(fd)) goto no;
+    if (PyDict_GetItemWithError(fd, s_root) != c->root) goto no;
     if (!PyObject_TypeCheck(c->root, rbroot_type) || !SLOT(c->root, off_root) ||
         !PyTuple_CheckExact(c->busy) || !PyTuple_CheckExact(c->pools) ||
         !PyTuple_CheckExact(c->nodes) || !PyTuple_CheckExact(c->vnflags))
