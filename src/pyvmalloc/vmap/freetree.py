@@ -57,13 +57,14 @@ __all__ = ["FreeTree", "overlap_text"]
 
 #: The reference ``propagate`` (vmap/area.py); the compiled twin replaces it when present.
 py_propagate = propagate
-_c_find_va_links = _c_merge_or_add = _c_va_clip = None
+_c_find_va_links = _c_merge_or_add = _c_va_clip = _c_enclose = None
 if _speedups is not None:
     _speedups.init_vmap_area(VmapArea, FREE_AUGMENT, VaState.FREE, VaState.DETACHED)
     propagate = _speedups.propagate
     _c_find_va_links = _speedups.find_va_links
     _c_merge_or_add = _speedups.merge_or_add
     _c_va_clip = _speedups.va_clip
+    _c_enclose = _speedups.pvm_find_va_enclose_addr
 
 
 def overlap_text(va: VmapArea, other: VmapArea) -> str:
@@ -340,6 +341,11 @@ class FreeTree:
     # --- lookups ----------------------------------------------------------------------
     def pvm_find_va_enclose_addr(self, addr: int) -> VmapArea | None:
         """The free block with the highest start at or below ``addr``. O(log n)."""
+        if _c_enclose is not None:
+            try:
+                return _c_enclose(self.root, addr)  # type: ignore[no-any-return]
+            except OverflowError:  # a value past 64 bits: the reference below
+                pass
         node = self.root.rb_node
         va = None
         while node is not None:
