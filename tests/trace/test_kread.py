@@ -620,7 +620,7 @@ def test_bundled_kstate_pools_predict_the_kernels_choices() -> None:
         else:
             assert e.addr not in pooled, f"{e.addr:#x} came from another node's pool"
             misses += 1
-    assert heads >= 5 and misses >= 50
+    assert heads >= 100 and misses >= 10  # 125 and 18 in the bundled capture
 
 
 def test_not_preempted_restores_the_scheduling_policy() -> None:
