@@ -27,7 +27,7 @@ import pyvmalloc
 from pyvmalloc import _accel
 from pyvmalloc.errors import InputError
 from pyvmalloc.trace.capturedir import load_capture_dir
-from pyvmalloc.trace.events import AllocVmapArea, FreeVmapAreaNoflush
+from pyvmalloc.trace.events import AllocVmapArea, FreeVmapAreaNoflush, PurgeVmapAreaLazy
 from pyvmalloc.trace.harness import TraceHarness
 from pyvmalloc.trace.kstate import (
     compare_kstate,
@@ -201,6 +201,12 @@ CASES = [
     ("vmap_nodes/0/pools/0/pages", 257, "vmap_nodes[0].pools[0].pages", "must be 1..256"),
     ("vmap_nodes/1/id", 0, "vmap_nodes[1].id", "listed by id"),
     ("vmap_nodes/1/busy", {}, "vmap_nodes[1].busy", "must be a JSON list"),
+    # va->flags: encode_vn_id(node) = (node + 1) << 8 with node < nr_vmap_nodes (2 here)
+    ("vmap_nodes/0/busy/0/2", "0x300", "vmap_nodes[0].busy[0][2] (flags)", "names vmap node 2"),
+    ("vmap_nodes/0/busy/1/2", "0x100000100", "vmap_nodes[0].busy[1][2] (flags)", "names vmap node"),
+    ("vmap_nodes/0/busy/0/2", "0x104", "vmap_nodes[0].busy[0][2] (flags)", "bits 0x4 set"),
+    ("vmap_nodes/0/busy/0/2", "0x1000", "vmap_nodes[0].busy[0][2] (flags)", "names vmap node 15"),
+    ("vmap_nodes/0/busy/0/2", "200", "vmap_nodes[0].busy[0][2]", "lowercase hex"),
 ]  # fmt: skip
 
 
@@ -714,6 +720,11 @@ def test_real_capture_with_kstate(name: str) -> None:
     assert e is not None and e["free_nodes_kernel"] > 100
     assert e["free_agree"] == e["free_nodes_kernel"] == e["free_nodes_model"]
     assert e["pool_only_model"] == e["pool_only_kernel"] == e["pool_moved"] == 0
+    # The readouts carry va->flags: every busy area's allocating node was read, none
+    # guessed, and at the end each one agrees with the kernel's (with the flags
+    # stripped from kstate.json, the address-zone guess is wrong for 130 and 124).
+    assert all(len(a) == 3 for vn in ks.as_json()["vmap_nodes"] for a in vn["busy"])
+    assert e["busy_node_differs"] == 0
     # Without the readout the replay has to guess the pools and the tree.
     snap = replay(cap.trace, cap.snapshot, meta=cap.meta)
     assert snap.agreement <= res.agreement
@@ -761,3 +772,133 @@ def test_mutated_readouts_give_input_errors_never_tracebacks() -> None:
             assert str(e).startswith("k.json: ")
             errors += 1
     assert errors > 120 and loaded > 0  # some damage hits informational fields only
+
+
+# --- va->flags: the node that allocated a busy area --------------------------------------
+#
+# 6.18 (mm/vmalloc.c): alloc_vmap_area stores ``va_flags | encode_vn_id(cpu % nr)``
+# in va->flags for a request of the whole vmalloc range (node_alloc; encode_vn_id(n) =
+# (n + 1) << 8), while the area is linked into the busy tree of ``addr_to_node``, the
+# node of its address zone (64 KiB zones here, alternating). free_vmap_area_noflush
+# puts the freed area on the lazy list of ``decode_vn_id(va->flags)`` when that id is
+# valid (else the address's node), and purge_vmap_node offers each area to that node's
+# pool (node_pool_add_va, pool[pages - 1]) only when the id is valid. node_alloc then
+# serves a request of the whole range, align <= the area's alignment, from the pool of
+# the CPU's node, head first.
+#
+# The hand-built case: B1 [V, V+16K) lies in node 0's zone (and busy list) but was
+# allocated on CPU 1: flags 0x200. It is freed (on CPU 0: the freeing CPU does not
+# matter), a purge follows, then CPU 1 asks for 16 KiB, align PAGE_SIZE, whole range.
+# Kernel: B1 went to node 1's lazy list, then into node 1's pool[3] (4 pages);
+# node_alloc on CPU 1 (node 1) takes pool[3]'s head: B1, address V.
+# Without the flags the model can only guess the address zone's node 0: B1 goes into
+# node 0's pool, node 1's pool[3] is empty, and the tree search (find_vmap_lowest_match,
+# length 16K, see the module docstring) on HOLE_AS_LEAF goes from G left to F0, which
+# cannot hold 16K at or above V, then right to H, which can: V+16K.
+
+PAGE = 4096
+B1_FROM_CPU1 = [hex(B1[0]), hex(B1[1]), "0x200"]
+
+
+def _b1_doc(flags: bool) -> dict[str, Any]:
+    b1 = B1_FROM_CPU1 if flags else [hex(B1[0]), hex(B1[1])]
+    return doc(busy0=[b1, [hex(B2[0]), hex(B2[1]), "0x100"], [hex(B3[0]), hex(B3[1]), "0x100"]])
+
+
+def test_flags_send_a_pre_snapshot_area_to_its_allocating_nodes_pool() -> None:
+    h = TraceHarness("6.18", cpus=2)
+    seed = h.seed_kstate(parse_kstate(_b1_doc(True)), None)
+    assert seed.guessed == []  # every busy area's node was read
+    b1 = h.space.find_vmap_area(B1[0])
+    assert b1 is not None and b1.flags == 0x200
+    assert h.space.addr_to_node_id(B1[0]) == 0  # in node 0's zone and busy tree
+    assert h.free(B1[0], cpu=0)
+    assert [(va.va_start, h.space.lazy_node_of(va)) for va in h.space.lazy] == [(B1[0], 1)]
+    h.purge(None, False)
+    assert [(va.va_start, va.va_end) for va in h.space.nodes[1].pools[3]] == [B1]
+    assert h.alloc(16 * K, PAGE, V, VEND, cpu=1).va_start == V
+    h.kernel.check()
+    # Without flags: the address zone's node is the guess, and the same steps end in H.
+    g = TraceHarness("6.18", cpus=2)
+    seed = g.seed_kstate(parse_kstate(_b1_doc(False)), None)
+    assert [(va.va_start, va.flags) for va in seed.guessed] == [(B1[0], 0x100)]
+    assert g.free(B1[0], cpu=0)
+    g.purge(None, False)
+    assert [(va.va_start, va.va_end) for va in g.space.nodes[0].pools[3]] == [B1]
+    assert g.alloc(16 * K, PAGE, V, VEND, cpu=1).va_start == H[0]
+    g.kernel.check()
+
+
+def test_flags_as_read_keep_vmap_ram_and_block_bits() -> None:
+    # A vm_map_ram block of node 1 in node 0's zone: VMAP_RAM | VMAP_BLOCK | 2 << 8.
+    d = doc(busy0=[[hex(B1[0]), hex(B1[1]), "0x203"], [hex(B2[0]), hex(B2[1])],
+                   [hex(B3[0]), hex(B3[1]), "0x0"]])  # fmt: skip
+    h = TraceHarness("6.18", cpus=2)
+    seed = h.seed_kstate(parse_kstate(d), None)
+    flags = {va.va_start: va.flags for va in h.space.busy_areas()}
+    # B2 without flags: the address-zone guess; B3 with "no node" (0) stays untagged.
+    assert flags == {B1[0]: 0x203, B2[0]: 0x100, B3[0]: 0x0}
+    assert [va.va_start for va in seed.guessed] == [B2[0]]
+    assert kstate_of(h.kernel).vmap_nodes[0].busy == (
+        (B1[0], B1[1], 0x203), (B2[0], B2[1], 0x100), (B3[0], B3[1], 0x0),
+    )  # fmt: skip
+
+
+def test_seed_refuses_flags_naming_a_node_the_model_lacks() -> None:
+    import dataclasses
+
+    good = parse_kstate(_b1_doc(True))
+    vn0 = good.vmap_nodes[0]
+    bad_busy = dataclasses.replace(vn0, busy=((B1[0], B1[1], 0x300), *vn0.busy[1:]))
+    ks = dataclasses.replace(good, vmap_nodes=(bad_busy, *good.vmap_nodes[1:]))
+    h = TraceHarness("6.18", cpus=2)
+    with pytest.raises(InputError, match=r"vmap_nodes\[0\]\.busy\[0\]\[2\] \(flags\): 0x300 names "
+                       r"vmap node 2; this model has 2"):  # fmt: skip
+        h.seed_kstate(ks, None)
+    bad_lazy = dataclasses.replace(vn0, lazy=((P[1], P[1] + 4 * PAGE, 0x500),))
+    ks = dataclasses.replace(good, vmap_nodes=(bad_lazy, *good.vmap_nodes[1:]))
+    with pytest.raises(InputError, match=r"vmap_nodes\[0\]\.lazy\[0\]\[2\] \(flags\): 0x500"):
+        h.seed_kstate(ks, None)
+    assert [(va.va_start, va.va_end) for va in h.space.free] == [(1, ULONG_MAX)]
+    h.kernel.check()
+
+
+def _b1_capture(tmp_path: Path, flags: bool) -> Path:
+    """The case above as a capture: snapshot, readout, free B1, purge, the CPU 1 request."""
+    d = tmp_path / ("flags" if flags else "noflags")
+    d.mkdir()
+    tr = Trace()
+    for m in ("snapshot-begin", "snapshot-end", "kstate-begin", "kstate-end"):
+        tr.marker(m)
+    tr.free(B1[0], nr_lazy=4)
+    ev = PurgeVmapAreaLazy(start=B1[0], end=B1[1], npurged=1, cpu=0, task="t", pid=10,
+                           timestamp=tr._tick())  # fmt: skip
+    tr.lines.append(str(ev))
+    tr.alloc(V, 16 * K, PAGE, cpu=1)
+    (d / "trace").write_text("\n".join(tr.lines) + "\n")
+    (d / "vmallocinfo").write_text(
+        "".join(
+            f"{s:#x}-{e:#x} {e - s:>8} kernel_clone+0xb8/0x400 pages={(e - s) // 4096 - 1} vmalloc\n"
+            for s, e in (B1, B2, B3)
+        )
+    )
+    (d / "meta.json").write_text(json.dumps({"drop_caches": True, "cpus_possible": [0, 1]}))
+    write(d, _b1_doc(flags))
+    return d
+
+
+def test_replay_knows_the_node_of_a_pre_snapshot_area_from_its_flags(tmp_path: Path) -> None:
+    for flags in (True, False):
+        cap = load_capture_dir(_b1_capture(tmp_path, flags))
+        ks, _ = cap.kstates()
+        res = replay(cap.trace, cap.snapshot, meta=cap.meta, kstate=ks)
+        assert res.seed == "kstate" and res.allocs_compared == 1
+        if flags:
+            # The node was read, not guessed: the match counts as fully known.
+            assert res.mismatches == [] and res.known_compared == 1
+            assert res.agreement_known == 1.0
+        else:
+            # The guess (node 0) was wrong: a hidden-state mismatch, outside the known part.
+            assert [(m.kernel, m.model) for m in res.mismatches] == [(V, H[0])]
+            assert res.mismatches[0].cause_class == "hidden state"
+            assert res.known_compared == 0

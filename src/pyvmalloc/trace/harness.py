@@ -288,14 +288,18 @@ class TraceHarness:
     def seed_kstate(self, ks: KState, info: VmallocInfo | None) -> KStateSeed:
         """Seed a fresh model from the kernel's own state (``kstate.json``).
 
-        Busy areas get the flags the kernel gave them (``va->flags``: the allocating
-        node) when the readout has them, else the snapshot's guess (returned in
-        ``guessed``); a busy area takes the ``vm_struct`` of the snapshot line with its
-        range. Lazy areas go on their node's list in list order, pools keep their
-        order, and the free tree takes exactly the kernel's shape and colours.
+        Busy areas get the flags the kernel gave them (``va->flags`` as read: the
+        allocating CPU's node, ``encode_vn_id``, and VMAP_RAM/VMAP_BLOCK) when the
+        readout has them, else the snapshot's guess (returned in ``guessed``); the
+        flags decide, as in 6.18's ``free_vmap_area_noflush`` and ``purge_vmap_node``,
+        whose lazy list a freed area joins and whose pool takes it. A busy area takes
+        the ``vm_struct`` of the snapshot line with its range. Lazy areas go on their
+        node's list in list order, pools keep their order, and the free tree takes
+        exactly the kernel's shape and colours.
 
         Everything is checked before the model is touched: a readout of another
-        machine (vmap nodes), a busy area off its address's node, or address space in
+        machine (vmap nodes, or flags naming a node it does not have), a busy area off
+        its address's node, or address space in
         none of the structures (an area in a purge in flight) is an
         :class:`InputError` and leaves the model as it was. The model must be fresh:
         ``vmap_init_free_space`` left one block ``[1, ULONG_MAX)`` (x86-64 has no early
@@ -322,6 +326,16 @@ class TraceHarness:
             raise InvariantError(f"seed_kstate: the model starts with {fresh[0]!r}")
         pieces = [(fn.va_start, fn.va_end) for fn in ks.nodes]
         for vn in ks.vmap_nodes:
+            for what, listed in (("busy", vn.busy), ("lazy", vn.lazy)):
+                for j, (_s, _e, f) in enumerate(listed):
+                    # encode_vn_id stores node + 1 from bit 8 (0: no node); a node this
+                    # machine does not have cannot be the allocating node.
+                    if f is not None and f >> 8 > n:
+                        raise InputError(
+                            f"vmap_nodes[{vn.id}].{what}[{j}][2] (flags): {f:#x} names vmap "
+                            f"node {(f >> 8) - 1}; this model has {n} (0..{n - 1})",
+                            path=ks.name,
+                        )
             for s, e, _f in vn.busy:
                 if n > 1 and space.addr_to_node_id(s) != vn.id:
                     raise InputError(

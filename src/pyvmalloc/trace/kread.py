@@ -1,5 +1,6 @@
 """Read the kernel's hidden vmap state: the free tree's shape, each vmap node's busy and
-lazy areas and its pools (``kstate.json``; format in docs/replay.md).
+lazy areas (with their ``va->flags``, which name the node that allocated them) and its
+pools (``kstate.json``; format in docs/replay.md).
 
 ``/proc/vmallocinfo`` shows the busy and lazily-freed areas but not how the allocator
 holds the rest: which free blocks the global free tree (``free_vmap_area_root``) has and
@@ -105,6 +106,7 @@ class Layout:
     va_rb: int  # vmap_area.rb_node
     va_list: int  # vmap_area.list
     va_subtree: int  # vmap_area.subtree_max_size (union with .vm)
+    va_flags: int  # vmap_area.flags (VMAP_RAM/VMAP_BLOCK, encode_vn_id in bits 8..)
     rb_parent: int  # rb_node.__rb_parent_color
     rb_right: int
     rb_left: int
@@ -135,6 +137,7 @@ class Layout:
             va_rb=b.offsetof("vmap_area", "rb_node"),
             va_list=b.offsetof("vmap_area", "list"),
             va_subtree=b.offsetof("vmap_area", "subtree_max_size"),
+            va_flags=b.offsetof("vmap_area", "flags"),
             rb_parent=b.offsetof("rb_node", "__rb_parent_color"),
             rb_right=b.offsetof("rb_node", "rb_right"),
             rb_left=b.offsetof("rb_node", "rb_left"),
@@ -193,6 +196,7 @@ class _Va:
     next: int  # list_head pointers
     prev: int
     subtree: int
+    flags: int  # va->flags
 
 
 def _parse_va(lay: Layout, addr: int, b: bytes) -> _Va:
@@ -209,6 +213,7 @@ def _parse_va(lay: Layout, addr: int, b: bytes) -> _Va:
         q[lst + lay.list_next // 8],
         q[lst + lay.list_prev // 8],
         q[lay.va_subtree // 8],
+        q[lay.va_flags // 8],
     )
 
 
@@ -339,10 +344,15 @@ def check_free_tree(lay: Layout, root_va: int, nodes: list[_Va]) -> None:
 # ------------------------------------------------------------------- lists and nodes
 
 
-def walk_list(peek: Peek, lay: Layout, head: int, first: int, what: str) -> list[tuple[int, int]]:
+def walk_list(
+    peek: Peek, lay: Layout, head: int, first: int, what: str
+) -> list[tuple[int, int, int]]:
     """The ``vmap_area``\\ s linked through ``.list`` from the ``list_head`` at ``head``
-    (whose ``next`` is ``first``), head first, as (va_start, va_end); the ``prev``
-    links must lead back the same way."""
+    (whose ``next`` is ``first``), head first, as (va_start, va_end, va->flags); the
+    ``prev`` links must lead back the same way. The flags come with the struct (one
+    read per area, in the same burst): 6.9+ ``alloc_vmap_area`` stores the allocating
+    CPU's node there (``encode_vn_id``), which ``free_vmap_area_noflush`` and
+    ``purge_vmap_node`` use later (lazy list, pool)."""
     vas = chain(peek, lay, first - lay.va_list, head - lay.va_list, what)
     prev = head
     for va in vas:
@@ -351,7 +361,7 @@ def walk_list(peek: Peek, lay: Layout, head: int, first: int, what: str) -> list
         if va.start >= va.end:
             raise Inconsistent(f"{what}: empty or inverted area {va.start:#x}-{va.end:#x}")
         prev = va.addr + lay.va_list
-    return [(va.start, va.end) for va in vas]
+    return [(va.start, va.end, va.flags) for va in vas]
 
 
 def read_vmap_node(peek: Peek, lay: Layout, vn: int, index: int) -> dict[str, Any]:
@@ -378,10 +388,10 @@ def read_vmap_node(peek: Peek, lay: Layout, vn: int, index: int) -> dict[str, An
         areas = walk_list(peek, lay, h, first, what)
         if len(areas) != length:
             raise Inconsistent(f"{what}: len is {length}, the list has {len(areas)} areas")
-        for start, end in areas:
+        for start, end, _flags in areas:
             if end - start != (i + 1) * PAGE_SIZE:
                 raise Inconsistent(f"{what}: holds an area of {(end - start) // PAGE_SIZE} pages")
-        pools.append({"pages": i + 1, "len": length, "areas": areas})
+        pools.append({"pages": i + 1, "len": length, "areas": [a[:2] for a in areas]})
     return {"id": index, "busy": busy, "lazy": lazy, "pools": pools}
 
 
@@ -732,8 +742,8 @@ def read_once(
     ]
     cover = [(n.start, n.end, "free") for n in nodes]
     for vn in vns:
-        cover += [(a, b, "busy") for a, b in vn["busy"]]
-        cover += [(a, b, "lazy") for a, b in vn["lazy"]]
+        cover += [(a, b, "busy") for a, b, _f in vn["busy"]]
+        cover += [(a, b, "lazy") for a, b, _f in vn["lazy"]]
         for p in vn["pools"]:
             cover += [(a, b, "pooled") for a, b in p["areas"]]
     _check_cover(cover)
@@ -755,8 +765,8 @@ def read_once(
         "vmap_nodes": [
             {
                 "id": vn["id"],
-                "busy": [[_hex(a), _hex(b)] for a, b in vn["busy"]],
-                "lazy": [[_hex(a), _hex(b)] for a, b in vn["lazy"]],
+                "busy": [[_hex(a), _hex(b), _hex(f)] for a, b, f in vn["busy"]],
+                "lazy": [[_hex(a), _hex(b), _hex(f)] for a, b, f in vn["lazy"]],
                 "pools": [
                     {
                         "pages": p["pages"],
@@ -938,10 +948,10 @@ def readout(taken: str = "standalone") -> dict[str, Any]:
 
 _HELP = """\
 Read the running kernel's hidden vmap state — the free tree (every free block, its
-children, colour and subtree_max_size), each vmap node's busy and lazy areas, and its
-pools — with a BPF program (root, Linux >= 6.9 with BTF, x86_64), and write it as
-kstate.json (the format `pyvmalloc capture` writes after its snapshot). Nothing on the
-machine is changed.
+children, colour and subtree_max_size), each vmap node's busy and lazy areas (with
+va->flags: the allocating node), and its pools — with a BPF program (root, Linux >= 6.9
+with BTF, x86_64), and write it as kstate.json (the format `pyvmalloc capture` writes
+after its snapshot). Nothing on the machine is changed.
 """
 
 

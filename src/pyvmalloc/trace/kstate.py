@@ -68,6 +68,10 @@ MAX_POOL_PAGES = 256
 _ULONG_MAX = (1 << 64) - 1
 _HEX = re.compile(r"0x[0-9a-f]{1,16}")
 _TAKEN = ("after-snapshot", "after-end-snapshot", "standalone")
+#: ``va->flags`` bits below the node id that 6.18 defines: VMAP_RAM (0x1), VMAP_BLOCK (0x2).
+_VMAP_FLAGS_MASK = 0x3
+#: ``encode_vn_id`` puts node + 1 in the bits from BITS_PER_BYTE up (0: no node).
+_VN_ID_SHIFT = 8
 
 #: ``(va_start, va_end, va->flags or None when the file did not give them)``.
 Area = tuple[int, int, int | None]
@@ -514,6 +518,9 @@ def _vmap_nodes(d: _Doc, raw: list[Any], nr_nodes: int) -> list[NodeState]:
             for j, a in enumerate(d.lst(d.key(o, "lazy", w), f"{w}.lazy"))
         ]
         for what, areas in (("busy", busy), ("lazy", lazy)):
+            for j, a in enumerate(areas):
+                if a[2] is not None:
+                    _check_flags(d, a[2], f"{w}.{what}[{j}][2] (flags)", nr_nodes)
             for j in range(1, len(areas)):
                 if areas[j][0] < areas[j - 1][1]:
                     raise d.fail(
@@ -548,6 +555,27 @@ def _vmap_nodes(d: _Doc, raw: list[Any], nr_nodes: int) -> list[NodeState]:
             pools.append(Pool(pages, ln, tuple((s, e) for s, e in pareas)))
         out.append(NodeState(vid, tuple(busy), tuple(lazy), tuple(pools)))
     return out
+
+
+def _check_flags(d: _Doc, flags: int, where: str, nr_nodes: int) -> None:
+    """``va->flags`` as 6.18 writes it: VMAP_RAM/VMAP_BLOCK in the low byte and
+    ``encode_vn_id(node)`` = ``(node + 1) << 8`` above (0 for no node), with ``node`` a
+    node of the readout (``encode_vn_id`` encodes nothing else; ``decode_vn_id`` reads
+    an ``unsigned int``, so nothing lies above bit 31)."""
+    low = flags & ((1 << _VN_ID_SHIFT) - 1)
+    if low & ~_VMAP_FLAGS_MASK:
+        raise d.fail(
+            where,
+            f"{flags:#x} has bits {low & ~_VMAP_FLAGS_MASK:#x} set; 6.18 defines only "
+            "VMAP_RAM (0x1) and VMAP_BLOCK (0x2) below the node id",
+        )
+    enc = flags >> _VN_ID_SHIFT
+    if enc > nr_nodes:
+        raise d.fail(
+            where,
+            f"{flags:#x} names vmap node {enc - 1} (encode_vn_id: node + 1 in bits 8..), "
+            f"but there are {nr_nodes} nodes (0..{nr_nodes - 1})",
+        )
 
 
 def _no_overlaps(d: _Doc, nodes: list[FreeNode], vnodes: list[NodeState]) -> None:
