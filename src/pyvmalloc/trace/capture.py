@@ -299,6 +299,18 @@ def _state_file(pid: int) -> Path:
     return STATE_DIR / f"capture-{pid}.json"
 
 
+def _pid_namespace() -> int | None:
+    """The inode of this process's pid namespace (``/proc/self/ns/pid``), or None.
+
+    A pid means something only inside its namespace: recovery acts on a killed
+    capture's leftovers only when it was recorded from the same one.
+    """
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
 def _save_state(st: _State) -> None:
     STATE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
     if STATE_DIR.is_symlink():
@@ -307,6 +319,7 @@ def _save_state(st: _State) -> None:
         "instance": str(st.instance) if st.instance else None,
         "kptr_old": st.kptr_old,
         "mounted": str(st.mounted) if st.mounted else None,
+        "pidns": _pid_namespace(),
     }
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(_state_file(os.getpid()), flags, 0o600)
@@ -341,6 +354,9 @@ def _read_state(f: Path, base: Path) -> dict[str, Any]:
         out["kptr_old"] = data["kptr_old"]
     if isinstance(data.get("mounted"), str):
         out["mounted"] = data["mounted"]
+    pidns = data.get("pidns")
+    if isinstance(pidns, int) and not isinstance(pidns, bool):
+        out["pidns"] = pidns
     return out
 
 
@@ -360,31 +376,42 @@ def recover_stale_captures(
     """Undo what earlier captures left behind when they were killed (SIGKILL).
 
     Restores ``kernel.kptr_restrict`` from their state file and removes their tracefs
-    instance; instances named ``pyvmalloc-<pid>`` of dead processes without a state
-    file are removed too. A tracefs a killed capture mounted is unmounted, or, with
+    instance. Only captures whose state file says they ran in this pid namespace are
+    touched (a pid of another namespace may be alive though ``kill(pid, 0)`` cannot
+    see it); an instance named ``pyvmalloc-<pid>`` with no such record is left alone
+    and named in the log. A tracefs a killed capture mounted is unmounted, or, with
     ``adopt_mounts``, handed over (a running capture unmounts it when it finishes).
     Returns the number of captures recovered.
     """
     recovered = 0
     stale: dict[int, dict[str, Any]] = {}
+    ours = _pid_namespace()
     if STATE_DIR.is_dir():
         for f in sorted(STATE_DIR.glob("capture-*.json")):
             try:
                 pid = int(f.stem.split("-", 1)[1])
             except ValueError:
                 continue
+            data = _read_state(f, base)
+            if data.get("pidns", ours) != ours:
+                continue  # another namespace's capture: its pid is not ours to test
             if not _pid_alive(pid):
-                stale[pid] = _read_state(f, base)
+                stale[pid] = data
                 f.unlink(missing_ok=True)
     inst_dir = base / "instances"
     if inst_dir.is_dir():
-        for inst in inst_dir.glob("pyvmalloc-*"):
+        for inst in sorted(inst_dir.glob("pyvmalloc-*")):
             try:
                 pid = int(inst.name.split("-", 1)[1])
             except ValueError:
                 continue
-            if not _pid_alive(pid):
-                stale.setdefault(pid, {})["instance"] = str(inst)
+            if pid in stale:
+                stale[pid].setdefault("instance", str(inst))
+            elif not _pid_alive(pid):
+                log(
+                    f"capture: left {inst} alone: no record that a capture of this pid "
+                    "namespace made it (remove it with rmdir once nothing uses it)"
+                )
     mounts = {Path(d["mounted"]) for d in stale.values() if d.get("mounted")}
     for pid, data in sorted(stale.items()):
         st = _State(
@@ -580,9 +607,9 @@ def capture(opts: CaptureOptions) -> dict[str, Any]:
             if adopted and st.mounted is None:
                 st.mounted = adopted[0]  # it was not mounted before the killed capture
             inst = base / "instances" / f"pyvmalloc-{os.getpid()}"
-            inst.mkdir()
             st.instance = inst
-            _save_state(st)
+            _save_state(st)  # first: a capture killed right after mkdir is undone later
+            inst.mkdir()
             ncpu = max(1, len(meta["cpus_possible"]) or os.cpu_count() or 1)
             per_cpu_kb = max(1024, (opts.buffer_mb << 10) // ncpu)
             _write(inst / "buffer_size_kb", str(per_cpu_kb))
