@@ -390,13 +390,18 @@ class Vmalloc:
         if flags & VM_IOREMAP:
             order = min(max(get_count_order(size), PAGE_SHIFT), self.ioremap_max_order)
             align = 1 << order
-        kaddr = self.slab.kzalloc(self.sizeof_vm_struct, gfp & GFP_RECLAIM_MASK, node)
+        space = self.space
+        if space.explain:  # (the recorder shows kzalloc_node)
+            kaddr = self.slab.kzalloc(self.sizeof_vm_struct, gfp & GFP_RECLAIM_MASK, node)
+        else:  # kzalloc(), whose body is this one call
+            kaddr = self.slab.kmalloc(
+                self.sizeof_vm_struct, (gfp & GFP_RECLAIM_MASK) | _GFP_ZERO, node
+            )
         if not kaddr:
             return None
         if not flags & VM_NO_GUARD:
             size += PAGE_SIZE
         area = VmStruct(flags=flags, caller=caller, requested_size=requested, kaddr=kaddr)
-        space = self.space
         if space.explain:  # the named steps, for the explain recorder
             va = self.alloc_vmap_area(size, align, start, end, node, gfp, area, cpu=cpu)
         else:  # alloc_vmap_area() above, whose body is this one call

@@ -328,6 +328,7 @@ class PhysicalMemory:
         self.owner: npt.NDArray[np.int32] = np.zeros(n, np.int32)
         self._data: dict[int, bytearray] = {}
         self.nr_pgtable_pages = 0
+        self._totalram = -1  # totalram_pages, once the zones are built
         self.highmem_idx = 2 if lay.zone_model == "i386" else -1
 
         for s, e in lay.ram_ranges:
@@ -423,10 +424,14 @@ class PhysicalMemory:
     # ------------------------------------------------------------------- accounting
     @property
     def totalram_pages(self) -> int:
-        """``totalram_pages()``: managed pages of all zones."""
-        n = 0
-        for z in self.zones:  # (a plain loop: no generator on this per-vmalloc path)
-            n += z.managed
+        """``totalram_pages()``: managed pages of all zones (fixed at boot: the model
+        has no memory hotplug, so the sum is taken once, on first use)."""
+        n = self._totalram
+        if n < 0:
+            n = 0
+            for z in self.zones:
+                n += z.managed
+            self._totalram = n
         return n
 
     def nr_free_pages(self) -> int:
