@@ -938,7 +938,10 @@ class Vmalloc:
             if len(pages) != nr_pages:
                 pages = pages[:nr_pages]  # (skipped when it would be the whole array)
             # __free_page() for each page, in order (in bulk where the pages allow).
-            self.phys.free_pages_bulk(pages.tolist())
+            if nr_pages == 1:
+                self.phys.free_pages(int(pages[0]), 0)  # what free_pages_bulk would call
+            else:
+                self.phys.free_pages_bulk(pages.tolist())
             if vm.flags & VM_MAP_PUT_PAGES:
                 self.put_pages -= nr_pages
             else:
