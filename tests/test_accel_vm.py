@@ -381,3 +381,14 @@ def test_unobserved_path_equals_the_named_steps(profile: str) -> None:
     named, fast = run(True), run(False)
     assert named == fast
     assert 0 in named  # the small machine ran out of pages along the way
+
+
+def test_vm_struct_positional_construction_matches_the_fields() -> None:
+    # __get_vm_area_node builds the vm_struct positionally on its hot path.
+    from pyvmalloc.vmalloc import VmStruct
+
+    a = VmStruct(0, 0, 0x22, "c", None, 0, 0, 0, 4096, 0, 0xFFFF_8880_0000_1000)
+    b = VmStruct(flags=0x22, caller="c", requested_size=4096, kaddr=0xFFFF_8880_0000_1000)
+    assert [getattr(a, f) for f in VmStruct.__dataclass_fields__] == [
+        getattr(b, f) for f in VmStruct.__dataclass_fields__
+    ]
