@@ -410,9 +410,8 @@ class Vmalloc:
             va = self.alloc_vmap_area(size, align, start, end, node, gfp, area, cpu=cpu)
         else:  # alloc_vmap_area() above, whose body is this one call
             va = space.alloc_vmap_area(
-                size, align, start, end, cpu=cpu, gfp_nowarn=bool(gfp & _GFP_NOWARN),
-                va_flags=0, vm=area,
-            )  # fmt: skip
+                size, align, start, end, cpu=cpu, gfp_nowarn=bool(gfp & _GFP_NOWARN), vm=area
+            )  # fmt: skip (va_flags: the default, 0)
         if not isinstance(va, VmapArea):
             self.slab.kfree(kaddr)
             return None
