@@ -550,8 +550,9 @@ class PhysicalMemory:
     # ---------------------------------------------------------------------- buddy
     def _rmqueue_smallest(self, z: Zone, order: int) -> int:
         """``__rmqueue_smallest`` + ``expand``: -1 if no block is large enough."""
+        nxt = z.nxt
         for cur in range(order, self.max_order + 1):
-            pfn = z.first(cur)
+            pfn = nxt[-1 - cur]  # z.first(cur), inlined: an empty list's head is negative
             if pfn < 0:
                 continue
             z.remove(pfn)
