@@ -42,3 +42,31 @@ def test_kmalloc_accounting_and_reuse() -> None:
     assert "kfree: invalid object" in k.log.lines[-1].text
     assert k.kmalloc(0) == 16  # ZERO_SIZE_PTR
     assert "kmalloc-96" in k.slab.slabinfo()
+
+
+def test_object_order_fresh_lowest_first_then_lifo() -> None:
+    # SLUB without freelist randomisation: a new slab hands out its objects in address
+    # order; a freed object is the next one handed out (LIFO).
+    k = Kernel()
+    s = k.slab
+    a = [s.kmalloc(200, 0xCC0) for _ in range(5)]  # kmalloc-256: 16 per 4 KiB slab
+    assert a[0] & 0xFFF == 0
+    assert [x - a[0] for x in a] == [0, 256, 512, 768, 1024]
+    s.kfree(a[3])
+    s.kfree(a[1])
+    assert s.kmalloc(200, 0xCC0) == a[1]
+    assert s.kmalloc(200, 0xCC0) == a[3]
+    assert s.kmalloc(200, 0xCC0) == a[4] + 256  # then the never-used ones again
+    s.check()
+
+
+def test_kfree_of_a_slab_tail_is_not_an_object() -> None:
+    # kmalloc-96: 42 objects fill 4032 bytes of the page; 4032.. is no object.
+    k = Kernel()
+    s = k.slab
+    a = s.kmalloc(96, 0xCC0)
+    assert a & 0xFFF == 0  # the first object of a new slab
+    assert s.kfree(a + 42 * 96) is False
+    assert s.kfree(a + 96) is False  # a free object: a double free
+    assert s.kfree(a) is True
+    s.check()

@@ -9,6 +9,8 @@ mechanism operations (``alloc_vmap_area_once``, ``find_unlink_vmap_area``,
 not mirror before changing anything (the ``heapq``/``_heapq`` pattern). It is used when
 it can be imported; ``PYVMALLOC_PURE=1`` in the environment forces the reference.
 The choice is made once, at import, for the whole process.
+The extension also has twins of the page allocator's bulk order-0 column work, the PTE
+fills and the trace parser's tracefs line scan (phys/buddy.py, pgtable.py, trace/parse.py).
 
 >>> isinstance(ACCELERATED, bool) and isinstance(DESCRIPTION, str)
 True

@@ -2063,6 +2063,13 @@ static int init_whole_ops_strings(void) {
     minus_one = PyLong_FromLong(-1);
     return minus_one ? 0 : -1;
 }
+/* speedvm section (defined at the end of the file) */
+static PyObject *vm_phys_prep_bulk(PyObject *, PyObject *);
+static PyObject *vm_phys_free_bulk_mark(PyObject *, PyObject *);
+static PyObject *vm_deque_popleft_into(PyObject *, PyObject *);
+static PyObject *vm_pte_fill(PyObject *, PyObject *);
+static PyObject *vm_init_trace_events(PyObject *, PyObject *);
+static PyObject *vm_parse_tracefs(PyObject *, PyObject *);
 
 static PyMethodDef methods[] = {
     /* whole operations (speedcore) */
@@ -2103,6 +2110,20 @@ static PyMethodDef methods[] = {
      "va_clip(root, va, nva, size, fits) -> nr_free delta | None | (lva, other)"},
     {"find_vmap_lowest_match", sp_find_vmap_lowest_match, METH_VARARGS,
      "find_vmap_lowest_match(tree, size, align, vstart, adjust_search_size, shift_vstart)"},
+    /* speedvm section */
+    {"phys_prep_bulk", vm_phys_prep_bulk, METH_VARARGS,
+     "phys_prep_bulk(flags, order, refcount, owner, pfns, clear, set, owner) -> bool"},
+    {"phys_free_bulk_mark", vm_phys_free_bulk_mark, METH_VARARGS,
+     "phys_free_bulk_mark(flags, order, refcount, owner, zone, pfns, alloc, pgtable, pcp, "
+     "owner_none) -> zone index or -1"},
+    {"deque_popleft_into", vm_deque_popleft_into, METH_VARARGS,
+     "deque_popleft_into(deque, n, out) -> count"},
+    {"pte_fill", vm_pte_fill, METH_VARARGS,
+     "pte_fill(table, idx, pfns, j, k, protval) -> -1 or first busy offset"},
+    {"init_trace_events", vm_init_trace_events, METH_VARARGS,
+     "init_trace_events(AllocVmapArea, FreeVmapAreaNoflush, PurgeVmapAreaLazy)"},
+    {"parse_tracefs", vm_parse_tracefs, METH_VARARGS,
+     "parse_tracefs(text, pos, lineno, cpus, out, tasks) -> (pos, lineno)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_speedups",
@@ -2124,3 +2145,462 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         return NULL;
     return PyModule_Create(&moddef);
 }
+
+/* =====================================================================================
+ * speedvm section: whole operations for the page allocator, the page tables and the
+ * trace parser (phys/buddy.py, pgtable.py, trace/parse.py are the reference).
+ *
+ * Each function either does the whole operation exactly as the Python code would, or
+ * reports that it cannot (returns -1 / stops) *before* changing anything, and the
+ * caller takes the reference path.
+ * ===================================================================================== */
+
+/* A writable, C-contiguous buffer of `itemsize`-byte items (a numpy column). */
+static int vm_buf(PyObject *o, Py_buffer *b, Py_ssize_t itemsize) {
+    if (PyObject_GetBuffer(o, b, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+        return -1;
+    if (b->itemsize != itemsize || b->ndim != 1) {
+        PyBuffer_Release(b);
+        PyErr_SetString(PyExc_TypeError, "unexpected column layout");
+        return -1;
+    }
+    return 0;
+}
+
+/* An exact int in [0, limit), else -1 (no exception left set). */
+static inline Py_ssize_t vm_index(PyObject *o, Py_ssize_t limit) {
+    if (!PyLong_CheckExact(o)) return -1;
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow || (v == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return -1;
+    }
+    return (v < 0 || v >= limit) ? -1 : (Py_ssize_t)v;
+}
+
+/* phys_prep_bulk(flags, order, refcount, owner, pfns, clear, set, owner_val):
+ * order-0 _prep_new_page for every pfn of the list (after the pcp pops):
+ * flags = (flags & ~clear) | set, order = 0, refcount = 1, owner = owner_val.
+ * Returns False (nothing written) if a pfn is not a valid index. */
+static PyObject *vm_phys_prep_bulk(PyObject *self, PyObject *args) {
+    PyObject *fo, *oo, *ro, *wo, *pfns;
+    unsigned int clear, set;
+    int owner_val;
+    if (!PyArg_ParseTuple(args, "OOOOO!IIi", &fo, &oo, &ro, &wo, &PyList_Type, &pfns, &clear,
+                          &set, &owner_val))
+        return NULL;
+    Py_buffer bf, bo, br, bw;
+    if (vm_buf(fo, &bf, 1) < 0) return NULL;
+    if (vm_buf(oo, &bo, 1) < 0) goto e1;
+    if (vm_buf(ro, &br, 4) < 0) goto e2;
+    if (vm_buf(wo, &bw, 4) < 0) goto e3;
+    Py_ssize_t n = PyList_GET_SIZE(pfns), lim = bf.len;
+    if (bo.len != lim || br.len != 4 * lim || bw.len != 4 * lim) goto bad;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (vm_index(PyList_GET_ITEM(pfns, i), lim) < 0) goto bad;
+    uint8_t *fl = bf.buf;
+    int8_t *od = bo.buf;
+    int32_t *rc = br.buf, *ow = bw.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t p = (Py_ssize_t)PyLong_AsLongLong(PyList_GET_ITEM(pfns, i));
+        fl[p] = (uint8_t)((fl[p] & ~clear) | set);
+        od[p] = 0;
+        rc[p] = 1;
+        ow[p] = owner_val;
+    }
+    PyBuffer_Release(&bw); PyBuffer_Release(&br); PyBuffer_Release(&bo); PyBuffer_Release(&bf);
+    Py_RETURN_TRUE;
+bad:
+    PyBuffer_Release(&bw); PyBuffer_Release(&br); PyBuffer_Release(&bo); PyBuffer_Release(&bf);
+    Py_RETURN_FALSE;
+e3: PyBuffer_Release(&br);
+e2: PyBuffer_Release(&bo);
+e1: PyBuffer_Release(&bf);
+    return NULL;
+}
+
+/* phys_free_bulk_mark(flags, order, refcount, owner, zone, pfns, alloc, pgtable, pcp,
+ * owner_none) -> zone index, or -1 with nothing changed.
+ * The column half of freeing many order-0 pages: every pfn must be a distinct valid
+ * page with PG_alloc and without PG_pgtable, order 0, one reference, all in one zone;
+ * then refcount = 0, owner = owner_none, flags = (flags & ~alloc) | pcp. */
+static PyObject *vm_phys_free_bulk_mark(PyObject *self, PyObject *args) {
+    PyObject *fo, *oo, *ro, *wo, *zo, *pfns;
+    unsigned int alloc, pgtable, pcp;
+    int owner_none;
+    if (!PyArg_ParseTuple(args, "OOOOOO!IIIi", &fo, &oo, &ro, &wo, &zo, &PyList_Type, &pfns,
+                          &alloc, &pgtable, &pcp, &owner_none))
+        return NULL;
+    Py_buffer bf, bo, br, bw, bz;
+    long zi = -1;
+    if (vm_buf(fo, &bf, 1) < 0) return NULL;
+    if (vm_buf(oo, &bo, 1) < 0) goto e1;
+    if (vm_buf(ro, &br, 4) < 0) goto e2;
+    if (vm_buf(wo, &bw, 4) < 0) goto e3;
+    if (vm_buf(zo, &bz, 1) < 0) goto e4;
+    Py_ssize_t n = PyList_GET_SIZE(pfns), lim = bf.len;
+    if (n == 0 || bo.len != lim || br.len != 4 * lim || bw.len != 4 * lim || bz.len != lim)
+        goto done;
+    uint8_t *fl = bf.buf, *zn = bz.buf;
+    int8_t *od = bo.buf;
+    int32_t *rc = br.buf, *ow = bw.buf;
+    int z0 = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t p = vm_index(PyList_GET_ITEM(pfns, i), lim);
+        if (p < 0 || (fl[p] & (alloc | pgtable)) != alloc || od[p] != 0 || rc[p] != 1) goto done;
+        if (z0 < 0) z0 = zn[p];
+        else if (zn[p] != z0) goto done;
+    }
+    /* distinct: the first visit drops the count to 0, a second visit would see 0 */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t p = (Py_ssize_t)PyLong_AsLongLong(PyList_GET_ITEM(pfns, i));
+        if (rc[p] != 1) {
+            for (Py_ssize_t j = 0; j < i; j++)
+                rc[PyLong_AsLongLong(PyList_GET_ITEM(pfns, j))] = 1; /* undo */
+            goto done;
+        }
+        rc[p] = 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t p = (Py_ssize_t)PyLong_AsLongLong(PyList_GET_ITEM(pfns, i));
+        ow[p] = owner_none;
+        fl[p] = (uint8_t)((fl[p] & ~alloc) | pcp);
+    }
+    zi = z0;
+done:
+    PyBuffer_Release(&bz); PyBuffer_Release(&bw); PyBuffer_Release(&br);
+    PyBuffer_Release(&bo); PyBuffer_Release(&bf);
+    return PyLong_FromLong(zi);
+e4: PyBuffer_Release(&bw);
+e3: PyBuffer_Release(&br);
+e2: PyBuffer_Release(&bo);
+e1: PyBuffer_Release(&bf);
+    return NULL;
+}
+
+/* deque_popleft_into(deque, n, out): append up to n items popped from the left of the
+ * deque to the list out (the pcp list's head first); returns how many. */
+static PyObject *vm_deque_popleft_into(PyObject *self, PyObject *args) {
+    PyObject *dq, *out;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "OnO!", &dq, &n, &PyList_Type, &out)) return NULL;
+    Py_ssize_t have = PyObject_Length(dq);
+    if (have < 0) return NULL;
+    if (n > have) n = have;
+    PyObject *pop = PyObject_GetAttrString(dq, "popleft");
+    if (pop == NULL) return NULL;
+    Py_ssize_t i = 0;
+    for (; i < n; i++) {
+        PyObject *v = PyObject_CallNoArgs(pop);
+        if (v == NULL) break;
+        int r = PyList_Append(out, v);
+        Py_DECREF(v);
+        if (r < 0) break;
+    }
+    Py_DECREF(pop);
+    if (PyErr_Occurred()) return NULL;
+    return PyLong_FromSsize_t(i);
+}
+
+/* pte_fill(table, idx, pfns, j, k, protval) -> -1, or the first busy slot offset b.
+ * _map_ptes on one PTE table: table[idx + t] = (pfns[j + t] << PAGE_SHIFT) | protval
+ * for t < k when none of those k slots is in use; else the entries before the first
+ * used slot b are written (as the reference does) and b is returned. */
+static PyObject *vm_pte_fill(PyObject *self, PyObject *args) {
+    PyObject *to, *po;
+    Py_ssize_t idx, j, k;
+    unsigned long long prot;
+    if (!PyArg_ParseTuple(args, "OnOnnK", &to, &idx, &po, &j, &k, &prot)) return NULL;
+    Py_buffer bt, bp;
+    if (vm_buf(to, &bt, 8) < 0) return NULL;
+    if (PyObject_GetBuffer(po, &bp, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&bt);
+        return NULL;
+    }
+    if (bp.itemsize != 8 || bp.ndim != 1 || idx < 0 || j < 0 || k < 0 ||
+        idx + k > bt.len / 8 || j + k > bp.len / 8) {
+        PyBuffer_Release(&bp);
+        PyBuffer_Release(&bt);
+        PyErr_SetString(PyExc_ValueError, "pte_fill: range outside the arrays");
+        return NULL;
+    }
+    uint64_t *t = (uint64_t *)bt.buf + idx;
+    const uint64_t *p = (const uint64_t *)bp.buf + j;
+    Py_ssize_t busy = -1;
+    for (Py_ssize_t i = 0; i < k; i++)
+        if (t[i]) { busy = i; break; }
+    Py_ssize_t w = busy < 0 ? k : busy;
+    for (Py_ssize_t i = 0; i < w; i++) t[i] = (p[i] << 12) | (uint64_t)prot;
+    PyBuffer_Release(&bp);
+    PyBuffer_Release(&bt);
+    return PyLong_FromSsize_t(busy);
+}
+
+/* --- the trace parser's fast path ------------------------------------------------------ */
+static PyTypeObject *ev_alloc_t = NULL, *ev_free_t = NULL, *ev_purge_t = NULL;
+/* header slots (task pid cpu flags timestamp line) then the event's own fields */
+static Py_ssize_t off_hdr[3][6], off_alloc[6], off_free[3], off_purge[3];
+
+static int any_member_offset(PyTypeObject *t, const char *name, Py_ssize_t *out) {
+    PyObject *d = PyObject_GetAttrString((PyObject *)t, name); /* follows the MRO */
+    if (d == NULL) return -1;
+    int ok = Py_TYPE(d) == &PyMemberDescr_Type &&
+             ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX;
+    if (ok) *out = ((PyMemberDescrObject *)d)->d_member->offset;
+    Py_DECREF(d);
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "%.100s.%s is not an object slot", t->tp_name, name);
+        return -1;
+    }
+    return 0;
+}
+
+static const char *hdr_names[6] = {"task", "pid", "cpu", "flags", "timestamp", "line"};
+
+static PyObject *vm_init_trace_events(PyObject *self, PyObject *args) {
+    PyObject *a, *f, *p;
+    if (!PyArg_ParseTuple(args, "O!O!O!", &PyType_Type, &a, &PyType_Type, &f, &PyType_Type, &p))
+        return NULL;
+    PyTypeObject *ts[3] = {(PyTypeObject *)a, (PyTypeObject *)f, (PyTypeObject *)p};
+    static const char *an[6] = {"addr", "size", "align", "vstart", "vend", "failed"};
+    static const char *fn[3] = {"va_start", "nr_lazy", "nr_lazy_max"};
+    static const char *pn[3] = {"start", "end", "npurged"};
+    for (int t = 0; t < 3; t++)
+        for (int i = 0; i < 6; i++)
+            if (any_member_offset(ts[t], hdr_names[i], &off_hdr[t][i]) < 0) return NULL;
+    for (int i = 0; i < 6; i++)
+        if (any_member_offset(ts[0], an[i], &off_alloc[i]) < 0) return NULL;
+    for (int i = 0; i < 3; i++)
+        if (any_member_offset(ts[1], fn[i], &off_free[i]) < 0 ||
+            any_member_offset(ts[2], pn[i], &off_purge[i]) < 0)
+            return NULL;
+    Py_INCREF(a); Py_INCREF(f); Py_INCREF(p);
+    Py_XSETREF(ev_alloc_t, ts[0]);
+    Py_XSETREF(ev_free_t, ts[1]);
+    Py_XSETREF(ev_purge_t, ts[2]);
+    Py_RETURN_NONE;
+}
+
+typedef struct {
+    const char *s;
+    Py_ssize_t i, n;
+} cur_t;
+
+#define IS_DIGIT(c) ((c) >= '0' && (c) <= '9')
+/* \s in the regex's ASCII mode */
+#define IS_WS(c) ((c) == ' ' || (c) == '\t' || (c) == '\n' || (c) == '\r' || (c) == '\f' || (c) == '\v')
+
+/* [0-9]{1,maxd}: the value (must fit 64 bits) */
+static inline int dec(cur_t *c, int maxd, uint64_t *out) {
+    u128 v = 0;
+    int d = 0;
+    while (c->i < c->n && IS_DIGIT(c->s[c->i])) {
+        if (++d > maxd) return -1;
+        v = v * 10 + (unsigned)(c->s[c->i++] - '0');
+    }
+    if (d == 0 || v > UINT64_MAX) return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+/* [0-9a-f]{1,16} */
+static inline int hex(cur_t *c, uint64_t *out) {
+    uint64_t v = 0;
+    int d = 0;
+    while (c->i < c->n) {
+        char ch = c->s[c->i];
+        unsigned x;
+        if (IS_DIGIT(ch)) x = (unsigned)(ch - '0');
+        else if (ch >= 'a' && ch <= 'f') x = (unsigned)(ch - 'a' + 10);
+        else break;
+        if (++d > 16) return -1;
+        v = (v << 4) | x;
+        c->i++;
+    }
+    if (d == 0) return -1;
+    *out = v;
+    return 0;
+}
+
+static inline int lit(cur_t *c, const char *w, Py_ssize_t len) {
+    if (c->i + len > c->n || memcmp(c->s + c->i, w, (size_t)len) != 0) return -1;
+    c->i += len;
+    return 0;
+}
+#define LIT(c, w) lit((c), (w), (Py_ssize_t)(sizeof(w) - 1))
+
+static inline int spaces(cur_t *c) { /* ' ++' */
+    if (c->i >= c->n || c->s[c->i] != ' ') return -1;
+    while (c->i < c->n && c->s[c->i] == ' ') c->i++;
+    return 0;
+}
+
+static inline PyObject *u64obj(uint64_t v) { return PyLong_FromUnsignedLongLong(v); }
+
+/* parse_tracefs(text, pos, lineno, cpus, out, tasks) -> (pos, lineno)
+ * The fast regex of parse.py (_FAST_RE) for lines in the exact tracefs layout whose
+ * values pass the parser's checks without a message: each such line becomes its event,
+ * appended to out, with the reference's values. The first line that is anything else
+ * (another layout, a comment, a value a check would refuse or a failed allocation, a
+ * number past 64 bits) stops the scan untouched: parse.py handles it with the reference
+ * code and calls back. text must be an ASCII str. */
+static PyObject *vm_parse_tracefs(PyObject *self, PyObject *args) {
+    PyObject *text, *out, *tasks;
+    Py_ssize_t pos, lineno, cpus;
+    if (!PyArg_ParseTuple(args, "UnnnO!O!", &text, &pos, &lineno, &cpus, &PyList_Type, &out,
+                          &PyDict_Type, &tasks))
+        return NULL;
+    if (ev_alloc_t == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups.init_trace_events() was not called");
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(text)) return Py_BuildValue("nn", pos, lineno);
+    const char *s = (const char *)PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    PyObject *last_vs = NULL, *last_ve = NULL; /* vstart/vend repeat on every line */
+    uint64_t last_vs_v = 0, last_ve_v = 0;
+    while (pos < n) {
+        cur_t c = {s, pos, n};
+        /* (.{16})- */
+        if (pos + 17 > n) break;
+        if (memchr(s + pos, '\n', 16) != NULL || s[pos + 16] != '-') break;
+        c.i = pos + 17;
+        uint64_t pid, cpu;
+        if (dec(&c, 10, &pid) < 0 || pid > 4 * 1024 * 1024 || spaces(&c) < 0) break;
+        if (LIT(&c, "[") < 0 || dec(&c, 10, &cpu) < 0 || cpu >= (uint64_t)cpus ||
+            LIT(&c, "] ") < 0)
+            break;
+        /* ([^ 0-9]\S*+) ++ */
+        Py_ssize_t f0 = c.i;
+        if (c.i >= n || IS_WS(s[c.i]) || IS_DIGIT(s[c.i])) break;
+        while (c.i < n && !IS_WS(s[c.i])) c.i++;
+        Py_ssize_t f1 = c.i;
+        if (spaces(&c) < 0) break;
+        /* ([0-9]{1,20}\.[0-9]{1,12}): */
+        Py_ssize_t t0 = c.i;
+        int d = 0;
+        while (c.i < n && IS_DIGIT(s[c.i])) { c.i++; d++; }
+        if (d < 1 || d > 20 || c.i >= n || s[c.i] != '.') break;
+        c.i++;
+        d = 0;
+        while (c.i < n && IS_DIGIT(s[c.i])) { c.i++; d++; }
+        if (d < 1 || d > 12) break;
+        Py_ssize_t t1 = c.i;
+        if (LIT(&c, ": ") < 0) break;
+        int kind;
+        uint64_t v[6] = {0, 0, 0, 0, 0, 0};
+        int64_t failed = 0;
+        if (LIT(&c, "alloc_vmap_area: va_start: ") == 0) {
+            kind = 0;
+            if (dec(&c, 20, &v[0]) < 0 || LIT(&c, " size=") < 0 || dec(&c, 20, &v[1]) < 0 ||
+                LIT(&c, " align=") < 0 || dec(&c, 20, &v[2]) < 0 || LIT(&c, " vstart=0x") < 0 ||
+                hex(&c, &v[3]) < 0 || LIT(&c, " vend=0x") < 0 || hex(&c, &v[4]) < 0 ||
+                LIT(&c, " failed=") < 0)
+                break;
+            /* -?[0-9]{1,10}: only 0 takes this path (a failure gets the reference) */
+            uint64_t fv;
+            if (dec(&c, 10, &fv) < 0 || fv != 0) break;
+            failed = 0;
+            uint64_t addr = v[0], size = v[1], align = v[2];
+            /* _check_size, _check_align, then the inline success test of _parse_chunk */
+            if (size == 0 || size % 4096 || align == 0 || (align & (align - 1))) break;
+            if (!(addr > 0 && v[3] <= addr && (u128)addr + size <= v[4] && !(addr & (align - 1)) &&
+                  !(addr & 0xFFF)))
+                break;
+        } else if (LIT(&c, "free_vmap_area_noflush: va_start=0x") == 0) {
+            kind = 1;
+            if (hex(&c, &v[0]) < 0 || LIT(&c, " nr_lazy=") < 0 || dec(&c, 20, &v[1]) < 0 ||
+                LIT(&c, " nr_lazy_max=") < 0 || dec(&c, 20, &v[2]) < 0)
+                break;
+            if ((v[0] & 0xFFF) || v[1] == 0) break;
+        } else if (LIT(&c, "purge_vmap_area_lazy: start=0x") == 0) {
+            kind = 2;
+            if (hex(&c, &v[0]) < 0 || LIT(&c, " end=0x") < 0 || hex(&c, &v[1]) < 0 ||
+                LIT(&c, " num_purged=") < 0 || dec(&c, 10, &v[2]) < 0)
+                break;
+            if (!(v[0] < v[1] && !((v[0] | v[1]) & 0xFFF) && v[2] <= UINT32_MAX)) break;
+        } else {
+            break;
+        }
+        if (c.i >= n || s[c.i] != '\n') break;
+        c.i++;
+        /* the line is accepted: build the event */
+        PyObject *raw = PyUnicode_FromStringAndSize(s + pos, 16);
+        if (raw == NULL) goto error;
+        PyObject *task = PyDict_GetItemWithError(tasks, raw); /* borrowed */
+        if (task == NULL) {
+            if (PyErr_Occurred()) { Py_DECREF(raw); goto error; }
+            Py_ssize_t b = 0;
+            while (b < 16 && s[pos + b] == ' ') b++;
+            task = PyUnicode_FromStringAndSize(s + pos + b, 16 - b);
+            if (task == NULL || PyDict_SetItem(tasks, raw, task) < 0) {
+                Py_XDECREF(task);
+                Py_DECREF(raw);
+                goto error;
+            }
+            Py_DECREF(task); /* the dict holds it */
+        }
+        Py_DECREF(raw);
+        char tsbuf[40];
+        memcpy(tsbuf, s + t0, (size_t)(t1 - t0));
+        tsbuf[t1 - t0] = 0;
+        double ts = PyOS_string_to_double(tsbuf, NULL, NULL);
+        if (ts == -1.0 && PyErr_Occurred()) goto error;
+        PyTypeObject *tp = kind == 0 ? ev_alloc_t : kind == 1 ? ev_free_t : ev_purge_t;
+        PyObject *e = tp->tp_alloc(tp, 0);
+        if (e == NULL) goto error;
+        lineno++;
+        Py_ssize_t *oh = off_hdr[kind];
+        Py_INCREF(task);
+        SLOT(e, oh[0]) = task;
+        SLOT(e, oh[1]) = u64obj(pid);
+        SLOT(e, oh[2]) = u64obj(cpu);
+        SLOT(e, oh[3]) = PyUnicode_FromStringAndSize(s + f0, f1 - f0);
+        SLOT(e, oh[4]) = PyFloat_FromDouble(ts);
+        SLOT(e, oh[5]) = PyLong_FromSsize_t(lineno);
+        int bad = !SLOT(e, oh[1]) || !SLOT(e, oh[2]) || !SLOT(e, oh[3]) || !SLOT(e, oh[4]) ||
+                  !SLOT(e, oh[5]);
+        if (kind == 0) {
+            if (last_vs == NULL || last_vs_v != v[3]) {
+                Py_XDECREF(last_vs);
+                last_vs = u64obj(v[3]);
+                last_vs_v = v[3];
+            }
+            if (last_ve == NULL || last_ve_v != v[4]) {
+                Py_XDECREF(last_ve);
+                last_ve = u64obj(v[4]);
+                last_ve_v = v[4];
+            }
+            SLOT(e, off_alloc[0]) = u64obj(v[0]);
+            SLOT(e, off_alloc[1]) = u64obj(v[1]);
+            SLOT(e, off_alloc[2]) = u64obj(v[2]);
+            Py_XINCREF(last_vs);
+            SLOT(e, off_alloc[3]) = last_vs;
+            Py_XINCREF(last_ve);
+            SLOT(e, off_alloc[4]) = last_ve;
+            SLOT(e, off_alloc[5]) = PyLong_FromLongLong(failed);
+            for (int i = 0; i < 6; i++) bad |= !SLOT(e, off_alloc[i]);
+        } else {
+            Py_ssize_t *of = kind == 1 ? off_free : off_purge;
+            for (int i = 0; i < 3; i++) {
+                SLOT(e, of[i]) = u64obj(v[i]);
+                bad |= !SLOT(e, of[i]);
+            }
+        }
+        if (bad || PyList_Append(out, e) < 0) {
+            Py_DECREF(e);
+            goto error;
+        }
+        Py_DECREF(e);
+        pos = c.i;
+    }
+    Py_XDECREF(last_vs);
+    Py_XDECREF(last_ve);
+    return Py_BuildValue("nn", pos, lineno);
+error:
+    Py_XDECREF(last_vs);
+    Py_XDECREF(last_ve);
+    return NULL;
+}
+/* ============================================================ end of speedvm section */

@@ -18,3 +18,35 @@ def find_vmap_lowest_match(
 ) -> Any: ...
 def merge_or_add(root: Any, va: Any, each_step: bool, /) -> tuple[Any, Any]: ...
 def va_clip(root: Any, va: Any, nva: int, size: int, fits: list[int], /) -> Any: ...
+
+# speedvm: page allocator, page tables, trace parser
+def phys_prep_bulk(
+    flags: Any,
+    order: Any,
+    refcount: Any,
+    owner: Any,
+    pfns: list[int],
+    clear: int,
+    set: int,
+    owner_val: int,
+    /,
+) -> bool: ...
+def phys_free_bulk_mark(
+    flags: Any,
+    order: Any,
+    refcount: Any,
+    owner: Any,
+    zone: Any,
+    pfns: list[int],
+    alloc: int,
+    pgtable: int,
+    pcp: int,
+    owner_none: int,
+    /,
+) -> int: ...
+def deque_popleft_into(dq: Any, n: int, out: list[int], /) -> int: ...
+def pte_fill(table: Any, idx: int, pfns: Any, j: int, k: int, protval: int, /) -> int: ...
+def init_trace_events(alloc: type, free: type, purge: type, /) -> None: ...
+def parse_tracefs(
+    text: str, pos: int, lineno: int, cpus: int, out: list[Any], tasks: dict[str, str], /
+) -> tuple[int, int]: ...

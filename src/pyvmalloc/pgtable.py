@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from pyvmalloc._accel import speedups as _speedups
 from pyvmalloc.config import EBUSY, EINVAL, ENOMEM, PAGE_SHIFT, PAGE_SIZE, Machine
 from pyvmalloc.gfp import GFP_PGTABLE_KERNEL
 from pyvmalloc.printk import KernelLog
@@ -527,6 +528,16 @@ class PageTables:
                 return tbl if tbl < 0 else -ENOMEM
             idx = (a >> PAGE_SHIFT) & (ents - 1)
             k = min(n - i, ents - idx)
+            if _speedups is not None:
+                # The check and the writes below in one C pass (same entries written).
+                busy = _speedups.pte_fill(tbl, idx, arr, i, k, protval)
+                if busy >= 0:
+                    self.log.WARN(
+                        f"vmap_pages_pte_range: PTE for {a + (busy << PAGE_SHIFT):#x} is not none"
+                    )
+                    return -EBUSY
+                i += k
+                continue
             view = tbl[idx : idx + k]
             if view.any():
                 busy = int(np.flatnonzero(view)[0])

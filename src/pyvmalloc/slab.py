@@ -89,9 +89,16 @@ class Slab:
     size: int
     objects: int
     inuse: int = 0
-    free: list[int] = field(default_factory=list)  # free indices, lowest first (stack)
-    #: the same indices as a set, kept in step with ``free`` (O(1) double-free test)
-    free_set: set[int] = field(default_factory=set, repr=False, compare=False)
+    #: Objects freed since the slab was made, a stack (the next kmalloc takes the last
+    #: one pushed); the objects at and above ``fresh`` were never handed out and come
+    #: after them, lowest first. Together: the free list of a fresh slab, lowest
+    #: index first, with each kfree'd object pushed on top (SLUB's LIFO freelist).
+    free: list[int] = field(default_factory=list)
+    fresh: int = 0
+    #: byte ``i`` is 1 while object ``i`` is free: the same indices as ``free``, kept in
+    #: step with it (the O(1) double-free test); a bitmap, because a new slab of
+    #: kmalloc-8 has 512 free objects and vmalloc creates and destroys such slabs often
+    free_map: bytearray = field(default_factory=bytearray, repr=False, compare=False)
     #: ``page_address(pfn)``, computed once when the slab is created
     addr: int = field(default=0, repr=False, compare=False)
 
@@ -105,6 +112,11 @@ class KmemCache:
     slabs: dict[int, Slab] = field(default_factory=dict)  # pfn -> slab
     partial: list[Slab] = field(default_factory=list)
     active_objs: int = 0
+    #: a new slab's ``free_map`` (every object free; copied, never used directly)
+    new_free_map: bytes = field(default=b"", repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.new_free_map = b"\x01" * self.objects
 
 
 class SlabAllocator:
@@ -185,8 +197,7 @@ class SlabAllocator:
             self.phys.set_owner(pfn, OWNER_SLAB, nr)
             slab = Slab(pfn, cache.order, cache.size, cache.objects)
             slab.addr = self._addr(pfn)
-            slab.free = list(range(cache.objects - 1, -1, -1))
-            slab.free_set = set(slab.free)
+            slab.free_map = bytearray(cache.new_free_map)
             cache.slabs[pfn] = slab
             partial.append(slab)
             for p in range(pfn, pfn + nr):
@@ -194,10 +205,14 @@ class SlabAllocator:
             self.slab_pages += nr
         slab = partial[-1]
         free = slab.free
-        idx = free.pop()
-        slab.free_set.discard(idx)
-        slab.inuse += 1
-        if not free:
+        if free:
+            idx = free.pop()
+        else:
+            idx = slab.fresh
+            slab.fresh = idx + 1
+        slab.free_map[idx] = 0
+        inuse = slab.inuse = slab.inuse + 1
+        if inuse == slab.objects:  # no free object left: off the partial list
             partial.pop()
         csize = cache.size
         cache.active_objs += 1
@@ -260,14 +275,15 @@ class SlabAllocator:
         ssize = slab.size
         idx, rem = divmod(addr - slab.addr, ssize)
         free = slab.free
-        free_set = slab.free_set
-        if rem or idx in free_set:  # ``idx in free`` (free_set mirrors it)
+        free_map = slab.free_map
+        # (an index at or past ``objects`` is the slab's unused tail: not an object)
+        if rem or idx >= slab.objects or free_map[idx]:  # ``idx in free``, mirrored
             return False
         cache = self.caches[ssize]
-        if not free:
+        if slab.inuse == slab.objects:  # was full: back on the partial list
             cache.partial.append(slab)
         free.append(idx)
-        free_set.add(idx)
+        free_map[idx] = 1
         slab.inuse -= 1
         cache.active_objs -= 1
         self.slab_bytes -= ssize
@@ -316,9 +332,17 @@ class SlabAllocator:
         for c in self.caches.values():
             n = 0
             for pfn, s in c.slabs.items():
-                if s.free_set != set(s.free) or len(s.free_set) != len(s.free):
+                mirror = bytearray(s.objects)
+                mirror[s.fresh :] = b"\x01" * (s.objects - s.fresh)
+                for i in s.free:
+                    mirror[i] = 1
+                if (
+                    s.free_map != mirror
+                    or len(set(s.free)) != len(s.free)
+                    or any(i >= s.fresh for i in s.free)
+                ):
                     raise InvariantError(f"slab {pfn:#x} of {c.name}: free set out of sync", pfn)
-                if s.inuse != s.objects - len(s.free) or s.inuse <= 0:
+                if s.inuse != s.fresh - len(s.free) or s.inuse <= 0:
                     raise InvariantError(f"slab {pfn:#x} of {c.name}: inuse out of sync", pfn)
                 if not int(self.phys.flags[pfn]) & PG_ALLOC:
                     raise InvariantError(f"slab page {pfn:#x} is not allocated", pfn)

@@ -390,17 +390,39 @@ class Vmalloc:
         if flags & VM_IOREMAP:
             order = min(max(get_count_order(size), PAGE_SHIFT), self.ioremap_max_order)
             align = 1 << order
-        kaddr = self.slab.kzalloc(self.sizeof_vm_struct, gfp & GFP_RECLAIM_MASK, node)
+        space = self.space
+        if space.explain:  # (the recorder shows kzalloc_node)
+            kaddr = self.slab.kzalloc(self.sizeof_vm_struct, gfp & GFP_RECLAIM_MASK, node)
+        else:  # kzalloc(), whose body is this one call
+            kaddr = self.slab.kmalloc(
+                self.sizeof_vm_struct, (gfp & GFP_RECLAIM_MASK) | _GFP_ZERO, node
+            )
         if not kaddr:
             return None
         if not flags & VM_NO_GUARD:
             size += PAGE_SIZE
-        area = VmStruct(flags=flags, caller=caller, requested_size=requested, kaddr=kaddr)
-        va = self.alloc_vmap_area(size, align, start, end, node, gfp, area, cpu=cpu)
+        # VmStruct(flags=flags, caller=caller, requested_size=requested, kaddr=kaddr),
+        # positionally (addr, size, flags, caller, pages, nr_pages, phys_addr,
+        # page_order, requested_size, pages_addr, kaddr): half the cost of the keyword
+        # call on this hot path; a test holds the field order.
+        area = VmStruct(0, 0, flags, caller, None, 0, 0, 0, requested, 0, kaddr)
+        if space.explain:  # the named steps, for the explain recorder
+            va = self.alloc_vmap_area(size, align, start, end, node, gfp, area, cpu=cpu)
+        else:  # alloc_vmap_area() above, whose body is this one call
+            va = space.alloc_vmap_area(
+                size, align, start, end, cpu=cpu, gfp_nowarn=bool(gfp & _GFP_NOWARN), vm=area
+            )  # fmt: skip (va_flags: the default, 0)
         if not isinstance(va, VmapArea):
             self.slab.kfree(kaddr)
             return None
-        self.setup_vmalloc_vm(area, va, flags, caller)
+        if space.explain:
+            self.setup_vmalloc_vm(area, va, flags, caller)
+        else:  # setup_vmalloc_vm(), inlined (flags and caller are already set)
+            area.addr = va.va_start
+            area.size = va.va_end - va.va_start
+            if not self.profile.vm_requested_size:
+                area.requested_size = area.size
+            va.vm = area
         return area
 
     def alloc_vmap_area(
@@ -499,9 +521,14 @@ class Vmalloc:
         va = self.space.find_vmap_area(addr)
         if va is None or va.vm is None:
             return None
-        self.space.find_unlink_vmap_area(addr)
+        space = self.space
+        space.find_unlink_vmap_area(addr)
         vm: VmStruct = va.vm
-        self.free_unmap_vmap_area(va, cpu=cpu)
+        if space.explain:
+            self.free_unmap_vmap_area(va, cpu=cpu)
+        else:  # free_unmap_vmap_area(), inlined
+            self.pgt.unmap(va.va_start, va.va_end - va.va_start)
+            space.free_vmap_area_noflush(va, cpu=cpu)
         if self.user_mapped:
             self._unmap_user_pages(vm.addr)
         return vm
@@ -644,7 +671,10 @@ class Vmalloc:
             else:
                 addr = self._vmalloc_area_node(area, gfp, prot, shift, node, cpu=cpu)
                 if addr:
-                    self.clear_vm_uninitialized_flag(area)
+                    if self.space.explain:
+                        self.clear_vm_uninitialized_flag(area)
+                    else:
+                        area.flags &= ~VM_UNINITIALIZED  # clear_vm_uninitialized_flag()
                     return addr
             if shift > PAGE_SHIFT:
                 shift = PAGE_SHIFT
@@ -688,10 +718,13 @@ class Vmalloc:
             gfp |= highmem_mask
             warn_gfp = gfp
             nested_gfp = array_gfp = (gfp & GFP_RECLAIM_MASK) | _GFP_ZERO
+        observed = self.space.explain
         if array_size > PAGE_SIZE:
             pages_addr = self._vmalloc_node(array_size, 1, array_gfp, node, area.caller, cpu=cpu)
-        else:
+        elif observed:
             pages_addr = self.kmalloc_node(array_size, nested_gfp, node)
+        else:  # kmalloc_node(), whose body is this one call
+            pages_addr = self.slab.kmalloc(array_size, nested_gfp, node)
         if not pages_addr:
             if profile.vmalloc_error_warnings:
                 self._warn_alloc(
@@ -731,7 +764,14 @@ class Vmalloc:
                     f"vmalloc error: size {area.nr_pages * PAGE_SIZE}, failed to allocate pages",
                 )
             return self._vmalloc_area_fail(area, cpu=cpu)
-        if self._map_area(area, prot, pages, page_shift):
+        if observed or profile.has_map_vm_area:
+            err = self._map_area(area, prot, pages, page_shift)
+        else:
+            # _map_area() -> vmap_pages_range() -> map_pages(), inlined: the pages
+            # cover the area's size exactly (nr_pages == nr_small), so no slice.
+            self.ptes_written += nr_small
+            err = self.pgt.map_pages(area.addr, pages, prot, page_shift)
+        if err:
             if gfp & _GFP_NOFAIL and profile.vmalloc_nofail_retry:
                 # do { vmap_pages_range } while (nofail && ret < 0), a tick apart
                 self._run_deferred()
@@ -793,6 +833,16 @@ class Vmalloc:
         (stop bulk on a short chunk), then single ``2^order`` allocations, high
         orders ``split_page``d into small pages; returns what it got."""
         phys = self.phys
+        if nr_pages == 1 and order == 0:
+            # One page (vmalloc of 4 KiB): the bulk call asks for one page, which
+            # alloc_pages_bulk serves with one alloc_pages(); if that fails, the
+            # single-allocation loop below tries once more. The same two calls:
+            pfn = phys.alloc_pages(gfp, 0, nid)
+            if pfn is None:
+                pfn = phys.alloc_pages(gfp, 0, nid)
+                if pfn is None:
+                    return np.empty(0, dtype=np.int64)
+            return np.array((pfn,), dtype=np.int64)
         got: list[int] = []
         if order == 0:
             while len(got) < nr_pages:
@@ -891,7 +941,10 @@ class Vmalloc:
             if len(pages) != nr_pages:
                 pages = pages[:nr_pages]  # (skipped when it would be the whole array)
             # __free_page() for each page, in order (in bulk where the pages allow).
-            self.phys.free_pages_bulk(pages.tolist())
+            if nr_pages == 1:
+                self.phys.free_pages(int(pages[0]), 0)  # what free_pages_bulk would call
+            else:
+                self.phys.free_pages_bulk(pages.tolist())
             if vm.flags & VM_MAP_PUT_PAGES:
                 self.put_pages -= nr_pages
             else:
@@ -1030,9 +1083,21 @@ class Vmalloc:
                 cpu,
                 lambda: self._vmalloc_node_flags(size, NUMA_NO_NODE, GFP_KERNEL, caller, cpu=cpu),
             )
-        return self._alloc_api(
-            cpu, lambda: self._vmalloc_node(size, 1, GFP_KERNEL, NUMA_NO_NODE, caller, cpu=cpu)
-        )
+        if self.space.explain:  # the named steps, for the explain recorder
+            return self._alloc_api(
+                cpu, lambda: self._vmalloc_node(size, 1, GFP_KERNEL, NUMA_NO_NODE, caller, cpu=cpu)
+            )
+        # _alloc_api(cpu, __vmalloc_node(...)) with both bodies inlined
+        self._enter(cpu)
+        try:
+            addr = self._vmalloc_node_range(
+                size, 1, self.VMALLOC_START, self.VMALLOC_END, GFP_KERNEL, PAGE_KERNEL, 0,
+                NUMA_NO_NODE, caller, cpu=cpu,
+            )  # fmt: skip
+        finally:
+            self._leave()
+        self.stats["vmalloc" if addr else "failures"] += 1
+        return addr
 
     def vzalloc(self, size: int, cpu: int = 0, caller: str | None = None) -> int:
         """``vzalloc(size)``: zeroed vmalloc (``__GFP_ZERO``)."""

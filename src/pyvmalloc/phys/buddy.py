@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pyvmalloc._accel import speedups as _speedups
 from pyvmalloc.config import NUMA_NO_NODE, PAGE_SHIFT, PAGE_SIZE, KernelProfile, Machine
 from pyvmalloc.errors import InvariantError
 from pyvmalloc.gfp import Gfp, format_gfp, warn_alloc_text
@@ -327,6 +328,7 @@ class PhysicalMemory:
         self.owner: npt.NDArray[np.int32] = np.zeros(n, np.int32)
         self._data: dict[int, bytearray] = {}
         self.nr_pgtable_pages = 0
+        self._totalram = -1  # totalram_pages, once the zones are built
         self.highmem_idx = 2 if lay.zone_model == "i386" else -1
 
         for s, e in lay.ram_ranges:
@@ -422,10 +424,14 @@ class PhysicalMemory:
     # ------------------------------------------------------------------- accounting
     @property
     def totalram_pages(self) -> int:
-        """``totalram_pages()``: managed pages of all zones."""
-        n = 0
-        for z in self.zones:  # (a plain loop: no generator on this per-vmalloc path)
-            n += z.managed
+        """``totalram_pages()``: managed pages of all zones (fixed at boot: the model
+        has no memory hotplug, so the sum is taken once, on first use)."""
+        n = self._totalram
+        if n < 0:
+            n = 0
+            for z in self.zones:
+                n += z.managed
+            self._totalram = n
         return n
 
     def nr_free_pages(self) -> int:
@@ -544,8 +550,9 @@ class PhysicalMemory:
     # ---------------------------------------------------------------------- buddy
     def _rmqueue_smallest(self, z: Zone, order: int) -> int:
         """``__rmqueue_smallest`` + ``expand``: -1 if no block is large enough."""
+        nxt = z.nxt
         for cur in range(order, self.max_order + 1):
-            pfn = z.first(cur)
+            pfn = nxt[-1 - cur]  # z.first(cur), inlined: an empty list's head is negative
             if pfn < 0:
                 continue
             z.remove(pfn)
@@ -635,6 +642,20 @@ class PhysicalMemory:
             for p in pfns:
                 fl[p] &= ~PG_PCP
                 self._prep_new_page(p, 0, gfp)
+            return
+        # The same column writes in one C loop (False: a pfn out of range, nothing
+        # written; the numpy path below then raises as the reference does).
+        if (
+            _speedups is not None
+            and pfns.__class__ is list
+            and _speedups.phys_prep_bulk(
+                self.flags, self.order, self.refcount, self.owner, pfns, PG_PCP, PG_ALLOC,
+                OWNER_NONE,
+            )
+        ):  # fmt: skip
+            if gfp & _ZERO and self._data:
+                for p in pfns:
+                    self._data.pop(p, None)
             return
         idx = np.fromiter(pfns, dtype=np.intp, count=len(pfns))
         self.flags[idx] = (self.flags[idx] & (0xFF & ~PG_PCP)) | PG_ALLOC
@@ -742,8 +763,8 @@ class PhysicalMemory:
         if nr <= 0 or populated >= nr:
             return populated
         if nr - populated > 1:
-            zones = self.zonelist(nid, gfp)
-            highest = self.gfp_zone(gfp)
+            zh = self._zl_gfp.get((nid, gfp))
+            zones, highest = zh if zh is not None else self._zones_for(nid, gfp)
             pref = zones[0] if zones else None
             chosen = None
             for z in zones:
@@ -766,7 +787,10 @@ class PhysicalMemory:
                 while len(got) < want:
                     if pcp:
                         take = min(want - len(got), len(pcp))
-                        got.extend([pcp.popleft() for _ in range(take)])
+                        if _speedups is not None:
+                            _speedups.deque_popleft_into(pcp, take, got)
+                        else:
+                            got.extend([pcp.popleft() for _ in range(take)])
                         continue
                     p = self._rmqueue(chosen, 0)  # refills the pcp list (rmqueue_bulk)
                     if p < 0:
@@ -836,6 +860,19 @@ class PhysicalMemory:
             for pfn in pfns:
                 self.free_pages(pfn, 0)
             return
+        if _speedups is not None and pfns.__class__ is list:
+            # The checks and the column writes below in one C pass; -1 means a page
+            # that needs the per-page path, and nothing was changed.
+            zi = _speedups.phys_free_bulk_mark(
+                self.flags, self.order, self.refcount, self.owner, self.zone, pfns,
+                PG_ALLOC, PG_PGTABLE, PG_PCP, OWNER_NONE,
+            )  # fmt: skip
+            if zi < 0:
+                for pfn in pfns:
+                    self.free_pages(pfn, 0)
+                return
+            self._fill_pcp_freed(self.zones[zi], pfns)
+            return
         idx = np.fromiter(pfns, dtype=np.intp, count=n)
         if idx.min() < 0 or idx.max() >= self.max_pfn:
             for pfn in pfns:
@@ -856,7 +893,12 @@ class PhysicalMemory:
         self.refcount[idx] = 0
         self.owner[idx] = OWNER_NONE
         self.flags[idx] = (flags & (0xFF & ~PG_ALLOC)) | PG_PCP
-        z = self.zones[int(zone[0])]
+        self._fill_pcp_freed(self.zones[int(zone[0])], pfns)
+
+    def _fill_pcp_freed(self, z: Zone, pfns: list[int]) -> None:
+        """The list half of :meth:`free_pages_bulk`: the freed pages (columns already
+        updated) go to the head of ``z``'s pcp list, drained as ``free_pages`` would."""
+        n = len(pfns)
         pcp, high, batch = z.pcp, z.pcp_high, z.pcp_batch
         fl = self._fl
         i = 0

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
 
+from pyvmalloc._accel import speedups as _speedups
 from pyvmalloc.config import PAGE_SIZE
 from pyvmalloc.errors import InputError
 from pyvmalloc.trace.events import (
@@ -482,6 +483,10 @@ class _State:
     cpus_known: bool = False
 
 
+if _speedups is not None:
+    _speedups.init_trace_events(AllocVmapArea, FreeVmapAreaNoflush, PurgeVmapAreaLazy)
+
+
 def _parse_chunk(
     text: str,
     path: str | None,
@@ -489,7 +494,63 @@ def _parse_chunk(
     out: list[TraceEvent],
     st: _State,
 ) -> None:
-    """Parse ``text`` (whole lines, each ending in a newline)."""
+    """Parse ``text`` (whole lines, each ending in a newline).
+
+    With the compiled accelerator (and an ASCII chunk) the lines in the exact tracefs
+    layout whose values need no message are parsed in C (``parse_tracefs``, the
+    :data:`_FAST_RE` step below in one pass); every other line goes through
+    :func:`_parse_chunk_ref`, in file order, so events, counters and errors are the
+    reference's."""
+    if _speedups is None or not text.isascii():
+        _parse_chunk_ref(text, path, res, out, st)
+        return
+    fast = _speedups.parse_tracefs
+    search = _FAST_RE.search
+    tasks: dict[str, str] = {}
+    first = st.lineno
+    n = len(text)
+    pos = 0
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        while pos < n:
+            pos, st.lineno = fast(text, pos, st.lineno, st.cpus, out, tasks)
+            if pos >= n:
+                break
+            # The line at pos is not one the C scan takes: the reference step for it.
+            m = search(text, pos)
+            if m is None:
+                st.lineno = _slow(text[pos:], st.lineno, path, res, out, st)
+                break
+            if m.start() != pos:
+                st.lineno = _slow(text[pos : m.start()], st.lineno, path, res, out, st)
+                pos = m.start()
+                continue
+            # One fast-regex match; the regex looks no further than the match's end,
+            # so the reference on just this text sees the same match.
+            _parse_chunk_ref(text[pos : m.end()], path, res, out, st, final=False)
+            pos = m.end()
+        if st.fmt is None and st.lineno > first:
+            st.fmt = "tracefs"  # only fast-path lines so far
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+        res.lines = st.lineno
+        if st.fmt is not None:
+            res.format = st.fmt  # type: ignore[assignment]
+
+
+def _parse_chunk_ref(
+    text: str,
+    path: str | None,
+    res: TraceParseResult,
+    out: list[TraceEvent],
+    st: _State,
+    final: bool = True,
+) -> None:
+    """Parse ``text`` (whole lines, each ending in a newline): the reference.
+
+    ``final`` False: a piece of a chunk (the format is decided at the chunk's end)."""
     alloc = _mk_alloc
     free = _mk_free
     purge = _mk_purge
@@ -585,7 +646,7 @@ def _parse_chunk(
                 append(purge(task, pid, cpu, g[3], float(g[4]), lineno, start, end, npurged))
         if pos != len(text):
             lineno = _slow(text[pos:], lineno, path, res, out, st)
-        if st.fmt is None and lineno > st.lineno:
+        if final and st.fmt is None and lineno > st.lineno:
             st.fmt = "tracefs"  # only fast-path lines so far
     finally:
         if gc_was_enabled:
