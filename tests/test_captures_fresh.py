@@ -1,0 +1,140 @@
+"""Replays of captures of workload kinds the replay was not tuned on.
+
+Recorded on this machine (Linux 6.18.44, 2 CPUs) after the replay's inference was
+written: zram devices and swap, seccomp filters, per-CPU chunk growth, BPF ring buffers
+and arenas, all of them at once, a pinned thread pool, containers, loop devices with
+ext4, and a minute of the busy machine (tests/data/captures/README.md says how each was
+recorded). Every address in these traces is the kernel's own choice.
+
+The floors are the values measured with main @ 71763c9 (merged 11:20 UTC), rounded
+down to a whole percent: a regression guard, not a target. The targets of issue 10
+that some of these captures do not meet yet are the strict xfail tests at the end:
+when the replay learns the missing rule they pass, and the xfail must go.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from pyvmalloc.trace.replay import ReplayResult, load_capture, replay
+
+CAPTURES = Path(__file__).parent / "data" / "captures"
+
+# capture: (agreement floor, floor for the part where the state was fully known),
+# measured (%) in the comment
+FLOORS = {
+    "zram": (0.99, 1.00),  # 99.04 / 100
+    "zram-nodrop": (1.00, 1.00),  # 100 / 100
+    "seccomp": (0.99, 1.00),  # 99.70 / 100
+    "seccomp-nodrop": (0.99, 1.00),  # 99.70 / 100
+    "percpu": (0.98, 1.00),  # 98.48 / 100
+    "percpu-nodrop": (0.98, 1.00),  # 98.85 / 100
+    "bpfring": (1.00, 1.00),  # 100 / 100
+    "bpfring-nodrop": (0.85, 1.00),  # 85.00 / 100
+    "mixed2": (0.98, 0.99),  # 98.47 / 99.93
+    "mixed2-nodrop": (0.87, 0.99),  # 87.20 / 99.61
+    "threads-cpu0-nodrop": (0.96, 1.00),  # 96.30 / 100
+    "userns": (0.98, 1.00),  # 98.58 / 100
+    "fsloop-nodrop": (0.95, 1.00),  # 95.65 / 100
+    "duration60-nodrop": (0.93, 1.00),  # 93.94 / 100
+}
+
+CLASSES = ("hidden state", "race", "rule difference")
+
+
+@cache
+def _replay(name: str, end: bool = False) -> tuple[ReplayResult, dict[str, object]]:
+    trace, snap, meta = load_capture(CAPTURES / name)
+    end_snapshot = CAPTURES / name / "vmallocinfo.end" if end else None
+    return replay(trace, snap, meta=meta, end_snapshot=end_snapshot), meta
+
+
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_fresh_capture_floor(name):
+    res, meta = _replay(name)
+    floor, known = FLOORS[name]
+    assert res.agreement >= floor, (res.agreement, res.mismatches[:3])
+    assert res.agreement_known >= known, res.agreement_known
+    # Every allocation of the trace after the snapshot is compared or resolved against it.
+    counts = meta["event_counts"]
+    assert isinstance(counts, dict)
+    window = res.window_applied + res.window_reflected
+    assert res.allocs_compared + window + res.skipped_before_snapshot == counts["alloc_vmap_area"]
+    assert res.purges == counts.get("purge_vmap_area_lazy", 0)
+
+
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_fresh_capture_mismatches_are_classified(name):
+    res, _meta = _replay(name)
+    assert all(m.cause_class in CLASSES and m.cause for m in res.mismatches)
+    per_key = Counter(m.cause_key for m in res.mismatches)
+    assert sum(c["mismatches"] for c in res.causes) == len(res.mismatches)
+    for c in res.causes:
+        assert c["class"] in CLASSES and c["mismatches"] == per_key[c["key"]]
+        first = next(m for m in res.mismatches if m.cause_key == c["key"])
+        assert c["mismatches"] == 1 + first.cascade
+
+
+@pytest.mark.parametrize("name", sorted(n for n in FLOORS if "nodrop" not in n))
+def test_fresh_drained_capture_ends_in_the_kernels_busy_state(name):
+    # The busy areas the model ends with are the kernel's (vmallocinfo.end), except the
+    # per-CPU chunks pcpu_get_vm_areas makes: it has no alloc tracepoint.
+    res, _meta = _replay(name, end=True)
+    e = res.end_check
+    assert e is not None and e["busy_agree"] > 200
+    assert e["busy_only_model"] == 0
+    untraced = 2 if name in ("percpu", "mixed2") else 0
+    assert e["busy_only_kernel"] <= untraced
+    assert e["lazy_only_model"] == 0
+
+
+def test_no_cause_repeats_on_the_new_kinds_but_known_ones():
+    # Issue 10: no single cause costs more than 3 mismatches. Causes costing 2 today
+    # are listed in /work/notes/fresh-captures.md; the one over 3 is a strict xfail below.
+    worst = {n: max((c["mismatches"] for c in _replay(n)[0].causes), default=0) for n in FLOORS}
+    assert all(v <= 3 for n, v in worst.items() if n != "mixed2-nodrop"), worst
+
+
+# --- targets of issue 10 these captures do not meet yet ---------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="mixed2: 98.47 % (purge-in-flight races and tree-shape one-offs under five "
+    "concurrent workloads); the target for drained captures is 99 % each",
+)
+def test_target_mixed2_at_least_99_percent():
+    assert _replay("mixed2")[0].agreement >= 0.99
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="seccomp line 649: the forking parent was preempted 140 ms between its stack "
+    "allocation and the tracepoint (traced at line 902); the replay calls the skipped "
+    "range 'not free' (hidden state) twice instead of reordering the allocation (a race)",
+)
+def test_target_seccomp_no_repeated_hidden_state_cause():
+    res = _replay("seccomp")[0]
+    assert all(c["mismatches"] == 1 for c in res.causes if c["class"] == "hidden state")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="percpu: the frees of pcpu_get_vm_areas chunks (no alloc tracepoint) are "
+    "unknown to the model, whose nr_lazy then differs from the kernel's at every later "
+    "free; the free event's nr_lazy tells the freed area's page count",
+)
+def test_target_percpu_lazy_accounting_follows_the_kernel():
+    assert _replay("percpu")[0].lazy_drift == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="mixed2-nodrop: one purge in flight costs 5 mismatches; the target is at most 3",
+)
+def test_target_mixed2_nodrop_no_cause_over_3():
+    assert max(c["mismatches"] for c in _replay("mixed2-nodrop")[0].causes) <= 3
