@@ -1,7 +1,8 @@
 """Replays of captures of workload kinds the replay was not tuned on.
 
 Recorded on this machine (Linux 6.18.44, 2 CPUs) after the replay's inference was
-written: zram devices and swap, seccomp filters, per-CPU chunk growth, BPF ring buffers
+written: zram devices (up to 4 GiB) and swap, seccomp filters, AF_PACKET rings and AF_XDP
+UMEMs, per-CPU chunk growth, BPF ring buffers
 and arenas, all of them at once, a pinned thread pool, containers, loop devices with
 ext4, and a minute of the busy machine (tests/data/captures/README.md says how each was
 recorded). Every address in these traces is the kernel's own choice.
@@ -41,9 +42,19 @@ FLOORS = {
     "userns": (0.98, 1.00),  # 98.58 / 100
     "fsloop-nodrop": (0.95, 1.00),  # 95.65 / 100
     "duration60-nodrop": (0.93, 1.00),  # 93.94 / 100
+    "sockring": (1.00, 1.00),  # 100 / 100
+    "sockring-nodrop": (0.61, 1.00),  # 61.51 / 100
+    "zram-big": (0.95, 1.00),  # 95.16 / 100
+    "zram-big-nodrop": (0.64, 1.00),  # 64.80 / 100
 }
 
 CLASSES = ("hidden state", "race", "rule difference")
+
+# captures where one cause costs more than the 3 mismatches issue 10 allows
+OVER_3 = {
+    "mixed2-nodrop": "one purge in flight (a race) costs 5 mismatches",
+    "sockring-nodrop": "the unknown contents of node 0's stack pool at snapshot time cost 4",
+}
 
 
 @cache
@@ -92,14 +103,24 @@ def test_fresh_drained_capture_ends_in_the_kernels_busy_state(name):
     assert e["lazy_only_model"] == 0
 
 
-def test_no_cause_repeats_on_the_new_kinds_but_known_ones():
-    # Issue 10: no single cause costs more than 3 mismatches. Causes costing 2 today
-    # are listed in /work/notes/fresh-captures.md; the one over 3 is a strict xfail below.
+def test_no_cause_costs_over_3_but_the_known_ones():
+    # Issue 10: no single cause costs more than 3 mismatches. The captures where one
+    # does are strict xfails below; causes costing 2-3 are in /work/notes/fresh-captures.md.
     worst = {n: max((c["mismatches"] for c in _replay(n)[0].causes), default=0) for n in FLOORS}
-    assert all(v <= 3 for n, v in worst.items() if n != "mixed2-nodrop"), worst
+    assert all(v <= 3 for n, v in worst.items() if n not in OVER_3), worst
 
 
 # --- targets of issue 10 these captures do not meet yet ---------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="zram-big: 95.16 %; line 96 a pool hit on the other node's pool (the node of "
+    "an area busy before the snapshot), then pool and decay beliefs wrong for 8 more "
+    "allocations of 2-3 pages; the target for drained captures is 99 % each",
+)
+def test_target_zram_big_at_least_99_percent():
+    assert _replay("zram-big")[0].agreement >= 0.99
 
 
 @pytest.mark.xfail(
@@ -132,9 +153,9 @@ def test_target_percpu_lazy_accounting_follows_the_kernel():
     assert _replay("percpu")[0].lazy_drift == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mixed2-nodrop: one purge in flight costs 5 mismatches; the target is at most 3",
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=r)) for n, r in OVER_3.items()],
 )
-def test_target_mixed2_nodrop_no_cause_over_3():
-    assert max(c["mismatches"] for c in _replay("mixed2-nodrop")[0].causes) <= 3
+def test_target_no_cause_over_3(name):
+    assert max(c["mismatches"] for c in _replay(name)[0].causes) <= 3
