@@ -4,7 +4,8 @@ Recorded on this machine (Linux 6.18.44, 2 CPUs) after the replay's inference wa
 written: zram devices (up to 4 GiB) and swap, seccomp filters, AF_PACKET rings and AF_XDP
 UMEMs, per-CPU chunk growth, BPF ring buffers
 and arenas, all of them at once, a pinned thread pool, containers, loop devices with
-ext4, and a minute of the busy machine (tests/data/captures/README.md says how each was
+ext4, BPF JIT packs in the module range under a thread storm, and a minute of
+the busy machine (tests/data/captures/README.md says how each was
 recorded). Every address in these traces is the kernel's own choice.
 
 The floors are the values measured with main @ 71763c9 (merged 11:20 UTC), rounded
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from pyvmalloc.trace.events import PurgeVmapAreaLazy
+from pyvmalloc.trace.parse import parse_trace
 from pyvmalloc.trace.replay import ReplayResult, load_capture, replay
 
 CAPTURES = Path(__file__).parent / "data" / "captures"
@@ -46,6 +49,8 @@ FLOORS = {
     "sockring-nodrop": (0.61, 1.00),  # 61.51 / 100
     "zram-big": (0.95, 1.00),  # 95.16 / 100
     "zram-big-nodrop": (0.64, 1.00),  # 64.80 / 100
+    "bpfjit-busy": (0.95, 0.99),  # 95.13 / 99.80
+    "bpfjit-busy-nodrop": (0.87, 0.99),  # 87.44 / 99.85
 }
 
 CLASSES = ("hidden state", "race", "rule difference")
@@ -54,6 +59,8 @@ CLASSES = ("hidden state", "race", "rule difference")
 OVER_3 = {
     "mixed2-nodrop": "one purge in flight (a race) costs 5 mismatches",
     "sockring-nodrop": "the unknown contents of node 0's stack pool at snapshot time cost 4",
+    "bpfjit-busy": "one purge in flight (a race) costs 22 mismatches",
+    "bpfjit-busy-nodrop": "one purge in flight (a race) costs 6 mismatches",
 }
 
 
@@ -70,12 +77,17 @@ def test_fresh_capture_floor(name):
     floor, known = FLOORS[name]
     assert res.agreement >= floor, (res.agreement, res.mismatches[:3])
     assert res.agreement_known >= known, res.agreement_known
-    # Every allocation of the trace after the snapshot is compared or resolved against it.
+    # Every allocation after the snapshot is compared, or resolved against it when it
+    # falls inside the snapshot window (skipped_before_snapshot counts every event).
     counts = meta["event_counts"]
     assert isinstance(counts, dict)
     window = res.window_applied + res.window_reflected
-    assert res.allocs_compared + window + res.skipped_before_snapshot == counts["alloc_vmap_area"]
-    assert res.purges == counts.get("purge_vmap_area_lazy", 0)
+    n = counts["alloc_vmap_area"]
+    assert n - res.skipped_before_snapshot - window <= res.allocs_compared <= n - window
+    # every purge traced after the snapshot started is replayed
+    begin = meta["marker_lines"]["snapshot-begin"]  # type: ignore[index]
+    events = parse_trace(CAPTURES / name).events
+    assert res.purges == sum(isinstance(e, PurgeVmapAreaLazy) and e.line > begin for e in events)
 
 
 @pytest.mark.parametrize("name", sorted(FLOORS))
@@ -121,6 +133,16 @@ def test_no_cause_costs_over_3_but_the_known_ones():
 )
 def test_target_zram_big_at_least_99_percent():
     assert _replay("zram-big")[0].agreement >= 0.99
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bpfjit-busy: 95.13 % under another helper's thread storm (~10k stacks): 252 "
+    "one-off guesses of the node of a stack busy before the snapshot, pool decay counts, "
+    "and one purge in flight costing 22; the target for drained captures is 99 % each",
+)
+def test_target_bpfjit_busy_at_least_99_percent():
+    assert _replay("bpfjit-busy")[0].agreement >= 0.99
 
 
 @pytest.mark.xfail(
