@@ -4,8 +4,8 @@ Recorded on this machine (Linux 6.18.44, 2 CPUs) after the replay's inference wa
 written: zram devices (up to 4 GiB) and swap, seccomp filters, AF_PACKET rings and AF_XDP
 UMEMs, per-CPU chunk growth, BPF ring buffers
 and arenas, all of them at once, a pinned thread pool, containers, loop devices with
-ext4, BPF JIT packs in the module range under a thread storm, and a minute of
-the busy machine (tests/data/captures/README.md says how each was
+ext4, BPF JIT packs in the module range under a thread storm, a drop_caches in
+the middle of a trace, and a minute of the busy machine (tests/data/captures/README.md says how each was
 recorded). Every address in these traces is the kernel's own choice.
 
 The floors are the values measured with main @ 71763c9 (merged 11:20 UTC), rounded
@@ -51,6 +51,8 @@ FLOORS = {
     "zram-big-nodrop": (0.64, 1.00),  # 64.80 / 100
     "bpfjit-busy": (0.95, 0.99),  # 95.13 / 99.80
     "bpfjit-busy-nodrop": (0.87, 0.99),  # 87.44 / 99.85
+    "dropmid2": (0.98, 1.00),  # 98.48 / 100
+    "dropmid2-nodrop": (0.89, 0.99),  # 89.45 / 99.97
 }
 
 CLASSES = ("hidden state", "race", "rule difference")
@@ -61,6 +63,8 @@ OVER_3 = {
     "sockring-nodrop": "the unknown contents of node 0's stack pool at snapshot time cost 4",
     "bpfjit-busy": "one purge in flight (a race) costs 22 mismatches",
     "bpfjit-busy-nodrop": "one purge in flight (a race) costs 6 mismatches",
+    "dropmid2-nodrop": "node 0's stack pool at snapshot time costs 52 (the pools were "
+    "emptied by a drop_caches mid-trace, which has no trace event)",
 }
 
 
@@ -143,6 +147,16 @@ def test_target_zram_big_at_least_99_percent():
 )
 def test_target_bpfjit_busy_at_least_99_percent():
     assert _replay("bpfjit-busy")[0].agreement >= 0.99
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="dropmid2: 98.48 %; a drop_caches between lines 4975 and 4976 emptied the "
+    "pools (no trace event); the kernel then allocates from the tree while the model "
+    "still holds ~1300 pooled stacks: 76 pool mismatches, one or two per cause",
+)
+def test_target_dropmid2_at_least_99_percent():
+    assert _replay("dropmid2")[0].agreement >= 0.99
 
 
 @pytest.mark.xfail(
