@@ -5,6 +5,13 @@
 # unmount, detach.  Usage: fsloop.sh [ROUNDS]; leaves no loop device, mount or image.
 n=${1:-6}; i=0
 img=/dev/shm/pyvm-fsloop.img; mnt=/dev/shm/pyvm-fsloop.mnt
+dev=""
+cleanup() {  # also on Ctrl-C or a kill: unmount, detach, remove the image
+  mountpoint -q $mnt && umount $mnt
+  [ -n "$dev" ] && losetup -d $dev 2>/dev/null
+  rmdir $mnt 2>/dev/null; rm -f $img
+}
+trap cleanup EXIT; trap 'exit 1' INT TERM HUP
 mkdir -p $mnt
 while [ $i -lt $n ]; do
   truncate -s $(( (i % 3 + 1) * 32 ))M $img
@@ -13,7 +20,6 @@ while [ $i -lt $n ]; do
   mount $dev $mnt && {
     j=0; while [ $j -lt 20 ]; do head -c $((j * 4096)) /dev/zero > $mnt/f$j; j=$((j+1)); done
     sync; rm -f $mnt/f*; umount $mnt; }
-  losetup -d $dev
+  losetup -d $dev; dev=""
   i=$((i+1))
 done
-rmdir $mnt; rm -f $img

@@ -5,7 +5,13 @@
 # Usage: zram.sh [ROUNDS [STEP_MB]] (disk sizes 1-4 x STEP_MB, default 32); leaves no zram
 # device or swap behind.
 n=${1:-10}; step=${2:-32}; i=0
-ctl=/sys/class/zram-control
+ctl=/sys/class/zram-control; id=""
+cleanup() {  # also on Ctrl-C or a kill: no swap, no device left behind
+  [ -n "$id" ] && [ -e /sys/block/zram$id ] || return 0
+  swapoff /dev/zram$id 2>/dev/null
+  { echo 1 > /sys/block/zram$id/reset; echo $id > $ctl/hot_remove; } 2>/dev/null
+}
+trap cleanup EXIT; trap 'exit 1' INT TERM HUP
 while [ $i -lt $n ]; do
   id=$(cat $ctl/hot_add) || exit 1
   dev=/dev/zram$id; sys=/sys/block/zram$id
@@ -15,6 +21,6 @@ while [ $i -lt $n ]; do
     mkswap -q $dev >/dev/null && swapon $dev && swapoff $dev
   fi
   echo 1 > $sys/reset
-  echo $id > $ctl/hot_remove
+  echo $id > $ctl/hot_remove; id=""
   i=$((i+1))
 done
