@@ -55,6 +55,8 @@ FLOORS = {
     "dropmid2-nodrop": (0.89, 0.99),  # 89.45 / 99.97
     "busy60": (0.99, 1.00),  # 99.71 / 100
     "busy60-nodrop": (0.84, 0.99),  # 84.24 / 99.97
+    "zram-nodrop2": (0.22, 1.00),  # 22.63 / 100
+    "sockring2": (0.90, 1.00),  # 90.48 / 100
 }
 
 CLASSES = ("hidden state", "race", "rule difference")
@@ -140,6 +142,17 @@ def test_no_cause_costs_over_3_but_the_known_ones():
 )
 def test_target_zram_big_at_least_99_percent():
     assert _replay("zram-big")[0].agreement >= 0.99
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="sockring2: 90.48 %; 20 KiB areas of align 1 share pool class 4 with the thread "
+    "stacks; after the trace's purges the nodes of stacks busy before the snapshot decide "
+    "which pool they are in (x4), and the model's wrong pools send 6 tree searches to "
+    "blocks the kernel had pooled; the target for drained captures is 99 % each",
+)
+def test_target_sockring2_at_least_99_percent():
+    assert _replay("sockring2")[0].agreement >= 0.99
 
 
 @pytest.mark.xfail(
