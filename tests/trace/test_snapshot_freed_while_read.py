@@ -48,3 +48,24 @@ def test_real_end_snapshot_of_a_busy_machine():
     lazy = {(e.start, e.end): e.line for e in info.unpurged}
     assert len(freed) == 3 and all(lazy[(e.start, e.end)] > e.line for e in freed)
     assert lazy[(freed[0].start, freed[0].end)] == 958
+
+
+def test_real_start_snapshot_frees_in_the_window_are_reflected():
+    # storm-nodrop: a thread storm while the snapshot was read. Two stacks were printed
+    # busy (lines 140, 142) and again as unpurged (479, 480); their frees are the first
+    # two events between the snapshot markers, and the replay finds them in the snapshot.
+    from pyvmalloc.trace.replay import load_capture, replay
+
+    cap = CAPTURES / "storm-nodrop"
+    info = parse_vmallocinfo(cap)
+    assert [(e.line, e.start) for e in info.freed_while_read] == [
+        (140, 0xFFFFC90008A40000),
+        (142, 0xFFFFC90008A60000),
+    ]
+    trace, snap, meta = load_capture(cap)
+    res = replay(trace, snap, meta=meta, end_snapshot=cap / "vmallocinfo.end")
+    assert res.window_reflected == 2 and res.window_applied == 30
+    assert res.lazy_drift == 0 and res.frees_unknown == 0
+    e = res.end_check
+    assert e is not None and e["busy_only_model"] == e["busy_only_kernel"] == 0
+    assert e["lazy_only_model"] == e["lazy_only_kernel"] == 0
