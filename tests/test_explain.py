@@ -54,3 +54,13 @@ def test_cli_explain_walk_tour(capsys: pytest.CaptureFixture[str]) -> None:
     _cli(["tour", "--ops", "300"])
     out = capsys.readouterr().out
     assert "VmallocTotal" in out and "all invariants hold" in out
+
+
+def test_void_call_has_no_result_and_null_is_shown(capsys: pytest.CaptureFixture[str]) -> None:
+    """vfree returns void: its line ends at the call; a failed vmalloc returns NULL."""
+    _cli(["explain", "vfree(_)", "--before", "vmalloc(8192)"])
+    first = capsys.readouterr().out.splitlines()[1]
+    assert first == "vfree(_)"
+    # 2^62 bytes exceed the machine's pages: __vmalloc_node_range returns NULL.
+    _cli(["explain", "vmalloc(1 << 62)"])
+    assert capsys.readouterr().out.splitlines()[1] == "vmalloc(1 << 62) = 0x0"

@@ -31,8 +31,9 @@ LAYERS: list[list[str]] = [
     ["vmalloc"],
     ["procfs", "explain"],
     ["helpers"],
-    ["kernel"],
+    ["kernel", "trace.kstate"],  # trace.kstate: below trace.capturedir, which reads it
     ["trace.events", "trace.capturedir", "trace.parse", "trace.snapshot", "trace.bpfload"],
+    ["trace.btf", "trace.bpfpeek", "trace.kread"],
     ["trace.harness"],
     ["trace"],
     ["workloads", "report"],

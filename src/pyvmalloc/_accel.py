@@ -3,7 +3,10 @@
 The pure-Python code is the reference (it is what the docs and the tests describe);
 ``pyvmalloc._speedups`` is a C extension with the same behaviour for the red-black
 tree's fix-ups, the free tree's ``subtree_max_size`` propagation, the lowest-match
-descent and the busy-tree lookups (the ``heapq``/``_heapq`` pattern). It is used when
+descent and the busy-tree lookups, and — for the kernel's own policies — for whole
+mechanism operations (``alloc_vmap_area_once``, ``find_unlink_vmap_area``,
+``free_vmap_area_noflush``, the purge's per-node loop), which decline any call they do
+not mirror before changing anything (the ``heapq``/``_heapq`` pattern). It is used when
 it can be imported; ``PYVMALLOC_PURE=1`` in the environment forces the reference.
 The choice is made once, at import, for the whole process.
 
@@ -17,6 +20,16 @@ import os
 from types import ModuleType
 
 __all__ = ["ACCELERATED", "DESCRIPTION", "SUMMARY", "speedups"]
+
+#: Functions of the current _speedups.c that the Python side calls.
+_WHOLE_OPERATIONS = (
+    "alloc_vmap_area_once",
+    "find_unlink_vmap_area",
+    "free_vmap_area_noflush",
+    "purge_vmap_node",
+    "pvm_find_va_enclose_addr",
+    "init_space",
+)
 
 #: Set (to anything but "" or "0") to force the pure-Python reference.
 PURE = os.environ.get("PYVMALLOC_PURE", "") not in ("", "0")
@@ -34,6 +47,17 @@ else:
         speedups = None
         _why = f"no compiled accelerator: {e}"
         _short = "not compiled"
+    else:
+        # A build older than the source (an editable install not rebuilt after an
+        # update) lacks functions the Python side calls: use the reference, and say so.
+        _missing = [name for name in _WHOLE_OPERATIONS if not hasattr(speedups, name)]
+        if _missing:
+            speedups = None
+            _why = (
+                f"the compiled accelerator is older than the source (no {_missing[0]}); "
+                "rebuild it with pip install -e ."
+            )
+            _short = "stale build"
 
 #: True when the compiled accelerator is in use.
 ACCELERATED: bool = speedups is not None

@@ -4,6 +4,8 @@
  * vmap/freetree.py, vmap/placement.py, vmap/space.py) is the reference; every function
  * here does exactly what its Python twin does, step for step, on the same Python node
  * objects (heapq/_heapq pattern). Set PYVMALLOC_PURE=1 to run the reference instead.
+ * The "whole operations" section below runs entire mechanism methods (vmap/space.py,
+ * vmap/purge.py) in one call for the kernel's own policies.
  *
  * Speed comes from reading and writing the nodes' __slots__ directly (their offsets are
  * taken from the member descriptors once, at init) and from doing address arithmetic
@@ -26,6 +28,9 @@ static PyObject *py_lowest = NULL;     /* reference find_vmap_lowest_match */
 static Py_ssize_t off_left = -1, off_right, off_parent, off_red, off_root;
 static Py_ssize_t off_start = -1, off_end, off_sms, off_state;
 static PyObject *st_free = NULL, *st_detached = NULL; /* VaState.FREE, VaState.DETACHED */
+static PyObject *small_zero = NULL, *small_one = NULL; /* the ints 0 and 1 */
+static Py_ssize_t off_vm = -1, off_flags = -1;
+static int va_fast_new = 0; /* set by init_space(): new_va() may fill the slots itself */
 static PyObject *s_root, *s_ulong_max, *s_stats, *s_search_visits, *s_rotate, *s_copy,
     *s_propagate;
 
@@ -822,42 +827,19 @@ static int add_visits(PyObject *tree, long visits) {
 
 static PyObject *call_reference_lowest(PyObject *args);
 
-/* find_vmap_lowest_match(tree, size, align, vstart, adjust_search_size, shift_vstart) */
-static PyObject *sp_find_vmap_lowest_match(PyObject *self, PyObject *args) {
-    PyObject *tree, *size_o, *align_o, *vstart_o;
-    int adjust, shift;
-    if (!PyArg_ParseTuple(args, "OOOOpp", &tree, &size_o, &align_o, &vstart_o, &adjust, &shift))
-        return NULL;
-    if (va_ready() < 0) return NULL;
-    uint64_t size, align, vstart64, umax;
-    PyObject *umax_o = NULL, *root = NULL, *node, *found = NULL;
-    int ok = u64_of(size_o, &size) && u64_of(align_o, &align) && u64_of(vstart_o, &vstart64) &&
-             align > 0;
-    if (ok) {
-        umax_o = PyObject_GetAttr(tree, s_ulong_max);
-        if (!umax_o) return NULL;
-        ok = u64_of(umax_o, &umax);
-        Py_DECREF(umax_o);
-    }
-    if (!ok) {
-        if (PyErr_Occurred()) return NULL;
-        return call_reference_lowest(args);
-    }
-    if (!shift && !adjust && align > 1) {
-        PyErr_SetString(PyExc_ValueError,
-                        "a search without vstart shift needs L = size + align - 1");
-        return NULL;
-    }
-    root = PyObject_GetAttr(tree, s_root);
-    if (!root) return NULL;
-    if (check_root(root) < 0) { Py_DECREF(root); return NULL; }
-    node = get_node(root, off_root);
-    Py_DECREF(root); /* the tree keeps it alive */
+/* The descent of find_vmap_lowest_match from `node` on 64-bit values: 1 when done
+ * (*found is the block, or NULL when none fits; *visits counts the nodes examined),
+ * 0 when a value does not fit 64 bits (nothing was counted: the caller takes the
+ * reference). The caller has checked the search rules (shift or adjust, align > 0). */
+static int lowest_core(PyObject *node, uint64_t size, uint64_t align, uint64_t vstart64,
+                       int adjust, int shift, uint64_t umax, long *visits_out,
+                       PyObject **found_out) {
     u128 vstart = vstart64;
     u128 length = adjust ? (u128)size + align - 1 : (u128)size;
     u128 mask = (u128)(~(align - 1) & umax);
     long visits = 0;
     uint64_t s, e, m;
+    PyObject *found = NULL;
 #define FITS(n_s, n_e)                                                          \
     ({                                                                          \
         u128 base_ = (u128)(n_s) > vstart ? (u128)(n_s) : vstart;              \
@@ -866,9 +848,9 @@ static PyObject *sp_find_vmap_lowest_match(PyObject *self, PyObject *args) {
         end_ <= umax && nva_ >= vstart && end_ <= (u128)(n_e);                  \
     })
 #define BOUNDS(n)                                                               \
-    if (!PyObject_TypeCheck((n), va_type) || !va_bounds((n), &s, &e)) goto slow
+    if (!PyObject_TypeCheck((n), va_type) || !va_bounds((n), &s, &e)) return 0
 #define SMS(n) \
-    if (!PyObject_TypeCheck((n), va_type) || !u64_of(SLOT((n), off_sms), &m)) goto slow
+    if (!PyObject_TypeCheck((n), va_type) || !u64_of(SLOT((n), off_sms), &m)) return 0
     while (node != NULL) {
         visits++;
         PyObject *left = get_node(node, off_left);
@@ -907,6 +889,48 @@ static PyObject *sp_find_vmap_lowest_match(PyObject *self, PyObject *args) {
         }
     }
 done:
+    *visits_out = visits;
+    *found_out = found;
+    return 1;
+#undef FITS
+#undef BOUNDS
+#undef SMS
+}
+
+/* find_vmap_lowest_match(tree, size, align, vstart, adjust_search_size, shift_vstart) */
+static PyObject *sp_find_vmap_lowest_match(PyObject *self, PyObject *args) {
+    PyObject *tree, *size_o, *align_o, *vstart_o;
+    int adjust, shift;
+    if (!PyArg_ParseTuple(args, "OOOOpp", &tree, &size_o, &align_o, &vstart_o, &adjust, &shift))
+        return NULL;
+    if (va_ready() < 0) return NULL;
+    uint64_t size, align, vstart64, umax;
+    PyObject *umax_o = NULL, *root = NULL, *node, *found = NULL;
+    int ok = u64_of(size_o, &size) && u64_of(align_o, &align) && u64_of(vstart_o, &vstart64) &&
+             align > 0;
+    if (ok) {
+        umax_o = PyObject_GetAttr(tree, s_ulong_max);
+        if (!umax_o) return NULL;
+        ok = u64_of(umax_o, &umax);
+        Py_DECREF(umax_o);
+    }
+    if (!ok) {
+        if (PyErr_Occurred()) return NULL;
+        return call_reference_lowest(args);
+    }
+    if (!shift && !adjust && align > 1) {
+        PyErr_SetString(PyExc_ValueError,
+                        "a search without vstart shift needs L = size + align - 1");
+        return NULL;
+    }
+    root = PyObject_GetAttr(tree, s_root);
+    if (!root) return NULL;
+    if (check_root(root) < 0) { Py_DECREF(root); return NULL; }
+    node = get_node(root, off_root);
+    Py_DECREF(root); /* the tree keeps it alive */
+    long visits = 0;
+    if (!lowest_core(node, size, align, vstart64, adjust, shift, umax, &visits, &found))
+        return call_reference_lowest(args);
     if (found == NULL) found = Py_None;
     Py_INCREF(found); /* before add_visits, which may run Python code */
     if (add_visits(tree, visits) < 0) {
@@ -914,12 +938,6 @@ done:
         return NULL;
     }
     return found;
-slow:
-    if (PyErr_Occurred()) return NULL;
-    return call_reference_lowest(args);
-#undef FITS
-#undef BOUNDS
-#undef SMS
 }
 
 /* --- free-tree mechanism: merge_or_add_vmap_area_augment, va_clip ------------------- */
@@ -1005,78 +1023,177 @@ static int state_ready(void) {
     return 0;
 }
 
-/* merge_or_add(root, va, each_step) -> (block, nr_free delta) or (None, other) on
- * overlap; OverflowError (before any change) for values past 64 bits. */
-static PyObject *sp_merge_or_add(PyObject *self, PyObject *args) {
-    PyObject *root, *va;
-    int each_step;
+/* merge_or_add_vmap_area_augment on 64-bit values, without the counter: 0 when done
+ * (*block: the free block that now holds va, borrowed; *delta: the nr_free change),
+ * 1 on overlap (*block: the area va overlaps; nothing changed), -2 when a value does
+ * not fit 64 bits (nothing changed), -1 on error. Overwritten links go to `g`. */
+static int merge_core(grave_t *g, PyObject *root, PyObject *va, int each_step,
+                      PyObject **block, int *delta_out) {
     uint64_t vs, ve;
     links_t L;
-    grave_t g;
-    g.n = 0;
-    if (!PyArg_ParseTuple(args, "OOp", &root, &va, &each_step)) return NULL;
-    if (state_ready() < 0 || check_root(root) < 0 || check_va(va) < 0 ||
-        check_node(va, "va") < 0)
-        return NULL;
-    if (!va_bounds(va, &vs, &ve)) goto overflow;
+    if (!va_bounds(va, &vs, &ve)) return -2;
     int rc = descend_links(get_node(root, off_root), vs, ve, &L);
-    if (rc < 0) goto overflow;
-    if (rc == 1) return Py_BuildValue("(OO)", Py_None, L.other);
-    Py_INCREF(va);
-    PyObject *orig = va;
-    int merged = 0, delta = 0, err = 0;
+    if (rc < 0) return -2;
+    if (rc == 1) { *block = L.other; return 1; }
+    int merged = 0, delta = 0;
     if (L.parent != NULL) {
         if (L.next != NULL && L.next_start == ve) {
-            set_slot(&g, L.next, off_start, SLOT(va, off_start));
-            if (each_step && free_propagate(L.next, NULL) < 0) { err = 1; goto out; }
-            set_state(&g, va, st_detached);
+            set_slot(g, L.next, off_start, SLOT(va, off_start));
+            if (each_step && free_propagate(L.next, NULL) < 0) return -1;
+            set_state(g, va, st_detached);
             va = L.next;
             merged = 1;
         }
         if (L.prev != NULL && L.prev_end == vs) {
             /* prev.va_end == va.va_start (after a merge with next, next starts at vs) */
             if (each_step) {
-                set_slot(&g, L.prev, off_end, SLOT(va, off_end));
-                if (free_propagate(L.prev, NULL) < 0) { err = 1; goto out; }
+                set_slot(g, L.prev, off_end, SLOT(va, off_end));
+                if (free_propagate(L.prev, NULL) < 0) return -1;
                 if (merged) {
-                    if (free_unlink(&g, root, va) < 0) { err = 1; goto out; }
+                    if (free_unlink(g, root, va) < 0) return -1;
                     delta -= 1;
                 }
             } else {
                 if (merged) {
-                    if (free_unlink(&g, root, va) < 0) { err = 1; goto out; }
+                    if (free_unlink(g, root, va) < 0) return -1;
                     delta -= 1;
                 }
-                set_slot(&g, L.prev, off_end, SLOT(va, off_end));
+                set_slot(g, L.prev, off_end, SLOT(va, off_end));
             }
-            set_state(&g, va, st_detached);
+            set_state(g, va, st_detached);
             va = L.prev;
             merged = 1;
         }
     }
     if (!merged) {
-        if (free_link(&g, root, va, L.parent, L.left) < 0) { err = 1; goto out; }
+        if (free_link(g, root, va, L.parent, L.left) < 0) return -1;
         delta += 1;
     } else if (!each_step) {
-        if (free_propagate(va, NULL) < 0) { err = 1; goto out; }
+        if (free_propagate(va, NULL) < 0) return -1;
     }
-out:
+    *block = va;
+    *delta_out = delta;
+    return 0;
+}
+
+/* merge_or_add(root, va, each_step) -> (block, nr_free delta) or (None, other) on
+ * overlap; OverflowError (before any change) for values past 64 bits. */
+static PyObject *sp_merge_or_add(PyObject *self, PyObject *args) {
+    PyObject *root, *va, *block = NULL, *result = NULL;
+    int each_step, delta = 0;
+    grave_t g;
+    g.n = 0;
+    if (!PyArg_ParseTuple(args, "OOp", &root, &va, &each_step)) return NULL;
+    if (state_ready() < 0 || check_root(root) < 0 || check_va(va) < 0 ||
+        check_node(va, "va") < 0)
+        return NULL;
+    Py_INCREF(va);
+    int rc = merge_core(&g, root, va, each_step, &block, &delta);
+    if (rc == 0 || rc == 1) Py_INCREF(block); /* before the flush */
     flush(&g);
-    Py_DECREF(orig);
-    if (err) return NULL;
-    return Py_BuildValue("(Oi)", va, delta);
-overflow:
-    if (!PyErr_Occurred())
+    Py_DECREF(va);
+    if (rc == 0) result = Py_BuildValue("(Oi)", block, delta);
+    else if (rc == 1) result = Py_BuildValue("(OO)", Py_None, block);
+    else if (rc == -2)
         PyErr_SetString(PyExc_OverflowError, "free tree values do not fit unsigned long");
-    return NULL;
+    if (rc == 0 || rc == 1) Py_DECREF(block);
+    return result;
+}
+
+/* A new VmapArea(start, end), as VmapArea.__init__ (vmap/area.py) leaves it: slot by
+ * slot when init_space() found the type's layout to be exactly its known slots, else
+ * by calling the type. New reference. */
+static PyObject *new_va(PyObject *start, PyObject *end) {
+    if (va_fast_new) {
+        PyObject *va = va_type->tp_alloc(va_type, 0);
+        if (!va) return NULL;
+        Py_INCREF(Py_None); SLOT(va, off_parent) = Py_None;
+        Py_INCREF(Py_None); SLOT(va, off_left) = Py_None;
+        Py_INCREF(Py_None); SLOT(va, off_right) = Py_None;
+        Py_INCREF(Py_False); SLOT(va, off_red) = Py_False;
+        Py_INCREF(start); SLOT(va, off_start) = start;
+        Py_INCREF(end); SLOT(va, off_end) = end;
+        Py_INCREF(small_zero); SLOT(va, off_sms) = small_zero;
+        Py_INCREF(Py_None); SLOT(va, off_vm) = Py_None;
+        Py_INCREF(small_zero); SLOT(va, off_flags) = small_zero;
+        Py_INCREF(st_detached); SLOT(va, off_state) = st_detached;
+        return va;
+    }
+    return PyObject_CallFunctionObjArgs((PyObject *)va_type, start, end, NULL);
+}
+
+/* va_clip (FreeTree.va_clip) on 64-bit values, without the counter: returns the fit
+ * type 1..4 (FL, LE, RE, NE) with *delta the nr_free change, after counting it in
+ * fits; 0 for NOTHING_FIT (nothing changed); -1 on error. When the NE split's left
+ * part overlaps a block, *lva and *other are set (new references; the caller
+ * complains) and nothing is linked. */
+static int clip_core(grave_t *g, PyObject *root, PyObject *va, uint64_t vs, uint64_t ve,
+                     PyObject *nva_o, uint64_t nva, uint64_t size, PyObject *fits,
+                     int *delta, PyObject **lva_out, PyObject **other_out) {
+    u128 nva_end = (u128)nva + size;
+    int fit;
+    *delta = 0;
+    *lva_out = *other_out = NULL;
+    if (nva < vs || nva_end > ve) return 0; /* NOTHING_FIT */
+    if (vs == nva) fit = ((u128)ve == nva_end) ? 1 : 2; /* FL : LE */
+    else if ((u128)ve == nva_end) fit = 3;             /* RE */
+    else fit = 4;                                      /* NE */
+    if (!PyList_CheckExact(fits) || PyList_GET_SIZE(fits) <= fit) {
+        PyErr_SetString(PyExc_IndexError, "stats.fits is too short");
+        return -1;
+    }
+    PyObject *cnt = PyNumber_Add(PyList_GET_ITEM(fits, fit), small_one);
+    if (!cnt) return -1;
+    PyList_SetItem(fits, fit, cnt); /* steals cnt */
+    if (fit == 2 || fit == 4) {
+        PyObject *lva = NULL;
+        if (fit == 4) {
+            lva = new_va(SLOT(va, off_start), nva_o);
+            if (!lva) return -1;
+        }
+        PyObject *end_o = PyLong_FromUnsignedLongLong((unsigned long long)(uint64_t)nva_end);
+        if (!end_o) { Py_XDECREF(lva); return -1; }
+        set_slot(g, va, off_start, end_o);
+        Py_DECREF(end_o);
+        if (free_propagate(va, NULL) < 0) { Py_XDECREF(lva); return -1; }
+        if (fit == 2) return fit;
+        links_t L;
+        int rc = descend_links(va, vs, nva, &L);
+        if (rc < 0) { /* not OverflowError: va was already changed */
+            PyErr_SetString(PyExc_RuntimeError, "va_clip: free tree values past 64 bits");
+            Py_DECREF(lva);
+            return -1;
+        }
+        if (rc == 1) {
+            Py_INCREF(L.other);
+            *lva_out = lva;
+            *other_out = L.other;
+            return fit;
+        }
+        rc = free_link(g, root, lva, L.parent, L.left);
+        Py_DECREF(lva); /* the tree holds it */
+        if (rc < 0) return -1;
+        *delta = 1;
+        return fit;
+    }
+    if (fit == 1) {
+        if (free_unlink(g, root, va) < 0) return -1;
+        *delta = -1;
+        return fit;
+    }
+    /* RE */
+    set_slot(g, va, off_end, nva_o);
+    if (free_propagate(va, NULL) < 0) return -1;
+    return fit;
 }
 
 /* va_clip(root, va, nva, size, fits) -> nr_free delta (int); None for NOTHING_FIT
  * (nothing changed: the caller's reference path warns); (lva, other) when the NE
  * split's left part overlaps a block (the caller complains). */
 static PyObject *sp_va_clip(PyObject *self, PyObject *args) {
-    PyObject *root, *va, *nva_o, *size_o, *fits;
+    PyObject *root, *va, *nva_o, *size_o, *fits, *lva, *other, *result = NULL;
     uint64_t vs, ve, nva, size;
+    int delta;
     grave_t g;
     g.n = 0;
     if (!PyArg_ParseTuple(args, "OOOOO!", &root, &va, &nva_o, &size_o, &PyList_Type, &fits))
@@ -1088,59 +1205,19 @@ static PyObject *sp_va_clip(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_OverflowError, "va_clip values do not fit unsigned long");
         return NULL;
     }
-    u128 nva_end = (u128)nva + size;
-    int fit;
-    if (nva < vs || nva_end > ve) Py_RETURN_NONE; /* NOTHING_FIT */
-    if (vs == nva) fit = ((u128)ve == nva_end) ? 1 : 2; /* FL : LE */
-    else if ((u128)ve == nva_end) fit = 3;             /* RE */
-    else fit = 4;                                      /* NE */
-    if (PyList_GET_SIZE(fits) <= fit) {
-        PyErr_SetString(PyExc_IndexError, "stats.fits is too short");
-        return NULL;
-    }
-    PyObject *one = PyLong_FromLong(1);
-    PyObject *cnt = one ? PyNumber_Add(PyList_GET_ITEM(fits, fit), one) : NULL;
-    Py_XDECREF(one);
-    if (!cnt) return NULL;
-    PyList_SetItem(fits, fit, cnt); /* steals cnt */
     Py_INCREF(va);
-    PyObject *result = NULL;
-    if (fit == 2 || fit == 4) {
-        PyObject *lva = NULL;
-        if (fit == 4) {
-            lva = PyObject_CallFunctionObjArgs((PyObject *)va_type, SLOT(va, off_start), nva_o,
-                                               NULL);
-            if (!lva) goto out;
-        }
-        PyObject *end_o = PyLong_FromUnsignedLongLong((unsigned long long)(uint64_t)nva_end);
-        if (!end_o) { Py_XDECREF(lva); goto out; }
-        set_slot(&g, va, off_start, end_o);
-        Py_DECREF(end_o);
-        if (free_propagate(va, NULL) < 0) { Py_XDECREF(lva); goto out; }
-        if (fit == 2) {
-            result = PyLong_FromLong(0);
-        } else {
-            links_t L;
-            int rc = descend_links(va, vs, nva, &L);
-            if (rc < 0) { /* not OverflowError: va was already changed */
-                PyErr_SetString(PyExc_RuntimeError, "va_clip: free tree values past 64 bits");
-            } else if (rc == 1) {
-                result = Py_BuildValue("(OO)", lva, L.other);
-            } else if (free_link(&g, root, lva, L.parent, L.left) == 0) {
-                result = PyLong_FromLong(1);
-            }
-            Py_DECREF(lva);
-        }
-    } else if (fit == 1) {
-        if (free_unlink(&g, root, va) == 0) result = PyLong_FromLong(-1);
-    } else { /* RE */
-        set_slot(&g, va, off_end, nva_o);
-        if (free_propagate(va, NULL) == 0) result = PyLong_FromLong(0);
-    }
-out:
+    int fit = clip_core(&g, root, va, vs, ve, nva_o, nva, size, fits, &delta, &lva, &other);
     flush(&g);
     Py_DECREF(va);
-    return result;
+    if (fit == 0) Py_RETURN_NONE;
+    if (fit < 0) return NULL;
+    if (lva != NULL) {
+        result = Py_BuildValue("(OO)", lva, other);
+        Py_DECREF(lva);
+        Py_DECREF(other);
+        return result;
+    }
+    return PyLong_FromLong(delta);
 }
 
 /* --- init ------------------------------------------------------------------------------ */
@@ -1219,7 +1296,791 @@ static PyObject *call_reference_lowest(PyObject *args) {
     return PyObject_Call(py_lowest, args, NULL);
 }
 
+/* =====================================================================================
+ * Whole operations (helper speedcore). One C call for what a mechanism method of
+ * vmap/space.py or vmap/purge.py does across its layers, for the kernel's own policies
+ * (LowestMatch with NodePools or NoPools) only. Each function mirrors its Python method
+ * step for step and returns None *before changing anything* when the call is not one
+ * it mirrors exactly — a subclass of VmapSpace, another policy object, explain or
+ * tracepoint observers, a value past 64 bits, a failure — and the caller then runs the
+ * reference, so the results never differ.
+ * ===================================================================================== */
+
+static PyTypeObject *space_type = NULL, *lowest_match_type = NULL, *node_pools_type = NULL,
+                    *no_pools_type = NULL, *deque_type = NULL;
+static PyObject *st_busy = NULL, *st_lazy = NULL, *st_pool = NULL; /* VaState.* */
+static PyObject *s_explain, *s_tp_alloc, *s_tp_free, *s_pools, *s_placement, *s_nr_busy,
+    *s_last_pool_hit, *s_nr_free, *s_allocs, *s_pool_hits, *s_fits, *s_vmap_lazy_nr, *s_lazy,
+    *s_lazy_frees, *s_c_consts, *s_popleft, *s_appendleft, *s_append, *s_nr_purged,
+    *s_max_va_size_pages, *s_complain_overlap, *s_insert_vmap_area, *s_merge_py, *s_why,
+    *minus_one;
+static PyTypeObject *decision_type = NULL; /* vmap/area.py Decision */
+static PyObject *s_last_decision, *s_pool_str, *s_tree_str;
+/* deque's popleft, append, appendleft, rotate (method descriptors, called directly) */
+static PyObject *dq_popleft = NULL, *dq_append = NULL, *dq_appendleft = NULL, *dq_rotate = NULL;
+
+static inline PyObject *call1(PyObject *meth, PyObject *self_) {
+    return PyObject_Vectorcall(meth, &self_, 1, NULL);
+}
+static inline PyObject *call2(PyObject *meth, PyObject *self_, PyObject *arg) {
+    PyObject *a[2] = {self_, arg};
+    return PyObject_Vectorcall(meth, a, 2, NULL);
+}
+
+/* VmapSpace._c_consts: the values of a space that never change after __init__. */
+enum { C_FREE, C_ROOT, C_STATS, C_BUSY, C_POOLS, C_NODES, C_VNFLAGS, C_VSTART, C_VEND, C_UMAX,
+       C_ZONE, C_ERRNO, C_ADJUST, C_SHIFT, C_EACH_STEP, C_LAZY_MAX, C_FREE_DICT, C_STATS_DICT,
+       C_N };
+
+typedef struct {
+    PyObject *consts, *space_d, *free_d, *stats_d; /* new references */
+    PyObject *free, *root, *busy, *pools, *nodes, *vnflags; /* borrowed from consts */
+    Py_ssize_t n;
+    uint64_t vstart, vend, umax, zone, lazy_max;
+    int errno_errors, adjust, shift, each_step;
+} ctx_t;
+
+static void ctx_release(ctx_t *c) {
+    Py_CLEAR(c->consts);
+    Py_CLEAR(c->space_d);
+    Py_CLEAR(c->free_d);
+    Py_CLEAR(c->stats_d);
+}
+
+/* 1: `space` is a VmapSpace the whole operations mirror (c filled); 0: it is not (take
+ * the reference); -1: error. */
+static int ctx_get_ex(PyObject *space, ctx_t *c, int counters) {
+    c->consts = c->space_d = c->free_d = c->stats_d = NULL;
+    if (space_type == NULL || Py_TYPE(space) != space_type || va_ready() < 0 ||
+        st_busy == NULL)
+        goto no;
+    c->space_d = PyObject_GenericGetDict(space, NULL);
+    if (!c->space_d) goto no;
+    PyObject *t = PyDict_GetItemWithError(c->space_d, s_c_consts);
+    if (!t || !PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != C_N) goto no;
+    Py_INCREF(t);
+    c->consts = t;
+    c->free = PyTuple_GET_ITEM(t, C_FREE);
+    c->root = PyTuple_GET_ITEM(t, C_ROOT);
+    c->busy = PyTuple_GET_ITEM(t, C_BUSY);
+    c->pools = PyTuple_GET_ITEM(t, C_POOLS);
+    c->nodes = PyTuple_GET_ITEM(t, C_NODES);
+    c->vnflags = PyTuple_GET_ITEM(t, C_VNFLAGS);
+    /* The cached free-tree root must still be the live one (vars(free)["root"]): a
+     * caller that rebinds it gets the reference, never a stale tree. */
+    PyObject *fd = PyTuple_GET_ITEM(t, C_FREE_DICT);
+    if (!PyDict_CheckExact(fd)) goto no;
+    if (PyDict_GetItemWithError(fd, s_root) != c->root) goto no;
+    if (!PyObject_TypeCheck(c->root, rbroot_type) || !SLOT(c->root, off_root) ||
+        !PyTuple_CheckExact(c->busy) || !PyTuple_CheckExact(c->pools) ||
+        !PyTuple_CheckExact(c->nodes) || !PyTuple_CheckExact(c->vnflags))
+        goto no;
+    c->n = PyTuple_GET_SIZE(c->busy);
+    if (c->n < 1 || PyTuple_GET_SIZE(c->pools) != c->n || PyTuple_GET_SIZE(c->nodes) != c->n ||
+        PyTuple_GET_SIZE(c->vnflags) != c->n)
+        goto no;
+    for (Py_ssize_t i = 0; i < c->n; i++) {
+        PyObject *r = PyTuple_GET_ITEM(c->busy, i);
+        if (!PyObject_TypeCheck(r, rbroot_type) || !SLOT(r, off_root)) goto no;
+    }
+    if (!u64_of(PyTuple_GET_ITEM(t, C_VSTART), &c->vstart) ||
+        !u64_of(PyTuple_GET_ITEM(t, C_VEND), &c->vend) ||
+        !u64_of(PyTuple_GET_ITEM(t, C_UMAX), &c->umax) ||
+        !u64_of(PyTuple_GET_ITEM(t, C_ZONE), &c->zone) || c->zone == 0 ||
+        !u64_of(PyTuple_GET_ITEM(t, C_LAZY_MAX), &c->lazy_max) || c->umax < 4095)
+        goto no;
+    c->errno_errors = PyTuple_GET_ITEM(t, C_ERRNO) == Py_True;
+    c->adjust = PyTuple_GET_ITEM(t, C_ADJUST) == Py_True;
+    c->shift = PyTuple_GET_ITEM(t, C_SHIFT) == Py_True;
+    c->each_step = PyTuple_GET_ITEM(t, C_EACH_STEP) == Py_True;
+    if (!counters) return 1;
+    /* vars(free) and vars(stats): neither object is ever replaced, nor its __dict__ */
+    c->free_d = PyTuple_GET_ITEM(t, C_FREE_DICT);
+    c->stats_d = PyTuple_GET_ITEM(t, C_STATS_DICT);
+    if (!PyDict_CheckExact(c->free_d) || !PyDict_CheckExact(c->stats_d)) {
+        c->free_d = c->stats_d = NULL;
+        goto no;
+    }
+    Py_INCREF(c->free_d);
+    Py_INCREF(c->stats_d);
+    return 1;
+no:
+    ctx_release(c);
+    if (PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError) &&
+            !PyErr_ExceptionMatches(PyExc_TypeError))
+            return -1;
+        PyErr_Clear();
+    }
+    return 0;
+}
+
+static inline int ctx_get(PyObject *space, ctx_t *c) { return ctx_get_ex(space, c, 1); }
+
+/* An exact int attribute of an instance dict (borrowed), or NULL (no error set). */
+static inline PyObject *d_int(PyObject *d, PyObject *key) {
+    PyObject *v = PyDict_GetItemWithError(d, key);
+    return (v && PyLong_CheckExact(v)) ? v : NULL;
+}
+
+/* d[key] += delta, for an int attribute d_int() found. */
+static int d_add(PyObject *d, PyObject *key, long long delta) {
+    PyObject *cur = PyDict_GetItemWithError(d, key), *nv = NULL;
+    if (!cur) {
+        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_AttributeError, key);
+        return -1;
+    }
+    int of = 0;
+    long long v = PyLong_CheckExact(cur) ? PyLong_AsLongLongAndOverflow(cur, &of) : 0;
+    if (PyLong_CheckExact(cur) && !of && v > -(1LL << 62) && v < (1LL << 62) &&
+        delta > -(1LL << 62) && delta < (1LL << 62)) {
+        nv = PyLong_FromLongLong(v + delta);
+    } else {
+        PyObject *dd = PyLong_FromLongLong(delta);
+        nv = dd ? PyNumber_Add(cur, dd) : NULL;
+        Py_XDECREF(dd);
+    }
+    if (!nv) return -1;
+    int rc = PyDict_SetItem(d, key, nv);
+    Py_DECREF(nv);
+    return rc;
+}
+
+/* _is_error_addr(addr, vend) with the space's error convention. */
+static inline int is_error_addr(ctx_t *c, uint64_t addr, uint64_t vend) {
+    return c->errno_errors ? addr > c->umax - 4095 : addr == vend;
+}
+
+/* The busy tree insert of VmapSpace.insert_vmap_area, for a va whose bounds are
+ * (vs, ve): 1 linked, 0 not (overlap or values past 64 bits: nothing changed), -1. */
+static int busy_link(grave_t *g, PyObject *root, PyObject *va, uint64_t vs, uint64_t ve) {
+    uint64_t s, e;
+    PyObject *node = get_node(root, off_root), *parent = NULL;
+    int left = 0;
+    while (node != NULL) {
+        parent = node;
+        if (!PyObject_TypeCheck(node, va_type) || !va_bounds(node, &s, &e)) return 0;
+        if (ve <= s) {
+            left = 1;
+            node = get_node(node, off_left);
+        } else if (vs >= e) {
+            left = 0;
+            node = get_node(node, off_right);
+        } else
+            return 0;
+    }
+    set_node(g, va, off_parent, parent);
+    set_node(g, va, off_left, NULL);
+    set_node(g, va, off_right, NULL);
+    set_red(va, 1);
+    if (parent == NULL)
+        set_node(g, root, off_root, va);
+    else
+        set_node(g, parent, left ? off_left : off_right, va);
+    aug_t a = {NULL};
+    if (rb_insert_impl(g, va, root, &a) < 0) return -1;
+    return 1;
+}
+
+/* alloc_vmap_area_once(space, size, align, vstart, vend, cpu, va_flags, vm) — mirrors
+ * VmapSpace.alloc_vmap_area_once (vmap/space.py) with LowestMatch.find
+ * (vmap/placement.py) and NodePools.node_alloc or NoPools (vmap/pools.py): the node's
+ * pool head, or the lowest-match search + va_clip; then the busy insert and the
+ * counters. Returns the busy area, or None (nothing changed) for the reference. */
+static PyObject *sp_alloc_vmap_area_once(PyObject *self, PyObject *const *args,
+                                         Py_ssize_t nargs) {
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "alloc_vmap_area_once takes 8 arguments");
+        return NULL;
+    }
+    PyObject *space = args[0], *va_flags_o = args[6], *vm = args[7];
+    ctx_t c;
+    int rc = ctx_get(space, &c);
+    if (rc < 0) return NULL;
+    if (rc == 0) Py_RETURN_NONE;
+    PyObject *head = NULL, *pool = NULL, *va = NULL, *result = NULL;
+    grave_t g;
+    g.n = 0;
+    uint64_t size, align, vstart, vend, va_flags;
+    int of = 0, rotate = 0;
+    long cpu = PyLong_CheckExact(args[5]) ? PyLong_AsLongAndOverflow(args[5], &of) : -1;
+    if (!u64_of(args[1], &size) || !u64_of(args[2], &align) || !u64_of(args[3], &vstart) ||
+        !u64_of(args[4], &vend) || !u64_of(va_flags_o, &va_flags) || of || cpu < 0 ||
+        size == 0 || (size & 4095) || align == 0 || (align & (align - 1)))
+        goto fallback;
+    /* what makes the call one the reference would run differently */
+    /* explaining: the Decision the reference records (vmap/area.py), built at the end */
+    PyObject *v = PyDict_GetItemWithError(c.space_d, s_explain);
+    int explain = v == Py_True && decision_type != NULL;
+    if (v != Py_False && !explain) goto fallback;
+    long dec_node = -1, dec_pool = -1;
+    int dec_rotated = 0, dec_fit = 0;
+    uint64_t dec_len = 0, dec_bs = 0, dec_be = 0;
+    v = PyDict_GetItemWithError(c.space_d, s_tp_alloc);
+    if (!v || !PyList_CheckExact(v) || PyList_GET_SIZE(v) != 0) goto fallback;
+    v = PyDict_GetItemWithError(c.free_d, s_why);
+    if (v != Py_None) goto fallback;
+    PyObject *pools_pol = PyDict_GetItemWithError(c.space_d, s_pools);
+    PyObject *placement = PyDict_GetItemWithError(c.space_d, s_placement);
+    if (!pools_pol || !placement || Py_TYPE(placement) != lowest_match_type ||
+        (Py_TYPE(pools_pol) != node_pools_type && Py_TYPE(pools_pol) != no_pools_type))
+        goto fallback;
+    /* the counters (nr_busy, nr_free, stats.*) are read when they are updated: a model
+     * without them fails in the reference too */
+    PyObject *fits = PyDict_GetItemWithError(c.stats_d, s_fits);
+    if (!fits || !PyList_CheckExact(fits) || PyList_GET_SIZE(fits) < 5) goto fallback;
+
+    /* 6.x node_alloc: the pool of the CPU's node, for a full-range request */
+    PyObject *vn_id_o = small_zero;
+    if (c.n > 1 && vstart == c.vstart && vend == c.vend) {
+        Py_ssize_t node_id = (Py_ssize_t)(cpu % c.n);
+        vn_id_o = PyTuple_GET_ITEM(c.vnflags, node_id);
+        if (Py_TYPE(pools_pol) == node_pools_type) {
+            PyObject *pd = PyTuple_GET_ITEM(c.pools, node_id);
+            if (!PyDict_CheckExact(pd)) goto fallback;
+            PyObject *idx = PyLong_FromUnsignedLongLong((size - 1) >> 12);
+            if (!idx) goto error;
+            pool = PyDict_GetItemWithError(pd, idx);
+            Py_DECREF(idx);
+            if (pool) {
+                if (Py_TYPE(pool) != deque_type) goto fallback;
+                Py_INCREF(pool);
+                Py_ssize_t len = PySequence_Size(pool);
+                if (len < 0) goto error;
+                if (len > 0) {
+                    head = PySequence_GetItem(pool, 0);
+                    if (!head) goto error;
+                    uint64_t hs, he;
+                    if (Py_TYPE(head) != va_type || !va_bounds(head, &hs, &he)) goto fallback;
+                    dec_node = (long)node_id;
+                    dec_pool = (long)((size - 1) >> 12);
+                    if ((hs & (align - 1)) == 0) {
+                        /* a bad pooled area: the reference raises */
+                        if (he < hs || he - hs != size || hs < vstart || he > vend ||
+                            is_error_addr(&c, hs, vend))
+                            goto fallback;
+                    } else {
+                        rotate = dec_rotated = 1; /* to the tail once the search succeeded */
+                        Py_CLEAR(head);
+                    }
+                }
+            } else if (PyErr_Occurred())
+                goto error;
+        }
+    }
+
+    if (head != NULL) {
+        /* --- commit: the pool's head (node_pool_del_va) --- */
+        PyObject *r = call1(dq_popleft, pool);
+        if (!r) goto error;
+        Py_DECREF(r);
+        set_state(&g, head, st_detached);
+        if (d_add(c.stats_d, s_pool_hits, 1) < 0 ||
+            PyDict_SetItem(c.space_d, s_last_pool_hit, Py_True) < 0)
+            goto error;
+        va = head;
+        head = NULL;
+    } else {
+        /* __alloc_vmap_area with LowestMatch.find */
+        int adjust = c.adjust ? !(align <= 4096 || (vend >= vstart && vend - vstart == size)) : 1;
+        if (!c.shift && !adjust && align > 1) goto fallback; /* the reference raises */
+        if (adjust && (u128)size + align - 1 > UINT64_MAX) goto fallback;
+        dec_len = adjust ? size + align - 1 : size;
+        PyObject *found = NULL;
+        long visits = 0;
+        if (!lowest_core(get_node(c.root, off_root), size, align, vstart, adjust, c.shift,
+                         c.umax, &visits, &found) ||
+            found == NULL)
+            goto fallback; /* a value past 64 bits, or -ENOENT */
+        uint64_t s, e;
+        if (!va_bounds(found, &s, &e)) goto fallback;
+        u128 base = s > vstart ? s : vstart;
+        uint64_t nva = (uint64_t)((base + align - 1) & (u128)(~(align - 1) & c.umax));
+        u128 nva_end = (u128)nva + size;
+        if (nva_end > vend || nva < s || nva_end > e || is_error_addr(&c, nva, vend))
+            goto fallback; /* -ERANGE, or a NOTHING_FIT the reference warns about */
+        /* --- commit: the tree --- */
+        if (rotate) {
+            PyObject *r = call2(dq_rotate, pool, minus_one);
+            if (!r) goto error;
+            Py_DECREF(r);
+        }
+        if (d_add(c.stats_d, s_search_visits, visits) < 0 ||
+            PyDict_SetItem(c.space_d, s_last_pool_hit, Py_False) < 0)
+            goto error;
+        PyObject *nva_o = PyLong_FromUnsignedLongLong(nva);
+        PyObject *end_o = nva_o ? PyLong_FromUnsignedLongLong((uint64_t)nva_end) : NULL;
+        if (!end_o) { Py_XDECREF(nva_o); goto error; }
+        int delta = 0;
+        PyObject *lva = NULL, *other = NULL;
+        Py_INCREF(found);
+        int fit = clip_core(&g, c.root, found, s, e, nva_o, nva, size, fits, &delta, &lva,
+                            &other);
+        flush(&g);
+        Py_DECREF(found);
+        if (fit > 0 && d_add(c.free_d, s_nr_free, delta) < 0) fit = -1;
+        if (fit > 0 && lva != NULL) { /* the NE split's left part overlaps: complain */
+            PyObject *r = PyObject_CallMethodObjArgs(c.free, s_complain_overlap, lva, other, NULL);
+            if (!r) fit = -1;
+            Py_XDECREF(r);
+        }
+        Py_XDECREF(lva);
+        Py_XDECREF(other);
+        if (fit > 0) va = new_va(nva_o, end_o);
+        dec_fit = fit;
+        dec_bs = s;
+        dec_be = e;
+        Py_DECREF(nva_o);
+        Py_DECREF(end_o);
+        if (fit <= 0 || va == NULL) {
+            if (fit == 0) PyErr_SetString(PyExc_RuntimeError, "va_clip: NOTHING_FIT after checks");
+            goto error;
+        }
+    }
+
+    if (explain) { /* last_decision = Decision(...), as the reference fills it */
+        PyObject *da[8];
+        int pool_hit = dec_fit == 0;
+        da[0] = pool_hit ? s_pool_str : s_tree_str;
+        Py_INCREF(da[0]);
+        da[1] = PyLong_FromLong(dec_node);
+        da[2] = PyLong_FromLong(dec_pool);
+        da[3] = dec_rotated ? Py_True : Py_False;
+        Py_INCREF(da[3]);
+        da[4] = pool_hit ? Py_BuildValue("(ii)", 0, 0) : Py_BuildValue("(KK)", dec_bs, dec_be);
+        da[5] = PyLong_FromLong(dec_fit);
+        da[6] = PyLong_FromUnsignedLongLong(dec_len);
+        da[7] = small_zero;
+        Py_INCREF(da[7]);
+        PyObject *dec = NULL;
+        if (da[1] && da[2] && da[4] && da[5] && da[6])
+            dec = PyObject_Vectorcall((PyObject *)decision_type, da, 8, NULL);
+        for (int i = 0; i < 8; i++) Py_XDECREF(da[i]);
+        if (!dec) goto error;
+        int rc2 = PyDict_SetItem(c.space_d, s_last_decision, dec);
+        Py_DECREF(dec);
+        if (rc2 < 0) goto error;
+    }
+
+    /* va.vm, va.flags, insert_vmap_area, stats.allocs */
+    set_slot(&g, va, off_vm, vm);
+    if (va_flags) {
+        PyObject *f = PyNumber_Or(va_flags_o, vn_id_o);
+        if (!f) goto error;
+        set_slot(&g, va, off_flags, f);
+        Py_DECREF(f);
+    } else
+        set_slot(&g, va, off_flags, vn_id_o);
+    uint64_t vs, ve;
+    int linked = 0;
+    if (va_bounds(va, &vs, &ve)) {
+        Py_ssize_t bi = c.n > 1 ? (Py_ssize_t)((vs / c.zone) % (uint64_t)c.n) : 0;
+        linked = busy_link(&g, PyTuple_GET_ITEM(c.busy, bi), va, vs, ve);
+        if (linked < 0) goto error;
+    }
+    if (linked) {
+        set_state(&g, va, st_busy);
+        if (d_add(c.space_d, s_nr_busy, 1) < 0) goto error;
+    } else { /* an overlap: the reference complains and raises */
+        PyObject *r = PyObject_CallMethodOneArg(space, s_insert_vmap_area, va);
+        if (!r) goto error;
+        Py_DECREF(r);
+    }
+    if (d_add(c.stats_d, s_allocs, 1) < 0) goto error;
+    result = va;
+    va = NULL;
+    goto out;
+fallback:
+    if (PyErr_Occurred()) goto error;
+    result = Py_None;
+    Py_INCREF(result);
+    goto out;
+error:
+    result = NULL;
+out:
+    flush(&g);
+    Py_XDECREF(va);
+    Py_XDECREF(head);
+    Py_XDECREF(pool);
+    ctx_release(&c);
+    return result;
+}
+
+/* free_vmap_area_noflush(space, va) — mirrors VmapSpace.free_vmap_area_noflush
+ * (vmap/space.py) up to the lazy threshold: vmap_lazy_nr, the lazy FIFO, the counter.
+ * Returns False (queued), True (queued, and vmap_lazy_nr is past lazy_max_pages: the
+ * caller starts the purge), or None (nothing changed) for the reference. */
+static PyObject *sp_free_vmap_area_noflush(PyObject *self, PyObject *const *args,
+                                           Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "free_vmap_area_noflush takes 2 arguments");
+        return NULL;
+    }
+    PyObject *va = args[1], *result = NULL;
+    ctx_t c;
+    int rc = ctx_get(args[0], &c);
+    if (rc < 0) return NULL;
+    if (rc == 0) Py_RETURN_NONE;
+    grave_t g;
+    g.n = 0;
+    uint64_t vs, ve, lazy_nr;
+    PyObject *tp = PyDict_GetItemWithError(c.space_d, s_tp_free);
+    PyObject *lazy = PyDict_GetItemWithError(c.space_d, s_lazy);
+    PyObject *nr_o = d_int(c.space_d, s_vmap_lazy_nr);
+    if (!tp || !PyList_CheckExact(tp) || PyList_GET_SIZE(tp) != 0 || !lazy ||
+        Py_TYPE(lazy) != deque_type || !nr_o || !u64_of(nr_o, &lazy_nr) ||
+        !d_int(c.stats_d, s_lazy_frees) || Py_TYPE(va) != va_type ||
+        SLOT(va, off_state) != st_detached || !va_bounds(va, &vs, &ve) || ve < vs)
+        goto fallback; /* observers, a linked area (the reference WARNs), odd values */
+    u128 nr_lazy = (u128)lazy_nr + ((ve - vs) >> 12);
+    if (nr_lazy > UINT64_MAX) goto fallback;
+    PyObject *nr_new = PyLong_FromUnsignedLongLong((uint64_t)nr_lazy);
+    if (!nr_new) goto error;
+    rc = PyDict_SetItem(c.space_d, s_vmap_lazy_nr, nr_new);
+    Py_DECREF(nr_new);
+    if (rc < 0) goto error;
+    set_state(&g, va, st_lazy);
+    set_slot(&g, va, off_vm, Py_None);
+    PyObject *r = call2(dq_append, lazy, va);
+    if (!r) goto error;
+    Py_DECREF(r);
+    if (d_add(c.stats_d, s_lazy_frees, 1) < 0) goto error;
+    result = nr_lazy > c.lazy_max ? Py_True : Py_False;
+    Py_INCREF(result);
+    goto out;
+fallback:
+    if (PyErr_Occurred()) goto error;
+    result = Py_None;
+    Py_INCREF(result);
+    goto out;
+error:
+    result = NULL;
+out:
+    flush(&g);
+    ctx_release(&c);
+    return result;
+}
+
+/* find_unlink_vmap_area(space, addr) — mirrors the usual case of
+ * VmapSpace.find_unlink_vmap_area (vmap/space.py): the busy area containing addr in
+ * its address's node, erased with its links cleared, state DETACHED, nr_busy - 1.
+ * None when that node has none or the call is not one it mirrors (nothing changed):
+ * the reference then searches every node. */
+static PyObject *sp_find_unlink_vmap_area(PyObject *self, PyObject *const *args,
+                                          Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "find_unlink_vmap_area takes 2 arguments");
+        return NULL;
+    }
+    ctx_t c;
+    int rc = ctx_get_ex(args[0], &c, 0);
+    if (rc < 0) return NULL;
+    if (rc == 0) Py_RETURN_NONE;
+    PyObject *result = NULL, *node;
+    uint64_t addr, s, e;
+    if (!u64_of(args[1], &addr)) goto fallback;
+    Py_ssize_t bi = c.n > 1 ? (Py_ssize_t)((addr / c.zone) % (uint64_t)c.n) : 0;
+    PyObject *root = PyTuple_GET_ITEM(c.busy, bi);
+    node = get_node(root, off_root);
+    while (node != NULL) {
+        if (Py_TYPE(node) != va_type || !va_bounds(node, &s, &e)) goto fallback;
+        if (addr < s)
+            node = get_node(node, off_left);
+        else if (addr >= e)
+            node = get_node(node, off_right);
+        else
+            break;
+    }
+    if (node == NULL || check_node(node, "node") < 0) goto fallback;
+    grave_t g;
+    g.n = 0;
+    aug_t a = {NULL};
+    PyObject *rebalance = NULL;
+    Py_INCREF(node); /* returned */
+    rc = rb_erase_impl(&g, node, root, &a, &rebalance);
+    if (rc == 0 && rebalance != NULL) rc = rb_erase_color_impl(&g, rebalance, root, &a);
+    if (rc == 0) {
+        set_node(&g, node, off_parent, NULL);
+        set_node(&g, node, off_left, NULL);
+        set_node(&g, node, off_right, NULL);
+        set_state(&g, node, st_detached);
+        rc = d_add(c.space_d, s_nr_busy, -1);
+    }
+    flush(&g);
+    if (rc < 0) {
+        Py_DECREF(node);
+        goto error;
+    }
+    result = node;
+    goto out;
+fallback:
+    if (PyErr_Occurred()) goto error;
+    result = Py_None;
+    Py_INCREF(result);
+    goto out;
+error:
+    result = NULL;
+out:
+    ctx_release(&c);
+    return result;
+}
+
+/* Give va back to the free tree as FreeTree.merge_or_add_vmap_area_augment does, with
+ * the counter; values past 64 bits and overlaps go through the Python method (which
+ * handles them, nothing having changed). 0 or -1. */
+static int merge_back(ctx_t *c, PyObject *va) {
+    grave_t g;
+    g.n = 0;
+    PyObject *block = NULL;
+    int delta = 0;
+    int rc = merge_core(&g, c->root, va, c->each_step, &block, &delta);
+    flush(&g);
+    if (rc == 0) return d_add(c->free_d, s_nr_free, delta);
+    if (rc == -1) return -1;
+    PyObject *r = PyObject_CallMethodOneArg(c->free, s_merge_py, va);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* purge_vmap_node(space, vn, purge_list, skip_populate) — mirrors
+ * LazyPurge._purge_vmap_node (vmap/purge.py) with NodePools.populate or NoPools
+ * (vmap/pools.py): refill the node's pools, count the pages, merge the rest into the
+ * free tree in descending order. With vn None it is 5.4's loop in
+ * LazyPurge.finish_purge instead (no nodes, no pools: every area merged, newest
+ * first). True when done; None (nothing changed) for the reference. */
+static PyObject *sp_purge_vmap_node(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "purge_vmap_node takes 4 arguments");
+        return NULL;
+    }
+    PyObject *vn = args[1], *lst = args[2], *result = NULL, *vn_d = NULL, *pd = NULL;
+    PyObject **local = NULL;
+    int skip = PyObject_IsTrue(args[3]);
+    if (skip < 0) return NULL;
+    ctx_t c;
+    int rc = ctx_get(args[0], &c);
+    if (rc < 0) return NULL;
+    if (rc == 0) Py_RETURN_NONE;
+    uint64_t max_pages = 0, lazy_nr, s = 0, e = 0, f = 0;
+    PyObject *pools_pol = PyDict_GetItemWithError(c.space_d, s_pools);
+    PyObject *nr_o = d_int(c.space_d, s_vmap_lazy_nr);
+    if (!pools_pol || !nr_o || !u64_of(nr_o, &lazy_nr) || !PyList_CheckExact(lst)) goto fallback;
+    int node_pools = Py_TYPE(pools_pol) == node_pools_type;
+    if (!node_pools && Py_TYPE(pools_pol) != no_pools_type) goto fallback;
+    if (node_pools) {
+        PyObject *m = PyObject_GetAttr(pools_pol, s_max_va_size_pages);
+        if (!m) goto fallback;
+        int ok = u64_of(m, &max_pages);
+        Py_DECREF(m);
+        if (!ok) goto fallback;
+    }
+    if (vn == Py_None) {
+        skip = 1;
+    } else {
+        vn_d = PyObject_GenericGetDict(vn, NULL);
+        if (!vn_d) goto fallback;
+        pd = PyDict_GetItemWithError(vn_d, s_pools);
+        if (!pd || !PyDict_CheckExact(pd) || !d_int(vn_d, s_nr_purged)) goto fallback;
+        Py_INCREF(pd);
+    }
+    Py_ssize_t n = PyList_GET_SIZE(lst);
+    u128 nr_pages = 0;
+    for (Py_ssize_t i = 0; i < n; i++) { /* every value checked before anything changes */
+        PyObject *va = PyList_GET_ITEM(lst, i);
+        if (Py_TYPE(va) != va_type || !va_bounds(va, &s, &e) || e <= s ||
+            !u64_of(SLOT(va, off_flags), &f))
+            goto fallback;
+        nr_pages += (e - s) >> 12;
+    }
+    if (nr_pages > lazy_nr) goto fallback; /* the reference would go negative */
+    Py_INCREF(lst);
+    local = PyMem_Malloc(sizeof(PyObject *) * (n ? n : 1));
+    if (!local) { Py_DECREF(lst); PyErr_NoMemory(); goto error; }
+    Py_ssize_t nlocal = 0;
+    int err = 0;
+    for (Py_ssize_t i = 0; i < n && !err; i++) {
+        PyObject *va = PyList_GET_ITEM(lst, i);
+        grave_t g;
+        g.n = 0;
+        set_state(&g, va, st_detached);
+        flush(&g);
+        va_bounds(va, &s, &e);
+        u64_of(SLOT(va, off_flags), &f);
+        uint64_t tag = f >> 8; /* decode_vn_id(flags) + 1 */
+        if (!skip && node_pools && tag >= 1 && tag - 1 < (uint64_t)c.n) {
+            uint64_t idx = (e - s - 1) >> 12; /* NodePools.populate */
+            if (idx < max_pages) {
+                PyObject *key = PyLong_FromUnsignedLongLong(idx), *pool = NULL;
+                if (!key) { err = 1; break; }
+                pool = PyDict_GetItemWithError(pd, key);
+                if (pool) Py_INCREF(pool);
+                else if (!PyErr_Occurred()) {
+                    pool = PyObject_CallNoArgs((PyObject *)deque_type);
+                    if (pool && PyDict_SetItem(pd, key, pool) < 0) Py_CLEAR(pool);
+                }
+                Py_DECREF(key);
+                PyObject *r = pool ? call2(dq_appendleft, pool, va) : NULL;
+                Py_XDECREF(pool);
+                if (!r) { err = 1; break; }
+                Py_DECREF(r);
+                g.n = 0;
+                set_state(&g, va, st_pool);
+                flush(&g);
+                continue;
+            }
+        }
+        local[nlocal++] = va;
+    }
+    if (!err) {
+        err = (vn_d != NULL && d_add(vn_d, s_nr_purged, n) < 0) ||
+              d_add(c.space_d, s_vmap_lazy_nr, -(long long)(uint64_t)nr_pages) < 0;
+    }
+    /* list_add() onto the local list reversed it: merge in descending order */
+    for (Py_ssize_t i = nlocal - 1; i >= 0 && !err; i--) err = merge_back(&c, local[i]) < 0;
+    PyMem_Free(local);
+    Py_DECREF(lst);
+    if (err) goto error;
+    result = Py_True;
+    Py_INCREF(result);
+    goto out;
+fallback:
+    if (PyErr_Occurred()) goto error;
+    result = Py_None;
+    Py_INCREF(result);
+    goto out;
+error:
+    result = NULL;
+out:
+    Py_XDECREF(pd);
+    Py_XDECREF(vn_d);
+    ctx_release(&c);
+    return result;
+}
+
+/* pvm_find_va_enclose_addr(root, addr) — mirrors FreeTree.pvm_find_va_enclose_addr
+ * (vmap/freetree.py): the block with the highest start at or below addr, or None.
+ * OverflowError (nothing read) for values past 64 bits: the caller runs the reference. */
+static PyObject *sp_pvm_find_va_enclose_addr(PyObject *self, PyObject *const *args,
+                                             Py_ssize_t nargs) {
+    uint64_t addr, s, e;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "pvm_find_va_enclose_addr takes 2 arguments");
+        return NULL;
+    }
+    if (va_ready() < 0 || check_root(args[0]) < 0) return NULL;
+    if (!u64_of(args[1], &addr)) goto overflow;
+    PyObject *node = get_node(args[0], off_root), *va = Py_None;
+    while (node != NULL) {
+        if (!PyObject_TypeCheck(node, va_type) || !va_bounds(node, &s, &e)) goto overflow;
+        if (s <= addr) {
+            va = node;
+            if (e >= addr) break;
+            node = get_node(node, off_right);
+        } else
+            node = get_node(node, off_left);
+    }
+    Py_INCREF(va);
+    return va;
+overflow:
+    PyErr_SetString(PyExc_OverflowError, "free tree values do not fit unsigned long");
+    return NULL;
+}
+
+/* new_vmap_area(start, end): VmapArea(start, end) as the whole operations build it
+ * (for the differential test). */
+static PyObject *sp_new_vmap_area(PyObject *self, PyObject *args) {
+    PyObject *s, *e;
+    if (!PyArg_ParseTuple(args, "OO", &s, &e)) return NULL;
+    if (va_ready() < 0) return NULL;
+    return new_va(s, e);
+}
+
+/* init_space(VmapSpace, LowestMatch, NodePools, NoPools, deque, Decision, VaState.BUSY,
+ * VaState.LAZY, VaState.POOL): the types and values the whole operations recognise. */
+static PyObject *sp_init_space(PyObject *self, PyObject *args) {
+    PyObject *sp_t, *lm_t, *np_t, *nop_t, *dq_t, *dec_t, *busy, *lazy, *pool;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!OOO", &PyType_Type, &sp_t, &PyType_Type, &lm_t,
+                          &PyType_Type, &np_t, &PyType_Type, &nop_t, &PyType_Type, &dq_t,
+                          &PyType_Type, &dec_t, &busy, &lazy, &pool))
+        return NULL;
+    if (va_ready() < 0) return NULL;
+    Py_ssize_t vm, fl;
+    if (member_offset(va_type, "vm", &vm) < 0 || member_offset(va_type, "flags", &fl) < 0)
+        return NULL;
+    off_vm = vm;
+    off_flags = fl;
+    /* new_va() may fill the slots itself only if they are all the object holds */
+    Py_ssize_t offs[10] = {off_left, off_right, off_parent, off_red, off_start,
+                           off_end,  off_sms,   off_state,  off_vm,  off_flags};
+    int distinct = 1;
+    for (int i = 0; i < 10; i++)
+        for (int j = i + 1; j < 10; j++)
+            if (offs[i] == offs[j]) distinct = 0;
+    va_fast_new = distinct && va_type->tp_dictoffset == 0 && va_type->tp_weaklistoffset == 0 &&
+                  va_type->tp_basicsize == (Py_ssize_t)(sizeof(PyObject) + 10 * sizeof(PyObject *)) &&
+                  va_type->tp_alloc == PyType_GenericAlloc;
+#define KEEP(var, obj) do { Py_INCREF(obj); Py_XSETREF(var, obj); } while (0)
+    KEEP(space_type, (PyTypeObject *)sp_t);
+    KEEP(lowest_match_type, (PyTypeObject *)lm_t);
+    KEEP(node_pools_type, (PyTypeObject *)np_t);
+    KEEP(no_pools_type, (PyTypeObject *)nop_t);
+    KEEP(deque_type, (PyTypeObject *)dq_t);
+    KEEP(decision_type, (PyTypeObject *)dec_t);
+    PyObject *meths[4];
+    const char *names[4] = {"popleft", "append", "appendleft", "rotate"};
+    for (int i = 0; i < 4; i++) {
+        meths[i] = PyObject_GetAttrString(dq_t, names[i]);
+        if (!meths[i]) {
+            while (--i >= 0) Py_DECREF(meths[i]);
+            return NULL;
+        }
+    }
+    Py_XSETREF(dq_popleft, meths[0]);
+    Py_XSETREF(dq_append, meths[1]);
+    Py_XSETREF(dq_appendleft, meths[2]);
+    Py_XSETREF(dq_rotate, meths[3]);
+    KEEP(st_busy, busy);
+    KEEP(st_lazy, lazy);
+    KEEP(st_pool, pool);
+#undef KEEP
+    Py_RETURN_NONE;
+}
+
+static int init_whole_ops_strings(void) {
+#define S(var, text) if (!((var) = PyUnicode_InternFromString(text))) return -1
+    S(s_explain, "explain"); S(s_tp_alloc, "tp_alloc"); S(s_tp_free, "tp_free");
+    S(s_pools, "pools"); S(s_placement, "placement"); S(s_nr_busy, "nr_busy");
+    S(s_last_pool_hit, "last_pool_hit"); S(s_nr_free, "nr_free"); S(s_allocs, "allocs");
+    S(s_pool_hits, "pool_hits"); S(s_fits, "fits"); S(s_vmap_lazy_nr, "vmap_lazy_nr");
+    S(s_lazy, "lazy"); S(s_lazy_frees, "lazy_frees"); S(s_c_consts, "_c_consts");
+    S(s_popleft, "popleft"); S(s_appendleft, "appendleft"); S(s_append, "append");
+    S(s_nr_purged, "nr_purged"); S(s_max_va_size_pages, "max_va_size_pages");
+    S(s_complain_overlap, "complain_overlap"); S(s_insert_vmap_area, "insert_vmap_area");
+    S(s_merge_py, "merge_or_add_vmap_area_augment"); S(s_why, "why");
+    S(s_last_decision, "last_decision"); S(s_pool_str, "pool"); S(s_tree_str, "tree");
+#undef S
+    minus_one = PyLong_FromLong(-1);
+    return minus_one ? 0 : -1;
+}
+
 static PyMethodDef methods[] = {
+    /* whole operations (speedcore) */
+    {"alloc_vmap_area_once", (PyCFunction)(void (*)(void))sp_alloc_vmap_area_once,
+     METH_FASTCALL,
+     "alloc_vmap_area_once(space, size, align, vstart, vend, cpu, va_flags, vm) -> va | None"},
+    {"free_vmap_area_noflush", (PyCFunction)(void (*)(void))sp_free_vmap_area_noflush,
+     METH_FASTCALL, "free_vmap_area_noflush(space, va) -> past lazy_max_pages | None"},
+    {"pvm_find_va_enclose_addr", (PyCFunction)(void (*)(void))sp_pvm_find_va_enclose_addr,
+     METH_FASTCALL, "pvm_find_va_enclose_addr(root, addr) -> va | None"},
+    {"find_unlink_vmap_area", (PyCFunction)(void (*)(void))sp_find_unlink_vmap_area,
+     METH_FASTCALL, "find_unlink_vmap_area(space, addr) -> va | None"},
+    {"purge_vmap_node", (PyCFunction)(void (*)(void))sp_purge_vmap_node, METH_FASTCALL,
+     "purge_vmap_node(space, vn, purge_list, skip_populate) -> True | None"},
+    {"init_space", sp_init_space, METH_VARARGS,
+     "init_space(VmapSpace, LowestMatch, NodePools, NoPools, deque, Decision, BUSY, LAZY, POOL)"},
+    {"new_vmap_area", sp_new_vmap_area, METH_VARARGS, "new_vmap_area(start, end)"},
+    /* tree pieces */
     {"init_lowest_match", sp_init_lowest_match, METH_O,
      "init_lowest_match(reference): the Python search, for values past 64 bits"},
     {"init_rbtree", sp_init_rbtree, METH_VARARGS, "init_rbtree(RBNode, RBRoot)"},
@@ -1256,8 +2117,10 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     s_rotate = PyUnicode_InternFromString("rotate");
     s_copy = PyUnicode_InternFromString("copy");
     s_propagate = PyUnicode_InternFromString("propagate");
+    small_zero = PyLong_FromLong(0);
+    small_one = PyLong_FromLong(1);
     if (!s_root || !s_ulong_max || !s_stats || !s_search_visits || !s_rotate || !s_copy ||
-        !s_propagate)
+        !s_propagate || !small_zero || !small_one || init_whole_ops_strings() < 0)
         return NULL;
     return PyModule_Create(&moddef);
 }

@@ -9,6 +9,7 @@ Subcommands:
 * ``replay``    — replay a real kernel trace from a vmallocinfo snapshot;
 * ``compare``   — replay one trace under several kernel profiles, side by side;
 * ``capture``   — record a real kernel's vmalloc events (root, tracefs);
+* ``kstate``    — read the kernel's free tree, vmap nodes and pools (root, BPF);
 * ``report``    — list a capture's events, like ``trace-cmd report``;
 * ``kmem``      — crash's ``kmem -v`` and ``kmem ADDR`` on a model state;
 * ``whatif``    — a capture's requests on another machine or kernel: failures, fragmentation;
@@ -201,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_replay(sub)
     register_capture(sub)
+
+    from pyvmalloc.trace.kread import register_cli as register_kstate
+
+    register_kstate(sub)
 
     from pyvmalloc.trace.report import register_cli as register_report
 

@@ -396,18 +396,22 @@ def parse_calls(text: str) -> list[ast.Call]:
     return calls
 
 
-def run_call(k: Model, call: ast.Call, results: list[int]) -> int:
-    """Run one parsed call on ``k``; append and return its integer result."""
+def run_call(k: Model, call: ast.Call, results: list[int]) -> int | None:
+    """Run one parsed call on ``k``; return its integer result (None for a void call).
+
+    The result is also appended to ``results`` (0 for a void call) so later calls can
+    name it as ``_`` or ``_N``.
+    """
     assert isinstance(call.func, ast.Name)
     name = call.func.id
     args = [_literal(a, results) for a in call.args]
     kwargs = {kw.arg: _literal(kw.value, results) for kw in call.keywords if kw.arg}
     fn = getattr(k, name)
     ret = fn(*args, **kwargs)
-    value = 0
+    value: int | None = None
     if isinstance(ret, int) and not isinstance(ret, bool):
         value = ret
     elif ret is not None and hasattr(ret, "addr"):
         value = int(ret.addr)
-    results.append(value)
+    results.append(0 if value is None else value)
     return value

@@ -38,7 +38,7 @@ Usage, as in the kernel: find the link position yourself, :func:`rb_link_node`, 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from pyvmalloc._accel import speedups as _speedups
@@ -48,6 +48,7 @@ __all__ = [
     "RBNode",
     "RBRoot",
     "RBTreeError",
+    "rb_build",
     "rb_erase",
     "rb_erase_augmented",
     "rb_first",
@@ -492,6 +493,43 @@ def rb_inorder(root: RBRoot) -> Iterator[Any]:
     while n is not None:
         yield n
         n = rb_next(n)
+
+
+def rb_build(
+    root: RBRoot,
+    nodes: Sequence[RBNode],
+    top: int | None,
+    children: Sequence[tuple[int | None, int | None]],
+    black: Sequence[bool],
+) -> None:
+    """Link ``nodes`` into exactly the given shape: ``children[i]`` are the indices of
+    node ``i``'s left and right child, ``black[i]`` its colour, ``top`` the root.
+
+    No rotation, no recolouring: this copies a tree read from a kernel (see
+    :mod:`pyvmalloc.trace.kstate`), which was built by the kernel's own fix-ups over
+    its history. The caller recomputes augmented values and validates the result
+    (:func:`validate_rbtree`); a shape that is not a tree is refused here.
+    """
+    if root.rb_node is not None:
+        raise RBTreeError("rb_build: the tree is not empty")
+    for n, b in zip(nodes, black, strict=True):
+        n.rb_parent = n.rb_left = n.rb_right = None
+        n.rb_red = not b
+    for i, (left, right) in enumerate(children):
+        n = nodes[i]
+        for child, is_left in ((left, True), (right, False)):
+            if child is None:
+                continue
+            c = nodes[child]
+            if c.rb_parent is not None or child in (top, i):
+                raise RBTreeError(f"rb_build: node {child} has two parents")
+            c.rb_parent = n
+            if is_left:
+                n.rb_left = c
+            else:
+                n.rb_right = c
+    if top is not None:
+        root.rb_node = nodes[top]
 
 
 # --- validation ---------------------------------------------------------------------

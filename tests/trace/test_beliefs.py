@@ -249,12 +249,13 @@ REAL = {
     "forkstorm": (0.995, 0.999),
     "bpf-churn-bg": (0.99, 0.999),
     "mixed-preempt": (0.99, 0.999),
-    "threads-pool-nodrop": (0.95, 0.999),
-    "threads-long-nodrop": (0.98, 0.999),
-    "small-spread-nodrop": (0.90, 0.999),
-    "mixed-nodrop": (0.74, 0.99),
-    "bpf-churn-bg-nodrop": (0.45, 0.97),
-    "bpfprog-nodrop": (0.45, 0.99),
+    "threads-long": (0.998, 0.999),
+    "threads-pool-nodrop": (0.99, 0.999),
+    "threads-long-nodrop": (0.99, 0.999),
+    "small-spread-nodrop": (0.92, 0.999),
+    "mixed-nodrop": (0.80, 0.99),
+    "bpf-churn-bg-nodrop": (0.54, 0.97),
+    "bpfprog-nodrop": (0.62, 0.99),
 }
 
 
@@ -287,8 +288,11 @@ def test_real_capture_floors_and_causes(name):
     per_cause = Counter(m.cause_key for m in res.mismatches)
     assert all(m.cause_class in ("hidden state", "race", "rule difference") for m in res.mismatches)
     if meta["drop_caches"]:
-        # drained: every remaining mismatch is a one-off hidden-state fact
-        assert all(m.cause_class == "hidden state" for m in res.mismatches)
+        # drained: every remaining mismatch is a one-off hidden-state fact, or a race
+        # with a purge in flight
+        assert all(m.cause_class in ("hidden state", "race") for m in res.mismatches)
+        assert max(per_cause.values(), default=0) <= 3
+    else:
         assert max(per_cause.values(), default=0) <= 3
     assert sum(c["mismatches"] for c in res.causes) == len(res.mismatches)
     assert all(c["mismatches"] == 1 + next(
@@ -304,3 +308,162 @@ def test_no_refuted_choice_is_repeated():
         res = replay(trace, snap, meta=meta)
         counts = Counter(m.cause_key for m in res.mismatches)
         assert all(n == 1 for n in counts.values()), (name, counts.most_common(3))
+
+
+# --- a purge in flight: its decay, its refill ----------------------------------------
+
+
+def _alloc_at(tr: Trace, t: float, addr: int, cpu: int, size: int) -> None:
+    tr.t = t - 0.001  # Trace._tick adds 1 ms
+    tr.alloc(addr, cpu=cpu, size=size, align=1)
+
+
+def test_a_decay_not_yet_in_the_kernels_tree_is_held_out_of_the_models(tmp_path):
+    # CPU 1 fills node 1's pool[2] with 80 areas of 12 KiB (pushed ascending: head =
+    # the highest). The next purge decays 80 >> 2 = 20 of them from the head, a[60..79],
+    # a private tree first (decay_va_pool_node), the global free tree only at the end
+    # of the node's decay. CPU 0 allocates 8 KiB twice within 2 us of the purge's
+    # start: both searches miss the decayed areas and go above the lazy area b. After
+    # the purge's event they are in the tree: the next 8 KiB goes to a[60].
+    s = 0x3000
+    a = [V + 0x1000 + i * s for i in range(80)]
+    b = a[-1] + s  # 20 KiB, lazily freed on node 0 by CPU 0
+    tr = Trace()
+    for x in a:
+        tr.alloc(x, cpu=1, size=s, align=1)
+    for x in a:
+        tr.free(x, size=s, cpu=1)
+    tr.purge(a[0], a[-1] + s, 80, 80 * 3)
+    tr.alloc(b, cpu=0, size=0x5000, align=1)
+    tr.free(b, size=0x5000, cpu=0)
+    began = tr.t + 20e-6  # the purge worker's wake-up (Replayer.worker_latency)
+    _alloc_at(tr, began + 1e-6, b + 0x5000, 0, 0x2000)
+    _alloc_at(tr, began + 2e-6, b + 0x7000, 0, 0x2000)
+    tr.t = began + 30e-6 - 0.001
+    tr.purge(b, b + 0x5000, 1, 5)
+    tr.alloc(a[60], cpu=0, size=0x2000, align=1)
+    res = run(tmp_path, tr, [(V, V + 0x1000)])
+    assert res.allocs_compared == 80 + 1 + 3
+    assert [(m.kernel, m.model) for m in res.mismatches] == [(b + 0x5000, a[60])]
+    m = res.mismatches[0]
+    assert m.cause_class == "race" and m.cause_key.startswith("decay:"), m
+
+
+def test_each_allocation_racing_a_refill_is_its_own_race(tmp_path):
+    # Node 0's purge pushes a[0..9] onto its pool in ascending order while CPU 0
+    # allocates from it: the first allocation gets a[3] (the last pushed then), the
+    # second a[6]. Neither follows from the other; after the purge's event the pool
+    # head is a[9], as the model has it.
+    s = 0x3000
+    a = [V + 0x1000 + i * s for i in range(10)]
+    tr = Trace()
+    for x in a:
+        tr.alloc(x, cpu=0, size=s, align=1)
+    for x in a:
+        tr.free(x, size=s, cpu=0)
+    tr.alloc(a[3], cpu=0, size=s, align=1)
+    tr.alloc(a[6], cpu=0, size=s, align=1)
+    tr.purge(a[0], a[-1] + s, 10, 30)
+    tr.alloc(a[9], cpu=0, size=s, align=1)
+    res = run(tmp_path, tr, [(V, V + 0x1000)])
+    assert [m.kernel for m in res.mismatches] == [a[3], a[6]]
+    assert all(m.cause_class == "race" for m in res.mismatches)
+    keys = [m.cause_key for m in res.mismatches]
+    assert all(k.startswith("refill:") for k in keys) and len(set(keys)) == 2
+    assert res.allocs_matched == res.allocs_compared - 2
+
+
+# --- pools at snapshot time, areas with align <= PAGE_SIZE (no drop_caches) ----------
+
+
+def test_a_tree_choice_shows_every_lower_fitting_block_is_not_in_the_kernels_tree(tmp_path):
+    # Without drop_caches, the 12 KiB and 16 KiB holes below V + 0xA000 are pooled
+    # in the kernel (other sizes' pools): its 12 KiB tree search returns the lowest
+    # block of at least 12 KiB in its tree, the top one. So neither hole is in its
+    # tree, and its next 8 KiB search ends there too, not in the 16 KiB hole.
+    busy = [(V, V + 0x1000), (V + 0x4000, V + 0x5000), (V + 0x9000, V + 0xA000)]
+    tr = Trace()
+    tr.alloc(V + 0xA000, cpu=0, size=0x3000, align=1)
+    tr.alloc(V + 0xD000, cpu=0, size=0x2000, align=1)
+    res = run(tmp_path, tr, busy, drop=False)
+    assert [(m.kernel, m.model) for m in res.mismatches] == [(V + 0xA000, V + 0x1000)]
+    assert res.allocs_matched == 1
+
+
+def test_hidden_pool_heads_of_exact_size_holes_are_followed_down_by_their_stride(tmp_path):
+    # Node 0's pool[2] holds six 12 KiB areas at snapshot time, h0 < ... < h5, 20 KiB
+    # apart (one purge pushed them ascending: head h5), each alone between busy areas;
+    # h1 has a free page above it. The first two allocations show the model a head (h5
+    # looks like a tree choice, h4 comes from a range the kernel's tree lacks); the next
+    # heads are the exact-size holes below (h3, h2); three heads 20 KiB apart make a
+    # stride, which finds h1 (not an exact hole) and h0; then the tree.
+    h = [V + 0x1000 + i * 0x5000 for i in range(6)]
+    busy = [(V, V + 0x1000)] + [(x + (0x4000 if x == h[1] else 0x3000), x + 0x5000) for x in h]
+    top = h[-1] + 0x5000
+    tr = Trace()
+    for addr in (*h[::-1], top):
+        tr.alloc(addr, cpu=0, size=0x3000, align=1)
+    res = run(tmp_path, tr, busy, drop=False)
+    assert [m.kernel for m in res.mismatches] == [h[5], h[4]]
+    assert res.allocs_matched == 5
+    assert res.hidden_pool_hits == 4
+
+
+def test_once_a_hidden_stack_pool_is_used_up_a_tree_choice_parks_every_lower_block(
+    tmp_path,
+):
+    # Three 40 KiB holes F1 < F2 < F3 and a range R hold pooled areas in the kernel
+    # (no drop_caches). Node 0's hidden stack pool shows its head inside R, then the
+    # kernel goes to its tree (above R): that pool is used up. From then on a stack at
+    # the bottom of the top block is a tree search for length 0x8fff, the lowest block
+    # of that length in the kernel's tree: every lower block of that length is not in
+    # it, F3 and what is left of R as well as the model's choice F2.
+    f = [V + 0x1000, V + 0xC000, V + 0x17000]
+    r, top = V + 0x22000, V + 0x41000
+    busy = [(V, V + 0x1000)] + [(x + 0xA000, x + 0xB000) for x in f] + [(r + 0x1E000, top)]
+    tr = Trace()
+    for addr in (V + 0x38000, V + 0x44000, V + 0x4C000, V + 0x54000):
+        tr.alloc(addr, cpu=0)
+    res = run(tmp_path, tr, busy, drop=False)
+    assert [m.kernel for m in res.mismatches] == [V + 0x38000, V + 0x44000, V + 0x4C000]
+    assert res.mismatches[-1].model == f[1]
+    assert res.allocs_matched == 1
+
+
+def test_a_stack_tree_choice_parks_every_lower_block_while_no_hidden_stack_is_seen(
+    tmp_path,
+):
+    # Two 40 KiB holes below the top block are pooled in the kernel (no drop_caches);
+    # CPU 1's node has shown no pooled stack yet. Its stacks at the bottom of the top
+    # block are tree searches for length 0x8fff: neither hole is in the kernel's tree.
+    f = [V + 0x1000, V + 0xC000]
+    top = V + 0x17000
+    busy = [(V, V + 0x1000)] + [(x + 0xA000, x + 0xB000) for x in f]
+    tr = Trace()
+    for addr in (top + 0x1000, top + 0x9000, top + 0x11000):
+        tr.alloc(addr, cpu=1)
+    res = run(tmp_path, tr, busy, drop=False)
+    assert [(m.kernel, m.model) for m in res.mismatches] == [(top + 0x1000, f[0] + 0x3000)]
+    assert res.allocs_matched == 2
+
+
+def test_pools_emptied_by_the_shrinker_are_inferred_at_once(tmp_path):
+    # Six stacks of CPU 0 are freed and purged into node 0's pool (head: the highest).
+    # Then drop_caches (or memory pressure) runs the vmap-node shrinker, which returns
+    # every pooled area to the free tree; no vmalloc event says so. The next stack is
+    # a tree search: the lowest slot, V + 0x4000, at position 5 of the model's pool.
+    # That is where a search ends with every pool in the tree: the model empties its
+    # pools too, and the stack after it (V + 0xC000) agrees.
+    stacks = [V + 0x4000 + i * 0x8000 for i in range(6)]
+    tr = Trace()
+    for x in stacks:
+        tr.alloc(x, cpu=0)
+    for x in stacks:
+        tr.free(x)
+    tr.purge(stacks[0], stacks[-1] + STACK, 6, 30)
+    tr.alloc(stacks[0], cpu=0)
+    tr.alloc(stacks[1], cpu=0)
+    res = run(tmp_path, tr, [(V, V + 0x1000)])
+    assert [(m.kernel, m.model) for m in res.mismatches] == [(stacks[0], stacks[-1])]
+    assert res.mismatches[0].cause_key.startswith("shrinker:")
+    assert res.allocs_matched == 7

@@ -184,3 +184,31 @@ def test_trace_bytes_kept_as_the_kernel_wrote_them(
     assert res.events[0].task == "pyth\udcffn\r\x0bx"
     for name, line in meta["marker_lines"].items():
         assert res.marker(name) is not None and res.marker(name).line == line  # type: ignore[union-attr]
+
+
+def test_recovery_acts_only_on_captures_of_this_pid_namespace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead-looking pid of another pid namespace may be a live capture: its instance
+    and state stay; an instance with no record at all is named, not removed."""
+    run = tmp_path / "run"
+    run.mkdir()
+    monkeypatch.setattr(capture, "STATE_DIR", run)
+    base = tmp_path / "tracefs"
+    (base / "instances").mkdir(parents=True)
+    monkeypatch.setattr(capture, "_pid_alive", lambda pid: False)
+    cleaned: list[object] = []
+    monkeypatch.setattr(capture, "_cleanup", lambda st, log: cleaned.append(st.instance) or [])
+    ours = capture._pid_namespace()
+    assert ours is not None
+    for pid, ns in ((101, ours), (102, ours + 1)):
+        inst = base / "instances" / f"pyvmalloc-{pid}"
+        inst.mkdir()
+        (run / f"capture-{pid}.json").write_text(json.dumps({"instance": str(inst), "pidns": ns}))
+    (base / "instances" / "pyvmalloc-103").mkdir()  # no state file
+    log: list[str] = []
+    assert capture.recover_stale_captures(base, log.append) == 1
+    assert cleaned == [base / "instances" / "pyvmalloc-101"]
+    assert not (run / "capture-101.json").exists()
+    assert (run / "capture-102.json").exists()  # another namespace's: untouched
+    assert any("pyvmalloc-103 alone" in m for m in log)

@@ -37,11 +37,13 @@ def test_drained_captures_agree_at_least_99_percent(capture):
     if res.allocs_compared >= 500:
         assert res.agreement >= 0.99, res.mismatches[:3]
     # Small captures (netns2, duration30: 97-156 allocations) have a few tree-shape
-    # one-offs each. No hidden-state cause repeats; a purge in flight (a race) may
-    # cost a few (threads-long: 14 allocations raced one purge's decay and refill).
+    # one-offs each. No hidden-state cause repeats; a purge in flight (a race) costs
+    # at most a few: each allocation racing a refill is its own race, and a decay not
+    # yet in the kernel's tree is held out of the model's (threads-long: 14 -> 11
+    # races in one purge, none sharing a cause with more than one other).
     for c in res.causes:
         assert c["mismatches"] == 1 or c["class"] == "race", c
-        assert c["mismatches"] <= 14, c
+        assert c["mismatches"] <= 3, c
     # The model's lazy accounting follows the kernel's nr_lazy at every free.
     assert res.lazy_drift == 0
     assert res.frees_unknown == 0

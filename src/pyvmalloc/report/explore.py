@@ -1071,7 +1071,7 @@ def build_tour_data(
         results: list[int] = shared if calls is not None else []
         searches.clear()
 
-        def run(call: Any = call, results: list[int] = results) -> int:
+        def run(call: Any = call, results: list[int] = results) -> int | None:
             return run_call(k, call, results)
 
         rec = record(k, run, label=text)

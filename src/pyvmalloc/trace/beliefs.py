@@ -88,10 +88,28 @@ class Beliefs:
         #: Pools at snapshot time (no drop_caches): (node, class) -> the last head the
         #: kernel took from it; absent = not seen yet, None = seen empty.
         self.hidden_head: dict[tuple[int, int], int | None] = {}
+        #: The heads the kernel took from a hidden pool before the last one.
+        self.hidden_prev: dict[tuple[int, int], int] = {}
+        self.hidden_prev2: dict[tuple[int, int], int] = {}
         #: Slots refuted as heads of a hidden pool: (node, class) -> addresses.
         self.hidden_refuted: dict[tuple[int, int], set[int]] = {}
         #: Number of revisions made (each one a refuted guess).
         self.revisions = 0
+
+    def hidden_pool_seen(self, key: tuple[int, int]) -> bool:
+        """Whether the kernel has shown a head of the pool ``key`` hidden at snapshot
+        time that is not known to be used up since."""
+        return self.hidden_head.get(key) is not None
+
+    def saw_hidden_head(self, key: tuple[int, int], addr: int) -> None:
+        """The kernel took ``addr`` from the pool ``key`` hidden at snapshot time."""
+        last = self.hidden_head.get(key)
+        if last is not None and last != addr:
+            before = self.hidden_prev.get(key)
+            if before is not None:
+                self.hidden_prev2[key] = before
+            self.hidden_prev[key] = last
+        self.hidden_head[key] = addr
 
     # --- node of pre-snapshot areas -------------------------------------------------
     def guess_node(self, va: VmapArea) -> None:
@@ -173,6 +191,47 @@ class Beliefs:
         self.passed[id(va)] = n + 1
         return n == 0
 
+    # --- a purge's decay in flight ------------------------------------------------
+    def pool_ranges(self) -> set[tuple[int, int, int]]:
+        """Every pooled area as ``(start, end, node)``."""
+        return {
+            (va.va_start, va.va_end, vn.id)
+            for vn in self.space.nodes
+            for pool in vn.pools.values()
+            for va in pool
+        }
+
+    def hold_decayed(self, ranges: list[tuple[int, int, int]]) -> list[VmapArea]:
+        """A purge's decay had not reached the kernel's free tree yet: take these
+        decayed ranges back out of the model's free tree (parked) until it has.
+
+        ``decay_va_pool_node`` gathers a node's decayed areas in a private tree and
+        merges them into the global free tree only after all of that node's pools
+        (``reclaim_list_global``), so an allocation on another CPU meanwhile searches
+        a tree without them. Returns the parked blocks (for :meth:`release`).
+        """
+        free = self.space.free
+        held: list[VmapArea] = []
+        for start, end, _node in sorted(ranges):
+            blk = free.pvm_find_va_enclose_addr(start)
+            if blk is None or blk.va_start > start or blk.va_end < end:
+                continue  # the model allocated in it meanwhile
+            if free.va_clip(blk, start, end - start):
+                continue
+            va = VmapArea(start, end)
+            self._park(va)
+            held.append(va)
+        if held:
+            self.revisions += 1
+        return held
+
+    def release(self, held: list[VmapArea]) -> None:
+        """Give blocks parked by :meth:`hold_decayed` back to the free tree."""
+        free = self.space.free
+        for va in held:
+            if self.parked.get(va.va_start) is va:
+                free.merge_or_add_vmap_area_augment(self._unpark(va.va_start))
+
     # --- tree shape -----------------------------------------------------------------
     def park(self, block: tuple[int, int]) -> bool:
         """The kernel's tree does not have what the model sees as the free block
@@ -187,6 +246,15 @@ class Beliefs:
         self._park(blk)
         self.revisions += 1
         return True
+
+    def range_is_free(self, start: int, end: int) -> bool:
+        """Whether ``[start, end)`` lies in one free block of the model's tree or in
+        one parked block."""
+        blk = self.space.free.pvm_find_va_enclose_addr(start)
+        if blk is not None and blk.va_start <= start and end <= blk.va_end:
+            return True
+        pk = self.parked_at(start) if self.parked else None
+        return pk is not None and end <= pk.va_end
 
     def parked_at(self, addr: int) -> VmapArea | None:
         i = bisect_right(self._parked_starts, addr) - 1
@@ -367,8 +435,11 @@ def pool_class(size: int) -> int:
     return (size - 1) >> PAGE_SHIFT
 
 
-#: How many free blocks below the last head :meth:`Beliefs.next_hidden_head` looks at.
+#: How many free blocks below the last head :func:`next_hidden_head` looks at.
 HIDDEN_SCAN_BLOCKS = 64
+#: How many free ranges below the last head :func:`next_hidden_area` looks at for one
+#: of exactly the allocation's size.
+EXACT_SCAN_BLOCKS = 16
 
 
 def next_hidden_head(b: Beliefs, node: int, idx: int, size: int, align: int) -> int | None:
@@ -399,4 +470,45 @@ def next_hidden_head(b: Beliefs, node: int, idx: int, size: int, align: int) -> 
             if y not in refuted and y + size <= top:
                 return int(y)
             y -= step
+    return None
+
+
+def next_hidden_area(b: Beliefs, node: int, idx: int, size: int) -> int | None:
+    """The likely next head of node ``node``'s pool ``idx`` at snapshot time, for an
+    area with align <= PAGE_SIZE, once the kernel has shown one head of it.
+
+    A purge pushes its areas onto the pool head in ascending address order, so one
+    purge's areas leave the pool in descending order. Below the last head, the
+    candidates are, in this order: the slot one stride further down when the last
+    three heads were ``stride`` apart (a workload that allocated the same sequence
+    again and again left its areas at a regular stride), then the highest free range
+    of exactly this size (one pooled area between busy ones). Slots the kernel
+    refuted are skipped.
+    """
+    key = (node, idx)
+    last = b.hidden_head.get(key)
+    if last is None:
+        return None
+    refuted = b.hidden_refuted.get(key, ())
+    vs = b.space.vmalloc_start
+    prev = b.hidden_prev.get(key)
+    if prev is not None and prev > last and b.hidden_prev2.get(key) == prev + (prev - last):
+        y = last - (prev - last)
+        if y >= vs and y not in refuted and b.range_is_free(y, y + size):
+            return y
+    # Maximal free ranges below ``last``, highest first (a parked block may touch a
+    # tree block: they are one range).
+    cur: tuple[int, int] | None = None
+    for n, (start, end) in enumerate(b.ranges_below(last)):
+        if n >= EXACT_SCAN_BLOCKS or start < vs:
+            break
+        end = min(end, last)
+        if cur is not None and cur[0] == end:
+            cur = (start, cur[1])
+            continue
+        if cur is not None and cur[1] - cur[0] == size and cur[0] not in refuted:
+            return cur[0]
+        cur = (start, end)
+    if cur is not None and cur[1] - cur[0] == size and cur[0] not in refuted:
+        return cur[0]
     return None

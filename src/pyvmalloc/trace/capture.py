@@ -8,6 +8,10 @@ A capture is a directory::
       trace            ftrace text of the three vmalloc: events (+ our markers),
                        from a private tracefs instance; ``trace.gz`` with --gzip
       vmallocinfo.end  optional second snapshot after the workload (--end-snapshot)
+      kstate.json      the kernel's free tree, vmap nodes, lazy lists and pools, read
+                       with BPF right after the snapshot (pyvmalloc.trace.kread; not
+                       with --no-kstate or where the machine cannot); kstate.end.json
+                       after the end snapshot; ``.gz`` with --gzip
 
 Ordering. Tracing is enabled first, *then* the snapshot is read, so no event can fall
 into a gap between the two. Around the read, markers are written into the instance's
@@ -16,8 +20,10 @@ into a gap between the two. Around the read, markers are written into the instan
     pyvmalloc: drop-caches-begin / drop-caches-end    (if --drop-caches)
     pyvmalloc: snapshot-begin                          just before opening vmallocinfo
     pyvmalloc: snapshot-end                            just after reading it to EOF
+    pyvmalloc: kstate-begin / kstate-end               around the BPF readout (kstate.json)
     pyvmalloc: workload-begin / workload-end
     pyvmalloc: end-snapshot-begin / end-snapshot-end   (if --end-snapshot)
+    pyvmalloc: end-kstate-begin / end-kstate-end       (if --end-snapshot, kstate.end.json)
 
 Every vmalloc event before ``snapshot-begin`` is already reflected in the snapshot;
 every event after ``snapshot-end`` is not. Events between the two (the read takes a
@@ -51,7 +57,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pyvmalloc.trace import bpfload
+from pyvmalloc.trace import bpfload, kread
 
 __all__ = [
     "MARKER_PREFIX",
@@ -93,6 +99,7 @@ class CaptureOptions:
     buffer_mb: int = 64
     end_snapshot: bool = False
     gzip: bool = False
+    kstate: bool = True
     settle: float = 0.3
     force: bool = False
     tracefs: Path | None = None
@@ -116,8 +123,18 @@ def _write(path: Path, value: str) -> None:
 
 
 #: Files of a capture directory; those holding real kernel addresses are private.
-OUTPUT_FILES = ("meta.json", "vmallocinfo", "vmallocinfo.end", "trace", "trace.gz")
-PRIVATE_MODE = 0o600  # vmallocinfo, vmallocinfo.end, trace(.gz): real kernel addresses
+OUTPUT_FILES = (
+    "meta.json",
+    "vmallocinfo",
+    "vmallocinfo.end",
+    "trace",
+    "trace.gz",
+    "kstate.json",
+    "kstate.json.gz",
+    "kstate.end.json",
+    "kstate.end.json.gz",
+)
+PRIVATE_MODE = 0o600  # vmallocinfo(.end), trace(.gz), kstate(.end).json: real addresses
 PUBLIC_MODE = 0o644  # meta.json: counts and settings only
 
 
@@ -282,6 +299,18 @@ def _state_file(pid: int) -> Path:
     return STATE_DIR / f"capture-{pid}.json"
 
 
+def _pid_namespace() -> int | None:
+    """The inode of this process's pid namespace (``/proc/self/ns/pid``), or None.
+
+    A pid means something only inside its namespace: recovery acts on a killed
+    capture's leftovers only when it was recorded from the same one.
+    """
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
 def _save_state(st: _State) -> None:
     STATE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
     if STATE_DIR.is_symlink():
@@ -290,6 +319,7 @@ def _save_state(st: _State) -> None:
         "instance": str(st.instance) if st.instance else None,
         "kptr_old": st.kptr_old,
         "mounted": str(st.mounted) if st.mounted else None,
+        "pidns": _pid_namespace(),
     }
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(_state_file(os.getpid()), flags, 0o600)
@@ -324,6 +354,9 @@ def _read_state(f: Path, base: Path) -> dict[str, Any]:
         out["kptr_old"] = data["kptr_old"]
     if isinstance(data.get("mounted"), str):
         out["mounted"] = data["mounted"]
+    pidns = data.get("pidns")
+    if isinstance(pidns, int) and not isinstance(pidns, bool):
+        out["pidns"] = pidns
     return out
 
 
@@ -343,31 +376,42 @@ def recover_stale_captures(
     """Undo what earlier captures left behind when they were killed (SIGKILL).
 
     Restores ``kernel.kptr_restrict`` from their state file and removes their tracefs
-    instance; instances named ``pyvmalloc-<pid>`` of dead processes without a state
-    file are removed too. A tracefs a killed capture mounted is unmounted, or, with
+    instance. Only captures whose state file says they ran in this pid namespace are
+    touched (a pid of another namespace may be alive though ``kill(pid, 0)`` cannot
+    see it); an instance named ``pyvmalloc-<pid>`` with no such record is left alone
+    and named in the log. A tracefs a killed capture mounted is unmounted, or, with
     ``adopt_mounts``, handed over (a running capture unmounts it when it finishes).
     Returns the number of captures recovered.
     """
     recovered = 0
     stale: dict[int, dict[str, Any]] = {}
+    ours = _pid_namespace()
     if STATE_DIR.is_dir():
         for f in sorted(STATE_DIR.glob("capture-*.json")):
             try:
                 pid = int(f.stem.split("-", 1)[1])
             except ValueError:
                 continue
+            data = _read_state(f, base)
+            if data.get("pidns", ours) != ours:
+                continue  # another namespace's capture: its pid is not ours to test
             if not _pid_alive(pid):
-                stale[pid] = _read_state(f, base)
+                stale[pid] = data
                 f.unlink(missing_ok=True)
     inst_dir = base / "instances"
     if inst_dir.is_dir():
-        for inst in inst_dir.glob("pyvmalloc-*"):
+        for inst in sorted(inst_dir.glob("pyvmalloc-*")):
             try:
                 pid = int(inst.name.split("-", 1)[1])
             except ValueError:
                 continue
-            if not _pid_alive(pid):
-                stale.setdefault(pid, {})["instance"] = str(inst)
+            if pid in stale:
+                stale[pid].setdefault("instance", str(inst))
+            elif not _pid_alive(pid):
+                log(
+                    f"capture: left {inst} alone: no record that a capture of this pid "
+                    "namespace made it (remove it with rmdir once nothing uses it)"
+                )
     mounts = {Path(d["mounted"]) for d in stale.values() if d.get("mounted")}
     for pid, data in sorted(stale.items()):
         st = _State(
@@ -443,6 +487,7 @@ def _read_snapshot(path: str = "/proc/vmallocinfo") -> str:
     return b"".join(chunks).decode()
 
 
+_SNAP_AREA_RE = re.compile(r"^0x([0-9a-f]+)-0x([0-9a-f]+) ", re.M)
 _ALLOC_SIZE_RE = re.compile(r" alloc_vmap_area: va_start: \d+ size=(\d+) ")
 _FREE_RE = re.compile(r" free_vmap_area_noflush: va_start=\S+ nr_lazy=(\d+) nr_lazy_max=(\d+)")
 _PURGE_RE = re.compile(r" purge_vmap_area_lazy: start=\S+ end=\S+ num_purged=(\d+)")
@@ -527,6 +572,7 @@ def capture(opts: CaptureOptions) -> dict[str, Any]:
     outfd = _open_outdir(out, opts.force)
     log = opts.log
     st = _State(affinity=set(os.sched_getaffinity(0)))
+    reader: kread.Reader | None = None
     meta: dict[str, Any] = {
         "format": "pyvmalloc-capture",
         "format_version": CAPTURE_FORMAT_VERSION,
@@ -561,9 +607,9 @@ def capture(opts: CaptureOptions) -> dict[str, Any]:
             if adopted and st.mounted is None:
                 st.mounted = adopted[0]  # it was not mounted before the killed capture
             inst = base / "instances" / f"pyvmalloc-{os.getpid()}"
-            inst.mkdir()
             st.instance = inst
-            _save_state(st)
+            _save_state(st)  # first: a capture killed right after mkdir is undone later
+            inst.mkdir()
             ncpu = max(1, len(meta["cpus_possible"]) or os.cpu_count() or 1)
             per_cpu_kb = max(1024, (opts.buffer_mb << 10) // ncpu)
             _write(inst / "buffer_size_kb", str(per_cpu_kb))
@@ -577,6 +623,25 @@ def capture(opts: CaptureOptions) -> dict[str, Any]:
             if st.kptr_old != "1":
                 _write(KPTR, "1")
             meta["kptr_restrict_was"] = int(st.kptr_old)
+
+            if opts.kstate:
+                # Before tracing starts: loading the peek program vmallocs its struct
+                # bpf_prog, which the snapshot then shows as any other busy area.
+                reader = kread.Reader()
+                try:
+                    reader.prepare()
+                except kread.KreadError as e:
+                    reader.close()
+                    reader = None
+                    meta["kstate"] = {"read": False, "reason": str(e)}
+                    log(f"capture: not reading the kernel's vmap state: {e}")
+                else:
+                    meta["kstate"] = {
+                        "read": True,
+                        "found": reader.anchors.how if reader.anchors else [],
+                    }
+            else:
+                meta["kstate"] = {"read": False, "reason": "--no-kstate"}
 
             _write(inst / "tracing_on", "1")
             meta["start_time"] = _now()
@@ -597,6 +662,10 @@ def capture(opts: CaptureOptions) -> dict[str, Any]:
                     "kptr_restrict=1 (are we really root with CAP_SYSLOG?)"
                 )
             _write_output(outfd, "vmallocinfo", snap)
+            if reader is not None:
+                meta["kstate"]["after-snapshot"] = _read_kstate(
+                    reader, inst, outfd, "kstate", "after-snapshot", opts.gzip, log, snap
+                )
 
             _mark(inst, "workload-begin")
             meta["mode"], meta["command"] = _run_activity(opts, st, meta, log)
@@ -608,6 +677,17 @@ def capture(opts: CaptureOptions) -> dict[str, Any]:
                 end_snap = _read_snapshot()
                 _mark(inst, "end-snapshot-end")
                 _write_output(outfd, "vmallocinfo.end", end_snap)
+                if reader is not None:
+                    meta["kstate"]["after-end-snapshot"] = _read_kstate(
+                        reader,
+                        inst,
+                        outfd,
+                        "end-kstate",
+                        "after-end-snapshot",
+                        opts.gzip,
+                        log,
+                        end_snap,
+                    )
             _mark(inst, "capture-end")
             _write(inst / "tracing_on", "0")
             meta["end_time"] = _now()
@@ -637,9 +717,58 @@ def capture(opts: CaptureOptions) -> dict[str, Any]:
             return meta
         finally:
             os.close(outfd)
+            if reader is not None:
+                reader.close()
             bpfload.release_kept()
             if not _cleanup(st, log):
                 _state_file(os.getpid()).unlink(missing_ok=True)
+
+
+def _read_kstate(
+    reader: kread.Reader,
+    inst: Path,
+    outfd: int,
+    marker: str,
+    taken: str,
+    gz: bool,
+    log: Callable[[str], None],
+    snapshot: str = "",
+) -> dict[str, Any]:
+    """One readout between ``<marker>-begin`` and ``<marker>-end``, written to
+    ``kstate.json`` (or ``kstate.end.json``); returns its summary for meta.json, with
+    how many areas of ``snapshot`` (the vmallocinfo read just before) the readout does
+    not hold as busy or lazy (events in between, or a kernel/reader disagreement)."""
+    _mark(inst, marker + "-begin")
+    try:
+        doc = reader.read(taken)
+    except kread.KreadError as e:
+        _mark(inst, marker + "-end")
+        log(f"capture: the kernel's vmap state could not be read {taken}: {e}")
+        return {"error": str(e)}
+    _mark(inst, marker + "-end")
+    name = ("kstate.end.json" if taken == "after-end-snapshot" else "kstate.json") + (
+        ".gz" if gz else ""
+    )
+    _write_output(outfd, name, kread.write_kstate(doc))
+    if not doc["consistent"]:
+        log(f"capture: WARNING: {name}: every readout raced ({doc['errors'][-1]})")
+    held = {
+        int(a[0], 16): int(a[1], 16) for vn in doc["vmap_nodes"] for a in [*vn["busy"], *vn["lazy"]]
+    }
+    snap = [(int(m.group(1), 16), int(m.group(2), 16)) for m in _SNAP_AREA_RE.finditer(snapshot)]
+    return {
+        "file": name,
+        "consistent": doc["consistent"],
+        "snapshot_areas": len(snap),
+        "snapshot_areas_not_held": sum(1 for a, b in snap if held.get(a) != b)
+        if doc["consistent"]
+        else None,
+        "attempts": doc["attempts"],
+        "read_seconds": doc["read_seconds"],
+        "free_blocks": len(doc["free_tree"]["nodes"]),
+        "pooled": sum(p["len"] for vn in doc["vmap_nodes"] for p in vn["pools"]),
+        "nr_vmap_nodes": doc["nr_vmap_nodes"],
+    }
 
 
 def _run_activity(
@@ -749,7 +878,17 @@ def add_arguments(p: argparse.ArgumentParser, *, positionals: bool = True) -> No
         action="store_true",
         help="also save vmallocinfo.end after the activity",
     )
-    p.add_argument("--gzip", action="store_true", help="write trace.gz instead of trace")
+    p.add_argument(
+        "--gzip", action="store_true", help="write trace.gz (and kstate.json.gz) instead"
+    )
+    p.add_argument(
+        "--kstate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="read the kernel's free tree, vmap nodes, lazy lists and pools with BPF right "
+        "after each snapshot into kstate.json (needs BTF, BPF, root, x86_64; skipped with a "
+        "one-line reason where the machine cannot). Default: on",
+    )
     p.add_argument(
         "--settle",
         type=float,
@@ -796,6 +935,7 @@ def _handler(args: argparse.Namespace) -> int:
         buffer_mb=args.buffer_mb,
         end_snapshot=args.end_snapshot,
         gzip=args.gzip,
+        kstate=args.kstate,
         settle=args.settle,
         force=args.force,
     )
@@ -814,9 +954,20 @@ def _handler(args: argparse.Namespace) -> int:
     print(
         f"capture: {args.outdir}: {c['alloc_vmap_area']} allocs, "
         f"{c['free_vmap_area_noflush']} frees, {c['purge_vmap_area_lazy']} purges, "
-        f"lost={meta['lost_events']} overrun={meta['overrun']}"
+        f"lost={meta['lost_events']} overrun={meta['overrun']} kstate={_kstate_word(meta)}"
     )
     return 0 if meta["complete"] else 3
+
+
+def _kstate_word(meta: dict[str, Any]) -> str:
+    """``consistent``, ``raced`` (some readout never consistent), ``failed`` or ``off``."""
+    k = meta.get("kstate", {})
+    if not k.get("read"):
+        return "off"
+    outs = [k[t] for t in ("after-snapshot", "after-end-snapshot") if t in k]
+    if any("error" in o for o in outs):
+        return "failed"
+    return "consistent" if all(o.get("consistent") for o in outs) else "raced"
 
 
 def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,7 +1,9 @@
 """Reading a capture directory (``pyvmalloc capture`` output) safely and strictly.
 
 A capture directory holds ``meta.json``, ``vmallocinfo``, ``trace`` or ``trace.gz``
-and optionally ``vmallocinfo.end`` (see :mod:`pyvmalloc.trace.capture`). Its files
+and optionally ``vmallocinfo.end`` (see :mod:`pyvmalloc.trace.capture`) and the kernel's
+hidden state read at snapshot time, ``kstate.json`` and ``kstate.end.json`` (either
+may be gzipped, :mod:`pyvmalloc.trace.kstate`). Its files
 must be regular files: a symbolic link is refused without being followed, so a
 directory handed over by someone else cannot make pyvmalloc (perhaps run as root)
 read, and quote in an error message, a file its owner may not read.
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pyvmalloc.errors import InputError
+from pyvmalloc.trace.kstate import KState, load_kstate
 
 __all__ = [
     "MAX_META_BYTES",
@@ -263,6 +266,24 @@ class Capture:
     snapshot: Path
     meta: dict[str, Any]
     end_snapshot: Path | None
+    #: ``kstate.json[.gz]`` and ``kstate.end.json[.gz]``, when the capture read them.
+    kstate: Path | None = None
+    kstate_end: Path | None = None
+
+    def kstates(self) -> tuple[KState | None, KState | None]:
+        """Load and check the kstate files (:func:`~pyvmalloc.trace.kstate.load_kstate`)."""
+        return (
+            load_kstate(self.kstate) if self.kstate is not None else None,
+            load_kstate(self.kstate_end) if self.kstate_end is not None else None,
+        )
+
+
+def _one_of(d: Path, name: str) -> Path | None:
+    """``name`` or ``name.gz`` in ``d`` (both at once is ambiguous)."""
+    plain, packed = member(d, name), member(d, name + ".gz")
+    if plain is not None and packed is not None:
+        raise InputError(f"holds both {name} and {name}.gz; keep one", path=str(d))
+    return plain or packed
 
 
 def load_capture_dir(path: str | os.PathLike[str]) -> Capture:
@@ -274,4 +295,12 @@ def load_capture_dir(path: str | os.PathLike[str]) -> Capture:
     snap = member(d, "vmallocinfo")
     if snap is None:
         raise InputError("no vmallocinfo snapshot in this capture directory", path=str(d))
-    return Capture(d, trace, snap, meta, member(d, "vmallocinfo.end"))
+    return Capture(
+        d,
+        trace,
+        snap,
+        meta,
+        member(d, "vmallocinfo.end"),
+        _one_of(d, "kstate.json"),
+        _one_of(d, "kstate.end.json"),
+    )

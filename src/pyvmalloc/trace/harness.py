@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pyvmalloc.config import EBUSY, PAGE_SHIFT, KernelProfile, Machine, get_profile
-from pyvmalloc.errors import InvariantError
+from pyvmalloc.errors import InputError, InvariantError
 from pyvmalloc.kernel import Kernel
 from pyvmalloc.trace.events import (
     AllocVmapArea,
@@ -38,6 +38,7 @@ from pyvmalloc.trace.events import (
     PurgeVmapAreaLazy,
     TraceEvent,
 )
+from pyvmalloc.trace.kstate import KState
 from pyvmalloc.trace.parse import TraceParseResult
 from pyvmalloc.trace.snapshot import VmallocEntry, VmallocInfo, infer_lazy_nodes
 from pyvmalloc.vmalloc import (
@@ -66,6 +67,7 @@ from pyvmalloc.vmap.space import VmapSpace
 __all__ = [
     "VM_FLAG_WORDS",
     "Fragmentation",
+    "KStateSeed",
     "SnapshotEvents",
     "TraceDriver",
     "TraceHarness",
@@ -148,6 +150,18 @@ class TraceDriver(Protocol):
 
 #: ``observer(index, event, harness)``: called after each event is applied.
 Observer = Callable[[int, TraceEvent, "TraceHarness"], None]
+
+
+@dataclass
+class KStateSeed:
+    """What :meth:`TraceHarness.seed_kstate` put in the model."""
+
+    busy: int = 0
+    lazy: int = 0
+    pooled: int = 0
+    free: int = 0
+    #: Busy areas whose allocating node the readout did not give (a guess).
+    guessed: list[VmapArea] = field(default_factory=list)
 
 
 @dataclass
@@ -270,6 +284,144 @@ class TraceHarness:
             for e, node in zip(lazy, nodes, strict=True):
                 self.seed_lazy(e.start, e.end, node)
         return len(info.busy), len(lazy)
+
+    def seed_kstate(self, ks: KState, info: VmallocInfo | None) -> KStateSeed:
+        """Seed a fresh model from the kernel's own state (``kstate.json``).
+
+        Busy areas get the flags the kernel gave them (``va->flags`` as read: the
+        allocating CPU's node, ``encode_vn_id``, and VMAP_RAM/VMAP_BLOCK) when the
+        readout has them, else the snapshot's guess (returned in ``guessed``); the
+        flags decide, as in 6.18's ``free_vmap_area_noflush`` and ``purge_vmap_node``,
+        whose lazy list a freed area joins and whose pool takes it. A busy area takes
+        the ``vm_struct`` of the snapshot line with its range. Lazy areas go on their
+        node's list in list order, pools keep their order, and the free tree takes
+        exactly the kernel's shape and colours.
+
+        Everything is checked before the model is touched: a readout of another
+        machine (vmap nodes, or flags naming a node it does not have), a busy area off
+        its address's node, or address space in
+        none of the structures (an area in a purge in flight) is an
+        :class:`InputError` and leaves the model as it was. The model must be fresh:
+        ``vmap_init_free_space`` left one block ``[1, ULONG_MAX)`` (x86-64 has no early
+        ``vmlist`` areas), which the kernel's first and last free nodes replace.
+        """
+        space = self.space
+        if isinstance(space, ListVmapSpace):
+            raise InputError("4.19 keeps no free tree to seed", path=ks.name)
+        n = space.nr_vmap_nodes
+        if ks.nr_vmap_nodes != n:
+            raise InputError(
+                f"read from a kernel with {ks.nr_vmap_nodes} vmap nodes; this model has {n}",
+                path=ks.name,
+            )
+        fresh = list(space.free)
+        if (
+            space.nr_busy
+            or space.lazy
+            or len(fresh) != 1
+            or any(vn.pool_len() for vn in space.nodes)
+        ):
+            raise InvariantError("seed_kstate: the model is not fresh")
+        if (fresh[0].va_start, fresh[0].va_end) != (1, space.ulong_max):
+            raise InvariantError(f"seed_kstate: the model starts with {fresh[0]!r}")
+        pieces = [(fn.va_start, fn.va_end) for fn in ks.nodes]
+        for vn in ks.vmap_nodes:
+            for what, listed in (("busy", vn.busy), ("lazy", vn.lazy)):
+                for j, (_s, _e, f) in enumerate(listed):
+                    # encode_vn_id stores node + 1 from bit 8 (0: no node); a node this
+                    # machine does not have cannot be the allocating node.
+                    if f is not None and f >> 8 > n:
+                        raise InputError(
+                            f"vmap_nodes[{vn.id}].{what}[{j}][2] (flags): {f:#x} names vmap "
+                            f"node {(f >> 8) - 1}; this model has {n} (0..{n - 1})",
+                            path=ks.name,
+                        )
+            for s, e, _f in vn.busy:
+                if n > 1 and space.addr_to_node_id(s) != vn.id:
+                    raise InputError(
+                        f"vmap_nodes[{vn.id}]: busy {s:#x}-{e:#x} belongs to node "
+                        f"{space.addr_to_node_id(s)} (addr_to_node)",
+                        path=ks.name,
+                    )
+                pieces.append((s, e))
+            for s, e, f in vn.lazy:
+                probe = VmapArea(s, e)
+                probe.flags = f if f is not None else 0
+                if n > 1 and f is not None and space.lazy_node_of(probe) != vn.id:
+                    raise InputError(
+                        f"vmap_nodes[{vn.id}]: lazy {s:#x}-{e:#x} has flags {f:#x}, which "
+                        f"send it to node {space.lazy_node_of(probe)}'s list",
+                        path=ks.name,
+                    )
+                pieces.append((s, e))
+            pieces += [a for p in vn.pools for a in p.areas]
+        pieces.sort()
+        pos = 1
+        for s, e in pieces:
+            if s != pos:
+                raise InputError(
+                    f"{pos:#x}-{s:#x} is in none of the free tree, busy, lazy or pooled "
+                    "areas (in a purge when it was read?)",
+                    path=ks.name,
+                )
+            pos = e
+        if pos != space.ulong_max:
+            raise InputError(f"the address space ends at {pos:#x}, not ULONG_MAX", path=ks.name)
+        # The checks passed: build.
+        areas = space.free.seed_shape(
+            [(fn.va_start, fn.va_end) for fn in ks.nodes],
+            ks.root,
+            [(fn.left, fn.right) for fn in ks.nodes],
+            [fn.black for fn in ks.nodes],
+        )
+        for va, fn in zip(areas, ks.nodes, strict=True):
+            if va.subtree_max_size != fn.subtree_max_size:  # parse_kstate checked it too
+                raise InvariantError(f"subtree_max_size of {va!r} differs from the readout")
+        lines = {(e.start, e.end): e for e in info.busy} if info is not None else {}
+        block = self.machine.vmap_block_size
+        out = KStateSeed(free=len(areas))
+        for vn in ks.vmap_nodes:
+            for s, e, f in vn.busy:
+                line = lines.get((s, e))
+                va = VmapArea(s, e)
+                if f is not None:
+                    va.flags = f
+                else:
+                    if line is not None and line.kind == "vm_map_ram":
+                        va.flags = VMAP_RAM | (VMAP_BLOCK if e - s == block else 0)
+                    if n > 1 and space.vmalloc_start <= s and e <= space.vmalloc_end:
+                        va.flags |= space.encode_vn_id(vn.id)
+                        out.guessed.append(va)
+                space.insert_vmap_area(va)
+                if line is not None and line.kind == "vm":
+                    va.vm = vm_struct_of(line)
+                out.busy += 1
+            for s, e, f in vn.lazy:
+                va = VmapArea(s, e)
+                if f is not None:
+                    va.flags = f
+                elif n > 1 and (
+                    space.vmalloc_start <= s < space.vmalloc_end
+                    or space.addr_to_node_id(s) != vn.id
+                ):
+                    # Only a tagged area sits on a list other than its address's node's
+                    # (free_vmap_area_noflush); outside the vmalloc range, an area on its
+                    # address's list was a range-restricted request: untagged, not pooled.
+                    va.flags = space.encode_vn_id(vn.id)
+                va.state = VaState.LAZY
+                space.lazy.append(va)
+                space.vmap_lazy_nr += (e - s) >> PAGE_SHIFT
+                out.lazy += 1
+            for p in vn.pools:
+                pool: deque[VmapArea] = deque()
+                for s, e in p.areas:
+                    va = VmapArea(s, e)
+                    va.state = VaState.POOL
+                    pool.append(va)
+                space.nodes[vn.id].pools[p.pages - 1] = pool
+                out.pooled += len(pool)
+        space.check()
+        return out
 
     def seed_busy(self, start: int, end: int, *, flags: int = 0) -> VmapArea:
         """Make ``[start, end)`` a busy area (snapshot import or an adopted address)."""

@@ -18,7 +18,8 @@ the trace's events in order:
 What a replay cannot know is listed in ``docs/replay.md``: pool contents at snapshot
 time (invisible in vmallocinfo unless the capture dropped caches first), the allocating
 CPU of areas that were busy before the snapshot, and the free tree's shape (which only
-matters for alignments above PAGE_SIZE).
+matters for alignments above PAGE_SIZE) — unless the capture read them from the kernel
+(``kstate.json``, :mod:`pyvmalloc.trace.kstate`): then the model starts from those.
 """
 
 from __future__ import annotations
@@ -35,12 +36,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyvmalloc.config import ENOENT, ERANGE, PAGE_SIZE, format_size
+from pyvmalloc.rbtree import rb_next
 from pyvmalloc.trace.beliefs import (
     HIDDEN,
     RACE,
     RULE,
     Beliefs,
     Cause,
+    next_hidden_area,
     next_hidden_head,
     pool_class,
 )
@@ -52,6 +55,7 @@ from pyvmalloc.trace.events import (
     TraceEvent,
 )
 from pyvmalloc.trace.harness import Observer, TraceHarness, events_after_snapshot
+from pyvmalloc.trace.kstate import KState, compare_kstate, kstate_of
 from pyvmalloc.trace.parse import TraceParseResult, parse_trace
 from pyvmalloc.trace.snapshot import VmallocInfo, lazy_runs, parse_vmallocinfo
 from pyvmalloc.vmap.area import Decision, FitType, PendingPurge, VmapArea, is_err
@@ -61,6 +65,8 @@ from pyvmalloc.vmap.space import VmapSpace
 if TYPE_CHECKING:
     from pyvmalloc.kernel import Kernel
 
+#: Cause keys of facts a kstate.json readout holds (tree shape, pools at snapshot time).
+KSTATE_FACTS = ("shape", "snapshot-")
 #: Consecutive frees whose nr_lazy must differ from the model's to count as a drift.
 DRIFT_RUN = 8
 #: Allocations this close to a purge's event cannot be ordered against its refill
@@ -71,6 +77,9 @@ RACE_SECONDS = 50e-6
 #: may be preempted in between (0.7 ms seen on this machine).
 REORDER_EVENTS = 64
 REORDER_SECONDS = 1e-3
+#: Time ``decay_va_pool_node`` spends per decayed area before the node's decayed areas
+#: reach the free tree (assumed; this machine: 0.12-0.22 us seen, see docs/replay.md).
+DECAY_SECONDS_PER_AREA = 0.15e-6
 
 __all__ = [
     "CompareRow",
@@ -181,6 +190,13 @@ class ReplayResult:
     revisions: int = 0
     #: One entry per cause: class, fact, first line, mismatches it cost.
     causes: list[dict[str, Any]] = field(default_factory=list)
+    #: "kstate" (the kernel's own state, kstate.json) or "snapshot"; why not kstate.
+    seed: str = "snapshot"
+    seed_note: str = ""
+    kstate_pooled: int = 0
+    kstate_free_nodes: int = 0
+    #: The model's free tree and pools against the kernel's kstate.end.json.
+    end_kstate: dict[str, int] | None = None
 
     @property
     def agreement(self) -> float:
@@ -247,9 +263,14 @@ class Replayer:
         early_decay: bool = True,
         worker_latency: float = 20e-6,
         node_by_node: bool = True,
+        decay_in_flight: bool = True,
         placement: Any = None,
         pools: Any = None,
+        kstate: KState | None = None,
     ) -> None:
+        #: What the model is seeded from: "kstate" (when ``kstate`` is usable) or "snapshot".
+        self.seed = "snapshot"
+        self._kstate = kstate
         self.harness = TraceHarness(profile, cpus=cpus, placement=placement, pools=pools)
         self.profile = self.harness.profile
         self.kernel = self.harness.kernel
@@ -264,6 +285,8 @@ class Replayer:
         self.worker_latency = worker_latency
         #: Let a purge's nodes finish one by one before its event (see _plan_node_finish).
         self.node_by_node = node_by_node
+        #: (``decay_in_flight``) Hold a purge's decay out of the model's tree while the
+        #: kernel's choices show it is not in the kernel's yet (see _decay_in_flight).
         self.keep_mismatches = keep_mismatches
         self.result = ReplayResult(profile=self.profile.name, cpus=cpus)
         self.result.placement = self.space.placement.name
@@ -295,10 +318,19 @@ class Replayer:
         self._infer_pools = False
         #: Later allocations already applied out of trace order (lock-order races).
         self._reordered: set[int] = set()
+        #: The open purge's decayed areas ``(start, end, node)``, until its decay is
+        #: known to be in the kernel's tree, and those held out of the model's tree
+        #: while the kernel's decay was seen in flight (see :meth:`_explain`).
+        self._watch_decay = decay_in_flight
+        self._decayed: list[tuple[int, int, int]] = []
+        self._held: list[VmapArea] = []
+        self._held_until: list[tuple[float, list[VmapArea]]] = []
         self._seed(snapshot)
 
     # --- snapshot import ------------------------------------------------------------
     def _seed(self, info: VmallocInfo) -> None:
+        if self._kstate is not None and self._seed_kstate(self._kstate, info):
+            return
         busy, lazy = self.harness.seed_snapshot(info)
         self.result.snapshot_busy += busy
         self.result.snapshot_lazy += lazy
@@ -316,6 +348,34 @@ class Replayer:
                 for va in space.lazy:
                     self.beliefs.guess_node(va)
         self.beliefs.remember_old_blocks()
+
+    def _seed_kstate(self, ks: KState, info: VmallocInfo) -> bool:
+        """Seed from the kernel's own state; False (reason in ``seed_note``) if unusable.
+
+        The free tree's shape, the pools and each lazy area's node are then known, not
+        guessed; only busy areas whose flags the readout lacks keep a guessed node."""
+        from pyvmalloc.errors import InputError
+
+        res = self.result
+        why = ""
+        if not ks.consistent:
+            why = f"{ks.name}: every readout raced ({ks.attempts} attempts)"
+        elif ks.taken != "after-snapshot":
+            why = f"{ks.name}: taken {ks.taken}, not after the snapshot"
+        else:
+            try:
+                seed = self.harness.seed_kstate(ks, info)
+            except InputError as e:
+                why = str(e)
+        if why:
+            res.seed_note = f"kstate not used: {why}"
+            return False
+        self.seed = res.seed = "kstate"
+        res.snapshot_busy, res.snapshot_lazy = seed.busy, seed.lazy
+        res.kstate_pooled, res.kstate_free_nodes = seed.pooled, seed.free
+        for va in seed.guessed:
+            self.beliefs.guess_node(va)
+        return True
 
     # --- events -----------------------------------------------------------------------
     def run(
@@ -381,11 +441,12 @@ class Replayer:
             # happened by now, or this event is a free the purge did not take.
             nxt = self._next_purge
             assert nxt is not None
-            self.beliefs.purge_seq += 1
-            self._pending = self.harness.begin_purge(nxt.npurged)
+            self._begin_purge(nxt)
             self._purge_began_at = ev.timestamp if ev.timestamp < armed else armed
             self._armed_at = None
             self._plan_node_finish(ev.timestamp if ev.timestamp < armed else armed, nxt)
+        if self._held_until:
+            self._decay_reached_tree(ev.timestamp)
         pending = self._pending
         if pending is not None and self._node_done_at:
             # Nodes whose refill the purge worker has finished by now, on the
@@ -393,6 +454,7 @@ class Replayer:
             # to the areas each node returns.
             while self._node_done_at and ev.timestamp >= self._node_done_at[0]:
                 self._node_done_at.pop(0)
+                self._decay_reached_tree()
                 before = self.beliefs.before_refill()
                 self.space.purge_next_node(pending)
                 self.beliefs.after_refill(before)
@@ -409,6 +471,35 @@ class Replayer:
         for _vn, lst in pending.marked[:-1]:  # the last node ends with the event
             done += len(lst)
             self._node_done_at.append(t1 + span * done / total)
+
+    def _begin_purge(self, nxt: PurgeVmapAreaLazy) -> None:
+        """Run the next purge's first phase, noting which pooled areas it decayed."""
+        b = self.beliefs
+        b.purge_seq += 1
+        before = b.pool_ranges() if self._watch_decay else set()
+        self._pending = self.harness.begin_purge(nxt.npurged)
+        self._decayed = sorted(before - b.pool_ranges()) if before else []
+        self._held = []
+        self._held_until = []
+
+    def _decay_reached_tree(self, now: float | None = None) -> None:
+        """The purge's decay is in the kernel's free tree by now (its refill, which
+        comes after every node's decay, has begun, or its event came); with ``now``,
+        only the nodes whose decay was due to end by then."""
+        if now is not None:
+            due = [held for t, held in self._held_until if t <= now]
+            if not due:
+                return
+            self._held_until = [(t, held) for t, held in self._held_until if t > now]
+            for held in due:
+                self.beliefs.release(held)
+            self._held = [va for _t, held in self._held_until for va in held]
+            return
+        if self._held:
+            self.beliefs.release(self._held)
+            self._held = []
+            self._held_until = []
+        self._decayed = []
 
     def alloc(self, ev: AllocVmapArea) -> None:
         if self._reordered and id(ev) in self._reordered:
@@ -481,14 +572,17 @@ class Replayer:
             if hidden is not None:
                 res.allocs_matched_guessed += 1
                 res.hidden_pool_hits += 1
-                self.beliefs.hidden_head[(cpu % space.nr_vmap_nodes, pool_class(ev.size))] = hidden
+                self.beliefs.saw_hidden_head(
+                    (cpu % space.nr_vmap_nodes, pool_class(ev.size)), hidden
+                )
             elif dec is not None:
                 b = self.beliefs
                 if pool_hit:
                     if b.unknown_node and not b.node_known(va):  # type: ignore[arg-type]
                         res.allocs_matched_guessed += 1
                 elif dec.source == "tree" and ev.align > PAGE_SIZE:
-                    if dec.block[1] - dec.block[0] < dec.search_length:
+                    small = dec.block[1] - dec.block[0] < dec.search_length
+                    if small and self.seed != "kstate":  # kstate: the shape is known
                         res.allocs_matched_guessed += 1  # reachable only on the model's path
                     b.saw_kernel_tree_choice(ev.addr, dec.search_length)
             self.beliefs.forget(ev.addr)
@@ -521,6 +615,13 @@ class Replayer:
             cause = self._explain_hidden(ev, cpu, hidden)
         else:
             cause = self._explain(ev, cpu, dec, head, model_addr)
+        if (
+            self.seed == "kstate"
+            and cause.kind == HIDDEN
+            and str(cause.key[0]).startswith(KSTATE_FACTS)
+        ):
+            # The readout held this fact: the model's rules disagree with the kernel's.
+            cause = Cause(RULE, f"{cause.fact}, although kstate.json gave it", cause.key)
         if cause.kind == HIDDEN:
             res.hidden_state_mismatches += 1
         if len(res.mismatches) < self.keep_mismatches:
@@ -568,16 +669,15 @@ class Replayer:
     def _hidden_guess(self, ev: AllocVmapArea, cpu: int) -> int | None:
         """The model's guess when its own pool is empty but the kernel's may still hold
         areas pooled before the snapshot (no drop_caches)."""
-        if not self._poolable(ev) or ev.align <= PAGE_SIZE:
-            # Only stacks (align > PAGE_SIZE) are pooled side by side in a predictable
-            # order; for other sizes the model learns only which free ranges the
-            # kernel's tree does not have (see _explain).
+        if not self._poolable(ev):
             return None
         space = self.space
         node = cpu % space.nr_vmap_nodes
         idx = pool_class(ev.size)
         if space.nodes[node].pools.get(idx):
             return None  # the model's own pool entries are newer: they come first
+        if ev.align <= PAGE_SIZE:
+            return next_hidden_area(self.beliefs, node, idx, ev.size)
         return next_hidden_head(self.beliefs, node, idx, ev.size, ev.align)
 
     @staticmethod
@@ -620,8 +720,8 @@ class Replayer:
                 f"node {key[0]} pool[{key[1]}] at snapshot time: used up",
                 ("snapshot-pool-end", key[0], key[1], ev.line),
             )
-        if kind == "free":
-            b.hidden_head[key] = ev.addr
+        if kind in ("free", "parked"):
+            b.saw_hidden_head(key, ev.addr)
         return Cause(
             HIDDEN,
             f"{guess:#x} not next in node {key[0]} pool[{key[1]}] at snapshot time",
@@ -639,6 +739,10 @@ class Replayer:
     def _adopt(self, ev: AllocVmapArea, cpu: int) -> None:
         """Make the kernel's address busy in the model, tagged with the CPU's node."""
         b = self.beliefs
+        if self._held and any(
+            va.va_start < ev.addr + ev.size and ev.addr < va.va_end for va in self._held
+        ):
+            self._decay_reached_tree()  # the kernel allocated in it: it is in its tree
         if b.parked:
             pk = b.parked_at(ev.addr)
             end = ev.addr + ev.size
@@ -700,12 +804,29 @@ class Replayer:
                 RULE, "the kernel failed and the model did not, or the reverse", ("fail", ev.line)
             )
         kind, obj, pnode, pos = self._where(ev.addr, ev.size)
+        decay = self._decay_in_flight(ev, dec, kind, obj, model_addr)
+        if decay is not None:
+            return decay
+        if (
+            self._infer_pools
+            and ev.align <= PAGE_SIZE
+            and self._poolable(ev)
+            and node >= 0
+            and kind in ("free", "parked")
+            and isinstance(obj, tuple)
+            and obj[1] - obj[0] == ev.size
+            and (kind == "parked" or ev.addr < model_addr)
+            and b.hidden_head.get((node, idx), 0) is not None
+        ):
+            # A free range of exactly this size, below the model's tree choice (or one
+            # the kernel's tree lacks): one pooled area, this pool's head.
+            b.saw_hidden_head((node, idx), ev.addr)
         was_parked = kind == "parked"
         if was_parked and not self._at_bottom(ev, obj):
             # Inside a range the kernel's tree lacks: a pool entry there.
             assert isinstance(obj, tuple)
             if self._infer_pools and self._poolable(ev) and node >= 0:
-                b.hidden_head[(node, idx)] = ev.addr
+                b.saw_hidden_head((node, idx), ev.addr)
             return Cause(
                 HIDDEN,
                 f"{ev.addr:#x} pooled (at snapshot time) inside {obj[0]:#x}-{obj[1]:#x}",
@@ -724,11 +845,29 @@ class Replayer:
                 ("purge", b.purge_seq),
             )
         if kind in ("lazy", "purging") or self._in_race_window(ev.timestamp):
+            refill = self._refill_race(ev, node, idx)
+            if refill is not None:
+                return refill
             return Cause(
                 RACE,
                 "a purge in flight: its effects reached this CPU at another "
                 "time than the model assumes",
                 ("purge", b.purge_seq),
+            )
+        if (
+            kind in ("pool", "pooled-other")
+            and (pos != 0 or pnode != node)
+            and self._shrinker_explains(ev)
+        ):
+            # Every pool had been emptied into the tree (the "vmap-node" shrinker:
+            # drop_caches or memory pressure; no vmalloc event traces it).
+            released = self.space.vmap_node_shrink_scan()
+            b.revisions += 1
+            return Cause(
+                HIDDEN,
+                f"the vmap-node shrinker had emptied every pool ({released} areas; "
+                "drop_caches or memory pressure, not traced)",
+                ("shrinker", ev.line),
             )
         if head is not None and node >= 0:
             # The model took its pool head; the kernel did not.
@@ -824,7 +963,7 @@ class Replayer:
                 key, ()
             ):
                 # Free space to the model, not its choice: the kernel's pool head.
-                b.hidden_head[key] = ev.addr
+                b.saw_hidden_head(key, ev.addr)
                 if ev.addr > model_addr and zb[1] - zb[0] >= length and zb != obj:
                     # The model's lowest fit, passed over: believed pooled too (a tree
                     # search would have taken it) until the kernel allocates at its
@@ -853,6 +992,15 @@ class Replayer:
             if self.result.drop_caches is False:
                 if zb != obj:
                     b.park(zb)
+                    # At the bottom of a free block: a tree search, which returns the
+                    # lowest block of the search length (align <= PAGE_SIZE: the
+                    # lowest that fits). A pooled stack can sit there too: for a
+                    # stack, only while this node's hidden pool is not known to hold
+                    # any (no head seen, or used up).
+                    if self._at_bottom(ev, obj) and (
+                        ev.align <= PAGE_SIZE or (node >= 0 and not b.hidden_pool_seen((node, idx)))
+                    ):
+                        self._park_fitting_below(ev, length)
                 return Cause(
                     HIDDEN,
                     f"{zb[0]:#x}-{zb[1]:#x} pooled at snapshot time",
@@ -874,14 +1022,171 @@ class Replayer:
             RULE, "the kernel chose a lower block the model's search skipped", ("rule", ev.line)
         )
 
+    def _park_fitting_below(self, ev: AllocVmapArea, length: int, limit: int = 256) -> int:
+        """The kernel took ``ev.addr`` from its tree, at the bottom of a free block:
+        its search returns the lowest block of at least the search ``length`` (smaller
+        ones only on its descent path), so no block of that length below it is in the
+        kernel's tree. Park them (at most ``limit``, lowest first); returns how
+        many."""
+        blocks: list[tuple[int, int]] = []
+        # Lowest first: those are the ones the model's searches would end in.
+        blk = self.space.free.pvm_find_va_enclose_addr(ev.vstart)
+        if blk is None or blk.va_end <= ev.vstart:
+            blk = rb_next(blk) if blk is not None else self._first_free()
+        while blk is not None and len(blocks) < limit and blk.va_end <= ev.addr:
+            if blk.va_end - max(blk.va_start, ev.vstart) >= length:
+                blocks.append((blk.va_start, blk.va_end))
+            blk = rb_next(blk)
+        return sum(self.beliefs.park(block) for block in blocks)
+
+    def _shrinker_explains(self, ev: AllocVmapArea) -> bool:
+        """Whether the kernel's address is where a tree search would end if every
+        pooled area were back in the free tree: the lowest block of the search length
+        (the exact lowest match) in the model's free space and pools together.
+
+        ``vmap_node_shrink_scan`` (the "vmap-node" shrinker, run by ``drop_caches``
+        and by memory pressure) fully decays every node's pools, and no vmalloc
+        tracepoint says so. Not while a purge is in flight (its decay detaches pools
+        too, see :meth:`_decay_in_flight`).
+        """
+        if not self.trace_driven or self._pending is not None:
+            return False
+        if self._in_race_window(ev.timestamp) or self.space.nr_vmap_nodes < 2:
+            return False
+        space = self.space
+        spans = [(va.va_start, va.va_end) for va in space.free_areas()]
+        spans += [
+            (va.va_start, va.va_end)
+            for vn in space.nodes
+            for pool in vn.pools.values()
+            for va in pool
+        ]
+        spans.sort()
+        length = ev.size + ev.align - 1 if ev.align > PAGE_SIZE else ev.size
+        mask = ~(ev.align - 1) & space.ulong_max
+        merged: list[list[int]] = []
+        for start, end in spans:
+            if merged and merged[-1][1] == start:
+                merged[-1][1] = end
+            else:
+                merged.append([start, end])
+        for start, end in merged:
+            lo = max(start, ev.vstart)
+            if end - lo >= length:
+                nva = (lo + ev.align - 1) & mask
+                return bool(nva == ev.addr and nva + ev.size <= min(end, ev.vend))
+        return False
+
+    def _first_free(self) -> VmapArea | None:
+        """The lowest free block of the model's tree."""
+        node: VmapArea | None = self.space.free_root.rb_node
+        while node is not None and node.rb_left is not None:
+            node = node.rb_left
+        return node
+
+    def _refill_race(self, ev: AllocVmapArea, node: int, idx: int) -> Cause | None:
+        """The kernel took an entry of this node's pool that the open (or just ended)
+        purge pushed, below the model's head: the kernel's refill was in flight.
+
+        ``purge_vmap_node`` pushes a node's areas onto the pool head one at a time, in
+        ascending address order, while other CPUs allocate from it; each allocation
+        meanwhile takes the area pushed last. Which one that is depends on that
+        allocation's own timing against the refill, to within a few hundred
+        nanoseconds: a race of its own, not a consequence of an earlier mismatch.
+        """
+        kind, obj, pnode, pos = self._where(ev.addr, ev.size)
+        if kind == "purging" and self._advance_purge(ev):
+            kind, obj, pnode, pos = self._where(ev.addr, ev.size)
+        b = self.beliefs
+        if (
+            kind != "pool"
+            or pnode != node
+            or pos <= 0
+            or not isinstance(obj, VmapArea)
+            or b.gen.get(id(obj)) != b.purge_seq
+        ):
+            return None
+        return Cause(
+            RACE,
+            f"pool refill in flight: node {node}'s pool[{idx}] held only the areas its "
+            f"purge had pushed by then (ascending); the kernel took the last pushed, "
+            f"{pos} below the model's head",
+            ("refill", b.purge_seq, ev.line),
+        )
+
+    def _decay_in_flight(
+        self,
+        ev: AllocVmapArea,
+        dec: Decision | None,
+        kind: str,
+        obj: object,
+        model_addr: int,
+    ) -> Cause | None:
+        """A divergence explained by the open purge's decay, not yet in the kernel's
+        free tree (or already, when the model held it back).
+
+        ``decay_va_pool_node`` takes each node's decayed areas into a private tree
+        and merges them into the global free tree after all of that node's pools, so
+        the kernel's searches see them only some time after the purge began, and
+        before its refill (which follows every node's decay). When the model's tree
+        choice lies in a decayed area and the kernel's is higher, the kernel's tree
+        lacked them: the model holds the decayed areas of that node and the nodes
+        after it out of its tree, each node's until its decay is due to end
+        (:data:`DECAY_SECONDS_PER_AREA`), the refill begins, or the kernel allocates
+        in one.
+        """
+        seq = self.beliefs.purge_seq
+        if (
+            self._held
+            and kind == "parked"
+            and any(va.va_start <= ev.addr < va.va_end for va in self._held)
+        ):
+            self._decay_reached_tree()
+            return Cause(
+                RACE,
+                "a purge's pool decay had reached the kernel's free tree by then",
+                ("decay", seq),
+            )
+        if (
+            not self._decayed
+            or self._held
+            or kind != "free"
+            or dec is None
+            or dec.source != "tree"
+            or ev.addr <= model_addr
+        ):
+            return None
+        block = dec.block
+        first = next((r for r in self._decayed if r[0] < block[1] and block[0] < r[1]), None)
+        if first is None:
+            return None
+        # Node by node, each node's decayed areas reach the tree when its decay ends,
+        # assumed DECAY_SECONDS_PER_AREA per area decayed since the purge began.
+        began = self._purge_began_at if self._purge_began_at is not None else ev.timestamp
+        count = 0
+        for node in sorted({r[2] for r in self._decayed}):
+            mine = [r for r in self._decayed if r[2] == node]
+            count += len(mine)
+            done = began + count * DECAY_SECONDS_PER_AREA
+            if node >= first[2] and done > ev.timestamp:
+                held = self.beliefs.hold_decayed(mine)
+                self._held.extend(held)
+                self._held_until.append((done, held))
+        if not self._held:
+            return None
+        return Cause(
+            RACE,
+            f"a purge's pool decay (node {first[2]}) had not reached the kernel's free tree yet",
+            ("decay", seq),
+        )
+
     def _advance_purge(self, ev: AllocVmapArea) -> bool:
         """Run the next purge's phases now, as far as needed for the kernel's address
         to be free (its first phase only if the model already waits for it)."""
         advanced = False
         nxt = self._next_purge
         if self._pending is None and nxt is not None and self._armed_at is not None:
-            self.beliefs.purge_seq += 1
-            self._pending = self.harness.begin_purge(nxt.npurged)
+            self._begin_purge(nxt)
             self._purge_began_at = ev.timestamp
             self._armed_at = None
             self._plan_node_finish(ev.timestamp, nxt)
@@ -890,6 +1195,7 @@ class Replayer:
         while pending is not None and pending.marked:
             if self._where(ev.addr, ev.size)[0] == "free":
                 break
+            self._decay_reached_tree()
             before = self.beliefs.before_refill()
             self.space.purge_next_node(pending)
             self.beliefs.after_refill(before)
@@ -1005,6 +1311,8 @@ class Replayer:
         # A purge right after a failed allocation is the reclaim purge: pools are
         # fully decayed and not refilled.
         full = self._last_alloc_failed
+        self._decay_reached_tree()
+        self._decayed = []
         before = self.beliefs.before_refill()
         if self._pending is not None:
             self.space.finish_purge(self._pending)
@@ -1019,7 +1327,7 @@ class Replayer:
         self._last_alloc_failed = False
         self._crossed_at = None
 
-    def resolve_window(self, window: Sequence[TraceEvent]) -> None:
+    def resolve_window(self, window: Sequence[TraceEvent], what: str = "snapshot") -> None:
         """Events between ``snapshot-begin`` and ``snapshot-end``, checked one by one.
 
         The kernel prints vmallocinfo one vmap node at a time under that node's lock,
@@ -1059,8 +1367,8 @@ class Replayer:
                 res.window_reflected += 1
         if window:
             res.notes.append(
-                f"{len(window)} events fell between the snapshot markers: "
-                f"{res.window_reflected} already in the snapshot, {res.window_applied} applied"
+                f"{len(window)} events fell between the {what} markers: "
+                f"{res.window_reflected} already in the {what}, {res.window_applied} applied"
             )
 
     def finish(self) -> ReplayResult:
@@ -1162,6 +1470,8 @@ def replay(
     pools: Any = None,
     observer: Observer | None = None,
     on_kernel: Callable[[Kernel], object] | None = None,
+    kstate: KState | None = None,
+    kstate_end: KState | None = None,
 ) -> ReplayResult:
     """Replay ``trace`` from ``snapshot`` under ``profile``; return the comparison.
 
@@ -1171,6 +1481,13 @@ def replay(
     a class or an instance); ``observer(index, event, harness)`` is called after each
     event. ``on_kernel`` is called with the model's final :class:`Kernel` (for
     ``--vmallocinfo-out``).
+
+    With ``kstate`` (a capture's ``kstate.json``, read after the snapshot between the
+    trace's ``kstate-begin``/``kstate-end`` markers) the model is seeded from the
+    kernel's own state instead: events before ``kstate-begin`` are reflected in it,
+    those between the markers are checked against it one by one, the rest applied.
+    With ``kstate_end`` the replay runs on to ``end-kstate-begin`` and compares the
+    model's free tree and pools with it, node by node (``end_kstate``).
     """
     meta = meta or {}
     if cpus is None:
@@ -1179,24 +1496,64 @@ def replay(
     info = parse_vmallocinfo(snapshot)
     parsed = parse_trace(trace, cpus=nr_cpus(meta))  # an event's CPU must exist
     t0 = time.perf_counter()
-    rp = Replayer(info, profile=profile, cpus=cpus, placement=placement, pools=pools)
+    kb, ke = parsed.marker("kstate-begin"), parsed.marker("kstate-end")
+    marked = kb is not None and ke is not None and kb.line < ke.line
+    rp = Replayer(
+        info,
+        profile=profile,
+        cpus=cpus,
+        placement=placement,
+        pools=pools,
+        kstate=kstate if marked else None,
+    )
     res = rp.result
+    if kstate is not None and not marked:
+        res.seed_note = "kstate not used: the trace has no kstate-begin/kstate-end markers"
     res.trace_lost_events = parsed.lost
     res.trace_incomplete = parsed.incomplete
     if "drop_caches" in meta:
         res.drop_caches = bool(meta["drop_caches"])
-    rp._infer_pools = res.drop_caches is False and rp.trace_driven
+    rp._infer_pools = res.drop_caches is False and rp.trace_driven and rp.seed != "kstate"
     window: list[TraceEvent] = []
-    events = _events_after_snapshot(parsed, res, info, window)
-    rp.resolve_window(window)
+    if rp.seed == "kstate":
+        assert kb is not None and ke is not None
+        window = [e for e in parsed.events if kb.line < e.line < ke.line]
+        events = [e for e in parsed.events if e.line > ke.line]
+        res.skipped_before_snapshot = len(parsed.events) - len(events) - len(window)
+    else:
+        events = _events_after_snapshot(parsed, res, info, window)
+    rp.resolve_window(window, "kstate" if rp.seed == "kstate" else "snapshot")
     end_info = parse_vmallocinfo(end_snapshot) if end_snapshot is not None else None
     end_mark = parsed.marker("end-snapshot-begin")
+    if kstate_end is not None and (
+        not kstate_end.consistent or kstate_end.taken != "after-end-snapshot"
+    ):
+        res.notes.append(
+            f"{kstate_end.name} not compared: "
+            + ("every readout raced" if not kstate_end.consistent else f"taken {kstate_end.taken}")
+        )
+        kstate_end = None
+    ek = parsed.marker("end-kstate-begin") if kstate_end is not None else None
+    rest: list[TraceEvent] = []
     if end_info is not None and end_mark is not None:
+        rest = [e for e in events if e.line >= end_mark.line and (ek is None or e.line < ek.line)]
         events = [e for e in events if e.line < end_mark.line]
+    elif ek is not None:
+        events = [e for e in events if e.line < ek.line]
     rp.run(events, progress=progress, observer=observer)
-    rp.finish()
-    if end_info is not None and rp.profile.vmap_nodes:
-        res.end_check = compare_end_snapshot(rp.space, end_info, rp.beliefs.guessed_starts())
+    if ek is not None and kstate_end is not None:  # end snapshot first, then on to kstate.end
+        if end_info is not None and rp.profile.vmap_nodes:
+            res.end_check = compare_end_snapshot(rp.space, end_info, rp.beliefs.guessed_starts())
+        rp.run(rest, observer=observer)
+        rp.finish()
+        if rp.profile.vmap_nodes:
+            res.end_kstate = compare_kstate(kstate_of(rp.kernel), kstate_end)
+    else:
+        rp.finish()
+        if end_info is not None and rp.profile.vmap_nodes:
+            res.end_check = compare_end_snapshot(rp.space, end_info, rp.beliefs.guessed_starts())
+        if kstate_end is not None:
+            res.notes.append("kstate.end not compared: no end-kstate-begin marker in the trace")
     res.seconds = time.perf_counter() - t0
     rp.kernel.check()
     if on_kernel is not None:
@@ -1207,6 +1564,15 @@ def replay(
 # ----------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------
+
+
+def _kstates(args: argparse.Namespace) -> tuple[KState | None, KState | None]:
+    """A capture directory's kstate files, checked; none with ``--no-kstate`` or an
+    explicit ``--snapshot`` (the readout belongs to the capture's own snapshot)."""
+    trace = Path(args.trace)
+    if args.no_kstate or args.snapshot or not trace.is_dir():
+        return None, None
+    return load_capture_dir(trace).kstates()
 
 
 def _resolve(args: argparse.Namespace) -> tuple[Path, Path, dict[str, Any]]:
@@ -1253,10 +1619,24 @@ def print_result(res: ReplayResult, show: int) -> None:
     else:
         c.print(f"[bold]kernel {res.profile}[/]: the trace has no allocation to compare")
     t = Table(show_header=False)
+    ks = res.seed == "kstate"
+    seed = (
+        f"kstate.json (the kernel's free tree, {res.kstate_free_nodes} nodes in its shape; "
+        f"pools, {res.kstate_pooled} areas; lazy lists)"
+        if ks
+        else "the snapshot" + (f" ({res.seed_note})" if res.seed_note else "")
+    )
     rows = [
+        ("seeded from", seed),
         ("events replayed", res.events),
-        ("events before the snapshot (skipped)", res.skipped_before_snapshot),
-        ("snapshot: busy / lazily freed areas", f"{res.snapshot_busy} / {res.snapshot_lazy}"),
+        (
+            f"events before the {'kstate' if ks else 'snapshot'} (skipped)",
+            res.skipped_before_snapshot,
+        ),
+        (
+            f"{'kstate' if ks else 'snapshot'}: busy / lazily freed areas",
+            f"{res.snapshot_busy} / {res.snapshot_lazy}",
+        ),
         ("frees (unknown address)", f"{res.frees} ({res.frees_unknown})"),
         ("purges", res.purges),
         ("failures kernel / model", f"{res.kernel_failures} / {res.model_failures}"),
@@ -1277,9 +1657,20 @@ def print_result(res: ReplayResult, show: int) -> None:
             f"+{e['lazy_only_kernel']}), {e['lazy_node_differs']} on another node",
             markup=False,
         )
+    if res.end_kstate is not None:
+        e = res.end_kstate
+        c.print(
+            f"free tree vs the kernel's kstate.end: {e['free_agree']}/{e['free_nodes_kernel']} "
+            f"nodes agree (range, parent, side, colour); {e['free_position_differs']} in "
+            f"another position, {e['free_color_differs']} another colour, "
+            f"+{e['free_only_model']} model only, +{e['free_only_kernel']} kernel only; "
+            f"pools {e['pool_agree']} agree, {e['pool_moved']} elsewhere, "
+            f"+{e['pool_only_model']} / +{e['pool_only_kernel']}",
+            markup=False,
+        )
     if res.trace_incomplete:
         c.print(f"[bold red]the trace lost events ({res.trace_lost_events}): expect divergence")
-    if res.drop_caches is False:
+    if res.drop_caches is False and res.seed != "kstate":  # kstate.json holds the pools
         c.print(
             "[yellow]the capture did not drop caches before its snapshot: pool contents "
             "were invisible; the replay inferred them from the kernel's choices"
@@ -1332,6 +1723,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     ):
         end = Path(args.trace) / "vmallocinfo.end"
     kernels: list[Kernel] = []
+    ks, ks_end = _kstates(args)
     res = replay(
         trace,
         snap,
@@ -1341,6 +1733,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         meta=meta,
         end_snapshot=end,
         on_kernel=kernels.append,
+        kstate=ks,
+        kstate_end=ks_end,
     )
     if args.vmallocinfo_out:
         text = kernels[0].vmallocinfo()
@@ -1407,6 +1801,7 @@ def compare_one(
     pools: Any = None,
     label: str | None = None,
     samples: int = 100,
+    kstate: KState | None = None,
 ) -> CompareRow:
     """Replay the trace once, measuring what a policy developer needs over time."""
     from pyvmalloc.trace.harness import fragmentation
@@ -1443,6 +1838,7 @@ def compare_one(
         placement=placement,
         pools=pools,
         observer=observe,
+        kstate=kstate,
     )
     res.seconds = max(0.0, res.seconds - spent)
     row.result = res
@@ -1463,6 +1859,7 @@ def compare(
     policies: Sequence[str] = (),
     policy_profile: str = "6.18",
     show: bool = True,
+    kstate: KState | None = None,
 ) -> list[CompareRow]:
     """Replay one trace under several profiles (and placement policies), one table.
 
@@ -1474,7 +1871,7 @@ def compare(
 
     from pyvmalloc.cli_output import console
 
-    rows = [compare_one(trace, snap, p, cpus=cpus, meta=meta) for p in profiles]
+    rows = [compare_one(trace, snap, p, cpus=cpus, meta=meta, kstate=kstate) for p in profiles]
     for spec in policies:
         rows.append(
             compare_one(
@@ -1485,6 +1882,7 @@ def compare(
                 meta=meta,
                 placement=spec,
                 label=f"{policy_profile} + {spec}",
+                kstate=kstate,
             )
         )
     if not show:
@@ -1535,6 +1933,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         policies=args.policy,
         policy_profile=args.policy_profile,
         show=args.json != "-",
+        kstate=_kstates(args)[0],
     )
     if args.json:
         write_json([r.as_json() for r in results], args.json)
@@ -1576,6 +1975,12 @@ def register_cli(sub: Any) -> None:
             "--cpus", type=int, default=None, help="CPUs (default: from the capture, else 2)"
         )
         add_json_argument(p, "the result")
+        p.add_argument(
+            "--no-kstate",
+            action="store_true",
+            help="seed from the snapshot even when the capture holds kstate.json "
+            "(the kernel's free tree, pools and lazy lists)",
+        )
         p.add_argument(
             "--fail-under",
             metavar="PCT",

@@ -24,7 +24,7 @@ pointers per area.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from pyvmalloc._accel import speedups as _speedups
 from pyvmalloc.config import EINVAL, KernelProfile
@@ -33,6 +33,7 @@ from pyvmalloc.printk import KernelLog
 from pyvmalloc.rbtree import (
     RBRoot,
     RBTreeError,
+    rb_build,
     rb_erase_augmented,
     rb_inorder,
     rb_insert_augmented,
@@ -56,13 +57,14 @@ __all__ = ["FreeTree", "overlap_text"]
 
 #: The reference ``propagate`` (vmap/area.py); the compiled twin replaces it when present.
 py_propagate = propagate
-_c_find_va_links = _c_merge_or_add = _c_va_clip = None
+_c_find_va_links = _c_merge_or_add = _c_va_clip = _c_enclose = None
 if _speedups is not None:
     _speedups.init_vmap_area(VmapArea, FREE_AUGMENT, VaState.FREE, VaState.DETACHED)
     propagate = _speedups.propagate
     _c_find_va_links = _speedups.find_va_links
     _c_merge_or_add = _speedups.merge_or_add
     _c_va_clip = _speedups.va_clip
+    _c_enclose = _speedups.pvm_find_va_enclose_addr
 
 
 def overlap_text(va: VmapArea, other: VmapArea) -> str:
@@ -71,6 +73,17 @@ def overlap_text(va: VmapArea, other: VmapArea) -> str:
         f"vmalloc bug: {va.va_start:#x}-{va.va_end:#x} overlaps with "
         f"{other.va_start:#x}-{other.va_end:#x}"
     )
+
+
+def _top_down(root: RBRoot) -> list[VmapArea]:
+    """The nodes, each before its descendants (reversed: children before parents)."""
+    out: list[VmapArea] = []
+    stack = [root.rb_node] if root.rb_node is not None else []
+    while stack:
+        va = stack.pop()
+        out.append(va)
+        stack.extend(c for c in (va.rb_left, va.rb_right) if c is not None)
+    return out
 
 
 def _subtree_key(va: VmapArea) -> int:
@@ -237,6 +250,38 @@ class FreeTree:
             propagate(va, None)
         return va
 
+    def seed_shape(
+        self,
+        blocks: Sequence[tuple[int, int]],
+        top: int | None,
+        children: Sequence[tuple[int | None, int | None]],
+        black: Sequence[bool],
+    ) -> list[VmapArea]:
+        """Replace the whole tree by ``blocks`` (address order) in exactly the given
+        shape and colours (a kernel readout), not by inserting; return the blocks.
+
+        ``subtree_max_size`` is computed bottom-up, then the tree is checked
+        (:meth:`check`): an invalid shape raises :class:`InvariantError` and leaves the
+        tree as it was.
+        """
+        areas = [VmapArea(s, e) for s, e in blocks]
+        # The same root object keeps its identity: the accelerator holds on to it.
+        old = self.root.rb_node, self.nr_free
+        self.root.rb_node = None
+        try:
+            rb_build(self.root, areas, top, children, black)
+            for va in reversed(_top_down(self.root)):
+                va.subtree_max_size = compute_subtree_max_size(va)
+                va.state = VaState.FREE
+            self.nr_free = len(areas)
+            self.check()
+        except (RBTreeError, InvariantError) as e:
+            self.root.rb_node, self.nr_free = old  # the tree as it was
+            raise InvariantError(
+                str(e) if isinstance(e, InvariantError) else f"free tree: {e}"
+            ) from None
+        return areas
+
     # --- carving ----------------------------------------------------------------------
     def va_clip(self, va: VmapArea, nva_start_addr: int, size: int) -> int:
         """``va_clip`` (5.4: ``adjust_va_to_fit_type``): carve ``[nva, nva+size)`` out.
@@ -296,6 +341,11 @@ class FreeTree:
     # --- lookups ----------------------------------------------------------------------
     def pvm_find_va_enclose_addr(self, addr: int) -> VmapArea | None:
         """The free block with the highest start at or below ``addr``. O(log n)."""
+        if _c_enclose is not None:
+            try:
+                return _c_enclose(self.root, addr)  # type: ignore[no-any-return]
+            except OverflowError:  # a value past 64 bits: the reference below
+                pass
         node = self.root.rb_node
         va = None
         while node is not None:

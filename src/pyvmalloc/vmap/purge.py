@@ -26,6 +26,7 @@ from collections.abc import Callable
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
+from pyvmalloc._accel import speedups as _speedups
 from pyvmalloc.config import PAGE_SHIFT, KernelProfile
 from pyvmalloc.vmap.area import PendingPurge, VaState, VmapArea, VmapNode, VmapStats
 from pyvmalloc.vmap.freetree import FreeTree
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
     from pyvmalloc.vmap.tracepoints import TraceEvent
 
 __all__ = ["LazyPurge"]
+
+#: ``_purge_vmap_node`` in one compiled call for the kernel's pool policies (None: the
+#: call is not one it mirrors, nothing changed, the Python below runs).
+_c_purge_vmap_node = _speedups.purge_vmap_node if _speedups is not None else None
 
 #: Sort key ``va_start`` (the same order as ``va_start_key``, without a Python call).
 _by_start = attrgetter("va_start")
@@ -208,10 +213,11 @@ class LazyPurge:
                 if va.va_end > end:
                     end = va.va_end
             self.last_flush = (start, end)
-            for va in reversed(batch):
-                self.vmap_lazy_nr -= (va.va_end - va.va_start) >> PAGE_SHIFT
-                va.state = VaState.DETACHED
-                merge(va)
+            if _c_purge_vmap_node is None or not _c_purge_vmap_node(self, None, batch, True):
+                for va in reversed(batch):
+                    self.vmap_lazy_nr -= (va.va_end - va.va_start) >> PAGE_SHIFT
+                    va.state = VaState.DETACHED
+                    merge(va)
             self.stats.purged_areas += len(batch)
             return True
         if pending.marked or pending.nr_purged:
@@ -234,6 +240,10 @@ class LazyPurge:
         self, vn: VmapNode, purge_list: list[VmapArea], skip_populate: bool
     ) -> None:
         """``purge_vmap_node``: refill this node's pools, merge the rest (descending)."""
+        if _c_purge_vmap_node is not None and _c_purge_vmap_node(
+            self, vn, purge_list, skip_populate
+        ):
+            return
         local: list[VmapArea] = []
         nr_pages = 0
         populate = self.pools.populate

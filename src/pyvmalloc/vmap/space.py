@@ -64,8 +64,8 @@ from pyvmalloc.vmap.area import (
     va_start_key,
 )
 from pyvmalloc.vmap.freetree import FreeTree
-from pyvmalloc.vmap.placement import PlacementPolicy
-from pyvmalloc.vmap.pools import PoolPolicy
+from pyvmalloc.vmap.placement import LowestMatch, PlacementPolicy
+from pyvmalloc.vmap.pools import NodePools, NoPools, PoolPolicy
 from pyvmalloc.vmap.purge import LazyPurge
 from pyvmalloc.vmap.tracepoints import AllocVmapArea, FreeVmapAreaNoflush, TraceEvent
 
@@ -73,6 +73,12 @@ __all__ = ["VmapSpace"]
 
 _c_busy_insert = _speedups.busy_insert if _speedups is not None else None
 _c_busy_unlink = _speedups.busy_unlink if _speedups is not None else None
+# Whole operations in one compiled call, for the kernel's own policies; each returns
+# None, having changed nothing, for any call it does not mirror exactly (then the
+# Python below, the reference, runs).
+_c_alloc_once = _speedups.alloc_vmap_area_once if _speedups is not None else None
+_c_free_noflush = _speedups.free_vmap_area_noflush if _speedups is not None else None
+_c_find_unlink = _speedups.find_unlink_vmap_area if _speedups is not None else None
 
 
 class VmapSpace(LazyPurge):
@@ -152,6 +158,27 @@ class VmapSpace(LazyPurge):
         self._errno_errors = profile.errno_errors
         self._err_min = self.ulong_max - 4095  # IS_ERR_VALUE: the top 4095 values
         self.vmap_init_free_space()
+        #: What the compiled whole operations read and never change (see _speedups.c).
+        self._c_consts = (
+            self.free,
+            self.free.root,
+            self.stats,
+            tuple(vn.busy for vn in self.nodes),
+            tuple(vn.pools for vn in self.nodes),
+            tuple(self.nodes),
+            tuple(self._vn_flags),
+            self.vmalloc_start,
+            self.vmalloc_end,
+            self.ulong_max,
+            self.vmap_zone_size,
+            bool(profile.errno_errors),
+            bool(profile.adjust_search_size),
+            bool(profile.rollback_shifts_vstart),
+            bool(profile.merge_propagates_each_step),
+            self.lazy_max_pages,
+            vars(self.free),
+            vars(self.stats),
+        )
 
     def __repr__(self) -> str:
         return (
@@ -319,6 +346,11 @@ class VmapSpace(LazyPurge):
         range is exhausted even after the reclaim purge (with the kernel's warning).
         O(log n) with the kernel's policies.
         """
+        if _c_alloc_once is not None:  # the usual case in one compiled call (it declines
+            # bad arguments, which the reference below refuses)
+            fast = _c_alloc_once(self, size, align, vstart, vend, cpu, va_flags, vm)
+            if fast is not None:
+                return fast  # type: ignore[no-any-return]
         if size <= 0 or size & (PAGE_SIZE - 1) or align <= 0 or align & (align - 1):
             # v6.18: ``if (unlikely(!size || offset_in_page(size) ||
             # !is_power_of_2(align))) return ERR_PTR(-EINVAL);`` with no message;
@@ -361,6 +393,10 @@ class VmapSpace(LazyPurge):
         area is linked into its busy tree. Returns the area or ``-EBUSY``. The
         arguments must already be valid (``alloc_vmap_area`` checks them).
         """
+        if _c_alloc_once is not None:  # the usual case in one compiled call
+            fast = _c_alloc_once(self, size, align, vstart, vend, cpu, va_flags, vm)
+            if fast is not None:
+                return fast  # type: ignore[no-any-return]
         vn_id = 0
         va: VmapArea | None = None
         why = None
@@ -495,6 +531,10 @@ class VmapSpace(LazyPurge):
 
     def find_unlink_vmap_area(self, addr: int) -> VmapArea | None:
         """``find_unlink_vmap_area``: find the busy area at ``addr`` and unlink it."""
+        if _c_find_unlink is not None:  # the usual case in one compiled call
+            found = _c_find_unlink(self, addr)
+            if found is not None:
+                return found  # type: ignore[no-any-return]
         # The usual case first: the area is in its address's node (the search's start).
         n = self.nr_vmap_nodes
         root = self.nodes[(addr // self.vmap_zone_size) % n if n > 1 else 0].busy
@@ -565,6 +605,12 @@ class VmapSpace(LazyPurge):
         total passes ``lazy_max_pages()`` a purge runs — synchronously in 5.4, from a
         work item in 6.x.
         """
+        if _c_free_noflush is not None:  # the usual case in one compiled call
+            past = _c_free_noflush(self, va)
+            if past is not None:
+                if past:
+                    self._lazy_threshold_passed()
+                return
         if va.state != VaState.DETACHED:
             self.log.WARN(f"free_vmap_area_noflush: {va!r} is still linked")
             return
@@ -585,11 +631,15 @@ class VmapSpace(LazyPurge):
             for fn in self.tp_free:
                 fn(event)
         if nr_lazy > self.lazy_max_pages:
-            if self.profile.deferred_purge and self._schedule_work is not None:
-                self._schedule_work("drain_vmap_work", self.drain_vmap_area_work)
-            else:
-                # 5.4 try_purge_vmap_area_lazy(): trylock succeeds in a 1-thread model.
-                self._purge_vmap_area_lazy(self.ulong_max, 0)
+            self._lazy_threshold_passed()
+
+    def _lazy_threshold_passed(self) -> None:
+        """``vmap_lazy_nr`` passed ``lazy_max_pages()``: start the purge."""
+        if self.profile.deferred_purge and self._schedule_work is not None:
+            self._schedule_work("drain_vmap_work", self.drain_vmap_area_work)
+        else:
+            # 5.4 try_purge_vmap_area_lazy(): trylock succeeds in a 1-thread model.
+            self._purge_vmap_area_lazy(self.ulong_max, 0)
 
     # ------------------------------------------------------------------------------
     # Where an address is
@@ -685,3 +735,17 @@ class VmapSpace(LazyPurge):
             rng=self._check_rng,
             vstart=self.vmalloc_start,
         )
+
+
+if _speedups is not None:
+    _speedups.init_space(
+        VmapSpace,
+        LowestMatch,
+        NodePools,
+        NoPools,
+        deque,
+        Decision,
+        VaState.BUSY,
+        VaState.LAZY,
+        VaState.POOL,
+    )
