@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from pyvmalloc.trace.capturedir import load_capture_dir
 from pyvmalloc.trace.events import PurgeVmapAreaLazy
 from pyvmalloc.trace.parse import parse_trace
 from pyvmalloc.trace.replay import ReplayResult, load_capture, replay
@@ -64,6 +65,14 @@ FLOORS = {
     "fsmount": (1.00, 1.00),  # 100 / 100
     "fsmount-nodrop": (1.00, 1.00),  # 100 / 100
     "storm-nodrop": (0.94, 1.00),  # 94.20 / 100 (97.30 with main @ 71763c9)
+    # recorded 12:17 with the capture of main @ 5b7c59b: kstate.json (the BPF readout of
+    # the free tree, vmap nodes, lazy lists and pools) in each; without it (--no-kstate)
+    # the same captures replay at 47.25, 53.61, 84.66, 56.03 and 56.38 %
+    "k-bpfjit-nodrop": (1.00, 1.00),  # 100 / 100
+    "k-sockring-nodrop": (1.00, 1.00),  # 100 / 100
+    "k-mixed2-nodrop": (1.00, 1.00),  # 100 / 100
+    "k-seccomp-nodrop": (1.00, 1.00),  # 100 / 100
+    "k-zrambig-nodrop": (1.00, 1.00),  # 100 / 100
 }
 
 CLASSES = ("hidden state", "race", "rule difference")
@@ -80,10 +89,19 @@ OVER_3 = {
 
 
 @cache
-def _replay(name: str, end: bool = False) -> tuple[ReplayResult, dict[str, object]]:
+def _replay(
+    name: str, end: bool = False, kstate: bool = True
+) -> tuple[ReplayResult, dict[str, object]]:
+    """Replay as ``pyvmalloc replay DIR`` does: seeded from kstate.json when the
+    capture has one (the k-* captures), else from the snapshot alone."""
     trace, snap, meta = load_capture(CAPTURES / name)
+    ks, ks_end = load_capture_dir(CAPTURES / name).kstates() if kstate else (None, None)
     end_snapshot = CAPTURES / name / "vmallocinfo.end" if end else None
-    return replay(trace, snap, meta=meta, end_snapshot=end_snapshot), meta
+    res = replay(
+        trace, snap, meta=meta, end_snapshot=end_snapshot, kstate=ks,
+        kstate_end=ks_end if end else None,
+    )  # fmt: skip
+    return res, meta
 
 
 @pytest.mark.parametrize("name", sorted(FLOORS))
@@ -103,6 +121,16 @@ def test_fresh_capture_floor(name):
     begin = meta["marker_lines"]["snapshot-begin"]  # type: ignore[index]
     events = parse_trace(CAPTURES / name).events
     assert res.purges == sum(isinstance(e, PurgeVmapAreaLazy) and e.line > begin for e in events)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in FLOORS if n.startswith("k-")))
+def test_kstate_is_what_makes_the_k_captures_exact(name):
+    # The same traces seeded from the snapshot alone: the pools are then invisible
+    # (no drop_caches), and the replay falls back to inferring them.
+    assert (CAPTURES / name / "kstate.json.gz").exists()
+    without = _replay(name, kstate=False)[0]
+    assert without.seed != "kstate" and without.agreement < 0.9
+    assert _replay(name)[0].seed == "kstate"
 
 
 @pytest.mark.parametrize("name", sorted(FLOORS))
