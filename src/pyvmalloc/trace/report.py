@@ -8,6 +8,8 @@ of which must hold for an event to be printed:
 * ``--event NAME`` (repeatable, or comma-separated): ``alloc_vmap_area``,
   ``free_vmap_area_noflush``, ``purge_vmap_area_lazy``;
 * ``--cpu N`` (repeatable, or comma-separated): the CPU column;
+* ``--pid N`` (repeatable, or comma-separated): the pid after the task name (the task
+  name is ``<...>`` when the kernel's saved_cmdlines had no room for the pid);
 * ``--comm RE``: a Python regular expression searched in the task name;
 * ``--since T`` / ``--until T``: timestamps in seconds, both ends included.
 
@@ -36,12 +38,15 @@ class ReportFilter:
 
     events: frozenset[str] | None = None
     cpus: frozenset[int] | None = None
+    pids: frozenset[int] | None = None
     comm: re.Pattern[str] | None = None
     since: float | None = None
     until: float | None = None
 
-    def header_ok(self, cpu: int, task: str, timestamp: float) -> bool:
+    def header_ok(self, cpu: int, task: str, timestamp: float, pid: int | None = None) -> bool:
         if self.cpus is not None and cpu not in self.cpus:
+            return False
+        if self.pids is not None and pid not in self.pids:
             return False
         if self.comm is not None and not self.comm.search(task):
             return False
@@ -52,7 +57,7 @@ class ReportFilter:
     def __call__(self, ev: TraceEvent) -> bool:
         if self.events is not None and ev.name not in self.events:
             return False
-        return self.header_ok(ev.cpu, ev.task, ev.timestamp)
+        return self.header_ok(ev.cpu, ev.task, ev.timestamp, ev.pid)
 
 
 def marker_line(m: Marker) -> str:
@@ -77,7 +82,7 @@ def report_events(
         parsed = parse_trace(p)
     out: list[TraceEvent | Marker] = [e for e in parsed.events if flt(e)]
     if markers:
-        out += [m for m in parsed.markers if flt.header_ok(m.cpu, m.task, m.timestamp)]
+        out += [m for m in parsed.markers if flt.header_ok(m.cpu, m.task, m.timestamp, m.pid)]
         out.sort(key=lambda e: e.line)
     return out, parsed.lost
 
@@ -106,6 +111,11 @@ def _filter_from_args(args: argparse.Namespace) -> ReportFilter:
         if not c.isdigit():
             raise ValueError(f"--cpu {c}: not a CPU number")
         cpus.append(int(c))
+    pids: list[int] = []
+    for c in _split(args.pid):
+        if not c.isdigit():
+            raise ValueError(f"--pid {c}: not a pid")
+        pids.append(int(c))
     comm = None
     if args.comm is not None:
         try:
@@ -117,6 +127,7 @@ def _filter_from_args(args: argparse.Namespace) -> ReportFilter:
     return ReportFilter(
         events=frozenset(events) or None,
         cpus=frozenset(cpus) if cpus else None,
+        pids=frozenset(pids) if pids else None,
         comm=comm,
         since=args.since,
         until=args.until,
@@ -137,7 +148,28 @@ def _cmd_report(args: argparse.Namespace) -> int:
             out.write((marker_line(e) if isinstance(e, Marker) else str(e)) + "\n")
     if lost:
         print(f"report: the trace lost {lost} events", file=sys.stderr)
+    if not rows and flt.comm is not None:
+        _hint_unnamed_tasks(args.capture, flt)
     return 0
+
+
+def _hint_unnamed_tasks(source: str, flt: ReportFilter) -> None:
+    """Say why ``--comm`` found nothing when some tasks have no name in the trace.
+
+    tracefs prints ``<...>`` for a pid whose name fell out of its saved_cmdlines
+    table (128 entries by default), which happens when many tasks run."""
+    unnamed = ReportFilter(events=flt.events, cpus=flt.cpus, pids=flt.pids,
+                           comm=re.compile(r"^<\.\.\.>$"), since=flt.since, until=flt.until)  # fmt: skip
+    rows, _ = report_events(source, unnamed)
+    if rows:
+        pids = sorted({e.pid for e in rows})
+        some = ", ".join(map(str, pids[:5])) + (", ..." if len(pids) > 5 else "")
+        print(
+            f"report: no event matches --comm {flt.comm.pattern if flt.comm else ''!r}, but "
+            f"{len(rows)} events of {len(pids)} pids ({some}) have the task name <...> (the "
+            "kernel's saved_cmdlines had no room for them): select those with --pid",
+            file=sys.stderr,
+        )
 
 
 def register_cli(sub: Any) -> None:
@@ -162,6 +194,7 @@ def register_cli(sub: Any) -> None:
         help=f"only these events (repeatable; {', '.join(EVENT_NAMES)})",
     )
     p.add_argument("--cpu", action="append", metavar="N", help="only events on CPU N (repeatable)")
+    p.add_argument("--pid", action="append", metavar="N", help="only events of pid N (repeatable)")
     p.add_argument("--comm", metavar="RE", help="only tasks whose name matches RE (re.search)")
     p.add_argument("--since", type=float, metavar="T", help="only events at T seconds or later")
     p.add_argument("--until", type=float, metavar="T", help="only events at T seconds or before")

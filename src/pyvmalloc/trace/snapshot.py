@@ -26,7 +26,10 @@ The parser is strict (every error is a :class:`VmallocInfoError`, a
 are separated by spaces, numbers have at most the digits of their C type, and what
 the kernel cannot print is refused: ``pages=`` beyond the area's pages, a node beyond
 ``MAX_NUMNODES``, and two areas (busy or lazily freed) that overlap — the kernel's
-areas never do, and an overlap would otherwise make the model drop one of them.
+areas never do, and an overlap would otherwise make the model drop one of them. The
+one overlap a real read produces, an area freed while the file was printed (busy,
+then ``unpurged vm_area`` further down), keeps the later line
+(:attr:`VmallocInfo.freed_while_read` lists the busy lines set aside).
 """
 
 from __future__ import annotations
@@ -112,6 +115,9 @@ class VmallocInfo:
 
     entries: list[VmallocEntry]
     path: str | None = None
+    #: Busy lines of areas freed while the kernel printed the file: the same range is
+    #: printed again later as ``unpurged vm_area`` (that later line is in ``entries``).
+    freed_while_read: list[VmallocEntry] = field(default_factory=list)
 
     @property
     def busy(self) -> list[VmallocEntry]:
@@ -263,8 +269,36 @@ def parse_vmallocinfo(
             )
         width = w
         entries.append(e)
+    entries, freed = _drop_freed_while_read(entries)
     _check_overlaps(entries, path)
-    return VmallocInfo(entries, path)
+    return VmallocInfo(entries, path, freed)
+
+
+def _drop_freed_while_read(
+    entries: list[VmallocEntry],
+) -> tuple[list[VmallocEntry], list[VmallocEntry]]:
+    """Resolve the one overlap the kernel itself prints.
+
+    The file is not one atomic picture: 6.x prints each node's busy list under that
+    node's lock and, as a last step, the nodes' lazy lists (``vmalloc_info_show`` and
+    ``show_purge_info`` in mm/vmalloc.c); 5.4 drops its locks between read chunks. An
+    area freed in between is printed busy and then, later in the file, as ``unpurged
+    vm_area`` with the same range. The later line is the newer state: the busy line
+    is set aside. Any other overlap is still refused by :func:`_check_overlaps`.
+    """
+    lazy = {(e.start, e.end): e.line for e in entries if e.kind == "unpurged"}
+    seen: set[tuple[int, int]] = set()
+    keep: list[VmallocEntry] = []
+    freed: list[VmallocEntry] = []
+    for e in entries:
+        key = (e.start, e.end)
+        later = lazy.get(key)
+        if e.kind != "unpurged" and later is not None and later > e.line and key not in seen:
+            seen.add(key)
+            freed.append(e)
+        else:
+            keep.append(e)
+    return keep, freed
 
 
 def _check_overlaps(entries: list[VmallocEntry], path: str | None) -> None:

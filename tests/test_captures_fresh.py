@@ -1,0 +1,227 @@
+"""Replays of captures of workload kinds the replay was not tuned on.
+
+Recorded on this machine (Linux 6.18.44, 2 CPUs) after the replay's inference was
+written: zram devices (up to 4 GiB) and swap, seccomp filters, AF_PACKET rings and
+AF_XDP UMEMs, per-CPU chunk growth, BPF ring buffers and arenas, all of them at once, a
+pinned thread pool, containers, loop devices with ext4, BPF JIT packs in the module
+range under a thread storm, a drop_caches in the middle of a trace, squashfs/erofs
+mounts (decompressor workspaces, vm_map_ram vmap blocks), XFS/btrfs/ext4 mounts (bursts
+of kernel threads), a thread storm while the snapshot was read, and a minute of the
+busy machine (tests/data/captures/README.md says how each was recorded). Every address
+in these traces is the kernel's own choice.
+
+The floors are the values measured with main @ 5b7c59b (12:20 UTC), rounded down to
+a whole percent: a regression guard, not a target. The targets of issue 10 that some
+of these captures do not meet yet are the strict xfail tests at the end: when the
+replay learns the missing rule they pass, and the xfail must go.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from pyvmalloc.trace.capturedir import load_capture_dir
+from pyvmalloc.trace.events import PurgeVmapAreaLazy
+from pyvmalloc.trace.parse import parse_trace
+from pyvmalloc.trace.replay import ReplayResult, load_capture, replay
+
+CAPTURES = Path(__file__).parent / "data" / "captures"
+
+# capture: (agreement floor, floor for the part where the state was fully known),
+# measured (%) in the comment
+FLOORS = {
+    "zram": (0.99, 1.00),  # 99.04 / 100
+    "zram-nodrop": (1.00, 1.00),  # 100 / 100
+    "seccomp": (0.99, 1.00),  # 99.70 / 100
+    "seccomp-nodrop": (0.99, 1.00),  # 99.70 / 100
+    "percpu": (0.98, 1.00),  # 98.48 / 100
+    "percpu-nodrop": (0.98, 1.00),  # 98.85 / 100
+    "bpfring": (1.00, 1.00),  # 100 / 100
+    "bpfring-nodrop": (0.83, 1.00),  # 83.75 / 100 (85.00 with main @ 71763c9)
+    "mixed2": (0.98, 0.99),  # 98.47 / 99.93
+    "mixed2-nodrop": (0.87, 0.99),  # 87.61 / 99.61
+    "threads-cpu0-nodrop": (0.99, 1.00),  # 99.74 / 100
+    "userns": (0.98, 1.00),  # 98.58 / 100
+    "fsloop-nodrop": (0.95, 1.00),  # 95.65 / 100
+    "duration60-nodrop": (0.98, 1.00),  # 98.27 / 100
+    "sockring": (1.00, 1.00),  # 100 / 100
+    "sockring-nodrop": (0.68, 1.00),  # 68.30 / 100
+    "zram-big": (0.95, 1.00),  # 95.16 / 100
+    "zram-big-nodrop": (0.67, 1.00),  # 67.60 / 100
+    "bpfjit-busy": (0.95, 0.99),  # 95.13 / 99.80
+    "bpfjit-busy-nodrop": (0.91, 0.99),  # 91.72 / 99.85
+    "dropmid2": (0.99, 1.00),  # 99.89 / 100
+    "dropmid2-nodrop": (0.91, 0.99),  # 91.21 / 99.97
+    "busy60": (0.99, 1.00),  # 99.71 / 100
+    "busy60-nodrop": (0.87, 0.99),  # 87.07 / 99.97
+    "zram-nodrop2": (0.26, 1.00),  # 26.28 / 100
+    "sockring2": (0.90, 1.00),  # 90.48 / 100
+    "cfs": (0.97, 1.00),  # 97.96 / 100
+    "cfs-nodrop": (0.76, 1.00),  # 76.19 / 100
+    "fsmount": (1.00, 1.00),  # 100 / 100
+    "fsmount-nodrop": (1.00, 1.00),  # 100 / 100
+    "storm-nodrop": (0.94, 1.00),  # 94.20 / 100 (97.30 with main @ 71763c9)
+    # recorded 12:17 with the capture of main @ 5b7c59b: kstate.json (the BPF readout of
+    # the free tree, vmap nodes, lazy lists and pools) in each; without it (--no-kstate)
+    # the same captures replay at 47.25, 53.61, 84.66, 56.03 and 56.38 %
+    "k-bpfjit-nodrop": (1.00, 1.00),  # 100 / 100
+    "k-sockring-nodrop": (1.00, 1.00),  # 100 / 100
+    "k-mixed2-nodrop": (1.00, 1.00),  # 100 / 100
+    "k-seccomp-nodrop": (1.00, 1.00),  # 100 / 100
+    "k-zrambig-nodrop": (1.00, 1.00),  # 100 / 100
+}
+
+CLASSES = ("hidden state", "race", "rule difference")
+
+# captures where one cause costs more than the 3 mismatches issue 10 allows
+OVER_3 = {
+    "mixed2-nodrop": "one purge in flight (a race) costs 5 mismatches",
+    "sockring-nodrop": "the unknown contents of node 0's stack pool at snapshot time cost 4",
+    "bpfjit-busy": "one purge in flight (a race) costs 22 mismatches",
+    "bpfjit-busy-nodrop": "one purge in flight (a race) costs 6 mismatches",
+    "busy60-nodrop": "one pool fact costs 4 mismatches",
+    "storm-nodrop": "node 1's stack pool at snapshot time costs 4",
+}
+
+
+@cache
+def _replay(
+    name: str, end: bool = False, kstate: bool = True
+) -> tuple[ReplayResult, dict[str, object]]:
+    """Replay as ``pyvmalloc replay DIR`` does: seeded from kstate.json when the
+    capture has one (the k-* captures), else from the snapshot alone."""
+    trace, snap, meta = load_capture(CAPTURES / name)
+    ks, ks_end = load_capture_dir(CAPTURES / name).kstates() if kstate else (None, None)
+    end_snapshot = CAPTURES / name / "vmallocinfo.end" if end else None
+    res = replay(
+        trace, snap, meta=meta, end_snapshot=end_snapshot, kstate=ks,
+        kstate_end=ks_end if end else None,
+    )  # fmt: skip
+    return res, meta
+
+
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_fresh_capture_floor(name):
+    res, meta = _replay(name)
+    floor, known = FLOORS[name]
+    assert res.agreement >= floor, (res.agreement, res.mismatches[:3])
+    assert res.agreement_known >= known, res.agreement_known
+    # Every allocation after the snapshot is compared, or resolved against it when it
+    # falls inside the snapshot window (the skipped and window counts are of all events).
+    counts = meta["event_counts"]
+    assert isinstance(counts, dict)
+    window = res.window_applied + res.window_reflected
+    n = counts["alloc_vmap_area"]
+    assert n - res.skipped_before_snapshot - window <= res.allocs_compared <= n
+    # every purge traced after the snapshot started is replayed
+    begin = meta["marker_lines"]["snapshot-begin"]  # type: ignore[index]
+    events = parse_trace(CAPTURES / name).events
+    assert res.purges == sum(isinstance(e, PurgeVmapAreaLazy) and e.line > begin for e in events)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in FLOORS if n.startswith("k-")))
+def test_kstate_is_what_makes_the_k_captures_exact(name):
+    # The same traces seeded from the snapshot alone: the pools are then invisible
+    # (no drop_caches), and the replay falls back to inferring them.
+    assert (CAPTURES / name / "kstate.json.gz").exists()
+    without = _replay(name, kstate=False)[0]
+    assert without.seed != "kstate" and without.agreement < 0.9
+    assert _replay(name)[0].seed == "kstate"
+
+
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_fresh_capture_mismatches_are_classified(name):
+    res, _meta = _replay(name)
+    assert all(m.cause_class in CLASSES and m.cause for m in res.mismatches)
+    per_key = Counter(m.cause_key for m in res.mismatches)
+    assert sum(c["mismatches"] for c in res.causes) == len(res.mismatches)
+    for c in res.causes:
+        assert c["class"] in CLASSES and c["mismatches"] == per_key[c["key"]]
+        first = next(m for m in res.mismatches if m.cause_key == c["key"])
+        assert c["mismatches"] == 1 + first.cascade
+
+
+@pytest.mark.parametrize("name", sorted(n for n in FLOORS if "nodrop" not in n))
+def test_fresh_drained_capture_ends_in_the_kernels_busy_state(name):
+    # The busy areas the model ends with are the kernel's (vmallocinfo.end), except the
+    # per-CPU chunks pcpu_get_vm_areas makes: it has no alloc tracepoint.
+    res, _meta = _replay(name, end=True)
+    e = res.end_check
+    assert e is not None and e["busy_agree"] > 200
+    assert e["busy_only_model"] == 0
+    untraced = 2 if name in ("percpu", "mixed2", "busy60") else 0
+    assert e["busy_only_kernel"] <= untraced
+    assert e["lazy_only_model"] == 0
+
+
+def test_no_cause_costs_over_3_but_the_known_ones():
+    # Issue 10: no single cause costs more than 3 mismatches. The captures where one
+    # does are strict xfails below; causes costing 2-3 are in /work/notes/fresh-captures.md.
+    worst = {n: max((c["mismatches"] for c in _replay(n)[0].causes), default=0) for n in FLOORS}
+    assert all(v <= 3 for n, v in worst.items() if n not in OVER_3), worst
+
+
+# --- targets of issue 10 these captures do not meet yet ---------------------------
+
+
+# drained captures below issue 10's 99 % each, and why
+BELOW_99 = {
+    "zram-big": "95.16 %; line 96 a pool hit on the other node's pool (the node of an area "
+    "busy before the snapshot), then pool and decay beliefs wrong for 8 more allocations",
+    "sockring2": "90.48 %; 20 KiB areas of align 1 share pool class 4 with the thread "
+    "stacks; after the trace's purges the nodes of stacks busy before the snapshot decide "
+    "which pool they are in (x4), and the wrong pools send 6 tree searches to pooled blocks",
+    "bpfjit-busy": "95.13 % under another session's thread storm (~10k stacks): 252 one-off "
+    "guesses of the node of a stack busy before the snapshot, pool decay counts, and one "
+    "purge in flight costing 22",
+    "mixed2": "98.47 % (purge-in-flight races and tree-shape one-offs under five concurrent "
+    "workloads)",
+    "percpu": "98.48 %: one tree-shape first encounter in 66 allocations",
+    "userns": "98.58 %: two tree-shape first encounters in 141 allocations",
+    "cfs": "97.96 %: three tree-shape first encounters in 147 allocations",
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=[pytest.mark.xfail(strict=True, reason=BELOW_99[n])] if n in BELOW_99 else [])
+        for n in sorted(n for n in FLOORS if "nodrop" not in n)
+    ],
+)  # fmt: skip
+def test_target_drained_at_least_99_percent(name):
+    assert _replay(name)[0].agreement >= 0.99
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="seccomp line 649: the forking parent was preempted 140 ms between its stack "
+    "allocation and the tracepoint (traced at line 902); the replay calls the skipped "
+    "range 'not free' (hidden state) twice instead of reordering the allocation (a race)",
+)
+def test_target_seccomp_no_repeated_hidden_state_cause():
+    res = _replay("seccomp")[0]
+    assert all(c["mismatches"] == 1 for c in res.causes if c["class"] == "hidden state")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="percpu, busy60: the frees of pcpu_get_vm_areas chunks (no alloc tracepoint) are "
+    "unknown to the model, whose nr_lazy then differs from the kernel's at every later "
+    "free; the free event's nr_lazy tells the freed area's page count",
+)
+@pytest.mark.parametrize("name", ["percpu", "busy60"])
+def test_target_lazy_accounting_follows_the_kernel(name):
+    assert _replay(name)[0].lazy_drift == 0
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=r)) for n, r in OVER_3.items()],
+)
+def test_target_no_cause_over_3(name):
+    assert max(c["mismatches"] for c in _replay(name)[0].causes) <= 3
