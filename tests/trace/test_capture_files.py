@@ -212,3 +212,76 @@ def test_recovery_acts_only_on_captures_of_this_pid_namespace(
     assert not (run / "capture-101.json").exists()
     assert (run / "capture-102.json").exists()  # another namespace's: untouched
     assert any("pyvmalloc-103 alone" in m for m in log)
+
+
+def _record(run: Path, pid: int, **data: object) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    (run / f"capture-{pid}.json").write_text(
+        json.dumps({"pidns": capture._pid_namespace(), **data})
+    )
+
+
+def test_a_capture_started_beside_another_restores_the_value_before_both(
+    fake_tracefs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Capture 777 set kptr_restrict 0 -> 1 and still runs: this one must not take
+    its 1 for the machine's value (the last to finish would leave 1 behind)."""
+    (tmp_path / "kptr_restrict").write_text("1\n")
+    inst = fake_tracefs / "instances" / "pyvmalloc-777"
+    inst.mkdir()
+    _record(tmp_path / "run", 777, instance=str(inst), kptr_old="0")
+    monkeypatch.setattr(capture, "_pid_alive", lambda pid: pid in (777, os.getpid()))
+    meta = capture.capture(_opts(tmp_path / "cap"))
+    assert meta["kptr_restrict_was"] == 0
+
+
+def test_the_first_to_finish_leaves_the_machine_to_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two captures at once: the first to end neither restores kptr_restrict nor
+    unmounts tracefs under the other; it hands the mount over, and the last one to end
+    unmounts it."""
+    run = tmp_path / "run"
+    monkeypatch.setattr(capture, "STATE_DIR", run)
+    base = tmp_path / "tracefs"
+    (base / "instances").mkdir(parents=True)
+    monkeypatch.setattr(capture, "_find_tracefs", lambda: base)
+    alive = {777, os.getpid()}
+    monkeypatch.setattr(capture, "_pid_alive", lambda pid: pid in alive)
+    _record(run, 777, instance=str(base / "instances" / "pyvmalloc-777"), kptr_old="0")
+    # this capture mounted tracefs and changed kptr_restrict; 777 still runs
+    first = capture._State(mounted=base, kptr_old="0")
+    handed = capture._share_machine_state(first, base, lambda m: None)
+    assert first.kptr_old is None and first.mounted is None  # nothing to undo now
+    assert handed is not None and handed.mounted == base
+    # it ended (pid 888) leaving the mount record; then 777 ends, the last one
+    _record(run, 888, mounted=str(base))
+    (run / "capture-777.json").unlink()
+    alive.discard(777)
+    last = capture._State(kptr_old="0")
+    assert capture._share_machine_state(last, base, lambda m: None) is None
+    assert last.mounted == base and last.kptr_old == "0"  # it unmounts and restores
+    assert not (run / "capture-888.json").exists()
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf"])
+def test_duration_must_be_a_finite_number_of_seconds(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pyvmalloc.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["capture", "/nonexistent/out", "--duration", value])
+    assert e.value.code == 2
+    assert "--duration" in capsys.readouterr().err
+
+
+def test_a_command_that_does_not_exist_is_refused_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pyvmalloc.cli import main
+
+    out = tmp_path / "cap"
+    assert main(["capture", str(out), "--", "no-such-command-pyvmalloc"]) == 2
+    assert "no-such-command-pyvmalloc: command not found" in capsys.readouterr().err
+    assert not out.exists()

@@ -43,9 +43,11 @@ import contextlib
 import datetime as _dt
 import gzip
 import json
+import math
 import os
 import platform
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -418,6 +420,8 @@ def recover_stale_captures(
             instance=Path(data["instance"]) if data.get("instance") else None,
             kptr_old=data.get("kptr_old"),
         )
+        if st.instance is None and st.kptr_old is None:
+            continue  # only a tracefs mount handed over by a finished capture (below)
         _cleanup(st, log)
         log(
             f"capture: recovered what capture {pid} (killed) left behind: "
@@ -431,8 +435,52 @@ def recover_stale_captures(
             adopt_mounts.append(m)
         else:
             _cleanup(_State(mounted=m), log)
-            log(f"capture: unmounted {m}, mounted by a killed capture")
+            log(f"capture: unmounted {m}, mounted by an earlier capture")
     return recovered
+
+
+def _live_captures(base: Path) -> dict[int, dict[str, Any]]:
+    """The state records of the *other* captures running now in this pid namespace."""
+    out: dict[int, dict[str, Any]] = {}
+    if not STATE_DIR.is_dir():
+        return out
+    ours = _pid_namespace()
+    for f in sorted(STATE_DIR.glob("capture-*.json")):
+        try:
+            pid = int(f.stem.split("-", 1)[1])
+        except ValueError:
+            continue
+        if pid == os.getpid():
+            continue
+        data = _read_state(f, base)
+        if data.get("pidns", ours) == ours and _pid_alive(pid):
+            out[pid] = data
+    return out
+
+
+def _share_machine_state(st: _State, base: Path, log: Callable[[str], None]) -> _State | None:
+    """Before cleaning up: leave what other running captures still need.
+
+    ``kernel.kptr_restrict`` and a tracefs mount are machine-wide. While another
+    capture runs, this one neither restores the first nor unmounts the second; the
+    mount is handed over in a state record that the last capture to finish (or the
+    next one to start) takes up, and the last one restores ``kptr_restrict`` to the
+    value before the first of them (see :func:`capture`). With no other capture
+    running, mounts handed over earlier are taken up here. Returns the record to
+    leave behind, or None.
+    """
+    if _live_captures(base):
+        handed = _State(mounted=st.mounted) if st.mounted is not None else None
+        if st.kptr_old is not None or st.mounted is not None:
+            log("capture: another capture is running; it restores the machine when it ends")
+        st.kptr_old = None
+        st.mounted = None
+        return handed
+    adopted: list[Path] = []
+    recover_stale_captures(base, log, adopt_mounts=adopted)
+    if adopted and st.mounted is None:
+        st.mounted = adopted[0]
+    return None
 
 
 def _cleanup(st: _State, log: Callable[[str], None]) -> list[str]:
@@ -586,6 +634,7 @@ def capture(opts: CaptureOptions) -> dict[str, Any]:
         "drop_caches": opts.drop_caches,
         "marker_prefix": MARKER_PREFIX,
     }
+    base: Path | None = None
     with _signals_raise():
         try:
             base = opts.tracefs or _find_tracefs()
@@ -619,6 +668,9 @@ def capture(opts: CaptureOptions) -> dict[str, Any]:
             for ev in EVENTS:
                 _write(inst / "events" / "vmalloc" / ev / "enable", "1")
             st.kptr_old = _read(KPTR).strip()
+            earlier = [d["kptr_old"] for d in _live_captures(base).values() if "kptr_old" in d]
+            if earlier:  # another capture set it: restore what was there before either
+                st.kptr_old = earlier[0]
             _save_state(st)  # before changing it: a SIGKILLed capture is undone later
             if st.kptr_old != "1":
                 _write(KPTR, "1")
@@ -720,8 +772,12 @@ def capture(opts: CaptureOptions) -> dict[str, Any]:
             if reader is not None:
                 reader.close()
             bpfload.release_kept()
+            handed = _share_machine_state(st, base, log) if base is not None else None
             if not _cleanup(st, log):
-                _state_file(os.getpid()).unlink(missing_ok=True)
+                if handed is not None:
+                    _save_state(handed)  # the mount, for the last capture to unmount
+                else:
+                    _state_file(os.getpid()).unlink(missing_ok=True)
 
 
 def _read_kstate(
@@ -791,7 +847,10 @@ def _run_activity(
         return "workload", None
     if opts.command:
         log(f"capture: running {' '.join(opts.command)}")
-        proc = subprocess.Popen(opts.command)
+        try:
+            proc = subprocess.Popen(opts.command)
+        except OSError as e:
+            raise CaptureError(f"cannot run {opts.command[0]}: {e.strerror or e}") from None
         try:
             rc = proc.wait()
         except BaseException:
@@ -843,7 +902,23 @@ a private tracefs instance, written to OUTDIR for `pyvmalloc replay`.
 Activity: trace for --duration SECONDS, or around a command
 (`pyvmalloc capture OUTDIR -- CMD ARGS...`), or run the built-in BPF-map workload
 (--workload bpf --seed N ...).
+
+Exit status: 0, or the command's own status when it failed (as time(1) and strace do;
+128+N when a signal N killed it), 1 when the capture failed, 2 for a usage error, 3 when
+events were lost. Several captures may run at once: the last to finish restores
+kernel.kptr_restrict and unmounts a tracefs any of them mounted.
 """
+
+
+def _seconds(text: str) -> float:
+    """``--duration``: a finite, non-negative number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text}")
+    return value
 
 
 def add_arguments(p: argparse.ArgumentParser, *, positionals: bool = True) -> None:
@@ -855,7 +930,7 @@ def add_arguments(p: argparse.ArgumentParser, *, positionals: bool = True) -> No
             metavar="[-- CMD ...]",
             help="command to trace, after -- (options may also follow OUTDIR)",
         )
-    p.add_argument("--duration", type=float, help="trace for this many seconds")
+    p.add_argument("--duration", type=_seconds, help="trace for this many seconds")
     p.add_argument("--workload", choices=("bpf",), help="run the built-in seeded BPF-map workload")
     p.add_argument(
         "--drop-caches",
@@ -925,6 +1000,9 @@ def _handler(args: argparse.Namespace) -> int:
     if modes > 1:
         print("capture: give only one of --duration, --workload, or -- CMD", file=sys.stderr)
         return 2
+    if cmd and not _runnable(cmd[0]):
+        print(f"capture: {cmd[0]}: command not found", file=sys.stderr)
+        return 2
     opts = CaptureOptions(
         outdir=args.outdir,
         duration=args.duration,
@@ -956,7 +1034,19 @@ def _handler(args: argparse.Namespace) -> int:
         f"{c['free_vmap_area_noflush']} frees, {c['purge_vmap_area_lazy']} purges, "
         f"lost={meta['lost_events']} overrun={meta['overrun']} kstate={_kstate_word(meta)}"
     )
+    rc = meta.get("command_exit_code")
+    if isinstance(rc, int) and rc != 0:
+        status = rc if rc > 0 else 128 - rc  # Popen: -N for a signal N
+        print(f"capture: the command exited with status {status}", file=sys.stderr)
+        return status
     return 0 if meta["complete"] else 3
+
+
+def _runnable(exe: str) -> bool:
+    """Whether ``exe`` names a program to run (a path, or a name on ``$PATH``)."""
+    if os.sep in exe:
+        return os.path.isfile(exe) and os.access(exe, os.X_OK)
+    return shutil.which(exe) is not None
 
 
 def _kstate_word(meta: dict[str, Any]) -> str:
