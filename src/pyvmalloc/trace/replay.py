@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyvmalloc.config import ENOENT, ERANGE, PAGE_SIZE, format_size
+from pyvmalloc.config import ENOENT, ERANGE, PAGE_SHIFT, PAGE_SIZE, format_size
 from pyvmalloc.rbtree import rb_next
 from pyvmalloc.trace.beliefs import (
     HIDDEN,
@@ -303,6 +303,8 @@ class Replayer:
         self._drift_run = 0
         #: Times at which the open purge's next nodes finish their second phase.
         self._node_done_at: list[float] = []
+        #: The open purge's nodes whose second phase the model has run.
+        self._done_nodes: set[int] = set()
         #: Index of the event being applied, of the next purge event, and for each
         #: purge event the last event its worker's CPU traced before it.
         self._index = 0
@@ -454,10 +456,55 @@ class Replayer:
             # to the areas each node returns.
             while self._node_done_at and ev.timestamp >= self._node_done_at[0]:
                 self._node_done_at.pop(0)
-                self._decay_reached_tree()
-                before = self.beliefs.before_refill()
-                self.space.purge_next_node(pending)
-                self.beliefs.after_refill(before)
+                self._run_node(pending)
+
+    def _run_node(self, pending: PendingPurge, i: int = 0) -> None:
+        """Run the second phase (``purge_vmap_node``) of the open purge's ``i``-th
+        marked node now."""
+        if i:
+            pending.marked.insert(0, pending.marked.pop(i))
+        self._done_nodes.add(pending.marked[0][0].id)
+        self._decay_reached_tree()
+        before = self.beliefs.before_refill()
+        self.space.purge_next_node(pending)
+        self.beliefs.after_refill(before)
+
+    def _nodes_done_by_nr_lazy(self, pending: PendingPurge, nr_lazy: int) -> bool:
+        """A free's ``nr_lazy`` shows which nodes of the open purge are done.
+
+        ``purge_vmap_node`` subtracts a node's purged pages from ``vmap_lazy_nr`` once
+        its pools are refilled, just before the rest goes back to the tree; a free's
+        ``nr_lazy`` is the counter right after its own pages were added. A counter
+        that much lower than the model's says those nodes have finished: with a big
+        backlog (``vmap_lazy_nr / lazy_max_pages() >= 2``) helper workers purge the
+        first nodes on their own CPUs while the purging worker does the others, so a
+        later node may finish first. The nodes whose pages come closest to the drop
+        (within half of them: the node of an area older than the snapshot is a guess,
+        so the model's split may be off) are run now; returns whether any was.
+        """
+        drop = self.space.vmap_lazy_nr - nr_lazy
+        if drop <= 0 or not pending.marked:
+            return False
+        pages = [
+            sum((va.va_end - va.va_start) >> PAGE_SHIFT for va in lst)
+            for _vn, lst in pending.marked
+        ]
+        n = len(pages)
+        best: tuple[int, ...] = ()
+        best_off = -1
+        for k in range(1, n + 1):
+            for combo in itertools.combinations(range(n), k):
+                total = sum(pages[i] for i in combo)
+                off = abs(total - drop)
+                if 2 * off < total and (best_off < 0 or off < best_off):
+                    best, best_off = combo, off
+        if not best:
+            return False
+        for j, i in enumerate(best):
+            self._run_node(pending, i - j)
+        if self._node_done_at:
+            del self._node_done_at[: len(best)]
+        return True
 
     def _plan_node_finish(self, t1: float, nxt: PurgeVmapAreaLazy) -> None:
         """When each node's second phase is done, between ``t1`` and the purge event."""
@@ -478,6 +525,7 @@ class Replayer:
         b.purge_seq += 1
         before = b.pool_ranges() if self._watch_decay else set()
         self._pending = self.harness.begin_purge(nxt.npurged)
+        self._done_nodes = set()
         self._decayed = sorted(before - b.pool_ranges()) if before else []
         self._held = []
         self._held_until = []
@@ -836,6 +884,13 @@ class Replayer:
             # At its bottom, where a tree search ends: it was free after all.
             b.unpark_overlapping(ev.addr, ev.addr + ev.size)
             kind, obj, pnode, pos = self._where(ev.addr, ev.size)
+        if kind == "purging" and isinstance(obj, VmapArea) and self._moved_to_done_node(obj):
+            return Cause(
+                HIDDEN,
+                f"node of {obj.va_start:#x} (busy before the snapshot): purged with a "
+                "node whose purge was done",
+                ("node", obj.va_start),
+            )
         if kind in ("lazy", "purging", "other", "pooled-other") and self._advance_purge(ev):
             # The kernel's purge was further on than the model assumed: now caught up.
             return Cause(
@@ -1195,14 +1250,41 @@ class Replayer:
         while pending is not None and pending.marked:
             if self._where(ev.addr, ev.size)[0] == "free":
                 break
-            self._decay_reached_tree()
-            before = self.beliefs.before_refill()
-            self.space.purge_next_node(pending)
-            self.beliefs.after_refill(before)
+            self._run_node(pending, self._marked_index(pending, ev.addr))
             if self._node_done_at:
                 self._node_done_at.pop(0)
             advanced = True
         return advanced and self._where(ev.addr, ev.size)[0] == "free"
+
+    def _moved_to_done_node(self, va: VmapArea) -> bool:
+        """The kernel allocated in ``va``, which the open purge still holds on the
+        node the model guessed for it (busy before the snapshot), while another node's
+        second phase is done: ``va`` was that node's, and went back with it. Returns
+        it to the tree as that node's ``purge_vmap_node`` would have (the kernel had it
+        in its tree), and says whether it did."""
+        pending = self._pending
+        b = self.beliefs
+        if pending is None or not self._done_nodes or b.node_known(va):
+            return False
+        for vn, lst in pending.marked:
+            if vn.id in self._done_nodes or va not in lst:
+                continue
+            done = next(iter(self._done_nodes))
+            lst.remove(va)
+            pending.batch.remove(va)
+            self.space._purge_vmap_node(self.space.nodes[done], [va], skip_populate=True)
+            b.revisions += 1
+            return True
+        return False
+
+    @staticmethod
+    def _marked_index(pending: PendingPurge, addr: int) -> int:
+        """The open purge's marked node whose areas hold ``addr`` (0 if none does)."""
+        for i, (_vn, lst) in enumerate(pending.marked):
+            for va in lst:
+                if va.va_start <= addr < va.va_end:
+                    return i
+        return 0
 
     def _in_race_window(self, t: float) -> bool:
         """Whether ``t`` lies within a purge the trace cannot order against (open, or
@@ -1272,6 +1354,9 @@ class Replayer:
         lazy = space.lazy
         if lazy and lazy[-1].va_start == ev.va_start:  # the area just queued
             self.beliefs.recycled[ev.va_start] = lazy[-1].va_end - lazy[-1].va_start
+        pending = self._pending
+        if pending is not None and pending.marked and self.trace_driven:
+            self._nodes_done_by_nr_lazy(pending, ev.nr_lazy)
         if self.trace_driven:
             # Frees racing on different CPUs may add to vmap_lazy_nr in another order
             # than their timestamps (the trace clock is per CPU), so a few show a
