@@ -326,16 +326,20 @@ class Beliefs:
         """
         space = self.space
         mask = ~(align - 1) & space.ulong_max
+        unreachable = self.unreachable
         blk = space.free.pvm_find_va_enclose_addr(hi - 1)
         marked = 0
         for _ in range(limit):
             if blk is None or blk.va_end <= lo:
                 break
             s, e = blk.va_start, blk.va_end
-            if e - s < length and e <= hi and s >= lo:
-                nva = (max(s, lo) + align - 1) & mask
-                lengths = self.unreachable.setdefault((s, e), set())
-                if nva + size <= e and length not in lengths:
+            # Shorter than the search length, inside [lo, hi), and fitting once aligned.
+            if e - s < length and e <= hi and s >= lo and ((s + align - 1) & mask) + size <= e:
+                lengths = unreachable.get((s, e))
+                if lengths is None:
+                    unreachable[(s, e)] = {length}
+                    marked += 1
+                elif length not in lengths:
                     lengths.add(length)
                     marked += 1
             blk = rb_prev(blk)

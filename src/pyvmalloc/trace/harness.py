@@ -24,10 +24,11 @@ public mechanism API (``alloc_vmap_area_once``, ``insert_vmap_area``,
 
 from __future__ import annotations
 
+import gc
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from pyvmalloc.config import EBUSY, PAGE_SHIFT, KernelProfile, Machine, get_profile
 from pyvmalloc.errors import InputError, InvariantError
@@ -600,17 +601,38 @@ class TraceHarness:
     ) -> None:
         """Apply ``events`` in order through ``driver``; ``observer`` sees each result.
 
-        ``n_events`` holds the number of events while they are driven.
+        ``n_events`` holds the number of events while they are driven. The model's
+        areas live for the whole trace: they are kept out of the garbage collector's
+        generations meanwhile (``gc.freeze``), so that its collections, triggered by
+        the short-lived objects of each event, do not walk the whole model each time.
         """
         self.n_events = len(events)
         driver.prepare(events)
-        for i, ev in enumerate(events):
-            driver.before(i, ev)
-            if isinstance(ev, AllocVmapArea):
-                driver.alloc(ev)
-            elif isinstance(ev, FreeVmapAreaNoflush):
-                driver.free(ev)
-            elif isinstance(ev, PurgeVmapAreaLazy):
-                driver.purge(ev)
-            if observer is not None:
-                observer(i, ev, self)
+        # One handler per event class (the parser's exact classes; a subclass takes
+        # the isinstance route below).
+        handlers: dict[type, Callable[[Any], None]] = {
+            AllocVmapArea: driver.alloc,
+            FreeVmapAreaNoflush: driver.free,
+            PurgeVmapAreaLazy: driver.purge,
+        }
+        before = driver.before
+        freeze = gc.get_freeze_count() == 0  # never unfreeze what a caller froze
+        if freeze:
+            gc.freeze()
+        try:
+            for i, ev in enumerate(events):
+                before(i, ev)
+                handler = handlers.get(ev.__class__)
+                if handler is not None:
+                    handler(ev)
+                elif isinstance(ev, AllocVmapArea):
+                    driver.alloc(ev)
+                elif isinstance(ev, FreeVmapAreaNoflush):
+                    driver.free(ev)
+                elif isinstance(ev, PurgeVmapAreaLazy):
+                    driver.purge(ev)
+                if observer is not None:
+                    observer(i, ev, self)
+        finally:
+            if freeze:
+                gc.unfreeze()

@@ -25,6 +25,7 @@ matters for alignments above PAGE_SIZE) — unless the capture read them from th
 from __future__ import annotations
 
 import argparse
+import heapq
 import itertools
 import os
 import sys
@@ -411,40 +412,29 @@ class Replayer:
             last = max((k for k in range(prev + 1, j) if events[k].cpu == cpu), default=-1)
             self._worker_cpu_busy_until[j] = last
             prev = j
-        self._purge_index = -1
         self._purge_at = purge_at
+        # The next purge event at or after the first event (see before()).
         self._nxt = 0
+        self._purge_index = purge_at[0] if purge_at else -1
+        self._next_purge = events[purge_at[0]] if purge_at else None  # type: ignore[assignment]
 
     def before(self, i: int, ev: TraceEvent) -> None:
         """Before event ``i``: the next purge's phases that have happened by now."""
-        purge_at = self._purge_at
-        j = self._nxt
-        while j < len(purge_at) and purge_at[j] < i:
-            j += 1
-        self._nxt = j
-        self._next_purge = self._events[purge_at[j]] if j < len(purge_at) else None  # type: ignore[assignment]
-        self._purge_index = purge_at[j] if j < len(purge_at) else -1
+        if 0 <= self._purge_index < i:  # the next purge event is behind: the one after
+            purge_at = self._purge_at
+            j = self._nxt
+            while j < len(purge_at) and purge_at[j] < i:
+                j += 1
+            self._nxt = j
+            self._next_purge = self._events[purge_at[j]] if j < len(purge_at) else None  # type: ignore[assignment]
+            self._purge_index = purge_at[j] if j < len(purge_at) else -1
         self._index = i
         if self._bar is not None and i % 5000 == 0:
             self._bar.update(self._task, completed=i)
         self.result.events += 1
         armed = self._armed_at
-        if (
-            armed is not None
-            and (ev.timestamp >= armed or isinstance(ev, (FreeVmapAreaNoflush, PurgeVmapAreaLazy)))
-            and (
-                self._index > self._worker_cpu_busy_until.get(self._purge_index, -1)
-                or isinstance(ev, (FreeVmapAreaNoflush, PurgeVmapAreaLazy))
-            )
-        ):
-            # Run the next purge's first phase (decay, detach) before this event: it
-            # happened by now, or this event is a free the purge did not take.
-            nxt = self._next_purge
-            assert nxt is not None
-            self._begin_purge(nxt)
-            self._purge_began_at = ev.timestamp if ev.timestamp < armed else armed
-            self._armed_at = None
-            self._plan_node_finish(ev.timestamp if ev.timestamp < armed else armed, nxt)
+        if armed is not None:
+            self._armed_before(ev, armed)
         if self._held_until:
             self._decay_reached_tree(ev.timestamp)
         pending = self._pending
@@ -458,6 +448,21 @@ class Replayer:
                 before = self.beliefs.before_refill()
                 self.space.purge_next_node(pending)
                 self.beliefs.after_refill(before)
+
+    def _armed_before(self, ev: TraceEvent, armed: float) -> None:
+        """The next purge is due from model time ``armed``: run its first phase
+        (decay, detach) before ``ev`` if it happened by now, or if ``ev`` is a free
+        (or a purge) that the purge did not take."""
+        if (ev.timestamp >= armed or isinstance(ev, (FreeVmapAreaNoflush, PurgeVmapAreaLazy))) and (
+            self._index > self._worker_cpu_busy_until.get(self._purge_index, -1)
+            or isinstance(ev, (FreeVmapAreaNoflush, PurgeVmapAreaLazy))
+        ):
+            nxt = self._next_purge
+            assert nxt is not None
+            self._begin_purge(nxt)
+            self._purge_began_at = ev.timestamp if ev.timestamp < armed else armed
+            self._armed_at = None
+            self._plan_node_finish(ev.timestamp if ev.timestamp < armed else armed, nxt)
 
     def _plan_node_finish(self, t1: float, nxt: PurgeVmapAreaLazy) -> None:
         """When each node's second phase is done, between ``t1`` and the purge event."""
@@ -1054,27 +1059,40 @@ class Replayer:
         if self._in_race_window(ev.timestamp) or self.space.nr_vmap_nodes < 2:
             return False
         space = self.space
-        spans = [(va.va_start, va.va_end) for va in space.free_areas()]
-        spans += [
+        # The free blocks ascending (from the tree, lazily) merged with the pooled
+        # areas (sorted): touching spans form one range; the first range the search
+        # length fits in decides, so the walk stops there.
+        pooled = sorted(
             (va.va_start, va.va_end)
             for vn in space.nodes
             for pool in vn.pools.values()
             for va in pool
-        ]
-        spans.sort()
+        )
+        spans = heapq.merge(((va.va_start, va.va_end) for va in space.free_areas()), pooled)
         length = ev.size + ev.align - 1 if ev.align > PAGE_SIZE else ev.size
         mask = ~(ev.align - 1) & space.ulong_max
-        merged: list[list[int]] = []
-        for start, end in spans:
-            if merged and merged[-1][1] == start:
-                merged[-1][1] = end
-            else:
-                merged.append([start, end])
-        for start, end in merged:
+
+        def decides(start: int, end: int) -> bool | None:
             lo = max(start, ev.vstart)
             if end - lo >= length:
                 nva = (lo + ev.align - 1) & mask
                 return bool(nva == ev.addr and nva + ev.size <= min(end, ev.vend))
+            return None
+
+        cur: list[int] | None = None
+        for start, end in spans:
+            if cur is not None and cur[1] == start:
+                cur[1] = end
+                continue
+            if cur is not None:
+                found = decides(cur[0], cur[1])
+                if found is not None:
+                    return found
+            cur = [start, end]
+        if cur is not None:
+            found = decides(cur[0], cur[1])
+            if found is not None:
+                return found
         return False
 
     def _first_free(self) -> VmapArea | None:
