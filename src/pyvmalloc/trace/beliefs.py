@@ -392,18 +392,19 @@ class Beliefs:
         node = space.free_root.rb_node
         umax = space.ulong_max
         mask = ~(align - 1) & umax
+        # passed_over(start, end, length), with its lookups hoisted
+        high = self.kernel_tree_high.get(length)
+        old = self.old_blocks
 
         def fits(n: VmapArea, vstart: int) -> bool:
-            s = n.va_start
+            s, e = n.va_start, n.va_end
             nva = ((s if s > vstart else vstart) + align - 1) & mask
             end = nva + size
-            return (
-                end <= umax
-                and nva >= vstart
-                and end <= n.va_end
-                and length not in bad.get((n.va_start, n.va_end), ())
-                and not self.passed_over(n.va_start, n.va_end, length)
-            )
+            if end > umax or nva < vstart or end > e:
+                return False
+            if bad and length in bad.get((s, e), ()):
+                return False
+            return high is None or s >= high or e - s >= length or (s, e) not in old
 
         while node is not None:
             left = node.rb_left

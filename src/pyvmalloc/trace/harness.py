@@ -526,18 +526,25 @@ class TraceHarness:
 
     def adopt(self, ev: AllocVmapArea, cpu: int) -> list[str]:
         """Give the kernel's address to a new busy area, as the kernel would tag it."""
+        return self.adopt_area(ev.addr, ev.size, ev.vstart, ev.vend, cpu)[1]
+
+    def adopt_area(
+        self, addr: int, size: int, vstart: int, vend: int, cpu: int
+    ) -> tuple[VmapArea, list[str]]:
+        """:meth:`adopt` at ``addr`` for a request of ``size`` in ``[vstart, vend)``;
+        return the new busy area and the notes of :meth:`claim_range`."""
         space = self.space
         flags = 0
         if space.nr_vmap_nodes > 1 and (
-            ev.vstart == space.vmalloc_start and ev.vend == space.vmalloc_end
+            vstart == space.vmalloc_start and vend == space.vmalloc_end
         ):
             flags = space.encode_vn_id(cpu % space.nr_vmap_nodes)
-        notes = self.claim_range(ev.addr, ev.addr + ev.size)
-        va = VmapArea(ev.addr, ev.addr + ev.size)
+        notes = self.claim_range(addr, addr + size)
+        va = VmapArea(addr, addr + size)
         va.flags = flags
         space.insert_vmap_area(va)
         space.stats.allocs += 1
-        return notes
+        return va, notes
 
     def undo_alloc(self, va: VmapArea, from_pool: bool, cpu: int) -> None:
         """Give back an allocation the replay rejects: to its pool head, or the tree."""

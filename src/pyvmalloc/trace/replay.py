@@ -32,7 +32,7 @@ import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -413,6 +413,7 @@ class Replayer:
             self._worker_cpu_busy_until[j] = last
             prev = j
         self._purge_at = purge_at
+        self._prev_task: list[int] | None = None  # see _prev_of_task
         # The next purge event at or after the first event (see before()).
         self._nxt = 0
         self._purge_index = purge_at[0] if purge_at else -1
@@ -518,15 +519,15 @@ class Replayer:
         is traced at the end of ``alloc_vmap_area``, after the lock is dropped, so the
         other task (on another CPU, or preempted on this one) may trace later."""
         events = self._events
-        seen: set[tuple[int, str]] = {(ev.pid, ev.task)}
-        for j in range(self._index + 1, min(len(events), self._index + 1 + REORDER_EVENTS)):
+        i = self._index
+        prev = self._prev_of_task()
+        me = (ev.pid, ev.task)
+        for j in range(i + 1, min(len(events), i + 1 + REORDER_EVENTS)):
             other = events[j]
             if other.timestamp - ev.timestamp > REORDER_SECONDS:
                 break
-            who = (other.pid, other.task)
-            if who in seen:
-                continue
-            seen.add(who)  # only the next event of each other task
+            if prev[j] > i or (other.pid, other.task) == me:
+                continue  # only the next event of each other task
             if (
                 isinstance(other, AllocVmapArea)
                 and not other.failed
@@ -535,6 +536,19 @@ class Replayer:
             ):
                 return other
         return None
+
+    def _prev_of_task(self) -> list[int]:
+        """For each event, the index of the same task's previous event (-1: none);
+        built once per run, at the first lock-order question."""
+        if self._prev_task is None:
+            last: dict[tuple[int, str], int] = {}
+            prev = []
+            for j, e in enumerate(self._events):
+                who = (e.pid, e.task)
+                prev.append(last.get(who, -1))
+                last[who] = j
+            self._prev_task = prev
+        return self._prev_task
 
     def _alloc_one(self, ev: AllocVmapArea, reorder: bool = False) -> None:
         space = self.space
@@ -650,11 +664,11 @@ class Replayer:
         if not kernel_failed:
             self._adopt(ev, cpu)
 
-    def _tagged(self, ev: AllocVmapArea, cpu: int) -> VmapArea:
-        """A new busy area for the kernel's address, tagged with the CPU's node as
+    def _tagged(self, ev: AllocVmapArea, cpu: int, addr: int) -> VmapArea:
+        """A new busy area of ``ev``'s size at ``addr``, tagged with the CPU's node as
         ``alloc_vmap_area`` tags it (as :meth:`TraceHarness.adopt` does)."""
         space = self.space
-        va = VmapArea(ev.addr, ev.addr + ev.size)
+        va = VmapArea(addr, addr + ev.size)
         if space.nr_vmap_nodes > 1 and self._full_range(ev):
             va.flags = space.encode_vn_id(cpu % space.nr_vmap_nodes)
         return va
@@ -686,13 +700,14 @@ class Replayer:
         return next_hidden_head(self.beliefs, node, idx, ev.size, ev.align)
 
     @staticmethod
-    def _at_bottom(ev: AllocVmapArea, block: object) -> bool:
-        """Whether the kernel's address is the aligned bottom of the model's free
-        block: where a tree search puts it. An address inside a free range (to the
-        model) is a pool entry the model could not see."""
+    def _at_bottom(ev: AllocVmapArea, block: object, addr: int | None = None) -> bool:
+        """Whether the kernel's address (or ``addr``) is the aligned bottom of the
+        model's free block: where a tree search puts it. An address inside a free
+        range (to the model) is a pool entry the model could not see."""
         if not isinstance(block, tuple):
             return False
-        return bool(ev.addr == (max(block[0], ev.vstart) + ev.align - 1) & ~(ev.align - 1))
+        at = ev.addr if addr is None else addr
+        return bool(at == (max(block[0], ev.vstart) + ev.align - 1) & ~(ev.align - 1))
 
     def _tree_choice(self, ev: AllocVmapArea) -> int | None:
         """Where the model's tree search would put this allocation (no clipping)."""
@@ -736,37 +751,37 @@ class Replayer:
     def _adopt_at(self, addr: int, ev: AllocVmapArea, cpu: int) -> VmapArea:
         """Make the model's area of ``ev`` start at ``addr`` (a belief's choice), as if
         the kernel had printed that address; return the new busy area."""
-        self._adopt(replace(ev, addr=addr, failed=0), cpu)
-        found = self.space.find_vmap_area(addr)
-        assert found is not None
-        return found
+        return self._adopt(ev, cpu, addr)
 
-    def _adopt(self, ev: AllocVmapArea, cpu: int) -> None:
-        """Make the kernel's address busy in the model, tagged with the CPU's node."""
+    def _adopt(self, ev: AllocVmapArea, cpu: int, addr: int | None = None) -> VmapArea:
+        """Make the kernel's address (or ``addr``) busy in the model, tagged with the
+        CPU's node; return the new busy area."""
         b = self.beliefs
-        if self._held and any(
-            va.va_start < ev.addr + ev.size and ev.addr < va.va_end for va in self._held
-        ):
+        start = ev.addr if addr is None else addr
+        end = start + ev.size
+        if self._held and any(va.va_start < end and start < va.va_end for va in self._held):
             self._decay_reached_tree()  # the kernel allocated in it: it is in its tree
         if b.parked:
-            pk = b.parked_at(ev.addr)
-            end = ev.addr + ev.size
+            pk = b.parked_at(start)
             if (
                 pk is not None
                 and end <= pk.va_end
-                and not self._at_bottom(ev, (pk.va_start, pk.va_end))
+                and not self._at_bottom(ev, (pk.va_start, pk.va_end), start)
             ):
                 # A pool entry inside a range the kernel's tree lacks: the rest of the
                 # range stays out of the model's tree.
-                b.split_parked(pk, ev.addr, end)
-                self.harness.space.insert_vmap_area(self._tagged(ev, cpu))
+                b.split_parked(pk, start, end)
+                va = self._tagged(ev, cpu, start)
+                self.harness.space.insert_vmap_area(va)
                 self.space.stats.allocs += 1
-                b.forget(ev.addr)
-                return
-            b.unpark_overlapping(ev.addr, end)
-        notes = self.harness.adopt(ev, cpu)
-        self.result.notes.extend(f"line {ev.line}: {n}" for n in notes[:3])
-        self.beliefs.forget(ev.addr)
+                b.forget(start)
+                return va
+            b.unpark_overlapping(start, end)
+        va, notes = self.harness.adopt_area(start, ev.size, ev.vstart, ev.vend, cpu)
+        if notes:
+            self.result.notes.extend(f"line {ev.line}: {n}" for n in notes[:3])
+        self.beliefs.forget(start)
+        return va
 
     def _search_again(
         self, ev: AllocVmapArea, va: VmapArea, cpu: int, length: int
