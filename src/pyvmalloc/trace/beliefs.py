@@ -342,7 +342,17 @@ class Beliefs:
                 elif length not in lengths:
                     lengths.add(length)
                     marked += 1
-            blk = rb_prev(blk)
+            # blk = rb_prev(blk), inlined: this walk is most of a shape mismatch's cost
+            n = blk.rb_left
+            if n is not None:
+                while n.rb_right is not None:
+                    n = n.rb_right
+                blk = n
+            else:
+                n = blk.rb_parent
+                while n is not None and blk is n.rb_left:
+                    blk, n = n, n.rb_parent
+                blk = n
         return marked
 
     def unmark(self, block: tuple[int, int]) -> bool:

@@ -628,12 +628,13 @@ class Replayer:
                 self._alloc_one(other)
                 self._alloc_one(ev)
                 return
-        where = "" if kernel_failed else self._describe(self._where(ev.addr, ev.size))
+        loc = None if kernel_failed else self._where(ev.addr, ev.size)
+        where = "" if loc is None else self._describe(loc)
         if hidden is not None:
             reason = f"inferred head of node {cpu % space.nr_vmap_nodes}'s pool at snapshot time"
             cause = self._explain_hidden(ev, cpu, hidden)
         else:
-            cause = self._explain(ev, cpu, dec, head, model_addr)
+            cause = self._explain(ev, cpu, dec, head, model_addr, loc)
         if (
             self.seed == "kstate"
             and cause.kind == HIDDEN
@@ -812,8 +813,10 @@ class Replayer:
         dec: Decision | None,
         head: VmapArea | None,
         model_addr: int | None,
+        loc: tuple[str, object, int, int] | None = None,
     ) -> Cause:
-        """Classify one divergence and revise the beliefs it refutes."""
+        """Classify one divergence and revise the beliefs it refutes; ``loc`` is
+        :meth:`_where` of the kernel's address, when the caller has it already."""
         space = self.space
         b = self.beliefs
         full_range = ev.vstart == space.vmalloc_start and ev.vend == space.vmalloc_end
@@ -823,7 +826,7 @@ class Replayer:
             return Cause(
                 RULE, "the kernel failed and the model did not, or the reverse", ("fail", ev.line)
             )
-        kind, obj, pnode, pos = self._where(ev.addr, ev.size)
+        kind, obj, pnode, pos = loc if loc is not None else self._where(ev.addr, ev.size)
         decay = self._decay_in_flight(ev, dec, kind, obj, model_addr)
         if decay is not None:
             return decay
