@@ -59,7 +59,7 @@ from pyvmalloc.trace.harness import Observer, TraceHarness, events_after_snapsho
 from pyvmalloc.trace.kstate import KState, compare_kstate, kstate_of
 from pyvmalloc.trace.parse import TraceParseResult, parse_trace
 from pyvmalloc.trace.snapshot import VmallocInfo, lazy_runs, parse_vmallocinfo
-from pyvmalloc.vmap.area import Decision, FitType, PendingPurge, VmapArea, is_err
+from pyvmalloc.vmap.area import Decision, FitType, PendingPurge, VmapArea
 from pyvmalloc.vmap.placement import find_vmap_lowest_match
 from pyvmalloc.vmap.space import VmapSpace
 
@@ -553,15 +553,16 @@ class Replayer:
     def _alloc_one(self, ev: AllocVmapArea, reorder: bool = False) -> None:
         space = self.space
         res = self.result
+        b = self.beliefs
         cpu = ev.cpu % self.cpus
-        kernel_failed = bool(ev.failed)
+        kernel_failed = ev.failed != 0
         self._last_alloc_failed = kernel_failed
         res.allocs_compared += 1
         if kernel_failed:
             res.kernel_failures += 1
         hidden: int | None = None
         va: VmapArea | int
-        if self._infer_pools and self.beliefs.hidden_head:
+        if self._infer_pools and b.hidden_head:
             hidden = self._hidden_guess(ev, cpu)
         if hidden is not None:
             va = self._adopt_at(hidden, ev, cpu)
@@ -571,40 +572,38 @@ class Replayer:
         else:
             va = self.harness.alloc(ev.size, ev.align, ev.vstart, ev.vend, cpu)
         dec = space.last_decision
-        model_ok = not is_err(va)
+        # The model's results are a busy area or a negative errno.
+        model_ok = not isinstance(va, int)
+        tree = dec is not None and dec.source == "tree"
         if (
-            model_ok
-            and dec is not None
-            and dec.source == "tree"
-            and (self.beliefs.unreachable or dec.block[1] - dec.block[0] < dec.search_length)
+            model_ok and tree and (b.unreachable or dec.block[1] - dec.block[0] < dec.search_length)  # type: ignore[union-attr]
         ):
-            length = dec.search_length
-            if self.beliefs.is_unreachable(dec.block, length):
+            length = dec.search_length  # type: ignore[union-attr]
+            if b.is_unreachable(dec.block, length):  # type: ignore[union-attr]
                 va = self._search_again(ev, va, cpu, length)  # type: ignore[arg-type]
                 dec = space.last_decision
-                model_ok = not is_err(va)
+                model_ok = not isinstance(va, int)
+                tree = dec is not None and dec.source == "tree"
         if not model_ok:
             res.model_failures += 1
         pool_hit = dec is not None and dec.source == "pool"
         if model_ok and not kernel_failed and va.va_start == ev.addr:  # type: ignore[union-attr]
+            # The common case: the model predicted the kernel's address.
             res.allocs_matched += 1
             if hidden is not None:
                 res.allocs_matched_guessed += 1
                 res.hidden_pool_hits += 1
-                self.beliefs.saw_hidden_head(
-                    (cpu % space.nr_vmap_nodes, pool_class(ev.size)), hidden
-                )
-            elif dec is not None:
-                b = self.beliefs
-                if pool_hit:
-                    if b.unknown_node and not b.node_known(va):  # type: ignore[arg-type]
-                        res.allocs_matched_guessed += 1
-                elif dec.source == "tree" and ev.align > PAGE_SIZE:
-                    small = dec.block[1] - dec.block[0] < dec.search_length
-                    if small and self.seed != "kstate":  # kstate: the shape is known
-                        res.allocs_matched_guessed += 1  # reachable only on the model's path
-                    b.saw_kernel_tree_choice(ev.addr, dec.search_length)
-            self.beliefs.forget(ev.addr)
+                b.saw_hidden_head((cpu % space.nr_vmap_nodes, pool_class(ev.size)), hidden)
+            elif pool_hit:
+                if b.unknown_node and not b.node_known(va):  # type: ignore[arg-type]
+                    res.allocs_matched_guessed += 1
+            elif tree and ev.align > PAGE_SIZE:
+                assert dec is not None
+                small = dec.block[1] - dec.block[0] < dec.search_length
+                if small and self.seed != "kstate":  # kstate: the shape is known
+                    res.allocs_matched_guessed += 1  # reachable only on the model's path
+                b.saw_kernel_tree_choice(ev.addr, dec.search_length)
+            b.forget(ev.addr)
             return
         if not model_ok and kernel_failed:
             res.allocs_matched += 1
