@@ -139,15 +139,12 @@ class Beliefs:
 
     def after_refill(self, before: set[int]) -> None:
         """Stamp the entries a purge just added with the purge's number."""
-        old = self.gen
+        get = self.gen.get
         seq = self.purge_seq
-        gen: dict[int, int] = {}
-        for vn in self.space.nodes:
-            for pool in vn.pools.values():
-                for va in pool:
-                    i = id(va)
-                    gen[i] = old.get(i, 0) if i in before else seq
-        self.gen = gen
+        self.gen = {
+            i: get(i, 0) if i in before else seq
+            for i in [id(va) for vn in self.space.nodes for p in vn.pools.values() for va in p]
+        }
 
     def _insert_by_purge_order(self, pool: deque[VmapArea], va: VmapArea) -> None:
         """Put ``va`` where its purge would have: newest purge first, then descending."""

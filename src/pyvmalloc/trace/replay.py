@@ -413,7 +413,6 @@ class Replayer:
             self._worker_cpu_busy_until[j] = last
             prev = j
         self._purge_at = purge_at
-        self._prev_task: list[int] | None = None  # see _prev_of_task
         # The next purge event at or after the first event (see before()).
         self._nxt = 0
         self._purge_index = purge_at[0] if purge_at else -1
@@ -519,15 +518,15 @@ class Replayer:
         is traced at the end of ``alloc_vmap_area``, after the lock is dropped, so the
         other task (on another CPU, or preempted on this one) may trace later."""
         events = self._events
-        i = self._index
-        prev = self._prev_of_task()
-        me = (ev.pid, ev.task)
-        for j in range(i + 1, min(len(events), i + 1 + REORDER_EVENTS)):
+        seen: set[tuple[int, str]] = {(ev.pid, ev.task)}
+        for j in range(self._index + 1, min(len(events), self._index + 1 + REORDER_EVENTS)):
             other = events[j]
             if other.timestamp - ev.timestamp > REORDER_SECONDS:
                 break
-            if prev[j] > i or (other.pid, other.task) == me:
-                continue  # only the next event of each other task
+            who = (other.pid, other.task)
+            if who in seen:
+                continue
+            seen.add(who)  # only the next event of each other task
             if (
                 isinstance(other, AllocVmapArea)
                 and not other.failed
@@ -536,19 +535,6 @@ class Replayer:
             ):
                 return other
         return None
-
-    def _prev_of_task(self) -> list[int]:
-        """For each event, the index of the same task's previous event (-1: none);
-        built once per run, at the first lock-order question."""
-        if self._prev_task is None:
-            last: dict[tuple[int, str], int] = {}
-            prev = []
-            for j, e in enumerate(self._events):
-                who = (e.pid, e.task)
-                prev.append(last.get(who, -1))
-                last[who] = j
-            self._prev_task = prev
-        return self._prev_task
 
     def _alloc_one(self, ev: AllocVmapArea, reorder: bool = False) -> None:
         space = self.space
