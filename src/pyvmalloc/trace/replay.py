@@ -1044,8 +1044,30 @@ class Replayer:
         while blk is not None and len(blocks) < limit and blk.va_end <= ev.addr:
             if blk.va_end - max(blk.va_start, ev.vstart) >= length:
                 blocks.append((blk.va_start, blk.va_end))
-            blk = rb_next(blk)
+            # The next block that can count: every later block starts above vstart, so
+            # only its size matters. The shorter ones in between end lower than it, so
+            # they would not have stopped the walk either.
+            blk = self._next_free_of_length(blk.va_start, length)
         return sum(self.beliefs.park(block) for block in blocks)
+
+    def _next_free_of_length(self, after: int, length: int) -> VmapArea | None:
+        """The lowest free block of the model's tree that starts above ``after`` and
+        is at least ``length`` bytes: O(log n), guided by ``subtree_max_size`` (the
+        largest block of each subtree) as the kernel's own search is."""
+
+        def lowest(node: VmapArea | None) -> VmapArea | None:
+            if node is None or node.subtree_max_size < length:
+                return None  # nothing here is long enough
+            if node.va_start <= after:  # it and its left subtree start too low
+                return lowest(node.rb_right)
+            found = lowest(node.rb_left)
+            if found is not None:
+                return found
+            if node.va_end - node.va_start >= length:
+                return node
+            return lowest(node.rb_right)
+
+        return lowest(self.space.free_root.rb_node)
 
     def _shrinker_explains(self, ev: AllocVmapArea) -> bool:
         """Whether the kernel's address is where a tree search would end if every
