@@ -2064,6 +2064,70 @@ static int init_whole_ops_strings(void) {
     return minus_one ? 0 : -1;
 }
 
+/* =====================================================================================
+ * replay (helper replayspeed). The walk of trace/beliefs.py's Beliefs.mark_passed_over,
+ * which a replay's tree-shape mismatch spends most of its time in: the free blocks from
+ * one down (in-order predecessors), at most `limit` of them, while they end above `lo`.
+ * It only reads; the reference (beliefs.short_fitting_below) is the Python twin, and the
+ * caller runs it when this returns None (a value past 64 bits, or not a VmapArea).
+ * ===================================================================================== */
+
+/* short_fitting_below(blk, lo, hi, size, align, length, limit, ulong_max) -> list | None:
+ * the (va_start, va_end) of each block walked that is shorter than `length`, lies in
+ * [lo, hi) and takes `size` bytes once its start is aligned to `align`; highest first. */
+static PyObject *sp_short_fitting_below(PyObject *self, PyObject *const *args,
+                                        Py_ssize_t nargs) {
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "short_fitting_below takes 8 arguments");
+        return NULL;
+    }
+    if (ready() < 0 || va_ready() < 0) return NULL;
+    uint64_t lo, hi, size, align, length, umax;
+    long limit = PyLong_Check(args[6]) ? PyLong_AsLong(args[6]) : -1;
+    if (limit == -1 && PyErr_Occurred()) return NULL;
+    if (!u64_of(args[1], &lo) || !u64_of(args[2], &hi) || !u64_of(args[3], &size) ||
+        !u64_of(args[4], &align) || !u64_of(args[5], &length) || !u64_of(args[7], &umax) ||
+        align == 0 || limit < 0)
+        Py_RETURN_NONE;
+    u128 mask = ~((u128)align - 1) & (u128)umax;
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    PyObject *blk = args[0] == Py_None ? NULL : args[0];
+    for (long i = 0; i < limit && blk != NULL; i++) {
+        uint64_t s, e;
+        if (!PyObject_TypeCheck(blk, va_type) || !va_bounds(blk, &s, &e) || e < s) {
+            Py_DECREF(out);
+            Py_RETURN_NONE; /* the reference decides */
+        }
+        if (e <= lo) break;
+        if (e - s < length && e <= hi && s >= lo &&
+            (((u128)s + align - 1) & mask) + size <= (u128)e) {
+            PyObject *key = PyTuple_Pack(2, SLOT(blk, off_start), SLOT(blk, off_end));
+            if (key == NULL || PyList_Append(out, key) < 0) {
+                Py_XDECREF(key);
+                Py_DECREF(out);
+                return NULL;
+            }
+            Py_DECREF(key);
+        }
+        /* rb_prev(blk) */
+        PyObject *n = get_node(blk, off_left);
+        if (n != NULL) {
+            PyObject *r;
+            while ((r = get_node(n, off_right)) != NULL) n = r;
+            blk = n;
+        } else {
+            n = get_node(blk, off_parent);
+            while (n != NULL && blk == get_node(n, off_left)) {
+                blk = n;
+                n = get_node(n, off_parent);
+            }
+            blk = n;
+        }
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     /* whole operations (speedcore) */
     {"alloc_vmap_area_once", (PyCFunction)(void (*)(void))sp_alloc_vmap_area_once,
@@ -2103,6 +2167,9 @@ static PyMethodDef methods[] = {
      "va_clip(root, va, nva, size, fits) -> nr_free delta | None | (lva, other)"},
     {"find_vmap_lowest_match", sp_find_vmap_lowest_match, METH_VARARGS,
      "find_vmap_lowest_match(tree, size, align, vstart, adjust_search_size, shift_vstart)"},
+    /* replay (helper replayspeed) */
+    {"short_fitting_below", (PyCFunction)(void (*)(void))sp_short_fitting_below, METH_FASTCALL,
+     "short_fitting_below(blk, lo, hi, size, align, length, limit, ulong_max) -> list | None"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_speedups",

@@ -512,3 +512,36 @@ def test_driving_a_trace_leaves_the_garbage_collector_as_it_was(tmp_path):
     finally:
         gc.unfreeze()
     del keep
+
+
+def test_the_compiled_passed_over_walk_is_the_reference():
+    # The same seeded free trees and questions through both: every list equal.
+    import random
+
+    from pyvmalloc.trace import beliefs
+    from pyvmalloc.trace.harness import TraceHarness
+
+    if beliefs._c_short_fitting_below is None:
+        pytest.skip("no compiled accelerator")
+    rnd = random.Random(15)
+    page = 0x1000
+    for _ in range(5):
+        h = TraceHarness("6.18", cpus=2)
+        pos = V
+        for _ in range(300):
+            pos += rnd.choice([1, 1, 2, 3, 5, 8, 9]) * page  # a free gap
+            end = pos + rnd.randint(1, 4) * page
+            h.seed_busy(pos, end)
+            pos = end
+        free = h.space.free
+        umax = h.space.ulong_max
+        for _ in range(200):
+            lo = V + rnd.randint(0, 600) * page
+            hi = lo + rnd.randint(1, 900) * page
+            size = rnd.choice([1, 2, 4, 5]) * page
+            align = rnd.choice([page, 2 * page, ALIGN, 8 * page])
+            length = size + align - 1 if align > page else size
+            limit = rnd.choice([0, 1, 7, 256])
+            blk = free.pvm_find_va_enclose_addr(hi - 1)
+            args = (blk, lo, hi, size, align, length, limit, umax)
+            assert beliefs._c_short_fitting_below(*args) == beliefs.short_fitting_below(*args)

@@ -36,12 +36,16 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from pyvmalloc._accel import speedups as _speedups
 from pyvmalloc.config import PAGE_SHIFT, PAGE_SIZE
 from pyvmalloc.rbtree import rb_prev
 from pyvmalloc.vmap.area import VaState, VmapArea
 from pyvmalloc.vmap.space import VmapSpace
 
-__all__ = ["Beliefs", "Cause"]
+__all__ = ["Beliefs", "Cause", "short_fitting_below"]
+
+#: The compiled twin of :func:`short_fitting_below` (absent in an older build).
+_c_short_fitting_below = getattr(_speedups, "short_fitting_below", None)
 
 #: Mismatch classes (see docs/replay.md).
 RULE = "rule difference"
@@ -322,34 +326,22 @@ class Beliefs:
         while the tree around it does not change. Returns how many were marked.
         """
         space = self.space
-        mask = ~(align - 1) & space.ulong_max
-        unreachable = self.unreachable
         blk = space.free.pvm_find_va_enclose_addr(hi - 1)
+        found = None
+        if _c_short_fitting_below is not None:
+            found = _c_short_fitting_below(blk, lo, hi, size, align, length, limit, space.ulong_max)
+        if found is None:
+            found = short_fitting_below(blk, lo, hi, size, align, length, limit, space.ulong_max)
+        unreachable = self.unreachable
         marked = 0
-        for _ in range(limit):
-            if blk is None or blk.va_end <= lo:
-                break
-            s, e = blk.va_start, blk.va_end
-            # Shorter than the search length, inside [lo, hi), and fitting once aligned.
-            if e - s < length and e <= hi and s >= lo and ((s + align - 1) & mask) + size <= e:
-                lengths = unreachable.get((s, e))
-                if lengths is None:
-                    unreachable[(s, e)] = {length}
-                    marked += 1
-                elif length not in lengths:
-                    lengths.add(length)
-                    marked += 1
-            # blk = rb_prev(blk), inlined: this walk is most of a shape mismatch's cost
-            n = blk.rb_left
-            if n is not None:
-                while n.rb_right is not None:
-                    n = n.rb_right
-                blk = n
-            else:
-                n = blk.rb_parent
-                while n is not None and blk is n.rb_left:
-                    blk, n = n, n.rb_parent
-                blk = n
+        for key in found:
+            lengths = unreachable.get(key)
+            if lengths is None:
+                unreachable[key] = {length}
+                marked += 1
+            elif length not in lengths:
+                lengths.add(length)
+                marked += 1
         return marked
 
     def unmark(self, block: tuple[int, int]) -> bool:
@@ -440,6 +432,32 @@ class Beliefs:
                     node = right
                     break
         return None
+
+
+def short_fitting_below(
+    blk: VmapArea | None,
+    lo: int,
+    hi: int,
+    size: int,
+    align: int,
+    length: int,
+    limit: int,
+    ulong_max: int,
+) -> list[tuple[int, int]]:
+    """The free blocks from ``blk`` down (at most ``limit``, while they end above
+    ``lo``) that are shorter than the search ``length``, lie in ``[lo, hi)`` and take
+    ``size`` bytes once their start is aligned to ``align``: ``(start, end)``, highest
+    first. The reference of the compiled ``short_fitting_below`` (_speedups.c)."""
+    mask = ~(align - 1) & ulong_max
+    out: list[tuple[int, int]] = []
+    for _ in range(limit):
+        if blk is None or blk.va_end <= lo:
+            break
+        s, e = blk.va_start, blk.va_end
+        if e - s < length and e <= hi and s >= lo and ((s + align - 1) & mask) + size <= e:
+            out.append((s, e))
+        blk = rb_prev(blk)
+    return out
 
 
 def pool_class(size: int) -> int:
