@@ -545,3 +545,48 @@ def test_the_compiled_passed_over_walk_is_the_reference():
             blk = free.pvm_find_va_enclose_addr(hi - 1)
             args = (blk, lo, hi, size, align, length, limit, umax)
             assert beliefs._c_short_fitting_below(*args) == beliefs.short_fitting_below(*args)
+
+
+def test_the_compiled_skipping_search_is_the_reference(monkeypatch):
+    # Seeded free trees with seeded beliefs (blocks marked unreachable for some search
+    # lengths, snapshot blocks below the kernel's highest tree choice): both searches
+    # end in the same block, for every question.
+    import random
+
+    from pyvmalloc.trace import beliefs
+    from pyvmalloc.trace.harness import TraceHarness
+
+    compiled = beliefs._c_search_skipping
+    if compiled is None:
+        pytest.skip("no compiled accelerator")
+    rnd = random.Random(15)
+    page = 0x1000
+    found = 0
+    for _ in range(5):
+        h = TraceHarness("6.18", cpus=2)
+        pos = V
+        for _ in range(300):
+            pos += rnd.choice([1, 1, 2, 3, 5, 8, 9]) * page  # a free gap
+            end = pos + rnd.randint(1, 4) * page
+            h.seed_busy(pos, end)
+            pos = end
+        b = beliefs.Beliefs(h.space)
+        b.remember_old_blocks()
+        blocks = list(h.space.free_areas())
+        for _ in range(200):
+            size = rnd.choice([1, 2, 4, 5]) * page
+            align = rnd.choice([page, 2 * page, ALIGN, 8 * page])
+            length = size + align - 1 if align > page else size
+            vstart = V + rnd.randint(0, 600) * page
+            blk = rnd.choice(blocks)
+            if rnd.random() < 0.5:
+                b.mark_unreachable((blk.va_start, blk.va_end), length)
+            if rnd.random() < 0.3:
+                b.saw_kernel_tree_choice(V + rnd.randint(0, 1200) * page, length)
+            got = b.search_skipping(size, align, vstart, length)
+            monkeypatch.setattr(beliefs, "_c_search_skipping", None)
+            want = b.search_skipping(size, align, vstart, length)
+            monkeypatch.setattr(beliefs, "_c_search_skipping", compiled)
+            assert got is want
+            found += got is not None
+    assert found > 500  # the questions mostly have an answer

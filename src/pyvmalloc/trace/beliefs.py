@@ -46,6 +46,8 @@ __all__ = ["Beliefs", "Cause", "short_fitting_below"]
 
 #: The compiled twin of :func:`short_fitting_below` (absent in an older build).
 _c_short_fitting_below = getattr(_speedups, "short_fitting_below", None)
+#: The compiled twin of :meth:`Beliefs.search_skipping`'s walk.
+_c_search_skipping = getattr(_speedups, "search_skipping", None)
 
 #: Mismatch classes (see docs/replay.md).
 RULE = "rule difference"
@@ -394,6 +396,15 @@ class Beliefs:
         # passed_over(start, end, length), with its lookups hoisted
         high = self.kernel_tree_high.get(length)
         old = self.old_blocks
+        if _c_search_skipping is not None:  # the compiled twin of the walk below
+            try:
+                found: VmapArea | None = _c_search_skipping(
+                    node, size, align, vstart, length, umax, bad, high, old
+                )
+            except OverflowError:  # a value past 64 bits: the reference below
+                pass
+            else:
+                return found
 
         def fits(n: VmapArea, vstart: int) -> bool:
             s, e = n.va_start, n.va_end
