@@ -85,6 +85,7 @@ def run(quick: bool) -> dict[str, Any]:
     trace = big_trace(50 if quick else 200)
     res["parse_lines_per_s"] = median_of(lambda: bench_parse.bench_parse(trace), runs)
     res["replay_events_per_s"] = median_of(bench_replay, runs)
+    res["replay_end_to_end_events_per_s"] = median_of(bench_replay_end_to_end, runs)
     try:
         import bench_vmalloc
     except ImportError:
@@ -141,7 +142,9 @@ def big_trace(copies: int) -> Path:
 
 
 def bench_replay() -> float:
-    """Replay throughput (events/s) over every bundled capture, parsing excluded."""
+    """Replay throughput (events/s) of the replay loop over every bundled capture: the
+    model seeded from the snapshot beforehand, parsing excluded, pool inference on where
+    the capture was taken without drop_caches (as ``pyvmalloc replay`` runs it)."""
     from pyvmalloc.trace.parse import parse_trace
     from pyvmalloc.trace.replay import Replayer, _events_after_snapshot, load_capture
     from pyvmalloc.trace.snapshot import parse_vmallocinfo
@@ -151,15 +154,48 @@ def bench_replay() -> float:
     for cap in sorted((ROOT / "tests" / "data" / "captures").iterdir()):
         if not cap.is_dir():
             continue
-        trace, snap, _ = load_capture(cap)
+        trace, snap, meta = load_capture(cap)
         info = parse_vmallocinfo(snap)
         parsed = parse_trace(trace)
         rp = Replayer(info, profile="6.18", cpus=2)
+        rp._infer_pools = meta.get("drop_caches") is False and rp.trace_driven
         evs = _events_after_snapshot(parsed, rp.result)
         t0 = time.process_time()
         rp.run(evs)
         seconds += time.process_time() - t0
         events += len(evs)
+    return events / seconds
+
+
+def bench_replay_end_to_end() -> float:
+    """Events/s of ``pyvmalloc replay DIR`` as a whole over every bundled capture and
+    kstate capture: reading the snapshot, seeding (from kstate.json where there is one),
+    the replay and the end comparison; only parsing the trace is taken off."""
+    from pyvmalloc.trace.capturedir import load_capture_dir, nr_cpus
+    from pyvmalloc.trace.parse import parse_trace
+    from pyvmalloc.trace.replay import load_capture, replay
+
+    events = 0
+    seconds = 0.0
+    roots = (ROOT / "tests" / "data" / "captures", ROOT / "tests" / "data" / "kstate")
+    for cap in sorted(d for r in roots for d in r.iterdir() if (d / "meta.json").exists()):
+        trace, snap, meta = load_capture(cap)
+        kstate, kstate_end = load_capture_dir(cap).kstates()
+        end = cap / "vmallocinfo.end"
+        t0 = time.process_time()
+        parse_trace(trace, cpus=nr_cpus(meta))
+        t1 = time.process_time()
+        res = replay(
+            trace,
+            snap,
+            meta=meta,
+            end_snapshot=end if end.exists() else None,
+            kstate=kstate,
+            kstate_end=kstate_end,
+        )
+        t2 = time.process_time()
+        seconds += (t2 - t1) - (t1 - t0)
+        events += res.events
     return events / seconds
 
 

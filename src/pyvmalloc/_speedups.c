@@ -2071,6 +2071,182 @@ static PyObject *vm_pte_fill(PyObject *, PyObject *);
 static PyObject *vm_init_trace_events(PyObject *, PyObject *);
 static PyObject *vm_parse_tracefs(PyObject *, PyObject *);
 
+/* =====================================================================================
+ * replay (helper replayspeed). The walk of trace/beliefs.py's Beliefs.mark_passed_over,
+ * which a replay's tree-shape mismatch spends most of its time in: the free blocks from
+ * one down (in-order predecessors), at most `limit` of them, while they end above `lo`.
+ * It only reads; the reference (beliefs.short_fitting_below) is the Python twin, and the
+ * caller runs it when this returns None (a value past 64 bits, or not a VmapArea).
+ * ===================================================================================== */
+
+/* short_fitting_below(blk, lo, hi, size, align, length, limit, ulong_max) -> list | None:
+ * the (va_start, va_end) of each block walked that is shorter than `length`, lies in
+ * [lo, hi) and takes `size` bytes once its start is aligned to `align`; highest first. */
+static PyObject *sp_short_fitting_below(PyObject *self, PyObject *const *args,
+                                        Py_ssize_t nargs) {
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "short_fitting_below takes 8 arguments");
+        return NULL;
+    }
+    if (ready() < 0 || va_ready() < 0) return NULL;
+    uint64_t lo, hi, size, align, length, umax;
+    long limit = PyLong_Check(args[6]) ? PyLong_AsLong(args[6]) : -1;
+    if (limit == -1 && PyErr_Occurred()) return NULL;
+    if (!u64_of(args[1], &lo) || !u64_of(args[2], &hi) || !u64_of(args[3], &size) ||
+        !u64_of(args[4], &align) || !u64_of(args[5], &length) || !u64_of(args[7], &umax) ||
+        align == 0 || limit < 0)
+        Py_RETURN_NONE;
+    u128 mask = ~((u128)align - 1) & (u128)umax;
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    PyObject *blk = args[0] == Py_None ? NULL : args[0];
+    for (long i = 0; i < limit && blk != NULL; i++) {
+        uint64_t s, e;
+        if (!PyObject_TypeCheck(blk, va_type) || !va_bounds(blk, &s, &e) || e < s) {
+            Py_DECREF(out);
+            Py_RETURN_NONE; /* the reference decides */
+        }
+        if (e <= lo) break;
+        if (e - s < length && e <= hi && s >= lo &&
+            (((u128)s + align - 1) & mask) + size <= (u128)e) {
+            PyObject *key = PyTuple_Pack(2, SLOT(blk, off_start), SLOT(blk, off_end));
+            if (key == NULL || PyList_Append(out, key) < 0) {
+                Py_XDECREF(key);
+                Py_DECREF(out);
+                return NULL;
+            }
+            Py_DECREF(key);
+        }
+        /* rb_prev(blk) */
+        PyObject *n = get_node(blk, off_left);
+        if (n != NULL) {
+            PyObject *r;
+            while ((r = get_node(n, off_right)) != NULL) n = r;
+            blk = n;
+        } else {
+            n = get_node(blk, off_parent);
+            while (n != NULL && blk == get_node(n, off_left)) {
+                blk = n;
+                n = get_node(n, off_parent);
+            }
+            blk = n;
+        }
+    }
+    return out;
+}
+
+/* search_skipping's fits(): the block takes the request once aligned, and no belief
+ * says the kernel's search for this length does not reach it. 1 yes, 0 no, -1 error,
+ * -2 decline (a value past 64 bits). */
+static int skip_fits(PyObject *n, u128 vstart, uint64_t size, uint64_t align, uint64_t length,
+                     PyObject *length_o, uint64_t umax, PyObject *bad, int has_high,
+                     uint64_t high, PyObject *old) {
+    uint64_t s, e;
+    if (!va_bounds(n, &s, &e)) return -2;
+    u128 mask = ~((u128)align - 1) & (u128)umax;
+    u128 nva = (((u128)s > vstart ? (u128)s : vstart) + align - 1) & mask;
+    u128 end = nva + size;
+    if (end > (u128)umax || nva < vstart || end > (u128)e) return 0;
+    int need_old = has_high && s < high && e - s < length;
+    if (PyDict_GET_SIZE(bad) == 0 && !need_old) return 1;
+    PyObject *key = PyTuple_Pack(2, SLOT(n, off_start), SLOT(n, off_end));
+    if (key == NULL) return -1;
+    int r = 1;
+    if (PyDict_GET_SIZE(bad) > 0) {
+        PyObject *lengths = PyDict_GetItemWithError(bad, key); /* borrowed */
+        if (lengths != NULL) {
+            int in = PySequence_Contains(lengths, length_o);
+            if (in < 0) r = -1;
+            else if (in) r = 0;
+        } else if (PyErr_Occurred())
+            r = -1;
+    }
+    if (r == 1 && need_old) {
+        int in = PySequence_Contains(old, key);
+        if (in < 0) r = -1;
+        else if (in) r = 0;
+    }
+    Py_DECREF(key);
+    return r;
+}
+
+/* search_skipping(root_node, size, align, vstart, length, ulong_max, unreachable, high,
+ * old_blocks) -> va | None: Beliefs.search_skipping's descent (trace/beliefs.py, the
+ * reference), reading only; OverflowError for a value past 64 bits (the caller then runs
+ * the reference). */
+static PyObject *sp_search_skipping(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "search_skipping takes 9 arguments");
+        return NULL;
+    }
+    if (ready() < 0 || va_ready() < 0) return NULL;
+    uint64_t size, align, vs, length, umax, high = 0, sms;
+    PyObject *bad = args[6], *old = args[8], *length_o = args[4];
+    int has_high = args[7] != Py_None;
+    if (!u64_of(args[1], &size) || !u64_of(args[2], &align) || !u64_of(args[3], &vs) ||
+        !u64_of(length_o, &length) || !u64_of(args[5], &umax) || align == 0 ||
+        (has_high && !u64_of(args[7], &high)) || !PyDict_Check(bad))
+        goto decline;
+    u128 vstart = vs;
+    PyObject *node = args[0] == Py_None ? NULL : args[0];
+#define CHECK_VA(x) if (!PyObject_TypeCheck((x), va_type)) goto decline
+#define FITS(x)                                                                         \
+    do {                                                                                \
+        int f_ = skip_fits((x), vstart, size, align, length, length_o, umax, bad,       \
+                           has_high, high, old);                                        \
+        if (f_ == -1) return NULL;                                                      \
+        if (f_ == -2) goto decline;                                                     \
+        if (f_ == 1) { Py_INCREF((x)); return (x); }                                    \
+    } while (0)
+    while (node != NULL) {
+        CHECK_VA(node);
+        uint64_t s;
+        if (!u64_of(SLOT(node, off_start), &s)) goto decline;
+        PyObject *left = get_node(node, off_left);
+        if (left != NULL) {
+            CHECK_VA(left);
+            if (!u64_of(SLOT(left, off_sms), &sms)) goto decline;
+            if (sms >= length && vstart < (u128)s) {
+                node = left;
+                continue;
+            }
+        }
+        FITS(node);
+        PyObject *right = get_node(node, off_right);
+        if (right != NULL) {
+            CHECK_VA(right);
+            if (!u64_of(SLOT(right, off_sms), &sms)) goto decline;
+            if (sms >= length) {
+                node = right;
+                continue;
+            }
+        }
+        for (;;) {
+            node = get_node(node, off_parent);
+            if (node == NULL) Py_RETURN_NONE;
+            CHECK_VA(node);
+            FITS(node);
+            right = get_node(node, off_right);
+            if (!u64_of(SLOT(node, off_start), &s)) goto decline;
+            if (right != NULL) {
+                CHECK_VA(right);
+                if (!u64_of(SLOT(right, off_sms), &sms)) goto decline;
+                if (sms >= length && vstart <= (u128)s) {
+                    vstart = (u128)s + 1;
+                    node = right;
+                    break;
+                }
+            }
+        }
+    }
+    Py_RETURN_NONE;
+#undef CHECK_VA
+#undef FITS
+decline:
+    PyErr_SetString(PyExc_OverflowError, "search_skipping: a value the compiled walk declines");
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     /* whole operations (speedcore) */
     {"alloc_vmap_area_once", (PyCFunction)(void (*)(void))sp_alloc_vmap_area_once,
@@ -2124,6 +2300,12 @@ static PyMethodDef methods[] = {
      "init_trace_events(AllocVmapArea, FreeVmapAreaNoflush, PurgeVmapAreaLazy)"},
     {"parse_tracefs", vm_parse_tracefs, METH_VARARGS,
      "parse_tracefs(text, pos, lineno, cpus, out, tasks) -> (pos, lineno)"},
+    /* replay (helper replayspeed) */
+    {"short_fitting_below", (PyCFunction)(void (*)(void))sp_short_fitting_below, METH_FASTCALL,
+     "short_fitting_below(blk, lo, hi, size, align, length, limit, ulong_max) -> list | None"},
+    {"search_skipping", (PyCFunction)(void (*)(void))sp_search_skipping, METH_FASTCALL,
+     "search_skipping(root_node, size, align, vstart, length, ulong_max, unreachable, high, "
+     "old_blocks) -> va | None"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_speedups",

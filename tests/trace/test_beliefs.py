@@ -467,3 +467,126 @@ def test_pools_emptied_by_the_shrinker_are_inferred_at_once(tmp_path):
     assert [(m.kernel, m.model) for m in res.mismatches] == [(stacks[0], stacks[-1])]
     assert res.mismatches[0].cause_key.startswith("shrinker:")
     assert res.allocs_matched == 7
+
+
+def test_passed_over_marks_only_the_short_blocks_that_fit_once_aligned():
+    # Free blocks (4 KiB pages, from V): [V+1p, V+3p) 8 KiB, [V+4p, V+9p) 20 KiB,
+    # [V+10p, V+15p) 20 KiB starting 8 KiB past a 16 KiB boundary (the aligned start
+    # V+12p leaves 12 KiB: a 20 KiB stack does not fit), [V+16p, V+40p) 96 KiB.
+    # A stack search (20 KiB, align 16 KiB: length 0x8fff) that passed over [V, V+40p):
+    # only [V+4p, V+9p) is shorter than the length and takes the stack once aligned
+    # (V+4p is 16 KiB aligned); the 8 KiB block is too short, the third block does not
+    # fit once aligned, the 96 KiB one is not shorter than the search length.
+    from pyvmalloc.trace.beliefs import Beliefs
+    from pyvmalloc.trace.harness import TraceHarness
+
+    page = 0x1000
+    h = TraceHarness("6.18", cpus=2)
+    for s, e in [(0, 1), (3, 4), (9, 10), (15, 16)]:
+        h.seed_busy(V + s * page, V + e * page)
+    b = Beliefs(h.space)
+    length = STACK + ALIGN - 1
+    assert b.mark_passed_over(V, V + 40 * page, STACK, ALIGN, length) == 1
+    assert b.unreachable == {(V + 4 * page, V + 9 * page): {length}}
+    # Marking again adds nothing; another search length is a new mark.
+    assert b.mark_passed_over(V, V + 40 * page, STACK, ALIGN, length) == 0
+    assert b.mark_passed_over(V, V + 40 * page, STACK, ALIGN, length + 1) == 1
+    assert b.unreachable == {(V + 4 * page, V + 9 * page): {length, length + 1}}
+
+
+def test_driving_a_trace_leaves_the_garbage_collector_as_it_was(tmp_path):
+    import gc
+
+    tr = Trace()
+    tr.alloc(V + 0x4000, cpu=0)  # the stack's lowest 16 KiB-aligned fit
+    busy = [(V, V + 0x1000)]
+    assert gc.get_freeze_count() == 0
+    assert run(tmp_path, tr, busy).allocs_matched == 1
+    assert gc.get_freeze_count() == 0  # unfrozen after the replay
+    keep = [object() for _ in range(10)]
+    gc.freeze()  # a caller's own frozen objects stay frozen
+    try:
+        frozen = gc.get_freeze_count()
+        run(tmp_path, tr, busy)
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+    del keep
+
+
+def test_the_compiled_passed_over_walk_is_the_reference():
+    # The same seeded free trees and questions through both: every list equal.
+    import random
+
+    from pyvmalloc.trace import beliefs
+    from pyvmalloc.trace.harness import TraceHarness
+
+    if beliefs._c_short_fitting_below is None:
+        pytest.skip("no compiled accelerator")
+    rnd = random.Random(15)
+    page = 0x1000
+    for _ in range(5):
+        h = TraceHarness("6.18", cpus=2)
+        pos = V
+        for _ in range(300):
+            pos += rnd.choice([1, 1, 2, 3, 5, 8, 9]) * page  # a free gap
+            end = pos + rnd.randint(1, 4) * page
+            h.seed_busy(pos, end)
+            pos = end
+        free = h.space.free
+        umax = h.space.ulong_max
+        for _ in range(200):
+            lo = V + rnd.randint(0, 600) * page
+            hi = lo + rnd.randint(1, 900) * page
+            size = rnd.choice([1, 2, 4, 5]) * page
+            align = rnd.choice([page, 2 * page, ALIGN, 8 * page])
+            length = size + align - 1 if align > page else size
+            limit = rnd.choice([0, 1, 7, 256])
+            blk = free.pvm_find_va_enclose_addr(hi - 1)
+            args = (blk, lo, hi, size, align, length, limit, umax)
+            assert beliefs._c_short_fitting_below(*args) == beliefs.short_fitting_below(*args)
+
+
+def test_the_compiled_skipping_search_is_the_reference(monkeypatch):
+    # Seeded free trees with seeded beliefs (blocks marked unreachable for some search
+    # lengths, snapshot blocks below the kernel's highest tree choice): both searches
+    # end in the same block, for every question.
+    import random
+
+    from pyvmalloc.trace import beliefs
+    from pyvmalloc.trace.harness import TraceHarness
+
+    compiled = beliefs._c_search_skipping
+    if compiled is None:
+        pytest.skip("no compiled accelerator")
+    rnd = random.Random(15)
+    page = 0x1000
+    found = 0
+    for _ in range(5):
+        h = TraceHarness("6.18", cpus=2)
+        pos = V
+        for _ in range(300):
+            pos += rnd.choice([1, 1, 2, 3, 5, 8, 9]) * page  # a free gap
+            end = pos + rnd.randint(1, 4) * page
+            h.seed_busy(pos, end)
+            pos = end
+        b = beliefs.Beliefs(h.space)
+        b.remember_old_blocks()
+        blocks = list(h.space.free_areas())
+        for _ in range(200):
+            size = rnd.choice([1, 2, 4, 5]) * page
+            align = rnd.choice([page, 2 * page, ALIGN, 8 * page])
+            length = size + align - 1 if align > page else size
+            vstart = V + rnd.randint(0, 600) * page
+            blk = rnd.choice(blocks)
+            if rnd.random() < 0.5:
+                b.mark_unreachable((blk.va_start, blk.va_end), length)
+            if rnd.random() < 0.3:
+                b.saw_kernel_tree_choice(V + rnd.randint(0, 1200) * page, length)
+            got = b.search_skipping(size, align, vstart, length)
+            monkeypatch.setattr(beliefs, "_c_search_skipping", None)
+            want = b.search_skipping(size, align, vstart, length)
+            monkeypatch.setattr(beliefs, "_c_search_skipping", compiled)
+            assert got is want
+            found += got is not None
+    assert found > 500  # the questions mostly have an answer

@@ -257,3 +257,40 @@ def test_live_sigkilled_capture_is_recovered_by_the_next(tmp_path: Path) -> None
     after = _machine_state()
     after["affinity"] = before["affinity"]
     assert after == before
+
+
+@pytest.mark.live
+@live
+def test_live_two_captures_at_once_leave_the_machine_as_found(tmp_path: Path) -> None:
+    """The first to finish neither unmounts tracefs nor restores kptr_restrict under the
+    second; the second's snapshots keep real addresses; the last one restores both."""
+    before = _machine_state()
+
+    def start(name: str, *activity: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pyvmalloc.trace.capture", str(tmp_path / name),
+             "--no-drop-caches", "--no-kstate", "--buffer-mb", "4", "--end-snapshot",
+             *activity],
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+
+    first = start("a", "--duration", "1")
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "a" / "vmallocinfo").exists():
+        assert time.monotonic() < deadline, "first capture did not start"
+        time.sleep(0.02)
+    second = start(
+        "b", "--", sys.executable, "-c", "import time; time.sleep(4); raise SystemExit(5)"
+    )
+    _, err_a = first.communicate(timeout=120)
+    _, err_b = second.communicate(timeout=120)
+    assert first.returncode == 0, err_a
+    assert second.returncode == 5, err_b  # the command's own status
+    assert "cleanup problem" not in err_a + err_b
+    end = (tmp_path / "b" / "vmallocinfo.end").read_text()
+    # real addresses (kptr_restrict stayed 1 for b after a ended), not hashed ones
+    assert end.startswith("0xffff"), end[:80]
+    after = _machine_state()
+    after["affinity"] = before["affinity"]
+    assert after == before

@@ -36,12 +36,18 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from pyvmalloc._accel import speedups as _speedups
 from pyvmalloc.config import PAGE_SHIFT, PAGE_SIZE
 from pyvmalloc.rbtree import rb_prev
 from pyvmalloc.vmap.area import VaState, VmapArea
 from pyvmalloc.vmap.space import VmapSpace
 
-__all__ = ["Beliefs", "Cause"]
+__all__ = ["Beliefs", "Cause", "short_fitting_below"]
+
+#: The compiled twin of :func:`short_fitting_below` (absent in an older build).
+_c_short_fitting_below = getattr(_speedups, "short_fitting_below", None)
+#: The compiled twin of :meth:`Beliefs.search_skipping`'s walk.
+_c_search_skipping = getattr(_speedups, "search_skipping", None)
 
 #: Mismatch classes (see docs/replay.md).
 RULE = "rule difference"
@@ -139,15 +145,12 @@ class Beliefs:
 
     def after_refill(self, before: set[int]) -> None:
         """Stamp the entries a purge just added with the purge's number."""
-        old = self.gen
+        get = self.gen.get
         seq = self.purge_seq
-        gen: dict[int, int] = {}
-        for vn in self.space.nodes:
-            for pool in vn.pools.values():
-                for va in pool:
-                    i = id(va)
-                    gen[i] = old.get(i, 0) if i in before else seq
-        self.gen = gen
+        self.gen = {
+            i: get(i, 0) if i in before else seq
+            for i in [id(va) for vn in self.space.nodes for p in vn.pools.values() for va in p]
+        }
 
     def _insert_by_purge_order(self, pool: deque[VmapArea], va: VmapArea) -> None:
         """Put ``va`` where its purge would have: newest purge first, then descending."""
@@ -325,20 +328,22 @@ class Beliefs:
         while the tree around it does not change. Returns how many were marked.
         """
         space = self.space
-        mask = ~(align - 1) & space.ulong_max
         blk = space.free.pvm_find_va_enclose_addr(hi - 1)
+        found = None
+        if _c_short_fitting_below is not None:
+            found = _c_short_fitting_below(blk, lo, hi, size, align, length, limit, space.ulong_max)
+        if found is None:
+            found = short_fitting_below(blk, lo, hi, size, align, length, limit, space.ulong_max)
+        unreachable = self.unreachable
         marked = 0
-        for _ in range(limit):
-            if blk is None or blk.va_end <= lo:
-                break
-            s, e = blk.va_start, blk.va_end
-            if e - s < length and e <= hi and s >= lo:
-                nva = (max(s, lo) + align - 1) & mask
-                lengths = self.unreachable.setdefault((s, e), set())
-                if nva + size <= e and length not in lengths:
-                    lengths.add(length)
-                    marked += 1
-            blk = rb_prev(blk)
+        for key in found:
+            lengths = unreachable.get(key)
+            if lengths is None:
+                unreachable[key] = {length}
+                marked += 1
+            elif length not in lengths:
+                lengths.add(length)
+                marked += 1
         return marked
 
     def unmark(self, block: tuple[int, int]) -> bool:
@@ -388,18 +393,28 @@ class Beliefs:
         node = space.free_root.rb_node
         umax = space.ulong_max
         mask = ~(align - 1) & umax
+        # passed_over(start, end, length), with its lookups hoisted
+        high = self.kernel_tree_high.get(length)
+        old = self.old_blocks
+        if _c_search_skipping is not None:  # the compiled twin of the walk below
+            try:
+                found: VmapArea | None = _c_search_skipping(
+                    node, size, align, vstart, length, umax, bad, high, old
+                )
+            except OverflowError:  # a value past 64 bits: the reference below
+                pass
+            else:
+                return found
 
         def fits(n: VmapArea, vstart: int) -> bool:
-            s = n.va_start
+            s, e = n.va_start, n.va_end
             nva = ((s if s > vstart else vstart) + align - 1) & mask
             end = nva + size
-            return (
-                end <= umax
-                and nva >= vstart
-                and end <= n.va_end
-                and length not in bad.get((n.va_start, n.va_end), ())
-                and not self.passed_over(n.va_start, n.va_end, length)
-            )
+            if end > umax or nva < vstart or end > e:
+                return False
+            if bad and length in bad.get((s, e), ()):
+                return False
+            return high is None or s >= high or e - s >= length or (s, e) not in old
 
         while node is not None:
             left = node.rb_left
@@ -428,6 +443,32 @@ class Beliefs:
                     node = right
                     break
         return None
+
+
+def short_fitting_below(
+    blk: VmapArea | None,
+    lo: int,
+    hi: int,
+    size: int,
+    align: int,
+    length: int,
+    limit: int,
+    ulong_max: int,
+) -> list[tuple[int, int]]:
+    """The free blocks from ``blk`` down (at most ``limit``, while they end above
+    ``lo``) that are shorter than the search ``length``, lie in ``[lo, hi)`` and take
+    ``size`` bytes once their start is aligned to ``align``: ``(start, end)``, highest
+    first. The reference of the compiled ``short_fitting_below`` (_speedups.c)."""
+    mask = ~(align - 1) & ulong_max
+    out: list[tuple[int, int]] = []
+    for _ in range(limit):
+        if blk is None or blk.va_end <= lo:
+            break
+        s, e = blk.va_start, blk.va_end
+        if e - s < length and e <= hi and s >= lo and ((s + align - 1) & mask) + size <= e:
+            out.append((s, e))
+        blk = rb_prev(blk)
+    return out
 
 
 def pool_class(size: int) -> int:

@@ -24,10 +24,11 @@ public mechanism API (``alloc_vmap_area_once``, ``insert_vmap_area``,
 
 from __future__ import annotations
 
+import gc
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from pyvmalloc.config import EBUSY, PAGE_SHIFT, KernelProfile, Machine, get_profile
 from pyvmalloc.errors import InputError, InvariantError
@@ -539,18 +540,25 @@ class TraceHarness:
 
     def adopt(self, ev: AllocVmapArea, cpu: int) -> list[str]:
         """Give the kernel's address to a new busy area, as the kernel would tag it."""
+        return self.adopt_area(ev.addr, ev.size, ev.vstart, ev.vend, cpu)[1]
+
+    def adopt_area(
+        self, addr: int, size: int, vstart: int, vend: int, cpu: int
+    ) -> tuple[VmapArea, list[str]]:
+        """:meth:`adopt` at ``addr`` for a request of ``size`` in ``[vstart, vend)``;
+        return the new busy area and the notes of :meth:`claim_range`."""
         space = self.space
         flags = 0
         if space.nr_vmap_nodes > 1 and (
-            ev.vstart == space.vmalloc_start and ev.vend == space.vmalloc_end
+            vstart == space.vmalloc_start and vend == space.vmalloc_end
         ):
             flags = space.encode_vn_id(cpu % space.nr_vmap_nodes)
-        notes = self.claim_range(ev.addr, ev.addr + ev.size)
-        va = VmapArea(ev.addr, ev.addr + ev.size)
+        notes = self.claim_range(addr, addr + size)
+        va = VmapArea(addr, addr + size)
         va.flags = flags
         space.insert_vmap_area(va)
         space.stats.allocs += 1
-        return notes
+        return va, notes
 
     def undo_alloc(self, va: VmapArea, from_pool: bool, cpu: int) -> None:
         """Give back an allocation the replay rejects: to its pool head, or the tree."""
@@ -614,17 +622,38 @@ class TraceHarness:
     ) -> None:
         """Apply ``events`` in order through ``driver``; ``observer`` sees each result.
 
-        ``n_events`` holds the number of events while they are driven.
+        ``n_events`` holds the number of events while they are driven. The model's
+        areas live for the whole trace: they are kept out of the garbage collector's
+        generations meanwhile (``gc.freeze``), so that its collections, triggered by
+        the short-lived objects of each event, do not walk the whole model each time.
         """
         self.n_events = len(events)
         driver.prepare(events)
-        for i, ev in enumerate(events):
-            driver.before(i, ev)
-            if isinstance(ev, AllocVmapArea):
-                driver.alloc(ev)
-            elif isinstance(ev, FreeVmapAreaNoflush):
-                driver.free(ev)
-            elif isinstance(ev, PurgeVmapAreaLazy):
-                driver.purge(ev)
-            if observer is not None:
-                observer(i, ev, self)
+        # One handler per event class (the parser's exact classes; a subclass takes
+        # the isinstance route below).
+        handlers: dict[type, Callable[[Any], None]] = {
+            AllocVmapArea: driver.alloc,
+            FreeVmapAreaNoflush: driver.free,
+            PurgeVmapAreaLazy: driver.purge,
+        }
+        before = driver.before
+        freeze = gc.get_freeze_count() == 0  # never unfreeze what a caller froze
+        if freeze:
+            gc.freeze()
+        try:
+            for i, ev in enumerate(events):
+                before(i, ev)
+                handler = handlers.get(ev.__class__)
+                if handler is not None:
+                    handler(ev)
+                elif isinstance(ev, AllocVmapArea):
+                    driver.alloc(ev)
+                elif isinstance(ev, FreeVmapAreaNoflush):
+                    driver.free(ev)
+                elif isinstance(ev, PurgeVmapAreaLazy):
+                    driver.purge(ev)
+                if observer is not None:
+                    observer(i, ev, self)
+        finally:
+            if freeze:
+                gc.unfreeze()

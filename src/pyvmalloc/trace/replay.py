@@ -25,13 +25,14 @@ matters for alignments above PAGE_SIZE) — unless the capture read them from th
 from __future__ import annotations
 
 import argparse
+import heapq
 import itertools
 import os
 import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +59,7 @@ from pyvmalloc.trace.harness import Observer, TraceHarness, events_after_snapsho
 from pyvmalloc.trace.kstate import KState, compare_kstate, kstate_of
 from pyvmalloc.trace.parse import TraceParseResult, parse_trace
 from pyvmalloc.trace.snapshot import VmallocInfo, lazy_runs, parse_vmallocinfo
-from pyvmalloc.vmap.area import Decision, FitType, PendingPurge, VmapArea, is_err
+from pyvmalloc.vmap.area import Decision, FitType, PendingPurge, VmapArea
 from pyvmalloc.vmap.placement import find_vmap_lowest_match
 from pyvmalloc.vmap.space import VmapSpace
 
@@ -413,40 +414,29 @@ class Replayer:
             last = max((k for k in range(prev + 1, j) if events[k].cpu == cpu), default=-1)
             self._worker_cpu_busy_until[j] = last
             prev = j
-        self._purge_index = -1
         self._purge_at = purge_at
+        # The next purge event at or after the first event (see before()).
         self._nxt = 0
+        self._purge_index = purge_at[0] if purge_at else -1
+        self._next_purge = events[purge_at[0]] if purge_at else None  # type: ignore[assignment]
 
     def before(self, i: int, ev: TraceEvent) -> None:
         """Before event ``i``: the next purge's phases that have happened by now."""
-        purge_at = self._purge_at
-        j = self._nxt
-        while j < len(purge_at) and purge_at[j] < i:
-            j += 1
-        self._nxt = j
-        self._next_purge = self._events[purge_at[j]] if j < len(purge_at) else None  # type: ignore[assignment]
-        self._purge_index = purge_at[j] if j < len(purge_at) else -1
+        if 0 <= self._purge_index < i:  # the next purge event is behind: the one after
+            purge_at = self._purge_at
+            j = self._nxt
+            while j < len(purge_at) and purge_at[j] < i:
+                j += 1
+            self._nxt = j
+            self._next_purge = self._events[purge_at[j]] if j < len(purge_at) else None  # type: ignore[assignment]
+            self._purge_index = purge_at[j] if j < len(purge_at) else -1
         self._index = i
         if self._bar is not None and i % 5000 == 0:
             self._bar.update(self._task, completed=i)
         self.result.events += 1
         armed = self._armed_at
-        if (
-            armed is not None
-            and (ev.timestamp >= armed or isinstance(ev, (FreeVmapAreaNoflush, PurgeVmapAreaLazy)))
-            and (
-                self._index > self._worker_cpu_busy_until.get(self._purge_index, -1)
-                or isinstance(ev, (FreeVmapAreaNoflush, PurgeVmapAreaLazy))
-            )
-        ):
-            # Run the next purge's first phase (decay, detach) before this event: it
-            # happened by now, or this event is a free the purge did not take.
-            nxt = self._next_purge
-            assert nxt is not None
-            self._begin_purge(nxt)
-            self._purge_began_at = ev.timestamp if ev.timestamp < armed else armed
-            self._armed_at = None
-            self._plan_node_finish(ev.timestamp if ev.timestamp < armed else armed, nxt)
+        if armed is not None:
+            self._armed_before(ev, armed)
         if self._held_until:
             self._decay_reached_tree(ev.timestamp)
         pending = self._pending
@@ -505,6 +495,21 @@ class Replayer:
         if self._node_done_at:
             del self._node_done_at[: len(best)]
         return True
+
+    def _armed_before(self, ev: TraceEvent, armed: float) -> None:
+        """The next purge is due from model time ``armed``: run its first phase
+        (decay, detach) before ``ev`` if it happened by now, or if ``ev`` is a free
+        (or a purge) that the purge did not take."""
+        if (ev.timestamp >= armed or isinstance(ev, (FreeVmapAreaNoflush, PurgeVmapAreaLazy))) and (
+            self._index > self._worker_cpu_busy_until.get(self._purge_index, -1)
+            or isinstance(ev, (FreeVmapAreaNoflush, PurgeVmapAreaLazy))
+        ):
+            nxt = self._next_purge
+            assert nxt is not None
+            self._begin_purge(nxt)
+            self._purge_began_at = ev.timestamp if ev.timestamp < armed else armed
+            self._armed_at = None
+            self._plan_node_finish(ev.timestamp if ev.timestamp < armed else armed, nxt)
 
     def _plan_node_finish(self, t1: float, nxt: PurgeVmapAreaLazy) -> None:
         """When each node's second phase is done, between ``t1`` and the purge event."""
@@ -582,15 +587,16 @@ class Replayer:
     def _alloc_one(self, ev: AllocVmapArea, reorder: bool = False) -> None:
         space = self.space
         res = self.result
+        b = self.beliefs
         cpu = ev.cpu % self.cpus
-        kernel_failed = bool(ev.failed)
+        kernel_failed = ev.failed != 0
         self._last_alloc_failed = kernel_failed
         res.allocs_compared += 1
         if kernel_failed:
             res.kernel_failures += 1
         hidden: int | None = None
         va: VmapArea | int
-        if self._infer_pools and self.beliefs.hidden_head:
+        if self._infer_pools and b.hidden_head:
             hidden = self._hidden_guess(ev, cpu)
         if hidden is not None:
             va = self._adopt_at(hidden, ev, cpu)
@@ -600,40 +606,38 @@ class Replayer:
         else:
             va = self.harness.alloc(ev.size, ev.align, ev.vstart, ev.vend, cpu)
         dec = space.last_decision
-        model_ok = not is_err(va)
+        # The model's results are a busy area or a negative errno.
+        model_ok = not isinstance(va, int)
+        tree = dec is not None and dec.source == "tree"
         if (
-            model_ok
-            and dec is not None
-            and dec.source == "tree"
-            and (self.beliefs.unreachable or dec.block[1] - dec.block[0] < dec.search_length)
+            model_ok and tree and (b.unreachable or dec.block[1] - dec.block[0] < dec.search_length)  # type: ignore[union-attr]
         ):
-            length = dec.search_length
-            if self.beliefs.is_unreachable(dec.block, length):
+            length = dec.search_length  # type: ignore[union-attr]
+            if b.is_unreachable(dec.block, length):  # type: ignore[union-attr]
                 va = self._search_again(ev, va, cpu, length)  # type: ignore[arg-type]
                 dec = space.last_decision
-                model_ok = not is_err(va)
+                model_ok = not isinstance(va, int)
+                tree = dec is not None and dec.source == "tree"
         if not model_ok:
             res.model_failures += 1
         pool_hit = dec is not None and dec.source == "pool"
         if model_ok and not kernel_failed and va.va_start == ev.addr:  # type: ignore[union-attr]
+            # The common case: the model predicted the kernel's address.
             res.allocs_matched += 1
             if hidden is not None:
                 res.allocs_matched_guessed += 1
                 res.hidden_pool_hits += 1
-                self.beliefs.saw_hidden_head(
-                    (cpu % space.nr_vmap_nodes, pool_class(ev.size)), hidden
-                )
-            elif dec is not None:
-                b = self.beliefs
-                if pool_hit:
-                    if b.unknown_node and not b.node_known(va):  # type: ignore[arg-type]
-                        res.allocs_matched_guessed += 1
-                elif dec.source == "tree" and ev.align > PAGE_SIZE:
-                    small = dec.block[1] - dec.block[0] < dec.search_length
-                    if small and self.seed != "kstate":  # kstate: the shape is known
-                        res.allocs_matched_guessed += 1  # reachable only on the model's path
-                    b.saw_kernel_tree_choice(ev.addr, dec.search_length)
-            self.beliefs.forget(ev.addr)
+                b.saw_hidden_head((cpu % space.nr_vmap_nodes, pool_class(ev.size)), hidden)
+            elif pool_hit:
+                if b.unknown_node and not b.node_known(va):  # type: ignore[arg-type]
+                    res.allocs_matched_guessed += 1
+            elif tree and ev.align > PAGE_SIZE:
+                assert dec is not None
+                small = dec.block[1] - dec.block[0] < dec.search_length
+                if small and self.seed != "kstate":  # kstate: the shape is known
+                    res.allocs_matched_guessed += 1  # reachable only on the model's path
+                b.saw_kernel_tree_choice(ev.addr, dec.search_length)
+            b.forget(ev.addr)
             return
         if not model_ok and kernel_failed:
             res.allocs_matched += 1
@@ -657,12 +661,13 @@ class Replayer:
                 self._alloc_one(other)
                 self._alloc_one(ev)
                 return
-        where = "" if kernel_failed else self._describe(self._where(ev.addr, ev.size))
+        loc = None if kernel_failed else self._where(ev.addr, ev.size)
+        where = "" if loc is None else self._describe(loc)
         if hidden is not None:
             reason = f"inferred head of node {cpu % space.nr_vmap_nodes}'s pool at snapshot time"
             cause = self._explain_hidden(ev, cpu, hidden)
         else:
-            cause = self._explain(ev, cpu, dec, head, model_addr)
+            cause = self._explain(ev, cpu, dec, head, model_addr, loc)
         if (
             self.seed == "kstate"
             and cause.kind == HIDDEN
@@ -693,11 +698,11 @@ class Replayer:
         if not kernel_failed:
             self._adopt(ev, cpu)
 
-    def _tagged(self, ev: AllocVmapArea, cpu: int) -> VmapArea:
-        """A new busy area for the kernel's address, tagged with the CPU's node as
+    def _tagged(self, ev: AllocVmapArea, cpu: int, addr: int) -> VmapArea:
+        """A new busy area of ``ev``'s size at ``addr``, tagged with the CPU's node as
         ``alloc_vmap_area`` tags it (as :meth:`TraceHarness.adopt` does)."""
         space = self.space
-        va = VmapArea(ev.addr, ev.addr + ev.size)
+        va = VmapArea(addr, addr + ev.size)
         if space.nr_vmap_nodes > 1 and self._full_range(ev):
             va.flags = space.encode_vn_id(cpu % space.nr_vmap_nodes)
         return va
@@ -729,13 +734,14 @@ class Replayer:
         return next_hidden_head(self.beliefs, node, idx, ev.size, ev.align)
 
     @staticmethod
-    def _at_bottom(ev: AllocVmapArea, block: object) -> bool:
-        """Whether the kernel's address is the aligned bottom of the model's free
-        block: where a tree search puts it. An address inside a free range (to the
-        model) is a pool entry the model could not see."""
+    def _at_bottom(ev: AllocVmapArea, block: object, addr: int | None = None) -> bool:
+        """Whether the kernel's address (or ``addr``) is the aligned bottom of the
+        model's free block: where a tree search puts it. An address inside a free
+        range (to the model) is a pool entry the model could not see."""
         if not isinstance(block, tuple):
             return False
-        return bool(ev.addr == (max(block[0], ev.vstart) + ev.align - 1) & ~(ev.align - 1))
+        at = ev.addr if addr is None else addr
+        return bool(at == (max(block[0], ev.vstart) + ev.align - 1) & ~(ev.align - 1))
 
     def _tree_choice(self, ev: AllocVmapArea) -> int | None:
         """Where the model's tree search would put this allocation (no clipping)."""
@@ -779,37 +785,37 @@ class Replayer:
     def _adopt_at(self, addr: int, ev: AllocVmapArea, cpu: int) -> VmapArea:
         """Make the model's area of ``ev`` start at ``addr`` (a belief's choice), as if
         the kernel had printed that address; return the new busy area."""
-        self._adopt(replace(ev, addr=addr, failed=0), cpu)
-        found = self.space.find_vmap_area(addr)
-        assert found is not None
-        return found
+        return self._adopt(ev, cpu, addr)
 
-    def _adopt(self, ev: AllocVmapArea, cpu: int) -> None:
-        """Make the kernel's address busy in the model, tagged with the CPU's node."""
+    def _adopt(self, ev: AllocVmapArea, cpu: int, addr: int | None = None) -> VmapArea:
+        """Make the kernel's address (or ``addr``) busy in the model, tagged with the
+        CPU's node; return the new busy area."""
         b = self.beliefs
-        if self._held and any(
-            va.va_start < ev.addr + ev.size and ev.addr < va.va_end for va in self._held
-        ):
+        start = ev.addr if addr is None else addr
+        end = start + ev.size
+        if self._held and any(va.va_start < end and start < va.va_end for va in self._held):
             self._decay_reached_tree()  # the kernel allocated in it: it is in its tree
         if b.parked:
-            pk = b.parked_at(ev.addr)
-            end = ev.addr + ev.size
+            pk = b.parked_at(start)
             if (
                 pk is not None
                 and end <= pk.va_end
-                and not self._at_bottom(ev, (pk.va_start, pk.va_end))
+                and not self._at_bottom(ev, (pk.va_start, pk.va_end), start)
             ):
                 # A pool entry inside a range the kernel's tree lacks: the rest of the
                 # range stays out of the model's tree.
-                b.split_parked(pk, ev.addr, end)
-                self.harness.space.insert_vmap_area(self._tagged(ev, cpu))
+                b.split_parked(pk, start, end)
+                va = self._tagged(ev, cpu, start)
+                self.harness.space.insert_vmap_area(va)
                 self.space.stats.allocs += 1
-                b.forget(ev.addr)
-                return
-            b.unpark_overlapping(ev.addr, end)
-        notes = self.harness.adopt(ev, cpu)
-        self.result.notes.extend(f"line {ev.line}: {n}" for n in notes[:3])
-        self.beliefs.forget(ev.addr)
+                b.forget(start)
+                return va
+            b.unpark_overlapping(start, end)
+        va, notes = self.harness.adopt_area(start, ev.size, ev.vstart, ev.vend, cpu)
+        if notes:
+            self.result.notes.extend(f"line {ev.line}: {n}" for n in notes[:3])
+        self.beliefs.forget(start)
+        return va
 
     def _search_again(
         self, ev: AllocVmapArea, va: VmapArea, cpu: int, length: int
@@ -840,8 +846,10 @@ class Replayer:
         dec: Decision | None,
         head: VmapArea | None,
         model_addr: int | None,
+        loc: tuple[str, object, int, int] | None = None,
     ) -> Cause:
-        """Classify one divergence and revise the beliefs it refutes."""
+        """Classify one divergence and revise the beliefs it refutes; ``loc`` is
+        :meth:`_where` of the kernel's address, when the caller has it already."""
         space = self.space
         b = self.beliefs
         full_range = ev.vstart == space.vmalloc_start and ev.vend == space.vmalloc_end
@@ -851,7 +859,7 @@ class Replayer:
             return Cause(
                 RULE, "the kernel failed and the model did not, or the reverse", ("fail", ev.line)
             )
-        kind, obj, pnode, pos = self._where(ev.addr, ev.size)
+        kind, obj, pnode, pos = loc if loc is not None else self._where(ev.addr, ev.size)
         decay = self._decay_in_flight(ev, dec, kind, obj, model_addr)
         if decay is not None:
             return decay
@@ -1091,8 +1099,30 @@ class Replayer:
         while blk is not None and len(blocks) < limit and blk.va_end <= ev.addr:
             if blk.va_end - max(blk.va_start, ev.vstart) >= length:
                 blocks.append((blk.va_start, blk.va_end))
-            blk = rb_next(blk)
+            # The next block that can count: every later block starts above vstart, so
+            # only its size matters. The shorter ones in between end lower than it, so
+            # they would not have stopped the walk either.
+            blk = self._next_free_of_length(blk.va_start, length)
         return sum(self.beliefs.park(block) for block in blocks)
+
+    def _next_free_of_length(self, after: int, length: int) -> VmapArea | None:
+        """The lowest free block of the model's tree that starts above ``after`` and
+        is at least ``length`` bytes: O(log n), guided by ``subtree_max_size`` (the
+        largest block of each subtree) as the kernel's own search is."""
+
+        def lowest(node: VmapArea | None) -> VmapArea | None:
+            if node is None or node.subtree_max_size < length:
+                return None  # nothing here is long enough
+            if node.va_start <= after:  # it and its left subtree start too low
+                return lowest(node.rb_right)
+            found = lowest(node.rb_left)
+            if found is not None:
+                return found
+            if node.va_end - node.va_start >= length:
+                return node
+            return lowest(node.rb_right)
+
+        return lowest(self.space.free_root.rb_node)
 
     def _shrinker_explains(self, ev: AllocVmapArea) -> bool:
         """Whether the kernel's address is where a tree search would end if every
@@ -1109,27 +1139,40 @@ class Replayer:
         if self._in_race_window(ev.timestamp) or self.space.nr_vmap_nodes < 2:
             return False
         space = self.space
-        spans = [(va.va_start, va.va_end) for va in space.free_areas()]
-        spans += [
+        # The free blocks ascending (from the tree, lazily) merged with the pooled
+        # areas (sorted): touching spans form one range; the first range the search
+        # length fits in decides, so the walk stops there.
+        pooled = sorted(
             (va.va_start, va.va_end)
             for vn in space.nodes
             for pool in vn.pools.values()
             for va in pool
-        ]
-        spans.sort()
+        )
+        spans = heapq.merge(((va.va_start, va.va_end) for va in space.free_areas()), pooled)
         length = ev.size + ev.align - 1 if ev.align > PAGE_SIZE else ev.size
         mask = ~(ev.align - 1) & space.ulong_max
-        merged: list[list[int]] = []
-        for start, end in spans:
-            if merged and merged[-1][1] == start:
-                merged[-1][1] = end
-            else:
-                merged.append([start, end])
-        for start, end in merged:
+
+        def decides(start: int, end: int) -> bool | None:
             lo = max(start, ev.vstart)
             if end - lo >= length:
                 nva = (lo + ev.align - 1) & mask
                 return bool(nva == ev.addr and nva + ev.size <= min(end, ev.vend))
+            return None
+
+        cur: list[int] | None = None
+        for start, end in spans:
+            if cur is not None and cur[1] == start:
+                cur[1] = end
+                continue
+            if cur is not None:
+                found = decides(cur[0], cur[1])
+                if found is not None:
+                    return found
+            cur = [start, end]
+        if cur is not None:
+            found = decides(cur[0], cur[1])
+            if found is not None:
+                return found
         return False
 
     def _first_free(self) -> VmapArea | None:
