@@ -590,3 +590,88 @@ def test_the_compiled_skipping_search_is_the_reference(monkeypatch):
             assert got is want
             found += got is not None
     assert found > 500  # the questions mostly have an answer
+
+
+# --- a big purge: helper workers, nodes finishing out of order (6.18) ---------------
+
+S3 = 0x3000  # 12 KiB: pool[2]
+BIG = 128 << 20  # 32768 pages: past the pools, back to the tree
+
+
+def _helper_purge_trace(low: int, cpu1_extra: int = 0) -> tuple[Trace, dict[str, int]]:
+    """CPU 0 allocates a1, a2 (12 KiB) and G (128 MiB), CPU 1 b1, b2 (12 KiB), an
+    optional area H of ``cpu1_extra`` bytes and c (20 KiB), all in the tree's lowest
+    fit from ``low``; then a1..H are freed. With 32780 and more lazy pages, 6.18's
+    ``__purge_vmap_area_lazy`` has ``vmap_lazy_nr / lazy_max_pages() = 2``: one
+    helper, which purges node 0 on CPU 0 (``schedule_work_on``), while the purging
+    worker purges node 1 itself."""
+    at = {}
+    x = low
+    for name, size, cpu in (
+        ("a1", S3, 0), ("a2", S3, 0), ("b1", S3, 1), ("b2", S3, 1), ("G", BIG, 0),
+        ("H", cpu1_extra, 1), ("c", STACK, 1),
+    ):  # fmt: skip
+        if not size:
+            continue
+        at[name] = x
+        at[name + "_size"] = size
+        at[name + "_cpu"] = cpu
+        x += size
+    at["top"] = x
+    tr = Trace()
+    for name in ("a1", "a2", "b1", "b2", "G", "H", "c"):
+        if name in at:
+            tr.alloc(at[name], cpu=at[name + "_cpu"], size=at[name + "_size"], align=1)
+    for name in ("a1", "a2", "b1", "b2", "G", "H"):
+        if name in at:
+            tr.free(at[name], size=at[name + "_size"], cpu=0)
+    return tr, at
+
+
+def test_a_frees_nr_lazy_shows_the_helper_purged_node_is_not_done_yet(tmp_path):
+    # The purging worker (CPU 1) is done with node 1 first: b1, b2 pushed on node 1's
+    # pool[2], 6 pages off vmap_lazy_nr. Node 0's helper waits for CPU 0, which is
+    # busy with the allocating task. c's free on CPU 1 shows the counter 6 pages
+    # lower than with nothing purged: node 1 is done, node 0 is not. So CPU 1's 12 KiB
+    # gets b2 (node 1's head), CPU 0's 12 KiB finds node 0's pool empty and takes the
+    # tree's lowest fit (above c: a1..G are still on the helper's list). After the
+    # purge's event node 0's pool[2] is [a2, a1]: CPU 0's next 12 KiB gets a2.
+    tr, at = _helper_purge_trace(V + 0x1000)
+    tr.nr_lazy -= 6  # purge_vmap_node(node 1): atomic_long_sub(6, &vmap_lazy_nr)
+    tr.free(at["c"], size=STACK, cpu=1)
+    tr.alloc(at["b2"], cpu=1, size=S3, align=1)
+    tr.alloc(at["top"], cpu=0, size=S3, align=1)
+    tr.purge(at["a1"], at["c"], 5, 6 + BIG // 4096)
+    tr.alloc(at["a2"], cpu=0, size=S3, align=1)
+    res = run(tmp_path, tr, [(V, V + 0x1000)])
+    assert res.allocs_compared == 6 + 3
+    assert res.mismatches == []
+
+
+def test_an_area_found_in_the_tree_while_its_guessed_node_is_not_done_was_the_done_nodes(
+    tmp_path,
+):
+    # U (257 pages, never pooled) was busy before the snapshot; its address zone is
+    # node 0's, so the model guesses node 0, but the kernel had allocated it on node 1.
+    # Node 1 (the purging worker's own) is done first: c's free shows vmap_lazy_nr
+    # lower by node 1's pages, b1 + b2 + H + U = 4359 (the model's node 1 has 4102:
+    # close enough, the rest is a guess). CPU 0's 257-page request then gets U from
+    # the kernel's tree: U was node 1's, one mismatch; node 0's helper is still not
+    # done, so CPU 0's 12 KiB goes to the tree's lowest fit, H (node 1's, back in the
+    # tree: past the pools), not to a2.
+    u = V + 0x20000
+    u_end = u + 257 * 4096
+    extra = 16 << 20  # H: 4096 pages on node 1
+    tr, at = _helper_purge_trace(u_end, extra)
+    tr.free(u, size=257 * 4096, cpu=0)
+    tr.nr_lazy -= 6 + 4096 + 257
+    tr.free(at["c"], size=STACK, cpu=1)
+    tr.alloc(at["b2"], cpu=1, size=S3, align=1)
+    tr.alloc(u, cpu=0, size=257 * 4096, align=1)
+    tr.alloc(at["H"], cpu=0, size=S3, align=1)
+    tr.purge(u, at["c"], 7, 6 + BIG // 4096)
+    tr.alloc(at["a2"], cpu=0, size=S3, align=1)
+    res = run(tmp_path, tr, [(V, u), (u, u_end)])
+    assert [m.kernel for m in res.mismatches] == [u]
+    m = res.mismatches[0]
+    assert m.cause_class == "hidden state" and m.cause_key == f"node:{u:#x}", m

@@ -902,3 +902,35 @@ def test_replay_knows_the_node_of_a_pre_snapshot_area_from_its_flags(tmp_path: P
             assert [(m.kernel, m.model) for m in res.mismatches] == [(V, H[0])]
             assert res.mismatches[0].cause_class == "hidden state"
             assert res.known_compared == 0
+
+
+def test_a_pool_hit_on_another_nodes_pooled_area_the_readout_gave_is_a_rule_difference(
+    tmp_path: Path,
+) -> None:
+    # The readout puts P in node 0's pool[4]. By the kernel's rules CPU 1 takes node
+    # 1's pool (empty) and then the tree; the trace says P. P's node was read, not
+    # guessed, so the disagreement stays in the part where the state was fully known.
+    d = tmp_path / "pooled"
+    d.mkdir()
+    tr = Trace()
+    for m in ("snapshot-begin", "snapshot-end", "kstate-begin", "kstate-end"):
+        tr.marker(m)
+    tr.alloc(P[0], STACK, ALIGN, cpu=1)
+    (d / "trace").write_text("\n".join(tr.lines) + "\n")
+    (d / "vmallocinfo").write_text(
+        "".join(
+            f"{s:#x}-{e:#x} {e - s:>8} kernel_clone+0xb8/0x400 pages={(e - s) // 4096 - 1} vmalloc\n"
+            for s, e in (B1, B2, B3)
+        )
+    )
+    (d / "meta.json").write_text(json.dumps({"drop_caches": True, "cpus_possible": [0, 1]}))
+    write(d, doc())
+    cap = load_capture_dir(d)
+    ks, _ = cap.kstates()
+    res = replay(cap.trace, cap.snapshot, meta=cap.meta, kstate=ks)
+    assert res.seed == "kstate"
+    assert [m.kernel for m in res.mismatches] == [P[0]]
+    m = res.mismatches[0]
+    assert m.cause_class == "rule difference" and "although kstate.json gave it" in m.cause
+    assert m.cause_key == f"pooled-node:{P[0]:#x}"
+    assert res.known_compared == 1 and res.agreement_known == 0.0

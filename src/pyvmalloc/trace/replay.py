@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from pyvmalloc.kernel import Kernel
 
 #: Cause keys of facts a kstate.json readout holds (tree shape, pools at snapshot time).
-KSTATE_FACTS = ("shape", "snapshot-")
+KSTATE_FACTS = ("shape", "snapshot-", "pooled-node")
 #: Consecutive frees whose nr_lazy must differ from the model's to count as a drift.
 DRIFT_RUN = 8
 #: Allocations this close to a purge's event cannot be ordered against its refill
@@ -992,7 +992,9 @@ class Replayer:
                 )
             if pnode == node:
                 return Cause(HIDDEN, f"node {node} pool[{idx}] order", ("pool", node, idx, pos))
-            return Cause(HIDDEN, f"node of pooled {obj.va_start:#x}", ("node", obj.va_start))
+            # Known: from the trace (the allocating CPU) or, seeded from kstate.json,
+            # from the readout's flags; only a snapshot seed leaves it a guess.
+            return Cause(HIDDEN, f"node of pooled {obj.va_start:#x}", ("pooled-node", obj.va_start))
         if kind == "pooled-other":
             assert isinstance(obj, VmapArea)
             # The kernel's range overlaps an area the model still pools (another size):
