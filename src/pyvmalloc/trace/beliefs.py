@@ -53,6 +53,10 @@ _c_search_skipping = getattr(_speedups, "search_skipping", None)
 RULE = "rule difference"
 HIDDEN = "hidden state"
 RACE = "race"
+#: Refutations of one address-zone guess after which the other guessed areas follow.
+SWITCH_AFTER = 4
+#: Pool classes for those votes: one per size up to the pools' largest, then one.
+MAX_CLASS = 256
 
 
 @dataclass
@@ -101,6 +105,11 @@ class Beliefs:
         self.hidden_refuted: dict[tuple[int, int], set[int]] = {}
         #: Number of revisions made (each one a refuted guess).
         self.revisions = 0
+        #: Kernel decisions on areas of guessed node: (pool class, guessed node,
+        #: kernel's node) -> count (see vote_node).
+        self.node_votes: dict[tuple[int, int, int], int] = {}
+        #: Guessed areas moved to another node at once (see vote_node).
+        self.node_switches = 0
 
     def hidden_pool_seen(self, key: tuple[int, int]) -> bool:
         """Whether the kernel has shown a head of the pool ``key`` hidden at snapshot
@@ -121,6 +130,52 @@ class Beliefs:
     def guess_node(self, va: VmapArea) -> None:
         """``va`` was busy at snapshot time: its node is the address-zone guess."""
         self.unknown_node[va.va_start] = va
+
+    def vote_node(self, va: VmapArea, guessed: int, actual: int) -> None:
+        """The kernel showed that ``va``, an area the model had guessed on node
+        ``guessed``, was allocated on node ``actual`` (a pool hit on it, or its purge).
+
+        The areas of one size busy at snapshot time were mostly allocated by the same
+        long-running tasks (a thread pool's stacks, a BPF loader's programs), so their
+        nodes go together: once the kernel has refuted the address-zone guess
+        ``guessed`` for ``SWITCH_AFTER`` areas of ``va``'s pool class and more than
+        twice as often as it confirmed it, every other area of that class still
+        guessed on ``guessed`` (busy, lazy or pooled) is moved to ``actual``: still a
+        guess, revised one by one as before."""
+        cls = min((va.va_end - va.va_start - 1) >> PAGE_SHIFT, MAX_CLASS)
+        votes = self.node_votes
+        key = (cls, guessed, actual)
+        votes[key] = votes.get(key, 0) + 1
+        if guessed == actual:
+            return
+        wrong, right = votes[key], votes.get((cls, guessed, guessed), 0)
+        if wrong < SWITCH_AFTER or wrong <= 2 * right:
+            return
+        votes[key] = votes[(cls, guessed, guessed)] = 0
+        space = self.space
+        if not (0 <= guessed < space.nr_vmap_nodes and 0 <= actual < space.nr_vmap_nodes):
+            return
+        flags = space.encode_vn_id(actual)
+        moved = 0
+        for other in self.unknown_node.values():
+            if (
+                other.state in (VaState.BUSY, VaState.LAZY)
+                and (other.flags >> 8) - 1 == guessed
+                and min((other.va_end - other.va_start - 1) >> PAGE_SHIFT, MAX_CLASS) == cls
+            ):
+                other.flags = (other.flags & 0xFF) | flags
+                moved += 1
+        src = space.nodes[guessed].pools.get(cls)
+        if src:
+            dst = space.nodes[actual].pools.setdefault(cls, deque())
+            for other in [x for x in src if not self.node_known(x)]:
+                src.remove(other)
+                other.flags = (other.flags & 0xFF) | flags
+                self._insert_by_purge_order(dst, other)
+                moved += 1
+        if moved:
+            self.node_switches += moved
+            self.revisions += 1
 
     def node_known(self, va: VmapArea) -> bool:
         return self.unknown_node.get(va.va_start) is not va

@@ -631,6 +631,7 @@ class Replayer:
             elif pool_hit:
                 if b.unknown_node and not b.node_known(va):  # type: ignore[arg-type]
                     res.allocs_matched_guessed += 1
+                    b.vote_node(va, dec.node, dec.node)  # type: ignore[arg-type, union-attr]
             elif tree and ev.align > PAGE_SIZE:
                 assert dec is not None
                 small = dec.block[1] - dec.block[0] < dec.search_length
@@ -964,6 +965,11 @@ class Replayer:
                     # raced): keep it; the second time it is passed over, it is gone.
                     continue
                 b.refute_pool_entry(node, idx, va)
+            if unknown and unknown[0] is obj:
+                b.vote_node(obj, pnode, node)  # the kernel took it from node's pool
+            elif unknown and space.nr_vmap_nodes == 2:
+                # Not in node's pool: then in the other one's (two nodes).
+                b.vote_node(unknown[0], node, 1 - node)
             if unknown:
                 u = unknown[0]
                 return Cause(
@@ -985,6 +991,8 @@ class Replayer:
         if kind == "pool":
             assert isinstance(obj, VmapArea)
             if not b.node_known(obj):
+                if 0 <= node != pnode:
+                    b.vote_node(obj, pnode, node)
                 return Cause(
                     HIDDEN,
                     f"node of {obj.va_start:#x} (busy before the snapshot)",
@@ -1319,6 +1327,7 @@ class Replayer:
             pending.batch.remove(va)
             self.space._purge_vmap_node(self.space.nodes[done], [va], skip_populate=True)
             b.revisions += 1
+            b.vote_node(va, vn.id, done)
             return True
         return False
 
