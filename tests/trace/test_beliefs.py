@@ -675,3 +675,26 @@ def test_an_area_found_in_the_tree_while_its_guessed_node_is_not_done_was_the_do
     assert [m.kernel for m in res.mismatches] == [u]
     m = res.mismatches[0]
     assert m.cause_class == "hidden state" and m.cause_key == f"node:{u:#x}", m
+
+
+def test_the_kernel_refuting_a_node_guess_often_moves_the_rest_of_that_kind(tmp_path):
+    # Eight stacks busy before the snapshot, each in a node 1 address zone (so the
+    # model guesses node 1 for all), were allocated by a thread pool on CPU 0: the
+    # kernel purges them onto node 0's pool[4] (pushed ascending: head s[7]) and CPU 0's
+    # next stacks take s[7], s[6], ... The model, with them in node 1's pool, searches
+    # its tree for the first four; each kernel pool hit refutes one guess. After four
+    # refutations and no confirmation, the other stacks guessed on node 1 move to node
+    # 0's pool, in the order their purge gave: s[3], s[2], s[1], s[0] then match. CPU
+    # 1 then finds node 1's pool empty: the tree's lowest fit, V.
+    s = [V + 0x10000 * (2 * i + 1) for i in range(8)]
+    tr = Trace()
+    for x in s:
+        tr.free(x)
+    tr.purge(s[0], s[-1] + STACK, 8, 8 * 5)
+    for x in reversed(s):
+        tr.alloc(x, cpu=0)
+    tr.alloc(V, cpu=1)
+    res = run(tmp_path, tr, [(x, x + STACK) for x in s])
+    assert [m.kernel for m in res.mismatches] == s[:3:-1]  # s[7], s[6], s[5], s[4]
+    assert all(m.cause_key == f"node:{m.kernel:#x}" for m in res.mismatches)
+    assert res.allocs_matched == res.allocs_compared - 4 == 5
