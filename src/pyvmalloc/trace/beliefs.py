@@ -54,7 +54,7 @@ RULE = "rule difference"
 HIDDEN = "hidden state"
 RACE = "race"
 #: Refutations of one address-zone guess after which the other guessed areas follow.
-SWITCH_AFTER = 4
+SWITCH_AFTER = 2
 #: Pool classes for those votes: one per size up to the pools' largest, then one.
 MAX_CLASS = 256
 
@@ -110,6 +110,9 @@ class Beliefs:
         self.node_votes: dict[tuple[int, int, int], int] = {}
         #: Guessed areas moved to another node at once (see vote_node).
         self.node_switches = 0
+        #: Nodes whose pool the kernel took an entry below this area from (start ->
+        #: nodes): the area is not in that node's pool, and a switch leaves it alone.
+        self.skipped_in_pool: dict[int, set[int]] = {}
 
     def hidden_pool_seen(self, key: tuple[int, int]) -> bool:
         """Whether the kernel has shown a head of the pool ``key`` hidden at snapshot
@@ -157,7 +160,10 @@ class Beliefs:
             return
         flags = space.encode_vn_id(actual)
         moved = 0
+        refuted = self.skipped_in_pool
         for other in self.unknown_node.values():
+            if actual in refuted.get(other.va_start, ()):
+                continue  # the kernel already said it is not there
             if (
                 other.state in (VaState.BUSY, VaState.LAZY)
                 and (other.flags >> 8) - 1 == guessed
@@ -168,7 +174,11 @@ class Beliefs:
         src = space.nodes[guessed].pools.get(cls)
         if src:
             dst = space.nodes[actual].pools.setdefault(cls, deque())
-            for other in [x for x in src if not self.node_known(x)]:
+            for other in [
+                x
+                for x in src
+                if not self.node_known(x) and actual not in refuted.get(x.va_start, ())
+            ]:
                 src.remove(other)
                 other.flags = (other.flags & 0xFF) | flags
                 self._insert_by_purge_order(dst, other)

@@ -964,6 +964,8 @@ class Replayer:
                     # The kernel's pool holds it in another order (a decay or refill
                     # raced): keep it; the second time it is passed over, it is gone.
                     continue
+                if same_pool and not b.node_known(va):
+                    b.skipped_in_pool.setdefault(va.va_start, set()).add(node)
                 b.refute_pool_entry(node, idx, va)
             if unknown and unknown[0] is obj:
                 b.vote_node(obj, pnode, node)  # the kernel took it from node's pool
