@@ -698,3 +698,40 @@ def test_the_kernel_refuting_a_node_guess_often_moves_the_rest_of_that_kind(tmp_
     assert [m.kernel for m in res.mismatches] == [s[7], s[6]]
     assert all(m.cause_key == f"node:{m.kernel:#x}" for m in res.mismatches)
     assert res.allocs_matched == res.allocs_compared - 2 == 7
+
+
+def test_the_purge_after_a_failed_allocation_empties_the_pools(tmp_path):
+    # CPU 0 fills node 0's pool[2] with a1..a4 (12 KiB) and frees b lazily. Then a
+    # request that cannot fit its range fails (traced failed=1); alloc_vmap_area's
+    # overflow path runs reclaim_and_purge_vmap_areas() in the same task:
+    # __purge_vmap_area_lazy(ULONG_MAX, 0, true) decays every pool fully and refills
+    # none (skip_populate), so a1..a4 and b all go back to the tree; the retry fails
+    # again. CPU 0's next 12 KiB finds node 0's pool empty: the tree's lowest fit, a1.
+    a = [V + 0x1000 + i * S3 for i in range(4)]
+    b = a[-1] + S3
+    tr = Trace()
+    for x in a:
+        tr.alloc(x, cpu=0, size=S3, align=1)
+    tr.alloc(b, cpu=0, align=1)
+    for x in a:
+        tr.free(x, size=S3, cpu=0)
+    tr.purge(a[0], a[-1] + S3, 4, 12)
+    tr.free(b, cpu=0)
+    for _ in range(2):  # the failed attempt, the reclaim purge, the failed retry
+        ev = AllocVmapArea(
+            addr=(1 << 64) - 16, size=0x4000, align=1, vstart=V, vend=V + 0x2000, failed=1,
+            cpu=0, task="insmod", pid=50, timestamp=tr._tick(),
+        )  # fmt: skip
+        tr.lines.append(str(ev))
+        if _ == 0:
+            tr.nr_lazy -= 5
+            ev2 = PurgeVmapAreaLazy(
+                start=b, end=b + STACK, npurged=1, cpu=0, task="insmod", pid=50,
+                timestamp=tr._tick(),
+            )  # fmt: skip
+            tr.lines.append(str(ev2))
+    tr.alloc(a[0], cpu=0, size=S3, align=1)
+    res = run(tmp_path, tr, [(V, V + 0x1000)])
+    assert res.kernel_failures == 2
+    assert res.mismatches == [], res.mismatches
+    assert res.allocs_matched == res.allocs_compared == 5 + 2 + 1

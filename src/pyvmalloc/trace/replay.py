@@ -1440,10 +1440,26 @@ class Replayer:
             and self._pending is None
             and self._armed_at is None
             and len(space.lazy) == nxt.npurged
+            and not self._reclaim_purge()
         ):
             # The purge starts after this free, and after its worker woke up.
             wake = (self._crossed_at or ev.timestamp) + self.worker_latency
             self._armed_at = max(ev.timestamp, wake)
+
+    def _reclaim_purge(self) -> bool:
+        """Whether the next purge is ``reclaim_and_purge_vmap_areas()``: the one
+        ``alloc_vmap_area`` runs in the allocating task right after its failed
+        tracepoint (pools fully decayed, none refilled). It starts there, not at a
+        worker's wake-up, and the model runs it whole at its event."""
+        i = self._purge_index
+        if i <= 0:
+            return False
+        nxt = self._events[i]
+        for j in range(i - 1, max(-1, i - 1 - REORDER_EVENTS), -1):
+            prev = self._events[j]
+            if prev.pid == nxt.pid and prev.task == nxt.task:
+                return isinstance(prev, AllocVmapArea) and bool(prev.failed)
+        return False
 
     def purge(self, ev: PurgeVmapAreaLazy) -> None:
         self.result.purges += 1
@@ -1451,7 +1467,7 @@ class Replayer:
             return  # older profiles purge on their own lazy threshold
         # A purge right after a failed allocation is the reclaim purge: pools are
         # fully decayed and not refilled.
-        full = self._last_alloc_failed
+        full = self._last_alloc_failed or self._reclaim_purge()
         self._decay_reached_tree()
         self._decayed = []
         before = self.beliefs.before_refill()
