@@ -2071,6 +2071,797 @@ static PyObject *vm_pte_fill(PyObject *, PyObject *);
 static PyObject *vm_init_trace_events(PyObject *, PyObject *);
 static PyObject *vm_parse_tracefs(PyObject *, PyObject *);
 
+/* =====================================================================================
+ * whole vmalloc/vfree (helper vmallocc). vmalloc()/vzalloc() and vfree() of the vmalloc
+ * layer (vmalloc.py) in one C call each, for the common case only: no explain recorder,
+ * not in interrupt context, not strict, GFP_KERNEL (with or without __GFP_ZERO), any
+ * node, a size whose pages array fits in one kmalloc object, and a profile whose
+ * vmalloc path is 6.x's (__vmalloc_node_range with the v5.13+ warnings, bulk page
+ * allocation, vmap_pages_range, no __vunmap helper). The checks run before anything
+ * changes; anything else returns None and vmalloc.py runs the reference. The C code
+ * does what the reference's vmalloc-layer frames do between their calls into the
+ * layers below, and makes the same calls into those layers (kmalloc/kfree,
+ * alloc_vmap_area, alloc_pages/free_pages, map_pages/unmap, find/unlink/free of the
+ * vmap area) with the same arguments in the same order: the lower layers keep their own
+ * compiled twins, so the state they change is theirs, unchanged. The failure branches
+ * (warn_alloc texts, free_vm_area, the vfree of a half-built area) call the reference's
+ * methods.
+ * ===================================================================================== */
+
+static PyTypeObject *vw_vmstruct_type = NULL, *vw_vmaparea_type = NULL;
+static PyObject *vw_np_array = NULL, *vw_np_int64 = NULL, *vw_np_empty = NULL;
+static PyObject *vw_s[64];
+static PyObject *vw_kw_dtype = NULL, *vw_kw_cpu = NULL, *vw_kw_alloc = NULL;
+static PyObject *vw_vm_flags_alloc = NULL; /* VM_ALLOC | VM_UNINITIALIZED */
+static PyObject *vw_numa_no_node = NULL;   /* NUMA_NO_NODE */
+
+enum { W_C_WHOLE, W_EXPLAIN, W_STRICT, W_IN_INTERRUPT, W_AFTER_CALL, W_DEPTH, W_PENDING,
+       W_HUNG, W_RAISE_HELD, W_TOTALRAM, W_KMALLOC, W_KFREE, W_ALLOC_VMAP_AREA, W_VA_START,
+       W_VA_END, W_VM, W_ADDR, W_SIZE, W_REQUESTED_SIZE, W_PAGES_ADDR, W_PAGE_ORDER,
+       W_PAGES, W_NR_PAGES, W_NR_VMALLOC_PAGES, W_ALLOC_PAGES, W_VM_AREA_ALLOC_PAGES,
+       W_PTES_WRITTEN, W_MAP_PAGES, W_FLAGS, W_WARN_ALLOC, W_FREE_VM_AREA,
+       W_VMALLOC_AREA_FAIL, W_STATS, W_VMALLOC, W_FAILURES, W_VFREE, W_FIND_VMAP_AREA,
+       W_FIND_UNLINK, W_UNMAP, W_FREE_NOFLUSH, W_USER_MAPPED, W_UNMAP_USER_PAGES,
+       W_FREE_PAGES, W_FREE_PAGES_BULK, W_TOLIST, W_KADDR, W_WARN, W_N };
+
+static const char *vw_names[W_N] = {
+    "_c_whole", "explain", "strict", "_in_interrupt", "_after_call", "depth", "pending",
+    "hung", "raise_held", "totalram_pages", "kmalloc", "kfree", "alloc_vmap_area",
+    "va_start", "va_end", "vm", "addr", "size", "requested_size", "pages_addr",
+    "page_order", "pages", "nr_pages", "nr_vmalloc_pages", "alloc_pages",
+    "vm_area_alloc_pages", "ptes_written", "map_pages", "flags", "_warn_alloc",
+    "free_vm_area", "_vmalloc_area_fail", "stats", "vmalloc", "failures", "vfree",
+    "find_vmap_area", "find_unlink_vmap_area", "unmap", "free_vmap_area_noflush",
+    "user_mapped", "_unmap_user_pages", "free_pages", "free_pages_bulk", "tolist", "kaddr",
+    "WARN"};
+
+#define WS(i) vw_s[i]
+
+/* Vmalloc._c_whole: what the whole operations read and the layer never rebinds. */
+enum { WC_SPACE, WC_PHYS, WC_PGT, WC_SLAB, WC_LOG, WC_SIZEOF_VM, WC_VSTART, WC_VEND, WC_CPUS,
+       WC_UMAX, WC_PAGES_HIGHMEM, WC_REQUESTED, WC_PROT, WC_GFP_KERNEL, WC_GFP_ZERO,
+       WC_GFP_HIGHMEM, WC_GFP_NOWARN, WC_RECLAIM_MASK, WC_N };
+
+typedef struct {
+    PyObject *self, *consts, *d; /* d: self.__dict__ (new reference) */
+    PyObject *space, *phys, *pgt, *slab, *log;
+    uint64_t vstart, vend, umax, zero, highmem, nowarn, reclaim, gfp_kernel;
+    long cpus;
+    int pages_highmem, requested;
+} wctx_t;
+
+static PyObject *vw_init(PyObject *self, PyObject *args) {
+    PyObject *vmstruct, *vmaparea, *np_array, *np_int64, *np_empty;
+    if (!PyArg_ParseTuple(args, "O!O!OOO", &PyType_Type, &vmstruct, &PyType_Type, &vmaparea,
+                          &np_array, &np_int64, &np_empty))
+        return NULL;
+    for (int i = 0; i < W_N; i++)
+        if (!vw_s[i] && !(vw_s[i] = PyUnicode_InternFromString(vw_names[i]))) return NULL;
+    if (!vw_kw_dtype && !(vw_kw_dtype = Py_BuildValue("(s)", "dtype"))) return NULL;
+    if (!vw_kw_cpu && !(vw_kw_cpu = Py_BuildValue("(s)", "cpu"))) return NULL;
+    if (!vw_kw_alloc && !(vw_kw_alloc = Py_BuildValue("(sss)", "cpu", "gfp_nowarn", "vm")))
+        return NULL;
+    if (!vw_vm_flags_alloc && !(vw_vm_flags_alloc = PyLong_FromLong(0x002 | 0x020)))
+        return NULL;
+    if (!vw_numa_no_node && !(vw_numa_no_node = PyLong_FromLong(-1))) return NULL;
+    Py_INCREF(vmstruct);
+    Py_XSETREF(vw_vmstruct_type, (PyTypeObject *)vmstruct);
+    Py_INCREF(vmaparea);
+    Py_XSETREF(vw_vmaparea_type, (PyTypeObject *)vmaparea);
+    Py_INCREF(np_array);
+    Py_XSETREF(vw_np_array, np_array);
+    Py_INCREF(np_int64);
+    Py_XSETREF(vw_np_int64, np_int64);
+    Py_INCREF(np_empty);
+    Py_XSETREF(vw_np_empty, np_empty);
+    Py_RETURN_NONE;
+}
+
+/* A non-negative exact int that fits 64 bits: 1 (value in *out), 0 (not one), -1 error. */
+static int vw_u64(PyObject *o, uint64_t *out) {
+    if (!PyLong_CheckExact(o)) return 0;
+    unsigned long long v = PyLong_AsUnsignedLongLong(o);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    *out = (uint64_t)v;
+    return 1;
+}
+
+static int vw_attr_u64(PyObject *o, PyObject *name, uint64_t *out) {
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (!v) return -1;
+    int r = vw_u64(v, out);
+    Py_DECREF(v);
+    return r;
+}
+
+static void wctx_release(wctx_t *c) { Py_CLEAR(c->d); }
+
+/* 1: a Vmalloc whose profile the whole operations mirror (c filled), 0: not, -1: error. */
+static int wctx_get(PyObject *self, wctx_t *c) {
+    c->d = NULL;
+    if (!vw_vmstruct_type) return 0;
+    c->self = self;
+    c->d = PyObject_GenericGetDict(self, NULL);
+    if (!c->d) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *t = PyDict_GetItemWithError(c->d, WS(W_C_WHOLE));
+    if (!t) {
+        if (PyErr_Occurred()) return -1;
+        return 0;
+    }
+    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != WC_N) return 0;
+    c->consts = t;
+    c->space = PyTuple_GET_ITEM(t, WC_SPACE);
+    c->phys = PyTuple_GET_ITEM(t, WC_PHYS);
+    c->pgt = PyTuple_GET_ITEM(t, WC_PGT);
+    c->slab = PyTuple_GET_ITEM(t, WC_SLAB);
+    c->log = PyTuple_GET_ITEM(t, WC_LOG);
+    uint64_t cpus, ph, rq;
+    if (vw_u64(PyTuple_GET_ITEM(t, WC_VSTART), &c->vstart) != 1 ||
+        vw_u64(PyTuple_GET_ITEM(t, WC_VEND), &c->vend) != 1 ||
+        vw_u64(PyTuple_GET_ITEM(t, WC_UMAX), &c->umax) != 1 ||
+        vw_u64(PyTuple_GET_ITEM(t, WC_CPUS), &cpus) != 1 ||
+        vw_u64(PyTuple_GET_ITEM(t, WC_PAGES_HIGHMEM), &ph) != 1 ||
+        vw_u64(PyTuple_GET_ITEM(t, WC_REQUESTED), &rq) != 1 ||
+        vw_u64(PyTuple_GET_ITEM(t, WC_GFP_KERNEL), &c->gfp_kernel) != 1 ||
+        vw_u64(PyTuple_GET_ITEM(t, WC_GFP_ZERO), &c->zero) != 1 ||
+        vw_u64(PyTuple_GET_ITEM(t, WC_GFP_HIGHMEM), &c->highmem) != 1 ||
+        vw_u64(PyTuple_GET_ITEM(t, WC_GFP_NOWARN), &c->nowarn) != 1 ||
+        vw_u64(PyTuple_GET_ITEM(t, WC_RECLAIM_MASK), &c->reclaim) != 1)
+        return PyErr_Occurred() ? -1 : 0;
+    c->cpus = (long)cpus;
+    c->pages_highmem = ph != 0;
+    c->requested = rq != 0;
+    return 1;
+}
+
+/* The checks every whole operation makes before it changes anything: cpu is an online
+ * CPU (exact int), nothing explains, the log is not strict, not in interrupt context.
+ * 1: go on; 0: decline; -1: error. */
+static int vw_common_checks(wctx_t *c, PyObject *cpu_o) {
+    if (!PyLong_CheckExact(cpu_o)) return 0;
+    long cpu = PyLong_AsLong(cpu_o);
+    if (cpu == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (cpu < 0 || cpu >= c->cpus) return 0;
+    PyObject *v = PyObject_GetAttr(c->space, WS(W_EXPLAIN));
+    if (!v) return -1;
+    int t = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    if (t != 0) return t < 0 ? -1 : 0;
+    v = PyObject_GetAttr(c->log, WS(W_STRICT));
+    if (!v) return -1;
+    t = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    if (t != 0) return t < 0 ? -1 : 0;
+    PyObject *fn = PyDict_GetItemWithError(c->d, WS(W_IN_INTERRUPT));
+    if (!fn) return PyErr_Occurred() ? -1 : 0;
+    v = PyObject_CallNoArgs(fn);
+    if (!v) return -1;
+    t = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    if (t != 0) return t < 0 ? -1 : 0;
+    return 1;
+}
+
+/* log.depth += delta */
+static int vw_depth(wctx_t *c, long delta) {
+    PyObject *v = PyObject_GetAttr(c->log, WS(W_DEPTH));
+    if (!v) return -1;
+    PyObject *d = PyLong_FromLong(delta);
+    if (!d) {
+        Py_DECREF(v);
+        return -1;
+    }
+    PyObject *n = PyNumber_Add(v, d);
+    Py_DECREF(v);
+    Py_DECREF(d);
+    if (!n) return -1;
+    int r = PyObject_SetAttr(c->log, WS(W_DEPTH), n);
+    Py_DECREF(n);
+    return r;
+}
+
+/* Vmalloc._leave: after_call(), then (finally) log.depth -= 1, then the held strict
+ * warning or hang is raised. 0 or -1 (exception set). */
+static int vw_leave(wctx_t *c) {
+    PyObject *fn = PyDict_GetItemWithError(c->d, WS(W_AFTER_CALL));
+    PyObject *r = NULL;
+    if (fn) {
+        r = PyObject_CallNoArgs(fn);
+    } else if (!PyErr_Occurred()) {
+        r = PyObject_CallMethodNoArgs(c->self, WS(W_AFTER_CALL));
+    }
+    if (!r) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        if (vw_depth(c, -1) < 0) {
+            Py_XDECREF(et);
+            Py_XDECREF(ev);
+            Py_XDECREF(tb);
+            return -1;
+        }
+        PyErr_Restore(et, ev, tb);
+        return -1;
+    }
+    Py_DECREF(r);
+    if (vw_depth(c, -1) < 0) return -1;
+    PyObject *p = PyObject_GetAttr(c->log, WS(W_PENDING));
+    if (!p) return -1;
+    int t = PyObject_IsTrue(p);
+    Py_DECREF(p);
+    if (t < 0) return -1;
+    if (!t) {
+        PyObject *h = PyObject_GetAttr(c->log, WS(W_HUNG));
+        if (!h) return -1;
+        t = h != Py_None;
+        Py_DECREF(h);
+    }
+    if (t) {
+        r = PyObject_CallMethodNoArgs(c->log, WS(W_RAISE_HELD));
+        if (!r) return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+/* Run vw_leave in the body's `finally`: with the body's exception pending, a failing
+ * leave replaces it (as a raise in a Python finally does); else it is restored. */
+static int vw_leave_finally(wctx_t *c, int body_failed) {
+    if (!body_failed) return vw_leave(c);
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    if (vw_leave(c) < 0) {
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+        return -1;
+    }
+    PyErr_Restore(et, ev, tb);
+    return -1;
+}
+
+/* self.stats[key] += 1 */
+static int vw_stat(wctx_t *c, PyObject *key) {
+    PyObject *st = PyDict_GetItemWithError(c->d, WS(W_STATS));
+    if (!st) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "stats");
+        return -1;
+    }
+    PyObject *v = PyObject_GetItem(st, key);
+    if (!v) return -1;
+    PyObject *n = PyNumber_Add(v, small_one);
+    Py_DECREF(v);
+    if (!n) return -1;
+    int r = PyObject_SetItem(st, key, n);
+    Py_DECREF(n);
+    return r;
+}
+
+/* obj.name += delta (an int attribute) */
+static int vw_add_attr(PyObject *obj, PyObject *name, PyObject *delta, int sub) {
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (!v) return -1;
+    PyObject *n = sub ? PyNumber_Subtract(v, delta) : PyNumber_Add(v, delta);
+    Py_DECREF(v);
+    if (!n) return -1;
+    int r = PyObject_SetAttr(obj, name, n);
+    Py_DECREF(n);
+    return r;
+}
+
+static inline PyObject *vw_meth(PyObject *name, PyObject *const *args, size_t n,
+                                PyObject *kwnames) {
+    return PyObject_VectorcallMethod(name, (PyObject **)args,
+                                     n | PY_VECTORCALL_ARGUMENTS_OFFSET, kwnames);
+}
+
+/* self._warn_alloc(gfp, text) */
+static int vw_warn_alloc(wctx_t *c, uint64_t gfp, PyObject *text) {
+    if (!text) return -1;
+    PyObject *g = PyLong_FromUnsignedLongLong(gfp);
+    if (!g) {
+        Py_DECREF(text);
+        return -1;
+    }
+    PyObject *a[3] = {c->self, g, text};
+    PyObject *r = vw_meth(WS(W_WARN_ALLOC), a, 3, NULL);
+    Py_DECREF(g);
+    Py_DECREF(text);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* self.<name>(area, cpu=cpu) */
+static int vw_call_area_cpu(wctx_t *c, PyObject *name, PyObject *area, PyObject *cpu) {
+    PyObject *a[3] = {c->self, area, cpu};
+    PyObject *r = vw_meth(name, a, 2, vw_kw_cpu);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int vw_setattr_u64(PyObject *o, PyObject *name, uint64_t v) {
+    PyObject *x = PyLong_FromUnsignedLongLong(v);
+    if (!x) return -1;
+    int r = PyObject_SetAttr(o, name, x);
+    Py_DECREF(x);
+    return r;
+}
+
+/* The body of __vmalloc_node_range (Vmalloc._vmalloc_node_range's 6.x branch with
+ * _get_vm_area_node, setup_vmalloc_vm, _vmalloc_area_node and vm_area_alloc_pages's
+ * one-page case inlined, as the reference's unobserved path does) once the checks have
+ * passed: the address (a new int), 0 (as an int) on failure, NULL on error. */
+static PyObject *vw_vmalloc_body(wctx_t *c, uint64_t real_size, uint64_t size,
+                                 uint64_t gfp, PyObject *size_o, PyObject *node,
+                                 PyObject *caller, PyObject *cpu) {
+    PyObject *kaddr = NULL, *area = NULL, *va = NULL, *pages_addr = NULL, *pages = NULL,
+             *result = NULL, *tmp = NULL, *t2 = NULL;
+    uint64_t nr_small = size >> 12;
+    /* __get_vm_area_node: kzalloc_node(sizeof(struct vm_struct), gfp & GFP_RECLAIM_MASK) */
+    {
+        PyObject *g = PyLong_FromUnsignedLongLong((gfp & c->reclaim) | c->zero);
+        if (!g) return NULL;
+        PyObject *a[4] = {c->slab, PyTuple_GET_ITEM(c->consts, WC_SIZEOF_VM), g, node};
+        kaddr = vw_meth(WS(W_KMALLOC), a, 4, NULL);
+        Py_DECREF(g);
+        if (!kaddr) return NULL;
+    }
+    int t = PyObject_IsTrue(kaddr);
+    if (t < 0) goto error;
+    if (!t) goto vm_struct_failed;
+    {
+        /* VmStruct(0, 0, flags, caller, None, 0, 0, 0, requested, 0, kaddr) */
+        PyObject *a[11] = {small_zero, small_zero, vw_vm_flags_alloc, caller, Py_None,
+                           small_zero, small_zero, small_zero, NULL, small_zero, kaddr};
+        PyObject *rq = PyLong_FromUnsignedLongLong(real_size);
+        if (!rq) goto error;
+        a[8] = rq;
+        area = PyObject_Vectorcall((PyObject *)vw_vmstruct_type, a, 11, NULL);
+        Py_DECREF(rq);
+        if (!area) goto error;
+    }
+    {
+        /* alloc_vmap_area(size + guard, 1, VMALLOC_START, VMALLOC_END, ...): the compiled
+         * alloc_vmap_area_once first, as VmapSpace.alloc_vmap_area does, else the method */
+        tmp = PyLong_FromUnsignedLongLong(size + 4096);
+        if (!tmp) goto error;
+        PyObject *a[8] = {c->space, tmp, small_one, PyTuple_GET_ITEM(c->consts, WC_VSTART),
+                          PyTuple_GET_ITEM(c->consts, WC_VEND), cpu, small_zero, area};
+        va = sp_alloc_vmap_area_once(NULL, a, 8);
+        if (!va) goto error;
+        if (va == Py_None) {
+            Py_DECREF(va);
+            PyObject *b[8] = {c->space, tmp, small_one, PyTuple_GET_ITEM(c->consts, WC_VSTART),
+                              PyTuple_GET_ITEM(c->consts, WC_VEND), cpu, Py_False, area};
+            va = vw_meth(WS(W_ALLOC_VMAP_AREA), b, 5, vw_kw_alloc);
+            if (!va) goto error;
+        }
+        Py_CLEAR(tmp);
+    }
+    if (!PyObject_TypeCheck(va, vw_vmaparea_type)) {
+        PyObject *a[2] = {c->slab, kaddr};
+        tmp = vw_meth(WS(W_KFREE), a, 2, NULL);
+        if (!tmp) goto error;
+        Py_CLEAR(tmp);
+        goto vm_struct_failed;
+    }
+    /* setup_vmalloc_vm, inlined as the reference does */
+    {
+        PyObject *vs = PyObject_GetAttr(va, WS(W_VA_START));
+        if (!vs) goto error;
+        int r = PyObject_SetAttr(area, WS(W_ADDR), vs);
+        Py_DECREF(vs);
+        if (r < 0) goto error;
+        vs = PyObject_GetAttr(va, WS(W_VA_START));
+        PyObject *ve = vs ? PyObject_GetAttr(va, WS(W_VA_END)) : NULL;
+        PyObject *sz = ve ? PyNumber_Subtract(ve, vs) : NULL;
+        Py_XDECREF(vs);
+        Py_XDECREF(ve);
+        if (!sz) goto error;
+        r = PyObject_SetAttr(area, WS(W_SIZE), sz);
+        if (r == 0 && !c->requested) r = PyObject_SetAttr(area, WS(W_REQUESTED_SIZE), sz);
+        Py_DECREF(sz);
+        if (r < 0 || PyObject_SetAttr(va, WS(W_VM), area) < 0) goto error;
+    }
+    /* __vmalloc_area_node(area, gfp, PAGE_KERNEL, PAGE_SHIFT, node) */
+    uint64_t array_size = nr_small * 8, warn_gfp, nested;
+    if (c->pages_highmem) {
+        warn_gfp = gfp;
+        gfp |= c->highmem;
+    } else {
+        gfp |= c->highmem;
+        warn_gfp = gfp;
+    }
+    nested = (gfp & c->reclaim) | c->zero;
+    {
+        PyObject *as = PyLong_FromUnsignedLongLong(array_size);
+        PyObject *g = as ? PyLong_FromUnsignedLongLong(nested) : NULL;
+        if (!g) {
+            Py_XDECREF(as);
+            goto error;
+        }
+        PyObject *a[4] = {c->slab, as, g, node};
+        pages_addr = vw_meth(WS(W_KMALLOC), a, 4, NULL);
+        Py_DECREF(as);
+        Py_DECREF(g);
+        if (!pages_addr) goto error;
+    }
+    t = PyObject_IsTrue(pages_addr);
+    if (t < 0) goto error;
+    if (!t) {
+        if (vw_warn_alloc(c, warn_gfp,
+                          PyUnicode_FromFormat("vmalloc error: size %llu, failed to allocated "
+                                               "page array size %llu",
+                                               (unsigned long long)(nr_small * 4096),
+                                               (unsigned long long)array_size)) < 0 ||
+            vw_call_area_cpu(c, WS(W_FREE_VM_AREA), area, cpu) < 0)
+            goto error;
+        goto failed;
+    }
+    if (PyObject_SetAttr(area, WS(W_PAGES_ADDR), pages_addr) < 0 ||
+        PyObject_SetAttr(area, WS(W_PAGE_ORDER), small_zero) < 0)
+        goto error;
+    {
+        /* vm_area_alloc_pages(gfp | __GFP_NOWARN, node, 0, nr_small) */
+        PyObject *g = PyLong_FromUnsignedLongLong(gfp | c->nowarn);
+        if (!g) goto error;
+        if (nr_small == 1) {
+            /* its one-page case: alloc_pages, once more on failure */
+            PyObject *a[4] = {c->phys, g, small_zero, node};
+            tmp = vw_meth(WS(W_ALLOC_PAGES), a, 4, NULL);
+            if (tmp == Py_None) {
+                Py_DECREF(tmp);
+                tmp = vw_meth(WS(W_ALLOC_PAGES), a, 4, NULL);
+            }
+            Py_DECREF(g);
+            if (!tmp) goto error;
+            if (tmp == Py_None) {
+                Py_CLEAR(tmp);
+                PyObject *e[2] = {small_zero, vw_np_int64};
+                pages = PyObject_Vectorcall(vw_np_empty, e, 1, vw_kw_dtype);
+            } else {
+                t2 = PyTuple_Pack(1, tmp);
+                Py_CLEAR(tmp);
+                if (!t2) goto error;
+                PyObject *e[2] = {t2, vw_np_int64};
+                pages = PyObject_Vectorcall(vw_np_array, e, 1, vw_kw_dtype);
+                Py_CLEAR(t2);
+            }
+        } else {
+            PyObject *nr = PyLong_FromUnsignedLongLong(nr_small);
+            if (!nr) {
+                Py_DECREF(g);
+                goto error;
+            }
+            PyObject *a[5] = {c->self, g, node, small_zero, nr};
+            pages = vw_meth(WS(W_VM_AREA_ALLOC_PAGES), a, 5, NULL);
+            Py_DECREF(nr);
+            Py_DECREF(g);
+        }
+        if (!pages) goto error;
+    }
+    Py_ssize_t got = PyObject_Length(pages);
+    if (got < 0) goto error;
+    {
+        PyObject *n = PyLong_FromSsize_t(got);
+        if (!n) goto error;
+        int r = PyObject_SetAttr(area, WS(W_PAGES), pages);
+        if (r == 0) r = PyObject_SetAttr(area, WS(W_NR_PAGES), n);
+        if (r == 0) r = vw_add_attr(c->self, WS(W_NR_VMALLOC_PAGES), n, 0);
+        Py_DECREF(n);
+        if (r < 0) goto error;
+    }
+    if ((uint64_t)got != nr_small) {
+        if (vw_warn_alloc(c, warn_gfp,
+                          PyUnicode_FromFormat("vmalloc error: size %llu, failed to allocate "
+                                               "pages",
+                                               (unsigned long long)got * 4096)) < 0 ||
+            vw_call_area_cpu(c, WS(W_VMALLOC_AREA_FAIL), area, cpu) < 0)
+            goto error;
+        goto failed;
+    }
+    {
+        /* _map_area() -> vmap_pages_range() -> map_pages(), inlined as the reference does */
+        PyObject *n = PyLong_FromUnsignedLongLong(nr_small);
+        if (!n) goto error;
+        int r = vw_add_attr(c->self, WS(W_PTES_WRITTEN), n, 0);
+        Py_DECREF(n);
+        if (r < 0) goto error;
+        PyObject *addr = PyObject_GetAttr(area, WS(W_ADDR));
+        if (!addr) goto error;
+        PyObject *sh = PyLong_FromLong(12);
+        if (!sh) {
+            Py_DECREF(addr);
+            goto error;
+        }
+        PyObject *a[5] = {c->pgt, addr, pages, PyTuple_GET_ITEM(c->consts, WC_PROT), sh};
+        tmp = vw_meth(WS(W_MAP_PAGES), a, 5, NULL);
+        Py_DECREF(addr);
+        Py_DECREF(sh);
+        if (!tmp) goto error;
+        t = PyObject_IsTrue(tmp);
+        Py_CLEAR(tmp);
+        if (t < 0) goto error;
+        if (t) {
+            if (vw_warn_alloc(c, warn_gfp,
+                              PyUnicode_FromFormat("vmalloc error: size %llu, failed to map "
+                                                   "pages",
+                                                   (unsigned long long)got * 4096)) < 0 ||
+                vw_call_area_cpu(c, WS(W_VMALLOC_AREA_FAIL), area, cpu) < 0)
+                goto error;
+            goto failed;
+        }
+    }
+    {
+        /* area.flags &= ~VM_UNINITIALIZED (clear_vm_uninitialized_flag) */
+        PyObject *f = PyObject_GetAttr(area, WS(W_FLAGS));
+        if (!f) goto error;
+        uint64_t fv;
+        int ok = vw_u64(f, &fv);
+        Py_DECREF(f);
+        if (ok != 1) {
+            if (ok == 0) PyErr_SetString(PyExc_TypeError, "vm_struct flags is not an int");
+            goto error;
+        }
+        if (vw_setattr_u64(area, WS(W_FLAGS), fv & ~(uint64_t)0x020) < 0) goto error;
+    }
+    result = PyObject_GetAttr(area, WS(W_ADDR));
+    goto done;
+vm_struct_failed:
+    if (vw_warn_alloc(c, gfp,
+                      PyUnicode_FromFormat("vmalloc error: size %llu, vm_struct allocation "
+                                           "failed",
+                                           (unsigned long long)real_size)) < 0)
+        goto error;
+failed:
+    Py_INCREF(small_zero);
+    result = small_zero;
+    goto done;
+error:
+    result = NULL;
+done:
+    Py_XDECREF(kaddr);
+    Py_XDECREF(area);
+    Py_XDECREF(va);
+    Py_XDECREF(pages_addr);
+    Py_XDECREF(pages);
+    Py_XDECREF(tmp);
+    Py_XDECREF(t2);
+    (void)size_o;
+    return result;
+}
+
+/* __vmalloc_node_range for vmalloc()/vzalloc()/__vmalloc(): mirrors Vmalloc.vmalloc's
+ * unobserved path (_enter, __vmalloc_node_range, _leave, the stats). Arguments: the
+ * Vmalloc, size, gfp, cpu, caller. The address, 0, or None (declined, nothing changed). */
+static PyObject *vw_vmalloc_node_range(PyObject *mod, PyObject *const *args,
+                                       Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "__vmalloc_node_range takes 5 arguments");
+        return NULL;
+    }
+    PyObject *size_o = args[1], *gfp_o = args[2], *cpu = args[3], *caller = args[4];
+    wctx_t c;
+    int rc = wctx_get(args[0], &c);
+    if (rc <= 0) goto decline_rc;
+    uint64_t size, gfp, totalram;
+    if ((rc = vw_u64(size_o, &size)) != 1 || (rc = vw_u64(gfp_o, &gfp)) != 1) goto decline_rc;
+    rc = 0;
+    if (size == 0 || size > c.umax || size > UINT64_MAX - 4095) goto decline_rc;
+    if (gfp != c.gfp_kernel && gfp != (c.gfp_kernel | c.zero)) goto decline_rc;
+    if ((rc = vw_common_checks(&c, cpu)) != 1) goto decline_rc;
+    if ((rc = vw_attr_u64(c.phys, WS(W_TOTALRAM), &totalram)) != 1) goto decline_rc;
+    rc = 0;
+    if ((size >> 12) > totalram) goto decline_rc;
+    uint64_t aligned = (size + 4095) & ~(uint64_t)4095;
+    if ((aligned >> 12) * 8 > 4096) goto decline_rc; /* the pages array: a nested vmalloc */
+    if (vw_depth(&c, 1) < 0) goto fail; /* _enter */
+    PyObject *addr = vw_vmalloc_body(&c, size, aligned, gfp, size_o, vw_numa_no_node, caller,
+                                     cpu);
+    if (vw_leave_finally(&c, addr == NULL) < 0) {
+        Py_XDECREF(addr);
+        goto fail;
+    }
+    int t = PyObject_IsTrue(addr);
+    if (t < 0 || vw_stat(&c, WS(t ? W_VMALLOC : W_FAILURES)) < 0) {
+        Py_DECREF(addr);
+        goto fail;
+    }
+    wctx_release(&c);
+    return addr;
+decline_rc:
+    wctx_release(&c);
+    if (rc < 0) return NULL;
+    Py_RETURN_NONE;
+fail:
+    wctx_release(&c);
+    return NULL;
+}
+
+/* vfree: mirrors Vmalloc.vfree outside interrupt context, with vfree_now,
+ * remove_vm_area, free_unmap_vmap_area and kvfree_now inlined (6.x: no __vunmap helper),
+ * for an area without VM_FLUSH_RESET_PERMS or VM_MAP_PUT_PAGES whose pages array (if
+ * any) is a kmalloc object. Arguments: the Vmalloc, addr, cpu. True when it freed, None
+ * when it declined (nothing changed). */
+static PyObject *vw_vfree(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "vfree takes 3 arguments");
+        return NULL;
+    }
+    PyObject *addr_o = args[1], *cpu = args[2];
+    PyObject *va = NULL, *vm = NULL, *pages = NULL, *pages_addr = NULL, *tmp = NULL;
+    wctx_t c;
+    int rc = wctx_get(args[0], &c);
+    uint64_t addr, flags, nr_pages, pa = 0;
+    Py_ssize_t len = 0;
+    if (rc <= 0) goto decline;
+    if ((rc = vw_u64(addr_o, &addr)) != 1) goto decline;
+    rc = 0;
+    if (addr == 0 || addr > c.umax || (addr & 4095)) goto decline;
+    if ((rc = vw_common_checks(&c, cpu)) != 1) goto decline;
+    {
+        PyObject *a[2] = {c.space, addr_o};
+        va = vw_meth(WS(W_FIND_VMAP_AREA), a, 2, NULL);
+        if (!va) goto error;
+    }
+    if (va == Py_None) goto decline;
+    vm = PyObject_GetAttr(va, WS(W_VM));
+    if (!vm) goto error;
+    if (Py_TYPE(vm) != vw_vmstruct_type) goto decline;
+    if ((rc = vw_attr_u64(vm, WS(W_FLAGS), &flags)) != 1) goto decline;
+    rc = 0;
+    if (flags & (0x100 | 0x200)) goto decline; /* VM_FLUSH_RESET_PERMS, VM_MAP_PUT_PAGES */
+    pages = PyObject_GetAttr(vm, WS(W_PAGES));
+    if (!pages) goto error;
+    if ((rc = vw_attr_u64(vm, WS(W_NR_PAGES), &nr_pages)) != 1) goto decline;
+    rc = 0;
+    if (pages != Py_None && nr_pages) {
+        len = PyObject_Length(pages);
+        if (len < 0) goto error;
+        if ((uint64_t)len != nr_pages) goto decline;
+    }
+    pages_addr = PyObject_GetAttr(vm, WS(W_PAGES_ADDR));
+    if (!pages_addr) goto error;
+    if ((rc = vw_u64(pages_addr, &pa)) != 1) goto decline;
+    rc = 0;
+    if (pa && c.vstart <= pa && pa < c.vend) goto decline; /* a nested vfree */
+    /* state changes from here */
+    if (vw_depth(&c, 1) < 0) goto error; /* _enter */
+    int failed = 0;
+    {
+        PyObject *a[3] = {c.space, addr_o, NULL};
+        tmp = vw_meth(WS(W_FIND_UNLINK), a, 2, NULL);
+        if (!tmp) goto body_error;
+        Py_CLEAR(tmp);
+        /* free_unmap_vmap_area(), inlined: pgt.unmap(va_start, va_end - va_start) */
+        PyObject *vs = PyObject_GetAttr(va, WS(W_VA_START));
+        PyObject *ve = vs ? PyObject_GetAttr(va, WS(W_VA_END)) : NULL;
+        PyObject *sz = ve ? PyNumber_Subtract(ve, vs) : NULL;
+        Py_XDECREF(ve);
+        if (!sz) {
+            Py_XDECREF(vs);
+            goto body_error;
+        }
+        PyObject *u[3] = {c.pgt, vs, sz};
+        tmp = vw_meth(WS(W_UNMAP), u, 3, NULL);
+        Py_DECREF(vs);
+        Py_DECREF(sz);
+        if (!tmp) goto body_error;
+        Py_CLEAR(tmp);
+        PyObject *f[3] = {c.space, va, cpu};
+        tmp = vw_meth(WS(W_FREE_NOFLUSH), f, 2, vw_kw_cpu);
+        if (!tmp) goto body_error;
+        Py_CLEAR(tmp);
+    }
+    {
+        /* if self.user_mapped: self._unmap_user_pages(vm.addr) */
+        PyObject *um = PyObject_GetAttr(c.self, WS(W_USER_MAPPED));
+        if (!um) goto body_error;
+        int t = PyObject_IsTrue(um);
+        Py_DECREF(um);
+        if (t < 0) goto body_error;
+        if (t) {
+            PyObject *vaddr = PyObject_GetAttr(vm, WS(W_ADDR));
+            if (!vaddr) goto body_error;
+            PyObject *a[2] = {c.self, vaddr};
+            tmp = vw_meth(WS(W_UNMAP_USER_PAGES), a, 2, NULL);
+            Py_DECREF(vaddr);
+            if (!tmp) goto body_error;
+            Py_CLEAR(tmp);
+        }
+    }
+    if (pages != Py_None && nr_pages) {
+        if (nr_pages == 1) {
+            PyObject *p0 = PySequence_GetItem(pages, 0);
+            PyObject *pfn = p0 ? PyNumber_Long(p0) : NULL;
+            Py_XDECREF(p0);
+            if (!pfn) goto body_error;
+            PyObject *a[3] = {c.phys, pfn, small_zero};
+            tmp = vw_meth(WS(W_FREE_PAGES), a, 3, NULL);
+            Py_DECREF(pfn);
+        } else {
+            PyObject *lst = PyObject_CallMethodNoArgs(pages, WS(W_TOLIST));
+            if (!lst) goto body_error;
+            PyObject *a[2] = {c.phys, lst};
+            tmp = vw_meth(WS(W_FREE_PAGES_BULK), a, 2, NULL);
+            Py_DECREF(lst);
+        }
+        if (!tmp) goto body_error;
+        Py_CLEAR(tmp);
+        PyObject *n = PyLong_FromUnsignedLongLong(nr_pages);
+        if (!n) goto body_error;
+        int r = vw_add_attr(c.self, WS(W_NR_VMALLOC_PAGES), n, 1);
+        Py_DECREF(n);
+        if (r < 0) goto body_error;
+    }
+    if (pa) {
+        /* kvfree_now(): a kmalloc address, kfree */
+        PyObject *a[2] = {c.slab, pages_addr};
+        tmp = vw_meth(WS(W_KFREE), a, 2, NULL);
+        if (!tmp) goto body_error;
+        int t = PyObject_IsTrue(tmp);
+        Py_CLEAR(tmp);
+        if (t < 0) goto body_error;
+        if (!t) {
+            PyObject *w[2] = {c.log, PyUnicode_FromFormat("kfree: invalid object 0x%llx",
+                                                          (unsigned long long)pa)};
+            if (!w[1]) goto body_error;
+            tmp = vw_meth(WS(W_WARN), w, 2, NULL);
+            Py_DECREF(w[1]);
+            if (!tmp) goto body_error;
+            Py_CLEAR(tmp);
+        }
+    }
+    {
+        PyObject *k = PyObject_GetAttr(vm, WS(W_KADDR));
+        if (!k) goto body_error;
+        PyObject *a[2] = {c.slab, k};
+        tmp = vw_meth(WS(W_KFREE), a, 2, NULL);
+        Py_DECREF(k);
+        if (!tmp) goto body_error;
+        Py_CLEAR(tmp);
+    }
+    if (vw_stat(&c, WS(W_VFREE)) < 0) goto body_error;
+    goto body_done;
+body_error:
+    failed = 1;
+body_done:
+    if (vw_leave_finally(&c, failed) < 0) goto error;
+    Py_XDECREF(va);
+    Py_XDECREF(vm);
+    Py_XDECREF(pages);
+    Py_XDECREF(pages_addr);
+    wctx_release(&c);
+    Py_RETURN_TRUE;
+decline:
+    Py_XDECREF(va);
+    Py_XDECREF(vm);
+    Py_XDECREF(pages);
+    Py_XDECREF(pages_addr);
+    wctx_release(&c);
+    if (rc < 0) return NULL;
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(va);
+    Py_XDECREF(vm);
+    Py_XDECREF(pages);
+    Py_XDECREF(pages_addr);
+    Py_XDECREF(tmp);
+    wctx_release(&c);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     /* whole operations (speedcore) */
     {"alloc_vmap_area_once", (PyCFunction)(void (*)(void))sp_alloc_vmap_area_once,
@@ -2124,6 +2915,13 @@ static PyMethodDef methods[] = {
      "init_trace_events(AllocVmapArea, FreeVmapAreaNoflush, PurgeVmapAreaLazy)"},
     {"parse_tracefs", vm_parse_tracefs, METH_VARARGS,
      "parse_tracefs(text, pos, lineno, cpus, out, tasks) -> (pos, lineno)"},
+    /* whole vmalloc/vfree (helper vmallocc) */
+    {"init_vmalloc_whole", vw_init, METH_VARARGS,
+     "init_vmalloc_whole(VmStruct, VmapArea, np.array, np.int64, np.empty)"},
+    {"vmalloc_node_range", (PyCFunction)(void (*)(void))vw_vmalloc_node_range, METH_FASTCALL,
+     "vmalloc_node_range(vmalloc, size, gfp, cpu, caller) -> addr | 0 | None"},
+    {"vfree", (PyCFunction)(void (*)(void))vw_vfree, METH_FASTCALL,
+     "vfree(vmalloc, addr, cpu) -> True | None"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_speedups",
