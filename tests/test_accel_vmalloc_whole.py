@@ -14,6 +14,8 @@ context, explain, strict mode, 5.4) and failures on a machine that runs out of p
 (``tests/test_accel_vm.py`` compares the same layer with a ``PYVMALLOC_PURE=1`` process.)
 """
 
+# Each step builds its operation as a closure and runs it in the same iteration:
+# ruff: noqa: B023, E731
 from __future__ import annotations
 
 import random
@@ -104,14 +106,14 @@ def _run(profile: str, ram: str, seed: int, n: int, monkeypatch: pytest.MonkeyPa
         op: Callable[[Kernel], Any]
         kind = "alloc"
         if r < 0.30 or not live:
-            op = lambda k: k.vmalloc(size, cpu=cpu)  # noqa: E731
+            op = lambda k: k.vmalloc(size, cpu=cpu)
         elif r < 0.38:
-            op = lambda k: k.vzalloc(size, cpu=cpu)  # noqa: E731
+            op = lambda k: k.vzalloc(size, cpu=cpu)
         elif r < 0.46:
             gfp = rng.choice(GFPS)
-            op = lambda k: k._vmalloc(size, gfp, cpu=cpu)  # noqa: E731
+            op = lambda k: k._vmalloc(size, gfp, cpu=cpu)
         elif r < 0.49:
-            op = lambda k: k.vmalloc_node(size, 0, cpu=cpu)  # noqa: E731
+            op = lambda k: k.vmalloc_node(size, 0, cpu=cpu)
         elif r < 0.52:
             nr = rng.choice([1, 2, 7])
             kind = "vmap"
@@ -132,28 +134,28 @@ def _run(profile: str, ram: str, seed: int, n: int, monkeypatch: pytest.MonkeyPa
             kind = "free"
             a = live.pop(rng.randrange(len(live)))
             freed.append(a)
-            op = lambda k: k.vfree(a, cpu=cpu)  # noqa: E731
+            op = lambda k: k.vfree(a, cpu=cpu)
         elif r < 0.87:
             kind = "free"
             a = live.pop(rng.randrange(len(live)))
-            op = lambda k: k.vfree_atomic(a, cpu=cpu)  # noqa: E731
+            op = lambda k: k.vfree_atomic(a, cpu=cpu)
         elif r < 0.89 and mapped:
             kind = "free"
             a = mapped.pop(rng.randrange(len(mapped)))
-            op = lambda k: k.vfree(a, cpu=cpu)  # noqa: E731 (vfree of a vmap area)
+            op = lambda k: k.vfree(a, cpu=cpu) (vfree of a vmap area)
         elif r < 0.90 and freed:
             kind = "bad"
             a = rng.choice(freed)
-            op = lambda k: k.vfree(a, cpu=cpu)  # noqa: E731 (double free)
+            op = lambda k: k.vfree(a, cpu=cpu) (double free)
         elif r < 0.91:
             kind = "bad"
             a = live[-1] + 8
-            op = lambda k: k.vfree(a, cpu=cpu)  # noqa: E731 (unaligned)
+            op = lambda k: k.vfree(a, cpu=cpu) (unaligned)
         elif r < 0.93:
             kind = "write"
             a = live[-1]
             data = bytes([rng.randrange(1, 256)]) * 64
-            op = lambda k: k.vwrite(a, data)  # noqa: E731
+            op = lambda k: k.vwrite(a, data)
         elif r < 0.95:
             kind = "explain"
             on = rng.random() < 0.5
@@ -163,10 +165,10 @@ def _run(profile: str, ram: str, seed: int, n: int, monkeypatch: pytest.MonkeyPa
 
         elif r < 0.97:
             kind = "work"
-            op = lambda k: k.run_deferred_work()  # noqa: E731
+            op = lambda k: k.run_deferred_work()
         else:
             kind = "work"
-            op = lambda k: k.purge_vmap_area_lazy()  # noqa: E731
+            op = lambda k: k.purge_vmap_area_lazy()
         got = [_outcome(lambda: _off(lambda: op(ks[0]), monkeypatch)), _outcome(lambda: op(ks[1]))]
         assert got[0] == got[1], (i, kind)
         assert _state(ks[0]) == _state(ks[1]), (i, kind)
