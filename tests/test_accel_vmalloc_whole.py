@@ -142,15 +142,15 @@ def _run(profile: str, ram: str, seed: int, n: int, monkeypatch: pytest.MonkeyPa
         elif r < 0.89 and mapped:
             kind = "free"
             a = mapped.pop(rng.randrange(len(mapped)))
-            op = lambda k: k.vfree(a, cpu=cpu) (vfree of a vmap area)
+            op = lambda k: k.vfree(a, cpu=cpu)  # vfree of a vmap area
         elif r < 0.90 and freed:
             kind = "bad"
             a = rng.choice(freed)
-            op = lambda k: k.vfree(a, cpu=cpu) (double free)
+            op = lambda k: k.vfree(a, cpu=cpu)  # double free
         elif r < 0.91:
             kind = "bad"
             a = live[-1] + 8
-            op = lambda k: k.vfree(a, cpu=cpu) (unaligned)
+            op = lambda k: k.vfree(a, cpu=cpu)  # unaligned
         elif r < 0.93:
             kind = "write"
             a = live[-1]
