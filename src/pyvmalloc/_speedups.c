@@ -2094,6 +2094,7 @@ static PyObject *vw_s[64];
 static PyObject *vw_kw_dtype = NULL, *vw_kw_cpu = NULL, *vw_kw_alloc = NULL;
 static PyObject *vw_vm_flags_alloc = NULL; /* VM_ALLOC | VM_UNINITIALIZED */
 static PyObject *vw_numa_no_node = NULL;   /* NUMA_NO_NODE */
+static PyObject *vw_space_globals = NULL;  /* pyvmalloc.vmap.space.__dict__ */
 
 enum { W_C_WHOLE, W_EXPLAIN, W_STRICT, W_IN_INTERRUPT, W_AFTER_CALL, W_DEPTH, W_PENDING,
        W_HUNG, W_RAISE_HELD, W_TOTALRAM, W_KMALLOC, W_KFREE, W_ALLOC_VMAP_AREA, W_VA_START,
@@ -2102,7 +2103,9 @@ enum { W_C_WHOLE, W_EXPLAIN, W_STRICT, W_IN_INTERRUPT, W_AFTER_CALL, W_DEPTH, W_
        W_PTES_WRITTEN, W_MAP_PAGES, W_FLAGS, W_WARN_ALLOC, W_FREE_VM_AREA,
        W_VMALLOC_AREA_FAIL, W_STATS, W_VMALLOC, W_FAILURES, W_VFREE, W_FIND_VMAP_AREA,
        W_FIND_UNLINK, W_UNMAP, W_FREE_NOFLUSH, W_USER_MAPPED, W_UNMAP_USER_PAGES,
-       W_FREE_PAGES, W_FREE_PAGES_BULK, W_TOLIST, W_KADDR, W_WARN, W_N };
+       W_FREE_PAGES, W_FREE_PAGES_BULK, W_TOLIST, W_KADDR, W_WARN, W_PMD_SHIFT,
+       W_PTE_ENTRIES, W_SUPPORTED_PTE_MASK, W_PTECACHE, W_C_ALLOC_ONCE, W_C_FIND_UNLINK,
+       W_C_FREE_NOFLUSH, W_LAZY_PASSED, W_N };
 
 static const char *vw_names[W_N] = {
     "_c_whole", "explain", "strict", "_in_interrupt", "_after_call", "depth", "pending",
@@ -2113,7 +2116,8 @@ static const char *vw_names[W_N] = {
     "free_vm_area", "_vmalloc_area_fail", "stats", "vmalloc", "failures", "vfree",
     "find_vmap_area", "find_unlink_vmap_area", "unmap", "free_vmap_area_noflush",
     "user_mapped", "_unmap_user_pages", "free_pages", "free_pages_bulk", "tolist", "kaddr",
-    "WARN"};
+    "WARN", "pmd_shift", "pte_entries", "supported_pte_mask", "_ptecache", "_c_alloc_once",
+    "_c_find_unlink", "_c_free_noflush", "_lazy_threshold_passed"};
 
 #define WS(i) vw_s[i]
 
@@ -2131,10 +2135,12 @@ typedef struct {
 } wctx_t;
 
 static PyObject *vw_init(PyObject *self, PyObject *args) {
-    PyObject *vmstruct, *vmaparea, *np_array, *np_int64, *np_empty;
-    if (!PyArg_ParseTuple(args, "O!O!OOO", &PyType_Type, &vmstruct, &PyType_Type, &vmaparea,
-                          &np_array, &np_int64, &np_empty))
+    PyObject *vmstruct, *vmaparea, *np_array, *np_int64, *np_empty, *space_globals;
+    if (!PyArg_ParseTuple(args, "O!O!OOOO!", &PyType_Type, &vmstruct, &PyType_Type, &vmaparea,
+                          &np_array, &np_int64, &np_empty, &PyDict_Type, &space_globals))
         return NULL;
+    Py_INCREF(space_globals);
+    Py_XSETREF(vw_space_globals, space_globals);
     for (int i = 0; i < W_N; i++)
         if (!vw_s[i] && !(vw_s[i] = PyUnicode_InternFromString(vw_names[i]))) return NULL;
     if (!vw_kw_dtype && !(vw_kw_dtype = Py_BuildValue("(s)", "dtype"))) return NULL;
@@ -2398,6 +2404,138 @@ static int vw_setattr_u64(PyObject *o, PyObject *name, uint64_t v) {
     return r;
 }
 
+
+static int vm_buf(PyObject *o, Py_buffer *b, Py_ssize_t itemsize); /* speedvm section */
+
+/* Is the compiled twin `name` of vmap/space.py switched on (its module global is not
+ * None, as the Python method tests before calling it)? */
+static int vw_space_twin_on(PyObject *name) {
+    if (!vw_space_globals) return 0;
+    PyObject *f = PyDict_GetItemWithError(vw_space_globals, name);
+    return f != NULL && f != Py_None;
+}
+
+/* The busy area containing addr, looked up in the address's node only (the first node
+ * VmapSpace.find_vmap_area searches): a new reference, or Py_None (new reference) when
+ * this lookup does not decide it and the Python method must run, NULL on error. */
+static PyObject *vw_find_first_node(PyObject *space, uint64_t addr) {
+    ctx_t c;
+    int rc = ctx_get_ex(space, &c, 0);
+    if (rc < 0) return NULL;
+    if (rc == 0) Py_RETURN_NONE;
+    uint64_t s, e;
+    Py_ssize_t bi = c.n > 1 ? (Py_ssize_t)((addr / c.zone) % (uint64_t)c.n) : 0;
+    PyObject *node = get_node(PyTuple_GET_ITEM(c.busy, bi), off_root);
+    while (node != NULL) {
+        if (Py_TYPE(node) != va_type || !va_bounds(node, &s, &e)) {
+            node = NULL;
+            break;
+        }
+        if (addr < s)
+            node = get_node(node, off_left);
+        else if (addr >= e)
+            node = get_node(node, off_right);
+        else
+            break;
+    }
+    ctx_release(&c);
+    if (PyErr_Occurred()) return NULL;
+    if (node == NULL) Py_RETURN_NONE;
+    Py_INCREF(node);
+    return node;
+}
+
+/* A page-table attribute as u64: 1, 0 (not one), -1. */
+#define VW_PGT_ATTR(name, out) vw_attr_u64(pgt, WS(name), out)
+
+/* PageTables.map_pages(addr, [pfn], prot, PAGE_SHIFT) when _map_one_pte finds the PTE
+ * table cached and the slot empty: the entry written, 1. 0: decline (nothing changed,
+ * the Python method runs: a table to allocate, a busy slot's WARN, a huge leaf). */
+static int vw_map_one_pte(PyObject *pgt, uint64_t addr, uint64_t pfn, uint64_t prot) {
+    uint64_t shift, ents, mask;
+    int r;
+    if (addr & 4095 || pfn >> 40) return 0;
+    if ((r = VW_PGT_ATTR(W_PMD_SHIFT, &shift)) != 1 || (r = VW_PGT_ATTR(W_PTE_ENTRIES, &ents)) != 1 ||
+        (r = VW_PGT_ATTR(W_SUPPORTED_PTE_MASK, &mask)) != 1)
+        return r;
+    if (shift >= 64 || ents == 0 || (ents & (ents - 1))) return 0;
+    PyObject *cache = PyObject_GetAttr(pgt, WS(W_PTECACHE));
+    if (!cache) return -1;
+    if (!PyDict_CheckExact(cache)) {
+        Py_DECREF(cache);
+        return 0;
+    }
+    PyObject *key = PyLong_FromUnsignedLongLong(addr >> shift);
+    if (!key) {
+        Py_DECREF(cache);
+        return -1;
+    }
+    PyObject *tbl = PyDict_GetItemWithError(cache, key);
+    Py_DECREF(key);
+    Py_XINCREF(tbl);
+    Py_DECREF(cache);
+    if (!tbl) return PyErr_Occurred() ? -1 : 0;
+    Py_buffer b;
+    if (vm_buf(tbl, &b, 8) < 0) {
+        Py_DECREF(tbl);
+        PyErr_Clear();
+        return 0;
+    }
+    uint64_t idx = (addr >> 12) & (ents - 1);
+    int done = 0;
+    if ((Py_ssize_t)idx < b.shape[0]) {
+        uint64_t *e = (uint64_t *)b.buf + idx;
+        if (*e == 0) {
+            *e = (pfn << 12) | (prot & mask);
+            done = 1;
+        }
+    }
+    PyBuffer_Release(&b);
+    Py_DECREF(tbl);
+    return done;
+}
+
+/* PageTables.unmap(addr, size)'s first case: the range under one PMD whose PTE table is
+ * cached; its slots cleared, 1. 0: decline (the Python method runs). */
+static int vw_unmap_one_pmd(PyObject *pgt, uint64_t addr, uint64_t size) {
+    uint64_t shift, ents;
+    int r;
+    if (size == 0 || addr + size < addr) return 0;
+    if ((r = VW_PGT_ATTR(W_PMD_SHIFT, &shift)) != 1 || (r = VW_PGT_ATTR(W_PTE_ENTRIES, &ents)) != 1)
+        return r;
+    if (shift >= 64 || ents == 0 || (ents & (ents - 1))) return 0;
+    if (addr >> shift != (addr + size - 1) >> shift) return 0;
+    PyObject *cache = PyObject_GetAttr(pgt, WS(W_PTECACHE));
+    if (!cache) return -1;
+    if (!PyDict_CheckExact(cache)) {
+        Py_DECREF(cache);
+        return 0;
+    }
+    PyObject *key = PyLong_FromUnsignedLongLong(addr >> shift);
+    if (!key) {
+        Py_DECREF(cache);
+        return -1;
+    }
+    PyObject *tbl = PyDict_GetItemWithError(cache, key);
+    Py_DECREF(key);
+    Py_XINCREF(tbl);
+    Py_DECREF(cache);
+    if (!tbl) return PyErr_Occurred() ? -1 : 0;
+    Py_buffer b;
+    if (vm_buf(tbl, &b, 8) < 0) {
+        Py_DECREF(tbl);
+        PyErr_Clear();
+        return 0;
+    }
+    Py_ssize_t i0 = (Py_ssize_t)((addr >> 12) & (ents - 1));
+    Py_ssize_t i1 = i0 + (Py_ssize_t)((size + 4095) >> 12);
+    if (i1 > b.shape[0]) i1 = b.shape[0]; /* (a numpy slice stops at the end) */
+    if (i0 < i1) memset((uint64_t *)b.buf + i0, 0, (size_t)(i1 - i0) * 8);
+    PyBuffer_Release(&b);
+    Py_DECREF(tbl);
+    return 1;
+}
+
 /* The body of __vmalloc_node_range (Vmalloc._vmalloc_node_range's 6.x branch with
  * _get_vm_area_node, setup_vmalloc_vm, _vmalloc_area_node and vm_area_alloc_pages's
  * one-page case inlined, as the reference's unobserved path does) once the checks have
@@ -2407,7 +2545,11 @@ static PyObject *vw_vmalloc_body(wctx_t *c, uint64_t real_size, uint64_t size,
                                  PyObject *caller, PyObject *cpu) {
     PyObject *kaddr = NULL, *area = NULL, *va = NULL, *pages_addr = NULL, *pages = NULL,
              *result = NULL, *tmp = NULL, *t2 = NULL;
-    uint64_t nr_small = size >> 12;
+    uint64_t nr_small = size >> 12, pfn1 = UINT64_MAX, prot;
+    if (vw_u64(PyTuple_GET_ITEM(c->consts, WC_PROT), &prot) != 1) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "PAGE_KERNEL is not a u64");
+        return NULL;
+    }
     /* __get_vm_area_node: kzalloc_node(sizeof(struct vm_struct), gfp & GFP_RECLAIM_MASK) */
     {
         PyObject *g = PyLong_FromUnsignedLongLong((gfp & c->reclaim) | c->zero);
@@ -2438,7 +2580,11 @@ static PyObject *vw_vmalloc_body(wctx_t *c, uint64_t real_size, uint64_t size,
         if (!tmp) goto error;
         PyObject *a[8] = {c->space, tmp, small_one, PyTuple_GET_ITEM(c->consts, WC_VSTART),
                           PyTuple_GET_ITEM(c->consts, WC_VEND), cpu, small_zero, area};
-        va = sp_alloc_vmap_area_once(NULL, a, 8);
+        if (vw_space_twin_on(WS(W_C_ALLOC_ONCE))) {
+            va = sp_alloc_vmap_area_once(NULL, a, 8);
+        } else {
+            va = PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+        }
         if (!va) goto error;
         if (va == Py_None) {
             Py_DECREF(va);
@@ -2531,6 +2677,7 @@ static PyObject *vw_vmalloc_body(wctx_t *c, uint64_t real_size, uint64_t size,
                 PyObject *e[2] = {small_zero, vw_np_int64};
                 pages = PyObject_Vectorcall(vw_np_empty, e, 1, vw_kw_dtype);
             } else {
+                if (vw_u64(tmp, &pfn1) != 1) pfn1 = UINT64_MAX; /* (then map_pages maps it) */
                 t2 = PyTuple_Pack(1, tmp);
                 Py_CLEAR(tmp);
                 if (!t2) goto error;
@@ -2580,6 +2727,24 @@ static PyObject *vw_vmalloc_body(wctx_t *c, uint64_t real_size, uint64_t size,
         if (r < 0) goto error;
         PyObject *addr = PyObject_GetAttr(area, WS(W_ADDR));
         if (!addr) goto error;
+        uint64_t a64;
+        int one = 0;
+        if (pfn1 != UINT64_MAX && vw_u64(addr, &a64) == 1) {
+            /* map_pages -> _map_one_pte, compiled for its usual case */
+            one = vw_map_one_pte(c->pgt, a64, pfn1, prot);
+            if (one < 0) {
+                Py_DECREF(addr);
+                goto error;
+            }
+        }
+        if (PyErr_Occurred()) {
+            Py_DECREF(addr);
+            goto error;
+        }
+        if (one) {
+            Py_DECREF(addr);
+            goto mapped;
+        }
         PyObject *sh = PyLong_FromLong(12);
         if (!sh) {
             Py_DECREF(addr);
@@ -2603,7 +2768,7 @@ static PyObject *vw_vmalloc_body(wctx_t *c, uint64_t real_size, uint64_t size,
             goto failed;
         }
     }
-    {
+mapped: {
         /* area.flags &= ~VM_UNINITIALIZED (clear_vm_uninitialized_flag) */
         PyObject *f = PyObject_GetAttr(area, WS(W_FLAGS));
         if (!f) goto error;
@@ -2711,9 +2876,15 @@ static PyObject *vw_vfree(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
     if (addr == 0 || addr > c.umax || (addr & 4095)) goto decline;
     if ((rc = vw_common_checks(&c, cpu)) != 1) goto decline;
     {
-        PyObject *a[2] = {c.space, addr_o};
-        va = vw_meth(WS(W_FIND_VMAP_AREA), a, 2, NULL);
+        /* space.find_vmap_area(addr): the address's node in C, else the method */
+        va = vw_find_first_node(c.space, addr);
         if (!va) goto error;
+        if (va == Py_None) {
+            Py_CLEAR(va);
+            PyObject *a[2] = {c.space, addr_o};
+            va = vw_meth(WS(W_FIND_VMAP_AREA), a, 2, NULL);
+            if (!va) goto error;
+        }
     }
     if (va == Py_None) goto decline;
     vm = PyObject_GetAttr(va, WS(W_VM));
@@ -2740,9 +2911,16 @@ static PyObject *vw_vfree(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
     if (vw_depth(&c, 1) < 0) goto error; /* _enter */
     int failed = 0;
     {
+        /* space.find_unlink_vmap_area(addr): its compiled twin, else the method */
         PyObject *a[3] = {c.space, addr_o, NULL};
-        tmp = vw_meth(WS(W_FIND_UNLINK), a, 2, NULL);
-        if (!tmp) goto body_error;
+        tmp = vw_space_twin_on(WS(W_C_FIND_UNLINK)) ? sp_find_unlink_vmap_area(NULL, a, 2)
+                                                   : Py_NewRef(Py_None);
+        if (!tmp || PyErr_Occurred()) goto body_error;
+        if (tmp == Py_None) {
+            Py_CLEAR(tmp);
+            tmp = vw_meth(WS(W_FIND_UNLINK), a, 2, NULL);
+            if (!tmp) goto body_error;
+        }
         Py_CLEAR(tmp);
         /* free_unmap_vmap_area(), inlined: pgt.unmap(va_start, va_end - va_start) */
         PyObject *vs = PyObject_GetAttr(va, WS(W_VA_START));
@@ -2753,15 +2931,44 @@ static PyObject *vw_vfree(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
             Py_XDECREF(vs);
             goto body_error;
         }
-        PyObject *u[3] = {c.pgt, vs, sz};
-        tmp = vw_meth(WS(W_UNMAP), u, 3, NULL);
+        uint64_t s64, z64;
+        int done = 0;
+        if (vw_u64(vs, &s64) == 1 && vw_u64(sz, &z64) == 1)
+            done = vw_unmap_one_pmd(c.pgt, s64, z64);
+        if (done < 0 || PyErr_Occurred()) {
+            Py_DECREF(vs);
+            Py_DECREF(sz);
+            goto body_error;
+        }
+        if (!done) {
+            PyObject *u[3] = {c.pgt, vs, sz};
+            tmp = vw_meth(WS(W_UNMAP), u, 3, NULL);
+        } else {
+            tmp = Py_NewRef(Py_None);
+        }
         Py_DECREF(vs);
         Py_DECREF(sz);
         if (!tmp) goto body_error;
         Py_CLEAR(tmp);
+        /* space.free_vmap_area_noflush(va, cpu=cpu): its compiled twin (then the lazy
+         * threshold's purge start, as the method does), else the method */
         PyObject *f[3] = {c.space, va, cpu};
-        tmp = vw_meth(WS(W_FREE_NOFLUSH), f, 2, vw_kw_cpu);
-        if (!tmp) goto body_error;
+        tmp = vw_space_twin_on(WS(W_C_FREE_NOFLUSH)) ? sp_free_vmap_area_noflush(NULL, f, 2)
+                                                    : Py_NewRef(Py_None);
+        if (!tmp || PyErr_Occurred()) goto body_error;
+        if (tmp == Py_None) {
+            Py_CLEAR(tmp);
+            tmp = vw_meth(WS(W_FREE_NOFLUSH), f, 2, vw_kw_cpu);
+            if (!tmp) goto body_error;
+        } else {
+            int past = PyObject_IsTrue(tmp);
+            Py_CLEAR(tmp);
+            if (past < 0) goto body_error;
+            if (past) {
+                tmp = PyObject_CallMethodNoArgs(c.space, WS(W_LAZY_PASSED));
+                if (!tmp) goto body_error;
+            }
+        }
         Py_CLEAR(tmp);
     }
     {
@@ -2917,7 +3124,7 @@ static PyMethodDef methods[] = {
      "parse_tracefs(text, pos, lineno, cpus, out, tasks) -> (pos, lineno)"},
     /* whole vmalloc/vfree (helper vmallocc) */
     {"init_vmalloc_whole", vw_init, METH_VARARGS,
-     "init_vmalloc_whole(VmStruct, VmapArea, np.array, np.int64, np.empty)"},
+     "init_vmalloc_whole(VmStruct, VmapArea, np.array, np.int64, np.empty, vmap.space globals)"},
     {"vmalloc_node_range", (PyCFunction)(void (*)(void))vw_vmalloc_node_range, METH_FASTCALL,
      "vmalloc_node_range(vmalloc, size, gfp, cpu, caller) -> addr | 0 | None"},
     {"vfree", (PyCFunction)(void (*)(void))vw_vfree, METH_FASTCALL,

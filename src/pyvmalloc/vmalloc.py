@@ -82,6 +82,7 @@ from pyvmalloc.pgtable import PAGE_KERNEL, PAGE_KERNEL_NOCACHE, PageTables, pgpr
 from pyvmalloc.printk import KernelLog
 from pyvmalloc.vmap.area import VMAP_RAM, VmapArea
 from pyvmalloc.vmap.block import VmapBlocks
+import pyvmalloc.vmap.space as _vmap_space_module
 from pyvmalloc.vmap.space import VmapSpace
 
 if TYPE_CHECKING:
@@ -222,7 +223,9 @@ _c_vfree: Callable[[Any, int, int], bool | None] | None = (
     _speedups.vfree if _speedups is not None else None
 )
 if _speedups is not None:
-    _speedups.init_vmalloc_whole(VmStruct, VmapArea, np.array, np.int64, np.empty)
+    _speedups.init_vmalloc_whole(
+        VmStruct, VmapArea, np.array, np.int64, np.empty, vars(_vmap_space_module)
+    )
 
 
 class Vmalloc:
