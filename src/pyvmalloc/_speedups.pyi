@@ -53,8 +53,13 @@ def parse_tracefs(
 
 # whole vmalloc/vfree (helper vmallocc)
 def init_vmalloc_whole(
-    vmstruct: type, vmaparea: type, np_array: Any, np_int64: Any, np_empty: Any,
-    space_globals: dict[str, Any], /
+    vmstruct: type,
+    vmaparea: type,
+    np_array: Any,
+    np_int64: Any,
+    np_empty: Any,
+    space_globals: dict[str, Any],
+    /,
 ) -> None: ...
 def vmalloc_node_range(
     vm: Any, size: int, gfp: int, cpu: int, caller: str | None, /

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+import pyvmalloc.vmap.space as _vmap_space_module
 from pyvmalloc._accel import speedups as _speedups
 from pyvmalloc.args import c_int, integer, uint, ulong
 from pyvmalloc.config import (
@@ -82,7 +83,6 @@ from pyvmalloc.pgtable import PAGE_KERNEL, PAGE_KERNEL_NOCACHE, PageTables, pgpr
 from pyvmalloc.printk import KernelLog
 from pyvmalloc.vmap.area import VMAP_RAM, VmapArea
 from pyvmalloc.vmap.block import VmapBlocks
-import pyvmalloc.vmap.space as _vmap_space_module
 from pyvmalloc.vmap.space import VmapSpace
 
 if TYPE_CHECKING:
