@@ -2090,7 +2090,6 @@ static PyObject *vm_parse_tracefs(PyObject *, PyObject *);
 
 static PyTypeObject *vw_vmstruct_type = NULL, *vw_vmaparea_type = NULL;
 static PyObject *vw_np_array = NULL, *vw_np_int64 = NULL, *vw_np_empty = NULL;
-static PyObject *vw_s[64];
 static PyObject *vw_kw_dtype = NULL, *vw_kw_cpu = NULL, *vw_kw_alloc = NULL;
 static PyObject *vw_vm_flags_alloc = NULL; /* VM_ALLOC | VM_UNINITIALIZED */
 static PyObject *vw_numa_no_node = NULL;   /* NUMA_NO_NODE */
@@ -2105,7 +2104,9 @@ enum { W_C_WHOLE, W_EXPLAIN, W_STRICT, W_IN_INTERRUPT, W_AFTER_CALL, W_DEPTH, W_
        W_FIND_UNLINK, W_UNMAP, W_FREE_NOFLUSH, W_USER_MAPPED, W_UNMAP_USER_PAGES,
        W_FREE_PAGES, W_FREE_PAGES_BULK, W_TOLIST, W_KADDR, W_WARN, W_PMD_SHIFT,
        W_PTE_ENTRIES, W_SUPPORTED_PTE_MASK, W_PTECACHE, W_C_ALLOC_ONCE, W_C_FIND_UNLINK,
-       W_C_FREE_NOFLUSH, W_LAZY_PASSED, W_N };
+       W_C_FREE_NOFLUSH, W_LAZY_PASSED, W_ZL_GFP, W_FREE_PAGES_ATTR, W_WMARK,
+       W_LOWMEM_RESERVE, W_PCP, W_PCP_HIGH, W_PFLAGS, W_PORDER, W_PREFCOUNT, W_POWNER,
+       W_PZONE, W_ZONES, W_DATA, W_MAX_PFN, W_POP_NAME, W_N };
 
 static const char *vw_names[W_N] = {
     "_c_whole", "explain", "strict", "_in_interrupt", "_after_call", "depth", "pending",
@@ -2117,14 +2118,18 @@ static const char *vw_names[W_N] = {
     "find_vmap_area", "find_unlink_vmap_area", "unmap", "free_vmap_area_noflush",
     "user_mapped", "_unmap_user_pages", "free_pages", "free_pages_bulk", "tolist", "kaddr",
     "WARN", "pmd_shift", "pte_entries", "supported_pte_mask", "_ptecache", "_c_alloc_once",
-    "_c_find_unlink", "_c_free_noflush", "_lazy_threshold_passed"};
+    "_c_find_unlink", "_c_free_noflush", "_lazy_threshold_passed", "_zl_gfp", "free_pages",
+    "wmark", "lowmem_reserve", "pcp", "pcp_high", "_fl", "_od", "_rc", "_ow",
+    "_zn", "zones", "_data", "max_pfn", "pop"};
 
+static PyObject *vw_s[W_N];
 #define WS(i) vw_s[i]
 
 /* Vmalloc._c_whole: what the whole operations read and the layer never rebinds. */
 enum { WC_SPACE, WC_PHYS, WC_PGT, WC_SLAB, WC_LOG, WC_SIZEOF_VM, WC_VSTART, WC_VEND, WC_CPUS,
        WC_UMAX, WC_PAGES_HIGHMEM, WC_REQUESTED, WC_PROT, WC_GFP_KERNEL, WC_GFP_ZERO,
-       WC_GFP_HIGHMEM, WC_GFP_NOWARN, WC_RECLAIM_MASK, WC_N };
+       WC_GFP_HIGHMEM, WC_GFP_NOWARN, WC_RECLAIM_MASK, WC_PHYS_TYPE, WC_PGT_TYPE,
+       WC_PG_PCP, WC_PG_ALLOC, WC_PG_PGTABLE, WC_OWNER_NONE, WC_WMARK_LOW, WC_N };
 
 typedef struct {
     PyObject *self, *consts, *d; /* d: self.__dict__ (new reference) */
@@ -2536,6 +2541,252 @@ static int vw_unmap_one_pmd(PyObject *pgt, uint64_t addr, uint64_t size) {
     return 1;
 }
 
+
+/* Is `name` shadowed on the instance (a test's fault injection, a recorder): then the
+ * compiled twin must not stand in for the method. 1 shadowed or unknown, 0 not. */
+static int vw_shadowed(PyObject *obj, PyObject *name) {
+    PyObject **dp = _PyObject_GetDictPtr(obj);
+    if (dp == NULL) return 1;
+    if (*dp == NULL) return 0;
+    PyObject *v = PyDict_GetItemWithError(*dp, name);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return 1;
+    }
+    return v != NULL;
+}
+
+/* A page column, through the memoryview PhysicalMemory keeps of it (_fl, _od, _rc, _ow,
+ * _zn: 1- or 4-byte ints); the view's own buffer, no new export. */
+typedef struct {
+    PyObject *mv;
+    Py_buffer *b;
+} col_t;
+
+static int col_get(PyObject *phys, PyObject *name, col_t *c) {
+    c->mv = PyObject_GetAttr(phys, name);
+    if (!c->mv) return -1;
+    if (!PyMemoryView_Check(c->mv)) goto no;
+    c->b = PyMemoryView_GET_BUFFER(c->mv);
+    if (c->b->readonly || c->b->ndim != 1 || !(c->b->itemsize == 1 || c->b->itemsize == 4) ||
+        c->b->buf == NULL || (c->b->strides && c->b->strides[0] != c->b->itemsize))
+        goto no;
+    return 1;
+no:
+    Py_CLEAR(c->mv);
+    return 0;
+}
+static void col_release(col_t *c) { Py_CLEAR(c->mv); }
+#define COL_LEN(c) ((c).b->shape[0])
+static inline int64_t col_rd(col_t *c, Py_ssize_t i) {
+    const char *f = c->b->format;
+    int u = f && (f[0] == 'B' || f[0] == 'I' || f[0] == 'L');
+    if (c->b->itemsize == 1)
+        return u ? (int64_t)((uint8_t *)c->b->buf)[i] : (int64_t)((int8_t *)c->b->buf)[i];
+    return u ? (int64_t)((uint32_t *)c->b->buf)[i] : (int64_t)((int32_t *)c->b->buf)[i];
+}
+static inline void col_wr(col_t *c, Py_ssize_t i, int64_t v) {
+    if (c->b->itemsize == 1)
+        ((uint8_t *)c->b->buf)[i] = (uint8_t)v;
+    else
+        ((uint32_t *)c->b->buf)[i] = (uint32_t)v;
+}
+
+static long vw_const(wctx_t *c, int i) { return PyLong_AsLong(PyTuple_GET_ITEM(c->consts, i)); }
+
+/* PhysicalMemory.alloc_pages(gfp, 0, nid)'s first-zone fast path when the zone's pcp
+ * list has a page (then _prep_new_page): the pfn (new int). Py_None (new reference):
+ * decline, nothing changed, the method runs. NULL: error. */
+static PyObject *vw_alloc_page0(wctx_t *c, uint64_t gfp, PyObject *nid) {
+    PyObject *phys = c->phys, *res = NULL, *zh = NULL, *z = NULL, *key = NULL, *pcp = NULL;
+    PyObject *pfn_o = NULL;
+    col_t fl = {0}, od = {0}, rc = {0}, ow = {0};
+    if ((PyObject *)Py_TYPE(phys) != PyTuple_GET_ITEM(c->consts, WC_PHYS_TYPE) ||
+        vw_shadowed(phys, WS(W_ALLOC_PAGES)))
+        goto decline;
+    {
+        PyObject *g = PyLong_FromUnsignedLongLong(gfp);
+        if (!g) goto error;
+        key = PyTuple_Pack(2, nid, g);
+        Py_DECREF(g);
+        if (!key) goto error;
+        PyObject *zl = PyObject_GetAttr(phys, WS(W_ZL_GFP));
+        if (!zl) goto error;
+        if (PyDict_CheckExact(zl)) {
+            zh = PyDict_GetItemWithError(zl, key);
+            Py_XINCREF(zh);
+        }
+        Py_DECREF(zl);
+        if (!zh) goto maybe_error;
+    }
+    if (!PyTuple_CheckExact(zh) || PyTuple_GET_SIZE(zh) != 2) goto decline;
+    PyObject *zones = PyTuple_GET_ITEM(zh, 0), *highest = PyTuple_GET_ITEM(zh, 1);
+    if (!PyList_CheckExact(zones) || PyList_GET_SIZE(zones) == 0) goto decline;
+    z = PyList_GET_ITEM(zones, 0);
+    Py_INCREF(z);
+    {
+        /* z.free_pages > z.wmark[WMARK_LOW] + z.lowmem_reserve[highest] */
+        PyObject *fp = PyObject_GetAttr(z, WS(W_FREE_PAGES_ATTR));
+        PyObject *wm = fp ? PyObject_GetAttr(z, WS(W_WMARK)) : NULL;
+        PyObject *lr = wm ? PyObject_GetAttr(z, WS(W_LOWMEM_RESERVE)) : NULL;
+        PyObject *w = lr ? PyObject_GetItem(wm, PyTuple_GET_ITEM(c->consts, WC_WMARK_LOW)) : NULL;
+        PyObject *l = w ? PyObject_GetItem(lr, highest) : NULL;
+        PyObject *sum = l ? PyNumber_Add(w, l) : NULL;
+        int gt = sum ? PyObject_RichCompareBool(fp, sum, Py_GT) : -1;
+        Py_XDECREF(fp);
+        Py_XDECREF(wm);
+        Py_XDECREF(lr);
+        Py_XDECREF(w);
+        Py_XDECREF(l);
+        Py_XDECREF(sum);
+        if (gt < 0) goto error;
+        if (!gt) goto decline;
+    }
+    pcp = PyObject_GetAttr(z, WS(W_PCP));
+    if (!pcp) goto error;
+    if (!deque_type || Py_TYPE(pcp) != deque_type || PyObject_Length(pcp) <= 0) goto maybe_error;
+    int r;
+    if ((r = col_get(phys, WS(W_PFLAGS), &fl)) != 1 || (r = col_get(phys, WS(W_PORDER), &od)) != 1 ||
+        (r = col_get(phys, WS(W_PREFCOUNT), &rc)) != 1 || (r = col_get(phys, WS(W_POWNER), &ow)) != 1) {
+        if (r < 0) goto error;
+        goto decline;
+    }
+    {
+        /* peek pcp[0] first: a pfn outside the columns declines before the pop */
+        PyObject *head = PySequence_GetItem(pcp, 0);
+        if (!head) goto error;
+        Py_ssize_t p = PyLong_Check(head) ? PyLong_AsSsize_t(head) : -1;
+        Py_DECREF(head);
+        if (p == -1 && PyErr_Occurred()) goto error;
+        if (p < 0 || p >= COL_LEN(fl) || p >= COL_LEN(od) || p >= COL_LEN(rc) ||
+            p >= COL_LEN(ow))
+            goto decline;
+        pfn_o = call1(dq_popleft, pcp);
+        if (!pfn_o) goto error;
+        long pcpf = vw_const(c, WC_PG_PCP), alloc = vw_const(c, WC_PG_ALLOC),
+             none = vw_const(c, WC_OWNER_NONE);
+        /* self._fl[pfn] &= ~PG_PCP, then _prep_new_page(pfn, 0, gfp) */
+        col_wr(&fl, p, (col_rd(&fl, p) & ~pcpf) | alloc);
+        col_wr(&od, p, 0);
+        col_wr(&rc, p, 1);
+        col_wr(&ow, p, none);
+        if (gfp & c->zero) {
+            PyObject *data = PyObject_GetAttr(phys, WS(W_DATA));
+            if (!data) goto error;
+            int t = PyObject_IsTrue(data);
+            if (t > 0 && PyDict_CheckExact(data)) {
+                if (PyDict_DelItem(data, pfn_o) < 0) {
+                    if (PyErr_ExceptionMatches(PyExc_KeyError))
+                        PyErr_Clear();
+                    else
+                        t = -1;
+                }
+            } else if (t > 0) {
+                PyObject *a[3] = {data, pfn_o, Py_None};
+                PyObject *x = PyObject_VectorcallMethod(WS(W_POP_NAME), a, 3, NULL);
+                if (!x) t = -1;
+                Py_XDECREF(x);
+            }
+            Py_DECREF(data);
+            if (t < 0) goto error;
+        }
+    }
+    res = pfn_o;
+    pfn_o = NULL;
+    goto out;
+maybe_error:
+    if (PyErr_Occurred()) goto error;
+decline:
+    res = Py_NewRef(Py_None);
+    goto out;
+error:
+    res = NULL;
+out:
+    col_release(&fl);
+    col_release(&od);
+    col_release(&rc);
+    col_release(&ow);
+    Py_XDECREF(zh);
+    Py_XDECREF(z);
+    Py_XDECREF(key);
+    Py_XDECREF(pcp);
+    Py_XDECREF(pfn_o);
+    return res;
+}
+
+/* PhysicalMemory.free_pages(pfn, 0) for an allocated order-0 page with one reference,
+ * not a page-table page, whose zone's pcp list stays below pcp_high (no drain): 1 done.
+ * 0: decline (nothing changed, the method runs). -1: error. */
+static int vw_free_page0(wctx_t *c, PyObject *pfn_o) {
+    PyObject *phys = c->phys, *zones = NULL, *z = NULL, *pcp = NULL;
+    col_t fl = {0}, od = {0}, rc = {0}, ow = {0}, zn = {0};
+    int res = 0, r;
+    if ((PyObject *)Py_TYPE(phys) != PyTuple_GET_ITEM(c->consts, WC_PHYS_TYPE) ||
+        vw_shadowed(phys, WS(W_FREE_PAGES)) || !PyLong_CheckExact(pfn_o))
+        return 0;
+    Py_ssize_t p = PyLong_AsSsize_t(pfn_o);
+    if (p == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if ((r = col_get(phys, WS(W_PFLAGS), &fl)) != 1 || (r = col_get(phys, WS(W_PORDER), &od)) != 1 ||
+        (r = col_get(phys, WS(W_PREFCOUNT), &rc)) != 1 || (r = col_get(phys, WS(W_POWNER), &ow)) != 1 ||
+        (r = col_get(phys, WS(W_PZONE), &zn)) != 1) {
+        res = r < 0 ? -1 : 0;
+        goto out;
+    }
+    uint64_t max_pfn;
+    if ((r = vw_attr_u64(phys, WS(W_MAX_PFN), &max_pfn)) != 1) {
+        res = r < 0 ? -1 : 0;
+        goto out;
+    }
+    if (p < 0 || (uint64_t)p >= max_pfn || p >= COL_LEN(fl) || p >= COL_LEN(od) ||
+        p >= COL_LEN(rc) || p >= COL_LEN(ow) || p >= COL_LEN(zn))
+        goto out;
+    long pcpf = vw_const(c, WC_PG_PCP), alloc = vw_const(c, WC_PG_ALLOC),
+         pgtable = vw_const(c, WC_PG_PGTABLE), none = vw_const(c, WC_OWNER_NONE);
+    int64_t f = col_rd(&fl, p);
+    if (!(f & alloc) || (f & pgtable) || col_rd(&od, p) != 0 || col_rd(&rc, p) != 1) goto out;
+    zones = PyObject_GetAttr(phys, WS(W_ZONES));
+    if (!zones) goto error;
+    if (!PyList_CheckExact(zones)) goto out;
+    int64_t zi = col_rd(&zn, p);
+    if (zi < 0 || zi >= PyList_GET_SIZE(zones)) goto out;
+    z = Py_NewRef(PyList_GET_ITEM(zones, zi));
+    pcp = PyObject_GetAttr(z, WS(W_PCP));
+    if (!pcp) goto error;
+    if (!deque_type || Py_TYPE(pcp) != deque_type) goto out;
+    uint64_t high;
+    if ((r = vw_attr_u64(z, WS(W_PCP_HIGH), &high)) != 1) {
+        res = r < 0 ? -1 : 0;
+        goto out;
+    }
+    Py_ssize_t n = PyObject_Length(pcp);
+    if (n < 0) goto error;
+    if ((uint64_t)n + 1 >= high) goto out; /* free_pcppages_bulk: the method */
+    PyObject *x = call2(dq_appendleft, pcp, pfn_o);
+    if (!x) goto error;
+    Py_DECREF(x);
+    col_wr(&rc, p, 0);
+    col_wr(&od, p, 0);
+    col_wr(&ow, p, none);
+    col_wr(&fl, p, (f & ~alloc) | pcpf);
+    res = 1;
+    goto out;
+error:
+    res = -1;
+out:
+    col_release(&fl);
+    col_release(&od);
+    col_release(&rc);
+    col_release(&ow);
+    col_release(&zn);
+    Py_XDECREF(zones);
+    Py_XDECREF(z);
+    Py_XDECREF(pcp);
+    return res;
+}
+
 /* The body of __vmalloc_node_range (Vmalloc._vmalloc_node_range's 6.x branch with
  * _get_vm_area_node, setup_vmalloc_vm, _vmalloc_area_node and vm_area_alloc_pages's
  * one-page case inlined, as the reference's unobserved path does) once the checks have
@@ -2665,10 +2916,14 @@ static PyObject *vw_vmalloc_body(wctx_t *c, uint64_t real_size, uint64_t size,
         if (nr_small == 1) {
             /* its one-page case: alloc_pages, once more on failure */
             PyObject *a[4] = {c->phys, g, small_zero, node};
-            tmp = vw_meth(WS(W_ALLOC_PAGES), a, 4, NULL);
+            tmp = vw_alloc_page0(c, gfp | c->nowarn, node); /* its usual case in C */
             if (tmp == Py_None) {
                 Py_DECREF(tmp);
                 tmp = vw_meth(WS(W_ALLOC_PAGES), a, 4, NULL);
+                if (tmp == Py_None) {
+                    Py_DECREF(tmp);
+                    tmp = vw_meth(WS(W_ALLOC_PAGES), a, 4, NULL);
+                }
             }
             Py_DECREF(g);
             if (!tmp) goto error;
@@ -2817,7 +3072,7 @@ static PyObject *vw_vmalloc_node_range(PyObject *mod, PyObject *const *args,
         return NULL;
     }
     PyObject *size_o = args[1], *gfp_o = args[2], *cpu = args[3], *caller = args[4];
-    wctx_t c;
+    wctx_t c = {0};
     int rc = wctx_get(args[0], &c);
     if (rc <= 0) goto decline_rc;
     uint64_t size, gfp, totalram;
@@ -2866,7 +3121,7 @@ static PyObject *vw_vfree(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
     }
     PyObject *addr_o = args[1], *cpu = args[2];
     PyObject *va = NULL, *vm = NULL, *pages = NULL, *pages_addr = NULL, *tmp = NULL;
-    wctx_t c;
+    wctx_t c = {0};
     int rc = wctx_get(args[0], &c);
     uint64_t addr, flags, nr_pages, pa = 0;
     Py_ssize_t len = 0;
@@ -2994,8 +3249,17 @@ static PyObject *vw_vfree(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
             PyObject *pfn = p0 ? PyNumber_Long(p0) : NULL;
             Py_XDECREF(p0);
             if (!pfn) goto body_error;
-            PyObject *a[3] = {c.phys, pfn, small_zero};
-            tmp = vw_meth(WS(W_FREE_PAGES), a, 3, NULL);
+            int done = vw_free_page0(&c, pfn); /* its usual case in C */
+            if (done < 0) {
+                Py_DECREF(pfn);
+                goto body_error;
+            }
+            if (done) {
+                tmp = Py_NewRef(Py_None);
+            } else {
+                PyObject *a[3] = {c.phys, pfn, small_zero};
+                tmp = vw_meth(WS(W_FREE_PAGES), a, 3, NULL);
+            }
             Py_DECREF(pfn);
         } else {
             PyObject *lst = PyObject_CallMethodNoArgs(pages, WS(W_TOLIST));
