@@ -2106,7 +2106,9 @@ enum { W_C_WHOLE, W_EXPLAIN, W_STRICT, W_IN_INTERRUPT, W_AFTER_CALL, W_DEPTH, W_
        W_PTE_ENTRIES, W_SUPPORTED_PTE_MASK, W_PTECACHE, W_C_ALLOC_ONCE, W_C_FIND_UNLINK,
        W_C_FREE_NOFLUSH, W_LAZY_PASSED, W_ZL_GFP, W_FREE_PAGES_ATTR, W_WMARK,
        W_LOWMEM_RESERVE, W_PCP, W_PCP_HIGH, W_PFLAGS, W_PORDER, W_PREFCOUNT, W_POWNER,
-       W_PZONE, W_ZONES, W_DATA, W_MAX_PFN, W_POP_NAME, W_N };
+       W_PZONE, W_ZONES, W_DATA, W_MAX_PFN, W_POP_NAME, W_SIZE_CACHE, W_PARTIAL, W_SFREE,
+       W_FRESH, W_FREE_MAP, W_INUSE, W_OBJECTS, W_ACTIVE_OBJS, W_SLAB_BYTES, W_NR_ALLOCS,
+       W_ZERO_M, W_PFN, W_PAGE_OFFSET, W_MAX_LOW_PFN, W_PAGE_SLAB, W_CACHES, W_N };
 
 static const char *vw_names[W_N] = {
     "_c_whole", "explain", "strict", "_in_interrupt", "_after_call", "depth", "pending",
@@ -2120,7 +2122,9 @@ static const char *vw_names[W_N] = {
     "WARN", "pmd_shift", "pte_entries", "supported_pte_mask", "_ptecache", "_c_alloc_once",
     "_c_find_unlink", "_c_free_noflush", "_lazy_threshold_passed", "_zl_gfp", "free_pages",
     "wmark", "lowmem_reserve", "pcp", "pcp_high", "_fl", "_od", "_rc", "_ow",
-    "_zn", "zones", "_data", "max_pfn", "pop"};
+    "_zn", "zones", "_data", "max_pfn", "pop", "_size_cache", "partial", "free", "fresh",
+    "free_map", "inuse", "objects", "active_objs", "slab_bytes", "nr_allocs", "_zero", "pfn",
+    "page_offset", "max_low_pfn", "_page_slab", "caches"};
 
 static PyObject *vw_s[W_N];
 #define WS(i) vw_s[i]
@@ -2129,7 +2133,8 @@ static PyObject *vw_s[W_N];
 enum { WC_SPACE, WC_PHYS, WC_PGT, WC_SLAB, WC_LOG, WC_SIZEOF_VM, WC_VSTART, WC_VEND, WC_CPUS,
        WC_UMAX, WC_PAGES_HIGHMEM, WC_REQUESTED, WC_PROT, WC_GFP_KERNEL, WC_GFP_ZERO,
        WC_GFP_HIGHMEM, WC_GFP_NOWARN, WC_RECLAIM_MASK, WC_PHYS_TYPE, WC_PGT_TYPE,
-       WC_PG_PCP, WC_PG_ALLOC, WC_PG_PGTABLE, WC_OWNER_NONE, WC_WMARK_LOW, WC_N };
+       WC_PG_PCP, WC_PG_ALLOC, WC_PG_PGTABLE, WC_OWNER_NONE, WC_WMARK_LOW, WC_SLAB_TYPE,
+       WC_N };
 
 typedef struct {
     PyObject *self, *consts, *d; /* d: self.__dict__ (new reference) */
@@ -2787,6 +2792,270 @@ out:
     return res;
 }
 
+
+/* An exact int attribute that fits a long long: 1, 0 (not one), -1. */
+static int vw_attr_ll(PyObject *o, PyObject *name, long long *out) {
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (!v) return -1;
+    int r = 0;
+    if (PyLong_CheckExact(v)) {
+        int of;
+        *out = PyLong_AsLongLongAndOverflow(v, &of);
+        r = (*out == -1 && PyErr_Occurred()) ? -1 : !of;
+    }
+    Py_DECREF(v);
+    return r;
+}
+static int vw_set_ll(PyObject *o, PyObject *name, long long v) {
+    PyObject *x = PyLong_FromLongLong(v);
+    if (!x) return -1;
+    int r = PyObject_SetAttr(o, name, x);
+    Py_DECREF(x);
+    return r;
+}
+/* o.name += delta (an exact int attribute; 0 with nothing changed when it is not one) */
+static int vw_bump(PyObject *o, PyObject *name, long long delta) {
+    long long v;
+    int r = vw_attr_ll(o, name, &v);
+    if (r != 1) return r;
+    return vw_set_ll(o, name, v + delta) < 0 ? -1 : 1;
+}
+
+/* SlabAllocator.kmalloc(size, gfp, node) for a size with its cache memoised and a
+ * partial slab (no new slab): the object's address (new int); Py_None (new reference):
+ * decline, nothing changed, the method runs; NULL: error. */
+static PyObject *vw_kmalloc(wctx_t *c, PyObject *size_o, uint64_t gfp) {
+    PyObject *sa = c->slab, *cache = NULL, *partial = NULL, *slab = NULL, *free = NULL,
+             *fmap = NULL, *res = NULL;
+    if ((PyObject *)Py_TYPE(sa) != PyTuple_GET_ITEM(c->consts, WC_SLAB_TYPE) ||
+        vw_shadowed(sa, WS(W_KMALLOC)))
+        goto decline;
+    {
+        PyObject *sc = PyObject_GetAttr(sa, WS(W_SIZE_CACHE));
+        if (!sc) goto error;
+        if (PyDict_CheckExact(sc)) {
+            cache = PyDict_GetItemWithError(sc, size_o);
+            Py_XINCREF(cache);
+        }
+        Py_DECREF(sc);
+        if (!cache) goto maybe_error;
+    }
+    partial = PyObject_GetAttr(cache, WS(W_PARTIAL));
+    if (!partial) goto error;
+    if (!PyList_CheckExact(partial) || PyList_GET_SIZE(partial) == 0) goto decline;
+    slab = Py_NewRef(PyList_GET_ITEM(partial, PyList_GET_SIZE(partial) - 1));
+    free = PyObject_GetAttr(slab, WS(W_SFREE));
+    fmap = free ? PyObject_GetAttr(slab, WS(W_FREE_MAP)) : NULL;
+    if (!fmap) goto error;
+    if (!PyList_CheckExact(free) || !PyByteArray_CheckExact(fmap)) goto decline;
+    long long idx, fresh = 0, inuse, objects, csize;
+    uint64_t saddr;
+    int r, from_free = PyList_GET_SIZE(free) > 0;
+    if (from_free) {
+        PyObject *last = PyList_GET_ITEM(free, PyList_GET_SIZE(free) - 1);
+        if (!PyLong_CheckExact(last)) goto decline;
+        idx = PyLong_AsLongLong(last);
+        if (idx == -1 && PyErr_Occurred()) goto error;
+    } else {
+        if ((r = vw_attr_ll(slab, WS(W_FRESH), &fresh)) != 1) goto r_decline;
+        idx = fresh;
+    }
+    if ((r = vw_attr_ll(slab, WS(W_INUSE), &inuse)) != 1 ||
+        (r = vw_attr_ll(slab, WS(W_OBJECTS), &objects)) != 1 ||
+        (r = vw_attr_ll(cache, WS(W_SIZE), &csize)) != 1 ||
+        (r = vw_attr_u64(slab, WS(W_ADDR), &saddr)) != 1)
+        goto r_decline;
+    if (idx < 0 || idx >= PyByteArray_GET_SIZE(fmap) || csize <= 0 ||
+        saddr + (uint64_t)(idx * csize) < saddr)
+        goto decline;
+    {
+        long long dummy;
+        if ((r = vw_attr_ll(cache, WS(W_ACTIVE_OBJS), &dummy)) != 1 ||
+            (r = vw_attr_ll(sa, WS(W_SLAB_BYTES), &dummy)) != 1 ||
+            (r = vw_attr_ll(sa, WS(W_NR_ALLOCS), &dummy)) != 1)
+            goto r_decline;
+    }
+    /* state changes from here, in the reference's order */
+    if (from_free) {
+        if (PyList_SetSlice(free, PyList_GET_SIZE(free) - 1, PyList_GET_SIZE(free), NULL) < 0)
+            goto error;
+    } else if (vw_set_ll(slab, WS(W_FRESH), idx + 1) < 0) {
+        goto error;
+    }
+    PyByteArray_AS_STRING(fmap)[idx] = 0;
+    if (vw_set_ll(slab, WS(W_INUSE), inuse + 1) < 0) goto error;
+    if (inuse + 1 == objects &&
+        PyList_SetSlice(partial, PyList_GET_SIZE(partial) - 1, PyList_GET_SIZE(partial), NULL) < 0)
+        goto error;
+    if (vw_bump(cache, WS(W_ACTIVE_OBJS), 1) < 0 || vw_bump(sa, WS(W_SLAB_BYTES), csize) < 0 ||
+        vw_bump(sa, WS(W_NR_ALLOCS), 1) < 0)
+        goto error;
+    long long off = idx * csize;
+    if (gfp & c->zero) {
+        /* if gfp & __GFP_ZERO and self.phys._data: self._zero(slab.pfn, off, csize) */
+        PyObject *data = PyObject_GetAttr(c->phys, WS(W_DATA));
+        if (!data) goto error;
+        int t = PyObject_IsTrue(data);
+        Py_DECREF(data);
+        if (t < 0) goto error;
+        if (t) {
+            PyObject *pfn = PyObject_GetAttr(slab, WS(W_PFN));
+            PyObject *o = pfn ? PyLong_FromLongLong(off) : NULL;
+            PyObject *n = o ? PyLong_FromLongLong(csize) : NULL;
+            PyObject *x = NULL;
+            if (n) {
+                PyObject *a[4] = {sa, pfn, o, n};
+                x = vw_meth(WS(W_ZERO_M), a, 4, NULL);
+            }
+            Py_XDECREF(pfn);
+            Py_XDECREF(o);
+            Py_XDECREF(n);
+            if (!x) goto error;
+            Py_DECREF(x);
+        }
+    }
+    res = PyLong_FromUnsignedLongLong(saddr + (uint64_t)off);
+    goto out;
+r_decline:
+    if (r < 0) goto error;
+    goto decline;
+maybe_error:
+    if (PyErr_Occurred()) goto error;
+decline:
+    res = Py_NewRef(Py_None);
+    goto out;
+error:
+    res = NULL;
+out:
+    Py_XDECREF(cache);
+    Py_XDECREF(partial);
+    Py_XDECREF(slab);
+    Py_XDECREF(free);
+    Py_XDECREF(fmap);
+    return res;
+}
+
+/* SlabAllocator.kfree(addr) for a live object of a slab that does not become empty:
+ * 1 (freed; the method would return True). 0: decline (nothing changed, the method
+ * runs: ZERO_SIZE_PTR, a large kmalloc, a bogus address, the slab's last object). */
+static int vw_kfree(wctx_t *c, PyObject *addr_o) {
+    PyObject *sa = c->slab, *slab = NULL, *free = NULL, *fmap = NULL, *cache = NULL,
+             *partial = NULL, *key = NULL;
+    int res = 0, r;
+    uint64_t addr, po, mlp;
+    if ((PyObject *)Py_TYPE(sa) != PyTuple_GET_ITEM(c->consts, WC_SLAB_TYPE) ||
+        vw_shadowed(sa, WS(W_KFREE)))
+        return 0;
+    if ((r = vw_u64(addr_o, &addr)) != 1) return r;
+    if (addr <= 16) return 0;
+    if ((r = vw_attr_u64(c->phys, WS(W_PAGE_OFFSET), &po)) != 1 ||
+        (r = vw_attr_u64(c->phys, WS(W_MAX_LOW_PFN), &mlp)) != 1)
+        return r;
+    if (addr < po || mlp >= ((uint64_t)1 << 52) || addr - po >= (mlp << 12)) return 0;
+    key = PyLong_FromUnsignedLongLong((addr - po) >> 12);
+    if (!key) return -1;
+    {
+        PyObject *ps = PyObject_GetAttr(sa, WS(W_PAGE_SLAB));
+        if (!ps) goto error;
+        if (PyDict_CheckExact(ps)) {
+            slab = PyDict_GetItemWithError(ps, key);
+            Py_XINCREF(slab);
+        }
+        Py_DECREF(ps);
+        if (!slab) goto maybe_error;
+    }
+    long long ssize, objects, inuse;
+    uint64_t saddr;
+    if ((r = vw_attr_ll(slab, WS(W_SIZE), &ssize)) != 1 ||
+        (r = vw_attr_u64(slab, WS(W_ADDR), &saddr)) != 1 ||
+        (r = vw_attr_ll(slab, WS(W_OBJECTS), &objects)) != 1 ||
+        (r = vw_attr_ll(slab, WS(W_INUSE), &inuse)) != 1)
+        goto r_out;
+    if (ssize <= 0 || addr < saddr || addr - saddr > (uint64_t)LLONG_MAX) goto out;
+    long long d = (long long)(addr - saddr), idx = d / ssize;
+    if (d % ssize || idx >= objects || inuse - 1 == 0) goto out; /* (the last: the method) */
+    free = PyObject_GetAttr(slab, WS(W_SFREE));
+    fmap = free ? PyObject_GetAttr(slab, WS(W_FREE_MAP)) : NULL;
+    if (!fmap) goto error;
+    if (!PyList_CheckExact(free) || !PyByteArray_CheckExact(fmap) ||
+        idx >= PyByteArray_GET_SIZE(fmap) || PyByteArray_AS_STRING(fmap)[idx])
+        goto out;
+    {
+        PyObject *caches = PyObject_GetAttr(sa, WS(W_CACHES));
+        if (!caches) goto error;
+        PyObject *sz = PyLong_FromLongLong(ssize);
+        if (sz && PyDict_CheckExact(caches)) {
+            cache = PyDict_GetItemWithError(caches, sz);
+            Py_XINCREF(cache);
+        }
+        Py_XDECREF(sz);
+        Py_DECREF(caches);
+        if (!cache) goto maybe_error;
+    }
+    partial = PyObject_GetAttr(cache, WS(W_PARTIAL));
+    if (!partial) goto error;
+    if (!PyList_CheckExact(partial)) goto out;
+    {
+        long long dummy;
+        if ((r = vw_attr_ll(cache, WS(W_ACTIVE_OBJS), &dummy)) != 1 ||
+            (r = vw_attr_ll(sa, WS(W_SLAB_BYTES), &dummy)) != 1)
+            goto r_out;
+    }
+    /* state changes from here, in the reference's order */
+    if (inuse == objects && PyList_Append(partial, slab) < 0) goto error;
+    {
+        PyObject *i = PyLong_FromLongLong(idx);
+        if (!i) goto error;
+        int e = PyList_Append(free, i);
+        Py_DECREF(i);
+        if (e < 0) goto error;
+    }
+    PyByteArray_AS_STRING(fmap)[idx] = 1;
+    if (vw_set_ll(slab, WS(W_INUSE), inuse - 1) < 0 || vw_bump(cache, WS(W_ACTIVE_OBJS), -1) < 0 ||
+        vw_bump(sa, WS(W_SLAB_BYTES), -ssize) < 0)
+        goto error;
+    res = 1;
+    goto out;
+r_out:
+    res = r < 0 ? -1 : 0;
+    goto out;
+maybe_error:
+    if (PyErr_Occurred()) goto error;
+    goto out;
+error:
+    res = -1;
+out:
+    Py_XDECREF(key);
+    Py_XDECREF(slab);
+    Py_XDECREF(free);
+    Py_XDECREF(fmap);
+    Py_XDECREF(cache);
+    Py_XDECREF(partial);
+    return res;
+}
+
+/* slab.kmalloc(size, gfp, node): the compiled usual case, else the method */
+static PyObject *vw_kmalloc_call(wctx_t *c, PyObject *size_o, uint64_t gfp, PyObject *node) {
+    PyObject *r = vw_kmalloc(c, size_o, gfp);
+    if (r != Py_None) return r;
+    Py_DECREF(r);
+    PyObject *g = PyLong_FromUnsignedLongLong(gfp);
+    if (!g) return NULL;
+    PyObject *a[4] = {c->slab, size_o, g, node};
+    r = vw_meth(WS(W_KMALLOC), a, 4, NULL);
+    Py_DECREF(g);
+    return r;
+}
+
+/* slab.kfree(addr): the compiled usual case (True), else the method's result */
+static PyObject *vw_kfree_call(wctx_t *c, PyObject *addr) {
+    int done = vw_kfree(c, addr);
+    if (done < 0) return NULL;
+    if (done) Py_RETURN_TRUE;
+    PyObject *a[2] = {c->slab, addr};
+    return vw_meth(WS(W_KFREE), a, 2, NULL);
+}
+
 /* The body of __vmalloc_node_range (Vmalloc._vmalloc_node_range's 6.x branch with
  * _get_vm_area_node, setup_vmalloc_vm, _vmalloc_area_node and vm_area_alloc_pages's
  * one-page case inlined, as the reference's unobserved path does) once the checks have
@@ -2803,11 +3072,8 @@ static PyObject *vw_vmalloc_body(wctx_t *c, uint64_t real_size, uint64_t size,
     }
     /* __get_vm_area_node: kzalloc_node(sizeof(struct vm_struct), gfp & GFP_RECLAIM_MASK) */
     {
-        PyObject *g = PyLong_FromUnsignedLongLong((gfp & c->reclaim) | c->zero);
-        if (!g) return NULL;
-        PyObject *a[4] = {c->slab, PyTuple_GET_ITEM(c->consts, WC_SIZEOF_VM), g, node};
-        kaddr = vw_meth(WS(W_KMALLOC), a, 4, NULL);
-        Py_DECREF(g);
+        kaddr = vw_kmalloc_call(c, PyTuple_GET_ITEM(c->consts, WC_SIZEOF_VM),
+                                (gfp & c->reclaim) | c->zero, node);
         if (!kaddr) return NULL;
     }
     int t = PyObject_IsTrue(kaddr);
@@ -2847,8 +3113,7 @@ static PyObject *vw_vmalloc_body(wctx_t *c, uint64_t real_size, uint64_t size,
         Py_CLEAR(tmp);
     }
     if (!PyObject_TypeCheck(va, vw_vmaparea_type)) {
-        PyObject *a[2] = {c->slab, kaddr};
-        tmp = vw_meth(WS(W_KFREE), a, 2, NULL);
+        tmp = vw_kfree_call(c, kaddr);
         if (!tmp) goto error;
         Py_CLEAR(tmp);
         goto vm_struct_failed;
@@ -2883,15 +3148,9 @@ static PyObject *vw_vmalloc_body(wctx_t *c, uint64_t real_size, uint64_t size,
     nested = (gfp & c->reclaim) | c->zero;
     {
         PyObject *as = PyLong_FromUnsignedLongLong(array_size);
-        PyObject *g = as ? PyLong_FromUnsignedLongLong(nested) : NULL;
-        if (!g) {
-            Py_XDECREF(as);
-            goto error;
-        }
-        PyObject *a[4] = {c->slab, as, g, node};
-        pages_addr = vw_meth(WS(W_KMALLOC), a, 4, NULL);
+        if (!as) goto error;
+        pages_addr = vw_kmalloc_call(c, as, nested, node);
         Py_DECREF(as);
-        Py_DECREF(g);
         if (!pages_addr) goto error;
     }
     t = PyObject_IsTrue(pages_addr);
@@ -3278,8 +3537,7 @@ static PyObject *vw_vfree(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
     }
     if (pa) {
         /* kvfree_now(): a kmalloc address, kfree */
-        PyObject *a[2] = {c.slab, pages_addr};
-        tmp = vw_meth(WS(W_KFREE), a, 2, NULL);
+        tmp = vw_kfree_call(&c, pages_addr);
         if (!tmp) goto body_error;
         int t = PyObject_IsTrue(tmp);
         Py_CLEAR(tmp);
@@ -3297,8 +3555,7 @@ static PyObject *vw_vfree(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
     {
         PyObject *k = PyObject_GetAttr(vm, WS(W_KADDR));
         if (!k) goto body_error;
-        PyObject *a[2] = {c.slab, k};
-        tmp = vw_meth(WS(W_KFREE), a, 2, NULL);
+        tmp = vw_kfree_call(&c, k);
         Py_DECREF(k);
         if (!tmp) goto body_error;
         Py_CLEAR(tmp);

@@ -52,6 +52,7 @@ import numpy as np
 import numpy.typing as npt
 
 import pyvmalloc.phys.buddy as _buddy
+import pyvmalloc.slab as _slab
 import pyvmalloc.vmap.space as _vmap_space_module
 from pyvmalloc._accel import speedups as _speedups
 from pyvmalloc.args import c_int, integer, uint, ulong
@@ -343,7 +344,7 @@ class Vmalloc:
                 int(profile.pages_array_highmem), int(profile.vm_requested_size), PAGE_KERNEL,
                 GFP_KERNEL, _GFP_ZERO, _GFP_HIGHMEM, _GFP_NOWARN, GFP_RECLAIM_MASK,
                 _buddy.PhysicalMemory, PageTables, _buddy.PG_PCP, _buddy.PG_ALLOC,
-                _buddy.PG_PGTABLE, _buddy.OWNER_NONE, _buddy.WMARK_LOW,
+                _buddy.PG_PGTABLE, _buddy.OWNER_NONE, _buddy.WMARK_LOW, _slab.SlabAllocator,
             )  # fmt: skip
 
     def __repr__(self) -> str:
