@@ -2108,7 +2108,8 @@ enum { W_C_WHOLE, W_EXPLAIN, W_STRICT, W_IN_INTERRUPT, W_AFTER_CALL, W_DEPTH, W_
        W_LOWMEM_RESERVE, W_PCP, W_PCP_HIGH, W_PFLAGS, W_PORDER, W_PREFCOUNT, W_POWNER,
        W_PZONE, W_ZONES, W_DATA, W_MAX_PFN, W_POP_NAME, W_SIZE_CACHE, W_PARTIAL, W_SFREE,
        W_FRESH, W_FREE_MAP, W_INUSE, W_OBJECTS, W_ACTIVE_OBJS, W_SLAB_BYTES, W_NR_ALLOCS,
-       W_ZERO_M, W_PFN, W_PAGE_OFFSET, W_MAX_LOW_PFN, W_PAGE_SLAB, W_CACHES, W_N };
+       W_ZERO_M, W_PFN, W_PAGE_OFFSET, W_MAX_LOW_PFN, W_PAGE_SLAB, W_CACHES, W_TOTALRAM_MEMO,
+       W_N };
 
 static const char *vw_names[W_N] = {
     "_c_whole", "explain", "strict", "_in_interrupt", "_after_call", "depth", "pending",
@@ -2124,7 +2125,7 @@ static const char *vw_names[W_N] = {
     "wmark", "lowmem_reserve", "pcp", "pcp_high", "_fl", "_od", "_rc", "_ow",
     "_zn", "zones", "_data", "max_pfn", "pop", "_size_cache", "partial", "free", "fresh",
     "free_map", "inuse", "objects", "active_objs", "slab_bytes", "nr_allocs", "_zero", "pfn",
-    "page_offset", "max_low_pfn", "_page_slab", "caches"};
+    "page_offset", "max_low_pfn", "_page_slab", "caches", "_totalram"};
 
 static PyObject *vw_s[W_N];
 #define WS(i) vw_s[i]
@@ -3340,7 +3341,17 @@ static PyObject *vw_vmalloc_node_range(PyObject *mod, PyObject *const *args,
     if (size == 0 || size > c.umax || size > UINT64_MAX - 4095) goto decline_rc;
     if (gfp != c.gfp_kernel && gfp != (c.gfp_kernel | c.zero)) goto decline_rc;
     if ((rc = vw_common_checks(&c, cpu)) != 1) goto decline_rc;
-    if ((rc = vw_attr_u64(c.phys, WS(W_TOTALRAM), &totalram)) != 1) goto decline_rc;
+    /* totalram_pages: the property's memo (_totalram) once it is set, else the property */
+    {
+        long long memo = -1;
+        if ((PyObject *)Py_TYPE(c.phys) == PyTuple_GET_ITEM(c.consts, WC_PHYS_TYPE) &&
+            (rc = vw_attr_ll(c.phys, WS(W_TOTALRAM_MEMO), &memo)) < 0)
+            goto decline_rc;
+        if (memo >= 0)
+            totalram = (uint64_t)memo;
+        else if ((rc = vw_attr_u64(c.phys, WS(W_TOTALRAM), &totalram)) != 1)
+            goto decline_rc;
+    }
     rc = 0;
     if ((size >> 12) > totalram) goto decline_rc;
     uint64_t aligned = (size + 4095) & ~(uint64_t)4095;
