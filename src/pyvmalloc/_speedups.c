@@ -2135,7 +2135,7 @@ enum { WC_SPACE, WC_PHYS, WC_PGT, WC_SLAB, WC_LOG, WC_SIZEOF_VM, WC_VSTART, WC_V
        WC_UMAX, WC_PAGES_HIGHMEM, WC_REQUESTED, WC_PROT, WC_GFP_KERNEL, WC_GFP_ZERO,
        WC_GFP_HIGHMEM, WC_GFP_NOWARN, WC_RECLAIM_MASK, WC_PHYS_TYPE, WC_PGT_TYPE,
        WC_PG_PCP, WC_PG_ALLOC, WC_PG_PGTABLE, WC_OWNER_NONE, WC_WMARK_LOW, WC_SLAB_TYPE,
-       WC_N };
+       WC_CACHE_CLS, WC_SLAB_CLS, WC_N };
 
 typedef struct {
     PyObject *self, *consts, *d; /* d: self.__dict__ (new reference) */
@@ -2807,49 +2807,63 @@ static int vw_attr_ll(PyObject *o, PyObject *name, long long *out) {
     Py_DECREF(v);
     return r;
 }
-static int vw_set_ll(PyObject *o, PyObject *name, long long v) {
+/* The instance dict of a plain object (SlabAllocator, KmemCache, Slab: dataclasses
+ * without properties or slots), borrowed; NULL when it has none. */
+static inline PyObject *vw_idict(PyObject *o) {
+    PyObject **dp = _PyObject_GetDictPtr(o);
+    return dp ? *dp : NULL;
+}
+/* d[name] as a long long: 1, 0 (missing or not an exact int that fits), -1. */
+static int vw_dll(PyObject *d, PyObject *name, long long *out) {
+    PyObject *v = PyDict_GetItemWithError(d, name);
+    if (!v) return PyErr_Occurred() ? -1 : 0;
+    if (!PyLong_CheckExact(v)) return 0;
+    int of;
+    *out = PyLong_AsLongLongAndOverflow(v, &of);
+    if (*out == -1 && PyErr_Occurred()) return -1;
+    return !of;
+}
+static int vw_dset(PyObject *d, PyObject *name, long long v) {
     PyObject *x = PyLong_FromLongLong(v);
     if (!x) return -1;
-    int r = PyObject_SetAttr(o, name, x);
+    int r = PyDict_SetItem(d, name, x);
     Py_DECREF(x);
     return r;
 }
-/* o.name += delta (an exact int attribute; 0 with nothing changed when it is not one) */
-static int vw_bump(PyObject *o, PyObject *name, long long delta) {
-    long long v;
-    int r = vw_attr_ll(o, name, &v);
-    if (r != 1) return r;
-    return vw_set_ll(o, name, v + delta) < 0 ? -1 : 1;
+static int vw_du64(PyObject *d, PyObject *name, uint64_t *out) {
+    PyObject *v = PyDict_GetItemWithError(d, name);
+    if (!v) return PyErr_Occurred() ? -1 : 0;
+    return vw_u64(v, out);
 }
 
 /* SlabAllocator.kmalloc(size, gfp, node) for a size with its cache memoised and a
  * partial slab (no new slab): the object's address (new int); Py_None (new reference):
- * decline, nothing changed, the method runs; NULL: error. */
+ * decline, nothing changed, the method runs; NULL: error. The fields are read and
+ * written in the objects' instance dicts (the classes are checked exactly). */
 static PyObject *vw_kmalloc(wctx_t *c, PyObject *size_o, uint64_t gfp) {
-    PyObject *sa = c->slab, *cache = NULL, *partial = NULL, *slab = NULL, *free = NULL,
-             *fmap = NULL, *res = NULL;
+    PyObject *sa = c->slab, *res = NULL;
+    PyObject *sa_d, *sc, *cache, *cache_d, *partial, *slab, *slab_d, *free, *fmap;
     if ((PyObject *)Py_TYPE(sa) != PyTuple_GET_ITEM(c->consts, WC_SLAB_TYPE) ||
-        vw_shadowed(sa, WS(W_KMALLOC)))
-        goto decline;
-    {
-        PyObject *sc = PyObject_GetAttr(sa, WS(W_SIZE_CACHE));
-        if (!sc) goto error;
-        if (PyDict_CheckExact(sc)) {
-            cache = PyDict_GetItemWithError(sc, size_o);
-            Py_XINCREF(cache);
-        }
-        Py_DECREF(sc);
-        if (!cache) goto maybe_error;
-    }
-    partial = PyObject_GetAttr(cache, WS(W_PARTIAL));
-    if (!partial) goto error;
-    if (!PyList_CheckExact(partial) || PyList_GET_SIZE(partial) == 0) goto decline;
-    slab = Py_NewRef(PyList_GET_ITEM(partial, PyList_GET_SIZE(partial) - 1));
-    free = PyObject_GetAttr(slab, WS(W_SFREE));
-    fmap = free ? PyObject_GetAttr(slab, WS(W_FREE_MAP)) : NULL;
-    if (!fmap) goto error;
-    if (!PyList_CheckExact(free) || !PyByteArray_CheckExact(fmap)) goto decline;
-    long long idx, fresh = 0, inuse, objects, csize;
+        !(sa_d = vw_idict(sa)) || PyDict_GetItemWithError(sa_d, WS(W_KMALLOC)))
+        goto maybe_error; /* (a kmalloc shadowed on the instance: the method) */
+    if (PyErr_Occurred()) goto error;
+    sc = PyDict_GetItemWithError(sa_d, WS(W_SIZE_CACHE));
+    if (!sc || !PyDict_CheckExact(sc)) goto maybe_error;
+    cache = PyDict_GetItemWithError(sc, size_o);
+    if (!cache || (PyObject *)Py_TYPE(cache) != PyTuple_GET_ITEM(c->consts, WC_CACHE_CLS) ||
+        !(cache_d = vw_idict(cache)))
+        goto maybe_error;
+    partial = PyDict_GetItemWithError(cache_d, WS(W_PARTIAL));
+    if (!partial || !PyList_CheckExact(partial) || PyList_GET_SIZE(partial) == 0)
+        goto maybe_error;
+    slab = PyList_GET_ITEM(partial, PyList_GET_SIZE(partial) - 1);
+    if ((PyObject *)Py_TYPE(slab) != PyTuple_GET_ITEM(c->consts, WC_SLAB_CLS) ||
+        !(slab_d = vw_idict(slab)))
+        goto maybe_error;
+    free = PyDict_GetItemWithError(slab_d, WS(W_SFREE));
+    fmap = free ? PyDict_GetItemWithError(slab_d, WS(W_FREE_MAP)) : NULL;
+    if (!fmap || !PyList_CheckExact(free) || !PyByteArray_CheckExact(fmap)) goto maybe_error;
+    long long idx, fresh = 0, inuse, objects, csize, a_o, s_b, n_a;
     uint64_t saddr;
     int r, from_free = PyList_GET_SIZE(free) > 0;
     if (from_free) {
@@ -2858,49 +2872,47 @@ static PyObject *vw_kmalloc(wctx_t *c, PyObject *size_o, uint64_t gfp) {
         idx = PyLong_AsLongLong(last);
         if (idx == -1 && PyErr_Occurred()) goto error;
     } else {
-        if ((r = vw_attr_ll(slab, WS(W_FRESH), &fresh)) != 1) goto r_decline;
+        if ((r = vw_dll(slab_d, WS(W_FRESH), &fresh)) != 1) goto r_decline;
         idx = fresh;
     }
-    if ((r = vw_attr_ll(slab, WS(W_INUSE), &inuse)) != 1 ||
-        (r = vw_attr_ll(slab, WS(W_OBJECTS), &objects)) != 1 ||
-        (r = vw_attr_ll(cache, WS(W_SIZE), &csize)) != 1 ||
-        (r = vw_attr_u64(slab, WS(W_ADDR), &saddr)) != 1)
+    if ((r = vw_dll(slab_d, WS(W_INUSE), &inuse)) != 1 ||
+        (r = vw_dll(slab_d, WS(W_OBJECTS), &objects)) != 1 ||
+        (r = vw_dll(cache_d, WS(W_SIZE), &csize)) != 1 ||
+        (r = vw_du64(slab_d, WS(W_ADDR), &saddr)) != 1 ||
+        (r = vw_dll(cache_d, WS(W_ACTIVE_OBJS), &a_o)) != 1 ||
+        (r = vw_dll(sa_d, WS(W_SLAB_BYTES), &s_b)) != 1 ||
+        (r = vw_dll(sa_d, WS(W_NR_ALLOCS), &n_a)) != 1)
         goto r_decline;
-    if (idx < 0 || idx >= PyByteArray_GET_SIZE(fmap) || csize <= 0 ||
-        saddr + (uint64_t)(idx * csize) < saddr)
+    if (idx < 0 || idx >= PyByteArray_GET_SIZE(fmap) || csize <= 0 || idx > LLONG_MAX / csize ||
+        saddr + (uint64_t)(idx * csize) < saddr || s_b > LLONG_MAX - csize)
         goto decline;
-    {
-        long long dummy;
-        if ((r = vw_attr_ll(cache, WS(W_ACTIVE_OBJS), &dummy)) != 1 ||
-            (r = vw_attr_ll(sa, WS(W_SLAB_BYTES), &dummy)) != 1 ||
-            (r = vw_attr_ll(sa, WS(W_NR_ALLOCS), &dummy)) != 1)
-            goto r_decline;
-    }
+    Py_INCREF(slab);
+    Py_INCREF(partial);
+    Py_INCREF(free);
     /* state changes from here, in the reference's order */
-    if (from_free) {
-        if (PyList_SetSlice(free, PyList_GET_SIZE(free) - 1, PyList_GET_SIZE(free), NULL) < 0)
-            goto error;
-    } else if (vw_set_ll(slab, WS(W_FRESH), idx + 1) < 0) {
-        goto error;
+    int e = 0;
+    if (from_free)
+        e = PyList_SetSlice(free, PyList_GET_SIZE(free) - 1, PyList_GET_SIZE(free), NULL);
+    else
+        e = vw_dset(slab_d, WS(W_FRESH), idx + 1);
+    if (e == 0) {
+        PyByteArray_AS_STRING(fmap)[idx] = 0;
+        e = vw_dset(slab_d, WS(W_INUSE), inuse + 1);
     }
-    PyByteArray_AS_STRING(fmap)[idx] = 0;
-    if (vw_set_ll(slab, WS(W_INUSE), inuse + 1) < 0) goto error;
-    if (inuse + 1 == objects &&
-        PyList_SetSlice(partial, PyList_GET_SIZE(partial) - 1, PyList_GET_SIZE(partial), NULL) < 0)
-        goto error;
-    if (vw_bump(cache, WS(W_ACTIVE_OBJS), 1) < 0 || vw_bump(sa, WS(W_SLAB_BYTES), csize) < 0 ||
-        vw_bump(sa, WS(W_NR_ALLOCS), 1) < 0)
-        goto error;
+    if (e == 0 && inuse + 1 == objects)
+        e = PyList_SetSlice(partial, PyList_GET_SIZE(partial) - 1, PyList_GET_SIZE(partial), NULL);
+    if (e == 0) e = vw_dset(cache_d, WS(W_ACTIVE_OBJS), a_o + 1);
+    if (e == 0) e = vw_dset(sa_d, WS(W_SLAB_BYTES), s_b + csize);
+    if (e == 0) e = vw_dset(sa_d, WS(W_NR_ALLOCS), n_a + 1);
     long long off = idx * csize;
-    if (gfp & c->zero) {
+    if (e == 0 && gfp & c->zero) {
         /* if gfp & __GFP_ZERO and self.phys._data: self._zero(slab.pfn, off, csize) */
         PyObject *data = PyObject_GetAttr(c->phys, WS(W_DATA));
-        if (!data) goto error;
-        int t = PyObject_IsTrue(data);
-        Py_DECREF(data);
-        if (t < 0) goto error;
-        if (t) {
-            PyObject *pfn = PyObject_GetAttr(slab, WS(W_PFN));
+        int t = data ? PyObject_IsTrue(data) : -1;
+        Py_XDECREF(data);
+        if (t < 0) e = -1;
+        if (t > 0) {
+            PyObject *pfn = PyDict_GetItemWithError(slab_d, WS(W_PFN));
             PyObject *o = pfn ? PyLong_FromLongLong(off) : NULL;
             PyObject *n = o ? PyLong_FromLongLong(csize) : NULL;
             PyObject *x = NULL;
@@ -2908,15 +2920,20 @@ static PyObject *vw_kmalloc(wctx_t *c, PyObject *size_o, uint64_t gfp) {
                 PyObject *a[4] = {sa, pfn, o, n};
                 x = vw_meth(WS(W_ZERO_M), a, 4, NULL);
             }
-            Py_XDECREF(pfn);
             Py_XDECREF(o);
             Py_XDECREF(n);
-            if (!x) goto error;
-            Py_DECREF(x);
+            if (!x) {
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "pfn");
+                e = -1;
+            }
+            Py_XDECREF(x);
         }
     }
-    res = PyLong_FromUnsignedLongLong(saddr + (uint64_t)off);
-    goto out;
+    Py_DECREF(slab);
+    Py_DECREF(partial);
+    Py_DECREF(free);
+    if (e < 0) goto error;
+    return PyLong_FromUnsignedLongLong(saddr + (uint64_t)off);
 r_decline:
     if (r < 0) goto error;
     goto decline;
@@ -2924,115 +2941,82 @@ maybe_error:
     if (PyErr_Occurred()) goto error;
 decline:
     res = Py_NewRef(Py_None);
-    goto out;
-error:
-    res = NULL;
-out:
-    Py_XDECREF(cache);
-    Py_XDECREF(partial);
-    Py_XDECREF(slab);
-    Py_XDECREF(free);
-    Py_XDECREF(fmap);
     return res;
+error:
+    return NULL;
 }
 
 /* SlabAllocator.kfree(addr) for a live object of a slab that does not become empty:
  * 1 (freed; the method would return True). 0: decline (nothing changed, the method
  * runs: ZERO_SIZE_PTR, a large kmalloc, a bogus address, the slab's last object). */
 static int vw_kfree(wctx_t *c, PyObject *addr_o) {
-    PyObject *sa = c->slab, *slab = NULL, *free = NULL, *fmap = NULL, *cache = NULL,
-             *partial = NULL, *key = NULL;
-    int res = 0, r;
+    PyObject *sa = c->slab, *sa_d, *ps, *slab, *slab_d, *free, *fmap, *caches, *cache, *cache_d,
+             *partial, *key = NULL;
+    int r;
     uint64_t addr, po, mlp;
     if ((PyObject *)Py_TYPE(sa) != PyTuple_GET_ITEM(c->consts, WC_SLAB_TYPE) ||
-        vw_shadowed(sa, WS(W_KFREE)))
-        return 0;
+        !(sa_d = vw_idict(sa)) || PyDict_GetItemWithError(sa_d, WS(W_KFREE)))
+        return PyErr_Occurred() ? -1 : 0;
     if ((r = vw_u64(addr_o, &addr)) != 1) return r;
     if (addr <= 16) return 0;
     if ((r = vw_attr_u64(c->phys, WS(W_PAGE_OFFSET), &po)) != 1 ||
         (r = vw_attr_u64(c->phys, WS(W_MAX_LOW_PFN), &mlp)) != 1)
         return r;
     if (addr < po || mlp >= ((uint64_t)1 << 52) || addr - po >= (mlp << 12)) return 0;
+    ps = PyDict_GetItemWithError(sa_d, WS(W_PAGE_SLAB));
+    if (!ps || !PyDict_CheckExact(ps)) return PyErr_Occurred() ? -1 : 0;
     key = PyLong_FromUnsignedLongLong((addr - po) >> 12);
     if (!key) return -1;
-    {
-        PyObject *ps = PyObject_GetAttr(sa, WS(W_PAGE_SLAB));
-        if (!ps) goto error;
-        if (PyDict_CheckExact(ps)) {
-            slab = PyDict_GetItemWithError(ps, key);
-            Py_XINCREF(slab);
-        }
-        Py_DECREF(ps);
-        if (!slab) goto maybe_error;
-    }
-    long long ssize, objects, inuse;
+    slab = PyDict_GetItemWithError(ps, key);
+    Py_DECREF(key);
+    if (!slab || (PyObject *)Py_TYPE(slab) != PyTuple_GET_ITEM(c->consts, WC_SLAB_CLS) ||
+        !(slab_d = vw_idict(slab)))
+        return PyErr_Occurred() ? -1 : 0;
+    long long ssize, objects, inuse, a_o, s_b;
     uint64_t saddr;
-    if ((r = vw_attr_ll(slab, WS(W_SIZE), &ssize)) != 1 ||
-        (r = vw_attr_u64(slab, WS(W_ADDR), &saddr)) != 1 ||
-        (r = vw_attr_ll(slab, WS(W_OBJECTS), &objects)) != 1 ||
-        (r = vw_attr_ll(slab, WS(W_INUSE), &inuse)) != 1)
-        goto r_out;
-    if (ssize <= 0 || addr < saddr || addr - saddr > (uint64_t)LLONG_MAX) goto out;
+    if ((r = vw_dll(slab_d, WS(W_SIZE), &ssize)) != 1 ||
+        (r = vw_du64(slab_d, WS(W_ADDR), &saddr)) != 1 ||
+        (r = vw_dll(slab_d, WS(W_OBJECTS), &objects)) != 1 ||
+        (r = vw_dll(slab_d, WS(W_INUSE), &inuse)) != 1)
+        return r;
+    if (ssize <= 0 || addr < saddr || addr - saddr > (uint64_t)LLONG_MAX) return 0;
     long long d = (long long)(addr - saddr), idx = d / ssize;
-    if (d % ssize || idx >= objects || inuse - 1 == 0) goto out; /* (the last: the method) */
-    free = PyObject_GetAttr(slab, WS(W_SFREE));
-    fmap = free ? PyObject_GetAttr(slab, WS(W_FREE_MAP)) : NULL;
-    if (!fmap) goto error;
-    if (!PyList_CheckExact(free) || !PyByteArray_CheckExact(fmap) ||
+    if (d % ssize || idx >= objects || inuse - 1 == 0) return 0; /* (the last: the method) */
+    free = PyDict_GetItemWithError(slab_d, WS(W_SFREE));
+    fmap = free ? PyDict_GetItemWithError(slab_d, WS(W_FREE_MAP)) : NULL;
+    if (!fmap || !PyList_CheckExact(free) || !PyByteArray_CheckExact(fmap) ||
         idx >= PyByteArray_GET_SIZE(fmap) || PyByteArray_AS_STRING(fmap)[idx])
-        goto out;
-    {
-        PyObject *caches = PyObject_GetAttr(sa, WS(W_CACHES));
-        if (!caches) goto error;
-        PyObject *sz = PyLong_FromLongLong(ssize);
-        if (sz && PyDict_CheckExact(caches)) {
-            cache = PyDict_GetItemWithError(caches, sz);
-            Py_XINCREF(cache);
-        }
-        Py_XDECREF(sz);
-        Py_DECREF(caches);
-        if (!cache) goto maybe_error;
-    }
-    partial = PyObject_GetAttr(cache, WS(W_PARTIAL));
-    if (!partial) goto error;
-    if (!PyList_CheckExact(partial)) goto out;
-    {
-        long long dummy;
-        if ((r = vw_attr_ll(cache, WS(W_ACTIVE_OBJS), &dummy)) != 1 ||
-            (r = vw_attr_ll(sa, WS(W_SLAB_BYTES), &dummy)) != 1)
-            goto r_out;
-    }
+        return PyErr_Occurred() ? -1 : 0;
+    caches = PyDict_GetItemWithError(sa_d, WS(W_CACHES));
+    if (!caches || !PyDict_CheckExact(caches)) return PyErr_Occurred() ? -1 : 0;
+    PyObject *sz = PyDict_GetItemWithError(slab_d, WS(W_SIZE)); /* the same int: the key */
+    cache = sz ? PyDict_GetItemWithError(caches, sz) : NULL;
+    if (!cache || (PyObject *)Py_TYPE(cache) != PyTuple_GET_ITEM(c->consts, WC_CACHE_CLS) ||
+        !(cache_d = vw_idict(cache)))
+        return PyErr_Occurred() ? -1 : 0;
+    partial = PyDict_GetItemWithError(cache_d, WS(W_PARTIAL));
+    if (!partial || !PyList_CheckExact(partial)) return PyErr_Occurred() ? -1 : 0;
+    if ((r = vw_dll(cache_d, WS(W_ACTIVE_OBJS), &a_o)) != 1 ||
+        (r = vw_dll(sa_d, WS(W_SLAB_BYTES), &s_b)) != 1)
+        return r;
+    PyObject *i = PyLong_FromLongLong(idx);
+    if (!i) return -1;
+    Py_INCREF(slab);
+    Py_INCREF(free);
     /* state changes from here, in the reference's order */
-    if (inuse == objects && PyList_Append(partial, slab) < 0) goto error;
-    {
-        PyObject *i = PyLong_FromLongLong(idx);
-        if (!i) goto error;
-        int e = PyList_Append(free, i);
-        Py_DECREF(i);
-        if (e < 0) goto error;
+    int e = 0;
+    if (inuse == objects) e = PyList_Append(partial, slab);
+    if (e == 0) e = PyList_Append(free, i);
+    Py_DECREF(i);
+    if (e == 0) {
+        PyByteArray_AS_STRING(fmap)[idx] = 1;
+        e = vw_dset(slab_d, WS(W_INUSE), inuse - 1);
     }
-    PyByteArray_AS_STRING(fmap)[idx] = 1;
-    if (vw_set_ll(slab, WS(W_INUSE), inuse - 1) < 0 || vw_bump(cache, WS(W_ACTIVE_OBJS), -1) < 0 ||
-        vw_bump(sa, WS(W_SLAB_BYTES), -ssize) < 0)
-        goto error;
-    res = 1;
-    goto out;
-r_out:
-    res = r < 0 ? -1 : 0;
-    goto out;
-maybe_error:
-    if (PyErr_Occurred()) goto error;
-    goto out;
-error:
-    res = -1;
-out:
-    Py_XDECREF(key);
-    Py_XDECREF(slab);
-    Py_XDECREF(free);
-    Py_XDECREF(fmap);
-    Py_XDECREF(cache);
-    Py_XDECREF(partial);
-    return res;
+    if (e == 0) e = vw_dset(cache_d, WS(W_ACTIVE_OBJS), a_o - 1);
+    if (e == 0) e = vw_dset(sa_d, WS(W_SLAB_BYTES), s_b - ssize);
+    Py_DECREF(slab);
+    Py_DECREF(free);
+    return e < 0 ? -1 : 1;
 }
 
 /* slab.kmalloc(size, gfp, node): the compiled usual case, else the method */

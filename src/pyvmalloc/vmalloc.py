@@ -345,6 +345,7 @@ class Vmalloc:
                 GFP_KERNEL, _GFP_ZERO, _GFP_HIGHMEM, _GFP_NOWARN, GFP_RECLAIM_MASK,
                 _buddy.PhysicalMemory, PageTables, _buddy.PG_PCP, _buddy.PG_ALLOC,
                 _buddy.PG_PGTABLE, _buddy.OWNER_NONE, _buddy.WMARK_LOW, _slab.SlabAllocator,
+                _slab.KmemCache, _slab.Slab,
             )  # fmt: skip
 
     def __repr__(self) -> str:
