@@ -310,3 +310,47 @@ def test_vmalloc_pages_array_is_int64() -> None:
     vm = k.find_vm_area(a)
     assert vm is not None and vm.pages is not None
     assert vm.pages.dtype == np.int64 and vm.nr_pages == 1 and vm.flags == 0x2
+
+
+@needs_accel
+@pytest.mark.parametrize(
+    ("cls_path", "name"),
+    [
+        ("pyvmalloc.slab.SlabAllocator", "kmalloc"),
+        ("pyvmalloc.slab.SlabAllocator", "kfree"),
+        ("pyvmalloc.phys.buddy.PhysicalMemory", "alloc_pages"),
+        ("pyvmalloc.phys.buddy.PhysicalMemory", "free_pages"),
+        ("pyvmalloc.pgtable.PageTables", "map_pages"),
+        ("pyvmalloc.pgtable.PageTables", "unmap"),
+        ("pyvmalloc.vmap.space.VmapSpace", "find_vmap_area"),
+        ("pyvmalloc.vmap.space.VmapSpace", "find_unlink_vmap_area"),
+        ("pyvmalloc.vmap.space.VmapSpace", "free_vmap_area_noflush"),
+        ("pyvmalloc.vmap.space.VmapSpace", "alloc_vmap_area"),
+    ],
+)
+def test_a_replaced_lower_method_is_called(
+    cls_path: str, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lower layer's method replaced on its class (a test's fault injection) is what
+    the compiled path calls: its twin does not stand in for it."""
+    import importlib
+
+    mod, cls_name = cls_path.rsplit(".", 1)
+    cls = getattr(importlib.import_module(mod), cls_name)
+    real = getattr(cls, name)
+    calls = [0]
+
+    def counted(self: Any, *a: Any, **kw: Any) -> Any:
+        calls[0] += 1
+        return real(self, *a, **kw)
+
+    k = Kernel("6.18", cpus=2, ram="64M")
+    keep = [k.vmalloc(4096) for _ in range(8)]  # partial slabs, pcp pages
+    monkeypatch.setattr(cls, name, counted)
+    for _ in range(5):
+        k.vfree(k.vmalloc(4096))
+    assert calls[0] >= 5
+    monkeypatch.undo()
+    for a in keep:
+        k.vfree(a)
+    k.check()

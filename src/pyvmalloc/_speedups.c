@@ -2135,7 +2135,10 @@ enum { WC_SPACE, WC_PHYS, WC_PGT, WC_SLAB, WC_LOG, WC_SIZEOF_VM, WC_VSTART, WC_V
        WC_UMAX, WC_PAGES_HIGHMEM, WC_REQUESTED, WC_PROT, WC_GFP_KERNEL, WC_GFP_ZERO,
        WC_GFP_HIGHMEM, WC_GFP_NOWARN, WC_RECLAIM_MASK, WC_PHYS_TYPE, WC_PGT_TYPE,
        WC_PG_PCP, WC_PG_ALLOC, WC_PG_PGTABLE, WC_OWNER_NONE, WC_WMARK_LOW, WC_SLAB_TYPE,
-       WC_CACHE_CLS, WC_SLAB_CLS, WC_N };
+       WC_CACHE_CLS, WC_SLAB_CLS, WC_ORIGS, WC_N };
+/* Vmalloc._c_whole[WC_ORIGS]: the lower layers' methods the compiled twins stand in for */
+enum { O_KMALLOC, O_KFREE, O_ALLOC_PAGES, O_FREE_PAGES, O_MAP_PAGES, O_UNMAP, O_FIND_VMAP_AREA,
+       O_FIND_UNLINK, O_FREE_NOFLUSH, O_ALLOC_VMAP_AREA, O_N };
 
 typedef struct {
     PyObject *self, *consts, *d; /* d: self.__dict__ (new reference) */
@@ -2548,12 +2551,15 @@ static int vw_unmap_one_pmd(PyObject *pgt, uint64_t addr, uint64_t size) {
 }
 
 
-/* Is `name` shadowed on the instance (a test's fault injection, a recorder): then the
- * compiled twin must not stand in for the method. 1 shadowed or unknown, 0 not. */
-static int vw_shadowed(PyObject *obj, PyObject *name) {
+/* Is the method `name` of obj replaced — on the instance (a test's fault injection, a
+ * recorder) or on its class (monkeypatched)? Then its compiled twin must not stand in
+ * for it. 1: replaced (or unknown), 0: the original (Vmalloc._c_whole[WC_ORIGS][o]). */
+static int vw_shadowed_o(wctx_t *c, PyObject *obj, PyObject *name, int o) {
+    PyObject *origs = PyTuple_GET_ITEM(c->consts, WC_ORIGS);
+    if (!PyTuple_CheckExact(origs) || PyTuple_GET_SIZE(origs) != O_N) return 1;
+    if (_PyType_Lookup(Py_TYPE(obj), name) != PyTuple_GET_ITEM(origs, o)) return 1;
     PyObject **dp = _PyObject_GetDictPtr(obj);
-    if (dp == NULL) return 1;
-    if (*dp == NULL) return 0;
+    if (dp == NULL || *dp == NULL) return 0;
     PyObject *v = PyDict_GetItemWithError(*dp, name);
     if (PyErr_Occurred()) {
         PyErr_Clear();
@@ -2608,7 +2614,7 @@ static PyObject *vw_alloc_page0(wctx_t *c, uint64_t gfp, PyObject *nid) {
     PyObject *pfn_o = NULL;
     col_t fl = {0}, od = {0}, rc = {0}, ow = {0};
     if ((PyObject *)Py_TYPE(phys) != PyTuple_GET_ITEM(c->consts, WC_PHYS_TYPE) ||
-        vw_shadowed(phys, WS(W_ALLOC_PAGES)))
+        vw_shadowed_o(c, phys, WS(W_ALLOC_PAGES), O_ALLOC_PAGES))
         goto decline;
     {
         PyObject *g = PyLong_FromUnsignedLongLong(gfp);
@@ -2728,7 +2734,7 @@ static int vw_free_page0(wctx_t *c, PyObject *pfn_o) {
     col_t fl = {0}, od = {0}, rc = {0}, ow = {0}, zn = {0};
     int res = 0, r;
     if ((PyObject *)Py_TYPE(phys) != PyTuple_GET_ITEM(c->consts, WC_PHYS_TYPE) ||
-        vw_shadowed(phys, WS(W_FREE_PAGES)) || !PyLong_CheckExact(pfn_o))
+        vw_shadowed_o(c, phys, WS(W_FREE_PAGES), O_FREE_PAGES) || !PyLong_CheckExact(pfn_o))
         return 0;
     Py_ssize_t p = PyLong_AsSsize_t(pfn_o);
     if (p == -1 && PyErr_Occurred()) {
@@ -2844,8 +2850,8 @@ static PyObject *vw_kmalloc(wctx_t *c, PyObject *size_o, uint64_t gfp) {
     PyObject *sa = c->slab, *res = NULL;
     PyObject *sa_d, *sc, *cache, *cache_d, *partial, *slab, *slab_d, *free, *fmap;
     if ((PyObject *)Py_TYPE(sa) != PyTuple_GET_ITEM(c->consts, WC_SLAB_TYPE) ||
-        !(sa_d = vw_idict(sa)) || PyDict_GetItemWithError(sa_d, WS(W_KMALLOC)))
-        goto maybe_error; /* (a kmalloc shadowed on the instance: the method) */
+        !(sa_d = vw_idict(sa)) || vw_shadowed_o(c, sa, WS(W_KMALLOC), O_KMALLOC))
+        goto maybe_error; /* (a kmalloc replaced: the method) */
     if (PyErr_Occurred()) goto error;
     sc = PyDict_GetItemWithError(sa_d, WS(W_SIZE_CACHE));
     if (!sc || !PyDict_CheckExact(sc)) goto maybe_error;
@@ -2955,7 +2961,7 @@ static int vw_kfree(wctx_t *c, PyObject *addr_o) {
     int r;
     uint64_t addr, po, mlp;
     if ((PyObject *)Py_TYPE(sa) != PyTuple_GET_ITEM(c->consts, WC_SLAB_TYPE) ||
-        !(sa_d = vw_idict(sa)) || PyDict_GetItemWithError(sa_d, WS(W_KFREE)))
+        !(sa_d = vw_idict(sa)) || vw_shadowed_o(c, sa, WS(W_KFREE), O_KFREE))
         return PyErr_Occurred() ? -1 : 0;
     if ((r = vw_u64(addr_o, &addr)) != 1) return r;
     if (addr <= 16) return 0;
@@ -3082,7 +3088,8 @@ static PyObject *vw_vmalloc_body(wctx_t *c, uint64_t real_size, uint64_t size,
         if (!tmp) goto error;
         PyObject *a[8] = {c->space, tmp, small_one, PyTuple_GET_ITEM(c->consts, WC_VSTART),
                           PyTuple_GET_ITEM(c->consts, WC_VEND), cpu, small_zero, area};
-        if (vw_space_twin_on(WS(W_C_ALLOC_ONCE))) {
+        if (vw_space_twin_on(WS(W_C_ALLOC_ONCE)) &&
+            !vw_shadowed_o(c, c->space, WS(W_ALLOC_VMAP_AREA), O_ALLOC_VMAP_AREA)) {
             va = sp_alloc_vmap_area_once(NULL, a, 8);
         } else {
             va = PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
@@ -3228,7 +3235,9 @@ static PyObject *vw_vmalloc_body(wctx_t *c, uint64_t real_size, uint64_t size,
         if (!addr) goto error;
         uint64_t a64;
         int one = 0;
-        if (pfn1 != UINT64_MAX && vw_u64(addr, &a64) == 1) {
+        if (pfn1 != UINT64_MAX && vw_u64(addr, &a64) == 1 &&
+            (PyObject *)Py_TYPE(c->pgt) == PyTuple_GET_ITEM(c->consts, WC_PGT_TYPE) &&
+            !vw_shadowed_o(c, c->pgt, WS(W_MAP_PAGES), O_MAP_PAGES)) {
             /* map_pages -> _map_one_pte, compiled for its usual case */
             one = vw_map_one_pte(c->pgt, a64, pfn1, prot);
             if (one < 0) {
@@ -3386,7 +3395,9 @@ static PyObject *vw_vfree(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
     if ((rc = vw_common_checks(&c, cpu)) != 1) goto decline;
     {
         /* space.find_vmap_area(addr): the address's node in C, else the method */
-        va = vw_find_first_node(c.space, addr);
+        va = vw_shadowed_o(&c, c.space, WS(W_FIND_VMAP_AREA), O_FIND_VMAP_AREA)
+                 ? Py_NewRef(Py_None)
+                 : vw_find_first_node(c.space, addr);
         if (!va) goto error;
         if (va == Py_None) {
             Py_CLEAR(va);
@@ -3422,8 +3433,10 @@ static PyObject *vw_vfree(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
     {
         /* space.find_unlink_vmap_area(addr): its compiled twin, else the method */
         PyObject *a[3] = {c.space, addr_o, NULL};
-        tmp = vw_space_twin_on(WS(W_C_FIND_UNLINK)) ? sp_find_unlink_vmap_area(NULL, a, 2)
-                                                   : Py_NewRef(Py_None);
+        tmp = vw_space_twin_on(WS(W_C_FIND_UNLINK)) &&
+                      !vw_shadowed_o(&c, c.space, WS(W_FIND_UNLINK), O_FIND_UNLINK)
+                  ? sp_find_unlink_vmap_area(NULL, a, 2)
+                  : Py_NewRef(Py_None);
         if (!tmp || PyErr_Occurred()) goto body_error;
         if (tmp == Py_None) {
             Py_CLEAR(tmp);
@@ -3442,7 +3455,9 @@ static PyObject *vw_vfree(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
         }
         uint64_t s64, z64;
         int done = 0;
-        if (vw_u64(vs, &s64) == 1 && vw_u64(sz, &z64) == 1)
+        if (vw_u64(vs, &s64) == 1 && vw_u64(sz, &z64) == 1 &&
+            (PyObject *)Py_TYPE(c.pgt) == PyTuple_GET_ITEM(c.consts, WC_PGT_TYPE) &&
+            !vw_shadowed_o(&c, c.pgt, WS(W_UNMAP), O_UNMAP))
             done = vw_unmap_one_pmd(c.pgt, s64, z64);
         if (done < 0 || PyErr_Occurred()) {
             Py_DECREF(vs);
@@ -3462,8 +3477,10 @@ static PyObject *vw_vfree(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
         /* space.free_vmap_area_noflush(va, cpu=cpu): its compiled twin (then the lazy
          * threshold's purge start, as the method does), else the method */
         PyObject *f[3] = {c.space, va, cpu};
-        tmp = vw_space_twin_on(WS(W_C_FREE_NOFLUSH)) ? sp_free_vmap_area_noflush(NULL, f, 2)
-                                                    : Py_NewRef(Py_None);
+        tmp = vw_space_twin_on(WS(W_C_FREE_NOFLUSH)) &&
+                      !vw_shadowed_o(&c, c.space, WS(W_FREE_NOFLUSH), O_FREE_NOFLUSH)
+                  ? sp_free_vmap_area_noflush(NULL, f, 2)
+                  : Py_NewRef(Py_None);
         if (!tmp || PyErr_Occurred()) goto body_error;
         if (tmp == Py_None) {
             Py_CLEAR(tmp);

@@ -224,6 +224,15 @@ _c_vmalloc: Callable[[Any, int, int, int, str | None], int | None] | None = (
 _c_vfree: Callable[[Any, int, int], bool | None] | None = (
     _speedups.vfree if _speedups is not None else None
 )
+#: The lower layers' methods the compiled whole operations stand in for, as imported:
+#: a method replaced later (on its class or an instance) is called, not its twin.
+_C_ORIGS = (
+    _slab.SlabAllocator.kmalloc, _slab.SlabAllocator.kfree,
+    _buddy.PhysicalMemory.alloc_pages, _buddy.PhysicalMemory.free_pages,
+    PageTables.map_pages, PageTables.unmap, VmapSpace.find_vmap_area,
+    VmapSpace.find_unlink_vmap_area, VmapSpace.free_vmap_area_noflush,
+    VmapSpace.alloc_vmap_area,
+)  # fmt: skip
 if _speedups is not None:
     _speedups.init_vmalloc_whole(
         VmStruct, VmapArea, np.array, np.int64, np.empty, vars(_vmap_space_module)
@@ -346,6 +355,7 @@ class Vmalloc:
                 _buddy.PhysicalMemory, PageTables, _buddy.PG_PCP, _buddy.PG_ALLOC,
                 _buddy.PG_PGTABLE, _buddy.OWNER_NONE, _buddy.WMARK_LOW, _slab.SlabAllocator,
                 _slab.KmemCache, _slab.Slab,
+                _C_ORIGS,
             )  # fmt: skip
 
     def __repr__(self) -> str:
