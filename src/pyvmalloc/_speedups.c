@@ -5,7 +5,9 @@
  * here does exactly what its Python twin does, step for step, on the same Python node
  * objects (heapq/_heapq pattern). Set PYVMALLOC_PURE=1 to run the reference instead.
  * The "whole operations" section below runs entire mechanism methods (vmap/space.py,
- * vmap/purge.py) in one call for the kernel's own policies.
+ * vmap/purge.py) in one call for the kernel's own policies; the "whole vmalloc/vfree"
+ * section does the same for vmalloc()/vfree() of vmalloc.py (with the slab, page
+ * allocator and page-table fast paths they reach).
  *
  * Speed comes from reading and writing the nodes' __slots__ directly (their offsets are
  * taken from the member descriptors once, at init) and from doing address arithmetic
