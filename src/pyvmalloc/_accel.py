@@ -10,7 +10,9 @@ not mirror before changing anything (the ``heapq``/``_heapq`` pattern). It is us
 it can be imported; ``PYVMALLOC_PURE=1`` in the environment forces the reference.
 The choice is made once, at import, for the whole process.
 The extension also has twins of the page allocator's bulk order-0 column work, the PTE
-fills and the trace parser's tracefs line scan (phys/buddy.py, pgtable.py, trace/parse.py).
+fills and the trace parser's tracefs line scan (phys/buddy.py, pgtable.py, trace/parse.py),
+and the unobserved common case of ``vmalloc``/``vzalloc``/``__vmalloc`` and ``vfree``
+as one call each (``vmalloc_node_range``, ``vfree``: vmalloc.py).
 
 >>> isinstance(ACCELERATED, bool) and isinstance(DESCRIPTION, str)
 True
@@ -31,6 +33,8 @@ _WHOLE_OPERATIONS = (
     "purge_vmap_node",
     "pvm_find_va_enclose_addr",
     "init_space",
+    "vmalloc_node_range",
+    "vfree",
 )
 
 #: Set (to anything but "" or "0") to force the pure-Python reference.

@@ -5,7 +5,9 @@
  * here does exactly what its Python twin does, step for step, on the same Python node
  * objects (heapq/_heapq pattern). Set PYVMALLOC_PURE=1 to run the reference instead.
  * The "whole operations" section below runs entire mechanism methods (vmap/space.py,
- * vmap/purge.py) in one call for the kernel's own policies.
+ * vmap/purge.py) in one call for the kernel's own policies; the "whole vmalloc/vfree"
+ * section does the same for vmalloc()/vfree() of vmalloc.py (with the slab, page
+ * allocator and page-table fast paths they reach).
  *
  * Speed comes from reading and writing the nodes' __slots__ directly (their offsets are
  * taken from the member descriptors once, at init) and from doing address arithmetic
@@ -2247,6 +2249,1537 @@ decline:
     return NULL;
 }
 
+/* =====================================================================================
+ * whole vmalloc/vfree (helper vmallocc). vmalloc()/vzalloc() and vfree() of the vmalloc
+ * layer (vmalloc.py) in one C call each, for the common case only: no explain recorder,
+ * not in interrupt context, not strict, GFP_KERNEL (with or without __GFP_ZERO), any
+ * node, a size whose pages array fits in one kmalloc object, and a profile whose
+ * vmalloc path is 6.x's (__vmalloc_node_range with the v5.13+ warnings, bulk page
+ * allocation, vmap_pages_range, no __vunmap helper). The checks run before anything
+ * changes; anything else returns None and vmalloc.py runs the reference. The C code
+ * does what the reference's vmalloc-layer frames do between their calls into the
+ * layers below, and makes the same calls into those layers (kmalloc/kfree,
+ * alloc_vmap_area, alloc_pages/free_pages, map_pages/unmap, find/unlink/free of the
+ * vmap area) with the same arguments in the same order: the lower layers keep their own
+ * compiled twins, so the state they change is theirs, unchanged. The failure branches
+ * (warn_alloc texts, free_vm_area, the vfree of a half-built area) call the reference's
+ * methods.
+ * ===================================================================================== */
+
+static PyTypeObject *vw_vmstruct_type = NULL, *vw_vmaparea_type = NULL;
+static PyObject *vw_np_array = NULL, *vw_np_int64 = NULL, *vw_np_empty = NULL;
+static PyObject *vw_kw_dtype = NULL, *vw_kw_cpu = NULL, *vw_kw_alloc = NULL;
+static PyObject *vw_vm_flags_alloc = NULL; /* VM_ALLOC | VM_UNINITIALIZED */
+static PyObject *vw_numa_no_node = NULL;   /* NUMA_NO_NODE */
+static PyObject *vw_space_globals = NULL;  /* pyvmalloc.vmap.space.__dict__ */
+
+enum { W_C_WHOLE, W_EXPLAIN, W_STRICT, W_IN_INTERRUPT, W_AFTER_CALL, W_DEPTH, W_PENDING,
+       W_HUNG, W_RAISE_HELD, W_TOTALRAM, W_KMALLOC, W_KFREE, W_ALLOC_VMAP_AREA, W_VA_START,
+       W_VA_END, W_VM, W_ADDR, W_SIZE, W_REQUESTED_SIZE, W_PAGES_ADDR, W_PAGE_ORDER,
+       W_PAGES, W_NR_PAGES, W_NR_VMALLOC_PAGES, W_ALLOC_PAGES, W_VM_AREA_ALLOC_PAGES,
+       W_PTES_WRITTEN, W_MAP_PAGES, W_FLAGS, W_WARN_ALLOC, W_FREE_VM_AREA,
+       W_VMALLOC_AREA_FAIL, W_STATS, W_VMALLOC, W_FAILURES, W_VFREE, W_FIND_VMAP_AREA,
+       W_FIND_UNLINK, W_UNMAP, W_FREE_NOFLUSH, W_USER_MAPPED, W_UNMAP_USER_PAGES,
+       W_FREE_PAGES, W_FREE_PAGES_BULK, W_TOLIST, W_KADDR, W_WARN, W_PMD_SHIFT,
+       W_PTE_ENTRIES, W_SUPPORTED_PTE_MASK, W_PTECACHE, W_C_ALLOC_ONCE, W_C_FIND_UNLINK,
+       W_C_FREE_NOFLUSH, W_LAZY_PASSED, W_ZL_GFP, W_FREE_PAGES_ATTR, W_WMARK,
+       W_LOWMEM_RESERVE, W_PCP, W_PCP_HIGH, W_PFLAGS, W_PORDER, W_PREFCOUNT, W_POWNER,
+       W_PZONE, W_ZONES, W_DATA, W_MAX_PFN, W_POP_NAME, W_SIZE_CACHE, W_PARTIAL, W_SFREE,
+       W_FRESH, W_FREE_MAP, W_INUSE, W_OBJECTS, W_ACTIVE_OBJS, W_SLAB_BYTES, W_NR_ALLOCS,
+       W_ZERO_M, W_PFN, W_PAGE_OFFSET, W_MAX_LOW_PFN, W_PAGE_SLAB, W_CACHES, W_TOTALRAM_MEMO,
+       W_N };
+
+static const char *vw_names[W_N] = {
+    "_c_whole", "explain", "strict", "_in_interrupt", "_after_call", "depth", "pending",
+    "hung", "raise_held", "totalram_pages", "kmalloc", "kfree", "alloc_vmap_area",
+    "va_start", "va_end", "vm", "addr", "size", "requested_size", "pages_addr",
+    "page_order", "pages", "nr_pages", "nr_vmalloc_pages", "alloc_pages",
+    "vm_area_alloc_pages", "ptes_written", "map_pages", "flags", "_warn_alloc",
+    "free_vm_area", "_vmalloc_area_fail", "stats", "vmalloc", "failures", "vfree",
+    "find_vmap_area", "find_unlink_vmap_area", "unmap", "free_vmap_area_noflush",
+    "user_mapped", "_unmap_user_pages", "free_pages", "free_pages_bulk", "tolist", "kaddr",
+    "WARN", "pmd_shift", "pte_entries", "supported_pte_mask", "_ptecache", "_c_alloc_once",
+    "_c_find_unlink", "_c_free_noflush", "_lazy_threshold_passed", "_zl_gfp", "free_pages",
+    "wmark", "lowmem_reserve", "pcp", "pcp_high", "_fl", "_od", "_rc", "_ow",
+    "_zn", "zones", "_data", "max_pfn", "pop", "_size_cache", "partial", "free", "fresh",
+    "free_map", "inuse", "objects", "active_objs", "slab_bytes", "nr_allocs", "_zero", "pfn",
+    "page_offset", "max_low_pfn", "_page_slab", "caches", "_totalram"};
+
+static PyObject *vw_s[W_N];
+#define WS(i) vw_s[i]
+
+/* Vmalloc._c_whole: what the whole operations read and the layer never rebinds. */
+enum { WC_SPACE, WC_PHYS, WC_PGT, WC_SLAB, WC_LOG, WC_SIZEOF_VM, WC_VSTART, WC_VEND, WC_CPUS,
+       WC_UMAX, WC_PAGES_HIGHMEM, WC_REQUESTED, WC_PROT, WC_GFP_KERNEL, WC_GFP_ZERO,
+       WC_GFP_HIGHMEM, WC_GFP_NOWARN, WC_RECLAIM_MASK, WC_PHYS_TYPE, WC_PGT_TYPE,
+       WC_PG_PCP, WC_PG_ALLOC, WC_PG_PGTABLE, WC_OWNER_NONE, WC_WMARK_LOW, WC_SLAB_TYPE,
+       WC_CACHE_CLS, WC_SLAB_CLS, WC_ORIGS, WC_N };
+/* Vmalloc._c_whole[WC_ORIGS]: the lower layers' methods the compiled twins stand in for */
+enum { O_KMALLOC, O_KFREE, O_ALLOC_PAGES, O_FREE_PAGES, O_MAP_PAGES, O_UNMAP, O_FIND_VMAP_AREA,
+       O_FIND_UNLINK, O_FREE_NOFLUSH, O_ALLOC_VMAP_AREA, O_N };
+
+typedef struct {
+    PyObject *self, *consts, *d; /* d: self.__dict__ (new reference) */
+    PyObject *space, *phys, *pgt, *slab, *log;
+    uint64_t vstart, vend, umax, zero, highmem, nowarn, reclaim, gfp_kernel;
+    long cpus;
+    int pages_highmem, requested;
+} wctx_t;
+
+static PyObject *vw_init(PyObject *self, PyObject *args) {
+    PyObject *vmstruct, *vmaparea, *np_array, *np_int64, *np_empty, *space_globals;
+    if (!PyArg_ParseTuple(args, "O!O!OOOO!", &PyType_Type, &vmstruct, &PyType_Type, &vmaparea,
+                          &np_array, &np_int64, &np_empty, &PyDict_Type, &space_globals))
+        return NULL;
+    Py_INCREF(space_globals);
+    Py_XSETREF(vw_space_globals, space_globals);
+    for (int i = 0; i < W_N; i++)
+        if (!vw_s[i] && !(vw_s[i] = PyUnicode_InternFromString(vw_names[i]))) return NULL;
+    if (!vw_kw_dtype && !(vw_kw_dtype = Py_BuildValue("(s)", "dtype"))) return NULL;
+    if (!vw_kw_cpu && !(vw_kw_cpu = Py_BuildValue("(s)", "cpu"))) return NULL;
+    if (!vw_kw_alloc && !(vw_kw_alloc = Py_BuildValue("(sss)", "cpu", "gfp_nowarn", "vm")))
+        return NULL;
+    if (!vw_vm_flags_alloc && !(vw_vm_flags_alloc = PyLong_FromLong(0x002 | 0x020)))
+        return NULL;
+    if (!vw_numa_no_node && !(vw_numa_no_node = PyLong_FromLong(-1))) return NULL;
+    Py_INCREF(vmstruct);
+    Py_XSETREF(vw_vmstruct_type, (PyTypeObject *)vmstruct);
+    Py_INCREF(vmaparea);
+    Py_XSETREF(vw_vmaparea_type, (PyTypeObject *)vmaparea);
+    Py_INCREF(np_array);
+    Py_XSETREF(vw_np_array, np_array);
+    Py_INCREF(np_int64);
+    Py_XSETREF(vw_np_int64, np_int64);
+    Py_INCREF(np_empty);
+    Py_XSETREF(vw_np_empty, np_empty);
+    Py_RETURN_NONE;
+}
+
+/* A non-negative exact int that fits 64 bits: 1 (value in *out), 0 (not one), -1 error. */
+static int vw_u64(PyObject *o, uint64_t *out) {
+    if (!PyLong_CheckExact(o)) return 0;
+    unsigned long long v = PyLong_AsUnsignedLongLong(o);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    *out = (uint64_t)v;
+    return 1;
+}
+
+static int vw_attr_u64(PyObject *o, PyObject *name, uint64_t *out) {
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (!v) return -1;
+    int r = vw_u64(v, out);
+    Py_DECREF(v);
+    return r;
+}
+
+static void wctx_release(wctx_t *c) { Py_CLEAR(c->d); }
+
+/* 1: a Vmalloc whose profile the whole operations mirror (c filled), 0: not, -1: error. */
+static int wctx_get(PyObject *self, wctx_t *c) {
+    c->d = NULL;
+    if (!vw_vmstruct_type) return 0;
+    c->self = self;
+    c->d = PyObject_GenericGetDict(self, NULL);
+    if (!c->d) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *t = PyDict_GetItemWithError(c->d, WS(W_C_WHOLE));
+    if (!t) {
+        if (PyErr_Occurred()) return -1;
+        return 0;
+    }
+    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != WC_N) return 0;
+    c->consts = t;
+    c->space = PyTuple_GET_ITEM(t, WC_SPACE);
+    c->phys = PyTuple_GET_ITEM(t, WC_PHYS);
+    c->pgt = PyTuple_GET_ITEM(t, WC_PGT);
+    c->slab = PyTuple_GET_ITEM(t, WC_SLAB);
+    c->log = PyTuple_GET_ITEM(t, WC_LOG);
+    uint64_t cpus, ph, rq;
+    if (vw_u64(PyTuple_GET_ITEM(t, WC_VSTART), &c->vstart) != 1 ||
+        vw_u64(PyTuple_GET_ITEM(t, WC_VEND), &c->vend) != 1 ||
+        vw_u64(PyTuple_GET_ITEM(t, WC_UMAX), &c->umax) != 1 ||
+        vw_u64(PyTuple_GET_ITEM(t, WC_CPUS), &cpus) != 1 ||
+        vw_u64(PyTuple_GET_ITEM(t, WC_PAGES_HIGHMEM), &ph) != 1 ||
+        vw_u64(PyTuple_GET_ITEM(t, WC_REQUESTED), &rq) != 1 ||
+        vw_u64(PyTuple_GET_ITEM(t, WC_GFP_KERNEL), &c->gfp_kernel) != 1 ||
+        vw_u64(PyTuple_GET_ITEM(t, WC_GFP_ZERO), &c->zero) != 1 ||
+        vw_u64(PyTuple_GET_ITEM(t, WC_GFP_HIGHMEM), &c->highmem) != 1 ||
+        vw_u64(PyTuple_GET_ITEM(t, WC_GFP_NOWARN), &c->nowarn) != 1 ||
+        vw_u64(PyTuple_GET_ITEM(t, WC_RECLAIM_MASK), &c->reclaim) != 1)
+        return PyErr_Occurred() ? -1 : 0;
+    c->cpus = (long)cpus;
+    c->pages_highmem = ph != 0;
+    c->requested = rq != 0;
+    return 1;
+}
+
+/* The checks every whole operation makes before it changes anything: cpu is an online
+ * CPU (exact int), nothing explains, the log is not strict, not in interrupt context.
+ * 1: go on; 0: decline; -1: error. */
+static int vw_common_checks(wctx_t *c, PyObject *cpu_o) {
+    if (!PyLong_CheckExact(cpu_o)) return 0;
+    long cpu = PyLong_AsLong(cpu_o);
+    if (cpu == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (cpu < 0 || cpu >= c->cpus) return 0;
+    PyObject *v = PyObject_GetAttr(c->space, WS(W_EXPLAIN));
+    if (!v) return -1;
+    int t = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    if (t != 0) return t < 0 ? -1 : 0;
+    v = PyObject_GetAttr(c->log, WS(W_STRICT));
+    if (!v) return -1;
+    t = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    if (t != 0) return t < 0 ? -1 : 0;
+    PyObject *fn = PyDict_GetItemWithError(c->d, WS(W_IN_INTERRUPT));
+    if (!fn) return PyErr_Occurred() ? -1 : 0;
+    v = PyObject_CallNoArgs(fn);
+    if (!v) return -1;
+    t = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    if (t != 0) return t < 0 ? -1 : 0;
+    return 1;
+}
+
+/* log.depth += delta */
+static int vw_depth(wctx_t *c, long delta) {
+    PyObject *v = PyObject_GetAttr(c->log, WS(W_DEPTH));
+    if (!v) return -1;
+    PyObject *d = PyLong_FromLong(delta);
+    if (!d) {
+        Py_DECREF(v);
+        return -1;
+    }
+    PyObject *n = PyNumber_Add(v, d);
+    Py_DECREF(v);
+    Py_DECREF(d);
+    if (!n) return -1;
+    int r = PyObject_SetAttr(c->log, WS(W_DEPTH), n);
+    Py_DECREF(n);
+    return r;
+}
+
+/* Vmalloc._leave: after_call(), then (finally) log.depth -= 1, then the held strict
+ * warning or hang is raised. 0 or -1 (exception set). */
+static int vw_leave(wctx_t *c) {
+    PyObject *fn = PyDict_GetItemWithError(c->d, WS(W_AFTER_CALL));
+    PyObject *r = NULL;
+    if (fn) {
+        r = PyObject_CallNoArgs(fn);
+    } else if (!PyErr_Occurred()) {
+        r = PyObject_CallMethodNoArgs(c->self, WS(W_AFTER_CALL));
+    }
+    if (!r) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        if (vw_depth(c, -1) < 0) {
+            Py_XDECREF(et);
+            Py_XDECREF(ev);
+            Py_XDECREF(tb);
+            return -1;
+        }
+        PyErr_Restore(et, ev, tb);
+        return -1;
+    }
+    Py_DECREF(r);
+    if (vw_depth(c, -1) < 0) return -1;
+    PyObject *p = PyObject_GetAttr(c->log, WS(W_PENDING));
+    if (!p) return -1;
+    int t = PyObject_IsTrue(p);
+    Py_DECREF(p);
+    if (t < 0) return -1;
+    if (!t) {
+        PyObject *h = PyObject_GetAttr(c->log, WS(W_HUNG));
+        if (!h) return -1;
+        t = h != Py_None;
+        Py_DECREF(h);
+    }
+    if (t) {
+        r = PyObject_CallMethodNoArgs(c->log, WS(W_RAISE_HELD));
+        if (!r) return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+/* Run vw_leave in the body's `finally`: with the body's exception pending, a failing
+ * leave replaces it (as a raise in a Python finally does); else it is restored. */
+static int vw_leave_finally(wctx_t *c, int body_failed) {
+    if (!body_failed) return vw_leave(c);
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    if (vw_leave(c) < 0) {
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+        return -1;
+    }
+    PyErr_Restore(et, ev, tb);
+    return -1;
+}
+
+/* self.stats[key] += 1 */
+static int vw_stat(wctx_t *c, PyObject *key) {
+    PyObject *st = PyDict_GetItemWithError(c->d, WS(W_STATS));
+    if (!st) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "stats");
+        return -1;
+    }
+    PyObject *v = PyObject_GetItem(st, key);
+    if (!v) return -1;
+    PyObject *n = PyNumber_Add(v, small_one);
+    Py_DECREF(v);
+    if (!n) return -1;
+    int r = PyObject_SetItem(st, key, n);
+    Py_DECREF(n);
+    return r;
+}
+
+/* obj.name += delta (an int attribute) */
+static int vw_add_attr(PyObject *obj, PyObject *name, PyObject *delta, int sub) {
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (!v) return -1;
+    PyObject *n = sub ? PyNumber_Subtract(v, delta) : PyNumber_Add(v, delta);
+    Py_DECREF(v);
+    if (!n) return -1;
+    int r = PyObject_SetAttr(obj, name, n);
+    Py_DECREF(n);
+    return r;
+}
+
+static inline PyObject *vw_meth(PyObject *name, PyObject *const *args, size_t n,
+                                PyObject *kwnames) {
+    return PyObject_VectorcallMethod(name, (PyObject **)args,
+                                     n | PY_VECTORCALL_ARGUMENTS_OFFSET, kwnames);
+}
+
+/* self._warn_alloc(gfp, text) */
+static int vw_warn_alloc(wctx_t *c, uint64_t gfp, PyObject *text) {
+    if (!text) return -1;
+    PyObject *g = PyLong_FromUnsignedLongLong(gfp);
+    if (!g) {
+        Py_DECREF(text);
+        return -1;
+    }
+    PyObject *a[3] = {c->self, g, text};
+    PyObject *r = vw_meth(WS(W_WARN_ALLOC), a, 3, NULL);
+    Py_DECREF(g);
+    Py_DECREF(text);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* self.<name>(area, cpu=cpu) */
+static int vw_call_area_cpu(wctx_t *c, PyObject *name, PyObject *area, PyObject *cpu) {
+    PyObject *a[3] = {c->self, area, cpu};
+    PyObject *r = vw_meth(name, a, 2, vw_kw_cpu);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int vw_setattr_u64(PyObject *o, PyObject *name, uint64_t v) {
+    PyObject *x = PyLong_FromUnsignedLongLong(v);
+    if (!x) return -1;
+    int r = PyObject_SetAttr(o, name, x);
+    Py_DECREF(x);
+    return r;
+}
+
+
+static int vm_buf(PyObject *o, Py_buffer *b, Py_ssize_t itemsize); /* speedvm section */
+
+/* Is the compiled twin `name` of vmap/space.py switched on (its module global is not
+ * None, as the Python method tests before calling it)? */
+static int vw_space_twin_on(PyObject *name) {
+    if (!vw_space_globals) return 0;
+    PyObject *f = PyDict_GetItemWithError(vw_space_globals, name);
+    return f != NULL && f != Py_None;
+}
+
+/* The busy area containing addr, looked up in the address's node only (the first node
+ * VmapSpace.find_vmap_area searches): a new reference, or Py_None (new reference) when
+ * this lookup does not decide it and the Python method must run, NULL on error. */
+static PyObject *vw_find_first_node(PyObject *space, uint64_t addr) {
+    ctx_t c;
+    int rc = ctx_get_ex(space, &c, 0);
+    if (rc < 0) return NULL;
+    if (rc == 0) Py_RETURN_NONE;
+    uint64_t s, e;
+    Py_ssize_t bi = c.n > 1 ? (Py_ssize_t)((addr / c.zone) % (uint64_t)c.n) : 0;
+    PyObject *node = get_node(PyTuple_GET_ITEM(c.busy, bi), off_root);
+    while (node != NULL) {
+        if (Py_TYPE(node) != va_type || !va_bounds(node, &s, &e)) {
+            node = NULL;
+            break;
+        }
+        if (addr < s)
+            node = get_node(node, off_left);
+        else if (addr >= e)
+            node = get_node(node, off_right);
+        else
+            break;
+    }
+    ctx_release(&c);
+    if (PyErr_Occurred()) return NULL;
+    if (node == NULL) Py_RETURN_NONE;
+    Py_INCREF(node);
+    return node;
+}
+
+/* A page-table attribute as u64: 1, 0 (not one), -1. */
+#define VW_PGT_ATTR(name, out) vw_attr_u64(pgt, WS(name), out)
+
+/* PageTables.map_pages(addr, [pfn], prot, PAGE_SHIFT) when _map_one_pte finds the PTE
+ * table cached and the slot empty: the entry written, 1. 0: decline (nothing changed,
+ * the Python method runs: a table to allocate, a busy slot's WARN, a huge leaf). */
+static int vw_map_one_pte(PyObject *pgt, uint64_t addr, uint64_t pfn, uint64_t prot) {
+    uint64_t shift, ents, mask;
+    int r;
+    if (addr & 4095 || pfn >> 40) return 0;
+    if ((r = VW_PGT_ATTR(W_PMD_SHIFT, &shift)) != 1 || (r = VW_PGT_ATTR(W_PTE_ENTRIES, &ents)) != 1 ||
+        (r = VW_PGT_ATTR(W_SUPPORTED_PTE_MASK, &mask)) != 1)
+        return r;
+    if (shift >= 64 || ents == 0 || (ents & (ents - 1))) return 0;
+    PyObject *cache = PyObject_GetAttr(pgt, WS(W_PTECACHE));
+    if (!cache) return -1;
+    if (!PyDict_CheckExact(cache)) {
+        Py_DECREF(cache);
+        return 0;
+    }
+    PyObject *key = PyLong_FromUnsignedLongLong(addr >> shift);
+    if (!key) {
+        Py_DECREF(cache);
+        return -1;
+    }
+    PyObject *tbl = PyDict_GetItemWithError(cache, key);
+    Py_DECREF(key);
+    Py_XINCREF(tbl);
+    Py_DECREF(cache);
+    if (!tbl) return PyErr_Occurred() ? -1 : 0;
+    Py_buffer b;
+    if (vm_buf(tbl, &b, 8) < 0) {
+        Py_DECREF(tbl);
+        PyErr_Clear();
+        return 0;
+    }
+    uint64_t idx = (addr >> 12) & (ents - 1);
+    int done = 0;
+    if ((Py_ssize_t)idx < b.shape[0]) {
+        uint64_t *e = (uint64_t *)b.buf + idx;
+        if (*e == 0) {
+            *e = (pfn << 12) | (prot & mask);
+            done = 1;
+        }
+    }
+    PyBuffer_Release(&b);
+    Py_DECREF(tbl);
+    return done;
+}
+
+/* PageTables.unmap(addr, size)'s first case: the range under one PMD whose PTE table is
+ * cached; its slots cleared, 1. 0: decline (the Python method runs). */
+static int vw_unmap_one_pmd(PyObject *pgt, uint64_t addr, uint64_t size) {
+    uint64_t shift, ents;
+    int r;
+    if (size == 0 || addr + size < addr) return 0;
+    if ((r = VW_PGT_ATTR(W_PMD_SHIFT, &shift)) != 1 || (r = VW_PGT_ATTR(W_PTE_ENTRIES, &ents)) != 1)
+        return r;
+    if (shift >= 64 || ents == 0 || (ents & (ents - 1))) return 0;
+    if (addr >> shift != (addr + size - 1) >> shift) return 0;
+    PyObject *cache = PyObject_GetAttr(pgt, WS(W_PTECACHE));
+    if (!cache) return -1;
+    if (!PyDict_CheckExact(cache)) {
+        Py_DECREF(cache);
+        return 0;
+    }
+    PyObject *key = PyLong_FromUnsignedLongLong(addr >> shift);
+    if (!key) {
+        Py_DECREF(cache);
+        return -1;
+    }
+    PyObject *tbl = PyDict_GetItemWithError(cache, key);
+    Py_DECREF(key);
+    Py_XINCREF(tbl);
+    Py_DECREF(cache);
+    if (!tbl) return PyErr_Occurred() ? -1 : 0;
+    Py_buffer b;
+    if (vm_buf(tbl, &b, 8) < 0) {
+        Py_DECREF(tbl);
+        PyErr_Clear();
+        return 0;
+    }
+    Py_ssize_t i0 = (Py_ssize_t)((addr >> 12) & (ents - 1));
+    Py_ssize_t i1 = i0 + (Py_ssize_t)((size + 4095) >> 12);
+    if (i1 > b.shape[0]) i1 = b.shape[0]; /* (a numpy slice stops at the end) */
+    if (i0 < i1) memset((uint64_t *)b.buf + i0, 0, (size_t)(i1 - i0) * 8);
+    PyBuffer_Release(&b);
+    Py_DECREF(tbl);
+    return 1;
+}
+
+
+/* Is the method `name` of obj replaced — on the instance (a test's fault injection, a
+ * recorder) or on its class (monkeypatched)? Then its compiled twin must not stand in
+ * for it. 1: replaced (or unknown), 0: the original (Vmalloc._c_whole[WC_ORIGS][o]). */
+static int vw_shadowed_o(wctx_t *c, PyObject *obj, PyObject *name, int o) {
+    PyObject *origs = PyTuple_GET_ITEM(c->consts, WC_ORIGS);
+    if (!PyTuple_CheckExact(origs) || PyTuple_GET_SIZE(origs) != O_N) return 1;
+    if (_PyType_Lookup(Py_TYPE(obj), name) != PyTuple_GET_ITEM(origs, o)) return 1;
+    PyObject **dp = _PyObject_GetDictPtr(obj);
+    if (dp == NULL || *dp == NULL) return 0;
+    PyObject *v = PyDict_GetItemWithError(*dp, name);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return 1;
+    }
+    return v != NULL;
+}
+
+/* A page column, through the memoryview PhysicalMemory keeps of it (_fl, _od, _rc, _ow,
+ * _zn: 1- or 4-byte ints); the view's own buffer, no new export. */
+typedef struct {
+    PyObject *mv;
+    Py_buffer *b;
+} col_t;
+
+static int col_get(PyObject *phys, PyObject *name, col_t *c) {
+    c->mv = PyObject_GetAttr(phys, name);
+    if (!c->mv) return -1;
+    if (!PyMemoryView_Check(c->mv)) goto no;
+    c->b = PyMemoryView_GET_BUFFER(c->mv);
+    if (c->b->readonly || c->b->ndim != 1 || !(c->b->itemsize == 1 || c->b->itemsize == 4) ||
+        c->b->buf == NULL || (c->b->strides && c->b->strides[0] != c->b->itemsize))
+        goto no;
+    return 1;
+no:
+    Py_CLEAR(c->mv);
+    return 0;
+}
+static void col_release(col_t *c) { Py_CLEAR(c->mv); }
+#define COL_LEN(c) ((c).b->shape[0])
+static inline int64_t col_rd(col_t *c, Py_ssize_t i) {
+    const char *f = c->b->format;
+    int u = f && (f[0] == 'B' || f[0] == 'I' || f[0] == 'L');
+    if (c->b->itemsize == 1)
+        return u ? (int64_t)((uint8_t *)c->b->buf)[i] : (int64_t)((int8_t *)c->b->buf)[i];
+    return u ? (int64_t)((uint32_t *)c->b->buf)[i] : (int64_t)((int32_t *)c->b->buf)[i];
+}
+static inline void col_wr(col_t *c, Py_ssize_t i, int64_t v) {
+    if (c->b->itemsize == 1)
+        ((uint8_t *)c->b->buf)[i] = (uint8_t)v;
+    else
+        ((uint32_t *)c->b->buf)[i] = (uint32_t)v;
+}
+
+static long vw_const(wctx_t *c, int i) { return PyLong_AsLong(PyTuple_GET_ITEM(c->consts, i)); }
+
+/* PhysicalMemory.alloc_pages(gfp, 0, nid)'s first-zone fast path when the zone's pcp
+ * list has a page (then _prep_new_page): the pfn (new int). Py_None (new reference):
+ * decline, nothing changed, the method runs. NULL: error. */
+static PyObject *vw_alloc_page0(wctx_t *c, uint64_t gfp, PyObject *nid) {
+    PyObject *phys = c->phys, *res = NULL, *zh = NULL, *z = NULL, *key = NULL, *pcp = NULL;
+    PyObject *pfn_o = NULL;
+    col_t fl = {0}, od = {0}, rc = {0}, ow = {0};
+    if ((PyObject *)Py_TYPE(phys) != PyTuple_GET_ITEM(c->consts, WC_PHYS_TYPE) ||
+        vw_shadowed_o(c, phys, WS(W_ALLOC_PAGES), O_ALLOC_PAGES))
+        goto decline;
+    {
+        PyObject *g = PyLong_FromUnsignedLongLong(gfp);
+        if (!g) goto error;
+        key = PyTuple_Pack(2, nid, g);
+        Py_DECREF(g);
+        if (!key) goto error;
+        PyObject *zl = PyObject_GetAttr(phys, WS(W_ZL_GFP));
+        if (!zl) goto error;
+        if (PyDict_CheckExact(zl)) {
+            zh = PyDict_GetItemWithError(zl, key);
+            Py_XINCREF(zh);
+        }
+        Py_DECREF(zl);
+        if (!zh) goto maybe_error;
+    }
+    if (!PyTuple_CheckExact(zh) || PyTuple_GET_SIZE(zh) != 2) goto decline;
+    PyObject *zones = PyTuple_GET_ITEM(zh, 0), *highest = PyTuple_GET_ITEM(zh, 1);
+    if (!PyList_CheckExact(zones) || PyList_GET_SIZE(zones) == 0) goto decline;
+    z = PyList_GET_ITEM(zones, 0);
+    Py_INCREF(z);
+    {
+        /* z.free_pages > z.wmark[WMARK_LOW] + z.lowmem_reserve[highest] */
+        PyObject *fp = PyObject_GetAttr(z, WS(W_FREE_PAGES_ATTR));
+        PyObject *wm = fp ? PyObject_GetAttr(z, WS(W_WMARK)) : NULL;
+        PyObject *lr = wm ? PyObject_GetAttr(z, WS(W_LOWMEM_RESERVE)) : NULL;
+        PyObject *w = lr ? PyObject_GetItem(wm, PyTuple_GET_ITEM(c->consts, WC_WMARK_LOW)) : NULL;
+        PyObject *l = w ? PyObject_GetItem(lr, highest) : NULL;
+        PyObject *sum = l ? PyNumber_Add(w, l) : NULL;
+        int gt = sum ? PyObject_RichCompareBool(fp, sum, Py_GT) : -1;
+        Py_XDECREF(fp);
+        Py_XDECREF(wm);
+        Py_XDECREF(lr);
+        Py_XDECREF(w);
+        Py_XDECREF(l);
+        Py_XDECREF(sum);
+        if (gt < 0) goto error;
+        if (!gt) goto decline;
+    }
+    pcp = PyObject_GetAttr(z, WS(W_PCP));
+    if (!pcp) goto error;
+    if (!deque_type || Py_TYPE(pcp) != deque_type || PyObject_Length(pcp) <= 0) goto maybe_error;
+    int r;
+    if ((r = col_get(phys, WS(W_PFLAGS), &fl)) != 1 || (r = col_get(phys, WS(W_PORDER), &od)) != 1 ||
+        (r = col_get(phys, WS(W_PREFCOUNT), &rc)) != 1 || (r = col_get(phys, WS(W_POWNER), &ow)) != 1) {
+        if (r < 0) goto error;
+        goto decline;
+    }
+    {
+        /* peek pcp[0] first: a pfn outside the columns declines before the pop */
+        PyObject *head = PySequence_GetItem(pcp, 0);
+        if (!head) goto error;
+        Py_ssize_t p = PyLong_Check(head) ? PyLong_AsSsize_t(head) : -1;
+        Py_DECREF(head);
+        if (p == -1 && PyErr_Occurred()) goto error;
+        if (p < 0 || p >= COL_LEN(fl) || p >= COL_LEN(od) || p >= COL_LEN(rc) ||
+            p >= COL_LEN(ow))
+            goto decline;
+        pfn_o = call1(dq_popleft, pcp);
+        if (!pfn_o) goto error;
+        long pcpf = vw_const(c, WC_PG_PCP), alloc = vw_const(c, WC_PG_ALLOC),
+             none = vw_const(c, WC_OWNER_NONE);
+        /* self._fl[pfn] &= ~PG_PCP, then _prep_new_page(pfn, 0, gfp) */
+        col_wr(&fl, p, (col_rd(&fl, p) & ~pcpf) | alloc);
+        col_wr(&od, p, 0);
+        col_wr(&rc, p, 1);
+        col_wr(&ow, p, none);
+        if (gfp & c->zero) {
+            PyObject *data = PyObject_GetAttr(phys, WS(W_DATA));
+            if (!data) goto error;
+            int t = PyObject_IsTrue(data);
+            if (t > 0 && PyDict_CheckExact(data)) {
+                if (PyDict_DelItem(data, pfn_o) < 0) {
+                    if (PyErr_ExceptionMatches(PyExc_KeyError))
+                        PyErr_Clear();
+                    else
+                        t = -1;
+                }
+            } else if (t > 0) {
+                PyObject *a[3] = {data, pfn_o, Py_None};
+                PyObject *x = PyObject_VectorcallMethod(WS(W_POP_NAME), a, 3, NULL);
+                if (!x) t = -1;
+                Py_XDECREF(x);
+            }
+            Py_DECREF(data);
+            if (t < 0) goto error;
+        }
+    }
+    res = pfn_o;
+    pfn_o = NULL;
+    goto out;
+maybe_error:
+    if (PyErr_Occurred()) goto error;
+decline:
+    res = Py_NewRef(Py_None);
+    goto out;
+error:
+    res = NULL;
+out:
+    col_release(&fl);
+    col_release(&od);
+    col_release(&rc);
+    col_release(&ow);
+    Py_XDECREF(zh);
+    Py_XDECREF(z);
+    Py_XDECREF(key);
+    Py_XDECREF(pcp);
+    Py_XDECREF(pfn_o);
+    return res;
+}
+
+/* PhysicalMemory.free_pages(pfn, 0) for an allocated order-0 page with one reference,
+ * not a page-table page, whose zone's pcp list stays below pcp_high (no drain): 1 done.
+ * 0: decline (nothing changed, the method runs). -1: error. */
+static int vw_free_page0(wctx_t *c, PyObject *pfn_o) {
+    PyObject *phys = c->phys, *zones = NULL, *z = NULL, *pcp = NULL;
+    col_t fl = {0}, od = {0}, rc = {0}, ow = {0}, zn = {0};
+    int res = 0, r;
+    if ((PyObject *)Py_TYPE(phys) != PyTuple_GET_ITEM(c->consts, WC_PHYS_TYPE) ||
+        vw_shadowed_o(c, phys, WS(W_FREE_PAGES), O_FREE_PAGES) || !PyLong_CheckExact(pfn_o))
+        return 0;
+    Py_ssize_t p = PyLong_AsSsize_t(pfn_o);
+    if (p == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if ((r = col_get(phys, WS(W_PFLAGS), &fl)) != 1 || (r = col_get(phys, WS(W_PORDER), &od)) != 1 ||
+        (r = col_get(phys, WS(W_PREFCOUNT), &rc)) != 1 || (r = col_get(phys, WS(W_POWNER), &ow)) != 1 ||
+        (r = col_get(phys, WS(W_PZONE), &zn)) != 1) {
+        res = r < 0 ? -1 : 0;
+        goto out;
+    }
+    uint64_t max_pfn;
+    if ((r = vw_attr_u64(phys, WS(W_MAX_PFN), &max_pfn)) != 1) {
+        res = r < 0 ? -1 : 0;
+        goto out;
+    }
+    if (p < 0 || (uint64_t)p >= max_pfn || p >= COL_LEN(fl) || p >= COL_LEN(od) ||
+        p >= COL_LEN(rc) || p >= COL_LEN(ow) || p >= COL_LEN(zn))
+        goto out;
+    long pcpf = vw_const(c, WC_PG_PCP), alloc = vw_const(c, WC_PG_ALLOC),
+         pgtable = vw_const(c, WC_PG_PGTABLE), none = vw_const(c, WC_OWNER_NONE);
+    int64_t f = col_rd(&fl, p);
+    if (!(f & alloc) || (f & pgtable) || col_rd(&od, p) != 0 || col_rd(&rc, p) != 1) goto out;
+    zones = PyObject_GetAttr(phys, WS(W_ZONES));
+    if (!zones) goto error;
+    if (!PyList_CheckExact(zones)) goto out;
+    int64_t zi = col_rd(&zn, p);
+    if (zi < 0 || zi >= PyList_GET_SIZE(zones)) goto out;
+    z = Py_NewRef(PyList_GET_ITEM(zones, zi));
+    pcp = PyObject_GetAttr(z, WS(W_PCP));
+    if (!pcp) goto error;
+    if (!deque_type || Py_TYPE(pcp) != deque_type) goto out;
+    uint64_t high;
+    if ((r = vw_attr_u64(z, WS(W_PCP_HIGH), &high)) != 1) {
+        res = r < 0 ? -1 : 0;
+        goto out;
+    }
+    Py_ssize_t n = PyObject_Length(pcp);
+    if (n < 0) goto error;
+    if ((uint64_t)n + 1 >= high) goto out; /* free_pcppages_bulk: the method */
+    PyObject *x = call2(dq_appendleft, pcp, pfn_o);
+    if (!x) goto error;
+    Py_DECREF(x);
+    col_wr(&rc, p, 0);
+    col_wr(&od, p, 0);
+    col_wr(&ow, p, none);
+    col_wr(&fl, p, (f & ~alloc) | pcpf);
+    res = 1;
+    goto out;
+error:
+    res = -1;
+out:
+    col_release(&fl);
+    col_release(&od);
+    col_release(&rc);
+    col_release(&ow);
+    col_release(&zn);
+    Py_XDECREF(zones);
+    Py_XDECREF(z);
+    Py_XDECREF(pcp);
+    return res;
+}
+
+
+/* An exact int attribute that fits a long long: 1, 0 (not one), -1. */
+static int vw_attr_ll(PyObject *o, PyObject *name, long long *out) {
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (!v) return -1;
+    int r = 0;
+    if (PyLong_CheckExact(v)) {
+        int of;
+        *out = PyLong_AsLongLongAndOverflow(v, &of);
+        r = (*out == -1 && PyErr_Occurred()) ? -1 : !of;
+    }
+    Py_DECREF(v);
+    return r;
+}
+/* The instance dict of a plain object (SlabAllocator, KmemCache, Slab: dataclasses
+ * without properties or slots), borrowed; NULL when it has none. */
+static inline PyObject *vw_idict(PyObject *o) {
+    PyObject **dp = _PyObject_GetDictPtr(o);
+    return dp ? *dp : NULL;
+}
+/* d[name] as a long long: 1, 0 (missing or not an exact int that fits), -1. */
+static int vw_dll(PyObject *d, PyObject *name, long long *out) {
+    PyObject *v = PyDict_GetItemWithError(d, name);
+    if (!v) return PyErr_Occurred() ? -1 : 0;
+    if (!PyLong_CheckExact(v)) return 0;
+    int of;
+    *out = PyLong_AsLongLongAndOverflow(v, &of);
+    if (*out == -1 && PyErr_Occurred()) return -1;
+    return !of;
+}
+static int vw_dset(PyObject *d, PyObject *name, long long v) {
+    PyObject *x = PyLong_FromLongLong(v);
+    if (!x) return -1;
+    int r = PyDict_SetItem(d, name, x);
+    Py_DECREF(x);
+    return r;
+}
+static int vw_du64(PyObject *d, PyObject *name, uint64_t *out) {
+    PyObject *v = PyDict_GetItemWithError(d, name);
+    if (!v) return PyErr_Occurred() ? -1 : 0;
+    return vw_u64(v, out);
+}
+
+/* SlabAllocator.kmalloc(size, gfp, node) for a size with its cache memoised and a
+ * partial slab (no new slab): the object's address (new int); Py_None (new reference):
+ * decline, nothing changed, the method runs; NULL: error. The fields are read and
+ * written in the objects' instance dicts (the classes are checked exactly). */
+static PyObject *vw_kmalloc(wctx_t *c, PyObject *size_o, uint64_t gfp) {
+    PyObject *sa = c->slab, *res = NULL;
+    PyObject *sa_d, *sc, *cache, *cache_d, *partial, *slab, *slab_d, *free, *fmap;
+    if ((PyObject *)Py_TYPE(sa) != PyTuple_GET_ITEM(c->consts, WC_SLAB_TYPE) ||
+        !(sa_d = vw_idict(sa)) || vw_shadowed_o(c, sa, WS(W_KMALLOC), O_KMALLOC))
+        goto maybe_error; /* (a kmalloc replaced: the method) */
+    if (PyErr_Occurred()) goto error;
+    sc = PyDict_GetItemWithError(sa_d, WS(W_SIZE_CACHE));
+    if (!sc || !PyDict_CheckExact(sc)) goto maybe_error;
+    cache = PyDict_GetItemWithError(sc, size_o);
+    if (!cache || (PyObject *)Py_TYPE(cache) != PyTuple_GET_ITEM(c->consts, WC_CACHE_CLS) ||
+        !(cache_d = vw_idict(cache)))
+        goto maybe_error;
+    partial = PyDict_GetItemWithError(cache_d, WS(W_PARTIAL));
+    if (!partial || !PyList_CheckExact(partial) || PyList_GET_SIZE(partial) == 0)
+        goto maybe_error;
+    slab = PyList_GET_ITEM(partial, PyList_GET_SIZE(partial) - 1);
+    if ((PyObject *)Py_TYPE(slab) != PyTuple_GET_ITEM(c->consts, WC_SLAB_CLS) ||
+        !(slab_d = vw_idict(slab)))
+        goto maybe_error;
+    free = PyDict_GetItemWithError(slab_d, WS(W_SFREE));
+    fmap = free ? PyDict_GetItemWithError(slab_d, WS(W_FREE_MAP)) : NULL;
+    if (!fmap || !PyList_CheckExact(free) || !PyByteArray_CheckExact(fmap)) goto maybe_error;
+    long long idx, fresh = 0, inuse, objects, csize, a_o, s_b, n_a;
+    uint64_t saddr;
+    int r, from_free = PyList_GET_SIZE(free) > 0;
+    if (from_free) {
+        PyObject *last = PyList_GET_ITEM(free, PyList_GET_SIZE(free) - 1);
+        if (!PyLong_CheckExact(last)) goto decline;
+        idx = PyLong_AsLongLong(last);
+        if (idx == -1 && PyErr_Occurred()) goto error;
+    } else {
+        if ((r = vw_dll(slab_d, WS(W_FRESH), &fresh)) != 1) goto r_decline;
+        idx = fresh;
+    }
+    if ((r = vw_dll(slab_d, WS(W_INUSE), &inuse)) != 1 ||
+        (r = vw_dll(slab_d, WS(W_OBJECTS), &objects)) != 1 ||
+        (r = vw_dll(cache_d, WS(W_SIZE), &csize)) != 1 ||
+        (r = vw_du64(slab_d, WS(W_ADDR), &saddr)) != 1 ||
+        (r = vw_dll(cache_d, WS(W_ACTIVE_OBJS), &a_o)) != 1 ||
+        (r = vw_dll(sa_d, WS(W_SLAB_BYTES), &s_b)) != 1 ||
+        (r = vw_dll(sa_d, WS(W_NR_ALLOCS), &n_a)) != 1)
+        goto r_decline;
+    if (idx < 0 || idx >= PyByteArray_GET_SIZE(fmap) || csize <= 0 || idx > LLONG_MAX / csize ||
+        saddr + (uint64_t)(idx * csize) < saddr || s_b > LLONG_MAX - csize)
+        goto decline;
+    Py_INCREF(slab);
+    Py_INCREF(partial);
+    Py_INCREF(free);
+    /* state changes from here, in the reference's order */
+    int e = 0;
+    if (from_free)
+        e = PyList_SetSlice(free, PyList_GET_SIZE(free) - 1, PyList_GET_SIZE(free), NULL);
+    else
+        e = vw_dset(slab_d, WS(W_FRESH), idx + 1);
+    if (e == 0) {
+        PyByteArray_AS_STRING(fmap)[idx] = 0;
+        e = vw_dset(slab_d, WS(W_INUSE), inuse + 1);
+    }
+    if (e == 0 && inuse + 1 == objects)
+        e = PyList_SetSlice(partial, PyList_GET_SIZE(partial) - 1, PyList_GET_SIZE(partial), NULL);
+    if (e == 0) e = vw_dset(cache_d, WS(W_ACTIVE_OBJS), a_o + 1);
+    if (e == 0) e = vw_dset(sa_d, WS(W_SLAB_BYTES), s_b + csize);
+    if (e == 0) e = vw_dset(sa_d, WS(W_NR_ALLOCS), n_a + 1);
+    long long off = idx * csize;
+    if (e == 0 && gfp & c->zero) {
+        /* if gfp & __GFP_ZERO and self.phys._data: self._zero(slab.pfn, off, csize) */
+        PyObject *data = PyObject_GetAttr(c->phys, WS(W_DATA));
+        int t = data ? PyObject_IsTrue(data) : -1;
+        Py_XDECREF(data);
+        if (t < 0) e = -1;
+        if (t > 0) {
+            PyObject *pfn = PyDict_GetItemWithError(slab_d, WS(W_PFN));
+            PyObject *o = pfn ? PyLong_FromLongLong(off) : NULL;
+            PyObject *n = o ? PyLong_FromLongLong(csize) : NULL;
+            PyObject *x = NULL;
+            if (n) {
+                PyObject *a[4] = {sa, pfn, o, n};
+                x = vw_meth(WS(W_ZERO_M), a, 4, NULL);
+            }
+            Py_XDECREF(o);
+            Py_XDECREF(n);
+            if (!x) {
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "pfn");
+                e = -1;
+            }
+            Py_XDECREF(x);
+        }
+    }
+    Py_DECREF(slab);
+    Py_DECREF(partial);
+    Py_DECREF(free);
+    if (e < 0) goto error;
+    return PyLong_FromUnsignedLongLong(saddr + (uint64_t)off);
+r_decline:
+    if (r < 0) goto error;
+    goto decline;
+maybe_error:
+    if (PyErr_Occurred()) goto error;
+decline:
+    res = Py_NewRef(Py_None);
+    return res;
+error:
+    return NULL;
+}
+
+/* SlabAllocator.kfree(addr) for a live object of a slab that does not become empty:
+ * 1 (freed; the method would return True). 0: decline (nothing changed, the method
+ * runs: ZERO_SIZE_PTR, a large kmalloc, a bogus address, the slab's last object). */
+static int vw_kfree(wctx_t *c, PyObject *addr_o) {
+    PyObject *sa = c->slab, *sa_d, *ps, *slab, *slab_d, *free, *fmap, *caches, *cache, *cache_d,
+             *partial, *key = NULL;
+    int r;
+    uint64_t addr, po, mlp;
+    if ((PyObject *)Py_TYPE(sa) != PyTuple_GET_ITEM(c->consts, WC_SLAB_TYPE) ||
+        !(sa_d = vw_idict(sa)) || vw_shadowed_o(c, sa, WS(W_KFREE), O_KFREE))
+        return PyErr_Occurred() ? -1 : 0;
+    if ((r = vw_u64(addr_o, &addr)) != 1) return r;
+    if (addr <= 16) return 0;
+    if ((r = vw_attr_u64(c->phys, WS(W_PAGE_OFFSET), &po)) != 1 ||
+        (r = vw_attr_u64(c->phys, WS(W_MAX_LOW_PFN), &mlp)) != 1)
+        return r;
+    if (addr < po || mlp >= ((uint64_t)1 << 52) || addr - po >= (mlp << 12)) return 0;
+    ps = PyDict_GetItemWithError(sa_d, WS(W_PAGE_SLAB));
+    if (!ps || !PyDict_CheckExact(ps)) return PyErr_Occurred() ? -1 : 0;
+    key = PyLong_FromUnsignedLongLong((addr - po) >> 12);
+    if (!key) return -1;
+    slab = PyDict_GetItemWithError(ps, key);
+    Py_DECREF(key);
+    if (!slab || (PyObject *)Py_TYPE(slab) != PyTuple_GET_ITEM(c->consts, WC_SLAB_CLS) ||
+        !(slab_d = vw_idict(slab)))
+        return PyErr_Occurred() ? -1 : 0;
+    long long ssize, objects, inuse, a_o, s_b;
+    uint64_t saddr;
+    if ((r = vw_dll(slab_d, WS(W_SIZE), &ssize)) != 1 ||
+        (r = vw_du64(slab_d, WS(W_ADDR), &saddr)) != 1 ||
+        (r = vw_dll(slab_d, WS(W_OBJECTS), &objects)) != 1 ||
+        (r = vw_dll(slab_d, WS(W_INUSE), &inuse)) != 1)
+        return r;
+    if (ssize <= 0 || addr < saddr || addr - saddr > (uint64_t)LLONG_MAX) return 0;
+    long long d = (long long)(addr - saddr), idx = d / ssize;
+    if (d % ssize || idx >= objects || inuse - 1 == 0) return 0; /* (the last: the method) */
+    free = PyDict_GetItemWithError(slab_d, WS(W_SFREE));
+    fmap = free ? PyDict_GetItemWithError(slab_d, WS(W_FREE_MAP)) : NULL;
+    if (!fmap || !PyList_CheckExact(free) || !PyByteArray_CheckExact(fmap) ||
+        idx >= PyByteArray_GET_SIZE(fmap) || PyByteArray_AS_STRING(fmap)[idx])
+        return PyErr_Occurred() ? -1 : 0;
+    caches = PyDict_GetItemWithError(sa_d, WS(W_CACHES));
+    if (!caches || !PyDict_CheckExact(caches)) return PyErr_Occurred() ? -1 : 0;
+    PyObject *sz = PyDict_GetItemWithError(slab_d, WS(W_SIZE)); /* the same int: the key */
+    cache = sz ? PyDict_GetItemWithError(caches, sz) : NULL;
+    if (!cache || (PyObject *)Py_TYPE(cache) != PyTuple_GET_ITEM(c->consts, WC_CACHE_CLS) ||
+        !(cache_d = vw_idict(cache)))
+        return PyErr_Occurred() ? -1 : 0;
+    partial = PyDict_GetItemWithError(cache_d, WS(W_PARTIAL));
+    if (!partial || !PyList_CheckExact(partial)) return PyErr_Occurred() ? -1 : 0;
+    if ((r = vw_dll(cache_d, WS(W_ACTIVE_OBJS), &a_o)) != 1 ||
+        (r = vw_dll(sa_d, WS(W_SLAB_BYTES), &s_b)) != 1)
+        return r;
+    PyObject *i = PyLong_FromLongLong(idx);
+    if (!i) return -1;
+    Py_INCREF(slab);
+    Py_INCREF(free);
+    /* state changes from here, in the reference's order */
+    int e = 0;
+    if (inuse == objects) e = PyList_Append(partial, slab);
+    if (e == 0) e = PyList_Append(free, i);
+    Py_DECREF(i);
+    if (e == 0) {
+        PyByteArray_AS_STRING(fmap)[idx] = 1;
+        e = vw_dset(slab_d, WS(W_INUSE), inuse - 1);
+    }
+    if (e == 0) e = vw_dset(cache_d, WS(W_ACTIVE_OBJS), a_o - 1);
+    if (e == 0) e = vw_dset(sa_d, WS(W_SLAB_BYTES), s_b - ssize);
+    Py_DECREF(slab);
+    Py_DECREF(free);
+    return e < 0 ? -1 : 1;
+}
+
+/* slab.kmalloc(size, gfp, node): the compiled usual case, else the method */
+static PyObject *vw_kmalloc_call(wctx_t *c, PyObject *size_o, uint64_t gfp, PyObject *node) {
+    PyObject *r = vw_kmalloc(c, size_o, gfp);
+    if (r != Py_None) return r;
+    Py_DECREF(r);
+    PyObject *g = PyLong_FromUnsignedLongLong(gfp);
+    if (!g) return NULL;
+    PyObject *a[4] = {c->slab, size_o, g, node};
+    r = vw_meth(WS(W_KMALLOC), a, 4, NULL);
+    Py_DECREF(g);
+    return r;
+}
+
+/* slab.kfree(addr): the compiled usual case (True), else the method's result */
+static PyObject *vw_kfree_call(wctx_t *c, PyObject *addr) {
+    int done = vw_kfree(c, addr);
+    if (done < 0) return NULL;
+    if (done) Py_RETURN_TRUE;
+    PyObject *a[2] = {c->slab, addr};
+    return vw_meth(WS(W_KFREE), a, 2, NULL);
+}
+
+/* The body of __vmalloc_node_range (Vmalloc._vmalloc_node_range's 6.x branch with
+ * _get_vm_area_node, setup_vmalloc_vm, _vmalloc_area_node and vm_area_alloc_pages's
+ * one-page case inlined, as the reference's unobserved path does) once the checks have
+ * passed: the address (a new int), 0 (as an int) on failure, NULL on error. */
+static PyObject *vw_vmalloc_body(wctx_t *c, uint64_t real_size, uint64_t size,
+                                 uint64_t gfp, PyObject *size_o, PyObject *node,
+                                 PyObject *caller, PyObject *cpu) {
+    PyObject *kaddr = NULL, *area = NULL, *va = NULL, *pages_addr = NULL, *pages = NULL,
+             *result = NULL, *tmp = NULL, *t2 = NULL;
+    uint64_t nr_small = size >> 12, pfn1 = UINT64_MAX, prot;
+    if (vw_u64(PyTuple_GET_ITEM(c->consts, WC_PROT), &prot) != 1) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "PAGE_KERNEL is not a u64");
+        return NULL;
+    }
+    /* __get_vm_area_node: kzalloc_node(sizeof(struct vm_struct), gfp & GFP_RECLAIM_MASK) */
+    {
+        kaddr = vw_kmalloc_call(c, PyTuple_GET_ITEM(c->consts, WC_SIZEOF_VM),
+                                (gfp & c->reclaim) | c->zero, node);
+        if (!kaddr) return NULL;
+    }
+    int t = PyObject_IsTrue(kaddr);
+    if (t < 0) goto error;
+    if (!t) goto vm_struct_failed;
+    {
+        /* VmStruct(0, 0, flags, caller, None, 0, 0, 0, requested, 0, kaddr) */
+        PyObject *a[11] = {small_zero, small_zero, vw_vm_flags_alloc, caller, Py_None,
+                           small_zero, small_zero, small_zero, NULL, small_zero, kaddr};
+        PyObject *rq = PyLong_FromUnsignedLongLong(real_size);
+        if (!rq) goto error;
+        a[8] = rq;
+        area = PyObject_Vectorcall((PyObject *)vw_vmstruct_type, a, 11, NULL);
+        Py_DECREF(rq);
+        if (!area) goto error;
+    }
+    {
+        /* alloc_vmap_area(size + guard, 1, VMALLOC_START, VMALLOC_END, ...): the compiled
+         * alloc_vmap_area_once first, as VmapSpace.alloc_vmap_area does, else the method */
+        tmp = PyLong_FromUnsignedLongLong(size + 4096);
+        if (!tmp) goto error;
+        PyObject *a[8] = {c->space, tmp, small_one, PyTuple_GET_ITEM(c->consts, WC_VSTART),
+                          PyTuple_GET_ITEM(c->consts, WC_VEND), cpu, small_zero, area};
+        if (vw_space_twin_on(WS(W_C_ALLOC_ONCE)) &&
+            !vw_shadowed_o(c, c->space, WS(W_ALLOC_VMAP_AREA), O_ALLOC_VMAP_AREA)) {
+            va = sp_alloc_vmap_area_once(NULL, a, 8);
+        } else {
+            va = PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+        }
+        if (!va) goto error;
+        if (va == Py_None) {
+            Py_DECREF(va);
+            PyObject *b[8] = {c->space, tmp, small_one, PyTuple_GET_ITEM(c->consts, WC_VSTART),
+                              PyTuple_GET_ITEM(c->consts, WC_VEND), cpu, Py_False, area};
+            va = vw_meth(WS(W_ALLOC_VMAP_AREA), b, 5, vw_kw_alloc);
+            if (!va) goto error;
+        }
+        Py_CLEAR(tmp);
+    }
+    if (!PyObject_TypeCheck(va, vw_vmaparea_type)) {
+        tmp = vw_kfree_call(c, kaddr);
+        if (!tmp) goto error;
+        Py_CLEAR(tmp);
+        goto vm_struct_failed;
+    }
+    /* setup_vmalloc_vm, inlined as the reference does */
+    {
+        PyObject *vs = PyObject_GetAttr(va, WS(W_VA_START));
+        if (!vs) goto error;
+        int r = PyObject_SetAttr(area, WS(W_ADDR), vs);
+        Py_DECREF(vs);
+        if (r < 0) goto error;
+        vs = PyObject_GetAttr(va, WS(W_VA_START));
+        PyObject *ve = vs ? PyObject_GetAttr(va, WS(W_VA_END)) : NULL;
+        PyObject *sz = ve ? PyNumber_Subtract(ve, vs) : NULL;
+        Py_XDECREF(vs);
+        Py_XDECREF(ve);
+        if (!sz) goto error;
+        r = PyObject_SetAttr(area, WS(W_SIZE), sz);
+        if (r == 0 && !c->requested) r = PyObject_SetAttr(area, WS(W_REQUESTED_SIZE), sz);
+        Py_DECREF(sz);
+        if (r < 0 || PyObject_SetAttr(va, WS(W_VM), area) < 0) goto error;
+    }
+    /* __vmalloc_area_node(area, gfp, PAGE_KERNEL, PAGE_SHIFT, node) */
+    uint64_t array_size = nr_small * 8, warn_gfp, nested;
+    if (c->pages_highmem) {
+        warn_gfp = gfp;
+        gfp |= c->highmem;
+    } else {
+        gfp |= c->highmem;
+        warn_gfp = gfp;
+    }
+    nested = (gfp & c->reclaim) | c->zero;
+    {
+        PyObject *as = PyLong_FromUnsignedLongLong(array_size);
+        if (!as) goto error;
+        pages_addr = vw_kmalloc_call(c, as, nested, node);
+        Py_DECREF(as);
+        if (!pages_addr) goto error;
+    }
+    t = PyObject_IsTrue(pages_addr);
+    if (t < 0) goto error;
+    if (!t) {
+        if (vw_warn_alloc(c, warn_gfp,
+                          PyUnicode_FromFormat("vmalloc error: size %llu, failed to allocated "
+                                               "page array size %llu",
+                                               (unsigned long long)(nr_small * 4096),
+                                               (unsigned long long)array_size)) < 0 ||
+            vw_call_area_cpu(c, WS(W_FREE_VM_AREA), area, cpu) < 0)
+            goto error;
+        goto failed;
+    }
+    if (PyObject_SetAttr(area, WS(W_PAGES_ADDR), pages_addr) < 0 ||
+        PyObject_SetAttr(area, WS(W_PAGE_ORDER), small_zero) < 0)
+        goto error;
+    {
+        /* vm_area_alloc_pages(gfp | __GFP_NOWARN, node, 0, nr_small) */
+        PyObject *g = PyLong_FromUnsignedLongLong(gfp | c->nowarn);
+        if (!g) goto error;
+        if (nr_small == 1) {
+            /* its one-page case: alloc_pages, once more on failure */
+            PyObject *a[4] = {c->phys, g, small_zero, node};
+            tmp = vw_alloc_page0(c, gfp | c->nowarn, node); /* its usual case in C */
+            if (tmp == Py_None) {
+                Py_DECREF(tmp);
+                tmp = vw_meth(WS(W_ALLOC_PAGES), a, 4, NULL);
+                if (tmp == Py_None) {
+                    Py_DECREF(tmp);
+                    tmp = vw_meth(WS(W_ALLOC_PAGES), a, 4, NULL);
+                }
+            }
+            Py_DECREF(g);
+            if (!tmp) goto error;
+            if (tmp == Py_None) {
+                Py_CLEAR(tmp);
+                PyObject *e[2] = {small_zero, vw_np_int64};
+                pages = PyObject_Vectorcall(vw_np_empty, e, 1, vw_kw_dtype);
+            } else {
+                if (vw_u64(tmp, &pfn1) != 1) pfn1 = UINT64_MAX; /* (then map_pages maps it) */
+                t2 = PyTuple_Pack(1, tmp);
+                Py_CLEAR(tmp);
+                if (!t2) goto error;
+                PyObject *e[2] = {t2, vw_np_int64};
+                pages = PyObject_Vectorcall(vw_np_array, e, 1, vw_kw_dtype);
+                Py_CLEAR(t2);
+            }
+        } else {
+            PyObject *nr = PyLong_FromUnsignedLongLong(nr_small);
+            if (!nr) {
+                Py_DECREF(g);
+                goto error;
+            }
+            PyObject *a[5] = {c->self, g, node, small_zero, nr};
+            pages = vw_meth(WS(W_VM_AREA_ALLOC_PAGES), a, 5, NULL);
+            Py_DECREF(nr);
+            Py_DECREF(g);
+        }
+        if (!pages) goto error;
+    }
+    Py_ssize_t got = PyObject_Length(pages);
+    if (got < 0) goto error;
+    {
+        PyObject *n = PyLong_FromSsize_t(got);
+        if (!n) goto error;
+        int r = PyObject_SetAttr(area, WS(W_PAGES), pages);
+        if (r == 0) r = PyObject_SetAttr(area, WS(W_NR_PAGES), n);
+        if (r == 0) r = vw_add_attr(c->self, WS(W_NR_VMALLOC_PAGES), n, 0);
+        Py_DECREF(n);
+        if (r < 0) goto error;
+    }
+    if ((uint64_t)got != nr_small) {
+        if (vw_warn_alloc(c, warn_gfp,
+                          PyUnicode_FromFormat("vmalloc error: size %llu, failed to allocate "
+                                               "pages",
+                                               (unsigned long long)got * 4096)) < 0 ||
+            vw_call_area_cpu(c, WS(W_VMALLOC_AREA_FAIL), area, cpu) < 0)
+            goto error;
+        goto failed;
+    }
+    {
+        /* _map_area() -> vmap_pages_range() -> map_pages(), inlined as the reference does */
+        PyObject *n = PyLong_FromUnsignedLongLong(nr_small);
+        if (!n) goto error;
+        int r = vw_add_attr(c->self, WS(W_PTES_WRITTEN), n, 0);
+        Py_DECREF(n);
+        if (r < 0) goto error;
+        PyObject *addr = PyObject_GetAttr(area, WS(W_ADDR));
+        if (!addr) goto error;
+        uint64_t a64;
+        int one = 0;
+        if (pfn1 != UINT64_MAX && vw_u64(addr, &a64) == 1 &&
+            (PyObject *)Py_TYPE(c->pgt) == PyTuple_GET_ITEM(c->consts, WC_PGT_TYPE) &&
+            !vw_shadowed_o(c, c->pgt, WS(W_MAP_PAGES), O_MAP_PAGES)) {
+            /* map_pages -> _map_one_pte, compiled for its usual case */
+            one = vw_map_one_pte(c->pgt, a64, pfn1, prot);
+            if (one < 0) {
+                Py_DECREF(addr);
+                goto error;
+            }
+        }
+        if (PyErr_Occurred()) {
+            Py_DECREF(addr);
+            goto error;
+        }
+        if (one) {
+            Py_DECREF(addr);
+            goto mapped;
+        }
+        PyObject *sh = PyLong_FromLong(12);
+        if (!sh) {
+            Py_DECREF(addr);
+            goto error;
+        }
+        PyObject *a[5] = {c->pgt, addr, pages, PyTuple_GET_ITEM(c->consts, WC_PROT), sh};
+        tmp = vw_meth(WS(W_MAP_PAGES), a, 5, NULL);
+        Py_DECREF(addr);
+        Py_DECREF(sh);
+        if (!tmp) goto error;
+        t = PyObject_IsTrue(tmp);
+        Py_CLEAR(tmp);
+        if (t < 0) goto error;
+        if (t) {
+            if (vw_warn_alloc(c, warn_gfp,
+                              PyUnicode_FromFormat("vmalloc error: size %llu, failed to map "
+                                                   "pages",
+                                                   (unsigned long long)got * 4096)) < 0 ||
+                vw_call_area_cpu(c, WS(W_VMALLOC_AREA_FAIL), area, cpu) < 0)
+                goto error;
+            goto failed;
+        }
+    }
+mapped: {
+        /* area.flags &= ~VM_UNINITIALIZED (clear_vm_uninitialized_flag) */
+        PyObject *f = PyObject_GetAttr(area, WS(W_FLAGS));
+        if (!f) goto error;
+        uint64_t fv;
+        int ok = vw_u64(f, &fv);
+        Py_DECREF(f);
+        if (ok != 1) {
+            if (ok == 0) PyErr_SetString(PyExc_TypeError, "vm_struct flags is not an int");
+            goto error;
+        }
+        if (vw_setattr_u64(area, WS(W_FLAGS), fv & ~(uint64_t)0x020) < 0) goto error;
+    }
+    result = PyObject_GetAttr(area, WS(W_ADDR));
+    goto done;
+vm_struct_failed:
+    if (vw_warn_alloc(c, gfp,
+                      PyUnicode_FromFormat("vmalloc error: size %llu, vm_struct allocation "
+                                           "failed",
+                                           (unsigned long long)real_size)) < 0)
+        goto error;
+failed:
+    Py_INCREF(small_zero);
+    result = small_zero;
+    goto done;
+error:
+    result = NULL;
+done:
+    Py_XDECREF(kaddr);
+    Py_XDECREF(area);
+    Py_XDECREF(va);
+    Py_XDECREF(pages_addr);
+    Py_XDECREF(pages);
+    Py_XDECREF(tmp);
+    Py_XDECREF(t2);
+    (void)size_o;
+    return result;
+}
+
+/* __vmalloc_node_range for vmalloc()/vzalloc()/__vmalloc(): mirrors Vmalloc.vmalloc's
+ * unobserved path (_enter, __vmalloc_node_range, _leave, the stats). Arguments: the
+ * Vmalloc, size, gfp, cpu, caller. The address, 0, or None (declined, nothing changed). */
+static PyObject *vw_vmalloc_node_range(PyObject *mod, PyObject *const *args,
+                                       Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "__vmalloc_node_range takes 5 arguments");
+        return NULL;
+    }
+    PyObject *size_o = args[1], *gfp_o = args[2], *cpu = args[3], *caller = args[4];
+    wctx_t c = {0};
+    int rc = wctx_get(args[0], &c);
+    if (rc <= 0) goto decline_rc;
+    uint64_t size, gfp, totalram;
+    if ((rc = vw_u64(size_o, &size)) != 1 || (rc = vw_u64(gfp_o, &gfp)) != 1) goto decline_rc;
+    rc = 0;
+    if (size == 0 || size > c.umax || size > UINT64_MAX - 4095) goto decline_rc;
+    if (gfp != c.gfp_kernel && gfp != (c.gfp_kernel | c.zero)) goto decline_rc;
+    if ((rc = vw_common_checks(&c, cpu)) != 1) goto decline_rc;
+    /* totalram_pages: the property's memo (_totalram) once it is set, else the property */
+    {
+        long long memo = -1;
+        if ((PyObject *)Py_TYPE(c.phys) == PyTuple_GET_ITEM(c.consts, WC_PHYS_TYPE) &&
+            (rc = vw_attr_ll(c.phys, WS(W_TOTALRAM_MEMO), &memo)) < 0)
+            goto decline_rc;
+        if (memo >= 0)
+            totalram = (uint64_t)memo;
+        else if ((rc = vw_attr_u64(c.phys, WS(W_TOTALRAM), &totalram)) != 1)
+            goto decline_rc;
+    }
+    rc = 0;
+    if ((size >> 12) > totalram) goto decline_rc;
+    uint64_t aligned = (size + 4095) & ~(uint64_t)4095;
+    if ((aligned >> 12) * 8 > 4096) goto decline_rc; /* the pages array: a nested vmalloc */
+    if (vw_depth(&c, 1) < 0) goto fail; /* _enter */
+    PyObject *addr = vw_vmalloc_body(&c, size, aligned, gfp, size_o, vw_numa_no_node, caller,
+                                     cpu);
+    if (vw_leave_finally(&c, addr == NULL) < 0) {
+        Py_XDECREF(addr);
+        goto fail;
+    }
+    int t = PyObject_IsTrue(addr);
+    if (t < 0 || vw_stat(&c, WS(t ? W_VMALLOC : W_FAILURES)) < 0) {
+        Py_DECREF(addr);
+        goto fail;
+    }
+    wctx_release(&c);
+    return addr;
+decline_rc:
+    wctx_release(&c);
+    if (rc < 0) return NULL;
+    Py_RETURN_NONE;
+fail:
+    wctx_release(&c);
+    return NULL;
+}
+
+/* vfree: mirrors Vmalloc.vfree outside interrupt context, with vfree_now,
+ * remove_vm_area, free_unmap_vmap_area and kvfree_now inlined (6.x: no __vunmap helper),
+ * for an area without VM_FLUSH_RESET_PERMS or VM_MAP_PUT_PAGES whose pages array (if
+ * any) is a kmalloc object. Arguments: the Vmalloc, addr, cpu. True when it freed, None
+ * when it declined (nothing changed). */
+static PyObject *vw_vfree(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "vfree takes 3 arguments");
+        return NULL;
+    }
+    PyObject *addr_o = args[1], *cpu = args[2];
+    PyObject *va = NULL, *vm = NULL, *pages = NULL, *pages_addr = NULL, *tmp = NULL;
+    wctx_t c = {0};
+    int rc = wctx_get(args[0], &c);
+    uint64_t addr, flags, nr_pages, pa = 0;
+    Py_ssize_t len = 0;
+    if (rc <= 0) goto decline;
+    if ((rc = vw_u64(addr_o, &addr)) != 1) goto decline;
+    rc = 0;
+    if (addr == 0 || addr > c.umax || (addr & 4095)) goto decline;
+    if ((rc = vw_common_checks(&c, cpu)) != 1) goto decline;
+    {
+        /* space.find_vmap_area(addr): the address's node in C, else the method */
+        va = vw_shadowed_o(&c, c.space, WS(W_FIND_VMAP_AREA), O_FIND_VMAP_AREA)
+                 ? Py_NewRef(Py_None)
+                 : vw_find_first_node(c.space, addr);
+        if (!va) goto error;
+        if (va == Py_None) {
+            Py_CLEAR(va);
+            PyObject *a[2] = {c.space, addr_o};
+            va = vw_meth(WS(W_FIND_VMAP_AREA), a, 2, NULL);
+            if (!va) goto error;
+        }
+    }
+    if (va == Py_None) goto decline;
+    vm = PyObject_GetAttr(va, WS(W_VM));
+    if (!vm) goto error;
+    if (Py_TYPE(vm) != vw_vmstruct_type) goto decline;
+    if ((rc = vw_attr_u64(vm, WS(W_FLAGS), &flags)) != 1) goto decline;
+    rc = 0;
+    if (flags & (0x100 | 0x200)) goto decline; /* VM_FLUSH_RESET_PERMS, VM_MAP_PUT_PAGES */
+    pages = PyObject_GetAttr(vm, WS(W_PAGES));
+    if (!pages) goto error;
+    if ((rc = vw_attr_u64(vm, WS(W_NR_PAGES), &nr_pages)) != 1) goto decline;
+    rc = 0;
+    if (pages != Py_None && nr_pages) {
+        len = PyObject_Length(pages);
+        if (len < 0) goto error;
+        if ((uint64_t)len != nr_pages) goto decline;
+    }
+    pages_addr = PyObject_GetAttr(vm, WS(W_PAGES_ADDR));
+    if (!pages_addr) goto error;
+    if ((rc = vw_u64(pages_addr, &pa)) != 1) goto decline;
+    rc = 0;
+    if (pa && c.vstart <= pa && pa < c.vend) goto decline; /* a nested vfree */
+    /* state changes from here */
+    if (vw_depth(&c, 1) < 0) goto error; /* _enter */
+    int failed = 0;
+    {
+        /* space.find_unlink_vmap_area(addr): its compiled twin, else the method */
+        PyObject *a[3] = {c.space, addr_o, NULL};
+        tmp = vw_space_twin_on(WS(W_C_FIND_UNLINK)) &&
+                      !vw_shadowed_o(&c, c.space, WS(W_FIND_UNLINK), O_FIND_UNLINK)
+                  ? sp_find_unlink_vmap_area(NULL, a, 2)
+                  : Py_NewRef(Py_None);
+        if (!tmp || PyErr_Occurred()) goto body_error;
+        if (tmp == Py_None) {
+            Py_CLEAR(tmp);
+            tmp = vw_meth(WS(W_FIND_UNLINK), a, 2, NULL);
+            if (!tmp) goto body_error;
+        }
+        Py_CLEAR(tmp);
+        /* free_unmap_vmap_area(), inlined: pgt.unmap(va_start, va_end - va_start) */
+        PyObject *vs = PyObject_GetAttr(va, WS(W_VA_START));
+        PyObject *ve = vs ? PyObject_GetAttr(va, WS(W_VA_END)) : NULL;
+        PyObject *sz = ve ? PyNumber_Subtract(ve, vs) : NULL;
+        Py_XDECREF(ve);
+        if (!sz) {
+            Py_XDECREF(vs);
+            goto body_error;
+        }
+        uint64_t s64, z64;
+        int done = 0;
+        if (vw_u64(vs, &s64) == 1 && vw_u64(sz, &z64) == 1 &&
+            (PyObject *)Py_TYPE(c.pgt) == PyTuple_GET_ITEM(c.consts, WC_PGT_TYPE) &&
+            !vw_shadowed_o(&c, c.pgt, WS(W_UNMAP), O_UNMAP))
+            done = vw_unmap_one_pmd(c.pgt, s64, z64);
+        if (done < 0 || PyErr_Occurred()) {
+            Py_DECREF(vs);
+            Py_DECREF(sz);
+            goto body_error;
+        }
+        if (!done) {
+            PyObject *u[3] = {c.pgt, vs, sz};
+            tmp = vw_meth(WS(W_UNMAP), u, 3, NULL);
+        } else {
+            tmp = Py_NewRef(Py_None);
+        }
+        Py_DECREF(vs);
+        Py_DECREF(sz);
+        if (!tmp) goto body_error;
+        Py_CLEAR(tmp);
+        /* space.free_vmap_area_noflush(va, cpu=cpu): its compiled twin (then the lazy
+         * threshold's purge start, as the method does), else the method */
+        PyObject *f[3] = {c.space, va, cpu};
+        tmp = vw_space_twin_on(WS(W_C_FREE_NOFLUSH)) &&
+                      !vw_shadowed_o(&c, c.space, WS(W_FREE_NOFLUSH), O_FREE_NOFLUSH)
+                  ? sp_free_vmap_area_noflush(NULL, f, 2)
+                  : Py_NewRef(Py_None);
+        if (!tmp || PyErr_Occurred()) goto body_error;
+        if (tmp == Py_None) {
+            Py_CLEAR(tmp);
+            tmp = vw_meth(WS(W_FREE_NOFLUSH), f, 2, vw_kw_cpu);
+            if (!tmp) goto body_error;
+        } else {
+            int past = PyObject_IsTrue(tmp);
+            Py_CLEAR(tmp);
+            if (past < 0) goto body_error;
+            if (past) {
+                tmp = PyObject_CallMethodNoArgs(c.space, WS(W_LAZY_PASSED));
+                if (!tmp) goto body_error;
+            }
+        }
+        Py_CLEAR(tmp);
+    }
+    {
+        /* if self.user_mapped: self._unmap_user_pages(vm.addr) */
+        PyObject *um = PyObject_GetAttr(c.self, WS(W_USER_MAPPED));
+        if (!um) goto body_error;
+        int t = PyObject_IsTrue(um);
+        Py_DECREF(um);
+        if (t < 0) goto body_error;
+        if (t) {
+            PyObject *vaddr = PyObject_GetAttr(vm, WS(W_ADDR));
+            if (!vaddr) goto body_error;
+            PyObject *a[2] = {c.self, vaddr};
+            tmp = vw_meth(WS(W_UNMAP_USER_PAGES), a, 2, NULL);
+            Py_DECREF(vaddr);
+            if (!tmp) goto body_error;
+            Py_CLEAR(tmp);
+        }
+    }
+    if (pages != Py_None && nr_pages) {
+        if (nr_pages == 1) {
+            PyObject *p0 = PySequence_GetItem(pages, 0);
+            PyObject *pfn = p0 ? PyNumber_Long(p0) : NULL;
+            Py_XDECREF(p0);
+            if (!pfn) goto body_error;
+            int done = vw_free_page0(&c, pfn); /* its usual case in C */
+            if (done < 0) {
+                Py_DECREF(pfn);
+                goto body_error;
+            }
+            if (done) {
+                tmp = Py_NewRef(Py_None);
+            } else {
+                PyObject *a[3] = {c.phys, pfn, small_zero};
+                tmp = vw_meth(WS(W_FREE_PAGES), a, 3, NULL);
+            }
+            Py_DECREF(pfn);
+        } else {
+            PyObject *lst = PyObject_CallMethodNoArgs(pages, WS(W_TOLIST));
+            if (!lst) goto body_error;
+            PyObject *a[2] = {c.phys, lst};
+            tmp = vw_meth(WS(W_FREE_PAGES_BULK), a, 2, NULL);
+            Py_DECREF(lst);
+        }
+        if (!tmp) goto body_error;
+        Py_CLEAR(tmp);
+        PyObject *n = PyLong_FromUnsignedLongLong(nr_pages);
+        if (!n) goto body_error;
+        int r = vw_add_attr(c.self, WS(W_NR_VMALLOC_PAGES), n, 1);
+        Py_DECREF(n);
+        if (r < 0) goto body_error;
+    }
+    if (pa) {
+        /* kvfree_now(): a kmalloc address, kfree */
+        tmp = vw_kfree_call(&c, pages_addr);
+        if (!tmp) goto body_error;
+        int t = PyObject_IsTrue(tmp);
+        Py_CLEAR(tmp);
+        if (t < 0) goto body_error;
+        if (!t) {
+            PyObject *w[2] = {c.log, PyUnicode_FromFormat("kfree: invalid object 0x%llx",
+                                                          (unsigned long long)pa)};
+            if (!w[1]) goto body_error;
+            tmp = vw_meth(WS(W_WARN), w, 2, NULL);
+            Py_DECREF(w[1]);
+            if (!tmp) goto body_error;
+            Py_CLEAR(tmp);
+        }
+    }
+    {
+        PyObject *k = PyObject_GetAttr(vm, WS(W_KADDR));
+        if (!k) goto body_error;
+        tmp = vw_kfree_call(&c, k);
+        Py_DECREF(k);
+        if (!tmp) goto body_error;
+        Py_CLEAR(tmp);
+    }
+    if (vw_stat(&c, WS(W_VFREE)) < 0) goto body_error;
+    goto body_done;
+body_error:
+    failed = 1;
+body_done:
+    if (vw_leave_finally(&c, failed) < 0) goto error;
+    Py_XDECREF(va);
+    Py_XDECREF(vm);
+    Py_XDECREF(pages);
+    Py_XDECREF(pages_addr);
+    wctx_release(&c);
+    Py_RETURN_TRUE;
+decline:
+    Py_XDECREF(va);
+    Py_XDECREF(vm);
+    Py_XDECREF(pages);
+    Py_XDECREF(pages_addr);
+    wctx_release(&c);
+    if (rc < 0) return NULL;
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(va);
+    Py_XDECREF(vm);
+    Py_XDECREF(pages);
+    Py_XDECREF(pages_addr);
+    Py_XDECREF(tmp);
+    wctx_release(&c);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     /* whole operations (speedcore) */
     {"alloc_vmap_area_once", (PyCFunction)(void (*)(void))sp_alloc_vmap_area_once,
@@ -2306,6 +3839,13 @@ static PyMethodDef methods[] = {
     {"search_skipping", (PyCFunction)(void (*)(void))sp_search_skipping, METH_FASTCALL,
      "search_skipping(root_node, size, align, vstart, length, ulong_max, unreachable, high, "
      "old_blocks) -> va | None"},
+    /* whole vmalloc/vfree (helper vmallocc) */
+    {"init_vmalloc_whole", vw_init, METH_VARARGS,
+     "init_vmalloc_whole(VmStruct, VmapArea, np.array, np.int64, np.empty, vmap.space globals)"},
+    {"vmalloc_node_range", (PyCFunction)(void (*)(void))vw_vmalloc_node_range, METH_FASTCALL,
+     "vmalloc_node_range(vmalloc, size, gfp, cpu, caller) -> addr | 0 | None"},
+    {"vfree", (PyCFunction)(void (*)(void))vw_vfree, METH_FASTCALL,
+     "vfree(vmalloc, addr, cpu) -> True | None"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_speedups",

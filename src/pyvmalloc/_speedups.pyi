@@ -50,3 +50,18 @@ def init_trace_events(alloc: type, free: type, purge: type, /) -> None: ...
 def parse_tracefs(
     text: str, pos: int, lineno: int, cpus: int, out: list[Any], tasks: dict[str, str], /
 ) -> tuple[int, int]: ...
+
+# whole vmalloc/vfree (helper vmallocc)
+def init_vmalloc_whole(
+    vmstruct: type,
+    vmaparea: type,
+    np_array: Any,
+    np_int64: Any,
+    np_empty: Any,
+    space_globals: dict[str, Any],
+    /,
+) -> None: ...
+def vmalloc_node_range(
+    vm: Any, size: int, gfp: int, cpu: int, caller: str | None, /
+) -> int | None: ...
+def vfree(vm: Any, addr: int, cpu: int, /) -> bool | None: ...

@@ -51,6 +51,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+import pyvmalloc.phys.buddy as _buddy
+import pyvmalloc.slab as _slab
+import pyvmalloc.vmap.space as _vmap_space_module
+from pyvmalloc._accel import speedups as _speedups
 from pyvmalloc.args import c_int, integer, uint, ulong
 from pyvmalloc.config import (
     INT_MAX,
@@ -212,6 +216,29 @@ class VmStruct:
         )
 
 
+# The compiled whole vmalloc()/vfree() (the common case in one call each; they decline,
+# having changed nothing, whatever they do not mirror: see _speedups.c).
+_c_vmalloc: Callable[[Any, int, int, int, str | None], int | None] | None = (
+    _speedups.vmalloc_node_range if _speedups is not None else None
+)
+_c_vfree: Callable[[Any, int, int], bool | None] | None = (
+    _speedups.vfree if _speedups is not None else None
+)
+#: The lower layers' methods the compiled whole operations stand in for, as imported:
+#: a method replaced later (on its class or an instance) is called, not its twin.
+_C_ORIGS = (
+    _slab.SlabAllocator.kmalloc, _slab.SlabAllocator.kfree,
+    _buddy.PhysicalMemory.alloc_pages, _buddy.PhysicalMemory.free_pages,
+    PageTables.map_pages, PageTables.unmap, VmapSpace.find_vmap_area,
+    VmapSpace.find_unlink_vmap_area, VmapSpace.free_vmap_area_noflush,
+    VmapSpace.alloc_vmap_area,
+)  # fmt: skip
+if _speedups is not None:
+    _speedups.init_vmalloc_whole(
+        VmStruct, VmapArea, np.array, np.int64, np.empty, vars(_vmap_space_module)
+    )
+
+
 class Vmalloc:
     """The vmalloc layer: vm_structs, the vmalloc/vmap/ioremap API, vmap blocks.
 
@@ -308,6 +335,28 @@ class Vmalloc:
             free_unmap_vmap_area=lambda va, *, cpu: self.free_unmap_vmap_area(va, cpu=cpu),
         )
         self.stats = {"vmalloc": 0, "vfree": 0, "vmap": 0, "vunmap": 0, "failures": 0}
+        #: What the compiled whole vmalloc()/vfree() read and the layer never rebinds:
+        #: None for the profiles whose vmalloc path they do not mirror (5.4's
+        #: __vmalloc_node_flags and warnings, 5.4's page-by-page allocation, map_vm_area,
+        #: __vunmap).
+        self._c_whole: tuple[Any, ...] | None = None
+        if (
+            not profile.vmalloc_node_flags
+            and profile.vmalloc_error_warnings
+            and profile.bulk_page_alloc
+            and not profile.has_map_vm_area
+            and not profile.vunmap_helper
+        ):
+            self._c_whole = (
+                space, phys, pgtables, slab, log, self.sizeof_vm_struct,
+                self.VMALLOC_START, self.VMALLOC_END, self._cpus_online, self._ulong_max,
+                int(profile.pages_array_highmem), int(profile.vm_requested_size), PAGE_KERNEL,
+                GFP_KERNEL, _GFP_ZERO, _GFP_HIGHMEM, _GFP_NOWARN, GFP_RECLAIM_MASK,
+                _buddy.PhysicalMemory, PageTables, _buddy.PG_PCP, _buddy.PG_ALLOC,
+                _buddy.PG_PGTABLE, _buddy.OWNER_NONE, _buddy.WMARK_LOW, _slab.SlabAllocator,
+                _slab.KmemCache, _slab.Slab,
+                _C_ORIGS,
+            )  # fmt: skip
 
     def __repr__(self) -> str:
         n = sum(1 for _ in self.areas())
@@ -1077,6 +1126,10 @@ class Vmalloc:
 
         GFP_KERNEL, align 1, any node (5.4: through ``__vmalloc_node_flags``).
         """
+        if _c_vmalloc is not None:  # the unobserved common case in one compiled call
+            addr = _c_vmalloc(self, size, GFP_KERNEL, cpu, caller)
+            if addr is not None:
+                return addr
         size = self._ul("size", size)
         if self.profile.vmalloc_node_flags:
             return self._alloc_api(
@@ -1101,8 +1154,12 @@ class Vmalloc:
 
     def vzalloc(self, size: int, cpu: int = 0, caller: str | None = None) -> int:
         """``vzalloc(size)``: zeroed vmalloc (``__GFP_ZERO``)."""
-        size = self._ul("size", size)
         gfp = GFP_KERNEL | _GFP_ZERO
+        if _c_vmalloc is not None:  # the unobserved common case in one compiled call
+            addr = _c_vmalloc(self, size, gfp, cpu, caller)
+            if addr is not None:
+                return addr
+        size = self._ul("size", size)
         if self.profile.vmalloc_node_flags:
             return self._alloc_api(
                 cpu,
@@ -1167,6 +1224,10 @@ class Vmalloc:
 
     def _vmalloc(self, size: int, gfp: int, cpu: int = 0, caller: str | None = None) -> int:
         """``__vmalloc(size, gfp)`` (5.8 dropped the prot argument)."""
+        if _c_vmalloc is not None:  # GFP_KERNEL [| __GFP_ZERO], unobserved: one C call
+            addr = _c_vmalloc(self, size, gfp, cpu, caller)
+            if addr is not None:
+                return addr
         size = self._ul("size", size)
         gfp = uint("gfp", gfp)
         return self._alloc_api(
@@ -1226,6 +1287,8 @@ class Vmalloc:
     def vfree(self, addr: int, cpu: int = 0, in_interrupt: bool = False) -> None:
         """``vfree(addr)``; in interrupt context the free is deferred to a work item
         (as ``vfree_atomic``)."""
+        if _c_vfree is not None and not in_interrupt and _c_vfree(self, addr, cpu):
+            return  # the unobserved common case in one compiled call
         addr = self._ul("addr", addr)
         self._enter(cpu)
         try:
