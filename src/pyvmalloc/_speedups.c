@@ -3203,9 +3203,16 @@ static int vw_kfree(wctx_t *c, PyObject *addr_o) {
     return e < 0 ? -1 : 1;
 }
 
+/* test-vmalloc paths (helper tvspeed): a new order-0 slab / the last object of one */
+static PyObject *tv_kmalloc_new_slab(wctx_t *c, PyObject *size_o, uint64_t gfp, PyObject *node);
+static int tv_kfree_last(wctx_t *c, PyObject *addr_o);
+
 /* slab.kmalloc(size, gfp, node): the compiled usual case, else the method */
 static PyObject *vw_kmalloc_call(wctx_t *c, PyObject *size_o, uint64_t gfp, PyObject *node) {
     PyObject *r = vw_kmalloc(c, size_o, gfp);
+    if (r != Py_None) return r;
+    Py_DECREF(r);
+    r = tv_kmalloc_new_slab(c, size_o, gfp, node);
     if (r != Py_None) return r;
     Py_DECREF(r);
     PyObject *g = PyLong_FromUnsignedLongLong(gfp);
@@ -3219,6 +3226,7 @@ static PyObject *vw_kmalloc_call(wctx_t *c, PyObject *size_o, uint64_t gfp, PyOb
 /* slab.kfree(addr): the compiled usual case (True), else the method's result */
 static PyObject *vw_kfree_call(wctx_t *c, PyObject *addr) {
     int done = vw_kfree(c, addr);
+    if (done == 0) done = tv_kfree_last(c, addr);
     if (done < 0) return NULL;
     if (done) Py_RETURN_TRUE;
     PyObject *a[2] = {c->slab, addr};
@@ -3779,6 +3787,267 @@ error:
     wctx_release(&c);
     return NULL;
 }
+
+/* =====================================================================================
+ * test-vmalloc paths (helper tvspeed). test_vmalloc's cases often allocate the only
+ * object of a kmalloc cache (a vm_struct, a one-page pages array) and free it again, so
+ * SlabAllocator.kmalloc makes a slab and kfree destroys it on most calls (the model
+ * frees an empty slab at once). These are the twins of those two branches for an
+ * order-0 slab, called by the whole vmalloc/vfree when the usual-case twins decline:
+ * kmalloc with no partial slab (alloc_pages of one page through its own twin, the
+ * owner tag, the Slab object, the cache's and _page_slab's entries, then the object as
+ * usual) and kfree of a slab's last object (the object freed, the slab off the partial
+ * list and out of the dicts, its page back through free_pages' twin or the method).
+ * Both decline, having changed nothing, when the SlabAllocator's _c_slab_pages switch
+ * is off, kmalloc/kfree is replaced, the slab's order is not 0 or anything is not of the
+ * exact type the reference builds; the page allocator's twins keep their own checks and
+ * switches (a replaced alloc_pages declines the new slab; a replaced free_pages or a
+ * due pcp drain runs the method).
+ * ===================================================================================== */
+
+#define TV_OWNER_SLAB 5 /* slab.OWNER_SLAB */
+static PyObject *tv_s_switch, *tv_s_order, *tv_s_slabs, *tv_s_new_free_map, *tv_s_slab_pages,
+    *tv_s_page_address;
+
+static int tv_strings(void) {
+    if (tv_s_switch) return 0;
+    tv_s_order = PyUnicode_InternFromString("order");
+    tv_s_slabs = PyUnicode_InternFromString("slabs");
+    tv_s_new_free_map = PyUnicode_InternFromString("new_free_map");
+    tv_s_slab_pages = PyUnicode_InternFromString("slab_pages");
+    tv_s_page_address = PyUnicode_InternFromString("page_address");
+    tv_s_switch = PyUnicode_InternFromString("_c_slab_pages");
+    return (tv_s_order && tv_s_slabs && tv_s_new_free_map && tv_s_slab_pages &&
+            tv_s_page_address && tv_s_switch)
+               ? 0
+               : -1;
+}
+
+/* The SlabAllocator's instance dict when the switch is on and kmalloc (o = O_KMALLOC)
+ * or kfree (O_KFREE) is the class's own: borrowed; NULL otherwise (an error set or not). */
+static PyObject *tv_slab_dict(wctx_t *c, PyObject *name, int o) {
+    PyObject *sa = c->slab, *sa_d;
+    if (tv_strings() < 0) return NULL;
+    if ((PyObject *)Py_TYPE(sa) != PyTuple_GET_ITEM(c->consts, WC_SLAB_TYPE) ||
+        !(sa_d = vw_idict(sa)) || vw_shadowed_o(c, sa, name, o))
+        return NULL;
+    PyObject *sw = PyDict_GetItemWithError(sa_d, tv_s_switch);
+    return sw == Py_True ? sa_d : NULL;
+}
+
+/* SlabAllocator.kmalloc(size, gfp, node) when the size's cache (memoised) has no partial
+ * slab and its slabs are order 0: the address (new int); Py_None: declined, nothing
+ * changed; NULL: error. */
+static PyObject *tv_kmalloc_new_slab(wctx_t *c, PyObject *size_o, uint64_t gfp, PyObject *node) {
+    PyObject *sa_d, *sc, *cache, *cache_d, *partial, *slabs, *nfm, *ps, *pfn_o = NULL;
+    PyObject *slab = NULL, *fm = NULL, *addr = NULL, *res = NULL;
+    col_t ow = {0};
+    long long order, csize, objects, spages;
+    int r;
+    if (!(sa_d = tv_slab_dict(c, WS(W_KMALLOC), O_KMALLOC))) goto maybe_error;
+    sc = PyDict_GetItemWithError(sa_d, WS(W_SIZE_CACHE));
+    if (!sc || !PyDict_CheckExact(sc)) goto maybe_error;
+    cache = PyDict_GetItemWithError(sc, size_o);
+    if (!cache || (PyObject *)Py_TYPE(cache) != PyTuple_GET_ITEM(c->consts, WC_CACHE_CLS) ||
+        !(cache_d = vw_idict(cache)))
+        goto maybe_error;
+    partial = PyDict_GetItemWithError(cache_d, WS(W_PARTIAL));
+    slabs = partial ? PyDict_GetItemWithError(cache_d, tv_s_slabs) : NULL;
+    nfm = slabs ? PyDict_GetItemWithError(cache_d, tv_s_new_free_map) : NULL;
+    ps = nfm ? PyDict_GetItemWithError(sa_d, WS(W_PAGE_SLAB)) : NULL;
+    if (!ps || !PyList_CheckExact(partial) || PyList_GET_SIZE(partial) != 0 ||
+        !PyDict_CheckExact(slabs) || !PyBytes_CheckExact(nfm) || !PyDict_CheckExact(ps))
+        goto maybe_error;
+    if ((r = vw_dll(cache_d, tv_s_order, &order)) != 1 ||
+        (r = vw_dll(cache_d, WS(W_SIZE), &csize)) != 1 ||
+        (r = vw_dll(cache_d, WS(W_OBJECTS), &objects)) != 1 ||
+        (r = vw_dll(sa_d, tv_s_slab_pages, &spages)) != 1)
+        goto r_decline;
+    if (order != 0 || objects <= 0 || PyBytes_GET_SIZE(nfm) != objects) goto decline;
+    if ((r = col_get(c->phys, WS(W_POWNER), &ow)) != 1) goto r_decline;
+    Py_INCREF(cache);
+    /* state changes from here: pfn = phys.alloc_pages(gfp & lowmem, 0, node) */
+    pfn_o = vw_alloc_page0(c, gfp & ~(c->highmem | c->zero), node);
+    if (!pfn_o) goto error_c;
+    if (pfn_o == Py_None) { /* (its method: the refill, the slow path; nothing changed) */
+        Py_CLEAR(pfn_o);
+        Py_DECREF(cache);
+        goto decline;
+    }
+    {
+        Py_ssize_t p = PyLong_AsSsize_t(pfn_o);
+        if (p == -1 && PyErr_Occurred()) goto error_c;
+        if (p < 0 || p >= COL_LEN(ow)) {
+            PyErr_SetString(PyExc_IndexError, "pfn outside the owner column");
+            goto error_c;
+        }
+        col_wr(&ow, p, TV_OWNER_SLAB); /* phys.set_owner(pfn, OWNER_SLAB, 1) */
+        PyObject *ord = PyDict_GetItemWithError(cache_d, tv_s_order);
+        PyObject *sz = ord ? PyDict_GetItemWithError(cache_d, WS(W_SIZE)) : NULL;
+        PyObject *ob = sz ? PyDict_GetItemWithError(cache_d, WS(W_OBJECTS)) : NULL;
+        if (!ob) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "order");
+            goto error_c;
+        }
+        PyObject *a[4] = {pfn_o, ord, sz, ob};
+        slab = PyObject_Vectorcall(PyTuple_GET_ITEM(c->consts, WC_SLAB_CLS), a, 4, NULL);
+        if (!slab) goto error_c;
+        PyObject *pa[2] = {c->phys, pfn_o}; /* slab.addr = self._addr(pfn) */
+        addr = PyObject_VectorcallMethod(tv_s_page_address, pa, 2, NULL);
+        if (!addr || PyObject_SetAttr(slab, WS(W_ADDR), addr) < 0) goto error_c;
+        fm = PyByteArray_FromObject(nfm);
+        if (!fm || PyObject_SetAttr(slab, WS(W_FREE_MAP), fm) < 0) goto error_c;
+        if (PyDict_SetItem(slabs, pfn_o, slab) < 0 || PyList_Append(partial, slab) < 0 ||
+            PyDict_SetItem(ps, pfn_o, slab) < 0 || vw_dset(sa_d, tv_s_slab_pages, spages + 1) < 0)
+            goto error_c;
+    }
+    Py_DECREF(cache);
+    /* the object, from the new partial slab: the usual-case twin or the method */
+    res = vw_kmalloc(c, size_o, gfp);
+    if (res == Py_None) {
+        Py_DECREF(res);
+        PyObject *g = PyLong_FromUnsignedLongLong(gfp);
+        if (!g) goto error;
+        PyObject *a[4] = {c->slab, size_o, g, node};
+        res = vw_meth(WS(W_KMALLOC), a, 4, NULL);
+        Py_DECREF(g);
+    }
+    goto out;
+r_decline:
+    if (r < 0) goto error;
+    goto decline;
+maybe_error:
+    if (PyErr_Occurred()) goto error;
+decline:
+    res = Py_NewRef(Py_None);
+    goto out;
+error_c:
+    Py_DECREF(cache);
+error:
+    res = NULL;
+out:
+    col_release(&ow);
+    Py_XDECREF(pfn_o);
+    Py_XDECREF(slab);
+    Py_XDECREF(fm);
+    Py_XDECREF(addr);
+    return res;
+}
+
+/* SlabAllocator.kfree(addr) of the last live object of an order-0 slab: 1 (freed, the
+ * slab destroyed and its page freed; the method would return True); 0: declined,
+ * nothing changed; -1: error. */
+static int tv_kfree_last(wctx_t *c, PyObject *addr_o) {
+    PyObject *sa_d, *ps, *slab, *slab_d, *free, *fmap, *caches, *cache, *cache_d, *partial;
+    PyObject *slabs, *spfn, *key = NULL;
+    int r, res = 0;
+    uint64_t addr, po, mlp, saddr;
+    long long ssize, objects, inuse, a_o, s_b, order, spages, pfn;
+    if (!(sa_d = tv_slab_dict(c, WS(W_KFREE), O_KFREE))) return PyErr_Occurred() ? -1 : 0;
+    if ((r = vw_u64(addr_o, &addr)) != 1) return r;
+    if (addr <= 16) return 0;
+    if ((r = vw_attr_u64(c->phys, WS(W_PAGE_OFFSET), &po)) != 1 ||
+        (r = vw_attr_u64(c->phys, WS(W_MAX_LOW_PFN), &mlp)) != 1)
+        return r;
+    if (addr < po || mlp >= ((uint64_t)1 << 52) || addr - po >= (mlp << 12)) return 0;
+    ps = PyDict_GetItemWithError(sa_d, WS(W_PAGE_SLAB));
+    if (!ps || !PyDict_CheckExact(ps)) return PyErr_Occurred() ? -1 : 0;
+    key = PyLong_FromUnsignedLongLong((addr - po) >> 12);
+    if (!key) return -1;
+    slab = PyDict_GetItemWithError(ps, key);
+    Py_DECREF(key);
+    if (!slab || (PyObject *)Py_TYPE(slab) != PyTuple_GET_ITEM(c->consts, WC_SLAB_CLS) ||
+        !(slab_d = vw_idict(slab)))
+        return PyErr_Occurred() ? -1 : 0;
+    if ((r = vw_dll(slab_d, WS(W_SIZE), &ssize)) != 1 ||
+        (r = vw_du64(slab_d, WS(W_ADDR), &saddr)) != 1 ||
+        (r = vw_dll(slab_d, WS(W_OBJECTS), &objects)) != 1 ||
+        (r = vw_dll(slab_d, WS(W_INUSE), &inuse)) != 1 ||
+        (r = vw_dll(slab_d, tv_s_order, &order)) != 1 ||
+        (r = vw_dll(slab_d, WS(W_PFN), &pfn)) != 1 ||
+        (r = vw_dll(sa_d, tv_s_slab_pages, &spages)) != 1)
+        return r;
+    if (ssize <= 0 || addr < saddr || addr - saddr > (uint64_t)LLONG_MAX || order != 0 ||
+        inuse != 1)
+        return 0;
+    long long d = (long long)(addr - saddr), idx = d / ssize;
+    if (d % ssize || idx >= objects) return 0;
+    free = PyDict_GetItemWithError(slab_d, WS(W_SFREE));
+    fmap = free ? PyDict_GetItemWithError(slab_d, WS(W_FREE_MAP)) : NULL;
+    if (!fmap || !PyList_CheckExact(free) || !PyByteArray_CheckExact(fmap) ||
+        idx >= PyByteArray_GET_SIZE(fmap) || PyByteArray_AS_STRING(fmap)[idx])
+        return PyErr_Occurred() ? -1 : 0;
+    caches = PyDict_GetItemWithError(sa_d, WS(W_CACHES));
+    if (!caches || !PyDict_CheckExact(caches)) return PyErr_Occurred() ? -1 : 0;
+    PyObject *sz = PyDict_GetItemWithError(slab_d, WS(W_SIZE));
+    cache = sz ? PyDict_GetItemWithError(caches, sz) : NULL;
+    if (!cache || (PyObject *)Py_TYPE(cache) != PyTuple_GET_ITEM(c->consts, WC_CACHE_CLS) ||
+        !(cache_d = vw_idict(cache)))
+        return PyErr_Occurred() ? -1 : 0;
+    partial = PyDict_GetItemWithError(cache_d, WS(W_PARTIAL));
+    slabs = partial ? PyDict_GetItemWithError(cache_d, tv_s_slabs) : NULL;
+    spfn = PyDict_GetItemWithError(slab_d, WS(W_PFN));
+    if (!slabs || !spfn || !PyList_CheckExact(partial) || !PyDict_CheckExact(slabs))
+        return PyErr_Occurred() ? -1 : 0;
+    if ((r = vw_dll(cache_d, WS(W_ACTIVE_OBJS), &a_o)) != 1 ||
+        (r = vw_dll(sa_d, WS(W_SLAB_BYTES), &s_b)) != 1)
+        return r;
+    /* the slab must be where the reference removes it from: partial (after the append
+     * of a full slab), cache.slabs[pfn] and _page_slab[pfn] */
+    int was_full = inuse == objects;
+    Py_ssize_t at = -1;
+    for (Py_ssize_t i = PyList_GET_SIZE(partial) - 1; i >= 0; i--)
+        if (PyList_GET_ITEM(partial, i) == slab) {
+            at = i;
+            break;
+        }
+    if ((at < 0) == !was_full) return 0; /* (partial out of step: the method raises) */
+    if (PyDict_GetItemWithError(slabs, spfn) != slab || PyDict_GetItemWithError(ps, spfn) != slab)
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *i_o = PyLong_FromLongLong(idx);
+    if (!i_o) return -1;
+    Py_INCREF(slab);
+    Py_INCREF(spfn);
+    Py_INCREF(free);
+    Py_INCREF(partial);
+    /* state changes from here, in the reference's order */
+    int e = 0;
+    if (was_full) {
+        at = PyList_GET_SIZE(partial);
+        e = PyList_Append(partial, slab);
+    }
+    if (e == 0) e = PyList_Append(free, i_o);
+    if (e == 0) {
+        PyByteArray_AS_STRING(fmap)[idx] = 1;
+        e = vw_dset(slab_d, WS(W_INUSE), 0);
+    }
+    if (e == 0) e = vw_dset(cache_d, WS(W_ACTIVE_OBJS), a_o - 1);
+    if (e == 0) e = vw_dset(sa_d, WS(W_SLAB_BYTES), s_b - ssize);
+    if (e == 0) e = PyList_SetSlice(partial, at, at + 1, NULL);
+    if (e == 0) e = PyDict_DelItem(slabs, spfn);
+    if (e == 0) e = PyDict_DelItem(ps, spfn);
+    if (e == 0) e = vw_dset(sa_d, tv_s_slab_pages, spages - 1);
+    if (e == 0) { /* phys.free_pages(spfn, 0): its usual-case twin, else the method */
+        int done = vw_free_page0(c, spfn);
+        if (done < 0) e = -1;
+        if (done == 0) {
+            PyObject *a[3] = {c->phys, spfn, small_zero};
+            PyObject *x = vw_meth(WS(W_FREE_PAGES), a, 3, NULL);
+            if (!x) e = -1;
+            Py_XDECREF(x);
+        }
+    }
+    Py_DECREF(i_o);
+    Py_DECREF(slab);
+    Py_DECREF(spfn);
+    Py_DECREF(free);
+    Py_DECREF(partial);
+    res = e < 0 ? -1 : 1;
+    (void)pfn;
+    return res;
+}
+
+/* ======================================================= end of test-vmalloc section */
 
 static PyMethodDef methods[] = {
     /* whole operations (speedcore) */

@@ -155,6 +155,11 @@ class SlabAllocator:
         self.slab_pages = 0
         self.large_pages = 0
         self.nr_allocs = 0
+        #: whether the compiled whole vmalloc/vfree may make and destroy order-0 slabs
+        #: itself (``_speedups.c``'s test-vmalloc section: twins of the new-slab branch
+        #: of :meth:`kmalloc` and the empty-slab branch of :meth:`kfree`); False runs
+        #: these methods (the differential tests switch it off)
+        self._c_slab_pages = True
 
     # ------------------------------------------------------------------ helpers
     def _addr(self, pfn: int, off: int = 0) -> int:

@@ -976,6 +976,17 @@ class PhysicalMemory:
 
     def write(self, pfn: int, offset: int, data: bytes | bytearray | memoryview) -> None:
         """Write ``data`` to physical memory starting in ``pfn``'s page at ``offset``."""
+        t = type(data)
+        n = len(data) if t is bytes or t is bytearray else 0
+        if n and 0 <= offset <= PAGE_SIZE - n:
+            # bytes within one page (the usual store): the loop below's single pass
+            if not 0 <= pfn < self.max_pfn:
+                raise ValueError(f"pfn {pfn:#x} beyond max_pfn")
+            buf = self._data.get(pfn)
+            if buf is None:
+                buf = self._data[pfn] = bytearray(PAGE_SIZE)
+            buf[offset : offset + n] = data
+            return
         mv = memoryview(data).cast("B")
         pos = 0
         while pos < len(mv):
