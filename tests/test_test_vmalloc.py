@@ -302,3 +302,15 @@ def test_cli_modes(capsys: pytest.CaptureFixture[str]) -> None:
     assert SUMMARY_54.match(out[0]) and TOOK_54.match(out[1])
     assert _cli([]) == 0
     assert "align_shift_alloc_test (xfail)" in capsys.readouterr().out
+
+
+def test_the_time_estimate_uses_the_rate_of_the_implementation_in_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pyvmalloc import _accel
+    from pyvmalloc.workloads import test_vmalloc as tv
+
+    monkeypatch.setattr(_accel, "ACCELERATED", False)
+    assert tv.calls_per_second() == tv.CALLS_PER_SECOND_REFERENCE
+    monkeypatch.setattr(_accel, "ACCELERATED", True)
+    assert tv.calls_per_second() == tv.CALLS_PER_SECOND
