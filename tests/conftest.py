@@ -9,6 +9,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -28,6 +32,34 @@ LIVE_SKIP = (
     "live kernel test (tracefs, kptr_restrict, BPF): opt in with PYVMALLOC_LIVE=1, "
     "on a machine you may reconfigure"
 )
+
+
+@pytest.fixture
+def fresh_python() -> Callable[..., str]:
+    """``run(*args, pure=...)``: ``python ARGS`` in a fresh process, its stdout.
+
+    The child imports the package this test imported (an editable src/ tree or an
+    installed wheel), so both runs see the same build of the accelerator; ``pure``
+    sets ``PYVMALLOC_PURE=1`` (the choice is made at import), and one OpenBLAS thread
+    keeps the child's CPU time its own.
+    """
+
+    def run(*args: str, pure: bool, timeout: float = 600) -> str:
+        import pyvmalloc
+
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+        env.pop("PYVMALLOC_PURE", None)
+        if pure:
+            env["PYVMALLOC_PURE"] = "1"
+        src = str(Path(pyvmalloc.__file__).resolve().parents[1])
+        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+        r = subprocess.run(
+            [sys.executable, *args], capture_output=True, text=True, env=env, check=True,
+            timeout=timeout,
+        )  # fmt: skip
+        return r.stdout
+
+    return run
 
 
 def live_enabled() -> bool:

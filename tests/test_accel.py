@@ -18,9 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -36,7 +34,6 @@ needs_accel = pytest.mark.skipif(sp is None, reason=f"accelerator not in use: {_
 def test_accel_reports_itself() -> None:
     assert (sp is not None) == _accel.ACCELERATED
     assert ("accelerated" in _accel.DESCRIPTION) == _accel.ACCELERATED
-    import pyvmalloc
 
     assert pyvmalloc.accelerator() == _accel.SUMMARY
     assert (_accel.SUMMARY == "C accelerator") == _accel.ACCELERATED
@@ -255,30 +252,10 @@ print(json.dumps(out))
 """
 
 
-def _run_workload(seed: int, pure: bool) -> dict[str, object]:
-    env = dict(os.environ)
-    env.pop("PYVMALLOC_PURE", None)
-    if pure:
-        env["PYVMALLOC_PURE"] = "1"
-    # The package this test imported (an editable src/ tree or an installed wheel),
-    # so both runs see the same build of the accelerator.
-    src = str(Path(pyvmalloc.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    r = subprocess.run(
-        [sys.executable, "-c", _WORKLOAD, str(seed)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-        timeout=600,
-    )
-    return json.loads(r.stdout)  # type: ignore[no-any-return]
-
-
 @needs_accel
-def test_whole_model_reference_and_accelerated_agree() -> None:
-    pure = _run_workload(11, pure=True)
-    fast = _run_workload(11, pure=False)
+def test_whole_model_reference_and_accelerated_agree(fresh_python: Callable[..., str]) -> None:
+    pure = json.loads(fresh_python("-c", _WORKLOAD, "11", pure=True))
+    fast = json.loads(fresh_python("-c", _WORKLOAD, "11", pure=False))
     assert pure["accelerated"] is False and fast["accelerated"] is True
     for a, b in zip(pure["runs"], fast["runs"], strict=True):  # type: ignore[call-overload]
         assert a["check"] == "ok" == b["check"]

@@ -16,9 +16,7 @@ run (stdout and JSON) is at the end.
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -189,22 +187,6 @@ def test_slab_owner_tag_matches() -> None:
     k.check()
 
 
-def _cli(args: list[str], pure: bool) -> str:
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    env.pop("PYVMALLOC_PURE", None)
-    if pure:
-        env["PYVMALLOC_PURE"] = "1"
-    out = subprocess.run(
-        [sys.executable, "-m", "pyvmalloc", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    )
-    return out.stdout
-
-
 @needs_accel
 @pytest.mark.parametrize(
     "args",
@@ -223,8 +205,11 @@ def _cli(args: list[str], pure: bool) -> str:
         ],
     ],
 )
-def test_test_vmalloc_runs_equal_the_pure_reference(args: list[str]) -> None:
-    fast, ref = _cli(args, False), _cli(args, True)
+def test_test_vmalloc_runs_equal_the_pure_reference(
+    args: list[str], fresh_python: Callable[..., str]
+) -> None:
+    fast = fresh_python("-m", "pyvmalloc", *args, pure=False, timeout=300)
+    ref = fresh_python("-m", "pyvmalloc", *args, pure=True, timeout=300)
     if "--json" in args:  # everything but the run's wall-clock time
         f, r = json.loads(fast), json.loads(ref)
         assert f.pop("wall_seconds") > 0 and r.pop("wall_seconds") > 0

@@ -15,15 +15,12 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-import pyvmalloc
 from pyvmalloc import _accel
 from pyvmalloc.errors import InputError
 from pyvmalloc.trace import parse
@@ -122,28 +119,10 @@ print(json.dumps(out))
 """
 
 
-def _run(seed: int, pure: bool) -> dict[str, object]:
-    env = dict(os.environ)
-    env.pop("PYVMALLOC_PURE", None)
-    if pure:
-        env["PYVMALLOC_PURE"] = "1"
-    src = str(Path(pyvmalloc.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    r = subprocess.run(
-        [sys.executable, "-c", _WORKLOAD, str(seed)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-        timeout=600,
-    )
-    return json.loads(r.stdout)  # type: ignore[no-any-return]
-
-
 @needs_accel
-def test_vmalloc_paths_reference_and_accelerated_agree() -> None:
-    pure = _run(5, pure=True)
-    fast = _run(5, pure=False)
+def test_vmalloc_paths_reference_and_accelerated_agree(fresh_python: Callable[..., str]) -> None:
+    pure = json.loads(fresh_python("-c", _WORKLOAD, "5", pure=True))
+    fast = json.loads(fresh_python("-c", _WORKLOAD, "5", pure=False))
     assert pure["accelerated"] is False and fast["accelerated"] is True
     failures = 0
     for a, b in zip(pure["runs"], fast["runs"], strict=True):  # type: ignore[call-overload]

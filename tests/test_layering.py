@@ -18,7 +18,18 @@ PKG = Path(pyvmalloc.__file__).parent
 #: Layers, lowest first. A module may import only modules of its own layer or below
 #: (and, within a layer, never in a cycle).
 LAYERS: list[list[str]] = [
-    ["_accel", "errors", "args", "names", "arch.spec", "arch", "gfp", "printk", "rbtree"],
+    [
+        "_accel",
+        "errors",
+        "jsondoc",
+        "args",
+        "names",
+        "arch.spec",
+        "arch",
+        "gfp",
+        "printk",
+        "rbtree",
+    ],
     ["config"],
     ["cli_output"],
     ["phys", "pgtable", "slab"],

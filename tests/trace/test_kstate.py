@@ -15,15 +15,12 @@ from __future__ import annotations
 import copy
 import gzip
 import json
-import os
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import pyvmalloc
 from pyvmalloc import _accel
 from pyvmalloc.errors import InputError
 from pyvmalloc.trace.capturedir import load_capture_dir
@@ -414,28 +411,16 @@ print(json.dumps({"accel": _accel.ACCELERATED, "same": kstate_of(again.kernel) =
 """
 
 
-def _round_trip(pure: bool) -> dict[str, Any]:
-    env = dict(os.environ)
-    env.pop("PYVMALLOC_PURE", None)
-    if pure:
-        env["PYVMALLOC_PURE"] = "1"
-    src = str(Path(pyvmalloc.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    r = subprocess.run(
-        [sys.executable, "-c", _ROUND_TRIP], capture_output=True, text=True, env=env,
-        check=True, timeout=300,
-    )  # fmt: skip
-    return json.loads(r.stdout)  # type: ignore[no-any-return]
-
-
-def test_round_trip_gives_an_identical_tree_pure_and_accelerated() -> None:
-    pure = _round_trip(pure=True)
+def test_round_trip_gives_an_identical_tree_pure_and_accelerated(
+    fresh_python: Callable[..., str],
+) -> None:
+    pure = json.loads(fresh_python("-c", _ROUND_TRIP, pure=True, timeout=300))
     assert pure["accel"] is False and pure["same"] is True
     assert len(pure["doc"]["free_tree"]["nodes"]) > 50
     assert any(vn["pools"] for vn in pure["doc"]["vmap_nodes"])
     if not _accel.ACCELERATED:
         pytest.skip("no compiled accelerator")
-    fast = _round_trip(pure=False)
+    fast = json.loads(fresh_python("-c", _ROUND_TRIP, pure=False, timeout=300))
     assert fast["accel"] is True and fast["same"] is True
     assert fast["doc"] == pure["doc"]  # the same workload builds the same tree
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pyvmalloc.errors import InputError
+from pyvmalloc.jsondoc import load_json
 from pyvmalloc.trace.kstate import KState, load_kstate
 
 __all__ = [
@@ -97,19 +98,6 @@ def trace_file(directory: str | os.PathLike[str]) -> Path:
     raise InputError("no trace or trace.gz in this capture directory", path=str(d))
 
 
-def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
-def _bad_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and check a capture's ``meta.json`` (see :func:`check_meta`)."""
     name = os.fspath(path)
@@ -137,27 +125,12 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise
     except OSError as e:
         raise InputError(f"cannot read: {e.strerror}", path=name) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise InputError(
-            f"not UTF-8 text (byte {raw[e.start]:#04x}); pyvmalloc capture writes UTF-8 JSON",
-            path=name,
-            line=line,
-        ) from None
-    try:
-        data = json.loads(text, object_pairs_hook=_pairs, parse_constant=_bad_constant)
-    except json.JSONDecodeError as e:
-        raise InputError(
-            f"not valid JSON ({e.msg}, column {e.colno})", path=name, line=e.lineno
-        ) from None
-    except RecursionError:
-        raise InputError(
-            "JSON nested too deeply; pyvmalloc capture writes a flat object", path=name
-        ) from None
-    except ValueError as e:  # duplicate keys, NaN, numbers beyond int()'s digit limit
-        raise InputError(f"not valid JSON ({e})", path=name) from None
+    data = load_json(
+        raw,
+        name,
+        utf8_hint="; pyvmalloc capture writes UTF-8 JSON",
+        nesting_hint="; pyvmalloc capture writes a flat object",
+    )
     return check_meta(data, path=name)
 
 

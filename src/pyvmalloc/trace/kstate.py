@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyvmalloc.config import PAGE_SHIFT, PAGE_SIZE
 from pyvmalloc.errors import InputError
+from pyvmalloc.jsondoc import load_json
 from pyvmalloc.rbtree import rb_inorder
 
 if TYPE_CHECKING:
@@ -187,19 +188,6 @@ class KState:
 # --- reading ------------------------------------------------------------------------
 
 
-def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
-def _bad_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _read_bytes(p: Path) -> bytes:
     name = str(p)
     try:
@@ -239,23 +227,7 @@ def load_kstate(path: str | os.PathLike[str]) -> KState:
     p = Path(path)
     name = str(p)
     raw = _read_bytes(p)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise InputError(
-            f"not UTF-8 text (byte {raw[e.start]:#04x})", path=name, line=line
-        ) from None
-    try:
-        data = json.loads(text, object_pairs_hook=_pairs, parse_constant=_bad_constant)
-    except json.JSONDecodeError as e:
-        raise InputError(
-            f"not valid JSON ({e.msg}, column {e.colno})", path=name, line=e.lineno
-        ) from None
-    except RecursionError:
-        raise InputError("JSON nested too deeply", path=name) from None
-    except ValueError as e:  # duplicate keys, NaN, numbers beyond int()'s digit limit
-        raise InputError(f"not valid JSON ({e})", path=name) from None
+    data = load_json(raw, name)
     return parse_kstate(data, path=name)
 
 
