@@ -35,6 +35,9 @@ _WHOLE_OPERATIONS = (
     "init_space",
     "vmalloc_node_range",
     "vfree",
+    # replay batch (replayc)
+    # bulk pages and multi-page vmalloc (bulkc)
+    # test-vmalloc harness (tvharness)
 )
 
 #: Set (to anything but "" or "0") to force the pure-Python reference.

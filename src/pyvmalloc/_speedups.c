@@ -4049,6 +4049,13 @@ static int tv_kfree_last(wctx_t *c, PyObject *addr_o) {
 
 /* ======================================================= end of test-vmalloc section */
 
+/* Forward declarations of sections defined after PyInit (one block per section). */
+/* replay batch (replayc) declarations */
+
+/* bulk pages (bulkc) declarations */
+
+/* test-vmalloc harness (tvharness) declarations */
+
 static PyMethodDef methods[] = {
     /* whole operations (speedcore) */
     {"alloc_vmap_area_once", (PyCFunction)(void (*)(void))sp_alloc_vmap_area_once,
@@ -4115,6 +4122,15 @@ static PyMethodDef methods[] = {
      "vmalloc_node_range(vmalloc, size, gfp, cpu, caller) -> addr | 0 | None"},
     {"vfree", (PyCFunction)(void (*)(void))vw_vfree, METH_FASTCALL,
      "vfree(vmalloc, addr, cpu) -> True | None"},
+    /* replay batch (helper replayc): entries below */
+
+    /* (separator: keep) */
+    /* bulk pages and multi-page vmalloc (helper bulkc): entries below */
+
+    /* (separator: keep) */
+    /* test-vmalloc harness (helper tvharness): entries below */
+
+    /* (separator: keep) */
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_speedups",
@@ -4595,3 +4611,23 @@ error:
     return NULL;
 }
 /* ============================================================ end of speedvm section */
+
+/* =====================================================================================
+ * replay batch section (helper replayc)
+ * ===================================================================================== */
+
+/* ============================================================ end of replay batch section */
+
+
+/* =====================================================================================
+ * bulk pages section (helper bulkc)
+ * ===================================================================================== */
+
+/* ============================================================== end of bulk pages section */
+
+
+/* =====================================================================================
+ * test-vmalloc harness section (helper tvharness)
+ * ===================================================================================== */
+
+/* ==================================================== end of test-vmalloc harness section */

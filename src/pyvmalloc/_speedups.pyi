@@ -65,3 +65,9 @@ def vmalloc_node_range(
     vm: Any, size: int, gfp: int, cpu: int, caller: str | None, /
 ) -> int | None: ...
 def vfree(vm: Any, addr: int, cpu: int, /) -> bool | None: ...
+
+# replay batch (helper replayc)
+
+# bulk pages and multi-page vmalloc (helper bulkc)
+
+# test-vmalloc harness (helper tvharness)
