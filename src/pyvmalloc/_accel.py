@@ -37,6 +37,9 @@ _WHOLE_OPERATIONS = (
     "vfree",
     # replay batch (replayc)
     # bulk pages and multi-page vmalloc (bulkc)
+    "init_bulk_pages",
+    "phys_alloc_pages_bulk",
+    "phys_free_pages_bulk",
     # test-vmalloc harness (tvharness)
 )
 
