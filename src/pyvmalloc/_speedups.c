@@ -5162,6 +5162,8 @@ static int bk_mark(PyObject *z, long long wi, long long lj, long long *out) {
     return 1;
 }
 
+static long long bk_alloc_pages(bp_t *p, uint64_t gfp, int order, PyObject *nid);
+
 /* alloc_pages_bulk(gfp, nid, nr, out) with `populated` entries already in out, for the
  * chosen-zone path (more than one page wanted, a zone of the first node passes the low
  * watermark plus nr, and it gives at least one page): the pages taken (written to
@@ -5170,7 +5172,8 @@ static int bk_mark(PyObject *z, long long wi, long long lj, long long *out) {
 static Py_ssize_t bk_alloc_bulk(bp_t *p, uint64_t gfp, PyObject *nid, long long nr,
                                 long long populated, long long *pages) {
     long long want = nr - populated, highest;
-    if (nr <= 0 || want <= 1) return -2;
+    if (nr <= 0 || want <= 0) return 0;
+    if (want == 1) goto single;
     PyObject *zones;
     int r = bk_zones(p, nid, gfp, &zones, &highest);
     if (r != 1) return r < 0 ? -1 : -2;
@@ -5201,7 +5204,7 @@ static Py_ssize_t bk_alloc_bulk(bp_t *p, uint64_t gfp, PyObject *nid, long long 
             break;
         }
     }
-    if (!chosen) return -2;
+    if (!chosen) goto single;
     bz_t b;
     if ((r = bz_get(p, chosen, &b)) != 1) return r < 0 ? -1 : -2;
     long long *tmp = PyMem_Malloc(sizeof(long long) * (size_t)(b.batch > 0 ? b.batch : 1));
@@ -5250,7 +5253,14 @@ static Py_ssize_t bk_alloc_bulk(bp_t *p, uint64_t gfp, PyObject *nid, long long 
         if (bk_prep0(p, pages[i], gfp) < 0) err = 1;
     if (bz_put(&b) < 0) err = 1;
     if (err) return -1;
-    return got ? got : -2;
+    if (got) return got;
+single: /* one ordinary allocation: alloc_pages(gfp, 0, nid) (nothing changed so far) */
+    {
+        long long pfn = bk_alloc_pages(p, gfp, 0, nid);
+        if (pfn < 0) return pfn == -1 ? -1 : -2; /* (-2: its slow path, the method's) */
+        pages[0] = pfn;
+        return 1;
+    }
 }
 
 /* free_pages_bulk(pfns) (with free_pages(pfn, 0) for one page): every page a distinct
@@ -5423,7 +5433,7 @@ static PyObject *bk_py_alloc_bulk(PyObject *mod, PyObject *const *args, Py_ssize
     if (PyErr_Occurred()) return NULL;
     if (of || nr > (1LL << 40)) goto decline;
     long long pop = PyList_GET_SIZE(out);
-    if (nr - pop <= 1) goto decline;
+    if (nr - pop < 1) goto decline;
     bp_t p;
     int r = bp_get(args[0], &p);
     if (r != 1) {
