@@ -4791,12 +4791,31 @@ static int bk_dll(PyObject *d, PyObject *name, long long *out) {
     return !of;
 }
 
+/* The last PhysicalMemory bp_get accepted, and its instance dict's version then (3.11:
+ * every change of a dict gives it a new, globally unique version, so an equal version
+ * is the same dict unchanged: no method shadowed since, the same columns). */
+static bp_t bk_last;
+static uint64_t bk_last_tag = 0;
+
 /* 1: phys is a PhysicalMemory the twins mirror (p filled), 0: decline, -1: error. */
 static int bp_get(PyObject *phys, bp_t *p) {
     if (!bk_phys_t || Py_TYPE(phys) != bk_phys_t) return 0;
     PyObject **dp = _PyObject_GetDictPtr(phys);
     if (!dp || !*dp) return 0;
     PyObject *d = *dp;
+#if PY_VERSION_HEX < 0x030C0000
+    uint64_t dtag = ((PyDictObject *)d)->ma_version_tag;
+#ifdef Py_TPFLAGS_VALID_VERSION_TAG
+    int tvalid = (bk_phys_t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) != 0;
+#else
+    int tvalid = bk_phys_t->tp_version_tag != 0;
+#endif
+    if (bk_last_tag && dtag == bk_last_tag && bk_last.phys == phys && bk_last.d == d &&
+        tvalid && bk_phys_tag && bk_phys_t->tp_version_tag == bk_phys_tag) {
+        *p = bk_last;
+        return 1;
+    }
+#endif
     Py_ssize_t nn = PyTuple_GET_SIZE(bk_names);
     for (Py_ssize_t i = 0; i < nn; i++) /* a method replaced on the instance */
         if (PyDict_GetItemWithError(d, PyTuple_GET_ITEM(bk_names, i)) || PyErr_Occurred())
@@ -4840,6 +4859,10 @@ static int bp_get(PyObject *phys, bp_t *p) {
     p->d = d;
     p->n = (Py_ssize_t)max_pfn;
     p->maxo = (long)maxo;
+#if PY_VERSION_HEX < 0x030C0000
+    bk_last = *p;
+    bk_last_tag = bk_phys_tag ? ((PyDictObject *)d)->ma_version_tag : 0;
+#endif
     return 1;
 }
 
@@ -5854,8 +5877,16 @@ static PyObject *bk_kmalloc_new_slab(wctx_t *c, PyObject *size_o, uint64_t gfp, 
         PyObject *a[4] = {pfn_o, ord, sz, ob};
         slab = PyObject_Vectorcall(PyTuple_GET_ITEM(c->consts, WC_SLAB_CLS), a, 4, NULL);
         if (!slab) goto error_c;
-        PyObject *pa[2] = {c->phys, pfn_o}; /* slab.addr = self._addr(pfn) */
-        addr = PyObject_VectorcallMethod(bk_s_page_address, pa, 2, NULL);
+        /* slab.addr = self._addr(pfn): page_address(), the direct map for lowmem */
+        uint64_t po, mlp;
+        if (vw_attr_u64(c->phys, WS(W_PAGE_OFFSET), &po) == 1 &&
+            vw_attr_u64(c->phys, WS(W_MAX_LOW_PFN), &mlp) == 1 && (uint64_t)pfn < mlp &&
+            mlp < ((uint64_t)1 << 52) && po + (mlp << 12) >= po) {
+            addr = PyLong_FromUnsignedLongLong(po + ((uint64_t)pfn << 12));
+        } else if (!PyErr_Occurred()) {
+            PyObject *pa[2] = {c->phys, pfn_o}; /* (its ValueError for highmem) */
+            addr = PyObject_VectorcallMethod(bk_s_page_address, pa, 2, NULL);
+        }
         if (!addr || PyObject_SetAttr(slab, WS(W_ADDR), addr) < 0) goto error_c;
         fm = PyByteArray_FromObject(nfm);
         if (!fm || PyObject_SetAttr(slab, WS(W_FREE_MAP), fm) < 0) goto error_c;

@@ -1207,7 +1207,7 @@ _C_TWINNED = (
     "alloc_pages", "alloc_pages_bulk", "free_pages", "free_pages_bulk", "_rmqueue",
     "_rmqueue_smallest", "_free_one_page", "_fill_pcp_freed", "_prep_new_page",
     "_prep_new_pages_bulk", "_get_page_from_freelist", "zone_watermark_ok", "_zones_for",
-    "_alloc_slowpath",
+    "_alloc_slowpath", "page_address",
 )  # fmt: skip
 if _speedups is not None:
     _speedups.init_bulk_pages(
