@@ -398,3 +398,77 @@ def test_vm_struct_positional_construction_matches_the_fields() -> None:
     assert [getattr(a, f) for f in VmStruct.__dataclass_fields__] == [
         getattr(b, f) for f in VmStruct.__dataclass_fields__
     ]
+
+
+# --- the PTE fill and clear over cached tables -------------------------------------------------
+@needs_accel
+@pytest.mark.parametrize("seed", [1, 2])
+def test_pte_fill_and_clear_c_and_python_agree(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``map_pages`` of several small pages and ``unmap`` across PMDs: model 0 without
+    the compiled twins (pte_map_cached, pte_clear_cached), model 1 with them, on seeded
+    ranges over a few PMDs: fresh ranges (tables to allocate), busy slots (the WARN and
+    the partial fill), unaligned addresses, lists and uint64/int64 arrays, ranges with
+    absent tables. Results, tables, the PTE cache, the log and the pages must agree."""
+    import numpy as np
+
+    from pyvmalloc import pgtable
+    from pyvmalloc.config import PROFILES, Machine
+    from pyvmalloc.gfp import GFP_KERNEL
+    from pyvmalloc.phys import PhysicalMemory
+    from pyvmalloc.printk import KernelLog
+
+    pts = []
+    for _ in "ab":
+        m = Machine(ram="256M")
+        log = KernelLog()
+        pm = PhysicalMemory(m, PROFILES["6.18"], log)
+        pts.append((pgtable.PageTables(m, pm, log), pm, log))
+    base = pts[0][0].machine.vmalloc_start + (64 << 21)
+    pages = [pts[0][1].alloc_page(GFP_KERNEL) for _ in range(600)]
+    assert [pts[1][1].alloc_page(GFP_KERNEL) for _ in range(600)] == pages
+    rng = random.Random(seed)
+    taken = 0
+    c_taken = [0, 0]
+    real = (pgtable._c_map_cached, pgtable._c_clear_cached)
+
+    def counting(i: int):  # type: ignore[no-untyped-def]
+        def f(*a):  # type: ignore[no-untyped-def]
+            r = real[i](*a)  # type: ignore[misc]
+            c_taken[i] += r is True
+            return r
+
+        return f
+
+    monkeypatch.setattr(pgtable, "_c_map_cached", counting(0))
+    monkeypatch.setattr(pgtable, "_c_clear_cached", counting(1))
+    for _ in range(300):
+        n = rng.choice([2, 3, 17, 100, 256, 512, 600])
+        addr = base + rng.randrange(0, 6 << 21, 4096) + (8 if rng.random() < 0.03 else 0)
+        kind = rng.choice(["int64", "uint64", "list"])
+        src = [int(p) for p in rng.sample(pages, n)]  # type: ignore[arg-type]
+        arr = np.asarray(src, np.int64 if kind == "int64" else np.uint64) if kind != "list" else src
+        do_map = rng.random() < 0.55
+        size = rng.choice([1, 4096, 100 << 12, 3 << 21, (1 << 21) + 4096])
+        got = []
+        for j, (pt, _pm, _log) in enumerate(pts):
+            with monkeypatch.context() as mp:
+                if j == 0:
+                    mp.setattr(pgtable, "_c_map_cached", None)
+                    mp.setattr(pgtable, "_c_clear_cached", None)
+                if do_map:
+                    got.append(pt.map_pages(addr, arr, pgtable.PAGE_KERNEL))
+                else:
+                    got.append(pt.unmap(addr, size))
+        assert got[0] == got[1]
+        a, b = pts[0][0], pts[1][0]
+        assert sorted(a.tables) == sorted(b.tables)
+        assert all(np.array_equal(a.tables[p], b.tables[p]) for p in a.tables)
+        assert sorted(a._ptecache) == sorted(b._ptecache)
+        assert pts[0][2].dmesg() == pts[1][2].dmesg()
+        taken += do_map and got[0] == 0
+    assert pts[0][1].flags.tobytes() == pts[1][1].flags.tobytes()
+    assert taken > 20
+    assert c_taken[0] > 10 and c_taken[1] > 10, c_taken  # the twins did run
+    for pt, pm, _ in pts:
+        pt.check()
+        pm.check()

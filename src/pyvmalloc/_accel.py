@@ -40,6 +40,9 @@ _WHOLE_OPERATIONS = (
     "init_bulk_pages",
     "phys_alloc_pages_bulk",
     "phys_free_pages_bulk",
+    "init_bulk_ptes",
+    "pte_map_cached",
+    "pte_clear_cached",
     # test-vmalloc harness (tvharness)
 )
 

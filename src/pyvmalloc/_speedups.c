@@ -4095,6 +4095,9 @@ static int tv_kfree_last(wctx_t *c, PyObject *addr_o) {
 /* replay batch (replayc) declarations */
 
 /* bulk pages (bulkc) declarations */
+static PyObject *bk_init_ptes(PyObject *, PyObject *);
+static PyObject *bk_py_map(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *bk_py_unmap(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *bk_init(PyObject *, PyObject *);
 static PyObject *bk_py_alloc_bulk(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *bk_py_free_bulk(PyObject *, PyObject *const *, Py_ssize_t);
@@ -4178,6 +4181,11 @@ static PyMethodDef methods[] = {
      "phys_alloc_pages_bulk(phys, gfp, nid, nr, out_list) -> count | None"},
     {"phys_free_pages_bulk", (PyCFunction)(void (*)(void))bk_py_free_bulk, METH_FASTCALL,
      "phys_free_pages_bulk(phys, pfns) -> True | None"},
+    {"init_bulk_ptes", bk_init_ptes, METH_VARARGS, "init_bulk_ptes(PageTables, names, originals)"},
+    {"pte_map_cached", (PyCFunction)(void (*)(void))bk_py_map, METH_FASTCALL,
+     "pte_map_cached(pgt, addr, pages, prot) -> True | None"},
+    {"pte_clear_cached", (PyCFunction)(void (*)(void))bk_py_unmap, METH_FASTCALL,
+     "pte_clear_cached(pgt, addr, size) -> True | None"},
 
     /* (separator: keep) */
     /* test-vmalloc harness (helper tvharness): entries below */
@@ -4931,86 +4939,79 @@ static int bz_put(bz_t *b) {
     return e;
 }
 
-static inline PyObject *bk_key(long long v) {
-    if (v < 0 && v >= -(BK_MAXO + 1)) return Py_NewRef(bk_sentinel[-1 - v]);
-    return PyLong_FromLongLong(v);
+/* d.pop(key): a new reference, or NULL with KeyError(key) as in the reference */
+static inline PyObject *bk_dict_pop(PyObject *d, PyObject *key) {
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *r;
+    int x = PyDict_Pop(d, key, &r);
+    if (x == 0) PyErr_SetObject(PyExc_KeyError, key);
+    return x > 0 ? r : NULL;
+#else
+    return _PyDict_Pop(d, key, NULL);
+#endif
 }
-/* d[k] as a long long: 1, 0 (missing), -1 (error; also a value that is not an int) */
-static int bd_get(PyObject *d, long long k, long long *out) {
-    PyObject *key = bk_key(k);
-    if (!key) return -1;
-    PyObject *v = PyDict_GetItemWithError(d, key);
-    Py_DECREF(key);
-    if (!v) return PyErr_Occurred() ? -1 : 0;
-    int of;
+
+/* An int value of a free-list dict as a long long (-1 with an error set if not one) */
+static inline int bk_as_ll(PyObject *v, long long *out) {
+    int of = 0;
     *out = PyLong_Check(v) ? PyLong_AsLongLongAndOverflow(v, &of) : -1;
     if (!PyLong_Check(v) || of) {
         PyErr_SetString(PyExc_TypeError, "free list entry is not a 64-bit int");
         return -1;
     }
-    return (*out == -1 && PyErr_Occurred()) ? -1 : 1;
-}
-static int bd_set(PyObject *d, long long k, long long v) {
-    PyObject *key = bk_key(k);
-    PyObject *val = key ? bk_key(v) : NULL;
-    int r = val ? PyDict_SetItem(d, key, val) : -1;
-    Py_XDECREF(key);
-    Py_XDECREF(val);
-    return r;
-}
-/* d.pop(k): KeyError as in the reference when missing */
-static int bd_pop(PyObject *d, long long k, long long *out) {
-    PyObject *key = bk_key(k);
-    if (!key) return -1;
-    PyObject *v = PyDict_GetItemWithError(d, key);
-    int r = -1;
-    if (v) {
-        int of;
-        *out = PyLong_Check(v) ? PyLong_AsLongLongAndOverflow(v, &of) : -1;
-        if (!PyLong_Check(v) || of)
-            PyErr_SetString(PyExc_TypeError, "free list entry is not a 64-bit int");
-        else if (!(*out == -1 && PyErr_Occurred()))
-            r = PyDict_DelItem(d, key);
-    } else if (!PyErr_Occurred()) {
-        PyErr_SetObject(PyExc_KeyError, key);
-    }
-    Py_DECREF(key);
-    return r;
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
-/* Zone.remove */
-static int bz_remove(bz_t *b, long long pfn) {
-    long long o, n, p;
-    if (bd_pop(b->fo, pfn, &o) < 0 || bd_pop(b->nxt, pfn, &n) < 0 || bd_pop(b->prv, pfn, &p) < 0)
-        return -1;
-    if (bd_set(b->nxt, p, n) < 0 || bd_set(b->prv, n, p) < 0) return -1;
-    if (o < 0 || o > b->maxo) {
+/* Zone.remove(pfn) with pfn's key object: the dict operations of the reference */
+static int bz_remove_k(bz_t *b, PyObject *key) {
+    PyObject *o = bk_dict_pop(b->fo, key), *n = NULL, *p = NULL;
+    int r = -1;
+    long long ov;
+    if (!o || !(n = bk_dict_pop(b->nxt, key)) || !(p = bk_dict_pop(b->prv, key))) goto out;
+    if (PyDict_SetItem(b->nxt, p, n) < 0 || PyDict_SetItem(b->prv, n, p) < 0) goto out;
+    if (bk_as_ll(o, &ov) < 0) goto out;
+    if (ov < 0 || ov > b->maxo) {
         PyErr_SetString(PyExc_IndexError, "free block order out of range");
+        goto out;
+    }
+    b->nr[ov] -= 1;
+    b->free_pages -= 1LL << ov;
+    r = 0;
+out:
+    Py_XDECREF(o);
+    Py_XDECREF(n);
+    Py_XDECREF(p);
+    return r;
+}
+/* Zone.add_head / Zone.add_tail with pfn's key object */
+static int bz_add_k(bz_t *b, PyObject *key, int o, int tail) {
+    PyObject *s = bk_sentinel[o], *x;
+    PyObject *first = tail ? b->prv : b->nxt, *second = tail ? b->nxt : b->prv;
+    x = PyDict_GetItemWithError(first, s);
+    if (!x) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "free list head missing");
         return -1;
     }
-    b->nr[o] -= 1;
-    b->free_pages -= 1LL << o;
-    return 0;
-}
-/* Zone.add_head / Zone.add_tail */
-static int bz_add(bz_t *b, long long pfn, int o, int tail) {
-    long long s = -1 - o, x;
-    if (!tail) {
-        if (bd_get(b->nxt, s, &x) != 1 || bd_set(b->nxt, s, pfn) < 0 || bd_set(b->nxt, pfn, x) < 0 ||
-            bd_set(b->prv, pfn, s) < 0 || bd_set(b->prv, x, pfn) < 0)
-            goto err;
-    } else {
-        if (bd_get(b->prv, s, &x) != 1 || bd_set(b->prv, s, pfn) < 0 || bd_set(b->prv, pfn, x) < 0 ||
-            bd_set(b->nxt, pfn, s) < 0 || bd_set(b->nxt, x, pfn) < 0)
-            goto err;
-    }
-    if (bd_set(b->fo, pfn, o) < 0) return -1;
+    Py_INCREF(x);
+    int e = PyDict_SetItem(first, s, key) < 0 || PyDict_SetItem(first, key, x) < 0 ||
+            PyDict_SetItem(second, key, s) < 0 || PyDict_SetItem(second, x, key) < 0;
+    Py_DECREF(x);
+    if (e) return -1;
+    PyObject *ov = PyLong_FromLong(o);
+    if (!ov) return -1;
+    e = PyDict_SetItem(b->fo, key, ov);
+    Py_DECREF(ov);
+    if (e < 0) return -1;
     b->nr[o] += 1;
     b->free_pages += 1LL << o;
     return 0;
-err:
-    if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "free list head missing");
-    return -1;
+}
+static int bz_add(bz_t *b, long long pfn, int o, int tail) {
+    PyObject *key = PyLong_FromLongLong(pfn);
+    if (!key) return -1;
+    int r = bz_add_k(b, key, o, tail);
+    Py_DECREF(key);
+    return r;
 }
 
 static inline int bk_in(bp_t *p, long long pfn) {
@@ -5022,13 +5023,19 @@ static inline int bk_in(bp_t *p, long long pfn) {
 /* _rmqueue_smallest: the pfn, -1 (no block large enough: nothing changed), -2 (error) */
 static long long bk_rmqueue_smallest(bp_t *p, bz_t *b, int order) {
     for (int cur = order; cur <= b->maxo; cur++) {
+        PyObject *head = PyDict_GetItemWithError(b->nxt, bk_sentinel[cur]);
         long long pfn;
-        if (bd_get(b->nxt, -1 - cur, &pfn) != 1) {
+        if (!head) {
             if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "free list head missing");
             return -2;
         }
+        if (bk_as_ll(head, &pfn) < 0) return -2;
         if (pfn < 0) continue;
-        if (!bk_in(p, pfn) || bz_remove(b, pfn) < 0) return -2;
+        if (!bk_in(p, pfn)) return -2;
+        Py_INCREF(head);
+        int e = bz_remove_k(b, head);
+        Py_DECREF(head);
+        if (e < 0) return -2;
         p->fl[pfn] &= (uint8_t)~bk_buddy;
         while (cur > order) {
             cur--;
@@ -5042,15 +5049,33 @@ static long long bk_rmqueue_smallest(bp_t *p, bz_t *b, int order) {
     return -1;
 }
 
+/* free_order.get(pfn) == order, with pfn's new key in *key: 1, 0, -1 */
+static int bk_free_at(bz_t *b, long long pfn, long long order, PyObject **key) {
+    *key = PyLong_FromLongLong(pfn);
+    if (!*key) return -1;
+    PyObject *v = PyDict_GetItemWithError(b->fo, *key);
+    if (!v) return PyErr_Occurred() ? -1 : 0;
+    long long x;
+    if (bk_as_ll(v, &x) < 0) return -1;
+    return x == order;
+}
+
 /* _free_one_page(z, pfn, order): 0 or -1 */
 static int bk_free_one_page(bp_t *p, bz_t *b, long long pfn, int order) {
-    long long buddy = pfn, v;
+    long long buddy = pfn;
     int r, to_tail = 0;
+    PyObject *key = NULL;
     while (order < b->maxo) {
         buddy = pfn ^ (1LL << order);
-        if ((r = bd_get(b->fo, buddy, &v)) < 0) return -1;
-        if (!r || v != order) break;
-        if (!bk_in(p, buddy) || bz_remove(b, buddy) < 0) return -1;
+        r = bk_free_at(b, buddy, order, &key);
+        if (r <= 0) {
+            Py_XDECREF(key);
+            if (r < 0) return -1;
+            break;
+        }
+        r = bk_in(p, buddy) ? bz_remove_k(b, key) : -1;
+        Py_DECREF(key);
+        if (r < 0) return -1;
         p->fl[buddy] &= (uint8_t)~bk_buddy;
         pfn &= buddy;
         order++;
@@ -5060,8 +5085,10 @@ static int bk_free_one_page(bp_t *p, bz_t *b, long long pfn, int order) {
     p->od[pfn] = (int8_t)order;
     if (order < b->maxo - 1) { /* buddy_merge_likely() */
         long long higher = buddy & pfn;
-        if ((r = bd_get(b->fo, higher ^ (1LL << (order + 1)), &v)) < 0) return -1;
-        to_tail = r && v == order + 1;
+        r = bk_free_at(b, higher ^ (1LL << (order + 1)), order + 1, &key);
+        Py_XDECREF(key);
+        if (r < 0) return -1;
+        to_tail = r;
     }
     return bz_add(b, pfn, order, to_tail);
 }
@@ -5542,6 +5569,65 @@ static int bk_free_page_obj(PyObject *phys, PyObject *pfn_o, int order) {
     return bk_free_pages(&p, pfn, order);
 }
 
+/* --- PageTables: the class and the methods the PTE twins stand in for -------------- */
+static PyTypeObject *bk_pgt_t = NULL;
+static PyObject *bk_pgt_names = NULL, *bk_pgt_origs = NULL;
+static PyObject *bk_s_pmd_shift, *bk_s_pte_entries, *bk_s_pte_mask, *bk_s_ptecache;
+static unsigned int bk_pgt_tag = 0;
+
+/* init_bulk_ptes(PageTables, names, originals) */
+static PyObject *bk_init_ptes(PyObject *self, PyObject *args) {
+    PyObject *t, *names, *origs;
+    if (!PyArg_ParseTuple(args, "O!O!O!", &PyType_Type, &t, &PyTuple_Type, &names, &PyTuple_Type,
+                          &origs))
+        return NULL;
+    if (PyTuple_GET_SIZE(names) != PyTuple_GET_SIZE(origs)) {
+        PyErr_SetString(PyExc_ValueError, "names and originals differ in length");
+        return NULL;
+    }
+#define S(var, text) if (!(var) && !((var) = PyUnicode_InternFromString(text))) return NULL
+    S(bk_s_pmd_shift, "pmd_shift"); S(bk_s_pte_entries, "pte_entries");
+    S(bk_s_pte_mask, "supported_pte_mask"); S(bk_s_ptecache, "_ptecache");
+#undef S
+    Py_INCREF(t);
+    Py_XSETREF(bk_pgt_t, (PyTypeObject *)t);
+    Py_INCREF(names);
+    Py_XSETREF(bk_pgt_names, names);
+    Py_INCREF(origs);
+    Py_XSETREF(bk_pgt_origs, origs);
+    bk_pgt_tag = 0;
+    Py_RETURN_NONE;
+}
+
+/* 1: pgt is a PageTables with none of the twinned methods replaced; 0: not; -1 */
+static int bk_pgt_plain(PyObject *pgt) {
+    if (!bk_pgt_t || Py_TYPE(pgt) != bk_pgt_t) return 0;
+    PyObject **dp = _PyObject_GetDictPtr(pgt);
+    Py_ssize_t nn = PyTuple_GET_SIZE(bk_pgt_names);
+    if (dp && *dp)
+        for (Py_ssize_t i = 0; i < nn; i++)
+            if (PyDict_GetItemWithError(*dp, PyTuple_GET_ITEM(bk_pgt_names, i)) || PyErr_Occurred())
+                return PyErr_Occurred() ? -1 : 0;
+#ifdef Py_TPFLAGS_VALID_VERSION_TAG
+    int valid = (bk_pgt_t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) != 0;
+#else
+    int valid = bk_pgt_t->tp_version_tag != 0;
+#endif
+    if (!valid || !bk_pgt_tag || bk_pgt_t->tp_version_tag != bk_pgt_tag) {
+        for (Py_ssize_t i = 0; i < nn; i++)
+            if (_PyType_Lookup(bk_pgt_t, PyTuple_GET_ITEM(bk_pgt_names, i)) !=
+                PyTuple_GET_ITEM(bk_pgt_origs, i))
+                return 0;
+#ifdef Py_TPFLAGS_VALID_VERSION_TAG
+        valid = (bk_pgt_t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) != 0;
+#else
+        valid = bk_pgt_t->tp_version_tag != 0;
+#endif
+        bk_pgt_tag = valid ? bk_pgt_t->tp_version_tag : 0;
+    }
+    return 1;
+}
+
 /* --- the whole vmalloc/vfree's multi-page steps --------------------------------------- */
 
 /* An int64 page array's buffer (C-contiguous, 1-D): 1, 0 (another layout), -1 */
@@ -5551,7 +5637,7 @@ static int bk_pages_buf(PyObject *pages, Py_buffer *pb) {
         return 0;
     }
     if (pb->itemsize != 8 || pb->ndim != 1 || !pb->format || !pb->format[0] || pb->format[1] ||
-        !strchr("lq", pb->format[0])) {
+        !strchr("lqLQ", pb->format[0])) {
         PyBuffer_Release(pb);
         return 0;
     }
@@ -5665,14 +5751,15 @@ static int bk_map_ptes(PyObject *pgt, uint64_t addr, PyObject *pages, uint64_t p
     uint64_t shift, ents, mask;
     int r, res = 0;
     if (addr & 4095) return 0;
-    if ((r = VW_PGT_ATTR(W_PMD_SHIFT, &shift)) != 1 || (r = VW_PGT_ATTR(W_PTE_ENTRIES, &ents)) != 1 ||
-        (r = VW_PGT_ATTR(W_SUPPORTED_PTE_MASK, &mask)) != 1)
+    if ((r = bk_pgt_plain(pgt)) != 1) return r;
+    if ((r = vw_attr_u64(pgt, bk_s_pmd_shift, &shift)) != 1 || (r = vw_attr_u64(pgt, bk_s_pte_entries, &ents)) != 1 ||
+        (r = vw_attr_u64(pgt, bk_s_pte_mask, &mask)) != 1)
         return r;
     if (shift >= 63 || shift < 12 || ents == 0 || (ents & (ents - 1))) return 0;
     Py_buffer pb, tb[8];
     int nt = 0;
     if (bk_pages_buf(pages, &pb) != 1) return 0;
-    PyObject *cache = PyObject_GetAttr(pgt, WS(W_PTECACHE));
+    PyObject *cache = PyObject_GetAttr(pgt, bk_s_ptecache);
     if (!cache) {
         PyBuffer_Release(&pb);
         return -1;
@@ -5734,12 +5821,13 @@ static int bk_unmap_cached(PyObject *pgt, uint64_t addr, uint64_t size) {
     uint64_t shift, ents;
     int r;
     if (size == 0 || addr + size < addr) return 0;
-    if ((r = VW_PGT_ATTR(W_PMD_SHIFT, &shift)) != 1 || (r = VW_PGT_ATTR(W_PTE_ENTRIES, &ents)) != 1)
+    if ((r = bk_pgt_plain(pgt)) != 1) return r;
+    if ((r = vw_attr_u64(pgt, bk_s_pmd_shift, &shift)) != 1 || (r = vw_attr_u64(pgt, bk_s_pte_entries, &ents)) != 1)
         return r;
     if (shift >= 63 || shift < 12 || ents == 0 || (ents & (ents - 1))) return 0;
     uint64_t end = addr + size, pmd = (uint64_t)1 << shift;
     if (((end - 1) >> shift) - (addr >> shift) >= 8) return 0;
-    PyObject *cache = PyObject_GetAttr(pgt, WS(W_PTECACHE));
+    PyObject *cache = PyObject_GetAttr(pgt, bk_s_ptecache);
     if (!cache) return -1;
     int res = 0;
     if (!PyDict_CheckExact(cache)) goto out;
@@ -6056,6 +6144,44 @@ static int bk_kfree_last(wctx_t *c, PyObject *addr_o) {
     return e < 0 ? -1 : 1;
 }
 
+
+
+/* pte_map_cached(pgt, addr, pages, prot) -> True | None: PageTables.map_pages(addr, pages,
+ * prot, PAGE_SHIFT) for an int64/uint64 page array whose PTE tables are all cached
+ * and whose slots are all empty (else None: nothing changed) */
+static PyObject *bk_py_map(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "pte_map_cached takes 4 arguments");
+        return NULL;
+    }
+    uint64_t addr, prot;
+    if (vw_u64(args[1], &addr) != 1 || vw_u64(args[3], &prot) != 1) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    int r = bk_map_ptes(args[0], addr, args[2], prot);
+    if (r < 0) return NULL;
+    if (r) Py_RETURN_TRUE;
+    Py_RETURN_NONE;
+}
+
+/* pte_clear_cached(pgt, addr, size) -> True | None: PageTables.unmap(addr, size) when
+ * every PTE table of the range is cached (else None: nothing changed) */
+static PyObject *bk_py_unmap(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "pte_clear_cached takes 3 arguments");
+        return NULL;
+    }
+    uint64_t addr, size;
+    if (vw_u64(args[1], &addr) != 1 || vw_u64(args[2], &size) != 1) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    int r = bk_unmap_cached(args[0], addr, size);
+    if (r < 0) return NULL;
+    if (r) Py_RETURN_TRUE;
+    Py_RETURN_NONE;
+}
 
 /* ============================================================== end of bulk pages section */
 
