@@ -5,12 +5,15 @@ frames of ``vmalloc``/``vzalloc``/``__vmalloc`` and ``vfree`` for the unobserved
 case and must return None, having changed nothing, for every call they do not mirror.
 Two models run the same seeded operations in one process: model 0 with the two
 switched off (``vmalloc._c_vmalloc``/``_c_vfree`` set to None: the reference's Python
-frames), model 1 with them on. After every step the result, every /proc view
-(vmallocinfo, meminfo, buddyinfo), the kernel log, the layer's counters, the slab
-caches and the page columns must agree, and ``check()`` must pass. The mix includes
-what must fall back (vmalloc_node, other gfp masks, sizes whose pages array is
-vmalloc'ed, vmap/vm_map_ram areas, bad and double frees, vfree_atomic, interrupt
-context, explain, strict mode, 5.4) and failures on a machine that runs out of pages.
+frames) and the page allocator's bulk twins too (``buddy._c_alloc_bulk``/``_c_free_bulk``),
+model 1 with them on (for multi-page areas: the bulk pages section's page array, pcp
+refills and drains, PTE fills and clears, higher-order slabs). After every step the
+result, every /proc view (vmallocinfo, meminfo, buddyinfo), the kernel log, the layer's
+counters, the slab caches, the buddy lists (in list order, and the dicts linking them)
+and the page columns must agree, and ``check()`` must pass. The mix includes what must
+fall back (vmalloc_node, other gfp masks, sizes whose pages array is vmalloc'ed,
+vmap/vm_map_ram areas, bad and double frees, vfree_atomic, interrupt context, explain,
+strict mode, 5.4) and failures on a machine that runs out of pages.
 (``tests/test_accel_vm.py`` compares the same layer with a ``PYVMALLOC_PURE=1`` process.)
 """
 
