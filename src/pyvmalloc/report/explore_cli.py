@@ -65,6 +65,8 @@ def _cmd_explore(args: argparse.Namespace) -> int:
 
 def register_cli(subparsers: Any) -> None:
     """Add ``pyvmalloc explore``."""
+    from pyvmalloc.cli_output import add_profile_argument
+
     p = subparsers.add_parser(
         "explore", help="write a self-contained HTML explorer of a replay or an API tour"
     )
@@ -74,7 +76,7 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--before", help='setup calls for --call, e.g. "vmalloc(8192); vfree(_)"')
     p.add_argument("-o", "--output", metavar="FILE.html", help="the page to write")
     p.add_argument("--png", metavar="FILE.png", help="also draw the final address-space map")
-    p.add_argument("--profile", default="6.18", help="kernel profile (default 6.18)")
+    add_profile_argument(p)
     p.add_argument(
         "--policy",
         metavar="NAME|MODULE:CLASS",
