@@ -257,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("shell", choices=["bash", "zsh", "tcsh"], help="the shell to complete for")
     p.set_defaults(func=_cmd_completion)
+    # `pyvmalloc CMD --help` opens with what the command does, as the list says it.
+    for action in sub._choices_actions:
+        cmd = sub.choices[action.dest]
+        if cmd.description is None and action.help:
+            cmd.description = action.help[0].upper() + action.help[1:] + "."
     parser.set_defaults(_subparsers=sub.choices)
     return parser
 

@@ -117,3 +117,28 @@ def test_kernel_profile_choices_are_the_same_everywhere() -> None:
                 assert list(a.choices or []) == list(PROFILES), name
     # capture's --profile is the BPF workload's mix; sweep's a comma-separated list.
     assert {"replay", "explain", "kmem", "explore", "whatif", "test-vmalloc"} <= set(single)
+
+
+def test_every_subcommand_help_says_what_it_does() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if hasattr(a, "choices") and a.choices)
+    assert isinstance(sub.choices, dict)
+    for name, p in sub.choices.items():
+        assert p.description, f"pyvmalloc {name} --help has no description"
+        for a in p._actions:
+            if a.option_strings and "-h" not in a.option_strings:
+                assert a.help, f"pyvmalloc {name} {a.option_strings[0]} has no help text"
+
+
+def test_explore_checks_its_outputs_before_the_replay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = tmp_path / "page.html"
+    assert main(["explore", str(CHURN_ANY), "-o", str(tmp_path / "no" / "p.html")]) == 2
+    assert "directory" in capsys.readouterr().err and not page.exists()
+    # --png without matplotlib fails before the page is written (issue 12: outputs and
+    # options are checked before working).
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    assert main(["explore", str(CHURN_ANY), "-o", str(page), "--png", str(tmp_path / "m.png")]) == 2
+    assert "--png needs matplotlib" in capsys.readouterr().err
+    assert not page.exists()

@@ -28,6 +28,16 @@ def _cmd_explore(args: argparse.Namespace) -> int:
         raise ValueError(f"explore: --ops must be at least 1, not {args.ops}")
     if args.output is None and args.png is None:
         raise ValueError("explore: nothing to write (give -o FILE.html and/or --png FILE.png)")
+    # Outputs are checked before the replay, not after it (as whatif --plot is).
+    from pyvmalloc.cli_output import check_writable
+
+    check_writable(args.output, "-o")
+    if args.png is not None:
+        check_writable(args.png, "--png")
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ValueError("--png needs matplotlib: pip install 'pyvmalloc[plot]'") from None
     t0 = time.perf_counter()
     if args.call is not None:
         from pyvmalloc.explain import parse_calls
