@@ -93,6 +93,6 @@ def register_cli(subparsers: Any) -> None:
         help="a placement policy instead of the profile's (e.g. best-fit; see docs/policy.md)",
     )
     p.add_argument("--cpus", type=int, default=None, help="CPUs (default: capture's, or 2)")
-    p.add_argument("--ops", type=int, default=160, help="API calls in the --tour")
-    p.add_argument("--seed", type=int, default=1, help="seed of the --tour")
+    p.add_argument("--ops", type=int, default=160, help="API calls in the --tour (default 160)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the --tour (default 1)")
     p.set_defaults(func=_cmd_explore)
