@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -142,3 +143,20 @@ def test_explore_checks_its_outputs_before_the_replay(
     assert main(["explore", str(CHURN_ANY), "-o", str(page), "--png", str(tmp_path / "m.png")]) == 2
     assert "--png needs matplotlib" in capsys.readouterr().err
     assert not page.exists()
+
+
+def test_walk_with_5_level_paging_shows_a_real_p4d(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 3: "x86_64 4-level and 5-level paging ... pyvmalloc can print the
+    PGD/P4D/PUD/PMD/PTE walk of an address"; with 4 levels the P4D is folded."""
+    assert main(["walk", "_1", "--before", "vmalloc(8192)", "--paging-levels", "5"]) == 0
+    out = capsys.readouterr().out
+    # LA57: vmalloc starts at 0xffa0000000000000 (Documentation/arch/x86/x86_64/mm.rst);
+    # its PGD index is bits 56-48: 0xffa0 & 0x1ff = 416; the P4D index (bits 47-39) is 0.
+    assert out.splitlines()[0] == "walk of 0xffa0000000000000 (x86_64, 5-level)"
+    assert re.search(r"^  PGD  \[ 416\] \(bits 56-48\) entry ", out, re.M)
+    assert re.search(r"^  P4D  \[   0\] \(bits 47-39\) entry ", out, re.M)
+    assert "folded" not in out
+    assert main(["walk", "_1", "--before", "vmalloc(8192)"]) == 0
+    assert "P4D        (folded into PGD with 4-level paging)" in capsys.readouterr().out
+    assert main(["explain", "vmalloc(8192)", "--paging-levels", "5"]) == 0
+    assert "vmalloc(8192) = 0xffa0000000000000" in capsys.readouterr().out
