@@ -5,7 +5,7 @@ Without a subcommand it runs the main job on the bundled default (``main``).
 Subcommands:
 
 * ``main``      — replay the bundled real capture, compare kernels, tour the API;
-* ``demo``      — the main job: a seeded allocation workload, then the allocator's state;
+* ``demo``      — a seeded synthetic allocation workload, then the allocator's state;
 * ``replay``    — replay a real kernel trace from a vmallocinfo snapshot;
 * ``compare``   — replay one trace under several kernel profiles, side by side;
 * ``capture``   — record a real kernel's vmalloc events (root, tracefs);
@@ -19,9 +19,10 @@ Subcommands:
 * ``tour``      — a seeded workload of the whole API, then the /proc views;
 * ``test-vmalloc`` — lib/test_vmalloc.c's cases and test_vmalloc.sh's modes;
 * ``profiles``  — list the kernel profiles and what differs between them;
-* ``completion`` — a bash or zsh completion script generated from this parser.
+* ``completion`` — a bash, zsh or tcsh completion script generated from this parser.
 
-Conventions: piped output is never wrapped and carries no ANSI codes; ``--json -``
+Conventions: piped output is never wrapped and carries no ANSI codes; ``--json OUT``
+on every command that prints a table or a report (``main`` included), and ``--json -``
 writes JSON (addresses as ``"0x..."`` strings) to stdout; errors are one line on stderr
 with exit status 2; Ctrl-C exits with 130.
 """
@@ -118,11 +119,18 @@ def default_capture() -> Path:
 
 def _cmd_main(args: argparse.Namespace) -> int:
     """The main job: replay the bundled capture, compare kernels, tour the API."""
-    from pyvmalloc.cli_output import console, rule
+    import io
+
+    from rich.console import Console
+
+    from pyvmalloc.cli_output import check_writable, console, rule, write_json
     from pyvmalloc.cli_vmalloc import run_tour
     from pyvmalloc.trace.replay import compare, load_capture, print_result, replay
 
-    c = console()
+    json_out: str | None = getattr(args, "json", None)
+    check_writable(json_out, "--json")
+    quiet = json_out == "-"  # the JSON replaces the report on stdout
+    c = Console(file=io.StringIO()) if quiet else console()
     cap = default_capture()
     trace, snap, meta = load_capture(cap)
     rule(c, "1. replaying a real Linux 6.18 capture through the model")
@@ -132,14 +140,23 @@ def _cmd_main(args: argparse.Namespace) -> int:
         markup=False,
     )
     end = cap / "vmallocinfo.end"
-    print_result(
-        replay(trace, snap, profile="6.18", meta=meta, end_snapshot=end if end.exists() else None),
-        3,
-    )
+    res = replay(trace, snap, profile="6.18", meta=meta, end_snapshot=end if end.exists() else None)
+    if not quiet:
+        print_result(res, 3)
     rule(c, "2. the same trace under three kernels")
-    compare(trace, snap, ["4.19", "5.4", "6.18"], cpus=None, meta=meta)
+    rows = compare(trace, snap, ["4.19", "5.4", "6.18"], cpus=None, meta=meta, show=not quiet)
     rule(c, "3. a tour of the vmalloc API on a default machine")
-    run_tour("6.18", 2, args.ops, 1, "4G", out=c)
+    stats = run_tour("6.18", 2, args.ops, 1, "4G", out=c, progress=not quiet)
+    if json_out:
+        write_json(
+            {
+                "capture": str(cap),
+                "replay": res.as_json(),
+                "compare": [r.as_json() for r in rows],
+                "tour": stats,
+            },
+            json_out,
+        )
     return 0
 
 
@@ -159,7 +176,7 @@ def _cmd_completion(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pyvmalloc.cli_output import add_profile_argument
+    from pyvmalloc.cli_output import add_json_argument, add_profile_argument
 
     parser = argparse.ArgumentParser(
         prog="pyvmalloc",
@@ -176,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ops", type=int, default=5000, help="operations in the API tour (default 5000)"
     )
+    add_json_argument(p, "the replay, the comparison and the tour's statistics")
     p.set_defaults(func=_cmd_main)
 
     p = sub.add_parser("demo", help="run a seeded allocation workload and show the allocator")
@@ -185,8 +203,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--ops", type=int, default=20000, help="number of alloc/free operations (default 20000)"
     )
     p.add_argument("--seed", type=int, default=1, help="seed of the workload (default 1)")
-    from pyvmalloc.cli_output import add_json_argument
-
     add_json_argument(p, "the allocator's tables")
     p.set_defaults(func=_cmd_demo)
 
@@ -241,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("shell", choices=["bash", "zsh", "tcsh"], help="the shell to complete for")
     p.set_defaults(func=_cmd_completion)
+    # `pyvmalloc CMD --help` opens with what the command does, as the list says it.
+    for action in sub._choices_actions:
+        cmd = sub.choices[action.dest]
+        if cmd.description is None and action.help:
+            cmd.description = action.help[0].upper() + action.help[1:] + "."
     parser.set_defaults(_subparsers=sub.choices)
     return parser
 

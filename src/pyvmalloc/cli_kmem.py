@@ -315,6 +315,8 @@ def _cmd_kmem(args: argparse.Namespace) -> int:
             if capture is not None:
                 raise ValueError(f"two captures given: {capture} and {w}")
             capture = w
+        elif "/" in w:  # no address has a slash: a capture path that is not there
+            raise ValueError(f"{w}: no such file or directory (CAPTURE)")
         else:
             words.append(w)
     if args.v and words:

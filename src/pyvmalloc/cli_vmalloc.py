@@ -28,7 +28,12 @@ _MMIO_BASE = 0xFE000000
 def _kernel(args: argparse.Namespace) -> Any:
     from pyvmalloc.kernel import Kernel
 
-    return Kernel(profile=args.profile, cpus=args.cpus, ram=args.ram)
+    return Kernel(
+        profile=args.profile,
+        cpus=args.cpus,
+        ram=args.ram,
+        paging_levels=getattr(args, "paging_levels", 4),
+    )
 
 
 def prepare(k: Any, before: str | None) -> list[int]:
@@ -335,6 +340,16 @@ def register_cli(subparsers: Any) -> None:
         p.add_argument("--cpus", type=int, default=2, help="online CPUs (default 2)")
         p.add_argument("--ram", default="4G", help="machine RAM, e.g. 64M, 4G (default 4G)")
 
+    def paging(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--paging-levels",
+            type=int,
+            choices=(4, 5),
+            default=4,
+            help="x86_64 page-table levels: 4, or 5 (LA57: the P4D level is real, "
+            "VMALLOC_START 0xffa0000000000000; default 4)",
+        )
+
     p = subparsers.add_parser("explain", help="draw the call tree of one vmalloc API call")
     p.add_argument(
         "call",
@@ -343,6 +358,7 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--before", help='setup calls, e.g. "vmalloc(8192); vmalloc(4096)"')
     add_json_argument(p, "the call tree and state changes")
     common(p)
+    paging(p)
     p.set_defaults(func=_cmd_explain)
 
     p = subparsers.add_parser("walk", help="page-table walk of an address")
@@ -350,6 +366,7 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--before", help='setup calls, e.g. "vmalloc(8192)"')
     add_json_argument(p, "the walk (every level's entry)")
     common(p)
+    paging(p)
     p.set_defaults(func=_cmd_walk)
 
     p = subparsers.add_parser("tour", help="a seeded mixed vmalloc workload, then /proc views")

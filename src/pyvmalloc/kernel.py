@@ -710,11 +710,32 @@ class Kernel:
         )
 
     def meminfo(self) -> str:
-        """The ``Vmalloc*`` lines of ``/proc/meminfo``."""
+        """The ``Vmalloc*`` lines of ``/proc/meminfo``.
+
+        A ``CONFIG_HIGHMEM`` kernel (i386, 32-bit arm unless ``highmem=False``) prints
+        ``HighTotal``/``HighFree``/``LowTotal``/``LowFree`` first, in that order, as
+        ``fs/proc/meminfo.c`` does (4.19 to 6.18): totals from the zones' managed pages,
+        free counts from their buddy lists (``NR_FREE_PAGES``).
+        """
         from pyvmalloc.procfs import meminfo
 
         used = self.nr_vmalloc_pages if self.profile.meminfo_vmalloc_used else 0
-        return meminfo(self.machine, used)
+        lines = meminfo(self.machine, used)
+        m = self.machine
+        if m.arch not in ("i386", "arm") or not m.highmem:  # no CONFIG_HIGHMEM
+            return lines
+        phys = self.phys
+        high = [z for z in phys.zones if z.idx == phys.highmem_idx]
+        total_high = sum(z.managed for z in high)
+        free_high = sum(z.free_pages for z in high)
+        kb = self.machine.page_size >> 10
+        rows = [
+            ("HighTotal:      ", total_high),
+            ("HighFree:       ", free_high),
+            ("LowTotal:       ", phys.totalram_pages - total_high),
+            ("LowFree:        ", phys.nr_free_pages() - free_high),
+        ]
+        return "".join(f"{name}{n * kb:8d} kB\n" for name, n in rows) + lines
 
     def buddyinfo(self) -> str:
         """``/proc/buddyinfo``."""

@@ -32,7 +32,9 @@ pools                     what it does
 from __future__ import annotations
 
 import importlib
+import os
 import random
+import sys
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -187,13 +189,34 @@ POOLS: dict[str, Callable[[KernelProfile], PoolPolicy]] = {
 MECHANISMS: dict[str, type[VmapSpace]] = {"free-tree": VmapSpace, "busy-list": ListVmapSpace}
 
 
+def _import_policy_module(module: str) -> Any:
+    """Import ``module``; a module in the current directory counts as importable.
+
+    ``python -m pyvmalloc`` puts the current directory on ``sys.path``, the installed
+    ``pyvmalloc`` script does not (its own directory is ``sys.path[0]``). So that
+    ``pyvmalloc compare CAPTURE --policy mymodule:MyPolicy`` finds ``./mymodule.py``
+    either way, a top-level module not found on the path is looked for there too.
+    """
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        cwd = os.getcwd()
+        if e.name != module.partition(".")[0] or cwd in sys.path or "" in sys.path:
+            raise
+        sys.path.insert(0, cwd)
+        try:
+            return importlib.import_module(module)
+        finally:
+            sys.path.remove(cwd)
+
+
 def load_object(spec: str) -> Any:
     """Import ``module:attribute`` (``attribute`` may be dotted), with a clear error."""
     module, sep, attr = spec.partition(":")
     if not sep or not module or not attr:
         raise ValueError(f"not a policy: {spec!r} (a registered name, or module:Class)")
     try:
-        obj: Any = importlib.import_module(module)
+        obj: Any = _import_policy_module(module)
     except ImportError as e:
         raise ValueError(f"cannot import {module!r} for policy {spec!r}: {e}") from None
     for part in attr.split("."):

@@ -286,7 +286,11 @@ def test_cli_writes_page_and_png(tmp_path: Path) -> None:
 )
 def test_cli_errors(argv: list[str], message: str, capsys, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert main(argv) == 2
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse's own usage errors (--profile's choices)
+        rc = e.code
+    assert rc == 2
     assert message in capsys.readouterr().err
 
 

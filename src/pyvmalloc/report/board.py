@@ -682,14 +682,22 @@ def add_board_options(p: Any) -> None:
         help="the vmalloc= the board ran with (default: none, the kernel's 240 MiB)",
     )
     g.add_argument("--board-ram", metavar="SIZE", help="the board's RAM (default: --ram)")
-    g.add_argument("--margin", default="32M", help="free block to keep when sizing vmalloc=")
-    g.add_argument("--vmsplit", default="3G", help="arm: CONFIG_VMSPLIT_ 3G, 3G_OPT, 2G or 1G")
+    g.add_argument(
+        "--margin", default="32M", help="free block to keep when sizing vmalloc= (default 32M)"
+    )
+    g.add_argument(
+        "--vmsplit", default="3G", help="arm: CONFIG_VMSPLIT_ 3G, 3G_OPT, 2G or 1G (default 3G)"
+    )
     g.add_argument("--lpae", action="store_true", help="arm: CONFIG_ARM_LPAE")
     g.add_argument("--no-highmem", action="store_true", help="arm: CONFIG_HIGHMEM off")
     g.add_argument("--thumb2", action="store_true", help="arm: CONFIG_THUMB2_KERNEL")
     g.add_argument("--no-module-plts", action="store_true", help="arm: CONFIG_ARM_MODULE_PLTS off")
-    g.add_argument("--phys-offset", default="0", help="arm: PHYS_OFFSET (where RAM starts)")
-    g.add_argument("--va-bits", type=int, default=48, help="arm64: CONFIG_ARM64_VA_BITS")
+    g.add_argument(
+        "--phys-offset", default="0", help="arm: PHYS_OFFSET (where RAM starts; default 0)"
+    )
+    g.add_argument(
+        "--va-bits", type=int, default=48, help="arm64: CONFIG_ARM64_VA_BITS (default 48)"
+    )
 
 
 def machine_from_args(

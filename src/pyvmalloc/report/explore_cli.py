@@ -28,6 +28,16 @@ def _cmd_explore(args: argparse.Namespace) -> int:
         raise ValueError(f"explore: --ops must be at least 1, not {args.ops}")
     if args.output is None and args.png is None:
         raise ValueError("explore: nothing to write (give -o FILE.html and/or --png FILE.png)")
+    # Outputs are checked before the replay, not after it (as whatif --plot is).
+    from pyvmalloc.cli_output import check_writable
+
+    check_writable(args.output, "-o")
+    if args.png is not None:
+        check_writable(args.png, "--png")
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ValueError("--png needs matplotlib: pip install 'pyvmalloc[plot]'") from None
     t0 = time.perf_counter()
     if args.call is not None:
         from pyvmalloc.explain import parse_calls
@@ -65,6 +75,8 @@ def _cmd_explore(args: argparse.Namespace) -> int:
 
 def register_cli(subparsers: Any) -> None:
     """Add ``pyvmalloc explore``."""
+    from pyvmalloc.cli_output import add_profile_argument
+
     p = subparsers.add_parser(
         "explore", help="write a self-contained HTML explorer of a replay or an API tour"
     )
@@ -74,13 +86,13 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--before", help='setup calls for --call, e.g. "vmalloc(8192); vfree(_)"')
     p.add_argument("-o", "--output", metavar="FILE.html", help="the page to write")
     p.add_argument("--png", metavar="FILE.png", help="also draw the final address-space map")
-    p.add_argument("--profile", default="6.18", help="kernel profile (default 6.18)")
+    add_profile_argument(p)
     p.add_argument(
         "--policy",
         metavar="NAME|MODULE:CLASS",
         help="a placement policy instead of the profile's (e.g. best-fit; see docs/policy.md)",
     )
     p.add_argument("--cpus", type=int, default=None, help="CPUs (default: capture's, or 2)")
-    p.add_argument("--ops", type=int, default=160, help="API calls in the --tour")
-    p.add_argument("--seed", type=int, default=1, help="seed of the --tour")
+    p.add_argument("--ops", type=int, default=160, help="API calls in the --tour (default 160)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the --tour (default 1)")
     p.set_defaults(func=_cmd_explore)

@@ -325,13 +325,17 @@ def register_cli(sub: Any) -> None:
         choices=["x86_64", "i386", "arm", "arm64"],
         help="target architecture (default x86_64)",
     )
-    p.add_argument("--paging-levels", type=int, default=4, help="x86_64: 4 or 5")
+    p.add_argument("--paging-levels", type=int, default=4, help="x86_64: 4 or 5 (default 4)")
     p.add_argument("--ram", default="4G", help="target RAM, e.g. 1G (default 4G)")
-    p.add_argument("--vmsplit", default="3G", help="arm: CONFIG_VMSPLIT_ 3G, 3G_OPT, 2G or 1G")
+    p.add_argument(
+        "--vmsplit", default="3G", help="arm: CONFIG_VMSPLIT_ 3G, 3G_OPT, 2G or 1G (default 3G)"
+    )
     p.add_argument("--lpae", action="store_true", help="arm: CONFIG_ARM_LPAE")
     p.add_argument("--no-highmem", action="store_true", help="arm: CONFIG_HIGHMEM off")
     p.add_argument("--no-module-plts", action="store_true", help="arm: CONFIG_ARM_MODULE_PLTS off")
-    p.add_argument("--va-bits", type=int, default=48, help="arm64: CONFIG_ARM64_VA_BITS")
+    p.add_argument(
+        "--va-bits", type=int, default=48, help="arm64: CONFIG_ARM64_VA_BITS (default 48)"
+    )
     p.add_argument(
         "--scheduler", metavar="tcp://HOST:PORT", help="a running dask scheduler (default: local)"
     )

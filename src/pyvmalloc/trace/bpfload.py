@@ -342,7 +342,8 @@ def add_workload_arguments(p: argparse.ArgumentParser) -> None:
         choices=PROFILES,
         default="mixed",
         help="size/lifetime mix: mixed (40 KiB..4 MiB, long-lived areas), churn (repeated "
-        "sizes, many purges), longlived (many areas kept to the end), small (40..64 KiB)",
+        "sizes, many purges), longlived (many areas kept to the end), small (40..64 KiB); "
+        "default mixed. Not a kernel profile: the capture records the running kernel",
     )
     g.add_argument(
         "--cpus",
