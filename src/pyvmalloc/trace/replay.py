@@ -78,6 +78,14 @@ RACE_SECONDS = 50e-6
 #: may be preempted in between (0.7 ms seen on this machine).
 REORDER_EVENTS = 64
 REORDER_SECONDS = 1e-3
+#: The same for a task rescheduled between the lock and its tracepoint: an allocation
+#: traced this much later (events, seconds) may still have come first (2.7 ms seen in
+#: ``forkbomb``, 140 ms in ``seccomp``), when nothing traced in between touched its range.
+PREEMPT_EVENTS = 1024
+PREEMPT_SECONDS = 0.25
+#: How many events back a task's previous vmalloc event is looked for (to see whether
+#: it moved to another CPU since: then its allocation may have chosen its node there).
+MIGRATION_LOOKBACK = 256
 #: Time ``decay_va_pool_node`` spends per decayed area before the node's decayed areas
 #: reach the free tree (assumed; this machine: 0.12-0.22 us seen, see docs/replay.md).
 DECAY_SECONDS_PER_AREA = 0.15e-6
@@ -184,6 +192,9 @@ class ReplayResult:
     hidden_pool_hits: int = 0
     #: Allocations applied before an earlier-traced one of another CPU (lock order).
     reordered: int = 0
+    #: Allocations whose task chose its vmap node on the CPU it ran on before the
+    #: tracepoint's (rescheduled in between): one race each.
+    migrated: int = 0
     #: Events between the snapshot markers: already in the snapshot / applied.
     window_reflected: int = 0
     window_applied: int = 0
@@ -560,16 +571,26 @@ class Replayer:
             return
         self._alloc_one(ev, reorder=True)
 
-    def _lock_order_race(self, ev: AllocVmapArea, start: int, size: int) -> AllocVmapArea | None:
-        """A later allocation of another task, traced soon after, that took ``[start,
-        start + size)``: the two took the free-tree lock in the other order. An event
-        is traced at the end of ``alloc_vmap_area``, after the lock is dropped, so the
-        other task (on another CPU, or preempted on this one) may trace later."""
+    def _lock_order_race(
+        self, ev: AllocVmapArea, start: int, size: int, dec: Decision | None = None
+    ) -> AllocVmapArea | None:
+        """A later allocation of another task that took ``[start, start + size)``: the
+        two took the free-tree lock in the other order. An event is traced at the end
+        of ``alloc_vmap_area``, after the lock is dropped, so the other task (on another
+        CPU, or preempted on this one) may trace later. Only the other task's next
+        event qualifies (a task does one thing at a time: it may have been inside
+        ``alloc_vmap_area`` since its previous event); soon after (``REORDER_*``) that
+        is enough. Later (``PREEMPT_*``: a task rescheduled before its tracepoint) it
+        must also be consistent: nothing traced in between may touch its range, which
+        the kernel held busy all along (no caller frees an area before the allocation
+        returns it)."""
         events = self._events
         seen: set[tuple[int, str]] = {(ev.pid, ev.task)}
-        for j in range(self._index + 1, min(len(events), self._index + 1 + REORDER_EVENTS)):
+        first = self._index + 1
+        for j in range(first, min(len(events), first + PREEMPT_EVENTS)):
             other = events[j]
-            if other.timestamp - ev.timestamp > REORDER_SECONDS:
+            late = other.timestamp - ev.timestamp
+            if late > PREEMPT_SECONDS:
                 break
             who = (other.pid, other.task)
             if who in seen:
@@ -581,8 +602,59 @@ class Replayer:
                 and other.addr < start + size
                 and start < other.addr + other.size
             ):
-                return other
+                if j - first < REORDER_EVENTS and late <= REORDER_SECONDS:
+                    return other
+                if self._untouched(first, j, other.addr, other.addr + other.size) and (
+                    self._order_explains(other, ev, dec)
+                ):
+                    return other
+                return None
         return None
+
+    def _order_explains(
+        self, first: AllocVmapArea, then: AllocVmapArea, dec: Decision | None
+    ) -> bool:
+        """Whether ``first`` taking its range explains ``then``'s address, given the
+        model's decision ``dec`` for ``then`` (whose choice ``first`` overlaps): in a
+        tree block, the lowest aligned fit left beside ``first``'s range; from a pool,
+        the entry after ``first``'s (same node). Computed, nothing applied."""
+        if dec is None:
+            return False
+        if dec.source == "tree":
+            bs, be = dec.block
+            fs, fe = first.addr, first.addr + first.size
+            if not (bs <= fs and fe <= be):
+                return False
+            mask = then.align - 1
+            for lo, hi in ((bs, fs), (fe, be)):
+                at = (max(lo, then.vstart) + mask) & ~mask
+                if at + then.size <= min(hi, then.vend):
+                    return at == then.addr
+            return False
+        if dec.source == "pool":
+            space = self.space
+            if first.cpu % space.nr_vmap_nodes != dec.node:
+                return False
+            pool = space.nodes[dec.node].pools.get(dec.pool_index)
+            return (
+                pool is not None
+                and len(pool) > 1
+                and pool[0].va_start == first.addr
+                and pool[1].va_start == then.addr
+            )
+        return False
+
+    def _untouched(self, first: int, stop: int, start: int, end: int) -> bool:
+        """Whether no event in ``events[first:stop]`` allocates in or frees inside
+        ``[start, end)``."""
+        for k in range(first, stop):
+            e = self._events[k]
+            if isinstance(e, AllocVmapArea):
+                if not e.failed and e.addr < end and start < e.addr + e.size:
+                    return False
+            elif isinstance(e, FreeVmapAreaNoflush) and start <= e.va_start < end:
+                return False
+        return True
 
     def _alloc_one(self, ev: AllocVmapArea, reorder: bool = False) -> None:
         space = self.space
@@ -653,7 +725,7 @@ class Replayer:
                 head = va
             self.harness.undo_alloc(va, pool_hit and hidden is None, cpu)
         if reorder and model_addr is not None and not kernel_failed:
-            other = self._lock_order_race(ev, model_addr, ev.size)
+            other = self._lock_order_race(ev, model_addr, ev.size, dec)
             if other is not None:
                 # Serve the other CPU first, as the kernel did, then this one again.
                 res.allocs_compared -= 1
@@ -662,6 +734,8 @@ class Replayer:
                 self._alloc_one(other)
                 self._alloc_one(ev)
                 return
+        if not kernel_failed and self._migration_explains(ev, cpu, model_addr, reason):
+            return
         loc = None if kernel_failed else self._where(ev.addr, ev.size)
         where = "" if loc is None else self._describe(loc)
         if hidden is not None:
@@ -676,13 +750,22 @@ class Replayer:
         ):
             # The readout held this fact: the model's rules disagree with the kernel's.
             cause = Cause(RULE, f"{cause.fact}, although kstate.json gave it", cause.key)
+        self._record(ev, model_addr, reason, where, cause)
+        if not kernel_failed:
+            self._adopt(ev, cpu)
+
+    def _record(
+        self, ev: AllocVmapArea, model_addr: int | None, reason: str, where: str, cause: Cause
+    ) -> None:
+        """Count one divergence and keep its record (up to ``keep_mismatches``)."""
+        res = self.result
         if cause.kind == HIDDEN:
             res.hidden_state_mismatches += 1
         if len(res.mismatches) < self.keep_mismatches:
             res.mismatches.append(
                 Mismatch(
                     line=ev.line,
-                    kernel=None if kernel_failed else ev.addr,
+                    kernel=None if ev.failed else ev.addr,
                     model=model_addr,
                     size=ev.size,
                     align=ev.align,
@@ -696,8 +779,70 @@ class Replayer:
                     cause_key=_key_str(cause.key),
                 )
             )
-        if not kernel_failed:
-            self._adopt(ev, cpu)
+
+    def _cpu_before(self, ev: AllocVmapArea) -> int | None:
+        """The CPU of the same task's previous vmalloc event, when it differs from
+        ``ev``'s and that event was traced with a reschedule pending (the second flag
+        column, ``N``/``n``/``p``/``L``...): the task was rescheduled onto another CPU
+        in between."""
+        events = self._events
+        i = self._index
+        if not (0 <= i < len(events)) or events[i] is not ev:
+            return None  # not the event being replayed (a reordered one)
+        for j in range(i - 1, max(-1, i - 1 - MIGRATION_LOOKBACK), -1):
+            other = events[j]
+            if other.pid == ev.pid and other.task == ev.task:
+                flags = other.flags
+                resched = len(flags) > 1 and flags[1] != "."
+                return other.cpu % self.cpus if other.cpu != ev.cpu and resched else None
+        return None
+
+    def _migration_explains(
+        self, ev: AllocVmapArea, cpu: int, model_addr: int | None, reason: str
+    ) -> bool:
+        """Whether the allocation chose its vmap node on the CPU the task ran on before.
+
+        6.18 ``alloc_vmap_area`` takes the node from ``raw_smp_processor_id()`` in
+        ``node_alloc`` (its pool, and the ``vn_id`` the area is tagged with) and writes
+        the tracepoint at its end. A pool miss allocates the ``vmap_area`` with
+        ``GFP_KERNEL`` before the tree search, so the task may be rescheduled onto
+        another CPU in between: the event then shows the new CPU, while the pool tried
+        and the node recorded in ``va->flags`` (whose lazy list and pool take the area
+        when it is freed) are the old CPU's. When the model, placed on the previous
+        event's CPU, finds the kernel's address, that is what happened: the area keeps
+        that node (one race; nothing else is refuted).
+        """
+        space = self.space
+        nodes = space.nr_vmap_nodes
+        if nodes < 2 or not self._full_range(ev):
+            return False
+        before = self._cpu_before(ev)
+        if before is None or before % nodes == cpu % nodes:
+            return False
+        va = self.harness.alloc(ev.size, ev.align, ev.vstart, ev.vend, before)
+        dec = space.last_decision
+        if isinstance(va, int):
+            return False
+        pool_hit = dec is not None and dec.source == "pool"
+        if va.va_start != ev.addr:
+            self.harness.undo_alloc(va, pool_hit, before)
+            return False
+        self.beliefs.forget(ev.addr)
+        self.result.migrated += 1
+        src = (
+            f"node {before % nodes}'s pool"
+            if pool_hit
+            else f"the tree (node {before % nodes}'s pool had none)"
+        )
+        cause = Cause(
+            RACE,
+            f"the task moved from CPU {before} to CPU {ev.cpu % self.cpus} between choosing "
+            f"its vmap node and its tracepoint: {src}",
+            ("migrated", ev.line),
+        )
+        where = f"{'pool' if pool_hit else 'tree'} of CPU {before}'s node"
+        self._record(ev, model_addr, reason, where, cause)
+        return True
 
     def _tagged(self, ev: AllocVmapArea, cpu: int, addr: int) -> VmapArea:
         """A new busy area of ``ev``'s size at ``addr``, tagged with the CPU's node as
