@@ -17,7 +17,7 @@ from pyvmalloc.trace.replay import load_capture, replay
 CAPTURES = Path(__file__).parent.parent / "data" / "captures"
 # Drained captures of new kinds on which the replay is below these targets yet; their
 # floors and the unmet targets (strict xfail) are in tests/test_captures_fresh.py.
-BELOW_TARGET = {"bpfjit-busy", "busy60", "mixed2", "percpu", "seccomp"}
+BELOW_TARGET = {"bpfjit-busy", "busy60", "mixed2", "percpu"}
 DRAINED = sorted(
     p
     for p in CAPTURES.iterdir()

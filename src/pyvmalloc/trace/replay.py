@@ -59,7 +59,7 @@ from pyvmalloc.trace.harness import Observer, TraceHarness, events_after_snapsho
 from pyvmalloc.trace.kstate import KState, compare_kstate, kstate_of
 from pyvmalloc.trace.parse import TraceParseResult, parse_trace
 from pyvmalloc.trace.snapshot import VmallocInfo, lazy_runs, parse_vmallocinfo
-from pyvmalloc.vmap.area import Decision, FitType, PendingPurge, VmapArea
+from pyvmalloc.vmap.area import Decision, FitType, PendingPurge, VaState, VmapArea
 from pyvmalloc.vmap.placement import find_vmap_lowest_match
 from pyvmalloc.vmap.space import VmapSpace
 
@@ -86,6 +86,11 @@ PREEMPT_SECONDS = 0.25
 #: How many events back a task's previous vmalloc event is looked for (to see whether
 #: it moved to another CPU since: then its allocation may have chosen its node there).
 MIGRATION_LOOKBACK = 256
+#: A task whose previous event is this much older (seconds) was off the CPU in between
+#: (it slept or was preempted), like one traced with a reschedule pending.
+MIGRATION_OFF_CPU = 1e-3
+#: How many events back the allocation of a pool head is looked for.
+HEAD_ORIGIN_LOOKBACK = 4096
 #: Time ``decay_va_pool_node`` spends per decayed area before the node's decayed areas
 #: reach the free tree (assumed; this machine: 0.12-0.22 us seen, see docs/replay.md).
 DECAY_SECONDS_PER_AREA = 0.15e-6
@@ -616,8 +621,9 @@ class Replayer:
     ) -> bool:
         """Whether ``first`` taking its range explains ``then``'s address, given the
         model's decision ``dec`` for ``then`` (whose choice ``first`` overlaps): in a
-        tree block, the lowest aligned fit left beside ``first``'s range; from a pool,
-        the entry after ``first``'s (same node). Computed, nothing applied."""
+        tree block, the lowest aligned fit left beside ``first``'s range (or, for a
+        page-aligned request, the next long-enough block when none is left); from a
+        pool, the entry after ``first``'s (same node). Computed, nothing applied."""
         if dec is None:
             return False
         if dec.source == "tree":
@@ -630,7 +636,12 @@ class Replayer:
                 at = (max(lo, then.vstart) + mask) & ~mask
                 if at + then.size <= min(hi, then.vend):
                     return at == then.addr
-            return False
+            if then.align > PAGE_SIZE or not dec.search_length:
+                return False  # the next block on the descent path depends on the shape
+            # Nothing of the block is left for it: the lowest long-enough block above
+            # (those below were too short already).
+            nxt = self._next_free_of_length(bs, dec.search_length)
+            return nxt is not None and max(nxt.va_start, then.vstart) == then.addr
         if dec.source == "pool":
             space = self.space
             if first.cpu % space.nr_vmap_nodes != dec.node:
@@ -736,6 +747,8 @@ class Replayer:
                 return
         if not kernel_failed and self._migration_explains(ev, cpu, model_addr, reason):
             return
+        if head is not None and self._head_moved_explains(ev, cpu, head, reason):
+            return
         loc = None if kernel_failed else self._where(ev.addr, ev.size)
         where = "" if loc is None else self._describe(loc)
         if hidden is not None:
@@ -783,19 +796,84 @@ class Replayer:
     def _cpu_before(self, ev: AllocVmapArea) -> int | None:
         """The CPU of the same task's previous vmalloc event, when it differs from
         ``ev``'s and that event was traced with a reschedule pending (the second flag
-        column, ``N``/``n``/``p``/``L``...): the task was rescheduled onto another CPU
-        in between."""
+        column, ``N``/``n``/``p``/``L``...) or ``MIGRATION_OFF_CPU`` before: the task
+        was rescheduled onto another CPU in between."""
         events = self._events
         i = self._index
         if not (0 <= i < len(events)) or events[i] is not ev:
             return None  # not the event being replayed (a reordered one)
+        return self._cpu_before_at(i)
+
+    def _cpu_before_at(self, i: int) -> int | None:
+        """:meth:`_cpu_before` for ``events[i]``."""
+        events = self._events
+        ev = events[i]
         for j in range(i - 1, max(-1, i - 1 - MIGRATION_LOOKBACK), -1):
             other = events[j]
             if other.pid == ev.pid and other.task == ev.task:
                 flags = other.flags
                 resched = len(flags) > 1 and flags[1] != "."
-                return other.cpu % self.cpus if other.cpu != ev.cpu and resched else None
+                slept = ev.timestamp - other.timestamp >= MIGRATION_OFF_CPU
+                moved = other.cpu != ev.cpu and (resched or slept)
+                return other.cpu % self.cpus if moved else None
         return None
+
+    def _head_moved_explains(
+        self, ev: AllocVmapArea, cpu: int, head: VmapArea, reason: str
+    ) -> bool:
+        """Whether the model's pool head was another node's: its own allocation (a tree
+        allocation the model matched) was made by a task that had moved to another CPU
+        (see :meth:`_migration_explains`), so ``va->flags`` holds the old CPU's node and
+        its free and purge put it in that node's pool. When moving it there lets the
+        model find the kernel's address, that was the case (one race)."""
+        space = self.space
+        nodes = space.nr_vmap_nodes
+        dec = space.last_decision
+        if nodes < 2 or not self._full_range(ev) or head.state != VaState.POOL:
+            return False
+        node = cpu % nodes
+        idx = pool_class(ev.size)
+        pool = space.nodes[node].pools.get(idx)
+        if not pool or pool[0] is not head:
+            return False
+        events = self._events
+        k = -1
+        for j in range(self._index - 1, max(-1, self._index - 1 - HEAD_ORIGIN_LOOKBACK), -1):
+            e = events[j]
+            if isinstance(e, AllocVmapArea) and e.addr == head.va_start and not e.failed:
+                k = j
+                break
+        if k < 0 or events[k].cpu % nodes != node:
+            return False
+        before = self._cpu_before_at(k)
+        if before is None or before % nodes == node:
+            return False
+        other = before % nodes
+        pool.popleft()
+        old_flags = head.flags
+        head.flags = (head.flags & ~0xFF00) | space.encode_vn_id(other)
+        dst = space.nodes[other].pools.setdefault(idx, deque())
+        self.beliefs._insert_by_purge_order(dst, head)
+        va = self.harness.alloc(ev.size, ev.align, ev.vstart, ev.vend, cpu)
+        again = space.last_decision
+        if not isinstance(va, int) and va.va_start == ev.addr:
+            self.beliefs.forget(ev.addr)
+            self.result.migrated += 1
+            cause = Cause(
+                RACE,
+                f"{head.va_start:#x} was node {other}'s: its allocation (line {events[k].line}) "
+                f"chose its vmap node on CPU {before} before the task moved",
+                ("migrated", events[k].line),
+            )
+            self._record(ev, head.va_start, reason, f"not node {node}'s pool", cause)
+            return True
+        if not isinstance(va, int):
+            self.harness.undo_alloc(va, again is not None and again.source == "pool", cpu)
+        dst.remove(head)
+        head.flags = old_flags
+        pool.appendleft(head)
+        space.last_decision = dec
+        return False
 
     def _migration_explains(
         self, ev: AllocVmapArea, cpu: int, model_addr: int | None, reason: str
