@@ -174,3 +174,32 @@ def test_a_late_allocation_is_not_moved_before_an_event_that_used_its_range(tmp_
     first = res.mismatches[0]
     assert (first.line, first.kernel, first.model) == (4, V + 0xC000, V + 0x4000)
     assert first.cause_class == "hidden state"
+
+
+def test_a_pool_head_allocated_across_a_move_is_found_in_the_old_cpus_pool(tmp_path):
+    # Task 10 traced Q on CPU 1 with a reschedule pending, then Z on CPU 0. Both pools
+    # are empty, so Z is the tree's lowest fit either way (the model matches it), but
+    # its node was chosen on CPU 1: freed and purged it goes to node 1's pool. The
+    # model, which tagged Z with node 0, offers it to the next CPU 0 allocation; the
+    # kernel searches the tree (node 0's pool is empty). One race: Z moves to node 1's
+    # pool, where the next CPU 1 allocation finds it.
+    q, z, t = V + 0x1000, V + 0x3000, V + 0x5000
+    tr = Trace()
+    tr.alloc(q, cpu=1, pid=10, flags=".N...")
+    line_z = tr.alloc(z, cpu=0, pid=10)
+    tr.free(z, cpu=0, pid=10)
+    tr.purge(z, z + SIZE, 1)  # node 1 pool[1] = [Z] in the kernel
+    line_t = tr.alloc(t, cpu=0, pid=30)  # node 0's pool is empty: the tree
+    tr.alloc(z, cpu=1, pid=31)  # node 1's pool head
+    trace = tmp_path / "trace"
+    trace.write_text("\n".join(tr.lines) + "\n")
+    snap = tmp_path / "vmallocinfo"
+    snap.write_text(f"{V:#x}-{V + 0x1000:#x}     4096 start_kernel+0x1/0x2 vmalloc\n")
+    res = replay(trace, snap, meta={"drop_caches": True, "cpus_possible": [0, 1]})
+    assert res.allocs_compared == 4
+    assert [m.line for m in res.mismatches] == [line_t]
+    m = res.mismatches[0]
+    assert (m.kernel, m.model) == (t, z)
+    assert m.cause_class == "race"
+    assert m.cause_key == f"migrated:{line_z}"
+    assert res.allocs_matched == 3
