@@ -25,6 +25,7 @@ matters for alignments above PAGE_SIZE) — unless the capture read them from th
 from __future__ import annotations
 
 import argparse
+import bisect
 import heapq
 import itertools
 import os
@@ -78,9 +79,10 @@ RACE_SECONDS = 50e-6
 #: may be preempted in between (0.7 ms seen on this machine).
 REORDER_EVENTS = 64
 REORDER_SECONDS = 1e-3
-#: The same for a task rescheduled between the lock and its tracepoint: an allocation
-#: traced this much later (events, seconds) may still have come first (2.7 ms seen in
-#: ``forkbomb``, 140 ms in ``seccomp``), when nothing traced in between touched its range.
+#: The same for a task rescheduled between the lock and its tracepoint: an allocation at
+#: the model's address traced this much later (events, seconds) may still have come
+#: first (2.7 ms seen in ``forkbomb``, 140 ms in ``seccomp``, 94 ms in ``mix3``), when
+#: nothing traced in between touched its range (``Replayer._late_lock_order``).
 PREEMPT_EVENTS = 1024
 PREEMPT_SECONDS = 0.25
 #: How many events back a task's previous vmalloc event is looked for (to see whether
@@ -326,6 +328,12 @@ class Replayer:
         #: purge event the last event its worker's CPU traced before it.
         self._index = 0
         self._purge_index = -1
+        #: (events, allocation positions by address, event positions by task)
+        self._index_of: (
+            tuple[Sequence[TraceEvent], dict[int, list[int]], dict[tuple[int, str], list[int]]]
+            | None
+        ) = None
+        self._alloc_addrs: list[int] = []
         self._worker_cpu_busy_until: dict[int, int] = {}
         #: When the open purge began, and when the last one's event was written.
         self._purge_began_at: float | None = None
@@ -585,17 +593,13 @@ class Replayer:
         CPU, or preempted on this one) may trace later. Only the other task's next
         event qualifies (a task does one thing at a time: it may have been inside
         ``alloc_vmap_area`` since its previous event); soon after (``REORDER_*``) that
-        is enough. Later (``PREEMPT_*``: a task rescheduled before its tracepoint) it
-        must also be consistent: nothing traced in between may touch its range, which
-        the kernel held busy all along (no caller frees an area before the allocation
-        returns it)."""
+        is enough. Later (``PREEMPT_*``: a task rescheduled before its tracepoint) see
+        :meth:`_late_lock_order`."""
         events = self._events
         seen: set[tuple[int, str]] = {(ev.pid, ev.task)}
-        first = self._index + 1
-        for j in range(first, min(len(events), first + PREEMPT_EVENTS)):
+        for j in range(self._index + 1, min(len(events), self._index + 1 + REORDER_EVENTS)):
             other = events[j]
-            late = other.timestamp - ev.timestamp
-            if late > PREEMPT_SECONDS:
+            if other.timestamp - ev.timestamp > REORDER_SECONDS:
                 break
             who = (other.pid, other.task)
             if who in seen:
@@ -607,14 +611,63 @@ class Replayer:
                 and other.addr < start + size
                 and start < other.addr + other.size
             ):
-                if j - first < REORDER_EVENTS and late <= REORDER_SECONDS:
-                    return other
-                if self._untouched(first, j, other.addr, other.addr + other.size) and (
-                    self._order_explains(other, ev, dec)
-                ):
-                    return other
-                return None
+                return other
+        return self._late_lock_order(ev, start, dec)
+
+    def _late_lock_order(
+        self, ev: AllocVmapArea, start: int, dec: Decision | None
+    ) -> AllocVmapArea | None:
+        """The next allocation at ``start``, traced up to ``PREEMPT_*`` later, when it
+        is its task's next event and consistent with having come first: nothing traced
+        in between touched its range, which the kernel held busy all along (no caller
+        frees an area before the allocation returns it), and with it taken the model's
+        search gives ``ev``'s address (:meth:`_order_explains`)."""
+        if dec is None:
+            return None
+        allocs, tasks = self._indexes()
+        i = self._index
+        # the first later allocation starting in the model's block below ev's end
+        lo = dec.block[0] if dec.source == "tree" else start
+        addrs = self._alloc_addrs
+        j = -1
+        for n in range(bisect.bisect_left(addrs, lo), bisect.bisect_left(addrs, start + ev.size)):
+            at = allocs[addrs[n]]
+            k = bisect.bisect_right(at, i)
+            if k < len(at) and (j < 0 or at[k] < j):
+                j = at[k]
+        if j < 0 or j - i > PREEMPT_EVENTS:
+            return None
+        other = self._events[j]
+        assert isinstance(other, AllocVmapArea)
+        who = (other.pid, other.task)
+        if (
+            who == (ev.pid, ev.task)
+            or other.timestamp - ev.timestamp > PREEMPT_SECONDS
+            or other.addr + other.size <= start
+        ):
+            return None
+        mine = tasks[who]
+        if mine[bisect.bisect_right(mine, i)] != j:
+            return None  # the task traced something else in between
+        if self._untouched(i + 1, j, other.addr, other.addr + other.size) and (
+            self._order_explains(other, ev, dec)
+        ):
+            return other
         return None
+
+    def _indexes(self) -> tuple[dict[int, list[int]], dict[tuple[int, str], list[int]]]:
+        """Positions in the event list of the successful allocations at each address
+        and of each task's events (built once, when a divergence first needs them)."""
+        if self._index_of is None or self._index_of[0] is not self._events:
+            allocs: dict[int, list[int]] = {}
+            tasks: dict[tuple[int, str], list[int]] = {}
+            for n, e in enumerate(self._events):
+                tasks.setdefault((e.pid, e.task), []).append(n)
+                if isinstance(e, AllocVmapArea) and not e.failed:
+                    allocs.setdefault(e.addr, []).append(n)
+            self._index_of = (self._events, allocs, tasks)
+            self._alloc_addrs = sorted(allocs)
+        return self._index_of[1], self._index_of[2]
 
     def _order_explains(
         self, first: AllocVmapArea, then: AllocVmapArea, dec: Decision | None
@@ -808,15 +861,16 @@ class Replayer:
         """:meth:`_cpu_before` for ``events[i]``."""
         events = self._events
         ev = events[i]
-        for j in range(i - 1, max(-1, i - 1 - MIGRATION_LOOKBACK), -1):
-            other = events[j]
-            if other.pid == ev.pid and other.task == ev.task:
-                flags = other.flags
-                resched = len(flags) > 1 and flags[1] != "."
-                slept = ev.timestamp - other.timestamp >= MIGRATION_OFF_CPU
-                moved = other.cpu != ev.cpu and (resched or slept)
-                return other.cpu % self.cpus if moved else None
-        return None
+        mine = self._indexes()[1][(ev.pid, ev.task)]
+        k = bisect.bisect_left(mine, i)
+        if k == 0 or i - mine[k - 1] > MIGRATION_LOOKBACK:
+            return None
+        other = events[mine[k - 1]]
+        flags = other.flags
+        resched = len(flags) > 1 and flags[1] != "."
+        slept = ev.timestamp - other.timestamp >= MIGRATION_OFF_CPU
+        moved = other.cpu != ev.cpu and (resched or slept)
+        return other.cpu % self.cpus if moved else None
 
     def _head_moved_explains(
         self, ev: AllocVmapArea, cpu: int, head: VmapArea, reason: str
@@ -837,13 +891,10 @@ class Replayer:
         if not pool or pool[0] is not head:
             return False
         events = self._events
-        k = -1
-        for j in range(self._index - 1, max(-1, self._index - 1 - HEAD_ORIGIN_LOOKBACK), -1):
-            e = events[j]
-            if isinstance(e, AllocVmapArea) and e.addr == head.va_start and not e.failed:
-                k = j
-                break
-        if k < 0 or events[k].cpu % nodes != node:
+        at = self._indexes()[0].get(head.va_start, [])
+        n = bisect.bisect_left(at, self._index)
+        k = at[n - 1] if n else -1
+        if k < 0 or self._index - k > HEAD_ORIGIN_LOOKBACK or events[k].cpu % nodes != node:
             return False
         before = self._cpu_before_at(k)
         if before is None or before % nodes == node:
