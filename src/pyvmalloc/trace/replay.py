@@ -31,7 +31,7 @@ import itertools
 import os
 import sys
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -328,11 +328,8 @@ class Replayer:
         #: purge event the last event its worker's CPU traced before it.
         self._index = 0
         self._purge_index = -1
-        #: (events, allocation positions by address, event positions by task)
-        self._index_of: (
-            tuple[Sequence[TraceEvent], dict[int, list[int]], dict[tuple[int, str], list[int]]]
-            | None
-        ) = None
+        #: (events, positions of the allocations at each address)
+        self._index_of: tuple[Sequence[TraceEvent], dict[int, list[int]]] | None = None
         self._alloc_addrs: list[int] = []
         self._worker_cpu_busy_until: dict[int, int] = {}
         #: When the open purge began, and when the last one's event was written.
@@ -624,7 +621,7 @@ class Replayer:
         search gives ``ev``'s address (:meth:`_order_explains`)."""
         if dec is None:
             return None
-        allocs, tasks = self._indexes()
+        allocs = self._indexes()
         i = self._index
         # the first later allocation starting in the model's block below ev's end
         lo = dec.block[0] if dec.source == "tree" else start
@@ -646,28 +643,23 @@ class Replayer:
             or other.addr + other.size <= start
         ):
             return None
-        mine = tasks[who]
-        if mine[bisect.bisect_right(mine, i)] != j:
-            return None  # the task traced something else in between
-        if self._untouched(i + 1, j, other.addr, other.addr + other.size) and (
+        if self._untouched(i + 1, j, other.addr, other.addr + other.size, who) and (
             self._order_explains(other, ev, dec)
         ):
             return other
         return None
 
-    def _indexes(self) -> tuple[dict[int, list[int]], dict[tuple[int, str], list[int]]]:
+    def _indexes(self) -> dict[int, list[int]]:
         """Positions in the event list of the successful allocations at each address
-        and of each task's events (built once, when a divergence first needs them)."""
+        (built once, when a divergence first needs them)."""
         if self._index_of is None or self._index_of[0] is not self._events:
-            allocs: dict[int, list[int]] = {}
-            tasks: dict[tuple[int, str], list[int]] = {}
+            allocs: defaultdict[int, list[int]] = defaultdict(list)
             for n, e in enumerate(self._events):
-                tasks.setdefault((e.pid, e.task), []).append(n)
-                if isinstance(e, AllocVmapArea) and not e.failed:
-                    allocs.setdefault(e.addr, []).append(n)
-            self._index_of = (self._events, allocs, tasks)
+                if e.__class__ is AllocVmapArea and not e.failed:
+                    allocs[e.addr].append(n)
+            self._index_of = (self._events, allocs)
             self._alloc_addrs = sorted(allocs)
-        return self._index_of[1], self._index_of[2]
+        return self._index_of[1]
 
     def _order_explains(
         self, first: AllocVmapArea, then: AllocVmapArea, dec: Decision | None
@@ -708,11 +700,13 @@ class Replayer:
             )
         return False
 
-    def _untouched(self, first: int, stop: int, start: int, end: int) -> bool:
+    def _untouched(self, first: int, stop: int, start: int, end: int, who: tuple[int, str]) -> bool:
         """Whether no event in ``events[first:stop]`` allocates in or frees inside
-        ``[start, end)``."""
+        ``[start, end)``, nor is one of task ``who`` (whose next event is at ``stop``)."""
         for k in range(first, stop):
             e = self._events[k]
+            if e.pid == who[0] and e.task == who[1]:
+                return False
             if isinstance(e, AllocVmapArea):
                 if not e.failed and e.addr < end and start < e.addr + e.size:
                     return False
@@ -861,16 +855,15 @@ class Replayer:
         """:meth:`_cpu_before` for ``events[i]``."""
         events = self._events
         ev = events[i]
-        mine = self._indexes()[1][(ev.pid, ev.task)]
-        k = bisect.bisect_left(mine, i)
-        if k == 0 or i - mine[k - 1] > MIGRATION_LOOKBACK:
-            return None
-        other = events[mine[k - 1]]
-        flags = other.flags
-        resched = len(flags) > 1 and flags[1] != "."
-        slept = ev.timestamp - other.timestamp >= MIGRATION_OFF_CPU
-        moved = other.cpu != ev.cpu and (resched or slept)
-        return other.cpu % self.cpus if moved else None
+        for j in range(i - 1, max(-1, i - 1 - MIGRATION_LOOKBACK), -1):
+            other = events[j]
+            if other.pid == ev.pid and other.task == ev.task:
+                flags = other.flags
+                resched = len(flags) > 1 and flags[1] != "."
+                slept = ev.timestamp - other.timestamp >= MIGRATION_OFF_CPU
+                moved = other.cpu != ev.cpu and (resched or slept)
+                return other.cpu % self.cpus if moved else None
+        return None
 
     def _head_moved_explains(
         self, ev: AllocVmapArea, cpu: int, head: VmapArea, reason: str
@@ -891,7 +884,7 @@ class Replayer:
         if not pool or pool[0] is not head:
             return False
         events = self._events
-        at = self._indexes()[0].get(head.va_start, [])
+        at = self._indexes().get(head.va_start, [])
         n = bisect.bisect_left(at, self._index)
         k = at[n - 1] if n else -1
         if k < 0 or self._index - k > HEAD_ORIGIN_LOOKBACK or events[k].cpu % nodes != node:
