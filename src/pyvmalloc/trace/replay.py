@@ -89,8 +89,11 @@ PREEMPT_SECONDS = 0.25
 #: it moved to another CPU since: then its allocation may have chosen its node there).
 MIGRATION_LOOKBACK = 256
 #: A task whose previous event is this much older (seconds) was off the CPU in between
-#: (it slept or was preempted), like one traced with a reschedule pending.
-MIGRATION_OFF_CPU = 1e-3
+#: (it slept or was preempted), like one traced with a reschedule pending. A heuristic:
+#: KVM's VM creation traces its allocations microseconds apart; the trial on the old
+#: CPU (which must reproduce the kernel's address) is the check. At 1 ms it also claims
+#: hand-built traces whose single task alternates CPUs every millisecond.
+MIGRATION_OFF_CPU = 2e-3
 #: How many events back the allocation of a pool head is looked for.
 HEAD_ORIGIN_LOOKBACK = 4096
 #: Time ``decay_va_pool_node`` spends per decayed area before the node's decayed areas
@@ -792,7 +795,7 @@ class Replayer:
                 self._alloc_one(other)
                 self._alloc_one(ev)
                 return
-        if not kernel_failed and self._migration_explains(ev, cpu, model_addr, reason):
+        if not kernel_failed and self._migration_explains(ev, cpu, model_addr, reason, pool_hit):
             return
         if head is not None and self._head_moved_explains(ev, cpu, head, reason):
             return
@@ -920,7 +923,7 @@ class Replayer:
         return False
 
     def _migration_explains(
-        self, ev: AllocVmapArea, cpu: int, model_addr: int | None, reason: str
+        self, ev: AllocVmapArea, cpu: int, model_addr: int | None, reason: str, pooled: bool
     ) -> bool:
         """Whether the allocation chose its vmap node on the CPU the task ran on before.
 
@@ -932,7 +935,10 @@ class Replayer:
         and the node recorded in ``va->flags`` (whose lazy list and pool take the area
         when it is freed) are the old CPU's. When the model, placed on the previous
         event's CPU, finds the kernel's address, that is what happened: the area keeps
-        that node (one race; nothing else is refuted).
+        that node (one race; nothing else is refuted). Only where a pool decides: when
+        the model's own choice and the one on the old CPU both come from the tree, the
+        node cannot change the address (and the first, given back, may have changed
+        the tree's shape), so nothing is concluded.
         """
         space = self.space
         nodes = space.nr_vmap_nodes
@@ -946,7 +952,7 @@ class Replayer:
         if isinstance(va, int):
             return False
         pool_hit = dec is not None and dec.source == "pool"
-        if va.va_start != ev.addr:
+        if va.va_start != ev.addr or not (pooled or pool_hit):
             self.harness.undo_alloc(va, pool_hit, before)
             return False
         self.beliefs.forget(ev.addr)
