@@ -36,8 +36,8 @@ CAPTURES = Path(__file__).parent / "data" / "captures"
 FLOORS = {
     "zram": (0.99, 1.00),  # 99.04 / 100
     "zram-nodrop": (1.00, 1.00),  # 100 / 100
-    "seccomp": (0.99, 1.00),  # 99.70 / 100
-    "seccomp-nodrop": (0.99, 1.00),  # 99.70 / 100
+    "seccomp": (1.00, 1.00),  # 100 / 100 (99.70 before captures3's late-tracepoint rule)
+    "seccomp-nodrop": (1.00, 1.00),  # 100 / 100 (99.70 before)
     "percpu": (0.98, 1.00),  # 98.48 / 100
     "percpu-nodrop": (0.98, 1.00),  # 98.85 / 100
     "bpfring": (1.00, 1.00),  # 100 / 100
@@ -193,15 +193,14 @@ def test_target_drained_at_least_99_percent(name):
     assert _replay(name)[0].agreement >= 0.99
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="seccomp line 649: the forking parent was preempted 140 ms between its stack "
-    "allocation and the tracepoint (traced at line 902); the replay calls the skipped "
-    "range 'not free' (hidden state) twice instead of reordering the allocation (a race)",
-)
-def test_target_seccomp_no_repeated_hidden_state_cause():
+def test_seccomp_late_tracepoint_is_served_in_the_lock_order():
+    # seccomp line 649: the forking parent was rescheduled for 140 ms between its stack
+    # allocation and its tracepoint (line 902). The replay serves it in the lock order
+    # (PREEMPT_SECONDS) instead of calling the range it holds 'not free' twice.
     res = _replay("seccomp")[0]
+    assert res.reordered >= 1
     assert all(c["mismatches"] == 1 for c in res.causes if c["class"] == "hidden state")
+    assert res.agreement == 1.0
 
 
 @pytest.mark.xfail(
@@ -221,3 +220,109 @@ def test_target_lazy_accounting_follows_the_kernel(name):
 )
 def test_target_no_cause_over_3(name):
     assert max(c["mismatches"] for c in _replay(name)[0].causes) <= 3
+
+
+# --- session 3: captures of kinds never captured before (helper captures3) ---------
+#
+# Recorded 14:01-14:13 UTC on this machine with the capture of main @ 70e91fe (kstate
+# read after each snapshot), the workloads in tests/data/workloads/ (README there):
+# KVM VMs, a bounded fork bomb, big-argv execs with big-stack thread pools, IPv4 routing
+# tables (fib_trie), many memory cgroups, io_uring rings, many-queue veth pairs,
+# iptables/nftables rule sets, IPsec policies, KVM and fib_trie at once, and a 5-minute
+# mixed run (mix3: the first ~60 s are bundled). Each holds kstate.json, so the default
+# replay is seeded from the kernel's own state; the snapshot-only replay (--no-kstate)
+# is what tests the inference. kvm, forkbomb and pair-nodrop keep kstate.end.json too.
+
+# capture: (floor seeded from kstate.json, floor from the snapshot alone), measured (%)
+# in the comment as kstate / snapshot, and before this session's rules (main @ 70e91fe)
+FLOORS3 = {
+    "kvm": (0.999, 0.999),  # 99.91 / 99.91 (before 99.19 / 99.19)
+    "kvm-nodrop": (0.999, 0.90),  # 99.91 / 90.62 (before 99.19 / 90.62)
+    "forkbomb": (1.00, 0.998),  # 100 / 99.80 (before 99.60 / 99.41)
+    "forkbomb-nodrop": (1.00, 0.80),  # 100 / 80.49
+    "pair": (1.00, 1.00),  # 100 / 100 (before 99.85 / 99.85)
+    "pair-nodrop": (0.997, 0.90),  # 99.77 / 90.52 (before 95.83 / 88.86)
+    "execargv": (1.00, 0.999),  # 100 / 99.96
+    "execargv-nodrop": (1.00, 0.86),  # 100 / 86.60
+    "fibtrie": (1.00, 1.00),  # 100 / 100
+    "fibtrie-nodrop": (1.00, 1.00),  # 100 / 100
+    "memcg": (1.00, 1.00),  # 100 / 100
+    "memcg-nodrop": (1.00, 0.998),  # 100 / 99.90
+    "uring2": (1.00, 1.00),  # 100 / 100 (15 allocations)
+    "uring2-nodrop": (1.00, 1.00),  # 100 / 100 (26)
+    "vethq": (1.00, 1.00),  # 100 / 100 (32)
+    "vethq-nodrop": (1.00, 1.00),  # 100 / 100 (32)
+    "xtables": (1.00, 1.00),  # 100 / 100 (60)
+    "xtables-nodrop": (1.00, 1.00),  # 100 / 100 (43)
+    "xfrm": (1.00, 1.00),  # 100 / 100 (9)
+    "xfrm-nodrop": (1.00, 1.00),  # 100 / 100 (2)
+    "mix3": (0.994, 0.993),  # 99.47 / 99.31 (before 99.09 / 98.94)
+    "mix3-nodrop": (0.992, 0.89),  # 99.24 / 89.87 (before 98.74 / 89.34)
+}
+
+# where one cause costs more than 3 mismatches (kstate-seeded replay)
+OVER_3_S3 = {
+    "mix3": "a purge in flight with helper workers (line 6966): its nodes' effects reach the "
+    "allocating CPU at other times than the model assumes, 4 mismatches",
+    "mix3-nodrop": "node 0 pool[32] (KVM's 132 KiB areas) differs from kstate.json's by line "
+    "5832 after several overlapping purges: 4 mismatches",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLOORS3))
+def test_session3_capture_floor(name):
+    seeded, snapshot = FLOORS3[name]
+    res, meta = _replay(name)
+    assert res.seed == "kstate"
+    assert res.agreement >= seeded, (res.agreement, res.mismatches[:3])
+    alone = _replay(name, kstate=False)[0]
+    assert alone.seed == "snapshot"
+    assert alone.agreement >= snapshot, (alone.agreement, alone.mismatches[:3])
+    counts = meta["event_counts"]
+    assert isinstance(counts, dict)
+    n = counts["alloc_vmap_area"]
+    for r in (res, alone):
+        window = r.window_applied + r.window_reflected
+        assert n - r.skipped_before_snapshot - window <= r.allocs_compared <= n
+        assert r.purges == counts["purge_vmap_area_lazy"]
+        assert all(m.cause_class in CLASSES and m.cause for m in r.mismatches)
+        assert sum(c["mismatches"] for c in r.causes) == len(r.mismatches)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in FLOORS3 if n not in ("mix3", "mix3-nodrop")))
+def test_session3_capture_ends_in_the_kernels_state(name):
+    # Every busy and lazily freed area the model ends with is the kernel's
+    # (vmallocinfo.end), seeded from the snapshot alone; with kstate.end.json the free
+    # tree is the kernel's node for node and the pools entry for entry.
+    res = _replay(name, end=True, kstate=False)[0]
+    e = res.end_check
+    assert e is not None and e["busy_agree"] > 200
+    assert e["busy_only_model"] == e["busy_only_kernel"] == 0
+    assert e["lazy_only_model"] == e["lazy_only_kernel"] == 0
+    if (CAPTURES / name / "kstate.end.json.gz").exists():
+        k = _replay(name, end=True)[0].end_kstate
+        assert k is not None and k["free_agree"] == k["free_nodes_kernel"] > 100
+        assert k["free_position_differs"] == k["free_color_differs"] == 0
+        assert k["pool_only_model"] == k["pool_only_kernel"] == k["pool_moved"] == 0
+
+
+@pytest.mark.parametrize("name", ["kvm", "kvm-nodrop", "pair-nodrop"])
+def test_session3_cpu_moves_cost_one_mismatch_each(name):
+    # KVM's VM creation: a task traced with a reschedule pending on one CPU traces its
+    # next allocation on the other; the node was chosen on the first (one race each,
+    # not a cascade of pool and "not free" facts: 9, 9 and 55 mismatches before).
+    res = _replay(name)[0]
+    moved = [c for c in res.causes if str(c["key"]).startswith("migrated")]
+    assert moved and all(c["mismatches"] == 1 and c["class"] == "race" for c in moved)
+    assert res.migrated == len(moved) == len(res.mismatches)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=[pytest.mark.xfail(strict=True, reason=OVER_3_S3[n])] if n in OVER_3_S3 else [])
+        for n in sorted(FLOORS3)
+    ],
+)  # fmt: skip
+def test_session3_no_cause_over_3(name):
+    assert max((c["mismatches"] for c in _replay(name)[0].causes), default=0) <= 3

@@ -17,7 +17,10 @@ from pyvmalloc.trace.replay import load_capture, replay
 CAPTURES = Path(__file__).parent.parent / "data" / "captures"
 # Drained captures of new kinds on which the replay is below these targets yet; their
 # floors and the unmet targets (strict xfail) are in tests/test_captures_fresh.py.
-BELOW_TARGET = {"bpfjit-busy", "busy60", "mixed2", "percpu", "seccomp"}
+# mix3: causes of 2-4 mismatches (overlapping purges with helpers); forkbomb: a node of
+# a big purge finishes early and the model's split of its pages rests on guessed nodes
+# (nr_lazy differs for 21 frees); both are exact where kstate.json gives the nodes.
+BELOW_TARGET = {"bpfjit-busy", "busy60", "mixed2", "percpu", "mix3", "forkbomb"}
 DRAINED = sorted(
     p
     for p in CAPTURES.iterdir()

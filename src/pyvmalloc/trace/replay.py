@@ -25,12 +25,13 @@ matters for alignments above PAGE_SIZE) — unless the capture read them from th
 from __future__ import annotations
 
 import argparse
+import bisect
 import heapq
 import itertools
 import os
 import sys
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,7 +60,7 @@ from pyvmalloc.trace.harness import Observer, TraceHarness, events_after_snapsho
 from pyvmalloc.trace.kstate import KState, compare_kstate, kstate_of
 from pyvmalloc.trace.parse import TraceParseResult, parse_trace
 from pyvmalloc.trace.snapshot import VmallocInfo, lazy_runs, parse_vmallocinfo
-from pyvmalloc.vmap.area import Decision, FitType, PendingPurge, VmapArea
+from pyvmalloc.vmap.area import Decision, FitType, PendingPurge, VaState, VmapArea
 from pyvmalloc.vmap.placement import find_vmap_lowest_match
 from pyvmalloc.vmap.space import VmapSpace
 
@@ -78,6 +79,23 @@ RACE_SECONDS = 50e-6
 #: may be preempted in between (0.7 ms seen on this machine).
 REORDER_EVENTS = 64
 REORDER_SECONDS = 1e-3
+#: The same for a task rescheduled between the lock and its tracepoint: an allocation at
+#: the model's address traced this much later (events, seconds) may still have come
+#: first (2.7 ms seen in ``forkbomb``, 140 ms in ``seccomp``, 94 ms in ``mix3``), when
+#: nothing traced in between touched its range (``Replayer._late_lock_order``).
+PREEMPT_EVENTS = 1024
+PREEMPT_SECONDS = 0.25
+#: How many events back a task's previous vmalloc event is looked for (to see whether
+#: it moved to another CPU since: then its allocation may have chosen its node there).
+MIGRATION_LOOKBACK = 256
+#: A task whose previous event is this much older (seconds) was off the CPU in between
+#: (it slept or was preempted), like one traced with a reschedule pending. A heuristic:
+#: KVM's VM creation traces its allocations microseconds apart; the trial on the old
+#: CPU (which must reproduce the kernel's address) is the check. At 1 ms it also claims
+#: hand-built traces whose single task alternates CPUs every millisecond.
+MIGRATION_OFF_CPU = 2e-3
+#: How many events back the allocation of a pool head is looked for.
+HEAD_ORIGIN_LOOKBACK = 4096
 #: Time ``decay_va_pool_node`` spends per decayed area before the node's decayed areas
 #: reach the free tree (assumed; this machine: 0.12-0.22 us seen, see docs/replay.md).
 DECAY_SECONDS_PER_AREA = 0.15e-6
@@ -184,6 +202,9 @@ class ReplayResult:
     hidden_pool_hits: int = 0
     #: Allocations applied before an earlier-traced one of another CPU (lock order).
     reordered: int = 0
+    #: Allocations whose task chose its vmap node on the CPU it ran on before the
+    #: tracepoint's (rescheduled in between): one race each.
+    migrated: int = 0
     #: Events between the snapshot markers: already in the snapshot / applied.
     window_reflected: int = 0
     window_applied: int = 0
@@ -310,6 +331,9 @@ class Replayer:
         #: purge event the last event its worker's CPU traced before it.
         self._index = 0
         self._purge_index = -1
+        #: (events, positions of the allocations at each address)
+        self._index_of: tuple[Sequence[TraceEvent], dict[int, list[int]]] | None = None
+        self._alloc_addrs: list[int] = []
         self._worker_cpu_busy_until: dict[int, int] = {}
         #: When the open purge began, and when the last one's event was written.
         self._purge_began_at: float | None = None
@@ -560,11 +584,17 @@ class Replayer:
             return
         self._alloc_one(ev, reorder=True)
 
-    def _lock_order_race(self, ev: AllocVmapArea, start: int, size: int) -> AllocVmapArea | None:
-        """A later allocation of another task, traced soon after, that took ``[start,
-        start + size)``: the two took the free-tree lock in the other order. An event
-        is traced at the end of ``alloc_vmap_area``, after the lock is dropped, so the
-        other task (on another CPU, or preempted on this one) may trace later."""
+    def _lock_order_race(
+        self, ev: AllocVmapArea, start: int, size: int, dec: Decision | None = None
+    ) -> AllocVmapArea | None:
+        """A later allocation of another task that took ``[start, start + size)``: the
+        two took the free-tree lock in the other order. An event is traced at the end
+        of ``alloc_vmap_area``, after the lock is dropped, so the other task (on another
+        CPU, or preempted on this one) may trace later. Only the other task's next
+        event qualifies (a task does one thing at a time: it may have been inside
+        ``alloc_vmap_area`` since its previous event); soon after (``REORDER_*``) that
+        is enough. Later (``PREEMPT_*``: a task rescheduled before its tracepoint) see
+        :meth:`_late_lock_order`."""
         events = self._events
         seen: set[tuple[int, str]] = {(ev.pid, ev.task)}
         for j in range(self._index + 1, min(len(events), self._index + 1 + REORDER_EVENTS)):
@@ -582,7 +612,110 @@ class Replayer:
                 and start < other.addr + other.size
             ):
                 return other
+        return self._late_lock_order(ev, start, dec)
+
+    def _late_lock_order(
+        self, ev: AllocVmapArea, start: int, dec: Decision | None
+    ) -> AllocVmapArea | None:
+        """The next allocation at ``start``, traced up to ``PREEMPT_*`` later, when it
+        is its task's next event and consistent with having come first: nothing traced
+        in between touched its range, which the kernel held busy all along (no caller
+        frees an area before the allocation returns it), and with it taken the model's
+        search gives ``ev``'s address (:meth:`_order_explains`)."""
+        if dec is None:
+            return None
+        allocs = self._indexes()
+        i = self._index
+        # the first later allocation starting in the model's block below ev's end
+        lo = dec.block[0] if dec.source == "tree" else start
+        addrs = self._alloc_addrs
+        j = -1
+        for n in range(bisect.bisect_left(addrs, lo), bisect.bisect_left(addrs, start + ev.size)):
+            at = allocs[addrs[n]]
+            k = bisect.bisect_right(at, i)
+            if k < len(at) and (j < 0 or at[k] < j):
+                j = at[k]
+        if j < 0 or j - i > PREEMPT_EVENTS:
+            return None
+        other = self._events[j]
+        assert isinstance(other, AllocVmapArea)
+        who = (other.pid, other.task)
+        if (
+            who == (ev.pid, ev.task)
+            or other.timestamp - ev.timestamp > PREEMPT_SECONDS
+            or other.addr + other.size <= start
+        ):
+            return None
+        if self._untouched(i + 1, j, other.addr, other.addr + other.size, who) and (
+            self._order_explains(other, ev, dec)
+        ):
+            return other
         return None
+
+    def _indexes(self) -> dict[int, list[int]]:
+        """Positions in the event list of the successful allocations at each address
+        (built once, when a divergence first needs them)."""
+        if self._index_of is None or self._index_of[0] is not self._events:
+            allocs: defaultdict[int, list[int]] = defaultdict(list)
+            for n, e in enumerate(self._events):
+                if e.__class__ is AllocVmapArea and not e.failed:
+                    allocs[e.addr].append(n)
+            self._index_of = (self._events, allocs)
+            self._alloc_addrs = sorted(allocs)
+        return self._index_of[1]
+
+    def _order_explains(
+        self, first: AllocVmapArea, then: AllocVmapArea, dec: Decision | None
+    ) -> bool:
+        """Whether ``first`` taking its range explains ``then``'s address, given the
+        model's decision ``dec`` for ``then`` (whose choice ``first`` overlaps): in a
+        tree block, the lowest aligned fit left beside ``first``'s range (or, for a
+        page-aligned request, the next long-enough block when none is left); from a
+        pool, the entry after ``first``'s (same node). Computed, nothing applied."""
+        if dec is None:
+            return False
+        if dec.source == "tree":
+            bs, be = dec.block
+            fs, fe = first.addr, first.addr + first.size
+            if not (bs <= fs and fe <= be):
+                return False
+            mask = then.align - 1
+            for lo, hi in ((bs, fs), (fe, be)):
+                at = (max(lo, then.vstart) + mask) & ~mask
+                if at + then.size <= min(hi, then.vend):
+                    return at == then.addr
+            if then.align > PAGE_SIZE or not dec.search_length:
+                return False  # the next block on the descent path depends on the shape
+            # Nothing of the block is left for it: the lowest long-enough block above
+            # (those below were too short already).
+            nxt = self._next_free_of_length(bs, dec.search_length)
+            return nxt is not None and max(nxt.va_start, then.vstart) == then.addr
+        if dec.source == "pool":
+            space = self.space
+            if first.cpu % space.nr_vmap_nodes != dec.node:
+                return False
+            pool = space.nodes[dec.node].pools.get(dec.pool_index)
+            return (
+                pool is not None
+                and len(pool) > 1
+                and pool[0].va_start == first.addr
+                and pool[1].va_start == then.addr
+            )
+        return False
+
+    def _untouched(self, first: int, stop: int, start: int, end: int, who: tuple[int, str]) -> bool:
+        """Whether no event in ``events[first:stop]`` allocates in or frees inside
+        ``[start, end)``, nor is one of task ``who`` (whose next event is at ``stop``)."""
+        for k in range(first, stop):
+            e = self._events[k]
+            if e.pid == who[0] and e.task == who[1]:
+                return False
+            if isinstance(e, AllocVmapArea):
+                if not e.failed and e.addr < end and start < e.addr + e.size:
+                    return False
+            elif isinstance(e, FreeVmapAreaNoflush) and start <= e.va_start < end:
+                return False
+        return True
 
     def _alloc_one(self, ev: AllocVmapArea, reorder: bool = False) -> None:
         space = self.space
@@ -653,7 +786,7 @@ class Replayer:
                 head = va
             self.harness.undo_alloc(va, pool_hit and hidden is None, cpu)
         if reorder and model_addr is not None and not kernel_failed:
-            other = self._lock_order_race(ev, model_addr, ev.size)
+            other = self._lock_order_race(ev, model_addr, ev.size, dec)
             if other is not None:
                 # Serve the other CPU first, as the kernel did, then this one again.
                 res.allocs_compared -= 1
@@ -662,6 +795,10 @@ class Replayer:
                 self._alloc_one(other)
                 self._alloc_one(ev)
                 return
+        if not kernel_failed and self._migration_explains(ev, cpu, model_addr, reason, pool_hit):
+            return
+        if head is not None and self._head_moved_explains(ev, cpu, head, reason):
+            return
         loc = None if kernel_failed else self._where(ev.addr, ev.size)
         where = "" if loc is None else self._describe(loc)
         if hidden is not None:
@@ -676,13 +813,22 @@ class Replayer:
         ):
             # The readout held this fact: the model's rules disagree with the kernel's.
             cause = Cause(RULE, f"{cause.fact}, although kstate.json gave it", cause.key)
+        self._record(ev, model_addr, reason, where, cause)
+        if not kernel_failed:
+            self._adopt(ev, cpu)
+
+    def _record(
+        self, ev: AllocVmapArea, model_addr: int | None, reason: str, where: str, cause: Cause
+    ) -> None:
+        """Count one divergence and keep its record (up to ``keep_mismatches``)."""
+        res = self.result
         if cause.kind == HIDDEN:
             res.hidden_state_mismatches += 1
         if len(res.mismatches) < self.keep_mismatches:
             res.mismatches.append(
                 Mismatch(
                     line=ev.line,
-                    kernel=None if kernel_failed else ev.addr,
+                    kernel=None if ev.failed else ev.addr,
                     model=model_addr,
                     size=ev.size,
                     align=ev.align,
@@ -696,8 +842,135 @@ class Replayer:
                     cause_key=_key_str(cause.key),
                 )
             )
-        if not kernel_failed:
-            self._adopt(ev, cpu)
+
+    def _cpu_before(self, ev: AllocVmapArea) -> int | None:
+        """The CPU of the same task's previous vmalloc event, when it differs from
+        ``ev``'s and that event was traced with a reschedule pending (the second flag
+        column, ``N``/``n``/``p``/``L``...) or ``MIGRATION_OFF_CPU`` before: the task
+        was rescheduled onto another CPU in between."""
+        events = self._events
+        i = self._index
+        if not (0 <= i < len(events)) or events[i] is not ev:
+            return None  # not the event being replayed (a reordered one)
+        return self._cpu_before_at(i)
+
+    def _cpu_before_at(self, i: int) -> int | None:
+        """:meth:`_cpu_before` for ``events[i]``."""
+        events = self._events
+        ev = events[i]
+        for j in range(i - 1, max(-1, i - 1 - MIGRATION_LOOKBACK), -1):
+            other = events[j]
+            if other.pid == ev.pid and other.task == ev.task:
+                flags = other.flags
+                resched = len(flags) > 1 and flags[1] != "."
+                slept = ev.timestamp - other.timestamp >= MIGRATION_OFF_CPU
+                moved = other.cpu != ev.cpu and (resched or slept)
+                return other.cpu % self.cpus if moved else None
+        return None
+
+    def _head_moved_explains(
+        self, ev: AllocVmapArea, cpu: int, head: VmapArea, reason: str
+    ) -> bool:
+        """Whether the model's pool head was another node's: its own allocation (a tree
+        allocation the model matched) was made by a task that had moved to another CPU
+        (see :meth:`_migration_explains`), so ``va->flags`` holds the old CPU's node and
+        its free and purge put it in that node's pool. When moving it there lets the
+        model find the kernel's address, that was the case (one race)."""
+        space = self.space
+        nodes = space.nr_vmap_nodes
+        dec = space.last_decision
+        if nodes < 2 or not self._full_range(ev) or head.state != VaState.POOL:
+            return False
+        node = cpu % nodes
+        idx = pool_class(ev.size)
+        pool = space.nodes[node].pools.get(idx)
+        if not pool or pool[0] is not head:
+            return False
+        events = self._events
+        at = self._indexes().get(head.va_start, [])
+        n = bisect.bisect_left(at, self._index)
+        k = at[n - 1] if n else -1
+        if k < 0 or self._index - k > HEAD_ORIGIN_LOOKBACK or events[k].cpu % nodes != node:
+            return False
+        before = self._cpu_before_at(k)
+        if before is None or before % nodes == node:
+            return False
+        other = before % nodes
+        pool.popleft()
+        old_flags = head.flags
+        head.flags = (head.flags & ~0xFF00) | space.encode_vn_id(other)
+        dst = space.nodes[other].pools.setdefault(idx, deque())
+        self.beliefs._insert_by_purge_order(dst, head)
+        va = self.harness.alloc(ev.size, ev.align, ev.vstart, ev.vend, cpu)
+        again = space.last_decision
+        if not isinstance(va, int) and va.va_start == ev.addr:
+            self.beliefs.forget(ev.addr)
+            self.result.migrated += 1
+            cause = Cause(
+                RACE,
+                f"{head.va_start:#x} was node {other}'s: its allocation (line {events[k].line}) "
+                f"chose its vmap node on CPU {before} before the task moved",
+                ("migrated", events[k].line),
+            )
+            self._record(ev, head.va_start, reason, f"not node {node}'s pool", cause)
+            return True
+        if not isinstance(va, int):
+            self.harness.undo_alloc(va, again is not None and again.source == "pool", cpu)
+        dst.remove(head)
+        head.flags = old_flags
+        pool.appendleft(head)
+        space.last_decision = dec
+        return False
+
+    def _migration_explains(
+        self, ev: AllocVmapArea, cpu: int, model_addr: int | None, reason: str, pooled: bool
+    ) -> bool:
+        """Whether the allocation chose its vmap node on the CPU the task ran on before.
+
+        6.18 ``alloc_vmap_area`` takes the node from ``raw_smp_processor_id()`` in
+        ``node_alloc`` (its pool, and the ``vn_id`` the area is tagged with) and writes
+        the tracepoint at its end. A pool miss allocates the ``vmap_area`` with
+        ``GFP_KERNEL`` before the tree search, so the task may be rescheduled onto
+        another CPU in between: the event then shows the new CPU, while the pool tried
+        and the node recorded in ``va->flags`` (whose lazy list and pool take the area
+        when it is freed) are the old CPU's. When the model, placed on the previous
+        event's CPU, finds the kernel's address, that is what happened: the area keeps
+        that node (one race; nothing else is refuted). Only where a pool decides: when
+        the model's own choice and the one on the old CPU both come from the tree, the
+        node cannot change the address (and the first, given back, may have changed
+        the tree's shape), so nothing is concluded.
+        """
+        space = self.space
+        nodes = space.nr_vmap_nodes
+        if nodes < 2 or not self._full_range(ev):
+            return False
+        before = self._cpu_before(ev)
+        if before is None or before % nodes == cpu % nodes:
+            return False
+        va = self.harness.alloc(ev.size, ev.align, ev.vstart, ev.vend, before)
+        dec = space.last_decision
+        if isinstance(va, int):
+            return False
+        pool_hit = dec is not None and dec.source == "pool"
+        if va.va_start != ev.addr or not (pooled or pool_hit):
+            self.harness.undo_alloc(va, pool_hit, before)
+            return False
+        self.beliefs.forget(ev.addr)
+        self.result.migrated += 1
+        src = (
+            f"node {before % nodes}'s pool"
+            if pool_hit
+            else f"the tree (node {before % nodes}'s pool had none)"
+        )
+        cause = Cause(
+            RACE,
+            f"the task moved from CPU {before} to CPU {ev.cpu % self.cpus} between choosing "
+            f"its vmap node and its tracepoint: {src}",
+            ("migrated", ev.line),
+        )
+        where = f"{'pool' if pool_hit else 'tree'} of CPU {before}'s node"
+        self._record(ev, model_addr, reason, where, cause)
+        return True
 
     def _tagged(self, ev: AllocVmapArea, cpu: int, addr: int) -> VmapArea:
         """A new busy area of ``ev``'s size at ``addr``, tagged with the CPU's node as
