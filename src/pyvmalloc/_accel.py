@@ -36,6 +36,7 @@ _WHOLE_OPERATIONS = (
     "vmalloc_node_range",
     "vfree",
     # replay batch (replayc)
+    "replay_run",
     # bulk pages and multi-page vmalloc (bulkc)
     # test-vmalloc harness (tvharness)
 )

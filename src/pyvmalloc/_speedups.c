@@ -4051,6 +4051,8 @@ static int tv_kfree_last(wctx_t *c, PyObject *addr_o) {
 
 /* Forward declarations of sections defined after PyInit (one block per section). */
 /* replay batch (replayc) declarations */
+static PyObject *rb_init(PyObject *, PyObject *);
+static PyObject *rb_run(PyObject *, PyObject *const *, Py_ssize_t);
 
 /* bulk pages (bulkc) declarations */
 
@@ -4123,6 +4125,11 @@ static PyMethodDef methods[] = {
     {"vfree", (PyCFunction)(void (*)(void))vw_vfree, METH_FASTCALL,
      "vfree(vmalloc, addr, cpu) -> True | None"},
     /* replay batch (helper replayc): entries below */
+    {"replay_run_init", rb_init, METH_VARARGS,
+     "replay_run_init(Replayer, TraceHarness, VmapSpace, Beliefs, ReplayResult, PendingPurge, "
+     "guards, DRIFT_RUN)"},
+    {"replay_run", (PyCFunction)(void (*)(void))rb_run, METH_FASTCALL,
+     "replay_run(replayer, events, i, every) -> index of the first event left to Python"},
 
     /* (separator: keep) */
     /* bulk pages and multi-page vmalloc (helper bulkc): entries below */
@@ -4614,7 +4621,747 @@ error:
 
 /* =====================================================================================
  * replay batch section (helper replayc)
+ *
+ * The replay loop for the common events, many per call: TraceHarness.drive over
+ * Replayer.before/alloc/free (trace/harness.py, trace/replay.py are the reference).
+ *
+ * replay_run(replayer, events, i, every) applies events[i], events[i + 1], ... while
+ * each is one of
+ *   - an alloc_vmap_area the kernel did not fail, whose address the model's own
+ *     alloc_vmap_area_once gives (pool head or lowest match) with nothing to infer: no
+ *     hidden pool head to guess, no unreachable block to search past, no guessed node
+ *     to vote on;
+ *   - a free_vmap_area_noflush of a busy area that starts at that address, in its
+ *     address's node, that neither arms the next purge nor shows a purge's node done;
+ * outside any timed state of the open purge (armed, decay held, nodes due), and
+ * returns the index of the first event that is not (len(events) at the end): the
+ * Python handlers take that one. Each event is looked at first and applied only when
+ * it is common (the mechanism through the whole operations above, then the handler's
+ * bookkeeping: counters, beliefs, drift, the crossing time), so a declined event finds
+ * the model exactly as Python left it. Whatever the replay does not set up as usual
+ * (another class or a replaced method, observers, a profile without trace-driven
+ * purges, the progress bar's tick every `every` events) returns at once.
+ *
+ * space.explain is off while the batch runs; the last allocation's Decision is built
+ * once, on the way out, as alloc_vmap_area_once would have left it.
  * ===================================================================================== */
+
+enum {
+    RB_RESULT, RB_BELIEFS, RB_SPACE, RB_HARNESS, RB_CPUS, RB_TRACE_DRIVEN, RB_EARLY, RB_SEED,
+    RB_INFER, RB_REORDERED, RB_PURGE_INDEX, RB_INDEX, RB_ARMED, RB_HELD_UNTIL, RB_PENDING,
+    RB_NODE_DONE, RB_DRIFT, RB_CROSSED, RB_LAST_FAILED, RB_NEXT_PURGE, RB_PROFILE,
+    RB_EVENTS, RB_COMPARED, RB_MATCHED, RB_GUESSED, RB_FREES, RB_LAZY_DRIFT, RB_FIRST_DRIFT,
+    RB_HIDDEN_HEAD, RB_UNKNOWN, RB_UNREACH, RB_HIGH, RB_OLD, RB_REFUTED, RB_RECYCLED,
+    RB_MARKED, RB_KSTATE, RB_THRESHOLD, RB_MAXVA, RB_FREE_METH, RB_CPU_KW,
+    RB_N
+};
+static const char *rb_names[RB_N] = {
+    "result", "beliefs", "space", "harness", "cpus", "trace_driven", "early_decay", "seed",
+    "_infer_pools", "_reordered", "_purge_index", "_index", "_armed_at", "_held_until",
+    "_pending", "_node_done_at", "_drift_run", "_crossed_at", "_last_alloc_failed",
+    "_next_purge", "profile",
+    "events", "allocs_compared", "allocs_matched", "allocs_matched_guessed", "frees",
+    "lazy_drift", "first_lazy_drift_line",
+    "hidden_head", "unknown_node", "unreachable", "kernel_tree_high", "old_blocks",
+    "refuted_nodes", "recycled",
+    "marked", "kstate", "_lazy_threshold_passed", "max_va_size_pages",
+    "free_vmap_area_noflush", "cpu",
+};
+static PyObject *rb_s[RB_N];
+
+/* The classes the batch mirrors: Replayer, TraceHarness, VmapSpace, Beliefs (each with
+ * its mirrored methods, checked unreplaced on every call), ReplayResult, PendingPurge. */
+enum { RB_T_RP, RB_T_HARNESS, RB_T_SPACE, RB_T_BELIEFS, RB_T_RESULT, RB_T_PENDING, RB_T_N };
+static PyTypeObject *rb_types[RB_T_N];
+/* per role (the first four): a tuple of (name, function as the class had it at init) */
+static PyObject *rb_guards[4];
+static long rb_drift_limit = 8; /* DRIFT_RUN */
+static PyObject *rb_fl_kwnames = NULL; /* ("cpu",) */
+
+/* replay_run_init(Replayer, TraceHarness, VmapSpace, Beliefs, ReplayResult, PendingPurge,
+ * guards, DRIFT_RUN): guards is four tuples of method names, one per class. */
+static PyObject *rb_init(PyObject *self, PyObject *args) {
+    PyObject *t[RB_T_N], *guards;
+    long drift;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!O!l", &PyType_Type, &t[0], &PyType_Type, &t[1],
+                          &PyType_Type, &t[2], &PyType_Type, &t[3], &PyType_Type, &t[4],
+                          &PyType_Type, &t[5], &PyTuple_Type, &guards, &drift))
+        return NULL;
+    if (PyTuple_GET_SIZE(guards) != 4 || drift < 1) {
+        PyErr_SetString(PyExc_ValueError, "replay_run_init: four guard tuples, DRIFT_RUN >= 1");
+        return NULL;
+    }
+    for (int i = 0; i < RB_N; i++)
+        if (rb_s[i] == NULL && !(rb_s[i] = PyUnicode_InternFromString(rb_names[i]))) return NULL;
+    PyObject *g[4] = {NULL, NULL, NULL, NULL};
+    for (int r = 0; r < 4; r++) {
+        PyObject *names = PyTuple_GET_ITEM(guards, r);
+        if (!PyTuple_Check(names)) {
+            PyErr_SetString(PyExc_TypeError, "replay_run_init: guards must be tuples of names");
+            goto fail;
+        }
+        Py_ssize_t k = PyTuple_GET_SIZE(names);
+        g[r] = PyTuple_New(k);
+        if (!g[r]) goto fail;
+        for (Py_ssize_t j = 0; j < k; j++) {
+            PyObject *name = PyTuple_GET_ITEM(names, j);
+            if (!PyUnicode_CheckExact(name)) {
+                PyErr_SetString(PyExc_TypeError, "replay_run_init: a method name is not a str");
+                goto fail;
+            }
+            Py_INCREF(name);
+            PyUnicode_InternInPlace(&name);
+            PyObject *fn = _PyType_Lookup((PyTypeObject *)t[r], name);
+            if (fn == NULL) {
+                PyErr_Format(PyExc_AttributeError, "%.100s has no %U", ((PyTypeObject *)t[r])->tp_name,
+                             name);
+                Py_DECREF(name);
+                goto fail;
+            }
+            PyObject *pair = PyTuple_Pack(2, name, fn);
+            Py_DECREF(name);
+            if (!pair) goto fail;
+            PyTuple_SET_ITEM(g[r], j, pair);
+        }
+    }
+    if (rb_fl_kwnames == NULL && !(rb_fl_kwnames = PyTuple_Pack(1, rb_s[RB_CPU_KW]))) goto fail;
+    for (int i = 0; i < RB_T_N; i++) {
+        Py_INCREF(t[i]);
+        Py_XSETREF(rb_types[i], (PyTypeObject *)t[i]);
+    }
+    for (int r = 0; r < 4; r++) Py_XSETREF(rb_guards[r], g[r]);
+    rb_drift_limit = drift;
+    Py_RETURN_NONE;
+fail:
+    for (int r = 0; r < 4; r++) Py_XDECREF(g[r]);
+    return NULL;
+}
+
+/* 1 when obj is exactly the class of role r and none of its mirrored methods is
+ * replaced (on the class or the instance); 0 otherwise. d is obj's instance dict. */
+static int rb_unreplaced(PyObject *obj, PyObject *d, int r) {
+    PyObject *g = rb_guards[r];
+    if (g == NULL || Py_TYPE(obj) != rb_types[r]) return 0;
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(g); j++) {
+        PyObject *pair = PyTuple_GET_ITEM(g, j), *name = PyTuple_GET_ITEM(pair, 0);
+        if (_PyType_Lookup(rb_types[r], name) != PyTuple_GET_ITEM(pair, 1)) return 0;
+        if (PyDict_GetItemWithError(d, name) != NULL || PyErr_Occurred()) return 0;
+    }
+    return 1;
+}
+
+/* The instance dict of obj (a new reference), or NULL (no error set) if it has none. */
+static PyObject *rb_dict(PyObject *obj) {
+    PyObject **dp = _PyObject_GetDictPtr(obj);
+    if (dp == NULL || *dp == NULL || !PyDict_CheckExact(*dp)) return NULL;
+    Py_INCREF(*dp);
+    return *dp;
+}
+
+/* d[key] as a C long when it is an exact int that fits: 1, else 0. */
+static int rb_long(PyObject *d, int key, long *out) {
+    PyObject *v = PyDict_GetItemWithError(d, rb_s[key]);
+    if (v == NULL || !PyLong_CheckExact(v)) return 0;
+    int of = 0;
+    long x = PyLong_AsLongAndOverflow(v, &of);
+    if (of || (x == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = x;
+    return 1;
+}
+
+/* d[key] as a new reference that must be exactly of type t (NULL: not). */
+static PyObject *rb_get(PyObject *d, int key, PyTypeObject *t) {
+    PyObject *v = PyDict_GetItemWithError(d, rb_s[key]);
+    if (v == NULL || Py_TYPE(v) != t) return NULL;
+    Py_INCREF(v);
+    return v;
+}
+
+/* An exact float slot (timestamps): 1 and *out, else 0. */
+static inline int rb_float(PyObject *o, double *out) {
+    if (o == NULL || !PyFloat_CheckExact(o)) return 0;
+    *out = PyFloat_AS_DOUBLE(o);
+    return 1;
+}
+
+typedef struct {
+    PyObject *rp, *space; /* borrowed (the caller's arguments / held by rp_d) */
+    PyObject *rp_d, *res_d, *b_d, *h_d, *space_d, *events; /* new references */
+    PyObject *reordered, *hidden_head, *unknown, *unreach, *high, *old, *refuted,
+        *recycled; /* new references */
+    ctx_t c;
+    int have_c;
+    long cpus, purge_index, drift_run;
+    uint64_t max_va, npurged;
+    int infer, early, kstate_seed, has_next, pending_none, marked, explain_was;
+    int armed_set, held_set, done_set;
+    double armed, held_min, done0;
+    /* what the batch changed, written back on the way out */
+    long n_events, compared, matched, guessed, frees, lazy_drift, index;
+    int any_alloc;
+    /* the last allocation's Decision (alloc_vmap_area_once's, with explain on) */
+    int dec_pool_hit, dec_rotated, dec_fit;
+    long dec_node, dec_pidx;
+    uint64_t dec_bs, dec_be, dec_len;
+} rb_t;
+
+static void rb_release(rb_t *b) {
+    Py_CLEAR(b->rp_d); Py_CLEAR(b->res_d); Py_CLEAR(b->b_d); Py_CLEAR(b->h_d);
+    Py_CLEAR(b->space_d); Py_CLEAR(b->events);
+    Py_CLEAR(b->reordered); Py_CLEAR(b->hidden_head); Py_CLEAR(b->unknown);
+    Py_CLEAR(b->unreach); Py_CLEAR(b->high); Py_CLEAR(b->old); Py_CLEAR(b->refuted);
+    Py_CLEAR(b->recycled);
+    if (b->have_c) ctx_release(&b->c);
+    b->have_c = 0;
+}
+
+/* Gather what the batch reads from the replayer: 1 (b filled), 0 (not a replay the
+ * batch mirrors: nothing to do), -1 (error). */
+static int rb_setup(rb_t *b, PyObject *rp) {
+    memset(b, 0, sizeof(*b));
+    b->rp = rp;
+    if (rb_types[0] == NULL || ev_alloc_t == NULL || st_busy == NULL || va_ready() < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (!(b->rp_d = rb_dict(rp)) || !rb_unreplaced(rp, b->rp_d, RB_T_RP)) return 0;
+    PyObject *d = b->rp_d, *v;
+    if (PyDict_GetItemWithError(d, rb_s[RB_TRACE_DRIVEN]) != Py_True) return 0;
+    PyObject *res = PyDict_GetItemWithError(d, rb_s[RB_RESULT]);
+    PyObject *bel = PyDict_GetItemWithError(d, rb_s[RB_BELIEFS]);
+    PyObject *har = PyDict_GetItemWithError(d, rb_s[RB_HARNESS]);
+    b->space = PyDict_GetItemWithError(d, rb_s[RB_SPACE]);
+    if (!res || !bel || !har || !b->space || Py_TYPE(res) != rb_types[RB_T_RESULT]) return 0;
+    if (!(b->res_d = rb_dict(res)) || !(b->b_d = rb_dict(bel)) || !(b->h_d = rb_dict(har)) ||
+        !(b->space_d = rb_dict(b->space)))
+        return 0;
+    if (!rb_unreplaced(bel, b->b_d, RB_T_BELIEFS) || !rb_unreplaced(har, b->h_d, RB_T_HARNESS) ||
+        !rb_unreplaced(b->space, b->space_d, RB_T_SPACE))
+        return 0;
+    if (PyDict_GetItemWithError(b->h_d, rb_s[RB_TRACE_DRIVEN]) != Py_True ||
+        PyDict_GetItemWithError(b->h_d, rb_s[RB_SPACE]) != b->space)
+        return 0;
+    int rc = ctx_get(b->space, &b->c);
+    if (rc <= 0) return rc;
+    b->have_c = 1;
+    /* observers see the model's events one by one: the reference */
+    PyObject *tpa = PyDict_GetItemWithError(b->space_d, s_tp_alloc);
+    PyObject *tpf = PyDict_GetItemWithError(b->space_d, s_tp_free);
+    if (!tpa || !PyList_CheckExact(tpa) || PyList_GET_SIZE(tpa) || !tpf ||
+        !PyList_CheckExact(tpf) || PyList_GET_SIZE(tpf))
+        return 0;
+    v = PyDict_GetItemWithError(b->space_d, s_explain);
+    if (v != Py_True && v != Py_False) return 0;
+    b->explain_was = v == Py_True;
+    if (!rb_long(d, RB_CPUS, &b->cpus) || b->cpus <= 0 ||
+        !rb_long(d, RB_PURGE_INDEX, &b->purge_index) || !rb_long(d, RB_DRIFT, &b->drift_run))
+        return 0;
+    v = PyDict_GetItemWithError(d, rb_s[RB_INFER]);
+    if (v != Py_True && v != Py_False) return 0;
+    b->infer = v == Py_True;
+    v = PyDict_GetItemWithError(d, rb_s[RB_EARLY]);
+    if (v != Py_True && v != Py_False) return 0;
+    b->early = v == Py_True;
+    v = PyDict_GetItemWithError(d, rb_s[RB_SEED]);
+    if (!v || !PyUnicode_CheckExact(v)) return 0;
+    b->kstate_seed = PyUnicode_Compare(v, rb_s[RB_KSTATE]) == 0;
+    if (!(b->reordered = rb_get(d, RB_REORDERED, &PySet_Type))) return 0;
+    /* the open purge's timed state: an event at or past one of its times goes to Python */
+    v = PyDict_GetItemWithError(d, rb_s[RB_ARMED]);
+    if (v == NULL) return 0;
+    if (v != Py_None) {
+        if (!rb_float(v, &b->armed)) return 0;
+        b->armed_set = 1;
+    }
+    v = PyDict_GetItemWithError(d, rb_s[RB_HELD_UNTIL]);
+    if (!v || !PyList_CheckExact(v)) return 0;
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(v); k++) {
+        PyObject *it = PyList_GET_ITEM(v, k);
+        double t;
+        if (!PyTuple_CheckExact(it) || PyTuple_GET_SIZE(it) < 1 ||
+            !rb_float(PyTuple_GET_ITEM(it, 0), &t))
+            return 0;
+        if (!b->held_set || t < b->held_min) b->held_min = t;
+        b->held_set = 1;
+    }
+    PyObject *pending = PyDict_GetItemWithError(d, rb_s[RB_PENDING]);
+    if (pending == NULL) return 0;
+    b->pending_none = pending == Py_None;
+    if (!b->pending_none) {
+        if (Py_TYPE(pending) != rb_types[RB_T_PENDING]) return 0;
+        PyObject *pd = rb_dict(pending);
+        if (!pd) return 0;
+        PyObject *m = PyDict_GetItemWithError(pd, rb_s[RB_MARKED]);
+        int ok = m != NULL && PyList_CheckExact(m);
+        if (ok) b->marked = PyList_GET_SIZE(m) > 0;
+        Py_DECREF(pd);
+        if (!ok) return 0;
+        v = PyDict_GetItemWithError(d, rb_s[RB_NODE_DONE]);
+        if (!v || !PyList_CheckExact(v)) return 0;
+        if (PyList_GET_SIZE(v)) {
+            if (!rb_float(PyList_GET_ITEM(v, 0), &b->done0)) return 0;
+            b->done_set = 1;
+        }
+    }
+    v = PyDict_GetItemWithError(d, rb_s[RB_NEXT_PURGE]);
+    if (v == NULL) return 0;
+    if (v != Py_None) {
+        if (Py_TYPE(v) != ev_purge_t || !u64_of(SLOT(v, off_purge[2]), &b->npurged)) return 0;
+        b->has_next = 1;
+    }
+    v = PyDict_GetItemWithError(d, rb_s[RB_PROFILE]);
+    if (v == NULL) return 0;
+    PyObject *m = PyObject_GetAttr(v, rb_s[RB_MAXVA]);
+    if (!m) return 0;
+    rc = u64_of(m, &b->max_va);
+    Py_DECREF(m);
+    if (!rc) return 0;
+    /* the beliefs the handlers consult */
+    if (!(b->hidden_head = rb_get(b->b_d, RB_HIDDEN_HEAD, &PyDict_Type)) ||
+        !(b->unknown = rb_get(b->b_d, RB_UNKNOWN, &PyDict_Type)) ||
+        !(b->unreach = rb_get(b->b_d, RB_UNREACH, &PyDict_Type)) ||
+        !(b->high = rb_get(b->b_d, RB_HIGH, &PyDict_Type)) ||
+        !(b->old = rb_get(b->b_d, RB_OLD, &PySet_Type)) ||
+        !(b->refuted = rb_get(b->b_d, RB_REFUTED, &PyDict_Type)) ||
+        !(b->recycled = rb_get(b->b_d, RB_RECYCLED, &PyDict_Type)))
+        return 0;
+    /* the counters the batch adds to must be ints */
+    long x;
+    static const int counters[] = {RB_EVENTS, RB_COMPARED, RB_MATCHED, RB_GUESSED, RB_FREES,
+                                   RB_LAZY_DRIFT};
+    for (size_t k = 0; k < sizeof(counters) / sizeof(counters[0]); k++)
+        if (!rb_long(b->res_d, counters[k], &x)) return 0;
+    if (!PyDict_GetItemWithError(b->res_d, rb_s[RB_FIRST_DRIFT]) ||
+        !PyDict_GetItemWithError(d, rb_s[RB_CROSSED]))
+        return 0;
+    return PyErr_Occurred() ? -1 : 1;
+}
+
+/* Build the Decision alloc_vmap_area_once leaves with explain on (see its end). */
+static int rb_decision(rb_t *b) {
+    PyObject *da[8];
+    int hit = b->dec_pool_hit;
+    da[0] = hit ? s_pool_str : s_tree_str;
+    Py_INCREF(da[0]);
+    da[1] = PyLong_FromLong(b->dec_node);
+    da[2] = PyLong_FromLong(b->dec_pidx);
+    da[3] = b->dec_rotated ? Py_True : Py_False;
+    Py_INCREF(da[3]);
+    da[4] = hit ? Py_BuildValue("(ii)", 0, 0) : Py_BuildValue("(KK)", b->dec_bs, b->dec_be);
+    da[5] = PyLong_FromLong(hit ? 0 : b->dec_fit);
+    da[6] = PyLong_FromUnsignedLongLong(hit ? 0 : b->dec_len);
+    da[7] = small_zero;
+    Py_INCREF(da[7]);
+    PyObject *dec = NULL;
+    if (da[1] && da[2] && da[4] && da[5] && da[6])
+        dec = PyObject_Vectorcall((PyObject *)decision_type, da, 8, NULL);
+    for (int k = 0; k < 8; k++) Py_XDECREF(da[k]);
+    if (!dec) return -1;
+    int rc = PyDict_SetItem(b->space_d, s_last_decision, dec);
+    Py_DECREF(dec);
+    return rc;
+}
+
+/* Write back what the batch changed: the counters, the loop's index, explain. */
+static int rb_finish(rb_t *b) {
+    int err = 0;
+    PyObject *exc_t, *exc_v, *exc_tb;
+    PyErr_Fetch(&exc_t, &exc_v, &exc_tb); /* an error of the batch is kept, reported after */
+    if (b->explain_was && PyDict_SetItem(b->space_d, s_explain, Py_True) < 0) err = 1;
+    if (!b->n_events) goto done;
+    if (b->any_alloc && b->explain_was && rb_decision(b) < 0) err = 1;
+    const struct { int key; long delta; } adds[] = {
+        {RB_EVENTS, b->n_events}, {RB_COMPARED, b->compared}, {RB_MATCHED, b->matched},
+        {RB_GUESSED, b->guessed}, {RB_FREES, b->frees}, {RB_LAZY_DRIFT, b->lazy_drift}};
+    for (size_t k = 0; k < sizeof(adds) / sizeof(adds[0]); k++)
+        if (adds[k].delta && d_add(b->res_d, rb_s[adds[k].key], adds[k].delta) < 0) err = 1;
+    PyObject *ix = PyLong_FromLong(b->index), *dr = PyLong_FromLong(b->drift_run);
+    if (!ix || !dr || PyDict_SetItem(b->rp_d, rb_s[RB_INDEX], ix) < 0 ||
+        PyDict_SetItem(b->rp_d, rb_s[RB_DRIFT], dr) < 0)
+        err = 1;
+    Py_XDECREF(ix);
+    Py_XDECREF(dr);
+    if (b->any_alloc && PyDict_SetItem(b->rp_d, rb_s[RB_LAST_FAILED], Py_False) < 0) err = 1;
+done:
+    if (exc_t != NULL) {
+        if (err) PyErr_Clear();
+        PyErr_Restore(exc_t, exc_v, exc_tb);
+        return -1;
+    }
+    return err ? -1 : 0;
+}
+
+/* Beliefs.forget(start): the range at start was allocated again. */
+static int rb_forget(rb_t *b, PyObject *start) {
+    PyObject *ds[3] = {b->unknown, b->refuted, b->recycled};
+    for (int k = 0; k < 3; k++) {
+        if (PyDict_GET_SIZE(ds[k]) == 0) continue;
+        PyObject *v = PyDict_GetItemWithError(ds[k], start);
+        if (v != NULL) {
+            if (PyDict_DelItem(ds[k], start) < 0) return -1;
+        } else if (PyErr_Occurred())
+            return -1;
+    }
+    return 0;
+}
+
+/* Beliefs.is_unreachable((s, e), length): 1, 0, or -1 (error); 2: a value the batch does
+ * not compare (the reference decides). */
+static int rb_unreachable(rb_t *b, uint64_t s, uint64_t e, uint64_t length) {
+    PyObject *key = Py_BuildValue("(KK)", s, e), *len_o = PyLong_FromUnsignedLongLong(length);
+    int res = -1;
+    if (!key || !len_o) goto out;
+    PyObject *lens = PyDict_GetItemWithError(b->unreach, key);
+    if (lens != NULL) {
+        if (!PySet_CheckExact(lens)) { res = 2; goto out; }
+        int in = PySet_Contains(lens, len_o);
+        if (in != 0) { res = in; goto out; }
+    } else if (PyErr_Occurred())
+        goto out;
+    /* passed_over(s, e, length) */
+    PyObject *high = PyDict_GetItemWithError(b->high, len_o);
+    uint64_t h;
+    if (high == NULL) {
+        res = PyErr_Occurred() ? -1 : 0;
+        goto out;
+    }
+    if (!u64_of(high, &h)) { res = 2; goto out; }
+    if (!(s < h && e - s < length)) { res = 0; goto out; }
+    res = PySet_Contains(b->old, key);
+out:
+    Py_XDECREF(key);
+    Py_XDECREF(len_o);
+    return res;
+}
+
+/* One alloc_vmap_area event: 1 applied, 0 not common (nothing changed), -1 error. */
+static int rb_alloc(rb_t *b, PyObject *ev) {
+    ctx_t *c = &b->c;
+    PyObject *addr_o = SLOT(ev, off_alloc[0]), *size_o = SLOT(ev, off_alloc[1]),
+             *align_o = SLOT(ev, off_alloc[2]), *vstart_o = SLOT(ev, off_alloc[3]),
+             *vend_o = SLOT(ev, off_alloc[4]), *failed_o = SLOT(ev, off_alloc[5]),
+             *cpu_o = SLOT(ev, off_hdr[0][2]);
+    uint64_t addr, size, align, vstart, vend, failed;
+    if (!u64_of(addr_o, &addr) || !u64_of(size_o, &size) || !u64_of(align_o, &align) ||
+        !u64_of(vstart_o, &vstart) || !u64_of(vend_o, &vend) || !u64_of(failed_o, &failed) ||
+        failed != 0 || cpu_o == NULL || !PyLong_CheckExact(cpu_o))
+        return 0; /* the kernel failed, or values the reference handles */
+    int of = 0;
+    long ecpu = PyLong_AsLongAndOverflow(cpu_o, &of);
+    if (of || ecpu < 0) return 0;
+    long cpu = ecpu % b->cpus;
+    if (size == 0 || (size & 4095) || align == 0 || (align & (align - 1))) return 0;
+    /* Replayer.alloc: an event already applied out of trace order */
+    if (PySet_GET_SIZE(b->reordered)) {
+        PyObject *id = PyLong_FromVoidPtr(ev);
+        if (!id) return -1;
+        int in = PySet_Contains(b->reordered, id);
+        Py_DECREF(id);
+        if (in != 0) return in < 0 ? -1 : 0;
+    }
+    int full = vstart == c->vstart && vend == c->vend;
+    uint64_t idx = (size - 1) >> 12;
+    long node = (long)(cpu % c->n);
+    PyObject *pools_pol = PyDict_GetItemWithError(c->space_d, s_pools);
+    if (!pools_pol) return PyErr_Occurred() ? -1 : 0;
+    int node_pools = Py_TYPE(pools_pol) == node_pools_type;
+    PyObject *pool = NULL; /* borrowed from the node's pools dict */
+    Py_ssize_t pool_len = 0;
+    if (c->n > 1 && full) {
+        PyObject *pd = PyTuple_GET_ITEM(c->pools, node);
+        if (!PyDict_CheckExact(pd)) return 0;
+        PyObject *k = PyLong_FromUnsignedLongLong(idx);
+        if (!k) return -1;
+        pool = PyDict_GetItemWithError(pd, k);
+        Py_DECREF(k);
+        if (pool == NULL && PyErr_Occurred()) return -1;
+        if (pool != NULL) {
+            if (Py_TYPE(pool) != deque_type) return 0;
+            pool_len = PySequence_Size(pool);
+            if (pool_len < 0) return -1;
+        }
+    }
+    /* Replayer._hidden_guess: a pool hidden at snapshot time whose next head the model
+     * infers (the model's own pool being empty) is not a common event */
+    if (b->infer && PyDict_GET_SIZE(b->hidden_head) && c->n > 1 && full && idx < b->max_va &&
+        pool_len == 0) {
+        PyObject *key = Py_BuildValue("(lK)", node, (unsigned long long)idx);
+        if (!key) return -1;
+        PyObject *last = PyDict_GetItemWithError(b->hidden_head, key);
+        Py_DECREF(key);
+        if (last == NULL && PyErr_Occurred()) return -1;
+        if (last != NULL && last != Py_None) return 0;
+    }
+    /* The model's choice, looked at as alloc_vmap_area_once makes it (nothing changed) */
+    PyObject *head = NULL;
+    uint64_t choice = 0, s = 0, e = 0, length = 0;
+    int pool_hit = 0, rotated = 0, fit = 0;
+    if (node_pools && pool_len > 0) {
+        head = PySequence_GetItem(pool, 0);
+        if (!head) return -1;
+        uint64_t hs, he;
+        int ok = Py_TYPE(head) == va_type && va_bounds(head, &hs, &he);
+        Py_DECREF(head); /* the pool keeps it */
+        if (!ok) return 0;
+        if ((hs & (align - 1)) == 0) {
+            pool_hit = 1;
+            choice = hs;
+        } else {
+            rotated = 1;
+            head = NULL;
+        }
+    }
+    if (!pool_hit) {
+        int adjust = c->adjust ? !(align <= 4096 || (vend >= vstart && vend - vstart == size)) : 1;
+        if (!c->shift && !adjust && align > 1) return 0;
+        if (adjust && (u128)size + align - 1 > UINT64_MAX) return 0;
+        length = adjust ? size + align - 1 : size;
+        PyObject *found = NULL;
+        long visits = 0;
+        if (!lowest_core(get_node(c->root, off_root), size, align, vstart, adjust, c->shift,
+                         c->umax, &visits, &found) ||
+            found == NULL || !va_bounds(found, &s, &e))
+            return 0; /* the model fails (-ENOENT), or values past 64 bits */
+        u128 base = s > vstart ? s : vstart;
+        choice = (uint64_t)((base + align - 1) & (u128)(~(align - 1) & c->umax));
+        u128 nva_end = (u128)choice + size;
+        if (nva_end > vend || choice < s || nva_end > e || is_error_addr(c, choice, vend))
+            return 0; /* -ERANGE: the model fails */
+        fit = choice == s ? (nva_end == e ? 1 : 2) : (nva_end == e ? 3 : 4);
+        /* Replayer._alloc_one: a block the kernel's search does not reach */
+        if (PyDict_GET_SIZE(b->unreach) || e - s < length) {
+            int u = rb_unreachable(b, s, e, length);
+            if (u != 0) return u < 0 ? -1 : 0;
+        }
+    }
+    if (choice != addr) return 0; /* a mismatch: Python explains it */
+    /* a pool hit on an area of guessed node: Beliefs.vote_node in Python */
+    if (pool_hit && PyDict_GET_SIZE(b->unknown)) {
+        PyObject *u = PyDict_GetItemWithError(b->unknown, SLOT(head, off_start));
+        if (u == NULL && PyErr_Occurred()) return -1;
+        if (u == head) return 0;
+    }
+    /* --- apply: TraceHarness.alloc -> VmapSpace.alloc_vmap_area_once --- */
+    if (b->explain_was && PyDict_GetItemWithError(c->space_d, s_explain) != Py_False &&
+        PyDict_SetItem(c->space_d, s_explain, Py_False) < 0)
+        return -1;
+    PyObject *cpu_arg = cpu == ecpu ? cpu_o : PyLong_FromLong(cpu);
+    if (!cpu_arg) return -1;
+    if (cpu_arg == cpu_o) Py_INCREF(cpu_arg);
+    PyObject *args[8] = {b->space, size_o, align_o, vstart_o, vend_o, cpu_arg, small_zero,
+                         Py_None};
+    PyObject *va = sp_alloc_vmap_area_once(NULL, args, 8);
+    Py_DECREF(cpu_arg);
+    if (va == NULL) return -1;
+    if (va == Py_None) { /* declined: nothing changed */
+        Py_DECREF(va);
+        return 0;
+    }
+    uint64_t vs, ve;
+    int same = Py_TYPE(va) == va_type && va_bounds(va, &vs, &ve) && vs == addr &&
+               (pool_hit ? va == head : 1);
+    Py_DECREF(va);
+    if (!same) {
+        PyErr_SetString(PyExc_SystemError,
+                        "replay_run: alloc_vmap_area_once chose other than its look-ahead");
+        return -1;
+    }
+    /* --- the matched event's bookkeeping (Replayer._alloc_one) --- */
+    b->any_alloc = 1;
+    b->compared++;
+    b->matched++;
+    if (!pool_hit && align > 4096) {
+        if (e - s < length && !b->kstate_seed) b->guessed++;
+        /* Beliefs.saw_kernel_tree_choice(addr, length) */
+        PyObject *len_o = PyLong_FromUnsignedLongLong(length);
+        if (!len_o) return -1;
+        PyObject *h = PyDict_GetItemWithError(b->high, len_o);
+        int gt = 0;
+        if (h != NULL) /* addr > kernel_tree_high.get(length, 0) */
+            gt = PyObject_RichCompareBool(addr_o, h, Py_GT);
+        else
+            gt = PyErr_Occurred() ? -1 : addr > 0;
+        int rc = gt < 0 ? -1 : gt ? PyDict_SetItem(b->high, len_o, addr_o) : 0;
+        Py_DECREF(len_o);
+        if (rc < 0) return -1;
+    }
+    if (rb_forget(b, addr_o) < 0) return -1;
+    b->dec_pool_hit = pool_hit;
+    b->dec_rotated = rotated;
+    b->dec_node = node_pools && pool_len > 0 ? node : -1;
+    b->dec_pidx = node_pools && pool_len > 0 ? (long)idx : -1;
+    b->dec_bs = s;
+    b->dec_be = e;
+    b->dec_len = length;
+    b->dec_fit = fit;
+    return 1;
+}
+
+/* One free_vmap_area_noflush event: 1 applied, 0 not common (nothing changed), -1. */
+static int rb_free(rb_t *b, PyObject *ev, PyObject *ts_o) {
+    ctx_t *c = &b->c;
+    PyObject *start_o = SLOT(ev, off_free[0]), *cpu_o = SLOT(ev, off_hdr[1][2]);
+    uint64_t start, nr_lazy, nr_max, lazy_nr, s, e;
+    if (b->armed_set) return 0; /* the purge's first phase may run before it */
+    if (!u64_of(start_o, &start) || !u64_of(SLOT(ev, off_free[1]), &nr_lazy) ||
+        !u64_of(SLOT(ev, off_free[2]), &nr_max) || cpu_o == NULL || !PyLong_CheckExact(cpu_o))
+        return 0;
+    int of = 0;
+    long ecpu = PyLong_AsLongAndOverflow(cpu_o, &of);
+    if (of || ecpu < 0) return 0;
+    long cpu = ecpu % b->cpus;
+    /* the busy area at that address, in its address's node (find_unlink_vmap_area) */
+    Py_ssize_t bi = c->n > 1 ? (Py_ssize_t)((start / c->zone) % (uint64_t)c->n) : 0;
+    PyObject *node = get_node(PyTuple_GET_ITEM(c->busy, bi), off_root);
+    while (node != NULL) {
+        if (Py_TYPE(node) != va_type || !va_bounds(node, &s, &e)) return 0;
+        if (start < s) node = get_node(node, off_left);
+        else if (start >= e) node = get_node(node, off_right);
+        else break;
+    }
+    if (node == NULL || s != start || e < s) return 0; /* unknown, or in another node */
+    PyObject *nr_o = d_int(c->space_d, s_vmap_lazy_nr);
+    PyObject *lazy = PyDict_GetItemWithError(c->space_d, s_lazy);
+    if (!nr_o || !u64_of(nr_o, &lazy_nr) || !lazy || Py_TYPE(lazy) != deque_type)
+        return PyErr_Occurred() ? -1 : 0;
+    u128 after = (u128)lazy_nr + ((e - s) >> 12);
+    if (after > UINT64_MAX) return 0;
+    /* Replayer.free: a drop in nr_lazy that shows nodes of the open purge done */
+    if (!b->pending_none && b->marked && after > nr_lazy) return 0;
+    /* ... or the free after which the next purge starts (early decay) */
+    Py_ssize_t nlazy = PySequence_Size(lazy);
+    if (nlazy < 0) return -1;
+    if (b->early && b->has_next && b->pending_none && (uint64_t)nlazy + 1 == b->npurged) return 0;
+    /* --- apply: TraceHarness.free --- */
+    PyObject *fargs[2] = {b->space, start_o};
+    PyObject *va = sp_find_unlink_vmap_area(NULL, fargs, 2);
+    if (va == NULL) return -1;
+    if (va == Py_None) {
+        Py_DECREF(va);
+        return 0;
+    }
+    if (va != node) {
+        Py_DECREF(va);
+        PyErr_SetString(PyExc_SystemError, "replay_run: find_unlink_vmap_area found another area");
+        return -1;
+    }
+    PyObject *nargs_[2] = {b->space, va};
+    PyObject *past = sp_free_vmap_area_noflush(NULL, nargs_, 2);
+    if (past == Py_None) { /* the reference: VmapSpace.free_vmap_area_noflush(va, cpu=cpu) */
+        Py_DECREF(past);
+        PyObject *cpu_arg = PyLong_FromLong(cpu);
+        PyObject *margs[3] = {b->space, va, cpu_arg};
+        past = cpu_arg ? PyObject_VectorcallMethod(rb_s[RB_FREE_METH], margs, 2, rb_fl_kwnames)
+                       : NULL;
+        Py_XDECREF(cpu_arg);
+        if (past != NULL) {
+            Py_DECREF(past);
+            past = Py_False; /* the reference started any purge itself */
+            Py_INCREF(past);
+        }
+    } else if (past == Py_True) {
+        Py_DECREF(past);
+        past = PyObject_CallMethodNoArgs(b->space, rb_s[RB_THRESHOLD]);
+    }
+    Py_DECREF(va);
+    if (past == NULL) return -1;
+    Py_DECREF(past);
+    /* --- the event's bookkeeping (Replayer.free) --- */
+    b->frees++;
+    lazy = PyDict_GetItemWithError(c->space_d, s_lazy);
+    if (lazy == NULL) return PyErr_Occurred() ? -1 : 0;
+    nlazy = PySequence_Size(lazy);
+    if (nlazy < 0) return -1;
+    if (nlazy > 0) {
+        PyObject *last = PySequence_GetItem(lazy, nlazy - 1);
+        if (!last) return -1;
+        uint64_t ls, le;
+        int rc = 0;
+        if (Py_TYPE(last) == va_type && va_bounds(last, &ls, &le) && ls == start) {
+            PyObject *sz = PyLong_FromUnsignedLongLong(le - ls);
+            rc = sz ? PyDict_SetItem(b->recycled, start_o, sz) : -1;
+            Py_XDECREF(sz);
+        }
+        Py_DECREF(last);
+        if (rc < 0) return -1;
+    }
+    /* lazy drift: a difference that lasts DRIFT_RUN consecutive frees */
+    nr_o = PyDict_GetItemWithError(c->space_d, s_vmap_lazy_nr);
+    if (nr_o == NULL) return -1;
+    int ne = PyObject_RichCompareBool(nr_o, SLOT(ev, off_free[1]), Py_NE);
+    if (ne < 0) return -1;
+    if (ne) {
+        if (++b->drift_run >= rb_drift_limit) {
+            b->lazy_drift++;
+            PyObject *first = PyDict_GetItemWithError(b->res_d, rb_s[RB_FIRST_DRIFT]);
+            if (first == Py_None &&
+                PyDict_SetItem(b->res_d, rb_s[RB_FIRST_DRIFT], SLOT(ev, off_hdr[1][5])) < 0)
+                return -1;
+        }
+    } else
+        b->drift_run = 0;
+    /* schedule_work(drain_vmap_work) at the free that crossed lazy_max_pages */
+    if (nr_lazy > nr_max &&
+        PyDict_GetItemWithError(b->rp_d, rb_s[RB_CROSSED]) == Py_None &&
+        PyDict_SetItem(b->rp_d, rb_s[RB_CROSSED], ts_o) < 0)
+        return -1;
+    return 1;
+}
+
+/* replay_run(replayer, events, i, every) -> the index of the first event left to the
+ * Python handlers (len(events) when none is). */
+static PyObject *rb_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "replay_run takes 4 arguments");
+        return NULL;
+    }
+    PyObject *events = args[1];
+    Py_ssize_t i = PyLong_AsSsize_t(args[2]), every = PyLong_AsSsize_t(args[3]);
+    if ((i == -1 || every == -1) && PyErr_Occurred()) return NULL;
+    if (!PyList_CheckExact(events) || i < 0 || every < 0) {
+        PyErr_SetString(PyExc_TypeError, "replay_run(replayer, list, i >= 0, every >= 0)");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(events);
+    if (i >= n) return PyLong_FromSsize_t(i);
+    rb_t b;
+    int rc = rb_setup(&b, args[0]);
+    if (rc <= 0) {
+        rb_release(&b);
+        if (rc < 0) return NULL;
+        PyErr_Clear(); /* not a replay the batch mirrors: the handlers take it all */
+        return PyLong_FromSsize_t(i);
+    }
+    Py_INCREF(events);
+    b.events = events;
+    for (; i < PyList_GET_SIZE(events); i++) {
+        PyObject *ev = PyList_GET_ITEM(events, i);
+        /* Replayer.before: the progress bar's tick, the next purge behind, timed state */
+        if ((every && i % every == 0) || (b.purge_index >= 0 && b.purge_index < i)) break;
+        PyTypeObject *t = Py_TYPE(ev);
+        int kind = t == ev_alloc_t ? 0 : t == ev_free_t ? 1 : -1;
+        if (kind < 0) break; /* a purge (or an event of another class) */
+        PyObject *ts_o = SLOT(ev, off_hdr[kind][4]);
+        double ts;
+        if (!rb_float(ts_o, &ts)) break;
+        if ((b.armed_set && ts >= b.armed) || (b.held_set && b.held_min <= ts) ||
+            (!b.pending_none && b.done_set && ts >= b.done0))
+            break;
+        Py_INCREF(ev);
+        rc = kind == 0 ? rb_alloc(&b, ev) : rb_free(&b, ev, ts_o);
+        Py_DECREF(ev);
+        if (rc <= 0) break;
+        b.n_events++;
+        b.index = (long)i;
+    }
+    rc = rc < 0 ? -1 : 0;
+    if (rb_finish(&b) < 0) rc = -1;
+    rb_release(&b);
+    return rc < 0 ? NULL : PyLong_FromSsize_t(i);
+}
 
 /* ============================================================ end of replay batch section */
 

@@ -67,6 +67,18 @@ def vmalloc_node_range(
 def vfree(vm: Any, addr: int, cpu: int, /) -> bool | None: ...
 
 # replay batch (helper replayc)
+def replay_run_init(
+    replayer: type,
+    harness: type,
+    space: type,
+    beliefs: type,
+    result: type,
+    pending: type,
+    guards: tuple[tuple[str, ...], ...],
+    drift_run: int,
+    /,
+) -> None: ...
+def replay_run(replayer: Any, events: list[Any], i: int, every: int, /) -> int: ...
 
 # bulk pages and multi-page vmalloc (helper bulkc)
 

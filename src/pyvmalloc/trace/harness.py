@@ -619,6 +619,7 @@ class TraceHarness:
         events: Sequence[TraceEvent],
         *,
         observer: Observer | None = None,
+        batch: Callable[[list[TraceEvent], int], int] | None = None,
     ) -> None:
         """Apply ``events`` in order through ``driver``; ``observer`` sees each result.
 
@@ -626,7 +627,16 @@ class TraceHarness:
         areas live for the whole trace: they are kept out of the garbage collector's
         generations meanwhile (``gc.freeze``), so that its collections, triggered by
         the short-lived objects of each event, do not walk the whole model each time.
+
+        ``batch(events, i)`` (ignored with an observer) applies the events from ``i``
+        on exactly as ``driver`` would, as long as it can, and returns the index of the
+        first one it leaves to ``driver``: a compiled twin of this loop for the common
+        events (see :meth:`pyvmalloc.trace.replay.Replayer.run`).
         """
+        if observer is not None:
+            batch = None
+        if batch is not None and not isinstance(events, list):
+            events = list(events)
         self.n_events = len(events)
         driver.prepare(events)
         # One handler per event class (the parser's exact classes; a subclass takes
@@ -641,7 +651,13 @@ class TraceHarness:
         if freeze:
             gc.freeze()
         try:
-            for i, ev in enumerate(events):
+            i, n = 0, len(events)
+            while i < n:
+                if batch is not None:
+                    i = batch(events, i)  # type: ignore[arg-type]  # a list, see above
+                    if i >= n:
+                        break
+                ev = events[i]
                 before(i, ev)
                 handler = handlers.get(ev.__class__)
                 if handler is not None:
@@ -654,6 +670,7 @@ class TraceHarness:
                     driver.purge(ev)
                 if observer is not None:
                     observer(i, ev, self)
+                i += 1
         finally:
             if freeze:
                 gc.unfreeze()

@@ -1,0 +1,176 @@
+"""The compiled replay loop (``_speedups.replay_run``) against the reference handlers.
+
+Every bundled capture is replayed twice in one process, as ``pyvmalloc replay DIR``
+runs it (pool inference where the capture had no drop_caches, kstate.json where there
+is one, and without it), once with the common events in compiled batches and once
+with every event through ``Replayer.before/alloc/free/purge``. The whole result (every
+counter, mismatch and cause) and the model's final state (the free tree node by node
+with its colours and ``subtree_max_size``, busy areas with their flags, lazy list,
+pools, counters, the last Decision, ``check()``) must be identical.
+
+The default run takes a sample of the captures; ``PYVMALLOC_ALL_CAPTURES=1`` takes all
+of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyvmalloc._accel import ACCELERATED
+from pyvmalloc.kernel import Kernel
+from pyvmalloc.trace import replay as replay_mod
+from pyvmalloc.trace.capturedir import load_capture_dir
+from pyvmalloc.trace.events import AllocVmapArea, FreeVmapAreaNoflush
+from pyvmalloc.trace.kstate import kstate_of
+from pyvmalloc.trace.parse import parse_trace
+from pyvmalloc.trace.replay import Replayer, load_capture, replay
+from pyvmalloc.trace.snapshot import parse_vmallocinfo
+
+pytestmark = pytest.mark.skipif(
+    not ACCELERATED or replay_mod._c_replay_run is None, reason="needs the compiled accelerator"
+)
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+CAPTURES = sorted(
+    d
+    for root in ("captures", "kstate")
+    for d in (DATA / root).iterdir()
+    if (d / "meta.json").exists()
+)
+ALL = os.environ.get("PYVMALLOC_ALL_CAPTURES") == "1"
+#: The default sample: the kinds whose common path differs most (pool inference,
+#: thread stacks, purge races, BPF pools, kstate seeding, an outside drop_caches).
+SAMPLE = {
+    "bpf-churn-nodrop",
+    "bpfjit-busy",
+    "dropmid2-nodrop",
+    "k-mixed2-nodrop",
+    "k-seccomp-nodrop",
+    "mixed-preempt",
+    "threads-long-nodrop",
+    "threads-stacks",
+}
+
+
+def model_state(kernel: Kernel) -> dict[str, Any]:
+    """Everything of the model's allocator a replay leaves behind, comparable."""
+    kernel.check()
+    space = kernel.vmap_space
+    ks = kstate_of(kernel)
+    return {
+        "kstate": dataclasses.asdict(ks),
+        "busy": [(va.va_start, va.va_end, va.flags, va.state) for va in space.busy_areas()],
+        "lazy": [(va.va_start, va.va_end, va.flags, va.state) for va in space.lazy],
+        "pools": [(n, i, va.va_start, va.va_end, va.state) for n, i, va in space.pooled_areas()],
+        "counters": (space.nr_busy, space.nr_free, space.vmap_lazy_nr, space.last_pool_hit),
+        "stats": dataclasses.asdict(space.stats),
+        "decision": repr(space.last_decision),
+        "work": [w.name for w in kernel.workqueue.pending],
+    }
+
+
+def beliefs_state(rp: Replayer) -> dict[str, Any]:
+    """The replay's beliefs and loop state (the entries keyed by id() left out)."""
+    out: dict[str, Any] = {}
+    for k, v in vars(rp.beliefs).items():
+        if k in ("space", "gen", "passed"):
+            continue
+        if k == "unknown_node":
+            v = {s: (va.va_start, va.va_end, va.flags, va.state) for s, va in v.items()}
+        elif k == "parked":
+            v = {s: (va.va_start, va.va_end) for s, va in v.items()}
+        out[k] = repr(v) if isinstance(v, set) else v
+    for k in ("_drift_run", "_crossed_at", "_armed_at", "_last_alloc_failed", "_index"):
+        out[k] = getattr(rp, k)
+    return out
+
+
+def run_capture(
+    cap: Path, monkeypatch: pytest.MonkeyPatch, *, batch: bool, kstate: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    trace, snap, meta = load_capture(cap)
+    ks, ks_end = load_capture_dir(cap).kstates() if kstate else (None, None)
+    end = cap / "vmallocinfo.end"
+    states: list[dict[str, Any]] = []
+    finish = Replayer.finish
+
+    def finish_and_record(rp: Replayer) -> Any:
+        states.append(beliefs_state(rp))
+        return finish(rp)
+
+    saved = replay_mod._c_replay_run
+    if not batch:
+        replay_mod._c_replay_run = None
+    monkeypatch.setattr(Replayer, "finish", finish_and_record)
+    try:
+        res = replay(
+            trace,
+            snap,
+            meta=meta,
+            end_snapshot=end if end.exists() else None,
+            kstate=ks,
+            kstate_end=ks_end,
+            on_kernel=lambda k: states.append(model_state(k)),
+        )
+    finally:
+        replay_mod._c_replay_run = saved
+        monkeypatch.setattr(Replayer, "finish", finish)
+    out = res.as_json()
+    out.pop("seconds")
+    out.pop("events_per_second", None)
+    beliefs, model = states
+    return out, {"beliefs": beliefs, **model}
+
+
+def _params() -> list[Any]:
+    out = []
+    for cap in CAPTURES:
+        skip = not ALL and cap.name not in SAMPLE
+        marks = [pytest.mark.skipif(skip, reason="PYVMALLOC_ALL_CAPTURES=1 runs it")]
+        has_kstate = any(cap.glob("kstate.json*"))
+        for kstate in (True, False) if has_kstate else (True,):
+            out.append(
+                pytest.param(
+                    cap, kstate, id=f"{cap.name}-{'kstate' if kstate else 'nokstate'}", marks=marks
+                )
+            )
+    return out
+
+
+@pytest.mark.parametrize(("cap", "kstate"), _params())
+def test_batch_equals_reference(cap: Path, kstate: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    ref, ref_state = run_capture(cap, monkeypatch, batch=False, kstate=kstate)
+    got, got_state = run_capture(cap, monkeypatch, batch=True, kstate=kstate)
+    assert got == ref
+    assert got_state == ref_state
+
+
+def test_batch_takes_the_common_events() -> None:
+    """On a capture the model predicts, nearly every event goes through the batch (so
+    the comparison above compares two paths, not one path twice)."""
+    cap = DATA / "captures" / "threads-stacks"
+    trace, snap, _meta = load_capture(cap)
+    rp = Replayer(parse_vmallocinfo(snap), profile="6.18", cpus=2)
+    events = replay_mod._events_after_snapshot(parse_trace(trace), rp.result)
+    seen: list[int] = []
+    run_c = replay_mod._c_replay_run
+    assert run_c is not None
+
+    def batch(evs: list[Any], i: int) -> int:
+        j = run_c(rp, evs, i, 0)
+        seen.append(j - i)
+        return j
+
+    rp.prepare(events)
+    rp._bar = None
+    rp.harness.drive(rp, events, batch=batch)
+    handled = sum(seen)
+    assert handled >= 0.95 * len(events)
+    assert rp.result.events == len(events)
+    assert rp.result.allocs_compared == sum(isinstance(e, AllocVmapArea) for e in events)
+    assert rp.result.frees == sum(isinstance(e, FreeVmapAreaNoflush) for e in events)
