@@ -37,6 +37,7 @@ _WHOLE_OPERATIONS = (
     "vfree",
     # replay batch (replayc)
     "replay_run",
+    "seed_busy",
     # bulk pages and multi-page vmalloc (bulkc)
     # test-vmalloc harness (tvharness)
 )

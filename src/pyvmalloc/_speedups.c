@@ -4053,6 +4053,7 @@ static int tv_kfree_last(wctx_t *c, PyObject *addr_o) {
 /* replay batch (replayc) declarations */
 static PyObject *rb_init(PyObject *, PyObject *);
 static PyObject *rb_run(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rb_seed_busy(PyObject *, PyObject *const *, Py_ssize_t);
 
 /* bulk pages (bulkc) declarations */
 
@@ -4130,6 +4131,8 @@ static PyMethodDef methods[] = {
      "guards, DRIFT_RUN)"},
     {"replay_run", (PyCFunction)(void (*)(void))rb_run, METH_FASTCALL,
      "replay_run(replayer, events, i, every) -> index of the first event left to Python"},
+    {"seed_busy", (PyCFunction)(void (*)(void))rb_seed_busy, METH_FASTCALL,
+     "seed_busy(space, start, end, flags) -> the busy area | None"},
 
     /* (separator: keep) */
     /* bulk pages and multi-page vmalloc (helper bulkc): entries below */
@@ -4799,9 +4802,12 @@ typedef struct {
     int infer, early, kstate_seed, has_next, pending_none, marked, explain_was;
     int armed_set, held_set, done_set;
     double armed, held_min, done0;
-    /* what the batch changed, written back on the way out */
+    PyObject *fits; /* stats.fits (borrowed: stats keeps it) */
+    int node_pools;
+    /* what the batch changed, written back on the way out (and before any Python call) */
     long n_events, compared, matched, guessed, frees, lazy_drift, index;
-    int any_alloc;
+    long d_busy, d_free, d_allocs, d_visits, d_pool_hits, d_lazy_frees;
+    int any_alloc, lph; /* lph: last_pool_hit to write (-1: unchanged) */
     /* the last allocation's Decision (alloc_vmap_area_once's, with explain on) */
     int dec_pool_hit, dec_rotated, dec_fit;
     long dec_node, dec_pidx;
@@ -4856,6 +4862,22 @@ static int rb_setup(rb_t *b, PyObject *rp) {
     v = PyDict_GetItemWithError(b->space_d, s_explain);
     if (v != Py_True && v != Py_False) return 0;
     b->explain_was = v == Py_True;
+    b->lph = -1;
+    /* the policies, the free tree's explain hook and stats.fits, as alloc_vmap_area_once
+     * checks them (the kernel's own policies only) */
+    PyObject *pools_pol = PyDict_GetItemWithError(b->space_d, s_pools);
+    PyObject *placement = PyDict_GetItemWithError(b->space_d, s_placement);
+    if (!pools_pol || !placement || Py_TYPE(placement) != lowest_match_type ||
+        (Py_TYPE(pools_pol) != node_pools_type && Py_TYPE(pools_pol) != no_pools_type))
+        return 0;
+    b->node_pools = Py_TYPE(pools_pol) == node_pools_type;
+    b->fits = PyDict_GetItemWithError(b->c.stats_d, s_fits);
+    if (PyDict_GetItemWithError(b->c.free_d, s_why) != Py_None || !b->fits ||
+        !PyList_CheckExact(b->fits) || PyList_GET_SIZE(b->fits) < 5 ||
+        !d_int(b->space_d, s_nr_busy) || !d_int(b->c.free_d, s_nr_free) ||
+        !d_int(b->c.stats_d, s_allocs) || !d_int(b->c.stats_d, s_search_visits) ||
+        !d_int(b->c.stats_d, s_pool_hits) || !d_int(b->c.stats_d, s_lazy_frees))
+        return 0;
     if (!rb_long(d, RB_CPUS, &b->cpus) || b->cpus <= 0 ||
         !rb_long(d, RB_PURGE_INDEX, &b->purge_index) || !rb_long(d, RB_DRIFT, &b->drift_run))
         return 0;
@@ -4940,6 +4962,25 @@ static int rb_setup(rb_t *b, PyObject *rp) {
     return PyErr_Occurred() ? -1 : 1;
 }
 
+/* Write the mechanism's counters the batch keeps in C (before any Python code runs,
+ * and on the way out). */
+static int rb_counters(rb_t *b) {
+    ctx_t *c = &b->c;
+    const struct { PyObject *d, *key; long *delta; } adds[] = {
+        {b->space_d, s_nr_busy, &b->d_busy}, {c->free_d, s_nr_free, &b->d_free},
+        {c->stats_d, s_allocs, &b->d_allocs}, {c->stats_d, s_search_visits, &b->d_visits},
+        {c->stats_d, s_pool_hits, &b->d_pool_hits}, {c->stats_d, s_lazy_frees, &b->d_lazy_frees}};
+    for (size_t k = 0; k < sizeof(adds) / sizeof(adds[0]); k++) {
+        if (*adds[k].delta && d_add(adds[k].d, adds[k].key, *adds[k].delta) < 0) return -1;
+        *adds[k].delta = 0;
+    }
+    if (b->lph >= 0 &&
+        PyDict_SetItem(b->space_d, s_last_pool_hit, b->lph ? Py_True : Py_False) < 0)
+        return -1;
+    b->lph = -1;
+    return 0;
+}
+
 /* Build the Decision alloc_vmap_area_once leaves with explain on (see its end). */
 static int rb_decision(rb_t *b) {
     PyObject *da[8];
@@ -4971,6 +5012,7 @@ static int rb_finish(rb_t *b) {
     PyObject *exc_t, *exc_v, *exc_tb;
     PyErr_Fetch(&exc_t, &exc_v, &exc_tb); /* an error of the batch is kept, reported after */
     if (b->explain_was && PyDict_SetItem(b->space_d, s_explain, Py_True) < 0) err = 1;
+    if (b->have_c && rb_counters(b) < 0) err = 1;
     if (!b->n_events) goto done;
     if (b->any_alloc && b->explain_was && rb_decision(b) < 0) err = 1;
     const struct { int key; long delta; } adds[] = {
@@ -5065,9 +5107,7 @@ static int rb_alloc(rb_t *b, PyObject *ev) {
     int full = vstart == c->vstart && vend == c->vend;
     uint64_t idx = (size - 1) >> 12;
     long node = (long)(cpu % c->n);
-    PyObject *pools_pol = PyDict_GetItemWithError(c->space_d, s_pools);
-    if (!pools_pol) return PyErr_Occurred() ? -1 : 0;
-    int node_pools = Py_TYPE(pools_pol) == node_pools_type;
+    int node_pools = b->node_pools;
     PyObject *pool = NULL; /* borrowed from the node's pools dict */
     Py_ssize_t pool_len = 0;
     if (c->n > 1 && full) {
@@ -5096,9 +5136,10 @@ static int rb_alloc(rb_t *b, PyObject *ev) {
         if (last != NULL && last != Py_None) return 0;
     }
     /* The model's choice, looked at as alloc_vmap_area_once makes it (nothing changed) */
-    PyObject *head = NULL;
+    PyObject *head = NULL, *found = NULL;
     uint64_t choice = 0, s = 0, e = 0, length = 0;
     int pool_hit = 0, rotated = 0, fit = 0;
+    long visits = 0;
     if (node_pools && pool_len > 0) {
         head = PySequence_GetItem(pool, 0);
         if (!head) return -1;
@@ -5119,8 +5160,6 @@ static int rb_alloc(rb_t *b, PyObject *ev) {
         if (!c->shift && !adjust && align > 1) return 0;
         if (adjust && (u128)size + align - 1 > UINT64_MAX) return 0;
         length = adjust ? size + align - 1 : size;
-        PyObject *found = NULL;
-        long visits = 0;
         if (!lowest_core(get_node(c->root, off_root), size, align, vstart, adjust, c->shift,
                          c->umax, &visits, &found) ||
             found == NULL || !va_bounds(found, &s, &e))
@@ -5144,31 +5183,76 @@ static int rb_alloc(rb_t *b, PyObject *ev) {
         if (u == NULL && PyErr_Occurred()) return -1;
         if (u == head) return 0;
     }
-    /* --- apply: TraceHarness.alloc -> VmapSpace.alloc_vmap_area_once --- */
+    /* --- apply: TraceHarness.alloc -> VmapSpace.alloc_vmap_area_once, as the whole
+     * operation commits it (its checks were made in rb_setup and above) --- */
     if (b->explain_was && PyDict_GetItemWithError(c->space_d, s_explain) != Py_False &&
         PyDict_SetItem(c->space_d, s_explain, Py_False) < 0)
         return -1;
-    PyObject *cpu_arg = cpu == ecpu ? cpu_o : PyLong_FromLong(cpu);
-    if (!cpu_arg) return -1;
-    if (cpu_arg == cpu_o) Py_INCREF(cpu_arg);
-    PyObject *args[8] = {b->space, size_o, align_o, vstart_o, vend_o, cpu_arg, small_zero,
-                         Py_None};
-    PyObject *va = sp_alloc_vmap_area_once(NULL, args, 8);
-    Py_DECREF(cpu_arg);
-    if (va == NULL) return -1;
-    if (va == Py_None) { /* declined: nothing changed */
-        Py_DECREF(va);
-        return 0;
+    PyObject *va = NULL, *vn_id_o = small_zero;
+    if (c->n > 1 && full) vn_id_o = PyTuple_GET_ITEM(c->vnflags, node);
+    grave_t g;
+    g.n = 0;
+    int err = 0;
+    if (pool_hit) { /* node_pool_del_va: the pool's head */
+        PyObject *r = call1(dq_popleft, pool);
+        if (!r) return -1;
+        va = r; /* the head, now ours */
+        set_state(&g, va, st_detached);
+        b->d_pool_hits++;
+        b->lph = 1;
+    } else { /* the lowest match, clipped */
+        if (rotated) { /* the misaligned head to the tail */
+            PyObject *r = call2(dq_rotate, pool, minus_one);
+            if (!r) return -1;
+            Py_DECREF(r);
+        }
+        b->d_visits += visits;
+        b->lph = 0;
+        PyObject *end_o = PyLong_FromUnsignedLongLong(addr + size);
+        if (!end_o) return -1;
+        int delta = 0;
+        PyObject *lva = NULL, *other = NULL;
+        Py_INCREF(found);
+        int fit2 = clip_core(&g, c->root, found, s, e, addr_o, addr, size, b->fits, &delta, &lva,
+                             &other);
+        flush(&g);
+        Py_DECREF(found);
+        if (fit2 > 0) b->d_free += delta;
+        if (fit2 > 0 && lva != NULL) { /* the NE split's left part overlaps: complain */
+            PyObject *r = rb_counters(b) < 0 ? NULL
+                          : PyObject_CallMethodObjArgs(c->free, s_complain_overlap, lva, other,
+                                                       NULL);
+            if (!r) fit2 = -1;
+            Py_XDECREF(r);
+        }
+        Py_XDECREF(lva);
+        Py_XDECREF(other);
+        if (fit2 > 0) va = new_va(addr_o, end_o);
+        Py_DECREF(end_o);
+        if (fit2 <= 0 || va == NULL) {
+            if (fit2 == 0) PyErr_SetString(PyExc_SystemError, "replay_run: NOTHING_FIT after checks");
+            return -1;
+        }
     }
-    uint64_t vs, ve;
-    int same = Py_TYPE(va) == va_type && va_bounds(va, &vs, &ve) && vs == addr &&
-               (pool_hit ? va == head : 1);
+    /* va.vm, va.flags, insert_vmap_area, stats.allocs */
+    set_slot(&g, va, off_vm, Py_None);
+    set_slot(&g, va, off_flags, vn_id_o);
+    Py_ssize_t bi = c->n > 1 ? (Py_ssize_t)((addr / c->zone) % (uint64_t)c->n) : 0;
+    int linked = busy_link(&g, PyTuple_GET_ITEM(c->busy, bi), va, addr, addr + size);
+    if (linked < 0) err = 1;
+    else if (linked) {
+        set_state(&g, va, st_busy);
+        b->d_busy++;
+    } else { /* an overlap: the reference complains and raises */
+        PyObject *r = rb_counters(b) < 0 ? NULL
+                      : PyObject_CallMethodOneArg(b->space, s_insert_vmap_area, va);
+        if (!r) err = 1;
+        Py_XDECREF(r);
+    }
+    flush(&g);
     Py_DECREF(va);
-    if (!same) {
-        PyErr_SetString(PyExc_SystemError,
-                        "replay_run: alloc_vmap_area_once chose other than its look-ahead");
-        return -1;
-    }
+    if (err) return -1;
+    b->d_allocs++;
     /* --- the matched event's bookkeeping (Replayer._alloc_one) --- */
     b->any_alloc = 1;
     b->compared++;
@@ -5235,40 +5319,43 @@ static int rb_free(rb_t *b, PyObject *ev, PyObject *ts_o) {
     Py_ssize_t nlazy = PySequence_Size(lazy);
     if (nlazy < 0) return -1;
     if (b->early && b->has_next && b->pending_none && (uint64_t)nlazy + 1 == b->npurged) return 0;
-    /* --- apply: TraceHarness.free --- */
-    PyObject *fargs[2] = {b->space, start_o};
-    PyObject *va = sp_find_unlink_vmap_area(NULL, fargs, 2);
-    if (va == NULL) return -1;
-    if (va == Py_None) {
-        Py_DECREF(va);
-        return 0;
+    /* --- apply: TraceHarness.free, as find_unlink_vmap_area and free_vmap_area_noflush
+     * commit it --- */
+    PyObject *va = node;
+    Py_INCREF(va);
+    grave_t g;
+    g.n = 0;
+    aug_t a = {NULL};
+    PyObject *rebalance = NULL, *root = PyTuple_GET_ITEM(c->busy, bi);
+    int rc = rb_erase_impl(&g, va, root, &a, &rebalance);
+    if (rc == 0 && rebalance != NULL) rc = rb_erase_color_impl(&g, rebalance, root, &a);
+    if (rc == 0) {
+        set_node(&g, va, off_parent, NULL);
+        set_node(&g, va, off_left, NULL);
+        set_node(&g, va, off_right, NULL);
+        b->d_busy--;
+        /* vmap_lazy_nr, the lazy FIFO, the counter */
+        PyObject *nr_new = PyLong_FromUnsignedLongLong((uint64_t)after);
+        rc = nr_new ? PyDict_SetItem(c->space_d, s_vmap_lazy_nr, nr_new) : -1;
+        Py_XDECREF(nr_new);
     }
-    if (va != node) {
-        Py_DECREF(va);
-        PyErr_SetString(PyExc_SystemError, "replay_run: find_unlink_vmap_area found another area");
-        return -1;
+    if (rc == 0) {
+        set_state(&g, va, st_lazy);
+        set_slot(&g, va, off_vm, Py_None);
+        PyObject *r = call2(dq_append, lazy, va);
+        if (!r) rc = -1;
+        Py_XDECREF(r);
+        b->d_lazy_frees++;
     }
-    PyObject *nargs_[2] = {b->space, va};
-    PyObject *past = sp_free_vmap_area_noflush(NULL, nargs_, 2);
-    if (past == Py_None) { /* the reference: VmapSpace.free_vmap_area_noflush(va, cpu=cpu) */
-        Py_DECREF(past);
-        PyObject *cpu_arg = PyLong_FromLong(cpu);
-        PyObject *margs[3] = {b->space, va, cpu_arg};
-        past = cpu_arg ? PyObject_VectorcallMethod(rb_s[RB_FREE_METH], margs, 2, rb_fl_kwnames)
-                       : NULL;
-        Py_XDECREF(cpu_arg);
-        if (past != NULL) {
-            Py_DECREF(past);
-            past = Py_False; /* the reference started any purge itself */
-            Py_INCREF(past);
-        }
-    } else if (past == Py_True) {
-        Py_DECREF(past);
-        past = PyObject_CallMethodNoArgs(b->space, rb_s[RB_THRESHOLD]);
-    }
+    flush(&g);
     Py_DECREF(va);
-    if (past == NULL) return -1;
-    Py_DECREF(past);
+    if (rc < 0) return -1;
+    if (after > c->lazy_max) { /* past lazy_max_pages: the purge is queued */
+        PyObject *r = rb_counters(b) < 0 ? NULL
+                      : PyObject_CallMethodNoArgs(b->space, rb_s[RB_THRESHOLD]);
+        if (!r) return -1;
+        Py_DECREF(r);
+    }
     /* --- the event's bookkeeping (Replayer.free) --- */
     b->frees++;
     lazy = PyDict_GetItemWithError(c->space_d, s_lazy);
@@ -5361,6 +5448,98 @@ static PyObject *rb_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (rb_finish(&b) < 0) rc = -1;
     rb_release(&b);
     return rc < 0 ? NULL : PyLong_FromSsize_t(i);
+}
+
+/* seed_busy(space, start, end, flags) — mirrors TraceHarness.seed_busy (trace/harness.py)
+ * when [start, end) lies inside one free block, claim_range's first case (every
+ * snapshot area, most adopted addresses): va_clip it out of the block, a new VmapArea
+ * with `flags`, insert_vmap_area. Returns the busy area, or None (nothing changed) for
+ * the reference: another class or policy, explain recording (free.why), values past
+ * 64 bits, a range not inside one free block. */
+static PyObject *rb_seed_busy(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "seed_busy takes 4 arguments");
+        return NULL;
+    }
+    PyObject *space = args[0], *start_o = args[1], *end_o = args[2], *flags_o = args[3];
+    ctx_t c;
+    int rc = ctx_get(space, &c);
+    if (rc < 0) return NULL;
+    if (rc == 0) Py_RETURN_NONE;
+    PyObject *result = NULL, *va = NULL;
+    grave_t g;
+    g.n = 0;
+    uint64_t start, end, s = 0, e = 0;
+    PyObject *fits = PyDict_GetItemWithError(c.stats_d, s_fits);
+    if (PyDict_GetItemWithError(c.free_d, s_why) != Py_None || !fits || !PyList_CheckExact(fits) ||
+        PyList_GET_SIZE(fits) < 5 || !u64_of(start_o, &start) || !u64_of(end_o, &end) ||
+        end <= start || !PyLong_CheckExact(flags_o))
+        goto fallback;
+    /* FreeTree.pvm_find_va_enclose_addr(start) */
+    PyObject *node = get_node(c.root, off_root), *blk = NULL;
+    while (node != NULL) {
+        uint64_t ns, ne;
+        if (Py_TYPE(node) != va_type || !va_bounds(node, &ns, &ne)) goto fallback;
+        if (ns <= start) {
+            blk = node;
+            s = ns;
+            e = ne;
+            if (ne >= start) break;
+            node = get_node(node, off_right);
+        } else
+            node = get_node(node, off_left);
+    }
+    if (blk == NULL || !(s <= start && end <= e)) goto fallback; /* claim_range's other cases */
+    /* --- commit: va_clip(block, start, end - start) --- */
+    int delta = 0;
+    PyObject *lva = NULL, *other = NULL;
+    Py_INCREF(blk);
+    int fit = clip_core(&g, c.root, blk, s, e, start_o, start, end - start, fits, &delta, &lva,
+                        &other);
+    flush(&g);
+    Py_DECREF(blk);
+    if (fit > 0 && d_add(c.free_d, s_nr_free, delta) < 0) fit = -1;
+    if (fit > 0 && lva != NULL) { /* the NE split's left part overlaps: complain */
+        PyObject *r = PyObject_CallMethodObjArgs(c.free, s_complain_overlap, lva, other, NULL);
+        if (!r) fit = -1;
+        Py_XDECREF(r);
+    }
+    Py_XDECREF(lva);
+    Py_XDECREF(other);
+    if (fit <= 0) {
+        if (fit == 0) PyErr_SetString(PyExc_RuntimeError, "seed_busy: NOTHING_FIT after checks");
+        goto error;
+    }
+    /* VmapArea(start, end), its flags, insert_vmap_area */
+    va = new_va(start_o, end_o);
+    if (va == NULL) goto error;
+    set_slot(&g, va, off_flags, flags_o);
+    Py_ssize_t bi = c.n > 1 ? (Py_ssize_t)((start / c.zone) % (uint64_t)c.n) : 0;
+    int linked = busy_link(&g, PyTuple_GET_ITEM(c.busy, bi), va, start, end);
+    if (linked < 0) goto error;
+    if (linked) {
+        set_state(&g, va, st_busy);
+        if (d_add(c.space_d, s_nr_busy, 1) < 0) goto error;
+    } else { /* an overlap: the reference complains and raises */
+        PyObject *r = PyObject_CallMethodOneArg(space, s_insert_vmap_area, va);
+        if (!r) goto error;
+        Py_DECREF(r);
+    }
+    result = va;
+    va = NULL;
+    goto out;
+fallback:
+    if (PyErr_Occurred()) goto error;
+    result = Py_None;
+    Py_INCREF(result);
+    goto out;
+error:
+    result = NULL;
+out:
+    flush(&g);
+    Py_XDECREF(va);
+    ctx_release(&c);
+    return result;
 }
 
 /* ============================================================ end of replay batch section */

@@ -422,16 +422,19 @@ class Replayer:
     def prepare(self, events: Sequence[TraceEvent]) -> None:
         """Look ahead: where the purge events are, and what their workers' CPUs did."""
         self._events = events
-        purge_at = [i for i, e in enumerate(events) if isinstance(e, PurgeVmapAreaLazy)]
+        purge_at: list[int] = []
         # The purge worker runs on the CPU its event was traced on: whatever else that
-        # CPU traced before the event ran before the worker started.
+        # CPU traced since the previous purge event ran before the worker started.
         self._worker_cpu_busy_until = {}
+        last_on: dict[int, int] = {}  # CPU -> its last event so far
         prev = -1
-        for j in purge_at:
-            cpu = events[j].cpu
-            last = max((k for k in range(prev + 1, j) if events[k].cpu == cpu), default=-1)
-            self._worker_cpu_busy_until[j] = last
-            prev = j
+        for k, e in enumerate(events):
+            if isinstance(e, PurgeVmapAreaLazy):
+                last = last_on.get(e.cpu, -1)
+                self._worker_cpu_busy_until[k] = last if last > prev else -1
+                purge_at.append(k)
+                prev = k
+            last_on[e.cpu] = k
         self._purge_at = purge_at
         # The next purge event at or after the first event (see before()).
         self._nxt = 0
