@@ -216,3 +216,17 @@ def test_drive_with_an_observer_takes_every_event_through_the_driver() -> None:
     seen: list[int] = []
     rp.run(events, observer=lambda i, ev, h: seen.append(i))
     assert seen == list(range(len(events)))
+
+
+def test_progress_bar_run_equals_the_plain_run() -> None:
+    """With the progress bar (traces over 20,000 events) the batch stops at every tick;
+    the result is the same."""
+    cap = DATA / "captures" / "threads-long"
+    trace, snap, meta = load_capture(cap)
+    plain = replay(trace, snap, meta=meta).as_json()
+    shown = replay(trace, snap, meta=meta, progress=True).as_json()
+    for res in (plain, shown):
+        res.pop("seconds")
+        res.pop("events_per_second", None)
+    assert plain["events"] > 20_000
+    assert shown == plain
