@@ -4054,6 +4054,10 @@ static int tv_kfree_last(wctx_t *c, PyObject *addr_o) {
 static PyObject *rb_init(PyObject *, PyObject *);
 static PyObject *rb_run(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rb_seed_busy(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rb_pool_ids(PyObject *, PyObject *);
+static PyObject *rb_pool_gens(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rb_pool_ranges(PyObject *, PyObject *);
+static PyObject *rb_insert_by_purge_order(PyObject *, PyObject *const *, Py_ssize_t);
 
 /* bulk pages (bulkc) declarations */
 
@@ -4133,6 +4137,12 @@ static PyMethodDef methods[] = {
      "replay_run(replayer, events, i, every) -> index of the first event left to Python"},
     {"seed_busy", (PyCFunction)(void (*)(void))rb_seed_busy, METH_FASTCALL,
      "seed_busy(space, start, end, flags) -> the busy area | None"},
+    {"pool_ids", rb_pool_ids, METH_O, "pool_ids(nodes) -> set of id(area)"},
+    {"pool_gens", (PyCFunction)(void (*)(void))rb_pool_gens, METH_FASTCALL,
+     "pool_gens(nodes, before, gen, seq) -> dict"},
+    {"pool_ranges", rb_pool_ranges, METH_O, "pool_ranges(nodes) -> set of (start, end, node)"},
+    {"insert_by_purge_order", (PyCFunction)(void (*)(void))rb_insert_by_purge_order,
+     METH_FASTCALL, "insert_by_purge_order(pool, va, gen) -> None"},
 
     /* (separator: keep) */
     /* bulk pages and multi-page vmalloc (helper bulkc): entries below */
@@ -4656,6 +4666,7 @@ enum {
     RB_EVENTS, RB_COMPARED, RB_MATCHED, RB_GUESSED, RB_FREES, RB_LAZY_DRIFT, RB_FIRST_DRIFT,
     RB_HIDDEN_HEAD, RB_UNKNOWN, RB_UNREACH, RB_HIGH, RB_OLD, RB_REFUTED, RB_RECYCLED,
     RB_MARKED, RB_KSTATE, RB_THRESHOLD, RB_MAXVA, RB_FREE_METH, RB_CPU_KW,
+    RB_ID, RB_VA_START, RB_VA_END, RB_APPEND,
     RB_N
 };
 static const char *rb_names[RB_N] = {
@@ -4669,8 +4680,15 @@ static const char *rb_names[RB_N] = {
     "refuted_nodes", "recycled",
     "marked", "kstate", "_lazy_threshold_passed", "max_va_size_pages",
     "free_vmap_area_noflush", "cpu",
+    "id", "va_start", "va_end", "append",
 };
 static PyObject *rb_s[RB_N];
+
+static int rb_strings(void) {
+    for (int i = 0; i < RB_N; i++)
+        if (rb_s[i] == NULL && !(rb_s[i] = PyUnicode_InternFromString(rb_names[i]))) return -1;
+    return 0;
+}
 
 /* The classes the batch mirrors: Replayer, TraceHarness, VmapSpace, Beliefs (each with
  * its mirrored methods, checked unreplaced on every call), ReplayResult, PendingPurge. */
@@ -4694,8 +4712,7 @@ static PyObject *rb_init(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "replay_run_init: four guard tuples, DRIFT_RUN >= 1");
         return NULL;
     }
-    for (int i = 0; i < RB_N; i++)
-        if (rb_s[i] == NULL && !(rb_s[i] = PyUnicode_InternFromString(rb_names[i]))) return NULL;
+    if (rb_strings() < 0) return NULL;
     PyObject *g[4] = {NULL, NULL, NULL, NULL};
     for (int r = 0; r < 4; r++) {
         PyObject *names = PyTuple_GET_ITEM(guards, r);
@@ -5540,6 +5557,197 @@ out:
     Py_XDECREF(va);
     ctx_release(&c);
     return result;
+}
+
+/* --- the beliefs' pool walks (trace/beliefs.py), twins of its comprehensions ---------- */
+
+/* An area's va_start / va_end (a new reference): the slot of a VmapArea, else getattr. */
+static PyObject *rb_attr(PyObject *va, Py_ssize_t off, int name) {
+    if (Py_TYPE(va) == va_type && off >= 0 && SLOT(va, off) != NULL) {
+        Py_INCREF(SLOT(va, off));
+        return SLOT(va, off);
+    }
+    return PyObject_GetAttr(va, rb_s[name]);
+}
+
+/* The pools dict of a VmapNode-like object (a new reference), or NULL with an error. */
+static PyObject *rb_node_pools(PyObject *vn) {
+    PyObject *pd = PyObject_GetAttr(vn, s_pools);
+    if (pd != NULL && !PyDict_Check(pd)) {
+        PyErr_SetString(PyExc_TypeError, "a vmap node's pools must be a dict");
+        Py_CLEAR(pd);
+    }
+    return pd;
+}
+
+/* Call fn(arg, node, pool area) for every pooled area, nodes in order, each node's pools in
+ * dict order, each pool head first (the order of Beliefs' comprehensions). */
+static int rb_each_pooled(PyObject *nodes, int (*fn)(void *, PyObject *, PyObject *), void *arg) {
+    PyObject *it = PyObject_GetIter(nodes), *vn;
+    if (!it) return -1;
+    int rc = 0;
+    while (rc == 0 && (vn = PyIter_Next(it)) != NULL) {
+        PyObject *pd = rb_node_pools(vn);
+        if (!pd) rc = -1;
+        Py_ssize_t pos = 0;
+        PyObject *key, *pool;
+        while (rc == 0 && PyDict_Next(pd, &pos, &key, &pool)) {
+            Py_INCREF(pool);
+            PyObject *pit = PyObject_GetIter(pool), *va;
+            if (!pit) rc = -1;
+            while (rc == 0 && (va = PyIter_Next(pit)) != NULL) {
+                rc = fn(arg, vn, va);
+                Py_DECREF(va);
+            }
+            if (rc == 0 && PyErr_Occurred()) rc = -1;
+            Py_XDECREF(pit);
+            Py_DECREF(pool);
+        }
+        Py_XDECREF(pd);
+        Py_DECREF(vn);
+    }
+    if (rc == 0 && PyErr_Occurred()) rc = -1;
+    Py_DECREF(it);
+    return rc;
+}
+
+static int rb_add_id(void *set, PyObject *vn, PyObject *va) {
+    PyObject *id = PyLong_FromVoidPtr(va);
+    int rc = id ? PySet_Add((PyObject *)set, id) : -1;
+    Py_XDECREF(id);
+    return rc;
+}
+
+/* pool_ids(nodes) -> {id(va) for every pooled area} (Beliefs.before_refill) */
+static PyObject *rb_pool_ids(PyObject *self, PyObject *nodes) {
+    if (rb_strings() < 0) return NULL;
+    PyObject *out = PySet_New(NULL);
+    if (out && rb_each_pooled(nodes, rb_add_id, out) < 0) Py_CLEAR(out);
+    return out;
+}
+
+typedef struct { PyObject *out, *before, *gen, *seq; } rb_gens_t;
+
+static int rb_add_gen(void *arg, PyObject *vn, PyObject *va) {
+    rb_gens_t *a = arg;
+    PyObject *id = PyLong_FromVoidPtr(va), *g = NULL;
+    if (!id) return -1;
+    int in = PySet_Contains(a->before, id);
+    if (in > 0) {
+        g = PyDict_GetItemWithError(a->gen, id);
+        if (g == NULL && !PyErr_Occurred()) g = small_zero;
+    } else if (in == 0)
+        g = a->seq;
+    int rc = g ? PyDict_SetItem(a->out, id, g) : -1;
+    Py_DECREF(id);
+    return rc;
+}
+
+/* pool_gens(nodes, before, gen, seq) -> {id(va): gen.get(id(va), 0) if id(va) in before
+ * else seq for every pooled area} (Beliefs.after_refill) */
+static PyObject *rb_pool_gens(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyAnySet_Check(args[1]) || !PyDict_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "pool_gens(nodes, set, dict, seq)");
+        return NULL;
+    }
+    if (rb_strings() < 0) return NULL;
+    rb_gens_t a = {PyDict_New(), args[1], args[2], args[3]};
+    if (a.out && rb_each_pooled(args[0], rb_add_gen, &a) < 0) Py_CLEAR(a.out);
+    return a.out;
+}
+
+typedef struct { PyObject *out, *vn, *id; } rb_ranges_t;
+
+static int rb_add_range(void *arg, PyObject *vn, PyObject *va) {
+    rb_ranges_t *a = arg;
+    if (vn != a->vn) { /* vn.id, once per node */
+        Py_XDECREF(a->id);
+        a->vn = vn;
+        if (!(a->id = PyObject_GetAttr(vn, rb_s[RB_ID]))) return -1;
+    }
+    PyObject *s = rb_attr(va, off_start, RB_VA_START), *e = rb_attr(va, off_end, RB_VA_END);
+    PyObject *t = s && e ? PyTuple_Pack(3, s, e, a->id) : NULL;
+    int rc = t ? PySet_Add(a->out, t) : -1;
+    Py_XDECREF(s);
+    Py_XDECREF(e);
+    Py_XDECREF(t);
+    return rc;
+}
+
+/* pool_ranges(nodes) -> {(va.va_start, va.va_end, vn.id) for every pooled area} */
+static PyObject *rb_pool_ranges(PyObject *self, PyObject *nodes) {
+    if (rb_strings() < 0) return NULL;
+    rb_ranges_t a = {PySet_New(NULL), NULL, NULL};
+    if (a.out && rb_each_pooled(nodes, rb_add_range, &a) < 0) Py_CLEAR(a.out);
+    Py_XDECREF(a.id);
+    return a.out;
+}
+
+/* gen.get(id(o), 0), borrowed (NULL with an error set on failure) */
+static PyObject *rb_gen_of(PyObject *gen, PyObject *o) {
+    PyObject *id = PyLong_FromVoidPtr(o);
+    if (!id) return NULL;
+    PyObject *g = PyDict_GetItemWithError(gen, id);
+    Py_DECREF(id);
+    if (g == NULL && !PyErr_Occurred()) g = small_zero;
+    return g;
+}
+
+/* a < b (op Py_LT) or a == b (Py_EQ) for ints: C longs when both fit, else Python. */
+static inline int rb_cmp(PyObject *a, PyObject *b, int op) {
+    if (PyLong_CheckExact(a) && PyLong_CheckExact(b)) {
+        int oa = 0, ob = 0;
+        long x = PyLong_AsLongAndOverflow(a, &oa), y = PyLong_AsLongAndOverflow(b, &ob);
+        if (!oa && !ob && !PyErr_Occurred()) return op == Py_LT ? x < y : x == y;
+        PyErr_Clear();
+    }
+    return PyObject_RichCompareBool(a, b, op);
+}
+
+/* insert_by_purge_order(pool, va, gen): Beliefs._insert_by_purge_order — va goes before
+ * the first area of an older purge, or of the same purge and a lower start; else last. */
+static PyObject *rb_insert_by_purge_order(PyObject *self, PyObject *const *args,
+                                          Py_ssize_t nargs) {
+    if (nargs != 3 || !PyDict_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "insert_by_purge_order(pool, va, gen)");
+        return NULL;
+    }
+    if (rb_strings() < 0) return NULL;
+    PyObject *pool = args[0], *va = args[1], *gen = args[2];
+    PyObject *g = rb_gen_of(gen, va), *start = NULL, *it = NULL, *other;
+    if (!g) return NULL;
+    Py_INCREF(g);
+    start = rb_attr(va, off_start, RB_VA_START);
+    it = start ? PyObject_GetIter(pool) : NULL;
+    Py_ssize_t i = 0;
+    int found = 0, err = it == NULL;
+    while (!err && !found && (other = PyIter_Next(it)) != NULL) {
+        PyObject *og = rb_gen_of(gen, other);
+        int lt = og ? rb_cmp(og, g, Py_LT) : -1;
+        if (lt == 0) { /* og == g and other.va_start < va.va_start */
+            int eq = rb_cmp(og, g, Py_EQ);
+            if (eq > 0) {
+                PyObject *os = rb_attr(other, off_start, RB_VA_START);
+                lt = os ? rb_cmp(os, start, Py_LT) : -1;
+                Py_XDECREF(os);
+            } else
+                lt = eq;
+        }
+        Py_DECREF(other);
+        if (lt < 0) err = 1;
+        else if (lt) found = 1;
+        else i++;
+    }
+    if (!err && PyErr_Occurred()) err = 1;
+    Py_XDECREF(it);
+    Py_XDECREF(start);
+    Py_DECREF(g);
+    if (err) return NULL;
+    PyObject *r = found ? PyObject_CallMethod(pool, "insert", "nO", i, va)
+                        : PyObject_CallMethodOneArg(pool, rb_s[RB_APPEND], va);
+    if (!r) return NULL;
+    Py_DECREF(r);
+    Py_RETURN_NONE;
 }
 
 /* ============================================================ end of replay batch section */

@@ -230,3 +230,54 @@ def test_progress_bar_run_equals_the_plain_run() -> None:
         res.pop("events_per_second", None)
     assert plain["events"] > 20_000
     assert shown == plain
+
+
+@pytest.mark.parametrize("name", ["bpfjit-busy-nodrop", "k-mixed2-nodrop", "dropmid2-nodrop"])
+def test_pool_walk_twins_equal_the_comprehensions(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compiled pool walks of trace/beliefs.py (pool ids and purge stamps, pool
+    ranges, insertion in purge order) against its comprehensions, over whole replays."""
+    from pyvmalloc.trace import beliefs
+
+    cap = DATA / "captures" / name
+    got, got_state = run_capture(cap, monkeypatch, batch=True, kstate=True)
+    for twin in ("_c_pool_ids", "_c_pool_gens", "_c_pool_ranges", "_c_insert_by_purge_order"):
+        assert getattr(beliefs, twin) is not None
+        monkeypatch.setattr(beliefs, twin, None)
+    ref, ref_state = run_capture(cap, monkeypatch, batch=True, kstate=True)
+    assert got == ref
+    assert got_state == ref_state
+
+
+def test_insert_by_purge_order_twin() -> None:
+    """Each position (generation, start) of a hand-built pool, compiled and reference."""
+    from collections import deque
+
+    from pyvmalloc import _speedups as sp
+    from pyvmalloc.trace import beliefs
+    from pyvmalloc.vmap.area import VmapArea
+
+    pages = [(g, s) for g in (3, 2, 2, 1) for s in (9, 7, 4)]
+    for g_new in (0, 1, 2, 3, 4):
+        for s_new in (1, 5, 8, 10):
+            pools = []
+            for compiled in (True, False):
+                areas = [VmapArea(s << 12, (s + 1) << 12) for _g, s in pages]
+                gen = {id(va): g for va, (g, _s) in zip(areas, pages, strict=True)}
+                new = VmapArea(s_new << 12, (s_new + 1) << 12)
+                gen[id(new)] = g_new
+                pool = deque(areas)
+                if compiled:
+                    sp.insert_by_purge_order(pool, new, gen)
+                else:
+                    b = beliefs.Beliefs.__new__(beliefs.Beliefs)
+                    b.gen = gen
+                    saved, beliefs._c_insert_by_purge_order = beliefs._c_insert_by_purge_order, None
+                    try:
+                        b._insert_by_purge_order(pool, new)
+                    finally:
+                        beliefs._c_insert_by_purge_order = saved
+                pools.append([(gen[id(va)], va.va_start) for va in pool])
+            assert pools[0] == pools[1]
+            assert (g_new, s_new << 12) in pools[0]
