@@ -4649,14 +4649,19 @@ error:
  * outside any timed state of the open purge (armed, decay held, nodes due), and
  * returns the index of the first event that is not (len(events) at the end): the
  * Python handlers take that one. Each event is looked at first and applied only when
- * it is common (the mechanism through the whole operations above, then the handler's
+ * it is common (the mechanism as the whole operations above commit it, then the handler's
  * bookkeeping: counters, beliefs, drift, the crossing time), so a declined event finds
  * the model exactly as Python left it. Whatever the replay does not set up as usual
  * (another class or a replaced method, observers, a profile without trace-driven
  * purges, the progress bar's tick every `every` events) returns at once.
  *
  * space.explain is off while the batch runs; the last allocation's Decision is built
- * once, on the way out, as alloc_vmap_area_once would have left it.
+ * once, on the way out, as alloc_vmap_area_once would have left it. The mechanism's
+ * counters are kept in C and written before any Python code runs and on the way out.
+ *
+ * Also here: seed_busy (TraceHarness.seed_busy's usual case: claim + busy insert) and
+ * twins of trace/beliefs.py's walks over every pooled area (pool_ids, pool_gens,
+ * pool_ranges, insert_by_purge_order).
  * ===================================================================================== */
 
 enum {
