@@ -86,5 +86,28 @@ def pool_ranges(nodes: Any, /) -> set[tuple[int, int, int]]: ...
 def insert_by_purge_order(pool: Any, va: Any, gen: dict[int, int], /) -> None: ...
 
 # bulk pages and multi-page vmalloc (helper bulkc)
+def init_bulk_pages(
+    phys_type: type,
+    zone_type: type,
+    deque_type: type,
+    names: tuple[str, ...],
+    originals: tuple[Any, ...],
+    pg_buddy: int,
+    pg_pcp: int,
+    pg_alloc: int,
+    pg_pgtable: int,
+    owner_none: int,
+    gfp_zero: int,
+    /,
+) -> None: ...
+def phys_alloc_pages_bulk(
+    phys: Any, gfp: int, nid: int, nr: int, out_list: list[int], /
+) -> int | None: ...
+def phys_free_pages_bulk(phys: Any, pfns: list[int], /) -> bool | None: ...
+def init_bulk_ptes(
+    pgt_type: type, names: tuple[str, ...], originals: tuple[Any, ...], /
+) -> None: ...
+def pte_map_cached(pgt: Any, addr: int, pages: Any, prot: int, /) -> bool | None: ...
+def pte_clear_cached(pgt: Any, addr: int, size: int, /) -> bool | None: ...
 
 # test-vmalloc harness (helper tvharness)
