@@ -36,6 +36,8 @@ _WHOLE_OPERATIONS = (
     "vmalloc_node_range",
     "vfree",
     # replay batch (replayc)
+    "replay_run",
+    "seed_busy",
     # bulk pages and multi-page vmalloc (bulkc)
     "init_bulk_pages",
     "phys_alloc_pages_bulk",

@@ -4093,6 +4093,13 @@ static int tv_kfree_last(wctx_t *c, PyObject *addr_o) {
 
 /* Forward declarations of sections defined after PyInit (one block per section). */
 /* replay batch (replayc) declarations */
+static PyObject *rb_init(PyObject *, PyObject *);
+static PyObject *rb_run(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rb_seed_busy(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rb_pool_ids(PyObject *, PyObject *);
+static PyObject *rb_pool_gens(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rb_pool_ranges(PyObject *, PyObject *);
+static PyObject *rb_insert_by_purge_order(PyObject *, PyObject *const *, Py_ssize_t);
 
 /* bulk pages (bulkc) declarations */
 static PyObject *bk_init_ptes(PyObject *, PyObject *);
@@ -4171,6 +4178,19 @@ static PyMethodDef methods[] = {
     {"vfree", (PyCFunction)(void (*)(void))vw_vfree, METH_FASTCALL,
      "vfree(vmalloc, addr, cpu) -> True | None"},
     /* replay batch (helper replayc): entries below */
+    {"replay_run_init", rb_init, METH_VARARGS,
+     "replay_run_init(Replayer, TraceHarness, VmapSpace, Beliefs, ReplayResult, PendingPurge, "
+     "guards, DRIFT_RUN)"},
+    {"replay_run", (PyCFunction)(void (*)(void))rb_run, METH_FASTCALL,
+     "replay_run(replayer, events, i, every) -> index of the first event left to Python"},
+    {"seed_busy", (PyCFunction)(void (*)(void))rb_seed_busy, METH_FASTCALL,
+     "seed_busy(space, start, end, flags) -> the busy area | None"},
+    {"pool_ids", rb_pool_ids, METH_O, "pool_ids(nodes) -> set of id(area)"},
+    {"pool_gens", (PyCFunction)(void (*)(void))rb_pool_gens, METH_FASTCALL,
+     "pool_gens(nodes, before, gen, seq) -> dict"},
+    {"pool_ranges", rb_pool_ranges, METH_O, "pool_ranges(nodes) -> set of (start, end, node)"},
+    {"insert_by_purge_order", (PyCFunction)(void (*)(void))rb_insert_by_purge_order,
+     METH_FASTCALL, "insert_by_purge_order(pool, va, gen) -> None"},
 
     /* (separator: keep) */
     /* bulk pages and multi-page vmalloc (helper bulkc): entries below */
@@ -4674,7 +4694,1126 @@ error:
 
 /* =====================================================================================
  * replay batch section (helper replayc)
+ *
+ * The replay loop for the common events, many per call: TraceHarness.drive over
+ * Replayer.before/alloc/free (trace/harness.py, trace/replay.py are the reference).
+ *
+ * replay_run(replayer, events, i, every) applies events[i], events[i + 1], ... while
+ * each is one of
+ *   - an alloc_vmap_area the kernel did not fail, whose address the model's own
+ *     alloc_vmap_area_once gives (pool head or lowest match) with nothing to infer: no
+ *     hidden pool head to guess, no unreachable block to search past, no guessed node
+ *     to vote on;
+ *   - a free_vmap_area_noflush of a busy area that starts at that address, in its
+ *     address's node, that neither arms the next purge nor shows a purge's node done;
+ * outside any timed state of the open purge (armed, decay held, nodes due), and
+ * returns the index of the first event that is not (len(events) at the end): the
+ * Python handlers take that one. Each event is looked at first and applied only when
+ * it is common (the mechanism as the whole operations above commit it, then the handler's
+ * bookkeeping: counters, beliefs, drift, the crossing time), so a declined event finds
+ * the model exactly as Python left it. Whatever the replay does not set up as usual
+ * (another class or a replaced method, observers, a profile without trace-driven
+ * purges, the progress bar's tick every `every` events) returns at once.
+ *
+ * space.explain is off while the batch runs; the last allocation's Decision is built
+ * once, on the way out, as alloc_vmap_area_once would have left it. The mechanism's
+ * counters are kept in C and written before any Python code runs and on the way out.
+ *
+ * Also here: seed_busy (TraceHarness.seed_busy's usual case: claim + busy insert) and
+ * twins of trace/beliefs.py's walks over every pooled area (pool_ids, pool_gens,
+ * pool_ranges, insert_by_purge_order).
  * ===================================================================================== */
+
+enum {
+    RB_RESULT, RB_BELIEFS, RB_SPACE, RB_HARNESS, RB_CPUS, RB_TRACE_DRIVEN, RB_EARLY, RB_SEED,
+    RB_INFER, RB_REORDERED, RB_PURGE_INDEX, RB_INDEX, RB_ARMED, RB_HELD_UNTIL, RB_PENDING,
+    RB_NODE_DONE, RB_DRIFT, RB_CROSSED, RB_LAST_FAILED, RB_NEXT_PURGE, RB_PROFILE,
+    RB_EVENTS, RB_COMPARED, RB_MATCHED, RB_GUESSED, RB_FREES, RB_LAZY_DRIFT, RB_FIRST_DRIFT,
+    RB_HIDDEN_HEAD, RB_UNKNOWN, RB_UNREACH, RB_HIGH, RB_OLD, RB_REFUTED, RB_RECYCLED,
+    RB_MARKED, RB_KSTATE, RB_THRESHOLD, RB_MAXVA, RB_FREE_METH, RB_CPU_KW,
+    RB_ID, RB_VA_START, RB_VA_END, RB_APPEND,
+    RB_N
+};
+static const char *rb_names[RB_N] = {
+    "result", "beliefs", "space", "harness", "cpus", "trace_driven", "early_decay", "seed",
+    "_infer_pools", "_reordered", "_purge_index", "_index", "_armed_at", "_held_until",
+    "_pending", "_node_done_at", "_drift_run", "_crossed_at", "_last_alloc_failed",
+    "_next_purge", "profile",
+    "events", "allocs_compared", "allocs_matched", "allocs_matched_guessed", "frees",
+    "lazy_drift", "first_lazy_drift_line",
+    "hidden_head", "unknown_node", "unreachable", "kernel_tree_high", "old_blocks",
+    "refuted_nodes", "recycled",
+    "marked", "kstate", "_lazy_threshold_passed", "max_va_size_pages",
+    "free_vmap_area_noflush", "cpu",
+    "id", "va_start", "va_end", "append",
+};
+static PyObject *rb_s[RB_N];
+
+static int rb_strings(void) {
+    for (int i = 0; i < RB_N; i++)
+        if (rb_s[i] == NULL && !(rb_s[i] = PyUnicode_InternFromString(rb_names[i]))) return -1;
+    return 0;
+}
+
+/* The classes the batch mirrors: Replayer, TraceHarness, VmapSpace, Beliefs (each with
+ * its mirrored methods, checked unreplaced on every call), ReplayResult, PendingPurge. */
+enum { RB_T_RP, RB_T_HARNESS, RB_T_SPACE, RB_T_BELIEFS, RB_T_RESULT, RB_T_PENDING, RB_T_N };
+static PyTypeObject *rb_types[RB_T_N];
+/* per role (the first four): a tuple of (name, function as the class had it at init) */
+static PyObject *rb_guards[4];
+static long rb_drift_limit = 8; /* DRIFT_RUN */
+static PyObject *rb_fl_kwnames = NULL; /* ("cpu",) */
+
+/* replay_run_init(Replayer, TraceHarness, VmapSpace, Beliefs, ReplayResult, PendingPurge,
+ * guards, DRIFT_RUN): guards is four tuples of method names, one per class. */
+static PyObject *rb_init(PyObject *self, PyObject *args) {
+    PyObject *t[RB_T_N], *guards;
+    long drift;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!O!l", &PyType_Type, &t[0], &PyType_Type, &t[1],
+                          &PyType_Type, &t[2], &PyType_Type, &t[3], &PyType_Type, &t[4],
+                          &PyType_Type, &t[5], &PyTuple_Type, &guards, &drift))
+        return NULL;
+    if (PyTuple_GET_SIZE(guards) != 4 || drift < 1) {
+        PyErr_SetString(PyExc_ValueError, "replay_run_init: four guard tuples, DRIFT_RUN >= 1");
+        return NULL;
+    }
+    if (rb_strings() < 0) return NULL;
+    PyObject *g[4] = {NULL, NULL, NULL, NULL};
+    for (int r = 0; r < 4; r++) {
+        PyObject *names = PyTuple_GET_ITEM(guards, r);
+        if (!PyTuple_Check(names)) {
+            PyErr_SetString(PyExc_TypeError, "replay_run_init: guards must be tuples of names");
+            goto fail;
+        }
+        Py_ssize_t k = PyTuple_GET_SIZE(names);
+        g[r] = PyTuple_New(k);
+        if (!g[r]) goto fail;
+        for (Py_ssize_t j = 0; j < k; j++) {
+            PyObject *name = PyTuple_GET_ITEM(names, j);
+            if (!PyUnicode_CheckExact(name)) {
+                PyErr_SetString(PyExc_TypeError, "replay_run_init: a method name is not a str");
+                goto fail;
+            }
+            Py_INCREF(name);
+            PyUnicode_InternInPlace(&name);
+            PyObject *fn = _PyType_Lookup((PyTypeObject *)t[r], name);
+            if (fn == NULL) {
+                PyErr_Format(PyExc_AttributeError, "%.100s has no %U", ((PyTypeObject *)t[r])->tp_name,
+                             name);
+                Py_DECREF(name);
+                goto fail;
+            }
+            PyObject *pair = PyTuple_Pack(2, name, fn);
+            Py_DECREF(name);
+            if (!pair) goto fail;
+            PyTuple_SET_ITEM(g[r], j, pair);
+        }
+    }
+    if (rb_fl_kwnames == NULL && !(rb_fl_kwnames = PyTuple_Pack(1, rb_s[RB_CPU_KW]))) goto fail;
+    for (int i = 0; i < RB_T_N; i++) {
+        Py_INCREF(t[i]);
+        Py_XSETREF(rb_types[i], (PyTypeObject *)t[i]);
+    }
+    for (int r = 0; r < 4; r++) Py_XSETREF(rb_guards[r], g[r]);
+    rb_drift_limit = drift;
+    Py_RETURN_NONE;
+fail:
+    for (int r = 0; r < 4; r++) Py_XDECREF(g[r]);
+    return NULL;
+}
+
+/* 1 when obj is exactly the class of role r and none of its mirrored methods is
+ * replaced (on the class or the instance); 0 otherwise. d is obj's instance dict. */
+static int rb_unreplaced(PyObject *obj, PyObject *d, int r) {
+    PyObject *g = rb_guards[r];
+    if (g == NULL || Py_TYPE(obj) != rb_types[r]) return 0;
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(g); j++) {
+        PyObject *pair = PyTuple_GET_ITEM(g, j), *name = PyTuple_GET_ITEM(pair, 0);
+        if (_PyType_Lookup(rb_types[r], name) != PyTuple_GET_ITEM(pair, 1)) return 0;
+        if (PyDict_GetItemWithError(d, name) != NULL || PyErr_Occurred()) return 0;
+    }
+    return 1;
+}
+
+/* The instance dict of obj (a new reference), or NULL (no error set) if it has none. */
+static PyObject *rb_dict(PyObject *obj) {
+    PyObject **dp = _PyObject_GetDictPtr(obj);
+    if (dp == NULL || *dp == NULL || !PyDict_CheckExact(*dp)) return NULL;
+    Py_INCREF(*dp);
+    return *dp;
+}
+
+/* d[key] as a C long when it is an exact int that fits: 1, else 0. */
+static int rb_long(PyObject *d, int key, long *out) {
+    PyObject *v = PyDict_GetItemWithError(d, rb_s[key]);
+    if (v == NULL || !PyLong_CheckExact(v)) return 0;
+    int of = 0;
+    long x = PyLong_AsLongAndOverflow(v, &of);
+    if (of || (x == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = x;
+    return 1;
+}
+
+/* d[key] as a new reference that must be exactly of type t (NULL: not). */
+static PyObject *rb_get(PyObject *d, int key, PyTypeObject *t) {
+    PyObject *v = PyDict_GetItemWithError(d, rb_s[key]);
+    if (v == NULL || Py_TYPE(v) != t) return NULL;
+    Py_INCREF(v);
+    return v;
+}
+
+/* An exact float slot (timestamps): 1 and *out, else 0. */
+static inline int rb_float(PyObject *o, double *out) {
+    if (o == NULL || !PyFloat_CheckExact(o)) return 0;
+    *out = PyFloat_AS_DOUBLE(o);
+    return 1;
+}
+
+typedef struct {
+    PyObject *rp, *space; /* borrowed (the caller's arguments / held by rp_d) */
+    PyObject *rp_d, *res_d, *b_d, *h_d, *space_d, *events; /* new references */
+    PyObject *reordered, *hidden_head, *unknown, *unreach, *high, *old, *refuted,
+        *recycled; /* new references */
+    ctx_t c;
+    int have_c;
+    long cpus, purge_index, drift_run;
+    uint64_t max_va, npurged;
+    int infer, early, kstate_seed, has_next, pending_none, marked, explain_was;
+    int armed_set, held_set, done_set;
+    double armed, held_min, done0;
+    PyObject *fits; /* stats.fits (borrowed: stats keeps it) */
+    int node_pools;
+    /* what the batch changed, written back on the way out (and before any Python call) */
+    long n_events, compared, matched, guessed, frees, lazy_drift, index;
+    long d_busy, d_free, d_allocs, d_visits, d_pool_hits, d_lazy_frees;
+    int any_alloc, lph; /* lph: last_pool_hit to write (-1: unchanged) */
+    /* the last allocation's Decision (alloc_vmap_area_once's, with explain on) */
+    int dec_pool_hit, dec_rotated, dec_fit;
+    long dec_node, dec_pidx;
+    uint64_t dec_bs, dec_be, dec_len;
+} rb_t;
+
+static void rb_release(rb_t *b) {
+    Py_CLEAR(b->rp_d); Py_CLEAR(b->res_d); Py_CLEAR(b->b_d); Py_CLEAR(b->h_d);
+    Py_CLEAR(b->space_d); Py_CLEAR(b->events);
+    Py_CLEAR(b->reordered); Py_CLEAR(b->hidden_head); Py_CLEAR(b->unknown);
+    Py_CLEAR(b->unreach); Py_CLEAR(b->high); Py_CLEAR(b->old); Py_CLEAR(b->refuted);
+    Py_CLEAR(b->recycled);
+    if (b->have_c) ctx_release(&b->c);
+    b->have_c = 0;
+}
+
+/* Gather what the batch reads from the replayer: 1 (b filled), 0 (not a replay the
+ * batch mirrors: nothing to do), -1 (error). */
+static int rb_setup(rb_t *b, PyObject *rp) {
+    memset(b, 0, sizeof(*b));
+    b->rp = rp;
+    if (rb_types[0] == NULL || ev_alloc_t == NULL || st_busy == NULL || va_ready() < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (!(b->rp_d = rb_dict(rp)) || !rb_unreplaced(rp, b->rp_d, RB_T_RP)) return 0;
+    PyObject *d = b->rp_d, *v;
+    if (PyDict_GetItemWithError(d, rb_s[RB_TRACE_DRIVEN]) != Py_True) return 0;
+    PyObject *res = PyDict_GetItemWithError(d, rb_s[RB_RESULT]);
+    PyObject *bel = PyDict_GetItemWithError(d, rb_s[RB_BELIEFS]);
+    PyObject *har = PyDict_GetItemWithError(d, rb_s[RB_HARNESS]);
+    b->space = PyDict_GetItemWithError(d, rb_s[RB_SPACE]);
+    if (!res || !bel || !har || !b->space || Py_TYPE(res) != rb_types[RB_T_RESULT]) return 0;
+    if (!(b->res_d = rb_dict(res)) || !(b->b_d = rb_dict(bel)) || !(b->h_d = rb_dict(har)) ||
+        !(b->space_d = rb_dict(b->space)))
+        return 0;
+    if (!rb_unreplaced(bel, b->b_d, RB_T_BELIEFS) || !rb_unreplaced(har, b->h_d, RB_T_HARNESS) ||
+        !rb_unreplaced(b->space, b->space_d, RB_T_SPACE))
+        return 0;
+    if (PyDict_GetItemWithError(b->h_d, rb_s[RB_TRACE_DRIVEN]) != Py_True ||
+        PyDict_GetItemWithError(b->h_d, rb_s[RB_SPACE]) != b->space)
+        return 0;
+    int rc = ctx_get(b->space, &b->c);
+    if (rc <= 0) return rc;
+    b->have_c = 1;
+    /* observers see the model's events one by one: the reference */
+    PyObject *tpa = PyDict_GetItemWithError(b->space_d, s_tp_alloc);
+    PyObject *tpf = PyDict_GetItemWithError(b->space_d, s_tp_free);
+    if (!tpa || !PyList_CheckExact(tpa) || PyList_GET_SIZE(tpa) || !tpf ||
+        !PyList_CheckExact(tpf) || PyList_GET_SIZE(tpf))
+        return 0;
+    v = PyDict_GetItemWithError(b->space_d, s_explain);
+    if (v != Py_True && v != Py_False) return 0;
+    b->explain_was = v == Py_True;
+    b->lph = -1;
+    /* the policies, the free tree's explain hook and stats.fits, as alloc_vmap_area_once
+     * checks them (the kernel's own policies only) */
+    PyObject *pools_pol = PyDict_GetItemWithError(b->space_d, s_pools);
+    PyObject *placement = PyDict_GetItemWithError(b->space_d, s_placement);
+    if (!pools_pol || !placement || Py_TYPE(placement) != lowest_match_type ||
+        (Py_TYPE(pools_pol) != node_pools_type && Py_TYPE(pools_pol) != no_pools_type))
+        return 0;
+    b->node_pools = Py_TYPE(pools_pol) == node_pools_type;
+    b->fits = PyDict_GetItemWithError(b->c.stats_d, s_fits);
+    if (PyDict_GetItemWithError(b->c.free_d, s_why) != Py_None || !b->fits ||
+        !PyList_CheckExact(b->fits) || PyList_GET_SIZE(b->fits) < 5 ||
+        !d_int(b->space_d, s_nr_busy) || !d_int(b->c.free_d, s_nr_free) ||
+        !d_int(b->c.stats_d, s_allocs) || !d_int(b->c.stats_d, s_search_visits) ||
+        !d_int(b->c.stats_d, s_pool_hits) || !d_int(b->c.stats_d, s_lazy_frees))
+        return 0;
+    if (!rb_long(d, RB_CPUS, &b->cpus) || b->cpus <= 0 ||
+        !rb_long(d, RB_PURGE_INDEX, &b->purge_index) || !rb_long(d, RB_DRIFT, &b->drift_run))
+        return 0;
+    v = PyDict_GetItemWithError(d, rb_s[RB_INFER]);
+    if (v != Py_True && v != Py_False) return 0;
+    b->infer = v == Py_True;
+    v = PyDict_GetItemWithError(d, rb_s[RB_EARLY]);
+    if (v != Py_True && v != Py_False) return 0;
+    b->early = v == Py_True;
+    v = PyDict_GetItemWithError(d, rb_s[RB_SEED]);
+    if (!v || !PyUnicode_CheckExact(v)) return 0;
+    b->kstate_seed = PyUnicode_Compare(v, rb_s[RB_KSTATE]) == 0;
+    if (!(b->reordered = rb_get(d, RB_REORDERED, &PySet_Type))) return 0;
+    /* the open purge's timed state: an event at or past one of its times goes to Python */
+    v = PyDict_GetItemWithError(d, rb_s[RB_ARMED]);
+    if (v == NULL) return 0;
+    if (v != Py_None) {
+        if (!rb_float(v, &b->armed)) return 0;
+        b->armed_set = 1;
+    }
+    v = PyDict_GetItemWithError(d, rb_s[RB_HELD_UNTIL]);
+    if (!v || !PyList_CheckExact(v)) return 0;
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(v); k++) {
+        PyObject *it = PyList_GET_ITEM(v, k);
+        double t;
+        if (!PyTuple_CheckExact(it) || PyTuple_GET_SIZE(it) < 1 ||
+            !rb_float(PyTuple_GET_ITEM(it, 0), &t))
+            return 0;
+        if (!b->held_set || t < b->held_min) b->held_min = t;
+        b->held_set = 1;
+    }
+    PyObject *pending = PyDict_GetItemWithError(d, rb_s[RB_PENDING]);
+    if (pending == NULL) return 0;
+    b->pending_none = pending == Py_None;
+    if (!b->pending_none) {
+        if (Py_TYPE(pending) != rb_types[RB_T_PENDING]) return 0;
+        PyObject *pd = rb_dict(pending);
+        if (!pd) return 0;
+        PyObject *m = PyDict_GetItemWithError(pd, rb_s[RB_MARKED]);
+        int ok = m != NULL && PyList_CheckExact(m);
+        if (ok) b->marked = PyList_GET_SIZE(m) > 0;
+        Py_DECREF(pd);
+        if (!ok) return 0;
+        v = PyDict_GetItemWithError(d, rb_s[RB_NODE_DONE]);
+        if (!v || !PyList_CheckExact(v)) return 0;
+        if (PyList_GET_SIZE(v)) {
+            if (!rb_float(PyList_GET_ITEM(v, 0), &b->done0)) return 0;
+            b->done_set = 1;
+        }
+    }
+    v = PyDict_GetItemWithError(d, rb_s[RB_NEXT_PURGE]);
+    if (v == NULL) return 0;
+    if (v != Py_None) {
+        if (Py_TYPE(v) != ev_purge_t || !u64_of(SLOT(v, off_purge[2]), &b->npurged)) return 0;
+        b->has_next = 1;
+    }
+    v = PyDict_GetItemWithError(d, rb_s[RB_PROFILE]);
+    if (v == NULL) return 0;
+    PyObject *m = PyObject_GetAttr(v, rb_s[RB_MAXVA]);
+    if (!m) return 0;
+    rc = u64_of(m, &b->max_va);
+    Py_DECREF(m);
+    if (!rc) return 0;
+    /* the beliefs the handlers consult */
+    if (!(b->hidden_head = rb_get(b->b_d, RB_HIDDEN_HEAD, &PyDict_Type)) ||
+        !(b->unknown = rb_get(b->b_d, RB_UNKNOWN, &PyDict_Type)) ||
+        !(b->unreach = rb_get(b->b_d, RB_UNREACH, &PyDict_Type)) ||
+        !(b->high = rb_get(b->b_d, RB_HIGH, &PyDict_Type)) ||
+        !(b->old = rb_get(b->b_d, RB_OLD, &PySet_Type)) ||
+        !(b->refuted = rb_get(b->b_d, RB_REFUTED, &PyDict_Type)) ||
+        !(b->recycled = rb_get(b->b_d, RB_RECYCLED, &PyDict_Type)))
+        return 0;
+    /* the counters the batch adds to must be ints */
+    long x;
+    static const int counters[] = {RB_EVENTS, RB_COMPARED, RB_MATCHED, RB_GUESSED, RB_FREES,
+                                   RB_LAZY_DRIFT};
+    for (size_t k = 0; k < sizeof(counters) / sizeof(counters[0]); k++)
+        if (!rb_long(b->res_d, counters[k], &x)) return 0;
+    if (!PyDict_GetItemWithError(b->res_d, rb_s[RB_FIRST_DRIFT]) ||
+        !PyDict_GetItemWithError(d, rb_s[RB_CROSSED]))
+        return 0;
+    return PyErr_Occurred() ? -1 : 1;
+}
+
+/* Write the mechanism's counters the batch keeps in C (before any Python code runs,
+ * and on the way out). */
+static int rb_counters(rb_t *b) {
+    ctx_t *c = &b->c;
+    const struct { PyObject *d, *key; long *delta; } adds[] = {
+        {b->space_d, s_nr_busy, &b->d_busy}, {c->free_d, s_nr_free, &b->d_free},
+        {c->stats_d, s_allocs, &b->d_allocs}, {c->stats_d, s_search_visits, &b->d_visits},
+        {c->stats_d, s_pool_hits, &b->d_pool_hits}, {c->stats_d, s_lazy_frees, &b->d_lazy_frees}};
+    for (size_t k = 0; k < sizeof(adds) / sizeof(adds[0]); k++) {
+        if (*adds[k].delta && d_add(adds[k].d, adds[k].key, *adds[k].delta) < 0) return -1;
+        *adds[k].delta = 0;
+    }
+    if (b->lph >= 0 &&
+        PyDict_SetItem(b->space_d, s_last_pool_hit, b->lph ? Py_True : Py_False) < 0)
+        return -1;
+    b->lph = -1;
+    return 0;
+}
+
+/* Build the Decision alloc_vmap_area_once leaves with explain on (see its end). */
+static int rb_decision(rb_t *b) {
+    PyObject *da[8];
+    int hit = b->dec_pool_hit;
+    da[0] = hit ? s_pool_str : s_tree_str;
+    Py_INCREF(da[0]);
+    da[1] = PyLong_FromLong(b->dec_node);
+    da[2] = PyLong_FromLong(b->dec_pidx);
+    da[3] = b->dec_rotated ? Py_True : Py_False;
+    Py_INCREF(da[3]);
+    da[4] = hit ? Py_BuildValue("(ii)", 0, 0) : Py_BuildValue("(KK)", b->dec_bs, b->dec_be);
+    da[5] = PyLong_FromLong(hit ? 0 : b->dec_fit);
+    da[6] = PyLong_FromUnsignedLongLong(hit ? 0 : b->dec_len);
+    da[7] = small_zero;
+    Py_INCREF(da[7]);
+    PyObject *dec = NULL;
+    if (da[1] && da[2] && da[4] && da[5] && da[6])
+        dec = PyObject_Vectorcall((PyObject *)decision_type, da, 8, NULL);
+    for (int k = 0; k < 8; k++) Py_XDECREF(da[k]);
+    if (!dec) return -1;
+    int rc = PyDict_SetItem(b->space_d, s_last_decision, dec);
+    Py_DECREF(dec);
+    return rc;
+}
+
+/* Write back what the batch changed: the counters, the loop's index, explain. */
+static int rb_finish(rb_t *b) {
+    int err = 0;
+    PyObject *exc_t, *exc_v, *exc_tb;
+    PyErr_Fetch(&exc_t, &exc_v, &exc_tb); /* an error of the batch is kept, reported after */
+    if (b->explain_was && PyDict_SetItem(b->space_d, s_explain, Py_True) < 0) err = 1;
+    if (b->have_c && rb_counters(b) < 0) err = 1;
+    if (!b->n_events) goto done;
+    if (b->any_alloc && b->explain_was && rb_decision(b) < 0) err = 1;
+    const struct { int key; long delta; } adds[] = {
+        {RB_EVENTS, b->n_events}, {RB_COMPARED, b->compared}, {RB_MATCHED, b->matched},
+        {RB_GUESSED, b->guessed}, {RB_FREES, b->frees}, {RB_LAZY_DRIFT, b->lazy_drift}};
+    for (size_t k = 0; k < sizeof(adds) / sizeof(adds[0]); k++)
+        if (adds[k].delta && d_add(b->res_d, rb_s[adds[k].key], adds[k].delta) < 0) err = 1;
+    PyObject *ix = PyLong_FromLong(b->index), *dr = PyLong_FromLong(b->drift_run);
+    if (!ix || !dr || PyDict_SetItem(b->rp_d, rb_s[RB_INDEX], ix) < 0 ||
+        PyDict_SetItem(b->rp_d, rb_s[RB_DRIFT], dr) < 0)
+        err = 1;
+    Py_XDECREF(ix);
+    Py_XDECREF(dr);
+    if (b->any_alloc && PyDict_SetItem(b->rp_d, rb_s[RB_LAST_FAILED], Py_False) < 0) err = 1;
+done:
+    if (exc_t != NULL) {
+        if (err) PyErr_Clear();
+        PyErr_Restore(exc_t, exc_v, exc_tb);
+        return -1;
+    }
+    return err ? -1 : 0;
+}
+
+/* Beliefs.forget(start): the range at start was allocated again. */
+static int rb_forget(rb_t *b, PyObject *start) {
+    PyObject *ds[3] = {b->unknown, b->refuted, b->recycled};
+    for (int k = 0; k < 3; k++) {
+        if (PyDict_GET_SIZE(ds[k]) == 0) continue;
+        PyObject *v = PyDict_GetItemWithError(ds[k], start);
+        if (v != NULL) {
+            if (PyDict_DelItem(ds[k], start) < 0) return -1;
+        } else if (PyErr_Occurred())
+            return -1;
+    }
+    return 0;
+}
+
+/* Beliefs.is_unreachable((s, e), length): 1, 0, or -1 (error); 2: a value the batch does
+ * not compare (the reference decides). */
+static int rb_unreachable(rb_t *b, uint64_t s, uint64_t e, uint64_t length) {
+    PyObject *key = Py_BuildValue("(KK)", s, e), *len_o = PyLong_FromUnsignedLongLong(length);
+    int res = -1;
+    if (!key || !len_o) goto out;
+    PyObject *lens = PyDict_GetItemWithError(b->unreach, key);
+    if (lens != NULL) {
+        if (!PySet_CheckExact(lens)) { res = 2; goto out; }
+        int in = PySet_Contains(lens, len_o);
+        if (in != 0) { res = in; goto out; }
+    } else if (PyErr_Occurred())
+        goto out;
+    /* passed_over(s, e, length) */
+    PyObject *high = PyDict_GetItemWithError(b->high, len_o);
+    uint64_t h;
+    if (high == NULL) {
+        res = PyErr_Occurred() ? -1 : 0;
+        goto out;
+    }
+    if (!u64_of(high, &h)) { res = 2; goto out; }
+    if (!(s < h && e - s < length)) { res = 0; goto out; }
+    res = PySet_Contains(b->old, key);
+out:
+    Py_XDECREF(key);
+    Py_XDECREF(len_o);
+    return res;
+}
+
+/* One alloc_vmap_area event: 1 applied, 0 not common (nothing changed), -1 error. */
+static int rb_alloc(rb_t *b, PyObject *ev) {
+    ctx_t *c = &b->c;
+    PyObject *addr_o = SLOT(ev, off_alloc[0]), *size_o = SLOT(ev, off_alloc[1]),
+             *align_o = SLOT(ev, off_alloc[2]), *vstart_o = SLOT(ev, off_alloc[3]),
+             *vend_o = SLOT(ev, off_alloc[4]), *failed_o = SLOT(ev, off_alloc[5]),
+             *cpu_o = SLOT(ev, off_hdr[0][2]);
+    uint64_t addr, size, align, vstart, vend, failed;
+    if (!u64_of(addr_o, &addr) || !u64_of(size_o, &size) || !u64_of(align_o, &align) ||
+        !u64_of(vstart_o, &vstart) || !u64_of(vend_o, &vend) || !u64_of(failed_o, &failed) ||
+        failed != 0 || cpu_o == NULL || !PyLong_CheckExact(cpu_o))
+        return 0; /* the kernel failed, or values the reference handles */
+    int of = 0;
+    long ecpu = PyLong_AsLongAndOverflow(cpu_o, &of);
+    if (of || ecpu < 0) return 0;
+    long cpu = ecpu % b->cpus;
+    if (size == 0 || (size & 4095) || align == 0 || (align & (align - 1))) return 0;
+    /* Replayer.alloc: an event already applied out of trace order */
+    if (PySet_GET_SIZE(b->reordered)) {
+        PyObject *id = PyLong_FromVoidPtr(ev);
+        if (!id) return -1;
+        int in = PySet_Contains(b->reordered, id);
+        Py_DECREF(id);
+        if (in != 0) return in < 0 ? -1 : 0;
+    }
+    int full = vstart == c->vstart && vend == c->vend;
+    uint64_t idx = (size - 1) >> 12;
+    long node = (long)(cpu % c->n);
+    int node_pools = b->node_pools;
+    PyObject *pool = NULL; /* borrowed from the node's pools dict */
+    Py_ssize_t pool_len = 0;
+    if (c->n > 1 && full) {
+        PyObject *pd = PyTuple_GET_ITEM(c->pools, node);
+        if (!PyDict_CheckExact(pd)) return 0;
+        PyObject *k = PyLong_FromUnsignedLongLong(idx);
+        if (!k) return -1;
+        pool = PyDict_GetItemWithError(pd, k);
+        Py_DECREF(k);
+        if (pool == NULL && PyErr_Occurred()) return -1;
+        if (pool != NULL) {
+            if (Py_TYPE(pool) != deque_type) return 0;
+            pool_len = PySequence_Size(pool);
+            if (pool_len < 0) return -1;
+        }
+    }
+    /* Replayer._hidden_guess: a pool hidden at snapshot time whose next head the model
+     * infers (the model's own pool being empty) is not a common event */
+    if (b->infer && PyDict_GET_SIZE(b->hidden_head) && c->n > 1 && full && idx < b->max_va &&
+        pool_len == 0) {
+        PyObject *key = Py_BuildValue("(lK)", node, (unsigned long long)idx);
+        if (!key) return -1;
+        PyObject *last = PyDict_GetItemWithError(b->hidden_head, key);
+        Py_DECREF(key);
+        if (last == NULL && PyErr_Occurred()) return -1;
+        if (last != NULL && last != Py_None) return 0;
+    }
+    /* The model's choice, looked at as alloc_vmap_area_once makes it (nothing changed) */
+    PyObject *head = NULL, *found = NULL;
+    uint64_t choice = 0, s = 0, e = 0, length = 0;
+    int pool_hit = 0, rotated = 0, fit = 0;
+    long visits = 0;
+    if (node_pools && pool_len > 0) {
+        head = PySequence_GetItem(pool, 0);
+        if (!head) return -1;
+        uint64_t hs, he;
+        int ok = Py_TYPE(head) == va_type && va_bounds(head, &hs, &he);
+        Py_DECREF(head); /* the pool keeps it */
+        if (!ok) return 0;
+        if ((hs & (align - 1)) == 0) {
+            pool_hit = 1;
+            choice = hs;
+        } else {
+            rotated = 1;
+            head = NULL;
+        }
+    }
+    if (!pool_hit) {
+        int adjust = c->adjust ? !(align <= 4096 || (vend >= vstart && vend - vstart == size)) : 1;
+        if (!c->shift && !adjust && align > 1) return 0;
+        if (adjust && (u128)size + align - 1 > UINT64_MAX) return 0;
+        length = adjust ? size + align - 1 : size;
+        if (!lowest_core(get_node(c->root, off_root), size, align, vstart, adjust, c->shift,
+                         c->umax, &visits, &found) ||
+            found == NULL || !va_bounds(found, &s, &e))
+            return 0; /* the model fails (-ENOENT), or values past 64 bits */
+        u128 base = s > vstart ? s : vstart;
+        choice = (uint64_t)((base + align - 1) & (u128)(~(align - 1) & c->umax));
+        u128 nva_end = (u128)choice + size;
+        if (nva_end > vend || choice < s || nva_end > e || is_error_addr(c, choice, vend))
+            return 0; /* -ERANGE: the model fails */
+        fit = choice == s ? (nva_end == e ? 1 : 2) : (nva_end == e ? 3 : 4);
+        /* Replayer._alloc_one: a block the kernel's search does not reach */
+        if (PyDict_GET_SIZE(b->unreach) || e - s < length) {
+            int u = rb_unreachable(b, s, e, length);
+            if (u != 0) return u < 0 ? -1 : 0;
+        }
+    }
+    if (choice != addr) return 0; /* a mismatch: Python explains it */
+    /* a pool hit on an area of guessed node: Beliefs.vote_node in Python */
+    if (pool_hit && PyDict_GET_SIZE(b->unknown)) {
+        PyObject *u = PyDict_GetItemWithError(b->unknown, SLOT(head, off_start));
+        if (u == NULL && PyErr_Occurred()) return -1;
+        if (u == head) return 0;
+    }
+    /* --- apply: TraceHarness.alloc -> VmapSpace.alloc_vmap_area_once, as the whole
+     * operation commits it (its checks were made in rb_setup and above) --- */
+    if (b->explain_was && PyDict_GetItemWithError(c->space_d, s_explain) != Py_False &&
+        PyDict_SetItem(c->space_d, s_explain, Py_False) < 0)
+        return -1;
+    PyObject *va = NULL, *vn_id_o = small_zero;
+    if (c->n > 1 && full) vn_id_o = PyTuple_GET_ITEM(c->vnflags, node);
+    grave_t g;
+    g.n = 0;
+    int err = 0;
+    if (pool_hit) { /* node_pool_del_va: the pool's head */
+        PyObject *r = call1(dq_popleft, pool);
+        if (!r) return -1;
+        va = r; /* the head, now ours */
+        set_state(&g, va, st_detached);
+        b->d_pool_hits++;
+        b->lph = 1;
+    } else { /* the lowest match, clipped */
+        if (rotated) { /* the misaligned head to the tail */
+            PyObject *r = call2(dq_rotate, pool, minus_one);
+            if (!r) return -1;
+            Py_DECREF(r);
+        }
+        b->d_visits += visits;
+        b->lph = 0;
+        PyObject *end_o = PyLong_FromUnsignedLongLong(addr + size);
+        if (!end_o) return -1;
+        int delta = 0;
+        PyObject *lva = NULL, *other = NULL;
+        Py_INCREF(found);
+        int fit2 = clip_core(&g, c->root, found, s, e, addr_o, addr, size, b->fits, &delta, &lva,
+                             &other);
+        flush(&g);
+        Py_DECREF(found);
+        if (fit2 > 0) b->d_free += delta;
+        if (fit2 > 0 && lva != NULL) { /* the NE split's left part overlaps: complain */
+            PyObject *r = rb_counters(b) < 0 ? NULL
+                          : PyObject_CallMethodObjArgs(c->free, s_complain_overlap, lva, other,
+                                                       NULL);
+            if (!r) fit2 = -1;
+            Py_XDECREF(r);
+        }
+        Py_XDECREF(lva);
+        Py_XDECREF(other);
+        if (fit2 > 0) va = new_va(addr_o, end_o);
+        Py_DECREF(end_o);
+        if (fit2 <= 0 || va == NULL) {
+            if (fit2 == 0) PyErr_SetString(PyExc_SystemError, "replay_run: NOTHING_FIT after checks");
+            return -1;
+        }
+    }
+    /* va.vm, va.flags, insert_vmap_area, stats.allocs */
+    set_slot(&g, va, off_vm, Py_None);
+    set_slot(&g, va, off_flags, vn_id_o);
+    Py_ssize_t bi = c->n > 1 ? (Py_ssize_t)((addr / c->zone) % (uint64_t)c->n) : 0;
+    int linked = busy_link(&g, PyTuple_GET_ITEM(c->busy, bi), va, addr, addr + size);
+    if (linked < 0) err = 1;
+    else if (linked) {
+        set_state(&g, va, st_busy);
+        b->d_busy++;
+    } else { /* an overlap: the reference complains and raises */
+        PyObject *r = rb_counters(b) < 0 ? NULL
+                      : PyObject_CallMethodOneArg(b->space, s_insert_vmap_area, va);
+        if (!r) err = 1;
+        Py_XDECREF(r);
+    }
+    flush(&g);
+    Py_DECREF(va);
+    if (err) return -1;
+    b->d_allocs++;
+    /* --- the matched event's bookkeeping (Replayer._alloc_one) --- */
+    b->any_alloc = 1;
+    b->compared++;
+    b->matched++;
+    if (!pool_hit && align > 4096) {
+        if (e - s < length && !b->kstate_seed) b->guessed++;
+        /* Beliefs.saw_kernel_tree_choice(addr, length) */
+        PyObject *len_o = PyLong_FromUnsignedLongLong(length);
+        if (!len_o) return -1;
+        PyObject *h = PyDict_GetItemWithError(b->high, len_o);
+        int gt = 0;
+        if (h != NULL) /* addr > kernel_tree_high.get(length, 0) */
+            gt = PyObject_RichCompareBool(addr_o, h, Py_GT);
+        else
+            gt = PyErr_Occurred() ? -1 : addr > 0;
+        int rc = gt < 0 ? -1 : gt ? PyDict_SetItem(b->high, len_o, addr_o) : 0;
+        Py_DECREF(len_o);
+        if (rc < 0) return -1;
+    }
+    if (rb_forget(b, addr_o) < 0) return -1;
+    b->dec_pool_hit = pool_hit;
+    b->dec_rotated = rotated;
+    b->dec_node = node_pools && pool_len > 0 ? node : -1;
+    b->dec_pidx = node_pools && pool_len > 0 ? (long)idx : -1;
+    b->dec_bs = s;
+    b->dec_be = e;
+    b->dec_len = length;
+    b->dec_fit = fit;
+    return 1;
+}
+
+/* One free_vmap_area_noflush event: 1 applied, 0 not common (nothing changed), -1. */
+static int rb_free(rb_t *b, PyObject *ev, PyObject *ts_o) {
+    ctx_t *c = &b->c;
+    PyObject *start_o = SLOT(ev, off_free[0]), *cpu_o = SLOT(ev, off_hdr[1][2]);
+    uint64_t start, nr_lazy, nr_max, lazy_nr, s, e;
+    if (b->armed_set) return 0; /* the purge's first phase may run before it */
+    if (!u64_of(start_o, &start) || !u64_of(SLOT(ev, off_free[1]), &nr_lazy) ||
+        !u64_of(SLOT(ev, off_free[2]), &nr_max) || cpu_o == NULL || !PyLong_CheckExact(cpu_o))
+        return 0;
+    int of = 0;
+    long ecpu = PyLong_AsLongAndOverflow(cpu_o, &of);
+    if (of || ecpu < 0) return 0;
+    long cpu = ecpu % b->cpus;
+    /* the busy area at that address, in its address's node (find_unlink_vmap_area) */
+    Py_ssize_t bi = c->n > 1 ? (Py_ssize_t)((start / c->zone) % (uint64_t)c->n) : 0;
+    PyObject *node = get_node(PyTuple_GET_ITEM(c->busy, bi), off_root);
+    while (node != NULL) {
+        if (Py_TYPE(node) != va_type || !va_bounds(node, &s, &e)) return 0;
+        if (start < s) node = get_node(node, off_left);
+        else if (start >= e) node = get_node(node, off_right);
+        else break;
+    }
+    if (node == NULL || s != start || e < s) return 0; /* unknown, or in another node */
+    PyObject *nr_o = d_int(c->space_d, s_vmap_lazy_nr);
+    PyObject *lazy = PyDict_GetItemWithError(c->space_d, s_lazy);
+    if (!nr_o || !u64_of(nr_o, &lazy_nr) || !lazy || Py_TYPE(lazy) != deque_type)
+        return PyErr_Occurred() ? -1 : 0;
+    u128 after = (u128)lazy_nr + ((e - s) >> 12);
+    if (after > UINT64_MAX) return 0;
+    /* Replayer.free: a drop in nr_lazy that shows nodes of the open purge done */
+    if (!b->pending_none && b->marked && after > nr_lazy) return 0;
+    /* ... or the free after which the next purge starts (early decay) */
+    Py_ssize_t nlazy = PySequence_Size(lazy);
+    if (nlazy < 0) return -1;
+    if (b->early && b->has_next && b->pending_none && (uint64_t)nlazy + 1 == b->npurged) return 0;
+    /* --- apply: TraceHarness.free, as find_unlink_vmap_area and free_vmap_area_noflush
+     * commit it --- */
+    PyObject *va = node;
+    Py_INCREF(va);
+    grave_t g;
+    g.n = 0;
+    aug_t a = {NULL};
+    PyObject *rebalance = NULL, *root = PyTuple_GET_ITEM(c->busy, bi);
+    int rc = rb_erase_impl(&g, va, root, &a, &rebalance);
+    if (rc == 0 && rebalance != NULL) rc = rb_erase_color_impl(&g, rebalance, root, &a);
+    if (rc == 0) {
+        set_node(&g, va, off_parent, NULL);
+        set_node(&g, va, off_left, NULL);
+        set_node(&g, va, off_right, NULL);
+        b->d_busy--;
+        /* vmap_lazy_nr, the lazy FIFO, the counter */
+        PyObject *nr_new = PyLong_FromUnsignedLongLong((uint64_t)after);
+        rc = nr_new ? PyDict_SetItem(c->space_d, s_vmap_lazy_nr, nr_new) : -1;
+        Py_XDECREF(nr_new);
+    }
+    if (rc == 0) {
+        set_state(&g, va, st_lazy);
+        set_slot(&g, va, off_vm, Py_None);
+        PyObject *r = call2(dq_append, lazy, va);
+        if (!r) rc = -1;
+        Py_XDECREF(r);
+        b->d_lazy_frees++;
+    }
+    flush(&g);
+    Py_DECREF(va);
+    if (rc < 0) return -1;
+    if (after > c->lazy_max) { /* past lazy_max_pages: the purge is queued */
+        PyObject *r = rb_counters(b) < 0 ? NULL
+                      : PyObject_CallMethodNoArgs(b->space, rb_s[RB_THRESHOLD]);
+        if (!r) return -1;
+        Py_DECREF(r);
+    }
+    /* --- the event's bookkeeping (Replayer.free) --- */
+    b->frees++;
+    lazy = PyDict_GetItemWithError(c->space_d, s_lazy);
+    if (lazy == NULL) return PyErr_Occurred() ? -1 : 0;
+    nlazy = PySequence_Size(lazy);
+    if (nlazy < 0) return -1;
+    if (nlazy > 0) {
+        PyObject *last = PySequence_GetItem(lazy, nlazy - 1);
+        if (!last) return -1;
+        uint64_t ls, le;
+        int rc = 0;
+        if (Py_TYPE(last) == va_type && va_bounds(last, &ls, &le) && ls == start) {
+            PyObject *sz = PyLong_FromUnsignedLongLong(le - ls);
+            rc = sz ? PyDict_SetItem(b->recycled, start_o, sz) : -1;
+            Py_XDECREF(sz);
+        }
+        Py_DECREF(last);
+        if (rc < 0) return -1;
+    }
+    /* lazy drift: a difference that lasts DRIFT_RUN consecutive frees */
+    nr_o = PyDict_GetItemWithError(c->space_d, s_vmap_lazy_nr);
+    if (nr_o == NULL) return -1;
+    int ne = PyObject_RichCompareBool(nr_o, SLOT(ev, off_free[1]), Py_NE);
+    if (ne < 0) return -1;
+    if (ne) {
+        if (++b->drift_run >= rb_drift_limit) {
+            b->lazy_drift++;
+            PyObject *first = PyDict_GetItemWithError(b->res_d, rb_s[RB_FIRST_DRIFT]);
+            if (first == Py_None &&
+                PyDict_SetItem(b->res_d, rb_s[RB_FIRST_DRIFT], SLOT(ev, off_hdr[1][5])) < 0)
+                return -1;
+        }
+    } else
+        b->drift_run = 0;
+    /* schedule_work(drain_vmap_work) at the free that crossed lazy_max_pages */
+    if (nr_lazy > nr_max &&
+        PyDict_GetItemWithError(b->rp_d, rb_s[RB_CROSSED]) == Py_None &&
+        PyDict_SetItem(b->rp_d, rb_s[RB_CROSSED], ts_o) < 0)
+        return -1;
+    return 1;
+}
+
+/* replay_run(replayer, events, i, every) -> the index of the first event left to the
+ * Python handlers (len(events) when none is). */
+static PyObject *rb_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "replay_run takes 4 arguments");
+        return NULL;
+    }
+    PyObject *events = args[1];
+    Py_ssize_t i = PyLong_AsSsize_t(args[2]), every = PyLong_AsSsize_t(args[3]);
+    if ((i == -1 || every == -1) && PyErr_Occurred()) return NULL;
+    if (!PyList_CheckExact(events) || i < 0 || every < 0) {
+        PyErr_SetString(PyExc_TypeError, "replay_run(replayer, list, i >= 0, every >= 0)");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(events);
+    if (i >= n) return PyLong_FromSsize_t(i);
+    rb_t b;
+    int rc = rb_setup(&b, args[0]);
+    if (rc <= 0) {
+        rb_release(&b);
+        if (rc < 0) return NULL;
+        PyErr_Clear(); /* not a replay the batch mirrors: the handlers take it all */
+        return PyLong_FromSsize_t(i);
+    }
+    Py_INCREF(events);
+    b.events = events;
+    for (; i < PyList_GET_SIZE(events); i++) {
+        PyObject *ev = PyList_GET_ITEM(events, i);
+        /* Replayer.before: the progress bar's tick, the next purge behind, timed state */
+        if ((every && i % every == 0) || (b.purge_index >= 0 && b.purge_index < i)) break;
+        PyTypeObject *t = Py_TYPE(ev);
+        int kind = t == ev_alloc_t ? 0 : t == ev_free_t ? 1 : -1;
+        if (kind < 0) break; /* a purge (or an event of another class) */
+        PyObject *ts_o = SLOT(ev, off_hdr[kind][4]);
+        double ts;
+        if (!rb_float(ts_o, &ts)) break;
+        if ((b.armed_set && ts >= b.armed) || (b.held_set && b.held_min <= ts) ||
+            (!b.pending_none && b.done_set && ts >= b.done0))
+            break;
+        Py_INCREF(ev);
+        rc = kind == 0 ? rb_alloc(&b, ev) : rb_free(&b, ev, ts_o);
+        Py_DECREF(ev);
+        if (rc <= 0) break;
+        b.n_events++;
+        b.index = (long)i;
+    }
+    rc = rc < 0 ? -1 : 0;
+    if (rb_finish(&b) < 0) rc = -1;
+    rb_release(&b);
+    return rc < 0 ? NULL : PyLong_FromSsize_t(i);
+}
+
+/* seed_busy(space, start, end, flags) — mirrors TraceHarness.seed_busy (trace/harness.py)
+ * when [start, end) lies inside one free block, claim_range's first case (every
+ * snapshot area, most adopted addresses): va_clip it out of the block, a new VmapArea
+ * with `flags`, insert_vmap_area. Returns the busy area, or None (nothing changed) for
+ * the reference: another class or policy, explain recording (free.why), values past
+ * 64 bits, a range not inside one free block. */
+static PyObject *rb_seed_busy(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "seed_busy takes 4 arguments");
+        return NULL;
+    }
+    PyObject *space = args[0], *start_o = args[1], *end_o = args[2], *flags_o = args[3];
+    ctx_t c;
+    int rc = ctx_get(space, &c);
+    if (rc < 0) return NULL;
+    if (rc == 0) Py_RETURN_NONE;
+    PyObject *result = NULL, *va = NULL;
+    grave_t g;
+    g.n = 0;
+    uint64_t start, end, s = 0, e = 0;
+    PyObject *fits = PyDict_GetItemWithError(c.stats_d, s_fits);
+    if (PyDict_GetItemWithError(c.free_d, s_why) != Py_None || !fits || !PyList_CheckExact(fits) ||
+        PyList_GET_SIZE(fits) < 5 || !u64_of(start_o, &start) || !u64_of(end_o, &end) ||
+        end <= start || !PyLong_CheckExact(flags_o))
+        goto fallback;
+    /* FreeTree.pvm_find_va_enclose_addr(start) */
+    PyObject *node = get_node(c.root, off_root), *blk = NULL;
+    while (node != NULL) {
+        uint64_t ns, ne;
+        if (Py_TYPE(node) != va_type || !va_bounds(node, &ns, &ne)) goto fallback;
+        if (ns <= start) {
+            blk = node;
+            s = ns;
+            e = ne;
+            if (ne >= start) break;
+            node = get_node(node, off_right);
+        } else
+            node = get_node(node, off_left);
+    }
+    if (blk == NULL || !(s <= start && end <= e)) goto fallback; /* claim_range's other cases */
+    /* --- commit: va_clip(block, start, end - start) --- */
+    int delta = 0;
+    PyObject *lva = NULL, *other = NULL;
+    Py_INCREF(blk);
+    int fit = clip_core(&g, c.root, blk, s, e, start_o, start, end - start, fits, &delta, &lva,
+                        &other);
+    flush(&g);
+    Py_DECREF(blk);
+    if (fit > 0 && d_add(c.free_d, s_nr_free, delta) < 0) fit = -1;
+    if (fit > 0 && lva != NULL) { /* the NE split's left part overlaps: complain */
+        PyObject *r = PyObject_CallMethodObjArgs(c.free, s_complain_overlap, lva, other, NULL);
+        if (!r) fit = -1;
+        Py_XDECREF(r);
+    }
+    Py_XDECREF(lva);
+    Py_XDECREF(other);
+    if (fit <= 0) {
+        if (fit == 0) PyErr_SetString(PyExc_RuntimeError, "seed_busy: NOTHING_FIT after checks");
+        goto error;
+    }
+    /* VmapArea(start, end), its flags, insert_vmap_area */
+    va = new_va(start_o, end_o);
+    if (va == NULL) goto error;
+    set_slot(&g, va, off_flags, flags_o);
+    Py_ssize_t bi = c.n > 1 ? (Py_ssize_t)((start / c.zone) % (uint64_t)c.n) : 0;
+    int linked = busy_link(&g, PyTuple_GET_ITEM(c.busy, bi), va, start, end);
+    if (linked < 0) goto error;
+    if (linked) {
+        set_state(&g, va, st_busy);
+        if (d_add(c.space_d, s_nr_busy, 1) < 0) goto error;
+    } else { /* an overlap: the reference complains and raises */
+        PyObject *r = PyObject_CallMethodOneArg(space, s_insert_vmap_area, va);
+        if (!r) goto error;
+        Py_DECREF(r);
+    }
+    result = va;
+    va = NULL;
+    goto out;
+fallback:
+    if (PyErr_Occurred()) goto error;
+    result = Py_None;
+    Py_INCREF(result);
+    goto out;
+error:
+    result = NULL;
+out:
+    flush(&g);
+    Py_XDECREF(va);
+    ctx_release(&c);
+    return result;
+}
+
+/* --- the beliefs' pool walks (trace/beliefs.py), twins of its comprehensions ---------- */
+
+/* An area's va_start / va_end (a new reference): the slot of a VmapArea, else getattr. */
+static PyObject *rb_attr(PyObject *va, Py_ssize_t off, int name) {
+    if (Py_TYPE(va) == va_type && off >= 0 && SLOT(va, off) != NULL) {
+        Py_INCREF(SLOT(va, off));
+        return SLOT(va, off);
+    }
+    return PyObject_GetAttr(va, rb_s[name]);
+}
+
+/* The pools dict of a VmapNode-like object (a new reference), or NULL with an error. */
+static PyObject *rb_node_pools(PyObject *vn) {
+    PyObject *pd = PyObject_GetAttr(vn, s_pools);
+    if (pd != NULL && !PyDict_Check(pd)) {
+        PyErr_SetString(PyExc_TypeError, "a vmap node's pools must be a dict");
+        Py_CLEAR(pd);
+    }
+    return pd;
+}
+
+/* Call fn(arg, node, pool area) for every pooled area, nodes in order, each node's pools in
+ * dict order, each pool head first (the order of Beliefs' comprehensions). */
+static int rb_each_pooled(PyObject *nodes, int (*fn)(void *, PyObject *, PyObject *), void *arg) {
+    PyObject *it = PyObject_GetIter(nodes), *vn;
+    if (!it) return -1;
+    int rc = 0;
+    while (rc == 0 && (vn = PyIter_Next(it)) != NULL) {
+        PyObject *pd = rb_node_pools(vn);
+        if (!pd) rc = -1;
+        Py_ssize_t pos = 0;
+        PyObject *key, *pool;
+        while (rc == 0 && PyDict_Next(pd, &pos, &key, &pool)) {
+            Py_INCREF(pool);
+            PyObject *pit = PyObject_GetIter(pool), *va;
+            if (!pit) rc = -1;
+            while (rc == 0 && (va = PyIter_Next(pit)) != NULL) {
+                rc = fn(arg, vn, va);
+                Py_DECREF(va);
+            }
+            if (rc == 0 && PyErr_Occurred()) rc = -1;
+            Py_XDECREF(pit);
+            Py_DECREF(pool);
+        }
+        Py_XDECREF(pd);
+        Py_DECREF(vn);
+    }
+    if (rc == 0 && PyErr_Occurred()) rc = -1;
+    Py_DECREF(it);
+    return rc;
+}
+
+static int rb_add_id(void *set, PyObject *vn, PyObject *va) {
+    PyObject *id = PyLong_FromVoidPtr(va);
+    int rc = id ? PySet_Add((PyObject *)set, id) : -1;
+    Py_XDECREF(id);
+    return rc;
+}
+
+/* pool_ids(nodes) -> {id(va) for every pooled area} (Beliefs.before_refill) */
+static PyObject *rb_pool_ids(PyObject *self, PyObject *nodes) {
+    if (rb_strings() < 0) return NULL;
+    PyObject *out = PySet_New(NULL);
+    if (out && rb_each_pooled(nodes, rb_add_id, out) < 0) Py_CLEAR(out);
+    return out;
+}
+
+typedef struct { PyObject *out, *before, *gen, *seq; } rb_gens_t;
+
+static int rb_add_gen(void *arg, PyObject *vn, PyObject *va) {
+    rb_gens_t *a = arg;
+    PyObject *id = PyLong_FromVoidPtr(va), *g = NULL;
+    if (!id) return -1;
+    int in = PySet_Contains(a->before, id);
+    if (in > 0) {
+        g = PyDict_GetItemWithError(a->gen, id);
+        if (g == NULL && !PyErr_Occurred()) g = small_zero;
+    } else if (in == 0)
+        g = a->seq;
+    int rc = g ? PyDict_SetItem(a->out, id, g) : -1;
+    Py_DECREF(id);
+    return rc;
+}
+
+/* pool_gens(nodes, before, gen, seq) -> {id(va): gen.get(id(va), 0) if id(va) in before
+ * else seq for every pooled area} (Beliefs.after_refill) */
+static PyObject *rb_pool_gens(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyAnySet_Check(args[1]) || !PyDict_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "pool_gens(nodes, set, dict, seq)");
+        return NULL;
+    }
+    if (rb_strings() < 0) return NULL;
+    rb_gens_t a = {PyDict_New(), args[1], args[2], args[3]};
+    if (a.out && rb_each_pooled(args[0], rb_add_gen, &a) < 0) Py_CLEAR(a.out);
+    return a.out;
+}
+
+typedef struct { PyObject *out, *vn, *id; } rb_ranges_t;
+
+static int rb_add_range(void *arg, PyObject *vn, PyObject *va) {
+    rb_ranges_t *a = arg;
+    if (vn != a->vn) { /* vn.id, once per node */
+        Py_XDECREF(a->id);
+        a->vn = vn;
+        if (!(a->id = PyObject_GetAttr(vn, rb_s[RB_ID]))) return -1;
+    }
+    PyObject *s = rb_attr(va, off_start, RB_VA_START), *e = rb_attr(va, off_end, RB_VA_END);
+    PyObject *t = s && e ? PyTuple_Pack(3, s, e, a->id) : NULL;
+    int rc = t ? PySet_Add(a->out, t) : -1;
+    Py_XDECREF(s);
+    Py_XDECREF(e);
+    Py_XDECREF(t);
+    return rc;
+}
+
+/* pool_ranges(nodes) -> {(va.va_start, va.va_end, vn.id) for every pooled area} */
+static PyObject *rb_pool_ranges(PyObject *self, PyObject *nodes) {
+    if (rb_strings() < 0) return NULL;
+    rb_ranges_t a = {PySet_New(NULL), NULL, NULL};
+    if (a.out && rb_each_pooled(nodes, rb_add_range, &a) < 0) Py_CLEAR(a.out);
+    Py_XDECREF(a.id);
+    return a.out;
+}
+
+/* gen.get(id(o), 0), borrowed (NULL with an error set on failure) */
+static PyObject *rb_gen_of(PyObject *gen, PyObject *o) {
+    PyObject *id = PyLong_FromVoidPtr(o);
+    if (!id) return NULL;
+    PyObject *g = PyDict_GetItemWithError(gen, id);
+    Py_DECREF(id);
+    if (g == NULL && !PyErr_Occurred()) g = small_zero;
+    return g;
+}
+
+/* a < b (op Py_LT) or a == b (Py_EQ) for ints: C longs when both fit, else Python. */
+static inline int rb_cmp(PyObject *a, PyObject *b, int op) {
+    if (PyLong_CheckExact(a) && PyLong_CheckExact(b)) {
+        int oa = 0, ob = 0;
+        long x = PyLong_AsLongAndOverflow(a, &oa), y = PyLong_AsLongAndOverflow(b, &ob);
+        if (!oa && !ob && !PyErr_Occurred()) return op == Py_LT ? x < y : x == y;
+        PyErr_Clear();
+    }
+    return PyObject_RichCompareBool(a, b, op);
+}
+
+/* insert_by_purge_order(pool, va, gen): Beliefs._insert_by_purge_order — va goes before
+ * the first area of an older purge, or of the same purge and a lower start; else last. */
+static PyObject *rb_insert_by_purge_order(PyObject *self, PyObject *const *args,
+                                          Py_ssize_t nargs) {
+    if (nargs != 3 || !PyDict_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "insert_by_purge_order(pool, va, gen)");
+        return NULL;
+    }
+    if (rb_strings() < 0) return NULL;
+    PyObject *pool = args[0], *va = args[1], *gen = args[2];
+    PyObject *g = rb_gen_of(gen, va), *start = NULL, *it = NULL, *other;
+    if (!g) return NULL;
+    Py_INCREF(g);
+    start = rb_attr(va, off_start, RB_VA_START);
+    it = start ? PyObject_GetIter(pool) : NULL;
+    Py_ssize_t i = 0;
+    int found = 0, err = it == NULL;
+    while (!err && !found && (other = PyIter_Next(it)) != NULL) {
+        PyObject *og = rb_gen_of(gen, other);
+        int lt = og ? rb_cmp(og, g, Py_LT) : -1;
+        if (lt == 0) { /* og == g and other.va_start < va.va_start */
+            int eq = rb_cmp(og, g, Py_EQ);
+            if (eq > 0) {
+                PyObject *os = rb_attr(other, off_start, RB_VA_START);
+                lt = os ? rb_cmp(os, start, Py_LT) : -1;
+                Py_XDECREF(os);
+            } else
+                lt = eq;
+        }
+        Py_DECREF(other);
+        if (lt < 0) err = 1;
+        else if (lt) found = 1;
+        else i++;
+    }
+    if (!err && PyErr_Occurred()) err = 1;
+    Py_XDECREF(it);
+    Py_XDECREF(start);
+    Py_DECREF(g);
+    if (err) return NULL;
+    PyObject *r = found ? PyObject_CallMethod(pool, "insert", "nO", i, va)
+                        : PyObject_CallMethodOneArg(pool, rb_s[RB_APPEND], va);
+    if (!r) return NULL;
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
 
 /* ============================================================ end of replay batch section */
 

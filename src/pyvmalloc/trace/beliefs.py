@@ -48,6 +48,12 @@ __all__ = ["Beliefs", "Cause", "short_fitting_below"]
 _c_short_fitting_below = getattr(_speedups, "short_fitting_below", None)
 #: The compiled twin of :meth:`Beliefs.search_skipping`'s walk.
 _c_search_skipping = getattr(_speedups, "search_skipping", None)
+#: Compiled twins of the pool walks below (before_refill, after_refill, pool_ranges,
+#: _insert_by_purge_order); None: the comprehensions.
+_c_pool_ids = getattr(_speedups, "pool_ids", None)
+_c_pool_gens = getattr(_speedups, "pool_gens", None)
+_c_pool_ranges = getattr(_speedups, "pool_ranges", None)
+_c_insert_by_purge_order = getattr(_speedups, "insert_by_purge_order", None)
 
 #: Mismatch classes (see docs/replay.md).
 RULE = "rule difference"
@@ -206,10 +212,15 @@ class Beliefs:
     # --- pools ----------------------------------------------------------------------
     def before_refill(self) -> set[int]:
         """The pool entries present before a purge refills the pools."""
+        if _c_pool_ids is not None:
+            return _c_pool_ids(self.space.nodes)  # type: ignore[no-any-return]
         return {id(va) for vn in self.space.nodes for p in vn.pools.values() for va in p}
 
     def after_refill(self, before: set[int]) -> None:
         """Stamp the entries a purge just added with the purge's number."""
+        if _c_pool_gens is not None:
+            self.gen = _c_pool_gens(self.space.nodes, before, self.gen, self.purge_seq)
+            return
         get = self.gen.get
         seq = self.purge_seq
         self.gen = {
@@ -219,6 +230,9 @@ class Beliefs:
 
     def _insert_by_purge_order(self, pool: deque[VmapArea], va: VmapArea) -> None:
         """Put ``va`` where its purge would have: newest purge first, then descending."""
+        if _c_insert_by_purge_order is not None:
+            _c_insert_by_purge_order(pool, va, self.gen)
+            return
         g = self.gen.get(id(va), 0)
         for i, other in enumerate(pool):
             og = self.gen.get(id(other), 0)
@@ -262,6 +276,8 @@ class Beliefs:
     # --- a purge's decay in flight ------------------------------------------------
     def pool_ranges(self) -> set[tuple[int, int, int]]:
         """Every pooled area as ``(start, end, node)``."""
+        if _c_pool_ranges is not None:
+            return _c_pool_ranges(self.space.nodes)  # type: ignore[no-any-return]
         return {
             (va.va_start, va.va_end, vn.id)
             for vn in self.space.nodes

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pyvmalloc._accel import speedups as _speedups
 from pyvmalloc.config import EBUSY, PAGE_SHIFT, KernelProfile, Machine, get_profile
 from pyvmalloc.errors import InputError, InvariantError
 from pyvmalloc.kernel import Kernel
@@ -64,6 +65,11 @@ from pyvmalloc.vmap.list419 import ListVmapSpace
 from pyvmalloc.vmap.placement import PlacementPolicy
 from pyvmalloc.vmap.pools import PoolPolicy
 from pyvmalloc.vmap.space import VmapSpace
+
+#: The compiled twin of :meth:`TraceHarness.seed_busy`'s usual case (None: the reference).
+_c_seed_busy: Callable[[VmapSpace, int, int, int], VmapArea | None] | None = (
+    _speedups.seed_busy if _speedups is not None else None
+)
 
 __all__ = [
     "VM_FLAG_WORDS",
@@ -426,11 +432,19 @@ class TraceHarness:
 
     def seed_busy(self, start: int, end: int, *, flags: int = 0) -> VmapArea:
         """Make ``[start, end)`` a busy area (snapshot import or an adopted address)."""
-        self.claim_range(start, end)
+        return self._busy_at(start, end, flags)[0]
+
+    def _busy_at(self, start: int, end: int, flags: int) -> tuple[VmapArea, list[str]]:
+        """:meth:`claim_range`, then a busy area there with ``flags``; the claim's notes."""
+        if _c_seed_busy is not None:  # inside one free block (the usual case): one call
+            va = _c_seed_busy(self.space, start, end, flags)
+            if va is not None:
+                return va, []
+        notes = self.claim_range(start, end)
         va = VmapArea(start, end)
         va.flags = flags
         self.space.insert_vmap_area(va)
-        return va
+        return va, notes
 
     def seed_lazy(self, start: int, end: int, node_id: int) -> VmapArea:
         """Make ``[start, end)`` a lazily freed area waiting on ``node_id``'s list."""
@@ -467,13 +481,15 @@ class TraceHarness:
             if free.va_clip(block, start, end - start):
                 raise InvariantError(f"cannot clip {start:#x}-{end:#x}")
             return notes
+        # A pooled area of exactly that range is in its size's class (VmapNode.pools[i]
+        # holds areas of i + 1 pages).
+        cls = (end - start - 1) >> PAGE_SHIFT
         for vn in space.nodes:
-            for pool in vn.pools.values():
-                for va in pool:
-                    if va.va_start == start and va.va_end == end:
-                        pool.remove(va)
-                        va.state = VaState.DETACHED
-                        return notes
+            for va in vn.pools.get(cls, ()):
+                if va.va_start == start and va.va_end == end:
+                    vn.pools[cls].remove(va)
+                    va.state = VaState.DETACHED
+                    return notes
         released: list[VmapArea] = []
         for vn in space.nodes:
             for va in areas_overlapping(vn.busy, start, end):
@@ -553,10 +569,7 @@ class TraceHarness:
             vstart == space.vmalloc_start and vend == space.vmalloc_end
         ):
             flags = space.encode_vn_id(cpu % space.nr_vmap_nodes)
-        notes = self.claim_range(addr, addr + size)
-        va = VmapArea(addr, addr + size)
-        va.flags = flags
-        space.insert_vmap_area(va)
+        va, notes = self._busy_at(addr, addr + size, flags)
         space.stats.allocs += 1
         return va, notes
 
@@ -619,6 +632,7 @@ class TraceHarness:
         events: Sequence[TraceEvent],
         *,
         observer: Observer | None = None,
+        batch: Callable[[list[TraceEvent], int], int] | None = None,
     ) -> None:
         """Apply ``events`` in order through ``driver``; ``observer`` sees each result.
 
@@ -626,7 +640,16 @@ class TraceHarness:
         areas live for the whole trace: they are kept out of the garbage collector's
         generations meanwhile (``gc.freeze``), so that its collections, triggered by
         the short-lived objects of each event, do not walk the whole model each time.
+
+        ``batch(events, i)`` (ignored with an observer) applies the events from ``i``
+        on exactly as ``driver`` would, as long as it can, and returns the index of the
+        first one it leaves to ``driver``: a compiled twin of this loop for the common
+        events (see :meth:`pyvmalloc.trace.replay.Replayer.run`).
         """
+        if observer is not None:
+            batch = None
+        if batch is not None and not isinstance(events, list):
+            events = list(events)
         self.n_events = len(events)
         driver.prepare(events)
         # One handler per event class (the parser's exact classes; a subclass takes
@@ -641,7 +664,13 @@ class TraceHarness:
         if freeze:
             gc.freeze()
         try:
-            for i, ev in enumerate(events):
+            i, n = 0, len(events)
+            while i < n:
+                if batch is not None:
+                    i = batch(events, i)  # type: ignore[arg-type]  # a list, see above
+                    if i >= n:
+                        break
+                ev = events[i]
                 before(i, ev)
                 handler = handlers.get(ev.__class__)
                 if handler is not None:
@@ -654,6 +683,7 @@ class TraceHarness:
                     driver.purge(ev)
                 if observer is not None:
                     observer(i, ev, self)
+                i += 1
         finally:
             if freeze:
                 gc.unfreeze()

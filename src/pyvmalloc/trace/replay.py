@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pyvmalloc._accel import speedups as _speedups
 from pyvmalloc.config import ENOENT, ERANGE, PAGE_SHIFT, PAGE_SIZE, format_size
 from pyvmalloc.rbtree import rb_next
 from pyvmalloc.trace.beliefs import (
@@ -66,6 +67,12 @@ from pyvmalloc.vmap.space import VmapSpace
 
 if TYPE_CHECKING:
     from pyvmalloc.kernel import Kernel
+
+#: The compiled loop for the common events (see :meth:`Replayer.run`); None: the
+#: reference only.
+_c_replay_run: Callable[[Any, list[TraceEvent], int, int], int] | None = (
+    _speedups.replay_run if _speedups is not None else None
+)
 
 #: Cause keys of facts a kstate.json readout holds (tree shape, pools at snapshot time).
 KSTATE_FACTS = ("shape", "snapshot-", "pooled-node")
@@ -419,8 +426,19 @@ class Replayer:
             self._bar = Progress(transient=True)
             self._bar.start()
             self._task = self._bar.add_task(f"replay {self.profile.name}", total=len(events))
+        batch = None
+        if _c_replay_run is not None:
+            # The common events (an allocation the model predicts with nothing to infer,
+            # the free of a known busy area) in compiled batches, the others through
+            # before/alloc/free/purge below: the same steps either way (_speedups.c,
+            # "replay batch"; keep the two in step). The bar ticks every 5000 events.
+            run_c, every = _c_replay_run, 5000 if self._bar is not None else 0
+
+            def batch(evs: list[TraceEvent], i: int) -> int:
+                return run_c(self, evs, i, every)
+
         try:
-            self.harness.drive(self, events, observer=observer)
+            self.harness.drive(self, events, observer=observer, batch=batch)
         finally:
             if self._bar is not None:
                 self._bar.stop()
@@ -428,16 +446,19 @@ class Replayer:
     def prepare(self, events: Sequence[TraceEvent]) -> None:
         """Look ahead: where the purge events are, and what their workers' CPUs did."""
         self._events = events
-        purge_at = [i for i, e in enumerate(events) if isinstance(e, PurgeVmapAreaLazy)]
+        purge_at: list[int] = []
         # The purge worker runs on the CPU its event was traced on: whatever else that
-        # CPU traced before the event ran before the worker started.
+        # CPU traced since the previous purge event ran before the worker started.
         self._worker_cpu_busy_until = {}
+        last_on: dict[int, int] = {}  # CPU -> its last event so far
         prev = -1
-        for j in purge_at:
-            cpu = events[j].cpu
-            last = max((k for k in range(prev + 1, j) if events[k].cpu == cpu), default=-1)
-            self._worker_cpu_busy_until[j] = last
-            prev = j
+        for k, e in enumerate(events):
+            if isinstance(e, PurgeVmapAreaLazy):
+                last = last_on.get(e.cpu, -1)
+                self._worker_cpu_busy_until[k] = last if last > prev else -1
+                purge_at.append(k)
+                prev = k
+            last_on[e.cpu] = k
         self._purge_at = purge_at
         # The next purge event at or after the first event (see before()).
         self._nxt = 0
@@ -2474,3 +2495,29 @@ def _fit_type(start: int, end: int, nva: int, nva_end: int) -> int:
     if nva == start:
         return FitType.FL_FIT_TYPE if nva_end == end else FitType.LE_FIT_TYPE
     return FitType.RE_FIT_TYPE if nva_end == end else FitType.NE_FIT_TYPE
+
+
+if _speedups is not None:
+    # The classes and methods the compiled loop mirrors: it leaves every event to them
+    # when any of these is replaced (a subclass, a patched method).
+    _speedups.replay_run_init(
+        Replayer,
+        TraceHarness,
+        VmapSpace,
+        Beliefs,
+        ReplayResult,
+        PendingPurge,
+        (
+            ("before", "alloc", "_alloc_one", "_hidden_guess", "_poolable", "free"),
+            ("alloc", "free"),
+            (
+                "alloc_vmap_area_once",
+                "find_unlink_vmap_area",
+                "free_vmap_area_noflush",
+                "insert_vmap_area",
+                "_lazy_threshold_passed",
+            ),
+            ("forget", "is_unreachable", "passed_over", "saw_kernel_tree_choice", "node_known"),
+        ),
+        DRIFT_RUN,
+    )
