@@ -38,6 +38,7 @@ _WHOLE_OPERATIONS = (
     # replay batch (replayc)
     # bulk pages and multi-page vmalloc (bulkc)
     # test-vmalloc harness (tvharness)
+    "tv_loops",
 )
 
 #: Set (to anything but "" or "0") to force the pure-Python reference.

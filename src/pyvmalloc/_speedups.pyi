@@ -71,3 +71,11 @@ def vfree(vm: Any, addr: int, cpu: int, /) -> bool | None: ...
 # bulk pages and multi-page vmalloc (helper bulkc)
 
 # test-vmalloc harness (helper tvharness)
+def tv_loops(
+    h: tuple[Any, ...],
+    n: int,
+    sizes: tuple[int, ...],
+    pages: tuple[int, ...],
+    data: tuple[int, ...],
+    /,
+) -> tuple[int, int, tuple[int, ...]]: ...
