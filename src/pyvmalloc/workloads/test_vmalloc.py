@@ -442,7 +442,7 @@ class Worker:
             or not all(type(x) is int and 0 <= x < 1 << 60 for x in counters)
         ):
             return None
-        from pyvmalloc import vmalloc as vmalloc_layer
+        import pyvmalloc.vmalloc as vmalloc_layer
         from pyvmalloc.pgtable import _PAGE_PRESENT, _PAGE_RW, PTE_PFN_MASK, PageTables
         from pyvmalloc.phys.buddy import PhysicalMemory
 
@@ -481,12 +481,15 @@ class Worker:
         """Run up to ``loops`` loops of a case in C: per loop ``vmalloc(sizes[j])`` for
         each j (stopping at one that returns 0), ``write(addr_j, data[j])`` for each,
         ``vfree(addr_j, pages[j])`` for each: what the case's Python loop does with these
-        methods, in that order. Returns (loops done, the j whose vmalloc returned 0 in the
+        methods, in that order (``pages[j]`` must be ``sizes[j] // PAGE_SIZE``, what
+        :meth:`vmalloc` charges). Returns (loops done, the j whose vmalloc returned 0 in the
         next loop or -1, that loop's addresses before it); (0, -1, ()) when the compiled
         harness cannot run (:meth:`_compiled_args`), and the case's Python loop does the
         rest. One yield per call of up to ``_LOOPS_PER_CALL`` loops.
         """
         done = 0
+        if any(s // PAGE_SIZE != n for s, n in zip(sizes, pages, strict=True)):
+            return done, -1, ()  # tv_loops charges pages[j] for the vmalloc too
         while done < loops:
             h = self._compiled_args()
             if h is None or _c_loops is None:
