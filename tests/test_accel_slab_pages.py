@@ -1,7 +1,8 @@
 """The compiled new-slab and empty-slab paths against the slab allocator's methods.
 
-``_speedups.c``'s test-vmalloc section lets the whole vmalloc/vfree make an order-0
-slab (kmalloc with no partial slab) and destroy it (kfree of its last object) without
+``_speedups.c``'s test-vmalloc section (order 0) and bulk pages section (orders 1..3)
+let the whole vmalloc/vfree make a slab (kmalloc with no partial slab) and destroy it
+(kfree of its last object) without
 calling ``SlabAllocator.kmalloc``/``kfree``. Two models run the same seeded vmalloc,
 vzalloc, vfree and store mixes in one process, both with the whole operations on:
 model 0 with ``slab._c_slab_pages`` False (the methods run), model 1 with it True.
@@ -30,7 +31,9 @@ from pyvmalloc.gfp import __GFP_ZERO, GFP_KERNEL
 sp = _accel.speedups
 needs_accel = pytest.mark.skipif(sp is None, reason=f"accelerator not in use: {_accel.DESCRIPTION}")
 
-SIZES = [1, 4096, 4096, 4096, 3 * 4096, 8192, 64 << 10, 400 << 10, 1 << 20]
+# (the pages arrays of 50, 100, 256 and 512 pages live in kmalloc-512/1k/2k/4k, whose
+# slabs are order 1, 2, 3, 3: the bulk pages section's twins make and destroy those)
+SIZES = [1, 4096, 4096, 4096, 3 * 4096, 8192, 64 << 10, 200 << 10, 400 << 10, 1 << 20, 2 << 20]
 
 
 def _slabs(k: Kernel) -> object:
@@ -144,7 +147,7 @@ def _run(ram: str, seed: int, n: int) -> tuple[int, int]:
 
 
 @needs_accel
-@pytest.mark.parametrize(("ram", "seed"), [("1G", 1), ("1G", 2), ("48M", 3)])
+@pytest.mark.parametrize(("ram", "seed"), [("1G", 1), ("1G", 2), ("48M", 3), ("256M", 4)])
 def test_new_and_empty_slabs_equal_the_methods(ram: str, seed: int) -> None:
     ref, fast = _run(ram, seed, 700)
     # the methods ran for every new slab in model 0; model 1 made most of them in C

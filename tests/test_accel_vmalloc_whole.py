@@ -5,12 +5,15 @@ frames of ``vmalloc``/``vzalloc``/``__vmalloc`` and ``vfree`` for the unobserved
 case and must return None, having changed nothing, for every call they do not mirror.
 Two models run the same seeded operations in one process: model 0 with the two
 switched off (``vmalloc._c_vmalloc``/``_c_vfree`` set to None: the reference's Python
-frames), model 1 with them on. After every step the result, every /proc view
-(vmallocinfo, meminfo, buddyinfo), the kernel log, the layer's counters, the slab
-caches and the page columns must agree, and ``check()`` must pass. The mix includes
-what must fall back (vmalloc_node, other gfp masks, sizes whose pages array is
-vmalloc'ed, vmap/vm_map_ram areas, bad and double frees, vfree_atomic, interrupt
-context, explain, strict mode, 5.4) and failures on a machine that runs out of pages.
+frames) and the page allocator's bulk twins too (``buddy._c_alloc_bulk``/``_c_free_bulk``),
+model 1 with them on (for multi-page areas: the bulk pages section's page array, pcp
+refills and drains, PTE fills and clears, higher-order slabs). After every step the
+result, every /proc view (vmallocinfo, meminfo, buddyinfo), the kernel log, the layer's
+counters, the slab caches, the buddy lists (in list order, and the dicts linking them)
+and the page columns must agree, and ``check()`` must pass. The mix includes what must
+fall back (vmalloc_node, other gfp masks, sizes whose pages array is vmalloc'ed,
+vmap/vm_map_ram areas, bad and double frees, vfree_atomic, interrupt context, explain,
+strict mode, 5.4) and failures on a machine that runs out of pages.
 (``tests/test_accel_vm.py`` compares the same layer with a ``PYVMALLOC_PURE=1`` process.)
 """
 
@@ -27,13 +30,15 @@ import pytest
 
 from pyvmalloc import Kernel, _accel, vmalloc
 from pyvmalloc.gfp import __GFP_DMA32, __GFP_NOWARN, __GFP_ZERO, GFP_KERNEL
+from pyvmalloc.phys import buddy
 from pyvmalloc.printk import KernelWarning
 
 sp = _accel.speedups
 needs_accel = pytest.mark.skipif(sp is None, reason=f"accelerator not in use: {_accel.DESCRIPTION}")
 
 GFPS = [GFP_KERNEL, GFP_KERNEL | __GFP_ZERO, GFP_KERNEL | __GFP_NOWARN, GFP_KERNEL | __GFP_DMA32]
-SIZES = [1, 100, 4096, 4096, 4096, 4097, 8192, 3 * 4096, 64 << 10, 1 << 20, 2 << 20, 3 << 20]
+SIZES = [1, 100, 4096, 4096, 4096, 4097, 8192, 3 * 4096, 64 << 10, 1 << 20, 2 << 20, 3 << 20,
+         99 << 12, 100 << 12, 101 << 12, (200 << 12) + 1, 512 << 12]  # fmt: skip
 
 
 class _Counted:
@@ -66,6 +71,9 @@ def _state(k: Kernel) -> tuple[object, ...]:
         k.slab.slab_bytes,
         k.slab.nr_allocs,
         [list(z.pcp) for z in pm.zones],
+        # the buddy lists in list order, and the dicts that link them
+        [[z.free_list(o) for o in range(pm.max_order + 1)] for z in pm.zones],
+        [(z.free_pages, list(z.nr_free), list(z.free_order.items())) for z in pm.zones],
         pm.flags.tobytes(),
         pm.order.tobytes(),
         pm.refcount.tobytes(),
@@ -75,9 +83,12 @@ def _state(k: Kernel) -> tuple[object, ...]:
 
 
 def _off(fn: Callable[[], Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Run ``fn`` on the reference: no whole vmalloc/vfree, no bulk-page twins."""
     with monkeypatch.context() as m:
         m.setattr(vmalloc, "_c_vmalloc", None)
         m.setattr(vmalloc, "_c_vfree", None)
+        m.setattr(buddy, "_c_alloc_bulk", None)
+        m.setattr(buddy, "_c_free_bulk", None)
         return fn()
 
 
@@ -209,6 +220,14 @@ def test_whole_vmalloc_vfree_equal_the_layered_path(
 @needs_accel
 def test_whole_vmalloc_vfree_on_a_larger_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     va, vf, _ = _run("6.18", "1G", 3, 500, monkeypatch)
+    assert va > 100 and vf > 100
+
+
+@needs_accel
+def test_whole_vmalloc_vfree_across_pcp_refills_and_drains(monkeypatch: pytest.MonkeyPatch) -> None:
+    """256M: the DMA32 zone's pcp list has batch 15, high 275, so multi-page areas
+    refill it from the buddy lists and drain it back on most calls."""
+    va, vf, _ = _run("6.18", "256M", 6, 500, monkeypatch)
     assert va > 100 and vf > 100
 
 
@@ -354,3 +373,154 @@ def test_a_replaced_lower_method_is_called(
     for a in keep:
         k.vfree(a)
     k.check()
+
+
+def _python_calls(fns: list[Callable[..., Any]]) -> tuple[list[int], Callable[..., Any]]:
+    """A profile hook counting the calls of the Python functions ``fns``."""
+    codes = {f.__code__: i for i, f in enumerate(fns)}
+    n = [0] * len(fns)
+
+    def prof(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code in codes:
+            n[codes[frame.f_code]] += 1
+
+    return n, prof
+
+
+@needs_accel
+@pytest.mark.parametrize("ram", ["48M", "256M", "1G"])
+def test_multi_page_areas_take_the_compiled_path(ram: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """vmalloc/vfree of 2..512 pages: no Python frame of the page array's allocation,
+    of its freeing, of the buddy lists or of the PTE fill/clear runs (while pages last),
+    and the model ends as the reference's does."""
+    import sys
+
+    from pyvmalloc.pgtable import PageTables
+
+    pm = buddy.PhysicalMemory
+    fns = [vmalloc.Vmalloc.vm_area_alloc_pages, pm.alloc_pages_bulk, pm.free_pages_bulk,
+           pm._rmqueue_smallest, pm._free_one_page, pm._fill_pcp_freed, PageTables.map_pages,
+           PageTables.unmap]  # fmt: skip
+    ks = [Kernel("6.18", cpus=2, ram=ram) for _ in range(2)]
+    rng = random.Random(ram)
+    ops: list[tuple[int, int]] = []
+    for _ in range(300):
+        ops.append((rng.choice([2, 3, 17, 99, 100, 101, 150, 256, 300, 512]), rng.randrange(2)))
+    for j, k in enumerate(ks):
+        keep = [k.vmalloc(4096 * (1 + i % 3)) for i in range(40)]  # tables, partial slabs
+        for nr in sorted({nr for nr, _ in ops}):  # each kmalloc size's cache memoised
+            k.vfree(k.vmalloc(nr << 12))
+        live: list[int] = []
+
+        def body(k: Kernel = k, live: list[int] = live) -> None:
+            for i, (nr, cpu) in enumerate(ops):
+                a = k.vmalloc(nr << 12, cpu=cpu)
+                if a:
+                    live.append(a)
+                if i % 3 == 2 or len(live) > 6:
+                    k.vfree(live.pop(0), cpu=cpu)
+
+        if j == 0:
+            _off(body, monkeypatch)
+        else:
+            counts, prof = _python_calls(fns)
+            tables = k.phys.nr_pgtable_pages
+            sys.setprofile(prof)
+            try:
+                body()
+            finally:
+                sys.setprofile(None)
+            tables = k.phys.nr_pgtable_pages - tables
+            # map_pages runs for a range that needs a new PTE table (it allocates it)
+            assert counts[6] <= tables, (counts, tables)
+            if ram == "1G":  # pages never run short: every multi-page call stays in C
+                assert counts[:6] + counts[7:] == [0] * (len(fns) - 1), counts
+            else:
+                assert counts[0] < len(ops) // 2, counts  # most calls still did
+        for a in keep + live:
+            k.vfree(a)
+    assert _state(ks[0]) == _state(ks[1])
+    for k in ks:
+        k.check()
+
+
+@needs_accel
+@pytest.mark.parametrize(
+    ("cls_path", "name"),
+    [
+        ("pyvmalloc.vmalloc.Vmalloc", "vm_area_alloc_pages"),
+        ("pyvmalloc.phys.buddy.PhysicalMemory", "alloc_pages_bulk"),
+        ("pyvmalloc.phys.buddy.PhysicalMemory", "free_pages_bulk"),
+        ("pyvmalloc.phys.buddy.PhysicalMemory", "_rmqueue_smallest"),
+        ("pyvmalloc.phys.buddy.PhysicalMemory", "_free_one_page"),
+        ("pyvmalloc.pgtable.PageTables", "map_pages"),
+        ("pyvmalloc.pgtable.PageTables", "unmap"),
+    ],
+)
+@pytest.mark.parametrize("where", ["class", "instance"])
+def test_a_replaced_bulk_method_is_called(
+    cls_path: str, name: str, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Multi-page areas on a small machine (pcp refills and drains): a replaced method
+    (a test's fault injection) is what runs, on its class or on the instance."""
+    import importlib
+
+    mod, cls_name = cls_path.rsplit(".", 1)
+    cls = getattr(importlib.import_module(mod), cls_name)
+    real = getattr(cls, name)
+    calls = [0]
+    k = Kernel("6.18", cpus=2, ram="48M")
+    keep = [k.vmalloc(4096 * (1 + i % 3)) for i in range(8)]
+    obj = {"Vmalloc": k.vm, "PhysicalMemory": k.phys, "PageTables": k.vm.pgt}[cls_name]
+    if where == "class":
+
+        def counted(self: Any, *a: Any, **kw: Any) -> Any:
+            calls[0] += 1
+            return real(self, *a, **kw)
+
+        monkeypatch.setattr(cls, name, counted)
+    else:
+
+        def counted_i(*a: Any, **kw: Any) -> Any:
+            calls[0] += 1
+            return real(obj, *a, **kw)
+
+        monkeypatch.setattr(obj, name, counted_i)
+    for i in range(12):
+        a = k.vmalloc((3 + 40 * i) << 12)
+        assert a
+        k.vfree(a)
+    assert calls[0] >= 5, calls
+    monkeypatch.undo()
+    for a in keep:
+        k.vfree(a)
+    k.check()
+
+
+@needs_accel
+def test_bulk_twins_decline_without_changing_anything() -> None:
+    """phys_alloc_pages_bulk / phys_free_pages_bulk: None, and the model untouched, for
+    what they do not mirror."""
+    assert sp is not None
+    k = Kernel("6.18", cpus=2, ram="64M")
+    pm = k.phys
+    pages: list[int] = []
+    assert sp.phys_alloc_pages_bulk(pm, GFP_KERNEL, -1, 40, pages) is None  # no memo yet
+    pm._zones_for(-1, GFP_KERNEL)
+    assert sp.phys_alloc_pages_bulk(pm, GFP_KERNEL, -1, 40, pages) == 40
+    before = _state(k)
+    for args in [
+        (GFP_KERNEL, -1, 0, []),
+        (GFP_KERNEL, -1, 2, [1, 2]),  # nothing wanted
+        (GFP_KERNEL, 5, 10, []),  # no memoised zonelist for that node
+        (GFP_KERNEL, -1, 1 << 41, []),
+        (GFP_KERNEL, -1, 10, ()),  # not a list
+    ]:
+        assert sp.phys_alloc_pages_bulk(pm, *args) is None
+        assert _state(k) == before
+    for bad in [[], [pages[0], pages[0]], [pages[0], -1], [pages[0], 1 << 70], [pages[0], 0],
+                (pages[0],), [pages[0], True]]:  # fmt: skip
+        assert sp.phys_free_pages_bulk(pm, bad) is None
+        assert _state(k) == before
+    assert sp.phys_free_pages_bulk(pm, pages) is True
+    pm.check()

@@ -37,6 +37,12 @@ _WHOLE_OPERATIONS = (
     "vfree",
     # replay batch (replayc)
     # bulk pages and multi-page vmalloc (bulkc)
+    "init_bulk_pages",
+    "phys_alloc_pages_bulk",
+    "phys_free_pages_bulk",
+    "init_bulk_ptes",
+    "pte_map_cached",
+    "pte_clear_cached",
     # test-vmalloc harness (tvharness)
     "tv_loops",
 )

@@ -2287,7 +2287,7 @@ enum { W_C_WHOLE, W_EXPLAIN, W_STRICT, W_IN_INTERRUPT, W_AFTER_CALL, W_DEPTH, W_
        W_PZONE, W_ZONES, W_DATA, W_MAX_PFN, W_POP_NAME, W_SIZE_CACHE, W_PARTIAL, W_SFREE,
        W_FRESH, W_FREE_MAP, W_INUSE, W_OBJECTS, W_ACTIVE_OBJS, W_SLAB_BYTES, W_NR_ALLOCS,
        W_ZERO_M, W_PFN, W_PAGE_OFFSET, W_MAX_LOW_PFN, W_PAGE_SLAB, W_CACHES, W_TOTALRAM_MEMO,
-       W_N };
+       W_ALLOC_PAGES_BULK, W_N };
 
 static const char *vw_names[W_N] = {
     "_c_whole", "explain", "strict", "_in_interrupt", "_after_call", "depth", "pending",
@@ -2303,7 +2303,8 @@ static const char *vw_names[W_N] = {
     "wmark", "lowmem_reserve", "pcp", "pcp_high", "_fl", "_od", "_rc", "_ow",
     "_zn", "zones", "_data", "max_pfn", "pop", "_size_cache", "partial", "free", "fresh",
     "free_map", "inuse", "objects", "active_objs", "slab_bytes", "nr_allocs", "_zero", "pfn",
-    "page_offset", "max_low_pfn", "_page_slab", "caches", "_totalram"};
+    "page_offset", "max_low_pfn", "_page_slab", "caches", "_totalram",
+    "alloc_pages_bulk"};
 
 static PyObject *vw_s[W_N];
 #define WS(i) vw_s[i]
@@ -2316,7 +2317,7 @@ enum { WC_SPACE, WC_PHYS, WC_PGT, WC_SLAB, WC_LOG, WC_SIZEOF_VM, WC_VSTART, WC_V
        WC_CACHE_CLS, WC_SLAB_CLS, WC_ORIGS, WC_N };
 /* Vmalloc._c_whole[WC_ORIGS]: the lower layers' methods the compiled twins stand in for */
 enum { O_KMALLOC, O_KFREE, O_ALLOC_PAGES, O_FREE_PAGES, O_MAP_PAGES, O_UNMAP, O_FIND_VMAP_AREA,
-       O_FIND_UNLINK, O_FREE_NOFLUSH, O_ALLOC_VMAP_AREA, O_N };
+       O_FIND_UNLINK, O_FREE_NOFLUSH, O_ALLOC_VMAP_AREA, O_VM_AREA_ALLOC_PAGES, O_N };
 
 typedef struct {
     PyObject *self, *consts, *d; /* d: self.__dict__ (new reference) */
@@ -2325,6 +2326,17 @@ typedef struct {
     long cpus;
     int pages_highmem, requested;
 } wctx_t;
+
+/* bulk pages section (helper bulkc, defined at the end of the file): the page
+ * allocator's multi-page and refill/drain twins, the multi-page PTE fill and clear */
+static PyObject *bk_vm_area_alloc_pages(wctx_t *c, uint64_t gfp, PyObject *nid, uint64_t nr);
+static int bk_map_ptes(PyObject *pgt, uint64_t addr, PyObject *pages, uint64_t prot);
+static int bk_unmap_cached(PyObject *pgt, uint64_t addr, uint64_t size);
+static int bk_vfree_pages(PyObject *phys, PyObject *pages, uint64_t nr);
+static PyObject *bk_alloc_page_obj(PyObject *phys, uint64_t gfp, int order, PyObject *nid);
+static int bk_free_page_obj(PyObject *phys, PyObject *pfn_o, int order);
+static PyObject *bk_kmalloc_new_slab(wctx_t *c, PyObject *size_o, uint64_t gfp, PyObject *node);
+static int bk_kfree_last(wctx_t *c, PyObject *addr_o);
 
 static PyObject *vw_init(PyObject *self, PyObject *args) {
     PyObject *vmstruct, *vmaparea, *np_array, *np_int64, *np_empty, *space_globals;
@@ -2794,6 +2806,9 @@ static PyObject *vw_alloc_page0(wctx_t *c, uint64_t gfp, PyObject *nid) {
     if ((PyObject *)Py_TYPE(phys) != PyTuple_GET_ITEM(c->consts, WC_PHYS_TYPE) ||
         vw_shadowed_o(c, phys, WS(W_ALLOC_PAGES), O_ALLOC_PAGES))
         goto decline;
+    /* the bulk pages section's twin (a pcp refill included) when it mirrors phys */
+    if ((res = bk_alloc_page_obj(phys, gfp, 0, nid)) != Py_None) return res;
+    Py_CLEAR(res);
     {
         PyObject *g = PyLong_FromUnsignedLongLong(gfp);
         if (!g) goto error;
@@ -2914,6 +2929,8 @@ static int vw_free_page0(wctx_t *c, PyObject *pfn_o) {
     if ((PyObject *)Py_TYPE(phys) != PyTuple_GET_ITEM(c->consts, WC_PHYS_TYPE) ||
         vw_shadowed_o(c, phys, WS(W_FREE_PAGES), O_FREE_PAGES) || !PyLong_CheckExact(pfn_o))
         return 0;
+    /* the bulk pages section's twin (a pcp drain included) when it mirrors phys */
+    if ((res = bk_free_page_obj(phys, pfn_o, 0)) != 0) return res;
     Py_ssize_t p = PyLong_AsSsize_t(pfn_o);
     if (p == -1 && PyErr_Occurred()) {
         PyErr_Clear();
@@ -3215,6 +3232,9 @@ static PyObject *vw_kmalloc_call(wctx_t *c, PyObject *size_o, uint64_t gfp, PyOb
     r = tv_kmalloc_new_slab(c, size_o, gfp, node);
     if (r != Py_None) return r;
     Py_DECREF(r);
+    r = bk_kmalloc_new_slab(c, size_o, gfp, node);
+    if (r != Py_None) return r;
+    Py_DECREF(r);
     PyObject *g = PyLong_FromUnsignedLongLong(gfp);
     if (!g) return NULL;
     PyObject *a[4] = {c->slab, size_o, g, node};
@@ -3227,6 +3247,7 @@ static PyObject *vw_kmalloc_call(wctx_t *c, PyObject *size_o, uint64_t gfp, PyOb
 static PyObject *vw_kfree_call(wctx_t *c, PyObject *addr) {
     int done = vw_kfree(c, addr);
     if (done == 0) done = tv_kfree_last(c, addr);
+    if (done == 0) done = bk_kfree_last(c, addr);
     if (done < 0) return NULL;
     if (done) Py_RETURN_TRUE;
     PyObject *a[2] = {c->slab, addr};
@@ -3383,8 +3404,13 @@ static PyObject *vw_vmalloc_body(wctx_t *c, uint64_t real_size, uint64_t size,
                 Py_DECREF(g);
                 goto error;
             }
-            PyObject *a[5] = {c->self, g, node, small_zero, nr};
-            pages = vw_meth(WS(W_VM_AREA_ALLOC_PAGES), a, 5, NULL);
+            /* the bulk pages section's twin, else the method */
+            pages = bk_vm_area_alloc_pages(c, gfp | c->nowarn, node, nr_small);
+            if (pages == Py_None) {
+                Py_CLEAR(pages);
+                PyObject *a[5] = {c->self, g, node, small_zero, nr};
+                pages = vw_meth(WS(W_VM_AREA_ALLOC_PAGES), a, 5, NULL);
+            }
             Py_DECREF(nr);
             Py_DECREF(g);
         }
@@ -3426,10 +3452,15 @@ static PyObject *vw_vmalloc_body(wctx_t *c, uint64_t real_size, uint64_t size,
             !vw_shadowed_o(c, c->pgt, WS(W_MAP_PAGES), O_MAP_PAGES)) {
             /* map_pages -> _map_one_pte, compiled for its usual case */
             one = vw_map_one_pte(c->pgt, a64, pfn1, prot);
-            if (one < 0) {
-                Py_DECREF(addr);
-                goto error;
-            }
+        } else if (got > 1 && vw_u64(addr, &a64) == 1 &&
+                   (PyObject *)Py_TYPE(c->pgt) == PyTuple_GET_ITEM(c->consts, WC_PGT_TYPE) &&
+                   !vw_shadowed_o(c, c->pgt, WS(W_MAP_PAGES), O_MAP_PAGES)) {
+            /* map_pages -> _map_ptes into cached tables (bulk pages section) */
+            one = bk_map_ptes(c->pgt, a64, pages, prot);
+        }
+        if (one < 0) {
+            Py_DECREF(addr);
+            goto error;
         }
         if (PyErr_Occurred()) {
             Py_DECREF(addr);
@@ -3645,6 +3676,10 @@ static PyObject *vw_vfree(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
             (PyObject *)Py_TYPE(c.pgt) == PyTuple_GET_ITEM(c.consts, WC_PGT_TYPE) &&
             !vw_shadowed_o(&c, c.pgt, WS(W_UNMAP), O_UNMAP))
             done = vw_unmap_one_pmd(c.pgt, s64, z64);
+        if (done == 0 && !PyErr_Occurred() && vw_u64(vs, &s64) == 1 && vw_u64(sz, &z64) == 1 &&
+            (PyObject *)Py_TYPE(c.pgt) == PyTuple_GET_ITEM(c.consts, WC_PGT_TYPE) &&
+            !vw_shadowed_o(&c, c.pgt, WS(W_UNMAP), O_UNMAP))
+            done = bk_unmap_cached(c.pgt, s64, z64); /* several PMDs (bulk pages section) */
         if (done < 0 || PyErr_Occurred()) {
             Py_DECREF(vs);
             Py_DECREF(sz);
@@ -3719,11 +3754,18 @@ static PyObject *vw_vfree(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
             }
             Py_DECREF(pfn);
         } else {
-            PyObject *lst = PyObject_CallMethodNoArgs(pages, WS(W_TOLIST));
-            if (!lst) goto body_error;
-            PyObject *a[2] = {c.phys, lst};
-            tmp = vw_meth(WS(W_FREE_PAGES_BULK), a, 2, NULL);
-            Py_DECREF(lst);
+            /* free_pages_bulk: the bulk pages section's twin on the array, else the method */
+            int done = bk_vfree_pages(c.phys, pages, nr_pages);
+            if (done < 0) goto body_error;
+            if (done) {
+                tmp = Py_NewRef(Py_None);
+            } else {
+                PyObject *lst = PyObject_CallMethodNoArgs(pages, WS(W_TOLIST));
+                if (!lst) goto body_error;
+                PyObject *a[2] = {c.phys, lst};
+                tmp = vw_meth(WS(W_FREE_PAGES_BULK), a, 2, NULL);
+                Py_DECREF(lst);
+            }
         }
         if (!tmp) goto body_error;
         Py_CLEAR(tmp);
@@ -4053,6 +4095,12 @@ static int tv_kfree_last(wctx_t *c, PyObject *addr_o) {
 /* replay batch (replayc) declarations */
 
 /* bulk pages (bulkc) declarations */
+static PyObject *bk_init_ptes(PyObject *, PyObject *);
+static PyObject *bk_py_map(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *bk_py_unmap(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *bk_init(PyObject *, PyObject *);
+static PyObject *bk_py_alloc_bulk(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *bk_py_free_bulk(PyObject *, PyObject *const *, Py_ssize_t);
 
 /* test-vmalloc harness (tvharness) declarations */
 static PyObject *tv_loops(PyObject *, PyObject *const *, Py_ssize_t);
@@ -4127,6 +4175,18 @@ static PyMethodDef methods[] = {
 
     /* (separator: keep) */
     /* bulk pages and multi-page vmalloc (helper bulkc): entries below */
+    {"init_bulk_pages", bk_init, METH_VARARGS,
+     "init_bulk_pages(PhysicalMemory, Zone, deque, names, originals, PG_BUDDY, PG_PCP, "
+     "PG_ALLOC, PG_PGTABLE, OWNER_NONE, __GFP_ZERO)"},
+    {"phys_alloc_pages_bulk", (PyCFunction)(void (*)(void))bk_py_alloc_bulk, METH_FASTCALL,
+     "phys_alloc_pages_bulk(phys, gfp, nid, nr, out_list) -> count | None"},
+    {"phys_free_pages_bulk", (PyCFunction)(void (*)(void))bk_py_free_bulk, METH_FASTCALL,
+     "phys_free_pages_bulk(phys, pfns) -> True | None"},
+    {"init_bulk_ptes", bk_init_ptes, METH_VARARGS, "init_bulk_ptes(PageTables, names, originals)"},
+    {"pte_map_cached", (PyCFunction)(void (*)(void))bk_py_map, METH_FASTCALL,
+     "pte_map_cached(pgt, addr, pages, prot) -> True | None"},
+    {"pte_clear_cached", (PyCFunction)(void (*)(void))bk_py_unmap, METH_FASTCALL,
+     "pte_clear_cached(pgt, addr, size) -> True | None"},
 
     /* (separator: keep) */
     /* test-vmalloc harness (helper tvharness): entries below */
@@ -4625,6 +4685,1506 @@ error:
 /* =====================================================================================
  * bulk pages section (helper bulkc)
  * ===================================================================================== */
+
+/* The twins of phys/buddy.py's page allocator over its own structures: the buddy free
+ * lists (the intrusive lists in each Zone's nxt/prv/free_order dicts, nr_free and
+ * free_pages), the pcp deque and the page columns. __rmqueue_smallest + expand,
+ * __free_one_page (buddy merging, buddy_merge_likely's tail placement), the pcp
+ * refill (rmqueue_bulk) and drain (free_pcppages_bulk), alloc_pages_bulk's chosen-zone
+ * path, free_pages_bulk, and the first-zone alloc_pages/free_pages of any order. Each
+ * entry point checks, before it changes anything, that the PhysicalMemory and its
+ * Zones are the exact classes with none of the methods the twins stand in for
+ * replaced (on the class or the instance), that every structure has the type the
+ * reference builds, and that the call is the case it mirrors; otherwise it declines
+ * and the Python method runs. The dict operations are the reference's, in its order.
+ * vmalloc_node_range/vfree (the whole vmalloc/vfree section) use them for multi-page
+ * areas, with the PTE fills and clears of PTE tables already cached. */
+
+enum { BZ_NXT, BZ_PRV, BZ_FO, BZ_NR_FREE, BZ_FREE_PAGES, BZ_PCP, BZ_BATCH, BZ_HIGH, BZ_WMARK,
+       BZ_LOWMEM, BZ_IDX, BZ_NID, BZ_N };
+static const char *bz_names[BZ_N] = {"nxt",   "prv",       "free_order", "nr_free",
+                                     "free_pages", "pcp",  "pcp_batch",  "pcp_high",
+                                     "wmark", "lowmem_reserve", "idx",   "nid"};
+static Py_ssize_t bz_off[BZ_N];
+static PyTypeObject *bk_phys_t = NULL, *bk_zone_t = NULL, *bk_deque_t = NULL;
+static PyObject *bk_names = NULL, *bk_origs = NULL; /* method names, the originals */
+static unsigned int bk_phys_tag = 0;                /* tp_version_tag when last checked */
+static PyObject *bk_popleft, *bk_pop, *bk_extend, *bk_extendleft;
+static long bk_buddy, bk_pcp, bk_alloc, bk_pgtable, bk_owner_none;
+static uint64_t bk_gfp_zero;
+#define BK_MAXO 15
+static PyObject *bk_sentinel[BK_MAXO + 1]; /* -1 - order: each list's head */
+static PyObject *bk_s_fl, *bk_s_od, *bk_s_rc, *bk_s_ow, *bk_s_zn, *bk_s_max_pfn,
+    *bk_s_max_order, *bk_s_zones, *bk_s_data, *bk_s_zl_gfp, *bk_s_nr_nodes;
+
+/* init_bulk_pages(PhysicalMemory, Zone, deque, names, originals, PG_BUDDY, PG_PCP,
+ * PG_ALLOC, PG_PGTABLE, OWNER_NONE, __GFP_ZERO) */
+static PyObject *bk_init(PyObject *self, PyObject *args) {
+    PyObject *pt, *zt, *dt, *names, *origs;
+    unsigned long long zero;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!lllllK", &PyType_Type, &pt, &PyType_Type, &zt,
+                          &PyType_Type, &dt, &PyTuple_Type, &names, &PyTuple_Type, &origs,
+                          &bk_buddy, &bk_pcp, &bk_alloc, &bk_pgtable, &bk_owner_none, &zero))
+        return NULL;
+    if (PyTuple_GET_SIZE(names) != PyTuple_GET_SIZE(origs)) {
+        PyErr_SetString(PyExc_ValueError, "names and originals differ in length");
+        return NULL;
+    }
+    bk_gfp_zero = zero;
+    for (int i = 0; i < BZ_N; i++)
+        if (member_offset((PyTypeObject *)zt, bz_names[i], &bz_off[i]) < 0) return NULL;
+    for (int i = 0; i <= BK_MAXO; i++)
+        if (!bk_sentinel[i] && !(bk_sentinel[i] = PyLong_FromLong(-1 - i))) return NULL;
+#define S(var, text) if (!(var) && !((var) = PyUnicode_InternFromString(text))) return NULL
+    S(bk_s_fl, "_fl"); S(bk_s_od, "_od"); S(bk_s_rc, "_rc"); S(bk_s_ow, "_ow");
+    S(bk_s_zn, "_zn"); S(bk_s_max_pfn, "max_pfn"); S(bk_s_max_order, "max_order");
+    S(bk_s_zones, "zones"); S(bk_s_data, "_data"); S(bk_s_zl_gfp, "_zl_gfp");
+    S(bk_s_nr_nodes, "nr_nodes");
+#undef S
+    PyObject *m[4];
+    const char *mn[4] = {"popleft", "pop", "extend", "extendleft"};
+    for (int i = 0; i < 4; i++)
+        if (!(m[i] = PyObject_GetAttrString(dt, mn[i]))) {
+            while (--i >= 0) Py_DECREF(m[i]);
+            return NULL;
+        }
+    Py_XSETREF(bk_popleft, m[0]);
+    Py_XSETREF(bk_pop, m[1]);
+    Py_XSETREF(bk_extend, m[2]);
+    Py_XSETREF(bk_extendleft, m[3]);
+    Py_INCREF(pt);
+    Py_XSETREF(bk_phys_t, (PyTypeObject *)pt);
+    Py_INCREF(zt);
+    Py_XSETREF(bk_zone_t, (PyTypeObject *)zt);
+    Py_INCREF(dt);
+    Py_XSETREF(bk_deque_t, (PyTypeObject *)dt);
+    Py_INCREF(names);
+    Py_XSETREF(bk_names, names);
+    Py_INCREF(origs);
+    Py_XSETREF(bk_origs, origs);
+    bk_phys_tag = 0;
+    Py_RETURN_NONE;
+}
+
+/* --- a PhysicalMemory the twins may stand in for ------------------------------------- */
+typedef struct {
+    PyObject *phys, *d; /* borrowed */
+    uint8_t *fl, *zn;
+    int8_t *od;
+    int32_t *rc, *ow;
+    Py_ssize_t n; /* max_pfn (every column holds it) */
+    long maxo;
+    PyObject *zones, *data; /* borrowed from d */
+} bp_t;
+
+static int bk_col(PyObject *d, PyObject *name, Py_ssize_t size, const char *fmts, void **buf,
+                  Py_ssize_t *len) {
+    PyObject *mv = PyDict_GetItemWithError(d, name);
+    if (!mv) return PyErr_Occurred() ? -1 : 0;
+    if (!PyMemoryView_Check(mv)) return 0;
+    Py_buffer *b = PyMemoryView_GET_BUFFER(mv);
+    if (b->readonly || b->ndim != 1 || b->itemsize != size || !b->buf || !b->format ||
+        !b->format[0] || b->format[1] || !strchr(fmts, b->format[0]) ||
+        (b->strides && b->strides[0] != size))
+        return 0;
+    *buf = b->buf;
+    *len = b->shape[0];
+    return 1;
+}
+
+static int bk_dll(PyObject *d, PyObject *name, long long *out) {
+    PyObject *v = PyDict_GetItemWithError(d, name);
+    if (!v) return PyErr_Occurred() ? -1 : 0;
+    if (!PyLong_CheckExact(v)) return 0;
+    int of;
+    *out = PyLong_AsLongLongAndOverflow(v, &of);
+    if (*out == -1 && PyErr_Occurred()) return -1;
+    return !of;
+}
+
+/* The last PhysicalMemory bp_get accepted, and its instance dict's version then (3.11:
+ * every change of a dict gives it a new, globally unique version, so an equal version
+ * is the same dict unchanged: no method shadowed since, the same columns). */
+static bp_t bk_last;
+static uint64_t bk_last_tag = 0;
+
+/* 1: phys is a PhysicalMemory the twins mirror (p filled), 0: decline, -1: error. */
+static int bp_get(PyObject *phys, bp_t *p) {
+    if (!bk_phys_t || Py_TYPE(phys) != bk_phys_t) return 0;
+    PyObject **dp = _PyObject_GetDictPtr(phys);
+    if (!dp || !*dp) return 0;
+    PyObject *d = *dp;
+#if PY_VERSION_HEX < 0x030C0000
+    uint64_t dtag = ((PyDictObject *)d)->ma_version_tag;
+#ifdef Py_TPFLAGS_VALID_VERSION_TAG
+    int tvalid = (bk_phys_t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) != 0;
+#else
+    int tvalid = bk_phys_t->tp_version_tag != 0;
+#endif
+    if (bk_last_tag && dtag == bk_last_tag && bk_last.phys == phys && bk_last.d == d &&
+        tvalid && bk_phys_tag && bk_phys_t->tp_version_tag == bk_phys_tag) {
+        *p = bk_last;
+        return 1;
+    }
+#endif
+    Py_ssize_t nn = PyTuple_GET_SIZE(bk_names);
+    for (Py_ssize_t i = 0; i < nn; i++) /* a method replaced on the instance */
+        if (PyDict_GetItemWithError(d, PyTuple_GET_ITEM(bk_names, i)) || PyErr_Occurred())
+            return PyErr_Occurred() ? -1 : 0;
+#ifdef Py_TPFLAGS_VALID_VERSION_TAG
+    int valid = (bk_phys_t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) != 0;
+#else
+    int valid = bk_phys_t->tp_version_tag != 0;
+#endif
+    if (!valid || !bk_phys_tag || bk_phys_t->tp_version_tag != bk_phys_tag) {
+        for (Py_ssize_t i = 0; i < nn; i++) /* ... or on the class */
+            if (_PyType_Lookup(bk_phys_t, PyTuple_GET_ITEM(bk_names, i)) !=
+                PyTuple_GET_ITEM(bk_origs, i))
+                return 0;
+#ifdef Py_TPFLAGS_VALID_VERSION_TAG
+        valid = (bk_phys_t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) != 0;
+#else
+        valid = bk_phys_t->tp_version_tag != 0;
+#endif
+        bk_phys_tag = valid ? bk_phys_t->tp_version_tag : 0;
+    }
+    Py_ssize_t l1, l2, l3, l4, l5;
+    long long max_pfn, maxo;
+    int r;
+    if ((r = bk_col(d, bk_s_fl, 1, "B", (void **)&p->fl, &l1)) != 1 ||
+        (r = bk_col(d, bk_s_od, 1, "b", (void **)&p->od, &l2)) != 1 ||
+        (r = bk_col(d, bk_s_rc, 4, "i", (void **)&p->rc, &l3)) != 1 ||
+        (r = bk_col(d, bk_s_ow, 4, "i", (void **)&p->ow, &l4)) != 1 ||
+        (r = bk_col(d, bk_s_zn, 1, "B", (void **)&p->zn, &l5)) != 1 ||
+        (r = bk_dll(d, bk_s_max_pfn, &max_pfn)) != 1 ||
+        (r = bk_dll(d, bk_s_max_order, &maxo)) != 1)
+        return r;
+    if (max_pfn < 0 || l1 != max_pfn || l2 != max_pfn || l3 != max_pfn || l4 != max_pfn ||
+        l5 != max_pfn || maxo < 1 || maxo > BK_MAXO)
+        return 0;
+    p->zones = PyDict_GetItemWithError(d, bk_s_zones);
+    p->data = p->zones ? PyDict_GetItemWithError(d, bk_s_data) : NULL;
+    if (!p->data || !PyList_CheckExact(p->zones) || !PyDict_CheckExact(p->data))
+        return PyErr_Occurred() ? -1 : 0;
+    p->phys = phys;
+    p->d = d;
+    p->n = (Py_ssize_t)max_pfn;
+    p->maxo = (long)maxo;
+#if PY_VERSION_HEX < 0x030C0000
+    bk_last = *p;
+    bk_last_tag = bk_phys_tag ? ((PyDictObject *)d)->ma_version_tag : 0;
+#endif
+    return 1;
+}
+
+/* --- one Zone: its lists and counters ----------------------------------------------- */
+typedef struct {
+    PyObject *z, *nxt, *prv, *fo, *nrl, *pcp; /* borrowed (the zone's slots) */
+    long long nr[BK_MAXO + 1], nr0[BK_MAXO + 1], free_pages, free0;
+    long long batch, high;
+    int maxo;
+} bz_t;
+
+static inline int bk_slot_ll(PyObject *o, int i, long long *out) {
+    PyObject *v = SLOT(o, bz_off[i]);
+    if (!v || !PyLong_CheckExact(v)) return 0;
+    int of;
+    *out = PyLong_AsLongLongAndOverflow(v, &of);
+    if (*out == -1 && PyErr_Occurred()) return -1;
+    return !of;
+}
+
+/* 1: a Zone of the exact class with the structures the reference builds, 0, -1 */
+static int bz_get(bp_t *p, PyObject *z, bz_t *b) {
+    if (Py_TYPE(z) != bk_zone_t) return 0;
+    b->z = z;
+    b->nxt = SLOT(z, bz_off[BZ_NXT]);
+    b->prv = SLOT(z, bz_off[BZ_PRV]);
+    b->fo = SLOT(z, bz_off[BZ_FO]);
+    b->nrl = SLOT(z, bz_off[BZ_NR_FREE]);
+    b->pcp = SLOT(z, bz_off[BZ_PCP]);
+    if (!b->nxt || !b->prv || !b->fo || !b->nrl || !b->pcp || !PyDict_CheckExact(b->nxt) ||
+        !PyDict_CheckExact(b->prv) || !PyDict_CheckExact(b->fo) || !PyList_CheckExact(b->nrl) ||
+        Py_TYPE(b->pcp) != bk_deque_t || PyList_GET_SIZE(b->nrl) != p->maxo + 1)
+        return 0;
+    int r;
+    if ((r = bk_slot_ll(z, BZ_FREE_PAGES, &b->free_pages)) != 1 ||
+        (r = bk_slot_ll(z, BZ_BATCH, &b->batch)) != 1 || (r = bk_slot_ll(z, BZ_HIGH, &b->high)) != 1)
+        return r;
+    b->maxo = (int)p->maxo;
+    for (int o = 0; o <= b->maxo; o++) {
+        PyObject *v = PyList_GET_ITEM(b->nrl, o);
+        if (!PyLong_CheckExact(v)) return 0;
+        int of;
+        b->nr[o] = b->nr0[o] = PyLong_AsLongLongAndOverflow(v, &of);
+        if (b->nr[o] == -1 && PyErr_Occurred()) return -1;
+        if (of) return 0;
+    }
+    b->free0 = b->free_pages;
+    return 1;
+}
+
+/* Write the counters back (also after an error: they follow the lists changed so far). */
+static int bz_put(bz_t *b) {
+    int e = 0;
+    for (int o = 0; o <= b->maxo; o++) {
+        if (b->nr[o] == b->nr0[o]) continue;
+        PyObject *v = PyLong_FromLongLong(b->nr[o]);
+        if (!v || PyList_SetItem(b->nrl, o, v) < 0) e = -1;
+        else b->nr0[o] = b->nr[o];
+    }
+    if (b->free_pages != b->free0) {
+        PyObject *v = PyLong_FromLongLong(b->free_pages);
+        if (!v) return -1;
+        Py_XSETREF(SLOT(b->z, bz_off[BZ_FREE_PAGES]), v);
+        b->free0 = b->free_pages;
+    }
+    return e;
+}
+
+/* d.pop(key): a new reference, or NULL with KeyError(key) as in the reference */
+static inline PyObject *bk_dict_pop(PyObject *d, PyObject *key) {
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *r;
+    int x = PyDict_Pop(d, key, &r);
+    if (x == 0) PyErr_SetObject(PyExc_KeyError, key);
+    return x > 0 ? r : NULL;
+#else
+    return _PyDict_Pop(d, key, NULL);
+#endif
+}
+
+/* An int value of a free-list dict as a long long (-1 with an error set if not one) */
+static inline int bk_as_ll(PyObject *v, long long *out) {
+    int of = 0;
+    *out = PyLong_Check(v) ? PyLong_AsLongLongAndOverflow(v, &of) : -1;
+    if (!PyLong_Check(v) || of) {
+        PyErr_SetString(PyExc_TypeError, "free list entry is not a 64-bit int");
+        return -1;
+    }
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* Zone.remove(pfn) with pfn's key object: the dict operations of the reference */
+static int bz_remove_k(bz_t *b, PyObject *key) {
+    PyObject *o = bk_dict_pop(b->fo, key), *n = NULL, *p = NULL;
+    int r = -1;
+    long long ov;
+    if (!o || !(n = bk_dict_pop(b->nxt, key)) || !(p = bk_dict_pop(b->prv, key))) goto out;
+    if (PyDict_SetItem(b->nxt, p, n) < 0 || PyDict_SetItem(b->prv, n, p) < 0) goto out;
+    if (bk_as_ll(o, &ov) < 0) goto out;
+    if (ov < 0 || ov > b->maxo) {
+        PyErr_SetString(PyExc_IndexError, "free block order out of range");
+        goto out;
+    }
+    b->nr[ov] -= 1;
+    b->free_pages -= 1LL << ov;
+    r = 0;
+out:
+    Py_XDECREF(o);
+    Py_XDECREF(n);
+    Py_XDECREF(p);
+    return r;
+}
+/* Zone.add_head / Zone.add_tail with pfn's key object */
+static int bz_add_k(bz_t *b, PyObject *key, int o, int tail) {
+    PyObject *s = bk_sentinel[o], *x;
+    PyObject *first = tail ? b->prv : b->nxt, *second = tail ? b->nxt : b->prv;
+    x = PyDict_GetItemWithError(first, s);
+    if (!x) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "free list head missing");
+        return -1;
+    }
+    Py_INCREF(x);
+    int e = PyDict_SetItem(first, s, key) < 0 || PyDict_SetItem(first, key, x) < 0 ||
+            PyDict_SetItem(second, key, s) < 0 || PyDict_SetItem(second, x, key) < 0;
+    Py_DECREF(x);
+    if (e) return -1;
+    PyObject *ov = PyLong_FromLong(o);
+    if (!ov) return -1;
+    e = PyDict_SetItem(b->fo, key, ov);
+    Py_DECREF(ov);
+    if (e < 0) return -1;
+    b->nr[o] += 1;
+    b->free_pages += 1LL << o;
+    return 0;
+}
+static int bz_add(bz_t *b, long long pfn, int o, int tail) {
+    PyObject *key = PyLong_FromLongLong(pfn);
+    if (!key) return -1;
+    int r = bz_add_k(b, key, o, tail);
+    Py_DECREF(key);
+    return r;
+}
+
+static inline int bk_in(bp_t *p, long long pfn) {
+    if (pfn >= 0 && pfn < p->n) return 1;
+    PyErr_Format(PyExc_IndexError, "pfn %lld outside the page columns", pfn);
+    return 0;
+}
+
+/* _rmqueue_smallest: the pfn, -1 (no block large enough: nothing changed), -2 (error) */
+static long long bk_rmqueue_smallest(bp_t *p, bz_t *b, int order) {
+    for (int cur = order; cur <= b->maxo; cur++) {
+        PyObject *head = PyDict_GetItemWithError(b->nxt, bk_sentinel[cur]);
+        long long pfn;
+        if (!head) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "free list head missing");
+            return -2;
+        }
+        if (bk_as_ll(head, &pfn) < 0) return -2;
+        if (pfn < 0) continue;
+        if (!bk_in(p, pfn)) return -2;
+        Py_INCREF(head);
+        int e = bz_remove_k(b, head);
+        Py_DECREF(head);
+        if (e < 0) return -2;
+        p->fl[pfn] &= (uint8_t)~bk_buddy;
+        while (cur > order) {
+            cur--;
+            long long half = pfn + (1LL << cur);
+            if (!bk_in(p, half) || bz_add(b, half, cur, 0) < 0) return -2;
+            p->fl[half] |= (uint8_t)bk_buddy;
+            p->od[half] = (int8_t)cur;
+        }
+        return pfn;
+    }
+    return -1;
+}
+
+/* free_order.get(pfn) == order, with pfn's new key in *key: 1, 0, -1 */
+static int bk_free_at(bz_t *b, long long pfn, long long order, PyObject **key) {
+    *key = PyLong_FromLongLong(pfn);
+    if (!*key) return -1;
+    PyObject *v = PyDict_GetItemWithError(b->fo, *key);
+    if (!v) return PyErr_Occurred() ? -1 : 0;
+    long long x;
+    if (bk_as_ll(v, &x) < 0) return -1;
+    return x == order;
+}
+
+/* _free_one_page(z, pfn, order): 0 or -1 */
+static int bk_free_one_page(bp_t *p, bz_t *b, long long pfn, int order) {
+    long long buddy = pfn;
+    int r, to_tail = 0;
+    PyObject *key = NULL;
+    while (order < b->maxo) {
+        buddy = pfn ^ (1LL << order);
+        r = bk_free_at(b, buddy, order, &key);
+        if (r <= 0) {
+            Py_XDECREF(key);
+            if (r < 0) return -1;
+            break;
+        }
+        r = bk_in(p, buddy) ? bz_remove_k(b, key) : -1;
+        Py_DECREF(key);
+        if (r < 0) return -1;
+        p->fl[buddy] &= (uint8_t)~bk_buddy;
+        pfn &= buddy;
+        order++;
+    }
+    if (!bk_in(p, pfn)) return -1;
+    p->fl[pfn] |= (uint8_t)bk_buddy;
+    p->od[pfn] = (int8_t)order;
+    if (order < b->maxo - 1) { /* buddy_merge_likely() */
+        long long higher = buddy & pfn;
+        r = bk_free_at(b, higher ^ (1LL << (order + 1)), order + 1, &key);
+        Py_XDECREF(key);
+        if (r < 0) return -1;
+        to_tail = r;
+    }
+    return bz_add(b, pfn, order, to_tail);
+}
+
+static inline Py_ssize_t bk_len(PyObject *dq) { return PyObject_Size(dq); }
+
+/* The pcp refill of _rmqueue(z, 0) (rmqueue_bulk): up to batch pages off the buddy
+ * lists, PG_pcp set, appended to the pcp list. The count (0: nothing changed), -1. */
+static Py_ssize_t bk_refill(bp_t *p, bz_t *b, long long *tmp, Py_ssize_t cap) {
+    Py_ssize_t k = 0;
+    for (long long i = 0; i < b->batch && k < cap; i++) {
+        long long pfn = bk_rmqueue_smallest(p, b, 0);
+        if (pfn == -2) return -1;
+        if (pfn < 0) break;
+        p->fl[pfn] |= (uint8_t)bk_pcp;
+        tmp[k++] = pfn;
+    }
+    return k;
+}
+
+/* pcp.extend(pfns) or pcp.extendleft(pfns) in one call */
+static int bk_dq_extend(PyObject *meth, PyObject *dq, const long long *pfns, Py_ssize_t n) {
+    if (n <= 0) return 0;
+    PyObject *t = PyTuple_New(n);
+    if (!t) return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyLong_FromLongLong(pfns[i]);
+        if (!v) {
+            Py_DECREF(t);
+            return -1;
+        }
+        PyTuple_SET_ITEM(t, i, v);
+    }
+    PyObject *r = call2(meth, dq, t);
+    Py_DECREF(t);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* pcp.popleft() / pcp.pop() as a pfn inside the columns; -1 on error */
+static long long bk_dq_take(bp_t *p, PyObject *meth, PyObject *dq) {
+    PyObject *v = call1(meth, dq);
+    if (!v) return -1;
+    long long pfn = PyLong_Check(v) ? PyLong_AsLongLong(v) : -1;
+    Py_DECREF(v);
+    if (pfn == -1 && PyErr_Occurred()) return -1;
+    if (!bk_in(p, pfn)) return -1;
+    return pfn;
+}
+
+/* _prep_new_page(pfn, 0, gfp) after the pcp pop (PG_pcp cleared) */
+static int bk_prep0(bp_t *p, long long pfn, uint64_t gfp) {
+    p->fl[pfn] = (uint8_t)((p->fl[pfn] & ~bk_pcp) | bk_alloc);
+    p->od[pfn] = 0;
+    p->rc[pfn] = 1;
+    p->ow[pfn] = (int32_t)bk_owner_none;
+    if (gfp & bk_gfp_zero && PyDict_GET_SIZE(p->data)) {
+        PyObject *key = PyLong_FromLongLong(pfn);
+        if (!key) return -1;
+        int r = PyDict_DelItem(p->data, key);
+        Py_DECREF(key);
+        if (r < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_KeyError)) return -1;
+            PyErr_Clear();
+        }
+    }
+    return 0;
+}
+
+/* free_pcppages_bulk after a free brought the pcp list to pcp_high: min(batch, len)
+ * pages off the tail back to the buddy lists. */
+static int bk_drain(bp_t *p, bz_t *b) {
+    Py_ssize_t len = bk_len(b->pcp);
+    if (len < 0) return -1;
+    long long k = b->batch < len ? b->batch : len;
+    for (long long i = 0; i < k; i++) {
+        long long pfn = bk_dq_take(p, bk_pop, b->pcp);
+        if (pfn < 0) return -1;
+        p->fl[pfn] &= (uint8_t)~bk_pcp;
+        if (bk_free_one_page(p, b, pfn, 0) < 0) return -1;
+    }
+    return 0;
+}
+
+/* (zones, highest) = phys._zl_gfp[(nid, gfp)] (the memo); 1, 0 (not memoised), -1 */
+static int bk_zones(bp_t *p, PyObject *nid, uint64_t gfp, PyObject **zones, long long *highest) {
+    PyObject *zl = PyDict_GetItemWithError(p->d, bk_s_zl_gfp);
+    if (!zl || !PyDict_CheckExact(zl)) return PyErr_Occurred() ? -1 : 0;
+    PyObject *g = PyLong_FromUnsignedLongLong(gfp);
+    PyObject *key = g ? PyTuple_Pack(2, nid, g) : NULL;
+    Py_XDECREF(g);
+    if (!key) return -1;
+    PyObject *zh = PyDict_GetItemWithError(zl, key);
+    Py_DECREF(key);
+    if (!zh) return PyErr_Occurred() ? -1 : 0;
+    if (!PyTuple_CheckExact(zh) || PyTuple_GET_SIZE(zh) != 2 ||
+        !PyList_CheckExact(PyTuple_GET_ITEM(zh, 0)) || !PyLong_CheckExact(PyTuple_GET_ITEM(zh, 1)))
+        return 0;
+    int of;
+    *highest = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(zh, 1), &of);
+    if (*highest == -1 && PyErr_Occurred()) return -1;
+    if (of || *highest < 0 || *highest > 3) return 0;
+    *zones = PyTuple_GET_ITEM(zh, 0);
+    return 1;
+}
+
+/* zone.wmark[i] + zone.lowmem_reserve[j] without the free-area check: 1, 0, -1 */
+static int bk_mark(PyObject *z, long long wi, long long lj, long long *out) {
+    PyObject *wm = SLOT(z, bz_off[BZ_WMARK]), *lr = SLOT(z, bz_off[BZ_LOWMEM]);
+    if (!wm || !lr || !PyList_CheckExact(wm) || !PyList_CheckExact(lr) || wi >= PyList_GET_SIZE(wm) ||
+        lj >= PyList_GET_SIZE(lr))
+        return 0;
+    PyObject *a = PyList_GET_ITEM(wm, wi), *c = PyList_GET_ITEM(lr, lj);
+    if (!PyLong_CheckExact(a) || !PyLong_CheckExact(c)) return 0;
+    int o1, o2;
+    long long x = PyLong_AsLongLongAndOverflow(a, &o1), y = PyLong_AsLongLongAndOverflow(c, &o2);
+    if (PyErr_Occurred()) return -1;
+    if (o1 || o2 || x > LLONG_MAX / 4 || y > LLONG_MAX / 4 || x < 0 || y < 0) return 0;
+    *out = x + y;
+    return 1;
+}
+
+static long long bk_alloc_pages(bp_t *p, uint64_t gfp, int order, PyObject *nid);
+
+/* alloc_pages_bulk(gfp, nid, nr, out) with `populated` entries already in out, for the
+ * chosen-zone path (more than one page wanted, a zone of the first node passes the low
+ * watermark plus nr, and it gives at least one page): the pages taken (written to
+ * pages[0..]), -2 (declined: the fall-back single allocation or a case not mirrored;
+ * nothing changed) or -1 (error). */
+static Py_ssize_t bk_alloc_bulk(bp_t *p, uint64_t gfp, PyObject *nid, long long nr,
+                                long long populated, long long *pages) {
+    long long want = nr - populated, highest;
+    if (nr <= 0 || want <= 0) return 0;
+    if (want == 1) goto single;
+    PyObject *zones;
+    int r = bk_zones(p, nid, gfp, &zones, &highest);
+    if (r != 1) return r < 0 ? -1 : -2;
+    long long nr_nodes;
+    if ((r = bk_dll(p->d, bk_s_nr_nodes, &nr_nodes)) != 1) return r < 0 ? -1 : -2;
+    Py_ssize_t nz = PyList_GET_SIZE(zones);
+    PyObject *pref = nz ? PyList_GET_ITEM(zones, 0) : NULL, *chosen = NULL;
+    long long pref_nid = 0, hidx = highest;
+    if (pref) {
+        if (Py_TYPE(pref) != bk_zone_t) return -2;
+        if ((r = bk_slot_ll(pref, BZ_NID, &pref_nid)) != 1 ||
+            (r = bk_slot_ll(pref, BZ_IDX, &hidx)) != 1)
+            return r < 0 ? -1 : -2;
+        if (hidx < 0 || hidx > 3) return -2;
+    }
+    for (Py_ssize_t i = 0; i < nz; i++) {
+        PyObject *z = PyList_GET_ITEM(zones, i);
+        long long znid, free, mark;
+        if (Py_TYPE(z) != bk_zone_t) return -2;
+        if ((r = bk_slot_ll(z, BZ_NID, &znid)) != 1) return r < 0 ? -1 : -2;
+        if (nr_nodes > 1 && znid != pref_nid) break;
+        /* zone_watermark_ok(z, 0, z.wmark[WMARK_LOW] + nr, pref.idx, 0) */
+        if ((r = bk_slot_ll(z, BZ_FREE_PAGES, &free)) != 1 || (r = bk_mark(z, 1, hidx, &mark)) != 1)
+            return r < 0 ? -1 : -2;
+        if (nr > LLONG_MAX / 4) return -2;
+        if (free > mark + nr) {
+            chosen = z;
+            break;
+        }
+    }
+    if (!chosen) goto single;
+    bz_t b;
+    if ((r = bz_get(p, chosen, &b)) != 1) return r < 0 ? -1 : -2;
+    long long *tmp = PyMem_Malloc(sizeof(long long) * (size_t)(b.batch > 0 ? b.batch : 1));
+    if (!tmp) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t got = 0;
+    int err = 0;
+    while (got < want) {
+        Py_ssize_t len = bk_len(b.pcp);
+        if (len < 0) {
+            err = 1;
+            break;
+        }
+        if (len > 0) {
+            Py_ssize_t take = want - got < len ? (Py_ssize_t)(want - got) : len;
+            for (Py_ssize_t i = 0; i < take; i++) {
+                long long pfn = bk_dq_take(p, bk_popleft, b.pcp);
+                if (pfn < 0) {
+                    err = 1;
+                    break;
+                }
+                pages[got++] = pfn;
+            }
+            if (err) break;
+            continue;
+        }
+        /* _rmqueue(z, 0) on an empty pcp list: the refill, then its head; the loop
+         * above takes the rest (the list keeps what is not wanted) */
+        Py_ssize_t k = bk_refill(p, &b, tmp, (Py_ssize_t)b.batch);
+        if (k < 0) {
+            err = 1;
+            break;
+        }
+        if (k == 0) break; /* (got > 0 here or nothing changed) */
+        Py_ssize_t t = want - got < k ? (Py_ssize_t)(want - got) : k;
+        for (Py_ssize_t i = 0; i < t; i++) pages[got++] = tmp[i];
+        if (bk_dq_extend(bk_extend, b.pcp, tmp + t, k - t) < 0) {
+            err = 1;
+            break;
+        }
+    }
+    PyMem_Free(tmp);
+    for (Py_ssize_t i = 0; i < got && !err; i++)
+        if (bk_prep0(p, pages[i], gfp) < 0) err = 1;
+    if (bz_put(&b) < 0) err = 1;
+    if (err) return -1;
+    if (got) return got;
+single: /* one ordinary allocation: alloc_pages(gfp, 0, nid) (nothing changed so far) */
+    {
+        long long pfn = bk_alloc_pages(p, gfp, 0, nid);
+        if (pfn < 0) return pfn == -1 ? -1 : -2; /* (-2: its slow path, the method's) */
+        pages[0] = pfn;
+        return 1;
+    }
+}
+
+/* free_pages_bulk(pfns) (with free_pages(pfn, 0) for one page): every page a distinct
+ * allocated order-0 page with one reference, not a page table, all in one zone; then
+ * the columns, the pcp list filled at its head and drained whenever it reaches
+ * pcp_high. 1 done, 0 declined (nothing changed), -1 error. */
+static int bk_free_bulk(bp_t *p, const long long *pf, Py_ssize_t n) {
+    if (n <= 0) return 0;
+    int z0 = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long q = pf[i];
+        if (q < 0 || q >= p->n || (p->fl[q] & (bk_alloc | bk_pgtable)) != bk_alloc ||
+            p->od[q] != 0 || p->rc[q] != 1)
+            return 0;
+        if (z0 < 0) z0 = p->zn[q];
+        else if (p->zn[q] != z0) return 0;
+    }
+    if (z0 >= PyList_GET_SIZE(p->zones)) return 0;
+    bz_t b;
+    int r = bz_get(p, PyList_GET_ITEM(p->zones, z0), &b);
+    if (r != 1) return r;
+    if (b.high < 1 || b.batch < 1) return 0;
+    for (Py_ssize_t i = 0; i < n; i++) { /* distinct: a second visit sees the 0 */
+        if (p->rc[pf[i]] != 1) {
+            for (Py_ssize_t j = 0; j < i; j++) p->rc[pf[j]] = 1;
+            return 0;
+        }
+        p->rc[pf[i]] = 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long q = pf[i];
+        p->ow[q] = (int32_t)bk_owner_none;
+        p->fl[q] = (uint8_t)((p->fl[q] & ~bk_alloc) | bk_pcp);
+    }
+    Py_ssize_t i = 0;
+    int err = 0;
+    while (i < n) {
+        Py_ssize_t len = bk_len(b.pcp);
+        if (len < 0) {
+            err = 1;
+            break;
+        }
+        long long room = b.high - len;
+        Py_ssize_t k = room > 1 ? (Py_ssize_t)(room < n - i ? room : n - i) : 1;
+        if (bk_dq_extend(bk_extendleft, b.pcp, pf + i, k) < 0) {
+            err = 1;
+            break;
+        }
+        i += k;
+        if (len + k >= b.high && bk_drain(p, &b) < 0) {
+            err = 1;
+            break;
+        }
+    }
+    if (bz_put(&b) < 0) err = 1;
+    return err ? -1 : 1;
+}
+
+/* alloc_pages(gfp, order, nid) when the first zone of the zonelist serves it on the
+ * fast path: order 0 from the pcp list (a refill when it is empty), a higher order off
+ * the buddy lists (the first zone passing the low watermark and the free-area check).
+ * The pfn (>= 0), -2 (declined: the slow path, nothing changed), -1 (error). */
+static long long bk_alloc_pages(bp_t *p, uint64_t gfp, int order, PyObject *nid) {
+    if (order < 0 || order > p->maxo) return -2;
+    PyObject *zones;
+    long long highest, pfn = -1;
+    int r = bk_zones(p, nid, gfp, &zones, &highest);
+    if (r != 1) return r < 0 ? -1 : -2;
+    Py_ssize_t nz = PyList_GET_SIZE(zones);
+    for (Py_ssize_t i = 0; i < nz; i++) {
+        PyObject *z = PyList_GET_ITEM(zones, i);
+        long long free, mark;
+        if (Py_TYPE(z) != bk_zone_t) return -2;
+        if ((r = bk_slot_ll(z, BZ_FREE_PAGES, &free)) != 1 || (r = bk_mark(z, 1, highest, &mark)) != 1)
+            return r < 0 ? -1 : -2;
+        if (free - ((1LL << order) - 1) <= mark) {
+            if (order == 0 && i == 0) return -2; /* (its order-0 fast path's miss) */
+            continue;
+        }
+        bz_t b;
+        if ((r = bz_get(p, z, &b)) != 1) return r < 0 ? -1 : -2;
+        if (order > 0) {
+            int any = 0;
+            for (int o = order; o <= b.maxo; o++) any |= b.nr[o] != 0;
+            if (!any) continue;
+            pfn = bk_rmqueue_smallest(p, &b, order);
+        } else {
+            if (i != 0) return -2;
+            Py_ssize_t len = bk_len(b.pcp);
+            if (len < 0) return -1;
+            if (len == 0) {
+                long long *tmp = PyMem_Malloc(sizeof(long long) * (size_t)(b.batch > 0 ? b.batch : 1));
+                if (!tmp) {
+                    PyErr_NoMemory();
+                    return -1;
+                }
+                Py_ssize_t k = bk_refill(p, &b, tmp, (Py_ssize_t)b.batch);
+                if (k > 0 && bk_dq_extend(bk_extend, b.pcp, tmp, k) < 0) k = -1;
+                PyMem_Free(tmp);
+                if (k < 0) {
+                    bz_put(&b);
+                    return -1;
+                }
+                if (k == 0) return -2; /* nothing changed: the method's general loop */
+            }
+            pfn = bk_dq_take(p, bk_popleft, b.pcp);
+            if (pfn >= 0) p->fl[pfn] &= (uint8_t)~bk_pcp;
+            else pfn = -2;
+        }
+        if (bz_put(&b) < 0 || pfn == -2) return -1;
+        if (pfn < 0) continue; /* (cannot happen: nr_free said a block is there) */
+        /* _prep_new_page(pfn, order, gfp) */
+        p->fl[pfn] |= (uint8_t)bk_alloc;
+        p->od[pfn] = (int8_t)order;
+        p->rc[pfn] = 1;
+        p->ow[pfn] = (int32_t)bk_owner_none;
+        if (gfp & bk_gfp_zero && PyDict_GET_SIZE(p->data)) {
+            for (long long q = pfn; q < pfn + (1LL << order); q++) {
+                PyObject *key = PyLong_FromLongLong(q);
+                if (!key) return -1;
+                int e = PyDict_DelItem(p->data, key);
+                Py_DECREF(key);
+                if (e < 0) {
+                    if (!PyErr_ExceptionMatches(PyExc_KeyError)) return -1;
+                    PyErr_Clear();
+                }
+            }
+        }
+        return pfn;
+    }
+    return -2;
+}
+
+/* free_pages(pfn, order) of an allocated block with one reference, not a page table:
+ * 1 done, 0 declined (nothing changed), -1 error. */
+static int bk_free_pages(bp_t *p, long long pfn, int order) {
+    if (order == 0) return bk_free_bulk(p, &pfn, 1);
+    if (pfn < 0 || pfn >= p->n || order < 0 || order > p->maxo) return 0;
+    if ((p->fl[pfn] & (bk_alloc | bk_pgtable)) != bk_alloc || p->od[pfn] != order ||
+        p->rc[pfn] != 1 || p->zn[pfn] >= PyList_GET_SIZE(p->zones))
+        return 0;
+    bz_t b;
+    int r = bz_get(p, PyList_GET_ITEM(p->zones, p->zn[pfn]), &b);
+    if (r != 1) return r;
+    p->rc[pfn] = 0;
+    p->od[pfn] = 0;
+    p->ow[pfn] = (int32_t)bk_owner_none;
+    p->fl[pfn] &= (uint8_t)~bk_alloc;
+    int e = bk_free_one_page(p, &b, pfn, order);
+    if (bz_put(&b) < 0) e = -1;
+    return e < 0 ? -1 : 1;
+}
+
+/* --- Python entry points (phys/buddy.py calls them first) ---------------------------- */
+
+/* phys_alloc_pages_bulk(phys, gfp, nid, nr, out_list) -> count | None (declined) */
+static PyObject *bk_py_alloc_bulk(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "phys_alloc_pages_bulk takes 5 arguments");
+        return NULL;
+    }
+    PyObject *out = args[4];
+    uint64_t gfp;
+    long long nr;
+    int of;
+    if (!PyList_CheckExact(out) || !PyLong_CheckExact(args[1]) || !PyLong_CheckExact(args[2]) ||
+        !PyLong_CheckExact(args[3]) || vw_u64(args[1], &gfp) != 1)
+        goto decline;
+    nr = PyLong_AsLongLongAndOverflow(args[3], &of);
+    if (PyErr_Occurred()) return NULL;
+    if (of || nr > (1LL << 40)) goto decline;
+    long long pop = PyList_GET_SIZE(out);
+    if (nr - pop < 1) goto decline;
+    bp_t p;
+    int r = bp_get(args[0], &p);
+    if (r != 1) {
+        if (r < 0) return NULL;
+        goto decline;
+    }
+    long long *pages = PyMem_Malloc(sizeof(long long) * (size_t)(nr - pop));
+    if (!pages) return PyErr_NoMemory();
+    Py_ssize_t got = bk_alloc_bulk(&p, gfp, args[2], nr, pop, pages);
+    if (got == -2) {
+        PyMem_Free(pages);
+        goto decline;
+    }
+    int e = got < 0;
+    for (Py_ssize_t i = 0; i < got && !e; i++) {
+        PyObject *v = PyLong_FromLongLong(pages[i]);
+        if (!v || PyList_Append(out, v) < 0) e = 1;
+        Py_XDECREF(v);
+    }
+    PyMem_Free(pages);
+    if (e) return NULL;
+    return PyLong_FromLongLong(pop + got);
+decline:
+    if (PyErr_Occurred()) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* phys_free_pages_bulk(phys, pfns) -> True | None (declined) */
+static PyObject *bk_py_free_bulk(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "phys_free_pages_bulk takes 2 arguments");
+        return NULL;
+    }
+    PyObject *lst = args[1];
+    if (!PyList_CheckExact(lst) || PyList_GET_SIZE(lst) == 0) Py_RETURN_NONE;
+    bp_t p;
+    int r = bp_get(args[0], &p);
+    if (r != 1) {
+        if (r < 0) return NULL;
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(lst);
+    long long *pf = PyMem_Malloc(sizeof(long long) * (size_t)n);
+    if (!pf) return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyList_GET_ITEM(lst, i);
+        int of = 1;
+        pf[i] = PyLong_CheckExact(v) ? PyLong_AsLongLongAndOverflow(v, &of) : -1;
+        if (of || pf[i] < 0) {
+            PyErr_Clear();
+            PyMem_Free(pf);
+            Py_RETURN_NONE;
+        }
+    }
+    r = bk_free_bulk(&p, pf, n);
+    PyMem_Free(pf);
+    if (r < 0) return NULL;
+    if (r) Py_RETURN_TRUE;
+    Py_RETURN_NONE;
+}
+
+
+/* alloc_pages(gfp, order, nid) / free_pages(pfn, order) for the whole vmalloc/vfree:
+ * the pfn (new int) or Py_None (declined, nothing changed) or NULL; 1, 0 or -1. */
+static PyObject *bk_alloc_page_obj(PyObject *phys, uint64_t gfp, int order, PyObject *nid) {
+    bp_t p;
+    int r = bp_get(phys, &p);
+    if (r != 1) return r < 0 ? NULL : Py_NewRef(Py_None);
+    long long pfn = bk_alloc_pages(&p, gfp, order, nid);
+    if (pfn == -1) return NULL;
+    if (pfn == -2) return Py_NewRef(Py_None);
+    return PyLong_FromLongLong(pfn);
+}
+static int bk_free_page_obj(PyObject *phys, PyObject *pfn_o, int order) {
+    bp_t p;
+    int r = bp_get(phys, &p);
+    if (r != 1) return r;
+    if (!PyLong_CheckExact(pfn_o)) return 0;
+    int of;
+    long long pfn = PyLong_AsLongLongAndOverflow(pfn_o, &of);
+    if (pfn == -1 && PyErr_Occurred()) return -1;
+    if (of) return 0;
+    return bk_free_pages(&p, pfn, order);
+}
+
+/* --- PageTables: the class and the methods the PTE twins stand in for -------------- */
+static PyTypeObject *bk_pgt_t = NULL;
+static PyObject *bk_pgt_names = NULL, *bk_pgt_origs = NULL;
+static PyObject *bk_s_pmd_shift, *bk_s_pte_entries, *bk_s_pte_mask, *bk_s_ptecache;
+static unsigned int bk_pgt_tag = 0;
+
+/* init_bulk_ptes(PageTables, names, originals) */
+static PyObject *bk_init_ptes(PyObject *self, PyObject *args) {
+    PyObject *t, *names, *origs;
+    if (!PyArg_ParseTuple(args, "O!O!O!", &PyType_Type, &t, &PyTuple_Type, &names, &PyTuple_Type,
+                          &origs))
+        return NULL;
+    if (PyTuple_GET_SIZE(names) != PyTuple_GET_SIZE(origs)) {
+        PyErr_SetString(PyExc_ValueError, "names and originals differ in length");
+        return NULL;
+    }
+#define S(var, text) if (!(var) && !((var) = PyUnicode_InternFromString(text))) return NULL
+    S(bk_s_pmd_shift, "pmd_shift"); S(bk_s_pte_entries, "pte_entries");
+    S(bk_s_pte_mask, "supported_pte_mask"); S(bk_s_ptecache, "_ptecache");
+#undef S
+    Py_INCREF(t);
+    Py_XSETREF(bk_pgt_t, (PyTypeObject *)t);
+    Py_INCREF(names);
+    Py_XSETREF(bk_pgt_names, names);
+    Py_INCREF(origs);
+    Py_XSETREF(bk_pgt_origs, origs);
+    bk_pgt_tag = 0;
+    Py_RETURN_NONE;
+}
+
+/* 1: pgt is a PageTables with none of the twinned methods replaced; 0: not; -1 */
+static int bk_pgt_plain(PyObject *pgt) {
+    if (!bk_pgt_t || Py_TYPE(pgt) != bk_pgt_t) return 0;
+    PyObject **dp = _PyObject_GetDictPtr(pgt);
+    Py_ssize_t nn = PyTuple_GET_SIZE(bk_pgt_names);
+    if (dp && *dp)
+        for (Py_ssize_t i = 0; i < nn; i++)
+            if (PyDict_GetItemWithError(*dp, PyTuple_GET_ITEM(bk_pgt_names, i)) || PyErr_Occurred())
+                return PyErr_Occurred() ? -1 : 0;
+#ifdef Py_TPFLAGS_VALID_VERSION_TAG
+    int valid = (bk_pgt_t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) != 0;
+#else
+    int valid = bk_pgt_t->tp_version_tag != 0;
+#endif
+    if (!valid || !bk_pgt_tag || bk_pgt_t->tp_version_tag != bk_pgt_tag) {
+        for (Py_ssize_t i = 0; i < nn; i++)
+            if (_PyType_Lookup(bk_pgt_t, PyTuple_GET_ITEM(bk_pgt_names, i)) !=
+                PyTuple_GET_ITEM(bk_pgt_origs, i))
+                return 0;
+#ifdef Py_TPFLAGS_VALID_VERSION_TAG
+        valid = (bk_pgt_t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) != 0;
+#else
+        valid = bk_pgt_t->tp_version_tag != 0;
+#endif
+        bk_pgt_tag = valid ? bk_pgt_t->tp_version_tag : 0;
+    }
+    return 1;
+}
+
+/* --- the whole vmalloc/vfree's multi-page steps --------------------------------------- */
+
+/* An int64 page array's buffer (C-contiguous, 1-D): 1, 0 (another layout), -1 */
+static int bk_pages_buf(PyObject *pages, Py_buffer *pb) {
+    if (PyObject_GetBuffer(pages, pb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (pb->itemsize != 8 || pb->ndim != 1 || !pb->format || !pb->format[0] || pb->format[1] ||
+        !strchr("lqLQ", pb->format[0])) {
+        PyBuffer_Release(pb);
+        return 0;
+    }
+    return 1;
+}
+
+/* vm_area_alloc_pages(gfp, nid, 0, nr) for nr > 1 (Vmalloc.vm_area_alloc_pages' order-0
+ * loop): chunks of at most 100 through alloc_pages_bulk (its chosen-zone path here, else
+ * the method), stopping at a short chunk, then single alloc_pages; the page array (new
+ * reference), Py_None when declined (the method replaced; nothing changed), NULL. */
+static PyObject *bk_vm_area_alloc_pages(wctx_t *c, uint64_t gfp, PyObject *nid, uint64_t nr) {
+    if (nr < 2 || nr > (1u << 20) ||
+        vw_shadowed_o(c, c->self, WS(W_VM_AREA_ALLOC_PAGES), O_VM_AREA_ALLOC_PAGES))
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    bp_t p;
+    int r = bp_get(c->phys, &p);
+    if (r != 1) return r < 0 ? NULL : Py_NewRef(Py_None);
+    long long *buf = PyMem_Malloc(sizeof(long long) * (size_t)nr);
+    if (!buf) return PyErr_NoMemory();
+    PyObject *g = PyLong_FromUnsignedLongLong(gfp), *res = NULL;
+    if (!g) goto out;
+    Py_ssize_t got = 0;
+    int use_c = 1;
+    while ((uint64_t)got < nr) {
+        long long req = nr - (uint64_t)got < 100 ? (long long)(nr - (uint64_t)got) : 100;
+        Py_ssize_t n = use_c ? bk_alloc_bulk(&p, gfp, nid, req, 0, buf + got) : -2;
+        if (n == -1) goto out;
+        if (n == -2) { /* phys.alloc_pages_bulk(gfp, nid, req, chunk): the method */
+            PyObject *chunk = PyList_New(0), *rq = PyLong_FromLongLong(req);
+            PyObject *x = NULL;
+            if (chunk && rq) {
+                PyObject *a[5] = {c->phys, g, nid, rq, chunk};
+                x = vw_meth(WS(W_ALLOC_PAGES_BULK), a, 5, NULL);
+            }
+            Py_XDECREF(rq);
+            n = x ? PyLong_AsSsize_t(x) : -1;
+            Py_XDECREF(x);
+            if (n == -1 && PyErr_Occurred()) {
+                Py_XDECREF(chunk);
+                goto out;
+            }
+            if (n != PyList_GET_SIZE(chunk) || n > req) {
+                Py_DECREF(chunk);
+                PyErr_SetString(PyExc_RuntimeError, "alloc_pages_bulk: count differs");
+                goto out;
+            }
+            for (Py_ssize_t i = 0; i < n; i++) {
+                buf[got + i] = PyLong_AsLongLong(PyList_GET_ITEM(chunk, i));
+                if (buf[got + i] == -1 && PyErr_Occurred()) {
+                    Py_DECREF(chunk);
+                    goto out;
+                }
+            }
+            Py_DECREF(chunk);
+            if ((r = bp_get(c->phys, &p)) < 0) goto out; /* (Python ran: look again) */
+            use_c = r == 1;
+        }
+        got += n;
+        if (n != req) break;
+    }
+    while ((uint64_t)got < nr) { /* then one page at a time: alloc_pages(gfp, 0, nid) */
+        long long pfn = use_c ? bk_alloc_pages(&p, gfp, 0, nid) : -2;
+        if (pfn == -1) goto out;
+        if (pfn == -2) {
+            PyObject *a[4] = {c->phys, g, small_zero, nid};
+            PyObject *x = vw_meth(WS(W_ALLOC_PAGES), a, 4, NULL);
+            if (!x) goto out;
+            if (x == Py_None) {
+                Py_DECREF(x);
+                break;
+            }
+            pfn = PyLong_AsLongLong(x);
+            Py_DECREF(x);
+            if (pfn == -1 && PyErr_Occurred()) goto out;
+            if ((r = bp_get(c->phys, &p)) < 0) goto out;
+            use_c = r == 1;
+        }
+        buf[got++] = pfn;
+    }
+    {
+        PyObject *n_o = PyLong_FromSsize_t(got);
+        if (!n_o) goto out;
+        PyObject *e[2] = {n_o, vw_np_int64};
+        res = PyObject_Vectorcall(vw_np_empty, e, 1, vw_kw_dtype);
+        Py_DECREF(n_o);
+        if (!res) goto out;
+        Py_buffer pb;
+        int ok = bk_pages_buf(res, &pb);
+        if (ok == 1 && (pb.len != (Py_ssize_t)(got * 8) || pb.readonly)) {
+            PyBuffer_Release(&pb);
+            ok = 0;
+        }
+        if (ok != 1) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "np.empty: unexpected array");
+            Py_CLEAR(res);
+            goto out;
+        }
+        if (got) memcpy(pb.buf, buf, (size_t)got * 8);
+        PyBuffer_Release(&pb);
+    }
+out:
+    Py_XDECREF(g);
+    PyMem_Free(buf);
+    return res;
+}
+
+/* map_pages(addr, pages, prot, PAGE_SHIFT) for several small pages when every PTE table
+ * the range needs is cached and every slot is empty: the entries written, 1. 0: decline
+ * (nothing changed; the method allocates tables, WARNs on a busy slot). -1: error. */
+static int bk_map_ptes(PyObject *pgt, uint64_t addr, PyObject *pages, uint64_t prot) {
+    uint64_t shift, ents, mask;
+    int r, res = 0;
+    if (addr & 4095) return 0;
+    if ((r = bk_pgt_plain(pgt)) != 1) return r;
+    if ((r = vw_attr_u64(pgt, bk_s_pmd_shift, &shift)) != 1 || (r = vw_attr_u64(pgt, bk_s_pte_entries, &ents)) != 1 ||
+        (r = vw_attr_u64(pgt, bk_s_pte_mask, &mask)) != 1)
+        return r;
+    if (shift >= 63 || shift < 12 || ents == 0 || (ents & (ents - 1))) return 0;
+    Py_buffer pb, tb[8];
+    int nt = 0;
+    if (bk_pages_buf(pages, &pb) != 1) return 0;
+    PyObject *cache = PyObject_GetAttr(pgt, bk_s_ptecache);
+    if (!cache) {
+        PyBuffer_Release(&pb);
+        return -1;
+    }
+    Py_ssize_t n = pb.shape[0], i = 0;
+    const uint64_t *pf = pb.buf;
+    Py_ssize_t idxs[8], ks[8];
+    if (!PyDict_CheckExact(cache) || n < 1 || addr + ((uint64_t)n << 12) < addr) goto out;
+    while (i < n) {
+        uint64_t a = addr + ((uint64_t)i << 12);
+        if (nt == 8) goto out;
+        PyObject *key = PyLong_FromUnsignedLongLong(a >> shift);
+        if (!key) goto error;
+        PyObject *tbl = PyDict_GetItemWithError(cache, key);
+        Py_DECREF(key);
+        if (!tbl) {
+            if (PyErr_Occurred()) goto error;
+            goto out;
+        }
+        if (vm_buf(tbl, &tb[nt], 8) < 0) {
+            PyErr_Clear();
+            goto out;
+        }
+        nt++;
+        Py_ssize_t idx = (Py_ssize_t)((a >> 12) & (ents - 1));
+        Py_ssize_t k = n - i < (Py_ssize_t)ents - idx ? n - i : (Py_ssize_t)ents - idx;
+        if (idx + k > tb[nt - 1].shape[0]) goto out;
+        const uint64_t *t = (const uint64_t *)tb[nt - 1].buf + idx;
+        for (Py_ssize_t j = 0; j < k; j++)
+            if (t[j]) goto out; /* a busy slot: the method WARNs */
+        idxs[nt - 1] = idx;
+        ks[nt - 1] = k;
+        i += k;
+    }
+    {
+        uint64_t pv = prot & mask;
+        Py_ssize_t j0 = 0;
+        for (int s = 0; s < nt; s++) {
+            uint64_t *t = (uint64_t *)tb[s].buf + idxs[s];
+            for (Py_ssize_t j = 0; j < ks[s]; j++) t[j] = (pf[j0 + j] << 12) | pv;
+            j0 += ks[s];
+        }
+    }
+    res = 1;
+    goto out;
+error:
+    res = -1;
+out:
+    for (int s = 0; s < nt; s++) PyBuffer_Release(&tb[s]);
+    PyBuffer_Release(&pb);
+    Py_DECREF(cache);
+    return res;
+}
+
+/* unmap(addr, size) across PMDs when every PTE table of the range is cached (its
+ * general loop, each table's slots cleared): 1. 0: decline (a table to look up, absent
+ * or huge: the method). -1: error. */
+static int bk_unmap_cached(PyObject *pgt, uint64_t addr, uint64_t size) {
+    uint64_t shift, ents;
+    int r;
+    if (size == 0 || addr + size < addr) return 0;
+    if ((r = bk_pgt_plain(pgt)) != 1) return r;
+    if ((r = vw_attr_u64(pgt, bk_s_pmd_shift, &shift)) != 1 || (r = vw_attr_u64(pgt, bk_s_pte_entries, &ents)) != 1)
+        return r;
+    if (shift >= 63 || shift < 12 || ents == 0 || (ents & (ents - 1))) return 0;
+    uint64_t end = addr + size, pmd = (uint64_t)1 << shift;
+    if (((end - 1) >> shift) - (addr >> shift) >= 8) return 0;
+    PyObject *cache = PyObject_GetAttr(pgt, bk_s_ptecache);
+    if (!cache) return -1;
+    int res = 0;
+    if (!PyDict_CheckExact(cache)) goto out;
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint64_t a = addr; a < end;) {
+            uint64_t nxt = (a | (pmd - 1)) + 1;
+            if (nxt > end || nxt == 0) nxt = end;
+            PyObject *key = PyLong_FromUnsignedLongLong(a >> shift);
+            if (!key) goto error;
+            PyObject *tbl = PyDict_GetItemWithError(cache, key);
+            Py_DECREF(key);
+            if (!tbl) {
+                if (PyErr_Occurred()) goto error;
+                goto out;
+            }
+            Py_buffer b;
+            if (vm_buf(tbl, &b, 8) < 0) {
+                PyErr_Clear();
+                goto out;
+            }
+            if (pass) {
+                Py_ssize_t i0 = (Py_ssize_t)((a >> 12) & (ents - 1));
+                Py_ssize_t i1 = i0 + (Py_ssize_t)((nxt - a + 4095) >> 12);
+                if (i1 > b.shape[0]) i1 = b.shape[0];
+                if (i0 < i1) memset((uint64_t *)b.buf + i0, 0, (size_t)(i1 - i0) * 8);
+            }
+            PyBuffer_Release(&b);
+            a = nxt;
+        }
+    }
+    res = 1;
+    goto out;
+error:
+    res = -1;
+out:
+    Py_DECREF(cache);
+    return res;
+}
+
+/* phys.free_pages_bulk(pages.tolist()) for vfree's page array: 1 done, 0 declined
+ * (nothing changed), -1 error. */
+static int bk_vfree_pages(PyObject *phys, PyObject *pages, uint64_t nr) {
+    bp_t p;
+    int r = bp_get(phys, &p);
+    if (r != 1) return r;
+    Py_buffer pb;
+    if (bk_pages_buf(pages, &pb) != 1) return 0;
+    r = 0;
+    if ((uint64_t)pb.shape[0] == nr) r = bk_free_bulk(&p, (const long long *)pb.buf, (Py_ssize_t)nr);
+    PyBuffer_Release(&pb);
+    return r;
+}
+
+/* --- kmalloc's new slab and kfree's last object for slabs of order >= 1 -------------- */
+/* (the test-vmalloc section's twins cover order 0; a pages array of 257..4096 bytes
+ * lives in a kmalloc-512..4k cache whose slabs are order 1..3, made and destroyed with
+ * the area when it is the cache's only object) */
+static PyObject *bk_s_order, *bk_s_slabs, *bk_s_new_free_map, *bk_s_slab_pages,
+    *bk_s_page_address, *bk_s_switch;
+static int bk_slab_strings(void) {
+    if (bk_s_switch) return 0;
+#define S(var, text) if (!((var) = PyUnicode_InternFromString(text))) return -1
+    S(bk_s_order, "order"); S(bk_s_slabs, "slabs"); S(bk_s_new_free_map, "new_free_map");
+    S(bk_s_slab_pages, "slab_pages"); S(bk_s_page_address, "page_address");
+    S(bk_s_switch, "_c_slab_pages");
+#undef S
+    return 0;
+}
+#define BK_OWNER_SLAB 5 /* slab.OWNER_SLAB */
+
+static PyObject *bk_slab_dict(wctx_t *c, PyObject *name, int o) {
+    PyObject *sa = c->slab, *sa_d;
+    if (bk_slab_strings() < 0) return NULL;
+    if ((PyObject *)Py_TYPE(sa) != PyTuple_GET_ITEM(c->consts, WC_SLAB_TYPE) ||
+        !(sa_d = vw_idict(sa)) || vw_shadowed_o(c, sa, name, o))
+        return NULL;
+    PyObject *sw = PyDict_GetItemWithError(sa_d, bk_s_switch);
+    return sw == Py_True ? sa_d : NULL;
+}
+
+/* SlabAllocator.kmalloc(size, gfp, node) when the size's cache (memoised) has no partial
+ * slab and its slabs are of order >= 1: the address (new int); Py_None: declined,
+ * nothing changed; NULL: error. */
+static PyObject *bk_kmalloc_new_slab(wctx_t *c, PyObject *size_o, uint64_t gfp, PyObject *node) {
+    PyObject *sa_d, *sc, *cache, *cache_d, *partial, *slabs, *nfm, *ps, *pfn_o = NULL;
+    PyObject *slab = NULL, *fm = NULL, *addr = NULL, *res = NULL;
+    long long order, csize, objects, spages;
+    int r;
+    bp_t p;
+    if (!(sa_d = bk_slab_dict(c, WS(W_KMALLOC), O_KMALLOC))) goto maybe_error;
+    sc = PyDict_GetItemWithError(sa_d, WS(W_SIZE_CACHE));
+    if (!sc || !PyDict_CheckExact(sc)) goto maybe_error;
+    cache = PyDict_GetItemWithError(sc, size_o);
+    if (!cache || (PyObject *)Py_TYPE(cache) != PyTuple_GET_ITEM(c->consts, WC_CACHE_CLS) ||
+        !(cache_d = vw_idict(cache)))
+        goto maybe_error;
+    partial = PyDict_GetItemWithError(cache_d, WS(W_PARTIAL));
+    slabs = partial ? PyDict_GetItemWithError(cache_d, bk_s_slabs) : NULL;
+    nfm = slabs ? PyDict_GetItemWithError(cache_d, bk_s_new_free_map) : NULL;
+    ps = nfm ? PyDict_GetItemWithError(sa_d, WS(W_PAGE_SLAB)) : NULL;
+    if (!ps || !PyList_CheckExact(partial) || PyList_GET_SIZE(partial) != 0 ||
+        !PyDict_CheckExact(slabs) || !PyBytes_CheckExact(nfm) || !PyDict_CheckExact(ps))
+        goto maybe_error;
+    if ((r = vw_dll(cache_d, bk_s_order, &order)) != 1 ||
+        (r = vw_dll(cache_d, WS(W_SIZE), &csize)) != 1 ||
+        (r = vw_dll(cache_d, WS(W_OBJECTS), &objects)) != 1 ||
+        (r = vw_dll(sa_d, bk_s_slab_pages, &spages)) != 1)
+        goto r_decline;
+    if (order < 1 || order > 10 || objects <= 0 || PyBytes_GET_SIZE(nfm) != objects) goto decline;
+    if ((r = bp_get(c->phys, &p)) != 1) goto r_decline;
+    Py_INCREF(cache);
+    /* state changes from here: pfn = phys.alloc_pages(gfp & lowmem, order, node) */
+    long long pfn = bk_alloc_pages(&p, gfp & ~(c->highmem | c->zero), (int)order, node);
+    if (pfn == -1) goto error_c;
+    if (pfn == -2) { /* (the slow path: the method; nothing changed) */
+        Py_DECREF(cache);
+        goto decline;
+    }
+    {
+        long long nr = 1LL << order;
+        if (pfn + nr > p.n) {
+            PyErr_SetString(PyExc_IndexError, "slab pages outside the owner column");
+            goto error_c;
+        }
+        for (long long q = pfn; q < pfn + nr; q++) p.ow[q] = BK_OWNER_SLAB; /* set_owner */
+        pfn_o = PyLong_FromLongLong(pfn);
+        if (!pfn_o) goto error_c;
+        PyObject *ord = PyDict_GetItemWithError(cache_d, bk_s_order);
+        PyObject *sz = ord ? PyDict_GetItemWithError(cache_d, WS(W_SIZE)) : NULL;
+        PyObject *ob = sz ? PyDict_GetItemWithError(cache_d, WS(W_OBJECTS)) : NULL;
+        if (!ob) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_AttributeError, "order");
+            goto error_c;
+        }
+        PyObject *a[4] = {pfn_o, ord, sz, ob};
+        slab = PyObject_Vectorcall(PyTuple_GET_ITEM(c->consts, WC_SLAB_CLS), a, 4, NULL);
+        if (!slab) goto error_c;
+        /* slab.addr = self._addr(pfn): page_address(), the direct map for lowmem */
+        uint64_t po, mlp;
+        if (vw_attr_u64(c->phys, WS(W_PAGE_OFFSET), &po) == 1 &&
+            vw_attr_u64(c->phys, WS(W_MAX_LOW_PFN), &mlp) == 1 && (uint64_t)pfn < mlp &&
+            mlp < ((uint64_t)1 << 52) && po + (mlp << 12) >= po) {
+            addr = PyLong_FromUnsignedLongLong(po + ((uint64_t)pfn << 12));
+        } else if (!PyErr_Occurred()) {
+            PyObject *pa[2] = {c->phys, pfn_o}; /* (its ValueError for highmem) */
+            addr = PyObject_VectorcallMethod(bk_s_page_address, pa, 2, NULL);
+        }
+        if (!addr || PyObject_SetAttr(slab, WS(W_ADDR), addr) < 0) goto error_c;
+        fm = PyByteArray_FromObject(nfm);
+        if (!fm || PyObject_SetAttr(slab, WS(W_FREE_MAP), fm) < 0) goto error_c;
+        if (PyDict_SetItem(slabs, pfn_o, slab) < 0 || PyList_Append(partial, slab) < 0)
+            goto error_c;
+        for (long long q = pfn; q < pfn + nr; q++) {
+            PyObject *k = PyLong_FromLongLong(q);
+            if (!k || PyDict_SetItem(ps, k, slab) < 0) {
+                Py_XDECREF(k);
+                goto error_c;
+            }
+            Py_DECREF(k);
+        }
+        if (vw_dset(sa_d, bk_s_slab_pages, spages + nr) < 0) goto error_c;
+    }
+    Py_DECREF(cache);
+    /* the object, from the new partial slab: the usual-case twin or the method */
+    res = vw_kmalloc(c, size_o, gfp);
+    if (res == Py_None) {
+        Py_DECREF(res);
+        PyObject *g = PyLong_FromUnsignedLongLong(gfp);
+        if (!g) goto error;
+        PyObject *a[4] = {c->slab, size_o, g, node};
+        res = vw_meth(WS(W_KMALLOC), a, 4, NULL);
+        Py_DECREF(g);
+    }
+    goto out;
+r_decline:
+    if (r < 0) goto error;
+    goto decline;
+maybe_error:
+    if (PyErr_Occurred()) goto error;
+decline:
+    res = Py_NewRef(Py_None);
+    goto out;
+error_c:
+    Py_DECREF(cache);
+error:
+    res = NULL;
+out:
+    Py_XDECREF(pfn_o);
+    Py_XDECREF(slab);
+    Py_XDECREF(fm);
+    Py_XDECREF(addr);
+    return res;
+}
+
+/* SlabAllocator.kfree(addr) of the last live object of a slab of order >= 1: 1 (freed,
+ * the slab destroyed, its pages freed); 0: declined, nothing changed; -1: error. */
+static int bk_kfree_last(wctx_t *c, PyObject *addr_o) {
+    PyObject *sa_d, *ps, *slab, *slab_d, *free, *fmap, *caches, *cache, *cache_d, *partial;
+    PyObject *slabs, *spfn, *key = NULL;
+    int r;
+    uint64_t addr, po, mlp, saddr;
+    long long ssize, objects, inuse, a_o, s_b, order, spages, pfn;
+    if (!(sa_d = bk_slab_dict(c, WS(W_KFREE), O_KFREE))) return PyErr_Occurred() ? -1 : 0;
+    if ((r = vw_u64(addr_o, &addr)) != 1) return r;
+    if (addr <= 16) return 0;
+    if ((r = vw_attr_u64(c->phys, WS(W_PAGE_OFFSET), &po)) != 1 ||
+        (r = vw_attr_u64(c->phys, WS(W_MAX_LOW_PFN), &mlp)) != 1)
+        return r;
+    if (addr < po || mlp >= ((uint64_t)1 << 52) || addr - po >= (mlp << 12)) return 0;
+    ps = PyDict_GetItemWithError(sa_d, WS(W_PAGE_SLAB));
+    if (!ps || !PyDict_CheckExact(ps)) return PyErr_Occurred() ? -1 : 0;
+    key = PyLong_FromUnsignedLongLong((addr - po) >> 12);
+    if (!key) return -1;
+    slab = PyDict_GetItemWithError(ps, key);
+    Py_DECREF(key);
+    if (!slab || (PyObject *)Py_TYPE(slab) != PyTuple_GET_ITEM(c->consts, WC_SLAB_CLS) ||
+        !(slab_d = vw_idict(slab)))
+        return PyErr_Occurred() ? -1 : 0;
+    if ((r = vw_dll(slab_d, WS(W_SIZE), &ssize)) != 1 ||
+        (r = vw_du64(slab_d, WS(W_ADDR), &saddr)) != 1 ||
+        (r = vw_dll(slab_d, WS(W_OBJECTS), &objects)) != 1 ||
+        (r = vw_dll(slab_d, WS(W_INUSE), &inuse)) != 1 ||
+        (r = vw_dll(slab_d, bk_s_order, &order)) != 1 ||
+        (r = vw_dll(slab_d, WS(W_PFN), &pfn)) != 1 ||
+        (r = vw_dll(sa_d, bk_s_slab_pages, &spages)) != 1)
+        return r;
+    if (ssize <= 0 || addr < saddr || addr - saddr > (uint64_t)LLONG_MAX || order < 1 ||
+        order > 10 || inuse != 1 || pfn < 0)
+        return 0;
+    long long d = (long long)(addr - saddr), idx = d / ssize, nr = 1LL << order;
+    if (d % ssize || idx >= objects) return 0;
+    free = PyDict_GetItemWithError(slab_d, WS(W_SFREE));
+    fmap = free ? PyDict_GetItemWithError(slab_d, WS(W_FREE_MAP)) : NULL;
+    if (!fmap || !PyList_CheckExact(free) || !PyByteArray_CheckExact(fmap) ||
+        idx >= PyByteArray_GET_SIZE(fmap) || PyByteArray_AS_STRING(fmap)[idx])
+        return PyErr_Occurred() ? -1 : 0;
+    caches = PyDict_GetItemWithError(sa_d, WS(W_CACHES));
+    if (!caches || !PyDict_CheckExact(caches)) return PyErr_Occurred() ? -1 : 0;
+    PyObject *sz = PyDict_GetItemWithError(slab_d, WS(W_SIZE));
+    cache = sz ? PyDict_GetItemWithError(caches, sz) : NULL;
+    if (!cache || (PyObject *)Py_TYPE(cache) != PyTuple_GET_ITEM(c->consts, WC_CACHE_CLS) ||
+        !(cache_d = vw_idict(cache)))
+        return PyErr_Occurred() ? -1 : 0;
+    partial = PyDict_GetItemWithError(cache_d, WS(W_PARTIAL));
+    slabs = partial ? PyDict_GetItemWithError(cache_d, bk_s_slabs) : NULL;
+    spfn = PyDict_GetItemWithError(slab_d, WS(W_PFN));
+    if (!slabs || !spfn || !PyList_CheckExact(partial) || !PyDict_CheckExact(slabs))
+        return PyErr_Occurred() ? -1 : 0;
+    if ((r = vw_dll(cache_d, WS(W_ACTIVE_OBJS), &a_o)) != 1 ||
+        (r = vw_dll(sa_d, WS(W_SLAB_BYTES), &s_b)) != 1)
+        return r;
+    int was_full = inuse == objects;
+    Py_ssize_t at = -1;
+    for (Py_ssize_t i = PyList_GET_SIZE(partial) - 1; i >= 0; i--)
+        if (PyList_GET_ITEM(partial, i) == slab) {
+            at = i;
+            break;
+        }
+    if ((at < 0) == !was_full) return 0;
+    if (PyDict_GetItemWithError(slabs, spfn) != slab) return PyErr_Occurred() ? -1 : 0;
+    for (long long q = pfn; q < pfn + nr; q++) { /* every page maps to the slab */
+        PyObject *k = PyLong_FromLongLong(q);
+        if (!k) return -1;
+        PyObject *v = PyDict_GetItemWithError(ps, k);
+        Py_DECREF(k);
+        if (v != slab) return PyErr_Occurred() ? -1 : 0;
+    }
+    PyObject *i_o = PyLong_FromLongLong(idx);
+    if (!i_o) return -1;
+    Py_INCREF(slab);
+    Py_INCREF(spfn);
+    Py_INCREF(free);
+    Py_INCREF(partial);
+    /* state changes from here, in the reference's order */
+    int e = 0;
+    if (was_full) {
+        at = PyList_GET_SIZE(partial);
+        e = PyList_Append(partial, slab);
+    }
+    if (e == 0) e = PyList_Append(free, i_o);
+    if (e == 0) {
+        PyByteArray_AS_STRING(fmap)[idx] = 1;
+        e = vw_dset(slab_d, WS(W_INUSE), 0);
+    }
+    if (e == 0) e = vw_dset(cache_d, WS(W_ACTIVE_OBJS), a_o - 1);
+    if (e == 0) e = vw_dset(sa_d, WS(W_SLAB_BYTES), s_b - ssize);
+    if (e == 0) e = PyList_SetSlice(partial, at, at + 1, NULL);
+    if (e == 0) e = PyDict_DelItem(slabs, spfn);
+    for (long long q = pfn; q < pfn + nr && e == 0; q++) {
+        PyObject *k = PyLong_FromLongLong(q);
+        e = k ? PyDict_DelItem(ps, k) : -1;
+        Py_XDECREF(k);
+    }
+    if (e == 0) e = vw_dset(sa_d, bk_s_slab_pages, spages - nr);
+    if (e == 0) { /* phys.free_pages(spfn, order): its twin, else the method */
+        bp_t p;
+        int done = bp_get(c->phys, &p);
+        if (done == 1) done = bk_free_pages(&p, pfn, (int)order);
+        if (done < 0) e = -1;
+        if (done == 0) {
+            PyObject *o_o = PyLong_FromLongLong(order);
+            PyObject *a[3] = {c->phys, spfn, o_o};
+            PyObject *x = o_o ? vw_meth(WS(W_FREE_PAGES), a, 3, NULL) : NULL;
+            Py_XDECREF(o_o);
+            if (!x) e = -1;
+            Py_XDECREF(x);
+        }
+    }
+    Py_DECREF(i_o);
+    Py_DECREF(slab);
+    Py_DECREF(spfn);
+    Py_DECREF(free);
+    Py_DECREF(partial);
+    return e < 0 ? -1 : 1;
+}
+
+
+
+/* pte_map_cached(pgt, addr, pages, prot) -> True | None: PageTables.map_pages(addr, pages,
+ * prot, PAGE_SHIFT) for an int64/uint64 page array whose PTE tables are all cached
+ * and whose slots are all empty (else None: nothing changed) */
+static PyObject *bk_py_map(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "pte_map_cached takes 4 arguments");
+        return NULL;
+    }
+    uint64_t addr, prot;
+    if (vw_u64(args[1], &addr) != 1 || vw_u64(args[3], &prot) != 1) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    int r = bk_map_ptes(args[0], addr, args[2], prot);
+    if (r < 0) return NULL;
+    if (r) Py_RETURN_TRUE;
+    Py_RETURN_NONE;
+}
+
+/* pte_clear_cached(pgt, addr, size) -> True | None: PageTables.unmap(addr, size) when
+ * every PTE table of the range is cached (else None: nothing changed) */
+static PyObject *bk_py_unmap(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "pte_clear_cached takes 3 arguments");
+        return NULL;
+    }
+    uint64_t addr, size;
+    if (vw_u64(args[1], &addr) != 1 || vw_u64(args[2], &size) != 1) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    int r = bk_unmap_cached(args[0], addr, size);
+    if (r < 0) return NULL;
+    if (r) Py_RETURN_TRUE;
+    Py_RETURN_NONE;
+}
 
 /* ============================================================== end of bulk pages section */
 

@@ -69,6 +69,29 @@ def vfree(vm: Any, addr: int, cpu: int, /) -> bool | None: ...
 # replay batch (helper replayc)
 
 # bulk pages and multi-page vmalloc (helper bulkc)
+def init_bulk_pages(
+    phys_type: type,
+    zone_type: type,
+    deque_type: type,
+    names: tuple[str, ...],
+    originals: tuple[Any, ...],
+    pg_buddy: int,
+    pg_pcp: int,
+    pg_alloc: int,
+    pg_pgtable: int,
+    owner_none: int,
+    gfp_zero: int,
+    /,
+) -> None: ...
+def phys_alloc_pages_bulk(
+    phys: Any, gfp: int, nid: int, nr: int, out_list: list[int], /
+) -> int | None: ...
+def phys_free_pages_bulk(phys: Any, pfns: list[int], /) -> bool | None: ...
+def init_bulk_ptes(
+    pgt_type: type, names: tuple[str, ...], originals: tuple[Any, ...], /
+) -> None: ...
+def pte_map_cached(pgt: Any, addr: int, pages: Any, prot: int, /) -> bool | None: ...
+def pte_clear_cached(pgt: Any, addr: int, size: int, /) -> bool | None: ...
 
 # test-vmalloc harness (helper tvharness)
 def tv_loops(

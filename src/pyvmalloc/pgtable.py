@@ -443,6 +443,14 @@ class PageTables:
             # array without numpy. For 0 <= pfn < 2**40 (a 52-bit physical address)
             # the uint64 arithmetic of the general path equals the int arithmetic here.
             return self._map_one_pte(addr, int(pfns[0]), prot & self.supported_pte_mask)
+        if (
+            page_shift == PAGE_SHIFT
+            and _c_map_cached is not None
+            and _c_map_cached(self, addr, pfns, prot)
+        ):
+            # Several small pages whose PTE tables are all cached, every slot empty: what
+            # _map_ptes() below writes, in one C pass (None: anything else, nothing done).
+            return 0
         arr = np.asarray(pfns, dtype=np.uint64)
         if addr & (PAGE_SIZE - 1):
             self.log.WARN(f"map_pages: unaligned address {addr:#x}")
@@ -562,6 +570,8 @@ class PageTables:
                 i0 = (addr >> PAGE_SHIFT) & (self.pte_entries - 1)
                 ptes[i0 : i0 + ((size + PAGE_SIZE - 1) >> PAGE_SHIFT)] = 0
                 return
+        if _c_clear_cached is not None and _c_clear_cached(self, addr, size):
+            return  # every PTE table of the range cached: the loop below, in C
         a = addr
         pmd_size = self.pmd_size
         ents = self.pte_entries
@@ -819,3 +829,22 @@ class PageTables:
             r = self._table_for(key << self.pmd_shift, len(self.levels) - 1, alloc=False)
             if r is not t:
                 raise InvariantError(f"stale PTE-table cache for {key << self.pmd_shift:#x}")
+
+
+#: The compiled twins of the PTE fill and clear over cached tables (``_speedups.c``,
+#: bulk pages section): ``map_pages`` of several small pages and ``unmap`` across PMDs,
+#: when every PTE table they need is in ``_ptecache`` (and, for the fill, every slot is
+#: empty); None, having changed nothing, for anything else. A PageTables with one of
+#: these methods replaced gets no twin.
+_C_PTE_TWINNED = (
+    "map_pages", "unmap", "_map_ptes", "_map_one_pte", "_pte_table", "_table_for",
+    "_alloc_table", "_clear_huge", "_skip_absent",
+)  # fmt: skip
+_c_map_cached: Callable[..., bool | None] | None = None
+_c_clear_cached: Callable[..., bool | None] | None = None
+if _speedups is not None:
+    _speedups.init_bulk_ptes(
+        PageTables, _C_PTE_TWINNED, tuple(getattr(PageTables, n) for n in _C_PTE_TWINNED)
+    )
+    _c_map_cached = _speedups.pte_map_cached
+    _c_clear_cached = _speedups.pte_clear_cached

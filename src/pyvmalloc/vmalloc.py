@@ -2002,6 +2002,11 @@ class Vmalloc:
 install_kernel_names(Vmalloc, *KERNEL_NAMES.values())
 
 
+# ... and the layer's own method whose twin (vm_area_alloc_pages' order-0 loop, in the
+# bulk pages section) the compiled vmalloc calls instead (O_VM_AREA_ALLOC_PAGES).
+_C_ORIGS: tuple[Any, ...] = (*_C_ORIGS, Vmalloc.vm_area_alloc_pages)  # type: ignore[no-redef]
+
+
 def describe_fault(machine: Machine, space: VmapSpace, addr: int) -> str | None:
     """Name the area whose guard page, unmapped part or freed range holds ``addr``.
 

@@ -54,7 +54,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
-from collections.abc import Iterator, MutableSequence
+from collections.abc import Callable, Iterator, MutableSequence
 from typing import Any
 
 import numpy as np
@@ -141,6 +141,18 @@ _DIRECT_RECLAIM = int(Gfp.DIRECT_RECLAIM)
 _NOMEMALLOC = int(Gfp.NOMEMALLOC)
 _MEMALLOC = int(Gfp.MEMALLOC)
 _THISNODE = int(Gfp.THISNODE)
+
+
+#: The compiled twins of :meth:`PhysicalMemory.alloc_pages_bulk` and
+#: :meth:`PhysicalMemory.free_pages_bulk` (pcp refills and drains over the buddy lists
+#: included); each returns None, having changed nothing, for a call it does not mirror.
+#: The differential tests set them to None to run the reference.
+_c_alloc_bulk: Callable[..., int | None] | None = (
+    _speedups.phys_alloc_pages_bulk if _speedups is not None else None
+)
+_c_free_bulk: Callable[..., bool | None] | None = (
+    _speedups.phys_free_pages_bulk if _speedups is not None else None
+)
 
 
 def _rounddown_pow_of_two(x: int) -> int:
@@ -762,6 +774,11 @@ class PhysicalMemory:
         plus ``nr``, and falls back to one ordinary allocation when that zone gives
         nothing or only one page is wanted.
         """
+        if (
+            _c_alloc_bulk is not None
+            and (n := _c_alloc_bulk(self, gfp, nid, nr, out_list)) is not None
+        ):
+            return n
         populated = len(out_list)
         if nr <= 0 or populated >= nr:
             return populated
@@ -858,6 +875,8 @@ class PhysicalMemory:
         column updates are one numpy step and the pcp list is filled in runs up to
         each ``free_pcppages_bulk`` drain; anything else takes the per-page path.
         """
+        if _c_free_bulk is not None and _c_free_bulk(self, pfns):
+            return
         n = len(pfns)
         if n < 16:
             for pfn in pfns:
@@ -1183,6 +1202,22 @@ class PhysicalMemory:
                 for pfn in z.free_list(o):
                     yield z, pfn, o
 
+
+#: The methods whose work the compiled twins (``_speedups.c``, bulk pages section) do
+#: over the same structures; a PhysicalMemory with any of them replaced (on its class
+#: or the instance) gets no twin.
+_C_TWINNED = (
+    "alloc_pages", "alloc_pages_bulk", "free_pages", "free_pages_bulk", "_rmqueue",
+    "_rmqueue_smallest", "_free_one_page", "_fill_pcp_freed", "_prep_new_page",
+    "_prep_new_pages_bulk", "_get_page_from_freelist", "zone_watermark_ok", "_zones_for",
+    "_alloc_slowpath", "page_address",
+)  # fmt: skip
+if _speedups is not None:
+    _speedups.init_bulk_pages(
+        PhysicalMemory, Zone, deque, _C_TWINNED,
+        tuple(getattr(PhysicalMemory, n) for n in _C_TWINNED),
+        PG_BUDDY, PG_PCP, PG_ALLOC, PG_PGTABLE, OWNER_NONE, _ZERO,
+    )  # fmt: skip
 
 # ``__free_pages`` as an alias (defined outside the class body: a name starting with two
 # underscores written inside a class would be mangled).
