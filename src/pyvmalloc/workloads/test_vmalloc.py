@@ -1085,11 +1085,11 @@ def _usage(module: TestVmallocModule) -> str:
 
 
 #: Model API calls per second of a test_vmalloc run, for the up-front time estimate:
-#: measured with ``pyvmalloc test-vmalloc performance`` (24.3 million calls in 162.6 s
-#: CPU time at the kernel's defaults, with the accelerator and its compiled harness, on
-#: the project's 2-core machine, Python 3.11; the reference makes about 50,000 calls/s).
-#: Progress lines show the real rate.
-CALLS_PER_SECOND = 150_000
+#: measured with ``pyvmalloc test-vmalloc performance`` (24.3 million calls in 107 s
+#: CPU time at the kernel's defaults, with the accelerator's bulk pages and compiled
+#: harness, on the project's 2-core machine, Python 3.11; the reference makes about
+#: 50,000 calls/s). Progress lines show the real rate.
+CALLS_PER_SECOND = 220_000
 #: The same with the pure-Python reference (``PYVMALLOC_PURE=1`` or no compiler).
 CALLS_PER_SECOND_REFERENCE = 50_000
 
@@ -1230,7 +1230,7 @@ def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
             "deterministic cost model: 'avg: N usec' is model microseconds, and "
             "'All test took workerN=C cycles' (CPU%%d in 5.4) prints model nanoseconds "
             "as cycles. Without arguments: the parameters and cases. The kernel's "
-            "defaults (test_loop_count=1000000) make 'performance' a run of about 2.7 "
+            "defaults (test_loop_count=1000000) make 'performance' a run of about 2 "
             "minutes on 6.18 (accelerated); the run says its estimate up front and shows progress "
             "on stderr (a line every 5 s when not a terminal)."
         ),
