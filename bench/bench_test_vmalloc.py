@@ -9,6 +9,9 @@
   runs them: sequentially in one model (``full_fit_alloc_test`` in between), so the
   fragmentation earlier cases leave behind is there; plus 4.19's list nodes visited
   per allocation.
+* :func:`bench_harness` — the three performance cases with the compiled harness
+  (``_speedups.tv_loops``) and with the Python worker loop, µs per loop, on one model
+  each (both use the compiled vmalloc/vfree when the accelerator is in use).
 * :func:`bench_performance_mode` — the whole ``test_vmalloc.sh performance`` on 6.18
   (``sequential_test_order=1 test_repeat_count=3``, default mask 7) at ``loops`` per
   test, wall seconds; :func:`extrapolate_performance_mode` fits two smaller runs.
@@ -25,6 +28,7 @@ from dataclasses import replace
 from typing import Any
 
 from pyvmalloc.kernel import Kernel
+from pyvmalloc.workloads import test_vmalloc as tv
 from pyvmalloc.workloads.test_vmalloc import (
     CASES,
     TestVmallocParams,
@@ -107,6 +111,25 @@ def bench_profiles(loops: int, cpus: int = 2) -> dict[str, Any]:
     return res
 
 
+def bench_harness(loops: int, profile: str = "6.18", cpus: int = 2) -> dict[str, dict[str, float]]:
+    """fix_size, full_fit, long_busy_list (repeat 1, in order on one model): CPU µs per
+    loop with the compiled harness and with the Python worker loop (``_c_loops`` None)."""
+    out: dict[str, dict[str, float]] = {}
+    compiled = tv._c_loops
+    for label, fn in (("compiled", compiled), ("python", None)):
+        k = Kernel(profile, cpus=cpus)
+        base = mode_params("performance", profile, cpus, [f"test_loop_count={loops}"])
+        base.test_repeat_count = 1
+        tv._c_loops = fn
+        try:
+            for i, name in enumerate(CASES[base.era][:3]):
+                dt, _ = _run_case(k, base, i)
+                out.setdefault(name, {})[f"{label}_us_per_loop"] = dt / loops * 1e6
+        finally:
+            tv._c_loops = compiled
+    return out
+
+
 def bench_performance_mode(loops: int, profile: str = "6.18", cpus: int = 2) -> float:
     """Wall seconds of ``test_vmalloc.sh performance test_loop_count=<loops>``."""
     k = Kernel(profile, cpus=cpus)
@@ -143,6 +166,10 @@ if __name__ == "__main__":
     loops = 2_000 if quick else 20_000
     for name, v in bench_cases(loops).items():
         print(f"{name:32} {v['us_per_loop']:9.1f} us/loop  model avg {v['model_avg_usec']} usec")
+    if tv._c_loops is not None:
+        for name, v in bench_harness(loops).items():
+            print(f"{name:32} harness: compiled {v['compiled_us_per_loop']:6.1f} us/loop, "
+                  f"python {v['python_us_per_loop']:6.1f}")  # fmt: skip
     for key, val in bench_profiles(loops).items():
         print(key, val)
     if quick:

@@ -314,3 +314,31 @@ def test_the_time_estimate_uses_the_rate_of_the_implementation_in_use(
     assert tv.calls_per_second() == tv.CALLS_PER_SECOND_REFERENCE
     monkeypatch.setattr(_accel, "ACCELERATED", True)
     assert tv.calls_per_second() == tv.CALLS_PER_SECOND
+
+
+@pytest.mark.parametrize(("profile", "high"), [("6.18", 365), ("5.4", 378), ("4.19", 378)])
+def test_pcp_of_the_zone_test_vmalloc_uses(profile: str, high: int) -> None:
+    """The default machine (4 GiB, 2 CPUs): test_vmalloc's pages come from ZONE_NORMAL,
+    whose 245760 managed pages give, by mm/page_alloc.c's rules:
+
+    * zone_batchsize(): min(245760 >> 10, 1 MiB / 4 KiB) = 240; / 4 = 60;
+      rounddown_pow_of_two(60 + 30) - 1 = 63 (all three kernels);
+    * the low watermark: min_free_kbytes = int_sqrt(1023744 lowmem pages * 4 * 16) =
+      8094 kB = 2023 pages, the zone's share 2023 * 245760 // 1023744 = 485, plus
+      max(485 >> 2, 245760 * 10 // 10000) = 245: low = 730;
+    * high: v5.14+ zone_highsize() = max(730 // 2 CPUs, 4 * 63) = 365; before,
+      pageset_set_batch() = 6 * 63 = 378.
+
+    And ZONE_DMA (3840 managed): batch max(1, rounddown_pow_of_two(1) - 1) = 1; high
+    max(10 // 2, 4) = 5 (6.18) or 6 * 0 = 0 (5.4, 4.19: every free drains at once).
+    """
+    k = Kernel(profile, cpus=2)
+    pfn = k.pgtables.translate(k.vmalloc(4096)) >> 12
+    zones = {z.name: z for z in k.phys.zones}
+    normal = zones["Normal"]
+    assert k.phys.zones[int(k.phys.zone[pfn])] is normal
+    assert (normal.managed, sum(z.managed for z in k.phys.zones)) == (245760, 1023744)
+    assert (normal.wmark[1], normal.pcp_batch, normal.pcp_high) == (730, 63, high)
+    dma = zones["DMA"]
+    assert (dma.managed, dma.wmark[1], dma.pcp_batch) == (3840, 10, 1)
+    assert dma.pcp_high == (5 if profile == "6.18" else 0)

@@ -46,6 +46,7 @@ _WHOLE_OPERATIONS = (
     "pte_map_cached",
     "pte_clear_cached",
     # test-vmalloc harness (tvharness)
+    "tv_loops",
 )
 
 #: Set (to anything but "" or "0") to force the pure-Python reference.

@@ -4110,6 +4110,7 @@ static PyObject *bk_py_alloc_bulk(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *bk_py_free_bulk(PyObject *, PyObject *const *, Py_ssize_t);
 
 /* test-vmalloc harness (tvharness) declarations */
+static PyObject *tv_loops(PyObject *, PyObject *const *, Py_ssize_t);
 
 static PyMethodDef methods[] = {
     /* whole operations (speedcore) */
@@ -4209,6 +4210,8 @@ static PyMethodDef methods[] = {
 
     /* (separator: keep) */
     /* test-vmalloc harness (helper tvharness): entries below */
+    {"tv_loops", (PyCFunction)(void (*)(void))tv_loops, METH_FASTCALL,
+     "tv_loops(h, n, sizes, pages, bytes) -> (loops done, failed allocation or -1, addrs)"},
 
     /* (separator: keep) */
     {NULL, NULL, 0, NULL}};
@@ -7327,6 +7330,380 @@ static PyObject *bk_py_unmap(PyObject *mod, PyObject *const *args, Py_ssize_t na
 
 /* =====================================================================================
  * test-vmalloc harness section (helper tvharness)
+ *
+ * tv_loops runs whole loops of test_vmalloc's allocate/store/free cases for one worker
+ * (workloads/test_vmalloc.py: the loops of fix_size_alloc_test, full_fit_alloc_test and
+ * long_busy_list_alloc_test), doing per loop exactly what the Python worker does: the
+ * k allocations (Worker.vmalloc: the call, the free-tree descent cost, _charge), the
+ * one-byte stores (Worker.write: the translation through the page tables, the physical
+ * write, its cost) and the k frees (Worker.vfree: the call, _charge), in that order.
+ * vmalloc()/vfree() are the compiled whole operations of the vmalloc/vfree section when
+ * the Python side says they are the ones Vmalloc.vmalloc/vfree would call, with the
+ * Python method run whenever they decline (as Vmalloc.vmalloc/vfree do); otherwise the
+ * Python methods. The store reads the PTE from the page tables' PTE-table cache, as
+ * PageTables.translate does first, and calls translate for anything else; the byte goes
+ * to the page's contents as PhysicalMemory.write stores one byte. The worker's clock and
+ * step count, the run's seen purge/walk counters and the RCU model's call count live in
+ * C locals for the batch and are written back on every exit. It stops after the first
+ * allocation that returns 0 (the case's failure branch is Python's).
  * ===================================================================================== */
+
+enum { TV_WORKER, TV_RUN, TV_VM, TV_VMALLOC, TV_VFREE, TV_C_VMALLOC, TV_C_VFREE, TV_CPU,
+       TV_CALLER, TV_GFP, TV_SPACE, TV_TREE, TV_WALKS, TV_COSTS, TV_RCU, TV_PTECACHE,
+       TV_PMD_SHIFT, TV_PTE_ENTRIES, TV_PFN_MASK, TV_TRANSLATE, TV_DATA, TV_MAX_PFN,
+       TV_FAST_STORE, TV_PHYS_WRITE, TV_BYTES, TV_N };
+enum { TC_CALL, TC_PAGE, TC_WRITE, TC_WALK, TC_TREE_LEVEL, TC_PURGE_AREA, TC_N };
+
+static PyObject *tv_s_clock, *tv_s_steps, *tv_s_seen_purged, *tv_s_seen_walk, *tv_s_calls,
+    *tv_s_interval, *tv_s_complete_gp, *tv_s_stats, *tv_s_purged_areas, *tv_s_walk_steps,
+    *tv_s_nr_free;
+
+static int tv_init_strings(void) {
+    if (tv_s_clock) return 0;
+    tv_s_clock = PyUnicode_InternFromString("clock");
+    tv_s_steps = PyUnicode_InternFromString("steps");
+    tv_s_seen_purged = PyUnicode_InternFromString("seen_purged");
+    tv_s_seen_walk = PyUnicode_InternFromString("seen_walk");
+    tv_s_calls = PyUnicode_InternFromString("_calls");
+    tv_s_interval = PyUnicode_InternFromString("interval");
+    tv_s_complete_gp = PyUnicode_InternFromString("_complete_gp");
+    tv_s_stats = PyUnicode_InternFromString("stats");
+    tv_s_purged_areas = PyUnicode_InternFromString("purged_areas");
+    tv_s_walk_steps = PyUnicode_InternFromString("walk_steps");
+    tv_s_nr_free = PyUnicode_InternFromString("nr_free");
+    if (!tv_s_clock || !tv_s_steps || !tv_s_seen_purged || !tv_s_seen_walk || !tv_s_calls ||
+        !tv_s_interval || !tv_s_complete_gp || !tv_s_stats || !tv_s_purged_areas ||
+        !tv_s_walk_steps || !tv_s_nr_free)
+        return -1;
+    return 0;
+}
+
+/* An int attribute that fits a long long: 1, 0 (not an exact int, or too big), -1 error. */
+static int tv_get_ll(PyObject *o, PyObject *name, long long *out) {
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (!v) return -1;
+    int r = 0;
+    if (PyLong_CheckExact(v)) {
+        int of;
+        *out = PyLong_AsLongLongAndOverflow(v, &of);
+        r = (*out == -1 && PyErr_Occurred()) ? -1 : !of;
+    }
+    Py_DECREF(v);
+    return r;
+}
+
+static int tv_set_ll(PyObject *o, PyObject *name, long long v) {
+    PyObject *x = PyLong_FromLongLong(v);
+    if (!x) return -1;
+    int r = PyObject_SetAttr(o, name, x);
+    Py_DECREF(x);
+    return r;
+}
+
+typedef struct {
+    PyObject *h, *worker, *run, *space, *rcu;
+    long long clock, steps, seen_purged, seen_walk, rcu_calls, interval;
+    long long cost[TC_N];
+    int tree, walks;
+} tvctx_t;
+
+/* Worker._charge(pages) with run.rcu.tick() (C locals; rcu._complete_gp is Python's). */
+static int tv_charge(tvctx_t *t, long long pages) {
+    long long ns = t->cost[TC_CALL] + t->cost[TC_PAGE] * pages, v;
+    PyObject *stats = PyObject_GetAttr(t->space, tv_s_stats);
+    if (!stats) return -1;
+    int r = tv_get_ll(stats, tv_s_purged_areas, &v);
+    Py_DECREF(stats);
+    if (r != 1) goto bad;
+    if (v != t->seen_purged) {
+        ns += t->cost[TC_PURGE_AREA] * (v - t->seen_purged);
+        t->seen_purged = v;
+    }
+    if (t->walks) {
+        if ((r = tv_get_ll(t->space, tv_s_walk_steps, &v)) != 1) goto bad;
+        if (v != t->seen_walk) {
+            ns += t->cost[TC_WALK] * (v - t->seen_walk);
+            t->seen_walk = v;
+        }
+    }
+    t->clock += ns;
+    t->steps += 1;
+    long long calls = t->rcu_calls + 1;
+    if (calls >= t->interval) {
+        t->rcu_calls = 0;
+        if (tv_set_ll(t->rcu, tv_s_calls, 0) < 0) return -1;
+        PyObject *x = PyObject_CallMethodNoArgs(t->rcu, tv_s_complete_gp);
+        if (!x) return -1;
+        Py_DECREF(x);
+    } else {
+        t->rcu_calls = calls;
+    }
+    return 0;
+bad:
+    if (r == 0) PyErr_SetString(PyExc_OverflowError, "tv_loops: a counter outgrew 64 bits");
+    return -1;
+}
+
+/* Worker.vmalloc(size): the address (new reference) or NULL on error. */
+static PyObject *tv_vmalloc(tvctx_t *t, PyObject *size, long long pages) {
+    PyObject *h = t->h, *addr = NULL;
+    PyObject *cpu = PyTuple_GET_ITEM(h, TV_CPU), *caller = PyTuple_GET_ITEM(h, TV_CALLER);
+    if (PyTuple_GET_ITEM(h, TV_C_VMALLOC) == Py_True) {
+        PyObject *a[5] = {PyTuple_GET_ITEM(h, TV_VM), size, PyTuple_GET_ITEM(h, TV_GFP), cpu,
+                          caller};
+        addr = vw_vmalloc_node_range(NULL, a, 5);
+        if (!addr) return NULL;
+        if (addr == Py_None) Py_CLEAR(addr);
+    }
+    if (!addr) {
+        PyObject *a[3] = {size, cpu, caller};
+        addr = PyObject_Vectorcall(PyTuple_GET_ITEM(h, TV_VMALLOC), a, 3, NULL);
+        if (!addr) return NULL;
+    }
+    if (t->tree) {
+        PyObject *nf = PyObject_GetAttr(t->space, tv_s_nr_free);
+        if (!nf) goto fail;
+        int64_t bits = PyLong_CheckExact(nf) ? (int64_t)_PyLong_NumBits(nf) : -1;
+        Py_DECREF(nf);
+        if (bits < 0) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "tv_loops: nr_free");
+            goto fail;
+        }
+        t->clock += t->cost[TC_TREE_LEVEL] * 2 * bits;
+    }
+    if (tv_charge(t, pages) < 0) goto fail;
+    return addr;
+fail:
+    Py_DECREF(addr);
+    return NULL;
+}
+
+/* Worker.vfree(addr, pages): 0, or -1 on error. */
+static int tv_vfree(tvctx_t *t, PyObject *addr, long long pages) {
+    PyObject *h = t->h, *cpu = PyTuple_GET_ITEM(h, TV_CPU), *r = NULL;
+    if (PyTuple_GET_ITEM(h, TV_C_VFREE) == Py_True) {
+        PyObject *a[3] = {PyTuple_GET_ITEM(h, TV_VM), addr, cpu};
+        r = vw_vfree(NULL, a, 3);
+        if (!r) return -1;
+        int taken = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        r = NULL;
+        if (taken < 0) return -1;
+        if (taken) return tv_charge(t, pages);
+    }
+    PyObject *a[2] = {addr, cpu};
+    r = PyObject_Vectorcall(PyTuple_GET_ITEM(h, TV_VFREE), a, 2, NULL);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return tv_charge(t, pages);
+}
+
+/* Worker.write(addr, byte): 0, or -1 on error. */
+static int tv_store(tvctx_t *t, PyObject *addr, long byte) {
+    PyObject *h = t->h;
+    uint64_t a;
+    int rc = vw_u64(addr, &a);
+    if (rc < 0) return -1;
+    uint64_t pa = 0;
+    int have = 0;
+    long long pmd_shift = PyLong_AsLongLong(PyTuple_GET_ITEM(h, TV_PMD_SHIFT));
+    long long entries = PyLong_AsLongLong(PyTuple_GET_ITEM(h, TV_PTE_ENTRIES));
+    uint64_t pfn_mask = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(h, TV_PFN_MASK));
+    if (PyErr_Occurred()) return -1;
+    if (rc == 1 && pmd_shift > 0 && pmd_shift < 64 && entries > 0) {
+        PyObject *key = PyLong_FromUnsignedLongLong(a >> pmd_shift);
+        if (!key) return -1;
+        PyObject *tbl = PyDict_GetItemWithError(PyTuple_GET_ITEM(h, TV_PTECACHE), key);
+        Py_DECREF(key);
+        if (!tbl && PyErr_Occurred()) return -1;
+        if (tbl && PyObject_CheckBuffer(tbl)) {
+            Py_buffer b;
+            if (PyObject_GetBuffer(tbl, &b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
+            Py_ssize_t idx = (Py_ssize_t)((a >> 12) & (uint64_t)(entries - 1));
+            if (b.itemsize == 8 && b.format && (b.format[0] == 'Q' || b.format[0] == 'L') &&
+                b.format[1] == 0 && (idx + 1) * 8 <= b.len) {
+                uint64_t e = ((uint64_t *)b.buf)[idx];
+                if ((e & 1) && (e & 2)) { /* _PAGE_PRESENT, _PAGE_RW */
+                    pa = (e & pfn_mask) | (a & 4095);
+                    have = 1;
+                }
+            }
+            PyBuffer_Release(&b);
+        }
+    }
+    if (!have) { /* PageTables.translate(addr, True): the walk, or the PageFault */
+        PyObject *args[2] = {addr, Py_True};
+        PyObject *r = PyObject_Vectorcall(PyTuple_GET_ITEM(h, TV_TRANSLATE), args, 2, NULL);
+        if (!r) return -1;
+        rc = vw_u64(r, &pa);
+        Py_DECREF(r);
+        if (rc <= 0) {
+            if (rc == 0) PyErr_SetString(PyExc_TypeError, "tv_loops: translate");
+            return -1;
+        }
+    }
+    uint64_t pfn = pa >> 12, off = pa & 4095;
+    long long max_pfn = PyLong_AsLongLong(PyTuple_GET_ITEM(h, TV_MAX_PFN));
+    if (max_pfn == -1 && PyErr_Occurred()) return -1;
+    if (PyTuple_GET_ITEM(h, TV_FAST_STORE) == Py_True && max_pfn > 0 && pfn < (uint64_t)max_pfn) {
+        PyObject *data = PyTuple_GET_ITEM(h, TV_DATA);
+        PyObject *key = PyLong_FromUnsignedLongLong(pfn);
+        if (!key) return -1;
+        PyObject *buf = PyDict_GetItemWithError(data, key);
+        if (!buf && PyErr_Occurred()) {
+            Py_DECREF(key);
+            return -1;
+        }
+        if (!buf) {
+            buf = PyByteArray_FromStringAndSize(NULL, 4096);
+            if (!buf) {
+                Py_DECREF(key);
+                return -1;
+            }
+            memset(PyByteArray_AS_STRING(buf), 0, 4096);
+            int r = PyDict_SetItem(data, key, buf);
+            Py_DECREF(buf); /* the dict holds it */
+            if (r < 0) {
+                Py_DECREF(key);
+                return -1;
+            }
+        }
+        Py_DECREF(key);
+        if (PyByteArray_CheckExact(buf) && PyByteArray_GET_SIZE(buf) == 4096) {
+            PyByteArray_AS_STRING(buf)[off] = (char)byte;
+            t->clock += t->cost[TC_WRITE];
+            return 0;
+        }
+    }
+    /* PhysicalMemory.write(pfn, offset, bytes((byte,))): its checks and errors */
+    PyObject *pfn_o = PyLong_FromUnsignedLongLong(pfn), *off_o = PyLong_FromUnsignedLongLong(off);
+    PyObject *r = NULL;
+    if (pfn_o && off_o) {
+        PyObject *args[3] = {pfn_o, off_o, PyTuple_GET_ITEM(PyTuple_GET_ITEM(h, TV_BYTES), byte)};
+        r = PyObject_Vectorcall(PyTuple_GET_ITEM(h, TV_PHYS_WRITE), args, 3, NULL);
+    }
+    Py_XDECREF(pfn_o);
+    Py_XDECREF(off_o);
+    if (!r) return -1;
+    Py_DECREF(r);
+    t->clock += t->cost[TC_WRITE];
+    return 0;
+}
+
+static int tv_writeback(tvctx_t *t) {
+    int r = 0;
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb); /* an error in flight survives the write-back */
+    r |= tv_set_ll(t->worker, tv_s_clock, t->clock);
+    r |= tv_set_ll(t->worker, tv_s_steps, t->steps);
+    r |= tv_set_ll(t->run, tv_s_seen_purged, t->seen_purged);
+    if (t->walks) r |= tv_set_ll(t->run, tv_s_seen_walk, t->seen_walk);
+    r |= tv_set_ll(t->rcu, tv_s_calls, t->rcu_calls);
+    if (et) {
+        PyErr_Restore(et, ev, tb);
+        return -1;
+    }
+    return r ? -1 : 0;
+}
+
+/* tv_loops(h, n, sizes, pages, bytes) -> (loops done, index of the allocation that
+ * returned 0 in the next loop or -1, that loop's addresses so far). */
+static PyObject *tv_loops(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyTuple_CheckExact(args[0]) || PyTuple_GET_SIZE(args[0]) != TV_N ||
+        !PyTuple_CheckExact(args[2]) || !PyTuple_CheckExact(args[3]) ||
+        !PyTuple_CheckExact(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "tv_loops(h, n, sizes, pages, bytes)");
+        return NULL;
+    }
+    if (tv_init_strings() < 0) return NULL;
+    PyObject *h = args[0], *sizes = args[2];
+    Py_ssize_t k = PyTuple_GET_SIZE(sizes);
+    long long n = PyLong_AsLongLong(args[1]);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (k < 1 || k > 4 || PyTuple_GET_SIZE(args[3]) != k || PyTuple_GET_SIZE(args[4]) != k ||
+        !PyTuple_CheckExact(PyTuple_GET_ITEM(h, TV_COSTS)) ||
+        PyTuple_GET_SIZE(PyTuple_GET_ITEM(h, TV_COSTS)) != TC_N ||
+        !PyTuple_CheckExact(PyTuple_GET_ITEM(h, TV_BYTES)) ||
+        PyTuple_GET_SIZE(PyTuple_GET_ITEM(h, TV_BYTES)) != 256 ||
+        !PyDict_CheckExact(PyTuple_GET_ITEM(h, TV_PTECACHE)) ||
+        !PyDict_CheckExact(PyTuple_GET_ITEM(h, TV_DATA))) {
+        PyErr_SetString(PyExc_TypeError, "tv_loops: bad arguments");
+        return NULL;
+    }
+    long long pages[4];
+    long bytes[4];
+    for (Py_ssize_t j = 0; j < k; j++) {
+        pages[j] = PyLong_AsLongLong(PyTuple_GET_ITEM(args[3], j));
+        bytes[j] = PyLong_AsLong(PyTuple_GET_ITEM(args[4], j));
+        if (PyErr_Occurred()) return NULL;
+        if (bytes[j] < 0 || bytes[j] > 255) {
+            PyErr_SetString(PyExc_ValueError, "tv_loops: a byte is 0..255");
+            return NULL;
+        }
+    }
+    tvctx_t t = {0};
+    t.h = h;
+    t.worker = PyTuple_GET_ITEM(h, TV_WORKER);
+    t.run = PyTuple_GET_ITEM(h, TV_RUN);
+    t.space = PyTuple_GET_ITEM(h, TV_SPACE);
+    t.rcu = PyTuple_GET_ITEM(h, TV_RCU);
+    t.tree = PyTuple_GET_ITEM(h, TV_TREE) == Py_True;
+    t.walks = PyTuple_GET_ITEM(h, TV_WALKS) == Py_True;
+    for (int i = 0; i < TC_N; i++) {
+        t.cost[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(PyTuple_GET_ITEM(h, TV_COSTS), i));
+        if (t.cost[i] == -1 && PyErr_Occurred()) return NULL;
+    }
+    if (tv_get_ll(t.worker, tv_s_clock, &t.clock) != 1 ||
+        tv_get_ll(t.worker, tv_s_steps, &t.steps) != 1 ||
+        tv_get_ll(t.run, tv_s_seen_purged, &t.seen_purged) != 1 ||
+        (t.walks && tv_get_ll(t.run, tv_s_seen_walk, &t.seen_walk) != 1) ||
+        tv_get_ll(t.rcu, tv_s_calls, &t.rcu_calls) != 1 ||
+        tv_get_ll(t.rcu, tv_s_interval, &t.interval) != 1) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_OverflowError, "tv_loops: a counter is not a 64-bit int");
+        return NULL;
+    }
+    PyObject *ptr[4] = {NULL, NULL, NULL, NULL};
+    long long done = 0;
+    Py_ssize_t failed = -1, got = 0;
+    for (; done < n; done++) {
+        for (got = 0; got < k; got++) {
+            ptr[got] = tv_vmalloc(&t, PyTuple_GET_ITEM(sizes, got), pages[got]);
+            if (!ptr[got]) goto error;
+            int nz = PyObject_IsTrue(ptr[got]);
+            if (nz < 0) {
+                got++;
+                goto error;
+            }
+            if (!nz) {
+                failed = got;
+                Py_CLEAR(ptr[got]);
+                goto out;
+            }
+        }
+        for (Py_ssize_t j = 0; j < k; j++)
+            if (tv_store(&t, ptr[j], bytes[j]) < 0) goto error;
+        for (Py_ssize_t j = 0; j < k; j++)
+            if (tv_vfree(&t, ptr[j], pages[j]) < 0) goto error;
+        for (Py_ssize_t j = 0; j < k; j++) Py_CLEAR(ptr[j]);
+        got = 0;
+    }
+out:;
+    PyObject *addrs = PyTuple_New(failed < 0 ? 0 : failed);
+    if (!addrs) goto error;
+    for (Py_ssize_t j = 0; j < failed; j++) {
+        PyTuple_SET_ITEM(addrs, j, ptr[j]);
+        ptr[j] = NULL;
+    }
+    if (tv_writeback(&t) < 0) {
+        Py_DECREF(addrs);
+        return NULL;
+    }
+    return Py_BuildValue("(LnN)", done, failed, addrs);
+error:
+    for (Py_ssize_t j = 0; j < 4; j++) Py_CLEAR(ptr[j]);
+    tv_writeback(&t);
+    return NULL;
+}
 
 /* ==================================================== end of test-vmalloc harness section */

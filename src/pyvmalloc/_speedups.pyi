@@ -111,3 +111,11 @@ def pte_map_cached(pgt: Any, addr: int, pages: Any, prot: int, /) -> bool | None
 def pte_clear_cached(pgt: Any, addr: int, size: int, /) -> bool | None: ...
 
 # test-vmalloc harness (helper tvharness)
+def tv_loops(
+    h: tuple[Any, ...],
+    n: int,
+    sizes: tuple[int, ...],
+    pages: tuple[int, ...],
+    data: tuple[int, ...],
+    /,
+) -> tuple[int, int, tuple[int, ...]]: ...

@@ -440,6 +440,10 @@ class KernelProfile:
     max_page_order: int = 10
     #: Page allocation in __vmalloc_area_node: one page at a time (5.4) or bulk (6.x).
     bulk_page_alloc: bool = False
+    #: pcp ``high``: the zone's low watermark split over the node's CPUs, at least
+    #: ``4 * batch`` (zone_highsize(), v5.14, Mel Gorman, "mm/page_alloc: disassociate
+    #: the pcp->high from pcp->batch"); before, ``6 * batch`` (pageset_set_batch()).
+    pcp_high_from_low_wmark: bool = True
     #: VM_ALLOW_HUGE_VMAP huge mappings (v5.13+, x86_64 since v5.18).
     huge_vmalloc: bool = False
     #: Pool size classes (MAX_VA_SIZE_PAGES) in 6.x.
@@ -588,6 +592,7 @@ PROFILES: dict[str, KernelProfile] = {
         has_tracepoints=False,
         node_lookup_step=1,
         alloc_fail_warning=_WARN_OLD,
+        pcp_high_from_low_wmark=False,
         meminfo_vmalloc_used=False,
     ),
     "5.4": KernelProfile(
@@ -601,6 +606,7 @@ PROFILES: dict[str, KernelProfile] = {
         has_tracepoints=False,
         node_lookup_step=1,
         alloc_fail_warning=_WARN_OLD,
+        pcp_high_from_low_wmark=False,
     ),
     "6.18": KernelProfile(
         name="6.18",

@@ -17,7 +17,7 @@ What follows the kernel (v6.x):
   head. Frees go to the head (LIFO); when ``count >= high`` the ``batch`` oldest pages
   (tail) go back to the buddy lists. ``batch`` follows ``zone_batchsize()``; ``high``
   is the static ``zone_highsize()`` (low watermark / CPUs of the node, at least
-  ``4 * batch``). Simplified: no per-CPU instances (the model runs on CPU 0), no pcp
+  ``4 * batch``; its ``high_min``) since v5.14, ``6 * batch`` before. Simplified: no per-CPU instances (the model runs on CPU 0), no pcp
   for orders 1..3 or THP, no dynamic high/batch scaling (``free_count``,
   ``alloc_factor``), no ``free_high`` heuristics. pcp pages count as allocated from the
   zone's point of view (``NR_FREE_PAGES`` and /proc/buddyinfo exclude them).
@@ -428,7 +428,10 @@ class PhysicalMemory:
             batch = max(batch, 1)
             batch = _rounddown_pow_of_two(batch + batch // 2) - 1
             z.pcp_batch = max(1, batch)
-            z.pcp_high = max(z.wmark[WMARK_LOW] // cpus_per_node, z.pcp_batch << 2)
+            if self.profile.pcp_high_from_low_wmark:  # zone_highsize() (v5.14+)
+                z.pcp_high = max(z.wmark[WMARK_LOW] // cpus_per_node, z.pcp_batch << 2)
+            else:  # pageset_set_batch(): 6 * zone_batchsize()
+                z.pcp_high = 6 * batch
 
     def _is_highmem(self, z: Zone) -> bool:
         return z.idx == self.highmem_idx

@@ -57,6 +57,7 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from pyvmalloc._accel import speedups as _speedups
 from pyvmalloc.config import (
     INT_MAX,
     NUMA_NO_NODE,
@@ -96,6 +97,15 @@ _GFP_KERNEL_ZERO = GFP_KERNEL | __GFP_ZERO
 #: the one-byte strings the cases store
 _BYTE = tuple(bytes((b,)) for b in range(256))
 BITS_PER_LONG = 64
+#: The compiled harness (``_speedups.tv_loops``): whole loops of the allocate/store/free
+#: cases for a lone worker, doing what :class:`Worker`'s methods do (see
+#: :meth:`Worker.loops_compiled`). None with the pure-Python reference; tests set it to
+#: None to compare the two in one process.
+_c_loops: Callable[..., tuple[int, int, tuple[int, ...]]] | None = getattr(
+    _speedups, "tv_loops", None
+)
+#: Loops per compiled call (a progress report and a scheduler turn between calls).
+_LOOPS_PER_CALL = 2048
 
 #: The modules the profiles ship, by name (``TestVmallocModule.name``).
 MODULES: dict[str, TestVmallocModule] = {m.name: m for m in (TEST_VMALLOC_5_4, TEST_VMALLOC_6_18)}
@@ -406,6 +416,91 @@ class Worker:
         self.run.rcu.kvfree_rcu(addr, self.cpu)
         self._charge(0)
 
+    # --- the compiled harness ---------------------------------------------------------
+    def _compiled_args(self) -> tuple[object, ...] | None:
+        """What ``_speedups.tv_loops`` needs, or None where the reference must run.
+
+        It runs only for a lone worker (with several, the scheduler picks the next
+        worker after every call) whose charged calls are this class's, with the cost
+        model's values and the clocks in 64 bits. It calls the compiled whole
+        vmalloc()/vfree() only where ``k.vmalloc``/``k.vfree`` are the vmalloc layer's
+        methods and those would call them, reads PTEs only while ``translate`` is the
+        page tables' own, and stores bytes itself only while ``write`` is the page
+        allocator's own; in every other case it calls the Python function.
+        """
+        if _c_loops is None or len(self.run.workers) != 1 or type(self) is not Worker:
+            return None
+        if tuple(getattr(Worker, n) for n in _WORKER_METHOD_NAMES) != _WORKER_METHODS:
+            return None
+        run, k = self.run, self.k
+        c = run.cost
+        costs = (c.call_ns, c.page_ns, c.write_ns, c.walk_ns, c.tree_level_ns, c.purge_area_ns)
+        counters = (self.clock, self.steps, run.seen_purged, run.seen_walk, run.rcu._calls)
+        if (
+            type(run.rcu) is not RcuModel
+            or not all(type(x) is int and 0 <= x < 1 << 24 for x in costs)
+            or not all(type(x) is int and 0 <= x < 1 << 60 for x in counters)
+        ):
+            return None
+        import pyvmalloc.vmalloc as vmalloc_layer
+        from pyvmalloc.pgtable import _PAGE_PRESENT, _PAGE_RW, PTE_PFN_MASK, PageTables
+        from pyvmalloc.phys.buddy import PhysicalMemory
+
+        vm = k.vm
+        k_vmalloc, k_vfree = k.vmalloc, k.vfree
+        c_vmalloc = (
+            vmalloc_layer._c_vmalloc is _speedups.vmalloc_node_range  # type: ignore[union-attr]
+            and getattr(k_vmalloc, "__func__", None) is vmalloc_layer.Vmalloc.vmalloc
+            and getattr(k_vmalloc, "__self__", None) is vm
+        )
+        c_vfree = (
+            vmalloc_layer._c_vfree is _speedups.vfree  # type: ignore[union-attr]
+            and getattr(k_vfree, "__func__", None) is vmalloc_layer.Vmalloc.vfree
+            and getattr(k_vfree, "__self__", None) is vm
+        )
+        pgt = k.pgtables
+        phys = pgt.phys
+        translate, phys_write = pgt.translate, phys.write
+        own_translate = (  # tv_loops tests bits 1 and 2, as translate these constants
+            getattr(translate, "__func__", None) is PageTables.translate
+            and (_PAGE_PRESENT, _PAGE_RW) == (1, 2)
+        )
+        own_write = getattr(phys_write, "__func__", None) is PhysicalMemory.write
+        ptecache = pgt._ptecache if own_translate and type(pgt._ptecache) is dict else {}
+        data = phys._data if type(phys._data) is dict else {}
+        return (
+            self, run, vm, k_vmalloc, k_vfree, c_vmalloc, c_vfree, self.cpu, "test_vmalloc",
+            GFP_KERNEL, self._v, self._tree, self._walks, costs, run.rcu, ptecache,
+            pgt.pmd_shift, pgt.pte_entries, PTE_PFN_MASK, translate, data, phys.max_pfn,
+            own_write and data is phys._data, phys_write, _BYTE,
+        )  # fmt: skip
+
+    def loops_compiled(
+        self, loops: int, sizes: tuple[int, ...], pages: tuple[int, ...], data: tuple[int, ...]
+    ) -> Generator[None, None, tuple[int, int, tuple[int, ...]]]:
+        """Run up to ``loops`` loops of a case in C: per loop ``vmalloc(sizes[j])`` for
+        each j (stopping at one that returns 0), ``write(addr_j, data[j])`` for each,
+        ``vfree(addr_j, pages[j])`` for each: what the case's Python loop does with these
+        methods, in that order (``pages[j]`` must be ``sizes[j] // PAGE_SIZE``, what
+        :meth:`vmalloc` charges). Returns (loops done, the j whose vmalloc returned 0 in the
+        next loop or -1, that loop's addresses before it); (0, -1, ()) when the compiled
+        harness cannot run (:meth:`_compiled_args`), and the case's Python loop does the
+        rest. One yield per call of up to ``_LOOPS_PER_CALL`` loops.
+        """
+        done = 0
+        if any(s // PAGE_SIZE != n for s, n in zip(sizes, pages, strict=True)):
+            return done, -1, ()  # tv_loops charges pages[j] for the vmalloc too
+        while done < loops:
+            h = self._compiled_args()
+            if h is None or _c_loops is None:
+                break
+            n, failed, addrs = _c_loops(h, min(loops - done, _LOOPS_PER_CALL), sizes, pages, data)
+            done += n
+            yield
+            if failed >= 0:
+                return done, failed, addrs
+        return done, -1, ()
+
     # --- the worker thread (test_func) ----------------------------------------------
     def body(self) -> Step:
         run = self.run
@@ -444,6 +539,12 @@ class Worker:
         return 0
 
 
+#: The worker methods the compiled harness does the work of (a test that replaces one
+#: gets the Python loop).
+_WORKER_METHOD_NAMES = ("vmalloc", "vfree", "write", "_charge", "loops_compiled")
+_WORKER_METHODS = tuple(getattr(Worker, n) for n in _WORKER_METHOD_NAMES)
+
+
 # ------------------------------------------------------------------------------------
 # The test cases (generators: one yield per API call)
 # ------------------------------------------------------------------------------------
@@ -453,7 +554,12 @@ def fix_size_alloc_test(w: Worker) -> Step:
     npages = fixed or (p.nr_pages if p.nr_pages > 0 else 1)
     size = npages * PAGE_SIZE
     huge = "use_huge" in w.run.module.params and p.use_huge
-    for _ in range(p.test_loop_count):
+    done = 0
+    if not huge:
+        done, failed, _ = yield from w.loops_compiled(p.test_loop_count, (size,), (npages,), (0,))
+        if failed == 0:
+            return -1
+    for _ in range(p.test_loop_count - done):
         ptr = w.vmalloc_huge(size) if huge else w.vmalloc(size)
         yield
         if not ptr:
@@ -490,7 +596,11 @@ def full_fit_alloc_test(w: Worker) -> Step:
             w.vfree(a, 1)
             yield
     rv = 0
-    for _ in range(w.run.params.test_loop_count):
+    loops = w.run.params.test_loop_count
+    done, failed, _ = yield from w.loops_compiled(loops, (PAGE_SIZE,), (1,), (1,))
+    if failed == 0:
+        rv, loops = -1, done
+    for _ in range(loops - done):
         tmp = w.vmalloc(PAGE_SIZE)
         yield
         if not tmp:
@@ -522,7 +632,16 @@ def long_busy_list_alloc_test(w: Worker) -> Step:
         ptrs.append(w.vmalloc(PAGE_SIZE))
         yield
     rv = 0
-    for _ in range(w.run.params.test_loop_count):
+    loops = w.run.params.test_loop_count
+    done, failed, addrs = yield from w.loops_compiled(
+        loops, (100 * PAGE_SIZE, PAGE_SIZE), (100, 1), (0, 1)
+    )
+    if failed >= 0:
+        if failed == 1:
+            w.vfree(addrs[0], 100)
+            yield
+        rv, loops = -1, done
+    for _ in range(loops - done):
         p1 = w.vmalloc(100 * PAGE_SIZE)
         yield
         if not p1:
@@ -814,14 +933,18 @@ class _Runner:
         done_steps = 0
         if len(gens) == 1:
             g = gens[0]
+            w = self.workers[0]
             if progress is None:
                 for _ in g:
                     pass
             else:
+                # the worker's charged calls (a compiled call makes many per yield)
+                report = 0x1000
                 for _ in g:
-                    done_steps += 1
-                    if not done_steps & 0xFFF:
-                        progress(done_steps)
+                    if w.steps >= report:
+                        progress(w.steps)
+                        report = (w.steps | 0xFFF) + 1
+            done_steps = w.steps
         else:
             live = list(gens)
             while live:
@@ -962,11 +1085,11 @@ def _usage(module: TestVmallocModule) -> str:
 
 
 #: Model API calls per second of a test_vmalloc run, for the up-front time estimate:
-#: measured with ``pyvmalloc test-vmalloc performance`` (2.7 million calls in 21.9 s CPU
-#: time at ``--loops 100000`` and 24.3 million in 200 s at the kernel's defaults, with the
-#: accelerator, on the project's 2-core machine, Python 3.11; the reference makes about
+#: measured with ``pyvmalloc test-vmalloc performance`` (24.3 million calls in 107 s
+#: CPU time at the kernel's defaults, with the accelerator's bulk pages and compiled
+#: harness, on the project's 2-core machine, Python 3.11; the reference makes about
 #: 50,000 calls/s). Progress lines show the real rate.
-CALLS_PER_SECOND = 120_000
+CALLS_PER_SECOND = 220_000
 #: The same with the pure-Python reference (``PYVMALLOC_PURE=1`` or no compiler).
 CALLS_PER_SECOND_REFERENCE = 50_000
 
@@ -1107,7 +1230,7 @@ def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
             "deterministic cost model: 'avg: N usec' is model microseconds, and "
             "'All test took workerN=C cycles' (CPU%%d in 5.4) prints model nanoseconds "
             "as cycles. Without arguments: the parameters and cases. The kernel's "
-            "defaults (test_loop_count=1000000) make 'performance' a run of about 3.5 "
+            "defaults (test_loop_count=1000000) make 'performance' a run of about 2 "
             "minutes on 6.18 (accelerated); the run says its estimate up front and shows progress "
             "on stderr (a line every 5 s when not a terminal)."
         ),
