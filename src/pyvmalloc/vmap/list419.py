@@ -82,6 +82,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from pyvmalloc.bugsites import alloc_vmap_area_site
 from pyvmalloc.config import EBUSY, EINVAL, PAGE_SHIFT, PAGE_SIZE, KernelProfile, Machine
 from pyvmalloc.errors import InvariantError
 from pyvmalloc.printk import KernelLog
@@ -333,7 +334,10 @@ class ListVmapSpace(VmapSpace):
         ``-EBUSY`` with the kernel's warning when the range is exhausted.
         """
         if size <= 0 or size & (PAGE_SIZE - 1) or align <= 0 or align & (align - 1):
-            self.log.BUG(f"alloc_vmap_area: invalid size {size:#x} or align {align:#x}")
+            self.log.BUG(
+                alloc_vmap_area_site(size, align, PAGE_SIZE),
+                f"alloc_vmap_area: invalid size {size:#x} or align {align:#x}",
+            )
             return -EINVAL
         self.last_pool_hit = False
         purged = False
@@ -367,9 +371,17 @@ class ListVmapSpace(VmapSpace):
             # wraps ALIGN() to 0 reaches BUG_ON(va->va_start < vstart) — the "kernel
             # BUG at mm/vmalloc.c" that test_vmalloc's align_shift test found in 2019.
             # The kernel stops there; the model logs it and refuses the call.
+            # the three BUG_ONs after the walk, in the kernel's order
+            if addr & (align - 1):
+                site = "alloc_vmap_area:!IS_ALIGNED(va_start)"
+            elif addr < vstart:
+                site = "alloc_vmap_area:va_start<vstart"
+            else:
+                site = "alloc_vmap_area:va_end>vend"
             self.log.BUG(
+                site,
                 f"alloc_vmap_area: {addr:#x}+{size:#x} breaks align {align:#x} or range "
-                f"{vstart:#x}-{vend:#x}"
+                f"{vstart:#x}-{vend:#x}",
             )
             return -EINVAL
         return self._insert_new(addr, size, va_flags, vm)
