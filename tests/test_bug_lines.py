@@ -252,3 +252,14 @@ def test_54_overlap_is_find_va_links_bug() -> None:
         log = KernelLog(release=release)
         log.BUG("find_va_links:overlap", "vmalloc bug: 0x1000-0x3000 overlaps with 0x2000-0x4000")
         assert log.lines[-1].text == want
+
+
+def test_419_free_vmap_area_twice() -> None:
+    # v4.19.1 mm/vmalloc.c:555: BUG_ON(RB_EMPTY_NODE(&va->rb_node)); (__free_vmap_area)
+    k = Kernel("4.19", cpus=2)
+    va = k.alloc_vmap_area(2 * P, P)
+    assert not isinstance(va, int)
+    k.free_vmap_area(va)
+    k.free_vmap_area(va)
+    assert _bugs(k) == ["kernel BUG at mm/vmalloc.c:555!"]
+    k.check()

@@ -65,6 +65,7 @@ BUG_SITES: Mapping[str, Mapping[str, BugSite]] = MappingProxyType(
                 "alloc_vmap_area:!IS_ALIGNED(va_start)": _bug_on(_VM, 511),
                 "alloc_vmap_area:va_start<vstart": _bug_on(_VM, 512),
                 "alloc_vmap_area:va_end>vend": _bug_on(_VM, 513),
+                "__free_vmap_area:RB_EMPTY_NODE": _bug_on(_VM, 555),
                 "vb_free:!vb": _bug_on(_VM, 1035),
                 "vb_free:vb->free": _bug_on(_VM, 1051),
                 "vm_unmap_ram:!addr": _bug_on(_VM, 1126),

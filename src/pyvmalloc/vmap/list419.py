@@ -506,9 +506,18 @@ class ListVmapSpace(VmapSpace):
     # Freeing
     # ------------------------------------------------------------------------------
     def free_vmap_area(self, va: VmapArea) -> None:
-        """``free_vmap_area``: ``__free_vmap_area`` at once (error paths, never lazy)."""
-        if va.state == _LAZY or not self._linked(va):
-            self.log.WARN(f"free_vmap_area: {va!r} is not an allocated area")
+        """``free_vmap_area``: ``__free_vmap_area`` at once (error paths, never lazy).
+
+        An area not in the tree is ``BUG_ON(RB_EMPTY_NODE(&va->rb_node))``; a lazily
+        freed one (still in 4.19's tree) is not checked by the kernel, which would
+        free it twice: the model's own refusal."""
+        if not self._linked(va):
+            self.log.BUG(
+                "__free_vmap_area:RB_EMPTY_NODE", f"free_vmap_area: {va!r} is not in the tree"
+            )
+            return
+        if va.state == _LAZY:
+            self.log.refuse(f"free_vmap_area: {va!r} is already lazily freed")
             return
         self.unlink_vmap_area(va)
         va.vm = None
@@ -522,7 +531,9 @@ class ListVmapSpace(VmapSpace):
         """
         state = va.state
         if (state != _BUSY and state != _DETACHED) or not self._linked(va):
-            self.log.WARN(f"free_vmap_area_noflush: {va!r} is not an allocated area")
+            # 4.19's free_vmap_area_noflush checks nothing (it would queue the area
+            # twice): the model's own refusal
+            self.log.refuse(f"free_vmap_area_noflush: {va!r} is not an allocated area")
             return
         if state == _BUSY:
             self.nr_busy -= 1
