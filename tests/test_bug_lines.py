@@ -263,3 +263,25 @@ def test_419_free_vmap_area_twice() -> None:
     k.free_vmap_area(va)
     assert _bugs(k) == ["kernel BUG at mm/vmalloc.c:555!"]
     k.check()
+
+
+# alloc_vmap_area's "might_sleep();" (CONFIG_DEBUG_ATOMIC_SLEEP only): v4.19.1
+# mm/vmalloc.c:417, v5.4 :1065, v6.18 :2031; __might_resched prints
+# "BUG: sleeping function called from invalid context at %s:%d\n" and goes on.
+@pytest.mark.parametrize(("profile", "line"), [("4.19", 417), ("5.4", 1065), ("6.18", 2031)])
+def test_might_sleep_in_alloc_vmap_area(profile: str, line: int) -> None:
+    k = Kernel(profile, ram="64M", strict=True)
+    pages = k.alloc_pages(65)
+    with k.interrupt_context():
+        a = k.vm_map_ram(pages, 65)
+    assert a and k.log.lines == []  # the config is off: nothing
+    k.vm_unmap_ram(a, 65)
+    k.log.configs = frozenset({"CONFIG_DEBUG_ATOMIC_SLEEP"})
+    with k.interrupt_context():
+        a = k.vm_map_ram(pages, 65)  # strict, yet no exception: the kernel goes on
+    assert [ln.text for ln in k.log.lines] == [
+        f"BUG: sleeping function called from invalid context at mm/vmalloc.c:{line}"
+    ]
+    k.vm_unmap_ram(a, 65)
+    k.free_pages(pages)
+    k.check()

@@ -4,7 +4,10 @@ model can reach, and the ``panic()`` texts, per kernel release (profile data).
 When a ``BUG_ON(cond)`` fires, ``BUG()`` traps (``ud2`` on x86) and the trap
 handler calls ``report_bug()`` (lib/bug.c), which prints
 ``kernel BUG at FILE:LINE!`` with the file and line that ``CONFIG_DEBUG_BUGVERBOSE``
-recorded for the ``BUG_ON`` site; ``die()`` then prints the oops. A ``VM_BUG_ON``
+recorded for the ``BUG_ON`` site; ``die()`` then prints the oops. A ``might_sleep()``
+site (``CONFIG_DEBUG_ATOMIC_SLEEP`` only) prints ``BUG: sleeping function called
+from invalid context at FILE:LINE`` (``__might_resched``, kernel/sched/core.c) and
+goes on. A ``VM_BUG_ON``
 is a ``BUG_ON`` only with ``CONFIG_DEBUG_VM`` (else it compiles to nothing);
 ``panic()`` prints ``Kernel panic - not syncing: TEXT`` (kernel/panic.c).
 
@@ -52,6 +55,7 @@ def _bug_on(file: str, line: int, config: str = "") -> BugSite:
 
 _VM = "mm/vmalloc.c"
 _GFP = "include/linux/gfp.h"
+_SLEEP = "CONFIG_DEBUG_ATOMIC_SLEEP"
 _PREALLOC = "Failed to pre-allocate %s pages for vmalloc area"
 
 #: site name -> where the release stops. Site names are ``function:condition``.
@@ -65,6 +69,7 @@ BUG_SITES: Mapping[str, Mapping[str, BugSite]] = MappingProxyType(
                 "alloc_vmap_area:!IS_ALIGNED(va_start)": _bug_on(_VM, 511),
                 "alloc_vmap_area:va_start<vstart": _bug_on(_VM, 512),
                 "alloc_vmap_area:va_end>vend": _bug_on(_VM, 513),
+                "alloc_vmap_area:might_sleep": _bug_on(_VM, 417, _SLEEP),
                 "__free_vmap_area:RB_EMPTY_NODE": _bug_on(_VM, 555),
                 "vb_free:!vb": _bug_on(_VM, 1035),
                 "vb_free:vb->free": _bug_on(_VM, 1051),
@@ -85,6 +90,7 @@ BUG_SITES: Mapping[str, Mapping[str, BugSite]] = MappingProxyType(
                 "alloc_vmap_area:!size": _bug_on(_VM, 1058),
                 "alloc_vmap_area:offset_in_page(size)": _bug_on(_VM, 1059),
                 "alloc_vmap_area:!is_power_of_2(align)": _bug_on(_VM, 1060),
+                "alloc_vmap_area:might_sleep": _bug_on(_VM, 1065, _SLEEP),
                 "vb_free:!vb": _bug_on(_VM, 1646),
                 "vb_free:vb->free": _bug_on(_VM, 1662),
                 "vm_unmap_ram:!addr": _bug_on(_VM, 1743),
@@ -104,6 +110,7 @@ BUG_SITES: Mapping[str, Mapping[str, BugSite]] = MappingProxyType(
         ),
         "6.18": MappingProxyType(
             {
+                "alloc_vmap_area:might_sleep": _bug_on(_VM, 2031, _SLEEP),
                 "vb_free:vb->free": _bug_on(_VM, 2903),
                 "vm_unmap_ram:!addr": _bug_on(_VM, 2993),
                 "vm_unmap_ram:addr<VMALLOC_START": _bug_on(_VM, 2994),

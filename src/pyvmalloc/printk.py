@@ -163,6 +163,22 @@ class KernelLog:
             self._strict(f"{text} ({why})")
         return True
 
+    def might_sleep(self, site: str, why: str) -> bool:
+        """``might_sleep()`` at ``site`` in atomic context: with
+        ``CONFIG_DEBUG_ATOMIC_SLEEP`` the kernel prints ``BUG: sleeping function
+        called from invalid context at FILE:LINE`` (``__might_resched``, rate-limited
+        to once a second there, not here) and goes on; without it, nothing. Never
+        raises. True if it printed."""
+        where = self._sites.get(site)
+        if where is None or where.config not in self.configs:
+            return False
+        text = f"BUG: sleeping function called from invalid context at {where.file}:{where.line}"
+        self._seq += 1
+        self.lines.append(LogLine(self._seq, "warn", text, why))
+        if len(self.lines) > self.limit:
+            del self.lines[: len(self.lines) - self.limit]
+        return True
+
     def refuse(self, why: str) -> None:
         """The model refuses a call the kernel has no check for (it would go on
         with a corrupted state, or fault somewhere the model cannot reproduce).

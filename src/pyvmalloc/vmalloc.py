@@ -490,7 +490,13 @@ class Vmalloc:
         *,
         cpu: int,
     ) -> VmapArea | int:
-        """``alloc_vmap_area``: delegate to the vmap area allocator on CPU ``cpu``."""
+        """``alloc_vmap_area``: delegate to the vmap area allocator on CPU ``cpu``.
+
+        Its ``might_sleep()`` complains in interrupt context only with
+        ``CONFIG_DEBUG_ATOMIC_SLEEP`` in ``log.configs`` (``vm_map_ram`` reaches it
+        when it needs a new block or a VA of its own)."""
+        if self.log.configs and self._in_interrupt():
+            self.log.might_sleep("alloc_vmap_area:might_sleep", "alloc_vmap_area() in interrupt")
         return self.space.alloc_vmap_area(
             size,
             align,
@@ -1810,16 +1816,16 @@ class Vmalloc:
 
         ``count`` is an ``unsigned int``; ``pages`` must hold that many valid pages.
         ``count == 0`` reaches ``vb_alloc``'s ``WARN_ON(size == 0)`` and returns NULL.
-        In interrupt context the allocation may sleep: the kernel prints ``BUG:
-        sleeping function called from invalid context`` (``might_sleep``) and goes
-        on; so does the model.
+        In interrupt context the allocation may sleep: where it reaches
+        ``alloc_vmap_area``'s ``might_sleep()`` a kernel with
+        ``CONFIG_DEBUG_ATOMIC_SLEEP`` prints ``BUG: sleeping function called from
+        invalid context at mm/vmalloc.c:LINE`` and goes on (the 6.18 machine's config
+        prints nothing); so does the model.
         """
         arr, n = self._pages("pages", pages, count)
         node = self._node(node)
         self._enter(cpu)
         try:
-            if self._in_interrupt():
-                self.log.WARN("BUG: sleeping function called from invalid context (vm_map_ram)")
             addr = self.blocks.vm_map_ram(arr, n, node, cpu=cpu)
             if addr:
                 self._map_user_pages(addr, arr)
