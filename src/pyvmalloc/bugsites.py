@@ -17,6 +17,11 @@ The line numbers were read from release sources (each site's test quotes the lin
 * ``5.4``: linux-5.4 (SUBLEVEL 0 tarball, github renxida/linux-5.4 @ 5b9e66fbc);
 * ``6.18``: linux-6.18.2 (tarball, github gfunkmonk/linux-6.18.2 @ 57dc26c98).
 
+mm/vmalloc.c is the same blob in 4.19.1 and 4.19.13 (a728fc49) and in 5.4.0 and
+5.4.6 (a3c70e27). Later 6.18 stables move lines: 6.18.26 (KASAN release batching,
+kasan_vrealloc) puts every site past line 2243 5 to 8 lines lower, so a live 6.18.y
+kernel may print other numbers; such a release gets a table of its own here.
+
 A site a release does not have (the check was removed, or never existed there) is
 absent from that release's table: the model's refusal there is its own, and
 :meth:`pyvmalloc.printk.KernelLog.BUG` says so instead of inventing a kernel line.
