@@ -27,6 +27,7 @@ LAYERS: list[list[str]] = [
         "arch.spec",
         "arch",
         "gfp",
+        "bugsites",
         "printk",
         "rbtree",
     ],

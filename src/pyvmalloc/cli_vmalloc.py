@@ -67,7 +67,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             return 0
     print(f"# kernel {k.profile.name}, {k.machine.cpus_online} CPUs, {k.machine.ram >> 20} MiB")
     print(rec.render())
-    new = [line.text for line in k.log.lines[-5:]]
+    new = [
+        line.text + (f"\n  pyvmalloc: {line.why}" if line.why else "") for line in k.log.lines[-5:]
+    ]
     if new:
         print("\ndmesg (last lines):")
         for t in new:

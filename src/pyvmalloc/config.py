@@ -547,6 +547,10 @@ class KernelProfile:
     #: 4.19 had none (it arrived in v5.1): the 2019 rewrite's published figures were
     #: taken running it on a 4.20 kernel, so the "4.19" profile runs the 5.4 module.
     test_vmalloc: TestVmallocModule = TEST_VMALLOC_5_4
+    #: The release whose source gives the ``kernel BUG at FILE:LINE!`` lines and
+    #: ``panic()`` texts (see :mod:`pyvmalloc.bugsites`); a profile derived with
+    #: ``dataclasses.replace`` keeps its base's lines until someone reads its source.
+    bug_lines: str = "6.18"
     #: ``vm_unmap_ram`` of a large count with no area there: ``BUG_ON(!va)`` in
     #: v5.4; ``if (WARN_ON_ONCE(!va)) return;`` in v6.18 (mm/vmalloc.c).
     vm_unmap_ram_warn_once: bool = False
@@ -582,6 +586,7 @@ _WARN_NEW = (
 PROFILES: dict[str, KernelProfile] = {
     "4.19": KernelProfile(
         name="4.19",
+        bug_lines="4.19",
         placement="list-walk",
         adjust_search_size=False,
         rollback_shifts_vstart=False,
@@ -597,6 +602,7 @@ PROFILES: dict[str, KernelProfile] = {
     ),
     "5.4": KernelProfile(
         name="5.4",
+        bug_lines="5.4",
         adjust_search_size=False,
         rollback_shifts_vstart=False,
         errno_errors=False,

@@ -191,7 +191,7 @@ class Kernel:
         self.machine = machine
         self._ulong_max = machine.ulong_max
         self._vmalloc_range = (machine.vmalloc_start, machine.vmalloc_end)
-        self.log = KernelLog(strict=strict)
+        self.log = KernelLog(strict=strict, release=self.profile.bug_lines)
         self.workqueue = WorkQueue(auto=deferred_work == "auto")
         self._clock_us = 0
         place = placement_policy(

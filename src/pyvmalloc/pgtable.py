@@ -363,6 +363,10 @@ class PageTables:
         return pfn
 
     def _preallocate_vmalloc_pages(self) -> None:
+        """``preallocate_vmalloc_pages()`` (arch/x86/mm/init_64.c, v5.9+): a top-level
+        entry for every slot of the range, or ``panic()``. 4.19 and 5.4 have no such
+        step (their vmalloc faults sync the entries), so a failure there is the
+        model's own refusal."""
         if self.machine.arch != "x86_64":
             return
         step = 1 << self.levels[0].shift
@@ -374,7 +378,12 @@ class PageTables:
             if not int(root[idx]) & _PAGE_PRESENT:
                 child = self._alloc_table(1)
                 if child is None:
-                    self.log.BUG("Failed to pre-allocate p4d/pud pages for vmalloc area")
+                    lvl = "p4d" if self.machine.paging_levels == 5 else "pud"
+                    self.log.BUG(
+                        "preallocate_vmalloc_pages",
+                        f"no page for a {lvl} table at {addr:#x}",
+                        lvl,
+                    )
                     return
                 root[idx] = (child << PAGE_SHIFT) | _PAGE_TABLE
             addr = (addr + step) & ~(step - 1)

@@ -13,22 +13,36 @@ remembered, and the outermost ``leave`` raises the first one once the model is i
 the state the kernel is in after the warning. A ``WARN`` outside any API call
 raises at once.
 
+A ``BUG_ON`` prints the kernel's own line, ``kernel BUG at FILE:LINE!`` with the
+line of that release's source (:mod:`pyvmalloc.bugsites`); the model's explanation
+follows it in ``dmesg`` (and in the strict-mode exception).
+
 >>> log = KernelLog()
 >>> log.warn("Trying to vfree() nonexistent vm area (0x1000)")
 >>> log.lines[-1].text
 'Trying to vfree() nonexistent vm area (0x1000)'
+>>> log = KernelLog(release="5.4")
+>>> log.BUG("vunmap:in_interrupt()", "vunmap() called in interrupt context")
+True
+>>> print(log.lines[-1])
+[     1] kernel BUG at mm/vmalloc.c:2350!
+[     1] pyvmalloc: vunmap() called in interrupt context
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pyvmalloc.bugsites import BugSite, bug_sites
+
 __all__ = ["KernelHang", "KernelLog", "KernelWarning", "LogLine"]
 
-Level = Literal["info", "warn", "WARN", "BUG"]
+#: ``BUG``: the kernel stops (BUG_ON, panic); ``model``: the model refuses a call the
+#: kernel has no check for (its text is the model's, never presented as the kernel's).
+Level = Literal["info", "warn", "WARN", "BUG", "model"]
 
 
 class KernelWarning(RuntimeError):
@@ -42,15 +56,23 @@ class KernelHang(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class LogLine:
+    """One ``dmesg`` message: ``text`` is what the kernel prints; ``why`` (BUG lines)
+    is the model's explanation, printed after it."""
+
     seq: int
     level: Level
     text: str
+    why: str = ""
 
     def __str__(self) -> str:
-        prefix = (
-            "WARNING: " if self.level == "WARN" else ("kernel BUG: " if self.level == "BUG" else "")
-        )
-        return f"[{self.seq:>6}] {prefix}{self.text}"
+        head = f"[{self.seq:>6}] "
+        if self.level == "WARN":
+            return f"{head}WARNING: {self.text}"
+        if self.level == "model":
+            return f"{head}pyvmalloc: {self.text}"
+        if self.why:
+            return f"{head}{self.text}\n{head}pyvmalloc: {self.why}"
+        return head + self.text
 
 
 @dataclass(repr=False)
@@ -69,6 +91,15 @@ class KernelLog:
     once: set[str] = field(default_factory=set)
     #: a call that would never return in the kernel (see :meth:`hang`)
     hung: str | None = None
+    #: the release whose BUG_ON lines are printed (``KernelProfile.bug_lines``)
+    release: str = "6.18"
+    #: debug options built in (``CONFIG_DEBUG_VM`` turns ``VM_BUG_ON`` into
+    #: ``BUG_ON``); empty like the live 6.18 machine's config
+    configs: frozenset[str] = frozenset()
+    _sites: Mapping[str, BugSite] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._sites = bug_sites(self.release)
 
     def _add(self, level: Level, text: str) -> None:
         self._seq += 1
@@ -106,14 +137,55 @@ class KernelLog:
         self.WARN(text)
         return True
 
-    def BUG(self, text: str) -> None:
-        """``BUG()``: the kernel would stop here; the model logs it and refuses the call.
+    def BUG(self, site: str, why: str, *args: str) -> bool:
+        """``BUG_ON()`` / ``BUG()`` / ``panic()`` at ``site`` (a name in
+        :mod:`pyvmalloc.bugsites`): the kernel stops here, printing ``kernel BUG at
+        FILE:LINE!`` (``report_bug()``, lib/bug.c) or its panic text (``args`` fill
+        the panic's ``%s``); the model logs that line with ``why`` after it and
+        refuses the call. In strict mode it raises, like :meth:`WARN`.
 
-        In strict mode it raises, like :meth:`WARN`.
+        A ``VM_BUG_ON`` without ``CONFIG_DEBUG_VM`` is compiled out: nothing is
+        printed and False is returned (the kernel goes on). A site this release does
+        not have is the model's own refusal (:meth:`refuse`). True if it stopped.
         """
-        self._add("BUG", text)
+        where = self._sites.get(site)
+        if where is None:
+            self.refuse(f"{why} [no {site} check in the {self.release} source]")
+            return True
+        if where.config and where.config not in self.configs:
+            return False
+        text = where.kernel_line(*args)
+        self._seq += 1
+        self.lines.append(LogLine(self._seq, "BUG", text, why))
+        if len(self.lines) > self.limit:
+            del self.lines[: len(self.lines) - self.limit]
         if self.strict:
-            self._strict(f"kernel BUG: {text}")
+            self._strict(f"{text} ({why})")
+        return True
+
+    def might_sleep(self, site: str, why: str) -> bool:
+        """``might_sleep()`` at ``site`` in atomic context: with
+        ``CONFIG_DEBUG_ATOMIC_SLEEP`` the kernel prints ``BUG: sleeping function
+        called from invalid context at FILE:LINE`` (``__might_resched``, rate-limited
+        to once a second there, not here) and goes on; without it, nothing. Never
+        raises. True if it printed."""
+        where = self._sites.get(site)
+        if where is None or where.config not in self.configs:
+            return False
+        text = f"BUG: sleeping function called from invalid context at {where.file}:{where.line}"
+        self._seq += 1
+        self.lines.append(LogLine(self._seq, "warn", text, why))
+        if len(self.lines) > self.limit:
+            del self.lines[: len(self.lines) - self.limit]
+        return True
+
+    def refuse(self, why: str) -> None:
+        """The model refuses a call the kernel has no check for (it would go on
+        with a corrupted state, or fault somewhere the model cannot reproduce).
+        Logged as the model's own line, never as kernel text; strict mode raises."""
+        self._add("model", why)
+        if self.strict:
+            self._strict(f"pyvmalloc: {why}")
 
     def hang(self, text: str) -> None:
         """The kernel would loop here forever (a ``__GFP_NOFAIL`` retry nothing can

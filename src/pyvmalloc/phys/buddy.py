@@ -497,13 +497,22 @@ class PhysicalMemory:
         """``gfp_zone()``: the highest zone index the mask may use."""
         bits = gfp & (_DMA | _HIGHMEM | _DMA32 | _MOVABLE)
         x86_64 = self.layout.zone_model == "x86_64"
+        # A bad combination is VM_BUG_ON((GFP_ZONE_BAD >> bit) & 1): it stops only
+        # with CONFIG_DEBUG_VM; without it GFP_ZONE_TABLE holds 0 there (ZONE_DMA).
         if bits & _DMA:
             if bits & (_HIGHMEM | _DMA32):
-                self.log.BUG(f"gfp_zone: bad zone modifiers {gfp:#x}({format_gfp(gfp)})")
+                self.log.BUG(
+                    "gfp_zone:GFP_ZONE_BAD",
+                    f"gfp_zone: bad zone modifiers {gfp:#x}({format_gfp(gfp)})",
+                )
             return 0
         if bits & _DMA32:
             if bits & _HIGHMEM:
-                self.log.BUG(f"gfp_zone: bad zone modifiers {gfp:#x}({format_gfp(gfp)})")
+                self.log.BUG(
+                    "gfp_zone:GFP_ZONE_BAD",
+                    f"gfp_zone: bad zone modifiers {gfp:#x}({format_gfp(gfp)})",
+                )
+                return 0
             return 1  # x86_64: ZONE_DMA32; i386: OPT_ZONE_DMA32 is ZONE_NORMAL (also 1)
         if bits & _HIGHMEM:
             if bits & _MOVABLE:

@@ -152,12 +152,24 @@ class VmapBlocks:
         return self.new_vmap_block(order, cpu=cpu)
 
     def vb_free(self, addr: int, size: int, *, cpu: int) -> bool:
-        """``vb_free``: clear the PTEs, mark dirty; a fully dirty block is freed."""
+        """``vb_free``: clear the PTEs, mark dirty; a fully dirty block is freed.
+
+        No block there is ``BUG_ON(!vb)`` in 4.19 and 5.4; 6.18 has no check (it
+        dereferences the NULL block), so the model refuses the call. A block that
+        holds no mapping of that size there is not checked by any release (the
+        kernel would corrupt the block's dirty count): the model's own refusal.
+        """
         order = get_order(size)
         off = (addr & (self.BLOCK_SIZE - 1)) >> PAGE_SHIFT
         vb = self.index.get(self.addr_to_vb_idx(addr))
-        if vb is None or vb.live.get(off) != order:
-            self.log.BUG(f"vb_free: no vmap block mapping at {addr:#x} ({size} bytes)")
+        if vb is None:
+            self.log.BUG("vb_free:!vb", f"vb_free: no vmap block at {addr:#x} ({size} bytes)")
+            return False
+        if vb.live.get(off) != order:
+            self.log.refuse(
+                f"vb_free: the vmap block at {vb.va.va_start:#x} maps nothing of "
+                f"{size} bytes at {addr:#x} (the kernel does not check)"
+            )
             return False
         del vb.live[off]
         self.pgt.unmap(addr, size)
@@ -166,7 +178,10 @@ class VmapBlocks:
         vb.dirty += 1 << order
         if vb.dirty == self.BITS:
             if vb.free:
-                self.log.BUG("vb_free: BUG_ON(vb->free)")
+                self.log.BUG(
+                    "vb_free:vb->free",
+                    f"vb_free: fully dirty block {vb.va.va_start:#x} has free pages",
+                )
             self.free_vmap_block(vb, cpu=cpu)
         return True
 
@@ -272,8 +287,24 @@ class VmapBlocks:
         something was unmapped.
         """
         size = count << PAGE_SHIFT
-        if not addr or addr & (PAGE_SIZE - 1) or count <= 0:
-            self.log.BUG(f"vm_unmap_ram: bad address {addr:#x} or count {count}")
+        # the four BUG_ONs on the address, in the kernel's order
+        site = (
+            "vm_unmap_ram:!addr"
+            if not addr
+            else "vm_unmap_ram:addr<VMALLOC_START"
+            if addr < self.VMALLOC_START
+            else "vm_unmap_ram:addr>VMALLOC_END"
+            if addr > self.VMALLOC_END
+            else "vm_unmap_ram:!PAGE_ALIGNED(addr)"
+            if addr & (PAGE_SIZE - 1)
+            else ""
+        )
+        if site:
+            self.log.BUG(site, f"vm_unmap_ram: bad address {addr:#x}")
+            return False
+        if count <= 0:
+            # no release checks the count (0 reaches vb_free with get_order(0))
+            self.log.refuse(f"vm_unmap_ram: count {count} (the kernel does not check)")
             return False
         if count <= self.MAX_ALLOC:
             return self.vb_free(addr, size, cpu=cpu)
@@ -282,7 +313,7 @@ class VmapBlocks:
             if self.unmap_ram_warn_once:
                 self.log.WARN_ONCE("vm_unmap_ram:!va", "vm_unmap_ram: WARN_ON_ONCE(!va)")
             else:
-                self.log.BUG(f"vm_unmap_ram: BUG_ON(!va) for {addr:#x}")
+                self.log.BUG("vm_unmap_ram:!va", f"vm_unmap_ram: no vmap_area at {addr:#x}")
             return False
         self.space.find_unlink_vmap_area(addr)
         self._free_unmap_vmap_area(va, cpu=cpu)

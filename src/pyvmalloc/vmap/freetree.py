@@ -168,11 +168,13 @@ class FreeTree:
             node = child
 
     def complain_overlap(self, va: VmapArea, other: VmapArea) -> None:
-        """6.x WARNs and refuses the insert; 5.4 hits ``BUG()`` (the model logs it)."""
+        """6.x WARNs ``vmalloc bug: ... overlaps with ...`` and refuses the insert;
+        5.4 hits the bare ``BUG()`` in ``find_va_links`` (the model logs the kernel's
+        line, then the overlap, and refuses the insert)."""
         if self.profile.errno_errors:
             self.log.WARN(overlap_text(va, other))
         else:
-            self.log.BUG(overlap_text(va, other))
+            self.log.BUG("find_va_links:overlap", overlap_text(va, other))
 
     def link(self, va: VmapArea, parent: VmapArea | None, left: bool) -> None:
         """``link_va_augment`` + ``augment_tree_propagate_from``."""

@@ -82,6 +82,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from pyvmalloc.bugsites import alloc_vmap_area_site
 from pyvmalloc.config import EBUSY, EINVAL, PAGE_SHIFT, PAGE_SIZE, KernelProfile, Machine
 from pyvmalloc.errors import InvariantError
 from pyvmalloc.printk import KernelLog
@@ -333,7 +334,10 @@ class ListVmapSpace(VmapSpace):
         ``-EBUSY`` with the kernel's warning when the range is exhausted.
         """
         if size <= 0 or size & (PAGE_SIZE - 1) or align <= 0 or align & (align - 1):
-            self.log.BUG(f"alloc_vmap_area: invalid size {size:#x} or align {align:#x}")
+            self.log.BUG(
+                alloc_vmap_area_site(size, align, PAGE_SIZE),
+                f"alloc_vmap_area: invalid size {size:#x} or align {align:#x}",
+            )
             return -EINVAL
         self.last_pool_hit = False
         purged = False
@@ -367,9 +371,17 @@ class ListVmapSpace(VmapSpace):
             # wraps ALIGN() to 0 reaches BUG_ON(va->va_start < vstart) — the "kernel
             # BUG at mm/vmalloc.c" that test_vmalloc's align_shift test found in 2019.
             # The kernel stops there; the model logs it and refuses the call.
+            # the three BUG_ONs after the walk, in the kernel's order
+            if addr & (align - 1):
+                site = "alloc_vmap_area:!IS_ALIGNED(va_start)"
+            elif addr < vstart:
+                site = "alloc_vmap_area:va_start<vstart"
+            else:
+                site = "alloc_vmap_area:va_end>vend"
             self.log.BUG(
+                site,
                 f"alloc_vmap_area: {addr:#x}+{size:#x} breaks align {align:#x} or range "
-                f"{vstart:#x}-{vend:#x}"
+                f"{vstart:#x}-{vend:#x}",
             )
             return -EINVAL
         return self._insert_new(addr, size, va_flags, vm)
@@ -494,9 +506,18 @@ class ListVmapSpace(VmapSpace):
     # Freeing
     # ------------------------------------------------------------------------------
     def free_vmap_area(self, va: VmapArea) -> None:
-        """``free_vmap_area``: ``__free_vmap_area`` at once (error paths, never lazy)."""
-        if va.state == _LAZY or not self._linked(va):
-            self.log.WARN(f"free_vmap_area: {va!r} is not an allocated area")
+        """``free_vmap_area``: ``__free_vmap_area`` at once (error paths, never lazy).
+
+        An area not in the tree is ``BUG_ON(RB_EMPTY_NODE(&va->rb_node))``; a lazily
+        freed one (still in 4.19's tree) is not checked by the kernel, which would
+        free it twice: the model's own refusal."""
+        if not self._linked(va):
+            self.log.BUG(
+                "__free_vmap_area:RB_EMPTY_NODE", f"free_vmap_area: {va!r} is not in the tree"
+            )
+            return
+        if va.state == _LAZY:
+            self.log.refuse(f"free_vmap_area: {va!r} is already lazily freed")
             return
         self.unlink_vmap_area(va)
         va.vm = None
@@ -510,7 +531,9 @@ class ListVmapSpace(VmapSpace):
         """
         state = va.state
         if (state != _BUSY and state != _DETACHED) or not self._linked(va):
-            self.log.WARN(f"free_vmap_area_noflush: {va!r} is not an allocated area")
+            # 4.19's free_vmap_area_noflush checks nothing (it would queue the area
+            # twice): the model's own refusal
+            self.log.refuse(f"free_vmap_area_noflush: {va!r} is not an allocated area")
             return
         if state == _BUSY:
             self.nr_busy -= 1

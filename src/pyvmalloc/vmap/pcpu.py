@@ -13,6 +13,7 @@ tests check.
 
 from __future__ import annotations
 
+from pyvmalloc.config import PAGE_SIZE
 from pyvmalloc.errors import InvariantError
 from pyvmalloc.rbtree import rb_prev
 from pyvmalloc.vmap.area import VmapArea
@@ -53,22 +54,40 @@ def pcpu_get_vm_areas(
         )
     nr = len(offsets)
     umax = space.ulong_max
-    if nr == 0 or nr != len(sizes) or align <= 0 or align & (align - 1):
-        space.log.WARN("pcpu_get_vm_areas: bad arguments")
+    if nr == 0 or nr != len(sizes):
+        # the kernel takes nr_vms with the arrays and never checks them
+        space.log.refuse(f"pcpu_get_vm_areas: {nr} offsets for {len(sizes)} sizes")
+        return None
+    if align <= 0 or align & (PAGE_SIZE - 1) or align & (align - 1):
+        space.log.BUG("pcpu_get_vm_areas:align", f"pcpu_get_vm_areas: bad align {align:#x}")
         return None
     vmalloc_start = (space.vmalloc_start + align - 1) & ~(align - 1)
     vmalloc_end = space.vmalloc_end & ~(align - 1)
     last_area = 0
     for i in range(nr):
         start, size = offsets[i], sizes[i]
-        if start & (align - 1) or size & (align - 1) or size <= 0:
-            space.log.BUG(f"pcpu_get_vm_areas: area {i} not aligned to {align:#x}")
+        if start & (align - 1):
+            space.log.BUG(
+                "pcpu_get_vm_areas:!IS_ALIGNED(offsets)",
+                f"pcpu_get_vm_areas: offset {i} ({start:#x}) not aligned to {align:#x}",
+            )
+            return None
+        if size & (align - 1):
+            space.log.BUG(
+                "pcpu_get_vm_areas:!IS_ALIGNED(sizes)",
+                f"pcpu_get_vm_areas: size {i} ({size:#x}) not aligned to {align:#x}",
+            )
+            return None
+        if size <= 0:
+            space.log.refuse(f"pcpu_get_vm_areas: area {i} is empty (the kernel does not check)")
             return None
         if start > offsets[last_area]:
             last_area = i
         for j in range(i):
             if start < offsets[j] + sizes[j] and offsets[j] < start + size:
-                space.log.BUG(f"pcpu_get_vm_areas: areas {j} and {i} overlap")
+                space.log.BUG(
+                    "pcpu_get_vm_areas:overlap", f"pcpu_get_vm_areas: areas {j} and {i} overlap"
+                )
                 return None
     last_end = offsets[last_area] + sizes[last_area]
     if vmalloc_end - vmalloc_start < last_end:

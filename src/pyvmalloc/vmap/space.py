@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from pyvmalloc._accel import speedups as _speedups
+from pyvmalloc.bugsites import alloc_vmap_area_site
 from pyvmalloc.config import (
     EBUSY,
     EINVAL,
@@ -356,7 +357,10 @@ class VmapSpace(LazyPurge):
             # !is_power_of_2(align))) return ERR_PTR(-EINVAL);`` with no message;
             # v5.4 (and 4.19): three BUG_ONs.
             if not self.profile.errno_errors:
-                self.log.BUG(f"alloc_vmap_area: invalid size {size:#x} or align {align:#x}")
+                self.log.BUG(
+                    alloc_vmap_area_site(size, align, PAGE_SIZE),
+                    f"alloc_vmap_area: invalid size {size:#x} or align {align:#x}",
+                )
             return -EINVAL
         va = self.alloc_vmap_area_once(size, align, vstart, vend, cpu, va_flags, vm)
         if va.__class__ is not int:
