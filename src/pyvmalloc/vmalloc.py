@@ -55,7 +55,7 @@ import pyvmalloc.phys.buddy as _buddy
 import pyvmalloc.slab as _slab
 import pyvmalloc.vmap.space as _vmap_space_module
 from pyvmalloc._accel import speedups as _speedups
-from pyvmalloc.args import c_int, integer, uint, ulong
+from pyvmalloc.args import c_int, host_fits, integer, uint, ulong
 from pyvmalloc.config import (
     INT_MAX,
     NUMA_NO_NODE,
@@ -1511,6 +1511,8 @@ class Vmalloc:
             offset = phys_addr & (PAGE_SIZE - 1)
             phys_addr &= ~(PAGE_SIZE - 1)
             size = _page_align(last + 1) - phys_addr
+            # the model maps every 4 KiB page (a pfn and a PTE: about 32 host bytes)
+            host_fits(f"ioremap of {size:#x} bytes", (size >> PAGE_SHIFT) * 32)
             area = self.get_vm_area_caller(size, VM_IOREMAP, caller, cpu=cpu)
             if area is None:
                 return 0
