@@ -323,3 +323,27 @@ def test_report_since_nan_is_refused(capsys: pytest.CaptureFixture[str]) -> None
         main(["report", str(cap), "--since", "nan"])
     assert e.value.code == 2
     assert "argument --since: not a time in seconds: 'nan'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the API
+
+
+@pytest.mark.parametrize("profile", ["4.19", "5.4", "6.18"])
+def test_free_vmap_area_noflush_refuses_areas_the_vmalloc_layer_owns(profile: str) -> None:
+    """Kernel.free_vmap_area_noflush(addr) of a vmalloc'ed, vmap'ed or vm_map_ram
+    area freed only the vmap_area: its vm_struct, PTEs and nr_vmalloc_pages stayed
+    behind and check() failed from then on ("nr_vmalloc_pages 90 != 71 in areas")."""
+    k = Kernel(profile, ram="64M")
+    a = k.vmalloc(3 * 4096)
+    pages = k.alloc_pages(2)
+    m = k.vmap(pages)
+    r = k.vm_map_ram(k.alloc_pages(1))
+    bare = k.alloc_vmap_area(8192)
+    for addr in (a, a + 4096, m, r):
+        with pytest.raises(ValueError, match=r"holds (a vm_struct|vm_map_ram pages)"):
+            k.free_vmap_area_noflush(addr)
+        k.check()
+    assert not isinstance(bare, int)
+    k.free_vmap_area_noflush(bare.va_start)  # a bare area is still this call's to free
+    k.vfree(a)
+    k.check()
