@@ -611,11 +611,17 @@ class Vmalloc:
         self.space.free_vmap_area_noflush(va, cpu=cpu)
 
     def free_vm_area(self, area: VmStruct, *, cpu: int) -> None:
-        """``free_vm_area``: ``remove_vm_area`` + free the vm_struct."""
-        ret = self.remove_vm_area(area.addr, cpu=cpu)
-        if ret is not area:
+        """``free_vm_area``: ``remove_vm_area`` + free the vm_struct.
+
+        A stale ``area`` (freed already, its range free or someone else's now) is
+        the kernel's ``BUG_ON(ret != area)``, after ``remove_vm_area`` has taken
+        the other owner's area away. The model logs the BUG and refuses the call
+        before touching that area, so the model stays one a later call can use."""
+        if self.find_vm_area(area.addr) is not area:
             self.log.BUG(f"free_vm_area: remove_vm_area({area.addr:#x}) != area")
             return
+        if self.remove_vm_area(area.addr, cpu=cpu) is not area:  # (found just above)
+            raise InvariantError(f"free_vm_area: {area!r} was found but not removed")
         self._released_without_vfree(area, "free_vm_area()")
         self.slab.kfree(area.kaddr)
 

@@ -347,3 +347,24 @@ def test_free_vmap_area_noflush_refuses_areas_the_vmalloc_layer_owns(profile: st
     k.free_vmap_area_noflush(bare.va_start)  # a bare area is still this call's to free
     k.vfree(a)
     k.check()
+
+
+@pytest.mark.parametrize("profile", ["4.19", "5.4", "6.18"])
+def test_free_vm_area_of_a_stale_area_is_refused_before_the_new_owner_loses_it(
+    profile: str,
+) -> None:
+    """free_vm_area(vm) after vm was freed and its range reused by vmalloc: the
+    model's remove_vm_area took the vmalloc'ed area away, then logged the BUG, and
+    nr_vmalloc_pages no longer matched any area ("5717 != 5713 in areas")."""
+    k = Kernel(profile, ram="64M")
+    vm = k.get_vm_area(8192, 0x4)  # VM_IOREMAP-style reservation
+    assert vm is not None
+    k.free_vm_area(vm)
+    k.vm_unmap_aliases()  # purge: the range is free again
+    a = k.vmalloc(4096)
+    k.free_vm_area(vm)  # stale: the kernel's BUG_ON(ret != area)
+    assert "kernel BUG: free_vm_area: remove_vm_area" in k.dmesg()
+    assert k.find_vm_area(a) is not None
+    k.check()
+    k.vfree(a)
+    k.check()
