@@ -368,3 +368,16 @@ def test_free_vm_area_of_a_stale_area_is_refused_before_the_new_owner_loses_it(
     k.check()
     k.vfree(a)
     k.check()
+
+
+def test_sweep_empty_lists_and_explore_outputs_are_refused_up_front(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`sweep --profile ,,` (or --cpus/--vmalloc ,,) ran an empty grid and exited 0;
+    `explore --png MISSING/x.png` failed only after the work."""
+    cap = str(Path(__file__).resolve().parents[1] / "data" / "captures" / "netns2")
+    for opt in (["--profile", ",,"], ["--cpus", ","], ["--vmalloc", ", ,"]):
+        rc, _out, err = run(capsys, "sweep", cap, *opt)
+        assert "no " in one_line_error(rc, err) and opt[0] in err
+    rc, _out, err = run(capsys, "explore", "--tour", "--ops", "5", "--png", str(tmp_path / "no" / "x.png"))  # fmt: skip
+    assert "--png" in one_line_error(rc, err) and "does not exist" in err

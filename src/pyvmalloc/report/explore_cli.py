@@ -28,6 +28,10 @@ def _cmd_explore(args: argparse.Namespace) -> int:
         raise ValueError(f"explore: --ops must be at least 1, not {args.ops}")
     if args.output is None and args.png is None:
         raise ValueError("explore: nothing to write (give -o FILE.html and/or --png FILE.png)")
+    from pyvmalloc.cli_output import check_writable
+
+    check_writable(args.output, "-o")  # before the work, not after it
+    check_writable(args.png, "--png")
     t0 = time.perf_counter()
     if args.call is not None:
         from pyvmalloc.explain import parse_calls

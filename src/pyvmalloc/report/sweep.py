@@ -151,7 +151,10 @@ def sweep(
     try:
         if client is None:
             if scheduler:
-                client = Client(scheduler)  # type: ignore[no-untyped-call]
+                try:
+                    client = Client(scheduler, timeout=10)  # type: ignore[no-untyped-call]
+                except (OSError, TimeoutError) as e:  # no scheduler there
+                    raise ValueError(f"--scheduler {scheduler}: cannot connect ({e})") from None
             else:
                 # never more processes than tasks (a huge --workers is not a fork bomb)
                 n = min(workers or os.cpu_count() or 1, len(points))
@@ -267,6 +270,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         parse_vmallocinfo(snap)
         parse_trace(trace)  # as run_point's whatif reads them
     profiles = [get_profile(p).name for p in args.profile.split(",") if p.strip()]
+    if not profiles:
+        raise ValueError(f"--profile {args.profile!r}: no profile given")
+    for opt in ("vmalloc", "cpus"):
+        text = getattr(args, opt)
+        if text is not None and not [t for t in text.split(",") if t.strip()]:
+            raise ValueError(f"--{opt} {text!r}: no value given")
     options: dict[str, Any] = {}
     if args.arch == "arm":
         options = {
