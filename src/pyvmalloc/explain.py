@@ -326,7 +326,9 @@ def _literal(node: ast.expr, results: list[int]) -> int | str | None:
         gfp = gfp_names().get(node.id)
         if gfp is not None:
             return gfp
-        if node.id == "_" and results:
+        if node.id == "_":
+            if not results:
+                raise ValueError("_ is the last call's result, but no call came before")
             return results[-1]
         if node.id.startswith("_") and node.id[1:].isdigit():
             i = int(node.id[1:])
