@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,16 +18,37 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+# Local runs ('dev') draw fresh examples and a fresh fuzz seed every run (the project
+# is judged on inputs and seeds it never saw): a failure prints the falsifying example
+# and the @reproduce_failure blob that replays it; ``--hypothesis-seed=N`` fixes the
+# seed. The CI gate ('ci', CI set) is reproducible: derandomized examples and a fixed
+# fuzz seed, so a landing never depends on the draw; PYVMALLOC_FUZZ_SEED overrides it.
 settings.register_profile(
     "ci",
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     derandomize=True,
+    print_blob=True,
 )
 settings.register_profile(
-    "dev", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    "dev",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
 )
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+#: The seed of the seeded fuzzers (tests/fuzz, the long API sequences): random per
+#: local run, fixed under CI, unless PYVMALLOC_FUZZ_SEED is set. Shown in the header
+#: and in every failure.
+os.environ.setdefault(
+    "PYVMALLOC_FUZZ_SEED", "20261201" if os.environ.get("CI") else str(random.randrange(1 << 32))
+)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"pyvmalloc fuzz seed: PYVMALLOC_FUZZ_SEED={os.environ['PYVMALLOC_FUZZ_SEED']}"
+
 
 LIVE_SKIP = (
     "live kernel test (tracefs, kptr_restrict, BPF): opt in with PYVMALLOC_LIVE=1, "

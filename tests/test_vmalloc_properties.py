@@ -121,7 +121,8 @@ from pyvmalloc.vmalloc import VM_MAP_PUT_PAGES  # noqa: E402
 _NOWARN, _NOFAIL, _ZERO = __GFP_NOWARN, __GFP_NOFAIL, __GFP_ZERO
 STEPS_PER_RUN = 50_000
 FULL_EVERY = 250
-SEED = int(os.environ.get("PYVMALLOC_FUZZ_SEED", "20261201"))
+#: random per run (tests/conftest.py), named in every failure
+SEED = int(os.environ.get("PYVMALLOC_FUZZ_SEED") or random.randrange(1 << 32))
 
 
 class _Run:
@@ -311,7 +312,9 @@ def test_long_random_api_sequences(profile: str, strict: bool) -> None:
         try:
             k.check(full=step % FULL_EVERY == FULL_EVERY - 1)
         except AssertionError as e:
-            raise AssertionError(f"seed {seed} step {step} ({name}): {e}") from e
+            raise AssertionError(
+                f"seed {seed} (PYVMALLOC_FUZZ_SEED={SEED}) step {step} ({name}): {e}"
+            ) from e
     run.teardown()
     k.check()
     # What stays busy are vmap blocks with free space left (6.5+ keeps them).

@@ -21,8 +21,9 @@ TypeError: size must be an integer (unsigned long), not float: 8192.0
 from __future__ import annotations
 
 import operator
+import os
 
-__all__ = ["c_int", "integer", "uint", "ulong"]
+__all__ = ["c_int", "host_fits", "integer", "uint", "ulong"]
 
 
 def integer(name: str, value: object, ctype: str = "int") -> int:
@@ -64,3 +65,23 @@ def c_int(name: str, value: object) -> int:
     if -(1 << 31) <= v < 1 << 31:
         return v
     raise ValueError(f"{name} {v} does not fit in an int (32 bits)")
+
+
+def host_fits(what: str, need: int) -> None:
+    """Refuse work whose host arrays need more than half this host's free memory.
+
+    A model limit, not a kernel rule: a request the kernel would serve (an 8 TiB
+    ``ioremap`` maps with PUD entries) can need more host memory than there is
+    for the model's per-page arrays. A ``MemoryError`` that says how much, raised
+    before the model's state changes (rather than numpy's bare one halfway through,
+    or the OOM killer).
+    """
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):  # not on this platform: let numpy try
+        return
+    if need > avail // 2:
+        raise MemoryError(
+            f"{what} needs about {need >> 20} MiB of host memory for the model's "
+            f"per-page arrays; this host has {avail >> 20} MiB free"
+        )

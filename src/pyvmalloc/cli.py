@@ -296,6 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as e:  # PATH:LINE: what is wrong in a user's file
         print(f"pyvmalloc: error: {e}", file=sys.stderr)
         return 2
+    except MemoryError as e:  # a model too big for this host (says what fits)
+        print(f"pyvmalloc: error: {str(e) or 'out of host memory'}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as e:
         msg = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else e
         print(f"pyvmalloc: error: {msg}", file=sys.stderr)

@@ -179,25 +179,31 @@ class Machine:
             from pyvmalloc.arch.arm64 import VA_BITS_BY_PAGE_SIZE, pgtable_levels
 
             if self.va_bits not in VA_BITS_BY_PAGE_SIZE[self.page_size]:
+                allowed = ", ".join(map(str, VA_BITS_BY_PAGE_SIZE[self.page_size]))
                 raise ValueError(
-                    f"arm64 with 4K pages has VA_BITS 39, 48 or 52, not {self.va_bits}"
+                    f"arm64 with {self.page_size >> 10}K pages has VA_BITS {allowed}, "
+                    f"not {self.va_bits}"
                 )
             object.__setattr__(self, "paging_levels", pgtable_levels(self.page_size, self.va_bits))
         if self.vmalloc_reserve and self.arch not in ("i386", "arm"):
             raise ValueError("vmalloc= is a boot option of 32-bit kernels (i386, arm) only")
         if self.cpus_online < 1:
-            raise ValueError("at least one CPU must be online")
+            raise ValueError(f"at least one CPU must be online (cpus {self.cpus_online})")
         if self.cpus_possible == 0:
             object.__setattr__(self, "cpus_possible", self.cpus_online)
         if self.cpus_possible < self.cpus_online:
-            raise ValueError("cpus_possible must be >= cpus_online")
+            raise ValueError(
+                f"cpus_possible {self.cpus_possible} must be >= cpus_online {self.cpus_online}"
+            )
         if self.cpus_possible > self.nr_cpus:
-            raise ValueError("cpus_possible must be <= nr_cpus (CONFIG_NR_CPUS)")
+            raise ValueError(
+                f"{self.cpus_possible} CPUs: more than CONFIG_NR_CPUS ({self.nr_cpus})"
+            )
         if self.numa_nodes < 1:
             raise ValueError("at least one NUMA node")
         object.__setattr__(self, "ram", parse_size(self.ram))
         if self.ram < 16 << 20:
-            raise ValueError("RAM must be at least 16 MiB")
+            raise ValueError(f"RAM must be at least 16 MiB, not {format_size(self.ram)}")
         object.__setattr__(self, "vmalloc_reserve", parse_size(self.vmalloc_reserve))
         object.__setattr__(self, "phys_offset", parse_size(self.phys_offset))
         if self.arch == "arm" and not self.lpae and self.phys_offset + self.ram > 1 << 32:

@@ -326,7 +326,9 @@ def _literal(node: ast.expr, results: list[int]) -> int | str | None:
         gfp = gfp_names().get(node.id)
         if gfp is not None:
             return gfp
-        if node.id == "_" and results:
+        if node.id == "_":
+            if not results:
+                raise ValueError("_ is the last call's result, but no call came before")
             return results[-1]
         if node.id.startswith("_") and node.id[1:].isdigit():
             i = int(node.id[1:])
@@ -389,11 +391,42 @@ def parse_calls(text: str) -> list[ast.Call]:
                     raise ValueError(
                         f"argument {ast.unparse(arg)!r} is not a literal or a GFP flag name"
                     )
+        seen: set[str] = set()
         for kw in node.keywords:
             if kw.arg not in ("cpu", "caller", "node", "gfp", "align"):
                 raise ValueError(f"keyword {kw.arg!r} is not allowed (cpu=, caller=, ...)")
+            if kw.arg in seen:
+                raise ValueError(f"{part!r}: keyword {kw.arg!r} given multiple values")
+            seen.add(kw.arg)
         calls.append(node)
     return calls
+
+
+def _check_arguments(
+    name: str, fn: Callable[..., object], args: list[Any], kwargs: dict[str, Any], text: str
+) -> None:
+    """Refuse a call whose arguments do not fit ``fn``'s signature (a missing, extra or
+    repeated argument), or whose values have the wrong type: ``caller`` is a string,
+    every other argument an integer (``None`` only where the API's default is None).
+    A ``ValueError`` naming the call and the signature, before the model is touched."""
+    import inspect
+
+    sig = inspect.signature(fn)
+    shown = str(sig).split(" -> ")[0].replace("'", "")
+    try:
+        bound = sig.bind(*args, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"{text}: {e}; {name} takes {shown}") from None
+    for pname, value in bound.arguments.items():
+        default = sig.parameters[pname].default
+        if pname == "caller":
+            ok = value is None or isinstance(value, str)
+            want = "a string"
+        else:
+            ok = isinstance(value, int) or (value is None and default is None)
+            want = "an integer"
+        if not ok:
+            raise ValueError(f"{text}: {pname} must be {want}, not {value!r}; {name} takes {shown}")
 
 
 def run_call(k: Model, call: ast.Call, results: list[int]) -> int | None:
@@ -407,6 +440,7 @@ def run_call(k: Model, call: ast.Call, results: list[int]) -> int | None:
     args = [_literal(a, results) for a in call.args]
     kwargs = {kw.arg: _literal(kw.value, results) for kw in call.keywords if kw.arg}
     fn = getattr(k, name)
+    _check_arguments(name, fn, args, kwargs, ast.unparse(call))
     ret = fn(*args, **kwargs)
     value: int | None = None
     if isinstance(ret, int) and not isinstance(ret, bool):

@@ -30,7 +30,7 @@ from pyvmalloc.gfp import GFP_KERNEL
 from pyvmalloc.names import install_kernel_names
 from pyvmalloc.policies import MECHANISMS, mechanism_of, placement_policy, pool_policy
 from pyvmalloc.printk import KernelLog
-from pyvmalloc.vmap.area import VaState, VmapArea, is_err
+from pyvmalloc.vmap.area import VMAP_FLAGS_MASK, VaState, VmapArea, is_err
 from pyvmalloc.vmap.pcpu import pcpu_free_vm_areas, pcpu_get_vm_areas
 from pyvmalloc.vmap.placement import PlacementPolicy
 from pyvmalloc.vmap.pools import PoolPolicy
@@ -462,6 +462,16 @@ class Kernel:
                 f"is not busy (it is {VaState.NAMES[va.state]}): double free?"
             )
             return
+        owned = self.vmap_space.find_vmap_area(addr)
+        if owned is not None and self._vm_layer_owns(owned):
+            # Only a bare area (alloc_vmap_area's) is this call's to free: one the
+            # vmalloc layer owns would leave its vm_struct, PTEs and page accounting
+            # behind, a model no later call or check() can make sense of.
+            owner = "a vm_struct" if owned.vm is not None else "vm_map_ram pages"
+            raise ValueError(
+                f"free_vmap_area_noflush: {owned!r} holds {owner}; release it with the "
+                "call that made it (vfree, vunmap, iounmap, free_vm_area, vm_unmap_ram)"
+            )
         found = self.vmap_space.find_unlink_vmap_area(addr)
         if found is None:
             self.log.WARN(f"find_unlink_vmap_area: no busy vmap_area at {addr:#x}")
@@ -477,6 +487,21 @@ class Kernel:
         log.depth -= 1
         if log.pending or log.hung is not None:
             log.raise_held()
+
+    def _vm_layer_owns(self, va: VmapArea) -> bool:
+        """True if ``va`` belongs to the vmalloc layer: it holds a vm_struct, or it is
+        a vm_map_ram area (a vmap block, or a large one; 4.19/5.4 mark neither in
+        ``va->flags``)."""
+        if va.vm is not None or va.flags & VMAP_FLAGS_MASK:
+            return True
+        vm = self._vm
+        if vm is None:  # the vmalloc layer was never built: nothing is its
+            return False
+        blocks = vm.blocks
+        if blocks.large.get(va.va_start) is va:
+            return True
+        vb = blocks.index.get(blocks.addr_to_vb_idx(va.va_start))
+        return vb is not None and vb.va is va
 
     def free_vmap_area(self, va: VmapArea) -> None:
         """``free_vmap_area``: immediate (non-lazy) free, as error paths do."""

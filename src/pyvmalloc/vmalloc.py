@@ -55,7 +55,7 @@ import pyvmalloc.phys.buddy as _buddy
 import pyvmalloc.slab as _slab
 import pyvmalloc.vmap.space as _vmap_space_module
 from pyvmalloc._accel import speedups as _speedups
-from pyvmalloc.args import c_int, integer, uint, ulong
+from pyvmalloc.args import c_int, host_fits, integer, uint, ulong
 from pyvmalloc.config import (
     INT_MAX,
     NUMA_NO_NODE,
@@ -620,14 +620,20 @@ class Vmalloc:
         self.space.free_vmap_area_noflush(va, cpu=cpu)
 
     def free_vm_area(self, area: VmStruct, *, cpu: int) -> None:
-        """``free_vm_area``: ``remove_vm_area`` + free the vm_struct."""
-        ret = self.remove_vm_area(area.addr, cpu=cpu)
-        if ret is not area:
+        """``free_vm_area``: ``remove_vm_area`` + free the vm_struct.
+
+        A stale ``area`` (freed already, its range free or someone else's now) is
+        the kernel's ``BUG_ON(ret != area)``, after ``remove_vm_area`` has taken
+        the other owner's area away. The model logs the BUG and refuses the call
+        before touching that area, so the model stays one a later call can use."""
+        if self.find_vm_area(area.addr) is not area:
             self.log.BUG(
                 "free_vm_area:ret!=area",
-                f"free_vm_area: remove_vm_area({area.addr:#x}) did not return this area",
+                f"free_vm_area: remove_vm_area({area.addr:#x}) would not return this area",
             )
             return
+        if self.remove_vm_area(area.addr, cpu=cpu) is not area:  # (found just above)
+            raise InvariantError(f"free_vm_area: {area!r} was found but not removed")
         self._released_without_vfree(area, "free_vm_area()")
         self.slab.kfree(area.kaddr)
 
@@ -1523,6 +1529,8 @@ class Vmalloc:
             offset = phys_addr & (PAGE_SIZE - 1)
             phys_addr &= ~(PAGE_SIZE - 1)
             size = _page_align(last + 1) - phys_addr
+            # the model maps every 4 KiB page (a pfn and a PTE: about 32 host bytes)
+            host_fits(f"ioremap of {size:#x} bytes", (size >> PAGE_SHIFT) * 32)
             area = self.get_vm_area_caller(size, VM_IOREMAP, caller, cpu=cpu)
             if area is None:
                 return 0

@@ -14,7 +14,8 @@ count).
 Each case is built from its own ``random.Random(f"{seed}:{target}:{index}")``:
 
 * ``PYVMALLOC_FUZZ_EXAMPLES=N`` — cases per target (default: a budget that keeps the
-  whole file near 25 s on 2 cores); ``PYVMALLOC_FUZZ_SEED=S`` — another seed;
+  whole file near 25 s on 2 cores); ``PYVMALLOC_FUZZ_SEED=S`` — the seed (default:
+  a random one per run, printed in pytest's header and in every failure);
 * ``PYVMALLOC_FUZZ_CASE=target:index`` — run one case (a failure message names it);
   ``PYVMALLOC_FUZZ_KEEP=DIR`` — keep each failing case's files in DIR.
 """
@@ -46,7 +47,8 @@ from pyvmalloc.trace.snapshot import parse_vmallocinfo
 CAPTURES = sorted(
     p for p in (Path(__file__).resolve().parents[1] / "data" / "captures").iterdir() if p.is_dir()
 )
-SEED = int(os.environ.get("PYVMALLOC_FUZZ_SEED", "11"))
+#: random per run (tests/conftest.py), named in every failure
+SEED = int(os.environ.get("PYVMALLOC_FUZZ_SEED") or random.randrange(1 << 32))
 EXAMPLES = int(os.environ.get("PYVMALLOC_FUZZ_EXAMPLES", "0"))
 ONLY = os.environ.get("PYVMALLOC_FUZZ_CASE", "")
 KEEP = os.environ.get("PYVMALLOC_FUZZ_KEEP", "")

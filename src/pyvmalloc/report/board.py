@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pyvmalloc.config import PAGE_SIZE, Machine, get_profile
+from pyvmalloc.errors import InputError
 from pyvmalloc.kernel import Kernel
 from pyvmalloc.trace.snapshot import (
     HashedAddressError,
@@ -162,12 +163,48 @@ def parse_dmesg(source: str | os.PathLike[str] | Iterable[str]) -> list[FailedRe
     ``source`` is a path, the log's text (a ``str`` with a newline) or its lines.
     Unrelated lines are skipped.
     """
+    path: str | None = None
     if isinstance(source, str) and "\n" in source:
-        lines: list[str] = source.splitlines()
+        lines: list[str] = source.split("\n")
     elif isinstance(source, (str, os.PathLike)):
-        lines = Path(source).read_text(errors="replace").splitlines()
+        path = os.fspath(source)
+        # a log may hold any bytes; lines end at \n only (as the kernel writes them)
+        lines = Path(source).read_bytes().decode("utf-8", "replace").split("\n")
     else:
         lines = list(source)
+
+    def num(digits: str, no: int, text: str, what: str = "size", shift: int = 0) -> int:
+        """A printed ``%lu``/``%u``: the value, or an InputError if no kernel prints it."""
+        if not digits.isascii():
+            raise InputError(f"{what} is not ASCII digits (the kernel prints ASCII)", path=path,
+                             line=no, text=text)  # fmt: skip
+        hexa = digits.startswith("0x")
+        v = int(digits, 16 if hexa else 10) if len(digits) <= 40 else 1 << 64
+        if (v >= 64 or (PAGE_SIZE << v) >> 64) if shift else v >> 64:
+            raise InputError(
+                f"{what} {digits[:24]}{'...' if len(digits) > 24 else ''} makes a request "
+                "that does not fit in an unsigned long: no kernel prints this",
+                path=path,
+                line=no,
+                text=text,
+            )
+        return v
+
+    def vmap_size(digits: str, no: int, text: str) -> int:
+        """The size of a vmap warning: what alloc_vmap_area was asked for, which is
+        never 0 and always whole pages (it returns -EINVAL before the warning, or
+        BUG()s in 4.19/5.4, otherwise)."""
+        v = num(digits, no, text)
+        if not v or v % PAGE_SIZE:
+            raise InputError(
+                f"size {v} is not a whole number of pages: the kernel's vmap warning "
+                "prints the page-aligned area size",
+                path=path,
+                line=no,
+                text=text,
+            )
+        return v
+
     out: list[FailedRequest] = []
     pending: FailedRequest | None = None  # a vmap warning waiting for its warn_alloc line
     for no, raw in enumerate(lines, 1):
@@ -176,24 +213,24 @@ def parse_dmesg(source: str | os.PathLike[str] | Iterable[str]) -> list[FailedRe
             pending = None
         m = _R_VMAP_NEW.search(text)
         if m:
+            size = vmap_size(m.group(1), no, text)
             pending = FailedRequest(
                 no,
                 "vmap",
-                int(m.group(1)),
-                int(m.group(1)),
+                size,
+                size,
                 text,
                 "vmalloc_node_range",
-                vstart=int(m.group(2), 16),
-                vend=int(m.group(3), 16),
+                vstart=num(m.group(2), no, text, "start"),
+                vend=num(m.group(3), no, text, "end"),
                 lines=[no],
             )
             out.append(pending)
             continue
         m = _R_VMAP_OLD.search(text)
         if m:
-            pending = FailedRequest(
-                no, "vmap", int(m.group(1)), int(m.group(1)), text, "vmap allocation", lines=[no]
-            )
+            size = vmap_size(m.group(1), no, text)
+            pending = FailedRequest(no, "vmap", size, size, text, "vmap allocation", lines=[no])
             out.append(pending)
             continue
         m = (
@@ -203,7 +240,7 @@ def parse_dmesg(source: str | os.PathLike[str] | Iterable[str]) -> list[FailedRe
         )
         if m:
             new = m.re is not _R_VMALLOC_OLD
-            comm, size = m.group(1), int(m.group(2))
+            comm, size = m.group(1), num(m.group(2), no, text)
             what = m.group(3) if new else "vm_struct allocation failed"
             mode = m.group(4) if new else m.group(3)
             kind: Kind = "vmap" if what == "vm_struct allocation failed" else "pages"
@@ -224,7 +261,8 @@ def parse_dmesg(source: str | os.PathLike[str] | Iterable[str]) -> list[FailedRe
             continue
         m = _R_VMALLOC_PAGES_OLD.search(text)
         if m:
-            size = int(m.group(3))
+            num(m.group(2), no, text, "allocated")
+            size = num(m.group(3), no, text)
             out.append(
                 FailedRequest(
                     no,
@@ -241,7 +279,7 @@ def parse_dmesg(source: str | os.PathLike[str] | Iterable[str]) -> list[FailedRe
             continue
         m = _R_PAGE_ALLOC.search(text)
         if m:
-            size = PAGE_SIZE << int(m.group(2))
+            size = PAGE_SIZE << num(m.group(2), no, text, "order", shift=1)
             out.append(
                 FailedRequest(
                     no,
@@ -544,12 +582,15 @@ def board_whatif(
     ]
     if outside:
         e = outside[0]
-        raise ValueError(
+        raise InputError(
             f"{len(outside)} areas of the vmallocinfo lie outside the board layout "
             f"(vmalloc {source.vmalloc_start:#x}-{source.vmalloc_end:#x}, modules "
             f"{source.modules_vaddr:#x}-{source.modules_end:#x}), first {e.start:#x}-{e.end:#x} "
             f"(line {e.line}); give the board's own RAM, split and vmalloc= (--board-ram, "
-            f"--vmsplit, --board-vmalloc)" + (" or the board's arch" if e.start < lo_kernel else "")
+            f"--vmsplit, --board-vmalloc)"
+            + (" or the board's arch" if e.start < lo_kernel else ""),
+            path=info.path,
+            line=e.line,
         )
     before_pl = place_board(info, source, source, profile)
     lf_before = before_pl.largest_free()

@@ -151,15 +151,19 @@ def sweep(
     try:
         if client is None:
             if scheduler:
-                client = Client(scheduler)  # type: ignore[no-untyped-call]
+                try:
+                    client = Client(scheduler, timeout=10)  # type: ignore[no-untyped-call]
+                except (OSError, TimeoutError) as e:  # no scheduler there
+                    raise ValueError(f"--scheduler {scheduler}: cannot connect ({e})") from None
             else:
-                n = workers or max(1, min(len(points), os.cpu_count() or 1))
+                # never more processes than tasks (a huge --workers is not a fork bomb)
+                n = min(workers or os.cpu_count() or 1, len(points))
                 cluster = LocalCluster(  # type: ignore[no-untyped-call]
                     n_workers=n,
                     threads_per_worker=1,
                     host="127.0.0.1",
                     dashboard_address=None,
-                    silence_logs=40,
+                    silence_logs=50,  # a failed task is re-raised here, once
                 )
                 own.append(cluster)
                 client = Client(cluster)  # type: ignore[no-untyped-call]
@@ -249,11 +253,29 @@ def _ints(text: str) -> list[int]:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from pyvmalloc.cli_output import check_writable
+    from pyvmalloc.trace.parse import parse_trace
     from pyvmalloc.trace.replay import load_capture
+    from pyvmalloc.trace.snapshot import parse_vmallocinfo
 
+    if args.workers < 0:
+        raise ValueError(
+            f"--workers {args.workers}: must be at least 1 (0, the default: one per CPU)"
+        )
+    check_writable(args.json, "--json")
+    check_writable(args.plot, "--plot")
     for cap in args.capture:
-        load_capture(cap)  # a clear error before any task is sent
+        # a clear error (the file and line) before any task is sent, not a worker's
+        trace, snap, _meta = load_capture(cap)
+        parse_vmallocinfo(snap)
+        parse_trace(trace)  # as run_point's whatif reads them
     profiles = [get_profile(p).name for p in args.profile.split(",") if p.strip()]
+    if not profiles:
+        raise ValueError(f"--profile {args.profile!r}: no profile given")
+    for opt in ("vmalloc", "cpus"):
+        text = getattr(args, opt)
+        if text is not None and not [t for t in text.split(",") if t.strip()]:
+            raise ValueError(f"--{opt} {text!r}: no value given")
     options: dict[str, Any] = {}
     if args.arch == "arm":
         options = {

@@ -20,6 +20,7 @@ which pass the CPU, comm and time filters but not ``--event``.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from dataclasses import asdict, dataclass
@@ -99,6 +100,17 @@ def _split(values: list[str] | None) -> list[str]:
     return [v.strip() for text in values or [] for v in text.split(",") if v.strip()]
 
 
+def _seconds(text: str) -> float:
+    """A ``--since``/``--until`` time: a number of seconds (NaN would match every event)."""
+    try:
+        t = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time in seconds: {text!r}") from None
+    if math.isnan(t):
+        raise argparse.ArgumentTypeError(f"not a time in seconds: {text!r}")
+    return t
+
+
 def _filter_from_args(args: argparse.Namespace) -> ReportFilter:
     events = _split(args.event)
     unknown = [e for e in events if e not in EVENT_NAMES]
@@ -108,19 +120,19 @@ def _filter_from_args(args: argparse.Namespace) -> ReportFilter:
         )
     cpus: list[int] = []
     for c in _split(args.cpu):
-        if not c.isdigit():
+        if not (c.isascii() and c.isdigit()):
             raise ValueError(f"--cpu {c}: not a CPU number")
         cpus.append(int(c))
     pids: list[int] = []
     for c in _split(args.pid):
-        if not c.isdigit():
+        if not (c.isascii() and c.isdigit()):
             raise ValueError(f"--pid {c}: not a pid")
         pids.append(int(c))
     comm = None
     if args.comm is not None:
         try:
             comm = re.compile(args.comm)
-        except re.error as e:
+        except (re.error, OverflowError, RecursionError) as e:  # a{99999999999}, ((((...
             raise ValueError(f"--comm {args.comm!r}: not a regular expression ({e})") from None
     if args.since is not None and args.until is not None and args.since > args.until:
         raise ValueError(f"--since {args.since} is after --until {args.until}")
@@ -196,8 +208,8 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--cpu", action="append", metavar="N", help="only events on CPU N (repeatable)")
     p.add_argument("--pid", action="append", metavar="N", help="only events of pid N (repeatable)")
     p.add_argument("--comm", metavar="RE", help="only tasks whose name matches RE (re.search)")
-    p.add_argument("--since", type=float, metavar="T", help="only events at T seconds or later")
-    p.add_argument("--until", type=float, metavar="T", help="only events at T seconds or before")
+    p.add_argument("--since", type=_seconds, metavar="T", help="only events at T seconds or later")
+    p.add_argument("--until", type=_seconds, metavar="T", help="only events at T seconds or before")
     p.add_argument("--markers", action="store_true", help="also print trace_marker lines")
     add_json_argument(p, "the events")
     p.set_defaults(func=_cmd_report)
