@@ -7,7 +7,7 @@ bug_entry`` in the ``__bug_table`` section, between the linker symbols
 ``__start___bug_table`` and ``__stop___bug_table``; on a trap ``report_bug()``
 (lib/bug.c) looks the trapping address up there and prints the entry's file and line.
 In Linux 6.18 (include/asm-generic/bug.h, read in linux-6.18.2, github
-gfunkmonk/linux-6.18.2 @ 062668f4d) with ``CONFIG_GENERIC_BUG_RELATIVE_POINTERS`` (x86_64)
+gfunkmonk/linux-6.18.2 @ 062668f4d, SUBLEVEL 2) with ``CONFIG_GENERIC_BUG_RELATIVE_POINTERS`` (x86_64)
 and ``CONFIG_DEBUG_BUGVERBOSE`` the entry is 12 bytes:
 
 * ``bug_addr_disp`` (s32): the ``ud2`` address minus the field's own address;
@@ -29,6 +29,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyvmalloc.trace.bpfpeek import Peeker
+from pyvmalloc.trace.btf import Btf
+
 __all__ = [
     "BUGFLAG_DONE",
     "BUGFLAG_ONCE",
@@ -37,6 +40,7 @@ __all__ = [
     "BugTableError",
     "EntryLayout",
     "Symbols",
+    "layout_from_btf",
     "read_bug_table",
     "read_live_bug_table",
 ]
@@ -216,13 +220,9 @@ def read_bug_table(
     return out
 
 
-def layout_from_btf(btf: object) -> EntryLayout:
+def layout_from_btf(btf: Btf) -> EntryLayout:
     """``struct bug_entry``'s layout from the kernel's BTF, refusing any other shape
     (an absolute-pointer or ``format_disp`` layout would be misread)."""
-    from pyvmalloc.trace.btf import Btf
-
-    if not isinstance(btf, Btf):
-        raise TypeError("layout_from_btf needs a pyvmalloc.trace.btf.Btf")
     tid = btf.find("bug_entry")
     fields = {m.name: (m.offset, m.size) for m in btf.members(tid)}
     want = {"bug_addr_disp": 4, "file_disp": 4, "line": 2, "flags": 2}
@@ -243,9 +243,6 @@ def layout_from_btf(btf: object) -> EntryLayout:
 def read_live_bug_table(files: Iterable[str] | None = None) -> list[BugEntry]:
     """The running kernel's bug table through BPF (root; ``kptr_restrict`` must let
     root see addresses). Needs ``/sys/kernel/btf/vmlinux`` for the entry layout."""
-    from pyvmalloc.trace.bpfpeek import Peeker
-    from pyvmalloc.trace.btf import Btf
-
     symbols = Symbols.load()
     start = symbols.address("__start___bug_table")
     stop = symbols.address("__stop___bug_table")
