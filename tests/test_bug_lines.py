@@ -78,8 +78,9 @@ def test_alloc_vmap_area_bad_arguments_618_are_silent() -> None:
 
 
 # BUG_ON(in_interrupt()) in __get_vm_area_node:
-# v4.19 mm/vmalloc.c:1380, v5.4 :2047, v6.18 :3173 — each "BUG_ON(in_interrupt());"
-@pytest.mark.parametrize(("profile", "line"), [("4.19", 1380), ("5.4", 2047), ("6.18", 3173)])
+# v4.19 mm/vmalloc.c:1380, v5.4 :2047, v6.18 :3181 — each "BUG_ON(in_interrupt());"
+# (6.18: the live 6.18.44 bug table; 6.18.2 has it at 3173)
+@pytest.mark.parametrize(("profile", "line"), [("4.19", 1380), ("5.4", 2047), ("6.18", 3181)])
 def test_vmalloc_in_interrupt(profile: str, line: int) -> None:
     k = Kernel(profile, ram="64M")
     with k.interrupt_context():
@@ -93,8 +94,9 @@ def test_vmalloc_in_interrupt(profile: str, line: int) -> None:
 
 
 # BUG_ON(in_interrupt()) in vunmap:
-# v4.19 mm/vmalloc.c:1608, v5.4 :2350, v6.18 :3463 — each "BUG_ON(in_interrupt());"
-@pytest.mark.parametrize(("profile", "line"), [("4.19", 1608), ("5.4", 2350), ("6.18", 3463)])
+# v4.19 mm/vmalloc.c:1608, v5.4 :2350, v6.18 :3471 — each "BUG_ON(in_interrupt());"
+# (6.18.44 live bug table; 6.18.2: 3463)
+@pytest.mark.parametrize(("profile", "line"), [("4.19", 1608), ("5.4", 2350), ("6.18", 3471)])
 def test_vunmap_in_interrupt(profile: str, line: int) -> None:
     k = Kernel(profile, ram="64M")
     pages = k.alloc_pages(1)
@@ -109,8 +111,9 @@ def test_vunmap_in_interrupt(profile: str, line: int) -> None:
 
 
 # free_vm_area: "BUG_ON(ret != area);" at v4.19 mm/vmalloc.c:2353, v5.4 :3116,
-# v6.18 :4618 — reached here by freeing the same area twice.
-@pytest.mark.parametrize(("profile", "line"), [("4.19", 2353), ("5.4", 3116), ("6.18", 4618)])
+# v6.18 :4625 (6.18.44 live bug table; 6.18.2: 4618) — reached here by freeing the
+# same area twice.
+@pytest.mark.parametrize(("profile", "line"), [("4.19", 2353), ("5.4", 3116), ("6.18", 4625)])
 def test_free_vm_area_twice(profile: str, line: int) -> None:
     k = Kernel(profile, ram="64M")
     area = k.get_vm_area(P, VM_IOREMAP)
@@ -124,8 +127,9 @@ def test_free_vm_area_twice(profile: str, line: int) -> None:
 # vm_unmap_ram's address checks, in order (each line is the BUG_ON quoted):
 #   v4.19 mm/vmalloc.c:1126 BUG_ON(!addr); 1127 BUG_ON(addr < VMALLOC_START);
 #     1128 BUG_ON(addr > VMALLOC_END); 1129 BUG_ON(!PAGE_ALIGNED(addr));
-#   v5.4 1743, 1744, 1745, 1746; v6.18 2993, 2994, 2995, 2996 (same four statements)
-VM_UNMAP_RAM_LINES = {"4.19": 1126, "5.4": 1743, "6.18": 2993}
+#   v5.4 1743, 1744, 1745, 1746; v6.18 3001, 3002, 3003, 3004 (same four statements;
+#   6.18.44 live bug table, 6.18.2 has them at 2993-2996)
+VM_UNMAP_RAM_LINES = {"4.19": 1126, "5.4": 1743, "6.18": 3001}
 
 
 @pytest.mark.parametrize("profile", ["4.19", "5.4", "6.18"])
@@ -173,7 +177,7 @@ def test_vm_unmap_ram_wrong_size_in_a_block_is_the_models_refusal() -> None:
 
 
 # A large count with no area: v4.19 mm/vmalloc.c:1138 and v5.4 :1755 "BUG_ON(!va);";
-# v6.18 :3007 "if (WARN_ON_ONCE(!va))" (a WARN, see test_api_hardening).
+# v6.18 :3015 (6.18.2: 3007) "if (WARN_ON_ONCE(!va))" (a WARN, see test_api_hardening).
 @pytest.mark.parametrize(("profile", "line"), [("4.19", 1138), ("5.4", 1755)])
 def test_vm_unmap_ram_missing_area(profile: str, line: int) -> None:
     k = Kernel(profile, ram="64M")
@@ -187,9 +191,10 @@ def test_vm_unmap_ram_missing_area(profile: str, line: int) -> None:
 #     3232 BUG_ON(!IS_ALIGNED(offsets[area], align));
 #     3233 BUG_ON(!IS_ALIGNED(sizes[area], align));
 #     3243 BUG_ON(start2 < end && start < end2);
-#   v6.18 mm/vmalloc.c:4728, 4734, 4735, 4745 (the same four statements)
+#   v6.18 mm/vmalloc.c:4735, 4741, 4742, 4752 (the same four statements; 6.18.44 live
+#   bug table, 6.18.2 has them at 4728, 4734, 4735, 4745)
 @pytest.mark.parametrize(
-    ("profile", "lines"), [("5.4", (3226, 3232, 3233, 3243)), ("6.18", (4728, 4734, 4735, 4745))]
+    ("profile", "lines"), [("5.4", (3226, 3232, 3233, 3243)), ("6.18", (4735, 4741, 4742, 4752))]
 )
 def test_pcpu_get_vm_areas_bad_arguments(profile: str, lines: tuple[int, ...]) -> None:
     k = Kernel(profile, ram="64M")

@@ -15,12 +15,22 @@ The line numbers were read from release sources (each site's test quotes the lin
 
 * ``4.19``: linux-4.19.1 (tarball import, github chens37/linux-4.19.1 @ 36e37757a);
 * ``5.4``: linux-5.4 (SUBLEVEL 0 tarball, github renxida/linux-5.4 @ 5b9e66fbc);
-* ``6.18``: linux-6.18.2 (tarball, github gfunkmonk/linux-6.18.2 @ 57dc26c98).
+* ``6.18``: the kernel of this machine, 6.18.44 (``6.18.44-fc-v769``), read from the
+  running kernel itself: its ``__bug_table`` (one ``struct bug_entry`` per BUG/WARN
+  site, with the file and line ``report_bug()`` prints) through BPF, each entry's trap
+  address mapped to its function with ``/proc/kallsyms``
+  (:mod:`pyvmalloc.trace.bugtable`; ``python -m pyvmalloc.trace.bugtable`` lists
+  them; tests/trace/test_bugtable.py's live test re-checks this table). Sites the bug
+  table cannot show (``might_sleep``, ``panic``, a ``VM_BUG_ON`` compiled out here)
+  keep the linux-6.18.2 reading (tarball, github gfunkmonk/linux-6.18.2 @ 57dc26c98).
 
 mm/vmalloc.c is the same blob in 4.19.1 and 4.19.13 (a728fc49) and in 5.4.0 and
-5.4.6 (a3c70e27). Later 6.18 stables move lines: 6.18.26 (KASAN release batching,
-kasan_vrealloc) puts every site past line 2243 5 to 8 lines lower, so a live 6.18.y
-kernel may print other numbers; such a release gets a table of its own here.
+5.4.6 (a3c70e27). Later 6.18 stables move lines: past line 2243 every site of
+6.18.44 sits 7 or 8 lines below its 6.18.2 line (6.18.2: vb_free 2903, vm_unmap_ram
+2993-2996, __get_vm_area_node 3173, vunmap 3463, all +8 in 6.18.44; free_vm_area 4618,
+pcpu_get_vm_areas 4728/4734/4735/4745, all +7), as 6.18.26 (KASAN release batching,
+kasan_vrealloc) moved them; the sites before (alloc_vmap_area's entries at 1951 and
+2094-2096) did not move.
 
 A site a release does not have (the check was removed, or never existed there) is
 absent from that release's table: the model's refusal there is its own, and
@@ -113,22 +123,28 @@ BUG_SITES: Mapping[str, Mapping[str, BugSite]] = MappingProxyType(
                 "gfp_zone:GFP_ZONE_BAD": _bug_on(_GFP, 448, "CONFIG_DEBUG_VM"),
             }
         ),
+        # 6.18.44 live __bug_table (all BUG, not BUGFLAG_WARNING), function holding the
+        # ud2 in brackets where the site's own function is inlined into it.
         "6.18": MappingProxyType(
             {
+                # __might_sleep(file, line) arguments, not a bug entry; between the live
+                # entries at 1951 and 2094, which sit where 6.18.2 has them: 6.18.2's 2031
                 "alloc_vmap_area:might_sleep": _bug_on(_VM, 2031, _SLEEP),
-                "vb_free:vb->free": _bug_on(_VM, 2903),
-                "vm_unmap_ram:!addr": _bug_on(_VM, 2993),
-                "vm_unmap_ram:addr<VMALLOC_START": _bug_on(_VM, 2994),
-                "vm_unmap_ram:addr>VMALLOC_END": _bug_on(_VM, 2995),
-                "vm_unmap_ram:!PAGE_ALIGNED(addr)": _bug_on(_VM, 2996),
-                "__get_vm_area_node:in_interrupt()": _bug_on(_VM, 3173),
-                "vunmap:in_interrupt()": _bug_on(_VM, 3463),
-                "free_vm_area:ret!=area": _bug_on(_VM, 4618),
-                "pcpu_get_vm_areas:align": _bug_on(_VM, 4728),
-                "pcpu_get_vm_areas:!IS_ALIGNED(offsets)": _bug_on(_VM, 4734),
-                "pcpu_get_vm_areas:!IS_ALIGNED(sizes)": _bug_on(_VM, 4735),
-                "pcpu_get_vm_areas:overlap": _bug_on(_VM, 4745),
+                "vb_free:vb->free": _bug_on(_VM, 2911),  # [vm_unmap_ram]; 6.18.2: 2903
+                "vm_unmap_ram:!addr": _bug_on(_VM, 3001),  # 6.18.2: 2993
+                "vm_unmap_ram:addr<VMALLOC_START": _bug_on(_VM, 3002),
+                "vm_unmap_ram:addr>VMALLOC_END": _bug_on(_VM, 3003),
+                "vm_unmap_ram:!PAGE_ALIGNED(addr)": _bug_on(_VM, 3004),
+                "__get_vm_area_node:in_interrupt()": _bug_on(_VM, 3181),  # 6.18.2: 3173
+                "vunmap:in_interrupt()": _bug_on(_VM, 3471),  # 6.18.2: 3463
+                "free_vm_area:ret!=area": _bug_on(_VM, 4625),  # 6.18.2: 4618
+                "pcpu_get_vm_areas:align": _bug_on(_VM, 4735),  # 6.18.2: 4728
+                "pcpu_get_vm_areas:!IS_ALIGNED(offsets)": _bug_on(_VM, 4741),
+                "pcpu_get_vm_areas:!IS_ALIGNED(sizes)": _bug_on(_VM, 4742),
+                "pcpu_get_vm_areas:overlap": _bug_on(_VM, 4752),  # 6.18.2: 4745
+                # VM_BUG_ON: CONFIG_DEBUG_VM is off here, so no live entry; 6.18.2 line
                 "gfp_zone:GFP_ZONE_BAD": _bug_on(_GFP, 159, "CONFIG_DEBUG_VM"),
+                # panic() has no bug entry (and prints no line); 6.18.2 line
                 "preallocate_vmalloc_pages": BugSite(
                     "arch/x86/mm/init_64.c", 1367, panic=_PREALLOC
                 ),

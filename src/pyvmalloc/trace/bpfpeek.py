@@ -239,7 +239,8 @@ class Peeker:
         struct.pack_into("<I", self._run, 0, self.prog_fd)
         struct.pack_into("<IIQ", self._run, 40, 16, 0, ctypes.addressof(self._ctx))
         self._run_chase = ctypes.create_string_buffer(ATTR_SIZE)
-        struct.pack_into("<I", self._run_chase, 0, self.chase_fd)
+        if self.chase_fd >= 0:  # a peek-only Peeker has no chase program
+            struct.pack_into("<I", self._run_chase, 0, self.chase_fd)
         struct.pack_into("<IIQ", self._run_chase, 40, 24, 0, ctypes.addressof(self._ctx))
         self._key = ctypes.create_string_buffer(4)
         self._value = ctypes.create_string_buffer(MAX_PEEK)
