@@ -375,8 +375,14 @@ class Beliefs:
     def unpark_overlapping(self, start: int, end: int) -> int:
         """Give parked blocks overlapping ``[start, end)`` back to the free tree."""
         starts = self._parked_starts
+        if not starts:
+            return 0
         lo = max(0, bisect_right(starts, start) - 1)
-        hits = [s for s in starts[lo : bisect_left(starts, end)] if self.parked[s].va_end > start]
+        hi = bisect_left(starts, end)
+        if hi <= lo:
+            return 0
+        parked = self.parked
+        hits = [s for s in starts[lo:hi] if parked[s].va_end > start]
         for s in hits:
             self.space.free.merge_or_add_vmap_area_augment(self._unpark(s))
         return len(hits)
