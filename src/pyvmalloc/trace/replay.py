@@ -73,6 +73,9 @@ if TYPE_CHECKING:
 _c_replay_run: Callable[[Any, list[TraceEvent], int, int], int] | None = (
     _speedups.replay_run if _speedups is not None else None
 )
+_c_alloc_index: Callable[[list[TraceEvent], type], dict[int, list[int]]] | None = getattr(
+    _speedups, "alloc_index", None
+)
 
 #: Cause keys of facts a kstate.json readout holds (tree shape, pools at snapshot time).
 KSTATE_FACTS = ("shape", "snapshot-", "pooled-node")
@@ -678,16 +681,20 @@ class Replayer:
         (built once, when a divergence first needs them)."""
         if self._index_of is None or self._index_of[0] is not self._events:
             events = self._events
-            allocs: dict[int, list[int]] = {}
-            at = allocs.get
-            for n in [n for n, e in enumerate(events) if e.__class__ is AllocVmapArea]:
-                e = events[n]
-                if not e.failed:  # type: ignore[attr-defined]
-                    lst = at(e.addr)  # type: ignore[attr-defined]
-                    if lst is None:
-                        allocs[e.addr] = [n]  # type: ignore[attr-defined]
-                    else:
-                        lst.append(n)
+            allocs: dict[int, list[int]]
+            if _c_alloc_index is not None and isinstance(events, list):
+                allocs = _c_alloc_index(events, AllocVmapArea)
+            else:
+                allocs = {}
+                at = allocs.get
+                for n in [n for n, e in enumerate(events) if e.__class__ is AllocVmapArea]:
+                    e = events[n]
+                    if not e.failed:  # type: ignore[attr-defined]
+                        lst = at(e.addr)  # type: ignore[attr-defined]
+                        if lst is None:
+                            allocs[e.addr] = [n]  # type: ignore[attr-defined]
+                        else:
+                            lst.append(n)
             self._index_of = (events, allocs)
             self._alloc_addrs = sorted(allocs)
         return self._index_of[1]
