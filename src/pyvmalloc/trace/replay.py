@@ -449,19 +449,21 @@ class Replayer:
     def prepare(self, events: Sequence[TraceEvent]) -> None:
         """Look ahead: where the purge events are, and what their workers' CPUs did."""
         self._events = events
-        purge_at: list[int] = []
+        purge_at = [k for k, e in enumerate(events) if isinstance(e, PurgeVmapAreaLazy)]
         # The purge worker runs on the CPU its event was traced on: whatever else that
-        # CPU traced since the previous purge event ran before the worker started.
+        # CPU traced since the previous purge event ran before the worker started (the
+        # last such event, or -1).
         self._worker_cpu_busy_until = {}
-        last_on: dict[int, int] = {}  # CPU -> its last event so far
         prev = -1
-        for k, e in enumerate(events):
-            if isinstance(e, PurgeVmapAreaLazy):
-                last = last_on.get(e.cpu, -1)
-                self._worker_cpu_busy_until[k] = last if last > prev else -1
-                purge_at.append(k)
-                prev = k
-            last_on[e.cpu] = k
+        for k in purge_at:
+            cpu = events[k].cpu
+            last = -1
+            for j in range(k - 1, prev, -1):
+                if events[j].cpu == cpu:
+                    last = j
+                    break
+            self._worker_cpu_busy_until[k] = last
+            prev = k
         self._purge_at = purge_at
         # The next purge event at or after the first event (see before()).
         self._nxt = 0
