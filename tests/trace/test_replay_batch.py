@@ -291,7 +291,7 @@ def test_insert_by_purge_order_twin() -> None:
 
 
 @pytest.mark.parametrize("name", ["bpfjit-busy-nodrop", "mix3-nodrop", "k-seccomp-nodrop"])
-def test_ranges_below_list_equals_the_generator(name: str) -> None:
+def test_ranges_below_list_equals_the_generator(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """``_speedups.ranges_below`` (behind ``Beliefs.ranges_below_list``) yields what the
     reference generator does, at every free-block and parked-block edge and inside
     them, after a replay that left blocks parked (pool inference on)."""
@@ -312,6 +312,11 @@ def test_ranges_below_list_equals_the_generator(name: str) -> None:
             for first in (1, 8):
                 chunks = list(b.ranges_below_chunks(addr, limit, first))
                 assert [r for c in chunks for r in c] == want, (hex(addr), limit, first)
+    monkeypatch.setattr(beliefs_mod, "_c_ranges_below", None)  # the reference: lazily
+    addr = rp.space.vmalloc_end
+    want = list(itertools.islice(b.ranges_below(addr), 65))
+    assert [r for c in b.ranges_below_chunks(addr, 65, 8) for r in c] == want
+    assert b.ranges_below_list(addr, 65) == want
 
 
 def test_alloc_index_equals_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:

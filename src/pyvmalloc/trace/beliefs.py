@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain, islice
 
@@ -386,9 +386,13 @@ class Beliefs:
 
     def ranges_below_chunks(
         self, addr: int, limit: int, first: int
-    ) -> Iterator[list[tuple[int, int]]]:
+    ) -> Iterator[Iterable[tuple[int, int]]]:
         """The first ``limit`` ranges of :meth:`ranges_below` in two lists: ``first``
-        of them, then (only if the caller reads on) the rest."""
+        of them, then (only if the caller reads on) the rest; without the compiled
+        walk, the generator itself (read only as far as the caller reads)."""
+        if _c_ranges_below is None:
+            yield islice(self.ranges_below(addr), limit)
+            return
         head = self.ranges_below_list(addr, min(first, limit))
         yield head
         if len(head) == first < limit:
@@ -651,7 +655,10 @@ def next_hidden_area(b: Beliefs, node: int, idx: int, size: int) -> int | None:
     # Maximal free ranges below ``last``, highest first (a parked block may touch a
     # tree block: they are one range).
     cur: tuple[int, int] | None = None
-    for n, (start, end) in enumerate(b.ranges_below_list(last, EXACT_SCAN_BLOCKS + 1)):
+    ranges = chain.from_iterable(
+        b.ranges_below_chunks(last, EXACT_SCAN_BLOCKS + 1, EXACT_SCAN_BLOCKS + 1)
+    )
+    for n, (start, end) in enumerate(ranges):
         if n >= EXACT_SCAN_BLOCKS or start < vs:
             break
         end = min(end, last)
