@@ -38,6 +38,8 @@ _WHOLE_OPERATIONS = (
     # replay batch (replayc)
     "replay_run",
     "seed_busy",
+    "ranges_below",  # replayc2
+    "alloc_index",
     # bulk pages and multi-page vmalloc (bulkc)
     "init_bulk_pages",
     "phys_alloc_pages_bulk",

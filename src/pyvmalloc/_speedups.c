@@ -4100,6 +4100,8 @@ static PyObject *rb_pool_ids(PyObject *, PyObject *);
 static PyObject *rb_pool_gens(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rb_pool_ranges(PyObject *, PyObject *);
 static PyObject *rb_insert_by_purge_order(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rb_ranges_below(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rb_alloc_index(PyObject *, PyObject *const *, Py_ssize_t);
 
 /* bulk pages (bulkc) declarations */
 static PyObject *bk_init_ptes(PyObject *, PyObject *);
@@ -4192,6 +4194,10 @@ static PyMethodDef methods[] = {
     {"pool_ranges", rb_pool_ranges, METH_O, "pool_ranges(nodes) -> set of (start, end, node)"},
     {"insert_by_purge_order", (PyCFunction)(void (*)(void))rb_insert_by_purge_order,
      METH_FASTCALL, "insert_by_purge_order(pool, va, gen) -> None"},
+    {"ranges_below", (PyCFunction)(void (*)(void))rb_ranges_below, METH_FASTCALL,
+     "ranges_below(blk, starts, i, parked, limit) -> list of (start, end) | None"},
+    {"alloc_index", (PyCFunction)(void (*)(void))rb_alloc_index, METH_FASTCALL,
+     "alloc_index(events, cls) -> {addr: [positions]} of the successful cls events"},
 
     /* (separator: keep) */
     /* bulk pages and multi-page vmalloc (helper bulkc): entries below */
@@ -5816,6 +5822,133 @@ static PyObject *rb_insert_by_purge_order(PyObject *self, PyObject *const *args,
     if (!r) return NULL;
     Py_DECREF(r);
     Py_RETURN_NONE;
+}
+
+/* ranges_below(blk, starts, i, parked, limit): the first `limit` ranges that
+ * Beliefs.ranges_below yields, as a list: the free blocks from `blk` down (rb_prev) and
+ * the parked blocks parked[starts[i]], parked[starts[i - 1]], ... merged, highest start
+ * first (a tree block before a parked one only when its start is higher), each as
+ * (va_start, va_end). None (nothing read changes) when a block is not a VmapArea or a
+ * parked start is missing: the reference generator runs. */
+static PyObject *rb_ranges_below(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "ranges_below(blk, starts, i, parked, limit)");
+        return NULL;
+    }
+    if (rb_strings() < 0 || va_ready() < 0) return NULL;
+    PyObject *blk = args[0] == Py_None ? NULL : args[0], *starts = args[1], *parked = args[3];
+    if (!PyList_Check(starts) || !PyDict_Check(parked)) Py_RETURN_NONE;
+    Py_ssize_t i = PyLong_AsSsize_t(args[2]);
+    if (i == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t limit = PyLong_AsSsize_t(args[4]);
+    if (limit == -1 && PyErr_Occurred()) return NULL;
+    if (i >= PyList_GET_SIZE(starts)) Py_RETURN_NONE;
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    while (PyList_GET_SIZE(out) < limit && (blk != NULL || i >= 0)) {
+        PyObject *key;
+        if (blk != NULL && (!PyObject_TypeCheck(blk, va_type) || !SLOT(blk, off_start) ||
+                            !SLOT(blk, off_end)))
+            goto decline;
+        int tree = i < 0;
+        if (!tree && blk != NULL) {
+            tree = PyObject_RichCompareBool(SLOT(blk, off_start),
+                                            PyList_GET_ITEM(starts, i), Py_GT);
+            if (tree < 0) goto error;
+        }
+        if (tree) {
+            key = PyTuple_Pack(2, SLOT(blk, off_start), SLOT(blk, off_end));
+            /* rb_prev(blk) */
+            PyObject *n = get_node(blk, off_left);
+            if (n != NULL) {
+                PyObject *r;
+                while ((r = get_node(n, off_right)) != NULL) n = r;
+                blk = n;
+            } else {
+                n = get_node(blk, off_parent);
+                while (n != NULL && blk == get_node(n, off_left)) {
+                    blk = n;
+                    n = get_node(n, off_parent);
+                }
+                blk = n;
+            }
+        } else {
+            PyObject *va = PyDict_GetItemWithError(parked, PyList_GET_ITEM(starts, i));
+            if (va == NULL) {
+                if (PyErr_Occurred()) goto error;
+                goto decline;
+            }
+            PyObject *vs = rb_attr(va, off_start, RB_VA_START);
+            PyObject *ve = vs ? rb_attr(va, off_end, RB_VA_END) : NULL;
+            key = ve ? PyTuple_Pack(2, vs, ve) : NULL;
+            Py_XDECREF(vs);
+            Py_XDECREF(ve);
+            i--;
+        }
+        if (key == NULL || PyList_Append(out, key) < 0) {
+            Py_XDECREF(key);
+            goto error;
+        }
+        Py_DECREF(key);
+    }
+    return out;
+decline:
+    Py_DECREF(out);
+    Py_RETURN_NONE;
+error:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* alloc_index(events, cls): Replayer._indexes' map — for every event of exactly class
+ * `cls` whose `failed` is false, its position appended to the list at its `addr` key,
+ * in event order. */
+static PyObject *rb_alloc_index(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyList_Check(args[0]) || !PyType_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "alloc_index(events: list, cls)");
+        return NULL;
+    }
+    static PyObject *s_failed = NULL, *s_addr = NULL;
+    if (!s_failed && !(s_failed = PyUnicode_InternFromString("failed"))) return NULL;
+    if (!s_addr && !(s_addr = PyUnicode_InternFromString("addr"))) return NULL;
+    PyObject *events = args[0], *out = PyDict_New();
+    if (out == NULL) return NULL;
+    for (Py_ssize_t n = 0; n < PyList_GET_SIZE(events); n++) {
+        PyObject *e = PyList_GET_ITEM(events, n);
+        if ((PyObject *)Py_TYPE(e) != args[1]) continue;
+        Py_INCREF(e);
+        PyObject *failed = PyObject_GetAttr(e, s_failed), *addr = NULL, *pos = NULL;
+        int bad = failed == NULL ? -1 : PyObject_IsTrue(failed);
+        if (bad == 0 && (addr = PyObject_GetAttr(e, s_addr)) != NULL &&
+            (pos = PyLong_FromSsize_t(n)) != NULL) {
+            PyObject *lst = PyDict_GetItemWithError(out, addr);
+            if (lst != NULL)
+                bad = PyList_Append(lst, pos);
+            else if (PyErr_Occurred())
+                bad = -1;
+            else {
+                lst = PyList_New(1);
+                if (lst == NULL)
+                    bad = -1;
+                else {
+                    Py_INCREF(pos);
+                    PyList_SET_ITEM(lst, 0, pos);
+                    bad = PyDict_SetItem(out, addr, lst);
+                    Py_DECREF(lst);
+                }
+            }
+        } else if (bad == 0)
+            bad = -1;
+        Py_XDECREF(pos);
+        Py_XDECREF(addr);
+        Py_XDECREF(failed);
+        Py_DECREF(e);
+        if (bad < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
 }
 
 /* ============================================================ end of replay batch section */

@@ -14,6 +14,7 @@ All bundled captures take about 10 s (the two paths together).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 
 from pyvmalloc._accel import ACCELERATED
 from pyvmalloc.kernel import Kernel
+from pyvmalloc.trace import beliefs as beliefs_mod
 from pyvmalloc.trace import replay as replay_mod
 from pyvmalloc.trace.capturedir import load_capture_dir
 from pyvmalloc.trace.events import AllocVmapArea, FreeVmapAreaNoflush
@@ -89,8 +91,11 @@ def run_capture(
         return finish(rp)
 
     saved = replay_mod._c_replay_run
-    if not batch:
+    saved_ranges, saved_index = beliefs_mod._c_ranges_below, replay_mod._c_alloc_index
+    if not batch:  # the reference: no compiled loop, no compiled walks of this section
         replay_mod._c_replay_run = None
+        beliefs_mod._c_ranges_below = None
+        replay_mod._c_alloc_index = None
     monkeypatch.setattr(Replayer, "finish", finish_and_record)
     try:
         res = replay(
@@ -104,6 +109,8 @@ def run_capture(
         )
     finally:
         replay_mod._c_replay_run = saved
+        beliefs_mod._c_ranges_below = saved_ranges
+        replay_mod._c_alloc_index = saved_index
         monkeypatch.setattr(Replayer, "finish", finish)
     out = res.as_json()
     out.pop("seconds")
@@ -281,3 +288,58 @@ def test_insert_by_purge_order_twin() -> None:
                 pools.append([(gen[id(va)], va.va_start) for va in pool])
             assert pools[0] == pools[1]
             assert (g_new, s_new << 12) in pools[0]
+
+
+@pytest.mark.parametrize("name", ["bpfjit-busy-nodrop", "mix3-nodrop", "k-seccomp-nodrop"])
+def test_ranges_below_list_equals_the_generator(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_speedups.ranges_below`` (behind ``Beliefs.ranges_below_list``) yields what the
+    reference generator does, at every free-block and parked-block edge and inside
+    them, after a replay that left blocks parked (pool inference on)."""
+    assert beliefs_mod._c_ranges_below is not None
+    trace, snap, _meta = load_capture(DATA / "captures" / name)
+    rp = Replayer(parse_vmallocinfo(snap), profile="6.18", cpus=2)
+    rp._infer_pools = rp.trace_driven
+    rp.run(replay_mod._events_after_snapshot(parse_trace(trace), rp.result))
+    b = rp.beliefs
+    assert b.parked  # both kinds of range take part
+    edges = {e for va in rp.space.free_areas() for e in (va.va_start, va.va_end)}
+    edges |= {e for va in b.parked.values() for e in (va.va_start, va.va_end)}
+    addrs = sorted({a + d for a in edges for d in (-1, 0, 1, 0x800)})
+    for addr in [*addrs[:: max(1, len(addrs) // 400)], rp.space.vmalloc_end, 1 << 64]:
+        for limit in (0, 1, 17, 65, 10_000):
+            want = list(itertools.islice(b.ranges_below(addr), limit))
+            assert b.ranges_below_list(addr, limit) == want, (hex(addr), limit)
+            for first in (1, 8):
+                chunks = list(b.ranges_below_chunks(addr, limit, first))
+                assert [r for c in chunks for r in c] == want, (hex(addr), limit, first)
+    monkeypatch.setattr(beliefs_mod, "_c_ranges_below", None)  # the reference: lazily
+    addr = rp.space.vmalloc_end
+    want = list(itertools.islice(b.ranges_below(addr), 65))
+    assert [r for c in b.ranges_below_chunks(addr, 65, 8) for r in c] == want
+    assert b.ranges_below_list(addr, 65) == want
+
+
+def test_alloc_index_equals_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_speedups.alloc_index`` (behind ``Replayer._indexes``) maps every successful
+    allocation's address to its positions as the Python loop does, over every capture
+    (a failed allocation and a subclass of the event class left out)."""
+    assert replay_mod._c_alloc_index is not None
+
+    class Sub(AllocVmapArea):
+        pass
+
+    for cap in CAPTURES:
+        trace, snap, _meta = load_capture(cap)
+        rp = Replayer(parse_vmallocinfo(snap), profile="6.18", cpus=2)
+        events = replay_mod._events_after_snapshot(parse_trace(trace), rp.result)
+        allocs = [e for e in events if isinstance(e, AllocVmapArea)]
+        events += [dataclasses.replace(allocs[0], failed=-12)]
+        events += [Sub(**{f.name: getattr(allocs[1], f.name) for f in dataclasses.fields(Sub)})]
+        rp._events = events
+        got = rp._indexes()
+        monkeypatch.setattr(replay_mod, "_c_alloc_index", None)
+        rp._index_of = None
+        want = rp._indexes()
+        monkeypatch.undo()
+        assert got == want and list(got) == list(want)
+        assert sum(map(len, got.values())) == sum(not e.failed for e in allocs)

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain, islice
 
 from pyvmalloc._accel import speedups as _speedups
 from pyvmalloc.config import PAGE_SHIFT, PAGE_SIZE
@@ -54,6 +55,7 @@ _c_pool_ids = getattr(_speedups, "pool_ids", None)
 _c_pool_gens = getattr(_speedups, "pool_gens", None)
 _c_pool_ranges = getattr(_speedups, "pool_ranges", None)
 _c_insert_by_purge_order = getattr(_speedups, "insert_by_purge_order", None)
+_c_ranges_below = getattr(_speedups, "ranges_below", None)
 
 #: Mismatch classes (see docs/replay.md).
 RULE = "rule difference"
@@ -372,11 +374,41 @@ class Beliefs:
                 yield va.va_start, va.va_end
                 i -= 1
 
+    def ranges_below_list(self, addr: int, limit: int) -> list[tuple[int, int]]:
+        """The first ``limit`` ranges of :meth:`ranges_below`, as a list."""
+        if _c_ranges_below is not None:
+            starts = self._parked_starts
+            blk = self.space.free.pvm_find_va_enclose_addr(addr - 1)
+            got = _c_ranges_below(blk, starts, bisect_left(starts, addr) - 1, self.parked, limit)
+            if got is not None:
+                return got  # type: ignore[no-any-return]
+        return list(islice(self.ranges_below(addr), limit))
+
+    def ranges_below_chunks(
+        self, addr: int, limit: int, first: int
+    ) -> Iterator[Iterable[tuple[int, int]]]:
+        """The first ``limit`` ranges of :meth:`ranges_below` in two lists: ``first``
+        of them, then (only if the caller reads on) the rest; without the compiled
+        walk, the generator itself (read only as far as the caller reads)."""
+        if _c_ranges_below is None:
+            yield islice(self.ranges_below(addr), limit)
+            return
+        head = self.ranges_below_list(addr, min(first, limit))
+        yield head
+        if len(head) == first < limit:
+            yield self.ranges_below_list(addr, limit)[first:]
+
     def unpark_overlapping(self, start: int, end: int) -> int:
         """Give parked blocks overlapping ``[start, end)`` back to the free tree."""
         starts = self._parked_starts
+        if not starts:
+            return 0
         lo = max(0, bisect_right(starts, start) - 1)
-        hits = [s for s in starts[lo : bisect_left(starts, end)] if self.parked[s].va_end > start]
+        hi = bisect_left(starts, end)
+        if hi <= lo:
+            return 0
+        parked = self.parked
+        hits = [s for s in starts[lo:hi] if parked[s].va_end > start]
         for s in hits:
             self.space.free.merge_or_add_vmap_area_augment(self._unpark(s))
         return len(hits)
@@ -580,7 +612,9 @@ def next_hidden_head(b: Beliefs, node: int, idx: int, size: int, align: int) -> 
     space = b.space
     refuted = b.hidden_refuted.get((node, idx), set())
     mask = ~(max(align, PAGE_SIZE) - 1)
-    for n, (start, end) in enumerate(b.ranges_below(last)):
+    # (one range more than are looked at: the one that ends the scan)
+    ranges = chain.from_iterable(b.ranges_below_chunks(last, HIDDEN_SCAN_BLOCKS + 1, 8))
+    for n, (start, end) in enumerate(ranges):
         if n >= HIDDEN_SCAN_BLOCKS or start < space.vmalloc_start:
             return None
         top = min(end, last)
@@ -621,7 +655,10 @@ def next_hidden_area(b: Beliefs, node: int, idx: int, size: int) -> int | None:
     # Maximal free ranges below ``last``, highest first (a parked block may touch a
     # tree block: they are one range).
     cur: tuple[int, int] | None = None
-    for n, (start, end) in enumerate(b.ranges_below(last)):
+    ranges = chain.from_iterable(
+        b.ranges_below_chunks(last, EXACT_SCAN_BLOCKS + 1, EXACT_SCAN_BLOCKS + 1)
+    )
+    for n, (start, end) in enumerate(ranges):
         if n >= EXACT_SCAN_BLOCKS or start < vs:
             break
         end = min(end, last)

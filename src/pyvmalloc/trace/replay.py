@@ -31,7 +31,7 @@ import itertools
 import os
 import sys
 import time
-from collections import Counter, defaultdict, deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -72,6 +72,9 @@ if TYPE_CHECKING:
 #: reference only.
 _c_replay_run: Callable[[Any, list[TraceEvent], int, int], int] | None = (
     _speedups.replay_run if _speedups is not None else None
+)
+_c_alloc_index: Callable[[list[TraceEvent], type], dict[int, list[int]]] | None = getattr(
+    _speedups, "alloc_index", None
 )
 
 #: Cause keys of facts a kstate.json readout holds (tree shape, pools at snapshot time).
@@ -446,19 +449,21 @@ class Replayer:
     def prepare(self, events: Sequence[TraceEvent]) -> None:
         """Look ahead: where the purge events are, and what their workers' CPUs did."""
         self._events = events
-        purge_at: list[int] = []
+        purge_at = [k for k, e in enumerate(events) if isinstance(e, PurgeVmapAreaLazy)]
         # The purge worker runs on the CPU its event was traced on: whatever else that
-        # CPU traced since the previous purge event ran before the worker started.
+        # CPU traced since the previous purge event ran before the worker started (the
+        # last such event, or -1).
         self._worker_cpu_busy_until = {}
-        last_on: dict[int, int] = {}  # CPU -> its last event so far
         prev = -1
-        for k, e in enumerate(events):
-            if isinstance(e, PurgeVmapAreaLazy):
-                last = last_on.get(e.cpu, -1)
-                self._worker_cpu_busy_until[k] = last if last > prev else -1
-                purge_at.append(k)
-                prev = k
-            last_on[e.cpu] = k
+        for k in purge_at:
+            cpu = events[k].cpu
+            last = -1
+            for j in range(k - 1, prev, -1):
+                if events[j].cpu == cpu:
+                    last = j
+                    break
+            self._worker_cpu_busy_until[k] = last
+            prev = k
         self._purge_at = purge_at
         # The next purge event at or after the first event (see before()).
         self._nxt = 0
@@ -616,11 +621,11 @@ class Replayer:
         ``alloc_vmap_area`` since its previous event); soon after (``REORDER_*``) that
         is enough. Later (``PREEMPT_*``: a task rescheduled before its tracepoint) see
         :meth:`_late_lock_order`."""
-        events = self._events
+        i = self._index
         seen: set[tuple[int, str]] = {(ev.pid, ev.task)}
-        for j in range(self._index + 1, min(len(events), self._index + 1 + REORDER_EVENTS)):
-            other = events[j]
-            if other.timestamp - ev.timestamp > REORDER_SECONDS:
+        t0, end = ev.timestamp, start + size
+        for other in self._events[i + 1 : i + 1 + REORDER_EVENTS]:
+            if other.timestamp - t0 > REORDER_SECONDS:
                 break
             who = (other.pid, other.task)
             if who in seen:
@@ -629,7 +634,7 @@ class Replayer:
             if (
                 isinstance(other, AllocVmapArea)
                 and not other.failed
-                and other.addr < start + size
+                and other.addr < end
                 and start < other.addr + other.size
             ):
                 return other
@@ -677,11 +682,22 @@ class Replayer:
         """Positions in the event list of the successful allocations at each address
         (built once, when a divergence first needs them)."""
         if self._index_of is None or self._index_of[0] is not self._events:
-            allocs: defaultdict[int, list[int]] = defaultdict(list)
-            for n, e in enumerate(self._events):
-                if e.__class__ is AllocVmapArea and not e.failed:
-                    allocs[e.addr].append(n)
-            self._index_of = (self._events, allocs)
+            events = self._events
+            allocs: dict[int, list[int]]
+            if _c_alloc_index is not None and isinstance(events, list):
+                allocs = _c_alloc_index(events, AllocVmapArea)
+            else:
+                allocs = {}
+                at = allocs.get
+                for n in [n for n, e in enumerate(events) if e.__class__ is AllocVmapArea]:
+                    e = events[n]
+                    if not e.failed:  # type: ignore[attr-defined]
+                        lst = at(e.addr)  # type: ignore[attr-defined]
+                        if lst is None:
+                            allocs[e.addr] = [n]  # type: ignore[attr-defined]
+                        else:
+                            lst.append(n)
+            self._index_of = (events, allocs)
             self._alloc_addrs = sorted(allocs)
         return self._index_of[1]
 
@@ -727,9 +743,9 @@ class Replayer:
     def _untouched(self, first: int, stop: int, start: int, end: int, who: tuple[int, str]) -> bool:
         """Whether no event in ``events[first:stop]`` allocates in or frees inside
         ``[start, end)``, nor is one of task ``who`` (whose next event is at ``stop``)."""
-        for k in range(first, stop):
-            e = self._events[k]
-            if e.pid == who[0] and e.task == who[1]:
+        pid, task = who
+        for e in self._events[first:stop]:
+            if e.pid == pid and e.task == task:
                 return False
             if isinstance(e, AllocVmapArea):
                 if not e.failed and e.addr < end and start < e.addr + e.size:
@@ -1448,12 +1464,13 @@ class Replayer:
         # The free blocks ascending (from the tree, lazily) merged with the pooled
         # areas (sorted): touching spans form one range; the first range the search
         # length fits in decides, so the walk stops there.
-        pooled = sorted(
+        pooled = [
             (va.va_start, va.va_end)
             for vn in space.nodes
             for pool in vn.pools.values()
             for va in pool
-        )
+        ]
+        pooled.sort()
         spans = heapq.merge(((va.va_start, va.va_end) for va in space.free_areas()), pooled)
         length = ev.size + ev.align - 1 if ev.align > PAGE_SIZE else ev.size
         mask = ~(ev.align - 1) & space.ulong_max
