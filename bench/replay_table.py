@@ -18,8 +18,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from pyvmalloc.trace.capturedir import load_capture_dir
-from pyvmalloc.trace.replay import load_capture, replay
+from pyvmalloc.trace.replay import replay_capture
 
 #: The drained BPF-map (and BPF-program) captures: the "BPF-map" row of docs/replay.md.
 BPF_MAP = {
@@ -34,18 +33,8 @@ BPF_MAP = {
 
 
 def row(cap: Path, *, use_kstate: bool = True) -> dict[str, object]:
-    trace, snap, meta = load_capture(cap)
-    end = cap / "vmallocinfo.end"
-    kstate, kstate_end = load_capture_dir(cap).kstates() if use_kstate else (None, None)
     t0 = time.process_time()
-    res = replay(
-        trace,
-        snap,
-        meta=meta,
-        end_snapshot=end if end.exists() else None,
-        kstate=kstate,
-        kstate_end=kstate_end,
-    )
+    res = replay_capture(cap, use_kstate=use_kstate)
     cpu = time.process_time() - t0
     causes = Counter(m.cause_class for m in res.mismatches)
     worst = sorted(res.causes, key=lambda c: -int(c["mismatches"]))

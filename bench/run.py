@@ -171,28 +171,19 @@ def bench_replay_end_to_end() -> float:
     """Events/s of ``pyvmalloc replay DIR`` as a whole over every bundled capture and
     kstate capture: reading the snapshot, seeding (from kstate.json where there is one),
     the replay and the end comparison; only parsing the trace is taken off."""
-    from pyvmalloc.trace.capturedir import load_capture_dir, nr_cpus
+    from pyvmalloc.trace.capturedir import nr_cpus
     from pyvmalloc.trace.parse import parse_trace
-    from pyvmalloc.trace.replay import load_capture, replay
+    from pyvmalloc.trace.replay import load_capture, replay_capture
 
     events = 0
     seconds = 0.0
     roots = (ROOT / "tests" / "data" / "captures", ROOT / "tests" / "data" / "kstate")
     for cap in sorted(d for r in roots for d in r.iterdir() if (d / "meta.json").exists()):
-        trace, snap, meta = load_capture(cap)
-        kstate, kstate_end = load_capture_dir(cap).kstates()
-        end = cap / "vmallocinfo.end"
+        trace, _, meta = load_capture(cap)
         t0 = time.process_time()
         parse_trace(trace, cpus=nr_cpus(meta))
         t1 = time.process_time()
-        res = replay(
-            trace,
-            snap,
-            meta=meta,
-            end_snapshot=end if end.exists() else None,
-            kstate=kstate,
-            kstate_end=kstate_end,
-        )
+        res = replay_capture(cap)
         t2 = time.process_time()
         seconds += (t2 - t1) - (t1 - t0)
         events += res.events

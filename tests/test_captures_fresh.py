@@ -27,7 +27,7 @@ import pytest
 from pyvmalloc.trace.capturedir import load_capture_dir
 from pyvmalloc.trace.events import PurgeVmapAreaLazy
 from pyvmalloc.trace.parse import parse_trace
-from pyvmalloc.trace.replay import ReplayResult, load_capture, replay
+from pyvmalloc.trace.replay import ReplayResult, replay_capture
 
 CAPTURES = Path(__file__).parent / "data" / "captures"
 
@@ -93,14 +93,8 @@ def _replay(
 ) -> tuple[ReplayResult, dict[str, object]]:
     """Replay as ``pyvmalloc replay DIR`` does: seeded from kstate.json when the
     capture has one (the k-* captures), else from the snapshot alone."""
-    trace, snap, meta = load_capture(CAPTURES / name)
-    ks, ks_end = load_capture_dir(CAPTURES / name).kstates() if kstate else (None, None)
-    end_snapshot = CAPTURES / name / "vmallocinfo.end" if end else None
-    res = replay(
-        trace, snap, meta=meta, end_snapshot=end_snapshot, kstate=ks,
-        kstate_end=ks_end if end else None,
-    )  # fmt: skip
-    return res, meta
+    res = replay_capture(CAPTURES / name, use_kstate=kstate, end=end)
+    return res, load_capture_dir(CAPTURES / name).meta
 
 
 @pytest.mark.parametrize("name", sorted(FLOORS))

@@ -24,11 +24,10 @@ from pyvmalloc._accel import ACCELERATED
 from pyvmalloc.kernel import Kernel
 from pyvmalloc.trace import beliefs as beliefs_mod
 from pyvmalloc.trace import replay as replay_mod
-from pyvmalloc.trace.capturedir import load_capture_dir
 from pyvmalloc.trace.events import AllocVmapArea, FreeVmapAreaNoflush
 from pyvmalloc.trace.kstate import kstate_of
 from pyvmalloc.trace.parse import parse_trace
-from pyvmalloc.trace.replay import Replayer, load_capture, replay
+from pyvmalloc.trace.replay import Replayer, load_capture, replay, replay_capture
 from pyvmalloc.trace.snapshot import parse_vmallocinfo
 
 pytestmark = pytest.mark.skipif(
@@ -80,9 +79,6 @@ def beliefs_state(rp: Replayer) -> dict[str, Any]:
 def run_capture(
     cap: Path, monkeypatch: pytest.MonkeyPatch, *, batch: bool, kstate: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    trace, snap, meta = load_capture(cap)
-    ks, ks_end = load_capture_dir(cap).kstates() if kstate else (None, None)
-    end = cap / "vmallocinfo.end"
     states: list[dict[str, Any]] = []
     finish = Replayer.finish
 
@@ -98,14 +94,8 @@ def run_capture(
         replay_mod._c_alloc_index = None
     monkeypatch.setattr(Replayer, "finish", finish_and_record)
     try:
-        res = replay(
-            trace,
-            snap,
-            meta=meta,
-            end_snapshot=end if end.exists() else None,
-            kstate=ks,
-            kstate_end=ks_end,
-            on_kernel=lambda k: states.append(model_state(k)),
+        res = replay_capture(
+            cap, use_kstate=kstate, on_kernel=lambda k: states.append(model_state(k))
         )
     finally:
         replay_mod._c_replay_run = saved

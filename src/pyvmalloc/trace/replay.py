@@ -2029,6 +2029,31 @@ def replay(
     return res
 
 
+def replay_capture(
+    path: str | os.PathLike[str],
+    *,
+    use_kstate: bool = True,
+    end: bool = True,
+    **kwargs: Any,
+) -> ReplayResult:
+    """Replay a capture directory as ``pyvmalloc replay DIR`` does: its trace from its
+    snapshot with its meta, seeded from ``kstate.json`` when it has one (unless
+    ``use_kstate`` is false), and with ``end`` compared at the end with its
+    ``vmallocinfo.end`` and ``kstate.end.json`` when it has them. Other keywords go to
+    :func:`replay`."""
+    cap = load_capture_dir(path)
+    kstate, kstate_end = cap.kstates() if use_kstate else (None, None)
+    return replay(
+        cap.trace,
+        cap.snapshot,
+        meta=cap.meta,
+        end_snapshot=cap.end_snapshot if end else None,
+        kstate=kstate,
+        kstate_end=kstate_end if end else None,
+        **kwargs,
+    )
+
+
 # ----------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------
