@@ -3222,7 +3222,6 @@ static int vw_kfree(wctx_t *c, PyObject *addr_o) {
 
 /* test-vmalloc paths (helper tvspeed): a new order-0 slab / the last object of one */
 static PyObject *tv_kmalloc_new_slab(wctx_t *c, PyObject *size_o, uint64_t gfp, PyObject *node);
-static int tv_kfree_last(wctx_t *c, PyObject *addr_o);
 
 /* slab.kmalloc(size, gfp, node): the compiled usual case, else the method */
 static PyObject *vw_kmalloc_call(wctx_t *c, PyObject *size_o, uint64_t gfp, PyObject *node) {
@@ -3246,7 +3245,6 @@ static PyObject *vw_kmalloc_call(wctx_t *c, PyObject *size_o, uint64_t gfp, PyOb
 /* slab.kfree(addr): the compiled usual case (True), else the method's result */
 static PyObject *vw_kfree_call(wctx_t *c, PyObject *addr) {
     int done = vw_kfree(c, addr);
-    if (done == 0) done = tv_kfree_last(c, addr);
     if (done == 0) done = bk_kfree_last(c, addr);
     if (done < 0) return NULL;
     if (done) Py_RETURN_TRUE;
@@ -3973,119 +3971,6 @@ out:
     Py_XDECREF(slab);
     Py_XDECREF(fm);
     Py_XDECREF(addr);
-    return res;
-}
-
-/* SlabAllocator.kfree(addr) of the last live object of an order-0 slab: 1 (freed, the
- * slab destroyed and its page freed; the method would return True); 0: declined,
- * nothing changed; -1: error. */
-static int tv_kfree_last(wctx_t *c, PyObject *addr_o) {
-    PyObject *sa_d, *ps, *slab, *slab_d, *free, *fmap, *caches, *cache, *cache_d, *partial;
-    PyObject *slabs, *spfn, *key = NULL;
-    int r, res = 0;
-    uint64_t addr, po, mlp, saddr;
-    long long ssize, objects, inuse, a_o, s_b, order, spages, pfn;
-    if (!(sa_d = tv_slab_dict(c, WS(W_KFREE), O_KFREE))) return PyErr_Occurred() ? -1 : 0;
-    if ((r = vw_u64(addr_o, &addr)) != 1) return r;
-    if (addr <= 16) return 0;
-    if ((r = vw_attr_u64(c->phys, WS(W_PAGE_OFFSET), &po)) != 1 ||
-        (r = vw_attr_u64(c->phys, WS(W_MAX_LOW_PFN), &mlp)) != 1)
-        return r;
-    if (addr < po || mlp >= ((uint64_t)1 << 52) || addr - po >= (mlp << 12)) return 0;
-    ps = PyDict_GetItemWithError(sa_d, WS(W_PAGE_SLAB));
-    if (!ps || !PyDict_CheckExact(ps)) return PyErr_Occurred() ? -1 : 0;
-    key = PyLong_FromUnsignedLongLong((addr - po) >> 12);
-    if (!key) return -1;
-    slab = PyDict_GetItemWithError(ps, key);
-    Py_DECREF(key);
-    if (!slab || (PyObject *)Py_TYPE(slab) != PyTuple_GET_ITEM(c->consts, WC_SLAB_CLS) ||
-        !(slab_d = vw_idict(slab)))
-        return PyErr_Occurred() ? -1 : 0;
-    if ((r = vw_dll(slab_d, WS(W_SIZE), &ssize)) != 1 ||
-        (r = vw_du64(slab_d, WS(W_ADDR), &saddr)) != 1 ||
-        (r = vw_dll(slab_d, WS(W_OBJECTS), &objects)) != 1 ||
-        (r = vw_dll(slab_d, WS(W_INUSE), &inuse)) != 1 ||
-        (r = vw_dll(slab_d, tv_s_order, &order)) != 1 ||
-        (r = vw_dll(slab_d, WS(W_PFN), &pfn)) != 1 ||
-        (r = vw_dll(sa_d, tv_s_slab_pages, &spages)) != 1)
-        return r;
-    if (ssize <= 0 || addr < saddr || addr - saddr > (uint64_t)LLONG_MAX || order != 0 ||
-        inuse != 1)
-        return 0;
-    long long d = (long long)(addr - saddr), idx = d / ssize;
-    if (d % ssize || idx >= objects) return 0;
-    free = PyDict_GetItemWithError(slab_d, WS(W_SFREE));
-    fmap = free ? PyDict_GetItemWithError(slab_d, WS(W_FREE_MAP)) : NULL;
-    if (!fmap || !PyList_CheckExact(free) || !PyByteArray_CheckExact(fmap) ||
-        idx >= PyByteArray_GET_SIZE(fmap) || PyByteArray_AS_STRING(fmap)[idx])
-        return PyErr_Occurred() ? -1 : 0;
-    caches = PyDict_GetItemWithError(sa_d, WS(W_CACHES));
-    if (!caches || !PyDict_CheckExact(caches)) return PyErr_Occurred() ? -1 : 0;
-    PyObject *sz = PyDict_GetItemWithError(slab_d, WS(W_SIZE));
-    cache = sz ? PyDict_GetItemWithError(caches, sz) : NULL;
-    if (!cache || (PyObject *)Py_TYPE(cache) != PyTuple_GET_ITEM(c->consts, WC_CACHE_CLS) ||
-        !(cache_d = vw_idict(cache)))
-        return PyErr_Occurred() ? -1 : 0;
-    partial = PyDict_GetItemWithError(cache_d, WS(W_PARTIAL));
-    slabs = partial ? PyDict_GetItemWithError(cache_d, tv_s_slabs) : NULL;
-    spfn = PyDict_GetItemWithError(slab_d, WS(W_PFN));
-    if (!slabs || !spfn || !PyList_CheckExact(partial) || !PyDict_CheckExact(slabs))
-        return PyErr_Occurred() ? -1 : 0;
-    if ((r = vw_dll(cache_d, WS(W_ACTIVE_OBJS), &a_o)) != 1 ||
-        (r = vw_dll(sa_d, WS(W_SLAB_BYTES), &s_b)) != 1)
-        return r;
-    /* the slab must be where the reference removes it from: partial (after the append
-     * of a full slab), cache.slabs[pfn] and _page_slab[pfn] */
-    int was_full = inuse == objects;
-    Py_ssize_t at = -1;
-    for (Py_ssize_t i = PyList_GET_SIZE(partial) - 1; i >= 0; i--)
-        if (PyList_GET_ITEM(partial, i) == slab) {
-            at = i;
-            break;
-        }
-    if ((at < 0) == !was_full) return 0; /* (partial out of step: the method raises) */
-    if (PyDict_GetItemWithError(slabs, spfn) != slab || PyDict_GetItemWithError(ps, spfn) != slab)
-        return PyErr_Occurred() ? -1 : 0;
-    PyObject *i_o = PyLong_FromLongLong(idx);
-    if (!i_o) return -1;
-    Py_INCREF(slab);
-    Py_INCREF(spfn);
-    Py_INCREF(free);
-    Py_INCREF(partial);
-    /* state changes from here, in the reference's order */
-    int e = 0;
-    if (was_full) {
-        at = PyList_GET_SIZE(partial);
-        e = PyList_Append(partial, slab);
-    }
-    if (e == 0) e = PyList_Append(free, i_o);
-    if (e == 0) {
-        PyByteArray_AS_STRING(fmap)[idx] = 1;
-        e = vw_dset(slab_d, WS(W_INUSE), 0);
-    }
-    if (e == 0) e = vw_dset(cache_d, WS(W_ACTIVE_OBJS), a_o - 1);
-    if (e == 0) e = vw_dset(sa_d, WS(W_SLAB_BYTES), s_b - ssize);
-    if (e == 0) e = PyList_SetSlice(partial, at, at + 1, NULL);
-    if (e == 0) e = PyDict_DelItem(slabs, spfn);
-    if (e == 0) e = PyDict_DelItem(ps, spfn);
-    if (e == 0) e = vw_dset(sa_d, tv_s_slab_pages, spages - 1);
-    if (e == 0) { /* phys.free_pages(spfn, 0): its usual-case twin, else the method */
-        int done = vw_free_page0(c, spfn);
-        if (done < 0) e = -1;
-        if (done == 0) {
-            PyObject *a[3] = {c->phys, spfn, small_zero};
-            PyObject *x = vw_meth(WS(W_FREE_PAGES), a, 3, NULL);
-            if (!x) e = -1;
-            Py_XDECREF(x);
-        }
-    }
-    Py_DECREF(i_o);
-    Py_DECREF(slab);
-    Py_DECREF(spfn);
-    Py_DECREF(free);
-    Py_DECREF(partial);
-    res = e < 0 ? -1 : 1;
-    (void)pfn;
     return res;
 }
 
@@ -7297,8 +7182,9 @@ out:
     return res;
 }
 
-/* SlabAllocator.kfree(addr) of the last live object of a slab of order >= 1: 1 (freed,
- * the slab destroyed, its pages freed); 0: declined, nothing changed; -1: error. */
+/* SlabAllocator.kfree(addr) of the last live object of a slab of any order up to 10
+ * (order 0: test-vmalloc's vm_structs; 1..3: the pages arrays of multi-page areas): 1
+ * (freed, the slab destroyed, its pages freed); 0: declined, nothing changed; -1: error. */
 static int bk_kfree_last(wctx_t *c, PyObject *addr_o) {
     PyObject *sa_d, *ps, *slab, *slab_d, *free, *fmap, *caches, *cache, *cache_d, *partial;
     PyObject *slabs, *spfn, *key = NULL;
@@ -7329,7 +7215,7 @@ static int bk_kfree_last(wctx_t *c, PyObject *addr_o) {
         (r = vw_dll(slab_d, WS(W_PFN), &pfn)) != 1 ||
         (r = vw_dll(sa_d, bk_s_slab_pages, &spages)) != 1)
         return r;
-    if (ssize <= 0 || addr < saddr || addr - saddr > (uint64_t)LLONG_MAX || order < 1 ||
+    if (ssize <= 0 || addr < saddr || addr - saddr > (uint64_t)LLONG_MAX || order < 0 ||
         order > 10 || inuse != 1 || pfn < 0)
         return 0;
     long long d = (long long)(addr - saddr), idx = d / ssize, nr = 1LL << order;
@@ -7399,8 +7285,8 @@ static int bk_kfree_last(wctx_t *c, PyObject *addr_o) {
     if (e == 0) e = vw_dset(sa_d, bk_s_slab_pages, spages - nr);
     if (e == 0) { /* phys.free_pages(spfn, order): its twin, else the method */
         bp_t p;
-        int done = bp_get(c->phys, &p);
-        if (done == 1) done = bk_free_pages(&p, pfn, (int)order);
+        int done = order == 0 ? vw_free_page0(c, spfn) : bp_get(c->phys, &p);
+        if (done == 1 && order != 0) done = bk_free_pages(&p, pfn, (int)order);
         if (done < 0) e = -1;
         if (done == 0) {
             PyObject *o_o = PyLong_FromLongLong(order);
