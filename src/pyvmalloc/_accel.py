@@ -49,6 +49,8 @@ _WHOLE_OPERATIONS = (
     "pte_clear_cached",
     # test-vmalloc harness (tvharness)
     "tv_loops",
+    # replay purge (rpurge)
+    # replay divergence (rdiverge)
 )
 
 #: Set (to anything but "" or "0") to force the pure-Python reference.

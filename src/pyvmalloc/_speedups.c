@@ -3999,6 +3999,10 @@ static PyObject *bk_py_free_bulk(PyObject *, PyObject *const *, Py_ssize_t);
 /* test-vmalloc harness (tvharness) declarations */
 static PyObject *tv_loops(PyObject *, PyObject *const *, Py_ssize_t);
 
+/* replay purge (rpurge) declarations */
+
+/* replay divergence (rdiverge) declarations */
+
 static PyMethodDef methods[] = {
     /* whole operations (speedcore) */
     {"alloc_vmap_area_once", (PyCFunction)(void (*)(void))sp_alloc_vmap_area_once,
@@ -4103,6 +4107,12 @@ static PyMethodDef methods[] = {
     /* test-vmalloc harness (helper tvharness): entries below */
     {"tv_loops", (PyCFunction)(void (*)(void))tv_loops, METH_FASTCALL,
      "tv_loops(h, n, sizes, pages, bytes) -> (loops done, failed allocation or -1, addrs)"},
+
+    /* (separator: keep) */
+    /* replay purge (helper rpurge): entries below */
+
+    /* (separator: keep) */
+    /* replay divergence (helper rdiverge): entries below */
 
     /* (separator: keep) */
     {NULL, NULL, 0, NULL}};
@@ -7726,3 +7736,15 @@ error:
 }
 
 /* ==================================================== end of test-vmalloc harness section */
+
+/*
+ * replay purge section (helper rpurge)
+ */
+
+/* ============================================================ end of replay purge section */
+
+/*
+ * replay divergence section (helper rdiverge)
+ */
+
+/* ======================================================= end of replay divergence section */

@@ -123,3 +123,7 @@ def tv_loops(
     data: tuple[int, ...],
     /,
 ) -> tuple[int, int, tuple[int, ...]]: ...
+
+# replay purge (helper rpurge)
+
+# replay divergence (helper rdiverge)
