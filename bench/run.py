@@ -95,6 +95,9 @@ def run(quick: bool) -> dict[str, Any]:
             lambda: bench_vmalloc.bench_vmalloc_4k(5_000), runs
         )
         res["vmalloc_1m_pairs_per_s"] = median_of(lambda: bench_vmalloc.bench_vmalloc_1m(500), runs)
+        res["vmalloc_long_busy_list_us_per_loop"] = median_of(
+            lambda: bench_vmalloc.bench_long_busy_list(2_000 if quick else 20_000), runs
+        )
     res.update(run_test_vmalloc_sections(quick))
     return res
 
