@@ -28,6 +28,7 @@ from pyvmalloc import Kernel, KernelWarning
 from pyvmalloc.bugsites import WARN_REPORTS, WARN_SITES, warn_sites
 from pyvmalloc.config import PROFILES
 from pyvmalloc.printk import TAINT_WARN, KernelLog
+from pyvmalloc.vmalloc import VM_FLUSH_RESET_PERMS, VM_MAP, VM_NO_GUARD
 
 CUT = "------------[ cut here ]------------"
 P = 4096
@@ -192,3 +193,103 @@ def test_warn_without_a_cpu_says_so() -> None:
     assert str(log.lines[-1]).split("\n")[2] == (
         "[     1] WARNING: CPU: ? PID: 0 at mm/vmalloc.c:1197 find_va_links"
     )
+
+
+def _vrealloc_sizes(k: Kernel) -> None:
+    p = k.vmalloc(2 * P)
+    vm = k.find_vm_area(p)
+    assert vm is not None
+    vm.requested_size = 3 * P  # alloced_size < old_size
+    k.vrealloc(p, 100)
+
+
+def _vrealloc_align(k: Kernel) -> None:
+    k.vmalloc(P)
+    k.vrealloc(k.vmalloc(P), 100, align=1 << 20)  # 0x...2000 is not 1 MiB aligned
+
+
+# Each site, triggered through the API; the expected WARNING line is the release's
+# line (quoted) and the site's source function.
+@pytest.mark.parametrize(
+    ("profile", "trigger", "where"),
+    [
+        # v4.19.1 mm/vmalloc.c:1504 in __vunmap():
+        #   if (WARN(!PAGE_ALIGNED(addr), "Trying to vfree() bad address (%p)\n", addr))
+        ("4.19", lambda k: k.vfree(k.vmalloc(P) + 8), "mm/vmalloc.c:1504 __vunmap"),
+        # v6.18 :4158, :4161 (6.18.44 bug table; 6.18.2: 4150, 4153), in
+        # vrealloc_node_align_noprof(): WARN(alloced_size < old_size, "vrealloc() has
+        # mismatched area vs requested sizes (%p)\n", p); WARN(!IS_ALIGNED(p, align),
+        # "will not reallocate with a bigger alignment (0x%lx)\n", align)
+        ("6.18", _vrealloc_sizes, "mm/vmalloc.c:4158 vrealloc_node_align_noprof"),
+        ("6.18", _vrealloc_align, "mm/vmalloc.c:4161 vrealloc_node_align_noprof"),
+        # v6.18 vmap() :3510 / :3517 (6.18.2: 3502 / 3509):
+        #   if (WARN_ON_ONCE(flags & VM_FLUSH_RESET_PERMS))  /  (flags & VM_NO_GUARD)
+        (
+            "6.18",
+            lambda k: k.vmap(k.alloc_pages(1), 1, flags=VM_MAP | VM_FLUSH_RESET_PERMS),
+            "mm/vmalloc.c:3510 vmap",
+        ),
+        (
+            "6.18",
+            lambda k: k.vmap(k.alloc_pages(1), 1, flags=VM_MAP | VM_NO_GUARD),
+            "mm/vmalloc.c:3517 vmap",
+        ),
+        # v6.18 vmap_pfn_apply() :3556 (6.18.2: 3548): if (WARN_ON_ONCE(pfn_valid(pfn)))
+        ("6.18", lambda k: k.vmap_pfn([5]), "mm/vmalloc.c:3556 vmap_pfn_apply"),
+        # v6.18 __vmalloc_node_range_noprof() :3838 (6.18.2: 3830): WARN_ON_ONCE(!size)
+        ("6.18", lambda k: k.vmalloc(0), "mm/vmalloc.c:3838 __vmalloc_node_range_noprof"),
+        # v6.18.2 mm/slub.c:7124 in __kvmalloc_node_noprof(), size > INT_MAX:
+        #   WARN_ON_ONCE(!(flags & __GFP_NOWARN));
+        ("6.18", lambda k: k.kvmalloc((1 << 31) + 1), "mm/slub.c:7124 __kvmalloc_node_noprof"),
+        # __ioremap_caller(): WARN_ONCE(1, "ioremap on RAM at %pa - %pa\n", ...) at
+        # arch/x86/mm/ioremap.c v4.19.1 :165, v5.4.0 :187, v6.18.2 :216; and after
+        # "ioremap: invalid physical address %llx", WARN_ON_ONCE(1) at :155, :177, :206
+        (
+            "4.19",
+            lambda k: k.ioremap(0x200000, 0x2000),
+            "arch/x86/mm/ioremap.c:165 __ioremap_caller",
+        ),
+        (
+            "5.4",
+            lambda k: k.ioremap(0x200000, 0x2000),
+            "arch/x86/mm/ioremap.c:187 __ioremap_caller",
+        ),
+        (
+            "6.18",
+            lambda k: k.ioremap(0x200000, 0x2000),
+            "arch/x86/mm/ioremap.c:216 __ioremap_caller",
+        ),
+        ("4.19", lambda k: k.ioremap(-4096, 4096), "arch/x86/mm/ioremap.c:155 __ioremap_caller"),
+        ("5.4", lambda k: k.ioremap(-4096, 4096), "arch/x86/mm/ioremap.c:177 __ioremap_caller"),
+        ("6.18", lambda k: k.ioremap(-4096, 4096), "arch/x86/mm/ioremap.c:206 __ioremap_caller"),
+    ],
+)
+def test_warn_site_lines(profile: str, trigger, where: str) -> None:
+    k = Kernel(profile, ram="64M")
+    trigger(k)
+    warned = [ln for ln in _printed(k) if ln.startswith("WARNING:")]
+    assert warned == [f"WARNING: CPU: 0 PID: 0 at {where}"]
+
+
+# A PTE already set where a mapping goes: WARN_ON(!pte_none(...)) -> -EBUSY, in
+#   v4.19.1 vmap_pte_range() mm/vmalloc.c:150 and v5.4.0 :153: if (WARN_ON(!pte_none(*pte)))
+#   v6.18 vmap_pages_pte_range() :534 (before line 2243: as in 6.18.2)
+#     if (WARN_ON(!pte_none(ptep_get(pte)))) {
+# The page-table walk is reached without the API call's CPU: "?".
+@pytest.mark.parametrize(
+    ("profile", "cut", "where", "end"),
+    [
+        ("4.19", False, "mm/vmalloc.c:150 vmap_pte_range", 1),
+        ("5.4", True, "mm/vmalloc.c:153 vmap_pte_range", 1),
+        ("6.18", True, "mm/vmalloc.c:534 vmap_pages_pte_range", 0),
+    ],
+)
+def test_busy_pte_report(profile: str, cut: bool, where: str, end: int) -> None:
+    k = Kernel(profile, ram="64M")
+    a = k.vmalloc(P)
+    assert k.vm.pgt.map_pages(a, [k.alloc_pages(1)[0]], 0x163) == -16  # -EBUSY
+    assert _printed(k) == [CUT] * cut + [
+        f"WARNING: CPU: ? PID: 0 at {where}",
+        f"pyvmalloc: vmap_pages_pte_range: PTE for {a:#x} is not none",
+        _end(end),
+    ]

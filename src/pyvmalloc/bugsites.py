@@ -35,6 +35,11 @@ kasan_vrealloc) moved them; the sites before (alloc_vmap_area's entries at 1951 
 A site a release does not have (the check was removed, or never existed there) is
 absent from that release's table: the model's refusal there is its own, and
 :meth:`pyvmalloc.printk.KernelLog.BUG` says so instead of inventing a kernel line.
+
+The ``WARN*()`` sites the model reaches are in :data:`WARN_SITES` (file, line, source
+function, macro) and how each release prints the report in :data:`WARN_REPORTS`
+(:class:`WarnReport` quotes the differences); a WARN whose site a release's table
+lacks is printed as the model's own line (:meth:`pyvmalloc.printk.KernelLog.WARN`).
 """
 
 from __future__ import annotations
