@@ -27,9 +27,10 @@ has no tasks; 0, the ``swapper/0`` its default ``comm`` names). A ``WARN`` at a 
 model has no line for is one ``pyvmalloc: WARN: TEXT`` line: the model's, not the
 kernel's report.
 
-A ``BUG_ON`` prints the kernel's own line, ``kernel BUG at FILE:LINE!`` with the
-line of that release's source (:mod:`pyvmalloc.bugsites`); the model's explanation
-follows it in ``dmesg`` (and in the strict-mode exception).
+A ``BUG_ON`` prints the kernel's own lines, ``------------[ cut here ]------------``
+and ``kernel BUG at FILE:LINE!`` with the line of that release's source
+(:mod:`pyvmalloc.bugsites`); the model's explanation follows them in ``dmesg`` (and in
+the strict-mode exception). The oops ``die()`` prints after them is not modelled.
 
 >>> log = KernelLog()
 >>> log.WARN("Trying to vfree() nonexistent vm area (0x1000)", "vfree:nonexistent", cpu=1)
@@ -44,6 +45,7 @@ follows it in ``dmesg`` (and in the strict-mode exception).
 >>> log.BUG("vunmap:in_interrupt()", "vunmap() called in interrupt context")
 True
 >>> print(log.lines[-1])
+[     1] ------------[ cut here ]------------
 [     1] kernel BUG at mm/vmalloc.c:2350!
 [     1] pyvmalloc: vunmap() called in interrupt context
 """
@@ -227,7 +229,10 @@ class KernelLog:
             return False
         text = where.kernel_line(*args)
         self._seq += 1
-        self.lines.append(LogLine(self._seq, "BUG", text, why))
+        # report_bug() prints CUT_HERE before "kernel BUG at" (4.19.1, 5.4.0, 6.18.2);
+        # panic() prints its line alone. The oops that follows is not modelled.
+        report = () if where.panic else (_CUT_HERE, text, f"pyvmalloc: {why}")
+        self.lines.append(LogLine(self._seq, "BUG", text, why, report))
         if len(self.lines) > self.limit:
             del self.lines[: len(self.lines) - self.limit]
         if self.strict:
