@@ -98,6 +98,9 @@ def run(quick: bool) -> dict[str, Any]:
         res["vmalloc_long_busy_list_us_per_loop"] = median_of(
             lambda: bench_vmalloc.bench_long_busy_list(2_000 if quick else 20_000), runs
         )
+    import bench_board
+
+    res["board_whatif_30k_lines_s"] = median_of(lambda: bench_board.bench_board_whatif(), runs)
     res.update(run_test_vmalloc_sections(quick))
     return res
 
@@ -204,6 +207,7 @@ TARGETS = {
     "replay_events_per_s": ">= 500,000 (aim 1,000,000)",
     "vmalloc_4k_pairs_per_s": ">= 150,000 (aim 200,000)",
     "vmalloc_1m_pairs_per_s": ">= 20,000",
+    "board_whatif_30k_lines_s": "< 1",
     "test_vmalloc_performance_mode_100k_s": "< 120",
     "test_vmalloc_performance_mode_100k_s (extrapolated from 1 and 10k loops)": "< 120",
     "test_vmalloc_profile_ratios/ratio_4.19_over_5.4/long_busy_list_us_per_loop": "> 1 (kernel: 3-7x)",

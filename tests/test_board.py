@@ -241,3 +241,84 @@ def test_board_whatif_ram_limited_board():
     big = ["vmap allocation for size 1073745920 failed: use vmalloc=<size> to increase size"]
     res = board_whatif(BOARD / "vmallocinfo", big, target=target, profile="5.4")
     assert res.smallest_vmalloc is None and res.after[0].addr is None
+
+
+def _big_log(n: int, size: int = 64 * M) -> list[str]:
+    """``n`` failed requests of ``size`` bytes, each logged by the 5.4 vmap warning
+    (area: the size plus the guard page) and its warn_alloc line, with noise between."""
+    out = []
+    for i in range(n):
+        out += [
+            f"[ {i}.1] vmap allocation for size {size + 4096} failed: use vmalloc=<size> "
+            "to increase size",
+            f"[ {i}.1] insmod: vmalloc: allocation failure: {size} bytes, "
+            "mode:0xcc0(GFP_KERNEL), nodemask=(null)",
+            f"[ {i}.2] CPU: 0 PID: {i} Comm: insmod Not tainted 5.4.83-v7+ #1379",
+        ]
+    return out
+
+
+def _count_tries(monkeypatch, lines, size_vmalloc="400M"):
+    """Requests the what-if tries (every placement of a failed request, all candidate
+    layouts together) for ``lines``."""
+    from pyvmalloc.report import board
+
+    tried = [0]
+    real = board._try_requests
+
+    def counting(*a, **kw):
+        out = real(*a, **kw)
+        tried[0] += len(out)
+        return out
+
+    monkeypatch.setattr(board, "_try_requests", counting)
+    target = Machine(arch="arm", ram="1G", vmalloc_reserve=size_vmalloc, kernel_release="5.4")
+    res = board_whatif(BOARD / "vmallocinfo", lines, target=target, profile="5.4")
+    return res, tried[0]
+
+
+@pytest.mark.parametrize("size", [64 * M, M, 4096])
+def test_board_log_with_many_failures_costs_work_linear_in_the_log(monkeypatch, size):
+    """A log of thousands of failures (a leak that fills vmalloc makes every later
+    request fail) once cost ~100 full passes over the requests, one per candidate
+    vmalloc=. Candidates whose free space cannot hold the requests plus the margin,
+    or that have no margin block to begin with, are now refused without a pass, and a
+    pass stops at the first request that fails: the requests tried grow with the log
+    (1x vs 8x), a handful of passes each (board as read, target, few candidates)."""
+    res1, t1 = _count_tries(monkeypatch, _big_log(40, size))
+    res8, t8 = _count_tries(monkeypatch, _big_log(320, size))
+    assert len(res1.requests) == 40 and len(res8.requests) == 320
+    assert t1 <= 6 * 40 and t8 <= 6 * 320, (t1, t8)
+    assert t8 <= 8 * t1 * 1.25, (t1, t8)
+
+
+def test_board_many_64m_failures_by_hand(monkeypatch):
+    """45 failed 64 MiB requests (area 0x4001000 each): the board as read has a 6 MiB
+    gap, so none fits; the 400M target's free block 0xf5ffe000-0xfee00000 (0x8e02000)
+    takes two, first fit: 0xf5ffe000 and 0xf9fff000 (ending 0xfe000000); 45 areas need
+    2.8 GiB, more than any vmalloc= gives, so no candidate is tried at all."""
+    res, tried = _count_tries(monkeypatch, _big_log(45))
+    assert [o.addr for o in res.before] == [None] * 45
+    assert [o.addr for o in res.after] == [0xF5FFE000, 0xF9FFF000] + [None] * 43
+    assert res.smallest_vmalloc is None
+    assert tried == 2 * 45  # board as read, target; no candidate vmalloc=
+
+
+def test_board_text_lists_the_first_rows_and_counts_the_rest(tmp_path, capsys):
+    from pyvmalloc.report.board import TABLE_ROWS
+
+    log = tmp_path / "dmesg"
+    log.write_text("\n".join(_big_log(TABLE_ROWS + 5)) + "\n")
+    args = ["whatif", "--from-vmallocinfo", str(BOARD / "vmallocinfo"), "--dmesg", str(log)]
+    assert (
+        main([*args, "--arch", "arm", "--ram", "1G", "--vmalloc", "400M", "--profile", "5.4"]) == 0
+    )
+    text = capsys.readouterr().out
+    # log lines 1,2 / 4,5 / ...: request i on lines 3i+1 and 3i+2
+    rows = [ln for ln in text.splitlines() if "insmod" in ln and "67,108,864" in ln]
+    assert len(rows) == TABLE_ROWS
+    assert f"{3 * (TABLE_ROWS - 1) + 1},{3 * (TABLE_ROWS - 1) + 2}" in rows[-1]
+    assert (
+        f"5 more failed requests not shown; of all {TABLE_ROWS + 5}, 0 fit the board as "
+        "read and 2 fit the target (--json OUT lists every one)"
+    ) in " ".join(text.split())

@@ -60,7 +60,12 @@ def test_alloc_vmap_area_bad_arguments(profile: str, size: int, align: int, line
     assert _bugs(k) == [f"kernel BUG at mm/vmalloc.c:{line}!"]
     why = f"alloc_vmap_area: invalid size {size:#x} or align {align:#x}"
     assert k.log.lines[-1].why == why
-    assert str(k.log.lines[-1]).splitlines()[1].endswith(f"pyvmalloc: {why}")
+    # report_bug(): CUT_HERE, then "kernel BUG at %s:%u!"; the model's why after them
+    assert [ln.split("] ", 1)[1] for ln in str(k.log.lines[-1]).splitlines()] == [
+        "------------[ cut here ]------------",
+        f"kernel BUG at mm/vmalloc.c:{line}!",
+        f"pyvmalloc: {why}",
+    ]
     k.check()
     strict = Kernel(profile, cpus=2, strict=True)
     with pytest.raises(KernelWarning) as e:

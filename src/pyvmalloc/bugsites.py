@@ -35,6 +35,11 @@ kasan_vrealloc) moved them; the sites before (alloc_vmap_area's entries at 1951 
 A site a release does not have (the check was removed, or never existed there) is
 absent from that release's table: the model's refusal there is its own, and
 :meth:`pyvmalloc.printk.KernelLog.BUG` says so instead of inventing a kernel line.
+
+The ``WARN*()`` sites the model reaches are in :data:`WARN_SITES` (file, line, source
+function, macro) and how each release prints the report in :data:`WARN_REPORTS`
+(:class:`WarnReport` quotes the differences); a WARN whose site a release's table
+lacks is printed as the model's own line (:meth:`pyvmalloc.printk.KernelLog.WARN`).
 """
 
 from __future__ import annotations
@@ -42,8 +47,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Literal
 
-__all__ = ["BUG_SITES", "BugSite", "alloc_vmap_area_site", "bug_sites"]
+__all__ = [
+    "BUG_SITES",
+    "WARN_REPORTS",
+    "WARN_SITES",
+    "BugSite",
+    "WarnReport",
+    "WarnSite",
+    "alloc_vmap_area_site",
+    "bug_sites",
+    "warn_report",
+    "warn_sites",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,3 +190,166 @@ def alloc_vmap_area_site(size: int, align: int, page_size: int) -> str:
     if size & (page_size - 1):
         return "alloc_vmap_area:offset_in_page(size)"
     return "alloc_vmap_area:!is_power_of_2(align)"
+
+
+# --- WARN sites ------------------------------------------------------------------------
+
+#: ``WARN(cond, fmt, ...)``/``WARN_ONCE`` print a message; ``WARN_ON(cond)``/
+#: ``WARN_ON_ONCE`` print none (the model's description follows as its own line).
+WarnMacro = Literal["WARN", "WARN_ONCE", "WARN_ON", "WARN_ON_ONCE"]
+
+
+@dataclass(frozen=True, slots=True)
+class WarnSite:
+    """One ``WARN*()`` the model can reach: the file and line ``__warn()`` prints, the
+    function the site is written in, and the macro (message or not, once or not)."""
+
+    file: str
+    line: int
+    #: the source function holding the ``WARN``. The kernel prints ``%pS`` of the trap
+    #: address instead: ``symbol+0xOFF/0xSIZE``, where the symbol is the function the
+    #: compiler put the trap in (a caller when the site is inlined, or a ``.part.0``/
+    #: ``.cold`` piece). Neither the offset nor the compiler's choice is known for a
+    #: source tree, so the model prints this name alone.
+    function: str
+    macro: WarnMacro
+
+    @property
+    def has_message(self) -> bool:
+        """``WARN``/``WARN_ONCE``: the format is printed (``__warn_printk``)."""
+        return not self.macro.startswith("WARN_ON")
+
+
+@dataclass(frozen=True, slots=True)
+class WarnReport:
+    """How a release prints a ``WARN`` on x86 (profile data).
+
+    Common to 4.19, 5.4 and 6.18 (x86 defines ``__WARN_FLAGS``): ``WARN(cond, fmt)`` is
+    ``__warn_printk(fmt)`` (kernel/panic.c: ``CUT_HERE``, then the message) and a
+    ``ud2`` whose trap runs ``report_bug()`` (lib/bug.c), which calls ``__warn()``
+    (kernel/panic.c): ``WARNING: CPU: %d PID: %d at %s:%d %pS``, ``print_modules()``,
+    ``show_regs()`` (the CPU/Comm/Tainted and Hardware name lines, registers, call
+    trace), then ``print_oops_end_marker()``: ``---[ end trace %016llx ]---``, and
+    ``add_taint(TAINT_WARN)``. A ``*_ONCE`` site prints the first time only
+    (``BUGFLAG_ONCE``/``BUGFLAG_DONE`` in the bug entry, or the ``__warned`` flag of
+    ``WARN_ONCE``).
+    """
+
+    #: ``report_bug()`` prints ``CUT_HERE`` before a ``WARN_ON``'s ``__warn()``.
+    #: 4.19.1: only on the BUG path (a WARN_ON trap prints no cut-here line);
+    #: 5.4.0, 6.18.2: for every trap without ``BUGFLAG_NO_CUT_HERE``, the flag that
+    #: ``WARN()`` sets because ``__warn_printk`` printed its own.
+    warn_on_cut_here: bool
+    #: ``print_oops_end_marker()``'s number: 4.19.1, 5.4.0: ``oops_id``, random at boot
+    #: (``get_random_bytes`` in ``init_oops_id``, a late initcall) and incremented by
+    #: each report before it is printed; 6.18.2: always 0 (``0ULL``). The model has no
+    #: boot-time random number: its ``oops_id`` starts at 0 (so the first report prints
+    #: 1), the increments are the kernel's.
+    random_oops_id: bool
+
+
+_IOREMAP = "arch/x86/mm/ioremap.c"
+
+
+def _w(line: int, function: str, macro: WarnMacro, file: str = _VM) -> WarnSite:
+    return WarnSite(file, line, function, macro)
+
+
+#: release -> how its WARN report reads. Read in: 4.19.1 (chens37/linux-4.19.1 @
+#: 36e37757a), 5.4.0 (renxida/linux-5.4 @ 5b9e66fbc), 6.18.2 (gfunkmonk/linux-6.18.2 @
+#: 062668f4d): kernel/panic.c ``__warn``/``__warn_printk``/``warn_slowpath_fmt``/
+#: ``print_oops_end_marker``, lib/bug.c ``report_bug``, include/asm-generic/bug.h.
+WARN_REPORTS: Mapping[str, WarnReport] = MappingProxyType(
+    {
+        "4.19": WarnReport(warn_on_cut_here=False, random_oops_id=True),
+        "5.4": WarnReport(warn_on_cut_here=True, random_oops_id=True),
+        "6.18": WarnReport(warn_on_cut_here=True, random_oops_id=False),
+    }
+)
+
+#: site name -> the release's ``WARN`` there. Site names are ``function:condition``, as
+#: :data:`BUG_SITES`' (a ``WARN_ON_ONCE`` site's name is also its once-key). Lines as
+#: :data:`BUG_SITES`: 4.19.1 and 5.4.0 read in the trees above; 6.18 mm/vmalloc.c lines
+#: are 6.18.44's, checked against the live ``__bug_table`` where the last readout
+#: listed them (vfree 3430, vunmap 3478, vrealloc 4152/4158/4161, find_va_links 1197)
+#: and otherwise the 6.18.2 line moved by the rule in the module docstring (+8 past
+#: line 2243 up to vrealloc); arch/x86/mm/ioremap.c and mm/slub.c keep 6.18.2's lines.
+WARN_SITES: Mapping[str, Mapping[str, WarnSite]] = MappingProxyType(
+    {
+        "4.19": MappingProxyType(
+            {
+                # __vunmap serves vfree and vunmap alike
+                "vfree:bad address": _w(1504, "__vunmap", "WARN"),
+                "vfree:nonexistent": _w(1510, "__vunmap", "WARN"),
+                "vmap_pte_range:!pte_none": _w(150, "vmap_pte_range", "WARN_ON"),
+                "vb_alloc:size==0": _w(970, "vb_alloc", "WARN_ON"),
+                "__ioremap_caller:phys_addr_valid": _w(
+                    155, "__ioremap_caller", "WARN_ON_ONCE", _IOREMAP
+                ),
+                "__ioremap_caller:ram": _w(165, "__ioremap_caller", "WARN_ONCE", _IOREMAP),
+            }
+        ),
+        "5.4": MappingProxyType(
+            {
+                "vfree:bad address": _w(2234, "__vunmap", "WARN"),
+                "vfree:nonexistent": _w(2240, "__vunmap", "WARN"),
+                "vmap_pte_range:!pte_none": _w(153, "vmap_pte_range", "WARN_ON"),
+                "vb_alloc:size==0": _w(1581, "vb_alloc", "WARN_ON"),
+                "__ioremap_caller:phys_addr_valid": _w(
+                    177, "__ioremap_caller", "WARN_ON_ONCE", _IOREMAP
+                ),
+                "__ioremap_caller:ram": _w(187, "__ioremap_caller", "WARN_ONCE", _IOREMAP),
+            }
+        ),
+        "6.18": MappingProxyType(
+            {
+                "find_va_links:overlap": _w(1197, "find_va_links", "WARN"),  # live
+                "vmap_pte_range:!pte_none": _w(534, "vmap_pages_pte_range", "WARN_ON"),
+                "vb_alloc:size==0": _w(2829, "vb_alloc", "WARN_ON"),  # 6.18.2: 2821
+                "vm_unmap_ram:!va": _w(3015, "vm_unmap_ram", "WARN_ON_ONCE"),  # 3007
+                "vfree:bad address": _w(3295, "remove_vm_area", "WARN"),  # 3287
+                "vfree:nonexistent": _w(3430, "vfree", "WARN"),  # live; 6.18.2: 3422
+                "vunmap:nonexistent": _w(3478, "vunmap", "WARN"),  # live; 3470
+                "vmap:VM_FLUSH_RESET_PERMS": _w(3510, "vmap", "WARN_ON_ONCE"),  # 3502
+                "vmap:VM_NO_GUARD": _w(3517, "vmap", "WARN_ON_ONCE"),  # 3509
+                "vmap_pfn_apply:pfn_valid": _w(3556, "vmap_pfn_apply", "WARN_ON_ONCE"),
+                "__vmalloc_node_range:!size": _w(
+                    3838, "__vmalloc_node_range_noprof", "WARN_ON_ONCE"
+                ),  # 3830
+                # live; 6.18.2: 4144, 4150, 4153
+                "vrealloc:nonexistent": _w(4152, "vrealloc_node_align_noprof", "WARN"),
+                "vrealloc:sizes": _w(4158, "vrealloc_node_align_noprof", "WARN"),
+                "vrealloc:align": _w(4161, "vrealloc_node_align_noprof", "WARN"),
+                "__ioremap_caller:phys_addr_valid": _w(
+                    206, "__ioremap_caller", "WARN_ON_ONCE", _IOREMAP
+                ),
+                "__ioremap_caller:ram": _w(216, "__ioremap_caller", "WARN_ONCE", _IOREMAP),
+                "__kvmalloc_node_noprof:INT_MAX": _w(
+                    7124, "__kvmalloc_node_noprof", "WARN_ON_ONCE", "mm/slub.c"
+                ),
+            }
+        ),
+    }
+)
+
+
+def warn_sites(release: str) -> Mapping[str, WarnSite]:
+    """The WARN sites of ``release``, with a clear error."""
+    try:
+        return WARN_SITES[release]
+    except KeyError:
+        raise ValueError(
+            f"no WARN-site line numbers for kernel release {release!r} "
+            f"(known: {', '.join(WARN_SITES)})"
+        ) from None
+
+
+def warn_report(release: str) -> WarnReport:
+    """How ``release`` prints a WARN, with a clear error."""
+    try:
+        return WARN_REPORTS[release]
+    except KeyError:
+        raise ValueError(
+            f"no WARN report format for kernel release {release!r} "
+            f"(known: {', '.join(WARN_REPORTS)})"
+        ) from None

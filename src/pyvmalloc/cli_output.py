@@ -121,7 +121,16 @@ def hexaddr(value: int | None) -> str | None:
 
 def jsonable(obj: Any, key: str | None = None) -> Any:
     """``obj`` with addresses as hex strings (by key, and any integer beyond 2^53)."""
-    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+    t = type(obj)
+    if t is str or t is bool or obj is None:  # the common exact types first: a big
+        return obj  # answer (a board log's 10,000 requests) is mostly these
+    if t is int:
+        if (key is not None and key in ADDRESS_KEYS) or abs(obj) >= _EXACT:
+            return f"{obj:#x}" if obj >= 0 else f"-{-obj:#x}"
+        return obj
+    if t is dict:
+        return {k: jsonable(v, str(k)) for k, v in obj.items()}
+    if isinstance(obj, (bool, str)):
         return obj
     if isinstance(obj, numbers.Real) and not isinstance(obj, numbers.Integral):
         return float(obj)

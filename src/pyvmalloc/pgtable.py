@@ -69,6 +69,9 @@ __all__ = [
     "pgprot_nx",
 ]
 
+#: the WARN_ON(!pte_none(...)) of vmap_pte_range (6.x: vmap_pages_pte_range)
+_PTE_NONE = "vmap_pte_range:!pte_none"
+
 # --- hardware bits (arch/x86/include/asm/pgtable_types.h) -------------------------------
 _PAGE_BIT_PRESENT = 0
 _PAGE_BIT_RW = 1
@@ -525,7 +528,7 @@ class PageTables:
             return tbl if tbl < 0 else -ENOMEM
         idx = (addr >> PAGE_SHIFT) & (self.pte_entries - 1)
         if tbl[idx]:
-            self.log.WARN(f"vmap_pages_pte_range: PTE for {addr:#x} is not none")
+            self.log.WARN(f"vmap_pages_pte_range: PTE for {addr:#x} is not none", _PTE_NONE)
             return -EBUSY
         tbl[idx] = (pfn << PAGE_SHIFT) | protval
         return 0
@@ -550,7 +553,8 @@ class PageTables:
                 busy = _speedups.pte_fill(tbl, idx, arr, i, k, protval)
                 if busy >= 0:
                     self.log.WARN(
-                        f"vmap_pages_pte_range: PTE for {a + (busy << PAGE_SHIFT):#x} is not none"
+                        f"vmap_pages_pte_range: PTE for {a + (busy << PAGE_SHIFT):#x} is not none",
+                        _PTE_NONE,
                     )
                     return -EBUSY
                 i += k
@@ -560,7 +564,8 @@ class PageTables:
                 busy = int(np.flatnonzero(view)[0])
                 view[:busy] = (arr[i : i + busy] << sh) | pv
                 self.log.WARN(
-                    f"vmap_pages_pte_range: PTE for {a + (busy << PAGE_SHIFT):#x} is not none"
+                    f"vmap_pages_pte_range: PTE for {a + (busy << PAGE_SHIFT):#x} is not none",
+                    _PTE_NONE,
                 )
                 return -EBUSY
             view[:] = (arr[i : i + k] << sh) | pv

@@ -13,18 +13,39 @@ remembered, and the outermost ``leave`` raises the first one once the model is i
 the state the kernel is in after the warning. A ``WARN`` outside any API call
 raises at once.
 
-A ``BUG_ON`` prints the kernel's own line, ``kernel BUG at FILE:LINE!`` with the
-line of that release's source (:mod:`pyvmalloc.bugsites`); the model's explanation
-follows it in ``dmesg`` (and in the strict-mode exception).
+A ``WARN`` at a site :mod:`pyvmalloc.bugsites` has a line for (``WARN_SITES``) prints
+the kernel's report as that release's ``__warn()`` does, with what the model knows:
+``------------[ cut here ]------------`` (not before a ``WARN_ON`` in 4.19), the
+message (``WARN(cond, fmt)``; a ``WARN_ON`` has none, and the model's description
+follows as its own ``pyvmalloc:`` line), ``WARNING: CPU: C PID: P at FILE:LINE
+FUNCTION`` and ``---[ end trace ID ]---``. Not modelled, so not printed: the
+``Modules linked in:`` line, ``show_regs()`` (the CPU/Comm/Tainted and Hardware name
+lines, registers, Code, Call Trace) and the ``+0xOFF/0xSIZE`` that ``%pS`` adds to the
+function (see :class:`pyvmalloc.bugsites.WarnSite`). ``C`` is the CPU of the API call
+(``?`` where the site is reached without one); ``P`` is :attr:`KernelLog.pid` (the model
+has no tasks; 0, the ``swapper/0`` its default ``comm`` names). A ``WARN`` at a site the
+model has no line for is one ``pyvmalloc: WARN: TEXT`` line: the model's, not the
+kernel's report.
+
+A ``BUG_ON`` prints the kernel's own lines, ``------------[ cut here ]------------``
+and ``kernel BUG at FILE:LINE!`` with the line of that release's source
+(:mod:`pyvmalloc.bugsites`); the model's explanation follows them in ``dmesg`` (and in
+the strict-mode exception). The oops ``die()`` prints after them is not modelled.
 
 >>> log = KernelLog()
->>> log.warn("Trying to vfree() nonexistent vm area (0x1000)")
+>>> log.WARN("Trying to vfree() nonexistent vm area (0x1000)", "vfree:nonexistent", cpu=1)
 >>> log.lines[-1].text
 'Trying to vfree() nonexistent vm area (0x1000)'
+>>> print(log.lines[-1])
+[     1] ------------[ cut here ]------------
+[     1] Trying to vfree() nonexistent vm area (0x1000)
+[     1] WARNING: CPU: 1 PID: 0 at mm/vmalloc.c:3430 vfree
+[     1] ---[ end trace 0000000000000000 ]---
 >>> log = KernelLog(release="5.4")
 >>> log.BUG("vunmap:in_interrupt()", "vunmap() called in interrupt context")
 True
 >>> print(log.lines[-1])
+[     1] ------------[ cut here ]------------
 [     1] kernel BUG at mm/vmalloc.c:2350!
 [     1] pyvmalloc: vunmap() called in interrupt context
 """
@@ -36,13 +57,19 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pyvmalloc.bugsites import BugSite, bug_sites
+from pyvmalloc.bugsites import BugSite, WarnReport, WarnSite, bug_sites, warn_report, warn_sites
 
-__all__ = ["KernelHang", "KernelLog", "KernelWarning", "LogLine"]
+__all__ = ["TAINT_WARN", "KernelHang", "KernelLog", "KernelWarning", "LogLine"]
 
 #: ``BUG``: the kernel stops (BUG_ON, panic); ``model``: the model refuses a call the
 #: kernel has no check for (its text is the model's, never presented as the kernel's).
 Level = Literal["info", "warn", "WARN", "BUG", "model"]
+
+
+#: ``CUT_HERE`` (include/asm-generic/bug.h), without its newline
+_CUT_HERE = "------------[ cut here ]------------"
+#: ``TAINT_WARN`` (include/linux/panic.h; bit 9, the ``W`` of ``Tainted:``)
+TAINT_WARN = 1 << 9
 
 
 class KernelWarning(RuntimeError):
@@ -63,11 +90,16 @@ class LogLine:
     level: Level
     text: str
     why: str = ""
+    #: the lines printed for a ``WARN`` report (cut here ... end trace); ``text``
+    #: stays the message or the model's description
+    report: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         head = f"[{self.seq:>6}] "
+        if self.report:
+            return "\n".join(head + line for line in self.report)
         if self.level == "WARN":
-            return f"{head}WARNING: {self.text}"
+            return f"{head}pyvmalloc: WARN: {self.text}"
         if self.level == "model":
             return f"{head}pyvmalloc: {self.text}"
         if self.why:
@@ -96,10 +128,21 @@ class KernelLog:
     #: debug options built in (``CONFIG_DEBUG_VM`` turns ``VM_BUG_ON`` into
     #: ``BUG_ON``); empty like the live 6.18 machine's config
     configs: frozenset[str] = frozenset()
+    #: the PID ``WARNING:`` lines print (the model has no tasks: 0, ``swapper/0``)
+    pid: int = 0
+    #: ``oops_id`` of the releases that print it (``WarnReport.random_oops_id``): the
+    #: kernel's starts random at boot, the model's at 0; each report adds 1 first
+    oops_id: int = 0
+    #: ``/proc/sys/kernel/tainted``'s bits the model sets: ``TAINT_WARN`` after a WARN
+    tainted: int = 0
     _sites: Mapping[str, BugSite] = field(init=False, repr=False)
+    _warn_sites: Mapping[str, WarnSite] = field(init=False, repr=False)
+    _report: WarnReport = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._sites = bug_sites(self.release)
+        self._warn_sites = warn_sites(self.release)
+        self._report = warn_report(self.release)
 
     def _add(self, level: Level, text: str) -> None:
         self._seq += 1
@@ -121,20 +164,50 @@ class KernelLog:
         else:
             raise KernelWarning(text)
 
-    def WARN(self, text: str) -> None:
-        """``WARN(1, ...)``: misuse the kernel reports with a backtrace."""
-        self._add("WARN", text)
+    def WARN(self, text: str, site: str = "", *, cpu: int | None = None) -> None:
+        """``WARN(1, ...)`` / ``WARN_ON(1)``: misuse the kernel reports with a
+        backtrace. ``site`` (a name in ``bugsites.WARN_SITES``) gives the report its
+        ``FILE:LINE FUNCTION``; ``text`` is the kernel's message for a ``WARN`` with a
+        format, the model's description for a ``WARN_ON``. ``cpu``: the API call's."""
+        self.tainted |= TAINT_WARN
+        where = self._warn_sites.get(site) if site else None
+        self._seq += 1
+        report = self._report_lines(where, text, cpu) if where is not None else ()
+        self.lines.append(LogLine(self._seq, "WARN", text, "", report))
+        if len(self.lines) > self.limit:
+            del self.lines[: len(self.lines) - self.limit]
         if self.strict:
             self._strict(text)
 
-    def WARN_ONCE(self, site: str, text: str) -> bool:
+    def _report_lines(self, where: WarnSite, text: str, cpu: int | None) -> tuple[str, ...]:
+        """What ``__warn_printk`` + ``report_bug`` + ``__warn`` print, less the parts
+        the model does not have (modules, registers, call trace, ``%pS`` offsets)."""
+        out: list[str] = []
+        if where.has_message:
+            out += [_CUT_HERE, text]  # __warn_printk: cut here, then the format
+        elif self._report.warn_on_cut_here:
+            out.append(_CUT_HERE)  # report_bug, for a trap without NO_CUT_HERE
+        on = "?" if cpu is None else str(cpu)
+        out.append(
+            f"WARNING: CPU: {on} PID: {self.pid} at {where.file}:{where.line} {where.function}"
+        )
+        if not where.has_message:
+            out.append(f"pyvmalloc: {text}")
+        trace = 0
+        if self._report.random_oops_id:
+            self.oops_id += 1  # init_oops_id(): oops_id++ before each end marker
+            trace = self.oops_id
+        out.append(f"---[ end trace {trace:016x} ]---")
+        return tuple(out)
+
+    def WARN_ONCE(self, site: str, text: str, *, cpu: int | None = None) -> bool:
         """``WARN_ON_ONCE`` / ``WARN_ONCE``: print (and, strict, raise) only the first
         time ``site`` fires in this model; the condition holds every time, so the
         caller takes the failure path regardless. True if it printed."""
         if site in self.once:
             return False
         self.once.add(site)
-        self.WARN(text)
+        self.WARN(text, site, cpu=cpu)
         return True
 
     def BUG(self, site: str, why: str, *args: str) -> bool:
@@ -156,7 +229,10 @@ class KernelLog:
             return False
         text = where.kernel_line(*args)
         self._seq += 1
-        self.lines.append(LogLine(self._seq, "BUG", text, why))
+        # report_bug() prints CUT_HERE before "kernel BUG at" (4.19.1, 5.4.0, 6.18.2);
+        # panic() prints its line alone. The oops that follows is not modelled.
+        report = () if where.panic else (_CUT_HERE, text, f"pyvmalloc: {why}")
+        self.lines.append(LogLine(self._seq, "BUG", text, why, report))
         if len(self.lines) > self.limit:
             del self.lines[: len(self.lines) - self.limit]
         if self.strict:

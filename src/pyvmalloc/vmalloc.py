@@ -574,7 +574,9 @@ class Vmalloc:
         if not self.profile.vunmap_helper and addr & (PAGE_SIZE - 1):
             # v6.18: WARN(!PAGE_ALIGNED(addr), "Trying to vfree() bad address (%p)\n")
             # -- the same text for vunmap() and remove_vm_area() callers.
-            self.log.WARN(f"Trying to vfree() bad address ({addr:#x})")
+            self.log.WARN(
+                f"Trying to vfree() bad address ({addr:#x})", "vfree:bad address", cpu=cpu
+            )
             return None
         va = self.space.find_vmap_area(addr)
         if va is None or va.vm is None:
@@ -691,7 +693,7 @@ class Vmalloc:
             return addr
         if size == 0:
             self.log.WARN_ONCE(
-                "__vmalloc_node_range:!size", "__vmalloc_node_range: WARN_ON_ONCE(!size)"
+                "__vmalloc_node_range:!size", "__vmalloc_node_range: WARN_ON_ONCE(!size)", cpu=cpu
             )
             return 0
         if (size >> PAGE_SHIFT) > self.phys.totalram_pages:
@@ -994,11 +996,13 @@ class Vmalloc:
         """
         if not addr:
             return
-        if self.profile.vunmap_helper and not self._vunmap_checks(addr):
+        if self.profile.vunmap_helper and not self._vunmap_checks(addr, cpu):
             return
         vm = self.remove_vm_area(addr, cpu=cpu)
         if vm is None:
-            self.log.WARN(f"Trying to vfree() nonexistent vm area ({addr:#x})")
+            self.log.WARN(
+                f"Trying to vfree() nonexistent vm area ({addr:#x})", "vfree:nonexistent", cpu=cpu
+            )
             return
         if vm.flags & VM_FLUSH_RESET_PERMS:
             self.vm_unmap_aliases_locked(cpu=cpu)
@@ -1054,11 +1058,13 @@ class Vmalloc:
             return
         if not addr:
             return
-        if self.profile.vunmap_helper and not self._vunmap_checks(addr):
+        if self.profile.vunmap_helper and not self._vunmap_checks(addr, cpu):
             return
         vm = self.remove_vm_area(addr, cpu=cpu)
         if vm is None:
-            self.log.WARN(f"Trying to vunmap() nonexistent vm area ({addr:#x})")
+            self.log.WARN(
+                f"Trying to vunmap() nonexistent vm area ({addr:#x})", "vunmap:nonexistent", cpu=cpu
+            )
             return
         self._released_without_vfree(vm, "vunmap()")
         self.slab.kfree(vm.kaddr)
@@ -1327,13 +1333,17 @@ class Vmalloc:
         finally:
             self._leave()
 
-    def _vunmap_checks(self, addr: int) -> bool:
+    def _vunmap_checks(self, addr: int, cpu: int) -> bool:
         """5.4 ``__vunmap``'s checks before ``remove_vm_area``: False after a WARN."""
         if addr & (PAGE_SIZE - 1):
-            self.log.WARN(f"Trying to vfree() bad address ({addr:#x})")
+            self.log.WARN(
+                f"Trying to vfree() bad address ({addr:#x})", "vfree:bad address", cpu=cpu
+            )
             return False
         if self.find_vm_area(addr) is None:
-            self.log.WARN(f"Trying to vfree() nonexistent vm area ({addr:#x})")
+            self.log.WARN(
+                f"Trying to vfree() nonexistent vm area ({addr:#x})", "vfree:nonexistent", cpu=cpu
+            )
             return False
         return True
 
@@ -1383,11 +1393,12 @@ class Vmalloc:
                     self.log.WARN_ONCE(
                         "vmap:VM_FLUSH_RESET_PERMS",
                         "vmap: WARN_ON_ONCE(flags & VM_FLUSH_RESET_PERMS)",
+                        cpu=cpu,
                     )
                     return 0
                 if flags & VM_NO_GUARD:
                     self.log.WARN_ONCE(
-                        "vmap:VM_NO_GUARD", "vmap: WARN_ON_ONCE(flags & VM_NO_GUARD)"
+                        "vmap:VM_NO_GUARD", "vmap: WARN_ON_ONCE(flags & VM_NO_GUARD)", cpu=cpu
                     )
                     flags &= ~VM_NO_GUARD
                 prot = pgprot_nx(prot)
@@ -1468,7 +1479,9 @@ class Vmalloc:
                 # apply_to_page_range stops at the first valid pfn; the PTEs before
                 # it are cleared again by free_vm_area.
                 self.log.WARN_ONCE(
-                    "vmap_pfn_apply:pfn_valid", "vmap_pfn_apply: WARN_ON_ONCE(pfn_valid(pfn))"
+                    "vmap_pfn_apply:pfn_valid",
+                    "vmap_pfn_apply: WARN_ON_ONCE(pfn_valid(pfn))",
+                    cpu=cpu,
                 )
                 if first_bad:
                     self.pgt.map_pages(area.addr, arr[:first_bad], pgprot_nx(prot))
@@ -1514,7 +1527,7 @@ class Vmalloc:
             if phys_addr >> self.phys_bits:  # !phys_addr_valid(phys_addr)
                 self.log.warn(f"ioremap: invalid physical address {phys_addr:x}")
                 self.log.WARN_ONCE(
-                    "__ioremap_caller:phys_addr_valid", "__ioremap_caller: WARN_ON_ONCE(1)"
+                    "__ioremap_caller:phys_addr_valid", "__ioremap_caller: WARN_ON_ONCE(1)", cpu=cpu
                 )
                 return 0
             first_pfn, last_pfn = phys_addr >> PAGE_SHIFT, last >> PAGE_SHIFT
@@ -1524,6 +1537,7 @@ class Vmalloc:
                 self.log.WARN_ONCE(
                     "__ioremap_caller:ram",
                     f"ioremap on RAM at 0x{phys_addr:0{2 * w}x} - 0x{last:0{2 * w}x}",
+                    cpu=cpu,
                 )
                 return 0
             offset = phys_addr & (PAGE_SIZE - 1)
@@ -1720,6 +1734,7 @@ class Vmalloc:
                         self.log.WARN_ONCE(
                             "__kvmalloc_node_noprof:INT_MAX",
                             "__kvmalloc_node_noprof: WARN_ON_ONCE(!(flags & __GFP_NOWARN))",
+                            cpu=cpu,
                         )
                     return 0
                 return self._full(size, align, gfp, VM_ALLOW_HUGE_VMAP, node, caller, cpu=cpu)
@@ -1774,15 +1789,27 @@ class Vmalloc:
             if p:
                 vm = self.find_vm_area(p)
                 if vm is None:
-                    self.log.WARN(f"Trying to vrealloc() nonexistent vm area ({p:#x})")
+                    self.log.WARN(
+                        f"Trying to vrealloc() nonexistent vm area ({p:#x})",
+                        "vrealloc:nonexistent",
+                        cpu=cpu,
+                    )
                     return 0
                 alloced = get_vm_area_size(vm)
                 old = vm.requested_size
                 if alloced < old:
-                    self.log.WARN(f"vrealloc() has mismatched area vs requested sizes ({p:#x})")
+                    self.log.WARN(
+                        f"vrealloc() has mismatched area vs requested sizes ({p:#x})",
+                        "vrealloc:sizes",
+                        cpu=cpu,
+                    )
                     return 0
                 if not align or p & (align - 1):  # !IS_ALIGNED(p, align)
-                    self.log.WARN(f"will not reallocate with a bigger alignment ({align:#x})")
+                    self.log.WARN(
+                        f"will not reallocate with a bigger alignment ({align:#x})",
+                        "vrealloc:align",
+                        cpu=cpu,
+                    )
                     return 0
                 need_realloc = bool(
                     gfp & _GFP_THISNODE

@@ -71,6 +71,7 @@ from pyvmalloc.vmap.space import VmapSpace
 
 __all__ = [
     "STATIC_CALLERS",
+    "TABLE_ROWS",
     "BoardResult",
     "FailedRequest",
     "Placement",
@@ -120,6 +121,9 @@ _R_VMALLOC_513 = re.compile(
     _PREFIX + r"(?:(\S+): )?vmalloc size (\d+) allocation failure: " + _WHAT + _MODE
 )
 _R_PAGE_ALLOC = re.compile(_PREFIX + r"(?:(\S+): )?page allocation failure: order:(\d+)" + _MODE)
+#: Failed requests the text answer lists one per row (``--json`` has them all): a log
+#: with thousands of failures would otherwise print (and lay out) thousands of rows.
+TABLE_ROWS = 40
 #: How many lines after a vmap warning its warn_alloc line may come.
 _PAIR_WINDOW = 8
 #: Largest page size a log may come from (arm64 64K): pairs the two lines of a request.
@@ -208,6 +212,8 @@ def parse_dmesg(source: str | os.PathLike[str] | Iterable[str]) -> list[FailedRe
     out: list[FailedRequest] = []
     pending: FailedRequest | None = None  # a vmap warning waiting for its warn_alloc line
     for no, raw in enumerate(lines, 1):
+        if "alloc" not in raw:  # in every failure wording ("vmalloc", "allocation")
+            continue
         text = raw.rstrip()
         if pending is not None and no - pending.line > _PAIR_WINDOW:
             pending = None
@@ -343,6 +349,22 @@ class Placement:
     def free_bytes(self) -> int:
         return sum(self.space.range_sizes(self.space.free_areas()))
 
+    def usable_free(self) -> int:
+        """Free bytes a failed request can be given: those of the vmalloc range and
+        of the modules area (counted once where they overlap)."""
+        m = self.machine
+        spans = sorted([(m.vmalloc_start, m.vmalloc_end), (m.modules_vaddr, m.modules_end)])
+        (a0, a1), (b0, b1) = spans
+        if b0 <= a1:  # overlapping or touching: one span
+            spans = [(a0, max(a1, b1))]
+        total = 0
+        for va in self.space.free_areas():
+            for lo, hi in spans:
+                s, e = max(va.va_start, lo), min(va.va_end, hi)
+                if e > s:
+                    total += e - s
+        return total
+
 
 def _region(e: VmallocEntry, src: Machine) -> str:
     separate = src.modules_end <= src.vmalloc_start or src.modules_vaddr >= src.vmalloc_end
@@ -411,8 +433,10 @@ def _modules_request(r: FailedRequest, source: Machine) -> bool:
 
 
 def _try_requests(
-    pl: Placement, requests: list[FailedRequest], source: Machine
+    pl: Placement, requests: list[FailedRequest], source: Machine, *, stop_at_failure: bool = False
 ) -> list[RequestOutcome]:
+    """Allocate each request in ``pl``, in log order; with ``stop_at_failure`` the
+    outcomes end at the first request that does not fit."""
     m, space = pl.machine, pl.space
     out: list[RequestOutcome] = []
     for r in requests:
@@ -431,6 +455,8 @@ def _try_requests(
                 got = RequestOutcome(r, va.va_start, name)  # type: ignore[union-attr]
                 break
         out.append(got or RequestOutcome(r, None, "no free block large enough"))
+        if got is None and stop_at_failure:
+            break
     return out
 
 
@@ -501,11 +527,36 @@ def _fits_all(
     profile: str,
     margin: int,
 ) -> bool:
+    """Every board area and every address-space request placed on ``target``, and a
+    free block of ``margin`` bytes left."""
+    vmap = [r for r in requests if r.kind == "vmap"]
+    return _fits_vmap(info, vmap, sum(r.area_size for r in vmap), target, source, profile, margin)
+
+
+def _fits_vmap(
+    info: VmallocInfo,
+    vmap: list[FailedRequest],
+    demand: int,
+    target: Machine,
+    source: Machine,
+    profile: str,
+    margin: int,
+) -> bool:
+    """:func:`_fits_all` for the vmap requests ``vmap`` (``demand``: their area sizes
+    summed). The requests and the margin block are disjoint pieces of the free space
+    of the vmalloc range and the modules area, so a layout with less free space there
+    than ``demand + margin``, or no free block of ``margin`` before the requests, fails
+    without trying a request; otherwise the requests are tried in order up to the first that fails
+    (each candidate ``vmalloc=`` costs the requests it fits, not the whole log)."""
     pl = place_board(info, target, source, profile)
-    if pl.lost:
-        return False
-    outcomes = _try_requests(pl, [r for r in requests if r.kind == "vmap"], source)
-    return all(o.addr is not None for o in outcomes) and pl.largest_free() >= margin
+    if pl.lost or pl.usable_free() < demand + margin or pl.largest_free() < margin:
+        return False  # (requests only take space: the largest block never grows)
+    outcomes = _try_requests(pl, vmap, source, stop_at_failure=True)
+    return (
+        len(outcomes) == len(vmap)
+        and all(o.addr is not None for o in outcomes)
+        and (pl.largest_free() >= margin)
+    )
 
 
 def smallest_vmalloc(
@@ -532,6 +583,8 @@ def smallest_vmalloc(
 
         # the largest value early_vmalloc() accepts (a larger one is clamped to it)
         largest = early_vmalloc(target.with_(vmalloc_reserve=1 << 32))[0]
+    vmap = [r for r in requests if r.kind == "vmap"]
+    demand = sum(r.area_size for r in vmap)
     size = 16 * MiB
     while True:
         if largest is not None and size > largest:
@@ -542,7 +595,7 @@ def smallest_vmalloc(
             m = target.with_(vmalloc_reserve=size)
         except ValueError:  # i386: no lowmem left
             return None
-        if _fits_all(info, requests, m, source, profile, margin):
+        if _fits_vmap(info, vmap, demand, m, source, profile, margin):
             return size
         if size == largest:
             return None
@@ -684,7 +737,8 @@ def print_board(res: BoardResult, *, stderr: bool = False) -> None:
         rt = Table(title="failed requests from the log")
         for col in ("log line", "who", "bytes", "area", "before", "target"):
             rt.add_column(col)
-        for b, a in zip(res.before, res.after, strict=True):
+        shown = list(zip(res.before, res.after, strict=True))
+        for b, a in shown[:TABLE_ROWS]:
             r = a.request
             rt.add_row(
                 ",".join(map(str, r.lines)),
@@ -695,6 +749,14 @@ def print_board(res: BoardResult, *, stderr: bool = False) -> None:
                 f"fits at {a.addr:#x} ({a.where})" if a.addr is not None else f"fails: {a.where}",
             )
         c.print(rt)
+        if len(shown) > TABLE_ROWS:
+            fit_b = sum(o.addr is not None for o in res.before)
+            fit_a = sum(o.addr is not None for o in res.after)
+            c.print(
+                f"{len(shown) - TABLE_ROWS:,} more failed requests not shown; of all "
+                f"{len(shown):,}, {fit_b:,} fit the board as read and {fit_a:,} fit the "
+                "target (--json OUT lists every one)"
+            )
     if res.smallest_vmalloc is not None:
         low = res.smallest_vmalloc_lowmem
         c.print(

@@ -250,7 +250,7 @@ class VmapBlocks:
         """``vm_map_ram``: see :mod:`pyvmalloc.vmap.block`."""
         if count <= 0:
             # count 0 is <= VMAP_MAX_ALLOC: vb_alloc(0) hits WARN_ON(size == 0)
-            self.log.WARN("vb_alloc: WARN_ON(size == 0)")
+            self.log.WARN("vb_alloc: WARN_ON(size == 0)", "vb_alloc:size==0", cpu=cpu)
             return 0
         size = count << PAGE_SHIFT
         if count <= self.MAX_ALLOC:
@@ -311,7 +311,7 @@ class VmapBlocks:
         va = self.large.pop(addr, None)
         if va is None:
             if self.unmap_ram_warn_once:
-                self.log.WARN_ONCE("vm_unmap_ram:!va", "vm_unmap_ram: WARN_ON_ONCE(!va)")
+                self.log.WARN_ONCE("vm_unmap_ram:!va", "vm_unmap_ram: WARN_ON_ONCE(!va)", cpu=cpu)
             else:
                 self.log.BUG("vm_unmap_ram:!va", f"vm_unmap_ram: no vmap_area at {addr:#x}")
             return False

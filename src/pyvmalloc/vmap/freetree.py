@@ -172,7 +172,7 @@ class FreeTree:
         5.4 hits the bare ``BUG()`` in ``find_va_links`` (the model logs the kernel's
         line, then the overlap, and refuses the insert)."""
         if self.profile.errno_errors:
-            self.log.WARN(overlap_text(va, other))
+            self.log.WARN(overlap_text(va, other), "find_va_links:overlap")
         else:
             self.log.BUG("find_va_links:overlap", overlap_text(va, other))
 
