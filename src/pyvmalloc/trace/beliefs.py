@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain, islice
 
@@ -652,6 +652,9 @@ def next_hidden_area(b: Beliefs, node: int, idx: int, size: int) -> int | None:
         y = last - (prev - last)
         if y >= vs and y not in refuted and b.range_is_free(y, y + size):
             return y
+    adjacent = _adjacent_hidden_area(b, last, prev, size, refuted)
+    if adjacent is not None:
+        return adjacent
     # Maximal free ranges below ``last``, highest first (a parked block may touch a
     # tree block: they are one range).
     cur: tuple[int, int] | None = None
@@ -671,3 +674,22 @@ def next_hidden_area(b: Beliefs, node: int, idx: int, size: int) -> int | None:
     if cur is not None and cur[1] - cur[0] == size and cur[0] not in refuted:
         return cur[0]
     return None
+
+
+def _adjacent_hidden_area(
+    b: Beliefs, last: int, prev: int | None, size: int, refuted: Container[int]
+) -> int | None:
+    """The slot right below the last hidden head, when the model holds it free.
+
+    Areas of one size freed side by side (a burst of allocations served one after
+    another from the bottom of one free block, then freed) are pushed by one purge in
+    ascending order and so leave the pool one after another downwards: the next head
+    is the area just below the last one. Only when that slot is free space to the model
+    (the kernel holds it pooled, not busy) and was not refuted.
+    """
+    if prev != last + size:
+        return None
+    y = last - size
+    if y < b.space.vmalloc_start or y in refuted:
+        return None
+    return y if b.range_is_free(y, last) else None

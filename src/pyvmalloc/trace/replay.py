@@ -1981,7 +1981,7 @@ def replay(
     res.trace_incomplete = parsed.incomplete
     if "drop_caches" in meta:
         res.drop_caches = bool(meta["drop_caches"])
-    rp._infer_pools = res.drop_caches is False and rp.trace_driven and rp.seed != "kstate"
+    rp._infer_pools = rp.trace_driven and rp.seed != "kstate"
     window: list[TraceEvent] = []
     if rp.seed == "kstate":
         assert kb is not None and ke is not None
