@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
 from collections import deque
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain, islice
 
@@ -639,8 +639,13 @@ def next_hidden_area(b: Beliefs, node: int, idx: int, size: int) -> int | None:
     three heads were ``stride`` apart (a workload that allocated the same sequence
     again and again left its areas at a regular stride), then the highest free range
     of exactly this size (one pooled area between busy ones). Slots the kernel
-    refuted are skipped.
+    refuted are skipped. Before the stride: the slot right below when the last two
+    heads were side by side (see _adjacent_hidden_area; where both apply they name
+    the same slot, so this step may come first, also before a compiled twin).
     """
+    adjacent = _adjacent_hidden_area(b, node, idx, size)
+    if adjacent is not None:
+        return adjacent
     key = (node, idx)
     last = b.hidden_head.get(key)
     if last is None:
@@ -652,9 +657,6 @@ def next_hidden_area(b: Beliefs, node: int, idx: int, size: int) -> int | None:
         y = last - (prev - last)
         if y >= vs and y not in refuted and b.range_is_free(y, y + size):
             return y
-    adjacent = _adjacent_hidden_area(b, last, prev, size, refuted)
-    if adjacent is not None:
-        return adjacent
     # Maximal free ranges below ``last``, highest first (a parked block may touch a
     # tree block: they are one range).
     cur: tuple[int, int] | None = None
@@ -676,20 +678,22 @@ def next_hidden_area(b: Beliefs, node: int, idx: int, size: int) -> int | None:
     return None
 
 
-def _adjacent_hidden_area(
-    b: Beliefs, last: int, prev: int | None, size: int, refuted: Container[int]
-) -> int | None:
-    """The slot right below the last hidden head, when the model holds it free.
+def _adjacent_hidden_area(b: Beliefs, node: int, idx: int, size: int) -> int | None:
+    """The slot right below the last hidden head, after two adjacent heads.
 
     Areas of one size freed side by side (a burst of allocations served one after
     another from the bottom of one free block, then freed) are pushed by one purge in
-    ascending order and so leave the pool one after another downwards: the next head
-    is the area just below the last one. Only when that slot is free space to the model
-    (the kernel holds it pooled, not busy) and was not refuted.
+    ascending order and so leave the pool one after another downwards: once the kernel
+    took two adjacent heads, the next is the area just below the last one. Only when
+    that slot is free space to the model (the kernel holds it pooled, not busy) and
+    was not refuted. After one head alone no such guess: a wrong guess costs more
+    than the hit gains (measured: docs/replay.md).
     """
-    if prev != last + size:
+    key = (node, idx)
+    last = b.hidden_head.get(key)
+    if last is None or b.hidden_prev.get(key) != last + size:
         return None
     y = last - size
-    if y < b.space.vmalloc_start or y in refuted:
+    if y < b.space.vmalloc_start or y in b.hidden_refuted.get(key, ()):
         return None
     return y if b.range_is_free(y, last) else None
