@@ -20,7 +20,12 @@ CAPTURES = Path(__file__).parent.parent / "data" / "captures"
 # mix3: causes of 2-4 mismatches (overlapping purges with helpers); forkbomb: a node of
 # a big purge finishes early and the model's split of its pages rests on guessed nodes
 # (nr_lazy differs for 21 frees); both are exact where kstate.json gives the nodes.
-BELOW_TARGET = {"bpfjit-busy", "busy60", "mixed2", "percpu", "mix3", "forkbomb"}
+# bursts (730 allocations, 98.63 %): 8 tree-shape and pool one-offs, 2 purge races;
+# sng-nlproc (90.41 %): the nodes of 3,000 areas older than the snapshot, purged in the
+# trace, are guesses (exact with kstate.json: 99.97 %; tests/test_captures_fresh.py).
+BELOW_TARGET = {
+    "bpfjit-busy", "busy60", "mixed2", "percpu", "mix3", "forkbomb", "bursts", "sng-nlproc"
+}  # fmt: skip
 DRAINED = sorted(
     p
     for p in CAPTURES.iterdir()

@@ -639,8 +639,13 @@ def next_hidden_area(b: Beliefs, node: int, idx: int, size: int) -> int | None:
     three heads were ``stride`` apart (a workload that allocated the same sequence
     again and again left its areas at a regular stride), then the highest free range
     of exactly this size (one pooled area between busy ones). Slots the kernel
-    refuted are skipped.
+    refuted are skipped. Before the stride: the slot right below when the last two
+    heads were side by side (see _adjacent_hidden_area; where both apply they name
+    the same slot, so this step may come first, also before a compiled twin).
     """
+    adjacent = _adjacent_hidden_area(b, node, idx, size)
+    if adjacent is not None:
+        return adjacent
     key = (node, idx)
     last = b.hidden_head.get(key)
     if last is None:
@@ -671,3 +676,24 @@ def next_hidden_area(b: Beliefs, node: int, idx: int, size: int) -> int | None:
     if cur is not None and cur[1] - cur[0] == size and cur[0] not in refuted:
         return cur[0]
     return None
+
+
+def _adjacent_hidden_area(b: Beliefs, node: int, idx: int, size: int) -> int | None:
+    """The slot right below the last hidden head, after two adjacent heads.
+
+    Areas of one size freed side by side (a burst of allocations served one after
+    another from the bottom of one free block, then freed) are pushed by one purge in
+    ascending order and so leave the pool one after another downwards: once the kernel
+    took two adjacent heads, the next is the area just below the last one. Only when
+    that slot is free space to the model (the kernel holds it pooled, not busy) and
+    was not refuted. After one head alone no such guess: a wrong guess costs more
+    than the hit gains (measured: docs/replay.md).
+    """
+    key = (node, idx)
+    last = b.hidden_head.get(key)
+    if last is None or b.hidden_prev.get(key) != last + size:
+        return None
+    y = last - size
+    if y < b.space.vmalloc_start or y in b.hidden_refuted.get(key, ()):
+        return None
+    return y if b.range_is_free(y, last) else None

@@ -1981,7 +1981,9 @@ def replay(
     res.trace_incomplete = parsed.incomplete
     if "drop_caches" in meta:
         res.drop_caches = bool(meta["drop_caches"])
-    rp._infer_pools = res.drop_caches is False and rp.trace_driven and rp.seed != "kstate"
+    # Hidden pools also after drop_caches: areas busy or lazy at snapshot time have a
+    # guessed node, and a purge in the trace pools them on the kernel's node (docs/replay.md).
+    rp._infer_pools = rp.trace_driven and rp.seed != "kstate"
     window: list[TraceEvent] = []
     if rp.seed == "kstate":
         assert kb is not None and ke is not None
