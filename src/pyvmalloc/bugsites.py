@@ -295,6 +295,7 @@ WARN_SITES: Mapping[str, Mapping[str, WarnSite]] = MappingProxyType(
                 "vfree:nonexistent": _w(2240, "__vunmap", "WARN"),
                 "vmap_pte_range:!pte_none": _w(153, "vmap_pte_range", "WARN_ON"),
                 "vb_alloc:size==0": _w(1581, "vb_alloc", "WARN_ON"),
+                "__alloc_vmap_area:NOTHING_FIT": _w(1030, "__alloc_vmap_area", "WARN_ON_ONCE"),
                 "__ioremap_caller:phys_addr_valid": _w(
                     177, "__ioremap_caller", "WARN_ON_ONCE", _IOREMAP
                 ),
@@ -304,6 +305,8 @@ WARN_SITES: Mapping[str, Mapping[str, WarnSite]] = MappingProxyType(
         "6.18": MappingProxyType(
             {
                 "find_va_links:overlap": _w(1197, "find_va_links", "WARN"),  # live
+                # 6.18.2 line, before the first line 6.18.44 moves (2243)
+                "__alloc_vmap_area:NOTHING_FIT": _w(1806, "va_alloc", "WARN_ON_ONCE"),
                 "vmap_pte_range:!pte_none": _w(534, "vmap_pages_pte_range", "WARN_ON"),
                 "vb_alloc:size==0": _w(2829, "vb_alloc", "WARN_ON"),  # 6.18.2: 2821
                 "vm_unmap_ram:!va": _w(3015, "vm_unmap_ram", "WARN_ON_ONCE"),  # 3007

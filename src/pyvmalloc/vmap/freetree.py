@@ -288,8 +288,10 @@ class FreeTree:
     def va_clip(self, va: VmapArea, nva_start_addr: int, size: int) -> int:
         """``va_clip`` (5.4: ``adjust_va_to_fit_type``): carve ``[nva, nva+size)`` out.
 
-        Returns 0 or a negative errno. The NE split takes the per-CPU preloaded spare
-        object in the kernel; the model always has one. O(log n).
+        Returns 0 or a negative errno (``-EINVAL`` for a range the block does not hold,
+        NOTHING_FIT; the kernel's callers ``WARN_ON_ONCE`` on it, not ``va_clip``). The
+        NE split takes the per-CPU preloaded spare object in the kernel; the model
+        always has one. O(log n).
         """
         if _c_va_clip is not None and self.why is None:
             try:
@@ -333,11 +335,7 @@ class FreeTree:
             propagate(va, None)
             self.insert_vmap_area_augment(lva, va)
         else:
-            self.log.WARN(
-                f"va_clip: NOTHING_FIT for {nva_start_addr:#x}+{size:#x} in "
-                f"{va_start:#x}-{va_end:#x}"
-            )
-            return -EINVAL
+            return -EINVAL  # the caller warns (va_alloc / __alloc_vmap_area)
         return 0
 
     # --- lookups ----------------------------------------------------------------------

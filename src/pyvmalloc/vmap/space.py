@@ -300,6 +300,12 @@ class VmapSpace(LazyPurge):
             return self._error(ERANGE, vend)
         ret = self.free.va_clip(va, nva, size)
         if ret:
+            # WARN_ON_ONCE: 6.x va_alloc() on va_clip's error, 5.4 __alloc_vmap_area()
+            # on NOTHING_FIT before adjust_va_to_fit_type(); once per boot
+            self.log.WARN_ONCE(
+                "__alloc_vmap_area:NOTHING_FIT",
+                f"NOTHING_FIT: {nva:#x}+{size:#x} is not inside {va.va_start:#x}-{va.va_end:#x}",
+            )
             return self._error(-ret, vend)
         return nva
 
