@@ -83,23 +83,29 @@ def fls(x: int) -> int:
     return x.bit_length()
 
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgGtT]?)(i?[bB])?\s*$")
+_SIZE_RE = re.compile(r"\s*(0[xX][0-9a-fA-F]+|[0-9]+)\s*([kKmMgGtT]?)(i?[bB])?\s*", re.ASCII)
 
 
 def parse_size(value: int | str) -> int:
-    """Parse a size such as ``4G``, ``512M``, ``64KiB`` or ``4096`` into bytes.
+    """Parse a size such as ``4G``, ``512M``, ``64KiB``, ``4096`` or ``0x1000`` into bytes.
 
-    Suffixes are binary (``K`` = 1024), as on the kernel command line (``memparse``).
+    Suffixes are binary (``K`` = 1024), as on the kernel command line (``memparse``,
+    which also takes ``0x`` hex). Digits are ASCII, at most as many as an ``unsigned
+    long long`` prints (20 decimal, 16 hex).
     """
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"size must not be negative: {value}")
         return value
-    m = _SIZE_RE.match(value)
+    m = _SIZE_RE.fullmatch(value)
     if not m:
-        raise ValueError(f"not a size: {value!r} (expected e.g. 4096, 64K, 512M, 4G)")
+        raise ValueError(f"not a size: {value!r} (expected e.g. 4096, 64K, 512M, 4G, 0x1000)")
+    digits = m.group(1)
+    hexa = digits[:2].lower() == "0x"
+    if len(digits) > (18 if hexa else 20):
+        raise ValueError(f"not a size: {value[:30]!r}...: more digits than a 64-bit number has")
     shift = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}[m.group(2).lower()]
-    return int(m.group(1)) << shift
+    return int(digits, 16 if hexa else 10) << shift
 
 
 def format_size(n: int) -> str:
@@ -111,6 +117,19 @@ def format_size(n: int) -> str:
         if n < 1024 or unit == "PiB":
             return f"{n:,.1f} {unit}"
     raise AssertionError("unreachable")
+
+
+def max_physmem_bits(arch: str, paging_levels: int, lpae: bool) -> int:
+    """``MAX_PHYSMEM_BITS``: the physical address bits the kernel maps RAM with.
+
+    x86_64: 46, or 52 with 5-level paging (asm/sparsemem.h); arm64: 48
+    (``CONFIG_ARM64_PA_BITS`` default); arm: 32, 40 with LPAE; i386 (non-PAE): 32.
+    """
+    if arch == "x86_64":
+        return 52 if paging_levels == 5 else 46
+    if arch == "arm64":
+        return 48
+    return 40 if arch == "arm" and lpae else 32
 
 
 @dataclass(frozen=True)
@@ -208,6 +227,12 @@ class Machine:
         object.__setattr__(self, "phys_offset", parse_size(self.phys_offset))
         if self.arch == "arm" and not self.lpae and self.phys_offset + self.ram > 1 << 32:
             raise ValueError("RAM above 4 GiB needs LPAE (lpae=True) on arm")
+        bits = max_physmem_bits(self.arch, self.paging_levels, self.lpae)
+        if self.phys_offset + self.ram > 1 << bits:
+            raise ValueError(
+                f"RAM {format_size(self.ram)} ends past what {self.arch} addresses "
+                f"(MAX_PHYSMEM_BITS {bits}: {format_size(1 << bits)})"
+            )
         from pyvmalloc.arch import arch_layout  # arch/ reads this class (type-only)
 
         self.layout.update(arch_layout(self))
