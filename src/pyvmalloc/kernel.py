@@ -504,8 +504,26 @@ class Kernel:
         return vb is not None and vb.va is va
 
     def free_vmap_area(self, va: VmapArea) -> None:
-        """``free_vmap_area``: immediate (non-lazy) free, as error paths do."""
-        self.vmap_space.free_vmap_area(va)
+        """``free_vmap_area``: immediate (non-lazy) free, as error paths do.
+
+        A busy area of another model, or one the vmalloc layer owns, is refused
+        before any change (the vmap layer refuses freed ones as the model's own).
+        """
+        self._check_own_bare_area("free_vmap_area", va)
+        with self.log.api():
+            self.vmap_space.free_vmap_area(va)
+
+    def _check_own_bare_area(self, call: str, va: object) -> None:
+        """Refuse a ``va`` that is not this model's busy (or freed) bare area."""
+        if not isinstance(va, VmapArea):
+            raise TypeError(f"{call}: expected a VmapArea, not {va!r}")
+        if va.state == VaState.BUSY and self.vmap_space.find_vmap_area(va.va_start) is not va:
+            raise ValueError(f"{call}: {va!r} is not a busy area of this model")
+        if va.state == VaState.BUSY and self._vm_layer_owns(va):
+            raise ValueError(
+                f"{call}: {va!r} holds a vm_struct or vm_map_ram pages; release it with "
+                "the call that made it (vfree, vunmap, iounmap, free_vm_area, vm_unmap_ram)"
+            )
 
     def purge_vmap_area_lazy(self) -> bool:
         """Purge lazily freed areas now; True if any were purged.
@@ -520,7 +538,8 @@ class Kernel:
 
     def reclaim_and_purge_vmap_areas(self) -> bool:
         """The allocation-failure purge (6.x: pools fully decayed, none refilled)."""
-        return self.vmap_space.reclaim_and_purge_vmap_areas()
+        with self.log.api():
+            return self.vmap_space.reclaim_and_purge_vmap_areas()
 
     def pcpu_get_vm_areas(
         self, offsets: list[int], sizes: list[int], align: int, cpu: int = 0
@@ -533,7 +552,17 @@ class Kernel:
         return vas
 
     def pcpu_free_vm_areas(self, vas: list[VmapArea], cpu: int = 0) -> None:
-        """``pcpu_free_vm_areas(vms, nr_vms)``: free them lazily."""
+        """``pcpu_free_vm_areas(vms, nr_vms)``: free them lazily.
+
+        An area already freed gets the model's 'is not busy' WARN; one of another
+        model, or one the vmalloc layer owns, is refused before any change.
+        """
+        self._check_cpu(cpu)
+        vas = list(vas)
+        for va in vas:
+            if isinstance(va, VmapArea) and va.state != VaState.BUSY:
+                continue  # freed already: the WARN below, per area
+            self._check_own_bare_area("pcpu_free_vm_areas", va)
         with self.log.api():
             pcpu_free_vm_areas(self.vmap_space, vas, cpu)
             self._after_call()
@@ -563,6 +592,7 @@ class Kernel:
             raise ValueError(
                 f"kernel {self.profile.name} has no vmalloc tracepoints (added in v6.2)"
             )
+        fn = self._probe(fn)
         lists = {
             "alloc_vmap_area": self.vmap_space.tp_alloc,
             "free_vmap_area_noflush": self.vmap_space.tp_free,
@@ -579,10 +609,29 @@ class Kernel:
                 f"unknown vmalloc event {event!r}; known: {', '.join(lists)}"
             ) from None
 
+    def _probe(self, fn: Callable[[TraceEvent], None]) -> Callable[[TraceEvent], None]:
+        """``fn`` as a tracepoint probe: a probe cannot abort the traced operation,
+        so an exception it raises is held and raised when the API call returns (the
+        model stays consistent); later events of the same call skip it."""
+        log = self.log
+
+        def probe(event: TraceEvent) -> None:
+            if log.probe_error is not None:
+                return
+            try:
+                fn(event)
+            except Exception as e:
+                if not log.depth:
+                    raise
+                log.probe_error = e
+                log.pending.append(f"trace subscriber {fn!r} raised {type(e).__name__}")
+
+        probe.subscriber = fn  # type: ignore[attr-defined]
+        return probe
+
     def trace_unsubscribe(self, fn: Callable[[TraceEvent], None]) -> None:
         for lst in (self.vmap_space.tp_alloc, self.vmap_space.tp_free, self.vmap_space.tp_purge):
-            while fn in lst:
-                lst.remove(fn)
+            lst[:] = [p for p in lst if p is not fn and getattr(p, "subscriber", None) is not fn]
 
     # --- whole-model checks -----------------------------------------------------------
     def check(self, *, full: bool = True) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from pyvmalloc.cli import main
 from pyvmalloc.config import Machine, parse_size
+from pyvmalloc.kernel import Kernel
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 BOARD = DATA / "boards" / "rpi-5.4"
@@ -87,3 +88,90 @@ def test_dmesg_read_error_names_the_file(capsys: pytest.CaptureFixture[str]) -> 
     rc, _out, err = run(capsys, "whatif", "--arch", "arm", "--from-vmallocinfo",
                         str(BOARD / "vmallocinfo"), "--dmesg", "/proc/self/mem")  # fmt: skip
     assert "/proc/self/mem: cannot read" in one_line_error(rc, err)
+
+
+# ---------------------------------------------------------------- the kernel-named API
+
+
+@pytest.mark.parametrize("profile", ["5.4", "6.18"])
+def test_free_vmap_area_refuses_what_it_would_merge_twice(profile: str) -> None:
+    """`Kernel.free_vmap_area` checked nothing: None gave AttributeError; a vmalloc'ed
+    area left its vm_struct ("nr_vmalloc_pages 2 != 0"); a lazily freed one and a
+    stale one (freed, range reused) were merged twice ("... overlaps", "leaves a
+    gap"); another model's area was unlinked from a tree it is not in."""
+    k = Kernel(profile, ram="64M")
+    with pytest.raises(TypeError, match="expected a VmapArea"):
+        k.free_vmap_area(None)  # type: ignore[arg-type]
+    p = k.vmalloc(8192)
+    owned = k.find_vmap_area(p)
+    assert owned is not None
+    with pytest.raises(ValueError, match="holds a vm_struct"):
+        k.free_vmap_area(owned)
+    other = Kernel(profile, ram="64M").alloc_vmap_area(8192)
+    assert not isinstance(other, int)
+    with pytest.raises(ValueError, match="not a busy area of this model"):
+        k.free_vmap_area(other)
+    lazy = k.alloc_vmap_area(8192)
+    assert not isinstance(lazy, int)
+    k.free_vmap_area_noflush(lazy)
+    k.free_vmap_area(lazy)
+    assert "is already freed" in k.dmesg()
+    k.purge_vmap_area_lazy()
+    stale = k.alloc_vmap_area(4096)
+    assert not isinstance(stale, int)
+    k.free_vmap_area(stale)
+    reuse = k.alloc_vmap_area(4096)
+    assert not isinstance(reuse, int) and reuse.va_start == stale.va_start
+    k.free_vmap_area(stale)
+    assert "its range reused since" in k.dmesg()
+    k.check()
+    # a plain double free (the range still one free block): the kernel's overlap WARN
+    k.free_vmap_area(reuse)
+    k.free_vmap_area(reuse)
+    assert "vmalloc bug:" in k.dmesg()
+    k.check()
+
+
+@pytest.mark.parametrize("profile", ["5.4", "6.18"])
+def test_pcpu_free_vm_areas_refuses_areas_it_does_not_own(profile: str) -> None:
+    """`pcpu_free_vm_areas([None])` gave AttributeError; a vmalloc'ed area freed its
+    vmap_area under the vm_struct ("nr_vmalloc_pages 2 != 0 in areas")."""
+    k = Kernel(profile, ram="64M")
+    p = k.vmalloc(8192)
+    with pytest.raises(ValueError, match="holds a vm_struct"):
+        k.pcpu_free_vm_areas([k.find_vmap_area(p)])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="expected a VmapArea"):
+        k.pcpu_free_vm_areas([None])  # type: ignore[list-item]
+    vas = k.pcpu_get_vm_areas([0, 1 << 20], [8192, 8192], 4096)
+    assert vas is not None
+    k.pcpu_free_vm_areas(vas)
+    k.pcpu_free_vm_areas(vas)  # freed already: the model's WARN per area
+    assert k.dmesg().count("is not busy") == 2
+    k.check()
+
+
+def test_a_trace_subscriber_that_raises_cannot_corrupt_the_model() -> None:
+    """A subscriber's exception escaped from inside the tracepoint, mid-operation:
+    `get_vm_area_caller` left the free tree with a hole ("leaves a gap before ...").
+    A probe cannot abort the traced operation: the call completes and then raises."""
+    k = Kernel("6.18", ram="64M")
+    seen: list[object] = []
+
+    def probe(event: object) -> None:
+        seen.append(event)
+        raise RuntimeError("subscriber fails")
+
+    k.trace_subscribe("all", probe)
+    with pytest.raises(RuntimeError, match="subscriber fails"):
+        k.vmalloc(20000)
+    k.check()
+    assert k.find_vm_area(k.VMALLOC_START) is not None  # the call completed
+    with pytest.raises(RuntimeError):
+        k.get_vm_area_caller(8192, 0x44, "x")
+    k.check()
+    k.trace_unsubscribe(probe)
+    k.vmalloc(4096)  # unsubscribed: no more events
+    n = len(seen)
+    k.vmalloc(4096)
+    assert len(seen) == n
+    k.check()
