@@ -121,6 +121,9 @@ def _cmd_main(args: argparse.Namespace) -> int:
     """The main job: replay the bundled capture, compare kernels, tour the API."""
     import io
 
+    if args.ops < 0:
+        raise ValueError(f"--ops {args.ops}: must not be negative")
+
     from rich.console import Console
 
     from pyvmalloc.cli_output import check_writable, console, rule, write_json
@@ -163,6 +166,8 @@ def _cmd_main(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pyvmalloc.workloads.demo import run_demo
 
+    if args.ops < 0:
+        raise ValueError(f"--ops {args.ops}: must not be negative")
     return run_demo(
         profile=args.profile, cpus=args.cpus, ops=args.ops, seed=args.seed, json_out=args.json
     )

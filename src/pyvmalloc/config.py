@@ -214,6 +214,11 @@ class Machine:
             raise ValueError(
                 f"cpus_possible {self.cpus_possible} must be >= cpus_online {self.cpus_online}"
             )
+        if self.nr_cpus > 8192:
+            raise ValueError(
+                f"{self.cpus_possible} CPUs: CONFIG_NR_CPUS is at most 8192 (x86-64 MAXSMP), "
+                f"not {self.nr_cpus}"
+            )
         if self.cpus_possible > self.nr_cpus:
             raise ValueError(
                 f"{self.cpus_possible} CPUs: more than CONFIG_NR_CPUS ({self.nr_cpus})"

@@ -175,3 +175,40 @@ def test_a_trace_subscriber_that_raises_cannot_corrupt_the_model() -> None:
     k.vmalloc(4096)
     assert len(seen) == n
     k.check()
+
+
+# ---------------------------------------------------------------- command-line options
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["compare", str(CAP), "--policy", "../../etc:passwd"], "dotted module name, not a path"),
+        (["compare", str(CAP), "--policy", ".x:Y"], "dotted module name"),
+        (
+            ["explore", str(CAP), "--policy", "", "-o", "{tmp}/x.html"],
+            "unknown placement policy ''",
+        ),
+        (["explore", "--tour", "--cpus", "0", "-o", "{tmp}/x.html"], "at least one CPU"),
+        (["demo", "--ops", "-1"], "must not be negative"),
+        (["main", "--ops", "-1"], "must not be negative"),
+        (["replay", str(CAP), "--cpus", "9000", "--no-progress"], "CONFIG_NR_CPUS is at most 8192"),
+    ],
+)
+def test_options_the_earlier_rounds_let_through(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], says: str
+) -> None:
+    """`--policy ../../etc:passwd` escaped importlib's TypeError as a traceback;
+    `explore --policy ''` and `explore --tour --cpus 0` silently meant the defaults;
+    `demo/main --ops -1` ran; `replay --cpus 9000` built a machine no kernel builds."""
+    rc, _out, err = run(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert says in one_line_error(rc, err)
+
+
+def test_a_policy_module_that_fails_to_import_is_a_one_line_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "brokenpolicy4.py").write_text("raise RuntimeError('boom')\n")
+    monkeypatch.chdir(tmp_path)
+    rc, _out, err = run(capsys, "compare", str(CAP), "--policy", "brokenpolicy4:P")
+    assert "failed: RuntimeError: boom" in one_line_error(rc, err)

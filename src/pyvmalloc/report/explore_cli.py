@@ -21,7 +21,7 @@ def _cmd_explore(args: argparse.Namespace) -> int:
     from pyvmalloc.config import get_profile
 
     get_profile(args.profile)  # a clear error for an unknown profile
-    policy = args.policy or None
+    policy = args.policy  # '' is refused as an unknown policy, not taken as none
     if (args.tour, args.capture is not None, args.call is not None).count(True) != 1:
         raise ValueError("explore: give a CAPTURE directory, --tour or --call (one of them)")
     if args.ops < 1:
@@ -47,13 +47,17 @@ def _cmd_explore(args: argparse.Namespace) -> int:
             raise ValueError("explore --call takes exactly one call (use --before for the setup)")
         data = build_tour_data(
             profile=args.profile,
-            cpus=args.cpus or 2,
+            cpus=2 if args.cpus is None else args.cpus,
             policy=policy,
             calls=[t.strip() for t in before] + [args.call.strip()],
         )
     elif args.tour:
         data = build_tour_data(
-            profile=args.profile, cpus=args.cpus or 2, ops=args.ops, seed=args.seed, policy=policy
+            profile=args.profile,
+            cpus=2 if args.cpus is None else args.cpus,
+            ops=args.ops,
+            seed=args.seed,
+            policy=policy,
         )
     else:
         data = build_replay_data(args.capture, profile=args.profile, cpus=args.cpus, policy=policy)
