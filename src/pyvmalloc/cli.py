@@ -74,9 +74,10 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
 
     from rich.table import Table
 
-    from pyvmalloc.cli_output import console, write_json
+    from pyvmalloc.cli_output import check_writable, console, write_json
     from pyvmalloc.config import PROFILES
 
+    check_writable(args.json, "--json")
     docs = profile_field_docs()
     profiles = list(PROFILES.values())
     rows = []
@@ -87,7 +88,7 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
         differs = len({repr(v) for v in values}) > 1
         if differs or args.all:
             rows.append((f.name, values, differs, docs.get(f.name, "")))
-    if args.json:
+    if args.json is not None:
         write_json(
             [
                 {"rule": n, "values": dict(zip(PROFILES, v, strict=True)), "differs": d, "doc": doc}

@@ -50,8 +50,10 @@ def prepare(k: Any, before: str | None) -> list[int]:
 def _cmd_explain(args: argparse.Namespace) -> int:
     import ast
 
+    from pyvmalloc.cli_output import check_writable
     from pyvmalloc.explain import parse_calls, record, run_call
 
+    check_writable(args.json, "--json")
     k = _kernel(args)
     results = prepare(k, args.before)
     calls = parse_calls(args.call)
@@ -59,7 +61,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         raise ValueError("explain takes exactly one call (use --before for the setup)")
     call = calls[0]
     rec = record(k, lambda: run_call(k, call, results), label=ast.unparse(call))
-    if args.json:
+    if args.json is not None:
         from pyvmalloc.cli_output import write_json
 
         write_json(_recording_json(rec), args.json)
@@ -98,10 +100,13 @@ def _recording_json(rec: Any) -> dict[str, Any]:
 
 
 def _cmd_walk(args: argparse.Namespace) -> int:
+    from pyvmalloc.cli_output import check_writable
+
+    check_writable(args.json, "--json")
     k = _kernel(args)
     results = prepare(k, args.before)
     addr = parse_address(args.addr, results)
-    if args.json:
+    if args.json is not None:
         from dataclasses import asdict
 
         from pyvmalloc.cli_output import write_json

@@ -212,3 +212,57 @@ def test_a_policy_module_that_fails_to_import_is_a_one_line_error(
     monkeypatch.chdir(tmp_path)
     rc, _out, err = run(capsys, "compare", str(CAP), "--policy", "brokenpolicy4:P")
     assert "failed: RuntimeError: boom" in one_line_error(rc, err)
+
+
+# ---------------------------------------------------------------- outputs
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["replay", str(CAP), "--no-progress", "--json"],
+        ["replay", str(CAP), "--no-progress", "--vmallocinfo-out"],
+        ["explain", "vmalloc(1)", "--json"],
+        ["walk", "0x0", "--json"],
+        ["profiles", "--json"],
+        ["explore", "--tour", "--ops", "5", "-o"],
+    ],
+)
+def test_write_errors_name_the_file(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    """A full disk (/dev/full) printed '[Errno 28] No space left on device' alone."""
+    rc, _out, err = run(capsys, *argv, "/dev/full")
+    assert "/dev/full: cannot write: No space left on device" in one_line_error(rc, err)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["explain", "vmalloc(1)", "--json", ""],
+        ["walk", "0x0", "--json", ""],
+        ["profiles", "--json", ""],
+        ["whatif", str(CAP), "--plot", ""],
+        ["replay", str(CAP), "--no-progress", "--json", ""],
+    ],
+)
+def test_an_empty_output_name_is_refused(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """`--json ''` wrote nothing and exited 0 (explain, walk, profiles, whatif --plot)."""
+    rc, _out, err = run(capsys, *argv)
+    assert "an empty file name" in one_line_error(rc, err)
+
+
+def test_plots_are_written_under_the_name_given(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """matplotlib appended '.png' to a name without an image suffix: `--plot
+    /dev/full` wrote /dev/full.png and exited 0."""
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "frag"
+    rc, _out, err = run(capsys, "whatif", str(CAP), "--plot", str(out), "--samples", "5")
+    assert rc == 0, err
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "frag.png").exists()
+    rc, _out, err = run(capsys, "whatif", str(CAP), "--plot", "/dev/full", "--samples", "5")
+    assert "/dev/full: cannot write" in one_line_error(rc, err)
+    assert not Path("/dev/full.png").exists()

@@ -801,5 +801,7 @@ def cmd_board_whatif(args: Any) -> int:
         if out == "-":
             print(text)
         else:
-            Path(out).write_text(text)
+            from pyvmalloc.cli_output import write_output
+
+            write_output(out, text)
     return 0

@@ -237,7 +237,9 @@ def plot(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
     bottom.set_ylabel("smallest largest free block (MiB)")
     bottom.set_xlabel("vmalloc range (MiB)" if by_vmalloc else "CPUs")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    from pyvmalloc.cli_output import save_figure
+
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -318,7 +320,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         if args.json == "-":
             print(text)
         else:
-            Path(args.json).write_text(text)
+            from pyvmalloc.cli_output import write_output
+
+            write_output(args.json, text)
     if args.plot:
         plot(rows, args.plot)
         print(f"plot written to {args.plot}", file=sys.stderr if args.json == "-" else sys.stdout)

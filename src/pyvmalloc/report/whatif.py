@@ -246,7 +246,9 @@ def plot(res: WhatIfResult, path: str | os.PathLike[str]) -> None:
     handles = bottom.get_legend_handles_labels()[0] + frag.get_legend_handles_labels()[0]
     bottom.legend(handles, [str(h.get_label()) for h in handles], loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    from pyvmalloc.cli_output import save_figure
+
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -323,7 +325,7 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
     from pyvmalloc.trace.replay import load_capture
 
     check_writable(args.json, "--json")
-    if args.plot:
+    if args.plot is not None:
         _check_plot_output(args.plot)
     if args.capture is None:
         return board.cmd_board_whatif(args)
@@ -343,7 +345,7 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
         write_json(res.as_json(), args.json)
     if args.json != "-":
         _print(res)
-    if args.plot:
+    if args.plot is not None:
         plot(res, args.plot)
         print(f"plot written to {args.plot}", file=sys.stderr if args.json == "-" else sys.stdout)
     return 0

@@ -2201,7 +2201,7 @@ def _check_fail_under(results: Sequence[ReplayResult], pct: float | None) -> int
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from pyvmalloc.cli_output import check_writable, write_json
+    from pyvmalloc.cli_output import check_writable, write_json, write_output
 
     trace, snap, meta = _resolve(args)
     check_writable(args.json, "--json")
@@ -2234,7 +2234,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         if args.vmallocinfo_out == "-":
             sys.stdout.write(text)
         else:
-            Path(args.vmallocinfo_out).write_text(text)
+            write_output(args.vmallocinfo_out, text)
     if args.json:
         write_json(res.as_json(), args.json)
     if args.json != "-" and args.vmallocinfo_out != "-":
