@@ -25,6 +25,8 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+import numpy as np
+
 __all__ = [
     "EBUSY",
     "EINVAL",
@@ -93,10 +95,12 @@ def parse_size(value: int | str) -> int:
     which also takes ``0x`` hex). Digits are ASCII, at most as many as an ``unsigned
     long long`` prints (20 decimal, 16 hex).
     """
-    if isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, (int, str, np.integer)):
+        raise TypeError(f"a size is an integer or a string such as '4G', not {value!r}")
+    if not isinstance(value, str):
         if value < 0:
             raise ValueError(f"size must not be negative: {value}")
-        return value
+        return int(value)
     m = _SIZE_RE.fullmatch(value)
     if not m:
         raise ValueError(f"not a size: {value!r} (expected e.g. 4096, 64K, 512M, 4G, 0x1000)")
@@ -117,6 +121,10 @@ def format_size(n: int) -> str:
         if n < 1024 or unit == "PiB":
             return f"{n:,.1f} {unit}"
     raise AssertionError("unreachable")
+
+
+#: NUMA nodes the model holds (a page's node and zone are uint8 columns).
+MAX_MODEL_NODES = 128
 
 
 def max_physmem_bits(arch: str, paging_levels: int, lpae: bool) -> int:
@@ -175,6 +183,7 @@ class Machine:
     layout: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.arch not in ARCHES:
             raise ValueError(f"unsupported arch {self.arch!r} ({', '.join(ARCHES)})")
         if self.kernel_release not in LAYOUT_RELEASES:
@@ -225,6 +234,11 @@ class Machine:
             )
         if self.numa_nodes < 1:
             raise ValueError("at least one NUMA node")
+        if self.numa_nodes > MAX_MODEL_NODES:
+            raise ValueError(
+                f"{self.numa_nodes} NUMA nodes: the model keeps a page's node and zone in "
+                f"8 bits, so at most {MAX_MODEL_NODES} (the kernel's MAX_NUMNODES is 1024)"
+            )
         object.__setattr__(self, "ram", parse_size(self.ram))
         if self.ram < 16 << 20:
             raise ValueError(f"RAM must be at least 16 MiB, not {format_size(self.ram)}")
@@ -241,6 +255,24 @@ class Machine:
         from pyvmalloc.arch import arch_layout  # arch/ reads this class (type-only)
 
         self.layout.update(arch_layout(self))
+
+    def _check_types(self) -> None:
+        """Refuse a field of the wrong type (a float CPU count, ``lpae="no"``) before
+        it reaches arithmetic that would fail far from here, or take it as true."""
+        for name in ("paging_levels", "cpus_online", "cpus_possible", "nr_cpus",
+                     "numa_nodes", "va_bits", "page_size"):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"Machine {name} must be an integer, not {value!r}")
+            object.__setattr__(self, name, int(value))
+        for name in ("lpae", "highmem", "thumb2", "module_plts", "smp"):
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"Machine {name} must be True or False, not {value!r}")
+            object.__setattr__(self, name, bool(value))
+        for name in ("arch", "kernel_release", "vmsplit"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"Machine {name} must be a string, not {getattr(self, name)!r}")
 
     # --- address-space layout (arch/*/include/asm/pgtable_*_types.h) ---------------
     @property

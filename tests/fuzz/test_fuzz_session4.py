@@ -266,3 +266,45 @@ def test_plots_are_written_under_the_name_given(
     rc, _out, err = run(capsys, "whatif", str(CAP), "--plot", "/dev/full", "--samples", "5")
     assert "/dev/full: cannot write" in one_line_error(rc, err)
     assert not Path("/dev/full.png").exists()
+
+
+# ---------------------------------------------------------------- Machine objects
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("cpus_online", 2.5, "cpus_online must be an integer"),
+        ("nr_cpus", 1.5, "nr_cpus must be an integer"),
+        ("paging_levels", True, "paging_levels must be an integer"),
+        ("lpae", "no", "lpae must be True or False"),
+        ("smp", 0, "smp must be True or False"),
+        ("arch", 5, "arch must be a string"),
+        ("ram", 4.5e9, "a size is an integer or a string"),
+        ("ram", True, "a size is an integer or a string"),
+    ],
+)
+def test_machine_fields_of_the_wrong_type_are_refused(field: str, value: object, says: str) -> None:
+    """`Machine(cpus_online=2.5)` was accepted and failed in Kernel() with
+    "'float' object has no attribute 'bit_length'"; `lpae="no"` meant LPAE on."""
+    with pytest.raises(TypeError, match=says):
+        Machine(**{field: value})  # type: ignore[arg-type]
+
+
+def test_machine_numpy_integers_are_plain_ints() -> None:
+    """`Machine(cpus_online=np.int32(4))` failed in Kernel() ('numpy.int32' object has
+    no attribute 'bit_length'); a numpy integer is an integer."""
+    np = pytest.importorskip("numpy")
+    m = Machine(cpus_online=np.int32(4), ram=np.int64(64 << 20))
+    assert type(m.cpus_online) is int and m.ram == 64 << 20
+    Kernel("6.18", machine=m).check()
+
+
+def test_more_numa_nodes_than_the_model_holds_are_refused() -> None:
+    """`Machine(numa_nodes=1024)` (the kernel's MAX_NUMNODES) overflowed the model's
+    uint8 node column on the first vmalloc: 'Python integer 256 out of bounds'."""
+    with pytest.raises(ValueError, match="at most 128"):
+        Machine(numa_nodes=1024)
+    k = Kernel("6.18", machine=Machine(numa_nodes=128, ram="4G"))
+    k.vfree(k.vmalloc(8192))
+    k.check()
