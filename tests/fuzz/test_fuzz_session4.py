@@ -308,3 +308,29 @@ def test_more_numa_nodes_than_the_model_holds_are_refused() -> None:
     k = Kernel("6.18", machine=Machine(numa_nodes=128, ram="4G"))
     k.vfree(k.vmalloc(8192))
     k.check()
+
+
+@pytest.mark.parametrize("addr", ["١٢", "0x_ff", "+0x10", " 0x10", "0o7"])
+def test_addresses_are_ascii_hex_or_decimal(capsys: pytest.CaptureFixture[str], addr: str) -> None:
+    """`walk ١٢` walked address 12 (int() takes Unicode digits), `0x_ff`, `+0x10`,
+    `0o7` were Python literals, not addresses crash or the kernel print."""
+    rc, _out, err = run(capsys, "walk", addr, "--ram", "64M")
+    assert "is not an address" in one_line_error(rc, err)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--since", "١"), ("--until", "1_0"), ("--pid", ""), ("--cpu", ","), ("--event", "")],
+)
+def test_report_filters_refuse_values_that_filtered_nothing(
+    capsys: pytest.CaptureFixture[str], option: str, value: str
+) -> None:
+    """`--since ١` was 1 s (float() takes Unicode digits and '_'); `--pid ''`,
+    `--cpu ,` and `--event ''` silently printed every event."""
+    if option in ("--since", "--until"):  # an argparse type: usage, then exit 2
+        with pytest.raises(SystemExit) as e:
+            run(capsys, "report", str(CAP), option, value)
+        assert e.value.code == 2 and "not a time in seconds" in capsys.readouterr().err
+        return
+    rc, _out, err = run(capsys, "report", str(CAP), option, value)
+    assert "an empty value" in one_line_error(rc, err)
