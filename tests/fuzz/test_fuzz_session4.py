@@ -9,11 +9,17 @@ fuzzers' seed is ``PYVMALLOC_FUZZ_SEED`` (random locally, fixed under CI).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyvmalloc.cli import main
 from pyvmalloc.config import Machine, parse_size
@@ -24,6 +30,13 @@ BOARD = DATA / "boards" / "rpi-5.4"
 CAP = DATA / "captures" / "churn-cpu0"
 SEED = int(os.environ.get("PYVMALLOC_FUZZ_SEED") or random.randrange(1 << 32))
 EXAMPLES = int(os.environ.get("PYVMALLOC_FUZZ_EXAMPLES", "0"))
+
+_HERE = Path(__file__).resolve().parent
+_spec = importlib.util.spec_from_file_location("chaos_api4", _HERE / "chaos_api4.py")
+assert _spec is not None and _spec.loader is not None
+chaos4 = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("chaos_api4", chaos4)
+_spec.loader.exec_module(chaos4)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -334,3 +347,177 @@ def test_report_filters_refuse_values_that_filtered_nothing(
         return
     rc, _out, err = run(capsys, "report", str(CAP), option, value)
     assert "an empty value" in one_line_error(rc, err)
+
+
+# ---------------------------------------------------------------- seeded fuzzers
+
+
+def test_fuzz_api_surfaces_round4() -> None:
+    """The calls chaos_api.py leaves out (tests/fuzz/chaos_api4.py): pcpu areas,
+    free_vmap_area, raising and re-entrant trace subscribers, nested interrupts."""
+    for label, rng, profile, strict, steps in chaos4.plan(SEED, EXAMPLES or 6):
+        try:
+            chaos4.run(rng, profile, strict, steps, label=label)
+        except chaos4.ChaosFailure as e:
+            raise AssertionError(f"PYVMALLOC_FUZZ_SEED={SEED} {e}") from e
+
+
+def test_accelerated_and_pure_agree_on_round4_sequences(fresh_python: Callable[..., str]) -> None:
+    """Call by call, the accelerated build and PYVMALLOC_PURE=1 print the same."""
+    from pyvmalloc import accelerator
+
+    if accelerator().startswith("pure"):
+        pytest.skip("the accelerator is not built")
+    runs = str(EXAMPLES or 3)
+    script = str(_HERE / "chaos_api4.py")
+    fast = fresh_python(script, str(SEED), runs, pure=False).splitlines()
+    ref = fresh_python(script, str(SEED), runs, pure=True).splitlines()
+    for i, (a, b) in enumerate(zip(fast, ref, strict=False)):
+        assert a == b, f"PYVMALLOC_FUZZ_SEED={SEED}, output line {i + 1}:\n accel: {a}\n pure:  {b}"
+    assert len(fast) == len(ref)
+
+
+_MACHINE_VALUES: dict[str, list[object]] = {
+    "arch": ["x86_64", "i386", "arm", "arm64", "mips", "", None, 5],
+    "paging_levels": [2, 3, 4, 5, 0, -1, 6, True, 4.0, "4"],
+    "cpus_online": [1, 2, 3, 64, 257, 0, -1, 8192, 2.5, "2", True],
+    "cpus_possible": [0, 1, 2, 4, 300, -1, "x"],
+    "nr_cpus": [1, 2, 256, 8192, 8193, 0, -5, 1.5],
+    "ram": [16 << 20, 64 << 20, "64M", 15 << 20, 0, -1, "abc", 4.5e9, 1 << 46,
+            (1 << 46) + 1, True],
+    "numa_nodes": [1, 2, 4, 128, 129, 1024, 0, -1, 2.0],
+    "vmalloc_reserve": [0, 1, 16 << 20, 1 << 30, "128M", -1, "x", 1 << 40],
+    "kernel_release": ["6.18", "5.4", "4.19", "3.0", ""],
+    "vmsplit": ["3G", "2G", "1G", "3G_OPT", "4G", ""],
+    "lpae": [True, False, 1, "no"],
+    "highmem": [True, False, None],
+    "phys_offset": [0, 0x80000000, 1 << 32, -1, "0x40000000", 4095],
+    "va_bits": [39, 42, 47, 48, 52, 36, 0, 64],
+    "page_size": [4096, 16384, 0],
+}  # fmt: skip
+
+
+def test_fuzz_machines() -> None:
+    """Random Machine fields of every type: a TypeError/ValueError with a message, or
+    a machine a model can run on (a vmalloc, a vfree, the views and check())."""
+    rng = random.Random(f"machines:{SEED}")
+    for i in range(EXAMPLES or 120):
+        kw = {k: rng.choice(v) for k, v in _MACHINE_VALUES.items() if rng.random() < 0.4}
+        where = f"PYVMALLOC_FUZZ_SEED={SEED} case {i}: Machine(**{kw!r})"
+        try:
+            m = Machine(**kw)  # type: ignore[arg-type]
+        except (TypeError, ValueError) as e:
+            assert str(e), where
+            continue
+        except Exception as e:
+            raise AssertionError(f"{where}: {type(e).__name__}: {e}") from e
+        for name in ("lpae", "highmem"):
+            assert type(getattr(m, name)) is bool, where
+        if m.ram > 512 << 20:
+            continue  # the layout checks are the point; big page arrays cost time
+        try:
+            k = Kernel(rng.choice(["4.19", "5.4", "6.18"]), machine=m)
+            k.vfree(k.vmalloc(rng.choice([4096, 1 << 20])))
+            k.vmallocinfo()
+            k.meminfo()
+            k.check()
+        except (TypeError, ValueError, MemoryError, NotImplementedError) as e:
+            assert str(e), where
+        except Exception as e:
+            raise AssertionError(f"{where}: Kernel: {type(e).__name__}: {e}") from e
+
+
+_WORDS = st.text(
+    alphabet=st.sampled_from("0123456789abcdefxXkKmMgGtTiIbB _+-.\n\u0663\u00b2eE"),
+    max_size=30,
+)
+
+
+@settings(max_examples=EXAMPLES or 300, deadline=None)
+@given(text=_WORDS)
+def test_fuzz_number_words(text: str) -> None:
+    """The parsers of sizes, addresses and module parameters take ASCII only, agree
+    with an independent reading of the accepted forms, and never raise anything but a
+    ValueError with a message."""
+    import re
+
+    from pyvmalloc.cli_vmalloc import parse_address
+    from pyvmalloc.workloads.test_vmalloc import kstrtoint
+
+    try:
+        v = parse_size(text)
+    except ValueError as e:
+        assert str(e)
+    else:
+        m = re.fullmatch(r"\s*(0[xX][0-9a-fA-F]+|[0-9]+)\s*([kKmMgGtT]?)(?:i?[bB])?\s*", text)
+        assert m is not None and text.isascii(), text
+        base = 16 if m.group(1)[:2].lower() == "0x" else 10
+        shift = 10 * " kmgt".index(m.group(2).lower() or " ")
+        assert v == int(m.group(1), base) << shift
+    try:
+        a = parse_address(text, [])
+    except ValueError as e:
+        assert str(e)
+    else:
+        assert text.isascii() and text.strip() == text and "_" not in text, text
+        assert a == (int(text) if text.isdigit() and (text == "0" or text[0] != "0")
+                     else int(text[2:] if text[:2].lower() == "0x" else text, 16))  # fmt: skip
+    try:
+        n = kstrtoint(text)
+    except ValueError as e:
+        assert str(e)
+    else:
+        assert text.isascii() and " " not in text and "_" not in text, text
+        body = text.rstrip("\n").lstrip("+-")
+        base = 16 if body[:2].lower() == "0x" else 8 if body[:1] == "0" and len(body) > 1 else 10
+        value = int(body[2:] if base == 16 else body, base)
+        assert n == (-value if text.startswith("-") else value)
+
+
+def test_parsers_stay_linear_on_long_lines(tmp_path: Path) -> None:
+    """A 4 MiB line of a trace, a snapshot and a board log is refused or skipped in
+    well under a second each (no regex backtracking, no rescans)."""
+    from pyvmalloc.errors import InputError
+    from pyvmalloc.report.board import parse_dmesg
+    from pyvmalloc.trace.parse import parse_trace
+    from pyvmalloc.trace.snapshot import parse_vmallocinfo
+
+    n = 4 << 20
+    cases = [
+        (parse_trace, "# tracer: nop\n" + "  a-1 [000] ..." + " " * n + "x\n"),
+        (parse_trace, "# tracer: nop\n" + "#" + "x" * n + "\n"),
+        (parse_vmallocinfo, "0xffffc90000000000-0xffffc90000002000 8192 " + "a+" * (n // 2) + "\n"),
+        (
+            parse_vmallocinfo,
+            "0xffffc90000000000-0xffffc90000002000 8192" + " N0=1" * (n // 5) + "\n",
+        ),
+        (parse_dmesg, "vmap allocation for size " * (n // 25) + "\n"),
+        (parse_dmesg, "[ 1.0] " + "[" * n + "\n"),
+    ]
+    for i, (parse, text) in enumerate(cases):
+        path = tmp_path / f"case{i}"
+        path.write_text(text)
+        t0 = time.process_time()
+        try:
+            parse(path)  # type: ignore[operator]
+        except InputError as e:
+            assert str(path) in str(e)
+        assert time.process_time() - t0 < 1.0, f"case {i} took {time.process_time() - t0:.2f} s"
+
+
+@pytest.mark.parametrize(("value", "says"), [("run_test_mask=١", "not an integer"),
+                                             ("run_test_mask=1_0", "not an integer")])  # fmt: skip
+def test_module_parameters_are_read_as_kstrtoint_reads_them(
+    capsys: pytest.CaptureFixture[str], value: str, says: str
+) -> None:
+    """`test-vmalloc run_test_mask=١` ran mask 1 (int() takes Unicode digits and '_';
+    the kernel's kstrtoint takes neither)."""
+    rc, _out, err = run(capsys, "test-vmalloc", "--no-progress", value, "test_loop_count=1")
+    assert says in one_line_error(rc, err)
+
+
+def test_module_parameters_take_the_kernels_octal() -> None:
+    """kstrtoint(s, 0) reads a leading 0 as octal (int(s, 0) refused '010')."""
+    from pyvmalloc.workloads.test_vmalloc import kstrtoint
+
+    assert [kstrtoint(v) for v in ("010", "0x10", "10", "-3", "7\n")] == [8, 16, 10, -3, 7]
