@@ -521,3 +521,23 @@ def test_module_parameters_take_the_kernels_octal() -> None:
     from pyvmalloc.workloads.test_vmalloc import kstrtoint
 
     assert [kstrtoint(v) for v in ("010", "0x10", "10", "-3", "7\n")] == [8, 16, 10, -3, 7]
+
+
+def test_whatif_of_a_capture_with_no_event_reports_the_snapshot(tmp_path: Path) -> None:
+    """A trace with no event after the snapshot gave 'peak busy 0 B' and (in sweep)
+    a largest free block of 0 with the snapshot's 227 areas placed: no sample was
+    ever taken."""
+    import shutil
+
+    from pyvmalloc.report.whatif import whatif
+
+    for name in ("meta.json", "vmallocinfo"):
+        shutil.copy(CAP / name, tmp_path / name)
+    (tmp_path / "trace").write_text("# tracer: nop\n#\n")
+    res = whatif(tmp_path / "trace", tmp_path / "vmallocinfo")
+    assert res.requests == 0 and len(res.samples) == 1
+    from pyvmalloc.trace.snapshot import parse_vmallocinfo
+
+    busy = sum(e.size for e in parse_vmallocinfo(tmp_path / "vmallocinfo").busy)
+    assert 0 < res.peak_busy_bytes <= busy  # (areas outside the vmalloc range not counted)
+    assert res.samples[0][1].largest_free > 0

@@ -200,6 +200,11 @@ def whatif(
     end = parsed.marker("snapshot-end")
     events = [e for e in parsed.events if end is None or e.line > end.line]
     h.drive(driver, events, observer=driver.observe)
+    if not res.samples:  # no event after the snapshot: the seeded state is the only one
+        f = fragmentation(h.space)
+        res.samples.append((end.line if end is not None else 0, f))
+        res.peak_busy_bytes = f.busy_bytes
+        res.peak_used_bytes = f.busy_bytes + f.lazy_bytes
     h.kernel.check()
     return res
 
