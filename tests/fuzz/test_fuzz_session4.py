@@ -541,3 +541,29 @@ def test_whatif_of_a_capture_with_no_event_reports_the_snapshot(tmp_path: Path) 
     busy = sum(e.size for e in parse_vmallocinfo(tmp_path / "vmallocinfo").busy)
     assert 0 < res.peak_busy_bytes <= busy  # (areas outside the vmalloc range not counted)
     assert res.samples[0][1].largest_free > 0
+
+
+def test_a_capture_with_both_trace_and_trace_gz_is_ambiguous(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A directory holding `trace` and `trace.gz` (two different traces) was replayed
+    from one of them without a word."""
+    import gzip
+    import shutil
+
+    shutil.copytree(CAP, tmp_path / "cap")
+    (tmp_path / "cap" / "trace").write_bytes(
+        gzip.decompress((CAP / "trace.gz").read_bytes())[:5000]
+    )
+    for cmd in ("replay", "report"):
+        rc, _out, err = run(capsys, cmd, str(tmp_path / "cap"))
+        assert "holds both trace and trace.gz" in one_line_error(rc, err)
+
+
+def test_explore_before_without_a_call_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`explore --tour --before CALLS` ignored the setup calls."""
+    rc, _out, err = run(capsys, "explore", "--tour", "--before", "vmalloc(1)", "-o",
+                        str(tmp_path / "x.html"))  # fmt: skip
+    assert "give --call too" in one_line_error(rc, err)

@@ -24,6 +24,8 @@ def _cmd_explore(args: argparse.Namespace) -> int:
     policy = args.policy  # '' is refused as an unknown policy, not taken as none
     if (args.tour, args.capture is not None, args.call is not None).count(True) != 1:
         raise ValueError("explore: give a CAPTURE directory, --tour or --call (one of them)")
+    if args.before is not None and args.call is None:
+        raise ValueError("explore: --before sets up a --call; give --call too")
     if args.ops < 1:
         raise ValueError(f"explore: --ops must be at least 1, not {args.ops}")
     if args.output is None and args.png is None:
