@@ -567,3 +567,17 @@ def test_explore_before_without_a_call_is_refused(
     rc, _out, err = run(capsys, "explore", "--tour", "--before", "vmalloc(1)", "-o",
                         str(tmp_path / "x.html"))  # fmt: skip
     assert "give --call too" in one_line_error(rc, err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [(["--lpae"], "--lpae: an option of 32-bit arm, not x86_64"),
+     (["--arch", "i386", "--vmsplit", "1G", "--thumb2"], "--vmsplit, --thumb2: options of 32-bit arm"),
+     (["--arch", "x86_64", "--va-bits", "39"], "--va-bits is arm64's")],
+)  # fmt: skip
+def test_whatif_refuses_options_of_another_arch(
+    capsys: pytest.CaptureFixture[str], argv: list[str], says: str
+) -> None:
+    """`whatif CAPTURE --lpae` (x86_64) or `--arch i386 --vmsplit 1G` ran and ignored them."""
+    rc, _out, err = run(capsys, "whatif", str(CAP), *argv)
+    assert says in one_line_error(rc, err)

@@ -308,6 +308,15 @@ def _machine_from_args(args: argparse.Namespace, src_cpus: int) -> Machine:
     from pyvmalloc.report import board
 
     ram = parse_size(args.ram)
+    given = [opt for opt, on in (("--vmsplit", args.vmsplit != "3G"), ("--lpae", args.lpae),
+             ("--no-highmem", args.no_highmem), ("--thumb2", args.thumb2),
+             ("--no-module-plts", args.no_module_plts), ("--phys-offset", args.phys_offset != "0"))
+             if on]  # fmt: skip
+    if given and args.arch != "arm":
+        what = "an option" if len(given) == 1 else "options"
+        raise ValueError(f"{', '.join(given)}: {what} of 32-bit arm, not {args.arch} (--arch arm)")
+    if args.va_bits != 48 and args.arch != "arm64":
+        raise ValueError(f"--va-bits is arm64's CONFIG_ARM64_VA_BITS, not {args.arch}'s")
     if args.arch == "i386":
         if args.paging_levels not in (2, 4):  # 4: the option's default, ignored for i386
             raise ValueError("--paging-levels: i386 (non-PAE) has 2-level paging")
