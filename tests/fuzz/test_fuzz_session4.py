@@ -581,3 +581,23 @@ def test_whatif_refuses_options_of_another_arch(
     """`whatif CAPTURE --lpae` (x86_64) or `--arch i386 --vmsplit 1G` ran and ignored them."""
     rc, _out, err = run(capsys, "whatif", str(CAP), *argv)
     assert says in one_line_error(rc, err)
+
+
+@pytest.mark.parametrize(
+    ("call", "says"),
+    [("vmalloc(0x" + "f" * 5000 + ")", "an integer of 20000 bits"),
+     ("vmalloc(" + "-" * 100000 + "1)", "nested too deeply"),
+     ("vmalloc(" + "*".join(["99999999999"] * 400) + ")", "too long an expression"),
+     ("vmalloc(" + "*".join(["99999999999"] * 20) + ")", "far past 64 bits"),
+     ("vmalloc(1 << 70)", "a shift by 70 (0..64)"),
+     ("vmalloc(1 << -1)", "a shift by -1")],
+)  # fmt: skip
+def test_call_language_numbers_stay_printable(
+    capsys: pytest.CaptureFixture[str], call: str, says: str
+) -> None:
+    """A 5000-digit hex literal ended in Python's 'Exceeds the limit (4300 digits)'
+    (from ast.unparse of the label); 100,000 minus signs in 'out of host memory'; a
+    400-term product in a RecursionError traceback; '1<<70' said only 'shift too large'."""
+    rc, _out, err = run(capsys, "explain", call, "--ram", "64M")
+    assert says in one_line_error(rc, err)
+    assert len(err) < 400
