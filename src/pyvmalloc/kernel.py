@@ -215,7 +215,7 @@ class Kernel:
         #: CONFIG_NUMA (x86_64 default y): vmallocinfo prints ``N<node>=<pages>``
         self.config_numa = True
         #: kptr_restrict for %pK in vmallocinfo (1: real addresses, 2: zeros)
-        self.kptr_restrict = 1
+        self._kptr_restrict = 1
         # The page allocator, page tables, slab and vmalloc layers are built on first
         # use: PhysicalMemory for 4 GiB takes ~45 ms, and many Kernels (replay,
         # bench) only need the vmap allocator.
@@ -347,6 +347,19 @@ class Kernel:
             yield
         finally:
             self.in_interrupt = saved
+
+    @property
+    def kptr_restrict(self) -> int:
+        """``/proc/sys/kernel/kptr_restrict`` for ``%pK`` in vmallocinfo (1: real
+        addresses, as to CAP_SYSLOG; 2: zeros; 0's hashed pointers are not modelled)."""
+        return self._kptr_restrict
+
+    @kptr_restrict.setter
+    def kptr_restrict(self, value: int) -> None:
+        # proc_dointvec_minmax with 0..2: any other write is -EINVAL
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2:
+            raise ValueError(f"kptr_restrict takes 0, 1 or 2 (the sysctl's range), not {value!r}")
+        self._kptr_restrict = value
 
     # --- constants ----------------------------------------------------------------
     @property

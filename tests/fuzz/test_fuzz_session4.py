@@ -601,3 +601,16 @@ def test_call_language_numbers_stay_printable(
     rc, _out, err = run(capsys, "explain", call, "--ram", "64M")
     assert says in one_line_error(rc, err)
     assert len(err) < 400
+
+
+@pytest.mark.parametrize("value", [3, -1, "x", None, True])
+def test_kptr_restrict_takes_the_sysctls_range(value: object) -> None:
+    """`k.kptr_restrict = 'x'` was accepted and vmallocinfo() then failed with "'>=' not
+    supported"; 3 printed zeros. The sysctl takes 0..2 (-EINVAL otherwise)."""
+    k = Kernel("6.18", ram="64M")
+    with pytest.raises(ValueError, match="0, 1 or 2"):
+        k.kptr_restrict = value  # type: ignore[assignment]
+    assert k.kptr_restrict == 1
+    k.kptr_restrict = 2
+    k.vmalloc(4096)
+    assert k.vmallocinfo().startswith("0x0000000000000000-0x0000000000000000")
