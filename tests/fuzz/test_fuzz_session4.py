@@ -614,3 +614,9 @@ def test_kptr_restrict_takes_the_sysctls_range(value: object) -> None:
     k.kptr_restrict = 2
     k.vmalloc(4096)
     assert k.vmallocinfo().startswith("0x0000000000000000-0x0000000000000000")
+
+
+def test_compare_refuses_a_profile_listed_twice(capsys: pytest.CaptureFixture[str]) -> None:
+    """`compare --profiles 6.18,6.18` replayed the same column twice."""
+    rc, _out, err = run(capsys, "compare", str(CAP), "--profiles", "6.18,5.4,6.18")
+    assert "listed twice" in one_line_error(rc, err)

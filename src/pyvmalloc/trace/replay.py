@@ -2415,6 +2415,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             f"--profiles {args.profiles!r}: unknown profile {', '.join(unknown) or '(none)'}; "
             f"known: {', '.join(PROFILES)}"
         )
+    if len(set(profiles)) != len(profiles):  # the same column twice
+        raise ValueError(f"--profiles {args.profiles!r}: a profile is listed twice")
     trace, snap, meta = _resolve(args)
     check_writable(args.json, "--json")
     results = compare(
