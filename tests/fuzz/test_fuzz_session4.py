@@ -620,3 +620,10 @@ def test_compare_refuses_a_profile_listed_twice(capsys: pytest.CaptureFixture[st
     """`compare --profiles 6.18,6.18` replayed the same column twice."""
     rc, _out, err = run(capsys, "compare", str(CAP), "--profiles", "6.18,5.4,6.18")
     assert "listed twice" in one_line_error(rc, err)
+
+
+@pytest.mark.parametrize("option", ["--board-ram", "--board-vmalloc"])
+def test_board_options_need_a_board(capsys: pytest.CaptureFixture[str], option: str) -> None:
+    """`whatif CAPTURE --board-ram 1G` ran and ignored it."""
+    rc, _out, err = run(capsys, "whatif", str(CAP), option, "64M")
+    assert "board what-if" in one_line_error(rc, err)

@@ -345,6 +345,9 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
         return board.cmd_board_whatif(args)
     if args.dmesg:
         raise ValueError("--dmesg goes with --from-vmallocinfo and no capture (a board what-if)")
+    for opt, value in (("--board-vmalloc", args.board_vmalloc), ("--board-ram", args.board_ram)):
+        if value is not None:
+            raise ValueError(f"{opt} describes the board of a board what-if (no capture)")
     if not Path(args.capture).is_dir():
         raise ValueError(f"{args.capture}: not a capture directory (pyvmalloc capture)")
     if args.samples < 1:
