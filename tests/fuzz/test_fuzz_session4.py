@@ -627,3 +627,25 @@ def test_board_options_need_a_board(capsys: pytest.CaptureFixture[str], option: 
     """`whatif CAPTURE --board-ram 1G` ran and ignored it."""
     rc, _out, err = run(capsys, "whatif", str(CAP), option, "64M")
     assert "board what-if" in one_line_error(rc, err)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [["--settle", "inf"], ["--settle", "-1"], ["--buffer-mb", "-1"], ["--buffer-mb", "0"],
+     ["--pause", "nan"], ["--pause", "-1"], ["--churn-mb", "-1"], ["--max-ops", "-5"],
+     ["--long-lived", "١"], ["--duration", "١"]],
+)  # fmt: skip
+def test_capture_options_are_checked_before_anything_starts(option: list[str]) -> None:
+    """Parsing only (nothing touches the kernel): `--settle inf` reached time.sleep
+    (OverflowError) and `--pause -1` ValueError in the middle of a capture; `--buffer-mb
+    -1` became 1 MiB; negative counts were taken. argparse refuses them (exit 2)."""
+    from pyvmalloc.cli import build_parser
+    from pyvmalloc.trace.capture import _split_rest
+
+    for argv in (
+        ["capture", "/nonexistent/out", *option],
+        ["capture", *option, "/nonexistent/out"],
+    ):
+        with pytest.raises(SystemExit) as e:
+            _split_rest(build_parser().parse_args(argv))
+        assert e.value.code == 2
