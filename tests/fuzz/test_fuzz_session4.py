@@ -649,3 +649,10 @@ def test_capture_options_are_checked_before_anything_starts(option: list[str]) -
         with pytest.raises(SystemExit) as e:
             _split_rest(build_parser().parse_args(argv))
         assert e.value.code == 2
+
+
+@pytest.mark.parametrize("cpus", ["١", "0,1", "1_0", "-1"])
+def test_sweep_cpu_lists_are_ascii_counts(capsys: pytest.CaptureFixture[str], cpus: str) -> None:
+    """`sweep --cpus ١` was 1 CPU and `--cpus 0` silently meant the capture's (int())."""
+    rc, _out, err = run(capsys, "sweep", str(CAP), "--cpus", cpus)
+    assert "whole numbers >= 1" in one_line_error(rc, err)

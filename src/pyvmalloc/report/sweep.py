@@ -248,10 +248,10 @@ def _sizes(text: str) -> list[int]:
 
 
 def _ints(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise ValueError(f"not a list of integers: {text!r}") from None
+    words = [t.strip() for t in text.split(",") if t.strip()]
+    if not all(w.isascii() and w.isdigit() and int(w) > 0 for w in words):  # (int() takes '١')
+        raise ValueError(f"not a list of whole numbers >= 1: {text!r}")
+    return [int(w) for w in words]
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
