@@ -268,8 +268,25 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = sub.choices[action.dest]
         if cmd.description is None and action.help:
             cmd.description = action.help[0].upper() + action.help[1:] + "."
+        for opt in cmd._actions:  # every integer option reads ASCII digits only
+            if opt.type is int:
+                opt.type = ascii_int
     parser.set_defaults(_subparsers=sub.choices)
     return parser
+
+
+_ASCII_INT = re.compile(r"[+-]?[0-9]{1,30}", re.ASCII)
+
+
+def ascii_int(text: str) -> int:
+    """An integer option: ASCII digits with an optional sign. ``int()`` also takes
+    ``٣``, ``1_000`` and surrounding spaces, which no shell user means as a number."""
+    if not _ASCII_INT.fullmatch(text):
+        raise ValueError(text)
+    return int(text)
+
+
+ascii_int.__name__ = "int"  # argparse says "invalid int value: '٣'"
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:

@@ -656,3 +656,17 @@ def test_sweep_cpu_lists_are_ascii_counts(capsys: pytest.CaptureFixture[str], cp
     """`sweep --cpus ١` was 1 CPU and `--cpus 0` silently meant the capture's (int())."""
     rc, _out, err = run(capsys, "sweep", str(CAP), "--cpus", cpus)
     assert "whole numbers >= 1" in one_line_error(rc, err)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["explain", "vmalloc(1)", "--cpus", "٣"], ["tour", "--ops", "1_0"],
+     ["whatif", str(CAP), "--samples", " 5"], ["test-vmalloc", "--loops", "٣"]],
+)  # fmt: skip
+def test_integer_options_take_ascii_digits_only(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """argparse's type=int is int(): `--cpus ٣` was 3 CPUs, `--ops 1_0` ten."""
+    with pytest.raises(SystemExit) as e:
+        run(capsys, *argv)
+    assert e.value.code == 2 and "invalid int value" in capsys.readouterr().err
