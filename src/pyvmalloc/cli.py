@@ -74,9 +74,10 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
 
     from rich.table import Table
 
-    from pyvmalloc.cli_output import console, write_json
+    from pyvmalloc.cli_output import check_writable, console, write_json
     from pyvmalloc.config import PROFILES
 
+    check_writable(args.json, "--json")
     docs = profile_field_docs()
     profiles = list(PROFILES.values())
     rows = []
@@ -87,7 +88,7 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
         differs = len({repr(v) for v in values}) > 1
         if differs or args.all:
             rows.append((f.name, values, differs, docs.get(f.name, "")))
-    if args.json:
+    if args.json is not None:
         write_json(
             [
                 {"rule": n, "values": dict(zip(PROFILES, v, strict=True)), "differs": d, "doc": doc}
@@ -120,6 +121,9 @@ def default_capture() -> Path:
 def _cmd_main(args: argparse.Namespace) -> int:
     """The main job: replay the bundled capture, compare kernels, tour the API."""
     import io
+
+    if args.ops < 0:
+        raise ValueError(f"--ops {args.ops}: must not be negative")
 
     from rich.console import Console
 
@@ -163,6 +167,8 @@ def _cmd_main(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pyvmalloc.workloads.demo import run_demo
 
+    if args.ops < 0:
+        raise ValueError(f"--ops {args.ops}: must not be negative")
     return run_demo(
         profile=args.profile, cpus=args.cpus, ops=args.ops, seed=args.seed, json_out=args.json
     )
@@ -262,8 +268,25 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = sub.choices[action.dest]
         if cmd.description is None and action.help:
             cmd.description = action.help[0].upper() + action.help[1:] + "."
+        for opt in cmd._actions:  # every integer option reads ASCII digits only
+            if opt.type is int:
+                opt.type = ascii_int
     parser.set_defaults(_subparsers=sub.choices)
     return parser
+
+
+_ASCII_INT = re.compile(r"[+-]?[0-9]{1,30}", re.ASCII)
+
+
+def ascii_int(text: str) -> int:
+    """An integer option: ASCII digits with an optional sign. ``int()`` also takes
+    ``٣``, ``1_000`` and surrounding spaces, which no shell user means as a number."""
+    if not _ASCII_INT.fullmatch(text):
+        raise ValueError(text)
+    return int(text)
+
+
+ascii_int.__name__ = "int"  # argparse says "invalid int value: '٣'"
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:

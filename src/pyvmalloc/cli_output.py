@@ -42,8 +42,10 @@ __all__ = [
     "json_to_stdout",
     "jsonable",
     "rule",
+    "save_figure",
     "table_json",
     "write_json",
+    "write_output",
 ]
 
 #: JSON keys whose integer values are addresses (written as "0x..." strings).
@@ -181,13 +183,41 @@ def write_json(data: Any, dest: str | os.PathLike[str]) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
-        Path(dest).write_text(text)
+        write_output(dest, text)
+
+
+def write_output(dest: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to the file ``dest``; a write error (ENOSPC on a full disk, EIO)
+    names the file, as an open error does."""
+    try:
+        Path(dest).write_text(text, encoding="utf-8")
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, f"cannot write: {e.strerror or e}", os.fspath(dest)) from None
+
+
+def save_figure(fig: Any, dest: str | os.PathLike[str], **kwargs: Any) -> None:
+    """``fig.savefig`` to exactly ``dest``: matplotlib appends ``.png`` to a name with
+    no image suffix (``--plot /dev/full`` wrote ``/dev/full.png``); such a name gets a
+    PNG under its own name instead."""
+    suffix = Path(dest).suffix[1:].lower()
+    if suffix not in fig.canvas.get_supported_filetypes():
+        kwargs.setdefault("format", "png")
+    try:
+        fig.savefig(os.fspath(dest), **kwargs)
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, f"cannot write: {e.strerror or e}", os.fspath(dest)) from None
 
 
 def check_writable(dest: str | os.PathLike[str] | None, what: str) -> None:
     """Fail before any work if ``dest`` (an output file) cannot be created."""
     if dest is None or str(dest) == "-":
         return
+    if not str(dest):
+        raise ValueError(f"{what}: an empty file name")
     p = Path(dest)
     parent = p.parent if str(p.parent) else Path(".")
     if p.is_dir():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import time
 from typing import Any
 
@@ -50,8 +51,10 @@ def prepare(k: Any, before: str | None) -> list[int]:
 def _cmd_explain(args: argparse.Namespace) -> int:
     import ast
 
+    from pyvmalloc.cli_output import check_writable
     from pyvmalloc.explain import parse_calls, record, run_call
 
+    check_writable(args.json, "--json")
     k = _kernel(args)
     results = prepare(k, args.before)
     calls = parse_calls(args.call)
@@ -59,7 +62,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         raise ValueError("explain takes exactly one call (use --before for the setup)")
     call = calls[0]
     rec = record(k, lambda: run_call(k, call, results), label=ast.unparse(call))
-    if args.json:
+    if args.json is not None:
         from pyvmalloc.cli_output import write_json
 
         write_json(_recording_json(rec), args.json)
@@ -98,10 +101,13 @@ def _recording_json(rec: Any) -> dict[str, Any]:
 
 
 def _cmd_walk(args: argparse.Namespace) -> int:
+    from pyvmalloc.cli_output import check_writable
+
+    check_writable(args.json, "--json")
     k = _kernel(args)
     results = prepare(k, args.before)
     addr = parse_address(args.addr, results)
-    if args.json:
+    if args.json is not None:
         from dataclasses import asdict
 
         from pyvmalloc.cli_output import write_json
@@ -112,6 +118,10 @@ def _cmd_walk(args: argparse.Namespace) -> int:
             return 0
     print(k.walk(addr))
     return 0
+
+
+#: ``123`` (decimal), ``0x7b`` or ``7b`` (hex, as crash takes it).
+_ADDRESS_RE = re.compile(r"(0|[1-9][0-9]*)|(?:0[xX])?([0-9a-fA-F]+)", re.ASCII)
 
 
 def parse_address(text: str, results: list[int]) -> int:
@@ -127,13 +137,12 @@ def parse_address(text: str, results: list[int]) -> int:
             return results[int(text[1:]) - 1]
         have = f"_1.._{n}" if n else "none (no --before)"
         raise ValueError(f"{text}: there is no such --before result (results: {have})")
-    try:
-        value = int(text, 0)
-    except ValueError:
-        try:
-            value = int(text, 16)
-        except ValueError:
-            raise ValueError(f"{text!r} is not an address (0x..., or _N)") from None
+    # ASCII digits only, no sign, spaces or '_' (int() takes all of those)
+    m = _ADDRESS_RE.fullmatch(text)
+    if m is None:
+        raise ValueError(f"{text[:40]!r} is not an address (0x..., or _N)")
+    digits = m.group(1) or m.group(2)
+    value = int(digits, 10 if m.group(1) else 16) if len(digits) <= 40 else 1 << 64
     if not 0 <= value < 1 << 64:
         raise ValueError(f"{text}: an address is 0..2^64-1")
     return value

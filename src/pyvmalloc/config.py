@@ -25,6 +25,8 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+import numpy as np
+
 __all__ = [
     "EBUSY",
     "EINVAL",
@@ -83,23 +85,31 @@ def fls(x: int) -> int:
     return x.bit_length()
 
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgGtT]?)(i?[bB])?\s*$")
+_SIZE_RE = re.compile(r"\s*(0[xX][0-9a-fA-F]+|[0-9]+)\s*([kKmMgGtT]?)(i?[bB])?\s*", re.ASCII)
 
 
 def parse_size(value: int | str) -> int:
-    """Parse a size such as ``4G``, ``512M``, ``64KiB`` or ``4096`` into bytes.
+    """Parse a size such as ``4G``, ``512M``, ``64KiB``, ``4096`` or ``0x1000`` into bytes.
 
-    Suffixes are binary (``K`` = 1024), as on the kernel command line (``memparse``).
+    Suffixes are binary (``K`` = 1024), as on the kernel command line (``memparse``,
+    which also takes ``0x`` hex). Digits are ASCII, at most as many as an ``unsigned
+    long long`` prints (20 decimal, 16 hex).
     """
-    if isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, (int, str, np.integer)):
+        raise TypeError(f"a size is an integer or a string such as '4G', not {value!r}")
+    if not isinstance(value, str):
         if value < 0:
             raise ValueError(f"size must not be negative: {value}")
-        return value
-    m = _SIZE_RE.match(value)
+        return int(value)
+    m = _SIZE_RE.fullmatch(value)
     if not m:
-        raise ValueError(f"not a size: {value!r} (expected e.g. 4096, 64K, 512M, 4G)")
+        raise ValueError(f"not a size: {value!r} (expected e.g. 4096, 64K, 512M, 4G, 0x1000)")
+    digits = m.group(1)
+    hexa = digits[:2].lower() == "0x"
+    if len(digits) > (18 if hexa else 20):
+        raise ValueError(f"not a size: {value[:30]!r}...: more digits than a 64-bit number has")
     shift = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}[m.group(2).lower()]
-    return int(m.group(1)) << shift
+    return int(digits, 16 if hexa else 10) << shift
 
 
 def format_size(n: int) -> str:
@@ -111,6 +121,23 @@ def format_size(n: int) -> str:
         if n < 1024 or unit == "PiB":
             return f"{n:,.1f} {unit}"
     raise AssertionError("unreachable")
+
+
+#: NUMA nodes the model holds (a page's node and zone are uint8 columns).
+MAX_MODEL_NODES = 128
+
+
+def max_physmem_bits(arch: str, paging_levels: int, lpae: bool) -> int:
+    """``MAX_PHYSMEM_BITS``: the physical address bits the kernel maps RAM with.
+
+    x86_64: 46, or 52 with 5-level paging (asm/sparsemem.h); arm64: 48
+    (``CONFIG_ARM64_PA_BITS`` default); arm: 32, 40 with LPAE; i386 (non-PAE): 32.
+    """
+    if arch == "x86_64":
+        return 52 if paging_levels == 5 else 46
+    if arch == "arm64":
+        return 48
+    return 40 if arch == "arm" and lpae else 32
 
 
 @dataclass(frozen=True)
@@ -156,6 +183,7 @@ class Machine:
     layout: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.arch not in ARCHES:
             raise ValueError(f"unsupported arch {self.arch!r} ({', '.join(ARCHES)})")
         if self.kernel_release not in LAYOUT_RELEASES:
@@ -195,12 +223,22 @@ class Machine:
             raise ValueError(
                 f"cpus_possible {self.cpus_possible} must be >= cpus_online {self.cpus_online}"
             )
+        if self.nr_cpus > 8192:
+            raise ValueError(
+                f"{self.cpus_possible} CPUs: CONFIG_NR_CPUS is at most 8192 (x86-64 MAXSMP), "
+                f"not {self.nr_cpus}"
+            )
         if self.cpus_possible > self.nr_cpus:
             raise ValueError(
                 f"{self.cpus_possible} CPUs: more than CONFIG_NR_CPUS ({self.nr_cpus})"
             )
         if self.numa_nodes < 1:
             raise ValueError("at least one NUMA node")
+        if self.numa_nodes > MAX_MODEL_NODES:
+            raise ValueError(
+                f"{self.numa_nodes} NUMA nodes: the model keeps a page's node and zone in "
+                f"8 bits, so at most {MAX_MODEL_NODES} (the kernel's MAX_NUMNODES is 1024)"
+            )
         object.__setattr__(self, "ram", parse_size(self.ram))
         if self.ram < 16 << 20:
             raise ValueError(f"RAM must be at least 16 MiB, not {format_size(self.ram)}")
@@ -208,9 +246,33 @@ class Machine:
         object.__setattr__(self, "phys_offset", parse_size(self.phys_offset))
         if self.arch == "arm" and not self.lpae and self.phys_offset + self.ram > 1 << 32:
             raise ValueError("RAM above 4 GiB needs LPAE (lpae=True) on arm")
+        bits = max_physmem_bits(self.arch, self.paging_levels, self.lpae)
+        if self.phys_offset + self.ram > 1 << bits:
+            raise ValueError(
+                f"RAM {format_size(self.ram)} ends past what {self.arch} addresses "
+                f"(MAX_PHYSMEM_BITS {bits}: {format_size(1 << bits)})"
+            )
         from pyvmalloc.arch import arch_layout  # arch/ reads this class (type-only)
 
         self.layout.update(arch_layout(self))
+
+    def _check_types(self) -> None:
+        """Refuse a field of the wrong type (a float CPU count, ``lpae="no"``) before
+        it reaches arithmetic that would fail far from here, or take it as true."""
+        for name in ("paging_levels", "cpus_online", "cpus_possible", "nr_cpus",
+                     "numa_nodes", "va_bits", "page_size"):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"Machine {name} must be an integer, not {value!r}")
+            object.__setattr__(self, name, int(value))
+        for name in ("lpae", "highmem", "thumb2", "module_plts", "smp"):
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"Machine {name} must be True or False, not {value!r}")
+            object.__setattr__(self, name, bool(value))
+        for name in ("arch", "kernel_release", "vmsplit"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"Machine {name} must be a string, not {getattr(self, name)!r}")
 
     # --- address-space layout (arch/*/include/asm/pgtable_*_types.h) ---------------
     @property

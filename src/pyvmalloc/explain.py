@@ -293,6 +293,19 @@ class ParsedCall:
 
 
 def _literal(node: ast.expr, results: list[int]) -> int | str | None:
+    """The value of an argument; integers far past 64 bits are refused (a chain of
+    shifts or products could otherwise build numbers no message can print)."""
+    v = _literal_value(node, results)
+    if isinstance(v, int) and v.bit_length() > 128:
+        raise ValueError(f"an argument of {v.bit_length()} bits: far past 64 bits")
+    return v
+
+
+def _short(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else f"{text[:n]}..."
+
+
+def _literal_value(node: ast.expr, results: list[int]) -> int | str | None:
     if (
         isinstance(node, ast.Constant)
         and isinstance(node.value, (int, str))
@@ -318,8 +331,8 @@ def _literal(node: ast.expr, results: list[int]) -> int | str | None:
             if isinstance(node.op, ast.Mult):
                 return a * b
             if isinstance(node.op, ast.LShift):
-                if b > 64:
-                    raise ValueError("shift too large")
+                if not 0 <= b <= 64:
+                    raise ValueError(f"a shift by {b if -64 <= b <= 1 << 20 else 'more'} (0..64)")
                 return a << b
             return a | b
     if isinstance(node, ast.Name):
@@ -364,14 +377,25 @@ def parse_calls(text: str) -> list[ast.Call]:
         try:
             tree = ast.parse(part, mode="eval")
         except SyntaxError as e:
-            raise ValueError(f"cannot parse {part!r}: {e.msg}") from None
+            raise ValueError(f"cannot parse {_short(part)!r}: {e.msg}") from None
+        except (MemoryError, RecursionError):  # a 100,000-deep "-----1"
+            raise ValueError(f"cannot parse {_short(part)!r}: nested too deeply") from None
+        except ValueError as e:  # a literal of more digits than int() converts
+            raise ValueError(f"cannot parse {_short(part)!r}: {e}") from None
         node = tree.body
+        if sum(1 for _ in ast.walk(node)) > 400:  # (unparse and evaluation recurse)
+            raise ValueError(f"{_short(part)!r}: too long an expression for one call")
         if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
             raise ValueError(f"{part!r} is not a call like vmalloc(8192)")
         if node.func.id not in API_CALLS:
             raise ValueError(f"{node.func.id} is not allowed; allowed: {', '.join(API_CALLS)}")
         for arg in [*node.args, *(kw.value for kw in node.keywords)]:
             for sub in ast.walk(arg):
+                big = isinstance(sub, ast.Constant) and isinstance(sub.value, int)
+                if big and sub.value.bit_length() > 128:  # type: ignore[attr-defined]
+                    raise ValueError(  # (no message could print it in decimal)
+                        f"an integer of {sub.value.bit_length()} bits: far past 64 bits"  # type: ignore[attr-defined]
+                    )
                 if not isinstance(
                     sub,
                     (

@@ -215,7 +215,7 @@ class Kernel:
         #: CONFIG_NUMA (x86_64 default y): vmallocinfo prints ``N<node>=<pages>``
         self.config_numa = True
         #: kptr_restrict for %pK in vmallocinfo (1: real addresses, 2: zeros)
-        self.kptr_restrict = 1
+        self._kptr_restrict = 1
         # The page allocator, page tables, slab and vmalloc layers are built on first
         # use: PhysicalMemory for 4 GiB takes ~45 ms, and many Kernels (replay,
         # bench) only need the vmap allocator.
@@ -347,6 +347,19 @@ class Kernel:
             yield
         finally:
             self.in_interrupt = saved
+
+    @property
+    def kptr_restrict(self) -> int:
+        """``/proc/sys/kernel/kptr_restrict`` for ``%pK`` in vmallocinfo (1: real
+        addresses, as to CAP_SYSLOG; 2: zeros; 0's hashed pointers are not modelled)."""
+        return self._kptr_restrict
+
+    @kptr_restrict.setter
+    def kptr_restrict(self, value: int) -> None:
+        # proc_dointvec_minmax with 0..2: any other write is -EINVAL
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2:
+            raise ValueError(f"kptr_restrict takes 0, 1 or 2 (the sysctl's range), not {value!r}")
+        self._kptr_restrict = value
 
     # --- constants ----------------------------------------------------------------
     @property
@@ -504,8 +517,26 @@ class Kernel:
         return vb is not None and vb.va is va
 
     def free_vmap_area(self, va: VmapArea) -> None:
-        """``free_vmap_area``: immediate (non-lazy) free, as error paths do."""
-        self.vmap_space.free_vmap_area(va)
+        """``free_vmap_area``: immediate (non-lazy) free, as error paths do.
+
+        A busy area of another model, or one the vmalloc layer owns, is refused
+        before any change (the vmap layer refuses freed ones as the model's own).
+        """
+        self._check_own_bare_area("free_vmap_area", va)
+        with self.log.api():
+            self.vmap_space.free_vmap_area(va)
+
+    def _check_own_bare_area(self, call: str, va: object) -> None:
+        """Refuse a ``va`` that is not this model's busy (or freed) bare area."""
+        if not isinstance(va, VmapArea):
+            raise TypeError(f"{call}: expected a VmapArea, not {va!r}")
+        if va.state == VaState.BUSY and self.vmap_space.find_vmap_area(va.va_start) is not va:
+            raise ValueError(f"{call}: {va!r} is not a busy area of this model")
+        if va.state == VaState.BUSY and self._vm_layer_owns(va):
+            raise ValueError(
+                f"{call}: {va!r} holds a vm_struct or vm_map_ram pages; release it with "
+                "the call that made it (vfree, vunmap, iounmap, free_vm_area, vm_unmap_ram)"
+            )
 
     def purge_vmap_area_lazy(self) -> bool:
         """Purge lazily freed areas now; True if any were purged.
@@ -520,7 +551,8 @@ class Kernel:
 
     def reclaim_and_purge_vmap_areas(self) -> bool:
         """The allocation-failure purge (6.x: pools fully decayed, none refilled)."""
-        return self.vmap_space.reclaim_and_purge_vmap_areas()
+        with self.log.api():
+            return self.vmap_space.reclaim_and_purge_vmap_areas()
 
     def pcpu_get_vm_areas(
         self, offsets: list[int], sizes: list[int], align: int, cpu: int = 0
@@ -533,7 +565,17 @@ class Kernel:
         return vas
 
     def pcpu_free_vm_areas(self, vas: list[VmapArea], cpu: int = 0) -> None:
-        """``pcpu_free_vm_areas(vms, nr_vms)``: free them lazily."""
+        """``pcpu_free_vm_areas(vms, nr_vms)``: free them lazily.
+
+        An area already freed gets the model's 'is not busy' WARN; one of another
+        model, or one the vmalloc layer owns, is refused before any change.
+        """
+        self._check_cpu(cpu)
+        vas = list(vas)
+        for va in vas:
+            if isinstance(va, VmapArea) and va.state != VaState.BUSY:
+                continue  # freed already: the WARN below, per area
+            self._check_own_bare_area("pcpu_free_vm_areas", va)
         with self.log.api():
             pcpu_free_vm_areas(self.vmap_space, vas, cpu)
             self._after_call()
@@ -563,6 +605,7 @@ class Kernel:
             raise ValueError(
                 f"kernel {self.profile.name} has no vmalloc tracepoints (added in v6.2)"
             )
+        fn = self._probe(fn)
         lists = {
             "alloc_vmap_area": self.vmap_space.tp_alloc,
             "free_vmap_area_noflush": self.vmap_space.tp_free,
@@ -579,10 +622,29 @@ class Kernel:
                 f"unknown vmalloc event {event!r}; known: {', '.join(lists)}"
             ) from None
 
+    def _probe(self, fn: Callable[[TraceEvent], None]) -> Callable[[TraceEvent], None]:
+        """``fn`` as a tracepoint probe: a probe cannot abort the traced operation,
+        so an exception it raises is held and raised when the API call returns (the
+        model stays consistent); later events of the same call skip it."""
+        log = self.log
+
+        def probe(event: TraceEvent) -> None:
+            if log.probe_error is not None:
+                return
+            try:
+                fn(event)
+            except Exception as e:
+                if not log.depth:
+                    raise
+                log.probe_error = e
+                log.pending.append(f"trace subscriber {fn!r} raised {type(e).__name__}")
+
+        probe.subscriber = fn  # type: ignore[attr-defined]
+        return probe
+
     def trace_unsubscribe(self, fn: Callable[[TraceEvent], None]) -> None:
         for lst in (self.vmap_space.tp_alloc, self.vmap_space.tp_free, self.vmap_space.tp_purge):
-            while fn in lst:
-                lst.remove(fn)
+            lst[:] = [p for p in lst if p is not fn and getattr(p, "subscriber", None) is not fn]
 
     # --- whole-model checks -----------------------------------------------------------
     def check(self, *, full: bool = True) -> None:

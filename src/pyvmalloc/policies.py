@@ -215,10 +215,18 @@ def load_object(spec: str) -> Any:
     module, sep, attr = spec.partition(":")
     if not sep or not module or not attr:
         raise ValueError(f"not a policy: {spec!r} (a registered name, or module:Class)")
+    if not all(part.isidentifier() for part in module.split(".") + attr.split(".")):
+        raise ValueError(
+            f"not a policy: {spec!r} (module:Class takes a dotted module name, not a path)"
+        )
     try:
         obj: Any = _import_policy_module(module)
     except ImportError as e:
         raise ValueError(f"cannot import {module!r} for policy {spec!r}: {e}") from None
+    except Exception as e:  # the module's own code failed while it was imported
+        raise ValueError(
+            f"importing {module!r} for policy {spec!r} failed: {type(e).__name__}: {e}"
+        ) from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)

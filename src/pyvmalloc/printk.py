@@ -123,6 +123,9 @@ class KernelLog:
     once: set[str] = field(default_factory=set)
     #: a call that would never return in the kernel (see :meth:`hang`)
     hung: str | None = None
+    #: an exception a trace subscriber raised inside the current API call: the
+    #: tracepoint cannot abort the operation, so it is raised when the call returns
+    probe_error: BaseException | None = None
     #: the release whose BUG_ON lines are printed (``KernelProfile.bug_lines``)
     release: str = "6.18"
     #: debug options built in (``CONFIG_DEBUG_VM`` turns ``VM_BUG_ON`` into
@@ -298,12 +301,18 @@ class KernelLog:
         if not self.depth:
             self.pending.clear()
             self.hung = None
+            self.probe_error = None
 
     def raise_held(self) -> None:
         """Outside every API call, raise the held :class:`KernelHang` or the first
         held :class:`KernelWarning` (and forget the rest)."""
         if self.depth:
             return
+        if self.probe_error is not None:
+            error, self.probe_error = self.probe_error, None
+            self.pending.clear()
+            self.hung = None
+            raise error
         if self.hung is not None:
             text, self.hung = self.hung, None
             self.pending.clear()

@@ -88,7 +88,7 @@ def test_ioremap_beyond_host_memory_is_refused_before_any_change(
 def test_ram_beyond_host_memory_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
     """Kernel(ram=...) says what fits in a MemoryError; the CLI let it escape."""
     for cmd in (["explain", "vmalloc(8192)"], ["walk", "0x0"], ["tour", "--ops", "1"]):
-        rc, _out, err = run(capsys, *cmd, "--ram", "1000000000G")
+        rc, _out, err = run(capsys, *cmd, "--ram", "60T")
         assert "fits" in one_line_error(rc, err)
 
 

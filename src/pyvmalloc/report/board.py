@@ -173,7 +173,11 @@ def parse_dmesg(source: str | os.PathLike[str] | Iterable[str]) -> list[FailedRe
     elif isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         # a log may hold any bytes; lines end at \n only (as the kernel writes them)
-        lines = Path(source).read_bytes().decode("utf-8", "replace").split("\n")
+        try:
+            data = Path(source).read_bytes()
+        except OSError as e:  # a read error (EIO) carries no file name of its own
+            raise InputError(f"cannot read: {e.strerror or e}", path=path) from None
+        lines = data.decode("utf-8", "replace").split("\n")
     else:
         lines = list(source)
 
@@ -859,5 +863,7 @@ def cmd_board_whatif(args: Any) -> int:
         if out == "-":
             print(text)
         else:
-            Path(out).write_text(text)
+            from pyvmalloc.cli_output import write_output
+
+            write_output(out, text)
     return 0

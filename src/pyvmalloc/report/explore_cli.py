@@ -21,9 +21,11 @@ def _cmd_explore(args: argparse.Namespace) -> int:
     from pyvmalloc.config import get_profile
 
     get_profile(args.profile)  # a clear error for an unknown profile
-    policy = args.policy or None
+    policy = args.policy  # '' is refused as an unknown policy, not taken as none
     if (args.tour, args.capture is not None, args.call is not None).count(True) != 1:
         raise ValueError("explore: give a CAPTURE directory, --tour or --call (one of them)")
+    if args.before is not None and args.call is None:
+        raise ValueError("explore: --before sets up a --call; give --call too")
     if args.ops < 1:
         raise ValueError(f"explore: --ops must be at least 1, not {args.ops}")
     if args.output is None and args.png is None:
@@ -47,13 +49,17 @@ def _cmd_explore(args: argparse.Namespace) -> int:
             raise ValueError("explore --call takes exactly one call (use --before for the setup)")
         data = build_tour_data(
             profile=args.profile,
-            cpus=args.cpus or 2,
+            cpus=2 if args.cpus is None else args.cpus,
             policy=policy,
             calls=[t.strip() for t in before] + [args.call.strip()],
         )
     elif args.tour:
         data = build_tour_data(
-            profile=args.profile, cpus=args.cpus or 2, ops=args.ops, seed=args.seed, policy=policy
+            profile=args.profile,
+            cpus=2 if args.cpus is None else args.cpus,
+            ops=args.ops,
+            seed=args.seed,
+            policy=policy,
         )
     else:
         data = build_replay_data(args.capture, profile=args.profile, cpus=args.cpus, policy=policy)

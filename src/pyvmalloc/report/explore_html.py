@@ -154,5 +154,7 @@ value="2"> pages (guard included) on each CPU would get:</div>
 def write_html(data: dict[str, Any], path: str | Path) -> int:
     """Write the page to ``path``; return its size in bytes."""
     text = render_html(data)
-    Path(path).write_text(text, encoding="utf-8")
+    from pyvmalloc.cli_output import write_output
+
+    write_output(path, text)
     return len(text.encode("utf-8"))

@@ -118,5 +118,7 @@ def write_png(data: dict[str, Any], path: str | Path, *, index: int | None = Non
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=3, fontsize=9)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
-    fig.savefig(path)
+    from pyvmalloc.cli_output import save_figure
+
+    save_figure(fig, path)
     plt.close(fig)

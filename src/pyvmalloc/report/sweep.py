@@ -237,7 +237,9 @@ def plot(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
     bottom.set_ylabel("smallest largest free block (MiB)")
     bottom.set_xlabel("vmalloc range (MiB)" if by_vmalloc else "CPUs")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    from pyvmalloc.cli_output import save_figure
+
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -246,10 +248,10 @@ def _sizes(text: str) -> list[int]:
 
 
 def _ints(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise ValueError(f"not a list of integers: {text!r}") from None
+    words = [t.strip() for t in text.split(",") if t.strip()]
+    if not all(w.isascii() and w.isdigit() and int(w) > 0 for w in words):  # (int() takes '١')
+        raise ValueError(f"not a list of whole numbers >= 1: {text!r}")
+    return [int(w) for w in words]
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -318,7 +320,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         if args.json == "-":
             print(text)
         else:
-            Path(args.json).write_text(text)
+            from pyvmalloc.cli_output import write_output
+
+            write_output(args.json, text)
     if args.plot:
         plot(rows, args.plot)
         print(f"plot written to {args.plot}", file=sys.stderr if args.json == "-" else sys.stdout)

@@ -200,6 +200,11 @@ def whatif(
     end = parsed.marker("snapshot-end")
     events = [e for e in parsed.events if end is None or e.line > end.line]
     h.drive(driver, events, observer=driver.observe)
+    if not res.samples:  # no event after the snapshot: the seeded state is the only one
+        f = fragmentation(h.space)
+        res.samples.append((end.line if end is not None else 0, f))
+        res.peak_busy_bytes = f.busy_bytes
+        res.peak_used_bytes = f.busy_bytes + f.lazy_bytes
     h.kernel.check()
     return res
 
@@ -246,7 +251,9 @@ def plot(res: WhatIfResult, path: str | os.PathLike[str]) -> None:
     handles = bottom.get_legend_handles_labels()[0] + frag.get_legend_handles_labels()[0]
     bottom.legend(handles, [str(h.get_label()) for h in handles], loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    from pyvmalloc.cli_output import save_figure
+
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -301,6 +308,15 @@ def _machine_from_args(args: argparse.Namespace, src_cpus: int) -> Machine:
     from pyvmalloc.report import board
 
     ram = parse_size(args.ram)
+    given = [opt for opt, on in (("--vmsplit", args.vmsplit != "3G"), ("--lpae", args.lpae),
+             ("--no-highmem", args.no_highmem), ("--thumb2", args.thumb2),
+             ("--no-module-plts", args.no_module_plts), ("--phys-offset", args.phys_offset != "0"))
+             if on]  # fmt: skip
+    if given and args.arch != "arm":
+        what = "an option" if len(given) == 1 else "options"
+        raise ValueError(f"{', '.join(given)}: {what} of 32-bit arm, not {args.arch} (--arch arm)")
+    if args.va_bits != 48 and args.arch != "arm64":
+        raise ValueError(f"--va-bits is arm64's CONFIG_ARM64_VA_BITS, not {args.arch}'s")
     if args.arch == "i386":
         if args.paging_levels not in (2, 4):  # 4: the option's default, ignored for i386
             raise ValueError("--paging-levels: i386 (non-PAE) has 2-level paging")
@@ -323,12 +339,15 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
     from pyvmalloc.trace.replay import load_capture
 
     check_writable(args.json, "--json")
-    if args.plot:
+    if args.plot is not None:
         _check_plot_output(args.plot)
     if args.capture is None:
         return board.cmd_board_whatif(args)
     if args.dmesg:
         raise ValueError("--dmesg goes with --from-vmallocinfo and no capture (a board what-if)")
+    for opt, value in (("--board-vmalloc", args.board_vmalloc), ("--board-ram", args.board_ram)):
+        if value is not None:
+            raise ValueError(f"{opt} describes the board of a board what-if (no capture)")
     if not Path(args.capture).is_dir():
         raise ValueError(f"{args.capture}: not a capture directory (pyvmalloc capture)")
     if args.samples < 1:
@@ -343,7 +362,7 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
         write_json(res.as_json(), args.json)
     if args.json != "-":
         _print(res)
-    if args.plot:
+    if args.plot is not None:
         plot(res, args.plot)
         print(f"plot written to {args.plot}", file=sys.stderr if args.json == "-" else sys.stdout)
     return 0

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import errno
+import math
 import os
 import random
 import resource
@@ -333,6 +334,26 @@ def release_kept() -> int:
     return n
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: an ASCII integer >= 0 (a negative count would run nothing, or
+    forever, after the capture has changed the machine)."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"not a whole number >= 0: {text!r}")
+    return int(text)
+
+
+def non_negative_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds >= 0 (time.sleep refuses the rest
+    mid-capture)."""
+    try:
+        value = float(text) if text.isascii() else math.nan
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"not a finite number of seconds >= 0: {text!r}")
+    return value
+
+
 def add_workload_arguments(p: argparse.ArgumentParser) -> None:
     """The workload options, shared by ``pyvmalloc capture`` and ``python -m``."""
     g = p.add_argument_group("built-in BPF workload")
@@ -354,14 +375,26 @@ def add_workload_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--churn-mb",
-        type=int,
+        type=non_negative_int,
         default=160,
         help="stop after freeing this many MiB (64 MiB of lazy frees trigger one purge "
         "on a 2-CPU machine; default 160)",
     )
-    g.add_argument("--max-ops", type=int, default=4000, help="operation limit (default 4000)")
-    g.add_argument("--long-lived", type=int, default=8, help="areas kept until the end (default 8)")
-    g.add_argument("--pause", type=float, default=0.0, help="seconds to sleep between operations")
+    g.add_argument(
+        "--max-ops", type=non_negative_int, default=4000, help="operation limit (default 4000)"
+    )
+    g.add_argument(
+        "--long-lived",
+        type=non_negative_int,
+        default=8,
+        help="areas kept until the end (default 8)",
+    )
+    g.add_argument(
+        "--pause",
+        type=non_negative_seconds,
+        default=0.0,
+        help="seconds to sleep between operations",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> WorkloadConfig:

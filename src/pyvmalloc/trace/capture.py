@@ -913,12 +913,19 @@ kernel.kptr_restrict and unmounts a tracefs any of them mounted.
 def _seconds(text: str) -> float:
     """``--duration``: a finite, non-negative number of seconds."""
     try:
-        value = float(text)
+        value = float(text) if text.isascii() and "_" not in text else math.nan
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text}")
     return value
+
+
+def _buffer_mb(text: str) -> int:
+    """``--buffer-mb``: a whole number of MiB >= 1 (a negative one became 1 MiB)."""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a whole number of MiB >= 1: {text!r}")
+    return int(text)
 
 
 def add_arguments(p: argparse.ArgumentParser, *, positionals: bool = True) -> None:
@@ -944,7 +951,7 @@ def add_arguments(p: argparse.ArgumentParser, *, positionals: bool = True) -> No
     )
     p.add_argument(
         "--buffer-mb",
-        type=int,
+        type=_buffer_mb,
         default=64,
         help="total ring-buffer size over all CPUs in MiB (default 64)",
     )
@@ -966,7 +973,7 @@ def add_arguments(p: argparse.ArgumentParser, *, positionals: bool = True) -> No
     )
     p.add_argument(
         "--settle",
-        type=float,
+        type=_seconds,
         default=0.3,
         help="seconds to keep tracing after the activity, for deferred frees (default 0.3)",
     )

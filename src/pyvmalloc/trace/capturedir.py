@@ -91,10 +91,14 @@ def _directory(path: str | os.PathLike[str]) -> Path:
 def trace_file(directory: str | os.PathLike[str]) -> Path:
     """The capture's ``trace`` or ``trace.gz`` (checked as in :func:`member`)."""
     d = _directory(directory)
-    for name in TRACE_NAMES:
-        p = member(d, name)
-        if p is not None:
-            return p
+    found = [p for p in (member(d, name) for name in TRACE_NAMES) if p is not None]
+    if len(found) > 1:  # pyvmalloc capture writes one of them; which one is meant?
+        raise InputError(
+            "holds both trace and trace.gz; a capture writes one of them (remove the other)",
+            path=str(d),
+        )
+    if found:
+        return found[0]
     raise InputError("no trace or trace.gz in this capture directory", path=str(d))
 
 

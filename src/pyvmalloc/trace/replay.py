@@ -2203,7 +2203,7 @@ def _check_fail_under(results: Sequence[ReplayResult], pct: float | None) -> int
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from pyvmalloc.cli_output import check_writable, write_json
+    from pyvmalloc.cli_output import check_writable, write_json, write_output
 
     trace, snap, meta = _resolve(args)
     check_writable(args.json, "--json")
@@ -2236,7 +2236,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         if args.vmallocinfo_out == "-":
             sys.stdout.write(text)
         else:
-            Path(args.vmallocinfo_out).write_text(text)
+            write_output(args.vmallocinfo_out, text)
     if args.json:
         write_json(res.as_json(), args.json)
     if args.json != "-" and args.vmallocinfo_out != "-":
@@ -2417,6 +2417,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             f"--profiles {args.profiles!r}: unknown profile {', '.join(unknown) or '(none)'}; "
             f"known: {', '.join(PROFILES)}"
         )
+    if len(set(profiles)) != len(profiles):  # the same column twice
+        raise ValueError(f"--profiles {args.profiles!r}: a profile is listed twice")
     trace, snap, meta = _resolve(args)
     check_writable(args.json, "--json")
     results = compare(

@@ -103,7 +103,7 @@ def _split(values: list[str] | None) -> list[str]:
 def _seconds(text: str) -> float:
     """A ``--since``/``--until`` time: a number of seconds (NaN would match every event)."""
     try:
-        t = float(text)
+        t = float(text) if text.isascii() and "_" not in text else math.nan
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a time in seconds: {text!r}") from None
     if math.isnan(t):
@@ -112,6 +112,9 @@ def _seconds(text: str) -> float:
 
 
 def _filter_from_args(args: argparse.Namespace) -> ReportFilter:
+    for opt, given in (("--event", args.event), ("--cpu", args.cpu), ("--pid", args.pid)):
+        if given is not None and not _split(given):
+            raise ValueError(f"{opt}: an empty value (give a name or number, or leave it out)")
     events = _split(args.event)
     unknown = [e for e in events if e not in EVENT_NAMES]
     if unknown:

@@ -601,8 +601,22 @@ class VmapSpace(LazyPurge):
     # Freeing
     # ------------------------------------------------------------------------------
     def free_vmap_area(self, va: VmapArea) -> None:
-        """``free_vmap_area``: unlink from its busy tree, merge into the free tree now."""
-        if va.state == VaState.BUSY:
+        """``free_vmap_area``: unlink from its busy tree, merge into the free tree now.
+
+        A freed area freed again while its range is one free block gets the free
+        tree's overlap WARN, as in the kernel. A lazily freed or pooled one, or one
+        whose range was handed out again since (a use after free in the kernel), would
+        be merged twice: the model's own refusal."""
+        state = va.state
+        if state == VaState.LAZY or state == VaState.POOL:
+            self.log.refuse(f"free_vmap_area: {va!r} is already freed")
+            return
+        if state == VaState.DETACHED:
+            block = self.free.pvm_find_va_enclose_addr(va.va_start)
+            if block is None or block.va_end < va.va_end:
+                self.log.refuse(f"free_vmap_area: {va!r} was freed and its range reused since")
+                return
+        if state == VaState.BUSY:
             self.unlink_vmap_area(va, self.busy_node_of(va))
         va.vm = None
         self.stats.direct_frees += 1

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import sys
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -130,6 +131,22 @@ _BOOL_TRUE = {"1", "y", "Y", "true", "True", "on"}
 _BOOL_FALSE = {"0", "n", "N", "false", "False", "off"}
 
 
+_KSTRTOINT_RE = re.compile(r"([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)\n?", re.ASCII)
+
+
+def kstrtoint(text: str) -> int:
+    """A module parameter's number as ``kstrtoint(s, 0)`` reads it: an optional sign,
+    ``0x`` hex, ``0`` octal or decimal, ASCII digits only (no ``_`` or spaces, which
+    ``int()`` takes), and one trailing newline."""
+    m = _KSTRTOINT_RE.fullmatch(text)
+    if m is None or len(m.group(2)) > 24:
+        raise ValueError(f"not an integer: {text!r}")
+    digits = m.group(2)
+    base = 16 if digits[:2].lower() == "0x" else 8 if len(digits) > 1 and digits[0] == "0" else 10
+    n = int(digits[2:] if base == 16 else digits, base)
+    return -n if m.group(1) == "-" else n
+
+
 @dataclass
 class TestVmallocParams:
     """The module parameters (``modprobe test_vmalloc key=value ...``) of one module.
@@ -182,7 +199,7 @@ class TestVmallocParams:
                 raise ValueError(f"{key}: not a bool: {value!r}")
         else:
             try:
-                n = int(value, 0)
+                n = kstrtoint(value)
             except ValueError:
                 raise ValueError(f"{key}: not an integer: {value!r}") from None
             if not -(1 << 31) <= n < (1 << 31):
@@ -1122,7 +1139,7 @@ def _check_words(mode: str, extra: Sequence[str], module: TestVmallocModule) -> 
                 f"known: {', '.join(known)}"
             )
         try:
-            v = int(value, 0)
+            v = kstrtoint(value)
         except ValueError:
             raise ValueError(f"test-vmalloc: {key}={value}: the value is not an integer") from None
         if mode == "manual" and v <= 0:
