@@ -212,23 +212,35 @@ class Beliefs:
             self.recycled.pop(start, None)
 
     # --- pools ----------------------------------------------------------------------
-    def before_refill(self) -> set[int]:
-        """The pool entries present before a purge refills the pools."""
-        if _c_pool_ids is not None:
-            return _c_pool_ids(self.space.nodes)  # type: ignore[no-any-return]
-        return {id(va) for vn in self.space.nodes for p in vn.pools.values() for va in p}
+    def before_refill(self) -> list[VmapArea]:
+        """A purge's refill is about to run: record what it pools (see after_refill)."""
+        added: list[VmapArea] = []
+        self.space.pool_added = added
+        return added
 
-    def after_refill(self, before: set[int]) -> None:
-        """Stamp the entries a purge just added with the purge's number."""
-        if _c_pool_gens is not None:
-            self.gen = _c_pool_gens(self.space.nodes, before, self.gen, self.purge_seq)
-            return
-        get = self.gen.get
+    def after_refill(self, added: list[VmapArea]) -> None:
+        """Stamp the entries a purge just added (``added``, recorded by the purge) with
+        the purge's number.
+
+        This is the same as restamping a walk of every pool (entries pooled before the
+        refill keep their stamp, or 0, the new ones get the purge's number, the others
+        lose theirs): a stamp is read only for an area that is pooled, and an area
+        enters a pool only through a refill (which stamps it here) or back at its head
+        right after an allocation took it, with no refill in between (which keeps it);
+        so the stamp left behind by an area that has left the pools, or by a dead area
+        whose ``id`` a new one reuses, is never read. Those are dropped once they
+        outnumber the pooled areas."""
+        self.space.pool_added = None
+        gen = self.gen
         seq = self.purge_seq
-        self.gen = {
-            i: get(i, 0) if i in before else seq
-            for i in [id(va) for vn in self.space.nodes for p in vn.pools.values() for va in p]
-        }
+        for va in added:
+            gen[id(va)] = seq
+        if len(gen) > 1024 and len(gen) > 4 * self.space.vmap_node_shrink_count():
+            get = gen.get
+            self.gen = {
+                i: get(i, 0)
+                for i in [id(va) for vn in self.space.nodes for p in vn.pools.values() for va in p]
+            }
 
     def _insert_by_purge_order(self, pool: deque[VmapArea], va: VmapArea) -> None:
         """Put ``va`` where its purge would have: newest purge first, then descending."""
@@ -276,6 +288,19 @@ class Beliefs:
         return n == 0
 
     # --- a purge's decay in flight ------------------------------------------------
+    def before_decay(self) -> list[tuple[int, int, int]]:
+        """A purge's decay is about to run: record the ranges it takes from the pools."""
+        decayed: list[tuple[int, int, int]] = []
+        self.space.pool_decayed = decayed
+        return decayed
+
+    def after_decay(self, decayed: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+        """The pooled areas the decay took (recorded since :meth:`before_decay`), as
+        ``(start, end, node)`` in ascending order: what left the pools, as a walk of
+        :meth:`pool_ranges` before and after would find."""
+        self.space.pool_decayed = None
+        return sorted(set(decayed))
+
     def pool_ranges(self) -> set[tuple[int, int, int]]:
         """Every pooled area as ``(start, end, node)``."""
         if _c_pool_ranges is not None:

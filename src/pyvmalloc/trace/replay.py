@@ -578,10 +578,10 @@ class Replayer:
         """Run the next purge's first phase, noting which pooled areas it decayed."""
         b = self.beliefs
         b.purge_seq += 1
-        before = b.pool_ranges() if self._watch_decay else set()
+        log = b.before_decay() if self._watch_decay else None
         self._pending = self.harness.begin_purge(nxt.npurged)
         self._done_nodes = set()
-        self._decayed = sorted(before - b.pool_ranges()) if before else []
+        self._decayed = b.after_decay(log) if log is not None else []
         self._held = []
         self._held_until = []
 

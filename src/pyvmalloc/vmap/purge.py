@@ -64,6 +64,13 @@ class LazyPurge:
     tp_purge: list[Callable[[TraceEvent], None]]
     _clock: Callable[[], float]
     _purge_fragmented: Callable[[int], object] | None
+    #: What a purge moved into and out of the pools, for a caller that wants to know
+    #: without walking every pool (a replay's beliefs): while a list, each area
+    #: ``populate`` pooled is appended to ``pool_added`` and each area a decay took is
+    #: appended to ``pool_decayed`` as ``(va_start, va_end, node)`` (its range before
+    #: the decayed areas are coalesced). None: nothing is recorded.
+    pool_added: list[VmapArea] | None = None
+    pool_decayed: list[tuple[int, int, int]] | None = None
 
     def lazy_node_of(self, va: VmapArea) -> int:  # pragma: no cover - VmapSpace's
         raise NotImplementedError
@@ -168,6 +175,10 @@ class LazyPurge:
         decayed = self.pools.decay(vn, full_decay)
         if not decayed:
             return
+        log = self.pool_decayed
+        if log is not None:
+            node = vn.id
+            log.extend([(va.va_start, va.va_end, node) for va in decayed])
         self.stats.decayed_areas += len(decayed)
         decayed.sort(key=_by_start)
         coalesced: list[VmapArea] = [decayed[0]]
@@ -240,9 +251,14 @@ class LazyPurge:
         self, vn: VmapNode, purge_list: list[VmapArea], skip_populate: bool
     ) -> None:
         """``purge_vmap_node``: refill this node's pools, merge the rest (descending)."""
+        added = self.pool_added
         if _c_purge_vmap_node is not None and _c_purge_vmap_node(
             self, vn, purge_list, skip_populate
         ):
+            if added is not None and not skip_populate:
+                # the twin mirrors NodePools.populate, which marks what it pools
+                pool = VaState.POOL
+                added.extend([va for va in purge_list if va.state == pool])
             return
         local: list[VmapArea] = []
         nr_pages = 0
@@ -255,6 +271,8 @@ class LazyPurge:
             # Only areas tagged with their allocating node (decode_vn_id(flags) >= 0)
             # are offered to a pool.
             if not skip_populate and 0 <= (va.flags >> 8) - 1 < n and populate(vn, va):
+                if added is not None:
+                    added.append(va)
                 continue
             local.append(va)
         vn.nr_purged += len(purge_list)
