@@ -50,6 +50,7 @@ _WHOLE_OPERATIONS = (
     # test-vmalloc harness (tvharness)
     "tv_loops",
     # replay purge (rpurge)
+    "begin_purge_nodes",
     # replay divergence (rdiverge)
 )
 

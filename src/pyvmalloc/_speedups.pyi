@@ -125,5 +125,6 @@ def tv_loops(
 ) -> tuple[int, int, tuple[int, ...]]: ...
 
 # replay purge (helper rpurge)
+def begin_purge_nodes(space: Any, pending: Any, batch: list[Any], full: bool, /) -> bool | None: ...
 
 # replay divergence (helper rdiverge)

@@ -85,8 +85,11 @@ class Beliefs:
         self.unknown_node: dict[int, VmapArea] = {}
         #: Nodes already refuted for such an area.
         self.refuted_nodes: dict[int, set[int]] = {}
-        #: Kernel pool hits below each known pool entry (id(area) -> count).
-        self.passed: dict[int, int] = {}
+        #: Kernel pool hits below each known pool entry (id(area) -> (area, count)).
+        #: The entry holds the area, so that its id is not reused by a new area while
+        #: the count is kept (a new area pooled under a dead one's id would inherit its
+        #: count, and the result would depend on where the allocator put objects).
+        self.passed: dict[int, tuple[VmapArea, int]] = {}
         #: Purge generation of each pool entry (id(area) -> purge number).
         self.gen: dict[int, int] = {}
         self.purge_seq = 0
@@ -283,8 +286,9 @@ class Beliefs:
 
     def passed_once(self, va: VmapArea) -> bool:
         """Count a kernel pool hit below ``va``; True the first time for this area."""
-        n = self.passed.get(id(va), 0)
-        self.passed[id(va)] = n + 1
+        got = self.passed.get(id(va))
+        n = got[1] if got is not None and got[0] is va else 0
+        self.passed[id(va)] = (va, n + 1)
         return n == 0
 
     # --- a purge's decay in flight ------------------------------------------------

@@ -41,6 +41,9 @@ __all__ = ["LazyPurge"]
 #: ``_purge_vmap_node`` in one compiled call for the kernel's pool policies (None: the
 #: call is not one it mirrors, nothing changed, the Python below runs).
 _c_purge_vmap_node = _speedups.purge_vmap_node if _speedups is not None else None
+#: The per-node part of ``begin_purge`` (split, decay, coalesce, merge, mark) in one
+#: compiled call, on the same terms.
+_c_begin_purge_nodes = _speedups.begin_purge_nodes if _speedups is not None else None
 
 #: Sort key ``va_start`` (the same order as ``va_start_key``, without a Python call).
 _by_start = attrgetter("va_start")
@@ -144,6 +147,10 @@ class LazyPurge:
         if not self.profile.vmap_nodes:
             return pending
         # 6.x: per node, ascending: decay pools, detach the lazy list.
+        if _c_begin_purge_nodes is not None and _c_begin_purge_nodes(
+            self, pending, batch, full_pool_decay
+        ):
+            return pending
         per_node: list[list[VmapArea]] = [[] for _ in self.nodes]
         n = len(self.nodes)
         zone = self.vmap_zone_size
