@@ -25,9 +25,10 @@ from pyvmalloc import _accel
 from pyvmalloc.config import PAGE_SIZE, PROFILES, Machine
 from pyvmalloc.printk import KernelLog
 from pyvmalloc.rbtree import rb_inorder
+from pyvmalloc.trace import beliefs
 from pyvmalloc.trace.replay import Replayer, replay_capture
 from pyvmalloc.vmap import purge
-from pyvmalloc.vmap.area import PendingPurge
+from pyvmalloc.vmap.area import PendingPurge, VmapArea
 from pyvmalloc.vmap.placement import LowestMatch
 from pyvmalloc.vmap.pools import NodePools
 from pyvmalloc.vmap.space import VmapSpace
@@ -35,6 +36,13 @@ from pyvmalloc.vmap.space import VmapSpace
 sp = _accel.speedups
 needs_accel = pytest.mark.skipif(sp is None, reason=f"accelerator not in use: {_accel.DESCRIPTION}")
 CAPTURES = Path(__file__).parent / "data" / "captures"
+
+
+def _twins_off(m: pytest.MonkeyPatch) -> None:
+    """The reference: every twin of the replay purge section switched off."""
+    m.setattr(purge, "_c_begin_purge_nodes", None)
+    m.setattr(purge, "_c_batch_without", None)
+    m.setattr(beliefs, "_c_stamp", None)
 
 
 def _state(s: VmapSpace) -> dict[str, Any]:
@@ -110,7 +118,7 @@ def _run(seed: int, steps: int, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> V
     pending: list[list[PendingPurge]] = [[], []]
     for step in range(steps):
         with monkeypatch.context() as m:
-            m.setattr(purge, "_c_begin_purge_nodes", None)
+            _twins_off(m)
             _step(rngs[0], spaces[0], live[0], pending[0])
         _step(rngs[1], spaces[1], live[1], pending[1])
         assert _state(spaces[0]) == _state(spaces[1]), (seed, step)
@@ -213,6 +221,23 @@ def test_replay_with_and_without_the_twin(name: str, monkeypatch: pytest.MonkeyP
 
     got = run()
     with monkeypatch.context() as m:
-        m.setattr(purge, "_c_begin_purge_nodes", None)
+        _twins_off(m)
         ref = run()
     assert got == ref
+
+
+@needs_accel
+def test_batch_without_and_stamp() -> None:
+    """The batch filter keeps order and identity; the stamps are id() keyed."""
+    assert sp is not None
+    areas = [VmapArea(i * PAGE_SIZE, (i + 1) * PAGE_SIZE) for i in range(500)]
+    rng = random.Random(5)
+    done = rng.sample(areas, 200) + areas[:3]  # a repeat, as a set would hold once
+    got = sp.batch_without(areas, done)
+    ref = [va for va in areas if va not in set(done)]
+    assert got is not None and all(a is b for a, b in zip(got, ref, strict=True))
+    assert sp.batch_without(areas, [*done, 7]) is None  # not an area: the reference
+    assert sp.batch_without([], []) == []
+    gen = {id(areas[0]): 1}
+    sp.stamp(gen, areas[:4], 9)
+    assert gen == {id(va): 9 for va in areas[:4]}

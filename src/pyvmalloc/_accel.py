@@ -51,6 +51,8 @@ _WHOLE_OPERATIONS = (
     "tv_loops",
     # replay purge (rpurge)
     "begin_purge_nodes",
+    "batch_without",
+    "stamp",
     # replay divergence (rdiverge)
 )
 

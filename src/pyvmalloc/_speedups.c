@@ -4001,6 +4001,8 @@ static PyObject *tv_loops(PyObject *, PyObject *const *, Py_ssize_t);
 
 /* replay purge (rpurge) declarations */
 static PyObject *rp_begin_purge_nodes(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rp_batch_without(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rp_stamp(PyObject *, PyObject *const *, Py_ssize_t);
 
 /* replay divergence (rdiverge) declarations */
 
@@ -4113,6 +4115,10 @@ static PyMethodDef methods[] = {
     /* replay purge (helper rpurge): entries below */
     {"begin_purge_nodes", (PyCFunction)(void (*)(void))rp_begin_purge_nodes, METH_FASTCALL,
      "begin_purge_nodes(space, pending, batch, full) -> True | None"},
+    {"batch_without", (PyCFunction)(void (*)(void))rp_batch_without, METH_FASTCALL,
+     "batch_without(batch, done) -> list | None"},
+    {"stamp", (PyCFunction)(void (*)(void))rp_stamp, METH_FASTCALL,
+     "stamp(gen, added, seq) -> None"},
 
     /* (separator: keep) */
     /* replay divergence (helper rdiverge): entries below */
@@ -8050,6 +8056,64 @@ out:
     Py_XDECREF(log);
     ctx_release(&c);
     return result;
+}
+
+/* batch_without(batch, done) -> [va for va in batch if va not in set(done)] — the
+ * filter of LazyPurge.purge_next_node (vmap/purge.py); VmapArea hashes and compares by
+ * identity, so a set of pointers decides the same. None (nothing read) when an item is
+ * not an exact VmapArea. */
+static PyObject *rp_batch_without(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "batch_without(batch: list, done: list)");
+        return NULL;
+    }
+    PyObject *batch = args[0], *done = args[1];
+    if (va_ready() < 0) return NULL;
+    Py_ssize_t nb = PyList_GET_SIZE(batch), nd = PyList_GET_SIZE(done);
+    for (Py_ssize_t i = 0; i < nb; i++)
+        if (Py_TYPE(PyList_GET_ITEM(batch, i)) != va_type) Py_RETURN_NONE;
+    for (Py_ssize_t i = 0; i < nd; i++)
+        if (Py_TYPE(PyList_GET_ITEM(done, i)) != va_type) Py_RETURN_NONE;
+    size_t cap = 16;
+    while (cap < (size_t)nd * 2 + 1) cap <<= 1;
+    PyObject **tab = PyMem_Calloc(cap, sizeof(PyObject *));
+    if (!tab) return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < nd; i++) {
+        PyObject *o = PyList_GET_ITEM(done, i);
+        size_t h = ((uintptr_t)o >> 4) * 0x9E3779B97F4A7C15ull;
+        for (size_t j = h & (cap - 1);; j = (j + 1) & (cap - 1)) {
+            if (tab[j] == o) break;
+            if (tab[j] == NULL) { tab[j] = o; break; }
+        }
+    }
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t i = 0; out && i < nb; i++) {
+        PyObject *o = PyList_GET_ITEM(batch, i);
+        size_t h = ((uintptr_t)o >> 4) * 0x9E3779B97F4A7C15ull;
+        int hit = 0;
+        for (size_t j = h & (cap - 1); tab[j] != NULL; j = (j + 1) & (cap - 1))
+            if (tab[j] == o) { hit = 1; break; }
+        if (!hit && PyList_Append(out, o) < 0) Py_CLEAR(out);
+    }
+    PyMem_Free(tab);
+    return out;
+}
+
+/* stamp(gen, added, seq): gen[id(va)] = seq for each va of added (Beliefs.after_refill). */
+static PyObject *rp_stamp(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyDict_CheckExact(args[0]) || !PyList_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "stamp(gen: dict, added: list, seq)");
+        return NULL;
+    }
+    PyObject *gen = args[0], *added = args[1], *seq = args[2];
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(added); i++) {
+        PyObject *key = PyLong_FromVoidPtr(PyList_GET_ITEM(added, i)); /* id(va) */
+        if (!key) return NULL;
+        int rc = PyDict_SetItem(gen, key, seq);
+        Py_DECREF(key);
+        if (rc < 0) return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 /* ============================================================ end of replay purge section */

@@ -56,6 +56,8 @@ _c_pool_gens = getattr(_speedups, "pool_gens", None)
 _c_pool_ranges = getattr(_speedups, "pool_ranges", None)
 _c_insert_by_purge_order = getattr(_speedups, "insert_by_purge_order", None)
 _c_ranges_below = getattr(_speedups, "ranges_below", None)
+#: The compiled loop of :meth:`Beliefs.after_refill` (replay purge section).
+_c_stamp = getattr(_speedups, "stamp", None)
 
 #: Mismatch classes (see docs/replay.md).
 RULE = "rule difference"
@@ -236,8 +238,11 @@ class Beliefs:
         self.space.pool_added = None
         gen = self.gen
         seq = self.purge_seq
-        for va in added:
-            gen[id(va)] = seq
+        if _c_stamp is not None:
+            _c_stamp(gen, added, seq)
+        else:
+            for va in added:
+                gen[id(va)] = seq
         if len(gen) > 1024 and len(gen) > 4 * self.space.vmap_node_shrink_count():
             get = gen.get
             self.gen = {

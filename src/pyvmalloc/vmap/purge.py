@@ -44,6 +44,8 @@ _c_purge_vmap_node = _speedups.purge_vmap_node if _speedups is not None else Non
 #: The per-node part of ``begin_purge`` (split, decay, coalesce, merge, mark) in one
 #: compiled call, on the same terms.
 _c_begin_purge_nodes = _speedups.begin_purge_nodes if _speedups is not None else None
+#: ``purge_next_node``'s filter of the batch, compiled (None: the comprehension).
+_c_batch_without = _speedups.batch_without if _speedups is not None else None
 
 #: Sort key ``va_start`` (the same order as ``va_start_key``, without a Python call).
 _by_start = attrgetter("va_start")
@@ -209,8 +211,11 @@ class LazyPurge:
         if not pending.marked:
             return False
         vn, lst = pending.marked.pop(0)
-        done = set(lst)  # areas hash by identity
-        pending.batch = [va for va in pending.batch if va not in done]
+        rest = _c_batch_without(pending.batch, lst) if _c_batch_without is not None else None
+        if rest is None:
+            done = set(lst)  # areas hash by identity
+            rest = [va for va in pending.batch if va not in done]
+        pending.batch = rest
         self._purge_vmap_node(vn, lst, skip_populate=pending.full_pool_decay)
         pending.nr_purged += vn.nr_purged
         return True
