@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ def _twins_off(m: pytest.MonkeyPatch) -> None:
     m.setattr(purge, "_c_begin_purge_nodes", None)
     m.setattr(purge, "_c_batch_without", None)
     m.setattr(beliefs, "_c_stamp", None)
+    m.setattr(beliefs, "_c_insert_from", None)
 
 
 def _state(s: VmapSpace) -> dict[str, Any]:
@@ -241,3 +243,51 @@ def test_batch_without_and_stamp() -> None:
     gen = {id(areas[0]): 1}
     sp.stamp(gen, areas[:4], 9)
     assert gen == {id(va): 9 for va in areas[:4]}
+
+
+def _pool_case(rng: random.Random) -> tuple[list[VmapArea], dict[int, int], list[VmapArea]]:
+    """A pool (mostly newest purge first, descending, a few out of order), its stamps,
+    and the areas to insert (mostly in the same order, as a refutation moves them)."""
+    areas = [VmapArea(i * PAGE_SIZE, (i + 1) * PAGE_SIZE) for i in range(rng.randrange(1, 60))]
+    gens = {id(va): rng.choice([0, 1, 2, 3, 3, 4]) for va in areas}
+    areas.sort(key=lambda va: (gens[id(va)], va.va_start), reverse=True)
+    for _ in range(rng.randrange(3)):  # out of order (a rotated head, a move)
+        i, j = rng.randrange(len(areas)), rng.randrange(len(areas))
+        areas[i], areas[j] = areas[j], areas[i]
+    if rng.random() < 0.1:
+        rng.shuffle(areas)
+    k = rng.randrange(len(areas) + 1)
+    new, pool = areas[:k], areas[k:]
+    new.sort(key=lambda va: (gens[id(va)], va.va_start), reverse=rng.random() < 0.8)
+    for va in new:
+        if rng.random() < 0.2:
+            del gens[id(va)]  # unstamped: 0
+    return pool, gens, new
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_hinted_inserts_equal_inserts_from_the_head(
+    compiled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inserting one area after another with the hints (refute_pool_entries) puts each
+    exactly where the scan from the head (the reference, and rhidden's compiled twin)
+    puts it."""
+    if not compiled:
+        monkeypatch.setattr(beliefs, "_c_insert_from", None)
+    elif beliefs._c_insert_from is None:
+        pytest.skip("accelerator not in use")
+    rng = random.Random(11)
+    for _ in range(400):
+        pool, gens, new = _pool_case(rng)
+        b = beliefs.Beliefs.__new__(beliefs.Beliefs)
+        b.gen = gens
+        ref: deque[VmapArea] = deque(pool)
+        got: deque[VmapArea] = deque(pool)
+        hints: dict[int, tuple[int, VmapArea]] = {}
+        for va in new:
+            with monkeypatch.context() as m:
+                m.setattr(beliefs, "_c_insert_by_purge_order", None)
+                b._insert_by_purge_order(ref, va)
+            b._insert_by_purge_order(got, va, hints)
+            assert hints[id(got)][1] is va and got[hints[id(got)][0]] is va
+        assert [id(va) for va in got] == [id(va) for va in ref]

@@ -53,6 +53,7 @@ _WHOLE_OPERATIONS = (
     "begin_purge_nodes",
     "batch_without",
     "stamp",
+    "insert_from",
     # replay divergence (rdiverge)
 )
 

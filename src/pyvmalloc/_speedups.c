@@ -4003,6 +4003,7 @@ static PyObject *tv_loops(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rp_begin_purge_nodes(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rp_batch_without(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rp_stamp(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rp_insert_from(PyObject *, PyObject *const *, Py_ssize_t);
 
 /* replay divergence (rdiverge) declarations */
 
@@ -4119,6 +4120,8 @@ static PyMethodDef methods[] = {
      "batch_without(batch, done) -> list | None"},
     {"stamp", (PyCFunction)(void (*)(void))rp_stamp, METH_FASTCALL,
      "stamp(gen, added, seq) -> None"},
+    {"insert_from", (PyCFunction)(void (*)(void))rp_insert_from, METH_FASTCALL,
+     "insert_from(pool, va, gen, start) -> index | None"},
 
     /* (separator: keep) */
     /* replay divergence (helper rdiverge): entries below */
@@ -8114,6 +8117,77 @@ static PyObject *rp_stamp(PyObject *self, PyObject *const *args, Py_ssize_t narg
         if (rc < 0) return NULL;
     }
     Py_RETURN_NONE;
+}
+
+/* insert_from(pool, va, gen, start) -> index | None — Beliefs._insert_by_purge_order
+ * (trace/beliefs.py) scanning from `start`: va goes before the first entry from there
+ * with an older purge stamp, or the same stamp and a lower start (stamps gen[id(area)],
+ * 0 when absent); returns where it went. None (nothing changed) for values it does not
+ * read as the reference does. */
+static PyObject *rp_insert_from(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || Py_TYPE(args[0]) != deque_type || !PyDict_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "insert_from(pool: deque, va, gen: dict, start)");
+        return NULL;
+    }
+    PyObject *pool = args[0], *va = args[1], *gen = args[2];
+    Py_ssize_t start = PyLong_AsSsize_t(args[3]);
+    if (start == -1 && PyErr_Occurred()) return NULL;
+    uint64_t vs, ve;
+    long long g;
+    if (va_ready() < 0) return NULL;
+    if (Py_TYPE(va) != va_type || !va_bounds(va, &vs, &ve) || start < 0) Py_RETURN_NONE;
+    /* the stamp of an area: 1 read, 0 not an int we compare as the reference does */
+#define RP_GEN(o, out)                                                                   \
+    do {                                                                                 \
+        PyObject *k_ = PyLong_FromVoidPtr(o);                                            \
+        if (!k_) goto error;                                                             \
+        PyObject *v_ = PyDict_GetItemWithError(gen, k_);                                 \
+        Py_DECREF(k_);                                                                   \
+        if (!v_ && PyErr_Occurred()) goto error;                                         \
+        int of_ = 0;                                                                     \
+        (out) = v_ ? (PyLong_CheckExact(v_) ? PyLong_AsLongLongAndOverflow(v_, &of_) : 0) \
+                   : 0;                                                                  \
+        if (v_ && (!PyLong_CheckExact(v_) || of_)) goto decline;                         \
+    } while (0)
+    PyObject *it = NULL, *other = NULL;
+    RP_GEN(va, g);
+    it = PyObject_GetIter(pool);
+    if (!it) return NULL;
+    Py_ssize_t i = 0;
+    for (; i < start; i++) {
+        other = PyIter_Next(it);
+        if (!other) break;
+        Py_CLEAR(other);
+    }
+    if (PyErr_Occurred()) goto error;
+    if (i == start) {
+        while ((other = PyIter_Next(it)) != NULL) {
+            uint64_t os, oe;
+            long long og;
+            if (Py_TYPE(other) != va_type || !va_bounds(other, &os, &oe)) goto decline;
+            RP_GEN(other, og);
+            Py_CLEAR(other);
+            if (og < g || (og == g && os < vs)) break;
+            i++;
+        }
+        if (PyErr_Occurred()) goto error;
+    } /* else: start past the end, va goes last as the reference's empty scan puts it */
+    Py_CLEAR(it);
+#undef RP_GEN
+    {
+        PyObject *r = PyObject_CallMethod(pool, "insert", "nO", i, va);
+        if (!r) return NULL;
+        Py_DECREF(r);
+    }
+    return PyLong_FromSsize_t(i);
+decline:
+    Py_XDECREF(other);
+    Py_XDECREF(it);
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(other);
+    Py_XDECREF(it);
+    return NULL;
 }
 
 /* ============================================================ end of replay purge section */

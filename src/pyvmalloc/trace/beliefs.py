@@ -58,6 +58,8 @@ _c_insert_by_purge_order = getattr(_speedups, "insert_by_purge_order", None)
 _c_ranges_below = getattr(_speedups, "ranges_below", None)
 #: The compiled loop of :meth:`Beliefs.after_refill` (replay purge section).
 _c_stamp = getattr(_speedups, "stamp", None)
+#: The compiled scan of :meth:`Beliefs._insert_by_purge_order` from a given place.
+_c_insert_from = getattr(_speedups, "insert_from", None)
 
 #: Mismatch classes (see docs/replay.md).
 RULE = "rule difference"
@@ -250,24 +252,79 @@ class Beliefs:
                 for i in [id(va) for vn in self.space.nodes for p in vn.pools.values() for va in p]
             }
 
-    def _insert_by_purge_order(self, pool: deque[VmapArea], va: VmapArea) -> None:
-        """Put ``va`` where its purge would have: newest purge first, then descending."""
-        if _c_insert_by_purge_order is not None:
-            _c_insert_by_purge_order(pool, va, self.gen)
+    def _insert_by_purge_order(
+        self,
+        pool: deque[VmapArea],
+        va: VmapArea,
+        hints: dict[int, tuple[int, VmapArea]] | None = None,
+    ) -> None:
+        """Put ``va`` where its purge would have: newest purge first, then descending.
+
+        ``va`` goes before the first entry with an older stamp, or the same stamp and a
+        lower start. ``hints`` (id(pool) -> where the last area went and that area),
+        from a caller that changes ``pool`` only through this method meanwhile, lets
+        the scan skip the entries before the last one put there when ``va`` does not
+        go above it: they did not have a lower order than it, so not than ``va``."""
+        gen = self.gen
+        start = 0
+        if hints is not None:
+            hint = hints.get(id(pool))
+            if hint is not None:
+                at, last = hint
+                lg, g = gen.get(id(last), 0), gen.get(id(va), 0)
+                if g < lg or (g == lg and va.va_start <= last.va_start):
+                    start = at + 1
+        elif _c_insert_by_purge_order is not None:
+            _c_insert_by_purge_order(pool, va, gen)
             return
-        g = self.gen.get(id(va), 0)
-        for i, other in enumerate(pool):
-            og = self.gen.get(id(other), 0)
+        i = _c_insert_from(pool, va, gen, start) if _c_insert_from is not None else None
+        if i is None:
+            i = self._insert_from(pool, va, start)
+        if hints is not None:
+            hints[id(pool)] = (i, va)
+
+    def _insert_from(self, pool: deque[VmapArea], va: VmapArea, start: int) -> int:
+        """The scan of :meth:`_insert_by_purge_order` from ``start``; where ``va`` went."""
+        get = self.gen.get
+        g = get(id(va), 0)
+        for i, other in enumerate(islice(pool, start, None), start):
+            og = get(id(other), 0)
             if og < g or (og == g and other.va_start < va.va_start):
                 pool.insert(i, va)
-                return
+                return i
         pool.append(va)
+        return len(pool) - 1
 
-    def refute_pool_entry(self, node: int, idx: int, va: VmapArea) -> str:
+    def refute_pool_entries(
+        self, node: int, idx: int, above: list[VmapArea], same_pool: bool
+    ) -> None:
+        """The kernel's pool (node, idx) holds none of ``above``, the entries the model
+        had above the kernel's choice (head first): refute each (see
+        :meth:`refute_pool_entry`). When the kernel took its entry from this very
+        pool (``same_pool``), an entry of known node passed over for the first time is
+        kept (the kernel's pool holds it in another order: a decay or refill raced;
+        the second time, it is gone), and the kernel's node is noted as not holding
+        the others."""
+        hints: dict[int, tuple[int, VmapArea]] = {}
+        for va in above:
+            if same_pool and self.node_known(va) and self.passed_once(va):
+                continue
+            if same_pool and not self.node_known(va):
+                self.skipped_in_pool.setdefault(va.va_start, set()).add(node)
+            self.refute_pool_entry(node, idx, va, hints)
+
+    def refute_pool_entry(
+        self,
+        node: int,
+        idx: int,
+        va: VmapArea,
+        hints: dict[int, tuple[int, VmapArea]] | None = None,
+    ) -> str:
         """The kernel's pool (node, idx) does not hold ``va``: move it where it can be.
 
         An area of unknown node goes to the next node not yet refuted for it; a known
-        one (or one refuted on every node) was decayed into the free tree.
+        one (or one refuted on every node) was decayed into the free tree. ``hints``:
+        see :meth:`_insert_by_purge_order` (the destination is another node's pool).
         """
         space = self.space
         pool = space.nodes[node].pools.get(idx)
@@ -282,7 +339,7 @@ class Beliefs:
                 if other not in refuted:
                     va.flags = (va.flags & ~0xFF00) | space.encode_vn_id(other)
                     dst = space.nodes[other].pools.setdefault(idx, deque())
-                    self._insert_by_purge_order(dst, va)
+                    self._insert_by_purge_order(dst, va, hints)
                     return f"moved to node {other}'s pool"
         va.state = VaState.DETACHED
         self.gen.pop(id(va), None)
