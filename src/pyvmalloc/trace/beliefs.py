@@ -189,6 +189,7 @@ class Beliefs:
         src = space.nodes[guessed].pools.get(cls)
         if src:
             dst = space.nodes[actual].pools.setdefault(cls, deque())
+            hints: dict[int, tuple[int, VmapArea]] = {}  # dst changes only by the moves
             for other in [
                 x
                 for x in src
@@ -196,7 +197,7 @@ class Beliefs:
             ]:
                 src.remove(other)
                 other.flags = (other.flags & 0xFF) | flags
-                self._insert_by_purge_order(dst, other)
+                self._insert_by_purge_order(dst, other, hints)
                 moved += 1
         if moved:
             self.node_switches += moved
