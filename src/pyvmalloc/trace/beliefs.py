@@ -49,6 +49,10 @@ __all__ = ["Beliefs", "Cause", "short_fitting_below"]
 _c_short_fitting_below = getattr(_speedups, "short_fitting_below", None)
 #: The compiled twin of :meth:`Beliefs.search_skipping`'s walk.
 _c_search_skipping = getattr(_speedups, "search_skipping", None)
+#: The compiled loop of :meth:`Beliefs.after_refill` (replay purge section).
+_c_stamp = getattr(_speedups, "stamp", None)
+#: The compiled scan of :meth:`Beliefs._insert_by_purge_order` from a given place.
+_c_insert_from = getattr(_speedups, "insert_from", None)
 #: Compiled twins of the pool walks below (before_refill, after_refill, pool_ranges,
 #: _insert_by_purge_order); None: the comprehensions.
 _c_pool_ids = getattr(_speedups, "pool_ids", None)
@@ -56,10 +60,6 @@ _c_pool_gens = getattr(_speedups, "pool_gens", None)
 _c_pool_ranges = getattr(_speedups, "pool_ranges", None)
 _c_insert_by_purge_order = getattr(_speedups, "insert_by_purge_order", None)
 _c_ranges_below = getattr(_speedups, "ranges_below", None)
-#: The compiled loop of :meth:`Beliefs.after_refill` (replay purge section).
-_c_stamp = getattr(_speedups, "stamp", None)
-#: The compiled scan of :meth:`Beliefs._insert_by_purge_order` from a given place.
-_c_insert_from = getattr(_speedups, "insert_from", None)
 
 #: Mismatch classes (see docs/replay.md).
 RULE = "rule difference"
