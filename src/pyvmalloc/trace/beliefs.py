@@ -53,8 +53,9 @@ _c_search_skipping = getattr(_speedups, "search_skipping", None)
 _c_stamp = getattr(_speedups, "stamp", None)
 #: The compiled scan of :meth:`Beliefs._insert_by_purge_order` from a given place.
 _c_insert_from = getattr(_speedups, "insert_from", None)
-#: Compiled twins of the pool walks below (before_refill, after_refill, pool_ranges,
-#: _insert_by_purge_order); None: the comprehensions.
+#: Compiled twins of the pool walks (pool_ranges, _insert_by_purge_order; the replay
+#: no longer walks the pool ids and stamps: a refill reports what it added); None: the
+#: comprehensions.
 _c_pool_ids = getattr(_speedups, "pool_ids", None)
 _c_pool_gens = getattr(_speedups, "pool_gens", None)
 _c_pool_ranges = getattr(_speedups, "pool_ranges", None)
