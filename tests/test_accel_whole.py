@@ -45,6 +45,7 @@ def _layered(fn: Callable[[], Any], monkeypatch: pytest.MonkeyPatch) -> Any:
         m.setattr(space, "_c_free_noflush", None)
         m.setattr(space, "_c_find_unlink", None)
         m.setattr(purge, "_c_purge_vmap_node", None)
+        m.setattr(purge, "_c_begin_purge_nodes", None)
         return fn()
 
 

@@ -50,6 +50,10 @@ _WHOLE_OPERATIONS = (
     # test-vmalloc harness (tvharness)
     "tv_loops",
     # replay purge (rpurge)
+    "begin_purge_nodes",
+    "batch_without",
+    "stamp",
+    "insert_from",
     # replay divergence (rdiverge)
 )
 

@@ -4000,6 +4000,10 @@ static PyObject *bk_py_free_bulk(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *tv_loops(PyObject *, PyObject *const *, Py_ssize_t);
 
 /* replay purge (rpurge) declarations */
+static PyObject *rp_begin_purge_nodes(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rp_batch_without(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rp_stamp(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rp_insert_from(PyObject *, PyObject *const *, Py_ssize_t);
 
 /* replay divergence (rdiverge) declarations */
 
@@ -4110,6 +4114,14 @@ static PyMethodDef methods[] = {
 
     /* (separator: keep) */
     /* replay purge (helper rpurge): entries below */
+    {"begin_purge_nodes", (PyCFunction)(void (*)(void))rp_begin_purge_nodes, METH_FASTCALL,
+     "begin_purge_nodes(space, pending, batch, full) -> True | None"},
+    {"batch_without", (PyCFunction)(void (*)(void))rp_batch_without, METH_FASTCALL,
+     "batch_without(batch, done) -> list | None"},
+    {"stamp", (PyCFunction)(void (*)(void))rp_stamp, METH_FASTCALL,
+     "stamp(gen, added, seq) -> None"},
+    {"insert_from", (PyCFunction)(void (*)(void))rp_insert_from, METH_FASTCALL,
+     "insert_from(pool, va, gen, start) -> index | None"},
 
     /* (separator: keep) */
     /* replay divergence (helper rdiverge): entries below */
@@ -7740,6 +7752,443 @@ error:
 /*
  * replay purge section (helper rpurge)
  */
+
+/* The twins of vmap/purge.py's purge phases and of trace/beliefs.py's refill
+ * bookkeeping that a replay runs for every purge. Like the whole operations, each
+ * mirrors its Python step for step for the kernel's own policies only (an exact
+ * VmapSpace with NodePools or NoPools, no method replaced on the instance) and returns
+ * None before changing anything when a call is not one it mirrors. */
+
+static PyObject *s_rp_id, *s_rp_decayed_areas, *s_rp_pool_decayed, *s_rp_start, *s_rp_end,
+    *s_rp_marked, *s_rp_decay_va_pool_node, *s_rp_decay, *s_rp_keep_small, *s_rp_nodes;
+
+static int rp_strings(void) {
+    if (s_rp_nodes) return 0;
+#define S(var, text) if (!((var) = PyUnicode_InternFromString(text))) return -1
+    S(s_rp_id, "id"); S(s_rp_decayed_areas, "decayed_areas"); S(s_rp_pool_decayed, "pool_decayed");
+    S(s_rp_start, "start"); S(s_rp_end, "end"); S(s_rp_marked, "marked");
+    S(s_rp_decay_va_pool_node, "decay_va_pool_node"); S(s_rp_decay, "decay");
+    S(s_rp_keep_small, "decay_keeps_small_classes"); S(s_rp_nodes, "nodes");
+#undef S
+    return 0;
+}
+
+/* An area and its sort key; `i` keeps a sort stable as list.sort is. */
+typedef struct { uint64_t key; Py_ssize_t i; PyObject *va; } rp_item_t;
+
+static int rp_cmp(const void *a, const void *b) {
+    const rp_item_t *x = a, *y = b;
+    if (x->key != y->key) return x->key < y->key ? -1 : 1;
+    return x->i < y->i ? -1 : (x->i > y->i);
+}
+
+/* A lazy area of the batch: its node, its start, its place in the batch. */
+typedef struct { uint64_t node, start; Py_ssize_t i; PyObject *va; } rp_lazy_t;
+
+static int rp_lazy_cmp(const void *a, const void *b) {
+    const rp_lazy_t *x = a, *y = b;
+    if (x->node != y->node) return x->node < y->node ? -1 : 1;
+    if (x->start != y->start) return x->start < y->start ? -1 : 1;
+    return x->i < y->i ? -1 : (x->i > y->i);
+}
+
+/* A pool class about to decay: its key, the deque, how many leave from its head. */
+typedef struct { long long idx; PyObject *pool; Py_ssize_t take; } rp_class_t;
+
+static int rp_cls_cmp(const void *a, const void *b) {
+    const rp_class_t *x = a, *y = b;
+    return x->idx < y->idx ? -1 : (x->idx > y->idx);
+}
+
+/* begin_purge_nodes(space, pending, batch, full) — mirrors the 6.x part of
+ * LazyPurge.begin_purge (vmap/purge.py) with LazyPurge.decay_va_pool_node and
+ * NodePools.decay (or NoPools): split the detached lazy areas by node, then per node in
+ * order: nr_purged = 0, decay its pools (len >> 2, or all, from each class's head, the
+ * classes ascending), record the decayed ranges in pool_decayed, count them, coalesce
+ * them ascending and merge them into the free tree, and mark the node's areas sorted
+ * by start, widening the pending range. True when done; None (nothing changed) for the
+ * reference. */
+static PyObject *rp_begin_purge_nodes(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "begin_purge_nodes(space, pending, batch, full)");
+        return NULL;
+    }
+    PyObject *pending = args[1], *batch = args[2], *result = NULL, *pend_d = NULL;
+    PyObject *log = NULL, *marked = NULL, *pol = NULL;
+    rp_lazy_t *items = NULL;
+    rp_item_t *dec = NULL;
+    rp_class_t *cls = NULL;
+    Py_ssize_t *counts = NULL, ncls = 0, ndec_max = 0;
+    PyObject **vn_ds = NULL;
+    int full = PyObject_IsTrue(args[3]);
+    if (full < 0 || rp_strings() < 0) return NULL;
+    ctx_t c;
+    int rc = ctx_get(args[0], &c);
+    if (rc < 0) return NULL;
+    if (rc == 0) Py_RETURN_NONE;
+    Py_ssize_t n = c.n, nb;
+    uint64_t s, e, f, pstart, pend;
+    if (!PyList_CheckExact(batch)) goto fallback;
+    nb = PyList_GET_SIZE(batch);
+    /* the method and the policy must be the ones mirrored */
+    if (PyDict_GetItemWithError(c.space_d, s_rp_decay_va_pool_node) || PyErr_Occurred())
+        goto fallback;
+    pol = PyDict_GetItemWithError(c.space_d, s_pools);
+    if (!pol) goto fallback;
+    int node_pools = Py_TYPE(pol) == node_pools_type;
+    if (!node_pools && Py_TYPE(pol) != no_pools_type) goto fallback;
+    int keep_small = 1;
+    if (node_pools) {
+        PyObject *pd = PyObject_GenericGetDict(pol, NULL);
+        if (!pd) goto fallback;
+        PyObject *ks = PyDict_GetItemWithError(pd, s_rp_keep_small);
+        int bad = !ks || (ks != Py_True && ks != Py_False) ||
+                  PyDict_GetItemWithError(pd, s_rp_decay) != NULL;
+        keep_small = ks == Py_True;
+        Py_DECREF(pd);
+        if (bad) goto fallback;
+    }
+    log = PyDict_GetItemWithError(c.space_d, s_rp_pool_decayed);
+    if (log) Py_INCREF(log);
+    else if (!PyErr_Occurred()) log = PyObject_GetAttr(args[0], s_rp_pool_decayed); /* class's */
+    if (!log) goto error;
+    if (log != Py_None && !PyList_CheckExact(log)) goto fallback;
+    if (!d_int(c.stats_d, s_rp_decayed_areas)) goto fallback;
+    pend_d = PyObject_GenericGetDict(pending, NULL);
+    if (!pend_d) goto fallback;
+    marked = PyDict_GetItemWithError(pend_d, s_rp_marked);
+    if (!marked || !PyList_CheckExact(marked) ||
+        !u64_of(PyDict_GetItemWithError(pend_d, s_rp_start), &pstart) ||
+        !u64_of(PyDict_GetItemWithError(pend_d, s_rp_end), &pend))
+        goto fallback;
+    /* every value checked before anything changes: the batch ... */
+    PyObject *nodes_l = PyDict_GetItemWithError(c.space_d, s_rp_nodes);
+    if (!nodes_l || !PyList_CheckExact(nodes_l) || PyList_GET_SIZE(nodes_l) != n) goto fallback;
+    for (Py_ssize_t k = 0; k < n; k++)
+        if (PyList_GET_ITEM(nodes_l, k) != PyTuple_GET_ITEM(c.nodes, k)) goto fallback;
+    items = PyMem_Malloc(sizeof(rp_lazy_t) * (nb ? nb : 1));
+    counts = PyMem_Calloc((size_t)n, sizeof(Py_ssize_t));
+    vn_ds = PyMem_Calloc((size_t)n, sizeof(PyObject *));
+    if (!items || !counts || !vn_ds) { PyErr_NoMemory(); goto error; }
+    for (Py_ssize_t i = 0; i < nb; i++) {
+        PyObject *va = PyList_GET_ITEM(batch, i);
+        if (Py_TYPE(va) != va_type || !va_bounds(va, &s, &e) || !u64_of(SLOT(va, off_flags), &f))
+            goto fallback;
+        /* lazy_node_of(va): the allocating node, else the address's node */
+        uint64_t tag = f >> 8, vn_id;
+        if (tag >= 1 && tag - 1 < (uint64_t)n)
+            vn_id = tag - 1;
+        else
+            vn_id = n > 1 ? (s / c.zone) % (uint64_t)n : 0;
+        items[i].node = vn_id; /* grouped by node below, then by start */
+        items[i].start = s;
+        items[i].i = i;
+        items[i].va = va;
+        counts[vn_id]++;
+    }
+    /* ... and every node's pools and the areas its decay takes */
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *vn = PyTuple_GET_ITEM(c.nodes, k);
+        PyObject *d = PyObject_GenericGetDict(vn, NULL);
+        if (!d) goto fallback;
+        vn_ds[k] = d;
+        PyObject *id = d_int(d, s_rp_id);
+        if (!id || PyLong_AsSsize_t(id) != k || PyDict_GetItemWithError(d, s_pools) !=
+                                                   PyTuple_GET_ITEM(c.pools, k) ||
+            !d_int(d, s_nr_purged))
+            goto fallback;
+        PyObject *pd = PyTuple_GET_ITEM(c.pools, k);
+        if (!PyDict_CheckExact(pd)) goto fallback;
+        if (!node_pools) {
+            if (PyDict_GET_SIZE(pd)) goto fallback; /* NoPools.check would complain */
+            continue;
+        }
+        Py_ssize_t pos = 0;
+        PyObject *key, *pool;
+        while (PyDict_Next(pd, &pos, &key, &pool)) {
+            int of = 0;
+            if (!PyLong_CheckExact(key) || Py_TYPE(pool) != deque_type) goto fallback;
+            (void)PyLong_AsLongLongAndOverflow(key, &of);
+            if (of) goto fallback;
+            Py_ssize_t len = PySequence_Size(pool);
+            if (len < 0) goto error;
+            Py_ssize_t take = len;
+            if (!full) take = (len < 4 && !keep_small) ? len : len >> 2;
+            ndec_max += take;
+            PyObject *it = PyObject_GetIter(pool);
+            if (!it) goto error;
+            for (Py_ssize_t j = 0; j < take; j++) {
+                PyObject *va = PyIter_Next(it);
+                int ok = va && Py_TYPE(va) == va_type && va_bounds(va, &s, &e);
+                Py_XDECREF(va);
+                if (!ok) { Py_DECREF(it); goto fallback; }
+            }
+            Py_DECREF(it);
+        }
+    }
+    /* the pending purge's range, and the order: node, then start (stable) */
+    qsort(items, (size_t)nb, sizeof(rp_lazy_t), rp_lazy_cmp);
+    dec = PyMem_Malloc(sizeof(rp_item_t) * (ndec_max ? ndec_max : 1));
+    if (!dec) { PyErr_NoMemory(); goto error; }
+    Py_ssize_t first = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *vn = PyTuple_GET_ITEM(c.nodes, k), *pd = PyTuple_GET_ITEM(c.pools, k);
+        if (PyDict_SetItem(vn_ds[k], s_nr_purged, small_zero) < 0) goto error;
+        /* decay_va_pool_node(vn, full): NodePools.decay, the classes ascending */
+        Py_ssize_t ndec = 0;
+        if (node_pools && PyDict_GET_SIZE(pd)) {
+            Py_ssize_t pos = 0, m = 0;
+            PyObject *key, *pool;
+            PyMem_Free(cls);
+            cls = PyMem_Malloc(sizeof(rp_class_t) * (size_t)PyDict_GET_SIZE(pd));
+            if (!cls) { PyErr_NoMemory(); goto error; }
+            while (PyDict_Next(pd, &pos, &key, &pool)) {
+                int of = 0;
+                cls[m].idx = PyLong_AsLongLongAndOverflow(key, &of); /* checked above */
+                cls[m].pool = pool;
+                Py_INCREF(pool);
+                m++;
+            }
+            ncls = m;
+            qsort(cls, (size_t)ncls, sizeof(rp_class_t), rp_cls_cmp);
+            for (Py_ssize_t j = 0; j < ncls; j++) {
+                Py_ssize_t len = PySequence_Size(cls[j].pool);
+                if (len < 0) goto error;
+                Py_ssize_t take = len;
+                if (!full) take = (len < 4 && !keep_small) ? len : len >> 2;
+                for (Py_ssize_t t = 0; t < take; t++) {
+                    PyObject *va = call1(dq_popleft, cls[j].pool); /* a new reference */
+                    if (!va) goto error;
+                    grave_t g;
+                    g.n = 0;
+                    set_state(&g, va, st_detached);
+                    flush(&g);
+                    va_bounds(va, &s, &e);
+                    dec[ndec].key = s;
+                    dec[ndec].i = ndec;
+                    dec[ndec].va = va;
+                    ndec++;
+                }
+            }
+            for (Py_ssize_t j = 0; j < ncls; j++) Py_DECREF(cls[j].pool);
+            ncls = 0;
+        }
+        if (ndec) {
+            int err = 0;
+            if (log != Py_None) {
+                PyObject *node = PyDict_GetItemWithError(vn_ds[k], s_rp_id);
+                for (Py_ssize_t j = 0; j < ndec && !err; j++) {
+                    PyObject *t = node ? PyTuple_Pack(3, SLOT(dec[j].va, off_start),
+                                                      SLOT(dec[j].va, off_end), node)
+                                       : NULL;
+                    err = !t || PyList_Append(log, t) < 0;
+                    Py_XDECREF(t);
+                }
+            }
+            if (!err) err = d_add(c.stats_d, s_rp_decayed_areas, ndec) < 0;
+            qsort(dec, (size_t)ndec, sizeof(rp_item_t), rp_cmp);
+            /* coalesced among themselves (the private tree), then merged ascending */
+            Py_ssize_t last = 0;
+            for (Py_ssize_t j = 1; j < ndec && !err; j++) {
+                uint64_t ls, le;
+                va_bounds(dec[last].va, &ls, &le);
+                if (le == dec[j].key) {
+                    grave_t g;
+                    g.n = 0;
+                    set_slot(&g, dec[last].va, off_end, SLOT(dec[j].va, off_end));
+                    flush(&g);
+                    dec[j].i = -1; /* taken into the one before */
+                } else
+                    last = j;
+            }
+            for (Py_ssize_t j = 0; j < ndec && !err; j++)
+                if (dec[j].i >= 0) err = merge_back(&c, dec[j].va) < 0;
+            for (Py_ssize_t j = 0; j < ndec; j++) Py_DECREF(dec[j].va);
+            if (err) goto error;
+        }
+        /* the node's lazy areas, by start */
+        Py_ssize_t cnt = counts[k];
+        if (cnt) {
+            PyObject *lst = PyList_New(cnt);
+            if (!lst) goto error;
+            for (Py_ssize_t j = 0; j < cnt; j++) {
+                Py_INCREF(items[first + j].va);
+                PyList_SET_ITEM(lst, j, items[first + j].va);
+            }
+            PyObject *lo = items[first].va, *hi = items[first + cnt - 1].va;
+            int err = 0;
+            va_bounds(lo, &s, &e);
+            if (s < pstart) {
+                pstart = s;
+                err = PyDict_SetItem(pend_d, s_rp_start, SLOT(lo, off_start)) < 0;
+            }
+            va_bounds(hi, &s, &e);
+            if (!err && e > pend) {
+                pend = e;
+                err = PyDict_SetItem(pend_d, s_rp_end, SLOT(hi, off_end)) < 0;
+            }
+            PyObject *pair = err ? NULL : PyTuple_Pack(2, vn, lst);
+            Py_DECREF(lst);
+            if (!pair) goto error;
+            err = PyList_Append(marked, pair) < 0;
+            Py_DECREF(pair);
+            if (err) goto error;
+            first += cnt;
+        }
+    }
+    result = Py_True;
+    Py_INCREF(result);
+    goto out;
+fallback:
+    if (PyErr_Occurred()) goto error;
+    result = Py_None;
+    Py_INCREF(result);
+    goto out;
+error:
+    result = NULL;
+out:
+    for (Py_ssize_t j = 0; j < ncls; j++) Py_DECREF(cls[j].pool);
+    PyMem_Free(cls);
+    PyMem_Free(dec);
+    PyMem_Free(items);
+    PyMem_Free(counts);
+    if (vn_ds)
+        for (Py_ssize_t k = 0; k < n; k++) Py_XDECREF(vn_ds[k]);
+    PyMem_Free(vn_ds);
+    Py_XDECREF(pend_d);
+    Py_XDECREF(log);
+    ctx_release(&c);
+    return result;
+}
+
+/* batch_without(batch, done) -> [va for va in batch if va not in set(done)] — the
+ * filter of LazyPurge.purge_next_node (vmap/purge.py); VmapArea hashes and compares by
+ * identity, so a set of pointers decides the same. None (nothing read) when an item is
+ * not an exact VmapArea. */
+static PyObject *rp_batch_without(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "batch_without(batch: list, done: list)");
+        return NULL;
+    }
+    PyObject *batch = args[0], *done = args[1];
+    if (va_ready() < 0) return NULL;
+    Py_ssize_t nb = PyList_GET_SIZE(batch), nd = PyList_GET_SIZE(done);
+    for (Py_ssize_t i = 0; i < nb; i++)
+        if (Py_TYPE(PyList_GET_ITEM(batch, i)) != va_type) Py_RETURN_NONE;
+    for (Py_ssize_t i = 0; i < nd; i++)
+        if (Py_TYPE(PyList_GET_ITEM(done, i)) != va_type) Py_RETURN_NONE;
+    size_t cap = 16;
+    while (cap < (size_t)nd * 2 + 1) cap <<= 1;
+    PyObject **tab = PyMem_Calloc(cap, sizeof(PyObject *));
+    if (!tab) return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < nd; i++) {
+        PyObject *o = PyList_GET_ITEM(done, i);
+        size_t h = ((uintptr_t)o >> 4) * 0x9E3779B97F4A7C15ull;
+        for (size_t j = h & (cap - 1);; j = (j + 1) & (cap - 1)) {
+            if (tab[j] == o) break;
+            if (tab[j] == NULL) { tab[j] = o; break; }
+        }
+    }
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t i = 0; out && i < nb; i++) {
+        PyObject *o = PyList_GET_ITEM(batch, i);
+        size_t h = ((uintptr_t)o >> 4) * 0x9E3779B97F4A7C15ull;
+        int hit = 0;
+        for (size_t j = h & (cap - 1); tab[j] != NULL; j = (j + 1) & (cap - 1))
+            if (tab[j] == o) { hit = 1; break; }
+        if (!hit && PyList_Append(out, o) < 0) Py_CLEAR(out);
+    }
+    PyMem_Free(tab);
+    return out;
+}
+
+/* stamp(gen, added, seq): gen[id(va)] = seq for each va of added (Beliefs.after_refill). */
+static PyObject *rp_stamp(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyDict_CheckExact(args[0]) || !PyList_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "stamp(gen: dict, added: list, seq)");
+        return NULL;
+    }
+    PyObject *gen = args[0], *added = args[1], *seq = args[2];
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(added); i++) {
+        PyObject *key = PyLong_FromVoidPtr(PyList_GET_ITEM(added, i)); /* id(va) */
+        if (!key) return NULL;
+        int rc = PyDict_SetItem(gen, key, seq);
+        Py_DECREF(key);
+        if (rc < 0) return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* insert_from(pool, va, gen, start) -> index | None — Beliefs._insert_by_purge_order
+ * (trace/beliefs.py) scanning from `start`: va goes before the first entry from there
+ * with an older purge stamp, or the same stamp and a lower start (stamps gen[id(area)],
+ * 0 when absent); returns where it went. None (nothing changed) for values it does not
+ * read as the reference does. */
+static PyObject *rp_insert_from(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || Py_TYPE(args[0]) != deque_type || !PyDict_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "insert_from(pool: deque, va, gen: dict, start)");
+        return NULL;
+    }
+    PyObject *pool = args[0], *va = args[1], *gen = args[2];
+    Py_ssize_t start = PyLong_AsSsize_t(args[3]);
+    if (start == -1 && PyErr_Occurred()) return NULL;
+    uint64_t vs, ve;
+    long long g;
+    if (va_ready() < 0) return NULL;
+    if (Py_TYPE(va) != va_type || !va_bounds(va, &vs, &ve) || start < 0) Py_RETURN_NONE;
+    /* the stamp of an area: 1 read, 0 not an int we compare as the reference does */
+#define RP_GEN(o, out)                                                                   \
+    do {                                                                                 \
+        PyObject *k_ = PyLong_FromVoidPtr(o);                                            \
+        if (!k_) goto error;                                                             \
+        PyObject *v_ = PyDict_GetItemWithError(gen, k_);                                 \
+        Py_DECREF(k_);                                                                   \
+        if (!v_ && PyErr_Occurred()) goto error;                                         \
+        int of_ = 0;                                                                     \
+        (out) = v_ ? (PyLong_CheckExact(v_) ? PyLong_AsLongLongAndOverflow(v_, &of_) : 0) \
+                   : 0;                                                                  \
+        if (v_ && (!PyLong_CheckExact(v_) || of_)) goto decline;                         \
+    } while (0)
+    PyObject *it = NULL, *other = NULL;
+    RP_GEN(va, g);
+    it = PyObject_GetIter(pool);
+    if (!it) return NULL;
+    Py_ssize_t i = 0;
+    for (; i < start; i++) {
+        other = PyIter_Next(it);
+        if (!other) break;
+        Py_CLEAR(other);
+    }
+    if (PyErr_Occurred()) goto error;
+    if (i == start) {
+        while ((other = PyIter_Next(it)) != NULL) {
+            uint64_t os, oe;
+            long long og;
+            if (Py_TYPE(other) != va_type || !va_bounds(other, &os, &oe)) goto decline;
+            RP_GEN(other, og);
+            Py_CLEAR(other);
+            if (og < g || (og == g && os < vs)) break;
+            i++;
+        }
+        if (PyErr_Occurred()) goto error;
+    } /* else: start past the end, va goes last as the reference's empty scan puts it */
+    Py_CLEAR(it);
+#undef RP_GEN
+    {
+        PyObject *r = PyObject_CallMethod(pool, "insert", "nO", i, va);
+        if (!r) return NULL;
+        Py_DECREF(r);
+    }
+    return PyLong_FromSsize_t(i);
+decline:
+    Py_XDECREF(other);
+    Py_XDECREF(it);
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(other);
+    Py_XDECREF(it);
+    return NULL;
+}
 
 /* ============================================================ end of replay purge section */
 

@@ -49,8 +49,13 @@ __all__ = ["Beliefs", "Cause", "short_fitting_below"]
 _c_short_fitting_below = getattr(_speedups, "short_fitting_below", None)
 #: The compiled twin of :meth:`Beliefs.search_skipping`'s walk.
 _c_search_skipping = getattr(_speedups, "search_skipping", None)
-#: Compiled twins of the pool walks below (before_refill, after_refill, pool_ranges,
-#: _insert_by_purge_order); None: the comprehensions.
+#: The compiled loop of :meth:`Beliefs.after_refill` (replay purge section).
+_c_stamp = getattr(_speedups, "stamp", None)
+#: The compiled scan of :meth:`Beliefs._insert_by_purge_order` from a given place.
+_c_insert_from = getattr(_speedups, "insert_from", None)
+#: Compiled twins of the pool walks (pool_ranges, _insert_by_purge_order; the replay
+#: no longer walks the pool ids and stamps: a refill reports what it added); None: the
+#: comprehensions.
 _c_pool_ids = getattr(_speedups, "pool_ids", None)
 _c_pool_gens = getattr(_speedups, "pool_gens", None)
 _c_pool_ranges = getattr(_speedups, "pool_ranges", None)
@@ -85,8 +90,11 @@ class Beliefs:
         self.unknown_node: dict[int, VmapArea] = {}
         #: Nodes already refuted for such an area.
         self.refuted_nodes: dict[int, set[int]] = {}
-        #: Kernel pool hits below each known pool entry (id(area) -> count).
-        self.passed: dict[int, int] = {}
+        #: Kernel pool hits below each known pool entry (id(area) -> (area, count)).
+        #: The entry holds the area, so that its id is not reused by a new area while
+        #: the count is kept (a new area pooled under a dead one's id would inherit its
+        #: count, and the result would depend on where the allocator put objects).
+        self.passed: dict[int, tuple[VmapArea, int]] = {}
         #: Purge generation of each pool entry (id(area) -> purge number).
         self.gen: dict[int, int] = {}
         self.purge_seq = 0
@@ -182,6 +190,7 @@ class Beliefs:
         src = space.nodes[guessed].pools.get(cls)
         if src:
             dst = space.nodes[actual].pools.setdefault(cls, deque())
+            hints: dict[int, tuple[int, VmapArea]] = {}  # dst changes only by the moves
             for other in [
                 x
                 for x in src
@@ -189,7 +198,7 @@ class Beliefs:
             ]:
                 src.remove(other)
                 other.flags = (other.flags & 0xFF) | flags
-                self._insert_by_purge_order(dst, other)
+                self._insert_by_purge_order(dst, other, hints)
                 moved += 1
         if moved:
             self.node_switches += moved
@@ -212,42 +221,112 @@ class Beliefs:
             self.recycled.pop(start, None)
 
     # --- pools ----------------------------------------------------------------------
-    def before_refill(self) -> set[int]:
-        """The pool entries present before a purge refills the pools."""
-        if _c_pool_ids is not None:
-            return _c_pool_ids(self.space.nodes)  # type: ignore[no-any-return]
-        return {id(va) for vn in self.space.nodes for p in vn.pools.values() for va in p}
+    def before_refill(self) -> list[VmapArea]:
+        """A purge's refill is about to run: record what it pools (see after_refill)."""
+        added: list[VmapArea] = []
+        self.space.pool_added = added
+        return added
 
-    def after_refill(self, before: set[int]) -> None:
-        """Stamp the entries a purge just added with the purge's number."""
-        if _c_pool_gens is not None:
-            self.gen = _c_pool_gens(self.space.nodes, before, self.gen, self.purge_seq)
-            return
-        get = self.gen.get
+    def after_refill(self, added: list[VmapArea]) -> None:
+        """Stamp the entries a purge just added (``added``, recorded by the purge) with
+        the purge's number.
+
+        This is the same as restamping a walk of every pool (entries pooled before the
+        refill keep their stamp, or 0, the new ones get the purge's number, the others
+        lose theirs): a stamp is read only for an area that is pooled, and an area
+        enters a pool only through a refill (which stamps it here) or back at its head
+        right after an allocation took it, with no refill in between (which keeps it);
+        so the stamp left behind by an area that has left the pools, or by a dead area
+        whose ``id`` a new one reuses, is never read. Those are dropped once they
+        outnumber the pooled areas."""
+        self.space.pool_added = None
+        gen = self.gen
         seq = self.purge_seq
-        self.gen = {
-            i: get(i, 0) if i in before else seq
-            for i in [id(va) for vn in self.space.nodes for p in vn.pools.values() for va in p]
-        }
+        if _c_stamp is not None:
+            _c_stamp(gen, added, seq)
+        else:
+            for va in added:
+                gen[id(va)] = seq
+        if len(gen) > 1024 and len(gen) > 4 * self.space.vmap_node_shrink_count():
+            get = gen.get
+            self.gen = {
+                i: get(i, 0)
+                for i in [id(va) for vn in self.space.nodes for p in vn.pools.values() for va in p]
+            }
 
-    def _insert_by_purge_order(self, pool: deque[VmapArea], va: VmapArea) -> None:
-        """Put ``va`` where its purge would have: newest purge first, then descending."""
-        if _c_insert_by_purge_order is not None:
-            _c_insert_by_purge_order(pool, va, self.gen)
+    def _insert_by_purge_order(
+        self,
+        pool: deque[VmapArea],
+        va: VmapArea,
+        hints: dict[int, tuple[int, VmapArea]] | None = None,
+    ) -> None:
+        """Put ``va`` where its purge would have: newest purge first, then descending.
+
+        ``va`` goes before the first entry with an older stamp, or the same stamp and a
+        lower start. ``hints`` (id(pool) -> where the last area went and that area),
+        from a caller that changes ``pool`` only through this method meanwhile, lets
+        the scan skip the entries before the last one put there when ``va`` does not
+        go above it: they did not have a lower order than it, so not than ``va``."""
+        gen = self.gen
+        start = 0
+        if hints is not None:
+            hint = hints.get(id(pool))
+            if hint is not None:
+                at, last = hint
+                lg, g = gen.get(id(last), 0), gen.get(id(va), 0)
+                if g < lg or (g == lg and va.va_start <= last.va_start):
+                    start = at + 1
+        elif _c_insert_by_purge_order is not None:
+            _c_insert_by_purge_order(pool, va, gen)
             return
-        g = self.gen.get(id(va), 0)
-        for i, other in enumerate(pool):
-            og = self.gen.get(id(other), 0)
+        i = _c_insert_from(pool, va, gen, start) if _c_insert_from is not None else None
+        if i is None:
+            i = self._insert_from(pool, va, start)
+        if hints is not None:
+            hints[id(pool)] = (i, va)
+
+    def _insert_from(self, pool: deque[VmapArea], va: VmapArea, start: int) -> int:
+        """The scan of :meth:`_insert_by_purge_order` from ``start``; where ``va`` went."""
+        get = self.gen.get
+        g = get(id(va), 0)
+        for i, other in enumerate(islice(pool, start, None), start):
+            og = get(id(other), 0)
             if og < g or (og == g and other.va_start < va.va_start):
                 pool.insert(i, va)
-                return
+                return i
         pool.append(va)
+        return len(pool) - 1
 
-    def refute_pool_entry(self, node: int, idx: int, va: VmapArea) -> str:
+    def refute_pool_entries(
+        self, node: int, idx: int, above: list[VmapArea], same_pool: bool
+    ) -> None:
+        """The kernel's pool (node, idx) holds none of ``above``, the entries the model
+        had above the kernel's choice (head first): refute each (see
+        :meth:`refute_pool_entry`). When the kernel took its entry from this very
+        pool (``same_pool``), an entry of known node passed over for the first time is
+        kept (the kernel's pool holds it in another order: a decay or refill raced;
+        the second time, it is gone), and the kernel's node is noted as not holding
+        the others."""
+        hints: dict[int, tuple[int, VmapArea]] = {}
+        for va in above:
+            if same_pool and self.node_known(va) and self.passed_once(va):
+                continue
+            if same_pool and not self.node_known(va):
+                self.skipped_in_pool.setdefault(va.va_start, set()).add(node)
+            self.refute_pool_entry(node, idx, va, hints)
+
+    def refute_pool_entry(
+        self,
+        node: int,
+        idx: int,
+        va: VmapArea,
+        hints: dict[int, tuple[int, VmapArea]] | None = None,
+    ) -> str:
         """The kernel's pool (node, idx) does not hold ``va``: move it where it can be.
 
         An area of unknown node goes to the next node not yet refuted for it; a known
-        one (or one refuted on every node) was decayed into the free tree.
+        one (or one refuted on every node) was decayed into the free tree. ``hints``:
+        see :meth:`_insert_by_purge_order` (the destination is another node's pool).
         """
         space = self.space
         pool = space.nodes[node].pools.get(idx)
@@ -262,7 +341,7 @@ class Beliefs:
                 if other not in refuted:
                     va.flags = (va.flags & ~0xFF00) | space.encode_vn_id(other)
                     dst = space.nodes[other].pools.setdefault(idx, deque())
-                    self._insert_by_purge_order(dst, va)
+                    self._insert_by_purge_order(dst, va, hints)
                     return f"moved to node {other}'s pool"
         va.state = VaState.DETACHED
         self.gen.pop(id(va), None)
@@ -271,11 +350,25 @@ class Beliefs:
 
     def passed_once(self, va: VmapArea) -> bool:
         """Count a kernel pool hit below ``va``; True the first time for this area."""
-        n = self.passed.get(id(va), 0)
-        self.passed[id(va)] = n + 1
+        got = self.passed.get(id(va))
+        n = got[1] if got is not None and got[0] is va else 0
+        self.passed[id(va)] = (va, n + 1)
         return n == 0
 
     # --- a purge's decay in flight ------------------------------------------------
+    def before_decay(self) -> list[tuple[int, int, int]]:
+        """A purge's decay is about to run: record the ranges it takes from the pools."""
+        decayed: list[tuple[int, int, int]] = []
+        self.space.pool_decayed = decayed
+        return decayed
+
+    def after_decay(self, decayed: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+        """The pooled areas the decay took (recorded since :meth:`before_decay`), as
+        ``(start, end, node)`` in ascending order: what left the pools, as a walk of
+        :meth:`pool_ranges` before and after would find."""
+        self.space.pool_decayed = None
+        return sorted(set(decayed))
+
     def pool_ranges(self) -> set[tuple[int, int, int]]:
         """Every pooled area as ``(start, end, node)``."""
         if _c_pool_ranges is not None:

@@ -578,10 +578,10 @@ class Replayer:
         """Run the next purge's first phase, noting which pooled areas it decayed."""
         b = self.beliefs
         b.purge_seq += 1
-        before = b.pool_ranges() if self._watch_decay else set()
+        log = b.before_decay() if self._watch_decay else None
         self._pending = self.harness.begin_purge(nxt.npurged)
         self._done_nodes = set()
-        self._decayed = sorted(before - b.pool_ranges()) if before else []
+        self._decayed = b.after_decay(log) if log is not None else []
         self._held = []
         self._held_until = []
 
@@ -1268,15 +1268,8 @@ class Replayer:
                 and not b.node_known(obj)
             ):
                 unknown.insert(0, obj)
-            same_pool = kind == "pool" and pnode == node
-            for va in above:
-                if same_pool and b.node_known(va) and b.passed_once(va):
-                    # The kernel's pool holds it in another order (a decay or refill
-                    # raced): keep it; the second time it is passed over, it is gone.
-                    continue
-                if same_pool and not b.node_known(va):
-                    b.skipped_in_pool.setdefault(va.va_start, set()).add(node)
-                b.refute_pool_entry(node, idx, va)
+            # (the first time a known entry is passed over in its own pool, it stays)
+            b.refute_pool_entries(node, idx, above, kind == "pool" and pnode == node)
             if unknown and unknown[0] is obj:
                 b.vote_node(obj, pnode, node)  # the kernel took it from node's pool
             elif unknown and space.nr_vmap_nodes == 2:

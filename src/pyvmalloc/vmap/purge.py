@@ -41,6 +41,11 @@ __all__ = ["LazyPurge"]
 #: ``_purge_vmap_node`` in one compiled call for the kernel's pool policies (None: the
 #: call is not one it mirrors, nothing changed, the Python below runs).
 _c_purge_vmap_node = _speedups.purge_vmap_node if _speedups is not None else None
+#: The per-node part of ``begin_purge`` (split, decay, coalesce, merge, mark) in one
+#: compiled call, on the same terms.
+_c_begin_purge_nodes = _speedups.begin_purge_nodes if _speedups is not None else None
+#: ``purge_next_node``'s filter of the batch, compiled (None: the comprehension).
+_c_batch_without = _speedups.batch_without if _speedups is not None else None
 
 #: Sort key ``va_start`` (the same order as ``va_start_key``, without a Python call).
 _by_start = attrgetter("va_start")
@@ -64,6 +69,13 @@ class LazyPurge:
     tp_purge: list[Callable[[TraceEvent], None]]
     _clock: Callable[[], float]
     _purge_fragmented: Callable[[int], object] | None
+    #: What a purge moved into and out of the pools, for a caller that wants to know
+    #: without walking every pool (a replay's beliefs): while a list, each area
+    #: ``populate`` pooled is appended to ``pool_added`` and each area a decay took is
+    #: appended to ``pool_decayed`` as ``(va_start, va_end, node)`` (its range before
+    #: the decayed areas are coalesced). None: nothing is recorded.
+    pool_added: list[VmapArea] | None = None
+    pool_decayed: list[tuple[int, int, int]] | None = None
 
     def lazy_node_of(self, va: VmapArea) -> int:  # pragma: no cover - VmapSpace's
         raise NotImplementedError
@@ -137,6 +149,10 @@ class LazyPurge:
         if not self.profile.vmap_nodes:
             return pending
         # 6.x: per node, ascending: decay pools, detach the lazy list.
+        if _c_begin_purge_nodes is not None and _c_begin_purge_nodes(
+            self, pending, batch, full_pool_decay
+        ):
+            return pending
         per_node: list[list[VmapArea]] = [[] for _ in self.nodes]
         n = len(self.nodes)
         zone = self.vmap_zone_size
@@ -168,6 +184,10 @@ class LazyPurge:
         decayed = self.pools.decay(vn, full_decay)
         if not decayed:
             return
+        log = self.pool_decayed
+        if log is not None:
+            node = vn.id
+            log.extend([(va.va_start, va.va_end, node) for va in decayed])
         self.stats.decayed_areas += len(decayed)
         decayed.sort(key=_by_start)
         coalesced: list[VmapArea] = [decayed[0]]
@@ -191,8 +211,11 @@ class LazyPurge:
         if not pending.marked:
             return False
         vn, lst = pending.marked.pop(0)
-        done = set(lst)  # areas hash by identity
-        pending.batch = [va for va in pending.batch if va not in done]
+        rest = _c_batch_without(pending.batch, lst) if _c_batch_without is not None else None
+        if rest is None:
+            done = set(lst)  # areas hash by identity
+            rest = [va for va in pending.batch if va not in done]
+        pending.batch = rest
         self._purge_vmap_node(vn, lst, skip_populate=pending.full_pool_decay)
         pending.nr_purged += vn.nr_purged
         return True
@@ -240,9 +263,14 @@ class LazyPurge:
         self, vn: VmapNode, purge_list: list[VmapArea], skip_populate: bool
     ) -> None:
         """``purge_vmap_node``: refill this node's pools, merge the rest (descending)."""
+        added = self.pool_added
         if _c_purge_vmap_node is not None and _c_purge_vmap_node(
             self, vn, purge_list, skip_populate
         ):
+            if added is not None and not skip_populate:
+                # the twin mirrors NodePools.populate, which marks what it pools
+                pool = VaState.POOL
+                added.extend([va for va in purge_list if va.state == pool])
             return
         local: list[VmapArea] = []
         nr_pages = 0
@@ -255,6 +283,8 @@ class LazyPurge:
             # Only areas tagged with their allocating node (decode_vn_id(flags) >= 0)
             # are offered to a pool.
             if not skip_populate and 0 <= (va.flags >> 8) - 1 < n and populate(vn, va):
+                if added is not None:
+                    added.append(va)
                 continue
             local.append(va)
         vn.nr_purged += len(purge_list)
