@@ -51,6 +51,12 @@ _WHOLE_OPERATIONS = (
     "tv_loops",
     # replay purge (rpurge)
     # replay divergence (rdiverge)
+    "event_table",
+    "lock_order_next",
+    "next_alloc_in",
+    "untouched",
+    "prev_of_task",
+    "last_alloc_at",
 )
 
 #: Set (to anything but "" or "0") to force the pure-Python reference.

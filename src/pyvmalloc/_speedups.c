@@ -4002,6 +4002,12 @@ static PyObject *tv_loops(PyObject *, PyObject *const *, Py_ssize_t);
 /* replay purge (rpurge) declarations */
 
 /* replay divergence (rdiverge) declarations */
+static PyObject *rd_event_table(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rd_lock_order_next(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rd_next_alloc_in(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rd_untouched(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rd_prev_of_task(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rd_last_alloc_at(PyObject *, PyObject *const *, Py_ssize_t);
 
 static PyMethodDef methods[] = {
     /* whole operations (speedcore) */
@@ -4113,6 +4119,18 @@ static PyMethodDef methods[] = {
 
     /* (separator: keep) */
     /* replay divergence (helper rdiverge): entries below */
+    {"event_table", (PyCFunction)(void (*)(void))rd_event_table, METH_FASTCALL,
+     "event_table(events) -> (table, purge positions, {purge: busy until}) | None"},
+    {"lock_order_next", (PyCFunction)(void (*)(void))rd_lock_order_next, METH_FASTCALL,
+     "lock_order_next(table, i, ev, start, size, events, seconds) -> j | -1 | -2"},
+    {"next_alloc_in", (PyCFunction)(void (*)(void))rd_next_alloc_in, METH_FASTCALL,
+     "next_alloc_in(table, i, lo, start, size, limit) -> j | -1 | -2"},
+    {"untouched", (PyCFunction)(void (*)(void))rd_untouched, METH_FASTCALL,
+     "untouched(table, first, stop, start, size) -> bool | None"},
+    {"prev_of_task", (PyCFunction)(void (*)(void))rd_prev_of_task, METH_FASTCALL,
+     "prev_of_task(table, i, lookback) -> j | -1"},
+    {"last_alloc_at", (PyCFunction)(void (*)(void))rd_last_alloc_at, METH_FASTCALL,
+     "last_alloc_at(table, i, addr, lookback) -> k | -1 | -2"},
 
     /* (separator: keep) */
     {NULL, NULL, 0, NULL}};
@@ -7745,6 +7763,294 @@ error:
 
 /*
  * replay divergence section (helper rdiverge)
+ *
+ * What Replayer does after a divergence looks at the events around the one being
+ * replayed: the other tasks' next events (_lock_order_race, _late_lock_order), what
+ * happened in between (_untouched), the same task's previous event (_cpu_before_at),
+ * the last allocation at an address (_head_moved_explains). event_table() packs the
+ * fields those scans read into one array, once per event list (and finds the purge
+ * events prepare() needs on the way); the scans below then walk that array instead of
+ * the event objects. Each returns exactly what its Python loop finds, or -2 when the
+ * table does not describe the events it was asked about (the caller's loop runs).
  */
+enum { RD_ALLOC = 0, RD_FAILED = 1, RD_FREE = 2, RD_PURGE = 3 };
+
+typedef struct {
+    uint64_t addr; /* an allocation's addr, a free's va_start */
+    uint64_t size; /* an allocation's size */
+    double ts;
+    int64_t pid;
+    int64_t cpu;
+    PyObject *task; /* borrowed: the list the table holds keeps every event alive */
+    int kind;
+} rd_row;
+
+typedef struct {
+    PyObject *events; /* the list, as it was packed */
+    Py_ssize_t n;
+    rd_row rows[];
+} rd_table;
+
+static const char *rd_capsule_name = "pyvmalloc._speedups.event_table";
+
+static void rd_table_free(PyObject *cap) {
+    rd_table *t = PyCapsule_GetPointer(cap, rd_capsule_name);
+    if (t == NULL) return;
+    Py_XDECREF(t->events);
+    PyMem_Free(t);
+}
+
+/* The table of `o` (a capsule from event_table), or NULL with an exception. */
+static rd_table *rd_get(PyObject *o) { return PyCapsule_GetPointer(o, rd_capsule_name); }
+
+/* Whether rows a and b are the same task: `a.pid == b.pid and a.task == b.task`. */
+static inline int rd_same_task(const rd_row *a, const rd_row *b) {
+    if (a->pid != b->pid) return 0;
+    if (a->task == b->task) return 1;
+    return PyUnicode_Compare(a->task, b->task) == 0;
+}
+
+static inline int rd_i64(PyObject *o, int64_t *out) {
+    if (o == NULL || !PyLong_CheckExact(o)) return 0;
+    int over = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &over);
+    if (over || (v == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+/* event_table(events) -> (table, purge_at, busy_until) | None.
+ * purge_at: the positions of the purge events; busy_until: for each, the last event
+ * its CPU traced since the previous purge event (-1 if none): Replayer.prepare()'s
+ * look-ahead. None when an event is not exactly one of the three event classes or a
+ * field is not a plain value (the caller's Python then does it all). */
+static PyObject *rd_event_table(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 1 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "event_table(events: list)");
+        return NULL;
+    }
+    if (ev_alloc_t == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups.init_trace_events() was not called");
+        return NULL;
+    }
+    PyObject *events = args[0];
+    Py_ssize_t n = PyList_GET_SIZE(events);
+    rd_table *t = PyMem_Malloc(sizeof(rd_table) + (size_t)(n ? n : 1) * sizeof(rd_row));
+    if (t == NULL) return PyErr_NoMemory();
+    t->events = NULL;
+    t->n = n;
+    PyObject *purge_at = PyList_New(0), *busy = PyDict_New(), *cap = NULL, *out = NULL;
+    if (purge_at == NULL || busy == NULL) goto fail;
+    Py_ssize_t prev = -1;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *e = PyList_GET_ITEM(events, k);
+        PyTypeObject *tp = Py_TYPE(e);
+        rd_row *r = &t->rows[k];
+        int c = tp == ev_alloc_t ? 0 : tp == ev_free_t ? 1 : tp == ev_purge_t ? 2 : -1;
+        if (c < 0) goto decline;
+        PyObject *ts = SLOT(e, off_hdr[c][4]), *task = SLOT(e, off_hdr[c][0]);
+        if (ts == NULL || !PyFloat_CheckExact(ts) || task == NULL || !PyUnicode_CheckExact(task) ||
+            !rd_i64(SLOT(e, off_hdr[c][1]), &r->pid) || !rd_i64(SLOT(e, off_hdr[c][2]), &r->cpu))
+            goto decline;
+        r->ts = PyFloat_AS_DOUBLE(ts);
+        r->task = task;
+        r->addr = r->size = 0;
+        if (c == 0) {
+            PyObject *failed = SLOT(e, off_alloc[5]);
+            int bad = failed == NULL ? -1 : PyObject_IsTrue(failed);
+            if (bad < 0) {
+                PyErr_Clear();
+                goto decline;
+            }
+            r->kind = bad ? RD_FAILED : RD_ALLOC;
+            if (!bad && (!u64_of(SLOT(e, off_alloc[0]), &r->addr) ||
+                         !u64_of(SLOT(e, off_alloc[1]), &r->size)))
+                goto decline;
+        } else if (c == 1) {
+            r->kind = RD_FREE;
+            if (!u64_of(SLOT(e, off_free[0]), &r->addr)) goto decline;
+        } else {
+            r->kind = RD_PURGE;
+            Py_ssize_t last = -1;
+            for (Py_ssize_t j = k - 1; j > prev; j--)
+                if (t->rows[j].cpu == r->cpu) {
+                    last = j;
+                    break;
+                }
+            PyObject *ko = PyLong_FromSsize_t(k), *lo = PyLong_FromSsize_t(last);
+            int bad = ko == NULL || lo == NULL || PyList_Append(purge_at, ko) < 0 ||
+                      PyDict_SetItem(busy, ko, lo) < 0;
+            Py_XDECREF(ko);
+            Py_XDECREF(lo);
+            if (bad) goto fail;
+            prev = k;
+        }
+    }
+    Py_INCREF(events);
+    t->events = events;
+    cap = PyCapsule_New(t, rd_capsule_name, rd_table_free);
+    if (cap == NULL) {
+        Py_DECREF(events);
+        goto fail;
+    }
+    out = PyTuple_Pack(3, cap, purge_at, busy);
+    Py_DECREF(cap);
+    Py_DECREF(purge_at);
+    Py_DECREF(busy);
+    return out;
+decline:
+    PyMem_Free(t);
+    Py_XDECREF(purge_at);
+    Py_XDECREF(busy);
+    Py_RETURN_NONE;
+fail:
+    PyMem_Free(t);
+    Py_XDECREF(purge_at);
+    Py_XDECREF(busy);
+    return NULL;
+}
+
+/* Arguments: the table, an event position and a count of u64 values after them. */
+static rd_table *rd_args(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, const char *sig,
+                         Py_ssize_t *i) {
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "%s", sig);
+        return NULL;
+    }
+    rd_table *t = rd_get(args[0]);
+    if (t == NULL) return NULL;
+    *i = PyLong_AsSsize_t(args[1]);
+    if (*i == -1 && PyErr_Occurred()) return NULL;
+    return t;
+}
+
+/* lock_order_next(table, i, ev, start, size, events, seconds) -> j | -1 | -2:
+ * _lock_order_race's window: the first of events[i+1 : i+1+events] (stopping at one
+ * more than `seconds` after ev) that is its task's first there, not ev's task, and a
+ * successful allocation overlapping [start, start + size). -2: ev is not events[i]
+ * as packed, or a value is past 64 bits. */
+static PyObject *rd_lock_order_next(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t i;
+    rd_table *t = rd_args(args, nargs, 7,
+                          "lock_order_next(table, i, ev, start, size, events, seconds)", &i);
+    if (t == NULL) return NULL;
+    uint64_t start, size;
+    Py_ssize_t count = PyLong_AsSsize_t(args[5]);
+    double secs = PyFloat_AsDouble(args[6]);
+    if ((count == -1 || secs == -1.0) && PyErr_Occurred()) return NULL;
+    if (i < 0 || i >= t->n || PyList_GET_SIZE(t->events) != t->n ||
+        PyList_GET_ITEM(t->events, i) != args[2] || !u64_of(args[3], &start) ||
+        !u64_of(args[4], &size))
+        return PyLong_FromLong(-2);
+    const rd_row *rows = t->rows, *ev = &rows[i];
+    u128 end = (u128)start + size;
+    Py_ssize_t stop = i + 1 + (count > 0 ? count : 0);
+    if (stop > t->n) stop = t->n;
+    for (Py_ssize_t k = i + 1; k < stop; k++) {
+        const rd_row *o = &rows[k];
+        if (o->ts - ev->ts > secs) break;
+        if (o->kind != RD_ALLOC || !(o->addr < end && start < (u128)o->addr + o->size)) continue;
+        int seen = 0; /* is it its task's first event since ev (ev's task counts as seen)? */
+        for (Py_ssize_t j = i; j < k && !seen; j++) seen = rd_same_task(&rows[j], o);
+        if (PyErr_Occurred()) return NULL;
+        if (!seen) return PyLong_FromSsize_t(k);
+    }
+    return PyLong_FromLong(-1);
+}
+
+/* next_alloc_in(table, i, lo, start, size, limit) -> j | -1 | -2: the first
+ * successful allocation of events[i+1 : i+1+limit] whose addr is in
+ * [lo, start + size): _late_lock_order's candidate (the lowest next position over
+ * the allocations at each address of the range is the first one after i). */
+static PyObject *rd_next_alloc_in(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t i;
+    rd_table *t =
+        rd_args(args, nargs, 6, "next_alloc_in(table, i, lo, start, size, limit)", &i);
+    if (t == NULL) return NULL;
+    uint64_t lo, start, size;
+    Py_ssize_t limit = PyLong_AsSsize_t(args[5]);
+    if (limit == -1 && PyErr_Occurred()) return NULL;
+    if (i < -1 || i >= t->n || !u64_of(args[2], &lo) || !u64_of(args[3], &start) ||
+        !u64_of(args[4], &size))
+        return PyLong_FromLong(-2);
+    u128 hi = (u128)start + size;
+    Py_ssize_t stop = i + 1 + (limit > 0 ? limit : 0);
+    if (stop > t->n) stop = t->n;
+    for (Py_ssize_t k = i + 1; k < stop; k++) {
+        const rd_row *o = &t->rows[k];
+        if (o->kind == RD_ALLOC && lo <= o->addr && o->addr < hi) return PyLong_FromSsize_t(k);
+    }
+    return PyLong_FromLong(-1);
+}
+
+/* untouched(table, first, stop, start, size) -> bool | None: _untouched for the task
+ * of events[stop] and the range [start, start + size). None: a value past 64 bits. */
+static PyObject *rd_untouched(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t first, stop;
+    rd_table *t = rd_args(args, nargs, 5, "untouched(table, first, stop, start, size)", &first);
+    if (t == NULL) return NULL;
+    stop = PyLong_AsSsize_t(args[2]);
+    if (stop == -1 && PyErr_Occurred()) return NULL;
+    uint64_t start, size;
+    if (first < 0 || stop < 0 || stop >= t->n || !u64_of(args[3], &start) ||
+        !u64_of(args[4], &size))
+        Py_RETURN_NONE;
+    const rd_row *rows = t->rows, *who = &rows[stop];
+    u128 end = (u128)start + size;
+    for (Py_ssize_t k = first; k < stop; k++) {
+        const rd_row *e = &rows[k];
+        if (rd_same_task(e, who)) Py_RETURN_FALSE;
+        if (e->kind == RD_ALLOC) {
+            if (e->addr < end && start < (u128)e->addr + e->size) Py_RETURN_FALSE;
+        } else if (e->kind == RD_FREE && start <= e->addr && e->addr < end)
+            Py_RETURN_FALSE;
+    }
+    if (PyErr_Occurred()) return NULL;
+    Py_RETURN_TRUE;
+}
+
+/* prev_of_task(table, i, lookback) -> j | -1: the last of the `lookback` events
+ * before events[i] that is of events[i]'s task (_cpu_before_at's walk). */
+static PyObject *rd_prev_of_task(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t i;
+    rd_table *t = rd_args(args, nargs, 3, "prev_of_task(table, i, lookback)", &i);
+    if (t == NULL) return NULL;
+    Py_ssize_t back = PyLong_AsSsize_t(args[2]);
+    if (back == -1 && PyErr_Occurred()) return NULL;
+    if (i < 0 || i >= t->n) {
+        PyErr_SetString(PyExc_IndexError, "prev_of_task: position out of range");
+        return NULL;
+    }
+    const rd_row *rows = t->rows, *ev = &rows[i];
+    Py_ssize_t low = i - 1 - back;
+    if (low < -1) low = -1;
+    for (Py_ssize_t j = i - 1; j > low; j--)
+        if (rd_same_task(&rows[j], ev)) return PyLong_FromSsize_t(j);
+    if (PyErr_Occurred()) return NULL;
+    return PyLong_FromLong(-1);
+}
+
+/* last_alloc_at(table, i, addr, lookback) -> k | -1 | -2: the last successful
+ * allocation at exactly addr among the `lookback` events before events[i]
+ * (_head_moved_explains' origin of a pool head; one further back does not count). */
+static PyObject *rd_last_alloc_at(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t i;
+    rd_table *t = rd_args(args, nargs, 4, "last_alloc_at(table, i, addr, lookback)", &i);
+    if (t == NULL) return NULL;
+    uint64_t addr;
+    Py_ssize_t back = PyLong_AsSsize_t(args[3]);
+    if (back == -1 && PyErr_Occurred()) return NULL;
+    if (!u64_of(args[2], &addr)) return PyLong_FromLong(-2);
+    if (i > t->n) i = t->n;
+    Py_ssize_t low = i - back;
+    if (low < 0) low = 0;
+    for (Py_ssize_t k = i - 1; k >= low; k--)
+        if (t->rows[k].kind == RD_ALLOC && t->rows[k].addr == addr) return PyLong_FromSsize_t(k);
+    return PyLong_FromLong(-1);
+}
+
 
 /* ======================================================= end of replay divergence section */

@@ -581,7 +581,9 @@ class TraceHarness:
             va.vm = None
             space.stats.allocs -= 1
             return
-        space.unlink_vmap_area(va, space.busy_node_of(va))
+        # Busy areas are disjoint: the one at va's start is va (one compiled call).
+        if space.find_unlink_vmap_area(va.va_start) is not va:
+            raise InvariantError(f"{va!r} is not in any busy tree")
         va.vm = None
         if from_pool:
             space.pools.push_head(space.nodes[cpu % space.nr_vmap_nodes], va)
