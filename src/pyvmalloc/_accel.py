@@ -57,6 +57,7 @@ _WHOLE_OPERATIONS = (
     "untouched",
     "prev_of_task",
     "last_alloc_at",
+    "shrink_fit",
 )
 
 #: Set (to anything but "" or "0") to force the pure-Python reference.

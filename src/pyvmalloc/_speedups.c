@@ -4008,6 +4008,7 @@ static PyObject *rd_next_alloc_in(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rd_untouched(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rd_prev_of_task(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rd_last_alloc_at(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rd_shrink_fit(PyObject *, PyObject *const *, Py_ssize_t);
 
 static PyMethodDef methods[] = {
     /* whole operations (speedcore) */
@@ -4131,6 +4132,8 @@ static PyMethodDef methods[] = {
      "prev_of_task(table, i, lookback) -> j | -1"},
     {"last_alloc_at", (PyCFunction)(void (*)(void))rd_last_alloc_at, METH_FASTCALL,
      "last_alloc_at(table, i, addr, lookback) -> k | -1 | -2"},
+    {"shrink_fit", (PyCFunction)(void (*)(void))rd_shrink_fit, METH_FASTCALL,
+     "shrink_fit(root, nodes, vstart, vend, size, align, length, mask, addr) -> bool | None"},
 
     /* (separator: keep) */
     {NULL, NULL, 0, NULL}};
@@ -8052,5 +8055,161 @@ static PyObject *rd_last_alloc_at(PyObject *self, PyObject *const *args, Py_ssiz
     return PyLong_FromLong(-1);
 }
 
+
+/* --- _shrinker_explains: the lowest fit with every pool back in the tree ------------ */
+typedef struct {
+    uint64_t s, e;
+} rd_span;
+
+static int rd_span_cmp(const void *a, const void *b) {
+    const rd_span *x = a, *y = b;
+    if (x->s != y->s) return x->s < y->s ? -1 : 1;
+    return x->e < y->e ? -1 : x->e > y->e;
+}
+
+typedef struct {
+    uint64_t vstart, vend, size, mask, addr;
+    u128 length;
+    uint64_t align;
+} rd_fit;
+
+/* decides(start, end): -1 when the range is too short, else whether the search ends
+ * at the kernel's address. */
+static inline int rd_decides(const rd_fit *f, uint64_t start, uint64_t end) {
+    uint64_t lo = start > f->vstart ? start : f->vstart;
+    if (end < lo || (u128)(end - lo) < f->length) return -1;
+    uint64_t nva = (lo + f->align - 1) & f->mask; /* mod 2^64, as the mask is below it */
+    uint64_t top = end < f->vend ? end : f->vend;
+    return nva == f->addr && (u128)nva + f->size <= top;
+}
+
+/* shrink_fit(root, nodes, vstart, vend, size, align, length, mask, addr) -> bool | None:
+ * _shrinker_explains' walk: the free tree's blocks (ascending) merged with every
+ * pooled area of `nodes` (sorted), touching spans joined; the first joined range
+ * `length` fits in decides. None: a node or value this walk does not read (the
+ * Python walk then runs; nothing is changed either way). */
+static PyObject *rd_shrink_fit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 9 || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "shrink_fit(root, nodes: list, vstart, vend, size, align, length, mask, addr)");
+        return NULL;
+    }
+    if (va_type == NULL || rbroot_type == NULL || !PyObject_TypeCheck(args[0], rbroot_type))
+        Py_RETURN_NONE;
+    rd_fit f;
+    if (!u64_of(args[2], &f.vstart) || !u64_of(args[3], &f.vend) || !u64_of(args[4], &f.size) ||
+        !u64_of(args[5], &f.align) || !u64_of(args[7], &f.mask) || !u64_of(args[8], &f.addr))
+        Py_RETURN_NONE;
+    uint64_t len64;
+    if (!u64_of(args[6], &len64)) Py_RETURN_NONE;
+    f.length = len64;
+    /* the pooled areas, sorted */
+    static PyObject *s_pools = NULL;
+    if (!s_pools && !(s_pools = PyUnicode_InternFromString("pools"))) return NULL;
+    Py_ssize_t np = 0, cap = 64;
+    rd_span *pooled = PyMem_Malloc((size_t)cap * sizeof(rd_span));
+    PyObject *result = NULL;
+    if (pooled == NULL) return PyErr_NoMemory();
+    int decline = 0;
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(args[1]) && !decline; k++) {
+        PyObject *pools = PyObject_GetAttr(PyList_GET_ITEM(args[1], k), s_pools);
+        if (pools == NULL) goto out;
+        if (!PyDict_Check(pools)) {
+            Py_DECREF(pools);
+            decline = 1;
+            break;
+        }
+        Py_ssize_t pos = 0;
+        PyObject *key, *pool;
+        while (!decline && PyDict_Next(pools, &pos, &key, &pool)) {
+            PyObject *it = PyObject_GetIter(pool), *va;
+            if (it == NULL) {
+                Py_DECREF(pools);
+                goto out;
+            }
+            while ((va = PyIter_Next(it)) != NULL) {
+                rd_span sp;
+                int ok = PyObject_TypeCheck(va, va_type) && u64_of(SLOT(va, off_start), &sp.s) &&
+                         u64_of(SLOT(va, off_end), &sp.e);
+                Py_DECREF(va);
+                if (!ok) {
+                    decline = 1;
+                    break;
+                }
+                if (np == cap) {
+                    rd_span *bigger = PyMem_Realloc(pooled, (size_t)(cap *= 2) * sizeof(rd_span));
+                    if (bigger == NULL) {
+                        Py_DECREF(it);
+                        Py_DECREF(pools);
+                        PyErr_NoMemory();
+                        goto out;
+                    }
+                    pooled = bigger;
+                }
+                pooled[np++] = sp;
+            }
+            Py_DECREF(it);
+            if (PyErr_Occurred()) {
+                Py_DECREF(pools);
+                goto out;
+            }
+        }
+        Py_DECREF(pools);
+    }
+    if (decline) {
+        result = Py_NewRef(Py_None);
+        goto out;
+    }
+    qsort(pooled, (size_t)np, sizeof(rd_span), rd_span_cmp);
+    /* the free blocks in order (an explicit stack: a red-black tree's height is at most
+     * twice log2 of its size), merged with the pooled spans, free first on a tie */
+    PyObject *stack[160];
+    int depth = 0;
+    PyObject *node = get_node(args[0], off_root);
+    Py_ssize_t pi = 0;
+    int have = 0, found = -1;
+    uint64_t cs = 0, ce = 0;
+    for (;;) {
+        while (node != NULL) {
+            if (depth == 160 || !PyObject_TypeCheck(node, va_type)) {
+                result = Py_NewRef(Py_None);
+                goto out;
+            }
+            stack[depth++] = node;
+            node = get_node(node, off_left);
+        }
+        rd_span sp;
+        int from_tree = 0;
+        if (depth > 0) {
+            PyObject *top = stack[depth - 1];
+            if (!u64_of(SLOT(top, off_start), &sp.s) || !u64_of(SLOT(top, off_end), &sp.e)) {
+                result = Py_NewRef(Py_None);
+                goto out;
+            }
+            from_tree = pi >= np || rd_span_cmp(&sp, &pooled[pi]) <= 0;
+            if (from_tree) {
+                depth--;
+                node = get_node(top, off_right);
+            }
+        }
+        if (!from_tree) {
+            if (pi >= np) break; /* both done */
+            sp = pooled[pi++];
+        }
+        if (have && ce == sp.s) {
+            ce = sp.e;
+            continue;
+        }
+        if (have && (found = rd_decides(&f, cs, ce)) >= 0) break;
+        cs = sp.s;
+        ce = sp.e;
+        have = 1;
+    }
+    if (found < 0 && have) found = rd_decides(&f, cs, ce);
+    result = Py_NewRef(found > 0 ? Py_True : Py_False);
+out:
+    PyMem_Free(pooled);
+    return result;
+}
 
 /* ======================================================= end of replay divergence section */

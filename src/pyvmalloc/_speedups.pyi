@@ -135,3 +135,15 @@ def next_alloc_in(table: object, i: int, lo: int, start: int, size: int, limit: 
 def untouched(table: object, first: int, stop: int, start: int, size: int, /) -> bool | None: ...
 def prev_of_task(table: object, i: int, lookback: int, /) -> int: ...
 def last_alloc_at(table: object, i: int, addr: int, lookback: int, /) -> int: ...
+def shrink_fit(
+    root: Any,
+    nodes: list[Any],
+    vstart: int,
+    vend: int,
+    size: int,
+    align: int,
+    length: int,
+    mask: int,
+    addr: int,
+    /,
+) -> bool | None: ...

@@ -14,11 +14,13 @@ replay with and without them is compared by tests/trace/test_replay_batch.py.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pyvmalloc.config import PAGE_SIZE
 from pyvmalloc.trace import replay as replay_mod
 from pyvmalloc.trace.events import AllocVmapArea, FreeVmapAreaNoflush, PurgeVmapAreaLazy
 from pyvmalloc.trace.parse import parse_trace
@@ -169,3 +171,40 @@ def test_purge_look_ahead() -> None:
     _table, purge_at, busy = rd.event_table(evs)
     assert purge_at == [2, 4, 7]
     assert busy == {2: 0, 4: -1, 7: 6}
+
+
+@pytest.mark.parametrize("cap", CAPTURES[::3], ids=[c.name for c in CAPTURES[::3]])
+def test_shrink_fit_equals_the_python(cap: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``shrink_fit`` (the walk of :meth:`Replayer._fits_unpooled`) against the Python
+    walk, at every tenth divergence of a replay with the model's state then, for the
+    kernel's request and variants of it (other alignments, sizes, ranges)."""
+    trace, snap, meta = load_capture(cap)
+    rp = Replayer(parse_vmallocinfo(snap), profile="6.18", cpus=2)
+    rp._infer_pools = meta.get("drop_caches") is False and rp.trace_driven
+    events = replay_mod._events_after_snapshot(parse_trace(trace), rp.result)
+    explain = Replayer._explain
+    outcomes: list[bool] = []
+    calls = [0]
+
+    def compare(self: Replayer, ev: AllocVmapArea, *args: Any) -> Any:
+        calls[0] += 1
+        if calls[0] % 10 == 0 and not ev.failed and rp.space.nr_vmap_nodes > 1:
+            vs, ve = ev.vstart, ev.vend
+            for v in (
+                ev,
+                dataclasses.replace(ev, align=4 * PAGE_SIZE),
+                dataclasses.replace(ev, size=8 * ev.size),
+                dataclasses.replace(ev, vstart=ev.addr, align=PAGE_SIZE),
+                dataclasses.replace(ev, vstart=vs + (ve - vs) // 2),
+            ):
+                got = self._fits_unpooled(v)
+                with monkeypatch.context() as m:
+                    m.setattr(replay_mod, "_rd", None)
+                    assert got == self._fits_unpooled(v)
+                outcomes.append(got)
+        return explain(self, ev, *args)
+
+    monkeypatch.setattr(Replayer, "_explain", compare)
+    rp.run(events)
+    if rp.space.nr_vmap_nodes > 1 and calls[0] >= 10:
+        assert outcomes

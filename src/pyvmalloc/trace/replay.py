@@ -1500,7 +1500,19 @@ class Replayer:
             return False
         if self._in_race_window(ev.timestamp) or self.space.nr_vmap_nodes < 2:
             return False
+        return self._fits_unpooled(ev)
+
+    def _fits_unpooled(self, ev: AllocVmapArea) -> bool:
+        """Whether the lowest fit of ``ev`` in the model's free blocks and pooled
+        areas together (as if every pool were decayed) is at the kernel's address."""
         space = self.space
+        length = ev.size + ev.align - 1 if ev.align > PAGE_SIZE else ev.size
+        mask = ~(ev.align - 1) & space.ulong_max
+        if _rd is not None:  # the same walk, compiled
+            args = (ev.vstart, ev.vend, ev.size, ev.align, length, mask, ev.addr)
+            fits = _rd.shrink_fit(space.free.root, space.nodes, *args)
+            if fits is not None:
+                return bool(fits)
         # The free blocks ascending (from the tree, lazily) merged with the pooled
         # areas (sorted): touching spans form one range; the first range the search
         # length fits in decides, so the walk stops there.
@@ -1512,8 +1524,6 @@ class Replayer:
         ]
         pooled.sort()
         spans = heapq.merge(((va.va_start, va.va_end) for va in space.free_areas()), pooled)
-        length = ev.size + ev.align - 1 if ev.align > PAGE_SIZE else ev.size
-        mask = ~(ev.align - 1) & space.ulong_max
 
         def decides(start: int, end: int) -> bool | None:
             lo = max(start, ev.vstart)
