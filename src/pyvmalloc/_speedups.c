@@ -7791,16 +7791,26 @@ typedef struct {
 typedef struct {
     PyObject *events; /* the list, as it was packed */
     Py_ssize_t n;
+    /* the successful allocations alone: their addrs and positions, and for each
+     * position k (and n) the first of them at or after k */
+    uint64_t *alloc_addr;
+    Py_ssize_t *alloc_pos, *alloc_from;
     rd_row rows[];
 } rd_table;
 
 static const char *rd_capsule_name = "pyvmalloc._speedups.event_table";
 
+static void rd_table_free_mem(rd_table *t) {
+    Py_XDECREF(t->events);
+    PyMem_Free(t->alloc_addr);
+    PyMem_Free(t->alloc_pos);
+    PyMem_Free(t->alloc_from);
+    PyMem_Free(t);
+}
+
 static void rd_table_free(PyObject *cap) {
     rd_table *t = PyCapsule_GetPointer(cap, rd_capsule_name);
-    if (t == NULL) return;
-    Py_XDECREF(t->events);
-    PyMem_Free(t);
+    if (t != NULL) rd_table_free_mem(t);
 }
 
 /* The table of `o` (a capsule from event_table), or NULL with an exception. */
@@ -7845,13 +7855,22 @@ static PyObject *rd_event_table(PyObject *self, PyObject *const *args, Py_ssize_
     if (t == NULL) return PyErr_NoMemory();
     t->events = NULL;
     t->n = n;
+    t->alloc_addr = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(uint64_t));
+    t->alloc_pos = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));
+    t->alloc_from = PyMem_Malloc((size_t)(n + 1) * sizeof(Py_ssize_t));
+    Py_ssize_t na = 0;
     PyObject *purge_at = PyList_New(0), *busy = PyDict_New(), *cap = NULL, *out = NULL;
+    if (t->alloc_addr == NULL || t->alloc_pos == NULL || t->alloc_from == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
     if (purge_at == NULL || busy == NULL) goto fail;
     Py_ssize_t prev = -1;
     for (Py_ssize_t k = 0; k < n; k++) {
         PyObject *e = PyList_GET_ITEM(events, k);
         PyTypeObject *tp = Py_TYPE(e);
         rd_row *r = &t->rows[k];
+        t->alloc_from[k] = na;
         int c = tp == ev_alloc_t ? 0 : tp == ev_free_t ? 1 : tp == ev_purge_t ? 2 : -1;
         if (c < 0) goto decline;
         PyObject *ts = SLOT(e, off_hdr[c][4]), *task = SLOT(e, off_hdr[c][0]);
@@ -7872,6 +7891,10 @@ static PyObject *rd_event_table(PyObject *self, PyObject *const *args, Py_ssize_
             if (!bad && (!u64_of(SLOT(e, off_alloc[0]), &r->addr) ||
                          !u64_of(SLOT(e, off_alloc[1]), &r->size)))
                 goto decline;
+            if (!bad) {
+                t->alloc_addr[na] = r->addr;
+                t->alloc_pos[na++] = k;
+            }
         } else if (c == 1) {
             r->kind = RD_FREE;
             if (!u64_of(SLOT(e, off_free[0]), &r->addr)) goto decline;
@@ -7892,12 +7915,15 @@ static PyObject *rd_event_table(PyObject *self, PyObject *const *args, Py_ssize_
             prev = k;
         }
     }
+    t->alloc_from[n] = na;
     Py_INCREF(events);
     t->events = events;
     cap = PyCapsule_New(t, rd_capsule_name, rd_table_free);
     if (cap == NULL) {
-        Py_DECREF(events);
-        goto fail;
+        rd_table_free_mem(t);
+        Py_DECREF(purge_at);
+        Py_DECREF(busy);
+        return NULL;
     }
     out = PyTuple_Pack(3, cap, purge_at, busy);
     Py_DECREF(cap);
@@ -7905,12 +7931,12 @@ static PyObject *rd_event_table(PyObject *self, PyObject *const *args, Py_ssize_
     Py_DECREF(busy);
     return out;
 decline:
-    PyMem_Free(t);
+    rd_table_free_mem(t);
     Py_XDECREF(purge_at);
     Py_XDECREF(busy);
     Py_RETURN_NONE;
 fail:
-    PyMem_Free(t);
+    rd_table_free_mem(t);
     Py_XDECREF(purge_at);
     Py_XDECREF(busy);
     return NULL;
@@ -7982,10 +8008,9 @@ static PyObject *rd_next_alloc_in(PyObject *self, PyObject *const *args, Py_ssiz
     u128 hi = (u128)start + size;
     Py_ssize_t stop = i + 1 + (limit > 0 ? limit : 0);
     if (stop > t->n) stop = t->n;
-    for (Py_ssize_t k = i + 1; k < stop; k++) {
-        const rd_row *o = &t->rows[k];
-        if (o->kind == RD_ALLOC && lo <= o->addr && o->addr < hi) return PyLong_FromSsize_t(k);
-    }
+    const uint64_t *addr = t->alloc_addr;
+    for (Py_ssize_t m = t->alloc_from[i + 1], end = t->alloc_from[stop]; m < end; m++)
+        if (lo <= addr[m] && addr[m] < hi) return PyLong_FromSsize_t(t->alloc_pos[m]);
     return PyLong_FromLong(-1);
 }
 
