@@ -7795,6 +7795,7 @@ typedef struct {
      * position k (and n) the first of them at or after k */
     uint64_t *alloc_addr;
     Py_ssize_t *alloc_pos, *alloc_from;
+    int64_t *pid; /* each row's pid again, side by side for the task walks */
     rd_row rows[];
 } rd_table;
 
@@ -7805,6 +7806,7 @@ static void rd_table_free_mem(rd_table *t) {
     PyMem_Free(t->alloc_addr);
     PyMem_Free(t->alloc_pos);
     PyMem_Free(t->alloc_from);
+    PyMem_Free(t->pid);
     PyMem_Free(t);
 }
 
@@ -7858,9 +7860,10 @@ static PyObject *rd_event_table(PyObject *self, PyObject *const *args, Py_ssize_
     t->alloc_addr = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(uint64_t));
     t->alloc_pos = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));
     t->alloc_from = PyMem_Malloc((size_t)(n + 1) * sizeof(Py_ssize_t));
+    t->pid = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int64_t));
     Py_ssize_t na = 0;
     PyObject *purge_at = PyList_New(0), *busy = PyDict_New(), *cap = NULL, *out = NULL;
-    if (t->alloc_addr == NULL || t->alloc_pos == NULL || t->alloc_from == NULL) {
+    if (t->alloc_addr == NULL || t->alloc_pos == NULL || t->alloc_from == NULL || t->pid == NULL) {
         PyErr_NoMemory();
         goto fail;
     }
@@ -7879,6 +7882,7 @@ static PyObject *rd_event_table(PyObject *self, PyObject *const *args, Py_ssize_
             goto decline;
         r->ts = PyFloat_AS_DOUBLE(ts);
         r->task = task;
+        t->pid[k] = r->pid;
         r->addr = r->size = 0;
         if (c == 0) {
             PyObject *failed = SLOT(e, off_alloc[5]);
@@ -8053,10 +8057,11 @@ static PyObject *rd_prev_of_task(PyObject *self, PyObject *const *args, Py_ssize
         return NULL;
     }
     const rd_row *rows = t->rows, *ev = &rows[i];
+    const int64_t *pid = t->pid, want = ev->pid;
     Py_ssize_t low = i - 1 - back;
     if (low < -1) low = -1;
     for (Py_ssize_t j = i - 1; j > low; j--)
-        if (rd_same_task(&rows[j], ev)) return PyLong_FromSsize_t(j);
+        if (pid[j] == want && rd_same_task(&rows[j], ev)) return PyLong_FromSsize_t(j);
     if (PyErr_Occurred()) return NULL;
     return PyLong_FromLong(-1);
 }
@@ -8073,10 +8078,12 @@ static PyObject *rd_last_alloc_at(PyObject *self, PyObject *const *args, Py_ssiz
     if (back == -1 && PyErr_Occurred()) return NULL;
     if (!u64_of(args[2], &addr)) return PyLong_FromLong(-2);
     if (i > t->n) i = t->n;
+    if (i < 0) i = 0;
     Py_ssize_t low = i - back;
     if (low < 0) low = 0;
-    for (Py_ssize_t k = i - 1; k >= low; k--)
-        if (t->rows[k].kind == RD_ALLOC && t->rows[k].addr == addr) return PyLong_FromSsize_t(k);
+    if (low > i) low = i;
+    for (Py_ssize_t m = t->alloc_from[i] - 1, first = t->alloc_from[low]; m >= first; m--)
+        if (t->alloc_addr[m] == addr) return PyLong_FromSsize_t(t->alloc_pos[m]);
     return PyLong_FromLong(-1);
 }
 

@@ -208,3 +208,23 @@ def test_shrink_fit_equals_the_python(cap: Path, monkeypatch: pytest.MonkeyPatch
     rp.run(events)
     if rp.space.nr_vmap_nodes > 1 and calls[0] >= 10:
         assert outcomes
+
+
+def test_record_passes_the_mismatch_fields_in_order() -> None:
+    """``Replayer._record`` builds each Mismatch positionally: the fields' order."""
+    names = [f.name for f in dataclasses.fields(replay_mod.Mismatch)]
+    assert names[:13] == [
+        "line",
+        "kernel",
+        "model",
+        "size",
+        "align",
+        "cpu",
+        "vstart",
+        "vend",
+        "model_reason",
+        "kernel_location",
+        "cause_class",
+        "cause",
+        "cause_key",
+    ]
