@@ -7826,6 +7826,11 @@ static inline int rd_same_task(const rd_row *a, const rd_row *b) {
 }
 
 static inline int rd_i64(PyObject *o, int64_t *out) {
+    uint64_t u;
+    if (u64_of(o, &u) && u <= (uint64_t)INT64_MAX) { /* the usual case, inline */
+        *out = (int64_t)u;
+        return 1;
+    }
     if (o == NULL || !PyLong_CheckExact(o)) return 0;
     int over = 0;
     long long v = PyLong_AsLongLongAndOverflow(o, &over);
