@@ -58,6 +58,7 @@ _WHOLE_OPERATIONS = (
     "prev_of_task",
     "last_alloc_at",
     "shrink_fit",
+    "cpu_before",
 )
 
 #: Set (to anything but "" or "0") to force the pure-Python reference.

@@ -4009,6 +4009,7 @@ static PyObject *rd_untouched(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rd_prev_of_task(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rd_last_alloc_at(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rd_shrink_fit(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rd_cpu_before(PyObject *, PyObject *const *, Py_ssize_t);
 
 static PyMethodDef methods[] = {
     /* whole operations (speedcore) */
@@ -4134,6 +4135,8 @@ static PyMethodDef methods[] = {
      "last_alloc_at(table, i, addr, lookback) -> k | -1 | -2"},
     {"shrink_fit", (PyCFunction)(void (*)(void))rd_shrink_fit, METH_FASTCALL,
      "shrink_fit(root, nodes, vstart, vend, size, align, length, mask, addr) -> bool | None"},
+    {"cpu_before", (PyCFunction)(void (*)(void))rd_cpu_before, METH_FASTCALL,
+     "cpu_before(table, i, ev, lookback, off_cpu) -> cpu | -1 | -2"},
 
     /* (separator: keep) */
     {NULL, NULL, 0, NULL}};
@@ -8092,6 +8095,42 @@ static PyObject *rd_last_alloc_at(PyObject *self, PyObject *const *args, Py_ssiz
     return PyLong_FromLong(-1);
 }
 
+
+/* cpu_before(table, i, ev, lookback, off_cpu) -> cpu | -1 | -2: _cpu_before_at for
+ * events[i] (which must be ev, else -2): the CPU of the same task's previous event of
+ * the `lookback` before it when that CPU differs and that event was traced with a
+ * reschedule pending (its flags' second column not '.') or `off_cpu` seconds or more
+ * before; -1 otherwise. */
+static PyObject *rd_cpu_before(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t i;
+    rd_table *t = rd_args(args, nargs, 5, "cpu_before(table, i, ev, lookback, off_cpu)", &i);
+    if (t == NULL) return NULL;
+    Py_ssize_t back = PyLong_AsSsize_t(args[3]);
+    double off_cpu = PyFloat_AsDouble(args[4]);
+    if ((back == -1 || off_cpu == -1.0) && PyErr_Occurred()) return NULL;
+    if (i < 0 || i >= t->n || PyList_GET_SIZE(t->events) != t->n ||
+        PyList_GET_ITEM(t->events, i) != args[2])
+        return PyLong_FromLong(-2);
+    const rd_row *rows = t->rows, *ev = &rows[i];
+    const int64_t *pid = t->pid, want = ev->pid;
+    Py_ssize_t low = i - 1 - back;
+    if (low < -1) low = -1;
+    for (Py_ssize_t j = i - 1; j > low; j--) {
+        if (pid[j] != want || !rd_same_task(&rows[j], ev)) continue;
+        const rd_row *o = &rows[j];
+        if (o->cpu == ev->cpu) return PyLong_FromLong(-1); /* not moved */
+        if (o->cpu < 0) return PyLong_FromLong(-2);
+        PyObject *other = PyList_GET_ITEM(t->events, j);
+        int c = o->kind == RD_FREE ? 1 : o->kind == RD_PURGE ? 2 : 0;
+        PyObject *flags = SLOT(other, off_hdr[c][3]);
+        if (flags == NULL || !PyUnicode_CheckExact(flags)) return PyLong_FromLong(-2);
+        int resched = PyUnicode_GET_LENGTH(flags) > 1 && PyUnicode_ReadChar(flags, 1) != '.';
+        int slept = ev->ts - o->ts >= off_cpu;
+        return PyLong_FromLongLong(resched || slept ? o->cpu : -1);
+    }
+    if (PyErr_Occurred()) return NULL;
+    return PyLong_FromLong(-1);
+}
 
 /* --- _shrinker_explains: the lowest fit with every pool back in the tree ------------ */
 typedef struct {

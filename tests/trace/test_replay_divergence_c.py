@@ -78,8 +78,9 @@ def test_scans_equal_the_python(cap: Path, monkeypatch: pytest.MonkeyPatch) -> N
     for i in allocs[::step]:
         ev = events[i]
         rp._index = i
-        # _cpu_before_at: the same task's previous event
+        # _cpu_before(_at): the same task's previous event
         assert rp._cpu_before_at(i) == _python(rp, lambda: rp._cpu_before_at(i))  # noqa: B023
+        assert rp._cpu_before(ev) == _python(rp, lambda: rp._cpu_before(ev))  # noqa: B023
         back = [
             k
             for k in range(i - 1, max(-1, i - 1 - MIGRATION_LOOKBACK), -1)

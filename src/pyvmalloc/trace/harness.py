@@ -583,7 +583,7 @@ class TraceHarness:
             return
         # Busy areas are disjoint: the one at va's start is va (one compiled call).
         if space.find_unlink_vmap_area(va.va_start) is not va:
-            raise InvariantError(f"{va!r} is not in any busy tree")
+            raise InvariantError(f"{va!r} is not the busy area at its start")
         va.vm = None
         if from_pool:
             space.pools.push_head(space.nodes[cpu % space.nr_vmap_nodes], va)

@@ -921,6 +921,10 @@ class Replayer:
         was rescheduled onto another CPU in between."""
         events = self._events
         i = self._index
+        if self._table is not None:  # the walk and the test below in one compiled call
+            cpu = _rd.cpu_before(self._table, i, ev, MIGRATION_LOOKBACK, MIGRATION_OFF_CPU)
+            if cpu != -2:
+                return None if cpu < 0 else cpu % self.cpus
         if not (0 <= i < len(events)) or events[i] is not ev:
             return None  # not the event being replayed (a reordered one)
         return self._cpu_before_at(i)
