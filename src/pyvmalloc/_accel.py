@@ -59,6 +59,7 @@ _WHOLE_OPERATIONS = (
     "last_alloc_at",
     "shrink_fit",
     "cpu_before",
+    "where_tree",
 )
 
 #: Set (to anything but "" or "0") to force the pure-Python reference.

@@ -4010,6 +4010,7 @@ static PyObject *rd_prev_of_task(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rd_last_alloc_at(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rd_shrink_fit(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rd_cpu_before(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rd_where_tree(PyObject *, PyObject *const *, Py_ssize_t);
 
 static PyMethodDef methods[] = {
     /* whole operations (speedcore) */
@@ -4137,6 +4138,8 @@ static PyMethodDef methods[] = {
      "shrink_fit(root, nodes, vstart, vend, size, align, length, mask, addr) -> bool | None"},
     {"cpu_before", (PyCFunction)(void (*)(void))rd_cpu_before, METH_FASTCALL,
      "cpu_before(table, i, ev, lookback, off_cpu) -> cpu | -1 | -2"},
+    {"where_tree", (PyCFunction)(void (*)(void))rd_where_tree, METH_FASTCALL,
+     "where_tree(space, parked, parked_starts, addr) -> loc | False | None"},
 
     /* (separator: keep) */
     {NULL, NULL, 0, NULL}};
@@ -8130,6 +8133,103 @@ static PyObject *rd_cpu_before(PyObject *self, PyObject *const *args, Py_ssize_t
     }
     if (PyErr_Occurred()) return NULL;
     return PyLong_FromLong(-1);
+}
+
+/* --- _where's tree lookups --------------------------------------------------------- */
+/* The node of a tree of disjoint ranges that holds addr (NULL: none; -1 in *bad when
+ * a node is not a plain VmapArea). */
+static PyObject *rd_holding(PyObject *root, uint64_t addr, int *bad) {
+    PyObject *node = get_node(root, off_root);
+    uint64_t s, e;
+    while (node != NULL) {
+        if (Py_TYPE(node) != va_type || !u64_of(SLOT(node, off_start), &s) ||
+            !u64_of(SLOT(node, off_end), &e)) {
+            *bad = 1;
+            return NULL;
+        }
+        if (addr < s)
+            node = get_node(node, off_left);
+        else if (addr >= e)
+            node = get_node(node, off_right);
+        else
+            return node;
+    }
+    return NULL;
+}
+
+/* (kind, obj or (obj.va_start, obj.va_end), -1, -1); kind an interned name, kept */
+static PyObject *rd_loc(PyObject **kind, const char *name, PyObject *obj, int pair) {
+    if (*kind == NULL && (*kind = PyUnicode_InternFromString(name)) == NULL) return NULL;
+    PyObject *o = obj, *out;
+    if (pair && !(o = PyTuple_Pack(2, SLOT(obj, off_start), SLOT(obj, off_end)))) return NULL;
+    out = PyTuple_Pack(4, *kind, o, minus_one, minus_one);
+    if (pair) Py_DECREF(o);
+    return out;
+}
+static PyObject *rd_s_free = NULL, *rd_s_busy = NULL, *rd_s_parked = NULL;
+
+/* where_tree(space, parked, parked_starts, addr) -> loc | False | None: the first
+ * three of Replayer._where's lookups (the free tree, every node's busy tree, the
+ * beliefs' parked ranges) as ("free", (start, end), -1, -1), ("busy", va, -1, -1) or
+ * ("parked", (start, end), -1, -1); False when none holds addr; None when the space or
+ * a value is not one this mirrors (the Python lookups then run). */
+static PyObject *rd_where_tree(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyDict_Check(args[1]) || !PyList_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "where_tree(space, parked: dict, parked_starts: list, addr)");
+        return NULL;
+    }
+    uint64_t addr;
+    if (minus_one == NULL || !u64_of(args[3], &addr)) Py_RETURN_NONE;
+    ctx_t c;
+    int rc = ctx_get_ex(args[0], &c, 0);
+    if (rc < 0) return NULL;
+    if (rc == 0) Py_RETURN_NONE;
+    PyObject *out = NULL, *hit;
+    int bad = 0;
+    if ((hit = rd_holding(c.root, addr, &bad)) != NULL) {
+        out = rd_loc(&rd_s_free, "free", hit, 1);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < c.n && !bad; i++)
+        if ((hit = rd_holding(PyTuple_GET_ITEM(c.busy, i), addr, &bad)) != NULL) {
+            out = rd_loc(&rd_s_busy, "busy", hit, 0);
+            goto done;
+        }
+    if (bad) goto decline;
+    if (PyDict_GET_SIZE(args[1]) > 0) {
+        /* bisect_right(parked_starts, addr) - 1, then that range if it holds addr */
+        PyObject *starts = args[2];
+        Py_ssize_t lo = 0, hi = PyList_GET_SIZE(starts);
+        while (lo < hi) {
+            Py_ssize_t mid = lo + (hi - lo) / 2;
+            uint64_t v;
+            if (!u64_of(PyList_GET_ITEM(starts, mid), &v)) goto decline;
+            if (addr < v)
+                hi = mid;
+            else
+                lo = mid + 1;
+        }
+        if (lo > 0) {
+            PyObject *va = PyDict_GetItemWithError(args[1], PyList_GET_ITEM(starts, lo - 1));
+            uint64_t e;
+            if (va == NULL) {
+                if (PyErr_Occurred()) goto done;
+                goto decline; /* not as the beliefs keep them */
+            }
+            if (Py_TYPE(va) != va_type || !u64_of(SLOT(va, off_end), &e)) goto decline;
+            if (addr < e) {
+                out = rd_loc(&rd_s_parked, "parked", va, 1);
+                goto done;
+            }
+        }
+    }
+    out = Py_NewRef(Py_False);
+    goto done;
+decline:
+    out = Py_NewRef(Py_None);
+done:
+    ctx_release(&c);
+    return out;
 }
 
 /* --- _shrinker_explains: the lowest fit with every pool back in the tree ------------ */

@@ -175,20 +175,32 @@ def test_purge_look_ahead() -> None:
 
 
 @pytest.mark.parametrize("cap", CAPTURES[::3], ids=[c.name for c in CAPTURES[::3]])
-def test_shrink_fit_equals_the_python(cap: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``shrink_fit`` (the walk of :meth:`Replayer._fits_unpooled`) against the Python
-    walk, at every tenth divergence of a replay with the model's state then, for the
-    kernel's request and variants of it (other alignments, sizes, ranges)."""
+def test_divergence_state_twins_equal_the_python(
+    cap: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``where_tree`` (:meth:`Replayer._where_tree`) at every divergence of a replay,
+    at and around the kernel's address, and ``shrink_fit`` (the walk of
+    :meth:`Replayer._fits_unpooled`) at every tenth, for the kernel's request and
+    variants of it (other alignments, sizes, ranges), against the Python with the
+    model's state then."""
     trace, snap, meta = load_capture(cap)
     rp = Replayer(parse_vmallocinfo(snap), profile="6.18", cpus=2)
     rp._infer_pools = meta.get("drop_caches") is False and rp.trace_driven
     events = replay_mod._events_after_snapshot(parse_trace(trace), rp.result)
     explain = Replayer._explain
     outcomes: list[bool] = []
+    kinds: list[str] = []
     calls = [0]
 
     def compare(self: Replayer, ev: AllocVmapArea, *args: Any) -> Any:
         calls[0] += 1
+        # _where's tree lookups (where_tree) at and around the kernel's address
+        if not ev.failed:
+            for addr in (ev.addr, ev.addr + ev.size, max(0, ev.addr - 1), ev.addr + 1):
+                got = _rd_where(self, addr)
+                assert got is not None
+                assert got == self._where_tree(addr)
+                kinds.append(got[0] if got else "")
         if calls[0] % 10 == 0 and not ev.failed and rp.space.nr_vmap_nodes > 1:
             vs, ve = ev.vstart, ev.vend
             for v in (
@@ -209,6 +221,12 @@ def test_shrink_fit_equals_the_python(cap: Path, monkeypatch: pytest.MonkeyPatch
     rp.run(events)
     if rp.space.nr_vmap_nodes > 1 and calls[0] >= 10:
         assert outcomes
+    assert not calls[0] or "free" in kinds
+
+
+def _rd_where(rp: Replayer, addr: int) -> Any:
+    b = rp.beliefs
+    return rd.where_tree(rp.space, b.parked, b._parked_starts, addr)
 
 
 def test_record_passes_the_mismatch_fields_in_order() -> None:

@@ -1733,10 +1733,9 @@ class Replayer:
             return f"{'being purged' if kind == 'purging' else kind} {r}"
         return "nowhere"
 
-    def _where(self, addr: int, size: int) -> tuple[str, object, int, int]:
-        """Where the model keeps ``addr``: (kind, area or block, node, pool position).
-
-        The structures are disjoint; the cheap lookups come first."""
+    def _where_tree(self, addr: int) -> tuple[str, object, int, int] | bool:
+        """:meth:`_where` in the free tree, the busy trees and the parked ranges
+        (False: in none of them)."""
         space = self.space
         blk = space.free.pvm_find_va_enclose_addr(addr)
         if blk is not None and blk.va_start <= addr < blk.va_end:
@@ -1747,6 +1746,21 @@ class Replayer:
         parked = self.beliefs.parked_at(addr) if self.beliefs.parked else None
         if parked is not None:
             return "parked", (parked.va_start, parked.va_end), -1, -1
+        return False
+
+    def _where(self, addr: int, size: int) -> tuple[str, object, int, int]:
+        """Where the model keeps ``addr``: (kind, area or block, node, pool position).
+
+        The structures are disjoint; the cheap lookups come first."""
+        space = self.space
+        b = self.beliefs
+        found: tuple[str, object, int, int] | bool | None = None
+        if _rd is not None:  # the trees and the parked ranges in one compiled call
+            found = _rd.where_tree(space, b.parked, b._parked_starts, addr)
+        if found is None:
+            found = self._where_tree(addr)
+        if isinstance(found, tuple):
+            return found
         idx = pool_class(size)
         for vn in space.nodes:
             pool = vn.pools.get(idx)
