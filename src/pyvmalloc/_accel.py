@@ -60,6 +60,7 @@ _WHOLE_OPERATIONS = (
     "shrink_fit",
     "cpu_before",
     "where_tree",
+    "undo_alloc",
 )
 
 #: Set (to anything but "" or "0") to force the pure-Python reference.

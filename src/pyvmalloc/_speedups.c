@@ -4011,6 +4011,7 @@ static PyObject *rd_last_alloc_at(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rd_shrink_fit(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rd_cpu_before(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rd_where_tree(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rd_undo_alloc(PyObject *, PyObject *const *, Py_ssize_t);
 
 static PyMethodDef methods[] = {
     /* whole operations (speedcore) */
@@ -4140,6 +4141,8 @@ static PyMethodDef methods[] = {
      "cpu_before(table, i, ev, lookback, off_cpu) -> cpu | -1 | -2"},
     {"where_tree", (PyCFunction)(void (*)(void))rd_where_tree, METH_FASTCALL,
      "where_tree(space, parked, parked_starts, addr) -> loc | False | None"},
+    {"undo_alloc", (PyCFunction)(void (*)(void))rd_undo_alloc, METH_FASTCALL,
+     "undo_alloc(space, va) -> True | False | None"},
 
     /* (separator: keep) */
     {NULL, NULL, 0, NULL}};
@@ -8133,6 +8136,49 @@ static PyObject *rd_cpu_before(PyObject *self, PyObject *const *args, Py_ssize_t
     }
     if (PyErr_Occurred()) return NULL;
     return PyLong_FromLong(-1);
+}
+
+/* undo_alloc(space, va) -> True | False | None: TraceHarness.undo_alloc for an area
+ * the tree gave (not a pool head): va out of its busy tree (find_unlink_vmap_area),
+ * its vm cleared, back into the free tree (merge_or_add_vmap_area_augment), one
+ * allocation less in the stats. False: the busy area at va's start was another one
+ * (now unlinked, as the reference leaves it; the caller raises). None: nothing
+ * changed, the caller runs the reference. */
+static PyObject *rd_undo_alloc(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "undo_alloc(space, va)");
+        return NULL;
+    }
+    static PyObject *s_vm = NULL;
+    if (!s_vm && !(s_vm = PyUnicode_InternFromString("vm"))) return NULL;
+    PyObject *space = args[0], *va = args[1], *result = NULL;
+    ctx_t c;
+    int rc = ctx_get_ex(space, &c, 1);
+    if (rc < 0) return NULL;
+    if (rc == 0) Py_RETURN_NONE;
+    if (Py_TYPE(va) != va_type || SLOT(va, off_start) == NULL) {
+        result = Py_NewRef(Py_None);
+        goto out;
+    }
+    PyObject *fa[2] = {space, SLOT(va, off_start)};
+    PyObject *found = sp_find_unlink_vmap_area(NULL, fa, 2);
+    if (found == NULL) goto out;
+    if (found == Py_None) {
+        result = found; /* declined: nothing changed */
+        goto out;
+    }
+    Py_DECREF(found);
+    if (found != va) {
+        result = Py_NewRef(Py_False);
+        goto out;
+    }
+    if (PyObject_SetAttr(va, s_vm, Py_None) < 0 || merge_back(&c, va) < 0 ||
+        d_add(c.stats_d, s_allocs, -1) < 0)
+        goto out;
+    result = Py_NewRef(Py_True);
+out:
+    ctx_release(&c);
+    return result;
 }
 
 /* --- _where's tree lookups --------------------------------------------------------- */

@@ -7,8 +7,13 @@ against the Replayer's Python loops, on every bundled capture.
 :meth:`Replayer._untouched`, :meth:`Replayer._cpu_before_at` and
 :meth:`Replayer._head_moved_explains` walk the event objects. Each is compared with
 the Python at every allocation of a capture (at most a few hundred, spread over it),
-for the event's own range and wider ones, and with the table taken away. The whole
-replay with and without them is compared by tests/trace/test_replay_batch.py.
+for the event's own range and wider ones, and with the table taken away;
+``cpu_before`` stands in for :meth:`Replayer._cpu_before` the same way. During
+replays, ``where_tree`` (:meth:`Replayer._where_tree`) and ``shrink_fit``
+(:meth:`Replayer._fits_unpooled`) are compared with the Python on the model's state
+at each divergence, and ``undo_alloc`` (:meth:`TraceHarness.undo_alloc`) on a
+harness. The whole replay with and without them is compared by
+tests/trace/test_replay_batch.py.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ from typing import Any
 import pytest
 
 from pyvmalloc.config import PAGE_SIZE
+from pyvmalloc.errors import InvariantError
+from pyvmalloc.trace import harness as harness_mod
 from pyvmalloc.trace import replay as replay_mod
 from pyvmalloc.trace.events import AllocVmapArea, FreeVmapAreaNoflush, PurgeVmapAreaLazy
+from pyvmalloc.trace.harness import TraceHarness
 from pyvmalloc.trace.parse import parse_trace
 from pyvmalloc.trace.replay import (
     MIGRATION_LOOKBACK,
@@ -30,7 +38,7 @@ from pyvmalloc.trace.replay import (
     load_capture,
 )
 from pyvmalloc.trace.snapshot import parse_vmallocinfo
-from pyvmalloc.vmap.area import Decision
+from pyvmalloc.vmap.area import Decision, VmapArea
 
 rd = replay_mod._rd
 pytestmark = pytest.mark.skipif(rd is None, reason="needs the compiled accelerator")
@@ -247,3 +255,30 @@ def test_record_passes_the_mismatch_fields_in_order() -> None:
         "cause",
         "cause_key",
     ]
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_undo_alloc(compiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``TraceHarness.undo_alloc`` of a tree allocation gives the range back (counted
+    as one allocation less); an area that is not the busy one at its start is refused,
+    compiled or not."""
+    if not compiled:
+        monkeypatch.setattr(harness_mod, "_c_undo_alloc", None)
+    h = TraceHarness("6.18", cpus=2)
+    space = h.space
+    space.explain = True  # as the Replayer has it: the Decision says where it came from
+    vs, ve = space.vmalloc_start, space.vmalloc_end
+    free_before = [(va.va_start, va.va_end) for va in space.free_areas()]
+    allocs = space.stats.allocs
+    big = h.alloc(64 * PAGE_SIZE, PAGE_SIZE, vs, ve, 0)  # beyond the pools: from the tree
+    assert isinstance(big, VmapArea)
+    assert space.last_decision is not None and space.last_decision.source == "tree"
+    h.undo_alloc(big, False, 0)
+    assert [(va.va_start, va.va_end) for va in space.free_areas()] == free_before
+    assert space.stats.allocs == allocs
+    assert big.vm is None and space.find_vmap_area(big.va_start) is None
+    other = h.alloc(64 * PAGE_SIZE, PAGE_SIZE, vs, ve, 0)
+    assert isinstance(other, VmapArea)
+    impostor = VmapArea(other.va_start, other.va_end)
+    with pytest.raises(InvariantError, match="not the busy area at its start"):
+        h.undo_alloc(impostor, False, 0)
