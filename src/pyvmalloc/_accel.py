@@ -55,6 +55,16 @@ _WHOLE_OPERATIONS = (
     "stamp",
     "insert_from",
     # replay divergence (rdiverge)
+    "event_table",
+    "lock_order_next",
+    "next_alloc_in",
+    "untouched",
+    "prev_of_task",
+    "last_alloc_at",
+    "shrink_fit",
+    "cpu_before",
+    "where_tree",
+    "undo_alloc",
 )
 
 #: Set (to anything but "" or "0") to force the pure-Python reference.

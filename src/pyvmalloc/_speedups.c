@@ -4006,6 +4006,16 @@ static PyObject *rp_stamp(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rp_insert_from(PyObject *, PyObject *const *, Py_ssize_t);
 
 /* replay divergence (rdiverge) declarations */
+static PyObject *rd_event_table(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rd_lock_order_next(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rd_next_alloc_in(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rd_untouched(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rd_prev_of_task(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rd_last_alloc_at(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rd_shrink_fit(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rd_cpu_before(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rd_where_tree(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rd_undo_alloc(PyObject *, PyObject *const *, Py_ssize_t);
 
 static PyMethodDef methods[] = {
     /* whole operations (speedcore) */
@@ -4125,6 +4135,26 @@ static PyMethodDef methods[] = {
 
     /* (separator: keep) */
     /* replay divergence (helper rdiverge): entries below */
+    {"event_table", (PyCFunction)(void (*)(void))rd_event_table, METH_FASTCALL,
+     "event_table(events) -> (table, purge positions, {purge: busy until}) | None"},
+    {"lock_order_next", (PyCFunction)(void (*)(void))rd_lock_order_next, METH_FASTCALL,
+     "lock_order_next(table, i, ev, start, size, events, seconds) -> j | -1 | -2"},
+    {"next_alloc_in", (PyCFunction)(void (*)(void))rd_next_alloc_in, METH_FASTCALL,
+     "next_alloc_in(table, i, lo, start, size, limit) -> j | -1 | -2"},
+    {"untouched", (PyCFunction)(void (*)(void))rd_untouched, METH_FASTCALL,
+     "untouched(table, first, stop, start, size) -> bool | None"},
+    {"prev_of_task", (PyCFunction)(void (*)(void))rd_prev_of_task, METH_FASTCALL,
+     "prev_of_task(table, i, lookback) -> j | -1"},
+    {"last_alloc_at", (PyCFunction)(void (*)(void))rd_last_alloc_at, METH_FASTCALL,
+     "last_alloc_at(table, i, addr, lookback) -> k | -1 | -2"},
+    {"shrink_fit", (PyCFunction)(void (*)(void))rd_shrink_fit, METH_FASTCALL,
+     "shrink_fit(root, nodes, vstart, vend, size, align, length, mask, addr) -> bool | None"},
+    {"cpu_before", (PyCFunction)(void (*)(void))rd_cpu_before, METH_FASTCALL,
+     "cpu_before(table, i, ev, lookback, off_cpu) -> cpu | -1 | -2"},
+    {"where_tree", (PyCFunction)(void (*)(void))rd_where_tree, METH_FASTCALL,
+     "where_tree(space, parked, parked_starts, addr) -> loc | False | None"},
+    {"undo_alloc", (PyCFunction)(void (*)(void))rd_undo_alloc, METH_FASTCALL,
+     "undo_alloc(space, va) -> True | False | None"},
 
     /* (separator: keep) */
     {NULL, NULL, 0, NULL}};
@@ -8194,6 +8224,663 @@ error:
 
 /*
  * replay divergence section (helper rdiverge)
+ *
+ * What Replayer does after a divergence looks at the events around the one being
+ * replayed: the other tasks' next events (_lock_order_race, _late_lock_order), what
+ * happened in between (_untouched), the same task's previous event (_cpu_before_at),
+ * the last allocation at an address (_head_moved_explains). event_table() packs the
+ * fields those scans read into one array, once per event list (and finds the purge
+ * events prepare() needs on the way); the scans below then walk that array instead of
+ * the event objects. Each returns exactly what its Python loop finds, or -2 when the
+ * table does not describe the events it was asked about (the caller's loop runs).
  */
+enum { RD_ALLOC = 0, RD_FAILED = 1, RD_FREE = 2, RD_PURGE = 3 };
+
+typedef struct {
+    uint64_t addr; /* an allocation's addr, a free's va_start */
+    uint64_t size; /* an allocation's size */
+    double ts;
+    int64_t pid;
+    int64_t cpu;
+    PyObject *task; /* borrowed: the list the table holds keeps every event alive */
+    int kind;
+} rd_row;
+
+typedef struct {
+    PyObject *events; /* the list, as it was packed */
+    Py_ssize_t n;
+    /* the successful allocations alone: their addrs and positions, and for each
+     * position k (and n) the first of them at or after k */
+    uint64_t *alloc_addr;
+    Py_ssize_t *alloc_pos, *alloc_from;
+    int64_t *pid; /* each row's pid again, side by side for the task walks */
+    rd_row rows[];
+} rd_table;
+
+static const char *rd_capsule_name = "pyvmalloc._speedups.event_table";
+
+static void rd_table_free_mem(rd_table *t) {
+    Py_XDECREF(t->events);
+    PyMem_Free(t->alloc_addr);
+    PyMem_Free(t->alloc_pos);
+    PyMem_Free(t->alloc_from);
+    PyMem_Free(t->pid);
+    PyMem_Free(t);
+}
+
+static void rd_table_free(PyObject *cap) {
+    rd_table *t = PyCapsule_GetPointer(cap, rd_capsule_name);
+    if (t != NULL) rd_table_free_mem(t);
+}
+
+/* The table of `o` (a capsule from event_table), or NULL with an exception. */
+static rd_table *rd_get(PyObject *o) { return PyCapsule_GetPointer(o, rd_capsule_name); }
+
+/* Whether rows a and b are the same task: `a.pid == b.pid and a.task == b.task`. */
+static inline int rd_same_task(const rd_row *a, const rd_row *b) {
+    if (a->pid != b->pid) return 0;
+    if (a->task == b->task) return 1;
+    return PyUnicode_Compare(a->task, b->task) == 0;
+}
+
+static inline int rd_i64(PyObject *o, int64_t *out) {
+    uint64_t u;
+    if (u64_of(o, &u) && u <= (uint64_t)INT64_MAX) { /* the usual case, inline */
+        *out = (int64_t)u;
+        return 1;
+    }
+    if (o == NULL || !PyLong_CheckExact(o)) return 0;
+    int over = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &over);
+    if (over || (v == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+/* event_table(events) -> (table, purge_at, busy_until) | None.
+ * purge_at: the positions of the purge events; busy_until: for each, the last event
+ * its CPU traced since the previous purge event (-1 if none): Replayer.prepare()'s
+ * look-ahead. None when an event is not exactly one of the three event classes or a
+ * field is not a plain value (the caller's Python then does it all). */
+static PyObject *rd_event_table(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 1 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "event_table(events: list)");
+        return NULL;
+    }
+    if (ev_alloc_t == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups.init_trace_events() was not called");
+        return NULL;
+    }
+    PyObject *events = args[0];
+    Py_ssize_t n = PyList_GET_SIZE(events);
+    rd_table *t = PyMem_Malloc(sizeof(rd_table) + (size_t)(n ? n : 1) * sizeof(rd_row));
+    if (t == NULL) return PyErr_NoMemory();
+    t->events = NULL;
+    t->n = n;
+    t->alloc_addr = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(uint64_t));
+    t->alloc_pos = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));
+    t->alloc_from = PyMem_Malloc((size_t)(n + 1) * sizeof(Py_ssize_t));
+    t->pid = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int64_t));
+    Py_ssize_t na = 0;
+    PyObject *purge_at = PyList_New(0), *busy = PyDict_New(), *cap = NULL, *out = NULL;
+    if (t->alloc_addr == NULL || t->alloc_pos == NULL || t->alloc_from == NULL || t->pid == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    if (purge_at == NULL || busy == NULL) goto fail;
+    Py_ssize_t prev = -1;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *e = PyList_GET_ITEM(events, k);
+        PyTypeObject *tp = Py_TYPE(e);
+        rd_row *r = &t->rows[k];
+        t->alloc_from[k] = na;
+        int c = tp == ev_alloc_t ? 0 : tp == ev_free_t ? 1 : tp == ev_purge_t ? 2 : -1;
+        if (c < 0) goto decline;
+        PyObject *ts = SLOT(e, off_hdr[c][4]), *task = SLOT(e, off_hdr[c][0]);
+        if (ts == NULL || !PyFloat_CheckExact(ts) || task == NULL || !PyUnicode_CheckExact(task) ||
+            !rd_i64(SLOT(e, off_hdr[c][1]), &r->pid) || !rd_i64(SLOT(e, off_hdr[c][2]), &r->cpu))
+            goto decline;
+        r->ts = PyFloat_AS_DOUBLE(ts);
+        r->task = task;
+        t->pid[k] = r->pid;
+        r->addr = r->size = 0;
+        if (c == 0) {
+            PyObject *failed = SLOT(e, off_alloc[5]);
+            int bad = failed == NULL ? -1 : PyObject_IsTrue(failed);
+            if (bad < 0) {
+                PyErr_Clear();
+                goto decline;
+            }
+            r->kind = bad ? RD_FAILED : RD_ALLOC;
+            if (!bad && (!u64_of(SLOT(e, off_alloc[0]), &r->addr) ||
+                         !u64_of(SLOT(e, off_alloc[1]), &r->size)))
+                goto decline;
+            if (!bad) {
+                t->alloc_addr[na] = r->addr;
+                t->alloc_pos[na++] = k;
+            }
+        } else if (c == 1) {
+            r->kind = RD_FREE;
+            if (!u64_of(SLOT(e, off_free[0]), &r->addr)) goto decline;
+        } else {
+            r->kind = RD_PURGE;
+            Py_ssize_t last = -1;
+            for (Py_ssize_t j = k - 1; j > prev; j--)
+                if (t->rows[j].cpu == r->cpu) {
+                    last = j;
+                    break;
+                }
+            PyObject *ko = PyLong_FromSsize_t(k), *lo = PyLong_FromSsize_t(last);
+            int bad = ko == NULL || lo == NULL || PyList_Append(purge_at, ko) < 0 ||
+                      PyDict_SetItem(busy, ko, lo) < 0;
+            Py_XDECREF(ko);
+            Py_XDECREF(lo);
+            if (bad) goto fail;
+            prev = k;
+        }
+    }
+    t->alloc_from[n] = na;
+    Py_INCREF(events);
+    t->events = events;
+    cap = PyCapsule_New(t, rd_capsule_name, rd_table_free);
+    if (cap == NULL) {
+        rd_table_free_mem(t);
+        Py_DECREF(purge_at);
+        Py_DECREF(busy);
+        return NULL;
+    }
+    out = PyTuple_Pack(3, cap, purge_at, busy);
+    Py_DECREF(cap);
+    Py_DECREF(purge_at);
+    Py_DECREF(busy);
+    return out;
+decline:
+    rd_table_free_mem(t);
+    Py_XDECREF(purge_at);
+    Py_XDECREF(busy);
+    Py_RETURN_NONE;
+fail:
+    rd_table_free_mem(t);
+    Py_XDECREF(purge_at);
+    Py_XDECREF(busy);
+    return NULL;
+}
+
+/* Arguments: the table, an event position and a count of u64 values after them. */
+static rd_table *rd_args(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, const char *sig,
+                         Py_ssize_t *i) {
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "%s", sig);
+        return NULL;
+    }
+    rd_table *t = rd_get(args[0]);
+    if (t == NULL) return NULL;
+    *i = PyLong_AsSsize_t(args[1]);
+    if (*i == -1 && PyErr_Occurred()) return NULL;
+    return t;
+}
+
+/* lock_order_next(table, i, ev, start, size, events, seconds) -> j | -1 | -2:
+ * _lock_order_race's window: the first of events[i+1 : i+1+events] (stopping at one
+ * more than `seconds` after ev) that is its task's first there, not ev's task, and a
+ * successful allocation overlapping [start, start + size). -2: ev is not events[i]
+ * as packed, or a value is past 64 bits. */
+static PyObject *rd_lock_order_next(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t i;
+    rd_table *t = rd_args(args, nargs, 7,
+                          "lock_order_next(table, i, ev, start, size, events, seconds)", &i);
+    if (t == NULL) return NULL;
+    uint64_t start, size;
+    Py_ssize_t count = PyLong_AsSsize_t(args[5]);
+    double secs = PyFloat_AsDouble(args[6]);
+    if ((count == -1 || secs == -1.0) && PyErr_Occurred()) return NULL;
+    if (i < 0 || i >= t->n || PyList_GET_SIZE(t->events) != t->n ||
+        PyList_GET_ITEM(t->events, i) != args[2] || !u64_of(args[3], &start) ||
+        !u64_of(args[4], &size))
+        return PyLong_FromLong(-2);
+    const rd_row *rows = t->rows, *ev = &rows[i];
+    u128 end = (u128)start + size;
+    Py_ssize_t stop = i + 1 + (count > 0 ? count : 0);
+    if (stop > t->n) stop = t->n;
+    for (Py_ssize_t k = i + 1; k < stop; k++) {
+        const rd_row *o = &rows[k];
+        if (o->ts - ev->ts > secs) break;
+        if (o->kind != RD_ALLOC || !(o->addr < end && start < (u128)o->addr + o->size)) continue;
+        int seen = 0; /* is it its task's first event since ev (ev's task counts as seen)? */
+        for (Py_ssize_t j = i; j < k && !seen; j++) seen = rd_same_task(&rows[j], o);
+        if (PyErr_Occurred()) return NULL;
+        if (!seen) return PyLong_FromSsize_t(k);
+    }
+    return PyLong_FromLong(-1);
+}
+
+/* next_alloc_in(table, i, lo, start, size, limit) -> j | -1 | -2: the first
+ * successful allocation of events[i+1 : i+1+limit] whose addr is in
+ * [lo, start + size): _late_lock_order's candidate (the lowest next position over
+ * the allocations at each address of the range is the first one after i). */
+static PyObject *rd_next_alloc_in(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t i;
+    rd_table *t =
+        rd_args(args, nargs, 6, "next_alloc_in(table, i, lo, start, size, limit)", &i);
+    if (t == NULL) return NULL;
+    uint64_t lo, start, size;
+    Py_ssize_t limit = PyLong_AsSsize_t(args[5]);
+    if (limit == -1 && PyErr_Occurred()) return NULL;
+    if (i < -1 || i >= t->n || !u64_of(args[2], &lo) || !u64_of(args[3], &start) ||
+        !u64_of(args[4], &size))
+        return PyLong_FromLong(-2);
+    u128 hi = (u128)start + size;
+    Py_ssize_t stop = i + 1 + (limit > 0 ? limit : 0);
+    if (stop > t->n) stop = t->n;
+    const uint64_t *addr = t->alloc_addr;
+    for (Py_ssize_t m = t->alloc_from[i + 1], end = t->alloc_from[stop]; m < end; m++)
+        if (lo <= addr[m] && addr[m] < hi) return PyLong_FromSsize_t(t->alloc_pos[m]);
+    return PyLong_FromLong(-1);
+}
+
+/* untouched(table, first, stop, start, size) -> bool | None: _untouched for the task
+ * of events[stop] and the range [start, start + size). None: a value past 64 bits. */
+static PyObject *rd_untouched(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t first, stop;
+    rd_table *t = rd_args(args, nargs, 5, "untouched(table, first, stop, start, size)", &first);
+    if (t == NULL) return NULL;
+    stop = PyLong_AsSsize_t(args[2]);
+    if (stop == -1 && PyErr_Occurred()) return NULL;
+    uint64_t start, size;
+    if (first < 0 || stop < 0 || stop >= t->n || !u64_of(args[3], &start) ||
+        !u64_of(args[4], &size))
+        Py_RETURN_NONE;
+    const rd_row *rows = t->rows, *who = &rows[stop];
+    u128 end = (u128)start + size;
+    for (Py_ssize_t k = first; k < stop; k++) {
+        const rd_row *e = &rows[k];
+        if (rd_same_task(e, who)) Py_RETURN_FALSE;
+        if (e->kind == RD_ALLOC) {
+            if (e->addr < end && start < (u128)e->addr + e->size) Py_RETURN_FALSE;
+        } else if (e->kind == RD_FREE && start <= e->addr && e->addr < end)
+            Py_RETURN_FALSE;
+    }
+    if (PyErr_Occurred()) return NULL;
+    Py_RETURN_TRUE;
+}
+
+/* prev_of_task(table, i, lookback) -> j | -1: the last of the `lookback` events
+ * before events[i] that is of events[i]'s task (_cpu_before_at's walk). */
+static PyObject *rd_prev_of_task(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t i;
+    rd_table *t = rd_args(args, nargs, 3, "prev_of_task(table, i, lookback)", &i);
+    if (t == NULL) return NULL;
+    Py_ssize_t back = PyLong_AsSsize_t(args[2]);
+    if (back == -1 && PyErr_Occurred()) return NULL;
+    if (i < 0 || i >= t->n) {
+        PyErr_SetString(PyExc_IndexError, "prev_of_task: position out of range");
+        return NULL;
+    }
+    const rd_row *rows = t->rows, *ev = &rows[i];
+    const int64_t *pid = t->pid, want = ev->pid;
+    Py_ssize_t low = i - 1 - back;
+    if (low < -1) low = -1;
+    for (Py_ssize_t j = i - 1; j > low; j--)
+        if (pid[j] == want && rd_same_task(&rows[j], ev)) return PyLong_FromSsize_t(j);
+    if (PyErr_Occurred()) return NULL;
+    return PyLong_FromLong(-1);
+}
+
+/* last_alloc_at(table, i, addr, lookback) -> k | -1 | -2: the last successful
+ * allocation at exactly addr among the `lookback` events before events[i]
+ * (_head_moved_explains' origin of a pool head; one further back does not count). */
+static PyObject *rd_last_alloc_at(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t i;
+    rd_table *t = rd_args(args, nargs, 4, "last_alloc_at(table, i, addr, lookback)", &i);
+    if (t == NULL) return NULL;
+    uint64_t addr;
+    Py_ssize_t back = PyLong_AsSsize_t(args[3]);
+    if (back == -1 && PyErr_Occurred()) return NULL;
+    if (!u64_of(args[2], &addr)) return PyLong_FromLong(-2);
+    if (i > t->n) i = t->n;
+    if (i < 0) i = 0;
+    Py_ssize_t low = i - back;
+    if (low < 0) low = 0;
+    if (low > i) low = i;
+    for (Py_ssize_t m = t->alloc_from[i] - 1, first = t->alloc_from[low]; m >= first; m--)
+        if (t->alloc_addr[m] == addr) return PyLong_FromSsize_t(t->alloc_pos[m]);
+    return PyLong_FromLong(-1);
+}
+
+
+/* cpu_before(table, i, ev, lookback, off_cpu) -> cpu | -1 | -2: _cpu_before_at for
+ * events[i] (which must be ev, else -2): the CPU of the same task's previous event of
+ * the `lookback` before it when that CPU differs and that event was traced with a
+ * reschedule pending (its flags' second column not '.') or `off_cpu` seconds or more
+ * before; -1 otherwise. */
+static PyObject *rd_cpu_before(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t i;
+    rd_table *t = rd_args(args, nargs, 5, "cpu_before(table, i, ev, lookback, off_cpu)", &i);
+    if (t == NULL) return NULL;
+    Py_ssize_t back = PyLong_AsSsize_t(args[3]);
+    double off_cpu = PyFloat_AsDouble(args[4]);
+    if ((back == -1 || off_cpu == -1.0) && PyErr_Occurred()) return NULL;
+    if (i < 0 || i >= t->n || PyList_GET_SIZE(t->events) != t->n ||
+        PyList_GET_ITEM(t->events, i) != args[2])
+        return PyLong_FromLong(-2);
+    const rd_row *rows = t->rows, *ev = &rows[i];
+    const int64_t *pid = t->pid, want = ev->pid;
+    Py_ssize_t low = i - 1 - back;
+    if (low < -1) low = -1;
+    for (Py_ssize_t j = i - 1; j > low; j--) {
+        if (pid[j] != want || !rd_same_task(&rows[j], ev)) continue;
+        const rd_row *o = &rows[j];
+        if (o->cpu == ev->cpu) return PyLong_FromLong(-1); /* not moved */
+        if (o->cpu < 0) return PyLong_FromLong(-2);
+        PyObject *other = PyList_GET_ITEM(t->events, j);
+        int c = o->kind == RD_FREE ? 1 : o->kind == RD_PURGE ? 2 : 0;
+        PyObject *flags = SLOT(other, off_hdr[c][3]);
+        if (flags == NULL || !PyUnicode_CheckExact(flags)) return PyLong_FromLong(-2);
+        int resched = PyUnicode_GET_LENGTH(flags) > 1 && PyUnicode_ReadChar(flags, 1) != '.';
+        int slept = ev->ts - o->ts >= off_cpu;
+        return PyLong_FromLongLong(resched || slept ? o->cpu : -1);
+    }
+    if (PyErr_Occurred()) return NULL;
+    return PyLong_FromLong(-1);
+}
+
+/* undo_alloc(space, va) -> True | False | None: TraceHarness.undo_alloc for an area
+ * the tree gave (not a pool head): va out of its busy tree (find_unlink_vmap_area),
+ * its vm cleared, back into the free tree (merge_or_add_vmap_area_augment), one
+ * allocation less in the stats. False: the busy area at va's start was another one
+ * (now unlinked, as the reference leaves it; the caller raises). None: nothing
+ * changed, the caller runs the reference. */
+static PyObject *rd_undo_alloc(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "undo_alloc(space, va)");
+        return NULL;
+    }
+    static PyObject *s_vm = NULL;
+    if (!s_vm && !(s_vm = PyUnicode_InternFromString("vm"))) return NULL;
+    PyObject *space = args[0], *va = args[1], *result = NULL;
+    ctx_t c;
+    int rc = ctx_get_ex(space, &c, 1);
+    if (rc < 0) return NULL;
+    if (rc == 0) Py_RETURN_NONE;
+    if (Py_TYPE(va) != va_type || SLOT(va, off_start) == NULL) {
+        result = Py_NewRef(Py_None);
+        goto out;
+    }
+    PyObject *fa[2] = {space, SLOT(va, off_start)};
+    PyObject *found = sp_find_unlink_vmap_area(NULL, fa, 2);
+    if (found == NULL) goto out;
+    if (found == Py_None) {
+        result = found; /* declined: nothing changed */
+        goto out;
+    }
+    Py_DECREF(found);
+    if (found != va) {
+        result = Py_NewRef(Py_False);
+        goto out;
+    }
+    if (PyObject_SetAttr(va, s_vm, Py_None) < 0 || merge_back(&c, va) < 0 ||
+        d_add(c.stats_d, s_allocs, -1) < 0)
+        goto out;
+    result = Py_NewRef(Py_True);
+out:
+    ctx_release(&c);
+    return result;
+}
+
+/* --- _where's tree lookups --------------------------------------------------------- */
+/* The node of a tree of disjoint ranges that holds addr (NULL: none; -1 in *bad when
+ * a node is not a plain VmapArea). */
+static PyObject *rd_holding(PyObject *root, uint64_t addr, int *bad) {
+    PyObject *node = get_node(root, off_root);
+    uint64_t s, e;
+    while (node != NULL) {
+        if (Py_TYPE(node) != va_type || !u64_of(SLOT(node, off_start), &s) ||
+            !u64_of(SLOT(node, off_end), &e)) {
+            *bad = 1;
+            return NULL;
+        }
+        if (addr < s)
+            node = get_node(node, off_left);
+        else if (addr >= e)
+            node = get_node(node, off_right);
+        else
+            return node;
+    }
+    return NULL;
+}
+
+/* (kind, obj or (obj.va_start, obj.va_end), -1, -1); kind an interned name, kept */
+static PyObject *rd_loc(PyObject **kind, const char *name, PyObject *obj, int pair) {
+    if (*kind == NULL && (*kind = PyUnicode_InternFromString(name)) == NULL) return NULL;
+    PyObject *o = obj, *out;
+    if (pair && !(o = PyTuple_Pack(2, SLOT(obj, off_start), SLOT(obj, off_end)))) return NULL;
+    out = PyTuple_Pack(4, *kind, o, minus_one, minus_one);
+    if (pair) Py_DECREF(o);
+    return out;
+}
+static PyObject *rd_s_free = NULL, *rd_s_busy = NULL, *rd_s_parked = NULL;
+
+/* where_tree(space, parked, parked_starts, addr) -> loc | False | None: the first
+ * three of Replayer._where's lookups (the free tree, every node's busy tree, the
+ * beliefs' parked ranges) as ("free", (start, end), -1, -1), ("busy", va, -1, -1) or
+ * ("parked", (start, end), -1, -1); False when none holds addr; None when the space or
+ * a value is not one this mirrors (the Python lookups then run). */
+static PyObject *rd_where_tree(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyDict_Check(args[1]) || !PyList_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "where_tree(space, parked: dict, parked_starts: list, addr)");
+        return NULL;
+    }
+    uint64_t addr;
+    if (minus_one == NULL || !u64_of(args[3], &addr)) Py_RETURN_NONE;
+    ctx_t c;
+    int rc = ctx_get_ex(args[0], &c, 0);
+    if (rc < 0) return NULL;
+    if (rc == 0) Py_RETURN_NONE;
+    PyObject *out = NULL, *hit;
+    int bad = 0;
+    if ((hit = rd_holding(c.root, addr, &bad)) != NULL) {
+        out = rd_loc(&rd_s_free, "free", hit, 1);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < c.n && !bad; i++)
+        if ((hit = rd_holding(PyTuple_GET_ITEM(c.busy, i), addr, &bad)) != NULL) {
+            out = rd_loc(&rd_s_busy, "busy", hit, 0);
+            goto done;
+        }
+    if (bad) goto decline;
+    if (PyDict_GET_SIZE(args[1]) > 0) {
+        /* bisect_right(parked_starts, addr) - 1, then that range if it holds addr */
+        PyObject *starts = args[2];
+        Py_ssize_t lo = 0, hi = PyList_GET_SIZE(starts);
+        while (lo < hi) {
+            Py_ssize_t mid = lo + (hi - lo) / 2;
+            uint64_t v;
+            if (!u64_of(PyList_GET_ITEM(starts, mid), &v)) goto decline;
+            if (addr < v)
+                hi = mid;
+            else
+                lo = mid + 1;
+        }
+        if (lo > 0) {
+            PyObject *va = PyDict_GetItemWithError(args[1], PyList_GET_ITEM(starts, lo - 1));
+            uint64_t e;
+            if (va == NULL) {
+                if (PyErr_Occurred()) goto done;
+                goto decline; /* not as the beliefs keep them */
+            }
+            if (Py_TYPE(va) != va_type || !u64_of(SLOT(va, off_end), &e)) goto decline;
+            if (addr < e) {
+                out = rd_loc(&rd_s_parked, "parked", va, 1);
+                goto done;
+            }
+        }
+    }
+    out = Py_NewRef(Py_False);
+    goto done;
+decline:
+    out = Py_NewRef(Py_None);
+done:
+    ctx_release(&c);
+    return out;
+}
+
+/* --- _shrinker_explains: the lowest fit with every pool back in the tree ------------ */
+typedef struct {
+    uint64_t s, e;
+} rd_span;
+
+static int rd_span_cmp(const void *a, const void *b) {
+    const rd_span *x = a, *y = b;
+    if (x->s != y->s) return x->s < y->s ? -1 : 1;
+    return x->e < y->e ? -1 : x->e > y->e;
+}
+
+typedef struct {
+    uint64_t vstart, vend, size, mask, addr;
+    u128 length;
+    uint64_t align;
+} rd_fit;
+
+/* decides(start, end): -1 when the range is too short, else whether the search ends
+ * at the kernel's address. */
+static inline int rd_decides(const rd_fit *f, uint64_t start, uint64_t end) {
+    uint64_t lo = start > f->vstart ? start : f->vstart;
+    if (end < lo || (u128)(end - lo) < f->length) return -1;
+    uint64_t nva = (lo + f->align - 1) & f->mask; /* mod 2^64, as the mask is below it */
+    uint64_t top = end < f->vend ? end : f->vend;
+    return nva == f->addr && (u128)nva + f->size <= top;
+}
+
+/* shrink_fit(root, nodes, vstart, vend, size, align, length, mask, addr) -> bool | None:
+ * _shrinker_explains' walk: the free tree's blocks (ascending) merged with every
+ * pooled area of `nodes` (sorted), touching spans joined; the first joined range
+ * `length` fits in decides. None: a node or value this walk does not read (the
+ * Python walk then runs; nothing is changed either way). */
+static PyObject *rd_shrink_fit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 9 || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "shrink_fit(root, nodes: list, vstart, vend, size, align, length, mask, addr)");
+        return NULL;
+    }
+    if (va_type == NULL || rbroot_type == NULL || !PyObject_TypeCheck(args[0], rbroot_type))
+        Py_RETURN_NONE;
+    rd_fit f;
+    if (!u64_of(args[2], &f.vstart) || !u64_of(args[3], &f.vend) || !u64_of(args[4], &f.size) ||
+        !u64_of(args[5], &f.align) || !u64_of(args[7], &f.mask) || !u64_of(args[8], &f.addr))
+        Py_RETURN_NONE;
+    uint64_t len64;
+    if (!u64_of(args[6], &len64)) Py_RETURN_NONE;
+    f.length = len64;
+    /* the pooled areas, sorted */
+    static PyObject *s_pools = NULL;
+    if (!s_pools && !(s_pools = PyUnicode_InternFromString("pools"))) return NULL;
+    Py_ssize_t np = 0, cap = 64;
+    rd_span *pooled = PyMem_Malloc((size_t)cap * sizeof(rd_span));
+    PyObject *result = NULL;
+    if (pooled == NULL) return PyErr_NoMemory();
+    int decline = 0;
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(args[1]) && !decline; k++) {
+        PyObject *pools = PyObject_GetAttr(PyList_GET_ITEM(args[1], k), s_pools);
+        if (pools == NULL) goto out;
+        if (!PyDict_Check(pools)) {
+            Py_DECREF(pools);
+            decline = 1;
+            break;
+        }
+        Py_ssize_t pos = 0;
+        PyObject *key, *pool;
+        while (!decline && PyDict_Next(pools, &pos, &key, &pool)) {
+            PyObject *it = PyObject_GetIter(pool), *va;
+            if (it == NULL) {
+                Py_DECREF(pools);
+                goto out;
+            }
+            while ((va = PyIter_Next(it)) != NULL) {
+                rd_span sp;
+                int ok = PyObject_TypeCheck(va, va_type) && u64_of(SLOT(va, off_start), &sp.s) &&
+                         u64_of(SLOT(va, off_end), &sp.e);
+                Py_DECREF(va);
+                if (!ok) {
+                    decline = 1;
+                    break;
+                }
+                if (np == cap) {
+                    rd_span *bigger = PyMem_Realloc(pooled, (size_t)(cap *= 2) * sizeof(rd_span));
+                    if (bigger == NULL) {
+                        Py_DECREF(it);
+                        Py_DECREF(pools);
+                        PyErr_NoMemory();
+                        goto out;
+                    }
+                    pooled = bigger;
+                }
+                pooled[np++] = sp;
+            }
+            Py_DECREF(it);
+            if (PyErr_Occurred()) {
+                Py_DECREF(pools);
+                goto out;
+            }
+        }
+        Py_DECREF(pools);
+    }
+    if (decline) {
+        result = Py_NewRef(Py_None);
+        goto out;
+    }
+    qsort(pooled, (size_t)np, sizeof(rd_span), rd_span_cmp);
+    /* the free blocks in order (an explicit stack: a red-black tree's height is at most
+     * twice log2 of its size), merged with the pooled spans, free first on a tie */
+    PyObject *stack[160];
+    int depth = 0;
+    PyObject *node = get_node(args[0], off_root);
+    Py_ssize_t pi = 0;
+    int have = 0, found = -1;
+    uint64_t cs = 0, ce = 0;
+    for (;;) {
+        while (node != NULL) {
+            if (depth == 160 || !PyObject_TypeCheck(node, va_type)) {
+                result = Py_NewRef(Py_None);
+                goto out;
+            }
+            stack[depth++] = node;
+            node = get_node(node, off_left);
+        }
+        rd_span sp;
+        int from_tree = 0;
+        if (depth > 0) {
+            PyObject *top = stack[depth - 1];
+            if (!u64_of(SLOT(top, off_start), &sp.s) || !u64_of(SLOT(top, off_end), &sp.e)) {
+                result = Py_NewRef(Py_None);
+                goto out;
+            }
+            from_tree = pi >= np || rd_span_cmp(&sp, &pooled[pi]) <= 0;
+            if (from_tree) {
+                depth--;
+                node = get_node(top, off_right);
+            }
+        }
+        if (!from_tree) {
+            if (pi >= np) break; /* both done */
+            sp = pooled[pi++];
+        }
+        if (have && ce == sp.s) {
+            ce = sp.e;
+            continue;
+        }
+        if (have && (found = rd_decides(&f, cs, ce)) >= 0) break;
+        cs = sp.s;
+        ce = sp.e;
+        have = 1;
+    }
+    if (found < 0 && have) found = rd_decides(&f, cs, ce);
+    result = Py_NewRef(found > 0 ? Py_True : Py_False);
+out:
+    PyMem_Free(pooled);
+    return result;
+}
 
 /* ======================================================= end of replay divergence section */

@@ -23,6 +23,7 @@ import pytest
 from pyvmalloc._accel import ACCELERATED
 from pyvmalloc.kernel import Kernel
 from pyvmalloc.trace import beliefs as beliefs_mod
+from pyvmalloc.trace import harness as harness_mod
 from pyvmalloc.trace import replay as replay_mod
 from pyvmalloc.trace.events import AllocVmapArea, FreeVmapAreaNoflush
 from pyvmalloc.trace.kstate import kstate_of
@@ -88,10 +89,13 @@ def run_capture(
 
     saved = replay_mod._c_replay_run
     saved_ranges, saved_index = beliefs_mod._c_ranges_below, replay_mod._c_alloc_index
+    saved_rd, saved_undo = replay_mod._rd, harness_mod._c_undo_alloc
     if not batch:  # the reference: no compiled loop, no compiled walks of this section
         replay_mod._c_replay_run = None
         beliefs_mod._c_ranges_below = None
         replay_mod._c_alloc_index = None
+        replay_mod._rd = None  # nor the divergence scans (replay divergence section)
+        harness_mod._c_undo_alloc = None
     monkeypatch.setattr(Replayer, "finish", finish_and_record)
     try:
         res = replay_capture(
@@ -101,6 +105,8 @@ def run_capture(
         replay_mod._c_replay_run = saved
         beliefs_mod._c_ranges_below = saved_ranges
         replay_mod._c_alloc_index = saved_index
+        replay_mod._rd = saved_rd
+        harness_mod._c_undo_alloc = saved_undo
         monkeypatch.setattr(Replayer, "finish", finish)
     out = res.as_json()
     out.pop("seconds")

@@ -70,6 +70,11 @@ from pyvmalloc.vmap.space import VmapSpace
 _c_seed_busy: Callable[[VmapSpace, int, int, int], VmapArea | None] | None = (
     _speedups.seed_busy if _speedups is not None else None
 )
+#: The compiled :meth:`TraceHarness.undo_alloc` of a tree allocation (_speedups.c,
+#: "replay divergence"; None: the reference).
+_c_undo_alloc: Callable[[VmapSpace, VmapArea], bool | None] | None = getattr(
+    _speedups, "undo_alloc", None
+)
 
 __all__ = [
     "VM_FLAG_WORDS",
@@ -581,7 +586,15 @@ class TraceHarness:
             va.vm = None
             space.stats.allocs -= 1
             return
-        space.unlink_vmap_area(va, space.busy_node_of(va))
+        if not from_pool and _c_undo_alloc is not None:  # the lines below, compiled
+            done = _c_undo_alloc(space, va)
+            if done is not None:
+                if not done:
+                    raise InvariantError(f"{va!r} is not the busy area at its start")
+                return
+        # Busy areas are disjoint: the one at va's start is va (one compiled call).
+        if space.find_unlink_vmap_area(va.va_start) is not va:
+            raise InvariantError(f"{va!r} is not the busy area at its start")
         va.vm = None
         if from_pool:
             space.pools.push_head(space.nodes[cpu % space.nr_vmap_nodes], va)

@@ -76,6 +76,9 @@ _c_replay_run: Callable[[Any, list[TraceEvent], int, int], int] | None = (
 _c_alloc_index: Callable[[list[TraceEvent], type], dict[int, list[int]]] | None = getattr(
     _speedups, "alloc_index", None
 )
+#: The compiled scans of the divergence path over a packed copy of the events
+#: (_speedups.c, "replay divergence"): each finds what its Python loop here finds.
+_rd: Any = _speedups if hasattr(_speedups, "event_table") else None
 
 #: Cause keys of facts a kstate.json readout holds (tree shape, pools at snapshot time).
 KSTATE_FACTS = ("shape", "snapshot-", "pooled-node")
@@ -343,6 +346,8 @@ class Replayer:
         self._purge_index = -1
         #: (events, positions of the allocations at each address)
         self._index_of: tuple[Sequence[TraceEvent], dict[int, list[int]]] | None = None
+        #: The compiled scans' packed copy of the events (None: the Python loops).
+        self._table: object = None
         self._alloc_addrs: list[int] = []
         self._worker_cpu_busy_until: dict[int, int] = {}
         #: When the open purge began, and when the last one's event was written.
@@ -449,21 +454,27 @@ class Replayer:
     def prepare(self, events: Sequence[TraceEvent]) -> None:
         """Look ahead: where the purge events are, and what their workers' CPUs did."""
         self._events = events
-        purge_at = [k for k, e in enumerate(events) if isinstance(e, PurgeVmapAreaLazy)]
         # The purge worker runs on the CPU its event was traced on: whatever else that
         # CPU traced since the previous purge event ran before the worker started (the
-        # last such event, or -1).
-        self._worker_cpu_busy_until = {}
-        prev = -1
-        for k in purge_at:
-            cpu = events[k].cpu
-            last = -1
-            for j in range(k - 1, prev, -1):
-                if events[j].cpu == cpu:
-                    last = j
-                    break
-            self._worker_cpu_busy_until[k] = last
-            prev = k
+        # last such event, or -1). The compiled table finds them while packing.
+        purge_at: list[int]
+        packed = _rd.event_table(events) if _rd is not None and isinstance(events, list) else None
+        if packed is not None:
+            self._table, purge_at, self._worker_cpu_busy_until = packed
+        else:
+            self._table = None
+            purge_at = [k for k, e in enumerate(events) if isinstance(e, PurgeVmapAreaLazy)]
+            self._worker_cpu_busy_until = {}
+            prev = -1
+            for k in purge_at:
+                cpu = events[k].cpu
+                last = -1
+                for j in range(k - 1, prev, -1):
+                    if events[j].cpu == cpu:
+                        last = j
+                        break
+                self._worker_cpu_busy_until[k] = last
+                prev = k
         self._purge_at = purge_at
         # The next purge event at or after the first event (see before()).
         self._nxt = 0
@@ -622,6 +633,16 @@ class Replayer:
         is enough. Later (``PREEMPT_*``: a task rescheduled before its tracepoint) see
         :meth:`_late_lock_order`."""
         i = self._index
+        if self._table is not None:
+            j = _rd.lock_order_next(
+                self._table, i, ev, start, size, REORDER_EVENTS, REORDER_SECONDS
+            )
+            if j >= 0:
+                other = self._events[j]
+                assert isinstance(other, AllocVmapArea)
+                return other
+            if j == -1:
+                return self._late_lock_order(ev, start, dec)
         seen: set[tuple[int, str]] = {(ev.pid, ev.task)}
         t0, end = ev.timestamp, start + size
         for other in self._events[i + 1 : i + 1 + REORDER_EVENTS]:
@@ -650,17 +671,23 @@ class Replayer:
         search gives ``ev``'s address (:meth:`_order_explains`)."""
         if dec is None:
             return None
-        allocs = self._indexes()
         i = self._index
         # the first later allocation starting in the model's block below ev's end
         lo = dec.block[0] if dec.source == "tree" else start
-        addrs = self._alloc_addrs
-        j = -1
-        for n in range(bisect.bisect_left(addrs, lo), bisect.bisect_left(addrs, start + ev.size)):
-            at = allocs[addrs[n]]
-            k = bisect.bisect_right(at, i)
-            if k < len(at) and (j < 0 or at[k] < j):
-                j = at[k]
+        j = -2
+        if self._table is not None:
+            j = _rd.next_alloc_in(self._table, i, lo, start, ev.size, PREEMPT_EVENTS)
+        if j == -2:
+            allocs = self._indexes()
+            addrs = self._alloc_addrs
+            j = -1
+            for n in range(
+                bisect.bisect_left(addrs, lo), bisect.bisect_left(addrs, start + ev.size)
+            ):
+                at = allocs[addrs[n]]
+                k = bisect.bisect_right(at, i)
+                if k < len(at) and (j < 0 or at[k] < j):
+                    j = at[k]
         if j < 0 or j - i > PREEMPT_EVENTS:
             return None
         other = self._events[j]
@@ -743,6 +770,10 @@ class Replayer:
     def _untouched(self, first: int, stop: int, start: int, end: int, who: tuple[int, str]) -> bool:
         """Whether no event in ``events[first:stop]`` allocates in or frees inside
         ``[start, end)``, nor is one of task ``who`` (whose next event is at ``stop``)."""
+        if self._table is not None:
+            found = _rd.untouched(self._table, first, stop, start, end - start)
+            if found is not None:
+                return bool(found)
         pid, task = who
         for e in self._events[first:stop]:
             if e.pid == pid and e.task == task:
@@ -862,21 +893,24 @@ class Replayer:
         if cause.kind == HIDDEN:
             res.hidden_state_mismatches += 1
         if len(res.mismatches) < self.keep_mismatches:
+            # In the fields' order (by keyword it costs three times as much, and every
+            # divergence makes one): line, kernel, model, size, align, cpu, vstart,
+            # vend, model_reason, kernel_location, cause_class, cause, cause_key.
             res.mismatches.append(
                 Mismatch(
-                    line=ev.line,
-                    kernel=None if ev.failed else ev.addr,
-                    model=model_addr,
-                    size=ev.size,
-                    align=ev.align,
-                    cpu=ev.cpu,
-                    vstart=ev.vstart,
-                    vend=ev.vend,
-                    model_reason=reason,
-                    kernel_location=where,
-                    cause_class=cause.kind,
-                    cause=cause.fact,
-                    cause_key=_key_str(cause.key),
+                    ev.line,
+                    None if ev.failed else ev.addr,
+                    model_addr,
+                    ev.size,
+                    ev.align,
+                    ev.cpu,
+                    ev.vstart,
+                    ev.vend,
+                    reason,
+                    where,
+                    cause.kind,
+                    cause.fact,
+                    _key_str(cause.key),
                 )
             )
 
@@ -887,6 +921,10 @@ class Replayer:
         was rescheduled onto another CPU in between."""
         events = self._events
         i = self._index
+        if self._table is not None:  # the walk and the test below in one compiled call
+            cpu = _rd.cpu_before(self._table, i, ev, MIGRATION_LOOKBACK, MIGRATION_OFF_CPU)
+            if cpu != -2:
+                return None if cpu < 0 else cpu % self.cpus
         if not (0 <= i < len(events)) or events[i] is not ev:
             return None  # not the event being replayed (a reordered one)
         return self._cpu_before_at(i)
@@ -895,14 +933,20 @@ class Replayer:
         """:meth:`_cpu_before` for ``events[i]``."""
         events = self._events
         ev = events[i]
-        for j in range(i - 1, max(-1, i - 1 - MIGRATION_LOOKBACK), -1):
+        if self._table is not None:
+            j = _rd.prev_of_task(self._table, i, MIGRATION_LOOKBACK)
+            found: Sequence[int] = [j] if j >= 0 else []
+        else:
+            found = range(i - 1, max(-1, i - 1 - MIGRATION_LOOKBACK), -1)
+        for j in found:
             other = events[j]
             if other.pid == ev.pid and other.task == ev.task:
+                if other.cpu == ev.cpu:
+                    return None  # not moved
                 flags = other.flags
                 resched = len(flags) > 1 and flags[1] != "."
                 slept = ev.timestamp - other.timestamp >= MIGRATION_OFF_CPU
-                moved = other.cpu != ev.cpu and (resched or slept)
-                return other.cpu % self.cpus if moved else None
+                return other.cpu % self.cpus if resched or slept else None
         return None
 
     def _head_moved_explains(
@@ -924,9 +968,13 @@ class Replayer:
         if not pool or pool[0] is not head:
             return False
         events = self._events
-        at = self._indexes().get(head.va_start, [])
-        n = bisect.bisect_left(at, self._index)
-        k = at[n - 1] if n else -1
+        k = -2
+        if self._table is not None:
+            k = _rd.last_alloc_at(self._table, self._index, head.va_start, HEAD_ORIGIN_LOOKBACK)
+        if k == -2:
+            at = self._indexes().get(head.va_start, [])
+            n = bisect.bisect_left(at, self._index)
+            k = at[n - 1] if n else -1
         if k < 0 or self._index - k > HEAD_ORIGIN_LOOKBACK or events[k].cpu % nodes != node:
             return False
         before = self._cpu_before_at(k)
@@ -1453,7 +1501,19 @@ class Replayer:
             return False
         if self._in_race_window(ev.timestamp) or self.space.nr_vmap_nodes < 2:
             return False
+        return self._fits_unpooled(ev)
+
+    def _fits_unpooled(self, ev: AllocVmapArea) -> bool:
+        """Whether the lowest fit of ``ev`` in the model's free blocks and pooled
+        areas together (as if every pool were decayed) is at the kernel's address."""
         space = self.space
+        length = ev.size + ev.align - 1 if ev.align > PAGE_SIZE else ev.size
+        mask = ~(ev.align - 1) & space.ulong_max
+        if _rd is not None:  # the same walk, compiled
+            args = (ev.vstart, ev.vend, ev.size, ev.align, length, mask, ev.addr)
+            fits = _rd.shrink_fit(space.free.root, space.nodes, *args)
+            if fits is not None:
+                return bool(fits)
         # The free blocks ascending (from the tree, lazily) merged with the pooled
         # areas (sorted): touching spans form one range; the first range the search
         # length fits in decides, so the walk stops there.
@@ -1465,8 +1525,6 @@ class Replayer:
         ]
         pooled.sort()
         spans = heapq.merge(((va.va_start, va.va_end) for va in space.free_areas()), pooled)
-        length = ev.size + ev.align - 1 if ev.align > PAGE_SIZE else ev.size
-        mask = ~(ev.align - 1) & space.ulong_max
 
         def decides(start: int, end: int) -> bool | None:
             lo = max(start, ev.vstart)
@@ -1668,10 +1726,9 @@ class Replayer:
             return f"{'being purged' if kind == 'purging' else kind} {r}"
         return "nowhere"
 
-    def _where(self, addr: int, size: int) -> tuple[str, object, int, int]:
-        """Where the model keeps ``addr``: (kind, area or block, node, pool position).
-
-        The structures are disjoint; the cheap lookups come first."""
+    def _where_tree(self, addr: int) -> tuple[str, object, int, int] | bool:
+        """:meth:`_where` in the free tree, the busy trees and the parked ranges
+        (False: in none of them)."""
         space = self.space
         blk = space.free.pvm_find_va_enclose_addr(addr)
         if blk is not None and blk.va_start <= addr < blk.va_end:
@@ -1682,6 +1739,21 @@ class Replayer:
         parked = self.beliefs.parked_at(addr) if self.beliefs.parked else None
         if parked is not None:
             return "parked", (parked.va_start, parked.va_end), -1, -1
+        return False
+
+    def _where(self, addr: int, size: int) -> tuple[str, object, int, int]:
+        """Where the model keeps ``addr``: (kind, area or block, node, pool position).
+
+        The structures are disjoint; the cheap lookups come first."""
+        space = self.space
+        b = self.beliefs
+        found: tuple[str, object, int, int] | bool | None = None
+        if _rd is not None:  # the trees and the parked ranges in one compiled call
+            found = _rd.where_tree(space, b.parked, b._parked_starts, addr)
+        if found is None:
+            found = self._where_tree(addr)
+        if isinstance(found, tuple):
+            return found
         idx = pool_class(size)
         for vn in space.nodes:
             pool = vn.pools.get(idx)
@@ -2526,7 +2598,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - conven
 
 def _key_str(key: tuple[object, ...]) -> str:
     """A cause key as text: addresses in hex."""
-    return ":".join(f"{k:#x}" if isinstance(k, int) and k > 0xFFFF else str(k) for k in key)
+    return ":".join([f"{k:#x}" if isinstance(k, int) and k > 0xFFFF else str(k) for k in key])
 
 
 def _fit_type(start: int, end: int, nva: int, nva_end: int) -> int:
