@@ -4072,7 +4072,7 @@ static PyMethodDef methods[] = {
     /* replay batch (helper replayc): entries below */
     {"replay_run_init", rb_init, METH_VARARGS,
      "replay_run_init(Replayer, TraceHarness, VmapSpace, Beliefs, ReplayResult, PendingPurge, "
-     "guards, DRIFT_RUN)"},
+     "guards, DRIFT_RUN[, HIDDEN_SCAN_BLOCKS, EXACT_SCAN_BLOCKS, functions])"},
     {"replay_run", (PyCFunction)(void (*)(void))rb_run, METH_FASTCALL,
      "replay_run(replayer, events, i, every) -> index of the first event left to Python"},
     {"seed_busy", (PyCFunction)(void (*)(void))rb_seed_busy, METH_FASTCALL,
@@ -4636,6 +4636,7 @@ enum {
     RB_HIDDEN_HEAD, RB_UNKNOWN, RB_UNREACH, RB_HIGH, RB_OLD, RB_REFUTED, RB_RECYCLED,
     RB_MARKED, RB_KSTATE, RB_THRESHOLD, RB_MAXVA, RB_FREE_METH, RB_CPU_KW,
     RB_ID, RB_VA_START, RB_VA_END, RB_APPEND,
+    RB_HELD, RB_HPREV, RB_HPREV2, RB_HREFUTED, RB_PARKED, RB_PSTARTS, RB_HIDDEN_HITS,
     RB_N
 };
 static const char *rb_names[RB_N] = {
@@ -4650,6 +4651,8 @@ static const char *rb_names[RB_N] = {
     "marked", "kstate", "_lazy_threshold_passed", "max_va_size_pages",
     "free_vmap_area_noflush", "cpu",
     "id", "va_start", "va_end", "append",
+    "_held", "hidden_prev", "hidden_prev2", "hidden_refuted", "parked", "_parked_starts",
+    "hidden_pool_hits",
 };
 static PyObject *rb_s[RB_N];
 
@@ -4666,21 +4669,52 @@ static PyTypeObject *rb_types[RB_T_N];
 /* per role (the first four): a tuple of (name, function as the class had it at init) */
 static PyObject *rb_guards[4];
 static long rb_drift_limit = 8; /* DRIFT_RUN */
+/* trace/beliefs.py HIDDEN_SCAN_BLOCKS, EXACT_SCAN_BLOCKS (set by replay_run_init) */
+static long HIDDEN_SCAN = 64, EXACT_SCAN = 16;
+static PyObject *rb_fguards = NULL; /* ((namespace, name, function), ...) */
 static PyObject *rb_fl_kwnames = NULL; /* ("cpu",) */
 
 /* replay_run_init(Replayer, TraceHarness, VmapSpace, Beliefs, ReplayResult, PendingPurge,
- * guards, DRIFT_RUN): guards is four tuples of method names, one per class. */
+ * guards, DRIFT_RUN[, HIDDEN_SCAN_BLOCKS, EXACT_SCAN_BLOCKS, functions]): guards is four
+ * tuples of method names, one per class; functions a tuple of (namespace dict, name)
+ * pairs: the module functions the batch mirrors, checked unreplaced on every call. */
 static PyObject *rb_init(PyObject *self, PyObject *args) {
-    PyObject *t[RB_T_N], *guards;
-    long drift;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!O!l", &PyType_Type, &t[0], &PyType_Type, &t[1],
-                          &PyType_Type, &t[2], &PyType_Type, &t[3], &PyType_Type, &t[4],
-                          &PyType_Type, &t[5], &PyTuple_Type, &guards, &drift))
+    PyObject *t[RB_T_N], *guards, *funcs = NULL;
+    long drift, hscan = 64, escan = 16;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!O!l|llO!", &PyType_Type, &t[0], &PyType_Type,
+                          &t[1], &PyType_Type, &t[2], &PyType_Type, &t[3], &PyType_Type, &t[4],
+                          &PyType_Type, &t[5], &PyTuple_Type, &guards, &drift, &hscan, &escan,
+                          &PyTuple_Type, &funcs))
         return NULL;
-    if (PyTuple_GET_SIZE(guards) != 4 || drift < 1) {
-        PyErr_SetString(PyExc_ValueError, "replay_run_init: four guard tuples, DRIFT_RUN >= 1");
+    if (PyTuple_GET_SIZE(guards) != 4 || drift < 1 || hscan < 0 || escan < 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "replay_run_init: four guard tuples, DRIFT_RUN >= 1, scans >= 0");
         return NULL;
     }
+    /* the functions as the namespaces hold them now: (dict, name, function) */
+    PyObject *fg = PyTuple_New(funcs ? PyTuple_GET_SIZE(funcs) : 0);
+    if (!fg) return NULL;
+    for (Py_ssize_t j = 0; funcs && j < PyTuple_GET_SIZE(funcs); j++) {
+        PyObject *pr = PyTuple_GET_ITEM(funcs, j), *fn;
+        if (!PyTuple_Check(pr) || PyTuple_GET_SIZE(pr) != 2 ||
+            !PyDict_Check(PyTuple_GET_ITEM(pr, 0)) ||
+            !(fn = PyDict_GetItemWithError(PyTuple_GET_ITEM(pr, 0), PyTuple_GET_ITEM(pr, 1)))) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError,
+                                "replay_run_init: functions are (namespace, name) pairs");
+            Py_DECREF(fg);
+            return NULL;
+        }
+        PyObject *tr = PyTuple_Pack(3, PyTuple_GET_ITEM(pr, 0), PyTuple_GET_ITEM(pr, 1), fn);
+        if (!tr) {
+            Py_DECREF(fg);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(fg, j, tr);
+    }
+    Py_XSETREF(rb_fguards, fg);
+    HIDDEN_SCAN = hscan;
+    EXACT_SCAN = escan;
     if (rb_strings() < 0) return NULL;
     PyObject *g[4] = {NULL, NULL, NULL, NULL};
     for (int r = 0; r < 4; r++) {
@@ -4781,6 +4815,7 @@ typedef struct {
     PyObject *rp_d, *res_d, *b_d, *h_d, *space_d, *events; /* new references */
     PyObject *reordered, *hidden_head, *unknown, *unreach, *high, *old, *refuted,
         *recycled; /* new references */
+    PyObject *held, *hprev, *hprev2, *hrefuted, *parked, *pstarts; /* new references */
     ctx_t c;
     int have_c;
     long cpus, purge_index, drift_run;
@@ -4791,7 +4826,7 @@ typedef struct {
     PyObject *fits; /* stats.fits (borrowed: stats keeps it) */
     int node_pools;
     /* what the batch changed, written back on the way out (and before any Python call) */
-    long n_events, compared, matched, guessed, frees, lazy_drift, index;
+    long n_events, compared, matched, guessed, frees, lazy_drift, index, hidden_hits;
     long d_busy, d_free, d_allocs, d_visits, d_pool_hits, d_lazy_frees;
     int any_alloc, lph; /* lph: last_pool_hit to write (-1: unchanged) */
     /* the last allocation's Decision (alloc_vmap_area_once's, with explain on) */
@@ -4806,6 +4841,8 @@ static void rb_release(rb_t *b) {
     Py_CLEAR(b->reordered); Py_CLEAR(b->hidden_head); Py_CLEAR(b->unknown);
     Py_CLEAR(b->unreach); Py_CLEAR(b->high); Py_CLEAR(b->old); Py_CLEAR(b->refuted);
     Py_CLEAR(b->recycled);
+    Py_CLEAR(b->held); Py_CLEAR(b->hprev); Py_CLEAR(b->hprev2); Py_CLEAR(b->hrefuted);
+    Py_CLEAR(b->parked); Py_CLEAR(b->pstarts);
     if (b->have_c) ctx_release(&b->c);
     b->have_c = 0;
 }
@@ -4820,6 +4857,12 @@ static int rb_setup(rb_t *b, PyObject *rp) {
         return 0;
     }
     if (!(b->rp_d = rb_dict(rp)) || !rb_unreplaced(rp, b->rp_d, RB_T_RP)) return 0;
+    for (Py_ssize_t j = 0; rb_fguards && j < PyTuple_GET_SIZE(rb_fguards); j++) {
+        PyObject *tr = PyTuple_GET_ITEM(rb_fguards, j);
+        if (PyDict_GetItemWithError(PyTuple_GET_ITEM(tr, 0), PyTuple_GET_ITEM(tr, 1)) !=
+            PyTuple_GET_ITEM(tr, 2))
+            return 0; /* a replaced function (next_hidden_head, ...) */
+    }
     PyObject *d = b->rp_d, *v;
     if (PyDict_GetItemWithError(d, rb_s[RB_TRACE_DRIVEN]) != Py_True) return 0;
     PyObject *res = PyDict_GetItemWithError(d, rb_s[RB_RESULT]);
@@ -4934,12 +4977,18 @@ static int rb_setup(rb_t *b, PyObject *rp) {
         !(b->high = rb_get(b->b_d, RB_HIGH, &PyDict_Type)) ||
         !(b->old = rb_get(b->b_d, RB_OLD, &PySet_Type)) ||
         !(b->refuted = rb_get(b->b_d, RB_REFUTED, &PyDict_Type)) ||
-        !(b->recycled = rb_get(b->b_d, RB_RECYCLED, &PyDict_Type)))
+        !(b->recycled = rb_get(b->b_d, RB_RECYCLED, &PyDict_Type)) ||
+        !(b->hprev = rb_get(b->b_d, RB_HPREV, &PyDict_Type)) ||
+        !(b->hprev2 = rb_get(b->b_d, RB_HPREV2, &PyDict_Type)) ||
+        !(b->hrefuted = rb_get(b->b_d, RB_HREFUTED, &PyDict_Type)) ||
+        !(b->parked = rb_get(b->b_d, RB_PARKED, &PyDict_Type)) ||
+        !(b->pstarts = rb_get(b->b_d, RB_PSTARTS, &PyList_Type)) ||
+        !(b->held = rb_get(d, RB_HELD, &PyList_Type)))
         return 0;
     /* the counters the batch adds to must be ints */
     long x;
     static const int counters[] = {RB_EVENTS, RB_COMPARED, RB_MATCHED, RB_GUESSED, RB_FREES,
-                                   RB_LAZY_DRIFT};
+                                   RB_LAZY_DRIFT, RB_HIDDEN_HITS};
     for (size_t k = 0; k < sizeof(counters) / sizeof(counters[0]); k++)
         if (!rb_long(b->res_d, counters[k], &x)) return 0;
     if (!PyDict_GetItemWithError(b->res_d, rb_s[RB_FIRST_DRIFT]) ||
@@ -5003,7 +5052,8 @@ static int rb_finish(rb_t *b) {
     if (b->any_alloc && b->explain_was && rb_decision(b) < 0) err = 1;
     const struct { int key; long delta; } adds[] = {
         {RB_EVENTS, b->n_events}, {RB_COMPARED, b->compared}, {RB_MATCHED, b->matched},
-        {RB_GUESSED, b->guessed}, {RB_FREES, b->frees}, {RB_LAZY_DRIFT, b->lazy_drift}};
+        {RB_GUESSED, b->guessed}, {RB_FREES, b->frees}, {RB_LAZY_DRIFT, b->lazy_drift},
+        {RB_HIDDEN_HITS, b->hidden_hits}};
     for (size_t k = 0; k < sizeof(adds) / sizeof(adds[0]); k++)
         if (adds[k].delta && d_add(b->res_d, rb_s[adds[k].key], adds[k].delta) < 0) err = 1;
     PyObject *ix = PyLong_FromLong(b->index), *dr = PyLong_FromLong(b->drift_run);
@@ -5065,6 +5115,349 @@ out:
     return res;
 }
 
+/* --- the pools hidden at snapshot time (Replayer._hidden_guess, _adopt_at) ----------- */
+
+/* FreeTree.pvm_find_va_enclose_addr(addr): the free block with the highest start at or
+ * below addr (borrowed), NULL for none; *bad set (NULL returned) for a block the batch
+ * does not read (another class, values past 64 bits). */
+static PyObject *rb_enclose(PyObject *root, uint64_t addr, int *bad) {
+    PyObject *node = get_node(root, off_root), *va = NULL;
+    uint64_t s, e;
+    while (node != NULL) {
+        if (Py_TYPE(node) != va_type || !va_bounds(node, &s, &e)) {
+            *bad = 1;
+            return NULL;
+        }
+        if (s <= addr) {
+            va = node;
+            if (e >= addr) break;
+            node = get_node(node, off_right);
+        } else
+            node = get_node(node, off_left);
+    }
+    return va;
+}
+
+/* rb_prev(blk) in the free tree (borrowed, NULL at the lowest). */
+static PyObject *rb_prev_of(PyObject *blk) {
+    PyObject *n = get_node(blk, off_left);
+    if (n != NULL) {
+        PyObject *r;
+        while ((r = get_node(n, off_right)) != NULL) n = r;
+        return n;
+    }
+    n = get_node(blk, off_parent);
+    while (n != NULL && blk == get_node(n, off_left)) {
+        blk = n;
+        n = get_node(n, off_parent);
+    }
+    return n;
+}
+
+/* bisect_left (right = 0) or bisect_right (right = 1) of x in the parked starts (a
+ * sorted list of ints); -1 for a start the batch does not read. */
+static Py_ssize_t rb_bisect(PyObject *starts, uint64_t x, int right) {
+    Py_ssize_t lo = 0, hi = PyList_GET_SIZE(starts);
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        uint64_t v;
+        if (!u64_of(PyList_GET_ITEM(starts, mid), &v)) return -1;
+        if (right ? x < v : v < x) {
+            if (right) hi = mid;
+            else lo = mid + 1;
+        } else {
+            if (right) lo = mid + 1;
+            else hi = mid;
+        }
+    }
+    return lo;
+}
+
+/* The parked block at starts[k] and its bounds: 1, 0 (a block the batch does not
+ * read), -1 (error). */
+static int rb_parked_block(rb_t *b, Py_ssize_t k, uint64_t *s, uint64_t *e) {
+    PyObject *va = PyDict_GetItemWithError(b->parked, PyList_GET_ITEM(b->pstarts, k));
+    if (va == NULL) return PyErr_Occurred() ? -1 : 0;
+    return Py_TYPE(va) == va_type && va_bounds(va, s, e);
+}
+
+/* Beliefs.ranges_below(addr) as a walk: the free blocks from the one enclosing addr - 1
+ * down, merged with the parked blocks below addr, highest start first. */
+typedef struct {
+    PyObject *blk; /* borrowed: the next tree block, NULL when none is left */
+    Py_ssize_t i;  /* the next parked start's index, -1 when none is left */
+} rb_walk_t;
+
+/* 1 (w set up), 0 (a value the batch does not read: the reference) */
+static int rb_walk_init(rb_t *b, rb_walk_t *w, uint64_t addr) {
+    int bad = 0;
+    w->blk = addr ? rb_enclose(b->c.root, addr - 1, &bad) : NULL;
+    Py_ssize_t k = rb_bisect(b->pstarts, addr, 0);
+    w->i = k - 1;
+    return !bad && k >= 0;
+}
+
+/* The next range: 1 (*s, *e), 0 (none left), 2 (a value the batch does not read), -1. */
+static int rb_walk_next(rb_t *b, rb_walk_t *w, uint64_t *s, uint64_t *e) {
+    uint64_t bs = 0, be = 0, ps = 0;
+    if (w->blk == NULL && w->i < 0) return 0;
+    if (w->blk != NULL && (Py_TYPE(w->blk) != va_type || !va_bounds(w->blk, &bs, &be))) return 2;
+    int tree = w->i < 0;
+    if (!tree) {
+        if (!u64_of(PyList_GET_ITEM(b->pstarts, w->i), &ps)) return 2;
+        tree = w->blk != NULL && bs > ps;
+    }
+    if (tree) {
+        *s = bs;
+        *e = be;
+        w->blk = rb_prev_of(w->blk);
+        return 1;
+    }
+    int rc = rb_parked_block(b, w->i, s, e);
+    if (rc <= 0) return rc < 0 ? -1 : 2;
+    w->i--;
+    return 1;
+}
+
+/* addr in the set `refuted` (NULL: empty): 1, 0, -1. */
+static int rb_in(PyObject *refuted, uint64_t addr) {
+    if (refuted == NULL) return 0;
+    PyObject *a = PyLong_FromUnsignedLongLong(addr);
+    if (!a) return -1;
+    int in = PySet_Contains(refuted, a);
+    Py_DECREF(a);
+    return in;
+}
+
+/* Beliefs.range_is_free(s, e): 1, 0, 2 (the reference decides), -1. */
+static int rb_range_is_free(rb_t *b, uint64_t s, uint64_t e) {
+    int bad = 0;
+    PyObject *blk = rb_enclose(b->c.root, s, &bad);
+    uint64_t bs, be;
+    if (bad) return 2;
+    if (blk != NULL && va_bounds(blk, &bs, &be) && bs <= s && e <= be) return 1;
+    if (PyDict_GET_SIZE(b->parked) == 0) return 0;
+    Py_ssize_t k = rb_bisect(b->pstarts, s, 1);
+    if (k < 0) return 2;
+    if (k == 0) return 0;
+    int rc = rb_parked_block(b, k - 1, &bs, &be);
+    if (rc <= 0) return rc < 0 ? -1 : 2;
+    return s < be && e <= be;
+}
+
+/* next_hidden_head (align > PAGE_SIZE) or next_hidden_area (trace/beliefs.py) for the
+ * pool `key` whose last head the kernel showed is `last`: 1 (*out, the guess), 0 (no
+ * guess), 2 (a value the batch does not read: the reference), -1 (error). */
+static int rb_hidden_guess(rb_t *b, PyObject *key, uint64_t last, uint64_t size, uint64_t align,
+                           uint64_t *out) {
+    PyObject *refuted = PyDict_GetItemWithError(b->hrefuted, key);
+    if (refuted == NULL && PyErr_Occurred()) return -1;
+    if (refuted != NULL && !PyAnySet_CheckExact(refuted)) return 2;
+    if (refuted != NULL && PySet_GET_SIZE(refuted) == 0) refuted = NULL;
+    uint64_t vs = b->c.vstart, s, e;
+    rb_walk_t w;
+    int r;
+    if (align > 4096) { /* next_hidden_head: the highest unrefuted aligned slot below */
+        if (!rb_walk_init(b, &w, last)) return 2;
+        for (int n = 0;; n++) {
+            if ((r = rb_walk_next(b, &w, &s, &e)) != 1) return r;
+            if (n >= HIDDEN_SCAN || s < vs) return 0;
+            uint64_t top = e < last ? e : last;
+            if (top < size) continue;
+            for (uint64_t y = (top - size) & ~(align - 1); y >= s; y -= align) {
+                int in = rb_in(refuted, y);
+                if (in < 0) return -1;
+                if (!in) { /* y + size <= top: y is at most top - size */
+                    *out = y;
+                    return 1;
+                }
+                if (y < align) break;
+            }
+        }
+    }
+    /* next_hidden_area: one stride further down, then the highest exact-size range */
+    PyObject *prev_o = PyDict_GetItemWithError(b->hprev, key), *p2_o;
+    if (prev_o == NULL && PyErr_Occurred()) return -1;
+    if (prev_o != NULL) {
+        uint64_t prev, p2;
+        if (!u64_of(prev_o, &prev)) return 2;
+        if (prev > last) {
+            p2_o = PyDict_GetItemWithError(b->hprev2, key);
+            if (p2_o == NULL && PyErr_Occurred()) return -1;
+            if (p2_o != NULL && !u64_of(p2_o, &p2)) return 2;
+            uint64_t d = prev - last;
+            if (p2_o != NULL && (u128)prev + d == p2 && d <= last && last - d >= vs) {
+                uint64_t y = last - d;
+                if ((u128)y + size > UINT64_MAX) return 2;
+                int in = rb_in(refuted, y);
+                if (in < 0) return -1;
+                if (!in) {
+                    int fr = rb_range_is_free(b, y, y + size);
+                    if (fr != 0) {
+                        if (fr == 1) *out = y;
+                        return fr;
+                    }
+                }
+            }
+        }
+    }
+    if (!rb_walk_init(b, &w, last)) return 2;
+    int have = 0;
+    uint64_t cs = 0, ce = 0;
+    for (int n = 0;; n++) {
+        if ((r = rb_walk_next(b, &w, &s, &e)) != 1) {
+            if (r != 0) return r;
+            break;
+        }
+        if (n >= EXACT_SCAN || s < vs) break;
+        uint64_t end = e < last ? e : last;
+        if (have && cs == end) { /* a parked block touching a tree block: one range */
+            cs = s;
+            continue;
+        }
+        if (have && ce - cs == size) {
+            int in = rb_in(refuted, cs);
+            if (in < 0) return -1;
+            if (!in) {
+                *out = cs;
+                return 1;
+            }
+        }
+        cs = s;
+        ce = end;
+        have = 1;
+    }
+    if (have && ce - cs == size) {
+        int in = rb_in(refuted, cs);
+        if (in < 0) return -1;
+        if (!in) {
+            *out = cs;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Replayer._adopt_at(addr) for a request of `size` bytes tagged `flags_o` (the vn_id),
+ * when it is the usual case: no held decay and no parked block in the range, and the
+ * range inside one free block (TraceHarness._busy_at's seed_busy case). 1 adopted, 0
+ * not (nothing changed: the reference), -1 error. */
+static int rb_adopt(rb_t *b, PyObject *addr_o, uint64_t addr, uint64_t size, PyObject *flags_o) {
+    ctx_t *c = &b->c;
+    uint64_t s, e, hs, he;
+    if ((u128)addr + size > UINT64_MAX) return 0;
+    uint64_t end = addr + size;
+    /* a held decay the kernel allocates in: Replayer._decay_reached_tree */
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(b->held); k++) {
+        PyObject *va = PyList_GET_ITEM(b->held, k);
+        if (Py_TYPE(va) != va_type || !va_bounds(va, &hs, &he) || (hs < end && addr < he))
+            return 0;
+    }
+    /* a parked block overlapping the range: Beliefs.split_parked / unpark_overlapping */
+    if (PyList_GET_SIZE(b->pstarts)) {
+        Py_ssize_t lo = rb_bisect(b->pstarts, addr, 1), hi = rb_bisect(b->pstarts, end, 0);
+        if (lo < 0 || hi < 0) return 0;
+        for (Py_ssize_t k = lo > 0 ? lo - 1 : 0; k < hi; k++) {
+            int rc = rb_parked_block(b, k, &hs, &he);
+            if (rc <= 0 || he > addr) return rc < 0 ? -1 : 0;
+        }
+    }
+    /* TraceHarness._busy_at: inside one free block, else claim_range's other cases */
+    int bad = 0;
+    PyObject *blk = rb_enclose(c->root, addr, &bad);
+    if (blk == NULL || !va_bounds(blk, &s, &e) || !(s <= addr && end <= e) ||
+        !PyLong_CheckExact(flags_o))
+        return 0;
+    /* --- commit: va_clip, VmapArea(addr, end) with the flags, insert_vmap_area,
+     * stats.allocs (TraceHarness.adopt_area), Beliefs.forget(addr) --- */
+    PyObject *end_o = PyLong_FromUnsignedLongLong(end);
+    if (!end_o) return -1;
+    grave_t g;
+    g.n = 0;
+    int delta = 0;
+    PyObject *lva = NULL, *other = NULL, *va = NULL;
+    Py_INCREF(blk);
+    int fit = clip_core(&g, c->root, blk, s, e, addr_o, addr, size, b->fits, &delta, &lva, &other);
+    flush(&g);
+    Py_DECREF(blk);
+    if (fit > 0) b->d_free += delta;
+    if (fit > 0 && lva != NULL) { /* the NE split's left part overlaps: complain */
+        PyObject *r = rb_counters(b) < 0 ? NULL
+                      : PyObject_CallMethodObjArgs(c->free, s_complain_overlap, lva, other, NULL);
+        if (!r) fit = -1;
+        Py_XDECREF(r);
+    }
+    Py_XDECREF(lva);
+    Py_XDECREF(other);
+    if (fit > 0) va = new_va(addr_o, end_o);
+    Py_DECREF(end_o);
+    if (fit <= 0 || va == NULL) {
+        if (fit == 0) PyErr_SetString(PyExc_SystemError, "replay_run: NOTHING_FIT after checks");
+        return -1;
+    }
+    set_slot(&g, va, off_flags, flags_o);
+    Py_ssize_t bi = c->n > 1 ? (Py_ssize_t)((addr / c->zone) % (uint64_t)c->n) : 0;
+    int err = 0, linked = busy_link(&g, PyTuple_GET_ITEM(c->busy, bi), va, addr, end);
+    if (linked < 0) err = 1;
+    else if (linked) {
+        set_state(&g, va, st_busy);
+        b->d_busy++;
+    } else { /* an overlap: the reference complains and raises */
+        PyObject *r = rb_counters(b) < 0 ? NULL
+                      : PyObject_CallMethodOneArg(b->space, s_insert_vmap_area, va);
+        if (!r) err = 1;
+        Py_XDECREF(r);
+    }
+    flush(&g);
+    Py_DECREF(va);
+    if (err) return -1;
+    b->d_allocs++;
+    return rb_forget(b, addr_o) < 0 ? -1 : 1;
+}
+
+/* Beliefs.saw_hidden_head(key, addr) */
+static int rb_saw_hidden_head(rb_t *b, PyObject *key, PyObject *addr_o) {
+    PyObject *last = PyDict_GetItemWithError(b->hidden_head, key);
+    if (last == NULL && PyErr_Occurred()) return -1;
+    if (last != NULL && last != Py_None) {
+        int ne = PyObject_RichCompareBool(last, addr_o, Py_NE);
+        if (ne < 0) return -1;
+        if (ne) {
+            Py_INCREF(last); /* hidden_head[key] is replaced below */
+            PyObject *before = PyDict_GetItemWithError(b->hprev, key);
+            int rc = 0;
+            if (before == NULL && PyErr_Occurred()) rc = -1;
+            else if (before != NULL) rc = PyDict_SetItem(b->hprev2, key, before);
+            if (rc == 0) rc = PyDict_SetItem(b->hprev, key, last);
+            Py_DECREF(last);
+            if (rc < 0) return -1;
+        }
+    }
+    return PyDict_SetItem(b->hidden_head, key, addr_o);
+}
+
+/* Replayer._alloc_one with a hidden pool's guessed head that is the kernel's address:
+ * _adopt_at it, Decision("pool", node, idx), the matched event's counters,
+ * Beliefs.saw_hidden_head and forget. 1, 0 (nothing changed: the reference), -1. */
+static int rb_hidden_alloc(rb_t *b, PyObject *key, PyObject *addr_o, uint64_t addr,
+                           uint64_t size, long node, uint64_t idx) {
+    int r = rb_adopt(b, addr_o, addr, size, PyTuple_GET_ITEM(b->c.vnflags, node));
+    if (r <= 0) return r;
+    b->any_alloc = 1;
+    b->compared++;
+    b->matched++;
+    b->guessed++;
+    b->hidden_hits++;
+    if (rb_saw_hidden_head(b, key, addr_o) < 0) return -1;
+    b->dec_pool_hit = 1;
+    b->dec_rotated = 0;
+    b->dec_node = node;
+    b->dec_pidx = (long)idx;
+    b->dec_bs = b->dec_be = b->dec_len = 0;
+    b->dec_fit = 0;
+    return 1;
+}
+
 /* One alloc_vmap_area event: 1 applied, 0 not common (nothing changed), -1 error. */
 static int rb_alloc(rb_t *b, PyObject *ev) {
     ctx_t *c = &b->c;
@@ -5111,15 +5504,29 @@ static int rb_alloc(rb_t *b, PyObject *ev) {
         }
     }
     /* Replayer._hidden_guess: a pool hidden at snapshot time whose next head the model
-     * infers (the model's own pool being empty) is not a common event */
+     * infers (the model's own pool being empty): when the guess is the kernel's address,
+     * _adopt_at it and count the hit; another guess is a divergence (the reference); no
+     * guess, the model's own choice below */
     if (b->infer && PyDict_GET_SIZE(b->hidden_head) && c->n > 1 && full && idx < b->max_va &&
         pool_len == 0) {
         PyObject *key = Py_BuildValue("(lK)", node, (unsigned long long)idx);
         if (!key) return -1;
         PyObject *last = PyDict_GetItemWithError(b->hidden_head, key);
+        uint64_t lastv, guess = 0;
+        int r = 0;
+        if (last == NULL && PyErr_Occurred()) r = -1;
+        else if (last != NULL && last != Py_None)
+            r = b->explain_was && u64_of(last, &lastv)
+                    ? rb_hidden_guess(b, key, lastv, size, align, &guess)
+                    : 2;
+        if (r == 1)
+            r = guess == addr ? rb_hidden_alloc(b, key, addr_o, addr, size, node, idx) : 0;
+        else if (r == 2)
+            r = 0;
+        else if (r == 0)
+            r = 3; /* no guess: the model's own choice */
         Py_DECREF(key);
-        if (last == NULL && PyErr_Occurred()) return -1;
-        if (last != NULL && last != Py_None) return 0;
+        if (r != 3) return r;
     }
     /* The model's choice, looked at as alloc_vmap_area_once makes it (nothing changed) */
     PyObject *head = NULL, *found = NULL;

@@ -41,7 +41,9 @@ from pyvmalloc._accel import speedups as _speedups
 from pyvmalloc.config import ENOENT, ERANGE, PAGE_SHIFT, PAGE_SIZE, format_size
 from pyvmalloc.rbtree import rb_next
 from pyvmalloc.trace.beliefs import (
+    EXACT_SCAN_BLOCKS,
     HIDDEN,
+    HIDDEN_SCAN_BLOCKS,
     RACE,
     RULE,
     Beliefs,
@@ -2550,8 +2552,17 @@ if _speedups is not None:
         ReplayResult,
         PendingPurge,
         (
-            ("before", "alloc", "_alloc_one", "_hidden_guess", "_poolable", "free"),
-            ("alloc", "free"),
+            (
+                "before",
+                "alloc",
+                "_alloc_one",
+                "_hidden_guess",
+                "_poolable",
+                "_adopt_at",
+                "_adopt",
+                "free",
+            ),
+            ("alloc", "free", "adopt_area", "_busy_at"),
             (
                 "alloc_vmap_area_once",
                 "find_unlink_vmap_area",
@@ -2559,7 +2570,24 @@ if _speedups is not None:
                 "insert_vmap_area",
                 "_lazy_threshold_passed",
             ),
-            ("forget", "is_unreachable", "passed_over", "saw_kernel_tree_choice", "node_known"),
+            (
+                "forget",
+                "is_unreachable",
+                "passed_over",
+                "saw_kernel_tree_choice",
+                "node_known",
+                "saw_hidden_head",
+                "ranges_below",
+                "ranges_below_list",
+                "ranges_below_chunks",
+                "range_is_free",
+                "parked_at",
+                "unpark_overlapping",
+                "split_parked",
+            ),
         ),
         DRIFT_RUN,
+        HIDDEN_SCAN_BLOCKS,
+        EXACT_SCAN_BLOCKS,
+        ((globals(), "next_hidden_head"), (globals(), "next_hidden_area")),
     )
