@@ -4637,6 +4637,7 @@ enum {
     RB_MARKED, RB_KSTATE, RB_THRESHOLD, RB_MAXVA, RB_FREE_METH, RB_CPU_KW,
     RB_ID, RB_VA_START, RB_VA_END, RB_APPEND,
     RB_HELD, RB_HPREV, RB_HPREV2, RB_HREFUTED, RB_PARKED, RB_PSTARTS, RB_HIDDEN_HITS,
+    RB_ADOPT_AREA, RB_NOTES, RB_MERGE, RB_SEARCHES,
     RB_N
 };
 static const char *rb_names[RB_N] = {
@@ -4653,6 +4654,7 @@ static const char *rb_names[RB_N] = {
     "id", "va_start", "va_end", "append",
     "_held", "hidden_prev", "hidden_prev2", "hidden_refuted", "parked", "_parked_starts",
     "hidden_pool_hits",
+    "adopt_area", "notes", "merge_or_add_vmap_area_augment", "searches_skipping_unreachable",
 };
 static PyObject *rb_s[RB_N];
 
@@ -4811,7 +4813,7 @@ static inline int rb_float(PyObject *o, double *out) {
 }
 
 typedef struct {
-    PyObject *rp, *space; /* borrowed (the caller's arguments / held by rp_d) */
+    PyObject *rp, *space, *harness; /* borrowed (the caller's arguments / held by rp_d) */
     PyObject *rp_d, *res_d, *b_d, *h_d, *space_d, *events; /* new references */
     PyObject *reordered, *hidden_head, *unknown, *unreach, *high, *old, *refuted,
         *recycled; /* new references */
@@ -4826,7 +4828,7 @@ typedef struct {
     PyObject *fits; /* stats.fits (borrowed: stats keeps it) */
     int node_pools;
     /* what the batch changed, written back on the way out (and before any Python call) */
-    long n_events, compared, matched, guessed, frees, lazy_drift, index, hidden_hits;
+    long n_events, compared, matched, guessed, frees, lazy_drift, index, hidden_hits, searches;
     long d_busy, d_free, d_allocs, d_visits, d_pool_hits, d_lazy_frees;
     int any_alloc, lph; /* lph: last_pool_hit to write (-1: unchanged) */
     /* the last allocation's Decision (alloc_vmap_area_once's, with explain on) */
@@ -4869,6 +4871,7 @@ static int rb_setup(rb_t *b, PyObject *rp) {
     PyObject *bel = PyDict_GetItemWithError(d, rb_s[RB_BELIEFS]);
     PyObject *har = PyDict_GetItemWithError(d, rb_s[RB_HARNESS]);
     b->space = PyDict_GetItemWithError(d, rb_s[RB_SPACE]);
+    b->harness = har;
     if (!res || !bel || !har || !b->space || Py_TYPE(res) != rb_types[RB_T_RESULT]) return 0;
     if (!(b->res_d = rb_dict(res)) || !(b->b_d = rb_dict(bel)) || !(b->h_d = rb_dict(har)) ||
         !(b->space_d = rb_dict(b->space)))
@@ -4988,7 +4991,7 @@ static int rb_setup(rb_t *b, PyObject *rp) {
     /* the counters the batch adds to must be ints */
     long x;
     static const int counters[] = {RB_EVENTS, RB_COMPARED, RB_MATCHED, RB_GUESSED, RB_FREES,
-                                   RB_LAZY_DRIFT, RB_HIDDEN_HITS};
+                                   RB_LAZY_DRIFT, RB_HIDDEN_HITS, RB_SEARCHES};
     for (size_t k = 0; k < sizeof(counters) / sizeof(counters[0]); k++)
         if (!rb_long(b->res_d, counters[k], &x)) return 0;
     if (!PyDict_GetItemWithError(b->res_d, rb_s[RB_FIRST_DRIFT]) ||
@@ -5053,7 +5056,7 @@ static int rb_finish(rb_t *b) {
     const struct { int key; long delta; } adds[] = {
         {RB_EVENTS, b->n_events}, {RB_COMPARED, b->compared}, {RB_MATCHED, b->matched},
         {RB_GUESSED, b->guessed}, {RB_FREES, b->frees}, {RB_LAZY_DRIFT, b->lazy_drift},
-        {RB_HIDDEN_HITS, b->hidden_hits}};
+        {RB_HIDDEN_HITS, b->hidden_hits}, {RB_SEARCHES, b->searches}};
     for (size_t k = 0; k < sizeof(adds) / sizeof(adds[0]); k++)
         if (adds[k].delta && d_add(b->res_d, rb_s[adds[k].key], adds[k].delta) < 0) err = 1;
     PyObject *ix = PyLong_FromLong(b->index), *dr = PyLong_FromLong(b->drift_run);
@@ -5338,63 +5341,49 @@ static int rb_hidden_guess(rb_t *b, PyObject *key, uint64_t last, uint64_t size,
     return 0;
 }
 
-/* Replayer._adopt_at(addr) for a request of `size` bytes tagged `flags_o` (the vn_id),
- * when it is the usual case: no held decay and no parked block in the range, and the
- * range inside one free block (TraceHarness._busy_at's seed_busy case). 1 adopted, 0
- * not (nothing changed: the reference), -1 error. */
-static int rb_adopt(rb_t *b, PyObject *addr_o, uint64_t addr, uint64_t size, PyObject *flags_o) {
-    ctx_t *c = &b->c;
-    uint64_t s, e, hs, he;
-    if ((u128)addr + size > UINT64_MAX) return 0;
-    uint64_t end = addr + size;
-    /* a held decay the kernel allocates in: Replayer._decay_reached_tree */
-    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(b->held); k++) {
-        PyObject *va = PyList_GET_ITEM(b->held, k);
-        if (Py_TYPE(va) != va_type || !va_bounds(va, &hs, &he) || (hs < end && addr < he))
-            return 0;
-    }
-    /* a parked block overlapping the range: Beliefs.split_parked / unpark_overlapping */
-    if (PyList_GET_SIZE(b->pstarts)) {
-        Py_ssize_t lo = rb_bisect(b->pstarts, addr, 1), hi = rb_bisect(b->pstarts, end, 0);
-        if (lo < 0 || hi < 0) return 0;
-        for (Py_ssize_t k = lo > 0 ? lo - 1 : 0; k < hi; k++) {
-            int rc = rb_parked_block(b, k, &hs, &he);
-            if (rc <= 0 || he > addr) return rc < 0 ? -1 : 0;
-        }
-    }
-    /* TraceHarness._busy_at: inside one free block, else claim_range's other cases */
-    int bad = 0;
-    PyObject *blk = rb_enclose(c->root, addr, &bad);
-    if (blk == NULL || !va_bounds(blk, &s, &e) || !(s <= addr && end <= e) ||
-        !PyLong_CheckExact(flags_o))
-        return 0;
-    /* --- commit: va_clip, VmapArea(addr, end) with the flags, insert_vmap_area,
-     * stats.allocs (TraceHarness.adopt_area), Beliefs.forget(addr) --- */
-    PyObject *end_o = PyLong_FromUnsignedLongLong(end);
-    if (!end_o) return -1;
-    grave_t g;
-    g.n = 0;
-    int delta = 0;
-    PyObject *lva = NULL, *other = NULL, *va = NULL;
-    Py_INCREF(blk);
-    int fit = clip_core(&g, c->root, blk, s, e, addr_o, addr, size, b->fits, &delta, &lva, &other);
-    flush(&g);
-    Py_DECREF(blk);
-    if (fit > 0) b->d_free += delta;
-    if (fit > 0 && lva != NULL) { /* the NE split's left part overlaps: complain */
-        PyObject *r = rb_counters(b) < 0 ? NULL
-                      : PyObject_CallMethodObjArgs(c->free, s_complain_overlap, lva, other, NULL);
-        if (!r) fit = -1;
-        Py_XDECREF(r);
-    }
-    Py_XDECREF(lva);
-    Py_XDECREF(other);
-    if (fit > 0) va = new_va(addr_o, end_o);
-    Py_DECREF(end_o);
-    if (fit <= 0 || va == NULL) {
-        if (fit == 0) PyErr_SetString(PyExc_SystemError, "replay_run: NOTHING_FIT after checks");
+/* TraceHarness.adopt_area(addr, ev.size, ev.vstart, ev.vend, cpu) in Python (claim_range's
+ * other cases), its notes added to the result as Replayer._adopt adds them. */
+static int rb_adopt_area_py(rb_t *b, PyObject *ev, PyObject *addr_o, long cpu) {
+    PyObject *cpu_o = PyLong_FromLong(cpu);
+    if (!cpu_o || rb_counters(b) < 0) {
+        Py_XDECREF(cpu_o);
         return -1;
     }
+    PyObject *a[6] = {b->harness, addr_o, SLOT(ev, off_alloc[1]), SLOT(ev, off_alloc[3]),
+                      SLOT(ev, off_alloc[4]), cpu_o};
+    PyObject *r = PyObject_VectorcallMethod(rb_s[RB_ADOPT_AREA], a, 6, NULL);
+    Py_DECREF(cpu_o);
+    if (!r) return -1;
+    int rc = 0;
+    PyObject *notes = PyTuple_Check(r) && PyTuple_GET_SIZE(r) == 2 ? PyTuple_GET_ITEM(r, 1) : NULL;
+    Py_ssize_t k = notes ? PySequence_Size(notes) : -1;
+    if (k < 0) rc = -1;
+    if (rc == 0 && k > 0) { /* result.notes.extend(f"line {ev.line}: {n}" for n in notes[:3]) */
+        PyObject *lst = PyDict_GetItemWithError(b->res_d, rb_s[RB_NOTES]);
+        if (!lst || !PyList_Check(lst)) rc = -1;
+        for (Py_ssize_t j = 0; rc == 0 && j < k && j < 3; j++) {
+            PyObject *n = PySequence_GetItem(notes, j);
+            PyObject *line = n ? PyUnicode_FromFormat("line %S: %S", SLOT(ev, off_hdr[0][5]), n)
+                               : NULL;
+            if (!line || PyList_Append(lst, line) < 0) rc = -1;
+            Py_XDECREF(line);
+            Py_XDECREF(n);
+        }
+    }
+    if (rc < 0 && !PyErr_Occurred())
+        PyErr_SetString(PyExc_TypeError, "adopt_area must return (area, notes)");
+    Py_DECREF(r);
+    return rc;
+}
+
+/* A new busy area [addr, end) tagged flags_o: VmapArea, insert_vmap_area. 0, -1. */
+static int rb_insert_new(rb_t *b, PyObject *addr_o, uint64_t addr, PyObject *end_o,
+                         uint64_t end, PyObject *flags_o) {
+    ctx_t *c = &b->c;
+    PyObject *va = new_va(addr_o, end_o);
+    if (va == NULL) return -1;
+    grave_t g;
+    g.n = 0;
     set_slot(&g, va, off_flags, flags_o);
     Py_ssize_t bi = c->n > 1 ? (Py_ssize_t)((addr / c->zone) % (uint64_t)c->n) : 0;
     int err = 0, linked = busy_link(&g, PyTuple_GET_ITEM(c->busy, bi), va, addr, end);
@@ -5410,9 +5399,154 @@ static int rb_adopt(rb_t *b, PyObject *addr_o, uint64_t addr, uint64_t size, PyO
     }
     flush(&g);
     Py_DECREF(va);
-    if (err) return -1;
+    return err ? -1 : 0;
+}
+
+/* Replayer._adopt_at(addr) of the allocation ev (`size` bytes, `align`, the full range,
+ * the area tagged flags_o): 1 adopted, 0 not (nothing changed: the reference, for a held
+ * decay the kernel allocates in), -1 error. As Replayer._adopt: a pool entry inside a
+ * parked block splits it (Beliefs.split_parked, the area inserted busy); else the parked
+ * blocks overlapping the range go back to the free tree (unpark_overlapping) and
+ * TraceHarness.adopt_area claims it (its seed_busy case here: inside one free block; the
+ * others through the method). Then Beliefs.forget(addr). */
+static int rb_adopt(rb_t *b, PyObject *ev, PyObject *addr_o, uint64_t addr, uint64_t size,
+                    uint64_t align, long cpu, PyObject *flags_o) {
+    ctx_t *c = &b->c;
+    uint64_t s, e, hs, he;
+    if ((u128)addr + size > UINT64_MAX || !PyLong_CheckExact(flags_o)) return 0;
+    uint64_t end = addr + size;
+    /* a held decay the kernel allocates in: Replayer._decay_reached_tree */
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(b->held); k++) {
+        PyObject *va = PyList_GET_ITEM(b->held, k);
+        if (Py_TYPE(va) != va_type || !va_bounds(va, &hs, &he) || (hs < end && addr < he))
+            return 0;
+    }
+    PyObject *starts = b->pstarts, *hits = NULL, *end_o = NULL;
+    int rc = -1;
+    if (PyDict_GET_SIZE(b->parked)) {
+        Py_ssize_t lo = rb_bisect(starts, addr, 1), hi = rb_bisect(starts, end, 0);
+        if (lo < 0 || hi < 0) return 0;
+        /* parked_at(addr), and whether addr is the aligned bottom of it (_at_bottom) */
+        if (lo > 0) {
+            int pr = rb_parked_block(b, lo - 1, &hs, &he);
+            if (pr <= 0) return pr;
+            u128 base = hs > c->vstart ? hs : c->vstart;
+            u128 bottom = (base + align - 1) & ~(u128)(align - 1);
+            if (addr < he && end <= he && bottom != addr) { /* Beliefs.split_parked */
+                PyObject *pk_start = PyList_GET_ITEM(starts, lo - 1), *pk;
+                uint64_t ks;
+                if (!u64_of(pk_start, &ks) || ks != hs) return 0;
+                pk = PyDict_GetItemWithError(b->parked, pk_start);
+                if (!pk) return PyErr_Occurred() ? -1 : 0;
+                Py_INCREF(pk);
+                Py_INCREF(pk_start);
+                PyObject *left = NULL, *right = NULL, *repl = PyList_New(0);
+                end_o = PyLong_FromUnsignedLongLong(end);
+                int ok = repl && end_o && PyDict_DelItem(b->parked, pk_start) == 0;
+                if (ok && hs < addr)
+                    ok = (left = new_va(SLOT(pk, off_start), addr_o)) != NULL &&
+                         PyList_Append(repl, SLOT(pk, off_start)) == 0 &&
+                         PyDict_SetItem(b->parked, SLOT(pk, off_start), left) == 0;
+                if (ok && end < he)
+                    ok = (right = new_va(end_o, SLOT(pk, off_end))) != NULL &&
+                         PyList_Append(repl, end_o) == 0 &&
+                         PyDict_SetItem(b->parked, end_o, right) == 0;
+                if (ok) ok = PyList_SetSlice(starts, lo - 1, lo, repl) == 0;
+                Py_XDECREF(left);
+                Py_XDECREF(right);
+                Py_XDECREF(repl);
+                Py_DECREF(pk_start);
+                Py_DECREF(pk);
+                /* _tagged, insert_vmap_area, stats.allocs */
+                if (ok && rb_insert_new(b, addr_o, addr, end_o, end, flags_o) == 0) {
+                    b->d_allocs++;
+                    rc = 1;
+                }
+                goto out;
+            }
+        }
+        /* Beliefs.unpark_overlapping(addr, end) */
+        for (Py_ssize_t k = lo > 0 ? lo - 1 : 0; k < hi; k++) {
+            int pr = rb_parked_block(b, k, &hs, &he);
+            if (pr <= 0) {
+                Py_XDECREF(hits);
+                return pr;
+            }
+            if (he > addr) {
+                if (!hits && !(hits = PyList_New(0))) return -1;
+                if (PyList_Append(hits, PyList_GET_ITEM(starts, k)) < 0) goto out;
+            }
+        }
+    }
+    if (hits) { /* --- commit: each back to the free tree, then adopt_area (Python) --- */
+        if (rb_counters(b) < 0) goto out;
+        for (Py_ssize_t j = 0; j < PyList_GET_SIZE(hits); j++) {
+            PyObject *st = PyList_GET_ITEM(hits, j);
+            uint64_t sv;
+            Py_ssize_t at;
+            if (!u64_of(st, &sv) || (at = rb_bisect(starts, sv, 0)) < 0 ||
+                at >= PyList_GET_SIZE(starts)) {
+                PyErr_SetString(PyExc_SystemError, "replay_run: parked starts changed");
+                goto out;
+            }
+            PyObject *va = PyDict_GetItemWithError(b->parked, st);
+            if (!va) {
+                if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, st);
+                goto out;
+            }
+            Py_INCREF(va);
+            PyObject *r = NULL;
+            if (PyList_SetSlice(starts, at, at + 1, NULL) == 0 &&
+                PyDict_DelItem(b->parked, st) == 0)
+                r = PyObject_CallMethodOneArg(c->free, rb_s[RB_MERGE], va);
+            Py_DECREF(va);
+            if (!r) goto out;
+            Py_DECREF(r);
+        }
+        rc = rb_adopt_area_py(b, ev, addr_o, cpu) < 0 ? -1 : 1;
+        goto out;
+    }
+    /* TraceHarness._busy_at: inside one free block (seed_busy), else claim_range */
+    int bad = 0;
+    PyObject *blk = rb_enclose(c->root, addr, &bad);
+    if (bad) return 0;
+    if (blk == NULL || !va_bounds(blk, &s, &e) || !(s <= addr && end <= e)) {
+        rc = rb_adopt_area_py(b, ev, addr_o, cpu) < 0 ? -1 : 1;
+        goto out;
+    }
+    /* --- commit: va_clip, VmapArea(addr, end) with the flags, insert_vmap_area,
+     * stats.allocs (TraceHarness.adopt_area) --- */
+    end_o = PyLong_FromUnsignedLongLong(end);
+    if (!end_o) goto out;
+    grave_t g;
+    g.n = 0;
+    int delta = 0;
+    PyObject *lva = NULL, *other = NULL;
+    Py_INCREF(blk);
+    int fit = clip_core(&g, c->root, blk, s, e, addr_o, addr, size, b->fits, &delta, &lva, &other);
+    flush(&g);
+    Py_DECREF(blk);
+    if (fit > 0) b->d_free += delta;
+    if (fit > 0 && lva != NULL) { /* the NE split's left part overlaps: complain */
+        PyObject *r = rb_counters(b) < 0 ? NULL
+                      : PyObject_CallMethodObjArgs(c->free, s_complain_overlap, lva, other, NULL);
+        if (!r) fit = -1;
+        Py_XDECREF(r);
+    }
+    Py_XDECREF(lva);
+    Py_XDECREF(other);
+    if (fit <= 0) {
+        if (fit == 0) PyErr_SetString(PyExc_SystemError, "replay_run: NOTHING_FIT after checks");
+        goto out;
+    }
+    if (rb_insert_new(b, addr_o, addr, end_o, end, flags_o) < 0) goto out;
     b->d_allocs++;
-    return rb_forget(b, addr_o) < 0 ? -1 : 1;
+    rc = 1;
+out:
+    Py_XDECREF(hits);
+    Py_XDECREF(end_o);
+    if (rc == 1 && rb_forget(b, addr_o) < 0) rc = -1;
+    return rc;
 }
 
 /* Beliefs.saw_hidden_head(key, addr) */
@@ -5439,9 +5573,10 @@ static int rb_saw_hidden_head(rb_t *b, PyObject *key, PyObject *addr_o) {
 /* Replayer._alloc_one with a hidden pool's guessed head that is the kernel's address:
  * _adopt_at it, Decision("pool", node, idx), the matched event's counters,
  * Beliefs.saw_hidden_head and forget. 1, 0 (nothing changed: the reference), -1. */
-static int rb_hidden_alloc(rb_t *b, PyObject *key, PyObject *addr_o, uint64_t addr,
-                           uint64_t size, long node, uint64_t idx) {
-    int r = rb_adopt(b, addr_o, addr, size, PyTuple_GET_ITEM(b->c.vnflags, node));
+static int rb_hidden_alloc(rb_t *b, PyObject *ev, PyObject *key, PyObject *addr_o,
+                           uint64_t addr, uint64_t size, uint64_t align, long cpu,
+                           long node, uint64_t idx) {
+    int r = rb_adopt(b, ev, addr_o, addr, size, align, cpu, PyTuple_GET_ITEM(b->c.vnflags, node));
     if (r <= 0) return r;
     b->any_alloc = 1;
     b->compared++;
@@ -5455,6 +5590,196 @@ static int rb_hidden_alloc(rb_t *b, PyObject *key, PyObject *addr_o, uint64_t ad
     b->dec_pidx = (long)idx;
     b->dec_bs = b->dec_be = b->dec_len = 0;
     b->dec_fit = 0;
+    return 1;
+}
+
+/* Beliefs.saw_kernel_tree_choice(addr, length) */
+static int rb_saw_tree_choice(rb_t *b, PyObject *addr_o, uint64_t addr, uint64_t length) {
+    PyObject *len_o = PyLong_FromUnsignedLongLong(length);
+    if (!len_o) return -1;
+    PyObject *h = PyDict_GetItemWithError(b->high, len_o);
+    int gt = 0;
+    if (h != NULL) /* addr > kernel_tree_high.get(length, 0) */
+        gt = PyObject_RichCompareBool(addr_o, h, Py_GT);
+    else
+        gt = PyErr_Occurred() ? -1 : addr > 0;
+    int rc = gt < 0 ? -1 : gt ? PyDict_SetItem(b->high, len_o, addr_o) : 0;
+    Py_DECREF(len_o);
+    return rc;
+}
+
+/* rb_next(blk) in the free tree (borrowed, NULL at the highest). */
+static PyObject *rb_next_of(PyObject *blk) {
+    PyObject *n = get_node(blk, off_right);
+    if (n != NULL) {
+        PyObject *l;
+        while ((l = get_node(n, off_left)) != NULL) n = l;
+        return n;
+    }
+    n = get_node(blk, off_parent);
+    while (n != NULL && blk == get_node(n, off_right)) {
+        blk = n;
+        n = get_node(n, off_parent);
+    }
+    return n;
+}
+
+/* What the first allocation of a search-again event chose (see rb_search_again). */
+typedef struct {
+    PyObject *pool, *found, *vn_id;
+    uint64_t choice, s, e, length;
+    long visits;
+    int rotated, fit;
+} rb_first_t;
+
+/* Replayer._alloc_one when the model's tree search ended in a block the kernel's does
+ * not reach: TraceHarness.alloc, then Replayer._search_again (undo_alloc, the search
+ * skipping unreachable blocks, _adopt_at its address, the Decision), then the matched
+ * event's bookkeeping. Applied only when the second search gives the kernel's address;
+ * that search is run on the present tree, which is the one the undo leaves when the
+ * first allocation clipped its block at one end (LE or RE fit) and its area goes back
+ * into that block alone (no free neighbour touches it): the clip and the merge change
+ * only that block's bounds and the augment along its path, and put both back. Other
+ * fits, a model failure, another address: 0 (nothing changed: the reference). */
+static int rb_search_again(rb_t *b, PyObject *ev, PyObject *addr_o, uint64_t addr, uint64_t size,
+                           uint64_t align, uint64_t vstart, uint64_t vend, long cpu,
+                           rb_first_t *f) {
+    ctx_t *c = &b->c;
+    uint64_t ns, ne, s2, e2;
+    if (!b->explain_was || (f->fit != 2 && f->fit != 3)) return 0;
+    PyObject *nb = f->fit == 2 ? rb_prev_of(f->found) : rb_next_of(f->found);
+    if (nb != NULL) {
+        if (Py_TYPE(nb) != va_type || !va_bounds(nb, &ns, &ne)) return 0;
+        if (f->fit == 2 ? ne == f->s : ns == f->e) return 0; /* a neighbour would merge */
+    }
+    /* Beliefs.search_skipping(size, align, vstart, length) */
+    PyObject *len_o = PyLong_FromUnsignedLongLong(f->length);
+    PyObject *umax_o = PyLong_FromUnsignedLongLong(c->umax);
+    PyObject *high = len_o ? PyDict_GetItemWithError(b->high, len_o) : NULL;
+    PyObject *blk = NULL;
+    if (len_o && umax_o && (high != NULL || !PyErr_Occurred())) {
+        PyObject *root_node = SLOT(c->root, off_root);
+        PyObject *sa[9] = {root_node, SLOT(ev, off_alloc[1]), SLOT(ev, off_alloc[2]),
+                           SLOT(ev, off_alloc[3]), len_o, umax_o, b->unreach,
+                           high ? high : Py_None, b->old};
+        blk = sp_search_skipping(NULL, sa, 9);
+    }
+    Py_XDECREF(len_o);
+    Py_XDECREF(umax_o);
+    if (blk == NULL) {
+        if (!PyErr_Occurred() || !PyErr_ExceptionMatches(PyExc_OverflowError)) return -1;
+        PyErr_Clear(); /* a value the compiled walk declines: the reference */
+        return 0;
+    }
+    int ok = blk != Py_None && Py_TYPE(blk) == va_type && va_bounds(blk, &s2, &e2);
+    Py_DECREF(blk); /* the tree keeps it */
+    if (!ok) return 0; /* -ENOENT: the model fails */
+    u128 nva = (((u128)(s2 > vstart ? s2 : vstart)) + align - 1) & ~(u128)(align - 1);
+    if (nva + size > vend || nva != addr) return 0; /* -ERANGE, or a divergence */
+    uint64_t end = addr + size;
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(b->held); k++) { /* _decay_reached_tree */
+        PyObject *va = PyList_GET_ITEM(b->held, k);
+        if (Py_TYPE(va) != va_type || !va_bounds(va, &ns, &ne) || (ns < end && addr < ne))
+            return 0;
+    }
+    /* --- commit: TraceHarness.alloc as alloc_vmap_area_once commits it --- */
+    if (PyDict_GetItemWithError(c->space_d, s_explain) != Py_False &&
+        PyDict_SetItem(c->space_d, s_explain, Py_False) < 0)
+        return -1;
+    if (f->rotated) { /* the misaligned head to the tail */
+        PyObject *r = call2(dq_rotate, f->pool, minus_one);
+        if (!r) return -1;
+        Py_DECREF(r);
+    }
+    b->d_visits += f->visits;
+    b->lph = 0;
+    PyObject *ch_o = PyLong_FromUnsignedLongLong(f->choice);
+    PyObject *che_o = ch_o ? PyLong_FromUnsignedLongLong(f->choice + size) : NULL;
+    if (!che_o) {
+        Py_XDECREF(ch_o);
+        return -1;
+    }
+    grave_t g;
+    g.n = 0;
+    int delta = 0, err = 0;
+    PyObject *lva = NULL, *other = NULL, *va = NULL;
+    Py_INCREF(f->found);
+    int fit = clip_core(&g, c->root, f->found, f->s, f->e, ch_o, f->choice, size, b->fits,
+                        &delta, &lva, &other);
+    flush(&g);
+    Py_DECREF(f->found);
+    Py_XDECREF(lva); /* LE/RE: no split */
+    Py_XDECREF(other);
+    if (fit == f->fit) {
+        b->d_free += delta;
+        va = new_va(ch_o, che_o);
+    }
+    Py_DECREF(ch_o);
+    Py_DECREF(che_o);
+    if (va == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_SystemError, "replay_run: clip changed");
+        return -1;
+    }
+    set_slot(&g, va, off_vm, Py_None);
+    set_slot(&g, va, off_flags, f->vn_id);
+    Py_ssize_t bi = c->n > 1 ? (Py_ssize_t)((f->choice / c->zone) % (uint64_t)c->n) : 0;
+    PyObject *root = PyTuple_GET_ITEM(c->busy, bi);
+    if (busy_link(&g, root, va, f->choice, f->choice + size) != 1) err = 1;
+    else {
+        set_state(&g, va, st_busy);
+        /* TraceHarness.undo_alloc(va, False): unlink_vmap_area, the free tree again */
+        aug_t a = {NULL};
+        PyObject *rebalance = NULL;
+        err = rb_erase_impl(&g, va, root, &a, &rebalance) < 0;
+        if (!err && rebalance != NULL) err = rb_erase_color_impl(&g, rebalance, root, &a) < 0;
+    }
+    if (!err) {
+        set_node(&g, va, off_parent, NULL);
+        set_node(&g, va, off_left, NULL);
+        set_node(&g, va, off_right, NULL);
+        set_state(&g, va, st_detached);
+        set_slot(&g, va, off_vm, Py_None);
+        PyObject *into = NULL;
+        int rc = merge_core(&g, c->root, va, c->each_step, &into, &delta);
+        if (rc == 0) b->d_free += delta;
+        else err = 1;
+    }
+    flush(&g);
+    Py_DECREF(va);
+    if (err) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_SystemError, "replay_run: the search-again undo failed");
+        return -1;
+    }
+    /* _adopt_at(nva): the compiled case, else the method */
+    int r = rb_adopt(b, ev, addr_o, addr, size, align, cpu, f->vn_id);
+    if (r < 0) return -1;
+    if (r == 0) {
+        PyObject *cpu_o = PyLong_FromLong(cpu);
+        PyObject *res = cpu_o && rb_counters(b) == 0
+                            ? PyObject_CallMethod(b->rp, "_adopt_at", "OOO", addr_o, ev, cpu_o)
+                            : NULL;
+        Py_XDECREF(cpu_o);
+        if (!res) return -1;
+        Py_DECREF(res);
+    }
+    /* searches_skipping_unreachable, the matched event's bookkeeping */
+    b->searches++;
+    b->any_alloc = 1;
+    b->compared++;
+    b->matched++;
+    if (align > 4096) {
+        if (e2 - s2 < f->length && !b->kstate_seed) b->guessed++;
+        if (rb_saw_tree_choice(b, addr_o, addr, f->length) < 0) return -1;
+    }
+    if (rb_forget(b, addr_o) < 0) return -1;
+    b->dec_pool_hit = 0;
+    b->dec_rotated = 0;
+    b->dec_node = b->dec_pidx = -1;
+    b->dec_bs = s2;
+    b->dec_be = e2;
+    b->dec_len = f->length;
+    b->dec_fit = addr == s2 ? (end == e2 ? 1 : 2) : (end == e2 ? 3 : 4);
     return 1;
 }
 
@@ -5520,7 +5845,7 @@ static int rb_alloc(rb_t *b, PyObject *ev) {
                     ? rb_hidden_guess(b, key, lastv, size, align, &guess)
                     : 2;
         if (r == 1)
-            r = guess == addr ? rb_hidden_alloc(b, key, addr_o, addr, size, node, idx) : 0;
+            r = guess == addr ? rb_hidden_alloc(b, ev, key, addr_o, addr, size, align, cpu, node, idx) : 0;
         else if (r == 2)
             r = 0;
         else if (r == 0)
@@ -5566,6 +5891,12 @@ static int rb_alloc(rb_t *b, PyObject *ev) {
         /* Replayer._alloc_one: a block the kernel's search does not reach */
         if (PyDict_GET_SIZE(b->unreach) || e - s < length) {
             int u = rb_unreachable(b, s, e, length);
+            if (u == 1) { /* Replayer._search_again */
+                rb_first_t f = {pool, found, c->n > 1 && full ? PyTuple_GET_ITEM(c->vnflags, node)
+                                                              : small_zero,
+                                choice, s, e, length, visits, rotated, fit};
+                return rb_search_again(b, ev, addr_o, addr, size, align, vstart, vend, cpu, &f);
+            }
             if (u != 0) return u < 0 ? -1 : 0;
         }
     }
@@ -5652,18 +5983,7 @@ static int rb_alloc(rb_t *b, PyObject *ev) {
     b->matched++;
     if (!pool_hit && align > 4096) {
         if (e - s < length && !b->kstate_seed) b->guessed++;
-        /* Beliefs.saw_kernel_tree_choice(addr, length) */
-        PyObject *len_o = PyLong_FromUnsignedLongLong(length);
-        if (!len_o) return -1;
-        PyObject *h = PyDict_GetItemWithError(b->high, len_o);
-        int gt = 0;
-        if (h != NULL) /* addr > kernel_tree_high.get(length, 0) */
-            gt = PyObject_RichCompareBool(addr_o, h, Py_GT);
-        else
-            gt = PyErr_Occurred() ? -1 : addr > 0;
-        int rc = gt < 0 ? -1 : gt ? PyDict_SetItem(b->high, len_o, addr_o) : 0;
-        Py_DECREF(len_o);
-        if (rc < 0) return -1;
+        if (rb_saw_tree_choice(b, addr_o, addr, length) < 0) return -1;
     }
     if (rb_forget(b, addr_o) < 0) return -1;
     b->dec_pool_hit = pool_hit;
