@@ -4637,7 +4637,7 @@ enum {
     RB_MARKED, RB_KSTATE, RB_THRESHOLD, RB_MAXVA, RB_FREE_METH, RB_CPU_KW,
     RB_ID, RB_VA_START, RB_VA_END, RB_APPEND,
     RB_HELD, RB_HPREV, RB_HPREV2, RB_HREFUTED, RB_PARKED, RB_PSTARTS, RB_HIDDEN_HITS,
-    RB_ADOPT_AREA, RB_NOTES, RB_MERGE, RB_SEARCHES,
+    RB_ADOPT_AREA, RB_NOTES, RB_MERGE, RB_SEARCHES, RB_PURGE_AT, RB_EVENTS_ATTR, RB_NXT,
     RB_N
 };
 static const char *rb_names[RB_N] = {
@@ -4655,6 +4655,7 @@ static const char *rb_names[RB_N] = {
     "_held", "hidden_prev", "hidden_prev2", "hidden_refuted", "parked", "_parked_starts",
     "hidden_pool_hits",
     "adopt_area", "notes", "merge_or_add_vmap_area_augment", "searches_skipping_unreachable",
+    "_purge_at", "_events", "_nxt",
 };
 static PyObject *rb_s[RB_N];
 
@@ -6111,6 +6112,42 @@ static int rb_free(rb_t *b, PyObject *ev, PyObject *ts_o) {
     return 1;
 }
 
+/* Replayer.before when the next purge event is behind event i: the one after it
+ * (_nxt, _next_purge, _purge_index). 1, 0 (not as the batch reads it: the reference), -1. */
+static int rb_next_purge(rb_t *b, Py_ssize_t i) {
+    PyObject *d = b->rp_d, *at = PyDict_GetItemWithError(d, rb_s[RB_PURGE_AT]);
+    PyObject *evs = PyDict_GetItemWithError(d, rb_s[RB_EVENTS_ATTR]);
+    long j;
+    if (!at || !PyList_CheckExact(at) || evs != b->events || !rb_long(d, RB_NXT, &j) || j < 0)
+        return PyErr_Occurred() ? -1 : 0;
+    Py_ssize_t n = PyList_GET_SIZE(at);
+    long k = -1;
+    for (; j < n; j++) {
+        PyObject *o = PyList_GET_ITEM(at, j);
+        int of = 0;
+        k = PyLong_CheckExact(o) ? PyLong_AsLongAndOverflow(o, &of) : -1;
+        if (k < 0 || of || k >= PyList_GET_SIZE(evs)) return 0;
+        if (k >= i) break;
+    }
+    PyObject *nxt = j < n ? PyList_GET_ITEM(evs, k) : Py_None;
+    uint64_t npurged = 0;
+    if (nxt != Py_None && (Py_TYPE(nxt) != ev_purge_t || !u64_of(SLOT(nxt, off_purge[2]), &npurged)))
+        return 0;
+    /* --- commit --- */
+    PyObject *jo = PyLong_FromLong(j), *ko = PyLong_FromLong(j < n ? k : -1);
+    int rc = jo && ko && PyDict_SetItem(d, rb_s[RB_NXT], jo) == 0 &&
+                     PyDict_SetItem(d, rb_s[RB_NEXT_PURGE], nxt) == 0 &&
+                     PyDict_SetItem(d, rb_s[RB_PURGE_INDEX], ko) == 0
+                 ? 1
+                 : -1;
+    Py_XDECREF(jo);
+    Py_XDECREF(ko);
+    b->purge_index = j < n ? k : -1;
+    b->has_next = nxt != Py_None;
+    b->npurged = npurged;
+    return rc;
+}
+
 /* replay_run(replayer, events, i, every) -> the index of the first event left to the
  * Python handlers (len(events) when none is). */
 static PyObject *rb_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -6140,7 +6177,11 @@ static PyObject *rb_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     for (; i < PyList_GET_SIZE(events); i++) {
         PyObject *ev = PyList_GET_ITEM(events, i);
         /* Replayer.before: the progress bar's tick, the next purge behind, timed state */
-        if ((every && i % every == 0) || (b.purge_index >= 0 && b.purge_index < i)) break;
+        if (every && i % every == 0) break;
+        if (b.purge_index >= 0 && b.purge_index < i) {
+            rc = rb_next_purge(&b, i);
+            if (rc <= 0) break;
+        }
         PyTypeObject *t = Py_TYPE(ev);
         int kind = t == ev_alloc_t ? 0 : t == ev_free_t ? 1 : -1;
         if (kind < 0) break; /* a purge (or an event of another class) */
