@@ -37,6 +37,7 @@ _WHOLE_OPERATIONS = (
     "vfree",
     # replay batch (replayc)
     "replay_run",
+    "replay_adopt",
     "seed_busy",
     "ranges_below",  # replayc2
     "alloc_index",

@@ -3980,6 +3980,7 @@ out:
 /* replay batch (replayc) declarations */
 static PyObject *rb_init(PyObject *, PyObject *);
 static PyObject *rb_run(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rb_adopt_twin(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rb_seed_busy(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rb_pool_ids(PyObject *, PyObject *);
 static PyObject *rb_pool_gens(PyObject *, PyObject *const *, Py_ssize_t);
@@ -4073,6 +4074,8 @@ static PyMethodDef methods[] = {
     {"replay_run_init", rb_init, METH_VARARGS,
      "replay_run_init(Replayer, TraceHarness, VmapSpace, Beliefs, ReplayResult, PendingPurge, "
      "guards, DRIFT_RUN[, HIDDEN_SCAN_BLOCKS, EXACT_SCAN_BLOCKS, functions])"},
+    {"replay_adopt", (PyCFunction)(void (*)(void))rb_adopt_twin, METH_FASTCALL,
+     "replay_adopt(replayer, ev, cpu, addr) -> the adopted busy area | None"},
     {"replay_run", (PyCFunction)(void (*)(void))rb_run, METH_FASTCALL,
      "replay_run(replayer, events, i, every) -> index of the first event left to Python"},
     {"seed_busy", (PyCFunction)(void (*)(void))rb_seed_busy, METH_FASTCALL,
@@ -5344,7 +5347,7 @@ static int rb_hidden_guess(rb_t *b, PyObject *key, uint64_t last, uint64_t size,
 
 /* TraceHarness.adopt_area(addr, ev.size, ev.vstart, ev.vend, cpu) in Python (claim_range's
  * other cases), its notes added to the result as Replayer._adopt adds them. */
-static int rb_adopt_area_py(rb_t *b, PyObject *ev, PyObject *addr_o, long cpu) {
+static int rb_adopt_area_py(rb_t *b, PyObject *ev, PyObject *addr_o, long cpu, PyObject **out) {
     PyObject *cpu_o = PyLong_FromLong(cpu);
     if (!cpu_o || rb_counters(b) < 0) {
         Py_XDECREF(cpu_o);
@@ -5373,13 +5376,18 @@ static int rb_adopt_area_py(rb_t *b, PyObject *ev, PyObject *addr_o, long cpu) {
     }
     if (rc < 0 && !PyErr_Occurred())
         PyErr_SetString(PyExc_TypeError, "adopt_area must return (area, notes)");
+    if (rc == 0 && out != NULL) {
+        *out = PyTuple_GET_ITEM(r, 0);
+        Py_INCREF(*out);
+    }
     Py_DECREF(r);
     return rc;
 }
 
-/* A new busy area [addr, end) tagged flags_o: VmapArea, insert_vmap_area. 0, -1. */
+/* A new busy area [addr, end) tagged flags_o: VmapArea, insert_vmap_area. 0 (*out: the
+ * area, a new reference, when out is not NULL), -1. */
 static int rb_insert_new(rb_t *b, PyObject *addr_o, uint64_t addr, PyObject *end_o,
-                         uint64_t end, PyObject *flags_o) {
+                         uint64_t end, PyObject *flags_o, PyObject **out) {
     ctx_t *c = &b->c;
     PyObject *va = new_va(addr_o, end_o);
     if (va == NULL) return -1;
@@ -5399,7 +5407,8 @@ static int rb_insert_new(rb_t *b, PyObject *addr_o, uint64_t addr, PyObject *end
         Py_XDECREF(r);
     }
     flush(&g);
-    Py_DECREF(va);
+    if (!err && out != NULL) *out = va;
+    else Py_DECREF(va);
     return err ? -1 : 0;
 }
 
@@ -5411,10 +5420,12 @@ static int rb_insert_new(rb_t *b, PyObject *addr_o, uint64_t addr, PyObject *end
  * TraceHarness.adopt_area claims it (its seed_busy case here: inside one free block; the
  * others through the method). Then Beliefs.forget(addr). */
 static int rb_adopt(rb_t *b, PyObject *ev, PyObject *addr_o, uint64_t addr, uint64_t size,
-                    uint64_t align, long cpu, PyObject *flags_o) {
+                    uint64_t align, long cpu, PyObject *flags_o, PyObject **out) {
     ctx_t *c = &b->c;
-    uint64_t s, e, hs, he;
-    if ((u128)addr + size > UINT64_MAX || !PyLong_CheckExact(flags_o)) return 0;
+    uint64_t s, e, hs, he, evstart;
+    if ((u128)addr + size > UINT64_MAX || !PyLong_CheckExact(flags_o) || align == 0 ||
+        !u64_of(SLOT(ev, off_alloc[3]), &evstart))
+        return 0;
     uint64_t end = addr + size;
     /* a held decay the kernel allocates in: Replayer._decay_reached_tree */
     for (Py_ssize_t k = 0; k < PyList_GET_SIZE(b->held); k++) {
@@ -5431,7 +5442,7 @@ static int rb_adopt(rb_t *b, PyObject *ev, PyObject *addr_o, uint64_t addr, uint
         if (lo > 0) {
             int pr = rb_parked_block(b, lo - 1, &hs, &he);
             if (pr <= 0) return pr;
-            u128 base = hs > c->vstart ? hs : c->vstart;
+            u128 base = hs > evstart ? hs : evstart;
             u128 bottom = (base + align - 1) & ~(u128)(align - 1);
             if (addr < he && end <= he && bottom != addr) { /* Beliefs.split_parked */
                 PyObject *pk_start = PyList_GET_ITEM(starts, lo - 1), *pk;
@@ -5459,7 +5470,7 @@ static int rb_adopt(rb_t *b, PyObject *ev, PyObject *addr_o, uint64_t addr, uint
                 Py_DECREF(pk_start);
                 Py_DECREF(pk);
                 /* _tagged, insert_vmap_area, stats.allocs */
-                if (ok && rb_insert_new(b, addr_o, addr, end_o, end, flags_o) == 0) {
+                if (ok && rb_insert_new(b, addr_o, addr, end_o, end, flags_o, out) == 0) {
                     b->d_allocs++;
                     rc = 1;
                 }
@@ -5504,7 +5515,7 @@ static int rb_adopt(rb_t *b, PyObject *ev, PyObject *addr_o, uint64_t addr, uint
             if (!r) goto out;
             Py_DECREF(r);
         }
-        rc = rb_adopt_area_py(b, ev, addr_o, cpu) < 0 ? -1 : 1;
+        rc = rb_adopt_area_py(b, ev, addr_o, cpu, out) < 0 ? -1 : 1;
         goto out;
     }
     /* TraceHarness._busy_at: inside one free block (seed_busy), else claim_range */
@@ -5512,7 +5523,7 @@ static int rb_adopt(rb_t *b, PyObject *ev, PyObject *addr_o, uint64_t addr, uint
     PyObject *blk = rb_enclose(c->root, addr, &bad);
     if (bad) return 0;
     if (blk == NULL || !va_bounds(blk, &s, &e) || !(s <= addr && end <= e)) {
-        rc = rb_adopt_area_py(b, ev, addr_o, cpu) < 0 ? -1 : 1;
+        rc = rb_adopt_area_py(b, ev, addr_o, cpu, out) < 0 ? -1 : 1;
         goto out;
     }
     /* --- commit: va_clip, VmapArea(addr, end) with the flags, insert_vmap_area,
@@ -5540,7 +5551,7 @@ static int rb_adopt(rb_t *b, PyObject *ev, PyObject *addr_o, uint64_t addr, uint
         if (fit == 0) PyErr_SetString(PyExc_SystemError, "replay_run: NOTHING_FIT after checks");
         goto out;
     }
-    if (rb_insert_new(b, addr_o, addr, end_o, end, flags_o) < 0) goto out;
+    if (rb_insert_new(b, addr_o, addr, end_o, end, flags_o, out) < 0) goto out;
     b->d_allocs++;
     rc = 1;
 out:
@@ -5577,7 +5588,7 @@ static int rb_saw_hidden_head(rb_t *b, PyObject *key, PyObject *addr_o) {
 static int rb_hidden_alloc(rb_t *b, PyObject *ev, PyObject *key, PyObject *addr_o,
                            uint64_t addr, uint64_t size, uint64_t align, long cpu,
                            long node, uint64_t idx) {
-    int r = rb_adopt(b, ev, addr_o, addr, size, align, cpu, PyTuple_GET_ITEM(b->c.vnflags, node));
+    int r = rb_adopt(b, ev, addr_o, addr, size, align, cpu, PyTuple_GET_ITEM(b->c.vnflags, node), NULL);
     if (r <= 0) return r;
     b->any_alloc = 1;
     b->compared++;
@@ -5753,7 +5764,7 @@ static int rb_search_again(rb_t *b, PyObject *ev, PyObject *addr_o, uint64_t add
         return -1;
     }
     /* _adopt_at(nva): the compiled case, else the method */
-    int r = rb_adopt(b, ev, addr_o, addr, size, align, cpu, f->vn_id);
+    int r = rb_adopt(b, ev, addr_o, addr, size, align, cpu, f->vn_id, NULL);
     if (r < 0) return -1;
     if (r == 0) {
         PyObject *cpu_o = PyLong_FromLong(cpu);
@@ -6146,6 +6157,98 @@ static int rb_next_purge(rb_t *b, Py_ssize_t i) {
     b->has_next = nxt != Py_None;
     b->npurged = npurged;
     return rc;
+}
+
+/* --- compiled twins for the Python handlers (the divergence path calls them) --------- */
+
+/* What rb_adopt reads, gathered for a call from Python (Replayer._adopt): 1, 0 (not a
+ * replay the twin mirrors: the reference), -1. */
+static int rb_setup_adopt(rb_t *b, PyObject *rp) {
+    memset(b, 0, sizeof(*b));
+    b->rp = rp;
+    b->lph = -1;
+    if (rb_types[0] == NULL || ev_alloc_t == NULL || st_busy == NULL || va_ready() < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (!(b->rp_d = rb_dict(rp)) || !rb_unreplaced(rp, b->rp_d, RB_T_RP)) return 0;
+    PyObject *d = b->rp_d;
+    PyObject *res = PyDict_GetItemWithError(d, rb_s[RB_RESULT]);
+    PyObject *bel = PyDict_GetItemWithError(d, rb_s[RB_BELIEFS]);
+    PyObject *har = PyDict_GetItemWithError(d, rb_s[RB_HARNESS]);
+    b->space = PyDict_GetItemWithError(d, rb_s[RB_SPACE]);
+    b->harness = har;
+    if (!res || !bel || !har || !b->space || Py_TYPE(res) != rb_types[RB_T_RESULT]) return 0;
+    if (!(b->res_d = rb_dict(res)) || !(b->b_d = rb_dict(bel)) || !(b->h_d = rb_dict(har)) ||
+        !(b->space_d = rb_dict(b->space)))
+        return 0;
+    if (!rb_unreplaced(bel, b->b_d, RB_T_BELIEFS) || !rb_unreplaced(har, b->h_d, RB_T_HARNESS) ||
+        !rb_unreplaced(b->space, b->space_d, RB_T_SPACE) ||
+        PyDict_GetItemWithError(b->h_d, rb_s[RB_SPACE]) != b->space)
+        return 0;
+    int rc = ctx_get(b->space, &b->c);
+    if (rc <= 0) return rc;
+    b->have_c = 1;
+    PyObject *pools_pol = PyDict_GetItemWithError(b->space_d, s_pools);
+    PyObject *placement = PyDict_GetItemWithError(b->space_d, s_placement);
+    if (!pools_pol || !placement || Py_TYPE(placement) != lowest_match_type ||
+        (Py_TYPE(pools_pol) != node_pools_type && Py_TYPE(pools_pol) != no_pools_type))
+        return 0;
+    b->fits = PyDict_GetItemWithError(b->c.stats_d, s_fits);
+    if (PyDict_GetItemWithError(b->c.free_d, s_why) != Py_None || !b->fits ||
+        !PyList_CheckExact(b->fits) || PyList_GET_SIZE(b->fits) < 5 ||
+        !d_int(b->space_d, s_nr_busy) || !d_int(b->c.free_d, s_nr_free) ||
+        !d_int(b->c.stats_d, s_allocs))
+        return 0;
+    if (!(b->unknown = rb_get(b->b_d, RB_UNKNOWN, &PyDict_Type)) ||
+        !(b->refuted = rb_get(b->b_d, RB_REFUTED, &PyDict_Type)) ||
+        !(b->recycled = rb_get(b->b_d, RB_RECYCLED, &PyDict_Type)) ||
+        !(b->parked = rb_get(b->b_d, RB_PARKED, &PyDict_Type)) ||
+        !(b->pstarts = rb_get(b->b_d, RB_PSTARTS, &PyList_Type)) ||
+        !(b->held = rb_get(d, RB_HELD, &PyList_Type)))
+        return 0;
+    return PyErr_Occurred() ? -1 : 1;
+}
+
+/* replay_adopt(replayer, ev, cpu, addr) -> the new busy area, or None (nothing changed:
+ * the reference runs): Replayer._adopt(ev, cpu, addr) as rb_adopt mirrors it. */
+static PyObject *rb_adopt_twin(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "replay_adopt(replayer, ev, cpu, addr)");
+        return NULL;
+    }
+    if (rb_strings() < 0) return NULL;
+    PyObject *ev = args[1], *addr_o = args[3], *va = NULL;
+    rb_t b;
+    int rc = rb_setup_adopt(&b, args[0]);
+    uint64_t addr, size, align, vs, ve;
+    long cpu = -1;
+    if (rc > 0) {
+        int of = 0;
+        if (PyLong_CheckExact(args[2])) cpu = PyLong_AsLongAndOverflow(args[2], &of);
+        if (of || cpu < 0 || Py_TYPE(ev) != ev_alloc_t || !u64_of(addr_o, &addr) ||
+            !u64_of(SLOT(ev, off_alloc[1]), &size) || !u64_of(SLOT(ev, off_alloc[2]), &align) ||
+            !u64_of(SLOT(ev, off_alloc[3]), &vs) || !u64_of(SLOT(ev, off_alloc[4]), &ve))
+            rc = PyErr_Occurred() ? -1 : 0;
+    }
+    if (rc > 0) {
+        ctx_t *c = &b.c;
+        PyObject *flags = c->n > 1 && vs == c->vstart && ve == c->vend
+                              ? PyTuple_GET_ITEM(c->vnflags, cpu % c->n)
+                              : small_zero;
+        rc = rb_adopt(&b, ev, addr_o, addr, size, align, cpu, flags, &va);
+        if (rb_counters(&b) < 0) rc = -1;
+    }
+    rb_release(&b);
+    if (rc < 0) {
+        Py_XDECREF(va);
+        return NULL;
+    }
+    if (rc == 0 || va == NULL) {
+        Py_XDECREF(va);
+        Py_RETURN_NONE;
+    }
+    return va;
 }
 
 /* replay_run(replayer, events, i, every) -> the index of the first event left to the

@@ -88,10 +88,12 @@ def run_capture(
 
     saved = replay_mod._c_replay_run
     saved_ranges, saved_index = beliefs_mod._c_ranges_below, replay_mod._c_alloc_index
-    if not batch:  # the reference: no compiled loop, no compiled walks of this section
+    saved_adopt = replay_mod._c_adopt
+    if not batch:  # the reference: no compiled loop, no compiled walks or twins of this section
         replay_mod._c_replay_run = None
         beliefs_mod._c_ranges_below = None
         replay_mod._c_alloc_index = None
+        replay_mod._c_adopt = None
     monkeypatch.setattr(Replayer, "finish", finish_and_record)
     try:
         res = replay_capture(
@@ -101,6 +103,7 @@ def run_capture(
         replay_mod._c_replay_run = saved
         beliefs_mod._c_ranges_below = saved_ranges
         replay_mod._c_alloc_index = saved_index
+        replay_mod._c_adopt = saved_adopt
         monkeypatch.setattr(Replayer, "finish", finish)
     out = res.as_json()
     out.pop("seconds")

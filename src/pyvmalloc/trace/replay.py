@@ -78,6 +78,11 @@ _c_replay_run: Callable[[Any, list[TraceEvent], int, int], int] | None = (
 _c_alloc_index: Callable[[list[TraceEvent], type], dict[int, list[int]]] | None = getattr(
     _speedups, "alloc_index", None
 )
+#: The compiled twin of :meth:`Replayer._adopt` (None when the replay is not one it
+#: mirrors: the method below runs).
+_c_adopt: Callable[[Any, AllocVmapArea, int, int], VmapArea | None] | None = getattr(
+    _speedups, "replay_adopt", None
+)
 
 #: Cause keys of facts a kstate.json readout holds (tree shape, pools at snapshot time).
 KSTATE_FACTS = ("shape", "snapshot-", "pooled-node")
@@ -1105,6 +1110,10 @@ class Replayer:
         CPU's node; return the new busy area."""
         b = self.beliefs
         start = ev.addr if addr is None else addr
+        if _c_adopt is not None:
+            got = _c_adopt(self, ev, cpu, start)
+            if got is not None:
+                return got
         end = start + ev.size
         if self._held and any(va.va_start < end and start < va.va_end for va in self._held):
             self._decay_reached_tree()  # the kernel allocated in it: it is in its tree
