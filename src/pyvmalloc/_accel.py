@@ -38,6 +38,7 @@ _WHOLE_OPERATIONS = (
     # replay batch (replayc)
     "replay_run",
     "replay_adopt",
+    "hidden_guess",
     "seed_busy",
     "ranges_below",  # replayc2
     "alloc_index",

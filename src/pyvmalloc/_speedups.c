@@ -3981,6 +3981,7 @@ out:
 static PyObject *rb_init(PyObject *, PyObject *);
 static PyObject *rb_run(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rb_adopt_twin(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rb_hidden_guess_twin(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rb_seed_busy(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rb_pool_ids(PyObject *, PyObject *);
 static PyObject *rb_pool_gens(PyObject *, PyObject *const *, Py_ssize_t);
@@ -4076,6 +4077,8 @@ static PyMethodDef methods[] = {
      "guards, DRIFT_RUN[, HIDDEN_SCAN_BLOCKS, EXACT_SCAN_BLOCKS, functions])"},
     {"replay_adopt", (PyCFunction)(void (*)(void))rb_adopt_twin, METH_FASTCALL,
      "replay_adopt(replayer, ev, cpu, addr) -> the adopted busy area | None"},
+    {"hidden_guess", (PyCFunction)(void (*)(void))rb_hidden_guess_twin, METH_FASTCALL,
+     "hidden_guess(beliefs, node, idx, size, align) -> address | None | NotImplemented"},
     {"replay_run", (PyCFunction)(void (*)(void))rb_run, METH_FASTCALL,
      "replay_run(replayer, events, i, every) -> index of the first event left to Python"},
     {"seed_busy", (PyCFunction)(void (*)(void))rb_seed_busy, METH_FASTCALL,
@@ -6249,6 +6252,64 @@ static PyObject *rb_adopt_twin(PyObject *self, PyObject *const *args, Py_ssize_t
         Py_RETURN_NONE;
     }
     return va;
+}
+
+/* hidden_guess(beliefs, node, idx, size, align) -> next_hidden_head's guess (align >
+ * PAGE_SIZE) or next_hidden_area's (trace/beliefs.py) for the pool (node, idx): an
+ * address, None (no guess), or NotImplemented (not as the twin reads it: the reference
+ * runs). Reads only. */
+static PyObject *rb_hidden_guess_twin(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "hidden_guess(beliefs, node, idx, size, align)");
+        return NULL;
+    }
+    if (rb_strings() < 0) return NULL;
+    rb_t b;
+    memset(&b, 0, sizeof(b));
+    b.lph = -1;
+    PyObject *result = NULL, *key = NULL;
+    uint64_t size, align, last, guess = 0;
+    int rc = 2; /* 2: declined (NotImplemented), 1: guess, 0: None, -1: error */
+    if (rb_types[0] == NULL || va_ready() < 0) {
+        PyErr_Clear();
+        goto out;
+    }
+    if (!(b.b_d = rb_dict(args[0])) || !rb_unreplaced(args[0], b.b_d, RB_T_BELIEFS) ||
+        !u64_of(args[3], &size) || !u64_of(args[4], &align) || align == 0)
+        goto out;
+    b.space = PyDict_GetItemWithError(b.b_d, rb_s[RB_SPACE]);
+    if (!b.space || Py_TYPE(b.space) != rb_types[RB_T_SPACE]) goto out;
+    int got = ctx_get(b.space, &b.c);
+    if (got <= 0) {
+        if (got < 0) rc = -1;
+        goto out;
+    }
+    b.have_c = 1;
+    if (!(b.hidden_head = rb_get(b.b_d, RB_HIDDEN_HEAD, &PyDict_Type)) ||
+        !(b.hrefuted = rb_get(b.b_d, RB_HREFUTED, &PyDict_Type)) ||
+        !(b.hprev = rb_get(b.b_d, RB_HPREV, &PyDict_Type)) ||
+        !(b.hprev2 = rb_get(b.b_d, RB_HPREV2, &PyDict_Type)) ||
+        !(b.parked = rb_get(b.b_d, RB_PARKED, &PyDict_Type)) ||
+        !(b.pstarts = rb_get(b.b_d, RB_PSTARTS, &PyList_Type)))
+        goto out;
+    if (!(key = PyTuple_Pack(2, args[1], args[2]))) {
+        rc = -1;
+        goto out;
+    }
+    PyObject *last_o = PyDict_GetItemWithError(b.hidden_head, key);
+    if (last_o == NULL || last_o == Py_None) {
+        rc = PyErr_Occurred() ? -1 : 0; /* no head seen, or used up: no guess */
+        goto out;
+    }
+    if (!u64_of(last_o, &last)) goto out;
+    rc = rb_hidden_guess(&b, key, last, size, align, &guess);
+out:
+    if (rc == 1) result = PyLong_FromUnsignedLongLong(guess);
+    else if (rc == 0) result = Py_NewRef(Py_None);
+    else if (rc == 2) result = Py_NewRef(Py_NotImplemented);
+    Py_XDECREF(key);
+    rb_release(&b);
+    return rc < 0 ? NULL : result;
 }
 
 /* replay_run(replayer, events, i, every) -> the index of the first event left to the

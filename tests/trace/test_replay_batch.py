@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from pyvmalloc._accel import ACCELERATED
+from pyvmalloc.config import PAGE_SIZE
 from pyvmalloc.kernel import Kernel
 from pyvmalloc.trace import beliefs as beliefs_mod
 from pyvmalloc.trace import replay as replay_mod
@@ -88,12 +89,13 @@ def run_capture(
 
     saved = replay_mod._c_replay_run
     saved_ranges, saved_index = beliefs_mod._c_ranges_below, replay_mod._c_alloc_index
-    saved_adopt = replay_mod._c_adopt
+    saved_adopt, saved_guess = replay_mod._c_adopt, beliefs_mod._c_hidden_guess
     if not batch:  # the reference: no compiled loop, no compiled walks or twins of this section
         replay_mod._c_replay_run = None
         beliefs_mod._c_ranges_below = None
         replay_mod._c_alloc_index = None
         replay_mod._c_adopt = None
+        beliefs_mod._c_hidden_guess = None
     monkeypatch.setattr(Replayer, "finish", finish_and_record)
     try:
         res = replay_capture(
@@ -104,6 +106,7 @@ def run_capture(
         beliefs_mod._c_ranges_below = saved_ranges
         replay_mod._c_alloc_index = saved_index
         replay_mod._c_adopt = saved_adopt
+        beliefs_mod._c_hidden_guess = saved_guess
         monkeypatch.setattr(Replayer, "finish", finish)
     out = res.as_json()
     out.pop("seconds")
@@ -336,3 +339,39 @@ def test_alloc_index_equals_the_reference(monkeypatch: pytest.MonkeyPatch) -> No
         monkeypatch.undo()
         assert got == want and list(got) == list(want)
         assert sum(map(len, got.values())) == sum(not e.failed for e in allocs)
+
+
+@pytest.mark.parametrize("name", ["bpfjit-busy-nodrop", "threads-long-nodrop", "mix3-nodrop"])
+def test_hidden_guess_twin_equals_the_reference(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_speedups.hidden_guess`` (behind next_hidden_head / next_hidden_area) against the
+    reference at every call of a replay with pool inference, hidden heads and parked
+    blocks: the same guess (or none), and the twin itself answers nearly every call."""
+    twin = beliefs_mod._c_hidden_guess
+    assert twin is not None
+    calls = {"twin": 0, "declined": 0}
+
+    def both(b: Any, node: int, idx: int, size: int, align: int) -> Any:
+        got = twin(b, node, idx, size, align)
+        monkeypatch.setattr(beliefs_mod, "_c_hidden_guess", None)
+        try:
+            if align > PAGE_SIZE:
+                want = beliefs_mod.next_hidden_head(b, node, idx, size, align)
+            else:
+                want = beliefs_mod.next_hidden_area(b, node, idx, size)
+        finally:
+            monkeypatch.setattr(beliefs_mod, "_c_hidden_guess", both)
+        if got is NotImplemented:
+            calls["declined"] += 1
+        else:
+            calls["twin"] += 1
+            assert got == want, (node, idx, size, align)
+        return want
+
+    monkeypatch.setattr(beliefs_mod, "_c_hidden_guess", both)
+    trace, snap, _meta = load_capture(DATA / "captures" / name)
+    rp = Replayer(parse_vmallocinfo(snap), profile="6.18", cpus=2)
+    rp._infer_pools = rp.trace_driven
+    rp.run(replay_mod._events_after_snapshot(parse_trace(trace), rp.result))
+    assert rp.result.hidden_pool_hits > 0
+    assert calls["twin"] > 100
+    assert calls["declined"] <= calls["twin"] // 100
