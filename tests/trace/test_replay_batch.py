@@ -375,3 +375,40 @@ def test_hidden_guess_twin_equals_the_reference(name: str, monkeypatch: pytest.M
     assert rp.result.hidden_pool_hits > 0
     assert calls["twin"] > 100
     assert calls["declined"] <= calls["twin"] // 100
+
+
+@pytest.mark.parametrize("name", ["bpfjit-busy-nodrop", "threads-long-nodrop"])
+def test_batch_takes_the_inferred_matches(name: str) -> None:
+    """With pool inference, the allocations at a hidden pool head the model guessed right
+    (parked blocks split or given back included) and the matched searches past an
+    unreachable block go through the batch: the Python handlers, taking what the batch
+    leaves, make next to none of them (so the batch test above compares these compiled
+    paths too)."""
+    rp, events = _replayer(name)
+    rp._infer_pools = rp.trace_driven
+    res = rp.result
+    run_c = replay_mod._c_replay_run
+    assert run_c is not None
+    in_python = {"hits": 0, "searches": 0}
+    last = (0, 0, 0)
+
+    def counts() -> tuple[int, int, int]:
+        unmatched = res.allocs_compared - res.allocs_matched
+        return res.hidden_pool_hits, res.searches_skipping_unreachable, unmatched
+
+    def batch(evs: list[Any], i: int) -> int:
+        nonlocal last
+        # what the Python handlers did with the event the batch last handed back
+        hits, searches, unmatched = counts()
+        if unmatched == last[2]:  # it matched
+            in_python["hits"] += hits - last[0]
+            in_python["searches"] += searches - last[1]
+        j = run_c(rp, evs, i, 0)
+        last = counts()
+        return j
+
+    rp.harness.drive(rp, events, batch=batch)
+    assert res.hidden_pool_hits > 100
+    assert res.searches_skipping_unreachable > 100
+    assert in_python["hits"] <= res.hidden_pool_hits // 50
+    assert in_python["searches"] <= res.searches_skipping_unreachable // 20
