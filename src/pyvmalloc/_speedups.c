@@ -4610,10 +4610,11 @@ error:
  *
  * replay_run(replayer, events, i, every) applies events[i], events[i + 1], ... while
  * each is one of
- *   - an alloc_vmap_area the kernel did not fail, whose address the model's own
- *     alloc_vmap_area_once gives (pool head or lowest match) with nothing to infer: no
- *     hidden pool head to guess, no unreachable block to search past, no guessed node
- *     to vote on;
+ *   - an alloc_vmap_area the kernel did not fail, whose address the model gives: its own
+ *     alloc_vmap_area_once (pool head or lowest match; no guessed node to vote on), or
+ *     the guessed head of a pool hidden at snapshot time (Replayer._hidden_guess,
+ *     _adopt_at), or the search past a block the kernel's search does not reach
+ *     (_search_again, after a first choice at one end of its block);
  *   - a free_vmap_area_noflush of a busy area that starts at that address, in its
  *     address's node, that neither arms the next purge nor shows a purge's node done;
  * outside any timed state of the open purge (armed, decay held, nodes due), and
@@ -4629,7 +4630,9 @@ error:
  * once, on the way out, as alloc_vmap_area_once would have left it. The mechanism's
  * counters are kept in C and written before any Python code runs and on the way out.
  *
- * Also here: seed_busy (TraceHarness.seed_busy's usual case: claim + busy insert) and
+ * Also here: twins for the Python handlers of the guess (hidden_guess) and of
+ * Replayer._adopt (replay_adopt), seed_busy (TraceHarness.seed_busy's usual case: claim +
+ * busy insert) and
  * twins of trace/beliefs.py's walks over every pooled area (pool_ids, pool_gens,
  * pool_ranges, insert_by_purge_order).
  * ===================================================================================== */

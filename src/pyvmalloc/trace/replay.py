@@ -438,8 +438,9 @@ class Replayer:
             self._task = self._bar.add_task(f"replay {self.profile.name}", total=len(events))
         batch = None
         if _c_replay_run is not None:
-            # The common events (an allocation the model predicts with nothing to infer,
-            # the free of a known busy area) in compiled batches, the others through
+            # The common events (an allocation the model predicts, at its own choice, a
+            # guessed hidden pool head or past an unreachable block; the free of a known
+            # busy area) in compiled batches, the others through
             # before/alloc/free/purge below: the same steps either way (_speedups.c,
             # "replay batch"; keep the two in step). The bar ticks every 5000 events.
             run_c, every = _c_replay_run, 5000 if self._bar is not None else 0
