@@ -4074,7 +4074,7 @@ static PyMethodDef methods[] = {
     /* replay batch (helper replayc): entries below */
     {"replay_run_init", rb_init, METH_VARARGS,
      "replay_run_init(Replayer, TraceHarness, VmapSpace, Beliefs, ReplayResult, PendingPurge, "
-     "guards, DRIFT_RUN[, HIDDEN_SCAN_BLOCKS, EXACT_SCAN_BLOCKS, functions])"},
+     "guards, DRIFT_RUN[, HIDDEN_SCAN_BLOCKS, EXACT_SCAN_BLOCKS, functions, MAX_CLASS])"},
     {"replay_adopt", (PyCFunction)(void (*)(void))rb_adopt_twin, METH_FASTCALL,
      "replay_adopt(replayer, ev, cpu, addr) -> the adopted busy area | None"},
     {"hidden_guess", (PyCFunction)(void (*)(void))rb_hidden_guess_twin, METH_FASTCALL,
@@ -4646,7 +4646,7 @@ enum {
     RB_MARKED, RB_KSTATE, RB_THRESHOLD, RB_MAXVA, RB_FREE_METH, RB_CPU_KW,
     RB_ID, RB_VA_START, RB_VA_END, RB_APPEND,
     RB_HELD, RB_HPREV, RB_HPREV2, RB_HREFUTED, RB_PARKED, RB_PSTARTS, RB_HIDDEN_HITS,
-    RB_ADOPT_AREA, RB_NOTES, RB_MERGE, RB_SEARCHES, RB_PURGE_AT, RB_EVENTS_ATTR, RB_NXT,
+    RB_ADOPT_AREA, RB_NOTES, RB_MERGE, RB_SEARCHES, RB_PURGE_AT, RB_EVENTS_ATTR, RB_NXT, RB_VOTES,
     RB_N
 };
 static const char *rb_names[RB_N] = {
@@ -4664,7 +4664,7 @@ static const char *rb_names[RB_N] = {
     "_held", "hidden_prev", "hidden_prev2", "hidden_refuted", "parked", "_parked_starts",
     "hidden_pool_hits",
     "adopt_area", "notes", "merge_or_add_vmap_area_augment", "searches_skipping_unreachable",
-    "_purge_at", "_events", "_nxt",
+    "_purge_at", "_events", "_nxt", "node_votes",
 };
 static PyObject *rb_s[RB_N];
 
@@ -4682,23 +4682,23 @@ static PyTypeObject *rb_types[RB_T_N];
 static PyObject *rb_guards[4];
 static long rb_drift_limit = 8; /* DRIFT_RUN */
 /* trace/beliefs.py HIDDEN_SCAN_BLOCKS, EXACT_SCAN_BLOCKS (set by replay_run_init) */
-static long HIDDEN_SCAN = 64, EXACT_SCAN = 16;
+static long HIDDEN_SCAN = 64, EXACT_SCAN = 16, MAX_CLASS = 256;
 static PyObject *rb_fguards = NULL; /* ((namespace, name, function), ...) */
 static PyObject *rb_fl_kwnames = NULL; /* ("cpu",) */
 
 /* replay_run_init(Replayer, TraceHarness, VmapSpace, Beliefs, ReplayResult, PendingPurge,
- * guards, DRIFT_RUN[, HIDDEN_SCAN_BLOCKS, EXACT_SCAN_BLOCKS, functions]): guards is four
+ * guards, DRIFT_RUN[, HIDDEN_SCAN_BLOCKS, EXACT_SCAN_BLOCKS, functions, MAX_CLASS]): guards is four
  * tuples of method names, one per class; functions a tuple of (namespace dict, name)
  * pairs: the module functions the batch mirrors, checked unreplaced on every call. */
 static PyObject *rb_init(PyObject *self, PyObject *args) {
     PyObject *t[RB_T_N], *guards, *funcs = NULL;
-    long drift, hscan = 64, escan = 16;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!O!l|llO!", &PyType_Type, &t[0], &PyType_Type,
+    long drift, hscan = 64, escan = 16, maxcls = 256;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!O!l|llO!l", &PyType_Type, &t[0], &PyType_Type,
                           &t[1], &PyType_Type, &t[2], &PyType_Type, &t[3], &PyType_Type, &t[4],
                           &PyType_Type, &t[5], &PyTuple_Type, &guards, &drift, &hscan, &escan,
-                          &PyTuple_Type, &funcs))
+                          &PyTuple_Type, &funcs, &maxcls))
         return NULL;
-    if (PyTuple_GET_SIZE(guards) != 4 || drift < 1 || hscan < 0 || escan < 0) {
+    if (PyTuple_GET_SIZE(guards) != 4 || drift < 1 || hscan < 0 || escan < 0 || maxcls < 0) {
         PyErr_SetString(PyExc_ValueError,
                         "replay_run_init: four guard tuples, DRIFT_RUN >= 1, scans >= 0");
         return NULL;
@@ -4727,6 +4727,7 @@ static PyObject *rb_init(PyObject *self, PyObject *args) {
     Py_XSETREF(rb_fguards, fg);
     HIDDEN_SCAN = hscan;
     EXACT_SCAN = escan;
+    MAX_CLASS = maxcls;
     if (rb_strings() < 0) return NULL;
     PyObject *g[4] = {NULL, NULL, NULL, NULL};
     for (int r = 0; r < 4; r++) {
@@ -4828,6 +4829,7 @@ typedef struct {
     PyObject *reordered, *hidden_head, *unknown, *unreach, *high, *old, *refuted,
         *recycled; /* new references */
     PyObject *held, *hprev, *hprev2, *hrefuted, *parked, *pstarts; /* new references */
+    PyObject *node_votes; /* new reference (NULL: not a dict, no vote in C) */
     ctx_t c;
     int have_c;
     long cpus, purge_index, drift_run;
@@ -4854,7 +4856,7 @@ static void rb_release(rb_t *b) {
     Py_CLEAR(b->unreach); Py_CLEAR(b->high); Py_CLEAR(b->old); Py_CLEAR(b->refuted);
     Py_CLEAR(b->recycled);
     Py_CLEAR(b->held); Py_CLEAR(b->hprev); Py_CLEAR(b->hprev2); Py_CLEAR(b->hrefuted);
-    Py_CLEAR(b->parked); Py_CLEAR(b->pstarts);
+    Py_CLEAR(b->parked); Py_CLEAR(b->pstarts); Py_CLEAR(b->node_votes);
     if (b->have_c) ctx_release(&b->c);
     b->have_c = 0;
 }
@@ -4998,6 +5000,7 @@ static int rb_setup(rb_t *b, PyObject *rp) {
         !(b->pstarts = rb_get(b->b_d, RB_PSTARTS, &PyList_Type)) ||
         !(b->held = rb_get(d, RB_HELD, &PyList_Type)))
         return 0;
+    b->node_votes = rb_get(b->b_d, RB_VOTES, &PyDict_Type);
     /* the counters the batch adds to must be ints */
     long x;
     static const int counters[] = {RB_EVENTS, RB_COMPARED, RB_MATCHED, RB_GUESSED, RB_FREES,
@@ -5808,6 +5811,16 @@ static int rb_search_again(rb_t *b, PyObject *ev, PyObject *addr_o, uint64_t add
 /* One alloc_vmap_area event: 1 applied, 0 not common (nothing changed), -1 error. */
 static int rb_alloc(rb_t *b, PyObject *ev) {
     ctx_t *c = &b->c;
+    /* Replayer.alloc: an event already applied out of trace order (before an earlier
+     * one, a lock-order race): it is only taken off the set */
+    if (PySet_GET_SIZE(b->reordered)) {
+        PyObject *id = PyLong_FromVoidPtr(ev);
+        if (!id) return -1;
+        int in = PySet_Contains(b->reordered, id);
+        if (in > 0) in = PySet_Discard(b->reordered, id) < 0 ? -1 : 1;
+        Py_DECREF(id);
+        if (in != 0) return in;
+    }
     PyObject *addr_o = SLOT(ev, off_alloc[0]), *size_o = SLOT(ev, off_alloc[1]),
              *align_o = SLOT(ev, off_alloc[2]), *vstart_o = SLOT(ev, off_alloc[3]),
              *vend_o = SLOT(ev, off_alloc[4]), *failed_o = SLOT(ev, off_alloc[5]),
@@ -5822,14 +5835,6 @@ static int rb_alloc(rb_t *b, PyObject *ev) {
     if (of || ecpu < 0) return 0;
     long cpu = ecpu % b->cpus;
     if (size == 0 || (size & 4095) || align == 0 || (align & (align - 1))) return 0;
-    /* Replayer.alloc: an event already applied out of trace order */
-    if (PySet_GET_SIZE(b->reordered)) {
-        PyObject *id = PyLong_FromVoidPtr(ev);
-        if (!id) return -1;
-        int in = PySet_Contains(b->reordered, id);
-        Py_DECREF(id);
-        if (in != 0) return in < 0 ? -1 : 0;
-    }
     int full = vstart == c->vstart && vend == c->vend;
     uint64_t idx = (size - 1) >> 12;
     long node = (long)(cpu % c->n);
@@ -5923,11 +5928,19 @@ static int rb_alloc(rb_t *b, PyObject *ev) {
         }
     }
     if (choice != addr) return 0; /* a mismatch: Python explains it */
-    /* a pool hit on an area of guessed node: Beliefs.vote_node in Python */
+    /* a pool hit on an area of guessed node: Beliefs.vote_node below */
+    int vote = 0;
+    uint64_t vote_cls = 0;
     if (pool_hit && PyDict_GET_SIZE(b->unknown)) {
         PyObject *u = PyDict_GetItemWithError(b->unknown, SLOT(head, off_start));
+        uint64_t hs, he;
         if (u == NULL && PyErr_Occurred()) return -1;
-        if (u == head) return 0;
+        if (u == head) {
+            if (!va_bounds(head, &hs, &he) || he <= hs || b->node_votes == NULL) return 0;
+            vote = 1;
+            vote_cls = (he - hs - 1) >> 12;
+            if (vote_cls > (uint64_t)MAX_CLASS) vote_cls = (uint64_t)MAX_CLASS;
+        }
     }
     /* --- apply: TraceHarness.alloc -> VmapSpace.alloc_vmap_area_once, as the whole
      * operation commits it (its checks were made in rb_setup and above) --- */
@@ -6006,6 +6019,18 @@ static int rb_alloc(rb_t *b, PyObject *ev) {
     if (!pool_hit && align > 4096) {
         if (e - s < length && !b->kstate_seed) b->guessed++;
         if (rb_saw_tree_choice(b, addr_o, addr, length) < 0) return -1;
+    }
+    if (vote) { /* Beliefs.vote_node(va, node, node): the guess confirmed, one vote */
+        b->guessed++;
+        PyObject *key = Py_BuildValue("(Kll)", (unsigned long long)vote_cls, node, node);
+        PyObject *n = key ? PyDict_GetItemWithError(b->node_votes, key) : NULL;
+        PyObject *n1 = NULL;
+        if (key && (n != NULL || !PyErr_Occurred()))
+            n1 = n ? PyNumber_Add(n, small_one) : Py_NewRef(small_one);
+        int rc = n1 ? PyDict_SetItem(b->node_votes, key, n1) : -1;
+        Py_XDECREF(n1);
+        Py_XDECREF(key);
+        if (rc < 0) return -1;
     }
     if (rb_forget(b, addr_o) < 0) return -1;
     b->dec_pool_hit = pool_hit;

@@ -79,6 +79,7 @@ def replay_run_init(
     hidden_scan: int = ...,
     exact_scan: int = ...,
     functions: tuple[tuple[dict[str, Any], str], ...] = ...,
+    max_class: int = ...,
     /,
 ) -> None: ...
 def replay_run(replayer: Any, events: list[Any], i: int, every: int, /) -> int: ...

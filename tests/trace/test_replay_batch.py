@@ -74,6 +74,7 @@ def beliefs_state(rp: Replayer) -> dict[str, Any]:
         out[k] = repr(v) if isinstance(v, set) else v
     for k in ("_drift_run", "_crossed_at", "_armed_at", "_last_alloc_failed", "_index"):
         out[k] = getattr(rp, k)
+    out["_reordered"] = len(rp._reordered)  # ids of events applied early, not yet seen
     return out
 
 
