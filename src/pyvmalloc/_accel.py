@@ -37,6 +37,8 @@ _WHOLE_OPERATIONS = (
     "vfree",
     # replay batch (replayc)
     "replay_run",
+    "replay_adopt",
+    "hidden_guess",
     "seed_busy",
     "ranges_below",  # replayc2
     "alloc_index",

@@ -3980,6 +3980,8 @@ out:
 /* replay batch (replayc) declarations */
 static PyObject *rb_init(PyObject *, PyObject *);
 static PyObject *rb_run(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rb_adopt_twin(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rb_hidden_guess_twin(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rb_seed_busy(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rb_pool_ids(PyObject *, PyObject *);
 static PyObject *rb_pool_gens(PyObject *, PyObject *const *, Py_ssize_t);
@@ -4086,7 +4088,11 @@ static PyMethodDef methods[] = {
     /* replay batch (helper replayc): entries below */
     {"replay_run_init", rb_init, METH_VARARGS,
      "replay_run_init(Replayer, TraceHarness, VmapSpace, Beliefs, ReplayResult, PendingPurge, "
-     "guards, DRIFT_RUN)"},
+     "guards, DRIFT_RUN[, HIDDEN_SCAN_BLOCKS, EXACT_SCAN_BLOCKS, functions, MAX_CLASS])"},
+    {"replay_adopt", (PyCFunction)(void (*)(void))rb_adopt_twin, METH_FASTCALL,
+     "replay_adopt(replayer, ev, cpu, addr) -> the adopted busy area | None"},
+    {"hidden_guess", (PyCFunction)(void (*)(void))rb_hidden_guess_twin, METH_FASTCALL,
+     "hidden_guess(beliefs, node, idx, size, align) -> address | None | NotImplemented"},
     {"replay_run", (PyCFunction)(void (*)(void))rb_run, METH_FASTCALL,
      "replay_run(replayer, events, i, every) -> index of the first event left to Python"},
     {"seed_busy", (PyCFunction)(void (*)(void))rb_seed_busy, METH_FASTCALL,
@@ -4646,10 +4652,11 @@ error:
  *
  * replay_run(replayer, events, i, every) applies events[i], events[i + 1], ... while
  * each is one of
- *   - an alloc_vmap_area the kernel did not fail, whose address the model's own
- *     alloc_vmap_area_once gives (pool head or lowest match) with nothing to infer: no
- *     hidden pool head to guess, no unreachable block to search past, no guessed node
- *     to vote on;
+ *   - an alloc_vmap_area the kernel did not fail, whose address the model gives: its own
+ *     alloc_vmap_area_once (pool head or lowest match; no guessed node to vote on), or
+ *     the guessed head of a pool hidden at snapshot time (Replayer._hidden_guess,
+ *     _adopt_at), or the search past a block the kernel's search does not reach
+ *     (_search_again, after a first choice at one end of its block);
  *   - a free_vmap_area_noflush of a busy area that starts at that address, in its
  *     address's node, that neither arms the next purge nor shows a purge's node done;
  * outside any timed state of the open purge (armed, decay held, nodes due), and
@@ -4665,7 +4672,9 @@ error:
  * once, on the way out, as alloc_vmap_area_once would have left it. The mechanism's
  * counters are kept in C and written before any Python code runs and on the way out.
  *
- * Also here: seed_busy (TraceHarness.seed_busy's usual case: claim + busy insert) and
+ * Also here: twins for the Python handlers of the guess (hidden_guess) and of
+ * Replayer._adopt (replay_adopt), seed_busy (TraceHarness.seed_busy's usual case: claim +
+ * busy insert) and
  * twins of trace/beliefs.py's walks over every pooled area (pool_ids, pool_gens,
  * pool_ranges, insert_by_purge_order).
  * ===================================================================================== */
@@ -4678,6 +4687,8 @@ enum {
     RB_HIDDEN_HEAD, RB_UNKNOWN, RB_UNREACH, RB_HIGH, RB_OLD, RB_REFUTED, RB_RECYCLED,
     RB_MARKED, RB_KSTATE, RB_THRESHOLD, RB_MAXVA, RB_FREE_METH, RB_CPU_KW,
     RB_ID, RB_VA_START, RB_VA_END, RB_APPEND,
+    RB_HELD, RB_HPREV, RB_HPREV2, RB_HREFUTED, RB_PARKED, RB_PSTARTS, RB_HIDDEN_HITS,
+    RB_ADOPT_AREA, RB_NOTES, RB_MERGE, RB_SEARCHES, RB_PURGE_AT, RB_EVENTS_ATTR, RB_NXT, RB_VOTES,
     RB_N
 };
 static const char *rb_names[RB_N] = {
@@ -4692,6 +4703,10 @@ static const char *rb_names[RB_N] = {
     "marked", "kstate", "_lazy_threshold_passed", "max_va_size_pages",
     "free_vmap_area_noflush", "cpu",
     "id", "va_start", "va_end", "append",
+    "_held", "hidden_prev", "hidden_prev2", "hidden_refuted", "parked", "_parked_starts",
+    "hidden_pool_hits",
+    "adopt_area", "notes", "merge_or_add_vmap_area_augment", "searches_skipping_unreachable",
+    "_purge_at", "_events", "_nxt", "node_votes",
 };
 static PyObject *rb_s[RB_N];
 
@@ -4708,21 +4723,53 @@ static PyTypeObject *rb_types[RB_T_N];
 /* per role (the first four): a tuple of (name, function as the class had it at init) */
 static PyObject *rb_guards[4];
 static long rb_drift_limit = 8; /* DRIFT_RUN */
+/* trace/beliefs.py HIDDEN_SCAN_BLOCKS, EXACT_SCAN_BLOCKS (set by replay_run_init) */
+static long HIDDEN_SCAN = 64, EXACT_SCAN = 16, MAX_CLASS = 256;
+static PyObject *rb_fguards = NULL; /* ((namespace, name, function), ...) */
 static PyObject *rb_fl_kwnames = NULL; /* ("cpu",) */
 
 /* replay_run_init(Replayer, TraceHarness, VmapSpace, Beliefs, ReplayResult, PendingPurge,
- * guards, DRIFT_RUN): guards is four tuples of method names, one per class. */
+ * guards, DRIFT_RUN[, HIDDEN_SCAN_BLOCKS, EXACT_SCAN_BLOCKS, functions, MAX_CLASS]): guards is four
+ * tuples of method names, one per class; functions a tuple of (namespace dict, name)
+ * pairs: the module functions the batch mirrors, checked unreplaced on every call. */
 static PyObject *rb_init(PyObject *self, PyObject *args) {
-    PyObject *t[RB_T_N], *guards;
-    long drift;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!O!l", &PyType_Type, &t[0], &PyType_Type, &t[1],
-                          &PyType_Type, &t[2], &PyType_Type, &t[3], &PyType_Type, &t[4],
-                          &PyType_Type, &t[5], &PyTuple_Type, &guards, &drift))
+    PyObject *t[RB_T_N], *guards, *funcs = NULL;
+    long drift, hscan = 64, escan = 16, maxcls = 256;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!O!l|llO!l", &PyType_Type, &t[0], &PyType_Type,
+                          &t[1], &PyType_Type, &t[2], &PyType_Type, &t[3], &PyType_Type, &t[4],
+                          &PyType_Type, &t[5], &PyTuple_Type, &guards, &drift, &hscan, &escan,
+                          &PyTuple_Type, &funcs, &maxcls))
         return NULL;
-    if (PyTuple_GET_SIZE(guards) != 4 || drift < 1) {
-        PyErr_SetString(PyExc_ValueError, "replay_run_init: four guard tuples, DRIFT_RUN >= 1");
+    if (PyTuple_GET_SIZE(guards) != 4 || drift < 1 || hscan < 0 || escan < 0 || maxcls < 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "replay_run_init: four guard tuples, DRIFT_RUN >= 1, scans >= 0");
         return NULL;
     }
+    /* the functions as the namespaces hold them now: (dict, name, function) */
+    PyObject *fg = PyTuple_New(funcs ? PyTuple_GET_SIZE(funcs) : 0);
+    if (!fg) return NULL;
+    for (Py_ssize_t j = 0; funcs && j < PyTuple_GET_SIZE(funcs); j++) {
+        PyObject *pr = PyTuple_GET_ITEM(funcs, j), *fn;
+        if (!PyTuple_Check(pr) || PyTuple_GET_SIZE(pr) != 2 ||
+            !PyDict_Check(PyTuple_GET_ITEM(pr, 0)) ||
+            !(fn = PyDict_GetItemWithError(PyTuple_GET_ITEM(pr, 0), PyTuple_GET_ITEM(pr, 1)))) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError,
+                                "replay_run_init: functions are (namespace, name) pairs");
+            Py_DECREF(fg);
+            return NULL;
+        }
+        PyObject *tr = PyTuple_Pack(3, PyTuple_GET_ITEM(pr, 0), PyTuple_GET_ITEM(pr, 1), fn);
+        if (!tr) {
+            Py_DECREF(fg);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(fg, j, tr);
+    }
+    Py_XSETREF(rb_fguards, fg);
+    HIDDEN_SCAN = hscan;
+    EXACT_SCAN = escan;
+    MAX_CLASS = maxcls;
     if (rb_strings() < 0) return NULL;
     PyObject *g[4] = {NULL, NULL, NULL, NULL};
     for (int r = 0; r < 4; r++) {
@@ -4819,10 +4866,12 @@ static inline int rb_float(PyObject *o, double *out) {
 }
 
 typedef struct {
-    PyObject *rp, *space; /* borrowed (the caller's arguments / held by rp_d) */
+    PyObject *rp, *space, *harness; /* borrowed (the caller's arguments / held by rp_d) */
     PyObject *rp_d, *res_d, *b_d, *h_d, *space_d, *events; /* new references */
     PyObject *reordered, *hidden_head, *unknown, *unreach, *high, *old, *refuted,
         *recycled; /* new references */
+    PyObject *held, *hprev, *hprev2, *hrefuted, *parked, *pstarts; /* new references */
+    PyObject *node_votes; /* new reference (NULL: not a dict, no vote in C) */
     ctx_t c;
     int have_c;
     long cpus, purge_index, drift_run;
@@ -4833,7 +4882,7 @@ typedef struct {
     PyObject *fits; /* stats.fits (borrowed: stats keeps it) */
     int node_pools;
     /* what the batch changed, written back on the way out (and before any Python call) */
-    long n_events, compared, matched, guessed, frees, lazy_drift, index;
+    long n_events, compared, matched, guessed, frees, lazy_drift, index, hidden_hits, searches;
     long d_busy, d_free, d_allocs, d_visits, d_pool_hits, d_lazy_frees;
     int any_alloc, lph; /* lph: last_pool_hit to write (-1: unchanged) */
     /* the last allocation's Decision (alloc_vmap_area_once's, with explain on) */
@@ -4848,6 +4897,8 @@ static void rb_release(rb_t *b) {
     Py_CLEAR(b->reordered); Py_CLEAR(b->hidden_head); Py_CLEAR(b->unknown);
     Py_CLEAR(b->unreach); Py_CLEAR(b->high); Py_CLEAR(b->old); Py_CLEAR(b->refuted);
     Py_CLEAR(b->recycled);
+    Py_CLEAR(b->held); Py_CLEAR(b->hprev); Py_CLEAR(b->hprev2); Py_CLEAR(b->hrefuted);
+    Py_CLEAR(b->parked); Py_CLEAR(b->pstarts); Py_CLEAR(b->node_votes);
     if (b->have_c) ctx_release(&b->c);
     b->have_c = 0;
 }
@@ -4862,12 +4913,19 @@ static int rb_setup(rb_t *b, PyObject *rp) {
         return 0;
     }
     if (!(b->rp_d = rb_dict(rp)) || !rb_unreplaced(rp, b->rp_d, RB_T_RP)) return 0;
+    for (Py_ssize_t j = 0; rb_fguards && j < PyTuple_GET_SIZE(rb_fguards); j++) {
+        PyObject *tr = PyTuple_GET_ITEM(rb_fguards, j);
+        if (PyDict_GetItemWithError(PyTuple_GET_ITEM(tr, 0), PyTuple_GET_ITEM(tr, 1)) !=
+            PyTuple_GET_ITEM(tr, 2))
+            return 0; /* a replaced function (next_hidden_head, ...) */
+    }
     PyObject *d = b->rp_d, *v;
     if (PyDict_GetItemWithError(d, rb_s[RB_TRACE_DRIVEN]) != Py_True) return 0;
     PyObject *res = PyDict_GetItemWithError(d, rb_s[RB_RESULT]);
     PyObject *bel = PyDict_GetItemWithError(d, rb_s[RB_BELIEFS]);
     PyObject *har = PyDict_GetItemWithError(d, rb_s[RB_HARNESS]);
     b->space = PyDict_GetItemWithError(d, rb_s[RB_SPACE]);
+    b->harness = har;
     if (!res || !bel || !har || !b->space || Py_TYPE(res) != rb_types[RB_T_RESULT]) return 0;
     if (!(b->res_d = rb_dict(res)) || !(b->b_d = rb_dict(bel)) || !(b->h_d = rb_dict(har)) ||
         !(b->space_d = rb_dict(b->space)))
@@ -4976,12 +5034,19 @@ static int rb_setup(rb_t *b, PyObject *rp) {
         !(b->high = rb_get(b->b_d, RB_HIGH, &PyDict_Type)) ||
         !(b->old = rb_get(b->b_d, RB_OLD, &PySet_Type)) ||
         !(b->refuted = rb_get(b->b_d, RB_REFUTED, &PyDict_Type)) ||
-        !(b->recycled = rb_get(b->b_d, RB_RECYCLED, &PyDict_Type)))
+        !(b->recycled = rb_get(b->b_d, RB_RECYCLED, &PyDict_Type)) ||
+        !(b->hprev = rb_get(b->b_d, RB_HPREV, &PyDict_Type)) ||
+        !(b->hprev2 = rb_get(b->b_d, RB_HPREV2, &PyDict_Type)) ||
+        !(b->hrefuted = rb_get(b->b_d, RB_HREFUTED, &PyDict_Type)) ||
+        !(b->parked = rb_get(b->b_d, RB_PARKED, &PyDict_Type)) ||
+        !(b->pstarts = rb_get(b->b_d, RB_PSTARTS, &PyList_Type)) ||
+        !(b->held = rb_get(d, RB_HELD, &PyList_Type)))
         return 0;
+    b->node_votes = rb_get(b->b_d, RB_VOTES, &PyDict_Type);
     /* the counters the batch adds to must be ints */
     long x;
     static const int counters[] = {RB_EVENTS, RB_COMPARED, RB_MATCHED, RB_GUESSED, RB_FREES,
-                                   RB_LAZY_DRIFT};
+                                   RB_LAZY_DRIFT, RB_HIDDEN_HITS, RB_SEARCHES};
     for (size_t k = 0; k < sizeof(counters) / sizeof(counters[0]); k++)
         if (!rb_long(b->res_d, counters[k], &x)) return 0;
     if (!PyDict_GetItemWithError(b->res_d, rb_s[RB_FIRST_DRIFT]) ||
@@ -5045,7 +5110,8 @@ static int rb_finish(rb_t *b) {
     if (b->any_alloc && b->explain_was && rb_decision(b) < 0) err = 1;
     const struct { int key; long delta; } adds[] = {
         {RB_EVENTS, b->n_events}, {RB_COMPARED, b->compared}, {RB_MATCHED, b->matched},
-        {RB_GUESSED, b->guessed}, {RB_FREES, b->frees}, {RB_LAZY_DRIFT, b->lazy_drift}};
+        {RB_GUESSED, b->guessed}, {RB_FREES, b->frees}, {RB_LAZY_DRIFT, b->lazy_drift},
+        {RB_HIDDEN_HITS, b->hidden_hits}, {RB_SEARCHES, b->searches}};
     for (size_t k = 0; k < sizeof(adds) / sizeof(adds[0]); k++)
         if (adds[k].delta && d_add(b->res_d, rb_s[adds[k].key], adds[k].delta) < 0) err = 1;
     PyObject *ix = PyLong_FromLong(b->index), *dr = PyLong_FromLong(b->drift_run);
@@ -5107,9 +5173,696 @@ out:
     return res;
 }
 
+/* --- the pools hidden at snapshot time (Replayer._hidden_guess, _adopt_at) ----------- */
+
+/* FreeTree.pvm_find_va_enclose_addr(addr): the free block with the highest start at or
+ * below addr (borrowed), NULL for none; *bad set (NULL returned) for a block the batch
+ * does not read (another class, values past 64 bits). */
+static PyObject *rb_enclose(PyObject *root, uint64_t addr, int *bad) {
+    PyObject *node = get_node(root, off_root), *va = NULL;
+    uint64_t s, e;
+    while (node != NULL) {
+        if (Py_TYPE(node) != va_type || !va_bounds(node, &s, &e)) {
+            *bad = 1;
+            return NULL;
+        }
+        if (s <= addr) {
+            va = node;
+            if (e >= addr) break;
+            node = get_node(node, off_right);
+        } else
+            node = get_node(node, off_left);
+    }
+    return va;
+}
+
+/* rb_prev(blk) in the free tree (borrowed, NULL at the lowest). */
+static PyObject *rb_prev_of(PyObject *blk) {
+    PyObject *n = get_node(blk, off_left);
+    if (n != NULL) {
+        PyObject *r;
+        while ((r = get_node(n, off_right)) != NULL) n = r;
+        return n;
+    }
+    n = get_node(blk, off_parent);
+    while (n != NULL && blk == get_node(n, off_left)) {
+        blk = n;
+        n = get_node(n, off_parent);
+    }
+    return n;
+}
+
+/* bisect_left (right = 0) or bisect_right (right = 1) of x in the parked starts (a
+ * sorted list of ints); -1 for a start the batch does not read. */
+static Py_ssize_t rb_bisect(PyObject *starts, uint64_t x, int right) {
+    Py_ssize_t lo = 0, hi = PyList_GET_SIZE(starts);
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        uint64_t v;
+        if (!u64_of(PyList_GET_ITEM(starts, mid), &v)) return -1;
+        if (right ? x < v : v < x) {
+            if (right) hi = mid;
+            else lo = mid + 1;
+        } else {
+            if (right) lo = mid + 1;
+            else hi = mid;
+        }
+    }
+    return lo;
+}
+
+/* The parked block at starts[k] and its bounds: 1, 0 (a block the batch does not
+ * read), -1 (error). */
+static int rb_parked_block(rb_t *b, Py_ssize_t k, uint64_t *s, uint64_t *e) {
+    PyObject *va = PyDict_GetItemWithError(b->parked, PyList_GET_ITEM(b->pstarts, k));
+    if (va == NULL) return PyErr_Occurred() ? -1 : 0;
+    return Py_TYPE(va) == va_type && va_bounds(va, s, e);
+}
+
+/* Beliefs.ranges_below(addr) as a walk: the free blocks from the one enclosing addr - 1
+ * down, merged with the parked blocks below addr, highest start first. */
+typedef struct {
+    PyObject *blk; /* borrowed: the next tree block, NULL when none is left */
+    Py_ssize_t i;  /* the next parked start's index, -1 when none is left */
+} rb_walk_t;
+
+/* 1 (w set up), 0 (a value the batch does not read: the reference) */
+static int rb_walk_init(rb_t *b, rb_walk_t *w, uint64_t addr) {
+    int bad = 0;
+    w->blk = addr ? rb_enclose(b->c.root, addr - 1, &bad) : NULL;
+    Py_ssize_t k = rb_bisect(b->pstarts, addr, 0);
+    w->i = k - 1;
+    return !bad && k >= 0;
+}
+
+/* The next range: 1 (*s, *e), 0 (none left), 2 (a value the batch does not read), -1. */
+static int rb_walk_next(rb_t *b, rb_walk_t *w, uint64_t *s, uint64_t *e) {
+    uint64_t bs = 0, be = 0, ps = 0;
+    if (w->blk == NULL && w->i < 0) return 0;
+    if (w->blk != NULL && (Py_TYPE(w->blk) != va_type || !va_bounds(w->blk, &bs, &be))) return 2;
+    int tree = w->i < 0;
+    if (!tree) {
+        if (!u64_of(PyList_GET_ITEM(b->pstarts, w->i), &ps)) return 2;
+        tree = w->blk != NULL && bs > ps;
+    }
+    if (tree) {
+        *s = bs;
+        *e = be;
+        w->blk = rb_prev_of(w->blk);
+        return 1;
+    }
+    int rc = rb_parked_block(b, w->i, s, e);
+    if (rc <= 0) return rc < 0 ? -1 : 2;
+    w->i--;
+    return 1;
+}
+
+/* addr in the set `refuted` (NULL: empty): 1, 0, -1. */
+static int rb_in(PyObject *refuted, uint64_t addr) {
+    if (refuted == NULL) return 0;
+    PyObject *a = PyLong_FromUnsignedLongLong(addr);
+    if (!a) return -1;
+    int in = PySet_Contains(refuted, a);
+    Py_DECREF(a);
+    return in;
+}
+
+/* Beliefs.range_is_free(s, e): 1, 0, 2 (the reference decides), -1. */
+static int rb_range_is_free(rb_t *b, uint64_t s, uint64_t e) {
+    int bad = 0;
+    PyObject *blk = rb_enclose(b->c.root, s, &bad);
+    uint64_t bs, be;
+    if (bad) return 2;
+    if (blk != NULL && va_bounds(blk, &bs, &be) && bs <= s && e <= be) return 1;
+    if (PyDict_GET_SIZE(b->parked) == 0) return 0;
+    Py_ssize_t k = rb_bisect(b->pstarts, s, 1);
+    if (k < 0) return 2;
+    if (k == 0) return 0;
+    int rc = rb_parked_block(b, k - 1, &bs, &be);
+    if (rc <= 0) return rc < 0 ? -1 : 2;
+    return s < be && e <= be;
+}
+
+/* next_hidden_head (align > PAGE_SIZE) or next_hidden_area (trace/beliefs.py) for the
+ * pool `key` whose last head the kernel showed is `last`: 1 (*out, the guess), 0 (no
+ * guess), 2 (a value the batch does not read: the reference), -1 (error). */
+static int rb_hidden_guess(rb_t *b, PyObject *key, uint64_t last, uint64_t size, uint64_t align,
+                           uint64_t *out) {
+    PyObject *refuted = PyDict_GetItemWithError(b->hrefuted, key);
+    if (refuted == NULL && PyErr_Occurred()) return -1;
+    if (refuted != NULL && !PyAnySet_CheckExact(refuted)) return 2;
+    if (refuted != NULL && PySet_GET_SIZE(refuted) == 0) refuted = NULL;
+    uint64_t vs = b->c.vstart, s, e;
+    rb_walk_t w;
+    int r;
+    if (align > 4096) { /* next_hidden_head: the highest unrefuted aligned slot below */
+        if (!rb_walk_init(b, &w, last)) return 2;
+        for (int n = 0;; n++) {
+            if ((r = rb_walk_next(b, &w, &s, &e)) != 1) return r;
+            if (n >= HIDDEN_SCAN || s < vs) return 0;
+            uint64_t top = e < last ? e : last;
+            if (top < size) continue;
+            for (uint64_t y = (top - size) & ~(align - 1); y >= s; y -= align) {
+                int in = rb_in(refuted, y);
+                if (in < 0) return -1;
+                if (!in) { /* y + size <= top: y is at most top - size */
+                    *out = y;
+                    return 1;
+                }
+                if (y < align) break;
+            }
+        }
+    }
+    /* next_hidden_area: one stride further down, then the highest exact-size range */
+    PyObject *prev_o = PyDict_GetItemWithError(b->hprev, key), *p2_o;
+    if (prev_o == NULL && PyErr_Occurred()) return -1;
+    if (prev_o != NULL) {
+        uint64_t prev, p2;
+        if (!u64_of(prev_o, &prev)) return 2;
+        /* two adjacent heads (the previous one right above the last): the captures4
+         * branch guesses the slot below first (beliefs._adjacent_hidden_area); not
+         * mirrored here, so the reference decides, with or without that step */
+        if ((u128)last + size == prev) return 2;
+        if (prev > last) {
+            p2_o = PyDict_GetItemWithError(b->hprev2, key);
+            if (p2_o == NULL && PyErr_Occurred()) return -1;
+            if (p2_o != NULL && !u64_of(p2_o, &p2)) return 2;
+            uint64_t d = prev - last;
+            if (p2_o != NULL && (u128)prev + d == p2 && d <= last && last - d >= vs) {
+                uint64_t y = last - d;
+                if ((u128)y + size > UINT64_MAX) return 2;
+                int in = rb_in(refuted, y);
+                if (in < 0) return -1;
+                if (!in) {
+                    int fr = rb_range_is_free(b, y, y + size);
+                    if (fr != 0) {
+                        if (fr == 1) *out = y;
+                        return fr;
+                    }
+                }
+            }
+        }
+    }
+    if (!rb_walk_init(b, &w, last)) return 2;
+    int have = 0;
+    uint64_t cs = 0, ce = 0;
+    for (int n = 0;; n++) {
+        if ((r = rb_walk_next(b, &w, &s, &e)) != 1) {
+            if (r != 0) return r;
+            break;
+        }
+        if (n >= EXACT_SCAN || s < vs) break;
+        uint64_t end = e < last ? e : last;
+        if (have && cs == end) { /* a parked block touching a tree block: one range */
+            cs = s;
+            continue;
+        }
+        if (have && ce - cs == size) {
+            int in = rb_in(refuted, cs);
+            if (in < 0) return -1;
+            if (!in) {
+                *out = cs;
+                return 1;
+            }
+        }
+        cs = s;
+        ce = end;
+        have = 1;
+    }
+    if (have && ce - cs == size) {
+        int in = rb_in(refuted, cs);
+        if (in < 0) return -1;
+        if (!in) {
+            *out = cs;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* TraceHarness.adopt_area(addr, ev.size, ev.vstart, ev.vend, cpu) in Python (claim_range's
+ * other cases), its notes added to the result as Replayer._adopt adds them. */
+static int rb_adopt_area_py(rb_t *b, PyObject *ev, PyObject *addr_o, long cpu, PyObject **out) {
+    PyObject *cpu_o = PyLong_FromLong(cpu);
+    if (!cpu_o || rb_counters(b) < 0) {
+        Py_XDECREF(cpu_o);
+        return -1;
+    }
+    PyObject *a[6] = {b->harness, addr_o, SLOT(ev, off_alloc[1]), SLOT(ev, off_alloc[3]),
+                      SLOT(ev, off_alloc[4]), cpu_o};
+    PyObject *r = PyObject_VectorcallMethod(rb_s[RB_ADOPT_AREA], a, 6, NULL);
+    Py_DECREF(cpu_o);
+    if (!r) return -1;
+    int rc = 0;
+    PyObject *notes = PyTuple_Check(r) && PyTuple_GET_SIZE(r) == 2 ? PyTuple_GET_ITEM(r, 1) : NULL;
+    Py_ssize_t k = notes ? PySequence_Size(notes) : -1;
+    if (k < 0) rc = -1;
+    if (rc == 0 && k > 0) { /* result.notes.extend(f"line {ev.line}: {n}" for n in notes[:3]) */
+        PyObject *lst = PyDict_GetItemWithError(b->res_d, rb_s[RB_NOTES]);
+        if (!lst || !PyList_Check(lst)) rc = -1;
+        for (Py_ssize_t j = 0; rc == 0 && j < k && j < 3; j++) {
+            PyObject *n = PySequence_GetItem(notes, j);
+            PyObject *line = n ? PyUnicode_FromFormat("line %S: %S", SLOT(ev, off_hdr[0][5]), n)
+                               : NULL;
+            if (!line || PyList_Append(lst, line) < 0) rc = -1;
+            Py_XDECREF(line);
+            Py_XDECREF(n);
+        }
+    }
+    if (rc < 0 && !PyErr_Occurred())
+        PyErr_SetString(PyExc_TypeError, "adopt_area must return (area, notes)");
+    if (rc == 0 && out != NULL) {
+        *out = PyTuple_GET_ITEM(r, 0);
+        Py_INCREF(*out);
+    }
+    Py_DECREF(r);
+    return rc;
+}
+
+/* A new busy area [addr, end) tagged flags_o: VmapArea, insert_vmap_area. 0 (*out: the
+ * area, a new reference, when out is not NULL), -1. */
+static int rb_insert_new(rb_t *b, PyObject *addr_o, uint64_t addr, PyObject *end_o,
+                         uint64_t end, PyObject *flags_o, PyObject **out) {
+    ctx_t *c = &b->c;
+    PyObject *va = new_va(addr_o, end_o);
+    if (va == NULL) return -1;
+    grave_t g;
+    g.n = 0;
+    set_slot(&g, va, off_flags, flags_o);
+    Py_ssize_t bi = c->n > 1 ? (Py_ssize_t)((addr / c->zone) % (uint64_t)c->n) : 0;
+    int err = 0, linked = busy_link(&g, PyTuple_GET_ITEM(c->busy, bi), va, addr, end);
+    if (linked < 0) err = 1;
+    else if (linked) {
+        set_state(&g, va, st_busy);
+        b->d_busy++;
+    } else { /* an overlap: the reference complains and raises */
+        PyObject *r = rb_counters(b) < 0 ? NULL
+                      : PyObject_CallMethodOneArg(b->space, s_insert_vmap_area, va);
+        if (!r) err = 1;
+        Py_XDECREF(r);
+    }
+    flush(&g);
+    if (!err && out != NULL) *out = va;
+    else Py_DECREF(va);
+    return err ? -1 : 0;
+}
+
+/* Replayer._adopt_at(addr) of the allocation ev (`size` bytes, `align`, the full range,
+ * the area tagged flags_o): 1 adopted, 0 not (nothing changed: the reference, for a held
+ * decay the kernel allocates in), -1 error. As Replayer._adopt: a pool entry inside a
+ * parked block splits it (Beliefs.split_parked, the area inserted busy); else the parked
+ * blocks overlapping the range go back to the free tree (unpark_overlapping) and
+ * TraceHarness.adopt_area claims it (its seed_busy case here: inside one free block; the
+ * others through the method). Then Beliefs.forget(addr). */
+static int rb_adopt(rb_t *b, PyObject *ev, PyObject *addr_o, uint64_t addr, uint64_t size,
+                    uint64_t align, long cpu, PyObject *flags_o, PyObject **out) {
+    ctx_t *c = &b->c;
+    uint64_t s, e, hs, he, evstart;
+    if ((u128)addr + size > UINT64_MAX || !PyLong_CheckExact(flags_o) || align == 0 ||
+        !u64_of(SLOT(ev, off_alloc[3]), &evstart))
+        return 0;
+    uint64_t end = addr + size;
+    /* a held decay the kernel allocates in: Replayer._decay_reached_tree */
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(b->held); k++) {
+        PyObject *va = PyList_GET_ITEM(b->held, k);
+        if (Py_TYPE(va) != va_type || !va_bounds(va, &hs, &he) || (hs < end && addr < he))
+            return 0;
+    }
+    PyObject *starts = b->pstarts, *hits = NULL, *end_o = NULL;
+    int rc = -1;
+    if (PyDict_GET_SIZE(b->parked)) {
+        Py_ssize_t lo = rb_bisect(starts, addr, 1), hi = rb_bisect(starts, end, 0);
+        if (lo < 0 || hi < 0) return 0;
+        /* parked_at(addr), and whether addr is the aligned bottom of it (_at_bottom) */
+        if (lo > 0) {
+            int pr = rb_parked_block(b, lo - 1, &hs, &he);
+            if (pr <= 0) return pr;
+            u128 base = hs > evstart ? hs : evstart;
+            u128 bottom = (base + align - 1) & ~(u128)(align - 1);
+            if (addr < he && end <= he && bottom != addr) { /* Beliefs.split_parked */
+                PyObject *pk_start = PyList_GET_ITEM(starts, lo - 1), *pk;
+                uint64_t ks;
+                if (!u64_of(pk_start, &ks) || ks != hs) return 0;
+                pk = PyDict_GetItemWithError(b->parked, pk_start);
+                if (!pk) return PyErr_Occurred() ? -1 : 0;
+                Py_INCREF(pk);
+                Py_INCREF(pk_start);
+                PyObject *left = NULL, *right = NULL, *repl = PyList_New(0);
+                end_o = PyLong_FromUnsignedLongLong(end);
+                int ok = repl && end_o && PyDict_DelItem(b->parked, pk_start) == 0;
+                if (ok && hs < addr)
+                    ok = (left = new_va(SLOT(pk, off_start), addr_o)) != NULL &&
+                         PyList_Append(repl, SLOT(pk, off_start)) == 0 &&
+                         PyDict_SetItem(b->parked, SLOT(pk, off_start), left) == 0;
+                if (ok && end < he)
+                    ok = (right = new_va(end_o, SLOT(pk, off_end))) != NULL &&
+                         PyList_Append(repl, end_o) == 0 &&
+                         PyDict_SetItem(b->parked, end_o, right) == 0;
+                if (ok) ok = PyList_SetSlice(starts, lo - 1, lo, repl) == 0;
+                Py_XDECREF(left);
+                Py_XDECREF(right);
+                Py_XDECREF(repl);
+                Py_DECREF(pk_start);
+                Py_DECREF(pk);
+                /* _tagged, insert_vmap_area, stats.allocs */
+                if (ok && rb_insert_new(b, addr_o, addr, end_o, end, flags_o, out) == 0) {
+                    b->d_allocs++;
+                    rc = 1;
+                }
+                goto out;
+            }
+        }
+        /* Beliefs.unpark_overlapping(addr, end) */
+        for (Py_ssize_t k = lo > 0 ? lo - 1 : 0; k < hi; k++) {
+            int pr = rb_parked_block(b, k, &hs, &he);
+            if (pr <= 0) {
+                Py_XDECREF(hits);
+                return pr;
+            }
+            if (he > addr) {
+                if (!hits && !(hits = PyList_New(0))) return -1;
+                if (PyList_Append(hits, PyList_GET_ITEM(starts, k)) < 0) goto out;
+            }
+        }
+    }
+    if (hits) { /* --- commit: each back to the free tree, then adopt_area (Python) --- */
+        if (rb_counters(b) < 0) goto out;
+        for (Py_ssize_t j = 0; j < PyList_GET_SIZE(hits); j++) {
+            PyObject *st = PyList_GET_ITEM(hits, j);
+            uint64_t sv;
+            Py_ssize_t at;
+            if (!u64_of(st, &sv) || (at = rb_bisect(starts, sv, 0)) < 0 ||
+                at >= PyList_GET_SIZE(starts)) {
+                PyErr_SetString(PyExc_SystemError, "replay_run: parked starts changed");
+                goto out;
+            }
+            PyObject *va = PyDict_GetItemWithError(b->parked, st);
+            if (!va) {
+                if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, st);
+                goto out;
+            }
+            Py_INCREF(va);
+            PyObject *r = NULL;
+            if (PyList_SetSlice(starts, at, at + 1, NULL) == 0 &&
+                PyDict_DelItem(b->parked, st) == 0)
+                r = PyObject_CallMethodOneArg(c->free, rb_s[RB_MERGE], va);
+            Py_DECREF(va);
+            if (!r) goto out;
+            Py_DECREF(r);
+        }
+        rc = rb_adopt_area_py(b, ev, addr_o, cpu, out) < 0 ? -1 : 1;
+        goto out;
+    }
+    /* TraceHarness._busy_at: inside one free block (seed_busy), else claim_range */
+    int bad = 0;
+    PyObject *blk = rb_enclose(c->root, addr, &bad);
+    if (bad) return 0;
+    if (blk == NULL || !va_bounds(blk, &s, &e) || !(s <= addr && end <= e)) {
+        rc = rb_adopt_area_py(b, ev, addr_o, cpu, out) < 0 ? -1 : 1;
+        goto out;
+    }
+    /* --- commit: va_clip, VmapArea(addr, end) with the flags, insert_vmap_area,
+     * stats.allocs (TraceHarness.adopt_area) --- */
+    end_o = PyLong_FromUnsignedLongLong(end);
+    if (!end_o) goto out;
+    grave_t g;
+    g.n = 0;
+    int delta = 0;
+    PyObject *lva = NULL, *other = NULL;
+    Py_INCREF(blk);
+    int fit = clip_core(&g, c->root, blk, s, e, addr_o, addr, size, b->fits, &delta, &lva, &other);
+    flush(&g);
+    Py_DECREF(blk);
+    if (fit > 0) b->d_free += delta;
+    if (fit > 0 && lva != NULL) { /* the NE split's left part overlaps: complain */
+        PyObject *r = rb_counters(b) < 0 ? NULL
+                      : PyObject_CallMethodObjArgs(c->free, s_complain_overlap, lva, other, NULL);
+        if (!r) fit = -1;
+        Py_XDECREF(r);
+    }
+    Py_XDECREF(lva);
+    Py_XDECREF(other);
+    if (fit <= 0) {
+        if (fit == 0) PyErr_SetString(PyExc_SystemError, "replay_run: NOTHING_FIT after checks");
+        goto out;
+    }
+    if (rb_insert_new(b, addr_o, addr, end_o, end, flags_o, out) < 0) goto out;
+    b->d_allocs++;
+    rc = 1;
+out:
+    Py_XDECREF(hits);
+    Py_XDECREF(end_o);
+    if (rc == 1 && rb_forget(b, addr_o) < 0) rc = -1;
+    return rc;
+}
+
+/* Beliefs.saw_hidden_head(key, addr) */
+static int rb_saw_hidden_head(rb_t *b, PyObject *key, PyObject *addr_o) {
+    PyObject *last = PyDict_GetItemWithError(b->hidden_head, key);
+    if (last == NULL && PyErr_Occurred()) return -1;
+    if (last != NULL && last != Py_None) {
+        int ne = PyObject_RichCompareBool(last, addr_o, Py_NE);
+        if (ne < 0) return -1;
+        if (ne) {
+            Py_INCREF(last); /* hidden_head[key] is replaced below */
+            PyObject *before = PyDict_GetItemWithError(b->hprev, key);
+            int rc = 0;
+            if (before == NULL && PyErr_Occurred()) rc = -1;
+            else if (before != NULL) rc = PyDict_SetItem(b->hprev2, key, before);
+            if (rc == 0) rc = PyDict_SetItem(b->hprev, key, last);
+            Py_DECREF(last);
+            if (rc < 0) return -1;
+        }
+    }
+    return PyDict_SetItem(b->hidden_head, key, addr_o);
+}
+
+/* Replayer._alloc_one with a hidden pool's guessed head that is the kernel's address:
+ * _adopt_at it, Decision("pool", node, idx), the matched event's counters,
+ * Beliefs.saw_hidden_head and forget. 1, 0 (nothing changed: the reference), -1. */
+static int rb_hidden_alloc(rb_t *b, PyObject *ev, PyObject *key, PyObject *addr_o,
+                           uint64_t addr, uint64_t size, uint64_t align, long cpu,
+                           long node, uint64_t idx) {
+    int r = rb_adopt(b, ev, addr_o, addr, size, align, cpu, PyTuple_GET_ITEM(b->c.vnflags, node), NULL);
+    if (r <= 0) return r;
+    b->any_alloc = 1;
+    b->compared++;
+    b->matched++;
+    b->guessed++;
+    b->hidden_hits++;
+    if (rb_saw_hidden_head(b, key, addr_o) < 0) return -1;
+    b->dec_pool_hit = 1;
+    b->dec_rotated = 0;
+    b->dec_node = node;
+    b->dec_pidx = (long)idx;
+    b->dec_bs = b->dec_be = b->dec_len = 0;
+    b->dec_fit = 0;
+    return 1;
+}
+
+/* Beliefs.saw_kernel_tree_choice(addr, length) */
+static int rb_saw_tree_choice(rb_t *b, PyObject *addr_o, uint64_t addr, uint64_t length) {
+    PyObject *len_o = PyLong_FromUnsignedLongLong(length);
+    if (!len_o) return -1;
+    PyObject *h = PyDict_GetItemWithError(b->high, len_o);
+    int gt = 0;
+    if (h != NULL) /* addr > kernel_tree_high.get(length, 0) */
+        gt = PyObject_RichCompareBool(addr_o, h, Py_GT);
+    else
+        gt = PyErr_Occurred() ? -1 : addr > 0;
+    int rc = gt < 0 ? -1 : gt ? PyDict_SetItem(b->high, len_o, addr_o) : 0;
+    Py_DECREF(len_o);
+    return rc;
+}
+
+/* rb_next(blk) in the free tree (borrowed, NULL at the highest). */
+static PyObject *rb_next_of(PyObject *blk) {
+    PyObject *n = get_node(blk, off_right);
+    if (n != NULL) {
+        PyObject *l;
+        while ((l = get_node(n, off_left)) != NULL) n = l;
+        return n;
+    }
+    n = get_node(blk, off_parent);
+    while (n != NULL && blk == get_node(n, off_right)) {
+        blk = n;
+        n = get_node(n, off_parent);
+    }
+    return n;
+}
+
+/* What the first allocation of a search-again event chose (see rb_search_again). */
+typedef struct {
+    PyObject *pool, *found, *vn_id;
+    uint64_t choice, s, e, length;
+    long visits;
+    int rotated, fit;
+} rb_first_t;
+
+/* Replayer._alloc_one when the model's tree search ended in a block the kernel's does
+ * not reach: TraceHarness.alloc, then Replayer._search_again (undo_alloc, the search
+ * skipping unreachable blocks, _adopt_at its address, the Decision), then the matched
+ * event's bookkeeping. Applied only when the second search gives the kernel's address;
+ * that search is run on the present tree, which is the one the undo leaves when the
+ * first allocation clipped its block at one end (LE or RE fit) and its area goes back
+ * into that block alone (no free neighbour touches it): the clip and the merge change
+ * only that block's bounds and the augment along its path, and put both back. Other
+ * fits, a model failure, another address: 0 (nothing changed: the reference). */
+static int rb_search_again(rb_t *b, PyObject *ev, PyObject *addr_o, uint64_t addr, uint64_t size,
+                           uint64_t align, uint64_t vstart, uint64_t vend, long cpu,
+                           rb_first_t *f) {
+    ctx_t *c = &b->c;
+    uint64_t ns, ne, s2, e2;
+    if (!b->explain_was || (f->fit != 2 && f->fit != 3)) return 0;
+    PyObject *nb = f->fit == 2 ? rb_prev_of(f->found) : rb_next_of(f->found);
+    if (nb != NULL) {
+        if (Py_TYPE(nb) != va_type || !va_bounds(nb, &ns, &ne)) return 0;
+        if (f->fit == 2 ? ne == f->s : ns == f->e) return 0; /* a neighbour would merge */
+    }
+    /* Beliefs.search_skipping(size, align, vstart, length) */
+    PyObject *len_o = PyLong_FromUnsignedLongLong(f->length);
+    PyObject *umax_o = PyLong_FromUnsignedLongLong(c->umax);
+    PyObject *high = len_o ? PyDict_GetItemWithError(b->high, len_o) : NULL;
+    PyObject *blk = NULL;
+    if (len_o && umax_o && (high != NULL || !PyErr_Occurred())) {
+        PyObject *root_node = SLOT(c->root, off_root);
+        PyObject *sa[9] = {root_node, SLOT(ev, off_alloc[1]), SLOT(ev, off_alloc[2]),
+                           SLOT(ev, off_alloc[3]), len_o, umax_o, b->unreach,
+                           high ? high : Py_None, b->old};
+        blk = sp_search_skipping(NULL, sa, 9);
+    }
+    Py_XDECREF(len_o);
+    Py_XDECREF(umax_o);
+    if (blk == NULL) {
+        if (!PyErr_Occurred() || !PyErr_ExceptionMatches(PyExc_OverflowError)) return -1;
+        PyErr_Clear(); /* a value the compiled walk declines: the reference */
+        return 0;
+    }
+    int ok = blk != Py_None && Py_TYPE(blk) == va_type && va_bounds(blk, &s2, &e2);
+    Py_DECREF(blk); /* the tree keeps it */
+    if (!ok) return 0; /* -ENOENT: the model fails */
+    u128 nva = (((u128)(s2 > vstart ? s2 : vstart)) + align - 1) & ~(u128)(align - 1);
+    if (nva + size > vend || nva != addr) return 0; /* -ERANGE, or a divergence */
+    uint64_t end = addr + size;
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(b->held); k++) { /* _decay_reached_tree */
+        PyObject *va = PyList_GET_ITEM(b->held, k);
+        if (Py_TYPE(va) != va_type || !va_bounds(va, &ns, &ne) || (ns < end && addr < ne))
+            return 0;
+    }
+    /* --- commit: TraceHarness.alloc as alloc_vmap_area_once commits it --- */
+    if (PyDict_GetItemWithError(c->space_d, s_explain) != Py_False &&
+        PyDict_SetItem(c->space_d, s_explain, Py_False) < 0)
+        return -1;
+    if (f->rotated) { /* the misaligned head to the tail */
+        PyObject *r = call2(dq_rotate, f->pool, minus_one);
+        if (!r) return -1;
+        Py_DECREF(r);
+    }
+    b->d_visits += f->visits;
+    b->lph = 0;
+    PyObject *ch_o = PyLong_FromUnsignedLongLong(f->choice);
+    PyObject *che_o = ch_o ? PyLong_FromUnsignedLongLong(f->choice + size) : NULL;
+    if (!che_o) {
+        Py_XDECREF(ch_o);
+        return -1;
+    }
+    grave_t g;
+    g.n = 0;
+    int delta = 0, err = 0;
+    PyObject *lva = NULL, *other = NULL, *va = NULL;
+    Py_INCREF(f->found);
+    int fit = clip_core(&g, c->root, f->found, f->s, f->e, ch_o, f->choice, size, b->fits,
+                        &delta, &lva, &other);
+    flush(&g);
+    Py_DECREF(f->found);
+    Py_XDECREF(lva); /* LE/RE: no split */
+    Py_XDECREF(other);
+    if (fit == f->fit) {
+        b->d_free += delta;
+        va = new_va(ch_o, che_o);
+    }
+    Py_DECREF(ch_o);
+    Py_DECREF(che_o);
+    if (va == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_SystemError, "replay_run: clip changed");
+        return -1;
+    }
+    set_slot(&g, va, off_vm, Py_None);
+    set_slot(&g, va, off_flags, f->vn_id);
+    Py_ssize_t bi = c->n > 1 ? (Py_ssize_t)((f->choice / c->zone) % (uint64_t)c->n) : 0;
+    PyObject *root = PyTuple_GET_ITEM(c->busy, bi);
+    if (busy_link(&g, root, va, f->choice, f->choice + size) != 1) err = 1;
+    else {
+        set_state(&g, va, st_busy);
+        /* TraceHarness.undo_alloc(va, False): unlink_vmap_area, the free tree again */
+        aug_t a = {NULL};
+        PyObject *rebalance = NULL;
+        err = rb_erase_impl(&g, va, root, &a, &rebalance) < 0;
+        if (!err && rebalance != NULL) err = rb_erase_color_impl(&g, rebalance, root, &a) < 0;
+    }
+    if (!err) {
+        set_node(&g, va, off_parent, NULL);
+        set_node(&g, va, off_left, NULL);
+        set_node(&g, va, off_right, NULL);
+        set_state(&g, va, st_detached);
+        set_slot(&g, va, off_vm, Py_None);
+        PyObject *into = NULL;
+        int rc = merge_core(&g, c->root, va, c->each_step, &into, &delta);
+        if (rc == 0) b->d_free += delta;
+        else err = 1;
+    }
+    flush(&g);
+    Py_DECREF(va);
+    if (err) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_SystemError, "replay_run: the search-again undo failed");
+        return -1;
+    }
+    /* _adopt_at(nva): the compiled case, else the method */
+    int r = rb_adopt(b, ev, addr_o, addr, size, align, cpu, f->vn_id, NULL);
+    if (r < 0) return -1;
+    if (r == 0) {
+        PyObject *cpu_o = PyLong_FromLong(cpu);
+        PyObject *res = cpu_o && rb_counters(b) == 0
+                            ? PyObject_CallMethod(b->rp, "_adopt_at", "OOO", addr_o, ev, cpu_o)
+                            : NULL;
+        Py_XDECREF(cpu_o);
+        if (!res) return -1;
+        Py_DECREF(res);
+    }
+    /* searches_skipping_unreachable, the matched event's bookkeeping */
+    b->searches++;
+    b->any_alloc = 1;
+    b->compared++;
+    b->matched++;
+    if (align > 4096) {
+        if (e2 - s2 < f->length && !b->kstate_seed) b->guessed++;
+        if (rb_saw_tree_choice(b, addr_o, addr, f->length) < 0) return -1;
+    }
+    if (rb_forget(b, addr_o) < 0) return -1;
+    b->dec_pool_hit = 0;
+    b->dec_rotated = 0;
+    b->dec_node = b->dec_pidx = -1;
+    b->dec_bs = s2;
+    b->dec_be = e2;
+    b->dec_len = f->length;
+    b->dec_fit = addr == s2 ? (end == e2 ? 1 : 2) : (end == e2 ? 3 : 4);
+    return 1;
+}
+
 /* One alloc_vmap_area event: 1 applied, 0 not common (nothing changed), -1 error. */
 static int rb_alloc(rb_t *b, PyObject *ev) {
     ctx_t *c = &b->c;
+    /* Replayer.alloc: an event already applied out of trace order (before an earlier
+     * one, a lock-order race): it is only taken off the set */
+    if (PySet_GET_SIZE(b->reordered)) {
+        PyObject *id = PyLong_FromVoidPtr(ev);
+        if (!id) return -1;
+        int in = PySet_Contains(b->reordered, id);
+        if (in > 0) in = PySet_Discard(b->reordered, id) < 0 ? -1 : 1;
+        Py_DECREF(id);
+        if (in != 0) return in;
+    }
     PyObject *addr_o = SLOT(ev, off_alloc[0]), *size_o = SLOT(ev, off_alloc[1]),
              *align_o = SLOT(ev, off_alloc[2]), *vstart_o = SLOT(ev, off_alloc[3]),
              *vend_o = SLOT(ev, off_alloc[4]), *failed_o = SLOT(ev, off_alloc[5]),
@@ -5124,14 +5877,6 @@ static int rb_alloc(rb_t *b, PyObject *ev) {
     if (of || ecpu < 0) return 0;
     long cpu = ecpu % b->cpus;
     if (size == 0 || (size & 4095) || align == 0 || (align & (align - 1))) return 0;
-    /* Replayer.alloc: an event already applied out of trace order */
-    if (PySet_GET_SIZE(b->reordered)) {
-        PyObject *id = PyLong_FromVoidPtr(ev);
-        if (!id) return -1;
-        int in = PySet_Contains(b->reordered, id);
-        Py_DECREF(id);
-        if (in != 0) return in < 0 ? -1 : 0;
-    }
     int full = vstart == c->vstart && vend == c->vend;
     uint64_t idx = (size - 1) >> 12;
     long node = (long)(cpu % c->n);
@@ -5153,15 +5898,29 @@ static int rb_alloc(rb_t *b, PyObject *ev) {
         }
     }
     /* Replayer._hidden_guess: a pool hidden at snapshot time whose next head the model
-     * infers (the model's own pool being empty) is not a common event */
+     * infers (the model's own pool being empty): when the guess is the kernel's address,
+     * _adopt_at it and count the hit; another guess is a divergence (the reference); no
+     * guess, the model's own choice below */
     if (b->infer && PyDict_GET_SIZE(b->hidden_head) && c->n > 1 && full && idx < b->max_va &&
         pool_len == 0) {
         PyObject *key = Py_BuildValue("(lK)", node, (unsigned long long)idx);
         if (!key) return -1;
         PyObject *last = PyDict_GetItemWithError(b->hidden_head, key);
+        uint64_t lastv, guess = 0;
+        int r = 0;
+        if (last == NULL && PyErr_Occurred()) r = -1;
+        else if (last != NULL && last != Py_None)
+            r = b->explain_was && u64_of(last, &lastv)
+                    ? rb_hidden_guess(b, key, lastv, size, align, &guess)
+                    : 2;
+        if (r == 1)
+            r = guess == addr ? rb_hidden_alloc(b, ev, key, addr_o, addr, size, align, cpu, node, idx) : 0;
+        else if (r == 2)
+            r = 0;
+        else if (r == 0)
+            r = 3; /* no guess: the model's own choice */
         Py_DECREF(key);
-        if (last == NULL && PyErr_Occurred()) return -1;
-        if (last != NULL && last != Py_None) return 0;
+        if (r != 3) return r;
     }
     /* The model's choice, looked at as alloc_vmap_area_once makes it (nothing changed) */
     PyObject *head = NULL, *found = NULL;
@@ -5201,15 +5960,29 @@ static int rb_alloc(rb_t *b, PyObject *ev) {
         /* Replayer._alloc_one: a block the kernel's search does not reach */
         if (PyDict_GET_SIZE(b->unreach) || e - s < length) {
             int u = rb_unreachable(b, s, e, length);
+            if (u == 1) { /* Replayer._search_again */
+                rb_first_t f = {pool, found, c->n > 1 && full ? PyTuple_GET_ITEM(c->vnflags, node)
+                                                              : small_zero,
+                                choice, s, e, length, visits, rotated, fit};
+                return rb_search_again(b, ev, addr_o, addr, size, align, vstart, vend, cpu, &f);
+            }
             if (u != 0) return u < 0 ? -1 : 0;
         }
     }
     if (choice != addr) return 0; /* a mismatch: Python explains it */
-    /* a pool hit on an area of guessed node: Beliefs.vote_node in Python */
+    /* a pool hit on an area of guessed node: Beliefs.vote_node below */
+    int vote = 0;
+    uint64_t vote_cls = 0;
     if (pool_hit && PyDict_GET_SIZE(b->unknown)) {
         PyObject *u = PyDict_GetItemWithError(b->unknown, SLOT(head, off_start));
+        uint64_t hs, he;
         if (u == NULL && PyErr_Occurred()) return -1;
-        if (u == head) return 0;
+        if (u == head) {
+            if (!va_bounds(head, &hs, &he) || he <= hs || b->node_votes == NULL) return 0;
+            vote = 1;
+            vote_cls = (he - hs - 1) >> 12;
+            if (vote_cls > (uint64_t)MAX_CLASS) vote_cls = (uint64_t)MAX_CLASS;
+        }
     }
     /* --- apply: TraceHarness.alloc -> VmapSpace.alloc_vmap_area_once, as the whole
      * operation commits it (its checks were made in rb_setup and above) --- */
@@ -5287,17 +6060,18 @@ static int rb_alloc(rb_t *b, PyObject *ev) {
     b->matched++;
     if (!pool_hit && align > 4096) {
         if (e - s < length && !b->kstate_seed) b->guessed++;
-        /* Beliefs.saw_kernel_tree_choice(addr, length) */
-        PyObject *len_o = PyLong_FromUnsignedLongLong(length);
-        if (!len_o) return -1;
-        PyObject *h = PyDict_GetItemWithError(b->high, len_o);
-        int gt = 0;
-        if (h != NULL) /* addr > kernel_tree_high.get(length, 0) */
-            gt = PyObject_RichCompareBool(addr_o, h, Py_GT);
-        else
-            gt = PyErr_Occurred() ? -1 : addr > 0;
-        int rc = gt < 0 ? -1 : gt ? PyDict_SetItem(b->high, len_o, addr_o) : 0;
-        Py_DECREF(len_o);
+        if (rb_saw_tree_choice(b, addr_o, addr, length) < 0) return -1;
+    }
+    if (vote) { /* Beliefs.vote_node(va, node, node): the guess confirmed, one vote */
+        b->guessed++;
+        PyObject *key = Py_BuildValue("(Kll)", (unsigned long long)vote_cls, node, node);
+        PyObject *n = key ? PyDict_GetItemWithError(b->node_votes, key) : NULL;
+        PyObject *n1 = NULL;
+        if (key && (n != NULL || !PyErr_Occurred()))
+            n1 = n ? PyNumber_Add(n, small_one) : Py_NewRef(small_one);
+        int rc = n1 ? PyDict_SetItem(b->node_votes, key, n1) : -1;
+        Py_XDECREF(n1);
+        Py_XDECREF(key);
         if (rc < 0) return -1;
     }
     if (rb_forget(b, addr_o) < 0) return -1;
@@ -5426,6 +6200,192 @@ static int rb_free(rb_t *b, PyObject *ev, PyObject *ts_o) {
     return 1;
 }
 
+/* Replayer.before when the next purge event is behind event i: the one after it
+ * (_nxt, _next_purge, _purge_index). 1, 0 (not as the batch reads it: the reference), -1. */
+static int rb_next_purge(rb_t *b, Py_ssize_t i) {
+    PyObject *d = b->rp_d, *at = PyDict_GetItemWithError(d, rb_s[RB_PURGE_AT]);
+    PyObject *evs = PyDict_GetItemWithError(d, rb_s[RB_EVENTS_ATTR]);
+    long j;
+    if (!at || !PyList_CheckExact(at) || evs != b->events || !rb_long(d, RB_NXT, &j) || j < 0)
+        return PyErr_Occurred() ? -1 : 0;
+    Py_ssize_t n = PyList_GET_SIZE(at);
+    long k = -1;
+    for (; j < n; j++) {
+        PyObject *o = PyList_GET_ITEM(at, j);
+        int of = 0;
+        k = PyLong_CheckExact(o) ? PyLong_AsLongAndOverflow(o, &of) : -1;
+        if (k < 0 || of || k >= PyList_GET_SIZE(evs)) return 0;
+        if (k >= i) break;
+    }
+    PyObject *nxt = j < n ? PyList_GET_ITEM(evs, k) : Py_None;
+    uint64_t npurged = 0;
+    if (nxt != Py_None && (Py_TYPE(nxt) != ev_purge_t || !u64_of(SLOT(nxt, off_purge[2]), &npurged)))
+        return 0;
+    /* --- commit --- */
+    PyObject *jo = PyLong_FromLong(j), *ko = PyLong_FromLong(j < n ? k : -1);
+    int rc = jo && ko && PyDict_SetItem(d, rb_s[RB_NXT], jo) == 0 &&
+                     PyDict_SetItem(d, rb_s[RB_NEXT_PURGE], nxt) == 0 &&
+                     PyDict_SetItem(d, rb_s[RB_PURGE_INDEX], ko) == 0
+                 ? 1
+                 : -1;
+    Py_XDECREF(jo);
+    Py_XDECREF(ko);
+    b->purge_index = j < n ? k : -1;
+    b->has_next = nxt != Py_None;
+    b->npurged = npurged;
+    return rc;
+}
+
+/* --- compiled twins for the Python handlers (the divergence path calls them) --------- */
+
+/* What rb_adopt reads, gathered for a call from Python (Replayer._adopt): 1, 0 (not a
+ * replay the twin mirrors: the reference), -1. */
+static int rb_setup_adopt(rb_t *b, PyObject *rp) {
+    memset(b, 0, sizeof(*b));
+    b->rp = rp;
+    b->lph = -1;
+    if (rb_types[0] == NULL || ev_alloc_t == NULL || st_busy == NULL || va_ready() < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (!(b->rp_d = rb_dict(rp)) || !rb_unreplaced(rp, b->rp_d, RB_T_RP)) return 0;
+    PyObject *d = b->rp_d;
+    PyObject *res = PyDict_GetItemWithError(d, rb_s[RB_RESULT]);
+    PyObject *bel = PyDict_GetItemWithError(d, rb_s[RB_BELIEFS]);
+    PyObject *har = PyDict_GetItemWithError(d, rb_s[RB_HARNESS]);
+    b->space = PyDict_GetItemWithError(d, rb_s[RB_SPACE]);
+    b->harness = har;
+    if (!res || !bel || !har || !b->space || Py_TYPE(res) != rb_types[RB_T_RESULT]) return 0;
+    if (!(b->res_d = rb_dict(res)) || !(b->b_d = rb_dict(bel)) || !(b->h_d = rb_dict(har)) ||
+        !(b->space_d = rb_dict(b->space)))
+        return 0;
+    if (!rb_unreplaced(bel, b->b_d, RB_T_BELIEFS) || !rb_unreplaced(har, b->h_d, RB_T_HARNESS) ||
+        !rb_unreplaced(b->space, b->space_d, RB_T_SPACE) ||
+        PyDict_GetItemWithError(b->h_d, rb_s[RB_SPACE]) != b->space)
+        return 0;
+    int rc = ctx_get(b->space, &b->c);
+    if (rc <= 0) return rc;
+    b->have_c = 1;
+    PyObject *pools_pol = PyDict_GetItemWithError(b->space_d, s_pools);
+    PyObject *placement = PyDict_GetItemWithError(b->space_d, s_placement);
+    if (!pools_pol || !placement || Py_TYPE(placement) != lowest_match_type ||
+        (Py_TYPE(pools_pol) != node_pools_type && Py_TYPE(pools_pol) != no_pools_type))
+        return 0;
+    b->fits = PyDict_GetItemWithError(b->c.stats_d, s_fits);
+    if (PyDict_GetItemWithError(b->c.free_d, s_why) != Py_None || !b->fits ||
+        !PyList_CheckExact(b->fits) || PyList_GET_SIZE(b->fits) < 5 ||
+        !d_int(b->space_d, s_nr_busy) || !d_int(b->c.free_d, s_nr_free) ||
+        !d_int(b->c.stats_d, s_allocs))
+        return 0;
+    if (!(b->unknown = rb_get(b->b_d, RB_UNKNOWN, &PyDict_Type)) ||
+        !(b->refuted = rb_get(b->b_d, RB_REFUTED, &PyDict_Type)) ||
+        !(b->recycled = rb_get(b->b_d, RB_RECYCLED, &PyDict_Type)) ||
+        !(b->parked = rb_get(b->b_d, RB_PARKED, &PyDict_Type)) ||
+        !(b->pstarts = rb_get(b->b_d, RB_PSTARTS, &PyList_Type)) ||
+        !(b->held = rb_get(d, RB_HELD, &PyList_Type)))
+        return 0;
+    return PyErr_Occurred() ? -1 : 1;
+}
+
+/* replay_adopt(replayer, ev, cpu, addr) -> the new busy area, or None (nothing changed:
+ * the reference runs): Replayer._adopt(ev, cpu, addr) as rb_adopt mirrors it. */
+static PyObject *rb_adopt_twin(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "replay_adopt(replayer, ev, cpu, addr)");
+        return NULL;
+    }
+    if (rb_strings() < 0) return NULL;
+    PyObject *ev = args[1], *addr_o = args[3], *va = NULL;
+    rb_t b;
+    int rc = rb_setup_adopt(&b, args[0]);
+    uint64_t addr, size, align, vs, ve;
+    long cpu = -1;
+    if (rc > 0) {
+        int of = 0;
+        if (PyLong_CheckExact(args[2])) cpu = PyLong_AsLongAndOverflow(args[2], &of);
+        if (of || cpu < 0 || Py_TYPE(ev) != ev_alloc_t || !u64_of(addr_o, &addr) ||
+            !u64_of(SLOT(ev, off_alloc[1]), &size) || !u64_of(SLOT(ev, off_alloc[2]), &align) ||
+            !u64_of(SLOT(ev, off_alloc[3]), &vs) || !u64_of(SLOT(ev, off_alloc[4]), &ve))
+            rc = PyErr_Occurred() ? -1 : 0;
+    }
+    if (rc > 0) {
+        ctx_t *c = &b.c;
+        PyObject *flags = c->n > 1 && vs == c->vstart && ve == c->vend
+                              ? PyTuple_GET_ITEM(c->vnflags, cpu % c->n)
+                              : small_zero;
+        rc = rb_adopt(&b, ev, addr_o, addr, size, align, cpu, flags, &va);
+        if (rb_counters(&b) < 0) rc = -1;
+    }
+    rb_release(&b);
+    if (rc < 0) {
+        Py_XDECREF(va);
+        return NULL;
+    }
+    if (rc == 0 || va == NULL) {
+        Py_XDECREF(va);
+        Py_RETURN_NONE;
+    }
+    return va;
+}
+
+/* hidden_guess(beliefs, node, idx, size, align) -> next_hidden_head's guess (align >
+ * PAGE_SIZE) or next_hidden_area's (trace/beliefs.py) for the pool (node, idx): an
+ * address, None (no guess), or NotImplemented (not as the twin reads it: the reference
+ * runs). Reads only. */
+static PyObject *rb_hidden_guess_twin(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "hidden_guess(beliefs, node, idx, size, align)");
+        return NULL;
+    }
+    if (rb_strings() < 0) return NULL;
+    rb_t b;
+    memset(&b, 0, sizeof(b));
+    b.lph = -1;
+    PyObject *result = NULL, *key = NULL;
+    uint64_t size, align, last, guess = 0;
+    int rc = 2; /* 2: declined (NotImplemented), 1: guess, 0: None, -1: error */
+    if (rb_types[0] == NULL || va_ready() < 0) {
+        PyErr_Clear();
+        goto out;
+    }
+    if (!(b.b_d = rb_dict(args[0])) || !rb_unreplaced(args[0], b.b_d, RB_T_BELIEFS) ||
+        !u64_of(args[3], &size) || !u64_of(args[4], &align) || align == 0)
+        goto out;
+    b.space = PyDict_GetItemWithError(b.b_d, rb_s[RB_SPACE]);
+    if (!b.space || Py_TYPE(b.space) != rb_types[RB_T_SPACE]) goto out;
+    int got = ctx_get(b.space, &b.c);
+    if (got <= 0) {
+        if (got < 0) rc = -1;
+        goto out;
+    }
+    b.have_c = 1;
+    if (!(b.hidden_head = rb_get(b.b_d, RB_HIDDEN_HEAD, &PyDict_Type)) ||
+        !(b.hrefuted = rb_get(b.b_d, RB_HREFUTED, &PyDict_Type)) ||
+        !(b.hprev = rb_get(b.b_d, RB_HPREV, &PyDict_Type)) ||
+        !(b.hprev2 = rb_get(b.b_d, RB_HPREV2, &PyDict_Type)) ||
+        !(b.parked = rb_get(b.b_d, RB_PARKED, &PyDict_Type)) ||
+        !(b.pstarts = rb_get(b.b_d, RB_PSTARTS, &PyList_Type)))
+        goto out;
+    if (!(key = PyTuple_Pack(2, args[1], args[2]))) {
+        rc = -1;
+        goto out;
+    }
+    PyObject *last_o = PyDict_GetItemWithError(b.hidden_head, key);
+    if (last_o == NULL || last_o == Py_None) {
+        rc = PyErr_Occurred() ? -1 : 0; /* no head seen, or used up: no guess */
+        goto out;
+    }
+    if (!u64_of(last_o, &last)) goto out;
+    rc = rb_hidden_guess(&b, key, last, size, align, &guess);
+out:
+    if (rc == 1) result = PyLong_FromUnsignedLongLong(guess);
+    else if (rc == 0) result = Py_NewRef(Py_None);
+    else if (rc == 2) result = Py_NewRef(Py_NotImplemented);
+    Py_XDECREF(key);
+    rb_release(&b);
+    return rc < 0 ? NULL : result;
+}
+
 /* replay_run(replayer, events, i, every) -> the index of the first event left to the
  * Python handlers (len(events) when none is). */
 static PyObject *rb_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -5455,7 +6415,11 @@ static PyObject *rb_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     for (; i < PyList_GET_SIZE(events); i++) {
         PyObject *ev = PyList_GET_ITEM(events, i);
         /* Replayer.before: the progress bar's tick, the next purge behind, timed state */
-        if ((every && i % every == 0) || (b.purge_index >= 0 && b.purge_index < i)) break;
+        if (every && i % every == 0) break;
+        if (b.purge_index >= 0 && b.purge_index < i) {
+            rc = rb_next_purge(&b, i);
+            if (rc <= 0) break;
+        }
         PyTypeObject *t = Py_TYPE(ev);
         int kind = t == ev_alloc_t ? 0 : t == ev_free_t ? 1 : -1;
         if (kind < 0) break; /* a purge (or an event of another class) */

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from pyvmalloc._accel import ACCELERATED
+from pyvmalloc.config import PAGE_SIZE
 from pyvmalloc.kernel import Kernel
 from pyvmalloc.trace import beliefs as beliefs_mod
 from pyvmalloc.trace import harness as harness_mod
@@ -30,6 +31,7 @@ from pyvmalloc.trace.kstate import kstate_of
 from pyvmalloc.trace.parse import parse_trace
 from pyvmalloc.trace.replay import Replayer, load_capture, replay, replay_capture
 from pyvmalloc.trace.snapshot import parse_vmallocinfo
+from pyvmalloc.vmap import purge as purge_mod
 
 pytestmark = pytest.mark.skipif(
     not ACCELERATED or replay_mod._c_replay_run is None, reason="needs the compiled accelerator"
@@ -74,7 +76,47 @@ def beliefs_state(rp: Replayer) -> dict[str, Any]:
         out[k] = repr(v) if isinstance(v, set) else v
     for k in ("_drift_run", "_crossed_at", "_armed_at", "_last_alloc_failed", "_index"):
         out[k] = getattr(rp, k)
+    out["_reordered"] = len(rp._reordered)  # ids of events applied early, not yet seen
     return out
+
+
+#: The modules of the replay whose compiled twins the reference run turns off: every
+#: ``_c_*`` name they hold (and replay's ``_rd``, the divergence scans), so that a twin
+#: added later is covered without being listed here.
+TWINNED = (replay_mod, beliefs_mod, harness_mod, purge_mod)
+
+
+def twins_off(m: pytest.MonkeyPatch) -> list[str]:
+    """Set every compiled twin of :data:`TWINNED` to None (undone by ``m``)."""
+    off = []
+    for mod in TWINNED:
+        for name, value in list(vars(mod).items()):
+            if (name.startswith("_c_") or name == "_rd") and value is not None:
+                m.setattr(mod, name, None)
+                off.append(f"{mod.__name__}.{name}")
+    return off
+
+
+def test_twins_off_covers_every_section() -> None:
+    """The reference run turns off the batch, the divergence scans, the purge twins and
+    the beliefs' walks (one of each section at least), and restores them."""
+    m = pytest.MonkeyPatch()
+    off = twins_off(m)
+    try:
+        assert replay_mod._c_replay_run is None and replay_mod._rd is None
+        for name in (
+            "pyvmalloc.trace.replay._c_replay_run",
+            "pyvmalloc.trace.replay._rd",
+            "pyvmalloc.trace.replay._c_adopt",
+            "pyvmalloc.trace.beliefs._c_hidden_guess",
+            "pyvmalloc.trace.beliefs._c_stamp",
+            "pyvmalloc.trace.harness._c_undo_alloc",
+            "pyvmalloc.vmap.purge._c_begin_purge_nodes",
+        ):
+            assert name in off
+    finally:
+        m.undo()
+    assert replay_mod._c_replay_run is not None and replay_mod._rd is not None
 
 
 def run_capture(
@@ -87,26 +129,16 @@ def run_capture(
         states.append(beliefs_state(rp))
         return finish(rp)
 
-    saved = replay_mod._c_replay_run
-    saved_ranges, saved_index = beliefs_mod._c_ranges_below, replay_mod._c_alloc_index
-    saved_rd, saved_undo = replay_mod._rd, harness_mod._c_undo_alloc
-    if not batch:  # the reference: no compiled loop, no compiled walks of this section
-        replay_mod._c_replay_run = None
-        beliefs_mod._c_ranges_below = None
-        replay_mod._c_alloc_index = None
-        replay_mod._rd = None  # nor the divergence scans (replay divergence section)
-        harness_mod._c_undo_alloc = None
+    undo = pytest.MonkeyPatch()
+    if not batch:  # the reference: no compiled loop, walk or twin of the replay
+        twins_off(undo)
     monkeypatch.setattr(Replayer, "finish", finish_and_record)
     try:
         res = replay_capture(
             cap, use_kstate=kstate, on_kernel=lambda k: states.append(model_state(k))
         )
     finally:
-        replay_mod._c_replay_run = saved
-        beliefs_mod._c_ranges_below = saved_ranges
-        replay_mod._c_alloc_index = saved_index
-        replay_mod._rd = saved_rd
-        harness_mod._c_undo_alloc = saved_undo
+        undo.undo()
         monkeypatch.setattr(Replayer, "finish", finish)
     out = res.as_json()
     out.pop("seconds")
@@ -339,3 +371,77 @@ def test_alloc_index_equals_the_reference(monkeypatch: pytest.MonkeyPatch) -> No
         monkeypatch.undo()
         assert got == want and list(got) == list(want)
         assert sum(map(len, got.values())) == sum(not e.failed for e in allocs)
+
+
+@pytest.mark.parametrize("name", ["bpfjit-busy-nodrop", "threads-long-nodrop", "mix3-nodrop"])
+def test_hidden_guess_twin_equals_the_reference(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_speedups.hidden_guess`` (behind next_hidden_head / next_hidden_area) against the
+    reference at every call of a replay with pool inference, hidden heads and parked
+    blocks: the same guess (or none), and the twin itself answers most calls (it leaves
+    to the reference a pool whose last two heads were adjacent)."""
+    twin = beliefs_mod._c_hidden_guess
+    assert twin is not None
+    calls = {"twin": 0, "declined": 0}
+
+    def both(b: Any, node: int, idx: int, size: int, align: int) -> Any:
+        got = twin(b, node, idx, size, align)
+        monkeypatch.setattr(beliefs_mod, "_c_hidden_guess", None)
+        try:
+            if align > PAGE_SIZE:
+                want = beliefs_mod.next_hidden_head(b, node, idx, size, align)
+            else:
+                want = beliefs_mod.next_hidden_area(b, node, idx, size)
+        finally:
+            monkeypatch.setattr(beliefs_mod, "_c_hidden_guess", both)
+        if got is NotImplemented:
+            calls["declined"] += 1
+        else:
+            calls["twin"] += 1
+            assert got == want, (node, idx, size, align)
+        return want
+
+    monkeypatch.setattr(beliefs_mod, "_c_hidden_guess", both)
+    trace, snap, _meta = load_capture(DATA / "captures" / name)
+    rp = Replayer(parse_vmallocinfo(snap), profile="6.18", cpus=2)
+    rp._infer_pools = rp.trace_driven
+    rp.run(replay_mod._events_after_snapshot(parse_trace(trace), rp.result))
+    assert rp.result.hidden_pool_hits > 0
+    assert calls["twin"] > 100
+    assert calls["declined"] <= calls["twin"] // 4
+
+
+@pytest.mark.parametrize("name", ["bpfjit-busy-nodrop", "threads-long-nodrop"])
+def test_batch_takes_the_inferred_matches(name: str) -> None:
+    """With pool inference, the allocations at a hidden pool head the model guessed right
+    (parked blocks split or given back included) and the matched searches past an
+    unreachable block go through the batch: the Python handlers, taking what the batch
+    leaves, make next to none of them (so the batch test above compares these compiled
+    paths too)."""
+    rp, events = _replayer(name)
+    rp._infer_pools = rp.trace_driven
+    res = rp.result
+    run_c = replay_mod._c_replay_run
+    assert run_c is not None
+    in_python = {"hits": 0, "searches": 0}
+    last = (0, 0, 0)
+
+    def counts() -> tuple[int, int, int]:
+        unmatched = res.allocs_compared - res.allocs_matched
+        return res.hidden_pool_hits, res.searches_skipping_unreachable, unmatched
+
+    def batch(evs: list[Any], i: int) -> int:
+        nonlocal last
+        # what the Python handlers did with the event the batch last handed back
+        hits, searches, unmatched = counts()
+        if unmatched == last[2]:  # it matched
+            in_python["hits"] += hits - last[0]
+            in_python["searches"] += searches - last[1]
+        j = run_c(rp, evs, i, 0)
+        last = counts()
+        return j
+
+    rp.harness.drive(rp, events, batch=batch)
+    assert res.hidden_pool_hits > 100
+    assert res.searches_skipping_unreachable > 100
+    assert in_python["hits"] <= res.hidden_pool_hits // 50
+    assert in_python["searches"] <= res.searches_skipping_unreachable // 20

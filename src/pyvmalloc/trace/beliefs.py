@@ -61,6 +61,9 @@ _c_pool_gens = getattr(_speedups, "pool_gens", None)
 _c_pool_ranges = getattr(_speedups, "pool_ranges", None)
 _c_insert_by_purge_order = getattr(_speedups, "insert_by_purge_order", None)
 _c_ranges_below = getattr(_speedups, "ranges_below", None)
+#: The compiled twin of next_hidden_head / next_hidden_area (NotImplemented: the
+#: reference runs).
+_c_hidden_guess = getattr(_speedups, "hidden_guess", None)
 
 #: Mismatch classes (see docs/replay.md).
 RULE = "rule difference"
@@ -699,6 +702,10 @@ def next_hidden_head(b: Beliefs, node: int, idx: int, size: int, align: int) -> 
     decision has refuted: for thread stacks (align > PAGE_SIZE, pooled side by side)
     any such slot, for other sizes the top slot of each free range.
     """
+    if _c_hidden_guess is not None and align > PAGE_SIZE:
+        got = _c_hidden_guess(b, node, idx, size, align)
+        if got is not NotImplemented:
+            return got  # type: ignore[no-any-return]
     last = b.hidden_head.get((node, idx))
     if last is None:
         return None
@@ -739,6 +746,10 @@ def next_hidden_area(b: Beliefs, node: int, idx: int, size: int) -> int | None:
     adjacent = _adjacent_hidden_area(b, node, idx, size)
     if adjacent is not None:
         return adjacent
+    if _c_hidden_guess is not None:
+        got = _c_hidden_guess(b, node, idx, size, PAGE_SIZE)
+        if got is not NotImplemented:
+            return got  # type: ignore[no-any-return]
     key = (node, idx)
     last = b.hidden_head.get(key)
     if last is None:

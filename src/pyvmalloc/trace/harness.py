@@ -501,7 +501,7 @@ class TraceHarness:
                 space.unlink_vmap_area(va, vn.id)
                 notes.append(f"model still had busy {va.va_start:#x}-{va.va_end:#x}")
                 released.append(va)
-        if any(va.va_start < end and start < va.va_end for va in space.lazy):
+        if [va for va in space.lazy if va.va_start < end and start < va.va_end]:
             keep: deque[VmapArea] = deque()
             for va in space.lazy:
                 if va.va_start < end and start < va.va_end:
@@ -523,14 +523,18 @@ class TraceHarness:
                 va.state = VaState.DETACHED
                 notes.append(f"model was purging {va.va_start:#x}-{va.va_end:#x}")
                 released.append(va)
-        for vn in space.nodes:
-            for pool in vn.pools.values():
-                hit = [va for va in pool if va.va_start < end and start < va.va_end]
-                for va in hit:
-                    pool.remove(va)
-                    va.state = VaState.DETACHED
-                    notes.append(f"model had pooled {va.va_start:#x}-{va.va_end:#x}")
-                    released.append(va)
+        pooled = [
+            (pool, va)
+            for vn in space.nodes
+            for pool in vn.pools.values()
+            for va in pool
+            if va.va_start < end and start < va.va_end
+        ]
+        for pool, va in pooled:
+            pool.remove(va)
+            va.state = VaState.DETACHED
+            notes.append(f"model had pooled {va.va_start:#x}-{va.va_end:#x}")
+            released.append(va)
         for va in released:
             va.vm = None
             free.merge_or_add_vmap_area_augment(va)

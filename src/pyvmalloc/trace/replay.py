@@ -41,7 +41,10 @@ from pyvmalloc._accel import speedups as _speedups
 from pyvmalloc.config import ENOENT, ERANGE, PAGE_SHIFT, PAGE_SIZE, format_size
 from pyvmalloc.rbtree import rb_next
 from pyvmalloc.trace.beliefs import (
+    EXACT_SCAN_BLOCKS,
     HIDDEN,
+    HIDDEN_SCAN_BLOCKS,
+    MAX_CLASS,
     RACE,
     RULE,
     Beliefs,
@@ -79,6 +82,11 @@ _c_alloc_index: Callable[[list[TraceEvent], type], dict[int, list[int]]] | None 
 #: The compiled scans of the divergence path over a packed copy of the events
 #: (_speedups.c, "replay divergence"): each finds what its Python loop here finds.
 _rd: Any = _speedups if hasattr(_speedups, "event_table") else None
+#: The compiled twin of :meth:`Replayer._adopt` (None when the replay is not one it
+#: mirrors: the method below runs).
+_c_adopt: Callable[[Any, AllocVmapArea, int, int], VmapArea | None] | None = getattr(
+    _speedups, "replay_adopt", None
+)
 
 #: Cause keys of facts a kstate.json readout holds (tree shape, pools at snapshot time).
 KSTATE_FACTS = ("shape", "snapshot-", "pooled-node")
@@ -436,8 +444,9 @@ class Replayer:
             self._task = self._bar.add_task(f"replay {self.profile.name}", total=len(events))
         batch = None
         if _c_replay_run is not None:
-            # The common events (an allocation the model predicts with nothing to infer,
-            # the free of a known busy area) in compiled batches, the others through
+            # The common events (an allocation the model predicts, at its own choice, a
+            # guessed hidden pool head or past an unreachable block; the free of a known
+            # busy area) in compiled batches, the others through
             # before/alloc/free/purge below: the same steps either way (_speedups.c,
             # "replay batch"; keep the two in step). The bar ticks every 5000 events.
             run_c, every = _c_replay_run, 5000 if self._bar is not None else 0
@@ -1151,6 +1160,10 @@ class Replayer:
         CPU's node; return the new busy area."""
         b = self.beliefs
         start = ev.addr if addr is None else addr
+        if _c_adopt is not None:
+            got = _c_adopt(self, ev, cpu, start)
+            if got is not None:
+                return got
         end = start + ev.size
         if self._held and any(va.va_start < end and start < va.va_end for va in self._held):
             self._decay_reached_tree()  # the kernel allocated in it: it is in its tree
@@ -2619,8 +2632,18 @@ if _speedups is not None:
         ReplayResult,
         PendingPurge,
         (
-            ("before", "alloc", "_alloc_one", "_hidden_guess", "_poolable", "free"),
-            ("alloc", "free"),
+            (
+                "before",
+                "alloc",
+                "_alloc_one",
+                "_hidden_guess",
+                "_poolable",
+                "_adopt_at",
+                "_adopt",
+                "_search_again",
+                "free",
+            ),
+            ("alloc", "free", "adopt_area", "_busy_at", "undo_alloc"),
             (
                 "alloc_vmap_area_once",
                 "find_unlink_vmap_area",
@@ -2628,7 +2651,27 @@ if _speedups is not None:
                 "insert_vmap_area",
                 "_lazy_threshold_passed",
             ),
-            ("forget", "is_unreachable", "passed_over", "saw_kernel_tree_choice", "node_known"),
+            (
+                "forget",
+                "is_unreachable",
+                "passed_over",
+                "saw_kernel_tree_choice",
+                "node_known",
+                "saw_hidden_head",
+                "ranges_below",
+                "ranges_below_list",
+                "ranges_below_chunks",
+                "range_is_free",
+                "parked_at",
+                "unpark_overlapping",
+                "split_parked",
+                "search_skipping",
+                "vote_node",
+            ),
         ),
         DRIFT_RUN,
+        HIDDEN_SCAN_BLOCKS,
+        EXACT_SCAN_BLOCKS,
+        ((globals(), "next_hidden_head"), (globals(), "next_hidden_area")),
+        MAX_CLASS,
     )
