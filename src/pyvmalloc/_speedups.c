@@ -5339,10 +5339,20 @@ static int rb_hidden_guess(rb_t *b, PyObject *key, uint64_t last, uint64_t size,
     if (prev_o != NULL) {
         uint64_t prev, p2;
         if (!u64_of(prev_o, &prev)) return 2;
-        /* two adjacent heads (the previous one right above the last): the captures4
-         * branch guesses the slot below first (beliefs._adjacent_hidden_area); not
-         * mirrored here, so the reference decides, with or without that step */
-        if ((u128)last + size == prev) return 2;
+        /* _adjacent_hidden_area: after two adjacent heads, the slot right below the last
+         * one, when it is free space to the model and not refuted */
+        if ((u128)last + size == prev && last >= size && last - size >= vs) {
+            uint64_t y = last - size;
+            int in = rb_in(refuted, y);
+            if (in < 0) return -1;
+            if (!in) {
+                int fr = rb_range_is_free(b, y, last);
+                if (fr != 0) {
+                    if (fr == 1) *out = y;
+                    return fr;
+                }
+            }
+        }
         if (prev > last) {
             p2_o = PyDict_GetItemWithError(b->hprev2, key);
             if (p2_o == NULL && PyErr_Occurred()) return -1;

@@ -377,8 +377,7 @@ def test_alloc_index_equals_the_reference(monkeypatch: pytest.MonkeyPatch) -> No
 def test_hidden_guess_twin_equals_the_reference(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """``_speedups.hidden_guess`` (behind next_hidden_head / next_hidden_area) against the
     reference at every call of a replay with pool inference, hidden heads and parked
-    blocks: the same guess (or none), and the twin itself answers most calls (it leaves
-    to the reference a pool whose last two heads were adjacent)."""
+    blocks: the same guess (or none), and the twin itself answers nearly every call."""
     twin = beliefs_mod._c_hidden_guess
     assert twin is not None
     calls = {"twin": 0, "declined": 0}
@@ -407,7 +406,7 @@ def test_hidden_guess_twin_equals_the_reference(name: str, monkeypatch: pytest.M
     rp.run(replay_mod._events_after_snapshot(parse_trace(trace), rp.result))
     assert rp.result.hidden_pool_hits > 0
     assert calls["twin"] > 100
-    assert calls["declined"] <= calls["twin"] // 4
+    assert calls["declined"] <= calls["twin"] // 100
 
 
 @pytest.mark.parametrize("name", ["bpfjit-busy-nodrop", "threads-long-nodrop"])

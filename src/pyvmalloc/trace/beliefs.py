@@ -743,13 +743,13 @@ def next_hidden_area(b: Beliefs, node: int, idx: int, size: int) -> int | None:
     heads were side by side (see _adjacent_hidden_area; where both apply they name
     the same slot, so this step may come first, also before a compiled twin).
     """
-    adjacent = _adjacent_hidden_area(b, node, idx, size)
-    if adjacent is not None:
-        return adjacent
-    if _c_hidden_guess is not None:
+    if _c_hidden_guess is not None:  # all three steps below
         got = _c_hidden_guess(b, node, idx, size, PAGE_SIZE)
         if got is not NotImplemented:
             return got  # type: ignore[no-any-return]
+    adjacent = _adjacent_hidden_area(b, node, idx, size)
+    if adjacent is not None:
+        return adjacent
     key = (node, idx)
     last = b.hidden_head.get(key)
     if last is None:

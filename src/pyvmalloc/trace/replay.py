@@ -2622,6 +2622,8 @@ def _fit_type(start: int, end: int, nva: int, nva_end: int) -> int:
 
 
 if _speedups is not None:
+    from pyvmalloc.trace import beliefs as _beliefs_module
+
     # The classes and methods the compiled loop mirrors: it leaves every event to them
     # when any of these is replaced (a subclass, a patched method).
     _speedups.replay_run_init(
@@ -2672,6 +2674,10 @@ if _speedups is not None:
         DRIFT_RUN,
         HIDDEN_SCAN_BLOCKS,
         EXACT_SCAN_BLOCKS,
-        ((globals(), "next_hidden_head"), (globals(), "next_hidden_area")),
+        (
+            (globals(), "next_hidden_head"),
+            (globals(), "next_hidden_area"),
+            (vars(_beliefs_module), "_adjacent_hidden_area"),
+        ),
         MAX_CLASS,
     )
