@@ -3983,8 +3983,6 @@ static PyObject *rb_run(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rb_adopt_twin(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rb_hidden_guess_twin(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rb_seed_busy(PyObject *, PyObject *const *, Py_ssize_t);
-static PyObject *rb_pool_ids(PyObject *, PyObject *);
-static PyObject *rb_pool_gens(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rb_pool_ranges(PyObject *, PyObject *);
 static PyObject *rb_insert_by_purge_order(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rb_ranges_below(PyObject *, PyObject *const *, Py_ssize_t);
@@ -4097,9 +4095,6 @@ static PyMethodDef methods[] = {
      "replay_run(replayer, events, i, every) -> index of the first event left to Python"},
     {"seed_busy", (PyCFunction)(void (*)(void))rb_seed_busy, METH_FASTCALL,
      "seed_busy(space, start, end, flags) -> the busy area | None"},
-    {"pool_ids", rb_pool_ids, METH_O, "pool_ids(nodes) -> set of id(area)"},
-    {"pool_gens", (PyCFunction)(void (*)(void))rb_pool_gens, METH_FASTCALL,
-     "pool_gens(nodes, before, gen, seq) -> dict"},
     {"pool_ranges", rb_pool_ranges, METH_O, "pool_ranges(nodes) -> set of (start, end, node)"},
     {"insert_by_purge_order", (PyCFunction)(void (*)(void))rb_insert_by_purge_order,
      METH_FASTCALL, "insert_by_purge_order(pool, va, gen) -> None"},
@@ -4675,8 +4670,8 @@ error:
  * Also here: twins for the Python handlers of the guess (hidden_guess) and of
  * Replayer._adopt (replay_adopt), seed_busy (TraceHarness.seed_busy's usual case: claim +
  * busy insert) and
- * twins of trace/beliefs.py's walks over every pooled area (pool_ids, pool_gens,
- * pool_ranges, insert_by_purge_order).
+ * twins of trace/beliefs.py's walks over every pooled area (pool_ranges,
+ * insert_by_purge_order).
  * ===================================================================================== */
 
 enum {
@@ -6108,7 +6103,6 @@ static int rb_free(rb_t *b, PyObject *ev, PyObject *ts_o) {
     int of = 0;
     long ecpu = PyLong_AsLongAndOverflow(cpu_o, &of);
     if (of || ecpu < 0) return 0;
-    long cpu = ecpu % b->cpus;
     /* the busy area at that address, in its address's node (find_unlink_vmap_area) */
     Py_ssize_t bi = c->n > 1 ? (Py_ssize_t)((start / c->zone) % (uint64_t)c->n) : 0;
     PyObject *node = get_node(PyTuple_GET_ITEM(c->busy, bi), off_root);
@@ -6594,51 +6588,6 @@ static int rb_each_pooled(PyObject *nodes, int (*fn)(void *, PyObject *, PyObjec
     if (rc == 0 && PyErr_Occurred()) rc = -1;
     Py_DECREF(it);
     return rc;
-}
-
-static int rb_add_id(void *set, PyObject *vn, PyObject *va) {
-    PyObject *id = PyLong_FromVoidPtr(va);
-    int rc = id ? PySet_Add((PyObject *)set, id) : -1;
-    Py_XDECREF(id);
-    return rc;
-}
-
-/* pool_ids(nodes) -> {id(va) for every pooled area} (Beliefs.before_refill) */
-static PyObject *rb_pool_ids(PyObject *self, PyObject *nodes) {
-    if (rb_strings() < 0) return NULL;
-    PyObject *out = PySet_New(NULL);
-    if (out && rb_each_pooled(nodes, rb_add_id, out) < 0) Py_CLEAR(out);
-    return out;
-}
-
-typedef struct { PyObject *out, *before, *gen, *seq; } rb_gens_t;
-
-static int rb_add_gen(void *arg, PyObject *vn, PyObject *va) {
-    rb_gens_t *a = arg;
-    PyObject *id = PyLong_FromVoidPtr(va), *g = NULL;
-    if (!id) return -1;
-    int in = PySet_Contains(a->before, id);
-    if (in > 0) {
-        g = PyDict_GetItemWithError(a->gen, id);
-        if (g == NULL && !PyErr_Occurred()) g = small_zero;
-    } else if (in == 0)
-        g = a->seq;
-    int rc = g ? PyDict_SetItem(a->out, id, g) : -1;
-    Py_DECREF(id);
-    return rc;
-}
-
-/* pool_gens(nodes, before, gen, seq) -> {id(va): gen.get(id(va), 0) if id(va) in before
- * else seq for every pooled area} (Beliefs.after_refill) */
-static PyObject *rb_pool_gens(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4 || !PyAnySet_Check(args[1]) || !PyDict_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "pool_gens(nodes, set, dict, seq)");
-        return NULL;
-    }
-    if (rb_strings() < 0) return NULL;
-    rb_gens_t a = {PyDict_New(), args[1], args[2], args[3]};
-    if (a.out && rb_each_pooled(args[0], rb_add_gen, &a) < 0) Py_CLEAR(a.out);
-    return a.out;
 }
 
 typedef struct { PyObject *out, *vn, *id; } rb_ranges_t;

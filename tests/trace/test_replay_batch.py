@@ -271,13 +271,13 @@ def test_progress_bar_run_equals_the_plain_run() -> None:
 def test_pool_walk_twins_equal_the_comprehensions(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The compiled pool walks of trace/beliefs.py (pool ids and purge stamps, pool
-    ranges, insertion in purge order) against its comprehensions, over whole replays."""
+    """The compiled pool walks of trace/beliefs.py (pool ranges, insertion in purge
+    order) against its comprehensions, over whole replays."""
     from pyvmalloc.trace import beliefs
 
     cap = DATA / "captures" / name
     got, got_state = run_capture(cap, monkeypatch, batch=True, kstate=True)
-    for twin in ("_c_pool_ids", "_c_pool_gens", "_c_pool_ranges", "_c_insert_by_purge_order"):
+    for twin in ("_c_pool_ranges", "_c_insert_by_purge_order"):
         assert getattr(beliefs, twin) is not None
         monkeypatch.setattr(beliefs, twin, None)
     ref, ref_state = run_capture(cap, monkeypatch, batch=True, kstate=True)

@@ -56,8 +56,6 @@ _c_insert_from = getattr(_speedups, "insert_from", None)
 #: Compiled twins of the pool walks (pool_ranges, _insert_by_purge_order; the replay
 #: no longer walks the pool ids and stamps: a refill reports what it added); None: the
 #: comprehensions.
-_c_pool_ids = getattr(_speedups, "pool_ids", None)
-_c_pool_gens = getattr(_speedups, "pool_gens", None)
 _c_pool_ranges = getattr(_speedups, "pool_ranges", None)
 _c_insert_by_purge_order = getattr(_speedups, "insert_by_purge_order", None)
 _c_ranges_below = getattr(_speedups, "ranges_below", None)
