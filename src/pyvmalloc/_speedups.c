@@ -3987,6 +3987,8 @@ static PyObject *rb_pool_ranges(PyObject *, PyObject *);
 static PyObject *rb_insert_by_purge_order(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rb_ranges_below(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rb_alloc_index(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rt_overlapping_py(PyObject *, PyObject *const *, Py_ssize_t); /* rtail */
+static PyObject *rt_pooled_overlapping(PyObject *, PyObject *const *, Py_ssize_t);
 
 /* bulk pages (bulkc) declarations */
 static PyObject *bk_init_ptes(PyObject *, PyObject *);
@@ -4098,6 +4100,10 @@ static PyMethodDef methods[] = {
     {"pool_ranges", rb_pool_ranges, METH_O, "pool_ranges(nodes) -> set of (start, end, node)"},
     {"insert_by_purge_order", (PyCFunction)(void (*)(void))rb_insert_by_purge_order,
      METH_FASTCALL, "insert_by_purge_order(pool, va, gen) -> None"},
+    {"overlapping", (PyCFunction)(void (*)(void))rt_overlapping_py, METH_FASTCALL,
+     "overlapping(areas, start, end) -> list of the areas overlapping [start, end) | None"},
+    {"pooled_overlapping", (PyCFunction)(void (*)(void))rt_pooled_overlapping, METH_FASTCALL,
+     "pooled_overlapping(nodes, start, end) -> list of (pool, area) overlapping | None"},
     {"ranges_below", (PyCFunction)(void (*)(void))rb_ranges_below, METH_FASTCALL,
      "ranges_below(blk, starts, i, parked, limit) -> list of (start, end) | None"},
     {"alloc_index", (PyCFunction)(void (*)(void))rb_alloc_index, METH_FASTCALL,
@@ -6809,6 +6815,84 @@ static PyObject *rb_alloc_index(PyObject *self, PyObject *const *args, Py_ssize_
         }
     }
     return out;
+}
+
+/* --- claim_range's scans (TraceHarness.claim_range, helper rtail) ------------------- */
+
+/* Append to out the areas of the iterable items that overlap [start, end), in order; pool
+ * (when not NULL) pairs each as (pool, area). 1 done, 0 declined (an item that is not a
+ * VmapArea, or bounds past 64 bits: the caller's comprehension runs), -1 error. Reads
+ * only. */
+static int rt_overlapping(PyObject *items, uint64_t start, uint64_t end, PyObject *pool,
+                          PyObject *out) {
+    PyObject *it = PyObject_GetIter(items), *va;
+    if (!it) return -1;
+    int rc = 1;
+    uint64_t s, e;
+    while (rc == 1 && (va = PyIter_Next(it)) != NULL) {
+        if (Py_TYPE(va) != va_type || !va_bounds(va, &s, &e)) rc = 0;
+        else if (s < end && start < e) {
+            PyObject *x = pool ? PyTuple_Pack(2, pool, va) : Py_NewRef(va);
+            if (!x || PyList_Append(out, x) < 0) rc = -1;
+            Py_XDECREF(x);
+        }
+        Py_DECREF(va);
+    }
+    if (rc == 1 && PyErr_Occurred()) rc = -1;
+    Py_DECREF(it);
+    return rc;
+}
+
+static int rt_args(PyObject *const *args, Py_ssize_t nargs, const char *sig, uint64_t *start,
+                   uint64_t *end) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, sig);
+        return -1;
+    }
+    if (va_ready() < 0) return -1;
+    return u64_of(args[1], start) && u64_of(args[2], end) ? 1 : 0;
+}
+
+/* overlapping(areas, start, end) -> [va for va in areas if va.va_start < end and start <
+ * va.va_end], or None (declined: the comprehension runs). */
+static PyObject *rt_overlapping_py(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    uint64_t start, end;
+    int rc = rt_args(args, nargs, "overlapping(areas, start, end)", &start, &end);
+    if (rc <= 0) return rc < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *out = PyList_New(0);
+    if (!out) return NULL;
+    rc = rt_overlapping(args[0], start, end, NULL, out);
+    if (rc <= 0) Py_DECREF(out);
+    return rc < 0 ? NULL : rc == 0 ? Py_NewRef(Py_None) : out;
+}
+
+/* pooled_overlapping(nodes, start, end) -> [(pool, va) for vn in nodes for pool in
+ * vn.pools.values() for va in pool if va overlaps [start, end)], or None (declined). */
+static PyObject *rt_pooled_overlapping(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    uint64_t start, end;
+    int rc = rt_args(args, nargs, "pooled_overlapping(nodes, start, end)", &start, &end);
+    if (rc <= 0) return rc < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *out = PyList_New(0), *it = out ? PyObject_GetIter(args[0]) : NULL, *vn;
+    if (!it) {
+        Py_XDECREF(out);
+        return NULL;
+    }
+    while (rc == 1 && (vn = PyIter_Next(it)) != NULL) {
+        PyObject *pd = rb_node_pools(vn), *key, *pool;
+        Py_ssize_t pos = 0;
+        if (!pd) rc = -1;
+        while (rc == 1 && PyDict_Next(pd, &pos, &key, &pool)) {
+            Py_INCREF(pool);
+            rc = rt_overlapping(pool, start, end, pool, out);
+            Py_DECREF(pool);
+        }
+        Py_XDECREF(pd);
+        Py_DECREF(vn);
+    }
+    if (rc == 1 && PyErr_Occurred()) rc = -1;
+    Py_DECREF(it);
+    if (rc <= 0) Py_DECREF(out);
+    return rc < 0 ? NULL : rc == 0 ? Py_NewRef(Py_None) : out;
 }
 
 /* ============================================================ end of replay batch section */
