@@ -42,6 +42,8 @@ _WHOLE_OPERATIONS = (
     "seed_busy",
     "ranges_below",  # replayc2
     "alloc_index",
+    "overlapping",  # rtail
+    "pooled_overlapping",
     # bulk pages and multi-page vmalloc (bulkc)
     "init_bulk_pages",
     "phys_alloc_pages_bulk",

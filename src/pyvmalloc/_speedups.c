@@ -3987,6 +3987,8 @@ static PyObject *rb_pool_ranges(PyObject *, PyObject *);
 static PyObject *rb_insert_by_purge_order(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rb_ranges_below(PyObject *, PyObject *const *, Py_ssize_t);
 static PyObject *rb_alloc_index(PyObject *, PyObject *const *, Py_ssize_t);
+static PyObject *rt_overlapping_py(PyObject *, PyObject *const *, Py_ssize_t); /* rtail */
+static PyObject *rt_pooled_overlapping(PyObject *, PyObject *const *, Py_ssize_t);
 
 /* bulk pages (bulkc) declarations */
 static PyObject *bk_init_ptes(PyObject *, PyObject *);
@@ -4098,6 +4100,10 @@ static PyMethodDef methods[] = {
     {"pool_ranges", rb_pool_ranges, METH_O, "pool_ranges(nodes) -> set of (start, end, node)"},
     {"insert_by_purge_order", (PyCFunction)(void (*)(void))rb_insert_by_purge_order,
      METH_FASTCALL, "insert_by_purge_order(pool, va, gen) -> None"},
+    {"overlapping", (PyCFunction)(void (*)(void))rt_overlapping_py, METH_FASTCALL,
+     "overlapping(areas, start, end) -> list of the areas overlapping [start, end) | None"},
+    {"pooled_overlapping", (PyCFunction)(void (*)(void))rt_pooled_overlapping, METH_FASTCALL,
+     "pooled_overlapping(nodes, start, end) -> list of (pool, area) overlapping | None"},
     {"ranges_below", (PyCFunction)(void (*)(void))rb_ranges_below, METH_FASTCALL,
      "ranges_below(blk, starts, i, parked, limit) -> list of (start, end) | None"},
     {"alloc_index", (PyCFunction)(void (*)(void))rb_alloc_index, METH_FASTCALL,
@@ -6811,6 +6817,84 @@ static PyObject *rb_alloc_index(PyObject *self, PyObject *const *args, Py_ssize_
     return out;
 }
 
+/* --- claim_range's scans (TraceHarness.claim_range, helper rtail) ------------------- */
+
+/* Append to out the areas of the iterable items that overlap [start, end), in order; pool
+ * (when not NULL) pairs each as (pool, area). 1 done, 0 declined (an item that is not a
+ * VmapArea, or bounds past 64 bits: the caller's comprehension runs), -1 error. Reads
+ * only. */
+static int rt_overlapping(PyObject *items, uint64_t start, uint64_t end, PyObject *pool,
+                          PyObject *out) {
+    PyObject *it = PyObject_GetIter(items), *va;
+    if (!it) return -1;
+    int rc = 1;
+    uint64_t s, e;
+    while (rc == 1 && (va = PyIter_Next(it)) != NULL) {
+        if (Py_TYPE(va) != va_type || !va_bounds(va, &s, &e)) rc = 0;
+        else if (s < end && start < e) {
+            PyObject *x = pool ? PyTuple_Pack(2, pool, va) : Py_NewRef(va);
+            if (!x || PyList_Append(out, x) < 0) rc = -1;
+            Py_XDECREF(x);
+        }
+        Py_DECREF(va);
+    }
+    if (rc == 1 && PyErr_Occurred()) rc = -1;
+    Py_DECREF(it);
+    return rc;
+}
+
+static int rt_args(PyObject *const *args, Py_ssize_t nargs, const char *sig, uint64_t *start,
+                   uint64_t *end) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, sig);
+        return -1;
+    }
+    if (va_ready() < 0) return -1;
+    return u64_of(args[1], start) && u64_of(args[2], end) ? 1 : 0;
+}
+
+/* overlapping(areas, start, end) -> [va for va in areas if va.va_start < end and start <
+ * va.va_end], or None (declined: the comprehension runs). */
+static PyObject *rt_overlapping_py(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    uint64_t start, end;
+    int rc = rt_args(args, nargs, "overlapping(areas, start, end)", &start, &end);
+    if (rc <= 0) return rc < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *out = PyList_New(0);
+    if (!out) return NULL;
+    rc = rt_overlapping(args[0], start, end, NULL, out);
+    if (rc <= 0) Py_DECREF(out);
+    return rc < 0 ? NULL : rc == 0 ? Py_NewRef(Py_None) : out;
+}
+
+/* pooled_overlapping(nodes, start, end) -> [(pool, va) for vn in nodes for pool in
+ * vn.pools.values() for va in pool if va overlaps [start, end)], or None (declined). */
+static PyObject *rt_pooled_overlapping(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    uint64_t start, end;
+    int rc = rt_args(args, nargs, "pooled_overlapping(nodes, start, end)", &start, &end);
+    if (rc <= 0) return rc < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *out = PyList_New(0), *it = out ? PyObject_GetIter(args[0]) : NULL, *vn;
+    if (!it) {
+        Py_XDECREF(out);
+        return NULL;
+    }
+    while (rc == 1 && (vn = PyIter_Next(it)) != NULL) {
+        PyObject *pd = rb_node_pools(vn), *key, *pool;
+        Py_ssize_t pos = 0;
+        if (!pd) rc = -1;
+        while (rc == 1 && PyDict_Next(pd, &pos, &key, &pool)) {
+            Py_INCREF(pool);
+            rc = rt_overlapping(pool, start, end, pool, out);
+            Py_DECREF(pool);
+        }
+        Py_XDECREF(pd);
+        Py_DECREF(vn);
+    }
+    if (rc == 1 && PyErr_Occurred()) rc = -1;
+    Py_DECREF(it);
+    if (rc <= 0) Py_DECREF(out);
+    return rc < 0 ? NULL : rc == 0 ? Py_NewRef(Py_None) : out;
+}
+
 /* ============================================================ end of replay batch section */
 
 
@@ -8738,11 +8822,48 @@ static int rp_cmp(const void *a, const void *b) {
 /* A lazy area of the batch: its node, its start, its place in the batch. */
 typedef struct { uint64_t node, start; Py_ssize_t i; PyObject *va; } rp_lazy_t;
 
-static int rp_lazy_cmp(const void *a, const void *b) {
-    const rp_lazy_t *x = a, *y = b;
-    if (x->node != y->node) return x->node < y->node ? -1 : 1;
-    if (x->start != y->start) return x->start < y->start ? -1 : 1;
-    return x->i < y->i ? -1 : (x->i > y->i);
+/* Sort the batch by (node, start, i) (every key is unique, `i` included, so any correct
+ * sort gives this order): a bottom-up merge sort with the comparison inline, runs of 16
+ * by insertion first (rtail: qsort's callback per comparison was most of its cost).
+ * 0, or -1 with MemoryError. */
+static inline int rp_lazy_lt(const rp_lazy_t *x, const rp_lazy_t *y) {
+    if (x->node != y->node) return x->node < y->node;
+    if (x->start != y->start) return x->start < y->start;
+    return x->i < y->i;
+}
+
+static int rp_lazy_sort(rp_lazy_t *a, Py_ssize_t n) {
+    const Py_ssize_t run = 16;
+    for (Py_ssize_t lo = 0; lo < n; lo += run) {
+        Py_ssize_t hi = lo + run < n ? lo + run : n;
+        for (Py_ssize_t j = lo + 1; j < hi; j++) {
+            rp_lazy_t x = a[j];
+            Py_ssize_t k = j;
+            for (; k > lo && rp_lazy_lt(&x, &a[k - 1]); k--) a[k] = a[k - 1];
+            a[k] = x;
+        }
+    }
+    if (n <= run) return 0;
+    rp_lazy_t *tmp = PyMem_Malloc(sizeof(rp_lazy_t) * (size_t)n), *src = a, *dst = tmp;
+    if (tmp == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t w = run; w < n; w *= 2) {
+        for (Py_ssize_t lo = 0; lo < n; lo += 2 * w) {
+            Py_ssize_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+            Py_ssize_t p = lo, q = mid, o = lo;
+            while (p < mid && q < hi) dst[o++] = rp_lazy_lt(&src[q], &src[p]) ? src[q++] : src[p++];
+            while (p < mid) dst[o++] = src[p++];
+            while (q < hi) dst[o++] = src[q++];
+        }
+        rp_lazy_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != a) memcpy(a, src, sizeof(rp_lazy_t) * (size_t)n);
+    PyMem_Free(tmp);
+    return 0;
 }
 
 /* A pool class about to decay: its key, the deque, how many leave from its head. */
@@ -8880,7 +9001,7 @@ static PyObject *rp_begin_purge_nodes(PyObject *self, PyObject *const *args, Py_
         }
     }
     /* the pending purge's range, and the order: node, then start (stable) */
-    qsort(items, (size_t)nb, sizeof(rp_lazy_t), rp_lazy_cmp);
+    if (rp_lazy_sort(items, nb) < 0) goto error;
     dec = PyMem_Malloc(sizeof(rp_item_t) * (ndec_max ? ndec_max : 1));
     if (!dec) { PyErr_NoMemory(); goto error; }
     Py_ssize_t first = 0;

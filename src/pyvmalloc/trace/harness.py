@@ -76,6 +76,16 @@ _c_undo_alloc: Callable[[VmapSpace, VmapArea], bool | None] | None = getattr(
     _speedups, "undo_alloc", None
 )
 
+#: claim_range's scans, compiled (_speedups.c, replay batch section): the areas of an
+#: iterable that overlap a range, and the pooled areas of every node that do (with their
+#: pool); None when they decline (the comprehensions below run).
+_c_overlapping: Callable[[Any, int, int], list[VmapArea] | None] | None = getattr(
+    _speedups, "overlapping", None
+)
+_c_pooled_overlapping: Callable[[Any, int, int], list[tuple[Any, VmapArea]] | None] | None = (
+    getattr(_speedups, "pooled_overlapping", None)
+)
+
 __all__ = [
     "VM_FLAG_WORDS",
     "Fragmentation",
@@ -489,8 +499,11 @@ class TraceHarness:
         # A pooled area of exactly that range is in its size's class (VmapNode.pools[i]
         # holds areas of i + 1 pages).
         cls = (end - start - 1) >> PAGE_SHIFT
+        scan = _c_overlapping
         for vn in space.nodes:
-            for va in vn.pools.get(cls, ()):
+            pool = vn.pools.get(cls, ())
+            hits = scan(pool, start, end) if scan is not None and pool else None
+            for va in pool if hits is None else hits:
                 if va.va_start == start and va.va_end == end:
                     vn.pools[cls].remove(va)
                     va.state = VaState.DETACHED
@@ -501,7 +514,10 @@ class TraceHarness:
                 space.unlink_vmap_area(va, vn.id)
                 notes.append(f"model still had busy {va.va_start:#x}-{va.va_end:#x}")
                 released.append(va)
-        if [va for va in space.lazy if va.va_start < end and start < va.va_end]:
+        lazy_hits = scan(space.lazy, start, end) if scan is not None else None
+        if lazy_hits is None:
+            lazy_hits = [va for va in space.lazy if va.va_start < end and start < va.va_end]
+        if lazy_hits:
             keep: deque[VmapArea] = deque()
             for va in space.lazy:
                 if va.va_start < end and start < va.va_end:
@@ -513,7 +529,9 @@ class TraceHarness:
                     keep.append(va)
             space.lazy = keep
         for pending in space.in_purge:
-            hit = [va for va in pending.batch if va.va_start < end and start < va.va_end]
+            hit = scan(pending.batch, start, end) if scan is not None else None
+            if hit is None:
+                hit = [va for va in pending.batch if va.va_start < end and start < va.va_end]
             for va in hit:
                 pending.batch.remove(va)
                 for _vn, lst in pending.marked:
@@ -523,13 +541,19 @@ class TraceHarness:
                 va.state = VaState.DETACHED
                 notes.append(f"model was purging {va.va_start:#x}-{va.va_end:#x}")
                 released.append(va)
-        pooled = [
-            (pool, va)
-            for vn in space.nodes
-            for pool in vn.pools.values()
-            for va in pool
-            if va.va_start < end and start < va.va_end
-        ]
+        pooled = (
+            _c_pooled_overlapping(space.nodes, start, end)
+            if _c_pooled_overlapping is not None
+            else None
+        )
+        if pooled is None:
+            pooled = [
+                (pool, va)
+                for vn in space.nodes
+                for pool in vn.pools.values()
+                for va in pool
+                if va.va_start < end and start < va.va_end
+            ]
         for pool, va in pooled:
             pool.remove(va)
             va.state = VaState.DETACHED

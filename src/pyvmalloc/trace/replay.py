@@ -1729,9 +1729,9 @@ class Replayer:
         """Where the model kept the kernel's address, in words."""
         kind, obj, node, pos = loc
         if isinstance(obj, tuple):
-            return f"{kind} block {obj[0]:#x}-{obj[1]:#x}"
+            return f"{kind} block {hex(obj[0])}-{hex(obj[1])}"  # hex(): "#x", cheaper
         if isinstance(obj, VmapArea):
-            r = f"{obj.va_start:#x}-{obj.va_end:#x}"
+            r = f"{hex(obj.va_start)}-{hex(obj.va_end)}"
             if kind == "pool":
                 return f"pool node {node} class {pool_class(obj.va_end - obj.va_start)} position {pos} ({r})"
             if kind == "pooled-other":
@@ -2611,7 +2611,13 @@ def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - conven
 
 def _key_str(key: tuple[object, ...]) -> str:
     """A cause key as text: addresses in hex."""
-    return ":".join([f"{k:#x}" if isinstance(k, int) and k > 0xFFFF else str(k) for k in key])
+    parts = []  # one key per divergence: hex(k) is f"{k:#x}" for an int, at half the cost
+    for k in key:
+        if k.__class__ is int:
+            parts.append(hex(k) if k > 0xFFFF else str(k))
+        else:
+            parts.append(f"{k:#x}" if isinstance(k, int) and k > 0xFFFF else str(k))
+    return ":".join(parts)
 
 
 def _fit_type(start: int, end: int, nva: int, nva_end: int) -> int:

@@ -222,8 +222,12 @@ class Decision:
             return f"pool hit: node {self.node} pool[{self.pool_index}] head (LIFO)"
         if self.source == "fail":
             return f"failed: errno {-self.error}"
-        why = f"tree: lowest match for length {self.search_length:#x}"
-        why += f" in free block {self.block[0]:#x}-{self.block[1]:#x} ({FitType.NAMES[self.fit]})"
+        # one f-string, hex() for "#x" (the same text; built for every divergence)
+        blk = self.block
+        why = (
+            f"tree: lowest match for length {hex(self.search_length)} in free block "
+            f"{hex(blk[0])}-{hex(blk[1])} ({FitType.NAMES[self.fit]})"
+        )
         if self.rotated:
             why += f"; node {self.node} pool[{self.pool_index}] head misaligned, rotated"
         return why
