@@ -517,3 +517,24 @@ def test_more_wrong_types_name_the_argument(call, name: str) -> None:
     with pytest.raises(TypeError, match=name):
         call(k)
     k.check()
+
+
+def test_host_budget_does_not_depend_on_free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model's host-memory refusals (ioremap's and Kernel(ram=...)'s) follow the
+    host's total memory, a quarter of it, never what happens to be free: the same call
+    gets the same answer on every run (the accelerated-vs-reference fuzz compares them)."""
+    import os
+
+    from pyvmalloc.args import host_budget, host_fits
+
+    pages = {"SC_PHYS_PAGES": 1 << 20, "SC_PAGE_SIZE": 4096}  # a 4 GiB host
+    for free in (1, 1 << 19, 1 << 20):  # none, half, all of it free
+        pages["SC_AVPHYS_PAGES"] = free
+        monkeypatch.setattr(os, "sysconf", lambda name: pages[name])
+        assert host_budget() == 1 << 30
+        host_fits("this", 1 << 30)  # exactly the budget: taken
+        with pytest.raises(MemoryError, match=r"at most 1024 MiB \(a quarter"):
+            host_fits("this", (1 << 30) + 1)
+        with pytest.raises(MemoryError, match=r"at most about ram=.* fits"):
+            Kernel(ram="1T").vmalloc(P)  # 1 TiB of RAM: 5 GiB of page arrays
+        assert Kernel(ram="64G").vmalloc(P)  # 320 MiB of page arrays

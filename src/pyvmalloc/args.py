@@ -23,7 +23,7 @@ from __future__ import annotations
 import operator
 import os
 
-__all__ = ["c_int", "host_fits", "integer", "uint", "ulong"]
+__all__ = ["c_int", "host_budget", "host_fits", "integer", "uint", "ulong"]
 
 
 def integer(name: str, value: object, ctype: str = "int") -> int:
@@ -67,8 +67,22 @@ def c_int(name: str, value: object) -> int:
     raise ValueError(f"{name} {v} does not fit in an int (32 bits)")
 
 
+def host_budget() -> int | None:
+    """Host bytes the model may take for its per-page arrays: a quarter of this host's
+    memory, or None where the platform does not say (then numpy just tries).
+
+    The host's total memory, not what is free at the moment, so that the same call on
+    the same host always gets the same answer (what is free changes with the page
+    cache and other processes; a model whose results depended on it could not be
+    compared with itself, e.g. the accelerated build with the reference)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    except (ValueError, OSError):
+        return None
+
+
 def host_fits(what: str, need: int) -> None:
-    """Refuse work whose host arrays need more than half this host's free memory.
+    """Refuse work whose host arrays need more than :func:`host_budget`.
 
     A model limit, not a kernel rule: a request the kernel would serve (an 8 TiB
     ``ioremap`` maps with PUD entries) can need more host memory than there is
@@ -76,12 +90,10 @@ def host_fits(what: str, need: int) -> None:
     before the model's state changes (rather than numpy's bare one halfway through,
     or the OOM killer).
     """
-    try:
-        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):  # not on this platform: let numpy try
-        return
-    if need > avail // 2:
+    budget = host_budget()
+    if budget is not None and need > budget:
         raise MemoryError(
             f"{what} needs about {need >> 20} MiB of host memory for the model's "
-            f"per-page arrays; this host has {avail >> 20} MiB free"
+            f"per-page arrays; the model takes at most {budget >> 20} MiB (a quarter "
+            f"of this host's memory)"
         )

@@ -17,13 +17,12 @@ tables, vm_struct) hang off the same object.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, Literal, ParamSpec, TypeVar, overload
 
 import pyvmalloc.helpers as helpers
-from pyvmalloc.args import integer, uint, ulong
+from pyvmalloc.args import host_budget, integer, uint, ulong
 from pyvmalloc.config import NUMA_NO_NODE, Arch, KernelProfile, Machine, get_profile
 from pyvmalloc.errors import InvariantError
 from pyvmalloc.gfp import GFP_KERNEL
@@ -257,19 +256,16 @@ class Kernel:
         (rather than a bare ``MemoryError``, or the OOM killer: numpy's zeroed arrays
         are allocated lazily)."""
         need = (self.machine.ram >> 12) * self.HOST_BYTES_PER_PAGE
-        try:
-            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError):  # not on this platform: let numpy try
-            return
-        if need > avail // 2:
+        budget = host_budget()  # a quarter of the host's memory, the same every run
+        if budget is not None and need > budget:
             from pyvmalloc.config import format_size
 
-            fits = (avail // 2 // self.HOST_BYTES_PER_PAGE) << 12
+            fits = (budget // self.HOST_BYTES_PER_PAGE) << 12
             raise MemoryError(
                 f"ram={format_size(self.machine.ram)} needs about {format_size(need)} of "
                 f"host memory for the model's page arrays ({self.HOST_BYTES_PER_PAGE} bytes "
-                f"per 4 KiB page); this host has {format_size(avail)} free, so at most "
-                f"about ram={format_size(fits)} fits"
+                f"per 4 KiB page); the model takes at most {format_size(budget)} (a quarter "
+                f"of this host's memory), so at most about ram={format_size(fits)} fits"
             )
 
     @property
