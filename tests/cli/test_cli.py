@@ -119,6 +119,12 @@ def test_fail_under(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert rc == 1 and "below --fail-under 99.9 %" in err and "99.79 %" in out
     rc, _, _ = run(capsys, "replay", str(CHURN_ANY), "--fail-under", "99")
     assert rc == 0
+    rc, _, _ = run(capsys, "replay", str(CHURN_ANY), "--fail-under", "99.5%")
+    assert rc == 0
+    for bad in ("\u0663", "9_9", "nan", "1e2", "-1", "101", "", " 99"):
+        with pytest.raises(SystemExit) as e:
+            run(capsys, "replay", str(CHURN_ANY), "--fail-under", bad)
+        assert e.value.code == 2 and "--fail-under" in capsys.readouterr().err
     out_json = tmp_path / "c.json"
     rc, _, err = run(
         capsys, "compare", str(DEFAULT), "--fail-under", "100", "--json", str(out_json)

@@ -29,6 +29,7 @@ import bisect
 import heapq
 import itertools
 import os
+import re
 import sys
 import time
 from collections import Counter, deque
@@ -2516,10 +2517,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _percent(text: str) -> float:
-    try:
-        v = float(text.rstrip("%"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a percentage: {text!r}") from None
+    """``--fail-under PCT``: ASCII digits with an optional fraction and ``%`` (Python's
+    float() would also take other scripts' digits, ``1_0``, ``nan``)."""
+    if not re.fullmatch(r"[0-9]+(?:\.[0-9]*)?%?|\.[0-9]+%?", text, re.ASCII):
+        raise argparse.ArgumentTypeError(f"not a percentage: {text!r}")
+    v = float(text.rstrip("%"))
     if not 0 <= v <= 100:
         raise argparse.ArgumentTypeError(f"a percentage is 0..100, not {text}")
     return v
