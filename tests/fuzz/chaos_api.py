@@ -215,43 +215,76 @@ def run(
         "kmalloc": lambda: k.kmalloc(size(), rng.choice(GFPS)),
         "kfree": lambda: k.kfree(addr()),
     }
+    return execute(k, calls, rng, steps, where=f"{label} profile={profile} strict={strict}",
+                   full_every=full_every, out=out, label=label, irq=0.05,
+                   addrs=addrs)  # fmt: skip
+
+
+def execute(
+    k: Kernel,
+    calls: dict[str, Callable[[], Any]],
+    rng: random.Random,
+    steps: int,
+    *,
+    where: str,
+    full_every: int,
+    out: Callable[[str], None] | None,
+    label: str,
+    irq: float = 0.0,
+    allowed: tuple[type[BaseException], ...] = ALLOWED,
+    shown: tuple[int, int] = (200, 200),
+    addr_attrs: tuple[str, ...] = ("addr",),
+    addrs: list[int] | None = None,
+) -> dict[str, int]:
+    """Run ``steps`` calls drawn from ``calls`` on ``k``, each checked, and the final
+    check; return how often each outcome came (``ok``, an allowed exception's name).
+
+    ``irq``: the share of calls made in interrupt context (drawn per call when > 0);
+    ``shown``: how much of a result's and of an error's text a printed line keeps;
+    ``addr_attrs``: the attributes of a result whose address joins ``addrs`` (the
+    caller's pool of addresses to reuse)."""
+    if addrs is None:
+        addrs = []
     names = sorted(calls)
     outcomes: dict[str, int] = {}
     for step in range(steps):
         name = rng.choice(names)
-        where = f"{label} profile={profile} strict={strict} step={step} {name}"
+        at = f"{where} step={step} {name}"
         try:
-            if rng.random() < 0.05:
+            if irq and rng.random() < irq:
                 with k.interrupt_context():
                     r = calls[name]()
             else:
                 r = calls[name]()
             kind = "ok"
-            shown = (f"bytes[{len(r)}] {hashlib.sha1(r).hexdigest()[:12]}"
-                     if isinstance(r, bytes) else repr(r)[:200])  # fmt: skip
+            text = (f"bytes[{len(r)}] {hashlib.sha1(r).hexdigest()[:12]}"
+                    if isinstance(r, bytes) else repr(r)[: shown[0]])  # fmt: skip
             if isinstance(r, (int, np.integer)) and not isinstance(r, bool) and r:
                 addrs.append(int(r))
-            elif getattr(r, "addr", None):
-                addrs.append(int(r.addr))  # type: ignore[union-attr]
-        except ALLOWED as e:
-            kind, shown = type(e).__name__, str(e)[:200]
+            else:
+                for attr in addr_attrs:
+                    if getattr(r, attr, None):
+                        addrs.append(int(getattr(r, attr)))
+                        break
+        except allowed as e:
+            kind, text = type(e).__name__, str(e)[: shown[1]]
         except MemoryError as e:
             if not str(e):
-                raise ChaosFailure(f"{where}: bare MemoryError") from e
-            kind, shown = "MemoryError", str(e).split(";")[0]  # (not the host's free memory)
+                raise ChaosFailure(f"{at}: bare MemoryError") from e
+            kind, text = "MemoryError", str(e).split(";")[0]  # (not the host's budget)
         except Exception as e:
-            raise ChaosFailure(f"{where}: {type(e).__name__}: {e}") from e
+            raise ChaosFailure(f"{at}: {type(e).__name__}: {e}") from e
         outcomes[kind] = outcomes.get(kind, 0) + 1
         if out is not None:
-            out(f"{label} {step} {name} {kind} {shown}")
+            out(f"{label} {step} {name} {kind} {text}")
         try:
             k.check(full=step % full_every == full_every - 1)
         except AssertionError as e:
-            raise ChaosFailure(f"{where}: check() failed after the call: {e}") from e
+            raise ChaosFailure(f"{at}: check() failed after the call: {e}") from e
     try:
         k.check()
     except AssertionError as e:
-        raise ChaosFailure(f"{label} profile={profile} strict={strict}: final check: {e}") from e
+        raise ChaosFailure(f"{where}: final check: {e}") from e
     if out is not None:
         out(k.vmallocinfo() + k.meminfo() + k.dmesg())
     return outcomes

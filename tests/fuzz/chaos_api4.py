@@ -14,27 +14,33 @@ final /proc views, so the accelerated build and ``PYVMALLOC_PURE=1`` can be comp
 
 from __future__ import annotations
 
-import hashlib
+import importlib.util
 import random
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pyvmalloc import Kernel, KernelHang, KernelWarning
+from pyvmalloc import Kernel
 from pyvmalloc.gfp import __GFP_NOFAIL as NOFAIL
 from pyvmalloc.gfp import __GFP_ZERO as ZERO
 from pyvmalloc.gfp import GFP_ATOMIC, GFP_KERNEL, GFP_NOWAIT
-from pyvmalloc.pgtable import PageFault
+
+# The executing loop, the allowed outcomes and the failure are chaos_api.py's (a sibling
+# file, not a package: loaded by path whether this runs as a script or from a test).
+_spec = importlib.util.spec_from_file_location(
+    "chaos_api", Path(__file__).with_name("chaos_api.py")
+)
+assert _spec is not None and _spec.loader is not None
+_base = sys.modules.get("chaos_api") or importlib.util.module_from_spec(_spec)
+if "chaos_api" not in sys.modules:
+    sys.modules["chaos_api"] = _base
+    _spec.loader.exec_module(_base)
+ALLOWED, ChaosFailure, execute = _base.ALLOWED, _base.ChaosFailure, _base.execute
 
 GFPS = [GFP_KERNEL, GFP_ATOMIC, GFP_NOWAIT, GFP_KERNEL | ZERO, GFP_KERNEL | NOFAIL, 0, -1, 1 << 40]
-ALLOWED = (KernelWarning, KernelHang, TypeError, ValueError, OverflowError,
-           NotImplementedError, PageFault)  # fmt: skip
-
-
-class ChaosFailure(AssertionError):
-    pass
 
 
 class SubscriberError(RuntimeError):
@@ -185,44 +191,10 @@ def run(
         ),
         "unsubscribe": lambda: k.trace_unsubscribe(rng.choice([raising, calling_back])),
     }
-    names = sorted(calls)
-    outcomes: dict[str, int] = {}
-    for step in range(steps):
-        name = rng.choice(names)
-        where = f"{label} profile={profile} strict={strict} step={step} {name}"
-        try:
-            r = calls[name]()
-            kind = "ok"
-            shown = (f"bytes[{len(r)}] {hashlib.sha1(r).hexdigest()[:12]}"
-                     if isinstance(r, bytes) else repr(r)[:120])  # fmt: skip
-            if isinstance(r, (int, np.integer)) and not isinstance(r, bool) and r:
-                addrs.append(int(r))
-            elif getattr(r, "addr", None):
-                addrs.append(int(r.addr))  # type: ignore[union-attr]
-            elif getattr(r, "va_start", None):
-                addrs.append(int(r.va_start))  # type: ignore[union-attr]
-        except (*ALLOWED, SubscriberError) as e:
-            kind, shown = type(e).__name__, str(e)[:160]
-        except MemoryError as e:
-            if not str(e):
-                raise ChaosFailure(f"{where}: bare MemoryError") from e
-            kind, shown = "MemoryError", str(e).split(";")[0]
-        except Exception as e:
-            raise ChaosFailure(f"{where}: {type(e).__name__}: {e}") from e
-        outcomes[kind] = outcomes.get(kind, 0) + 1
-        if out is not None:
-            out(f"{label} {step} {name} {kind} {shown}")
-        try:
-            k.check(full=step % full_every == full_every - 1)
-        except AssertionError as e:
-            raise ChaosFailure(f"{where}: check() failed after the call: {e}") from e
-    try:
-        k.check()
-    except AssertionError as e:
-        raise ChaosFailure(f"{label} profile={profile} strict={strict}: final check: {e}") from e
-    if out is not None:
-        out(k.vmallocinfo() + k.meminfo() + k.dmesg())
-    return outcomes
+    return execute(k, calls, rng, steps, where=f"{label} profile={profile} strict={strict}",
+                   full_every=full_every, out=out, label=label,
+                   allowed=(*ALLOWED, SubscriberError), shown=(120, 160),
+                   addr_attrs=("addr", "va_start"), addrs=addrs)  # fmt: skip
 
 
 def plan(seed: int, runs: int) -> list[tuple[str, random.Random, str, bool, int]]:
