@@ -263,9 +263,12 @@ OVER_3_S3 = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(FLOORS3))
-def test_session3_capture_floor(name):
-    seeded, snapshot = FLOORS3[name]
+def _check_floors(name, floors, *, purges):
+    """Replay ``name`` seeded from kstate.json and from the snapshot alone: each at or
+    above its floor, every allocation event after the snapshot compared, every
+    mismatch classified and counted once (and, with ``purges``, every purge event
+    replayed). Returns the kstate-seeded result."""
+    seeded, snapshot = floors[name]
     res, meta = _replay(name)
     assert res.seed == "kstate"
     assert res.agreement >= seeded, (res.agreement, res.mismatches[:3])
@@ -278,9 +281,16 @@ def test_session3_capture_floor(name):
     for r in (res, alone):
         window = r.window_applied + r.window_reflected
         assert n - r.skipped_before_snapshot - window <= r.allocs_compared <= n
-        assert r.purges == counts["purge_vmap_area_lazy"]
+        if purges:
+            assert r.purges == counts["purge_vmap_area_lazy"]
         assert all(m.cause_class in CLASSES and m.cause for m in r.mismatches)
         assert sum(c["mismatches"] for c in r.causes) == len(r.mismatches)
+    return res
+
+
+@pytest.mark.parametrize("name", sorted(FLOORS3))
+def test_session3_capture_floor(name):
+    _check_floors(name, FLOORS3, purges=True)
 
 
 @pytest.mark.parametrize("name", sorted(n for n in FLOORS3 if n not in ("mix3", "mix3-nodrop")))
@@ -358,21 +368,7 @@ FLOORS4 = {
 
 @pytest.mark.parametrize("name", sorted(FLOORS4))
 def test_session4_capture_floor(name):
-    seeded, snapshot = FLOORS4[name]
-    res, meta = _replay(name)
-    assert res.seed == "kstate"
-    assert res.agreement >= seeded, (res.agreement, res.mismatches[:3])
-    alone = _replay(name, kstate=False)[0]
-    assert alone.seed == "snapshot"
-    assert alone.agreement >= snapshot, (alone.agreement, alone.mismatches[:3])
-    counts = meta["event_counts"]
-    assert isinstance(counts, dict)
-    n = counts["alloc_vmap_area"]
-    for r in (res, alone):
-        window = r.window_applied + r.window_reflected
-        assert n - r.skipped_before_snapshot - window <= r.allocs_compared <= n
-        assert all(m.cause_class in CLASSES and m.cause for m in r.mismatches)
-        assert sum(c["mismatches"] for c in r.causes) == len(r.mismatches)
+    res = _check_floors(name, FLOORS4, purges=False)
     # seeded from the kernel's own state: no cause costs more than one mismatch
     assert max((c["mismatches"] for c in res.causes), default=0) <= 1
 
